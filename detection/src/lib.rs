@@ -3,3 +3,12 @@
 //! The sidecar's window summaries (its report format), the sliding windows the collector
 //! merges them into, the detection rules run over those windows, and the clustering of
 //! detections into incidents.
+
+#![forbid(unsafe_code)]
+
+pub mod counter;
+pub mod facts;
+pub mod key;
+pub mod report;
+pub mod stats;
+pub mod topk;

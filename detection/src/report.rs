@@ -1,0 +1,236 @@
+//! The window summary a sidecar sends to the collector (JSON, versioned).
+//!
+//! One report covers one time slice `[start, end)` of one sidecar. It names its sender
+//! (pod, workload, namespace) and carries a per-sidecar sequence number, so the collector can
+//! drop duplicates (`seq` + `start` + `end`, which also tells a restarted sidecar apart) and
+//! notice gaps; a lost report only makes the windows undercount, it never breaks them.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::key::ClientKey;
+use crate::stats::{AttrDim, ClientCounts, Totals};
+
+/// The report format version this crate writes and reads.
+pub const REPORT_VERSION: u32 = 1;
+
+/// Largest report accepted by [`Report::from_json`] (bytes).
+pub const MAX_REPORT_BYTES: usize = 4 << 20;
+
+/// Who sent a report.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SidecarId {
+    /// Pod name.
+    pub pod: String,
+    /// The protected workload (Deployment, StatefulSet…) the pod belongs to.
+    pub workload: String,
+    /// Namespace (the environment).
+    pub namespace: String,
+}
+
+/// One client's counts in a report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientEntry {
+    /// The client.
+    pub key: ClientKey,
+    /// What it did in the slice.
+    #[serde(flatten)]
+    pub counts: ClientCounts,
+}
+
+/// A sampled attribute count of one client (for incident attributes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttrEntry {
+    /// The client (of the counter's primary key kind).
+    pub client: ClientKey,
+    /// Which attribute.
+    pub dim: AttrDim,
+    /// Its value (bounded length).
+    pub value: String,
+    /// Estimated requests with this value.
+    pub count: u64,
+}
+
+/// A sidecar's summary of one time slice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    /// Format version ([`REPORT_VERSION`]).
+    pub version: u32,
+    /// The sender.
+    pub sidecar: SidecarId,
+    /// Per-sidecar sequence number, +1 per report, from 1 after each sidecar start.
+    pub seq: u64,
+    /// Slice start (inclusive).
+    pub start: Timestamp,
+    /// Slice end (exclusive).
+    pub end: Timestamp,
+    /// Exact namespace totals of the slice (every request, tracked client or not).
+    pub totals: Totals,
+    /// Per-client counts of the tracked clients.
+    pub clients: Vec<ClientEntry>,
+    /// Per-client sampled attributes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attributes: Vec<AttrEntry>,
+    /// Clients evicted by the heavy-hitter bound in this slice (0 when counting was exact).
+    #[serde(default)]
+    pub evicted: u64,
+}
+
+/// A report could not be accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// The body is not a valid report.
+    #[error("report is not valid JSON for format version {REPORT_VERSION}: {source}")]
+    Json {
+        /// The decoder's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The report has a version this collector does not read.
+    #[error(
+        "report version {found} is not supported; this collector reads version {REPORT_VERSION}"
+    )]
+    Version {
+        /// The version found.
+        found: u32,
+    },
+    /// The report is larger than [`MAX_REPORT_BYTES`].
+    #[error("report of {size} bytes exceeds the {MAX_REPORT_BYTES}-byte limit; lower maxClients")]
+    TooLarge {
+        /// Its size.
+        size: usize,
+    },
+    /// `end` is not after `start`.
+    #[error("report window ends ({end}) before it starts ({start})")]
+    Window {
+        /// Slice start.
+        start: Timestamp,
+        /// Slice end.
+        end: Timestamp,
+    },
+}
+
+impl ReportError {
+    /// Short fixed name of the error, for Event reasons and metric labels.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Json { .. } => "ReportInvalid",
+            Self::Version { .. } => "ReportVersionUnsupported",
+            Self::TooLarge { .. } => "ReportTooLarge",
+            Self::Window { .. } => "ReportWindowInvalid",
+        }
+    }
+}
+
+impl Report {
+    /// Encodes the report as JSON.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a report always serialises")
+    }
+
+    /// Decodes and checks a report (size, version, window).
+    pub fn from_json(body: &[u8]) -> Result<Self, ReportError> {
+        if body.len() > MAX_REPORT_BYTES {
+            return Err(ReportError::TooLarge { size: body.len() });
+        }
+        #[derive(Deserialize)]
+        struct Head {
+            version: u32,
+        }
+        let head: Head =
+            serde_json::from_slice(body).map_err(|source| ReportError::Json { source })?;
+        if head.version != REPORT_VERSION {
+            return Err(ReportError::Version {
+                found: head.version,
+            });
+        }
+        let report: Report =
+            serde_json::from_slice(body).map_err(|source| ReportError::Json { source })?;
+        if report.end <= report.start {
+            return Err(ReportError::Window {
+                start: report.start,
+                end: report.end,
+            });
+        }
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> Report {
+        let mut counts = ClientCounts {
+            requests: 3,
+            errors: 1,
+            bytes: 900,
+            ..Default::default()
+        };
+        counts.user_agents.insert(42);
+        Report {
+            version: REPORT_VERSION,
+            sidecar: SidecarId {
+                pod: "api-0".into(),
+                workload: "api".into(),
+                namespace: "shop".into(),
+            },
+            seq: 7,
+            start: "2026-11-26T12:00:00Z".parse().unwrap(),
+            end: "2026-11-26T12:00:01Z".parse().unwrap(),
+            totals: Totals {
+                requests: 3,
+                errors: 1,
+                bytes: 900,
+                ..Default::default()
+            },
+            clients: vec![ClientEntry {
+                key: "ip:203.0.113.7".parse().unwrap(),
+                counts,
+            }],
+            attributes: vec![AttrEntry {
+                client: "ip:203.0.113.7".parse().unwrap(),
+                dim: AttrDim::Path,
+                value: "/login".into(),
+                count: 3,
+            }],
+            evicted: 0,
+        }
+    }
+
+    #[test]
+    fn json_round_trips() {
+        let r = sample();
+        let json = r.to_json();
+        assert_eq!(Report::from_json(&json).unwrap(), r);
+        let text = String::from_utf8(json).unwrap();
+        assert!(text.contains(r#""key":"ip:203.0.113.7""#), "{text}");
+    }
+
+    #[test]
+    fn other_versions_are_refused() {
+        let mut r = sample();
+        r.version = 2;
+        let err = Report::from_json(&r.to_json()).unwrap_err();
+        assert_eq!(err.reason(), "ReportVersionUnsupported");
+    }
+
+    #[test]
+    fn inverted_windows_are_refused() {
+        let mut r = sample();
+        std::mem::swap(&mut r.start, &mut r.end);
+        assert_eq!(
+            Report::from_json(&r.to_json()).unwrap_err().reason(),
+            "ReportWindowInvalid"
+        );
+        assert_eq!(
+            Report::from_json(b"{").unwrap_err().reason(),
+            "ReportInvalid"
+        );
+    }
+}

@@ -1,0 +1,176 @@
+//! A bounded map of the heaviest keys: Space-Saving with batched eviction.
+//!
+//! Holds at most `capacity` keys. When a new key arrives and the map is full, the lighter
+//! half of the entries (by estimated weight) is evicted at once, and the threshold weight
+//! becomes the *floor*: every key inserted later starts with `overcount = floor`, an upper
+//! bound on what it may have had while untracked (the Space-Saving invariant:
+//! `seen ≤ true ≤ seen + overcount`). Evicting half at a time costs O(capacity) once per
+//! capacity/2 inserts, so an update is amortised O(1) with no sorted structure to maintain.
+//! Rules read `seen` counts (lower bounds), so sketching can only hide a client, never
+//! invent one.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+
+/// A seeded, fast hasher for client maps (keys are attacker-chosen, so it is seeded).
+pub type FastHash = foldhash::fast::RandomState;
+
+/// What a [`TopK`] value must provide: a weight to rank by and room for the overcount.
+pub trait Tally: Default {
+    /// Estimated weight (seen + overcount), used to pick what to evict.
+    fn estimate(&self) -> u64;
+    /// Adds `n` to the value's overcount bound (a key inserted after evictions).
+    fn add_overcount(&mut self, n: u64);
+}
+
+/// A bounded key → tally map keeping the heaviest keys (see the module docs).
+#[derive(Debug, Clone)]
+pub struct TopK<K, V> {
+    map: HashMap<K, V, FastHash>,
+    capacity: usize,
+    floor: u64,
+    evicted: u64,
+}
+
+impl<K: Hash + Eq, V: Tally> TopK<K, V> {
+    /// An empty map holding at most `capacity` keys (at least 2).
+    pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(2);
+        Self {
+            map: HashMap::with_capacity_and_hasher(capacity, FastHash::default()),
+            capacity,
+            floor: 0,
+            evicted: 0,
+        }
+    }
+
+    /// The tally of `key`, inserting it (evicting the lighter half if full) when absent.
+    #[inline]
+    pub fn entry(&mut self, key: K) -> &mut V {
+        if self.map.len() >= self.capacity && !self.map.contains_key(&key) {
+            self.evict_lighter_half();
+        }
+        let floor = self.floor;
+        self.map.entry(key).or_insert_with(|| {
+            let mut v = V::default();
+            if floor > 0 {
+                v.add_overcount(floor);
+            }
+            v
+        })
+    }
+
+    /// The tally of `key`, if tracked.
+    pub fn get(&self, key: &K) -> Option<&V> {
+        self.map.get(key)
+    }
+
+    /// Tracked keys and tallies, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.map.iter()
+    }
+
+    /// Number of tracked keys.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether no key is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// The maximum number of tracked keys.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The current floor: an upper bound on the weight of any untracked key.
+    pub fn floor(&self) -> u64 {
+        self.floor
+    }
+
+    /// How many keys were evicted since creation.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    /// Removes every entry, keeping the allocation; resets floor and eviction count.
+    pub fn clear(&mut self) {
+        self.map.clear();
+        self.floor = 0;
+        self.evicted = 0;
+    }
+
+    /// Moves all entries out, leaving the map empty (floor and eviction count reset).
+    pub fn drain(&mut self) -> impl Iterator<Item = (K, V)> + '_ {
+        self.floor = 0;
+        self.evicted = 0;
+        self.map.drain()
+    }
+
+    #[cold]
+    fn evict_lighter_half(&mut self) {
+        let mut weights: Vec<u64> = self.map.values().map(Tally::estimate).collect();
+        let mid = weights.len() / 2;
+        let (_, threshold, _) = weights.select_nth_unstable(mid);
+        let threshold = *threshold;
+        let before = self.map.len();
+        self.map.retain(|_, v| v.estimate() > threshold);
+        self.evicted += (before - self.map.len()) as u64;
+        self.floor = self.floor.max(threshold);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Default, Clone)]
+    struct Count {
+        seen: u64,
+        over: u64,
+    }
+
+    impl Tally for Count {
+        fn estimate(&self) -> u64 {
+            self.seen + self.over
+        }
+        fn add_overcount(&mut self, n: u64) {
+            self.over += n;
+        }
+    }
+
+    #[test]
+    fn never_exceeds_capacity_and_keeps_heavy_hitters() {
+        let mut top: TopK<u32, Count> = TopK::new(64);
+        // Three heavy hitters among 100k one-off keys.
+        for i in 0..100_000u32 {
+            top.entry(i + 1000).seen += 1;
+            if i % 10 == 0 {
+                for heavy in 0..3 {
+                    top.entry(heavy).seen += 1;
+                }
+            }
+            assert!(top.len() <= 64);
+        }
+        for heavy in 0..3 {
+            let c = top.get(&heavy).expect("heavy hitter kept");
+            // Space-Saving bound: seen ≤ true ≤ seen + overcount.
+            assert!(c.seen <= 10_000 && 10_000 <= c.seen + c.over, "{c:?}");
+        }
+        assert!(top.evicted() > 0);
+    }
+
+    #[test]
+    fn exact_below_capacity() {
+        let mut top: TopK<u32, Count> = TopK::new(8);
+        for i in 0..8u32 {
+            top.entry(i).seen += u64::from(i);
+        }
+        assert_eq!(top.floor(), 0);
+        assert_eq!(top.get(&7).unwrap().seen, 7);
+        assert_eq!(top.get(&7).unwrap().over, 0);
+    }
+}
