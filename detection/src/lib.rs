@@ -12,3 +12,7 @@ pub mod key;
 pub mod report;
 pub mod stats;
 pub mod topk;
+pub mod window;
+
+#[cfg(test)]
+mod testutil;

@@ -1,0 +1,410 @@
+//! The collector side: sidecar reports merged per namespace into sliding windows.
+//!
+//! Each namespace has two rings of time slices: a short one (default 10 × 30 s = 5 min, for
+//! Flooder and Static Content Scraper) and a long one (default 96 × 15 min = 24 h, for the
+//! 24-hour rules and incident attributes). A report lands in the slice that holds its
+//! `start`; a slot is reused when its slice has left the ring. Per slice, clients are
+//! bounded by the same Space-Saving map as the sidecar's ([`crate::topk`]); totals are exact.
+//!
+//! Tolerance: a duplicate report (same pod, `seq` and `start`) is ignored; a late report is
+//! merged into its slice as long as that slice is still in the ring; a report whose slice
+//! has left the ring is dropped as too old; a lost report only leaves its counts out (gaps
+//! in `seq` are counted in [`MergeStats`]). Nothing here reads the clock: `now` is passed in.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use jiff::{SignedDuration, Timestamp};
+
+use crate::key::ClientKey;
+use crate::report::Report;
+use crate::stats::{AttrDim, ClientCounts, ClientWindow, Totals};
+use crate::topk::{Tally, TopK};
+
+/// Shape and bounds of a namespace's windows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowConfig {
+    /// Short slice length (default 30 s).
+    pub short_slice: SignedDuration,
+    /// Short slices in the ring (default 10: 5 min).
+    pub short_slices: usize,
+    /// Long slice length (default 15 min).
+    pub long_slice: SignedDuration,
+    /// Long slices in the ring (default 96: 24 h).
+    pub long_slices: usize,
+    /// Clients tracked per slice (default 20 000).
+    pub max_clients: usize,
+    /// (client, attribute value) pairs tracked per long slice (default 4096).
+    pub max_attrs: usize,
+    /// Reports remembered per pod for duplicate detection (default 512).
+    pub dedupe_memory: usize,
+}
+
+impl Default for WindowConfig {
+    fn default() -> Self {
+        Self {
+            short_slice: SignedDuration::from_secs(30),
+            short_slices: 10,
+            long_slice: SignedDuration::from_mins(15),
+            long_slices: 96,
+            max_clients: 20_000,
+            max_attrs: 4096,
+            dedupe_memory: 512,
+        }
+    }
+}
+
+/// What happened to a merged report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MergeOutcome {
+    /// Counted.
+    Accepted,
+    /// Already counted (same pod, `seq` and `start`): ignored.
+    Duplicate,
+    /// Its slice has left every ring: ignored.
+    TooOld,
+    /// It starts more than one short slice after `now` (clock skew): ignored.
+    TooNew,
+}
+
+/// Counters of merge outcomes, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MergeStats {
+    /// Reports counted.
+    pub accepted: u64,
+    /// Duplicates ignored.
+    pub duplicates: u64,
+    /// Reports too old for any ring.
+    pub too_old: u64,
+    /// Reports from the future.
+    pub too_new: u64,
+    /// Reports never received (gaps in a pod's `seq`).
+    pub lost: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct AttrTally {
+    count: u64,
+    overcount: u64,
+}
+
+impl Tally for AttrTally {
+    fn estimate(&self) -> u64 {
+        self.count + self.overcount
+    }
+    fn add_overcount(&mut self, n: u64) {
+        self.overcount += n;
+    }
+}
+
+type AttrKey = (ClientKey, AttrDim, Box<str>);
+
+#[derive(Debug, Clone)]
+struct Slice {
+    epoch: i64,
+    totals: Totals,
+    clients: TopK<ClientKey, ClientCounts>,
+    attrs: Option<TopK<AttrKey, AttrTally>>,
+}
+
+#[derive(Debug, Clone)]
+struct Ring {
+    slice_secs: i64,
+    slots: Vec<Option<Slice>>,
+    max_clients: usize,
+    max_attrs: Option<usize>,
+}
+
+impl Ring {
+    fn new(slice: SignedDuration, n: usize, max_clients: usize, max_attrs: Option<usize>) -> Self {
+        Self {
+            slice_secs: slice.as_secs().max(1),
+            slots: vec![None; n.max(1)],
+            max_clients,
+            max_attrs,
+        }
+    }
+
+    fn epoch(&self, t: Timestamp) -> i64 {
+        t.as_second().div_euclid(self.slice_secs)
+    }
+
+    fn span(&self) -> SignedDuration {
+        SignedDuration::from_secs(self.slice_secs * self.slots.len() as i64)
+    }
+
+    /// Oldest epoch still inside the ring at `now`.
+    fn oldest(&self, now: Timestamp) -> i64 {
+        self.epoch(now) - self.slots.len() as i64 + 1
+    }
+
+    fn add(&mut self, report: &Report, now: Timestamp) -> bool {
+        let epoch = self.epoch(report.start);
+        if epoch < self.oldest(now) {
+            return false;
+        }
+        let pos = epoch.rem_euclid(self.slots.len() as i64) as usize;
+        let slot = &mut self.slots[pos];
+        if slot.as_ref().is_some_and(|s| s.epoch > epoch) {
+            return false;
+        }
+        if slot.as_ref().is_none_or(|s| s.epoch < epoch) {
+            *slot = Some(Slice {
+                epoch,
+                totals: Totals::default(),
+                clients: TopK::new(self.max_clients),
+                attrs: self.max_attrs.map(TopK::new),
+            });
+        }
+        let slice = slot.as_mut().expect("slot filled above");
+        slice.totals.merge(&report.totals);
+        for e in &report.clients {
+            slice.clients.entry(e.key).merge(&e.counts);
+        }
+        if let Some(attrs) = &mut slice.attrs {
+            for a in &report.attributes {
+                attrs
+                    .entry((a.client, a.dim, a.value.as_str().into()))
+                    .count += a.count;
+            }
+        }
+        true
+    }
+
+    /// Slices inside the window ending at `now` (the current, partial slice included).
+    fn live(&self, now: Timestamp) -> impl Iterator<Item = &Slice> {
+        let (oldest, newest) = (self.oldest(now), self.epoch(now));
+        self.slots
+            .iter()
+            .flatten()
+            .filter(move |s| s.epoch >= oldest && s.epoch <= newest)
+    }
+
+    fn view(&self, now: Timestamp) -> WindowView {
+        let mut view = WindowView {
+            span: self.span(),
+            ..Default::default()
+        };
+        for s in self.live(now) {
+            view.totals.merge(&s.totals);
+            for (key, counts) in s.clients.iter() {
+                view.clients.entry(*key).or_default().add(counts);
+            }
+        }
+        view
+    }
+}
+
+/// Sums over one window: the input of the rules.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WindowView {
+    /// Length of the window.
+    pub span: SignedDuration,
+    /// Exact namespace totals.
+    pub totals: Totals,
+    /// Per-client sums (clients tracked in at least one slice).
+    pub clients: HashMap<ClientKey, ClientWindow>,
+}
+
+/// One namespace's sliding windows (see the module docs).
+#[derive(Debug, Clone)]
+pub struct Windows {
+    short: Ring,
+    long: Ring,
+    seen: HashMap<String, VecDeque<(u64, Timestamp)>>,
+    last_seq: HashMap<String, (u64, Timestamp)>,
+    dedupe_memory: usize,
+    stats: MergeStats,
+}
+
+impl Windows {
+    /// Empty windows shaped by `cfg`.
+    pub fn new(cfg: &WindowConfig) -> Self {
+        Self {
+            short: Ring::new(cfg.short_slice, cfg.short_slices, cfg.max_clients, None),
+            long: Ring::new(
+                cfg.long_slice,
+                cfg.long_slices,
+                cfg.max_clients,
+                Some(cfg.max_attrs),
+            ),
+            seen: HashMap::new(),
+            last_seq: HashMap::new(),
+            dedupe_memory: cfg.dedupe_memory.max(1),
+            stats: MergeStats::default(),
+        }
+    }
+
+    /// Merges one report received at `now`.
+    pub fn merge(&mut self, report: &Report, now: Timestamp) -> MergeOutcome {
+        let outcome = self.merge_inner(report, now);
+        match outcome {
+            MergeOutcome::Accepted => self.stats.accepted += 1,
+            MergeOutcome::Duplicate => self.stats.duplicates += 1,
+            MergeOutcome::TooOld => self.stats.too_old += 1,
+            MergeOutcome::TooNew => self.stats.too_new += 1,
+        }
+        outcome
+    }
+
+    fn merge_inner(&mut self, report: &Report, now: Timestamp) -> MergeOutcome {
+        if report.start > now + self.short.span() / self.short.slots.len() as i32 {
+            return MergeOutcome::TooNew;
+        }
+        let pod = &report.sidecar.pod;
+        let seen = self.seen.entry(pod.clone()).or_default();
+        if seen.contains(&(report.seq, report.start)) {
+            return MergeOutcome::Duplicate;
+        }
+        let in_short = self.short.add(report, now);
+        let in_long = self.long.add(report, now);
+        if !in_short && !in_long {
+            return MergeOutcome::TooOld;
+        }
+        if seen.len() >= self.dedupe_memory {
+            seen.pop_front();
+        }
+        seen.push_back((report.seq, report.start));
+        self.track_gaps(report);
+        MergeOutcome::Accepted
+    }
+
+    /// Counts reports lost between this one and the pod's previous one (same sidecar run).
+    fn track_gaps(&mut self, report: &Report) {
+        let pod = &report.sidecar.pod;
+        match self.last_seq.get(pod) {
+            Some(&(seq, start)) if report.seq > seq && report.start > start => {
+                self.stats.lost += report.seq - seq - 1;
+            }
+            Some(&(_, start)) if report.start <= start => return,
+            _ => {}
+        }
+        self.last_seq
+            .insert(pod.clone(), (report.seq, report.start));
+    }
+
+    /// Merge outcome counters.
+    pub fn stats(&self) -> MergeStats {
+        self.stats
+    }
+
+    /// The short window (default 5 min) ending at `now`.
+    pub fn short(&self, now: Timestamp) -> WindowView {
+        self.short.view(now)
+    }
+
+    /// The long window (default 24 h) ending at `now`.
+    pub fn long(&self, now: Timestamp) -> WindowView {
+        self.long.view(now)
+    }
+
+    /// Requests of `clients` per short slice whose start is in `[from, to)`, as
+    /// `(slice start, requests)` in time order. Used for incident traffic series.
+    pub fn requests_between(
+        &self,
+        clients: &[ClientKey],
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Vec<(Timestamp, u64)> {
+        let ring = &self.short;
+        let (lo, hi) = (ring.epoch(from), ring.epoch(to));
+        let mut out: Vec<(Timestamp, u64)> = ring
+            .slots
+            .iter()
+            .flatten()
+            .filter(|s| s.epoch >= lo && s.epoch < hi)
+            .map(|s| {
+                let n = clients
+                    .iter()
+                    .filter_map(|c| s.clients.get(c))
+                    .map(|c| u64::from(c.requests))
+                    .sum();
+                (
+                    Timestamp::from_second(s.epoch * ring.slice_secs).unwrap_or(from),
+                    n,
+                )
+            })
+            .collect();
+        out.sort_by_key(|(t, _)| *t);
+        out
+    }
+
+    /// Start of the short slice holding `t` (slice boundaries are where traffic is counted).
+    pub fn short_slice_start(&self, t: Timestamp) -> Timestamp {
+        Timestamp::from_second(self.short.epoch(t) * self.short.slice_secs).unwrap_or(t)
+    }
+
+    /// Sampled attribute counts of `clients` over the long window, summed per (dimension,
+    /// value), heaviest first, at most `k` per dimension.
+    pub fn attributes(
+        &self,
+        clients: &[ClientKey],
+        now: Timestamp,
+        k: usize,
+    ) -> BTreeMap<AttrDim, Vec<(String, u64)>> {
+        let mut sums: HashMap<(AttrDim, &str), u64> = HashMap::new();
+        for s in self.long.live(now) {
+            for ((client, dim, value), tally) in s.attrs.iter().flat_map(TopK::iter) {
+                if clients.contains(client) {
+                    *sums.entry((*dim, value)).or_default() += tally.count;
+                }
+            }
+        }
+        let mut out: BTreeMap<AttrDim, Vec<(String, u64)>> = BTreeMap::new();
+        for ((dim, value), n) in sums {
+            out.entry(dim).or_default().push((value.to_string(), n));
+        }
+        for values in out.values_mut() {
+            values.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            values.truncate(k);
+        }
+        out
+    }
+
+    /// Forgets duplicate-detection state of pods silent for longer than the long window.
+    pub fn prune(&mut self, now: Timestamp) {
+        let horizon = now - self.long.span();
+        self.seen
+            .retain(|_, s| s.back().is_some_and(|(_, start)| *start >= horizon));
+        self.last_seq.retain(|_, (_, start)| *start >= horizon);
+    }
+}
+
+/// Windows of every namespace, keyed by namespace name.
+#[derive(Debug, Clone, Default)]
+pub struct WindowSet {
+    cfg: WindowConfig,
+    namespaces: BTreeMap<String, Windows>,
+}
+
+impl WindowSet {
+    /// An empty set whose namespaces are shaped by `cfg`.
+    pub fn new(cfg: WindowConfig) -> Self {
+        Self {
+            cfg,
+            namespaces: BTreeMap::new(),
+        }
+    }
+
+    /// Merges a report into its namespace's windows.
+    pub fn merge(&mut self, report: &Report, now: Timestamp) -> MergeOutcome {
+        let cfg = &self.cfg;
+        self.namespaces
+            .entry(report.sidecar.namespace.clone())
+            .or_insert_with(|| Windows::new(cfg))
+            .merge(report, now)
+    }
+
+    /// The windows of `namespace`, if any report arrived for it.
+    pub fn get(&self, namespace: &str) -> Option<&Windows> {
+        self.namespaces.get(namespace)
+    }
+
+    /// Namespaces with windows, in name order.
+    pub fn namespaces(&self) -> impl Iterator<Item = (&str, &Windows)> {
+        self.namespaces.iter().map(|(k, v)| (k.as_str(), v))
+    }
+}
+
+#[cfg(test)]
+#[path = "window_tests.rs"]
+mod tests;

@@ -1,0 +1,168 @@
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+use crate::report::AttrEntry;
+use crate::testutil::{ipk, report, reqs, t};
+
+fn windows() -> Windows {
+    Windows::new(&WindowConfig::default())
+}
+
+#[test]
+fn short_window_slides_on_the_virtual_clock() {
+    let mut w = windows();
+    assert_eq!(
+        w.merge(&report("a", 1, 0, &[(ipk(1), reqs(10))]), t(1)),
+        MergeOutcome::Accepted
+    );
+    assert_eq!(
+        w.merge(&report("a", 2, 200, &[(ipk(1), reqs(5))]), t(201)),
+        MergeOutcome::Accepted
+    );
+    let at = |s| {
+        w.short(t(s))
+            .clients
+            .get(&ipk(1))
+            .map(|c| c.totals.requests)
+    };
+    assert_eq!(at(201), Some(15));
+    assert_eq!(at(299), Some(15), "slice 0 is still in the 5 min window");
+    assert_eq!(at(300), Some(5), "slice 0 left the window after 5 min");
+    assert_eq!(at(479), Some(5), "slice [180 s, 210 s) is in until 480 s");
+    assert_eq!(at(480), None, "everything left the window");
+    assert_eq!(w.short(t(480)).totals.requests, 0);
+    // The 24 h window still holds both.
+    assert_eq!(w.long(t(530)).totals.requests, 15);
+    assert_eq!(w.long(t(86_399)).totals.requests, 15);
+    assert_eq!(w.long(t(86_400)).totals.requests, 0);
+}
+
+#[test]
+fn slots_are_reused_without_leaking_old_counts() {
+    let mut w = windows();
+    w.merge(&report("a", 1, 0, &[(ipk(1), reqs(10))]), t(1));
+    // 10 slices later the same ring slot holds a new slice.
+    w.merge(&report("a", 2, 300, &[(ipk(2), reqs(3))]), t(301));
+    let v = w.short(t(301));
+    assert_eq!(v.totals.requests, 3);
+    assert!(!v.clients.contains_key(&ipk(1)));
+}
+
+#[test]
+fn duplicates_are_ignored() {
+    let mut w = windows();
+    let r = report("a", 1, 0, &[(ipk(1), reqs(10))]);
+    assert_eq!(w.merge(&r, t(1)), MergeOutcome::Accepted);
+    assert_eq!(w.merge(&r, t(2)), MergeOutcome::Duplicate);
+    assert_eq!(w.short(t(2)).totals.requests, 10);
+    // Another pod with the same seq is not a duplicate.
+    assert_eq!(
+        w.merge(&report("b", 1, 0, &[(ipk(1), reqs(1))]), t(2)),
+        MergeOutcome::Accepted
+    );
+    // A restarted sidecar (seq back to 1, new start) is not a duplicate either.
+    assert_eq!(
+        w.merge(&report("a", 1, 5, &[(ipk(1), reqs(1))]), t(6)),
+        MergeOutcome::Accepted
+    );
+    assert_eq!(w.short(t(6)).clients[&ipk(1)].totals.requests, 12);
+    assert_eq!(w.stats().duplicates, 1);
+}
+
+#[test]
+fn late_reports_merge_and_lost_ones_leave_a_counted_gap() {
+    let mut w = windows();
+    w.merge(&report("a", 1, 0, &[(ipk(1), reqs(1))]), t(1));
+    // seq 2 is lost; seq 4 arrives before seq 3.
+    w.merge(&report("a", 4, 3, &[(ipk(1), reqs(1))]), t(4));
+    assert_eq!(
+        w.merge(&report("a", 3, 2, &[(ipk(1), reqs(1))]), t(60)),
+        MergeOutcome::Accepted
+    );
+    assert_eq!(w.short(t(60)).clients[&ipk(1)].totals.requests, 3);
+    assert_eq!(w.stats().lost, 2, "seq 2 and 3 looked lost when 4 arrived");
+    // Windows keep working after the loss.
+    w.merge(&report("a", 5, 61, &[(ipk(1), reqs(1))]), t(62));
+    assert_eq!(w.short(t(62)).clients[&ipk(1)].totals.requests, 4);
+}
+
+#[test]
+fn too_old_and_too_new_reports_are_refused() {
+    let mut w = windows();
+    let old = report("a", 1, 0, &[(ipk(1), reqs(1))]);
+    assert_eq!(w.merge(&old, t(90_000)), MergeOutcome::TooOld);
+    let future = report("a", 2, 1_000, &[(ipk(1), reqs(1))]);
+    assert_eq!(w.merge(&future, t(0)), MergeOutcome::TooNew);
+    // A report older than 5 min but inside 24 h only feeds the long window.
+    let late = report("a", 3, 0, &[(ipk(1), reqs(7))]);
+    assert_eq!(w.merge(&late, t(3_600)), MergeOutcome::Accepted);
+    assert_eq!(w.short(t(3_600)).totals.requests, 0);
+    assert_eq!(w.long(t(3_600)).totals.requests, 7);
+}
+
+#[test]
+fn per_slice_clients_are_bounded() {
+    let cfg = WindowConfig {
+        max_clients: 16,
+        ..Default::default()
+    };
+    let mut w = Windows::new(&cfg);
+    let many: Vec<_> = (0..200)
+        .map(|i| (ipk(100 + i), reqs(1)))
+        .chain([(ipk(1), reqs(500))])
+        .collect();
+    w.merge(&report("a", 1, 0, &many), t(1));
+    let v = w.short(t(1));
+    assert!(v.clients.len() <= 16);
+    assert_eq!(v.totals.requests, 700);
+    assert_eq!(v.clients[&ipk(1)].totals.requests, 500);
+}
+
+#[test]
+fn attributes_sum_over_the_incident_clients() {
+    let mut w = windows();
+    let mut r = report("a", 1, 0, &[(ipk(1), reqs(10)), (ipk(2), reqs(10))]);
+    for (client, value, count) in [
+        (1, "/login", 8),
+        (1, "/", 2),
+        (2, "/login", 5),
+        (3, "/x", 9),
+    ] {
+        r.attributes.push(AttrEntry {
+            client: ipk(client),
+            dim: AttrDim::Path,
+            value: value.into(),
+            count,
+        });
+    }
+    w.merge(&r, t(1));
+    let attrs = w.attributes(&[ipk(1), ipk(2)], t(1), 5);
+    assert_eq!(
+        attrs[&AttrDim::Path],
+        vec![("/login".to_string(), 13), ("/".to_string(), 2)]
+    );
+}
+
+#[test]
+fn requests_between_gives_per_slice_counts() {
+    let mut w = windows();
+    w.merge(&report("a", 1, 0, &[(ipk(1), reqs(4))]), t(1));
+    w.merge(
+        &report("a", 2, 31, &[(ipk(1), reqs(6)), (ipk(2), reqs(1))]),
+        t(32),
+    );
+    let series = w.requests_between(&[ipk(1)], t(0), t(60));
+    assert_eq!(series, vec![(t(0), 4), (t(30), 6)]);
+    assert_eq!(w.requests_between(&[ipk(1)], t(0), t(30)), vec![(t(0), 4)]);
+}
+
+#[test]
+fn window_set_routes_by_namespace() {
+    let mut set = WindowSet::new(WindowConfig::default());
+    let mut r = report("a", 1, 0, &[(ipk(1), reqs(1))]);
+    set.merge(&r, t(1));
+    r.sidecar.namespace = "other".into();
+    set.merge(&r, t(1));
+    assert_eq!(set.namespaces().count(), 2);
+    assert_eq!(set.get("shop").unwrap().short(t(1)).totals.requests, 1);
+}
