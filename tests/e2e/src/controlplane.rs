@@ -1,0 +1,336 @@
+//! A real Kubernetes control plane on loopback: etcd, kube-apiserver and
+//! kube-controller-manager built from pinned Go modules (tests/e2e/controlplane), each on
+//! random free ports with its own temp dir and log file.
+//!
+//! `PALISADE_E2E_KUBECONFIG=/path` makes [`ControlPlane::shared`] use an existing cluster
+//! instead of starting one.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use crate::process::{self, Component};
+use crate::{Error, pki};
+
+/// Controllers of kube-controller-manager the tests rely on: namespace deletion, garbage
+/// collection, Deployment → ReplicaSet → Pod, service accounts and their tokens.
+const CONTROLLERS: &str = "garbage-collector-controller,namespace-controller,\
+serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller,\
+deployment-controller,replicaset-controller,resourcequota-controller";
+
+/// A running control plane (or an external cluster) and how to talk to it.
+#[derive(Debug)]
+pub struct ControlPlane {
+    kubeconfig: PathBuf,
+    kubectl: PathBuf,
+    logs: Option<PathBuf>,
+    components: Vec<Component>,
+}
+
+/// Where [`ControlPlane::start`] keeps state, and whether it outlives this process.
+#[derive(Debug, Clone)]
+pub struct StartOptions {
+    /// Data, certificates and kubeconfig (removed on exit unless `persistent`).
+    pub state_dir: PathBuf,
+    /// Component logs (kept).
+    pub logs: PathBuf,
+    /// Leave the processes running when this process exits (`make up`).
+    pub persistent: bool,
+}
+
+impl ControlPlane {
+    /// The control plane shared by every test of this process, started on first use (or the
+    /// cluster named by `PALISADE_E2E_KUBECONFIG`). Panics with the reason and the log paths
+    /// if it cannot start: every e2e test needs it.
+    pub fn shared() -> &'static ControlPlane {
+        static SHARED: OnceLock<ControlPlane> = OnceLock::new();
+        SHARED.get_or_init(|| {
+            crate::install_crypto_provider();
+            let cp = match std::env::var_os("PALISADE_E2E_KUBECONFIG") {
+                Some(path) => Self::external(PathBuf::from(path)),
+                None => Self::start(StartOptions::for_tests()),
+            };
+            cp.unwrap_or_else(|e| panic!("cannot start the e2e control plane: {e}"))
+        })
+    }
+
+    /// Uses an existing cluster; kubectl is the one the builder made, else the one on PATH.
+    pub fn external(kubeconfig: PathBuf) -> Result<Self, Error> {
+        let kubectl = match crate::builder::bin_dir_if_built() {
+            Some(bin) => bin.join("kubectl"),
+            None => PathBuf::from("kubectl"),
+        };
+        Ok(Self {
+            kubeconfig,
+            kubectl,
+            logs: None,
+            components: vec![],
+        })
+    }
+
+    /// Builds (if needed) and starts etcd, kube-apiserver and kube-controller-manager, and
+    /// waits until the API serves and the service-account controller works.
+    pub fn start(opts: StartOptions) -> Result<Self, Error> {
+        let bin = crate::builder::ensure_built()?;
+        let dir = &opts.state_dir;
+        for d in [dir, &opts.logs] {
+            std::fs::create_dir_all(d).map_err(|e| Error::io("create", d, e))?;
+        }
+        let pki = pki::write(&dir.join("pki"))?;
+        let (etcd_port, peer_port, api_port) = (
+            process::free_port()?,
+            process::free_port()?,
+            process::free_port()?,
+        );
+        let mut cp = Self {
+            kubeconfig: dir.join("admin.kubeconfig"),
+            kubectl: bin.join("kubectl"),
+            logs: Some(opts.logs.clone()),
+            components: vec![],
+        };
+        let etcd_args = etcd_args(&dir.join("etcd"), etcd_port, peer_port);
+        let mut etcd = Component::spawn("etcd", &bin.join("etcd"), &etcd_args, &opts.logs)?;
+        etcd.wait_ready(Duration::from_secs(30), || {
+            let body = process::http_get(etcd_port, "/health")?;
+            body.contains("\"health\":\"true\"")
+                .then_some(())
+                .ok_or(body)
+        })?;
+        cp.components.push(etcd);
+        let api_args = apiserver_args(&pki, dir, etcd_port, api_port);
+        let mut api = Component::spawn(
+            "kube-apiserver",
+            &bin.join("kube-apiserver"),
+            &api_args,
+            &opts.logs,
+        )?;
+        write_kubeconfig(&cp.kubeconfig, &pki, api_port)?;
+        api.wait_ready(Duration::from_secs(90), || {
+            cp.kubectl_ok(&["get", "--raw=/readyz"])
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })?;
+        cp.components.push(api);
+        let kcm_args = kcm_args(&pki, &cp.kubeconfig);
+        let mut kcm = Component::spawn(
+            "kube-controller-manager",
+            &bin.join("kube-controller-manager"),
+            &kcm_args,
+            &opts.logs,
+        )?;
+        kcm.wait_ready(Duration::from_secs(90), || {
+            cp.kubectl_ok(&["-n", "default", "get", "serviceaccount", "default"])
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })?;
+        cp.components.push(kcm);
+        let pids: Vec<u32> = cp.components.iter().map(|c| c.child.id()).collect();
+        if opts.persistent {
+            let pidfile = dir.join("pids");
+            let text = pids
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(" ");
+            std::fs::write(&pidfile, text).map_err(|e| Error::io("write", &pidfile, e))?;
+        } else {
+            process::reap_on_exit(&pids, dir)?;
+        }
+        Ok(cp)
+    }
+
+    /// The admin (`system:masters`) kubeconfig.
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// Where the component logs are, when this harness started the components.
+    pub fn logs(&self) -> Option<&Path> {
+        self.logs.as_deref()
+    }
+
+    /// The kubectl binary (the one built with the control plane when there is one).
+    pub fn kubectl_path(&self) -> &Path {
+        &self.kubectl
+    }
+
+    /// A kubectl command already pointed at this cluster.
+    pub fn kubectl(&self) -> Command {
+        let mut c = Command::new(&self.kubectl);
+        c.arg("--kubeconfig").arg(&self.kubeconfig);
+        c
+    }
+
+    /// Runs kubectl with `args`; its stdout on success, its stderr as the error.
+    pub fn kubectl_ok(&self, args: &[&str]) -> Result<String, Error> {
+        let out = self
+            .kubectl()
+            .args(args)
+            .output()
+            .map_err(|e| Error::io("run", &self.kubectl, e))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(Error::Kubectl {
+                args: args.join(" "),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            })
+        }
+    }
+
+    /// A new client for the calling test's runtime (clients must not be shared across the
+    /// per-test tokio runtimes).
+    pub async fn client(&self) -> kube::Client {
+        crate::client::from_kubeconfig(&self.kubeconfig, None)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A client that authenticates with a bearer `token` (e.g. a ServiceAccount token)
+    /// instead of the admin certificate.
+    pub async fn client_with_token(&self, token: &str) -> kube::Client {
+        crate::client::from_kubeconfig(&self.kubeconfig, Some(token))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Installs the checked-in CRD manifests (`crds/*.yaml`, what ships) once per process
+    /// and waits until they are Established.
+    pub fn install_crds(&self) {
+        static ONCE: OnceLock<()> = OnceLock::new();
+        ONCE.get_or_init(|| {
+            let dir = crate::repo_root().join("crds");
+            let dir = dir.to_string_lossy();
+            self.kubectl_ok(&[
+                "apply",
+                "--server-side",
+                "--field-manager=palisade-e2e",
+                "-R",
+                "-f",
+                &dir,
+            ])
+            .unwrap_or_else(|e| panic!("installing the CRDs: {e}"));
+            self.kubectl_ok(&[
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                "crd",
+                "-l",
+                "app.kubernetes.io/part-of=palisade",
+            ])
+            .unwrap_or_else(|e| panic!("waiting for the CRDs: {e}"));
+        });
+    }
+}
+
+impl StartOptions {
+    /// A temp state dir removed when the test process ends, and logs kept under
+    /// `$PALISADE_CACHE/logs/e2e-<time>-<pid>`.
+    pub fn for_tests() -> Self {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let logs = crate::builder::cache_dir()
+            .join("logs")
+            .join(format!("e2e-{stamp}-{}", std::process::id()));
+        let state_dir = std::env::temp_dir().join(format!("palisade-e2e-{}", std::process::id()));
+        Self {
+            state_dir,
+            logs,
+            persistent: false,
+        }
+    }
+}
+
+fn etcd_args(data: &Path, client: u16, peer: u16) -> Vec<String> {
+    let c = format!("http://127.0.0.1:{client}");
+    let p = format!("http://127.0.0.1:{peer}");
+    [
+        "--name=default".to_owned(),
+        format!("--data-dir={}", data.display()),
+        format!("--listen-client-urls={c}"),
+        format!("--advertise-client-urls={c}"),
+        format!("--listen-peer-urls={p}"),
+        format!("--initial-advertise-peer-urls={p}"),
+        format!("--initial-cluster=default={p}"),
+        "--unsafe-no-fsync".to_owned(),
+        "--logger=zap".to_owned(),
+        "--log-level=warn".to_owned(),
+    ]
+    .into()
+}
+
+fn apiserver_args(pki: &pki::Pki, dir: &Path, etcd: u16, port: u16) -> Vec<String> {
+    let f = |p: &Path| p.display().to_string();
+    vec![
+        format!("--etcd-servers=http://127.0.0.1:{etcd}"),
+        "--bind-address=127.0.0.1".to_owned(),
+        format!("--secure-port={port}"),
+        format!("--cert-dir={}", dir.join("apiserver").display()),
+        format!("--tls-cert-file={}", f(&pki.server_crt)),
+        format!("--tls-private-key-file={}", f(&pki.server_key)),
+        format!("--client-ca-file={}", f(&pki.ca_crt)),
+        "--authorization-mode=RBAC".to_owned(),
+        "--enable-admission-plugins=MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ValidatingAdmissionPolicy".to_owned(),
+        "--service-account-issuer=https://kubernetes.default.svc.cluster.local".to_owned(),
+        format!("--service-account-key-file={}", f(&pki.sa_pub)),
+        format!("--service-account-signing-key-file={}", f(&pki.sa_key)),
+        "--api-audiences=https://kubernetes.default.svc.cluster.local,palisade".to_owned(),
+        "--service-cluster-ip-range=198.18.128.0/24".to_owned(),
+        "--allow-privileged=true".to_owned(),
+        "--profiling=false".to_owned(),
+        "--v=1".to_owned(),
+    ]
+}
+
+fn kcm_args(pki: &pki::Pki, kubeconfig: &Path) -> Vec<String> {
+    let kc = kubeconfig.display();
+    vec![
+        format!("--kubeconfig={kc}"),
+        format!("--authentication-kubeconfig={kc}"),
+        format!("--authorization-kubeconfig={kc}"),
+        "--bind-address=127.0.0.1".to_owned(),
+        "--secure-port=0".to_owned(),
+        "--leader-elect=false".to_owned(),
+        "--use-service-account-credentials=false".to_owned(),
+        format!("--controllers={CONTROLLERS}"),
+        format!(
+            "--service-account-private-key-file={}",
+            pki.sa_key.display()
+        ),
+        format!("--root-ca-file={}", pki.ca_crt.display()),
+        "--service-cluster-ip-range=198.18.128.0/24".to_owned(),
+        "--v=1".to_owned(),
+    ]
+}
+
+fn write_kubeconfig(path: &Path, pki: &pki::Pki, port: u16) -> Result<(), Error> {
+    let read = |p: &Path| std::fs::read(p).map_err(|e| Error::io("read", p, e));
+    use base64::Engine as _;
+    let b64 = |bytes: Vec<u8>| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let text = format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: palisade-e2e
+  cluster:
+    server: https://127.0.0.1:{port}
+    certificate-authority-data: {ca}
+users:
+- name: admin
+  user:
+    client-certificate-data: {crt}
+    client-key-data: {key}
+contexts:
+- name: palisade-e2e
+  context: {{cluster: palisade-e2e, user: admin}}
+current-context: palisade-e2e
+",
+        ca = b64(read(&pki.ca_crt)?),
+        crt = b64(read(&pki.admin_crt)?),
+        key = b64(read(&pki.admin_key)?),
+    );
+    std::fs::write(path, text).map_err(|e| Error::io("write", path, e))
+}

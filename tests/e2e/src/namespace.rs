@@ -1,0 +1,60 @@
+//! Throwaway namespaces: each test works in its own, deleted when the test ends.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, PostParams};
+
+use crate::ControlPlane;
+
+/// A namespace created for one test and deleted (without waiting) when dropped.
+#[derive(Debug)]
+pub struct TempNs {
+    name: String,
+    cp: &'static ControlPlane,
+}
+
+impl TempNs {
+    /// Creates `<prefix>-<pid>-<n>`, labelled `palisade.dev/e2e=true`.
+    pub async fn new(cp: &'static ControlPlane, prefix: &str) -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "{prefix}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let ns: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": name, "labels": { "palisade.dev/e2e": "true" } }
+        }))
+        .expect("a valid Namespace");
+        Api::<Namespace>::all(cp.client().await)
+            .create(&PostParams::default(), &ns)
+            .await
+            .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
+        Self { name, cp }
+    }
+
+    /// The namespace's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for TempNs {
+    fn drop(&mut self) {
+        if std::env::var_os("PALISADE_E2E_KEEP_NAMESPACES").is_some() {
+            return;
+        }
+        let _best_effort = self
+            .cp
+            .kubectl()
+            .args([
+                "delete",
+                "namespace",
+                &self.name,
+                "--wait=false",
+                "--ignore-not-found",
+            ])
+            .output();
+    }
+}

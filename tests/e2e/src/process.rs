@@ -1,0 +1,134 @@
+//! Starting the control-plane processes with their output in log files, waiting for them,
+//! and making sure they are stopped when the test process ends.
+
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::Error;
+
+/// A started component: its process and where its output goes.
+#[derive(Debug)]
+pub struct Component {
+    /// etcd, kube-apiserver, …
+    pub name: &'static str,
+    /// The running process.
+    pub child: Child,
+    /// Its stdout and stderr.
+    pub log: PathBuf,
+}
+
+impl Component {
+    /// Starts `bin` with `args`, stdout and stderr appended to `<logs>/<name>.log`.
+    pub fn spawn(
+        name: &'static str,
+        bin: &Path,
+        args: &[String],
+        logs: &Path,
+    ) -> Result<Self, Error> {
+        let log = logs.join(format!("{name}.log"));
+        let out = File::create(&log).map_err(|e| Error::io("create log", &log, e))?;
+        let err = out
+            .try_clone()
+            .map_err(|e| Error::io("open log", &log, e))?;
+        let child = Command::new(bin)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| Error::io("start", bin, e))?;
+        Ok(Self { name, child, log })
+    }
+
+    /// Polls `ready` every 200 ms for up to `patience`; fails early, with the end of the
+    /// component's log, if the process exits.
+    pub fn wait_ready(
+        &mut self,
+        patience: Duration,
+        mut ready: impl FnMut() -> Result<(), String>,
+    ) -> Result<(), Error> {
+        let deadline = Instant::now() + patience;
+        loop {
+            let last = match ready() {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(self.not_ready(format!("exited with {status}; {}", tail(&self.log))));
+            }
+            if Instant::now() > deadline {
+                return Err(self.not_ready(format!("not ready after {patience:?}: {last}")));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn not_ready(&self, detail: String) -> Error {
+        Error::NotReady {
+            component: self.name,
+            detail,
+            log: self.log.clone(),
+        }
+    }
+}
+
+/// The last lines of a log file, for error messages.
+pub fn tail(log: &Path) -> String {
+    let text = fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let from = lines.len().saturating_sub(15);
+    format!(
+        "last lines of {}:\n{}",
+        log.display(),
+        lines[from..].join("\n")
+    )
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> Result<u16, Error> {
+    let l = TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| Error::io("bind", Path::new("127.0.0.1:0"), e))?;
+    let port = l
+        .local_addr()
+        .map_err(|e| Error::io("bind", Path::new("127.0.0.1:0"), e))?
+        .port();
+    Ok(port)
+}
+
+/// A plain-HTTP GET on loopback, returning the body (for etcd's `/health`).
+pub fn http_get(port: u16, path: &str) -> Result<String, String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))
+        .map_err(|e| e.to_string())?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+/// Starts a shell that waits for this process to end, then stops `pids` (TERM, then KILL)
+/// and removes `dir`. Statics are never dropped, so this is how a control plane shared by a
+/// whole `cargo test` process is cleaned up, even when tests panic.
+pub fn reap_on_exit(pids: &[u32], dir: &Path) -> Result<(), Error> {
+    let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
+    let pids = pids.join(" ");
+    let script = format!(
+        "while kill -0 {me} 2>/dev/null; do sleep 0.5; done; kill {pids} 2>/dev/null; \
+         for i in 1 2 3 4 5 6 7 8 9 10; do kill -0 {pids} 2>/dev/null || break; sleep 0.5; done; \
+         kill -9 {pids} 2>/dev/null; rm -rf '{dir}'",
+        me = std::process::id(),
+        dir = dir.display()
+    );
+    Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| Error::io("start reaper", Path::new("sh"), e))?;
+    Ok(())
+}

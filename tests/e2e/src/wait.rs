@@ -1,0 +1,40 @@
+//! The one way e2e tests wait: poll until a condition holds, with a patience set once for
+//! the whole suite.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// How long [`eventually`] waits: `PALISADE_E2E_PATIENCE` seconds, default 30.
+pub fn patience() -> Duration {
+    let secs = std::env::var("PALISADE_E2E_PATIENCE")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(30);
+    Duration::from_secs(secs)
+}
+
+/// Polls `check` every 100 ms until it returns `Ok`, and returns its value. Panics after
+/// [`patience`] with `what`, the last error, and where the control-plane logs are.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + patience();
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(last) if Instant::now() > deadline => {
+                let logs = crate::ControlPlane::shared()
+                    .logs()
+                    .map(|p| format!("; control-plane logs: {}", p.display()))
+                    .unwrap_or_default();
+                panic!(
+                    "gave up waiting for {what} after {:?}: {last}{logs}",
+                    patience()
+                );
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
