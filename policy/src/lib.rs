@@ -3,3 +3,32 @@
 //! The wire format the operator writes and every sidecar reads, the pure compiler that turns
 //! security actions and detection rules into a bundle, and the evaluator that turns a request
 //! into a verdict (allow > deny > flag).
+
+#![forbid(unsafe_code)]
+
+mod actionset;
+mod bundle;
+mod codec;
+mod compile;
+mod error;
+mod ipset;
+mod lists;
+mod selector;
+mod spec;
+mod validate;
+mod wire;
+
+pub use actionset::{ActionId, ActionSet, MAX_ACTIONS};
+pub use bundle::{Bundle, BundleAction, BundleConditions, FORMAT_VERSION, MAX_RULES};
+pub use codec::{
+    Encoded, MAX_SECTION_BYTES, MAX_SHARDS, Manifest, SHARD_MAX_BYTES, ShardRef, decode,
+    decode_with, encode,
+};
+pub use compile::{ActionStatus, Output, compile};
+pub use error::BundleError;
+pub use ipset::{Addr, IpSet, IpSetBuilder, RangeError, RangeSet, TooManyClasses};
+pub use lists::{LineError, PrefixList, parse_prefix};
+pub use selector::{LabelRequirement, LabelSelector, SelectorOperator};
+pub use spec::{
+    ActionSpec, Conditions, DetectedBy, Header, Inputs, ListRef, Mode, PathMatch, RuleSpec, Verb,
+};

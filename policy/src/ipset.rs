@@ -1,0 +1,496 @@
+//! The compiled IP prefix set shared by every action of a bundle.
+//!
+//! All sources (each action's inline prefixes, each referenced list *once*, however many
+//! actions use it) are swept into sorted, disjoint `[start, end]` ranges per family. Each range
+//! carries a small *class* id; a class is the set of actions whose IP condition covers the
+//! range. A list shared by ten actions is stored once, with one class.
+//!
+//! Lookup is a DIR-16 index over the top 16 bits (65,537 `u32` offsets) that narrows a binary
+//! search to one bucket: about one or two cache misses. Memory is 10 bytes per IPv4 range
+//! (start, end, class) plus 256 KiB for the index; IPv6 ranges take 34 bytes.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::net::IpAddr;
+
+use crate::actionset::ActionId;
+use crate::lists::PrefixList;
+
+/// An address family's integer (`u32` for IPv4, `u128` for IPv6).
+pub trait Addr: Copy + Ord + Debug + Default + Send + Sync + 'static {
+    /// Width in bits.
+    const BITS: u32;
+    /// The DIR-16 bucket: the top 16 bits.
+    fn bucket(self) -> usize;
+    /// `self + 1`, or `None` at the top of the space.
+    fn succ(self) -> Option<Self>;
+    /// `self - 1`, or `None` at zero.
+    fn pred(self) -> Option<Self>;
+    /// Widens to `u128` (for the wire encoding).
+    fn to_u128(self) -> u128;
+    /// Narrows from `u128`; `None` if out of range.
+    fn from_u128(v: u128) -> Option<Self>;
+}
+
+impl Addr for u32 {
+    const BITS: u32 = 32;
+    fn bucket(self) -> usize {
+        (self >> 16) as usize
+    }
+    fn succ(self) -> Option<Self> {
+        self.checked_add(1)
+    }
+    fn pred(self) -> Option<Self> {
+        self.checked_sub(1)
+    }
+    fn to_u128(self) -> u128 {
+        u128::from(self)
+    }
+    fn from_u128(v: u128) -> Option<Self> {
+        u32::try_from(v).ok()
+    }
+}
+
+impl Addr for u128 {
+    const BITS: u32 = 128;
+    fn bucket(self) -> usize {
+        (self >> 112) as usize
+    }
+    fn succ(self) -> Option<Self> {
+        self.checked_add(1)
+    }
+    fn pred(self) -> Option<Self> {
+        self.checked_sub(1)
+    }
+    fn to_u128(self) -> u128 {
+        self
+    }
+    fn from_u128(v: u128) -> Option<Self> {
+        Some(v)
+    }
+}
+
+/// Below this many ranges the DIR-16 index is not built (a plain binary search is as fast).
+const INDEX_MIN_RANGES: usize = 256;
+
+/// Sorted disjoint ranges of one family, each with a class id.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RangeSet<A: Addr> {
+    starts: Vec<A>,
+    ends: Vec<A>,
+    classes: Vec<u16>,
+    /// `index[b]` = number of ranges whose start lies below bucket `b`; 65,537 entries.
+    index: Vec<u32>,
+}
+
+/// Why a sequence of ranges cannot form a [`RangeSet`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RangeError {
+    /// A range ends before it starts.
+    Inverted,
+    /// A range starts at or before the end of the previous one.
+    Unsorted,
+}
+
+impl<A: Addr> RangeSet<A> {
+    /// Builds a set from ranges sorted by start and disjoint; checks both.
+    pub fn from_sorted(ranges: impl IntoIterator<Item = (A, A, u16)>) -> Result<Self, RangeError> {
+        let iter = ranges.into_iter();
+        let mut set = Self::with_capacity(iter.size_hint().0);
+        for (s, e, c) in iter {
+            set.push(s, e, c)?;
+        }
+        Ok(set.finish())
+    }
+
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            starts: Vec::with_capacity(n),
+            ends: Vec::with_capacity(n),
+            classes: Vec::with_capacity(n),
+            index: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, start: A, end: A, class: u16) -> Result<(), RangeError> {
+        if end < start {
+            return Err(RangeError::Inverted);
+        }
+        if self.ends.last().is_some_and(|&prev| start <= prev) {
+            return Err(RangeError::Unsorted);
+        }
+        self.starts.push(start);
+        self.ends.push(end);
+        self.classes.push(class);
+        Ok(())
+    }
+
+    fn finish(mut self) -> Self {
+        self.starts.shrink_to_fit();
+        self.ends.shrink_to_fit();
+        self.classes.shrink_to_fit();
+        if self.starts.len() >= INDEX_MIN_RANGES {
+            let mut index = Vec::with_capacity((1 << 16) + 1);
+            let mut i = 0usize;
+            for b in 0..=(1usize << 16) {
+                while i < self.starts.len() && self.starts[i].bucket() < b {
+                    i += 1;
+                }
+                // The number of ranges fits u32: more would not fit a bundle.
+                index.push(i as u32);
+            }
+            self.index = index;
+        }
+        self
+    }
+
+    /// The class of the range containing `addr`, if any.
+    #[inline]
+    pub fn lookup(&self, addr: A) -> Option<u16> {
+        let (lo, hi) = if self.index.is_empty() {
+            (0, self.starts.len())
+        } else {
+            let b = addr.bucket();
+            (self.index[b] as usize, self.index[b + 1] as usize)
+        };
+        let k = lo + self.starts[lo..hi].partition_point(|&s| s <= addr);
+        let i = k.checked_sub(1)?;
+        (self.ends[i] >= addr).then(|| self.classes[i])
+    }
+
+    /// Number of ranges.
+    pub fn len(&self) -> usize {
+        self.starts.len()
+    }
+
+    /// Whether the set holds no range.
+    pub fn is_empty(&self) -> bool {
+        self.starts.is_empty()
+    }
+
+    /// The ranges `(start, end, class)` in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (A, A, u16)> + '_ {
+        (0..self.starts.len()).map(|i| (self.starts[i], self.ends[i], self.classes[i]))
+    }
+
+    /// Heap bytes used, index included.
+    pub fn heap_bytes(&self) -> usize {
+        self.starts.capacity() * size_of::<A>() * 2
+            + self.classes.capacity() * 2
+            + self.index.capacity() * 4
+    }
+}
+
+/// Both families plus the class table: the IP conditions of every action of a bundle.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IpSet {
+    /// IPv4 ranges.
+    pub v4: RangeSet<u32>,
+    /// IPv6 ranges.
+    pub v6: RangeSet<u128>,
+    /// Class id → the sorted ids of the actions whose IP condition covers the range.
+    pub classes: Vec<Vec<ActionId>>,
+}
+
+impl IpSet {
+    /// The class of the range containing `ip`.
+    #[inline]
+    pub fn lookup(&self, ip: IpAddr) -> Option<u16> {
+        match ip {
+            IpAddr::V4(a) => self.v4.lookup(u32::from(a)),
+            IpAddr::V6(a) => match a.to_ipv4_mapped() {
+                Some(v4) => self.v4.lookup(u32::from(v4)),
+                None => self.v6.lookup(u128::from(a)),
+            },
+        }
+    }
+
+    /// The actions whose IP condition covers `ip`.
+    pub fn actions_for(&self, ip: IpAddr) -> &[ActionId] {
+        self.lookup(ip)
+            .and_then(|c| self.classes.get(usize::from(c)))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// Heap bytes used.
+    pub fn heap_bytes(&self) -> usize {
+        self.v4.heap_bytes()
+            + self.v6.heap_bytes()
+            + self
+                .classes
+                .iter()
+                .map(|c| c.capacity() * 2 + 24)
+                .sum::<usize>()
+    }
+}
+
+/// Too many distinct combinations of actions share ranges (more than 65,535).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TooManyClasses;
+
+/// Collects sources (a prefix list and the actions that use it) and sweeps them into an
+/// [`IpSet`].
+#[derive(Debug, Default)]
+pub struct IpSetBuilder<'a> {
+    sources: Vec<(&'a PrefixList, Vec<ActionId>)>,
+}
+
+impl<'a> IpSetBuilder<'a> {
+    /// An empty builder.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a source used by `owners`. Add each shared list once, with all its owners.
+    pub fn add(&mut self, list: &'a PrefixList, owners: Vec<ActionId>) {
+        if !list.is_empty() && !owners.is_empty() {
+            self.sources.push((list, owners));
+        }
+    }
+
+    /// Sweeps the sources into disjoint ranges with classes.
+    pub fn build(self) -> Result<IpSet, TooManyClasses> {
+        let mut classes = Classes::new(&self.sources);
+        let v4 = sweep(&self.sources, |l| &l.v4, &mut classes)?;
+        let v6 = sweep(&self.sources, |l| &l.v6, &mut classes)?;
+        Ok(IpSet {
+            v4,
+            v6,
+            classes: classes.actions,
+        })
+    }
+}
+
+/// Interns source sets, then action sets, into class ids.
+struct Classes<'s, 'a> {
+    sources: &'s [(&'a PrefixList, Vec<ActionId>)],
+    by_sources: HashMap<Vec<u32>, u16>,
+    by_actions: HashMap<Vec<ActionId>, u16>,
+    actions: Vec<Vec<ActionId>>,
+}
+
+impl<'s, 'a> Classes<'s, 'a> {
+    fn new(sources: &'s [(&'a PrefixList, Vec<ActionId>)]) -> Self {
+        Self {
+            sources,
+            by_sources: HashMap::new(),
+            by_actions: HashMap::new(),
+            actions: vec![],
+        }
+    }
+
+    fn class_of(&mut self, active: &[u32]) -> Result<u16, TooManyClasses> {
+        if let Some(&c) = self.by_sources.get(active) {
+            return Ok(c);
+        }
+        let mut owners: Vec<ActionId> = active
+            .iter()
+            .flat_map(|&s| self.sources[s as usize].1.iter().copied())
+            .collect();
+        owners.sort_unstable();
+        owners.dedup();
+        let class = match self.by_actions.get(&owners) {
+            Some(&c) => c,
+            None => {
+                let c = u16::try_from(self.actions.len()).map_err(|_| TooManyClasses)?;
+                self.by_actions.insert(owners.clone(), c);
+                self.actions.push(owners);
+                c
+            }
+        };
+        self.by_sources.insert(active.to_vec(), class);
+        Ok(class)
+    }
+}
+
+fn sweep<A: Addr>(
+    sources: &[(&PrefixList, Vec<ActionId>)],
+    ranges_of: impl Fn(&PrefixList) -> &Vec<(A, A)>,
+    classes: &mut Classes<'_, '_>,
+) -> Result<RangeSet<A>, TooManyClasses> {
+    let mut out = Emitter::<A>::default();
+    let used: Vec<u32> = (0..sources.len() as u32)
+        .filter(|&s| !ranges_of(sources[s as usize].0).is_empty())
+        .collect();
+    if let [only] = used[..] {
+        // One source: its ranges are already disjoint; no sweep needed.
+        let class = classes.class_of(&[only])?;
+        for &(s, e) in ranges_of(sources[only as usize].0) {
+            out.emit(s, e, class);
+        }
+        return Ok(out.set.finish());
+    }
+    // Events: (position, 0 = start | 1 = end (inclusive), source).
+    let mut events: Vec<(A, u8, u32)> = Vec::new();
+    for &s in &used {
+        for &(a, b) in ranges_of(sources[s as usize].0) {
+            events.push((a, 0, s));
+            events.push((b, 1, s));
+        }
+    }
+    events.sort_unstable();
+    let mut active: Vec<u32> = Vec::new();
+    let mut seg_start: Option<A> = None;
+    for (pos, kind, src) in events {
+        if kind == 0 {
+            if let (Some(ss), false) = (seg_start, active.is_empty())
+                && ss < pos
+                && let Some(end) = pos.pred()
+            {
+                out.emit(ss, end, classes.class_of(&active)?);
+            }
+            if let Err(i) = active.binary_search(&src) {
+                active.insert(i, src);
+            }
+            seg_start = Some(pos);
+        } else {
+            if let Some(ss) = seg_start
+                && ss <= pos
+            {
+                out.emit(ss, pos, classes.class_of(&active)?);
+            }
+            if let Ok(i) = active.binary_search(&src) {
+                active.remove(i);
+            }
+            seg_start = pos.succ();
+        }
+    }
+    Ok(out.set.finish())
+}
+
+/// Appends ranges, merging a range into the previous one when they touch and share a class.
+#[derive(Default)]
+struct Emitter<A: Addr> {
+    set: RangeSet<A>,
+}
+
+impl<A: Addr> Emitter<A> {
+    fn emit(&mut self, start: A, end: A, class: u16) {
+        let set = &mut self.set;
+        if let (Some(last_end), Some(&last_class)) = (set.ends.last_mut(), set.classes.last())
+            && last_class == class
+            && last_end.succ() == Some(start)
+        {
+            *last_end = end;
+            return;
+        }
+        set.starts.push(start);
+        set.ends.push(end);
+        set.classes.push(class);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::lists::PrefixList;
+
+    fn list(text: &str) -> PrefixList {
+        PrefixList::parse(text).unwrap()
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn ids(v: &[u16]) -> Vec<ActionId> {
+        v.iter().copied().map(ActionId).collect()
+    }
+
+    #[test]
+    fn single_source_membership() {
+        let l = list("10.0.0.0/8\n192.168.0.1\n2001:db8::/32\n");
+        let mut b = IpSetBuilder::new();
+        b.add(&l, ids(&[3]));
+        let set = b.build().unwrap();
+        assert_eq!(set.actions_for(ip("10.200.1.1")), ids(&[3]).as_slice());
+        assert_eq!(set.actions_for(ip("192.168.0.1")), ids(&[3]).as_slice());
+        assert!(set.actions_for(ip("192.168.0.2")).is_empty());
+        assert!(set.actions_for(ip("11.0.0.0")).is_empty());
+        assert_eq!(set.actions_for(ip("2001:db8::42")), ids(&[3]).as_slice());
+        assert_eq!(set.actions_for(ip("::ffff:10.1.1.1")), ids(&[3]).as_slice());
+        assert!(set.actions_for(ip("2001:db9::")).is_empty());
+    }
+
+    #[test]
+    fn overlapping_sources_get_combined_classes() {
+        let a = list("10.0.0.0/8\n");
+        let b = list("10.1.0.0/16\n10.1.0.0/16\n0.0.0.0/32\n");
+        let c = list("255.255.255.255\n10.0.0.0/8\n");
+        let mut builder = IpSetBuilder::new();
+        builder.add(&a, ids(&[0]));
+        builder.add(&b, ids(&[1, 2]));
+        builder.add(&c, ids(&[0]));
+        let set = builder.build().unwrap();
+        assert_eq!(set.actions_for(ip("10.0.255.255")), ids(&[0]).as_slice());
+        assert_eq!(set.actions_for(ip("10.1.0.0")), ids(&[0, 1, 2]).as_slice());
+        assert_eq!(
+            set.actions_for(ip("10.1.255.255")),
+            ids(&[0, 1, 2]).as_slice()
+        );
+        assert_eq!(set.actions_for(ip("10.2.0.0")), ids(&[0]).as_slice());
+        assert_eq!(set.actions_for(ip("0.0.0.0")), ids(&[1, 2]).as_slice());
+        assert_eq!(set.actions_for(ip("255.255.255.255")), ids(&[0]).as_slice());
+        assert!(set.actions_for(ip("11.0.0.0")).is_empty());
+        // a and c share class {0}: 10/8 is split only where b's class differs.
+        assert_eq!(set.v4.len(), 5);
+        assert_eq!(set.classes.len(), 3);
+    }
+
+    #[test]
+    fn shared_list_is_stored_once() {
+        let big = list("10.0.0.0/24\n10.0.2.0/24\n10.0.4.0/24\n");
+        let mut b = IpSetBuilder::new();
+        b.add(&big, ids(&[0, 1, 2, 3, 4]));
+        let set = b.build().unwrap();
+        assert_eq!(set.v4.len(), 3);
+        assert_eq!(set.classes, vec![ids(&[0, 1, 2, 3, 4])]);
+    }
+
+    #[test]
+    fn range_set_rejects_unsorted_and_inverted() {
+        assert_eq!(
+            RangeSet::<u32>::from_sorted([(5, 4, 0)]),
+            Err(RangeError::Inverted)
+        );
+        assert_eq!(
+            RangeSet::<u32>::from_sorted([(1, 5, 0), (5, 6, 0)]),
+            Err(RangeError::Unsorted)
+        );
+    }
+
+    #[test]
+    fn indexed_lookup_matches_brute_force() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let ranges: Vec<(u32, u32)> = (0..5000)
+            .map(|_| {
+                let s = next() as u32;
+                (s, s.saturating_add((next() % 70_000) as u32))
+            })
+            .collect();
+        let l = PrefixList {
+            v4: crate::lists::merge(ranges),
+            v6: vec![],
+            prefixes: 5000,
+        };
+        let mut b = IpSetBuilder::new();
+        b.add(&l, ids(&[0]));
+        let set = b.build().unwrap();
+        assert!(!set.v4.index.is_empty());
+        for _ in 0..20_000 {
+            let a = next() as u32;
+            let brute = l.v4.iter().any(|&(s, e)| s <= a && a <= e);
+            assert_eq!(set.v4.lookup(a).is_some(), brute, "{a:#x}");
+        }
+        for &(s, e) in &l.v4 {
+            assert!(set.v4.lookup(s).is_some() && set.v4.lookup(e).is_some());
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! The compiler's input model: what the operator converts each namespace's SecurityActions,
+//! DetectionRules, pause annotations and referenced ConfigMaps into. Kube-free; the CRD types
+//! in `crds/` map onto these one to one.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::selector::LabelSelector;
+
+/// Everything `compile` needs for one namespace.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Inputs {
+    /// The namespace carries `palisade.dev/paused: "true"`: every action is paused.
+    pub namespace_paused: bool,
+    /// An opaque number the operator derives from its inputs (recorded in the manifest as the
+    /// generation the bundle was built from).
+    pub generation: u64,
+    /// The namespace's SecurityActions, in any order.
+    pub actions: Vec<ActionSpec>,
+    /// The namespace's DetectionRules, in any order.
+    pub rules: Vec<RuleSpec>,
+    /// The text of every referenced list the operator could read, by reference. A reference
+    /// missing from this map is reported as an invalid reference.
+    pub lists: BTreeMap<ListRef, String>,
+}
+
+/// One SecurityAction.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ActionSpec {
+    /// The action's name, unique in its namespace.
+    pub name: String,
+    /// What happens to a matching request.
+    pub verb: Verb,
+    /// Enforce, or only observe (count) what would have happened.
+    pub mode: Mode,
+    /// What a request must match (AND across kinds, OR within one kind's list).
+    pub conditions: Conditions,
+    /// Match every request. Exclusive with `conditions`; one of the two must be set.
+    pub match_all: bool,
+    /// Which workloads (pods) of the namespace enforce the action; `None` selects all.
+    pub workload_selector: Option<LabelSelector>,
+    /// The action carries `palisade.dev/paused: "true"`.
+    pub paused: bool,
+    /// The instant the action stops applying (`spec.expireTime`, or creation + `spec.ttl`).
+    pub expire_time: Option<Timestamp>,
+}
+
+/// What an action does to the requests it matches. Precedence: allow > deny > flag.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Verb {
+    /// Forward the request and skip every deny and flag action.
+    Allow,
+    /// Answer the request from the sidecar.
+    #[serde(rename_all = "camelCase")]
+    Deny {
+        /// HTTP status code (100–599).
+        status: u16,
+        /// Response body.
+        body: String,
+        /// `Content-Type` of the body.
+        content_type: String,
+    },
+    /// Forward the request with extra headers.
+    Flag {
+        /// Headers added to the forwarded request, in order.
+        headers: Vec<Header>,
+    },
+}
+
+/// A header a flag action adds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    /// Header name (an HTTP token).
+    pub name: String,
+    /// Header value (no CR, LF or NUL).
+    pub value: String,
+}
+
+/// Whether an action is enforced or only observed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Mode {
+    /// The verb is applied.
+    #[default]
+    Enforce,
+    /// Nothing is applied; the verdict records the match so that it can be counted.
+    Observe,
+}
+
+/// The conditions of an action. Empty lists mean "this kind is not constrained".
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Conditions {
+    /// Inline prefixes or bare addresses (`spec.conditions.ipRanges`).
+    pub ip_ranges: Vec<String>,
+    /// Named lists (`spec.conditions.ipRangesFrom`), one prefix a line.
+    pub ip_lists: Vec<ListRef>,
+    /// ISO 3166-1 alpha-2 codes.
+    pub region_codes: Vec<String>,
+    /// Autonomous system numbers.
+    pub asns: Vec<u32>,
+    /// API keys as `sha256:<64 hex>`.
+    pub api_keys: Vec<String>,
+    /// Access tokens as `sha256:<64 hex>`.
+    pub access_tokens: Vec<String>,
+    /// API product names.
+    pub api_products: Vec<String>,
+    /// Developer ids or emails.
+    pub developers: Vec<String>,
+    /// Developer app names.
+    pub developer_apps: Vec<String>,
+    /// User agents, matched exactly.
+    pub user_agents: Vec<String>,
+    /// HTTP methods (normalised to upper case).
+    pub http_methods: Vec<String>,
+    /// Request paths, exact or by prefix.
+    pub paths: Vec<PathMatch>,
+    /// Detection rules that must have marked the client.
+    pub detected_by: Option<DetectedBy>,
+}
+
+impl Conditions {
+    /// Whether no condition kind is set.
+    pub fn is_empty(&self) -> bool {
+        self.ip_ranges.is_empty()
+            && self.ip_lists.is_empty()
+            && self.region_codes.is_empty()
+            && self.asns.is_empty()
+            && self.api_keys.is_empty()
+            && self.access_tokens.is_empty()
+            && self.api_products.is_empty()
+            && self.developers.is_empty()
+            && self.developer_apps.is_empty()
+            && self.user_agents.is_empty()
+            && self.http_methods.is_empty()
+            && self.paths.is_empty()
+            && self.detected_by.is_none()
+    }
+}
+
+/// A reference to a list of prefixes: a key of a ConfigMap in the action's namespace.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ListRef {
+    /// ConfigMap name.
+    pub config_map: String,
+    /// Key in the ConfigMap's `data`.
+    pub key: String,
+}
+
+impl fmt::Display for ListRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ConfigMap {} key {}", self.config_map, self.key)
+    }
+}
+
+/// A path condition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PathMatch {
+    /// The path equals this string.
+    Exact(String),
+    /// The path starts with this string.
+    Prefix(String),
+}
+
+/// A `detectedBy` condition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum DetectedBy {
+    /// Any enabled detection rule marked the client.
+    Any,
+    /// One of these rules (by DetectionRule name) marked the client.
+    Rules(Vec<String>),
+}
+
+/// One DetectionRule, as far as the policy needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleSpec {
+    /// The rule's name, unique in its namespace.
+    pub name: String,
+    /// The rule carries `palisade.dev/paused: "true"`: its detections do not trigger actions.
+    pub paused: bool,
+    /// In observe mode its detections are recorded but do not trigger actions.
+    pub mode: Mode,
+}
+
+impl RuleSpec {
+    /// Whether the rule's detections can trigger `detectedBy` conditions.
+    pub fn enabled(&self) -> bool {
+        !self.paused && self.mode == Mode::Enforce
+    }
+}
