@@ -6,10 +6,13 @@
 
 #![forbid(unsafe_code)]
 
+pub mod anomaly;
 pub mod counter;
 pub mod facts;
 pub mod key;
 pub mod report;
+pub mod rule_spec;
+pub mod rules;
 pub mod stats;
 pub mod topk;
 pub mod window;

@@ -1,0 +1,241 @@
+//! The detection rules: `run_rules(&windows, &rules, now) -> Detections`, pure.
+//!
+//! Each rule looks at one window of one namespace ([`Windows`]) and marks the clients of
+//! its key kind that cross its thresholds. Every rule has a minimum-traffic guard, honours
+//! its `exclude` ranges, and sets `expiresAt = now + detectionTtl`. Counts are the
+//! windows' lower bounds (see [`crate::topk`]), so sketching never invents a detection.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+use jiff::{SignedDuration, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use crate::anomaly::{median_mad, robust_z};
+use crate::key::ClientKey;
+use crate::rule_spec::{
+    AnomalyParams, BruteGuessorParams, FlooderParams, OAuthAbuserParams, RobotAbuserParams,
+    RuleKind, RuleSpec, RuleType, ScraperParams, TorListParams,
+};
+use crate::stats::ClientWindow;
+use crate::window::{WindowView, Windows};
+
+/// Why a rule fired: the statistic, its threshold and the window it was computed on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Evidence {
+    /// The statistic (share, ratio, count or z-score, per rule type).
+    pub value: f64,
+    /// The threshold it met.
+    pub threshold: f64,
+    /// The client's requests in the window.
+    pub requests: u64,
+    /// The namespace's requests in the window.
+    pub total_requests: u64,
+    /// Window length.
+    pub window: SignedDuration,
+}
+
+/// One client marked by one rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Detection {
+    /// The rule's name (the "bot reason").
+    pub rule: String,
+    /// The rule's type.
+    pub rule_type: RuleType,
+    /// The detected client.
+    pub key: ClientKey,
+    /// When the rule fired.
+    pub detected_at: Timestamp,
+    /// When the detection lapses unless the rule fires again (`detectedAt + detectionTtl`).
+    pub expires_at: Timestamp,
+    /// The numbers behind it.
+    pub evidence: Evidence,
+}
+
+/// The detections of one run, sorted by rule name then client key.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Detections {
+    /// The detections.
+    pub items: Vec<Detection>,
+}
+
+impl Detections {
+    /// Whether `rule` marked `key`.
+    pub fn contains(&self, rule: &str, key: &ClientKey) -> bool {
+        self.items.iter().any(|d| d.rule == rule && &d.key == key)
+    }
+
+    /// Number of detections.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+/// Runs every rule over the namespace's windows at `now`.
+pub fn run_rules(windows: &Windows, rules: &[RuleSpec], now: Timestamp) -> Detections {
+    let short = windows.short(now);
+    let long = windows.long(now);
+    let mut items = Vec::new();
+    for spec in rules {
+        let (view, hits) = match &spec.rule {
+            RuleKind::Flooder(p) => (&short, flooder(p, spec, &short)),
+            RuleKind::StaticContentScraper(p) => (&short, scraper(p, spec, &short)),
+            RuleKind::BruteGuessor(p) => (&long, brute(p, spec, &long)),
+            RuleKind::RobotAbuser(p) => (&long, robot(p, spec, &long)),
+            RuleKind::OAuthAbuser(p) => (&long, oauth(p, spec, &long)),
+            RuleKind::TorList(p) => (&long, tor(p, spec, &long)),
+            RuleKind::AdvancedAnomaly(p) => (&short, anomaly(p, spec, &short)),
+        };
+        items.extend(hits.into_iter().map(|(key, value, threshold)| Detection {
+            rule: spec.name.clone(),
+            rule_type: spec.rule.rule_type(),
+            key,
+            detected_at: now,
+            expires_at: now + spec.detection_ttl,
+            evidence: Evidence {
+                value,
+                threshold,
+                requests: view.clients.get(&key).map_or(0, |c| c.totals.requests),
+                total_requests: view.totals.requests,
+                window: view.span,
+            },
+        }));
+    }
+    items.sort_by(|a, b| a.rule.cmp(&b.rule).then_with(|| a.key.cmp(&b.key)));
+    Detections { items }
+}
+
+/// (client, statistic, threshold) of each client a rule marks.
+type Hits = Vec<(ClientKey, f64, f64)>;
+
+/// The clients of the rule's key kind that are not excluded.
+fn candidates<'v>(
+    spec: &'v RuleSpec,
+    view: &'v WindowView,
+) -> impl Iterator<Item = (&'v ClientKey, &'v ClientWindow)> + 'v {
+    view.clients
+        .iter()
+        .filter(move |(k, _)| k.kind() == spec.client_key && !spec.excludes(k))
+}
+
+fn clients_of_kind(spec: &RuleSpec, view: &WindowView) -> u64 {
+    view.clients
+        .keys()
+        .filter(|k| k.kind() == spec.client_key)
+        .count() as u64
+}
+
+fn ratio(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
+}
+
+fn flooder(p: &FlooderParams, spec: &RuleSpec, view: &WindowView) -> Hits {
+    let total = view.totals.requests;
+    if total < p.min_total_requests || clients_of_kind(spec, view) < p.min_clients {
+        return Vec::new();
+    }
+    candidates(spec, view)
+        .filter(|(_, c)| c.totals.requests >= p.min_requests)
+        .map(|(k, c)| (*k, ratio(c.totals.requests, total), p.min_share))
+        .filter(|(_, share, min)| share >= min)
+        .collect()
+}
+
+fn scraper(p: &ScraperParams, spec: &RuleSpec, view: &WindowView) -> Hits {
+    let total = view.totals.bytes;
+    if clients_of_kind(spec, view) < p.min_clients {
+        return Vec::new();
+    }
+    candidates(spec, view)
+        .filter(|(_, c)| c.totals.bytes >= p.min_bytes)
+        .map(|(k, c)| (*k, ratio(c.totals.bytes, total), p.min_share))
+        .filter(|(_, share, min)| share >= min)
+        .collect()
+}
+
+fn brute(p: &BruteGuessorParams, spec: &RuleSpec, view: &WindowView) -> Hits {
+    candidates(spec, view)
+        .filter(|(_, c)| c.totals.requests >= p.min_requests)
+        // The sidecar's own denials are neither errors nor upstream responses.
+        .map(|(k, c)| (*k, ratio(c.totals.errors, upstream(c)), p.min_error_ratio))
+        .filter(|(_, r, min)| r >= min)
+        .collect()
+}
+
+fn robot(p: &RobotAbuserParams, spec: &RuleSpec, view: &WindowView) -> Hits {
+    candidates(spec, view)
+        .filter(|(_, c)| c.totals.forbidden >= p.min_forbidden)
+        .filter(|(_, c)| ratio(c.totals.forbidden, upstream(c)) >= p.min_forbidden_ratio)
+        .map(|(k, c)| (*k, c.totals.forbidden as f64, p.min_forbidden as f64))
+        .collect()
+}
+
+/// Responses the app produced (requests minus the sidecar's own denials).
+fn upstream(c: &ClientWindow) -> u64 {
+    c.totals.requests.saturating_sub(c.totals.denied)
+}
+
+fn oauth(p: &OAuthAbuserParams, spec: &RuleSpec, view: &WindowView) -> Hits {
+    candidates(spec, view)
+        .filter(|(_, c)| c.totals.token_calls >= p.min_sessions)
+        .filter(|(_, c)| c.user_agents.distinct() <= p.max_user_agents)
+        .map(|(k, c)| (*k, c.totals.token_calls as f64, p.min_sessions as f64))
+        .collect()
+}
+
+fn tor(p: &TorListParams, spec: &RuleSpec, view: &WindowView) -> Hits {
+    let singles: HashSet<IpAddr> = p
+        .exits
+        .iter()
+        .filter(|n| n.prefix_len() == n.max_prefix_len())
+        .map(|n| n.addr())
+        .collect();
+    let ranges: Vec<_> = p
+        .exits
+        .iter()
+        .filter(|n| n.prefix_len() != n.max_prefix_len())
+        .collect();
+    candidates(spec, view)
+        .filter_map(|(k, _)| Some((k, k.ip()?)))
+        .filter(|(_, ip)| singles.contains(ip) || ranges.iter().any(|n| n.contains(ip)))
+        .map(|(k, _)| (*k, 1.0, 1.0))
+        .collect()
+}
+
+fn anomaly(p: &AnomalyParams, spec: &RuleSpec, view: &WindowView) -> Hits {
+    let mut logs: Vec<f64> = view
+        .clients
+        .iter()
+        .filter(|(k, _)| k.kind() == spec.client_key)
+        .map(|(_, c)| (c.totals.requests as f64).ln_1p())
+        .collect();
+    if (logs.len() as u64) < p.min_clients {
+        return Vec::new();
+    }
+    let Some((median, mad)) = median_mad(&mut logs) else {
+        return Vec::new();
+    };
+    candidates(spec, view)
+        .filter(|(_, c)| c.totals.requests >= p.min_requests)
+        .map(|(k, c)| {
+            let z = robust_z((c.totals.requests as f64).ln_1p(), median, mad, p.min_mad);
+            (*k, z, p.min_z)
+        })
+        .filter(|(_, z, min)| z >= min)
+        .collect()
+}
+
+#[cfg(test)]
+#[path = "rules_tests.rs"]
+mod tests;

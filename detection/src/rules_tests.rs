@@ -1,0 +1,454 @@
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+use crate::key::KeyHash;
+use crate::rule_spec::*;
+use crate::stats::ClientCounts;
+use crate::testutil::{ipk, report, reqs, t};
+use crate::window::{WindowConfig, Windows};
+
+/// Windows holding one report with `clients`, starting at virtual second 0.
+fn win(clients: &[(ClientKey, ClientCounts)]) -> Windows {
+    let mut w = Windows::new(&WindowConfig::default());
+    w.merge(&report("a", 1, 0, clients), t(1));
+    w
+}
+
+/// `n` benign clients (ids 100..) with `each` requests of `bytes` bytes each.
+fn benign(n: u32, each: u32, bytes: u64) -> Vec<(ClientKey, ClientCounts)> {
+    (0..n)
+        .map(|i| {
+            let c = ClientCounts {
+                requests: each,
+                bytes: bytes * u64::from(each),
+                ..Default::default()
+            };
+            (ipk(100 + i), c)
+        })
+        .collect()
+}
+
+fn with(
+    mut clients: Vec<(ClientKey, ClientCounts)>,
+    extra: (ClientKey, ClientCounts),
+) -> Vec<(ClientKey, ClientCounts)> {
+    clients.push(extra);
+    clients
+}
+
+fn flooder() -> RuleSpec {
+    RuleSpec::new("Flooder", RuleKind::Flooder(FlooderParams::default()))
+}
+
+fn run(w: &Windows, rule: &RuleSpec, now: i64) -> Detections {
+    run_rules(w, std::slice::from_ref(rule), t(now))
+}
+
+// Flooder ------------------------------------------------------------------------------
+
+#[test]
+fn flooder_fires_above_share_and_sets_evidence_and_expiry() {
+    // 50 clients × 100 = 5000; the flooder sends 1000 of 6000 (16.7 %).
+    let w = win(&with(benign(50, 100, 1), (ipk(1), reqs(1000))));
+    let d = run(&w, &flooder(), 10);
+    assert_eq!(d.len(), 1, "{d:?}");
+    let hit = &d.items[0];
+    assert_eq!(
+        (hit.rule.as_str(), hit.key, hit.rule_type),
+        ("Flooder", ipk(1), RuleType::Flooder)
+    );
+    assert_eq!(hit.expires_at, t(10) + SignedDuration::from_hours(1));
+    assert!((hit.evidence.value - 1000.0 / 6000.0).abs() < 1e-9);
+    assert_eq!(
+        (hit.evidence.requests, hit.evidence.total_requests),
+        (1000, 6000)
+    );
+    assert_eq!(hit.evidence.window, SignedDuration::from_mins(5));
+}
+
+#[test]
+fn flooder_stays_silent_below_share() {
+    // 200 of 5200: 3.8 % < 5 %.
+    let w = win(&with(benign(50, 100, 1), (ipk(1), reqs(200))));
+    assert!(run(&w, &flooder(), 10).is_empty());
+}
+
+#[test]
+fn flooder_respects_minimum_traffic() {
+    // A 50 % share of a quiet namespace (800 requests) is not a flood.
+    let w = win(&with(benign(20, 20, 1), (ipk(1), reqs(400))));
+    assert!(run(&w, &flooder(), 10).is_empty());
+    // Nor is a big share among too few clients.
+    let w = win(&with(benign(5, 300, 1), (ipk(1), reqs(2000))));
+    assert!(run(&w, &flooder(), 10).is_empty());
+}
+
+#[test]
+fn flooder_honours_exclusions_like_a_load_balancer() {
+    let mut rule = flooder();
+    rule.exclude = vec!["198.51.100.0/30".parse().unwrap()];
+    let w = win(&with(benign(50, 100, 1), (ipk(1), reqs(1000))));
+    assert!(run(&w, &rule, 10).is_empty());
+}
+
+#[test]
+fn flooder_detection_lapses_when_the_window_slides() {
+    let w = win(&with(benign(50, 100, 1), (ipk(1), reqs(1000))));
+    assert_eq!(run(&w, &flooder(), 299).len(), 1);
+    assert!(
+        run(&w, &flooder(), 300).is_empty(),
+        "slice left the 5 min window"
+    );
+    let mut rule = flooder();
+    rule.detection_ttl = SignedDuration::from_mins(10);
+    assert_eq!(
+        run(&w, &rule, 20).items[0].expires_at,
+        t(20) + SignedDuration::from_mins(10)
+    );
+}
+
+#[test]
+fn flooder_ignores_a_short_burst_in_a_busy_namespace() {
+    let mut w = Windows::new(&WindowConfig::default());
+    for (seq, s) in (0..10).map(|i| (i as u64 + 1, i * 30)) {
+        w.merge(&report("a", seq, s, &benign(50, 40, 1)), t(s + 1));
+    }
+    // A 10 s burst of 500 requests: 500 / 20 500 = 2.4 %.
+    w.merge(&report("a", 99, 290, &[(ipk(1), reqs(500))]), t(291));
+    assert!(run(&w, &flooder(), 295).is_empty());
+}
+
+#[test]
+fn flooder_judges_the_rule_key_kind() {
+    let key = ClientKey::ApiKey(KeyHash::of(b"k"));
+    let w = win(&with(benign(50, 100, 1), (key, reqs(1000))));
+    assert!(
+        run(&w, &flooder(), 10).is_empty(),
+        "IP rule ignores API-key clients"
+    );
+    let mut rule = flooder();
+    rule.client_key = crate::key::ClientKeyKind::ApiKey;
+    rule.rule = RuleKind::Flooder(FlooderParams {
+        min_clients: 1,
+        ..Default::default()
+    });
+    assert!(run(&w, &rule, 10).contains("Flooder", &key));
+}
+
+// Static Content Scraper -----------------------------------------------------------------
+
+fn scraper() -> RuleSpec {
+    RuleSpec::new(
+        "Scraper",
+        RuleKind::StaticContentScraper(ScraperParams::default()),
+    )
+}
+
+fn bytes(requests: u32, bytes: u64) -> ClientCounts {
+    ClientCounts {
+        requests,
+        bytes,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn scraper_fires_on_byte_share_not_request_share() {
+    // 50 clients × 100 × 10 KiB = 50 MiB; the scraper pulls 100 MiB in only 50 requests.
+    let w = win(&with(
+        benign(50, 100, 10 << 10),
+        (ipk(1), bytes(50, 100 << 20)),
+    ));
+    let d = run(&w, &scraper(), 10);
+    assert!(d.contains("Scraper", &ipk(1)), "{d:?}");
+    assert_eq!(d.len(), 1);
+    assert!(run(&w, &flooder(), 10).is_empty(), "not a flooder");
+}
+
+#[test]
+fn scraper_silent_below_share_and_below_min_bytes() {
+    // 10 MiB of 60 MiB is 16 % but below the 50 MiB floor.
+    let w = win(&with(
+        benign(50, 100, 10 << 10),
+        (ipk(1), bytes(50, 10 << 20)),
+    ));
+    assert!(run(&w, &scraper(), 10).is_empty());
+    // 60 MiB over the 50 MiB floor, but 60 / (586 + 60) MiB = 9.3 % < 10 %.
+    let w = win(&with(
+        benign(50, 100, 120 << 10),
+        (ipk(1), bytes(50, 60 << 20)),
+    ));
+    assert!(run(&w, &scraper(), 10).is_empty());
+}
+
+#[test]
+fn scraper_honours_exclusions_and_expiry() {
+    let mut rule = scraper();
+    rule.exclude = vec!["198.51.100.1/32".parse().unwrap()];
+    let w = win(&with(
+        benign(50, 100, 10 << 10),
+        (ipk(1), bytes(50, 100 << 20)),
+    ));
+    assert!(run(&w, &rule, 10).is_empty());
+    assert!(run(&w, &scraper(), 300).is_empty());
+}
+
+// Brute Guessor --------------------------------------------------------------------------
+
+fn brute() -> RuleSpec {
+    RuleSpec::new(
+        "Brute",
+        RuleKind::BruteGuessor(BruteGuessorParams::default()),
+    )
+}
+
+fn errs(requests: u32, errors: u32, denied: u32) -> ClientCounts {
+    ClientCounts {
+        requests,
+        errors,
+        denied,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn brute_guessor_fires_on_error_ratio_over_24h() {
+    let w = win(&[(ipk(1), errs(200, 150, 0)), (ipk(2), errs(200, 20, 0))]);
+    let d = run(&w, &brute(), 3_600);
+    assert_eq!(
+        d.items.iter().map(|d| d.key).collect::<Vec<_>>(),
+        vec![ipk(1)]
+    );
+    assert_eq!(d.items[0].evidence.window, SignedDuration::from_hours(24));
+    assert!(
+        run(&w, &brute(), 86_399).contains("Brute", &ipk(1)),
+        "still inside 24 h"
+    );
+    assert!(
+        run(&w, &brute(), 86_400).is_empty(),
+        "out of the 24 h window"
+    );
+}
+
+#[test]
+fn brute_guessor_needs_min_requests_and_honours_exclusions() {
+    let w = win(&[(ipk(1), errs(99, 99, 0))]);
+    assert!(run(&w, &brute(), 10).is_empty());
+    let mut rule = brute();
+    rule.exclude = vec!["198.51.100.0/24".parse().unwrap()];
+    let w = win(&[(ipk(1), errs(200, 150, 0))]);
+    assert!(run(&w, &rule, 10).is_empty());
+}
+
+#[test]
+fn brute_guessor_ignores_own_denials() {
+    // 1000 requests the sidecar denied (action in force) + 100 upstream 200s: no evidence.
+    let w = win(&[(ipk(1), errs(1100, 0, 1000))]);
+    assert!(run(&w, &brute(), 10).is_empty());
+}
+
+// Robot Abuser ---------------------------------------------------------------------------
+
+fn robot() -> RuleSpec {
+    RuleSpec::new("Robot", RuleKind::RobotAbuser(RobotAbuserParams::default()))
+}
+
+fn forbidden(requests: u32, forbidden: u32, denied: u32) -> ClientCounts {
+    ClientCounts {
+        requests,
+        errors: forbidden,
+        forbidden,
+        denied,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn robot_abuser_fires_on_many_upstream_403s() {
+    let w = win(&[
+        (ipk(1), forbidden(300, 150, 0)),
+        (ipk(2), forbidden(300, 99, 0)),
+    ]);
+    let d = run(&w, &robot(), 10);
+    assert_eq!(
+        d.items.iter().map(|d| d.key).collect::<Vec<_>>(),
+        vec![ipk(1)]
+    );
+    assert_eq!(d.items[0].evidence.value, 150.0);
+}
+
+#[test]
+fn robot_abuser_needs_a_403_share_and_honours_exclusions_and_expiry() {
+    // 150 403s among 10 000 requests: 1.5 % < 20 %.
+    let w = win(&[(ipk(1), forbidden(10_000, 150, 0))]);
+    assert!(run(&w, &robot(), 10).is_empty());
+    let mut rule = robot();
+    rule.exclude = vec!["198.51.100.1/32".parse().unwrap()];
+    let w = win(&[(ipk(1), forbidden(300, 150, 0))]);
+    assert!(run(&w, &rule, 10).is_empty());
+    assert!(run(&w, &robot(), 86_400).is_empty());
+}
+
+#[test]
+fn robot_abuser_is_not_fed_by_own_denials() {
+    // A client denied by an action: 5000 sidecar 403s, counted as `denied`, not `forbidden`.
+    let w = win(&[(ipk(1), forbidden(5_000, 0, 5_000))]);
+    assert!(run(&w, &robot(), 10).is_empty());
+}
+
+// OAuth Abuser ---------------------------------------------------------------------------
+
+fn oauth() -> RuleSpec {
+    RuleSpec::new("OAuth", RuleKind::OAuthAbuser(OAuthAbuserParams::default()))
+}
+
+fn sessions(token_calls: u32, uas: u32) -> ClientCounts {
+    let mut c = ClientCounts {
+        requests: token_calls,
+        token_calls,
+        ..Default::default()
+    };
+    for ua in 0..uas {
+        c.user_agents.insert(ua + 1);
+    }
+    c
+}
+
+#[test]
+fn oauth_abuser_fires_on_many_sessions_with_few_user_agents() {
+    let w = win(&[
+        (ipk(1), sessions(60, 1)),
+        (ipk(2), sessions(60, 4)),
+        (ipk(3), sessions(40, 1)),
+    ]);
+    let d = run(&w, &oauth(), 10);
+    assert_eq!(
+        d.items.iter().map(|d| d.key).collect::<Vec<_>>(),
+        vec![ipk(1)],
+        "{d:?}"
+    );
+}
+
+#[test]
+fn oauth_abuser_honours_exclusions_and_expiry() {
+    let mut rule = oauth();
+    rule.exclude = vec!["198.51.100.0/31".parse().unwrap()];
+    let w = win(&[(ipk(1), sessions(60, 1))]);
+    assert!(run(&w, &rule, 10).is_empty());
+    assert_eq!(run(&w, &oauth(), 86_399).len(), 1);
+    assert!(run(&w, &oauth(), 86_400).is_empty());
+}
+
+// TorList --------------------------------------------------------------------------------
+
+fn tor(exits: &[&str]) -> RuleSpec {
+    let exits = exits.iter().map(|e| e.parse().unwrap()).collect();
+    RuleSpec::new("Tor", RuleKind::TorList(TorListParams { exits }))
+}
+
+#[test]
+fn tor_list_marks_listed_addresses_only() {
+    let w = win(&[(ipk(1), reqs(1)), (ipk(2), reqs(1)), (ipk(9), reqs(1))]);
+    let d = run(&w, &tor(&["198.51.100.1/32", "198.51.100.8/30"]), 10);
+    assert_eq!(
+        d.items.iter().map(|d| d.key).collect::<Vec<_>>(),
+        vec![ipk(1), ipk(9)]
+    );
+    assert!(
+        run(&w, &tor(&[]), 10).is_empty(),
+        "empty list, no detection"
+    );
+}
+
+#[test]
+fn tor_list_honours_exclusions_and_expiry() {
+    let mut rule = tor(&["198.51.100.1/32"]);
+    rule.exclude = vec!["198.51.100.1/32".parse().unwrap()];
+    let w = win(&[(ipk(1), reqs(1))]);
+    assert!(run(&w, &rule, 10).is_empty());
+    assert!(
+        run(&w, &tor(&["198.51.100.1/32"]), 86_400).is_empty(),
+        "no traffic in 24 h"
+    );
+}
+
+// Advanced Anomaly -----------------------------------------------------------------------
+
+fn anomaly() -> RuleSpec {
+    RuleSpec::new(
+        "Anomaly",
+        RuleKind::AdvancedAnomaly(AnomalyParams::default()),
+    )
+}
+
+/// 60 clients with 5..=24 requests each: a spread-out, realistic baseline.
+fn varied() -> Vec<(ClientKey, ClientCounts)> {
+    (0..60).map(|i| (ipk(100 + i), reqs(5 + i % 20))).collect()
+}
+
+#[test]
+fn anomaly_flags_a_far_outlier_only() {
+    let clients = with(with(varied(), (ipk(1), reqs(5_000))), (ipk(2), reqs(60)));
+    let w = win(&clients);
+    let d = run(&w, &anomaly(), 10);
+    assert_eq!(
+        d.items.iter().map(|d| d.key).collect::<Vec<_>>(),
+        vec![ipk(1)],
+        "{d:?}"
+    );
+    assert!(d.items[0].evidence.value >= 6.0);
+}
+
+#[test]
+fn anomaly_needs_a_baseline_and_min_requests_and_honours_exclusions() {
+    let w = win(&[(ipk(1), reqs(5_000)), (ipk(2), reqs(5))]);
+    assert!(
+        run(&w, &anomaly(), 10).is_empty(),
+        "two clients are no baseline"
+    );
+    let mut rule = anomaly();
+    rule.exclude = vec!["198.51.100.1/32".parse().unwrap()];
+    let w = win(&with(varied(), (ipk(1), reqs(5_000))));
+    assert!(run(&w, &rule, 10).is_empty());
+    assert!(run(&w, &anomaly(), 300).is_empty(), "window slid");
+    let w = win(&with(varied(), (ipk(1), reqs(99))));
+    assert!(run(&w, &anomaly(), 10).is_empty(), "below minRequests");
+}
+
+// All rules together ---------------------------------------------------------------------
+
+#[test]
+fn nat_gateway_below_thresholds_is_not_flagged_by_any_rule() {
+    // A NAT carrying many users: 4 % of the traffic, normal error rate, many user agents.
+    let mut nat = ClientCounts {
+        requests: 220,
+        errors: 5,
+        token_calls: 30,
+        bytes: 220 << 10,
+        ..Default::default()
+    };
+    for ua in 0..8 {
+        nat.user_agents.insert(ua + 1);
+    }
+    let w = win(&with(benign(50, 100, 1 << 10), (ipk(1), nat)));
+    let rules = [flooder(), scraper(), brute(), robot(), oauth(), tor(&[])];
+    let d = run_rules(&w, &rules, t(10));
+    assert!(d.is_empty(), "{d:?}");
+}
+
+#[test]
+fn detections_are_sorted_and_deterministic() {
+    let w = win(&with(
+        with(benign(50, 100, 1), (ipk(2), reqs(1000))),
+        (ipk(1), reqs(1000)),
+    ));
+    let rules = [flooder(), tor(&["198.51.100.2/32"])];
+    let a = run_rules(&w, &rules, t(10));
+    let b = run_rules(&w, &rules, t(10));
+    assert_eq!(a, b);
+    let order: Vec<_> = a.items.iter().map(|d| (d.rule.as_str(), d.key)).collect();
+    assert_eq!(
+        order,
+        vec![("Flooder", ipk(1)), ("Flooder", ipk(2)), ("Tor", ipk(2))]
+    );
+}
