@@ -1,4 +1,30 @@
 //! The Palisade operator: compiles SecurityActions and DetectionRules into policy bundles,
 //! injects the sidecar into API pods, and runs the detection collector.
+#![forbid(unsafe_code)]
 
-fn main() {}
+mod admin;
+mod args;
+mod context;
+mod leader;
+mod metrics;
+mod run;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = args::Args::parse();
+    if let Err(e) = args.validate() {
+        eprintln!("palisade-operator: {e}");
+        return std::process::ExitCode::from(64);
+    }
+    args.init_tracing();
+    let _already = rustls::crypto::ring::default_provider().install_default();
+    match run::run(args).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "operator stopped");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

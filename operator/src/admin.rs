@@ -1,0 +1,55 @@
+//! The admin server: `/metrics` (Prometheus text), `/live` (the process serves) and `/ready`
+//! (the caches are synced and the webhook can serve).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+use crate::context::Context;
+
+/// Serves the admin endpoints until `shutdown` resolves.
+pub async fn spawn(ctx: Arc<Context>) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(ctx.args.admin_addr).await?;
+    tracing::info!(addr = %ctx.args.admin_addr, "admin server listening");
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/live", get(|| async { "ok" }))
+        .route("/ready", get(ready))
+        .with_state(ctx.clone());
+    axum::serve(listener, app)
+        .with_graceful_shutdown(ctx.shutdown.clone().cancelled_owned())
+        .await?;
+    Ok(())
+}
+
+async fn metrics(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
+    let mut out = String::new();
+    match prometheus_client::encoding::text::encode(&mut out, &ctx.registry) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            out,
+        ),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain")],
+            String::new(),
+        ),
+    }
+}
+
+async fn ready(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
+    if ctx.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced yet")
+    }
+}

@@ -1,0 +1,75 @@
+//! Command-line flags and environment of the operator, validated before anything binds.
+
+use std::net::SocketAddr;
+
+use clap::{Parser, ValueEnum};
+
+/// The Palisade operator.
+#[derive(Debug, Clone, Parser)]
+#[command(version, about)]
+pub struct Args {
+    /// Namespace the operator runs in (its Lease, webhook Secret and Services live there).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "palisade-system")]
+    pub namespace: String,
+    /// This replica's identity in leader election (the pod name in a cluster).
+    #[arg(long, env = "POD_NAME", default_value_t = default_identity())]
+    pub identity: String,
+    /// Address of the admin server: /metrics, /live, /ready.
+    #[arg(long, env = "PALISADE_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
+    pub admin_addr: SocketAddr,
+    /// Name of the Lease used for leader election.
+    #[arg(long, env = "PALISADE_LEASE_NAME", default_value = "palisade-operator")]
+    pub lease_name: String,
+    /// Seconds a leader holds the Lease without renewing it before another replica may take it.
+    #[arg(long, env = "PALISADE_LEASE_DURATION", default_value_t = 15)]
+    pub lease_duration: u64,
+    /// Log format.
+    #[arg(long, env = "PALISADE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object a line (for log pipelines).
+    Json,
+    /// Human-readable lines.
+    Plain,
+}
+
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}-{}", host.trim(), std::process::id())
+}
+
+impl Args {
+    /// Checks what clap cannot; the message says what to fix.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.lease_duration < 3 {
+            return Err(format!(
+                "--lease-duration {} is too short; use at least 3 seconds",
+                self.lease_duration
+            ));
+        }
+        if self.namespace.is_empty() {
+            return Err(
+                "--namespace is empty; set it (or POD_NAMESPACE) to the operator's namespace"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Installs the tracing subscriber (filter from `RUST_LOG`, default `info`).
+    pub fn init_tracing(&self) {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr);
+        match self.log_format {
+            LogFormat::Json => builder.json().init(),
+            LogFormat::Plain => builder.init(),
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! What every component of the operator shares: the client, the Event recorder, metrics,
+//! leadership, readiness and the shutdown signal.
+
+use std::sync::atomic::AtomicBool;
+
+use kube::runtime::events::{Recorder, Reporter};
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::args::Args;
+use crate::metrics::Metrics;
+
+/// Shared state of the operator's components.
+#[allow(dead_code, reason = "the controllers that read these land next")]
+pub struct Context {
+    /// The Kubernetes client.
+    pub client: kube::Client,
+    /// The one Event recorder (`reportingController: palisade.dev/operator`).
+    pub recorder: Recorder,
+    /// The flags the operator was started with.
+    pub args: Args,
+    /// The metric registry served on `/metrics`.
+    pub registry: Registry,
+    /// The metrics.
+    pub metrics: Metrics,
+    /// `true` while this replica holds the leader Lease.
+    pub leader: watch::Receiver<bool>,
+    /// Set once the controllers' caches are synced.
+    pub ready: AtomicBool,
+    /// Cancelled on SIGTERM/SIGINT.
+    pub shutdown: CancellationToken,
+}
+
+impl Context {
+    /// Builds the context; `leader` comes from [`crate::leader::start`].
+    pub fn new(client: kube::Client, args: Args, leader: watch::Receiver<bool>) -> Self {
+        let mut registry = Registry::default();
+        let metrics = Metrics::new(&mut registry);
+        let reporter = Reporter {
+            controller: "palisade.dev/operator".into(),
+            instance: Some(args.identity.clone()),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            args,
+            registry,
+            metrics,
+            leader,
+            ready: AtomicBool::new(false),
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    /// Whether this replica leads now.
+    #[allow(dead_code, reason = "the controllers that read this land next")]
+    pub fn is_leader(&self) -> bool {
+        *self.leader.borrow()
+    }
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("args", &self.args)
+            .finish_non_exhaustive()
+    }
+}

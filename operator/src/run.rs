@@ -1,0 +1,35 @@
+//! Wires the operator's components: one spawn each, one `select!`.
+
+use std::sync::Arc;
+
+use crate::context::Context;
+use crate::{admin, leader};
+
+/// Runs until SIGTERM/SIGINT or until a component fails.
+pub async fn run(args: crate::args::Args) -> anyhow::Result<()> {
+    let client = kube::Client::try_default().await?;
+    let (leading, _lease_task) = leader::start_with(client.clone(), &args).await?;
+    let ctx = Arc::new(Context::new(client, args, leading));
+    let shutdown = ctx.shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        shutdown.cancel();
+    });
+    ctx.ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    tokio::select! {
+        r = admin::spawn(ctx.clone()) => r,
+        r = leader::spawn(ctx.clone()) => r,
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+}
