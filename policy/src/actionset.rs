@@ -81,6 +81,15 @@ impl ActionSet {
         self
     }
 
+    /// The ids of `self` that are not in `other`.
+    #[must_use]
+    pub fn and_not(mut self, other: &Self) -> Self {
+        for (a, b) in self.0.iter_mut().zip(other.0.iter()) {
+            *a &= !b;
+        }
+        self
+    }
+
     /// Whether the two sets share an id.
     pub fn intersects(&self, other: &Self) -> bool {
         self.0.iter().zip(other.0.iter()).any(|(a, b)| a & b != 0)
@@ -142,6 +151,10 @@ mod tests {
         assert!(a.contains(ActionId(1023)) && !a.contains(ActionId(2)));
         assert_eq!(a.and(&b).iter().collect::<Vec<_>>(), vec![ActionId(64)]);
         assert_eq!(a.or(&b).len(), 4);
+        assert_eq!(
+            a.and_not(&b).iter().collect::<Vec<_>>(),
+            vec![ActionId(1), ActionId(1023)]
+        );
         assert!(a.intersects(&b));
         assert_eq!(a.first(), Some(ActionId(1)));
         assert_eq!(ActionSet::EMPTY.first(), None);

@@ -10,7 +10,10 @@ mod actionset;
 mod bundle;
 mod codec;
 mod compile;
+mod detected;
 mod error;
+mod evaluate;
+mod index;
 mod ipset;
 mod lists;
 mod selector;
@@ -25,7 +28,12 @@ pub use codec::{
     decode_with, encode,
 };
 pub use compile::{ActionStatus, Output, compile};
+pub use detected::{
+    ClientKey, DETECTED_FORMAT_VERSION, DetectedClient, DetectedClients, DetectedIndex,
+    decode_detected, encode_detected,
+};
 pub use error::BundleError;
+pub use evaluate::{CompiledPolicy, Decision, DenyResponse, Request, Verdict, evaluate};
 pub use ipset::{Addr, IpSet, IpSetBuilder, RangeError, RangeSet, TooManyClasses};
 pub use lists::{LineError, PrefixList, parse_prefix};
 pub use selector::{LabelRequirement, LabelSelector, SelectorOperator};
