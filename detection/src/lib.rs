@@ -9,8 +9,10 @@
 pub mod anomaly;
 pub mod counter;
 pub mod facts;
+pub mod incident;
 pub mod key;
 pub mod report;
+pub mod risk;
 pub mod rule_spec;
 pub mod rules;
 pub mod stats;

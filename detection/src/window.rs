@@ -328,6 +328,11 @@ impl Windows {
         out
     }
 
+    /// Length of the short window (default 5 min).
+    pub fn short_span(&self) -> SignedDuration {
+        self.short.span()
+    }
+
     /// Start of the short slice holding `t` (slice boundaries are where traffic is counted).
     pub fn short_slice_start(&self, t: Timestamp) -> Timestamp {
         Timestamp::from_second(self.short.epoch(t) * self.short.slice_secs).unwrap_or(t)
