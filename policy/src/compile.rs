@@ -198,3 +198,303 @@ fn bundle_action(spec: &ActionSpec, checked: &Checked) -> BundleAction {
         conditions: checked.conditions.clone(),
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::spec::{DetectedBy, Mode, RuleSpec};
+    use crate::testutil::{allow, deny, flag, ts, with_ips};
+
+    fn inputs(actions: Vec<ActionSpec>) -> Inputs {
+        Inputs {
+            actions,
+            generation: 3,
+            ..Default::default()
+        }
+    }
+
+    fn invalid_message(out: &Output, name: &str) -> String {
+        match &out.statuses[name] {
+            ActionStatus::Invalid { message, .. } => message.clone(),
+            other => panic!("{name} is {other:?}, not Invalid"),
+        }
+    }
+
+    fn blocklist() -> ListRef {
+        ListRef {
+            config_map: "blocklist".into(),
+            key: "ips".into(),
+        }
+    }
+
+    #[test]
+    fn expiry_is_exact_to_the_second() {
+        let mut a = with_ips(deny("a"), &["10.0.0.1"]);
+        a.expire_time = Some(ts("2026-11-26T12:00:00Z"));
+        let b = with_ips(deny("b"), &["10.0.0.2"]);
+        let inp = inputs(vec![a, b]);
+
+        let before = compile(&inp, ts("2026-11-26T11:59:59Z"));
+        assert_eq!(before.statuses["a"], ActionStatus::Active);
+        assert_eq!(before.bundle.actions.len(), 2);
+        assert_eq!(before.next_expiry, Some(ts("2026-11-26T12:00:00Z")));
+
+        let just_before = compile(&inp, ts("2026-11-26T11:59:59.999Z"));
+        assert_eq!(just_before.statuses["a"], ActionStatus::Active);
+
+        for now in ["2026-11-26T12:00:00Z", "2026-11-26T12:00:01Z"] {
+            let after = compile(&inp, ts(now));
+            assert_eq!(
+                after.statuses["a"],
+                ActionStatus::Expired {
+                    at: ts("2026-11-26T12:00:00Z")
+                }
+            );
+            assert_eq!(after.bundle.actions.len(), 1);
+            assert!(after.bundle.action("a").is_none());
+            assert_eq!(after.next_expiry, None);
+        }
+    }
+
+    #[test]
+    fn next_expiry_is_the_earliest_future_one_even_if_paused() {
+        let mut a = with_ips(deny("a"), &["10.0.0.1"]);
+        a.expire_time = Some(ts("2026-11-26T13:00:00Z"));
+        let mut b = with_ips(deny("b"), &["10.0.0.2"]);
+        b.expire_time = Some(ts("2026-11-26T12:30:00Z"));
+        b.paused = true;
+        let mut c = with_ips(deny("c"), &["10.0.0.3"]);
+        c.expire_time = Some(ts("2026-11-26T12:00:00Z"));
+        let out = compile(&inputs(vec![a, b, c]), ts("2026-11-26T12:10:00Z"));
+        assert_eq!(out.next_expiry, Some(ts("2026-11-26T12:30:00Z")));
+        assert_eq!(out.statuses["c"].reason(), "Expired");
+    }
+
+    #[test]
+    fn pause_on_action_and_on_namespace() {
+        let mut a = with_ips(deny("a"), &["10.0.0.1"]);
+        a.paused = true;
+        let b = with_ips(deny("b"), &["10.0.0.2"]);
+        let mut inp = inputs(vec![a, b]);
+        let now = ts("2026-01-01T00:00:00Z");
+        let out = compile(&inp, now);
+        assert_eq!(
+            out.statuses["a"],
+            ActionStatus::Paused {
+                by_namespace: false
+            }
+        );
+        assert_eq!(out.statuses["a"].reason(), "Paused");
+        assert_eq!(out.statuses["b"], ActionStatus::Active);
+        assert_eq!(
+            out.bundle
+                .actions
+                .iter()
+                .map(|a| a.name.as_str())
+                .collect::<Vec<_>>(),
+            ["b"]
+        );
+        assert!(
+            out.bundle
+                .ips
+                .actions_for("10.0.0.1".parse().unwrap())
+                .is_empty()
+        );
+
+        inp.namespace_paused = true;
+        let out = compile(&inp, now);
+        assert!(out.bundle.actions.is_empty());
+        assert!(out.bundle.ips.v4.is_empty());
+        assert_eq!(out.statuses["b"].reason(), "NamespacePaused");
+        assert_eq!(out.statuses["a"].reason(), "NamespacePaused");
+    }
+
+    #[test]
+    fn invalid_reference_messages_name_the_field_and_line() {
+        let mut a = deny("a");
+        a.conditions.ip_lists = vec![blocklist()];
+        let mut b = deny("b");
+        b.conditions.ip_lists = vec![ListRef {
+            config_map: "missing".into(),
+            key: "ips".into(),
+        }];
+        let mut inp = inputs(vec![a, b]);
+        let text: String = (1..=11)
+            .map(|i| format!("10.0.0.{i}\n"))
+            .collect::<String>()
+            + "10.0.0.300/8\n";
+        inp.lists.insert(blocklist(), text);
+        let out = compile(&inp, ts("2026-01-01T00:00:00Z"));
+        assert_eq!(
+            invalid_message(&out, "a"),
+            "ipRangesFrom[0]: ConfigMap blocklist key ips line 12: \"10.0.0.300/8\" is not an \
+             IP prefix; fix or remove the line"
+        );
+        assert_eq!(out.statuses["a"].reason(), "InvalidReference");
+        assert_eq!(
+            invalid_message(&out, "b"),
+            "ipRangesFrom[0]: ConfigMap missing key ips not found; create it or remove the \
+             reference"
+        );
+        assert!(out.bundle.actions.is_empty());
+    }
+
+    #[test]
+    fn invalid_conditions_say_what_to_fix() {
+        let mut cases: Vec<(ActionSpec, &str)> = Vec::new();
+        cases.push((
+            with_ips(deny("ip"), &["10.0.0.0/8", "banana"]),
+            "ipRanges[1]: \"banana\"",
+        ));
+        let mut a = deny("region");
+        a.conditions.region_codes = vec!["US".into(), "USA".into()];
+        cases.push((a, "regionCodes[1]: \"USA\""));
+        let mut a = deny("key");
+        a.conditions.api_keys = vec!["plaintext-key".into()];
+        cases.push((
+            a,
+            "apiKeys[0]: \"plaintext-key\" is not a hash; write sha256:",
+        ));
+        let mut a = deny("path");
+        a.conditions.paths = vec![crate::spec::PathMatch::Prefix("api".into())];
+        cases.push((a, "paths[0]: \"api\" does not start with \"/\""));
+        let mut a = deny("rule");
+        a.conditions.detected_by = Some(DetectedBy::Rules(vec!["nope".into()]));
+        cases.push((a, "detectedBy.rules[0]: DetectionRule \"nope\" not found"));
+        cases.push((deny("empty"), "conditions: no condition is set"));
+        let mut a = with_ips(deny("both"), &["10.0.0.1"]);
+        a.match_all = true;
+        cases.push((a, "matchAll: true cannot be combined"));
+        let mut a = with_ips(deny("status"), &["10.0.0.1"]);
+        a.verb = crate::spec::Verb::Deny {
+            status: 700,
+            body: String::new(),
+            content_type: "text/plain".into(),
+        };
+        cases.push((a, "deny.status 700 is not an HTTP status code"));
+        let mut a = with_ips(flag("hdr", "bad header"), &["10.0.0.1"]);
+        a.verb = crate::spec::Verb::Flag {
+            headers: vec![crate::spec::Header {
+                name: "bad header".into(),
+                value: "x".into(),
+            }],
+        };
+        cases.push((a, "flag.headers[0].name \"bad header\""));
+        let mut a = with_ips(deny("sel"), &["10.0.0.1"]);
+        a.workload_selector = Some(crate::LabelSelector {
+            match_expressions: vec![crate::LabelRequirement {
+                key: "app".into(),
+                operator: crate::SelectorOperator::In,
+                values: vec![],
+            }],
+            ..Default::default()
+        });
+        cases.push((a, "workloadSelector.matchExpressions[0]"));
+
+        let names: Vec<String> = cases.iter().map(|(a, _)| a.name.clone()).collect();
+        let out = compile(
+            &inputs(cases.iter().map(|(a, _)| a.clone()).collect()),
+            ts("2026-01-01T00:00:00Z"),
+        );
+        for ((_, expected), name) in cases.iter().zip(names) {
+            let msg = invalid_message(&out, &name);
+            assert!(
+                msg.starts_with(expected),
+                "{name}: {msg:?} should start with {expected:?}"
+            );
+        }
+        assert!(out.bundle.actions.is_empty());
+    }
+
+    #[test]
+    fn shared_list_is_compiled_once_for_all_its_actions() {
+        let mut actions = Vec::new();
+        for name in ["a", "b", "c"] {
+            let mut a = deny(name);
+            a.conditions.ip_lists = vec![blocklist()];
+            actions.push(a);
+        }
+        actions.push(with_ips(allow("d"), &["10.0.0.0/30"]));
+        let mut inp = inputs(actions);
+        inp.lists.insert(
+            blocklist(),
+            "10.0.0.0/24\n10.0.0.0/24\n10.0.5.0/24\n".into(),
+        );
+        let out = compile(&inp, ts("2026-01-01T00:00:00Z"));
+        // 10.0.0.0/30 (a,b,c,d), 10.0.0.4-255 (a,b,c), 10.0.5.0/24 (a,b,c)
+        assert_eq!(out.bundle.ips.v4.len(), 3);
+        assert_eq!(out.bundle.ips.classes.len(), 2);
+        let ids = |ip: &str| out.bundle.ips.actions_for(ip.parse().unwrap()).len();
+        assert_eq!(ids("10.0.0.1"), 4);
+        assert_eq!(ids("10.0.0.9"), 3);
+        assert_eq!(ids("10.0.5.9"), 3);
+        assert_eq!(ids("10.0.6.0"), 0);
+    }
+
+    #[test]
+    fn output_is_deterministic_and_sorted_by_name() {
+        let now = ts("2026-01-01T00:00:00Z");
+        let a = with_ips(deny("zeta"), &["10.0.0.1"]);
+        let b = with_ips(flag("alpha", "x-flag"), &["10.0.0.0/8"]);
+        let one = compile(&inputs(vec![a.clone(), b.clone()]), now);
+        let two = compile(&inputs(vec![b, a]), now);
+        assert_eq!(one, two);
+        assert_eq!(one.bundle.actions[0].name, "alpha");
+        assert_eq!(one.bundle.generation, 3);
+        assert_eq!(
+            one.bundle.content_hash().unwrap(),
+            two.bundle.content_hash().unwrap()
+        );
+    }
+
+    #[test]
+    fn rule_table_holds_enabled_rules_only() {
+        let mut inp = inputs(vec![]);
+        inp.rules = vec![
+            RuleSpec {
+                name: "flooder".into(),
+                paused: false,
+                mode: Mode::Enforce,
+            },
+            RuleSpec {
+                name: "brute".into(),
+                paused: true,
+                mode: Mode::Enforce,
+            },
+            RuleSpec {
+                name: "scraper".into(),
+                paused: false,
+                mode: Mode::Observe,
+            },
+            RuleSpec {
+                name: "abuser".into(),
+                paused: false,
+                mode: Mode::Enforce,
+            },
+        ];
+        let mut a = deny("a");
+        a.conditions.detected_by = Some(DetectedBy::Rules(vec!["brute".into()]));
+        inp.actions.push(a);
+        let out = compile(&inp, ts("2026-01-01T00:00:00Z"));
+        assert_eq!(out.bundle.rules, ["abuser", "flooder"]);
+        // Referencing a paused rule is valid; it just cannot match while paused.
+        assert_eq!(out.statuses["a"], ActionStatus::Active);
+    }
+
+    #[test]
+    fn match_all_and_too_many_actions() {
+        let mut actions: Vec<ActionSpec> = (0..MAX_ACTIONS + 2)
+            .map(|i| {
+                let mut a = flag(&format!("a{i:05}"), "x-f");
+                a.match_all = true;
+                a
+            })
+            .collect();
+        actions.reverse();
+        let out = compile(&inputs(actions), ts("2026-01-01T00:00:00Z"));
+        assert_eq!(out.bundle.actions.len(), MAX_ACTIONS);
+        assert_eq!(out.statuses["a01024"].reason(), "TooManyActions");
+        assert_eq!(out.statuses["a01023"], ActionStatus::Active);
+    }
+}

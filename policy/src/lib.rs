@@ -18,6 +18,8 @@ mod ipset;
 mod lists;
 mod selector;
 mod spec;
+#[cfg(test)]
+mod testutil;
 mod validate;
 mod wire;
 
