@@ -1,0 +1,255 @@
+//! Command-line flags and environment variables of the sidecar, validated before anything
+//! binds. A bad value exits with status 64 (EX_USAGE) and a message that says what to fix.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Exit status for a configuration error (sysexits.h `EX_USAGE`).
+pub const EXIT_USAGE: u8 = 64;
+
+/// Smallest header buffer hyper accepts; smaller values are a configuration error.
+pub const MIN_HEADER_BYTES: usize = 8192;
+
+/// Every flag also reads the environment variable named in `env`.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "palisade-sidecar", version, about = "Palisade sidecar proxy")]
+pub struct Config {
+    /// Address the proxy listens on (the port the Service targets).
+    #[arg(long, env = "PALISADE_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// Address of the admin server (/metrics, /live, /ready).
+    #[arg(long, env = "PALISADE_ADMIN_LISTEN", default_value = "0.0.0.0:9901")]
+    pub admin_listen: SocketAddr,
+    /// Port of the application container on loopback.
+    #[arg(long, env = "PALISADE_UPSTREAM_PORT")]
+    pub upstream_port: u16,
+    /// Loopback address of the application (127.0.0.1 or ::1).
+    #[arg(long, env = "PALISADE_UPSTREAM_HOST", default_value = "127.0.0.1")]
+    pub upstream_host: std::net::IpAddr,
+
+    /// Largest request head (request line + headers) in bytes; larger → 431. At least 8192.
+    #[arg(long, env = "PALISADE_MAX_HEADER_BYTES", default_value_t = 16384)]
+    pub max_header_bytes: usize,
+    /// Most header fields in one request; more → 431.
+    #[arg(long, env = "PALISADE_MAX_HEADERS", default_value_t = 100)]
+    pub max_headers: usize,
+    /// Longest request target (path + query) in bytes; longer → 414.
+    #[arg(long, env = "PALISADE_MAX_URI_BYTES", default_value_t = 8192)]
+    pub max_uri_bytes: usize,
+    /// Time a client has to send a complete request head (also bounds the HTTP/1.1
+    /// keep-alive wait between requests).
+    #[arg(long, env = "PALISADE_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+    /// A client connection with no bytes in either direction for this long is closed.
+    #[arg(long, env = "PALISADE_IDLE_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Time to open a connection to the application.
+    #[arg(long, env = "PALISADE_UPSTREAM_CONNECT_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub upstream_connect_timeout: Duration,
+    /// Time the application has to send its response head; longer → 504.
+    #[arg(long, env = "PALISADE_UPSTREAM_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub upstream_timeout: Duration,
+    /// Idle keep-alive connections to the application are closed after this long.
+    #[arg(long, env = "PALISADE_UPSTREAM_POOL_IDLE", default_value = "90s", value_parser = parse_duration)]
+    pub upstream_pool_idle: Duration,
+    /// On SIGTERM: stop accepting, finish in-flight requests within this grace period.
+    #[arg(long, env = "PALISADE_DRAIN_GRACE", default_value = "25s", value_parser = parse_duration)]
+    pub drain_grace: Duration,
+
+    #[command(flatten)]
+    pub identify: IdentifyConfig,
+    #[command(flatten)]
+    pub policy: PolicyConfig,
+
+    /// Log format: `json` or `plain`. The filter comes from RUST_LOG (default `info`).
+    #[arg(long, env = "PALISADE_LOG_FORMAT", default_value = "json", value_parser = ["json", "plain"])]
+    pub log_format: String,
+}
+
+/// How the client is identified.
+#[derive(Debug, Clone, clap::Args)]
+pub struct IdentifyConfig {
+    /// Number of trusted proxies in front of the sidecar that append to X-Forwarded-For.
+    /// 0 (default): the client IP is the socket peer and X-Forwarded-For is ignored.
+    #[arg(long, env = "PALISADE_TRUSTED_HOPS", default_value_t = 0)]
+    pub trusted_hops: usize,
+    /// Header carrying the API key (empty: none).
+    #[arg(long, env = "PALISADE_API_KEY_HEADER", default_value = "x-api-key")]
+    pub api_key_header: String,
+    /// Query parameter carrying the API key (empty: none).
+    #[arg(long, env = "PALISADE_API_KEY_QUERY", default_value = "apikey")]
+    pub api_key_query: String,
+    /// Header carrying the developer (empty: none).
+    #[arg(long, env = "PALISADE_DEVELOPER_HEADER", default_value = "x-developer")]
+    pub developer_header: String,
+    /// Header carrying the developer app (empty: none).
+    #[arg(long, env = "PALISADE_APP_HEADER", default_value = "x-developer-app")]
+    pub app_header: String,
+    /// Header carrying the API product (empty: none).
+    #[arg(long, env = "PALISADE_PRODUCT_HEADER", default_value = "x-api-product")]
+    pub product_header: String,
+    /// JWT claim (in the Bearer token, read but NOT verified) naming the developer.
+    #[arg(long, env = "PALISADE_DEVELOPER_CLAIM", default_value = "")]
+    pub developer_claim: String,
+    /// JWT claim naming the developer app.
+    #[arg(long, env = "PALISADE_APP_CLAIM", default_value = "")]
+    pub app_claim: String,
+    /// JWT claim naming the API product.
+    #[arg(long, env = "PALISADE_PRODUCT_CLAIM", default_value = "")]
+    pub product_claim: String,
+    /// MaxMind-format country database (GeoIP2/GeoLite2-Country or City). Absent: region
+    /// conditions never match.
+    #[arg(long, env = "PALISADE_GEOIP_DB")]
+    pub geoip_db: Option<PathBuf>,
+    /// MaxMind-format ASN database (GeoLite2-ASN). Absent: ASN conditions never match.
+    #[arg(long, env = "PALISADE_ASN_DB")]
+    pub asn_db: Option<PathBuf>,
+}
+
+/// Where the policy comes from and how it is applied.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PolicyConfig {
+    /// Mounted bundle (a file, or the directory of the mounted ConfigMap), watched for changes.
+    #[arg(long, env = "PALISADE_BUNDLE_PATH")]
+    pub bundle_path: Option<PathBuf>,
+    /// Name of the bundle manifest ConfigMap to watch through the Kubernetes API.
+    #[arg(long, env = "PALISADE_BUNDLE_CONFIGMAP")]
+    pub bundle_configmap: Option<String>,
+    /// Namespace of the bundle ConfigMaps (the pod's own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    /// How often the mounted bundle is checked for changes.
+    #[arg(long, env = "PALISADE_BUNDLE_POLL", default_value = "2s", value_parser = parse_duration)]
+    pub bundle_poll: Duration,
+    /// Without a bundle yet, answer 503 instead of forwarding (default: fail open).
+    #[arg(long, env = "PALISADE_FAIL_CLOSED")]
+    pub fail_closed: bool,
+    /// Observe mode: evaluate and count, never deny or flag.
+    #[arg(long, env = "PALISADE_OBSERVE")]
+    pub observe: bool,
+    /// Add `palisade-decision` response headers naming the deciding action.
+    #[arg(long, env = "PALISADE_DEBUG_HEADERS")]
+    pub debug_headers: bool,
+}
+
+impl Config {
+    /// Parses flags and environment and validates them; on error prints why and returns the
+    /// exit code to use.
+    pub fn load() -> Result<Self, ExitCode> {
+        let cfg = Self::try_parse().map_err(|e| {
+            let usage = e.use_stderr();
+            let _ = e.print();
+            ExitCode::from(if usage { EXIT_USAGE } else { 0 })
+        })?;
+        cfg.validate().map_err(|msg| {
+            eprintln!("palisade-sidecar: invalid configuration: {msg}");
+            ExitCode::from(EXIT_USAGE)
+        })?;
+        Ok(cfg)
+    }
+
+    /// Checks what clap cannot: ranges and combinations.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_header_bytes < MIN_HEADER_BYTES {
+            return Err(format!(
+                "--max-header-bytes {} is below the minimum {MIN_HEADER_BYTES}; raise it",
+                self.max_header_bytes
+            ));
+        }
+        if self.max_uri_bytes == 0 || self.max_uri_bytes > self.max_header_bytes {
+            return Err(format!(
+                "--max-uri-bytes {} must be between 1 and --max-header-bytes ({})",
+                self.max_uri_bytes, self.max_header_bytes
+            ));
+        }
+        if self.upstream_port == 0 {
+            return Err("--upstream-port 0 is not a port; set the application's port".into());
+        }
+        if !self.upstream_host.is_loopback() {
+            return Err(format!(
+                "--upstream-host {} is not a loopback address; use 127.0.0.1 or ::1",
+                self.upstream_host
+            ));
+        }
+        if self.listen.port() != 0 && self.listen.port() == self.admin_listen.port() {
+            return Err("--listen and --admin-listen use the same port; pick two".into());
+        }
+        let nonzero = [
+            ("--header-read-timeout", self.header_read_timeout),
+            ("--idle-timeout", self.idle_timeout),
+            ("--upstream-connect-timeout", self.upstream_connect_timeout),
+            ("--upstream-timeout", self.upstream_timeout),
+        ];
+        if let Some((flag, _)) = nonzero.iter().find(|(_, d)| d.is_zero()) {
+            return Err(format!("{flag} must be greater than 0"));
+        }
+        if self.identify.trusted_hops > 16 {
+            return Err(format!(
+                "--trusted-hops {} is more than 16; count only proxies you operate",
+                self.identify.trusted_hops
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Parses `250ms`, `10s`, `2m`, `1h` (a bare number is seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 10s or 500ms"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(format!("`{s}`: unknown unit `{unit}`; use ms, s, m or h")),
+    };
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Config {
+        let mut all = vec!["palisade-sidecar", "--upstream-port", "8081"];
+        all.extend_from_slice(args);
+        Config::try_parse_from(all).expect("parses")
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("2 weeks").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(parse(&[]).validate(), Ok(()));
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        let too_small = parse(&["--max-header-bytes", "100"]).validate();
+        assert!(
+            too_small
+                .expect_err("rejected")
+                .contains("--max-header-bytes")
+        );
+        let remote = parse(&["--upstream-host", "10.0.0.1"]).validate();
+        assert!(remote.expect_err("rejected").contains("loopback"));
+        let zero = parse(&["--upstream-timeout", "0s"]).validate();
+        assert!(zero.expect_err("rejected").contains("--upstream-timeout"));
+    }
+}

@@ -1,0 +1,298 @@
+//! Forwards a request to the application on loopback and streams the answer back: a pooled
+//! keep-alive HTTP/1.1 client, Host preserved, X-Forwarded-For / X-Forwarded-Proto appended,
+//! hop-by-hop headers removed (RFC 9110 §7.6.1), Upgrade (WebSocket) passed through. Bodies are
+//! streamed both ways, never buffered.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+
+use crate::body::{self, RespBody};
+use crate::rescue::ProxyError;
+
+/// Hop-by-hop headers always removed, besides those named in `Connection`.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+];
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// Settings of the upstream side.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// Loopback address of the application.
+    pub addr: SocketAddr,
+    /// Time to open a connection.
+    pub connect_timeout: Duration,
+    /// Time to the response head.
+    pub response_timeout: Duration,
+    /// Idle time after which pooled connections close.
+    pub pool_idle: Duration,
+}
+
+/// The pooled client to the application.
+#[derive(Debug)]
+pub struct Forwarder {
+    client: Client<HttpConnector, Incoming>,
+    cfg: UpstreamConfig,
+    authority: http::uri::Authority,
+}
+
+impl Forwarder {
+    /// Builds the client; connects lazily.
+    pub fn new(cfg: UpstreamConfig) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(cfg.connect_timeout));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(cfg.pool_idle)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .set_host(false)
+            .build(connector);
+        let authority = cfg
+            .addr
+            .to_string()
+            .parse()
+            .expect("a socket address is an authority");
+        Self {
+            client,
+            cfg,
+            authority,
+        }
+    }
+
+    /// Sends `req` (from client `peer`) to the application and returns its response.
+    pub async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        peer: IpAddr,
+    ) -> Result<Response<RespBody>, ProxyError> {
+        let upgrade = upgrade_protocol(&req);
+        let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+        self.prepare(&mut req, peer)?;
+        if let (Some(proto), Some(on_client)) = (upgrade, client_upgrade) {
+            return self.forward_upgrade(req, proto, on_client).await;
+        }
+        let sent = tokio::time::timeout(self.cfg.response_timeout, self.client.request(req));
+        let resp = match sent.await {
+            Err(_) => return Err(ProxyError::UpstreamTimeout(self.cfg.response_timeout)),
+            Ok(Err(e)) => return Err(self.classify(e)),
+            Ok(Ok(resp)) => resp,
+        };
+        let (mut parts, incoming) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(parts, body::stream(incoming)))
+    }
+
+    /// Rewrites the request for the upstream hop.
+    fn prepare(&self, req: &mut Request<Incoming>, peer: IpAddr) -> Result<(), ProxyError> {
+        if !req.headers().contains_key(header::HOST) {
+            let host = req.uri().authority().map(|a| a.as_str().to_owned());
+            let host = host.ok_or(ProxyError::BadRequest("request without Host"))?;
+            let value = HeaderValue::from_str(&host).map_err(|_| ProxyError::BadRequest("Host"))?;
+            req.headers_mut().insert(header::HOST, value);
+        }
+        let path = req.uri().path_and_query().cloned();
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(http::uri::Scheme::HTTP);
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query =
+            Some(path.unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")));
+        *req.uri_mut() = Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("target"))?;
+        *req.version_mut() = Version::HTTP_11;
+        let headers = req.headers_mut();
+        strip_hop_by_hop(headers);
+        append_forwarded(headers, peer);
+        Ok(())
+    }
+
+    /// Maps a client error to the precise failure.
+    fn classify(&self, e: hyper_util::client::legacy::Error) -> ProxyError {
+        let addr = self.cfg.addr.to_string();
+        if e.is_connect() {
+            match io_kind(&e) {
+                Some(std::io::ErrorKind::TimedOut) => ProxyError::UpstreamConnectTimeout { addr },
+                _ => ProxyError::UpstreamRefused {
+                    addr,
+                    source: Box::new(e),
+                },
+            }
+        } else {
+            ProxyError::Upstream(Box::new(e))
+        }
+    }
+
+    /// Upgrade requests get a dedicated connection, handed over to a byte pipe on 101.
+    async fn forward_upgrade(
+        &self,
+        mut req: Request<Incoming>,
+        proto: HeaderValue,
+        on_client: hyper::upgrade::OnUpgrade,
+    ) -> Result<Response<RespBody>, ProxyError> {
+        let addr = self.cfg.addr.to_string();
+        let connect =
+            tokio::time::timeout(self.cfg.connect_timeout, TcpStream::connect(self.cfg.addr));
+        let stream = match connect.await {
+            Err(_) => return Err(ProxyError::UpstreamConnectTimeout { addr }),
+            Ok(Err(e)) => {
+                return Err(ProxyError::UpstreamRefused {
+                    addr,
+                    source: Box::new(e),
+                });
+            }
+            Ok(Ok(s)) => s,
+        };
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| ProxyError::Upstream(Box::new(e)))?;
+        tokio::spawn(conn.with_upgrades());
+        set_upgrade(req.headers_mut(), proto.clone());
+        // Origin-form on a hand-made connection.
+        *req.uri_mut() = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .map_or(Uri::from_static("/"), Uri::from);
+        let sent = tokio::time::timeout(self.cfg.response_timeout, sender.send_request(req));
+        let mut resp = match sent.await {
+            Err(_) => return Err(ProxyError::UpstreamTimeout(self.cfg.response_timeout)),
+            Ok(Err(e)) => return Err(ProxyError::Upstream(Box::new(e))),
+            Ok(Ok(resp)) => resp,
+        };
+        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            let (mut parts, incoming) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            return Ok(Response::from_parts(parts, body::stream(incoming)));
+        }
+        let on_upstream = hyper::upgrade::on(&mut resp);
+        tokio::spawn(pipe(on_client, on_upstream));
+        let (mut parts, _) = resp.into_parts();
+        let proto = parts.headers.get(header::UPGRADE).cloned().unwrap_or(proto);
+        strip_hop_by_hop(&mut parts.headers);
+        set_upgrade(&mut parts.headers, proto);
+        Ok(Response::from_parts(parts, body::empty()))
+    }
+}
+
+/// Copies bytes both ways between the two upgraded connections until either side closes.
+async fn pipe(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(both) => both,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade did not complete");
+            return;
+        }
+    };
+    let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        tracing::debug!(error = %e, "upgraded connection ended with an error");
+    }
+}
+
+/// The protocol the client asks to upgrade to, when it asks (HTTP/1.1 only).
+fn upgrade_protocol<B>(req: &Request<B>) -> Option<HeaderValue> {
+    if req.version() != Version::HTTP_11 {
+        return None;
+    }
+    let asks = connection_tokens(req.headers()).any(|t| t.eq_ignore_ascii_case("upgrade"));
+    asks.then(|| req.headers().get(header::UPGRADE).cloned())
+        .flatten()
+}
+
+fn set_upgrade(headers: &mut HeaderMap, proto: HeaderValue) {
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, proto);
+}
+
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// Removes hop-by-hop headers: the fixed list and every header named in `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = connection_tokens(headers)
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+}
+
+/// Appends the peer to `X-Forwarded-For` and `http` to `X-Forwarded-Proto`.
+pub fn append_forwarded(headers: &mut HeaderMap, peer: IpAddr) {
+    append(headers, X_FORWARDED_FOR, &peer.to_string());
+    append(headers, X_FORWARDED_PROTO, "http");
+}
+
+fn append(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    let joined = match headers.get(&name).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {value}"),
+        _ => value.to_owned(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&joined) {
+        headers.insert(name, v);
+    }
+}
+
+fn io_kind(e: &(dyn std::error::Error + 'static)) -> Option<std::io::ErrorKind> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return Some(io.kind());
+        }
+        cur = err.source();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_hop_by_hop_and_named() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn appends_forwarded() {
+        let mut h = HeaderMap::new();
+        h.insert(X_FORWARDED_FOR, HeaderValue::from_static("192.0.2.1"));
+        append_forwarded(&mut h, "198.51.100.7".parse().expect("ip"));
+        assert_eq!(h[X_FORWARDED_FOR], "192.0.2.1, 198.51.100.7");
+        assert_eq!(h[X_FORWARDED_PROTO], "http");
+    }
+}

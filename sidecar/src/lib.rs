@@ -1,0 +1,124 @@
+//! The Palisade sidecar: a reverse proxy in front of each protected API container that
+//! identifies the client, enforces the namespace's policy bundle and counts for detection.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod body;
+pub mod config;
+pub mod forward;
+pub mod metrics;
+pub mod proxy;
+pub mod rescue;
+pub mod server;
+pub mod telemetry;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context as _;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::forward::{Forwarder, UpstreamConfig};
+use crate::proxy::Proxy;
+use crate::server::ServerConfig;
+
+/// A started sidecar: where it listens, and how to stop it.
+#[derive(Debug)]
+pub struct Sidecar {
+    /// Bound proxy address.
+    pub proxy_addr: SocketAddr,
+    /// Bound admin address.
+    pub admin_addr: SocketAddr,
+    ready: Arc<AtomicBool>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    served: tokio::task::JoinHandle<usize>,
+}
+
+impl Sidecar {
+    /// Marks not ready, stops accepting and drains; returns the connections cut at the
+    /// deadline of the grace period.
+    pub async fn shutdown(self) -> usize {
+        self.ready.store(false, Ordering::Relaxed);
+        let _ = self.stop.send(());
+        self.served.await.unwrap_or(0)
+    }
+}
+
+/// Binds both ports and starts serving in the background.
+pub async fn start(cfg: Config) -> anyhow::Result<Sidecar> {
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("binding --listen {}", cfg.listen))?;
+    let admin = TcpListener::bind(cfg.admin_listen)
+        .await
+        .with_context(|| format!("binding --admin-listen {}", cfg.admin_listen))?;
+    let (proxy_addr, admin_addr) = (listener.local_addr()?, admin.local_addr()?);
+    tracing::info!(addr = %proxy_addr, "proxy listening");
+    tracing::info!(addr = %admin_addr, "admin listening");
+    let mut registry = Registry::default();
+    let metrics = Arc::new(metrics::Metrics::new(&mut registry));
+    let ready = Arc::new(AtomicBool::new(true));
+    let admin_state = Arc::new(admin::AdminState {
+        registry,
+        ready: ready.clone(),
+    });
+    tokio::spawn(admin::spawn(admin, admin_state));
+    let proxy = Arc::new(Proxy {
+        forwarder: Forwarder::new(upstream_config(&cfg)),
+        metrics,
+        max_uri_bytes: cfg.max_uri_bytes,
+    });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let stopped = async move {
+        let _ = stopped.await;
+    };
+    let served = tokio::spawn(server::serve(listener, proxy, server_config(&cfg), stopped));
+    Ok(Sidecar {
+        proxy_addr,
+        admin_addr,
+        ready,
+        stop,
+        served,
+    })
+}
+
+/// Starts, serves until SIGTERM/SIGINT, drains, returns.
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    let sidecar = start(cfg).await?;
+    shutdown_signal().await;
+    let cut = sidecar.shutdown().await;
+    tracing::info!(cut, "drained; exiting");
+    Ok(())
+}
+
+fn upstream_config(cfg: &Config) -> UpstreamConfig {
+    UpstreamConfig {
+        addr: SocketAddr::new(cfg.upstream_host, cfg.upstream_port),
+        connect_timeout: cfg.upstream_connect_timeout,
+        response_timeout: cfg.upstream_timeout,
+        pool_idle: cfg.upstream_pool_idle,
+    }
+}
+
+fn server_config(cfg: &Config) -> ServerConfig {
+    ServerConfig {
+        max_header_bytes: cfg.max_header_bytes,
+        max_headers: cfg.max_headers,
+        header_read_timeout: cfg.header_read_timeout,
+        idle_timeout: cfg.idle_timeout,
+        drain_grace: cfg.drain_grace,
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}

@@ -1,0 +1,122 @@
+//! What the client sees when something goes wrong: every error of the request path maps to a
+//! response here, in one function, so the whole table reads on one screen.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::body::{self, RespBody};
+
+/// Boxed error as it comes from hyper and the upstream client.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Every way a request can fail in the sidecar.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("the application refused the connection on {addr}: is it listening?")]
+    UpstreamRefused { addr: String, source: BoxError },
+    #[error("connecting to the application on {addr} timed out")]
+    UpstreamConnectTimeout { addr: String },
+    #[error("the application sent no response head within {0:?}")]
+    UpstreamTimeout(Duration),
+    #[error("the exchange with the application failed")]
+    Upstream(#[source] BoxError),
+    #[error("request target of {len} bytes exceeds --max-uri-bytes {max}")]
+    UriTooLong { len: usize, max: usize },
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    #[error("no policy bundle loaded yet and --fail-closed is set")]
+    NoPolicy,
+}
+
+impl ProxyError {
+    /// Short fixed name: the metric label and log reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::UpstreamRefused { .. } => "UpstreamRefused",
+            Self::UpstreamConnectTimeout { .. } => "UpstreamConnectTimeout",
+            Self::UpstreamTimeout(_) => "UpstreamTimeout",
+            Self::Upstream(_) => "UpstreamError",
+            Self::UriTooLong { .. } => "UriTooLong",
+            Self::BadRequest(_) => "BadRequest",
+            Self::NoPolicy => "NoPolicy",
+        }
+    }
+
+    /// Whether the failure is on the application side (counted as an upstream error).
+    pub fn is_upstream(&self) -> bool {
+        matches!(
+            self,
+            Self::UpstreamRefused { .. }
+                | Self::UpstreamConnectTimeout { .. }
+                | Self::UpstreamTimeout(_)
+                | Self::Upstream(_)
+        )
+    }
+}
+
+/// The one mapping from error to response.
+///
+/// | error | status | connection |
+/// | --- | --- | --- |
+/// | application refused / other upstream failure | 502 | kept |
+/// | application connect or response timeout | 504 | kept |
+/// | request target too long | 414 | kept |
+/// | malformed request the parser let through | 400 | closed |
+/// | no bundle yet with `--fail-closed` | 503 | kept |
+///
+/// Heads that do not parse (400), oversized heads (431) and too many headers (431) are answered
+/// by hyper's parser before a request exists, with the connection closed.
+pub fn rescue(err: &ProxyError) -> Response<RespBody> {
+    let (status, close) = match err {
+        ProxyError::UpstreamRefused { .. } | ProxyError::Upstream(_) => {
+            (StatusCode::BAD_GATEWAY, false)
+        }
+        ProxyError::UpstreamConnectTimeout { .. } | ProxyError::UpstreamTimeout(_) => {
+            (StatusCode::GATEWAY_TIMEOUT, false)
+        }
+        ProxyError::UriTooLong { .. } => (StatusCode::URI_TOO_LONG, false),
+        ProxyError::BadRequest(_) => (StatusCode::BAD_REQUEST, true),
+        ProxyError::NoPolicy => (StatusCode::SERVICE_UNAVAILABLE, false),
+    };
+    let text = status.canonical_reason().unwrap_or("error");
+    let mut resp = Response::new(body::full(Bytes::from(format!("{text}\n"))));
+    *resp.status_mut() = status;
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert("palisade-error", HeaderValue::from_static(err.reason()));
+    if close {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses() {
+        let refused = ProxyError::UpstreamRefused {
+            addr: "x".into(),
+            source: "no".into(),
+        };
+        assert_eq!(rescue(&refused).status(), 502);
+        assert_eq!(
+            rescue(&ProxyError::UpstreamTimeout(Duration::from_secs(1))).status(),
+            504
+        );
+        assert_eq!(
+            rescue(&ProxyError::UriTooLong { len: 2, max: 1 }).status(),
+            414
+        );
+        let bad = rescue(&ProxyError::BadRequest("x"));
+        assert_eq!(bad.status(), 400);
+        assert_eq!(bad.headers()[header::CONNECTION], "close");
+        assert_eq!(rescue(&ProxyError::NoPolicy).status(), 503);
+    }
+}

@@ -1,0 +1,198 @@
+//! The client-facing accept loop: HTTP/1.1 with keep-alive and h2c (prior knowledge) on one
+//! port through hyper-util's auto builder, limits on head size and count, a header-read
+//! timeout, an idle timeout, and graceful drain on shutdown within a bounded grace period.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::proxy::Proxy;
+
+/// Limits and timeouts of client connections.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Largest request head in bytes (→ 431).
+    pub max_header_bytes: usize,
+    /// Most header fields (→ 431).
+    pub max_headers: usize,
+    /// Time to receive a request head; also bounds the HTTP/1.1 keep-alive wait.
+    pub header_read_timeout: Duration,
+    /// No bytes either way for this long closes the connection.
+    pub idle_timeout: Duration,
+    /// Bound on the drain after shutdown is asked.
+    pub drain_grace: Duration,
+}
+
+fn builder(cfg: &ServerConfig) -> Builder<TokioExecutor> {
+    let mut b = Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .max_buf_size(cfg.max_header_bytes)
+        .max_headers(cfg.max_headers)
+        .header_read_timeout(cfg.header_read_timeout);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(cfg.idle_timeout / 2)
+        .keep_alive_timeout(cfg.idle_timeout / 4);
+    b
+}
+
+/// Accepts and serves connections until `shutdown` resolves, then drains: stops accepting,
+/// lets in-flight requests finish (closing idle keep-alive connections) for at most
+/// `drain_grace`, and returns the number of connections cut at the deadline.
+pub async fn serve(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    cfg: ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> usize {
+    let builder = builder(&cfg);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => serve_one(&builder, &graceful, stream, peer, &proxy, &cfg),
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    let open = graceful.count();
+    tracing::info!(connections = open, grace = ?cfg.drain_grace, "draining");
+    match tokio::time::timeout(cfg.drain_grace, graceful.shutdown()).await {
+        Ok(()) => 0,
+        Err(_) => open,
+    }
+}
+
+fn serve_one(
+    builder: &Builder<TokioExecutor>,
+    graceful: &GracefulShutdown,
+    stream: TcpStream,
+    peer: SocketAddr,
+    proxy: &Arc<Proxy>,
+    cfg: &ServerConfig,
+) {
+    let _ = stream.set_nodelay(true);
+    let active = Arc::new(AtomicBool::new(true));
+    let io = TokioIo::new(IdleIo {
+        inner: stream,
+        active: active.clone(),
+    });
+    let proxy_gauge = proxy.metrics.connections.clone();
+    let proxy = proxy.clone();
+    let svc = hyper::service::service_fn(move |req| {
+        let proxy = proxy.clone();
+        async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
+    });
+    let conn = builder.serve_connection_with_upgrades(io, svc).into_owned();
+    let conn = graceful.watch(conn);
+    let idle = cfg.idle_timeout;
+    let open = proxy_gauge.clone();
+    open.inc();
+    tokio::spawn(async move {
+        tokio::select! {
+            res = conn => if let Err(e) = res {
+                tracing::debug!(error = %e, %peer, "client connection ended with an error");
+            },
+            () = idle_watch(active, idle) => tracing::debug!(%peer, "idle connection closed"),
+        }
+        open.dec();
+    });
+}
+
+/// Resolves once the connection saw no I/O for about `idle` (checked in quarters).
+async fn idle_watch(active: Arc<AtomicBool>, idle: Duration) {
+    let tick = idle / 4;
+    let mut quiet = 0;
+    loop {
+        tokio::time::sleep(tick).await;
+        if active.swap(false, Ordering::Relaxed) {
+            quiet = 0;
+        } else {
+            quiet += 1;
+            if quiet >= 4 {
+                return;
+            }
+        }
+    }
+}
+
+/// A TCP stream that notes whether any byte moved since the last check.
+#[derive(Debug)]
+struct IdleIo {
+    inner: TcpStream,
+    active: Arc<AtomicBool>,
+}
+
+impl IdleIo {
+    fn touch<T>(&self, p: &Poll<io::Result<T>>) {
+        if matches!(p, Poll::Ready(Ok(_))) {
+            self.active.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+impl AsyncRead for IdleIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let p = Pin::new(&mut self.inner).poll_read(cx, buf);
+        self.touch(&p);
+        p
+    }
+}
+
+impl AsyncWrite for IdleIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let p = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.touch(&p);
+        p
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let p = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.touch(&p);
+        p
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

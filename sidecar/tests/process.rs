@@ -1,0 +1,196 @@
+//! Tests that run the built binary: configuration errors, drain on SIGTERM, bounded memory
+//! while streaming 100 MB each way.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_palisade-sidecar");
+
+/// Starts the binary in front of `app`; returns the child and its proxy address.
+fn spawn(app: SocketAddr, extra: &[&str]) -> (Child, SocketAddr) {
+    let mut child = Command::new(BIN)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "plain",
+        ])
+        .args(["--upstream-port", &app.port().to_string()])
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("sidecar exited before listening")
+            .unwrap();
+        if line.contains("proxy listening") {
+            let at = line.find("addr=").unwrap() + 5;
+            break line[at..]
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, addr)
+}
+
+fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn bad_config_exits_64_with_a_message() {
+    let out = Command::new(BIN)
+        .args(["--upstream-port", "8081", "--max-header-bytes", "10"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--max-header-bytes 10 is below the minimum 8192"),
+        "{err}"
+    );
+    let out = Command::new(BIN)
+        .args(["--upstream-port", "not-a-port"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let out = Command::new(BIN).output().unwrap();
+    assert_eq!(out.status.code(), Some(64), "missing --upstream-port");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests() {
+    let arrived = Arc::new(AtomicUsize::new(0));
+    let (release_tx, release_rx) = tokio::sync::watch::channel(false);
+    let app = {
+        let arrived = arrived.clone();
+        app(move |_, _| {
+            let arrived = arrived.clone();
+            let mut release = release_rx.clone();
+            async move {
+                arrived.fetch_add(1, Ordering::SeqCst);
+                release.wait_for(|r| *r).await.unwrap();
+                Response::new(full("done"))
+            }
+        })
+        .await
+    };
+    let (mut child, addr) = spawn(app, &["--drain-grace", "60s"]);
+    const N: usize = 8;
+    let requests: Vec<_> = (0..N).map(|_| tokio::spawn(get_owned(addr))).collect();
+    while arrived.load(Ordering::SeqCst) < N {
+        tokio::task::yield_now().await;
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    sigterm(&child);
+    // The listener closes: new connections are refused once the drain started.
+    loop {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    release_tx.send(true).unwrap();
+    for r in requests {
+        let (status, body) = r.await.unwrap();
+        assert_eq!((status, body.as_str()), (200, "done"));
+    }
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status}");
+}
+
+async fn get_owned(addr: SocketAddr) -> (u16, String) {
+    let (s, _, b) = get(addr, "/slow", &[]).await;
+    (s, b)
+}
+
+/// 100 MB up and 100 MB down through the binary; its peak RSS stays far below that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_megabytes_each_way_with_bounded_memory() {
+    const TOTAL: usize = 100 * 1024 * 1024;
+    const CHUNK: usize = 64 * 1024;
+    let app = app(|req, _| async move {
+        if req.uri().path() == "/download" {
+            let chunks = futures::stream::iter(
+                (0..TOTAL / CHUNK)
+                    .map(|_| Ok::<_, BoxError>(Frame::data(Bytes::from(vec![7u8; CHUNK])))),
+            );
+            return Response::new(StreamBody::new(chunks).boxed());
+        }
+        let mut body = req.into_body();
+        let mut n = 0usize;
+        while let Some(frame) = body.frame().await {
+            if let Ok(d) = frame.unwrap().into_data() {
+                n += d.len();
+            }
+        }
+        Response::new(full(n.to_string()))
+    })
+    .await;
+    let (mut child, addr) = spawn(app, &[]);
+    let mut client = h1(addr).await;
+    let chunks = futures::stream::iter(
+        (0..TOTAL / CHUNK).map(|_| Ok::<_, BoxError>(Frame::data(Bytes::from(vec![1u8; CHUNK])))),
+    );
+    let req = Request::post("/upload")
+        .header("host", "a")
+        .body(StreamBody::new(chunks).boxed())
+        .unwrap();
+    let (status, _, body) = read(client.send_request(req).await.unwrap()).await;
+    assert_eq!((status, body), (200, TOTAL.to_string()));
+    let req = Request::get("/download")
+        .header("host", "a")
+        .body(full(""))
+        .unwrap();
+    let mut body = client.send_request(req).await.unwrap().into_body();
+    let mut n = 0;
+    while let Some(frame) = body.frame().await {
+        if let Ok(d) = frame.unwrap().into_data() {
+            n += d.len();
+        }
+    }
+    assert_eq!(n, TOTAL);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    let hwm_kb: usize = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        hwm_kb < 40 * 1024,
+        "peak RSS {hwm_kb} kB for 200 MB streamed"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

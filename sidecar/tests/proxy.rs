@@ -1,0 +1,282 @@
+//! Component tests of the proxy core: a real application and the sidecar on loopback, real
+//! hyper clients.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::HashSet;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+#[tokio::test]
+async fn forwards_with_host_xff_and_without_hop_by_hop() {
+    let app = echo_app().await;
+    let sc = sidecar(app, &[]).await;
+    let (status, _, body) = get(
+        sc.proxy_addr,
+        "/v1/items?q=1",
+        &[
+            ("connection", "x-secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "5"),
+            ("x-forwarded-for", "192.0.2.9"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(seen["target"], "/v1/items?q=1");
+    assert_eq!(seen["host"], "api.example");
+    assert_eq!(seen["xff"], "192.0.2.9, 127.0.0.1");
+    assert_eq!(seen["xfp"], "http");
+    let headers: Vec<String> = serde_json::from_value(seen["headers"].clone()).unwrap();
+    assert!(
+        !headers.iter().any(|h| h == "x-secret" || h == "keep-alive"),
+        "{headers:?}"
+    );
+}
+
+#[tokio::test]
+async fn keep_alive_both_sides() {
+    let app = echo_app().await;
+    let sc = sidecar(app, &[]).await;
+    let mut client = h1(sc.proxy_addr).await;
+    let mut upstream_ports = HashSet::new();
+    for _ in 0..5 {
+        let req = Request::get("/")
+            .header("host", "a")
+            .body(full(""))
+            .unwrap();
+        let (status, _, body) = read(client.send_request(req).await.unwrap()).await;
+        assert_eq!(status, 200);
+        let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
+        upstream_ports.insert(seen["peer_port"].as_u64().unwrap());
+    }
+    assert_eq!(upstream_ports.len(), 1, "upstream connection reused");
+}
+
+#[tokio::test]
+async fn ipv6_client() {
+    let app = echo_app().await;
+    let mut cfg = config(app, &[]);
+    cfg.listen = "[::1]:0".parse().unwrap();
+    let sc = palisade_sidecar::start(cfg).await.unwrap();
+    let (status, _, body) = get(sc.proxy_addr, "/", &[]).await;
+    assert_eq!(status, 200);
+    let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(seen["xff"], "::1");
+}
+
+#[tokio::test]
+async fn h2c_prior_knowledge() {
+    let app = echo_app().await;
+    let sc = sidecar(app, &[]).await;
+    let stream = TcpStream::connect(sc.proxy_addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    for _ in 0..3 {
+        let req = Request::get("http://api.example/h2?x=1")
+            .body(full(""))
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.version(), http::Version::HTTP_2);
+        let (status, _, body) = read(resp).await;
+        assert_eq!(status, 200);
+        let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(seen["host"], "api.example");
+        assert_eq!(seen["target"], "/h2?x=1");
+        assert_eq!(seen["version"], "HTTP/1.1");
+    }
+}
+
+#[tokio::test]
+async fn websocket_upgrade_echo() {
+    let app = app(|mut req, _| async move {
+        let on = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            let mut io = TokioIo::new(on.await.unwrap());
+            let mut buf = [0u8; 1024];
+            loop {
+                let n = io.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                io.write_all(&buf[..n]).await.unwrap();
+            }
+        });
+        Response::builder()
+            .status(101)
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+            .body(full(""))
+            .unwrap()
+    })
+    .await;
+    let sc = sidecar(app, &[]).await;
+    let mut client = h1(sc.proxy_addr).await;
+    let req = Request::get("/ws")
+        .header("host", "a")
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .header("sec-websocket-version", "13")
+        .body(full(""))
+        .unwrap();
+    let mut resp = client.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+    assert_eq!(resp.headers()["upgrade"], "websocket");
+    assert_eq!(
+        resp.headers()["sec-websocket-accept"],
+        "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+    );
+    let mut io = TokioIo::new(hyper::upgrade::on(&mut resp).await.unwrap());
+    for msg in [&b"hello"[..], b"palisade", b"bye"] {
+        io.write_all(msg).await.unwrap();
+        let mut buf = vec![0u8; msg.len()];
+        io.read_exact(&mut buf).await.unwrap();
+        assert_eq!(buf, msg);
+    }
+}
+
+#[tokio::test]
+async fn bad_input_gets_clear_answers_and_the_process_keeps_serving() {
+    let app = echo_app().await;
+    let sc = sidecar(
+        app,
+        &["--max-header-bytes", "8192", "--max-uri-bytes", "100"],
+    )
+    .await;
+    let big = format!(
+        "GET / HTTP/1.1\r\nhost: a\r\nx-big: {}\r\n\r\n",
+        "a".repeat(10_000)
+    );
+    let resp = raw(sc.proxy_addr, big.as_bytes()).await;
+    assert!(resp.starts_with("HTTP/1.1 431"), "{resp}");
+    let many: String = (0..150).map(|i| format!("x-h{i}: 1\r\n")).collect();
+    let resp = raw(
+        sc.proxy_addr,
+        format!("GET / HTTP/1.1\r\nhost: a\r\n{many}\r\n").as_bytes(),
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 431"), "{resp}");
+    let long = format!(
+        "GET /{} HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n",
+        "p".repeat(200)
+    );
+    let resp = raw(sc.proxy_addr, long.as_bytes()).await;
+    assert!(resp.starts_with("HTTP/1.1 414"), "{resp}");
+    let resp = raw(sc.proxy_addr, b"THIS IS NOT HTTP\r\n\r\n").await;
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    let resp = raw(
+        sc.proxy_addr,
+        b"GET / HTTP/1.1\r\nhost: a\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    let (status, _, _) = get(sc.proxy_addr, "/still-alive", &[]).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn upstream_down_is_502() {
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let sc = sidecar(closed, &[]).await;
+    let (status, headers, _) = get(sc.proxy_addr, "/", &[]).await;
+    assert_eq!(status, 502);
+    assert_eq!(headers["palisade-error"], "UpstreamRefused");
+    let m = metrics(&sc).await;
+    assert!(
+        m.contains("palisade_sidecar_upstream_errors_total{reason=\"UpstreamRefused\"} 1"),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn slow_upstream_is_504() {
+    let app = app(|_, _| async move {
+        std::future::pending::<()>().await;
+        Response::new(full(""))
+    })
+    .await;
+    let sc = sidecar(app, &["--upstream-timeout", "200ms"]).await;
+    let (status, headers, _) = get(sc.proxy_addr, "/", &[]).await;
+    assert_eq!(status, 504);
+    assert_eq!(headers["palisade-error"], "UpstreamTimeout");
+}
+
+/// The app echoes each request chunk as it reads it; the client sends chunk n+1 only after it
+/// got chunk n back. A proxy that buffered either body would deadlock here.
+#[tokio::test]
+async fn bodies_stream_both_ways_in_lockstep() {
+    let app = app(|req, _| async move {
+        let body = req.into_body().map_frame(|f| f.map_data(|d| d));
+        Response::new(body.map_err(|e| Box::new(e) as BoxError).boxed())
+    })
+    .await;
+    let sc = sidecar(app, &[]).await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
+    let body = StreamBody::new(tokio_stream(rx));
+    let mut client = h1(sc.proxy_addr).await;
+    let req = Request::post("/echo")
+        .header("host", "a")
+        .body(body.boxed())
+        .unwrap();
+    let sent = tokio::spawn(async move { client.send_request(req).await });
+    tx.send(Ok(Frame::data(Bytes::from_static(b"chunk-0"))))
+        .await
+        .unwrap();
+    let mut resp_body = sent.await.unwrap().unwrap().into_body();
+    for i in 0..20 {
+        let got = next_data(&mut resp_body).await;
+        assert_eq!(got, format!("chunk-{i}"));
+        tx.send(Ok(Frame::data(Bytes::from(format!("chunk-{}", i + 1)))))
+            .await
+            .unwrap();
+    }
+}
+
+async fn next_data(body: &mut hyper::body::Incoming) -> String {
+    loop {
+        let frame = body.frame().await.unwrap().unwrap();
+        if let Ok(data) = frame.into_data() {
+            return String::from_utf8(data.to_vec()).unwrap();
+        }
+    }
+}
+
+fn tokio_stream<T>(mut rx: tokio::sync::mpsc::Receiver<T>) -> impl futures::Stream<Item = T> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+#[tokio::test]
+async fn admin_endpoints() {
+    let app = echo_app().await;
+    let sc = sidecar(app, &[]).await;
+    assert_eq!(get(sc.admin_addr, "/live", &[]).await.0, 200);
+    assert_eq!(get(sc.admin_addr, "/ready", &[]).await.0, 200);
+    get(sc.proxy_addr, "/", &[]).await;
+    let m = metrics(&sc).await;
+    assert!(
+        m.contains("palisade_sidecar_requests_total{verdict=\"none\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("palisade_sidecar_request_duration_seconds_count{verdict=\"none\"} 1"),
+        "{m}"
+    );
+    sc.shutdown().await;
+}
