@@ -356,3 +356,7 @@ impl Parts {
         })
     }
 }
+
+#[cfg(test)]
+#[path = "codec_tests.rs"]
+mod tests;

@@ -129,6 +129,16 @@ impl Verdict {
     };
 }
 
+impl Verdict {
+    /// The action that decided (allow or deny), if any.
+    pub fn decision_id(&self) -> Option<ActionId> {
+        match self.decision {
+            Decision::Allow(id) | Decision::Deny(id) => Some(id),
+            Decision::Forward => None,
+        }
+    }
+}
+
 /// A deny action's response.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DenyResponse<'p> {
@@ -380,5 +390,291 @@ pub fn evaluate(p: &CompiledPolicy, req: &Request<'_>) -> Verdict {
         matched,
         observed,
         would_be,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::compile::compile;
+    use crate::detected::{ClientKey, DetectedClient, DetectedClients};
+    use crate::selector::LabelSelector;
+    use crate::spec::{ActionSpec, Inputs, PathMatch, RuleSpec};
+    use crate::testutil::{allow, deny, flag, ts, with_ips};
+
+    fn policy_for(actions: Vec<ActionSpec>, labels: &[(&str, &str)]) -> CompiledPolicy {
+        let inputs = Inputs {
+            actions,
+            rules: vec![
+                RuleSpec {
+                    name: "flooder".into(),
+                    paused: false,
+                    mode: Mode::Enforce,
+                },
+                RuleSpec {
+                    name: "brute".into(),
+                    paused: false,
+                    mode: Mode::Enforce,
+                },
+            ],
+            ..Default::default()
+        };
+        let out = compile(&inputs, ts("2026-01-01T00:00:00Z"));
+        assert!(
+            out.statuses.values().all(|s| s.reason() == "Active"),
+            "{:?}",
+            out.statuses
+        );
+        let labels = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        CompiledPolicy::new(out.bundle, &labels)
+    }
+
+    fn policy(actions: Vec<ActionSpec>) -> CompiledPolicy {
+        policy_for(actions, &[])
+    }
+
+    fn req(ip: &str) -> Request<'static> {
+        Request::new(ip.parse().unwrap(), "GET", "/")
+    }
+
+    fn name(p: &CompiledPolicy, d: Decision) -> &str {
+        match d {
+            Decision::Allow(id) | Decision::Deny(id) => &p.action(id).unwrap().name,
+            Decision::Forward => "forward",
+        }
+    }
+
+    #[test]
+    fn precedence_allow_over_deny_over_flag() {
+        let p = policy(vec![
+            with_ips(deny("deny"), &["10.0.0.0/8"]),
+            with_ips(allow("allow"), &["10.1.0.0/16"]),
+            with_ips(flag("flag-a", "x-a"), &["10.0.0.0/8"]),
+            with_ips(flag("flag-b", "x-b"), &["10.2.0.0/16", "10.3.0.0/16"]),
+            with_ips(flag("flag-c", "x-c"), &["0.0.0.0/0"]),
+        ]);
+        let v = evaluate(&p, &req("10.1.2.3"));
+        assert_eq!(name(&p, v.decision), "allow");
+        assert!(v.flags.is_empty());
+        assert_eq!(v.matched.len(), 4);
+
+        let v = evaluate(&p, &req("10.2.2.3"));
+        assert_eq!(name(&p, v.decision), "deny");
+        assert!(v.flags.is_empty());
+        let r = p.deny_response(v.decision_id().unwrap()).unwrap();
+        assert_eq!(
+            (r.status, r.body, r.content_type),
+            (403, "denied", "text/plain")
+        );
+
+        let v = evaluate(&p, &req("11.0.0.1"));
+        assert_eq!(v.decision, Decision::Forward);
+        assert_eq!(p.flag_headers(&v).collect::<Vec<_>>(), [("x-c", "flag-c")]);
+
+        let p = policy(vec![
+            with_ips(flag("flag-a", "x-a"), &["10.0.0.0/8"]),
+            with_ips(flag("flag-b", "x-b"), &["10.2.0.0/16"]),
+        ]);
+        let v = evaluate(&p, &req("10.2.0.1"));
+        assert_eq!(v.decision, Decision::Forward);
+        assert_eq!(
+            p.flag_headers(&v).collect::<Vec<_>>(),
+            [("x-a", "flag-a"), ("x-b", "flag-b")]
+        );
+        assert_eq!(evaluate(&p, &req("9.0.0.1")), Verdict::NONE);
+    }
+
+    #[test]
+    fn and_across_kinds_or_within_a_kind() {
+        let mut a = with_ips(deny("a"), &["10.0.0.1", "10.0.0.2"]);
+        a.conditions.http_methods = vec!["post".into(), "PUT".into()];
+        a.conditions.paths = vec![PathMatch::Prefix("/login".into())];
+        let p = policy(vec![a]);
+        let denied = |ip: &str, method: &str, path: &str| {
+            let r = Request::new(ip.parse().unwrap(), method, path);
+            matches!(evaluate(&p, &r).decision, Decision::Deny(_))
+        };
+        assert!(denied("10.0.0.1", "POST", "/login"));
+        assert!(denied("10.0.0.2", "PUT", "/login/form"));
+        assert!(!denied("10.0.0.3", "POST", "/login"), "IP not listed");
+        assert!(!denied("10.0.0.1", "GET", "/login"), "method not listed");
+        assert!(!denied("10.0.0.1", "POST", "/logout"), "path not listed");
+    }
+
+    #[test]
+    fn every_condition_kind_matches_its_value_only() {
+        let key = [7u8; 32];
+        let token = [9u8; 32];
+        let mut a = deny("a");
+        let c = &mut a.conditions;
+        c.region_codes = vec!["de".into()];
+        c.asns = vec![64500];
+        c.api_keys = vec![format!("sha256:{}", hex::encode(key))];
+        c.access_tokens = vec![format!("sha256:{}", hex::encode(token).to_uppercase())];
+        c.api_products = vec!["gold".into()];
+        c.developers = vec!["dev@example.com".into()];
+        c.developer_apps = vec!["app1".into()];
+        c.user_agents = vec!["curl/8.0".into()];
+        c.paths = vec![PathMatch::Exact("/v1/items".into())];
+        let p = policy(vec![a]);
+        let full = Request {
+            region: Some(*b"DE"),
+            asn: Some(64500),
+            api_key_hash: Some(&key),
+            token_hash: Some(&token),
+            product: Some("gold"),
+            developer: Some("dev@example.com"),
+            app: Some("app1"),
+            user_agent: Some("curl/8.0"),
+            ..Request::new("192.0.2.1".parse().unwrap(), "GET", "/v1/items")
+        };
+        assert!(matches!(evaluate(&p, &full).decision, Decision::Deny(_)));
+        let other = [9u8; 32];
+        let misses: [Request<'_>; 10] = [
+            Request {
+                region: Some(*b"FR"),
+                ..full
+            },
+            Request { asn: None, ..full },
+            Request {
+                api_key_hash: Some(&other),
+                ..full
+            },
+            Request {
+                token_hash: None,
+                ..full
+            },
+            Request {
+                product: Some("silver"),
+                ..full
+            },
+            Request {
+                developer: Some("x"),
+                ..full
+            },
+            Request {
+                app: Some("app2"),
+                ..full
+            },
+            Request {
+                user_agent: Some("curl/8.1"),
+                ..full
+            },
+            Request {
+                path: "/v1/items/1",
+                ..full
+            },
+            Request {
+                region: None,
+                ..full
+            },
+        ];
+        for (i, r) in misses.iter().enumerate() {
+            assert_eq!(evaluate(&p, r), Verdict::NONE, "case {i}");
+        }
+    }
+
+    #[test]
+    fn observe_mode_records_but_enforces_nothing() {
+        let mut d = with_ips(deny("deny-observed"), &["10.0.0.0/8"]);
+        d.mode = Mode::Observe;
+        let mut f = with_ips(flag("flag-observed", "x-o"), &["10.0.0.0/8"]);
+        f.mode = Mode::Observe;
+        let p = policy(vec![d, f, with_ips(flag("flag", "x-f"), &["10.0.0.0/8"])]);
+        let v = evaluate(&p, &req("10.0.0.1"));
+        assert_eq!(v.decision, Decision::Forward);
+        assert_eq!(p.flag_headers(&v).collect::<Vec<_>>(), [("x-f", "flag")]);
+        assert_eq!(v.observed.len(), 2);
+        assert_eq!(name(&p, v.would_be), "deny-observed");
+        assert_eq!(v.matched.len(), 1);
+    }
+
+    #[test]
+    fn workload_selector_is_applied_at_load() {
+        let mut a = with_ips(deny("api-only"), &["10.0.0.0/8"]);
+        a.workload_selector = Some(LabelSelector {
+            match_labels: [("app".to_string(), "api".to_string())].into(),
+            ..Default::default()
+        });
+        let b = with_ips(flag("everyone", "x-e"), &["10.0.0.0/8"]);
+        let api = policy_for(vec![a.clone(), b.clone()], &[("app", "api"), ("tier", "x")]);
+        let web = policy_for(vec![a, b], &[("app", "web")]);
+        assert_eq!(api.selected().len(), 2);
+        assert_eq!(web.selected().len(), 1);
+        assert!(matches!(
+            evaluate(&api, &req("10.0.0.1")).decision,
+            Decision::Deny(_)
+        ));
+        let v = evaluate(&web, &req("10.0.0.1"));
+        assert_eq!(v.decision, Decision::Forward);
+        assert_eq!(v.flags.len(), 1);
+    }
+
+    #[test]
+    fn detected_by_uses_the_detected_clients_and_their_expiry() {
+        let mut by_rule = deny("by-flooder");
+        by_rule.conditions.detected_by = Some(DetectedBy::Rules(vec!["flooder".into()]));
+        let mut by_any = flag("by-any", "x-bot");
+        by_any.conditions.detected_by = Some(DetectedBy::Any);
+        let p = policy(vec![by_rule, by_any]);
+        let mut doc = DetectedClients::default();
+        let client = |ip: &str, exp: i64| DetectedClient {
+            key: ClientKey::Ip(ip.parse().unwrap()),
+            expires: jiff::Timestamp::from_second(exp).unwrap(),
+        };
+        doc.rules
+            .insert("flooder".into(), vec![client("10.0.0.1", 100)]);
+        doc.rules
+            .insert("brute".into(), vec![client("10.0.0.2", 100)]);
+        let idx = DetectedIndex::new(&doc, &p.bundle().rules);
+        let at = |ip: &str, now: i64| Request {
+            detected: Some(&idx),
+            now_unix_s: now,
+            ..Request::new(ip.parse().unwrap(), "GET", "/")
+        };
+        assert_eq!(
+            name(&p, evaluate(&p, &at("10.0.0.1", 99)).decision),
+            "by-flooder"
+        );
+        let v = evaluate(&p, &at("10.0.0.2", 99));
+        assert_eq!(v.decision, Decision::Forward);
+        assert_eq!(
+            p.flag_headers(&v).collect::<Vec<_>>(),
+            [("x-bot", "by-any")]
+        );
+        assert_eq!(evaluate(&p, &at("10.0.0.1", 100)), Verdict::NONE, "expired");
+        assert_eq!(evaluate(&p, &at("10.0.0.3", 0)), Verdict::NONE);
+        let no_index = Request::new("10.0.0.1".parse().unwrap(), "GET", "/");
+        assert_eq!(evaluate(&p, &no_index), Verdict::NONE);
+    }
+
+    #[test]
+    fn ipv6_mapped_addresses_and_match_all() {
+        let mut everyone = flag("everyone", "x-all");
+        everyone.match_all = true;
+        let p = policy(vec![
+            with_ips(deny("v6"), &["2001:db8::/32", "10.0.0.0/8"]),
+            everyone,
+        ]);
+        assert!(matches!(
+            evaluate(&p, &req("2001:db8::1")).decision,
+            Decision::Deny(_)
+        ));
+        assert!(matches!(
+            evaluate(&p, &req("::ffff:10.0.0.1")).decision,
+            Decision::Deny(_)
+        ));
+        let v = evaluate(&p, &req("2001:db9::1"));
+        assert_eq!((v.decision, v.flags.len()), (Decision::Forward, 1));
+    }
+
+    #[test]
+    fn empty_policy_forwards() {
+        let p = CompiledPolicy::new(Bundle::default(), &BTreeMap::new());
+        assert_eq!(evaluate(&p, &req("10.0.0.1")), Verdict::NONE);
     }
 }
