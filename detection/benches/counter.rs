@@ -1,1 +1,85 @@
-fn main() {}
+//! Cost of `Counter::record`, the per-request accounting on the sidecar's request path.
+//! Goal (issue 8, P9): ≤ 50 ns per request, ≤ 128 B per tracked client. Run with
+//! `cargo bench -p palisade-detection --bench counter`.
+
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use jiff::Timestamp;
+use palisade_detection::counter::{Counter, CounterConfig};
+use palisade_detection::facts::RequestFacts;
+use palisade_detection::key::{ClientKeyKind, KeyHash};
+use palisade_detection::report::SidecarId;
+
+/// `n` requests from `clients` distinct IPs with a skewed (roughly Zipf) popularity.
+fn traffic(n: usize, clients: u32) -> Vec<RequestFacts<'static>> {
+    let keys: Vec<KeyHash> = (0..64u32).map(|i| KeyHash::of(&i.to_le_bytes())).collect();
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..n)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Squaring a uniform draw skews towards small ids: a few heavy clients.
+            let u = (x % 1_000_000) as f64 / 1_000_000.0;
+            let id = (u * u * f64::from(clients)) as u32;
+            let mut f = RequestFacts::new(IpAddr::V4(Ipv4Addr::from(0x0A00_0000 + id)), 200);
+            f.bytes = 1024;
+            f.status = if i % 50 == 0 { 404 } else { 200 };
+            f.api_key = Some(keys[id as usize % keys.len()]);
+            f.access_token = Some(keys[(id as usize + 1) % keys.len()]);
+            f.user_agent = Some(keys[id as usize % 3]);
+            f.attrs.path = Some("/items");
+            f
+        })
+        .collect()
+}
+
+fn id() -> SidecarId {
+    SidecarId {
+        pod: "api-0".into(),
+        workload: "api".into(),
+        namespace: "bench".into(),
+    }
+}
+
+fn bench_case(c: &mut Criterion, name: &str, cfg: CounterConfig, clients: u32) {
+    let facts = traffic(1 << 16, clients);
+    let now = Timestamp::UNIX_EPOCH;
+    let mut counter = Counter::new(id(), &cfg, now);
+    let mut group = c.benchmark_group("record");
+    group.throughput(Throughput::Elements(facts.len() as u64));
+    group.bench_function(name, |b| {
+        b.iter(|| {
+            for f in &facts {
+                counter.record(black_box(f));
+            }
+            // One report per batch, like the sidecar's 1 s tick.
+            black_box(counter.take_report(now));
+        })
+    });
+    group.finish();
+}
+
+fn record(c: &mut Criterion) {
+    bench_case(c, "ip_10k_clients", CounterConfig::default(), 10_000);
+    let no_attrs = CounterConfig {
+        attr_sample: u32::MAX,
+        ..Default::default()
+    };
+    bench_case(c, "ip_10k_clients_no_attrs", no_attrs, 10_000);
+    let all = CounterConfig {
+        key_kinds: ClientKeyKind::ALL.to_vec(),
+        ..Default::default()
+    };
+    bench_case(c, "all_kinds_10k_clients", all, 10_000);
+    let small = CounterConfig {
+        max_clients: 1024,
+        ..Default::default()
+    };
+    bench_case(c, "ip_100k_clients_bounded_1k", small, 100_000);
+}
+
+criterion_group!(benches, record);
+criterion_main!(benches);

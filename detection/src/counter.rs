@@ -165,36 +165,33 @@ impl Counter {
             (AttrDim::Developer, a.developer),
             (AttrDim::Region, a.region),
             (AttrDim::Path, a.path),
+            (AttrDim::Workload, Some(self.sidecar.workload.as_str())),
         ];
         let weight = u64::from(self.attr_sample);
         for (dim, value) in dims {
-            if let Some(value) = value {
-                let hash = self.hasher.hash_one(bounded(value));
-                self.add_attr((client, dim, hash), bounded(value), weight);
+            if let Some(value) = value.map(bounded) {
+                let key = (client, dim, self.hasher.hash_one(value));
+                add_attr(&mut self.attrs, key, weight, || value.into());
             }
         }
-        let workload = self.sidecar.workload.clone();
-        let hash = self.hasher.hash_one(&workload);
-        self.add_attr(
-            (client, AttrDim::Workload, hash),
-            bounded(&workload),
-            weight,
-        );
         let code = facts.status;
-        self.add_attr(
-            (client, AttrDim::ResponseCode, u64::from(code)),
-            &code.to_string(),
-            weight,
-        );
+        let key = (client, AttrDim::ResponseCode, u64::from(code));
+        add_attr(&mut self.attrs, key, weight, || code.to_string().into());
     }
+}
 
-    fn add_attr(&mut self, key: AttrKey, value: &str, weight: u64) {
-        let entry = self.attrs.entry(key);
-        if entry.value.is_empty() {
-            entry.value = value.into();
-        }
-        entry.count += weight;
+/// Adds `weight` to an attribute pair; the value text is only built for a new pair.
+fn add_attr(
+    attrs: &mut TopK<AttrKey, AttrCount>,
+    key: AttrKey,
+    weight: u64,
+    value: impl FnOnce() -> Box<str>,
+) {
+    let entry = attrs.entry(key);
+    if entry.value.is_empty() {
+        entry.value = value();
     }
+    entry.count += weight;
 }
 
 #[inline]
