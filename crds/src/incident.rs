@@ -1,0 +1,218 @@
+//! `SecurityIncident`: detections that belong together, as people look at them.
+//!
+//! Written by the operator's detection collector (status only); read by people with
+//! `kubectl get incidents`. Users archive an incident with the label
+//! `palisade.dev/archived=true`; the operator mirrors it into `status.state` and never
+//! removes it.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::duration::Duration;
+
+/// The most values kept per attribute (top-k).
+pub const MAX_TOP_VALUES: usize = 10;
+/// The most minutes kept in the traffic series (one day).
+pub const MAX_SERIES_MINUTES: usize = 1440;
+
+/// A group of detections with similar patterns — the same rules, overlapping clients, close in
+/// time — that may be one attack. Created and updated by the operator; everything it knows is
+/// in `status`. Archive it with `kubectl label securityincident <name> palisade.dev/archived=true`.
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "palisade.dev",
+    version = "v1alpha1",
+    kind = "SecurityIncident",
+    namespaced,
+    status = "SecurityIncidentStatus",
+    shortname = "incident",
+    shortname = "incidents",
+    shortname = "si",
+    category = "palisade",
+    doc = "A SecurityIncident groups detections that look like one attack.",
+    printcolumn(name = "Risk", type_ = "string", json_path = ".status.riskLevel"),
+    printcolumn(
+        name = "State",
+        type_ = "string",
+        json_path = ".status.state",
+        priority = 1
+    ),
+    printcolumn(name = "Rules", type_ = "string", json_path = ".status.rulesSummary"),
+    printcolumn(name = "Clients", type_ = "integer", json_path = ".status.clients"),
+    printcolumn(name = "Requests", type_ = "integer", json_path = ".status.requests"),
+    printcolumn(
+        name = "First Seen",
+        type_ = "date",
+        json_path = ".status.firstDetectedTime"
+    ),
+    printcolumn(
+        name = "Last Seen",
+        type_ = "date",
+        json_path = ".status.lastDetectedTime"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SecurityIncidentSpec {}
+
+/// How urgent an incident is.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+pub enum RiskLevel {
+    /// Investigate after the others.
+    Low,
+    /// Some risk; investigate before low ones.
+    Moderate,
+    /// High risk; investigate first.
+    Severe,
+}
+
+/// Whether an incident is still shown by default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum IncidentState {
+    /// Not archived.
+    #[default]
+    Active,
+    /// Archived by a user (label `palisade.dev/archived=true`).
+    Archived,
+}
+
+/// What the operator knows about the incident.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecurityIncidentStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Conditions of the incident, keyed by type.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8), transform = crate::conditions::bound_condition_strings)]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+    /// A generated name that summarises the incident, like
+    /// `Flooder and BruteGuessor from 14 IPs in 2 regions`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub display_name: Option<String>,
+    /// `Severe`, `Moderate` or `Low`, from the rules involved, the incident's share of the
+    /// traffic, its number of clients and its duration. It only rises while the incident lasts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub risk_level: Option<RiskLevel>,
+    /// `Active`, or `Archived` when a user set the label `palisade.dev/archived=true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<IncidentState>,
+    /// Names of the DetectionRules that detected the incident's clients.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(length(max = 253)))]
+    pub detection_rules: Vec<String>,
+    /// `detectionRules` joined with commas, for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub rules_summary: Option<String>,
+    /// Distinct clients in the incident.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clients: Option<i64>,
+    /// Incident traffic: requests from the incident's clients while detected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<i64>,
+    /// When the first detection of the incident happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_detected_time: Option<Time>,
+    /// When the last detection of the incident happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_detected_time: Option<Time>,
+    /// From the first to the last detection, like `1h25m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<Duration>,
+    /// The incident's traffic broken down by attribute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attributes: Option<IncidentAttributes>,
+    /// Incident requests per minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<TrafficSeries>,
+}
+
+/// The incident's traffic by attribute (dimension): for each, the number of distinct values
+/// and the most frequent ones with their request counts.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IncidentAttributes {
+    /// API products of the requests' credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_products: Option<TopValues>,
+    /// API keys (app keys), as `sha256:` digests truncated to 16 hex digits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_keys: Option<TopValues>,
+    /// Client regions (ISO 3166-1 alpha-2; `(not set)` when unknown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub countries: Option<TopValues>,
+    /// Developers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub developers: Option<TopValues>,
+    /// Developer apps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub developer_apps: Option<TopValues>,
+    /// Client IP addresses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ips: Option<TopValues>,
+    /// Protected workloads that received the traffic (`<kind>/<name>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workloads: Option<TopValues>,
+    /// Response status codes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_codes: Option<TopValues>,
+    /// Detection rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<TopValues>,
+    /// User agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agents: Option<TopValues>,
+}
+
+/// The top values of one attribute.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TopValues {
+    /// How many distinct values the attribute has (may be estimated above 10,000).
+    #[serde(default)]
+    pub distinct: i64,
+    /// The most frequent values, most requests first (at most 10).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    pub top: Vec<ValueCount>,
+}
+
+/// One value of an attribute and its requests.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ValueCount {
+    /// The value, like `203.0.113.7`, `DE` or `429`; `(not set)` when unknown.
+    #[schemars(length(max = 512))]
+    pub value: String,
+    /// Requests with this value.
+    pub requests: i64,
+    /// When a request with this value was last detected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_detected_time: Option<Time>,
+}
+
+/// Requests per minute, oldest first.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficSeries {
+    /// The start of the first minute of `requests`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    /// Incident requests in each minute from `startTime`, at most 1440 (one day; older
+    /// minutes are dropped and `startTime` moves on).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1440))]
+    pub requests: Vec<i64>,
+}

@@ -1,0 +1,310 @@
+//! The per-type parameters of a DetectionRule, with the defaults of the product this follows
+//! (5-minute windows for the volume rules, 24 hours for the error and session rules).
+
+use kube::{KubeSchema, core::Rule};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::{common::IpListSource, duration::Duration, duration::duration_bounds};
+
+fn dur(s: &'static str) -> Duration {
+    Duration::from_static(s)
+}
+
+fn window_5m() -> Duration {
+    dur("5m")
+}
+fn window_24h() -> Duration {
+    dur("24h")
+}
+fn window_1h() -> Duration {
+    dur("1h")
+}
+
+fn window_bounds() -> Rule {
+    duration_bounds("window", "1m", "168h")
+}
+
+macro_rules! default_fns {
+    ($($name:ident: $ty:ty = $value:expr;)*) => {
+        $(fn $name() -> $ty { $value })*
+    };
+}
+
+default_fns! {
+    flooder_share: i32 = 5;
+    flooder_requests: i64 = 300;
+    flooder_clients: i32 = 20;
+    scraper_share: i32 = 10;
+    scraper_bytes: i64 = 50 * 1024 * 1024;
+    brute_errors: i32 = 50;
+    brute_requests: i64 = 100;
+    robot_forbidden: i64 = 100;
+    robot_share: i32 = 20;
+    oauth_sessions: i32 = 50;
+    oauth_agents: i32 = 2;
+    scraper_requests: i64 = 500;
+    scraper_sequential: i32 = 80;
+}
+
+/// Flooder: a client that sends a high share of all the namespace's traffic in a short window.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FlooderParams {
+    /// The sliding window. Default `5m`.
+    #[serde(default = "window_5m")]
+    #[x_kube(validation = window_bounds())]
+    pub window: Duration,
+    /// Minimum share of all requests in the window, in percent (1–100). Default 5.
+    #[serde(default = "flooder_share")]
+    #[schemars(range(min = 1, max = 100))]
+    pub min_share_percent: i32,
+    /// Minimum requests from the client in the window. Default 300.
+    #[serde(default = "flooder_requests")]
+    #[schemars(range(min = 1))]
+    pub min_requests: i64,
+    /// Minimum distinct active clients in the window before the rule reports anyone (a share
+    /// of a tiny population means nothing). Default 20.
+    #[serde(default = "flooder_clients")]
+    #[schemars(range(min = 1))]
+    pub min_active_clients: i32,
+}
+
+/// Static Content Scraper: a client that takes a high share of the response bytes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StaticContentScraperParams {
+    /// The sliding window. Default `5m`.
+    #[serde(default = "window_5m")]
+    #[x_kube(validation = window_bounds())]
+    pub window: Duration,
+    /// Minimum share of all response payload bytes in the window, in percent. Default 10.
+    #[serde(default = "scraper_share")]
+    #[schemars(range(min = 1, max = 100))]
+    pub min_share_percent: i32,
+    /// Minimum response payload bytes to the client in the window. Default 52428800 (50 MiB).
+    #[serde(default = "scraper_bytes")]
+    #[schemars(range(min = 1))]
+    pub min_response_bytes: i64,
+}
+
+/// Brute Guessor: a client with a high proportion of error responses (credential or key
+/// guessing). The proxy's own denials are not counted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BruteGuessorParams {
+    /// The sliding window. Default `24h`.
+    #[serde(default = "window_24h")]
+    #[x_kube(validation = window_bounds())]
+    pub window: Duration,
+    /// Minimum share of the client's responses that are errors (4xx and 5xx), in percent.
+    /// Default 50.
+    #[serde(default = "brute_errors")]
+    #[schemars(range(min = 1, max = 100))]
+    pub min_error_percent: i32,
+    /// Minimum requests from the client in the window. Default 100.
+    #[serde(default = "brute_requests")]
+    #[schemars(range(min = 1))]
+    pub min_requests: i64,
+}
+
+/// Robot Abuser: a client that keeps getting 403 rejections from the workload.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RobotAbuserParams {
+    /// The sliding window. Default `24h`.
+    #[serde(default = "window_24h")]
+    #[x_kube(validation = window_bounds())]
+    pub window: Duration,
+    /// Minimum 403 responses to the client in the window (the proxy's own denials are not
+    /// counted). Default 100.
+    #[serde(default = "robot_forbidden")]
+    #[schemars(range(min = 1))]
+    pub min_forbidden: i64,
+    /// Minimum share of the client's responses that are 403, in percent. Default 20.
+    #[serde(default = "robot_share")]
+    #[schemars(range(min = 1, max = 100))]
+    pub min_forbidden_percent: i32,
+}
+
+/// OAuth Abuser: many OAuth sessions (distinct access tokens) from few user agents.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OAuthAbuserParams {
+    /// The sliding window. Default `24h`.
+    #[serde(default = "window_24h")]
+    #[x_kube(validation = window_bounds())]
+    pub window: Duration,
+    /// Minimum distinct access tokens from the client in the window. Default 50.
+    #[serde(default = "oauth_sessions")]
+    #[schemars(range(min = 2, max = 10000))]
+    pub min_sessions: i32,
+    /// Maximum distinct user agents among those sessions (many sessions from one or two user
+    /// agents is what marks abuse). Default 2.
+    #[serde(default = "oauth_agents")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_user_agents: i32,
+}
+
+/// TorList: clients whose IP is a Tor exit node. Set exactly one of `fromConfigMap` and `url`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[x_kube(validation = Rule::new("has(self.fromConfigMap) != has(self.url)").message(
+    "torList: set exactly one of fromConfigMap (a list you maintain) and url (a list the \
+     operator downloads)"
+))]
+#[serde(rename_all = "camelCase")]
+pub struct TorListParams {
+    /// ConfigMaps of this namespace holding the exit list, one IP a line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_config_map: Option<IpListSource>,
+    /// An HTTP(S) URL the operator downloads the list from, like
+    /// `https://check.torproject.org/torbulkexitlist` (one IP a line; the `exit-addresses`
+    /// format is also understood).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = Rule::new(
+        "isURL(self) && url(self).getScheme() in ['https', 'http'] && url(self).getHostname() != ''"
+    ).message("torList.url must be an absolute http or https URL, like https://check.torproject.org/torbulkexitlist"))]
+    pub url: Option<String>,
+    /// How often the operator downloads `url` again. Default `1h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = duration_bounds("refreshInterval", "5m", "168h"))]
+    pub refresh_interval: Option<Duration>,
+    /// A list older than this is reported stale (condition and Event) but still used.
+    /// Default `48h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = duration_bounds("maxAge", "1h", "720h"))]
+    pub max_age: Option<Duration>,
+}
+
+/// How sensitive a learned model is: `High` reports more, with more false positives.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Sensitivity {
+    /// Fewer, surer detections.
+    Low,
+    /// The default.
+    #[default]
+    Medium,
+    /// More detections, more false positives.
+    High,
+}
+
+/// Advanced Anomaly: learns the namespace's traffic (volume, errors, latency, sizes, regions,
+/// with its daily and weekly seasons) and names the clients behind a significant shift.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AdvancedAnomalyParams {
+    /// `Low`, `Medium` (default) or `High`.
+    #[serde(default)]
+    pub sensitivity: Sensitivity,
+    /// History the model needs before it reports anything. Default `336h` (two weeks);
+    /// twelve weeks gives better results.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = duration_bounds("minHistory", "1h", "8760h"))]
+    pub min_history: Option<Duration>,
+}
+
+/// API Scraper: clients whose behaviour looks like systematic extraction (many distinct
+/// resources, sequential identifiers, steady pacing, round-the-clock activity).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiScraperParams {
+    /// The sliding window. Default `1h`.
+    #[serde(default = "window_1h")]
+    #[x_kube(validation = window_bounds())]
+    pub window: Duration,
+    /// Minimum requests from the client in the window. Default 500.
+    #[serde(default = "scraper_requests")]
+    #[schemars(range(min = 1))]
+    pub min_requests: i64,
+    /// Share of requests walking sequential identifiers (`/items/1`, `/items/2`, ...) that
+    /// marks a client on its own, in percent. Default 80.
+    #[serde(default = "scraper_sequential")]
+    #[schemars(range(min = 1, max = 100))]
+    pub min_sequential_percent: i32,
+    /// `Low`, `Medium` (default) or `High`.
+    #[serde(default)]
+    pub sensitivity: Sensitivity,
+}
+
+macro_rules! defaults_from_serde {
+    ($($ty:ty),*) => {
+        $(impl Default for $ty {
+            fn default() -> Self {
+                serde_json::from_value(serde_json::json!({}))
+                    .unwrap_or_else(|e| panic!("{} has defaults for every field: {e}", stringify!($ty)))
+            }
+        })*
+    };
+}
+
+defaults_from_serde!(
+    FlooderParams,
+    StaticContentScraperParams,
+    BruteGuessorParams,
+    RobotAbuserParams,
+    OAuthAbuserParams,
+    ApiScraperParams
+);
+
+impl TorListParams {
+    /// `refreshInterval`, or its default of one hour.
+    pub fn refresh_interval(&self) -> std::time::Duration {
+        opt_or(&self.refresh_interval, 3600)
+    }
+
+    /// `maxAge`, or its default of 48 hours.
+    pub fn max_age(&self) -> std::time::Duration {
+        opt_or(&self.max_age, 48 * 3600)
+    }
+}
+
+impl AdvancedAnomalyParams {
+    /// `minHistory`, or its default of two weeks.
+    pub fn min_history(&self) -> std::time::Duration {
+        opt_or(&self.min_history, 14 * 24 * 3600)
+    }
+}
+
+fn opt_or(d: &Option<Duration>, default_secs: u64) -> std::time::Duration {
+    let default = std::time::Duration::from_secs(default_secs);
+    d.as_ref().map_or(default, |d| d.to_std_or(default))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let f = FlooderParams::default();
+        assert_eq!(
+            (f.window.as_str(), f.min_share_percent, f.min_requests),
+            ("5m", 5, 300)
+        );
+        let b = BruteGuessorParams::default();
+        assert_eq!(
+            (b.window.as_str(), b.min_error_percent, b.min_requests),
+            ("24h", 50, 100)
+        );
+        assert_eq!(
+            StaticContentScraperParams::default().min_response_bytes,
+            52_428_800
+        );
+        assert_eq!(RobotAbuserParams::default().min_forbidden, 100);
+        assert_eq!(OAuthAbuserParams::default().max_user_agents, 2);
+        assert_eq!(ApiScraperParams::default().window.as_str(), "1h");
+        let tor = TorListParams {
+            from_config_map: None,
+            url: None,
+            refresh_interval: None,
+            max_age: Some(Duration::from_static("72h")),
+        };
+        assert_eq!(tor.refresh_interval().as_secs(), 3600);
+        assert_eq!(tor.max_age().as_secs(), 72 * 3600);
+        assert_eq!(
+            AdvancedAnomalyParams::default().min_history().as_secs(),
+            1_209_600
+        );
+    }
+}
