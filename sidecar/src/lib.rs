@@ -6,6 +6,7 @@ pub mod admin;
 pub mod body;
 pub mod config;
 pub mod forward;
+pub mod identify;
 pub mod metrics;
 pub mod proxy;
 pub mod rescue;
@@ -70,6 +71,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Sidecar> {
         forwarder: Forwarder::new(upstream_config(&cfg)),
         metrics,
         max_uri_bytes: cfg.max_uri_bytes,
+        identifier: identify::Identifier::new(cfg.identify.clone()),
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let stopped = async move {

@@ -12,8 +12,9 @@ use hyper::body::Incoming;
 
 use crate::body::RespBody;
 use crate::forward::Forwarder;
+use crate::identify::Identifier;
 use crate::metrics::Metrics;
-use crate::metrics::{ReasonLabel, VerdictLabel};
+use crate::metrics::{ReasonLabel, SourceLabel, VerdictLabel};
 use crate::rescue::{ProxyError, rescue};
 
 /// Everything the request path reads.
@@ -25,6 +26,8 @@ pub struct Proxy {
     pub metrics: Arc<Metrics>,
     /// Longest request target accepted.
     pub max_uri_bytes: usize,
+    /// Client identification.
+    pub identifier: Identifier,
 }
 
 impl Proxy {
@@ -65,6 +68,13 @@ impl Proxy {
                 max: self.max_uri_bytes,
             });
         }
+        let (parts, body) = req.into_parts();
+        let who = self.identifier.identify(&parts, peer.ip());
+        let source = SourceLabel {
+            source: who.ip_source.as_str(),
+        };
+        self.metrics.client_ip.get_or_create(&source).inc();
+        let req = Request::from_parts(parts, body);
         let resp = self.forwarder.forward(req, peer.ip()).await?;
         Ok(("none", resp))
     }

@@ -1,6 +1,8 @@
 //! Shared test support: a tiny application server, an in-process sidecar, HTTP clients.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod mmdb;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;

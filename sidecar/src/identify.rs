@@ -1,0 +1,311 @@
+//! Who sent the request: client IP (socket, or `X-Forwarded-For` through a configured number of
+//! trusted hops), API key (header and/or query parameter), access token (`Authorization:
+//! Bearer`, kept only as its sha256), developer / developer app / API product (headers, or JWT
+//! claims read WITHOUT verifying the signature — verification is the API gateway's job, the
+//! sidecar only reads what the gateway passed on), user agent, and region / ASN from
+//! MaxMind-format databases. Secrets are hashed here and never logged.
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+use std::path::Path;
+
+use base64::Engine as _;
+use http::HeaderMap;
+use http::request::Parts;
+use maxminddb::{Reader, path};
+use sha2::{Digest, Sha256};
+
+use crate::config::IdentifyConfig;
+
+/// Where the client IP came from (a metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpSource {
+    /// The TCP peer.
+    Socket,
+    /// `X-Forwarded-For`, through the trusted hops.
+    Xff,
+}
+
+impl IpSource {
+    /// Label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Socket => "socket",
+            Self::Xff => "xff",
+        }
+    }
+}
+
+/// Everything known about the client of one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// Client IP.
+    pub ip: IpAddr,
+    /// Where `ip` came from.
+    pub ip_source: IpSource,
+    /// sha256 of the API key.
+    pub api_key_hash: Option<[u8; 32]>,
+    /// sha256 of the bearer token.
+    pub token_hash: Option<[u8; 32]>,
+    /// Developer.
+    pub developer: Option<String>,
+    /// Developer app.
+    pub app: Option<String>,
+    /// API product.
+    pub product: Option<String>,
+    /// ISO 3166-1 alpha-2 country, upper case.
+    pub region: Option<[u8; 2]>,
+    /// Autonomous system number.
+    pub asn: Option<u32>,
+}
+
+/// Identifies clients; built once from the configuration.
+#[derive(Debug)]
+pub struct Identifier {
+    cfg: IdentifyConfig,
+    geo: Option<Reader<Vec<u8>>>,
+    asn: Option<Reader<Vec<u8>>>,
+}
+
+/// A database that could not be opened (the sidecar runs on without it).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open MaxMind database {path}: {source}; region/ASN conditions will not match")]
+pub struct DbError {
+    path: String,
+    source: maxminddb::MaxMindDbError,
+}
+
+impl Identifier {
+    /// Opens the databases; a missing or unreadable one is logged once and left out.
+    pub fn new(cfg: IdentifyConfig) -> Self {
+        let geo = open_db(cfg.geoip_db.as_deref(), "region");
+        let asn = open_db(cfg.asn_db.as_deref(), "ASN");
+        Self { cfg, geo, asn }
+    }
+
+    /// Identifies the client of a request received from `peer`.
+    pub fn identify(&self, parts: &Parts, peer: IpAddr) -> Identity {
+        let (ip, ip_source) = client_ip(&parts.headers, peer, self.cfg.trusted_hops);
+        let h = &parts.headers;
+        let api_key = header_str(h, &self.cfg.api_key_header)
+            .map(Cow::Borrowed)
+            .or_else(|| query_param(parts.uri.query(), &self.cfg.api_key_query));
+        let token = bearer(h);
+        let claims = self
+            .wants_claims()
+            .then(|| token.and_then(jwt_claims))
+            .flatten();
+        let pick = |header: &str, claim: &str| {
+            header_str(h, header)
+                .map(str::to_owned)
+                .or_else(|| claim_str(claims.as_ref(), claim))
+        };
+        Identity {
+            ip,
+            ip_source,
+            api_key_hash: api_key.map(|k| sha256(k.as_bytes())),
+            token_hash: token.map(sha256),
+            developer: pick(&self.cfg.developer_header, &self.cfg.developer_claim),
+            app: pick(&self.cfg.app_header, &self.cfg.app_claim),
+            product: pick(&self.cfg.product_header, &self.cfg.product_claim),
+            region: self.geo.as_ref().and_then(|db| region(db, ip)),
+            asn: self.asn.as_ref().and_then(|db| asn(db, ip)),
+        }
+    }
+
+    fn wants_claims(&self) -> bool {
+        let c = &self.cfg;
+        !(c.developer_claim.is_empty() && c.app_claim.is_empty() && c.product_claim.is_empty())
+    }
+}
+
+fn open_db(path: Option<&Path>, what: &str) -> Option<Reader<Vec<u8>>> {
+    let Some(path) = path else {
+        tracing::warn!(
+            conditions = what,
+            "no MaxMind database configured; these conditions never match"
+        );
+        return None;
+    };
+    match Reader::open_readfile(path) {
+        Ok(r) => Some(r),
+        Err(source) => {
+            let e = DbError {
+                path: path.display().to_string(),
+                source,
+            };
+            tracing::warn!(error = %e, "database unavailable");
+            None
+        }
+    }
+}
+
+/// The client IP: the socket peer, or with `hops` trusted proxies in front, the `hops`-th
+/// `X-Forwarded-For` entry from the right (each trusted proxy appended the address it received
+/// from). Falls back to the peer when the header has fewer entries or one does not parse.
+pub fn client_ip(headers: &HeaderMap, peer: IpAddr, hops: usize) -> (IpAddr, IpSource) {
+    if hops == 0 {
+        return (peer, IpSource::Socket);
+    }
+    let mut entries = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .rev()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.rsplit(','))
+        .map(str::trim);
+    match entries.nth(hops - 1).and_then(parse_ip) {
+        Some(ip) => (ip, IpSource::Xff),
+        None => (peer, IpSource::Socket),
+    }
+}
+
+fn parse_ip(s: &str) -> Option<IpAddr> {
+    let s = s
+        .strip_prefix('[')
+        .and_then(|s| s.split(']').next())
+        .unwrap_or(s);
+    s.parse().ok().map(|ip: IpAddr| ip.to_canonical())
+}
+
+fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    if name.is_empty() {
+        return None;
+    }
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
+
+/// The bearer token of `Authorization`.
+fn bearer(h: &HeaderMap) -> Option<&str> {
+    let v = h.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// The value of query parameter `name` (percent-decoded, `+` as space), if present.
+pub fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<Cow<'a, str>> {
+    if name.is_empty() {
+        return None;
+    }
+    let value = query?
+        .split('&')
+        .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+        .find(|(k, _)| *k == name)?
+        .1;
+    let decoded = percent_decode(value)?;
+    (!decoded.is_empty()).then_some(decoded)
+}
+
+fn percent_decode(s: &str) -> Option<Cow<'_, str>> {
+    if !s.contains(['%', '+']) {
+        return Some(Cow::Borrowed(s));
+    }
+    let mut out = Vec::with_capacity(s.len());
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        match b {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hi = (bytes.next()? as char).to_digit(16)?;
+                let lo = (bytes.next()? as char).to_digit(16)?;
+                out.push(u8::try_from(hi * 16 + lo).ok()?);
+            }
+            _ => out.push(b),
+        }
+    }
+    String::from_utf8(out).ok().map(Cow::Owned)
+}
+
+fn sha256(s: impl AsRef<[u8]>) -> [u8; 32] {
+    Sha256::digest(s.as_ref()).into()
+}
+
+/// The payload of a JWT, decoded but not verified.
+fn jwt_claims(token: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+fn claim_str(
+    claims: Option<&serde_json::Map<String, serde_json::Value>>,
+    name: &str,
+) -> Option<String> {
+    if name.is_empty() {
+        return None;
+    }
+    match claims?.get(name)? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn region(db: &Reader<Vec<u8>>, ip: IpAddr) -> Option<[u8; 2]> {
+    let found = db.lookup(ip).ok()?;
+    let code: String = found.decode_path(&path!["country", "iso_code"]).ok()??;
+    code.to_ascii_uppercase().as_bytes().try_into().ok()
+}
+
+fn asn(db: &Reader<Vec<u8>>, ip: IpAddr) -> Option<u32> {
+    let found = db.lookup(ip).ok()?;
+    found.decode_path(&path!["autonomous_system_number"]).ok()?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| (http::HeaderName::from_static(k), v.parse().expect("value")))
+            .collect()
+    }
+
+    #[test]
+    fn xff_only_through_trusted_hops() {
+        let peer: IpAddr = "10.0.0.1".parse().expect("ip");
+        let h = headers(&[("x-forwarded-for", "203.0.113.9, 198.51.100.2")]);
+        assert_eq!(client_ip(&h, peer, 0), (peer, IpSource::Socket));
+        assert_eq!(client_ip(&h, peer, 1).0.to_string(), "198.51.100.2");
+        assert_eq!(client_ip(&h, peer, 2).0.to_string(), "203.0.113.9");
+        assert_eq!(client_ip(&h, peer, 3), (peer, IpSource::Socket));
+        let junk = headers(&[("x-forwarded-for", "not-an-ip")]);
+        assert_eq!(client_ip(&junk, peer, 1), (peer, IpSource::Socket));
+        let v6 = headers(&[("x-forwarded-for", "[2001:db8::1]:443")]);
+        assert_eq!(client_ip(&v6, peer, 1).0.to_string(), "2001:db8::1");
+    }
+
+    #[test]
+    fn query_params() {
+        assert_eq!(
+            query_param(Some("a=1&apikey=k%20y+z"), "apikey").as_deref(),
+            Some("k y z")
+        );
+        assert_eq!(query_param(Some("apikey="), "apikey"), None);
+        assert_eq!(query_param(Some("x=1"), "apikey"), None);
+        assert_eq!(query_param(Some("apikey=%zz"), "apikey"), None);
+    }
+
+    #[test]
+    fn bearer_and_claims() {
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(r#"{"sub":"dev-1","azp":"app-9"}"#);
+        let jwt = format!("eyJhbGciOiJub25lIn0.{payload}.sig");
+        let value = format!("Bearer {jwt}");
+        let mut h = HeaderMap::new();
+        h.insert(http::header::AUTHORIZATION, value.parse().expect("value"));
+        assert_eq!(bearer(&h), Some(jwt.as_str()));
+        let claims = jwt_claims(&jwt);
+        assert_eq!(claim_str(claims.as_ref(), "sub").as_deref(), Some("dev-1"));
+        assert_eq!(claim_str(claims.as_ref(), "missing"), None);
+        assert_eq!(jwt_claims("opaque-token"), None);
+    }
+}
