@@ -130,7 +130,7 @@ validated_string!(
 validated_string!(
     /// An ISO 3166-1 alpha-2 region code: two uppercase letters, like `US`, `DE` or `GB`.
     RegionCode,
-    max = 2,
+    max = 8,
     rules = json!([
         rule(
             "self.matches('^[A-Z]{2}$')",
