@@ -108,8 +108,10 @@ impl ActionSet {
     }
 
     /// The ids in ascending order.
-    pub fn iter(&self) -> impl Iterator<Item = ActionId> + '_ {
-        self.0.iter().enumerate().flat_map(|(i, &word)| {
+    pub fn iter(&self) -> impl Iterator<Item = ActionId> + use<> {
+        let words = self.0;
+        (0..WORDS).flat_map(move |i| {
+            let word = words[i];
             let mut w = word;
             std::iter::from_fn(move || {
                 if w == 0 {

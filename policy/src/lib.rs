@@ -16,6 +16,7 @@ mod evaluate;
 mod index;
 mod ipset;
 mod lists;
+mod policy;
 mod selector;
 mod spec;
 #[cfg(test)]
@@ -35,9 +36,10 @@ pub use detected::{
     decode_detected, encode_detected,
 };
 pub use error::BundleError;
-pub use evaluate::{CompiledPolicy, Decision, DenyResponse, Request, Verdict, evaluate};
+pub use evaluate::{Decision, Request, Verdict, evaluate};
 pub use ipset::{Addr, IpSet, IpSetBuilder, RangeError, RangeSet, TooManyClasses};
 pub use lists::{LineError, PrefixList, parse_prefix};
+pub use policy::{CompiledPolicy, DenyResponse};
 pub use selector::{LabelRequirement, LabelSelector, SelectorOperator};
 pub use spec::{
     ActionSpec, Conditions, DetectedBy, Header, Inputs, ListRef, Mode, PathMatch, RuleSpec, Verb,
