@@ -493,4 +493,63 @@ mod tests {
             assert!(set.v4.lookup(s).is_some() && set.v4.lookup(e).is_some());
         }
     }
+
+    #[test]
+    fn sweep_matches_brute_force_over_many_overlapping_sources() {
+        let mut rng = crate::testutil::Rng(0xfeed);
+        for round in 0..20 {
+            let lists: Vec<PrefixList> = (0..6)
+                .map(|_| {
+                    let n = 1 + rng.next() % 40;
+                    let v4 = (0..n)
+                        .map(|_| {
+                            let s = (rng.next() % 4000) as u32;
+                            (s, s + (rng.next() % 300) as u32)
+                        })
+                        .collect();
+                    let top = u128::MAX - (rng.next() % 500) as u128;
+                    let v6 = vec![(top, top + (u128::MAX - top).min((rng.next() % 3) as u128))];
+                    PrefixList {
+                        v4: crate::lists::merge(v4),
+                        v6,
+                        prefixes: 0,
+                    }
+                })
+                .collect();
+            let owners: Vec<Vec<ActionId>> = (0..lists.len())
+                .map(|i| ids(&[i as u16 % 4, 4 + (rng.next() % 3) as u16]))
+                .collect();
+            let mut b = IpSetBuilder::new();
+            for (l, o) in lists.iter().zip(&owners) {
+                b.add(l, o.clone());
+            }
+            let set = b.build().unwrap();
+            for a in 0..4400u32 {
+                let mut want: Vec<ActionId> = lists
+                    .iter()
+                    .zip(&owners)
+                    .filter(|(l, _)| l.v4.iter().any(|&(s, e)| s <= a && a <= e))
+                    .flat_map(|(_, o)| o.iter().copied())
+                    .collect();
+                want.sort_unstable();
+                want.dedup();
+                let got = set.actions_for(IpAddr::V4(a.into()));
+                assert_eq!(got, want.as_slice(), "round {round} address {a}");
+            }
+            for a in (u128::MAX - 600)..=u128::MAX {
+                let hit = lists
+                    .iter()
+                    .any(|l| l.v6.iter().any(|&(s, e)| s <= a && a <= e));
+                assert_eq!(set.v6.lookup(a).is_some(), hit, "round {round} v6 {a:#x}");
+            }
+            // Neighbouring ranges of the same class are merged.
+            let v: Vec<_> = set.v4.iter().collect();
+            for w in v.windows(2) {
+                assert!(
+                    !(w[0].1 + 1 == w[1].0 && w[0].2 == w[1].2),
+                    "unmerged {w:?}"
+                );
+            }
+        }
+    }
 }
