@@ -66,6 +66,7 @@ fn match_all_alone() -> Rule {
     shortname = "secaction",
     shortname = "secactions",
     category = "palisade",
+    label("app.kubernetes.io/part-of", "palisade"),
     doc = "A SecurityAction allows, denies or flags the requests that match its conditions.",
     printcolumn(name = "Verb", type_ = "string", json_path = ".status.verb"),
     printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),

@@ -31,6 +31,7 @@ pub const MAX_SERIES_MINUTES: usize = 1440;
     shortname = "incidents",
     shortname = "si",
     category = "palisade",
+    label("app.kubernetes.io/part-of", "palisade"),
     doc = "A SecurityIncident groups detections that look like one attack.",
     printcolumn(name = "Risk", type_ = "string", json_path = ".status.riskLevel"),
     printcolumn(

@@ -93,6 +93,7 @@ fn client_key_fits_type() -> Rule {
     shortname = "detrule",
     shortname = "detrules",
     category = "palisade",
+    label("app.kubernetes.io/part-of", "palisade"),
     doc = "A DetectionRule marks clients as abusive from the traffic itself.",
     printcolumn(name = "Type", type_ = "string", json_path = ".spec.type"),
     printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),
