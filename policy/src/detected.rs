@@ -6,7 +6,9 @@
 //! rule table of the bundle it enforces.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt;
 use std::net::IpAddr;
+use std::str::FromStr;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -43,16 +45,68 @@ pub struct DetectedClient {
     pub expires: Timestamp,
 }
 
-/// How a detected client is identified.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// How a detected client is identified. Serialised as text, the same form as the detection
+/// crate's keys: `ip:203.0.113.7`, `apiKey:sha256:<hex>`, `token:sha256:<hex>`,
+/// `ua:sha256:<hex>` (secrets and user agents are only ever held as sha256 digests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ClientKey {
     /// The client IP address.
     Ip(IpAddr),
-    /// sha256 of the API key, lower-case hex.
-    ApiKey(String),
-    /// sha256 of the access token, lower-case hex.
-    AccessToken(String),
+    /// sha256 of the API key.
+    ApiKey([u8; 32]),
+    /// sha256 of the access token.
+    AccessToken([u8; 32]),
+    /// sha256 of the `User-Agent` header.
+    UserAgent([u8; 32]),
+}
+
+impl fmt::Display for ClientKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (prefix, hash) = match self {
+            Self::Ip(ip) => return write!(f, "ip:{ip}"),
+            Self::ApiKey(h) => ("apiKey", h),
+            Self::AccessToken(h) => ("token", h),
+            Self::UserAgent(h) => ("ua", h),
+        };
+        write!(f, "{prefix}:sha256:{}", hex::encode(hash))
+    }
+}
+
+impl FromStr for ClientKey {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not a client key (ip:…, apiKey:sha256:…, token:…, ua:…)");
+        let (prefix, rest) = s.split_once(':').ok_or_else(bad)?;
+        if prefix == "ip" {
+            return rest
+                .parse()
+                .map(|ip| Self::Ip(canonical_ip(ip)))
+                .map_err(|_| bad());
+        }
+        let mut h = [0u8; 32];
+        let hex_part = rest.strip_prefix("sha256:").ok_or_else(bad)?;
+        hex::decode_to_slice(hex_part, &mut h).map_err(|_| bad())?;
+        match prefix {
+            "apiKey" => Ok(Self::ApiKey(h)),
+            "token" => Ok(Self::AccessToken(h)),
+            "ua" => Ok(Self::UserAgent(h)),
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl Serialize for ClientKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ClientKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// Encodes the document; errors if it would not fit one ConfigMap.
@@ -107,31 +161,26 @@ pub fn decode_detected(bytes: &[u8]) -> Result<DetectedClients, BundleError> {
     serde_json::from_slice(&json).map_err(BundleError::Json)
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum Key {
-    Ip(IpAddr),
-    Api([u8; 32]),
-    Token([u8; 32]),
-}
-
 /// The document indexed for lookups against one bundle's rule table
 /// ([`Bundle::rules`](crate::Bundle::rules)); entries of other rules are dropped.
 #[derive(Clone, Debug, Default)]
 pub struct DetectedIndex {
-    marks: HashMap<Key, Vec<(u8, i64)>>,
+    marks: HashMap<ClientKey, Vec<(u8, i64)>>,
+    has_user_agents: bool,
 }
 
 impl DetectedIndex {
     /// Indexes `doc` for the enabled rules `rules` (bit `i` of a mask = `rules[i]`).
     pub fn new(doc: &DetectedClients, rules: &[String]) -> Self {
-        let mut marks: HashMap<Key, Vec<(u8, i64)>> = HashMap::new();
+        let mut marks: HashMap<ClientKey, Vec<(u8, i64)>> = HashMap::new();
         for (name, clients) in &doc.rules {
             let Some(bit) = rules.iter().position(|r| r == name).filter(|&b| b < 64) else {
                 continue;
             };
             for c in clients {
-                let Some(key) = index_key(&c.key) else {
-                    continue;
+                let key = match c.key {
+                    ClientKey::Ip(ip) => ClientKey::Ip(canonical_ip(ip)),
+                    other => other,
                 };
                 marks
                     .entry(key)
@@ -139,7 +188,16 @@ impl DetectedIndex {
                     .push((bit as u8, c.expires.as_second()));
             }
         }
-        Self { marks }
+        let has_user_agents = marks.keys().any(|k| matches!(k, ClientKey::UserAgent(_)));
+        Self {
+            marks,
+            has_user_agents,
+        }
+    }
+
+    /// Whether some entry is keyed by user agent (only then is the request's UA hashed).
+    pub fn has_user_agents(&self) -> bool {
+        self.has_user_agents
     }
 
     /// Whether nothing is marked.
@@ -147,40 +205,18 @@ impl DetectedIndex {
         self.marks.is_empty()
     }
 
-    /// The mask of rules that marked this client and have not expired at `now_unix_s`.
-    pub fn rules_for(
-        &self,
-        ip: IpAddr,
-        api_key: Option<&[u8; 32]>,
-        token: Option<&[u8; 32]>,
-        now_unix_s: i64,
-    ) -> u64 {
-        let keys = [
-            Some(Key::Ip(ip)),
-            api_key.map(|k| Key::Api(*k)),
-            token.map(|k| Key::Token(*k)),
-        ];
+    /// The mask of rules that marked any of these keys and have not expired at
+    /// `now_unix_s` (bit `i` = `rules[i]` of [`DetectedIndex::new`]).
+    pub fn rules_for(&self, keys: &[Option<ClientKey>], now_unix_s: i64) -> u64 {
         let mut mask = 0u64;
-        for key in keys.into_iter().flatten() {
-            for &(bit, expires) in self.marks.get(&key).map_or(&[][..], Vec::as_slice) {
+        for key in keys.iter().flatten() {
+            for &(bit, expires) in self.marks.get(key).map_or(&[][..], Vec::as_slice) {
                 if now_unix_s < expires {
                     mask |= 1 << bit;
                 }
             }
         }
         mask
-    }
-}
-
-fn index_key(k: &ClientKey) -> Option<Key> {
-    let hash = |h: &str| {
-        let mut out = [0u8; 32];
-        hex::decode_to_slice(h, &mut out).ok().map(|()| out)
-    };
-    match k {
-        ClientKey::Ip(ip) => Some(Key::Ip(canonical_ip(*ip))),
-        ClientKey::ApiKey(h) => hash(h).map(Key::Api),
-        ClientKey::AccessToken(h) => hash(h).map(Key::Token),
     }
 }
 
@@ -208,7 +244,7 @@ mod tests {
                     expires: at(100),
                 },
                 DetectedClient {
-                    key: ClientKey::ApiKey("ab".repeat(32)),
+                    key: ClientKey::ApiKey([0xab; 32]),
                     expires: at(200),
                 },
             ],
@@ -252,23 +288,45 @@ mod tests {
     fn index_respects_rule_table_and_expiry() {
         let rules = vec!["other".to_string(), "flooder".to_string()];
         let idx = DetectedIndex::new(&doc(), &rules);
-        let ip: IpAddr = "10.0.0.1".parse().unwrap();
-        assert_eq!(idx.rules_for(ip, None, None, 99), 0b10);
+        let ip = |s: &str| Some(ClientKey::Ip(s.parse().unwrap()));
+        assert_eq!(idx.rules_for(&[ip("10.0.0.1")], 99), 0b10);
         assert_eq!(
-            idx.rules_for(ip, None, None, 100),
+            idx.rules_for(&[ip("10.0.0.1")], 100),
             0,
             "expired at the exact second"
         );
-        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
-        assert_eq!(idx.rules_for(canonical_ip(mapped), None, None, 0), 0b10);
-        let key = [0xab; 32];
         assert_eq!(
-            idx.rules_for("10.9.9.9".parse().unwrap(), Some(&key), None, 150),
+            idx.rules_for(
+                &[ip(
+                    &canonical_ip("::ffff:10.0.0.1".parse().unwrap()).to_string()
+                )],
+                0
+            ),
             0b10
         );
-        assert_eq!(
-            idx.rules_for("10.9.9.9".parse().unwrap(), None, Some(&key), 150),
-            0
-        );
+        let key = Some(ClientKey::ApiKey([0xab; 32]));
+        assert_eq!(idx.rules_for(&[ip("10.9.9.9"), key], 150), 0b10);
+        let token = Some(ClientKey::AccessToken([0xab; 32]));
+        assert_eq!(idx.rules_for(&[ip("10.9.9.9"), token], 150), 0);
+        assert!(!idx.has_user_agents());
+    }
+
+    #[test]
+    fn client_keys_use_the_detection_text_form() {
+        let h = "ab".repeat(32);
+        for text in [
+            "ip:203.0.113.7".to_string(),
+            "ip:2001:db8::1".to_string(),
+            format!("apiKey:sha256:{h}"),
+            format!("token:sha256:{h}"),
+            format!("ua:sha256:{h}"),
+        ] {
+            let key: ClientKey = text.parse().unwrap();
+            assert_eq!(key.to_string(), text);
+            let json = serde_json::to_string(&key).unwrap();
+            assert_eq!(serde_json::from_str::<ClientKey>(&json).unwrap(), key);
+        }
+        assert!("apiKey:abc".parse::<ClientKey>().is_err());
+        assert!("host:x".parse::<ClientKey>().is_err());
     }
 }

@@ -6,8 +6,10 @@
 
 use std::net::IpAddr;
 
+use sha2::{Digest, Sha256};
+
 use crate::actionset::{ActionId, ActionSet};
-use crate::detected::{DetectedIndex, canonical_ip};
+use crate::detected::{ClientKey, DetectedIndex, canonical_ip};
 use crate::policy::CompiledPolicy;
 
 /// What the sidecar knows about a request, borrowed from it.
@@ -140,14 +142,7 @@ pub fn evaluate(p: &CompiledPolicy, req: &Request<'_>) -> Verdict {
     and!(p.app.active, p.app.matches(req.app));
     and!(p.user_agent.active, p.user_agent.matches(req.user_agent));
     if m.intersects(&p.detected_constrained) {
-        let rules = req.detected.map_or(0, |d| {
-            d.rules_for(
-                canonical_ip(req.ip),
-                req.api_key_hash,
-                req.token_hash,
-                req.now_unix_s,
-            )
-        });
+        let rules = req.detected.map_or(0, |d| detected_rules(d, req));
         let mut ok = ActionSet::EMPTY;
         for &(id, want) in &p.detected_masks {
             if rules & want != 0 {
@@ -171,6 +166,21 @@ pub fn evaluate(p: &CompiledPolicy, req: &Request<'_>) -> Verdict {
         observed,
         would_be,
     }
+}
+
+/// The rules that marked this request's client (by IP, API key, token or user agent).
+fn detected_rules(d: &DetectedIndex, req: &Request<'_>) -> u64 {
+    let ua = req
+        .user_agent
+        .filter(|_| d.has_user_agents())
+        .map(|ua| ClientKey::UserAgent(Sha256::digest(ua.as_bytes()).into()));
+    let keys = [
+        Some(ClientKey::Ip(canonical_ip(req.ip))),
+        req.api_key_hash.map(|h| ClientKey::ApiKey(*h)),
+        req.token_hash.map(|h| ClientKey::AccessToken(*h)),
+        ua,
+    ];
+    d.rules_for(&keys, req.now_unix_s)
 }
 
 #[cfg(test)]
@@ -434,6 +444,27 @@ mod tests {
         assert_eq!(evaluate(&p, &at("10.0.0.3", 0)), Verdict::NONE);
         let no_index = Request::new("10.0.0.1".parse().unwrap(), "GET", "/");
         assert_eq!(evaluate(&p, &no_index), Verdict::NONE);
+
+        // A client marked by user agent (hashed, as the detection crate keys it).
+        let ua_key = ClientKey::UserAgent(Sha256::digest(b"evil-bot/1.0").into());
+        doc.rules.insert(
+            "flooder".into(),
+            vec![DetectedClient {
+                key: ua_key,
+                expires: jiff::Timestamp::from_second(100).unwrap(),
+            }],
+        );
+        let idx = DetectedIndex::new(&doc, &p.bundle().rules);
+        let ua = |agent: &'static str| Request {
+            detected: Some(&idx),
+            user_agent: Some(agent),
+            ..Request::new("10.9.9.9".parse().unwrap(), "GET", "/")
+        };
+        assert_eq!(
+            name(&p, evaluate(&p, &ua("evil-bot/1.0")).decision),
+            "by-flooder"
+        );
+        assert_eq!(evaluate(&p, &ua("good-bot/1.0")), Verdict::NONE);
     }
 
     #[test]
