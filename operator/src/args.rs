@@ -26,6 +26,9 @@ pub struct Args {
     /// Log format.
     #[arg(long, env = "PALISADE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
+    /// The injector's flags (webhook, certificate, injected sidecar).
+    #[command(flatten)]
+    pub injector: crate::injector::config::InjectorArgs,
 }
 
 /// How log lines are written.
@@ -51,6 +54,7 @@ impl Args {
                 self.lease_duration
             ));
         }
+        self.injector.validate()?;
         if self.namespace.is_empty() {
             return Err(
                 "--namespace is empty; set it (or POD_NAMESPACE) to the operator's namespace"

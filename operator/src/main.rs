@@ -5,6 +5,7 @@
 mod admin;
 mod args;
 mod context;
+mod injector;
 mod leader;
 mod metrics;
 mod run;

@@ -24,6 +24,15 @@ pub struct FailureLabels {
     pub reason: &'static str,
 }
 
+/// Label set of an admission answered by the injector webhook.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AdmissionLabels {
+    /// injected, skipped, ignored, invalid.
+    pub result: &'static str,
+    /// PascalCase reason (Injected, NoNamedPort, OptedOut, …).
+    pub reason: &'static str,
+}
+
 /// Every metric the operator exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -39,6 +48,8 @@ pub struct Metrics {
     pub bundle_build_seconds: Histogram,
     /// 1 while this replica holds the leader Lease.
     pub leader: Gauge,
+    /// Admissions answered by the injector webhook, by result and reason.
+    pub admissions: Family<AdmissionLabels, Counter>,
 }
 
 impl Metrics {
@@ -52,6 +63,7 @@ impl Metrics {
             bundle_bytes: Gauge::default(),
             bundle_build_seconds: hist(),
             leader: Gauge::default(),
+            admissions: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("palisade_operator");
         r.register("reconciles", "Reconciliations run", m.reconciles.clone());
@@ -79,6 +91,11 @@ impl Metrics {
             "leader",
             "1 while this replica is the leader",
             m.leader.clone(),
+        );
+        r.register(
+            "injector_admissions",
+            "Admissions answered by the injector webhook, by result and reason",
+            m.admissions.clone(),
         );
         m
     }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::context::Context;
-use crate::{admin, leader};
+use crate::{admin, injector, leader};
 
 /// Runs until SIGTERM/SIGINT or until a component fails.
 pub async fn run(args: crate::args::Args) -> anyhow::Result<()> {
@@ -20,6 +20,7 @@ pub async fn run(args: crate::args::Args) -> anyhow::Result<()> {
     tokio::select! {
         r = admin::spawn(ctx.clone()) => r,
         r = leader::spawn(ctx.clone()) => r,
+        r = injector::spawn(ctx.clone()) => r,
     }
 }
 

@@ -1,0 +1,259 @@
+//! The injector's flags (flattened into the operator's `Args`) and the [`InjectConfig`] the
+//! pure patch function reads: sidecar image, resources, ports, trusted hops, fail mode, and
+//! where the webhook and its certificate live.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::ValueEnum;
+
+/// Name of the injected container.
+pub const SIDECAR_NAME: &str = "palisade-sidecar";
+/// Annotation recording the injected sidecar version (also the idempotency marker).
+pub const INJECTED_ANNOTATION: &str = "palisade.dev/injected";
+/// The opt-in / opt-out label, on the pod or its namespace.
+pub const INJECT_LABEL: &str = "palisade.dev/inject";
+/// Audience of the projected service-account token the sidecar presents to the collector.
+pub const TOKEN_AUDIENCE: &str = "palisade";
+/// Where the projected token is mounted in the sidecar.
+pub const TOKEN_DIR: &str = "/var/run/secrets/palisade.dev/serviceaccount";
+/// Where the bundle ConfigMap is mounted (fallback when the API is away).
+pub const BUNDLE_DIR: &str = "/etc/palisade/bundle";
+
+/// Flags of the injector (`--inject-*`, `--webhook-*`, `--sidecar-*`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct InjectorArgs {
+    /// Address the mutating webhook listens on (HTTPS).
+    #[arg(long, env = "PALISADE_WEBHOOK_ADDR", default_value = "0.0.0.0:9443")]
+    pub webhook_addr: SocketAddr,
+    /// Service in front of the webhook; the serving cert has `<service>.<namespace>.svc`.
+    #[arg(
+        long,
+        env = "PALISADE_WEBHOOK_SERVICE",
+        default_value = "palisade-webhook"
+    )]
+    pub webhook_service: String,
+    /// MutatingWebhookConfiguration whose `caBundle` the operator keeps up to date.
+    #[arg(
+        long,
+        env = "PALISADE_WEBHOOK_CONFIG",
+        default_value = "palisade-injector"
+    )]
+    pub webhook_config: String,
+    /// Names of the webhooks in that configuration that point at this operator.
+    #[arg(
+        long,
+        env = "PALISADE_WEBHOOK_NAMES",
+        value_delimiter = ',',
+        default_value = "namespace.inject.palisade.dev,pod.inject.palisade.dev"
+    )]
+    pub webhook_names: Vec<String>,
+    /// Secret (in the operator namespace) holding the webhook CA and serving certificate.
+    #[arg(
+        long,
+        env = "PALISADE_WEBHOOK_SECRET",
+        default_value = "palisade-webhook-cert"
+    )]
+    pub webhook_secret: String,
+    /// `managed`: the operator generates and renews the certificate and patches `caBundle`.
+    /// `secret`: it only reads `tls.crt`/`tls.key` from the Secret (e.g. cert-manager's).
+    #[arg(long, env = "PALISADE_WEBHOOK_CERT", value_enum, default_value_t = CertSource::Managed)]
+    pub webhook_cert: CertSource,
+    /// Lifetime of a generated serving certificate (the CA lives 10 times longer).
+    #[arg(long, env = "PALISADE_WEBHOOK_CERT_VALIDITY", default_value = "8760h", value_parser = parse_duration)]
+    pub webhook_cert_validity: Duration,
+    /// Renew a certificate when it has less than this left.
+    #[arg(long, env = "PALISADE_WEBHOOK_CERT_RENEW_BEFORE", default_value = "2160h", value_parser = parse_duration)]
+    pub webhook_cert_renew_before: Duration,
+    /// How often every replica re-reads the Secret (the leader also renews then).
+    #[arg(long, env = "PALISADE_WEBHOOK_CERT_CHECK", default_value = "30s", value_parser = parse_duration)]
+    pub webhook_cert_check: Duration,
+
+    /// Sidecar image injected into opted-in pods.
+    #[arg(
+        long,
+        env = "PALISADE_SIDECAR_IMAGE",
+        default_value = concat!("ghcr.io/palisade-dev/palisade-sidecar:", env!("CARGO_PKG_VERSION"))
+    )]
+    pub sidecar_image: String,
+    /// CPU request of the sidecar.
+    #[arg(long, env = "PALISADE_SIDECAR_CPU_REQUEST", default_value = "50m")]
+    pub sidecar_cpu_request: String,
+    /// Memory request of the sidecar.
+    #[arg(long, env = "PALISADE_SIDECAR_MEMORY_REQUEST", default_value = "64Mi")]
+    pub sidecar_memory_request: String,
+    /// Memory limit of the sidecar (empty: none).
+    #[arg(long, env = "PALISADE_SIDECAR_MEMORY_LIMIT", default_value = "256Mi")]
+    pub sidecar_memory_limit: String,
+    /// CPU limit of the sidecar (empty: none).
+    #[arg(long, env = "PALISADE_SIDECAR_CPU_LIMIT", default_value = "")]
+    pub sidecar_cpu_limit: String,
+    /// Port the sidecar proxy listens on; it takes the name of the app's port.
+    #[arg(long, env = "PALISADE_SIDECAR_PROXY_PORT", default_value_t = 15080)]
+    pub sidecar_proxy_port: u16,
+    /// Port of the sidecar's admin server (/live, /ready, /metrics).
+    #[arg(long, env = "PALISADE_SIDECAR_ADMIN_PORT", default_value_t = 15081)]
+    pub sidecar_admin_port: u16,
+    /// Names of container ports the sidecar may take over, in order of preference.
+    #[arg(
+        long,
+        env = "PALISADE_TAKEOVER_PORTS",
+        value_delimiter = ',',
+        default_value = "http"
+    )]
+    pub takeover_ports: Vec<String>,
+    /// Trusted proxy hops in front of the sidecars (X-Forwarded-For).
+    #[arg(long, env = "PALISADE_SIDECAR_TRUSTED_HOPS", default_value_t = 0)]
+    pub sidecar_trusted_hops: usize,
+    /// Sidecars answer 503 until they have a policy bundle (default: forward, fail open).
+    #[arg(long, env = "PALISADE_SIDECAR_FAIL_CLOSED")]
+    pub sidecar_fail_closed: bool,
+    /// Name of the bundle manifest ConfigMap in each protected namespace.
+    #[arg(
+        long,
+        env = "PALISADE_BUNDLE_CONFIGMAP",
+        default_value = "palisade-bundle"
+    )]
+    pub bundle_configmap: String,
+    /// Address of the detection collector the sidecars report to (empty: not set).
+    #[arg(long, env = "PALISADE_COLLECTOR_ADDR", default_value = "")]
+    pub collector_addr: String,
+}
+
+/// Where the webhook's serving certificate comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CertSource {
+    /// Generated, renewed and published in `caBundle` by the operator.
+    Managed,
+    /// Read from the Secret, written by someone else (cert-manager…).
+    Secret,
+}
+
+/// What [`super::patch::mutate`] needs: everything about the sidecar to inject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InjectConfig {
+    /// Container image.
+    pub image: String,
+    /// Recorded in the `palisade.dev/injected` annotation.
+    pub version: String,
+    /// `resources.requests` (cpu, memory), empty values left out.
+    pub requests: Vec<(String, String)>,
+    /// `resources.limits`, empty values left out.
+    pub limits: Vec<(String, String)>,
+    /// Proxy port.
+    pub proxy_port: u16,
+    /// Admin port.
+    pub admin_port: u16,
+    /// Port names that may be taken over, in order of preference.
+    pub takeover_ports: Vec<String>,
+    /// X-Forwarded-For hops.
+    pub trusted_hops: usize,
+    /// Fail closed without a bundle.
+    pub fail_closed: bool,
+    /// Bundle ConfigMap name.
+    pub bundle_configmap: String,
+    /// Collector address (empty: none).
+    pub collector_addr: String,
+}
+
+impl InjectorArgs {
+    /// The patch function's view of the flags.
+    pub fn inject_config(&self) -> InjectConfig {
+        let pairs = |cpu: &str, mem: &str| {
+            [("cpu", cpu), ("memory", mem)]
+                .into_iter()
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect()
+        };
+        InjectConfig {
+            image: self.sidecar_image.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            requests: pairs(&self.sidecar_cpu_request, &self.sidecar_memory_request),
+            limits: pairs(&self.sidecar_cpu_limit, &self.sidecar_memory_limit),
+            proxy_port: self.sidecar_proxy_port,
+            admin_port: self.sidecar_admin_port,
+            takeover_ports: self.takeover_ports.clone(),
+            trusted_hops: self.sidecar_trusted_hops,
+            fail_closed: self.sidecar_fail_closed,
+            bundle_configmap: self.bundle_configmap.clone(),
+            collector_addr: self.collector_addr.clone(),
+        }
+    }
+
+    /// Checks what clap cannot; the message says what to fix.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.sidecar_proxy_port == self.sidecar_admin_port || self.sidecar_proxy_port == 0 {
+            return Err(format!(
+                "--sidecar-proxy-port {} and --sidecar-admin-port {} must be two different \
+                 non-zero ports",
+                self.sidecar_proxy_port, self.sidecar_admin_port
+            ));
+        }
+        if self.takeover_ports.iter().all(|p| p.trim().is_empty()) {
+            return Err("--takeover-ports is empty; name at least one port (e.g. http)".into());
+        }
+        if self.webhook_cert_renew_before >= self.webhook_cert_validity {
+            return Err(format!(
+                "--webhook-cert-renew-before {:?} must be shorter than --webhook-cert-validity {:?}",
+                self.webhook_cert_renew_before, self.webhook_cert_validity
+            ));
+        }
+        if self.webhook_cert_check.is_zero() {
+            return Err("--webhook-cert-check must be greater than 0".into());
+        }
+        Ok(())
+    }
+}
+
+/// Parses `250ms`, `10s`, `2m`, `1h` (a bare number is seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 10s or 500ms"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!("`{s}`: unknown unit `{unit}`; use ms, s, m or h")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        a: InjectorArgs,
+    }
+
+    #[test]
+    fn defaults_are_valid_and_map_to_the_config() {
+        let w = Wrap::try_parse_from(["x"]).expect("parses");
+        assert_eq!(w.a.validate(), Ok(()));
+        let c = w.a.inject_config();
+        assert_eq!(c.takeover_ports, vec!["http".to_owned()]);
+        assert_eq!(c.limits, vec![("memory".to_owned(), "256Mi".to_owned())]);
+        assert_eq!(c.requests.len(), 2);
+    }
+
+    #[test]
+    fn rejects_clashing_ports_and_bad_renewal() {
+        let w = Wrap::try_parse_from(["x", "--sidecar-admin-port", "15080"]).expect("parses");
+        assert!(
+            w.a.validate()
+                .expect_err("clash")
+                .contains("--sidecar-proxy-port")
+        );
+        let w = Wrap::try_parse_from(["x", "--webhook-cert-renew-before", "9000h"]).expect("p");
+        assert!(w.a.validate().expect_err("renew").contains("renew-before"));
+    }
+}

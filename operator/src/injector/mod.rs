@@ -1,0 +1,93 @@
+//! The injector: a mutating admission webhook that adds the Palisade sidecar to pods that
+//! opt in (`palisade.dev/inject: enabled` on the pod or its namespace).
+//!
+//! Watches: nothing but its own certificate Secret. Writes: that Secret and the `caBundle`
+//! of its MutatingWebhookConfiguration (leader only), Events `Injected` /
+//! `InjectionSkipped` (every replica, about the admissions it answered). Serves `/mutate`
+//! over HTTPS on every replica.
+
+pub mod admit;
+pub mod cabundle;
+pub mod certs;
+pub mod config;
+pub mod error;
+pub mod patch;
+pub mod rotate;
+pub mod server;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::routing::post;
+use kube::runtime::events::{Event, EventType};
+
+use crate::context::Context;
+use crate::metrics::AdmissionLabels;
+use admit::Outcome;
+use config::InjectConfig;
+use error::InjectorError;
+use server::CertStore;
+
+/// Serves the webhook and keeps its certificate current, until shutdown.
+pub async fn spawn(ctx: Arc<Context>) -> anyhow::Result<()> {
+    let store = Arc::new(CertStore::default());
+    let cfg = Arc::new(ctx.args.injector.inject_config());
+    let app = router(ctx.clone(), cfg);
+    let addr = ctx.args.injector.webhook_addr;
+    let serve = server::serve(addr, store.clone(), app, ctx.shutdown.clone());
+    tokio::select! {
+        r = serve => r.map_err(|source| InjectorError::Serve { addr, source })?,
+        r = rotate::run(ctx.clone(), store) => r?,
+    }
+    Ok(())
+}
+
+fn router(ctx: Arc<Context>, cfg: Arc<InjectConfig>) -> Router {
+    Router::new()
+        .route("/mutate", post(mutate))
+        .with_state((ctx, cfg))
+}
+
+async fn mutate(
+    State((ctx, cfg)): State<(Arc<Context>, Arc<InjectConfig>)>,
+    body: Bytes,
+) -> axum::Json<serde_json::Value> {
+    let (review, outcome) = admit::review(&body, &cfg, &ctx.args.namespace);
+    record(&ctx, outcome);
+    axum::Json(serde_json::to_value(review).unwrap_or_default())
+}
+
+/// Counts the admission and publishes its Event in the background (the API server is
+/// waiting for the response; an Event must never delay it).
+fn record(ctx: &Arc<Context>, outcome: Outcome) {
+    let labels = AdmissionLabels {
+        result: outcome.result,
+        reason: outcome.reason,
+    };
+    ctx.metrics.admissions.get_or_create(&labels).inc();
+    tracing::debug!(
+        result = outcome.result,
+        reason = outcome.reason,
+        "admission"
+    );
+    let Some(note) = outcome.event else { return };
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        let ev = Event {
+            type_: if note.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: note.reason.to_owned(),
+            note: Some(note.note),
+            action: "Inject".to_owned(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&ev, &note.regarding).await {
+            tracing::warn!(error = %e, reason = note.reason, "publishing the admission Event");
+        }
+    });
+}

@@ -1,0 +1,248 @@
+//! Golden files: `testdata/<case>.pod.json` → `testdata/<case>.patch.json` (the operations,
+//! or `{"skip": "<Reason>"}`). `UPDATE_GOLDEN=1 cargo test -p palisade-operator` rewrites
+//! them; review the diff. Property tests below apply the patch and check the result.
+
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+
+use super::*;
+
+const CASES: [&str; 9] = [
+    "plain",
+    "init-containers",
+    "probes",
+    "numeric-port",
+    "already-injected",
+    "opted-out",
+    "multi",
+    "udp-only",
+    "port-conflict",
+];
+
+fn cfg() -> InjectConfig {
+    InjectConfig {
+        image: "ghcr.io/palisade-dev/palisade-sidecar:test".into(),
+        version: "0.1.0".into(),
+        requests: vec![
+            ("cpu".into(), "50m".into()),
+            ("memory".into(), "64Mi".into()),
+        ],
+        limits: vec![("memory".into(), "256Mi".into())],
+        proxy_port: 15080,
+        admin_port: 15081,
+        takeover_ports: vec!["grpc".into(), "http".into()],
+        trusted_hops: 1,
+        fail_closed: false,
+        bundle_configmap: "palisade-bundle".into(),
+        collector_addr: "https://palisade-collector.palisade-system.svc:9444".into(),
+    }
+}
+
+fn testdata(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("src/injector/testdata")
+        .join(name)
+}
+
+fn pod(case: &str) -> Value {
+    let text = std::fs::read_to_string(testdata(&format!("{case}.pod.json"))).expect("fixture");
+    serde_json::from_str(&text).expect("fixture is JSON")
+}
+
+fn outcome(case: &str) -> Value {
+    match mutate(&pod(case), &cfg()) {
+        Ok(ops) => serde_json::to_value(ops).expect("ops serialize"),
+        Err(skip) => json!({ "skip": skip.reason() }),
+    }
+}
+
+fn applied(case: &str) -> Value {
+    let mut doc = pod(case);
+    let ops = mutate(&doc, &cfg()).expect("injected");
+    json_patch::patch(&mut doc, &ops).expect("the patch applies");
+    doc
+}
+
+#[test]
+fn golden_files() {
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    for case in CASES {
+        let got = outcome(case);
+        let path = testdata(&format!("{case}.patch.json"));
+        if update {
+            let text = serde_json::to_string_pretty(&got).expect("json") + "\n";
+            std::fs::write(&path, text).expect("write golden");
+            continue;
+        }
+        let want: Value = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_else(|| panic!("{} missing; run UPDATE_GOLDEN=1", path.display()));
+        assert_eq!(got, want, "{case}: patch differs from {}", path.display());
+    }
+}
+
+#[test]
+fn native_sidecar_first_with_restricted_security_context() {
+    let doc = applied("init-containers");
+    let init = doc["spec"]["initContainers"]
+        .as_array()
+        .expect("init containers");
+    assert_eq!(init.len(), 2);
+    let s = &init[0];
+    assert_eq!(s["name"], SIDECAR_NAME);
+    assert_eq!(s["restartPolicy"], "Always");
+    assert_eq!(
+        init[1]["name"], "migrate",
+        "existing init containers keep their order"
+    );
+    let sc = &s["securityContext"];
+    assert_eq!(sc["runAsNonRoot"], true);
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
+    assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
+    assert_eq!(s["readinessProbe"]["httpGet"]["port"], ADMIN_PORT_NAME);
+    assert_eq!(s["livenessProbe"]["httpGet"]["port"], ADMIN_PORT_NAME);
+    assert_eq!(doc["metadata"]["annotations"]["team"], "payments");
+    assert_eq!(doc["metadata"]["annotations"][INJECTED_ANNOTATION], "0.1.0");
+    let vols: Vec<&str> = doc["spec"]["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    assert_eq!(vols, ["data", "palisade-token", "palisade-bundle"]);
+}
+
+#[test]
+fn port_takeover_renames_the_app_port_and_forwards_to_it() {
+    let doc = applied("plain");
+    let app = &doc["spec"]["containers"][0];
+    assert_eq!(
+        app["ports"][0],
+        json!({"name": "http-app", "containerPort": 8080})
+    );
+    let s = &doc["spec"]["initContainers"][0];
+    assert_eq!(s["ports"][0]["name"], "http");
+    assert_eq!(s["ports"][0]["containerPort"], 15080);
+    let env = |name: &str| {
+        s["env"]
+            .as_array()
+            .expect("env")
+            .iter()
+            .find(|e| e["name"] == name)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    assert_eq!(env("PALISADE_UPSTREAM_PORT")["value"], "8080");
+    assert_eq!(env("PALISADE_LISTEN")["value"], "0.0.0.0:15080");
+    assert_eq!(
+        env("POD_NAME")["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.name"
+    );
+    assert_eq!(
+        env("POD_NAMESPACE")["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.namespace"
+    );
+    assert_eq!(env("PALISADE_BUNDLE_CONFIGMAP")["value"], "palisade-bundle");
+    assert!(env("PALISADE_COLLECTOR_ADDR")["value"].is_string());
+    assert_eq!(
+        env("PALISADE_FAIL_CLOSED"),
+        Value::Null,
+        "fail open by default"
+    );
+    let token = &doc["spec"]["volumes"][0]["projected"]["sources"][0]["serviceAccountToken"];
+    assert_eq!(token["audience"], TOKEN_AUDIENCE);
+}
+
+#[test]
+fn probes_on_the_named_port_follow_the_app() {
+    let doc = applied("probes");
+    let app = &doc["spec"]["containers"][0];
+    assert_eq!(app["livenessProbe"]["httpGet"]["port"], "http-app");
+    assert_eq!(app["readinessProbe"]["tcpSocket"]["port"], "http-app");
+    assert_eq!(
+        app["startupProbe"]["httpGet"]["port"], 8080,
+        "numeric probes are untouched"
+    );
+    assert_eq!(app["lifecycle"]["preStop"]["httpGet"]["port"], "http-app");
+    assert_eq!(
+        app["ports"][1]["name"], "metrics",
+        "other ports are untouched"
+    );
+}
+
+#[test]
+fn takes_the_first_wanted_name_in_any_container_and_avoids_name_clashes() {
+    let doc = applied("multi");
+    let api = &doc["spec"]["containers"][1];
+    assert_eq!(api["ports"][1]["name"], "http-app2", "http-app was taken");
+    assert_eq!(api["readinessProbe"]["httpGet"]["port"], "http-app2");
+    assert_eq!(doc["spec"]["containers"][0]["ports"][0]["name"], "metrics");
+    let s = &doc["spec"]["initContainers"][0];
+    assert_eq!(s["ports"][0]["name"], "http");
+}
+
+#[test]
+fn skips_say_why_and_what_to_do() {
+    let skip = |case: &str| mutate(&pod(case), &cfg()).expect_err("skipped");
+    let numeric = skip("numeric-port");
+    assert!(numeric.warrants_warning());
+    let msg = numeric.to_string();
+    assert!(msg.contains("targetPort"), "{msg}");
+    assert!(msg.contains("web/8080 (unnamed)"), "{msg}");
+    assert_eq!(skip("udp-only").reason(), "NoNamedPort");
+    assert_eq!(skip("opted-out"), SkipReason::OptedOut);
+    assert!(!skip("opted-out").warrants_warning());
+    assert_eq!(skip("already-injected"), SkipReason::AlreadyInjected);
+    assert!(matches!(
+        skip("port-conflict"),
+        SkipReason::PortConflict { port: 15080, .. }
+    ));
+    let malformed = mutate(&json!({"metadata": {}}), &cfg()).expect_err("malformed");
+    assert_eq!(malformed.reason(), "Malformed");
+}
+
+#[test]
+fn injecting_twice_is_a_no_op() {
+    let doc = applied("probes");
+    assert_eq!(mutate(&doc, &cfg()), Err(SkipReason::AlreadyInjected));
+}
+
+#[test]
+fn fail_closed_and_no_collector_change_the_env() {
+    let mut c = cfg();
+    c.fail_closed = true;
+    c.collector_addr.clear();
+    c.limits.clear();
+    let ops = mutate(&pod("plain"), &c).expect("injected");
+    let mut doc = pod("plain");
+    json_patch::patch(&mut doc, &ops).expect("applies");
+    let env = doc["spec"]["initContainers"][0]["env"].to_string();
+    assert!(env.contains("PALISADE_FAIL_CLOSED"));
+    assert!(!env.contains("PALISADE_COLLECTOR_ADDR"));
+    assert_eq!(
+        doc["spec"]["initContainers"][0]["resources"]["limits"],
+        json!({})
+    );
+}
+
+#[test]
+fn app_port_names_are_valid_service_names() {
+    assert_eq!(app_port_name("http", &[]), "http-app");
+    assert_eq!(app_port_name("http-metrics-x", &[]), "http-metric-app");
+    assert_eq!(app_port_name("abcdefghij-klm", &[]), "abcdefghij-app");
+    assert_eq!(app_port_name("http", &["http-app"]), "http-app2");
+    for n in ["http", "http-metrics-x", "abcdefghijklmno"] {
+        assert!(app_port_name(n, &[]).len() <= 15);
+    }
+}
+
+#[test]
+fn kube_system_and_the_operator_namespace_are_excluded() {
+    assert!(excluded_namespace("kube-system", "palisade-system"));
+    assert!(excluded_namespace("palisade-system", "palisade-system"));
+    assert!(!excluded_namespace("shop", "palisade-system"));
+}

@@ -1,0 +1,148 @@
+//! Keeps the webhook's certificate current. Every replica re-reads the Secret (operator
+//! namespace) and loads what it holds into its [`CertStore`]; the leader also creates the
+//! Secret, renews well before expiry, and publishes `caBundle` — before the new certificate
+//! is served, so the API server trusts it from the first handshake.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+
+use super::cabundle;
+use super::certs::{self, CertBundle, Plan};
+use super::config::CertSource;
+use super::error::InjectorError;
+use super::server::CertStore;
+use crate::context::Context;
+use crate::metrics::FailureLabels;
+
+/// Field manager of the Secret.
+const FIELD_MANAGER: &str = "palisade-operator-webhook-cert";
+
+/// Runs until shutdown: a check every `--webhook-cert-check`, and at once on a leader change.
+pub async fn run(ctx: Arc<Context>, store: Arc<CertStore>) -> Result<(), InjectorError> {
+    let mut served: Option<CertBundle> = None;
+    let mut leader = ctx.leader.clone();
+    loop {
+        if let Err(e) = tick(&ctx, &store, &mut served).await {
+            tracing::warn!(error = %e, reason = e.reason(), "webhook certificate check failed");
+            let labels = FailureLabels {
+                controller: "injector",
+                reason: e.reason(),
+            };
+            ctx.metrics.failures.get_or_create(&labels).inc();
+        }
+        tokio::select! {
+            () = tokio::time::sleep(ctx.args.injector.webhook_cert_check) => {}
+            changed = leader.changed() => if changed.is_err() { return Ok(()) },
+            () = ctx.shutdown.cancelled() => return Ok(()),
+        }
+    }
+}
+
+async fn tick(
+    ctx: &Context,
+    store: &CertStore,
+    served: &mut Option<CertBundle>,
+) -> Result<(), InjectorError> {
+    let a = &ctx.args.injector;
+    let ns = &ctx.args.namespace;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let what = format!("Secret {ns}/{}", a.webhook_secret);
+    let secret = secrets
+        .get_opt(&a.webhook_secret)
+        .await
+        .map_err(InjectorError::kube(format!("reading {what}")))?;
+    let mut current = match secret.as_ref().map(decode).transpose() {
+        Ok(c) => c,
+        Err(e) if a.webhook_cert == CertSource::Managed => {
+            tracing::warn!(error = %e, "webhook Secret unusable; the leader replaces it");
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    let manage = a.webhook_cert == CertSource::Managed && ctx.is_leader();
+    if manage {
+        let sans = certs::sans(&a.webhook_service, ns);
+        let now = jiff::Timestamp::now();
+        let plan = certs::plan(current.as_ref(), &sans, now, a.webhook_cert_renew_before);
+        if plan != Plan::Keep {
+            let served_ca = served.as_ref().map(|s| s.ca_crt.as_str());
+            let validity = a.webhook_cert_validity;
+            let new = certs::issue(plan, current.as_ref(), served_ca, &sans, now, validity)?;
+            publish(ctx, &new).await?;
+            write(&secrets, &a.webhook_secret, ns, &new).await?;
+            tracing::info!(?plan, secret = %what, "webhook certificate issued");
+            current = Some(new);
+        }
+    }
+    let Some(current) = current else {
+        tracing::info!(secret = %what, "waiting for the webhook certificate");
+        return Ok(());
+    };
+    if served.as_ref() != Some(&current) {
+        store.set(current.certified_key()?);
+        tracing::info!(secret = %what, "webhook serving certificate loaded");
+        *served = Some(current.clone());
+    }
+    if manage {
+        publish(ctx, &current).await?;
+    }
+    Ok(())
+}
+
+async fn publish(ctx: &Context, bundle: &CertBundle) -> Result<bool, InjectorError> {
+    let a = &ctx.args.injector;
+    let pem = bundle.ca_bundle();
+    cabundle::ensure(
+        ctx.client.clone(),
+        &a.webhook_config,
+        &a.webhook_names,
+        &pem,
+    )
+    .await
+}
+
+fn decode(secret: &Secret) -> Result<CertBundle, InjectorError> {
+    let data: BTreeMap<String, Vec<u8>> = secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.0.clone()))
+        .collect();
+    let annotations = secret.metadata.annotations.clone().unwrap_or_default();
+    Ok(CertBundle::from_secret(&data, &annotations)?)
+}
+
+async fn write(
+    secrets: &Api<Secret>,
+    name: &str,
+    ns: &str,
+    bundle: &CertBundle,
+) -> Result<(), InjectorError> {
+    let b64 = |s: &String| base64::engine::general_purpose::STANDARD.encode(s);
+    let data: BTreeMap<_, _> = bundle
+        .to_secret_data()
+        .iter()
+        .map(|(k, v)| (k.clone(), b64(v)))
+        .collect();
+    let body = json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+        "metadata": {
+            "name": name, "namespace": ns,
+            "labels": { "app.kubernetes.io/part-of": "palisade",
+                        "app.kubernetes.io/managed-by": "palisade-operator" },
+            "annotations": bundle.to_annotations(),
+        },
+        "data": data,
+    });
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    secrets
+        .patch(name, &pp, &Patch::Apply(&body))
+        .await
+        .map_err(InjectorError::kube(format!("writing Secret {ns}/{name}")))?;
+    Ok(())
+}
