@@ -32,7 +32,7 @@ fn client_ids(n: usize, clients: u32) -> Vec<u32> {
 fn facts(i: usize, id: u32, keys: &[KeyHash]) -> RequestFacts<'static> {
     let mut f = RequestFacts::new(IpAddr::V4(Ipv4Addr::from(0x0A00_0000 + id)), 200);
     f.bytes = 1024;
-    f.status = if i % 50 == 0 { 404 } else { 200 };
+    f.status = if i.is_multiple_of(50) { 404 } else { 200 };
     f.api_key = Some(keys[id as usize % keys.len()]);
     f.access_token = Some(keys[(id as usize + 1) % keys.len()]);
     f.user_agent = Some(keys[id as usize % 3]);
