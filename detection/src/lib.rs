@@ -8,6 +8,7 @@
 
 pub mod anomaly;
 pub mod counter;
+pub mod detected;
 pub mod facts;
 pub mod incident;
 pub mod key;
