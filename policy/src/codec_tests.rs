@@ -167,7 +167,7 @@ fn forged_content_with_matching_hashes_is_still_checked() {
         let mut refs = Vec::new();
         for (i, s) in sections.iter().enumerate() {
             hasher.update(s);
-            let bytes = deflate(s).unwrap();
+            let bytes = deflate(s, 6).unwrap();
             refs.push(ShardRef {
                 name: format!("s{i}"),
                 sha256: hex::encode(Sha256::digest(&bytes)),

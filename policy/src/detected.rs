@@ -116,7 +116,7 @@ pub fn encode_detected(doc: &DetectedClients) -> Result<Vec<u8>, BundleError> {
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&DETECTED_FORMAT_VERSION.to_le_bytes());
     out.extend_from_slice(&Sha256::digest(&json));
-    let packed = deflate(&json).map_err(|e| BundleError::Inflate {
+    let packed = deflate(&json, 6).map_err(|e| BundleError::Inflate {
         name: "detected".into(),
         source: e,
     })?;

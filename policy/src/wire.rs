@@ -105,9 +105,9 @@ pub(crate) fn get_ranges<A: Addr>(r: &mut Reader<'_>, out: &mut Vec<(A, A, u16)>
     Some(())
 }
 
-/// zlib-compresses `data`.
-pub(crate) fn deflate(data: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut enc = ZlibEncoder::new(Vec::with_capacity(data.len() / 2), Compression::new(6));
+/// zlib-compresses `data` at `level` (0–9).
+pub(crate) fn deflate(data: &[u8], level: u32) -> std::io::Result<Vec<u8>> {
+    let mut enc = ZlibEncoder::new(Vec::with_capacity(data.len() / 2), Compression::new(level));
     enc.write_all(data)?;
     enc.finish()
 }
@@ -166,7 +166,7 @@ mod tests {
 
     #[test]
     fn inflate_enforces_its_limit() {
-        let packed = deflate(&[0u8; 10_000]).unwrap();
+        let packed = deflate(&[0u8; 10_000], 6).unwrap();
         assert_eq!(inflate(&packed, 10_000).unwrap().len(), 10_000);
         assert!(inflate(&packed, 9_999).is_err());
         assert!(inflate(b"not zlib", 100).is_err());
