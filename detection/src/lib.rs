@@ -19,7 +19,8 @@
 //!
 //! Collector side (pure functions of the merged windows):
 //! - [`window`] — [`WindowSet`] / [`Windows`]: per-namespace 5 min and 24 h slice rings;
-//!   [`Windows::merge`] tolerates duplicate, late and lost reports ([`MergeOutcome`]).
+//!   [`Windows::merge`] tolerates duplicate, late and lost reports ([`MergeOutcome`]);
+//!   [`Windows::snapshot`] / [`Windows::restore`] carry window state across a restart.
 //! - [`rule_spec`] — [`RuleSpec`] (name, [`RuleKind`] with parameters and documented
 //!   defaults, client key kind, detection TTL, excluded ranges).
 //! - [`rules`] — [`run_rules`]`(&windows, &rules, now) -> `[`Detections`]: Flooder, Static
@@ -51,6 +52,8 @@
 //! [`Windows`]: window::Windows
 //! [`Windows::merge`]: window::Windows::merge
 //! [`MergeOutcome`]: window::MergeOutcome
+//! [`Windows::snapshot`]: window::Windows::snapshot
+//! [`Windows::restore`]: window::Windows::restore
 //! [`RuleSpec`]: rule_spec::RuleSpec
 //! [`RuleKind`]: rule_spec::RuleKind
 //! [`run_rules`]: rules::run_rules

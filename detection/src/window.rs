@@ -410,6 +410,10 @@ impl WindowSet {
     }
 }
 
+#[path = "window_snapshot.rs"]
+mod snapshot;
+pub use snapshot::{PodSnapshot, SNAPSHOT_VERSION, SliceSnapshot, WindowsSnapshot};
+
 #[cfg(test)]
 #[path = "window_tests.rs"]
 mod tests;
