@@ -97,7 +97,10 @@ pub struct SecurityActionSpec {
     /// can tell them apart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flag: Option<Flag>,
-    /// Which requests the action applies to. Required unless `matchAll` is true.
+    /// Which requests the action applies to: a request matches when it matches every kind
+    /// that is set (AND), and a kind when it matches any entry of its list (OR). Example:
+    /// `{regionCodes: [KP, IR], httpMethods: [POST]}` matches POST requests from KP or IR.
+    /// Required unless `matchAll` is true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conditions: Option<MatchConditions>,
     /// `true`: the action applies to every request of its targets, with no conditions — the

@@ -160,7 +160,9 @@ pub fn duration_bounds(field: &str, min: &str, max: &str) -> kube::core::Rule {
         "!self.matches('{DURATION_PATTERN}') || \
          (duration(self) >= duration('{min}') && duration(self) <= duration('{max}'))"
     ))
-    .message(kube::core::Message::Message(format!("{field} must be between {min} and {max}")))
+    .message(kube::core::Message::Message(format!(
+        "{field} must be between {min} and {max}"
+    )))
 }
 
 #[cfg(test)]
