@@ -88,14 +88,18 @@ impl Addr for u128 {
     }
 }
 
+/// Buckets up to this many ranges are scanned rather than binary-searched.
+const SCAN_MAX: usize = 32;
+
 /// Below this many ranges the DIR-16 index is not built (a plain binary search is as fast).
 const INDEX_MIN_RANGES: usize = 256;
 
 /// Sorted disjoint ranges of one family, each with a class id.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RangeSet<A: Addr> {
-    starts: Vec<A>,
-    ends: Vec<A>,
+    /// `(start, end)` inclusive, sorted, disjoint. Interleaved so that the scan of a bucket
+    /// also loads the end it checks.
+    bounds: Vec<(A, A)>,
     /// Per-range classes; empty when every range has the class `uniform` (the common case of
     /// one list), which saves 2 bytes and a cache miss per lookup.
     classes: Vec<u16>,
@@ -130,8 +134,7 @@ impl<A: Addr> RangeSet<A> {
 
     fn with_capacity(n: usize) -> Self {
         Self {
-            starts: Vec::with_capacity(n),
-            ends: Vec::with_capacity(n),
+            bounds: Vec::with_capacity(n),
             classes: Vec::with_capacity(n),
             uniform: 0,
             index: Vec::new(),
@@ -144,18 +147,16 @@ impl<A: Addr> RangeSet<A> {
         if end < start {
             return Err(RangeError::Inverted);
         }
-        if self.ends.last().is_some_and(|&prev| start <= prev) {
+        if self.bounds.last().is_some_and(|&(_, prev)| start <= prev) {
             return Err(RangeError::Unsorted);
         }
-        self.starts.push(start);
-        self.ends.push(end);
+        self.bounds.push((start, end));
         self.classes.push(class);
         Ok(())
     }
 
     fn finish(mut self) -> Self {
-        self.starts.shrink_to_fit();
-        self.ends.shrink_to_fit();
+        self.bounds.shrink_to_fit();
         if let Some(&c) = self.classes.first()
             && self.classes.iter().all(|&x| x == c)
         {
@@ -163,14 +164,14 @@ impl<A: Addr> RangeSet<A> {
             self.classes = Vec::new();
         }
         self.classes.shrink_to_fit();
-        if self.starts.len() >= INDEX_MIN_RANGES {
-            let (first, last) = (self.starts[0], self.starts[self.starts.len() - 1]);
+        if self.bounds.len() >= INDEX_MIN_RANGES {
+            let (first, last) = (self.bounds[0].0, self.bounds[self.bounds.len() - 1].0);
             self.skip = first.common_bits(last).min(A::BITS - 16);
             self.head = first.head(self.skip);
             let mut index = Vec::with_capacity((1 << 16) + 1);
             let mut i = 0usize;
             for b in 0..=(1usize << 16) {
-                while i < self.starts.len() && self.starts[i].bucket(self.skip) < b {
+                while i < self.bounds.len() && self.bounds[i].0.bucket(self.skip) < b {
                     i += 1;
                 }
                 // The number of ranges fits u32: more would not fit a bundle.
@@ -184,7 +185,7 @@ impl<A: Addr> RangeSet<A> {
     /// The class of the range containing `addr`, if any.
     #[inline]
     pub fn lookup(&self, addr: A) -> Option<u16> {
-        let n = self.starts.len();
+        let n = self.bounds.len();
         let (lo, hi) = if self.index.is_empty() {
             (0, n)
         } else {
@@ -198,9 +199,17 @@ impl<A: Addr> RangeSet<A> {
                 (self.index[b] as usize, self.index[b + 1] as usize)
             }
         };
-        let k = lo + self.starts[lo..hi].partition_point(|&s| s <= addr);
+        let bucket = &self.bounds[lo..hi];
+        // Small buckets: a branch-free count over adjacent cache lines, whose loads overlap;
+        // large ones (clustered lists): binary search.
+        let k = lo
+            + if bucket.len() <= SCAN_MAX {
+                bucket.iter().filter(|&&(s, _)| s <= addr).count()
+            } else {
+                bucket.partition_point(|&(s, _)| s <= addr)
+            };
         let i = k.checked_sub(1)?;
-        (self.ends[i] >= addr).then(|| self.class(i))
+        (self.bounds[i].1 >= addr).then(|| self.class(i))
     }
 
     #[inline]
@@ -214,22 +223,25 @@ impl<A: Addr> RangeSet<A> {
 
     /// Number of ranges.
     pub fn len(&self) -> usize {
-        self.starts.len()
+        self.bounds.len()
     }
 
     /// Whether the set holds no range.
     pub fn is_empty(&self) -> bool {
-        self.starts.is_empty()
+        self.bounds.is_empty()
     }
 
     /// The ranges `(start, end, class)` in order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (A, A, u16)> + '_ {
-        (0..self.starts.len()).map(|i| (self.starts[i], self.ends[i], self.class(i)))
+        self.bounds
+            .iter()
+            .enumerate()
+            .map(|(i, &(s, e))| (s, e, self.class(i)))
     }
 
     /// Heap bytes used, index included.
     pub fn heap_bytes(&self) -> usize {
-        self.starts.capacity() * size_of::<A>() * 2
+        self.bounds.capacity() * size_of::<(A, A)>()
             + self.classes.capacity() * 2
             + self.index.capacity() * 4
     }
@@ -421,15 +433,15 @@ struct Emitter<A: Addr> {
 impl<A: Addr> Emitter<A> {
     fn emit(&mut self, start: A, end: A, class: u16) {
         let set = &mut self.set;
-        if let (Some(last_end), Some(&last_class)) = (set.ends.last_mut(), set.classes.last())
+        if let (Some((_, last_end)), Some(&last_class)) =
+            (set.bounds.last_mut(), set.classes.last())
             && last_class == class
             && last_end.succ() == Some(start)
         {
             *last_end = end;
             return;
         }
-        set.starts.push(start);
-        set.ends.push(end);
+        set.bounds.push((start, end));
         set.classes.push(class);
     }
 }
