@@ -12,7 +12,6 @@ use crate::args::Args;
 use crate::metrics::Metrics;
 
 /// Shared state of the operator's components.
-#[allow(dead_code, reason = "the controllers that read these land next")]
 pub struct Context {
     /// The Kubernetes client.
     pub client: kube::Client,
@@ -54,7 +53,6 @@ impl Context {
     }
 
     /// Whether this replica leads now.
-    #[allow(dead_code, reason = "the controllers that read this land next")]
     pub fn is_leader(&self) -> bool {
         *self.leader.borrow()
     }

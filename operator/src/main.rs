@@ -8,6 +8,7 @@ mod context;
 mod injector;
 mod leader;
 mod metrics;
+mod policy;
 mod run;
 
 use clap::Parser;

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::context::Context;
-use crate::{admin, injector, leader};
+use crate::{admin, injector, leader, policy};
 
 /// Runs until SIGTERM/SIGINT or until a component fails.
 pub async fn run(args: crate::args::Args) -> anyhow::Result<()> {
@@ -21,6 +21,7 @@ pub async fn run(args: crate::args::Args) -> anyhow::Result<()> {
         r = admin::spawn(ctx.clone()) => r,
         r = leader::spawn(ctx.clone()) => r,
         r = injector::spawn(ctx.clone()) => r,
+        r = policy::spawn(ctx.clone()) => r,
     }
 }
 

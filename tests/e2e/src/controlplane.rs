@@ -179,6 +179,53 @@ impl ControlPlane {
         }
     }
 
+    /// Runs kubectl with `args`, feeding `stdin` (e.g. `apply -f -` of a manifest).
+    pub fn kubectl_stdin(&self, args: &[&str], stdin: &str) -> Result<String, Error> {
+        use std::io::Write as _;
+        let mut child = self
+            .kubectl()
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| Error::io("run", &self.kubectl, e))?;
+        if let Some(mut input) = child.stdin.take() {
+            input
+                .write_all(stdin.as_bytes())
+                .map_err(|e| Error::io("write to", &self.kubectl, e))?;
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(|e| Error::io("run", &self.kubectl, e))?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() {
+            Ok(stdout)
+        } else {
+            let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+            Err(Error::Kubectl {
+                args: args.join(" "),
+                stderr: format!("{stderr}{stdout}"),
+            })
+        }
+    }
+
+    /// Server-side applies `yaml` in namespace `ns` as field manager `palisade-e2e`.
+    pub fn apply(&self, ns: &str, yaml: &str) -> Result<String, Error> {
+        self.kubectl_stdin(
+            &[
+                "apply",
+                "--server-side",
+                "--field-manager=palisade-e2e",
+                "-n",
+                ns,
+                "-f",
+                "-",
+            ],
+            yaml,
+        )
+    }
+
     /// A new client for the calling test's runtime (clients must not be shared across the
     /// per-test tokio runtimes).
     pub async fn client(&self) -> kube::Client {

@@ -15,10 +15,12 @@
 //! `PALISADE_E2E_PATIENCE` (seconds, default 30) is how long [`eventually`] waits.
 
 mod builder;
+pub mod bundle;
 mod client;
 mod controlplane;
 mod error;
 mod namespace;
+mod operator;
 pub mod pki;
 mod process;
 mod wait;
@@ -29,6 +31,7 @@ pub use builder::{bin_dir_if_built, cache_dir, ensure_built};
 pub use controlplane::{ControlPlane, StartOptions};
 pub use error::Error;
 pub use namespace::TempNs;
+pub use operator::{OPERATOR_NS, Operator, operator_kubeconfig, token_kubeconfig, workspace_bin};
 pub use wait::{eventually, patience};
 
 /// Installs the workspace's one rustls crypto provider (ring); idempotent.

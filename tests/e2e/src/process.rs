@@ -88,15 +88,25 @@ pub fn tail(log: &Path) -> String {
     )
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago.
+/// A TCP port on 127.0.0.1 that was free a moment ago and that this process has not handed
+/// out before (the kernel may offer a just-released port again before its user binds it).
 pub fn free_port() -> Result<u16, Error> {
-    let l = TcpListener::bind("127.0.0.1:0")
-        .map_err(|e| Error::io("bind", Path::new("127.0.0.1:0"), e))?;
-    let port = l
-        .local_addr()
-        .map_err(|e| Error::io("bind", Path::new("127.0.0.1:0"), e))?
-        .port();
-    Ok(port)
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let addr = Path::new("127.0.0.1:0");
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").map_err(|e| Error::io("bind", addr, e))?;
+        let port = l
+            .local_addr()
+            .map_err(|e| Error::io("bind", addr, e))?
+            .port();
+        let mut given = GIVEN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !given.contains(&port) {
+            given.push(port);
+            return Ok(port);
+        }
+    }
 }
 
 /// A plain-HTTP GET on loopback, returning the body (for etcd's `/health`).

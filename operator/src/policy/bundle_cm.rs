@@ -1,0 +1,136 @@
+//! Writes a namespace's encoded policy bundle into ConfigMaps the operator owns: one
+//! ConfigMap per content-addressed shard (`palisade-bundle-<shard>`, written once, never
+//! rewritten), the manifest ConfigMap `palisade-bundle` written last, and a Role that lets
+//! the namespace's service accounts read exactly these ConfigMaps. Shards the manifest no
+//! longer names are deleted afterwards.
+
+use base64::Engine as _;
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use palisade_policy::Encoded;
+use serde_json::json;
+
+/// Name of the manifest ConfigMap in every protected namespace.
+pub const MANIFEST_CM: &str = "palisade-bundle";
+/// Key of the manifest JSON in [`MANIFEST_CM`].
+pub const MANIFEST_KEY: &str = "manifest.json";
+/// Key of a shard's bytes in its ConfigMap's `binaryData`.
+pub const SHARD_KEY: &str = "shard";
+/// Name of the small ConfigMap holding the detected-client set.
+pub const DETECTED_CM: &str = "palisade-detected";
+/// The operator's field manager for everything it writes.
+pub const MANAGER: &str = "palisade-operator";
+const ROLE: &str = "palisade-sidecar-bundle-reader";
+const KIND_LABEL: &str = "palisade.dev/bundle";
+
+/// The ConfigMap name of a shard.
+pub fn shard_cm(shard: &str) -> String {
+    format!("{MANIFEST_CM}-{shard}")
+}
+
+fn labels(kind: &str) -> serde_json::Value {
+    json!({
+        "app.kubernetes.io/managed-by": MANAGER,
+        "app.kubernetes.io/part-of": "palisade",
+        KIND_LABEL: kind,
+    })
+}
+
+/// Writes `encoded` into namespace `ns`; returns the bytes written (0 when nothing changed).
+pub async fn write(
+    client: &kube::Client,
+    ns: &str,
+    encoded: &Encoded,
+) -> Result<usize, kube::Error> {
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let pp = PatchParams::apply(MANAGER).force();
+    let existing = cms
+        .list_metadata(&ListParams::default().labels(&format!("{KIND_LABEL}=shard")))
+        .await?;
+    let existing: Vec<String> = existing
+        .items
+        .into_iter()
+        .filter_map(|m| m.metadata.name)
+        .collect();
+    let mut written = 0;
+    for (name, bytes) in &encoded.shards {
+        let cm_name = shard_cm(name);
+        if existing.contains(&cm_name) {
+            continue;
+        }
+        let data = base64::engine::general_purpose::STANDARD.encode(bytes);
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": cm_name, "labels": labels("shard")},
+            "immutable": true,
+            "binaryData": {SHARD_KEY: data}});
+        cms.patch(&cm_name, &pp, &Patch::Apply(&cm)).await?;
+        written += bytes.len();
+    }
+    let wanted: Vec<String> = encoded.shards.iter().map(|(n, _)| shard_cm(n)).collect();
+    write_reader_role(client, ns, &wanted).await?;
+    let manifest = encoded.manifest.to_json();
+    let current = cms.get_opt(MANIFEST_CM).await?;
+    let unchanged = current
+        .as_ref()
+        .and_then(|c| c.data.as_ref())
+        .and_then(|d| d.get(MANIFEST_KEY))
+        .is_some_and(|m| *m == manifest);
+    if !unchanged {
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": MANIFEST_CM, "labels": labels("manifest")},
+            "data": {MANIFEST_KEY: manifest}});
+        cms.patch(MANIFEST_CM, &pp, &Patch::Apply(&cm)).await?;
+        written += manifest.len();
+    }
+    for stale in existing.iter().filter(|n| !wanted.contains(n)) {
+        cms.delete(stale, &DeleteParams::default())
+            .await
+            .map(drop)
+            .or_else(ignore_not_found)?;
+    }
+    Ok(written)
+}
+
+/// Whether namespace `ns` has a bundle already.
+pub async fn exists(client: &kube::Client, ns: &str) -> Result<bool, kube::Error> {
+    Ok(Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .get_metadata_opt(MANIFEST_CM)
+        .await?
+        .is_some())
+}
+
+/// A Role granting get/list/watch on exactly the bundle ConfigMaps, bound to every service
+/// account of the namespace, so sidecars can read the bundle without anyone writing RBAC.
+async fn write_reader_role(
+    client: &kube::Client,
+    ns: &str,
+    shards: &[String],
+) -> Result<(), kube::Error> {
+    let pp = PatchParams::apply(MANAGER).force();
+    let mut names: Vec<&str> = vec![MANIFEST_CM, DETECTED_CM];
+    names.extend(shards.iter().map(String::as_str));
+    let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": ROLE, "labels": labels("rbac")},
+        "rules": [{"apiGroups": [""], "resources": ["configmaps"],
+                   "resourceNames": names, "verbs": ["get", "list", "watch"]}]});
+    Api::<Role>::namespaced(client.clone(), ns)
+        .patch(ROLE, &pp, &Patch::Apply(&role))
+        .await?;
+    let binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": ROLE, "labels": labels("rbac")},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": ROLE},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
+                      "name": format!("system:serviceaccounts:{ns}")}]});
+    Api::<RoleBinding>::namespaced(client.clone(), ns)
+        .patch(ROLE, &pp, &Patch::Apply(&binding))
+        .await?;
+    Ok(())
+}
+
+fn ignore_not_found(e: kube::Error) -> Result<(), kube::Error> {
+    match e {
+        kube::Error::Api(s) if s.code == 404 => Ok(()),
+        e => Err(e),
+    }
+}

@@ -1,0 +1,220 @@
+//! The one place where CRD specs become the policy compiler's model (`palisade_policy::spec`).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::ResourceExt;
+use palisade_crds::action::SecurityAction;
+use palisade_crds::common::{IpListSource, Mode as CrdMode, WorkloadSelector};
+use palisade_crds::keys::is_paused;
+use palisade_crds::matching::{MatchConditions, PathMatchType, TextMatchType};
+use palisade_crds::rule::DetectionRule;
+use palisade_policy::{
+    ActionSpec, Conditions, DetectedBy, Header, ListRef, Mode, PathMatch, RuleSpec, Verb,
+};
+use palisade_policy::{LabelRequirement, LabelSelector, SelectorOperator};
+
+/// The key used in a [`ListRef`] when an `ipRangesFrom` entry names no key: every key of the
+/// ConfigMap is read.
+pub const ALL_KEYS: &str = "*";
+
+/// Converts a SecurityAction. `lists_by_selector` resolves `ipRangesFrom[].selector` to the
+/// names of the matching ConfigMaps of the namespace.
+pub fn action(a: &SecurityAction, configmaps: &[ConfigMap]) -> ActionSpec {
+    let spec = &a.spec;
+    let verb = if let Some(d) = &spec.deny {
+        Verb::Deny {
+            status: u16::try_from(d.status).unwrap_or(403),
+            body: d.body.clone().unwrap_or_default(),
+            content_type: d
+                .content_type
+                .clone()
+                .unwrap_or_else(|| "text/plain; charset=utf-8".into()),
+        }
+    } else if let Some(f) = &spec.flag {
+        let headers = f.headers.iter().map(|h| Header {
+            name: h.name.to_string(),
+            value: h.value.clone(),
+        });
+        Verb::Flag {
+            headers: headers.collect(),
+        }
+    } else {
+        Verb::Allow
+    };
+    let created = a
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0)
+        .unwrap_or_default();
+    ActionSpec {
+        name: a.name_any(),
+        verb,
+        mode: mode(spec.mode),
+        conditions: spec
+            .conditions
+            .as_ref()
+            .map(|c| conditions(c, configmaps))
+            .unwrap_or_default(),
+        match_all: spec.match_all.unwrap_or(false),
+        workload_selector: spec
+            .targets
+            .as_ref()
+            .and_then(|t| t.workload_selector.as_ref())
+            .map(selector),
+        paused: is_paused(&a.metadata),
+        expire_time: spec.expires_at(created),
+    }
+}
+
+/// Converts a DetectionRule, as far as the policy needs it.
+pub fn rule(r: &DetectionRule) -> RuleSpec {
+    RuleSpec {
+        name: r.name_any(),
+        paused: is_paused(&r.metadata),
+        mode: mode(r.spec.mode),
+    }
+}
+
+fn mode(m: CrdMode) -> Mode {
+    match m {
+        CrdMode::Enforce => Mode::Enforce,
+        CrdMode::Observe => Mode::Observe,
+    }
+}
+
+fn conditions(c: &MatchConditions, configmaps: &[ConfigMap]) -> Conditions {
+    let strings = |v: &[String]| v.to_vec();
+    Conditions {
+        ip_ranges: c.ip_ranges.iter().map(ToString::to_string).collect(),
+        ip_lists: c
+            .ip_ranges_from
+            .iter()
+            .flat_map(|s| list_refs(s, configmaps))
+            .collect(),
+        region_codes: c
+            .region_codes
+            .iter()
+            .map(|r| r.to_string().to_ascii_uppercase())
+            .collect(),
+        asns: c
+            .asns
+            .iter()
+            .filter_map(|a| u32::try_from(*a).ok())
+            .collect(),
+        api_keys: c.api_keys.iter().map(ToString::to_string).collect(),
+        access_tokens: c.access_tokens.iter().map(ToString::to_string).collect(),
+        api_products: strings(&c.api_products),
+        developers: strings(&c.developers),
+        developer_apps: strings(&c.developer_apps),
+        user_agents: c
+            .user_agents
+            .iter()
+            .filter(|u| u.type_ == TextMatchType::Exact)
+            .map(|u| u.value.clone())
+            .collect(),
+        http_methods: c
+            .http_methods
+            .iter()
+            .map(|m| format!("{m:?}").to_ascii_uppercase())
+            .collect(),
+        paths: c
+            .paths
+            .iter()
+            .map(|p| match p.type_ {
+                PathMatchType::Exact => PathMatch::Exact(p.value.clone()),
+                PathMatchType::Prefix => PathMatch::Prefix(p.value.clone()),
+            })
+            .collect(),
+        detected_by: detected_by(
+            &c.detected_by
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+        ),
+    }
+}
+
+fn detected_by(names: &[String]) -> Option<DetectedBy> {
+    match names {
+        [] => None,
+        [any] if any == "any" => Some(DetectedBy::Any),
+        _ => Some(DetectedBy::Rules(names.to_vec())),
+    }
+}
+
+fn list_refs(s: &IpListSource, configmaps: &[ConfigMap]) -> Vec<ListRef> {
+    let key = s.key.clone().unwrap_or_else(|| ALL_KEYS.to_owned());
+    if let Some(name) = &s.name {
+        return vec![ListRef {
+            config_map: name.to_string(),
+            key,
+        }];
+    }
+    let Some(sel) = &s.selector else {
+        return vec![];
+    };
+    let mut names: Vec<String> = configmaps
+        .iter()
+        .filter(|cm| sel.matches(cm.metadata.labels.as_ref().unwrap_or(&BTreeMap::new())))
+        .map(ResourceExt::name_any)
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|config_map| ListRef {
+            config_map,
+            key: key.clone(),
+        })
+        .collect()
+}
+
+/// The text of every list the actions reference and the namespace has; a missing ConfigMap
+/// or key is left out, and the compiler reports it as an invalid reference.
+pub fn list_texts(actions: &[ActionSpec], configmaps: &[ConfigMap]) -> BTreeMap<ListRef, String> {
+    let by_name: BTreeMap<String, &ConfigMap> =
+        configmaps.iter().map(|c| (c.name_any(), c)).collect();
+    let mut out = BTreeMap::new();
+    for r in actions.iter().flat_map(|a| &a.conditions.ip_lists) {
+        let Some(data) = by_name.get(&r.config_map).and_then(|c| c.data.as_ref()) else {
+            continue;
+        };
+        let text = if r.key == ALL_KEYS {
+            Some(
+                data.values()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            )
+        } else {
+            data.get(&r.key).cloned()
+        };
+        if let Some(text) = text {
+            out.insert(r.clone(), text);
+        }
+    }
+    out
+}
+
+fn selector(s: &WorkloadSelector) -> LabelSelector {
+    let ls = s.to_label_selector();
+    LabelSelector {
+        match_labels: ls.match_labels.unwrap_or_default(),
+        match_expressions: ls
+            .match_expressions
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| LabelRequirement {
+                operator: match r.operator.as_str() {
+                    "In" => SelectorOperator::In,
+                    "NotIn" => SelectorOperator::NotIn,
+                    "Exists" => SelectorOperator::Exists,
+                    _ => SelectorOperator::DoesNotExist,
+                },
+                key: r.key,
+                values: r.values.unwrap_or_default(),
+            })
+            .collect(),
+    }
+}

@@ -1,0 +1,58 @@
+//! The policy controller: watches SecurityActions, DetectionRules, Namespaces (pause
+//! annotation) and ConfigMaps (referenced IP lists); compiles each namespace into its policy
+//! bundle; writes the bundle ConfigMaps, the actions' statuses and Events. Only the leader
+//! writes; a new leader reconciles every namespace.
+
+mod bundle_cm;
+mod convert;
+mod error;
+mod reconcile;
+mod status;
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kube::api::Api;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+use palisade_crds::{DetectionRule, SecurityAction};
+
+use crate::context::Context;
+
+/// Runs the policy controller until shutdown.
+pub async fn spawn(ctx: Arc<Context>) -> anyhow::Result<()> {
+    let client = ctx.client.clone();
+    let wc = watcher::Config::default();
+    let leader_changes = futures::stream::unfold(ctx.leader.clone(), |mut rx| async move {
+        rx.changed().await.ok().map(|()| ((), rx))
+    });
+    Controller::new(Api::<Namespace>::all(client.clone()), wc.clone())
+        .watches(
+            Api::<SecurityAction>::all(client.clone()),
+            wc.clone(),
+            |a| ns_of(&a),
+        )
+        .watches(Api::<DetectionRule>::all(client.clone()), wc.clone(), |r| {
+            ns_of(&r)
+        })
+        .watches(Api::<ConfigMap>::all(client.clone()), wc, |c| {
+            (!reconcile::is_ours(&c)).then(|| ns_of(&c)).flatten()
+        })
+        .reconcile_all_on(leader_changes)
+        .graceful_shutdown_on(ctx.shutdown.clone().cancelled_owned())
+        .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
+        .for_each(|res| {
+            match res {
+                Ok((ns, _)) => tracing::debug!(namespace = %ns.name, "reconciled"),
+                Err(e) => tracing::warn!(error = %e, "policy controller"),
+            }
+            futures::future::ready(())
+        })
+        .await;
+    Ok(())
+}
+
+fn ns_of<K: kube::Resource>(o: &K) -> Option<ObjectRef<Namespace>> {
+    o.meta().namespace.as_deref().map(ObjectRef::new)
+}

@@ -1,0 +1,213 @@
+//! Reconciles one namespace: read its actions, rules and referenced lists, compile, write the
+//! bundle, the statuses and the Events; requeue at the next expiry.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Resource, ResourceExt};
+use palisade_crds::keys::is_paused;
+use palisade_crds::{DetectionRule, SecurityAction};
+use palisade_policy::{ActionStatus, Inputs, Output, compile, encode};
+use serde_json::json;
+
+use super::error::Error;
+use super::{bundle_cm, convert, status};
+use crate::context::Context;
+use crate::metrics::{ControllerLabels, FailureLabels};
+
+const CONTROLLER: ControllerLabels = ControllerLabels {
+    controller: "policy",
+};
+/// Periodic resync, only a fallback: expiries requeue at their instant.
+const RESYNC: Duration = Duration::from_secs(300);
+
+/// Whether a ConfigMap is one the operator writes (its changes need no reconcile).
+pub fn is_ours(cm: &ConfigMap) -> bool {
+    cm.labels()
+        .get("app.kubernetes.io/managed-by")
+        .is_some_and(|m| m == bundle_cm::MANAGER)
+}
+
+/// Reconciles namespace `ns`.
+pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if !ctx.is_leader() {
+        return Ok(Action::await_change());
+    }
+    let started = Instant::now();
+    ctx.metrics.reconciles.get_or_create(&CONTROLLER).inc();
+    let name = ns.name_any();
+    let client = &ctx.client;
+    let lp = ListParams::default();
+    let actions = Api::<SecurityAction>::namespaced(client.clone(), &name)
+        .list(&lp)
+        .await;
+    let actions = actions
+        .map_err(Error::kube("listing SecurityActions", &name))?
+        .items;
+    let rules = Api::<DetectionRule>::namespaced(client.clone(), &name)
+        .list(&lp)
+        .await;
+    let rules = rules
+        .map_err(Error::kube("listing DetectionRules", &name))?
+        .items;
+    if actions.is_empty() && rules.is_empty() {
+        let has_bundle = bundle_cm::exists(client, &name).await;
+        if !has_bundle.map_err(Error::kube("reading the bundle", &name))? {
+            return Ok(Action::await_change());
+        }
+    }
+    let configmaps = Api::<ConfigMap>::namespaced(client.clone(), &name)
+        .list(&lp)
+        .await;
+    let configmaps = configmaps
+        .map_err(Error::kube("listing ConfigMaps", &name))?
+        .items;
+    let now = jiff::Timestamp::now();
+    let out = compile_namespace(&ns, &actions, &rules, &configmaps, &ctx, now);
+    let encoded = encode(&out.bundle).map_err(|source| Error::Encode {
+        namespace: name.clone(),
+        source,
+    })?;
+    let written = bundle_cm::write(client, &name, &encoded).await;
+    let written = written.map_err(Error::kube("writing the bundle", &name))?;
+    if written > 0 {
+        let size: u64 = encoded.manifest.shards.iter().map(|s| s.size).sum();
+        ctx.metrics
+            .bundle_bytes
+            .set(i64::try_from(size).unwrap_or(i64::MAX));
+        tracing::info!(namespace = %name, actions = out.bundle.actions.len(), bytes = size,
+            hash = %encoded.manifest.bundle_hash, "bundle written");
+    }
+    for a in &actions {
+        write_status(&ctx, a, &out, now).await?;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    ctx.metrics
+        .reconcile_seconds
+        .get_or_create(&CONTROLLER)
+        .observe(elapsed);
+    Ok(requeue(out.next_expiry, now))
+}
+
+fn compile_namespace(
+    ns: &Namespace,
+    actions: &[SecurityAction],
+    rules: &[DetectionRule],
+    configmaps: &[ConfigMap],
+    ctx: &Context,
+    now: jiff::Timestamp,
+) -> Output {
+    let specs: Vec<_> = actions
+        .iter()
+        .map(|a| convert::action(a, configmaps))
+        .collect();
+    let inputs = Inputs {
+        namespace_paused: is_paused(&ns.metadata),
+        generation: generation_of(actions, rules),
+        lists: convert::list_texts(&specs, configmaps),
+        actions: specs,
+        rules: rules.iter().map(convert::rule).collect(),
+    };
+    let t0 = Instant::now();
+    let out = compile(&inputs, now);
+    ctx.metrics
+        .bundle_build_seconds
+        .observe(t0.elapsed().as_secs_f64());
+    out
+}
+
+/// A number that changes whenever an input's spec does (generation does not move on status
+/// writes, so writing statuses never rewrites the bundle).
+fn generation_of(actions: &[SecurityAction], rules: &[DetectionRule]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for a in actions {
+        (a.name_any(), a.metadata.generation).hash(&mut h);
+    }
+    for r in rules {
+        (r.name_any(), r.metadata.generation).hash(&mut h);
+    }
+    h.finish()
+}
+
+fn requeue(next_expiry: Option<jiff::Timestamp>, now: jiff::Timestamp) -> Action {
+    let Some(at) = next_expiry else {
+        return Action::requeue(RESYNC);
+    };
+    let wait = now.duration_until(at).unsigned_abs();
+    Action::requeue(wait.min(RESYNC) + Duration::from_millis(1))
+}
+
+async fn write_status(
+    ctx: &Context,
+    a: &SecurityAction,
+    out: &Output,
+    now: jiff::Timestamp,
+) -> Result<(), Error> {
+    let name = a.name_any();
+    let ns = a.namespace().unwrap_or_default();
+    let Some(verdict) = out.statuses.get(&name) else {
+        return Ok(());
+    };
+    let created = a
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0)
+        .unwrap_or_default();
+    let current = a.status.as_ref();
+    let want = status::desired(
+        current,
+        verdict,
+        a.spec.verb(),
+        a.spec.expires_at(created),
+        a.metadata.generation,
+        now,
+    );
+    if current == Some(&want) {
+        return Ok(());
+    }
+    let patch =
+        json!({"apiVersion": "palisade.dev/v1alpha1", "kind": "SecurityAction", "status": want});
+    let api = Api::<SecurityAction>::namespaced(ctx.client.clone(), &ns);
+    api.patch_status(
+        &name,
+        &PatchParams::apply(bundle_cm::MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(Error::kube("writing SecurityAction status", &ns))?;
+    if let Some((reason, note)) = status::transition_event(current.and_then(|s| s.state), verdict) {
+        let type_ = if matches!(verdict, ActionStatus::Invalid { .. }) {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&ev, &a.object_ref(&())).await {
+            tracing::warn!(namespace = %ns, action = %name, error = %e, "could not publish Event");
+        }
+    }
+    Ok(())
+}
+
+/// Backs off on errors and counts them by reason.
+pub fn error_policy(ns: Arc<Namespace>, err: &Error, ctx: Arc<Context>) -> Action {
+    let labels = FailureLabels {
+        controller: "policy",
+        reason: err.reason(),
+    };
+    ctx.metrics.failures.get_or_create(&labels).inc();
+    tracing::warn!(namespace = %ns.name_any(), reason = err.reason(), error = %err, "reconcile failed");
+    Action::requeue(Duration::from_secs(2))
+}

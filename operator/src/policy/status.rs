@@ -1,0 +1,203 @@
+//! The status of each SecurityAction after a compile: computed purely from the compiler's
+//! verdict and written (status subresource, server-side apply) only when it changed, with an
+//! Event for each transition a user acts on.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use palisade_crds::action::{ActionState, SecurityActionStatus};
+use palisade_crds::conditions::{EXPIRED, PAUSED, READY, condition, set_condition};
+use palisade_policy::ActionStatus;
+
+/// The status an action should have: `current` updated with the compile verdict `verdict`.
+/// Timestamps only move on transitions, so the result is stable across reconciles.
+pub fn desired(
+    current: Option<&SecurityActionStatus>,
+    verdict: &ActionStatus,
+    verb: Option<palisade_crds::action::Verb>,
+    expire_time: Option<jiff::Timestamp>,
+    generation: Option<i64>,
+    now: jiff::Timestamp,
+) -> SecurityActionStatus {
+    let mut s = current.cloned().unwrap_or_default();
+    s.observed_generation = generation;
+    s.verb = verb;
+    s.expire_time = expire_time.map(Time);
+    let (state, ready, paused, expired) = match verdict {
+        ActionStatus::Active => (
+            ActionState::Active,
+            (true, "Active", "the action is in the policy bundle"),
+            false,
+            false,
+        ),
+        ActionStatus::Paused { by_namespace } => {
+            let msg = if *by_namespace {
+                "the namespace carries palisade.dev/paused=true; remove the annotation to resume"
+            } else {
+                "the action carries palisade.dev/paused=true; remove the annotation to resume"
+            };
+            (
+                ActionState::Paused,
+                (false, verdict.reason(), msg),
+                true,
+                false,
+            )
+        }
+        ActionStatus::Expired { .. } => (
+            ActionState::Expired,
+            (
+                false,
+                "Expired",
+                "the action expired; raise ttl/expireTime or delete it",
+            ),
+            false,
+            true,
+        ),
+        ActionStatus::Invalid { reason, message } => (
+            ActionState::Invalid,
+            (false, *reason, message.as_str()),
+            false,
+            false,
+        ),
+    };
+    s.state = Some(state);
+    let (ready_ok, ready_reason, ready_msg) = ready;
+    set_condition(
+        &mut s.conditions,
+        condition(READY, ready_ok, ready_reason, ready_msg, generation),
+        now,
+    );
+    let paused_reason = if paused {
+        verdict.reason()
+    } else {
+        "NotPaused"
+    };
+    set_condition(
+        &mut s.conditions,
+        condition(
+            PAUSED,
+            paused,
+            paused_reason,
+            if paused { ready_msg } else { "" },
+            generation,
+        ),
+        now,
+    );
+    let expired_reason = if expired { "Expired" } else { "NotExpired" };
+    set_condition(
+        &mut s.conditions,
+        condition(
+            EXPIRED,
+            expired,
+            expired_reason,
+            if expired { ready_msg } else { "" },
+            generation,
+        ),
+        now,
+    );
+    s
+}
+
+/// The Event a state change deserves: `(reason, note)`; `None` for routine changes.
+pub fn transition_event(
+    old: Option<ActionState>,
+    new: &ActionStatus,
+) -> Option<(&'static str, String)> {
+    use ActionState as S;
+    match (old, new) {
+        (Some(S::Paused), ActionStatus::Paused { .. })
+        | (Some(S::Expired), ActionStatus::Expired { .. }) => None,
+        (_, ActionStatus::Paused { by_namespace }) => Some((
+            "Paused",
+            if *by_namespace {
+                "paused by its namespace's palisade.dev/paused annotation"
+            } else {
+                "paused by its palisade.dev/paused annotation"
+            }
+            .to_owned(),
+        )),
+        (Some(S::Paused), ActionStatus::Active) => {
+            Some(("Resumed", "the action is enforced again".to_owned()))
+        }
+        (_, ActionStatus::Expired { at }) => Some((
+            "Expired",
+            format!("expired at {at}; it left the policy bundle"),
+        )),
+        (Some(S::Invalid), ActionStatus::Invalid { .. }) => None,
+        (_, ActionStatus::Invalid { reason, message }) => Some((reason, message.clone())),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: i64) -> jiff::Timestamp {
+        jiff::Timestamp::from_second(s).expect("valid")
+    }
+
+    #[test]
+    fn an_unchanged_verdict_gives_an_identical_status() {
+        let first = desired(None, &ActionStatus::Active, None, None, Some(1), t(10));
+        let again = desired(
+            Some(&first),
+            &ActionStatus::Active,
+            None,
+            None,
+            Some(1),
+            t(99),
+        );
+        assert_eq!(first, again, "no timestamp churn between reconciles");
+        assert_eq!(first.state, Some(ActionState::Active));
+    }
+
+    #[test]
+    fn pausing_flips_ready_and_paused_with_a_new_transition_time() {
+        let active = desired(None, &ActionStatus::Active, None, None, Some(1), t(10));
+        let paused = desired(
+            Some(&active),
+            &ActionStatus::Paused { by_namespace: true },
+            None,
+            None,
+            Some(1),
+            t(20),
+        );
+        let c = |s: &SecurityActionStatus, ty: &str| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == ty)
+                .cloned()
+                .expect("condition")
+        };
+        assert_eq!(c(&paused, READY).status, "False");
+        assert_eq!(c(&paused, PAUSED).status, "True");
+        assert_eq!(c(&paused, PAUSED).reason, "NamespacePaused");
+        assert_eq!(c(&paused, PAUSED).last_transition_time.0, t(20));
+        assert_eq!(paused.state, Some(ActionState::Paused));
+    }
+
+    #[test]
+    fn events_only_on_transitions() {
+        let paused = ActionStatus::Paused {
+            by_namespace: false,
+        };
+        assert_eq!(
+            transition_event(Some(ActionState::Active), &paused).map(|e| e.0),
+            Some("Paused")
+        );
+        assert_eq!(transition_event(Some(ActionState::Paused), &paused), None);
+        assert_eq!(
+            transition_event(Some(ActionState::Paused), &ActionStatus::Active).map(|e| e.0),
+            Some("Resumed")
+        );
+        assert_eq!(
+            transition_event(Some(ActionState::Active), &ActionStatus::Active),
+            None
+        );
+        let expired = ActionStatus::Expired { at: t(5) };
+        assert_eq!(
+            transition_event(Some(ActionState::Active), &expired).map(|e| e.0),
+            Some("Expired")
+        );
+        assert_eq!(transition_event(Some(ActionState::Expired), &expired), None);
+    }
+}

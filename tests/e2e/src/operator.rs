@@ -1,0 +1,146 @@
+//! Runs the operator binary as a process against the control plane, authenticated as its
+//! own ServiceAccount bound to `config/rbac/*.yaml` — never as cluster admin — so a missing
+//! permission in the shipped RBAC fails the tests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+
+use crate::ControlPlane;
+
+/// The namespace the e2e operator runs in.
+pub const OPERATOR_NS: &str = "palisade-system";
+
+/// A workspace binary (`palisade-operator`, `palisade-sidecar`, …) built next to the test
+/// executable. `cargo test --workspace --all-targets` (what `make test` runs) builds them.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/..");
+    let bin = dir.join(name);
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it with `cargo build -p {name}` (make test builds every binary)",
+        bin.display()
+    );
+    bin
+}
+
+/// A kubeconfig that authenticates as the operator's ServiceAccount, with the shipped RBAC
+/// applied; made once per test process.
+pub fn operator_kubeconfig(cp: &'static ControlPlane) -> &'static Path {
+    static KC: OnceLock<PathBuf> = OnceLock::new();
+    KC.get_or_init(|| {
+        cp.install_crds();
+        let _exists = cp.kubectl_ok(&["create", "namespace", OPERATOR_NS]);
+        let rbac = crate::repo_root().join("config/rbac");
+        cp.kubectl_ok(&["apply", "--server-side", "-f", &rbac.to_string_lossy()])
+            .unwrap_or_else(|e| panic!("applying config/rbac: {e}"));
+        let token = cp
+            .kubectl_ok(&[
+                "-n",
+                OPERATOR_NS,
+                "create",
+                "token",
+                "palisade-operator",
+                "--duration=24h",
+            ])
+            .unwrap_or_else(|e| panic!("token for palisade-operator: {e}"));
+        let path = std::env::temp_dir().join(format!(
+            "palisade-e2e-operator-{}.kubeconfig",
+            std::process::id()
+        ));
+        token_kubeconfig(cp.kubeconfig(), token.trim(), &path);
+        path
+    })
+}
+
+/// Copies `admin` replacing its user with a bearer `token`.
+pub fn token_kubeconfig(admin: &Path, token: &str, out: &Path) {
+    let text = std::fs::read_to_string(admin).expect("admin kubeconfig");
+    let mut doc: serde_yaml::Value = serde_yaml::from_str(&text).expect("kubeconfig YAML");
+    doc["users"] = serde_yaml::from_str(&format!("- name: admin\n  user:\n    token: {token}\n"))
+        .expect("users YAML");
+    std::fs::write(out, serde_yaml::to_string(&doc).expect("YAML")).expect("write kubeconfig");
+}
+
+/// A running operator process; killed when dropped.
+#[derive(Debug)]
+pub struct Operator {
+    child: Child,
+    /// Its admin address (`/metrics`, `/live`, `/ready`).
+    pub admin: std::net::SocketAddr,
+    /// Where its log goes.
+    pub log: PathBuf,
+    /// Its webhook address (HTTPS).
+    pub webhook: String,
+}
+
+impl Operator {
+    /// Starts an operator named `identity`, electing its leader on Lease `lease` (operators
+    /// of concurrent tests use different Leases), with extra `args`.
+    pub fn start(cp: &'static ControlPlane, identity: &str, lease: &str, args: &[&str]) -> Self {
+        let kubeconfig = operator_kubeconfig(cp);
+        let port = crate::process::free_port().expect("a free port");
+        let admin: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+        let webhook = format!(
+            "127.0.0.1:{}",
+            crate::process::free_port().expect("a free port")
+        );
+        let logs = cp
+            .logs()
+            .map(Path::to_owned)
+            .unwrap_or_else(std::env::temp_dir);
+        let _ = std::fs::create_dir_all(&logs);
+        let log = logs.join(format!("operator-{identity}.log"));
+        let out = std::fs::File::create(&log).expect("operator log");
+        let err = out.try_clone().expect("operator log");
+        let child = Command::new(workspace_bin("palisade-operator"))
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "info,palisade_operator=debug")
+            .args([
+                "--namespace",
+                OPERATOR_NS,
+                "--identity",
+                identity,
+                "--lease-name",
+                lease,
+                "--lease-duration",
+                "3",
+            ])
+            .args(["--log-format", "plain", "--admin-addr", &admin.to_string()])
+            .args(["--webhook-addr", &webhook])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("start palisade-operator");
+        Self {
+            child,
+            admin,
+            log,
+            webhook,
+        }
+    }
+
+    /// Stops the process (SIGKILL: a crash, as far as the others can tell).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The body of its `/metrics`.
+    pub fn metrics(&self) -> Result<String, String> {
+        let resp = crate::process::http_get(self.admin.port(), "/metrics")?;
+        Ok(resp)
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
