@@ -52,6 +52,24 @@ fn v6_prefixes(n: usize) -> Vec<IpNet> {
         .collect()
 }
 
+/// Nanoseconds this thread has spent on a CPU (`/proc/thread-self/schedstat`), so that a
+/// shared, loaded machine does not count time the thread was waiting to run.
+fn on_cpu_ns() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    s.split_whitespace().next()?.parse().ok()
+}
+
+/// On-CPU nanoseconds per call of `f` over `n` calls (`None` off Linux).
+fn per_call_on_cpu(n: u64, mut f: impl FnMut(u64) -> u64) -> Option<f64> {
+    let start = on_cpu_ns()?;
+    let mut acc = 0u64;
+    for i in 0..n {
+        acc = acc.wrapping_add(f(i ^ acc));
+    }
+    black_box(acc);
+    Some((on_cpu_ns()? - start) as f64 / n as f64)
+}
+
 fn set_of(list: &PrefixList) -> IpSet {
     let mut b = IpSetBuilder::new();
     b.add(list, vec![ActionId(0)]);
@@ -67,6 +85,15 @@ fn v4(c: &mut Criterion) {
         set.heap_bytes(),
         set.heap_bytes() as f64 / 1e6
     );
+    let dep = per_call_on_cpu(10_000_000, |x| {
+        let ip = (x as u32).wrapping_mul(0x9e37_79b1);
+        set.v4.lookup(ip).map_or(1, |c| u64::from(c) + 2)
+    });
+    let listed_dep = per_call_on_cpu(10_000_000, |x| {
+        let (s, _) = list.v4[(x as usize).wrapping_mul(7919) % list.v4.len()];
+        set.v4.lookup(s).map_or(1, |c| u64::from(c) + 2)
+    });
+    eprintln!("v4 on-CPU dependent ns/lookup: random {dep:.1?}, listed {listed_dep:.1?}");
     let mut rng = Rng(99);
     let queries: Vec<u32> = (0..1 << 16).map(|_| rng.next() as u32).collect();
     let listed: Vec<u32> = (0..1 << 16)
@@ -116,6 +143,16 @@ fn v6(c: &mut Criterion) {
         set.heap_bytes(),
         set.heap_bytes() as f64 / 1e6
     );
+    let dep = per_call_on_cpu(10_000_000, |x| {
+        let i = (x as usize).wrapping_mul(7919) % list.v6.len();
+        let q = if x % 2 == 0 {
+            list.v6[i].0
+        } else {
+            list.v6[i].1.wrapping_add(1)
+        };
+        set.v6.lookup(q).map_or(1, |c| u64::from(c) + 2)
+    });
+    eprintln!("v6 on-CPU dependent ns/lookup (half listed): {dep:.1?}");
     let mut rng = Rng(77);
     let queries: Vec<u128> = (0..1 << 16)
         .map(|i| {
@@ -169,6 +206,17 @@ fn build_and_codec(c: &mut Criterion) {
     );
     g.bench_function("encode", |b| b.iter(|| encode(black_box(&bundle))));
     let shards = enc.shards.iter().cloned().collect();
+    if let Some(start) = on_cpu_ns() {
+        let enc_again = encode(&bundle).expect("encodes");
+        let mid = on_cpu_ns().unwrap_or(start);
+        black_box(decode(&enc_again.manifest, &shards).expect("decodes"));
+        let end = on_cpu_ns().unwrap_or(mid);
+        eprintln!(
+            "on-CPU ms: encode {:.0}, decode+index {:.0}",
+            (mid - start) as f64 / 1e6,
+            (end - mid) as f64 / 1e6
+        );
+    }
     g.bench_function("decode", |b| {
         b.iter(|| decode(&enc.manifest, black_box(&shards)))
     });
