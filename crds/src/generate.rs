@@ -89,6 +89,16 @@ mod tests {
     }
 
     #[test]
+    fn checked_in_api_doc_matches_the_types() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/api.md");
+        let on_disk = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            on_disk == crate::reference::api_markdown(),
+            "docs/api.md is out of date with crds/src: run `{REGENERATE}`"
+        );
+    }
+
+    #[test]
     fn crds_are_namespaced_in_the_palisade_category_with_status() {
         for crd in all_crds() {
             assert_eq!(crd.spec.group, crate::GROUP);

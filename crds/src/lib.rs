@@ -18,6 +18,7 @@ pub mod generate;
 pub mod incident;
 pub mod keys;
 pub mod matching;
+pub mod reference;
 pub mod regions;
 pub mod rule;
 pub mod rule_params;

@@ -1,4 +1,5 @@
-//! Writes the CRD manifests (`crds/*.yaml`) from the Rust types.
+//! Writes the CRD manifests (`crds/*.yaml`) and the API reference (`docs/api.md`) from the
+//! Rust types.
 //!
 //! Run from anywhere in the workspace: `cargo run -p palisade-crds --bin crdgen`.
 
@@ -21,5 +22,11 @@ fn main() -> ExitCode {
         }
         eprintln!("crdgen: wrote {}", path.display());
     }
+    let doc = dir.join("../docs/api.md");
+    if let Err(e) = std::fs::write(&doc, palisade_crds::reference::api_markdown()) {
+        eprintln!("crdgen: cannot write {}: {e}", doc.display());
+        return ExitCode::FAILURE;
+    }
+    eprintln!("crdgen: wrote {}", doc.display());
     ExitCode::SUCCESS
 }
