@@ -9,14 +9,15 @@
 //! and scaled back, so they cost a fraction of a nanosecond per request on average.
 
 use std::hash::BuildHasher;
+use std::net::{IpAddr, Ipv6Addr};
 
 use jiff::Timestamp;
 
 use crate::facts::{RequestFacts, Responder};
 use crate::key::{ClientKey, ClientKeyKind};
 use crate::report::{AttrEntry, ClientEntry, REPORT_VERSION, Report, SidecarId};
-use crate::stats::{AttrCount, AttrDim, ClientCounts, Totals, bounded};
-use crate::topk::{FastHash, TopK};
+use crate::stats::{AttrDim, ClientCounts, Totals, bounded};
+use crate::topk::{FastHash, Tally, TopK};
 
 /// How the counter bounds itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,7 +27,10 @@ pub struct CounterConfig {
     /// Which key kinds are counted (default: IP). The first one is the *primary* kind that
     /// attributes are attached to. Each extra kind costs one more map update per request.
     pub key_kinds: Vec<ClientKeyKind>,
-    /// Attributes are recorded for 1 request in this many (default 8; 1 = every request).
+    /// Attributes are recorded for 1 request in this many (default 64; 1 = every request).
+    /// A sampled request costs a few hundred ns (up to 7 pair updates, a text copy for new
+    /// pairs), so sampling keeps the average within the per-request budget; heavy clients —
+    /// the ones incidents are about — are still sampled many times per window.
     pub attr_sample: u32,
     /// (client, attribute value) pairs tracked per slice (default 1024).
     pub max_attrs: usize,
@@ -37,13 +41,48 @@ impl Default for CounterConfig {
         Self {
             max_clients: 4096,
             key_kinds: vec![ClientKeyKind::Ip],
-            attr_sample: 8,
+            attr_sample: 64,
             max_attrs: 1024,
         }
     }
 }
 
-type AttrKey = (ClientKey, AttrDim, u64);
+/// (client word, kind and dimension, value hash): small, register-friendly.
+type AttrKey = (u128, u16, u64);
+
+/// A sampled attribute pair; the client and the value text are set once, on insert.
+#[derive(Debug, Default)]
+struct AttrSlot {
+    client: Option<ClientKey>,
+    value: Box<str>,
+    count: u64,
+    overcount: u64,
+}
+
+impl Tally for AttrSlot {
+    fn estimate(&self) -> u64 {
+        self.count + self.overcount
+    }
+    fn add_overcount(&mut self, n: u64) {
+        self.overcount += n;
+    }
+}
+
+/// Counts of a client of a hashed kind, with its full digest for the report.
+#[derive(Debug, Default)]
+struct HashedSlot {
+    key: Option<ClientKey>,
+    counts: ClientCounts,
+}
+
+impl Tally for HashedSlot {
+    fn estimate(&self) -> u64 {
+        self.counts.estimate()
+    }
+    fn add_overcount(&mut self, n: u64) {
+        self.counts.add_overcount(n);
+    }
+}
 
 /// Per-slice counters of one sidecar (see the module docs).
 #[derive(Debug)]
@@ -53,8 +92,13 @@ pub struct Counter {
     primary: ClientKeyKind,
     attr_sample: u32,
     sample_tick: u32,
-    clients: TopK<ClientKey, ClientCounts>,
-    attrs: TopK<AttrKey, AttrCount>,
+    /// IP clients, keyed by the address as one `u128` (IPv4 as IPv4-mapped IPv6): a key
+    /// built and passed in registers keeps the hot path free of store-forwarding stalls.
+    ips: TopK<u128, ClientCounts>,
+    /// Clients of the hashed kinds (API key, token, user agent), keyed by kind and 126 bits
+    /// of the digest.
+    hashed: TopK<u128, HashedSlot>,
+    attrs: TopK<AttrKey, AttrSlot>,
     hasher: FastHash,
     totals: Totals,
     evicted: u64,
@@ -77,7 +121,8 @@ impl Counter {
             primary,
             attr_sample: cfg.attr_sample.max(1),
             sample_tick: 0,
-            clients: TopK::new(cfg.max_clients),
+            ips: TopK::new(cfg.max_clients),
+            hashed: TopK::new(cfg.max_clients),
             attrs: TopK::new(cfg.max_attrs),
             hasher: FastHash::default(),
             totals: Totals::default(),
@@ -100,15 +145,20 @@ impl Counter {
             self.totals.errors += u64::from(facts.status >= 400);
             self.totals.forbidden += u64::from(facts.status == 403);
         }
-        let before = self.clients.evicted();
-        for kind in ClientKeyKind::ALL {
+        let before = self.ips.evicted() + self.hashed.evicted();
+        if self.kinds[kind_index(ClientKeyKind::Ip)] {
+            count(self.ips.entry(ip_word(facts.ip)), facts, own);
+        }
+        for kind in HASHED_KINDS {
             if self.kinds[kind_index(kind)]
                 && let Some(key) = key_of(kind, facts)
             {
-                count(self.clients.entry(key), facts, own);
+                let slot = self.hashed.entry(client_word(&key));
+                slot.key.get_or_insert(key);
+                count(&mut slot.counts, facts, own);
             }
         }
-        self.evicted += self.clients.evicted() - before;
+        self.evicted += self.ips.evicted() + self.hashed.evicted() - before;
         self.sample_tick += 1;
         if self.sample_tick >= self.attr_sample {
             self.sample_tick = 0;
@@ -118,25 +168,33 @@ impl Counter {
 
     /// Clients currently tracked in this slice.
     pub fn tracked(&self) -> usize {
-        self.clients.len()
+        self.ips.len() + self.hashed.len()
     }
 
     /// Drains the current slice into a report covering `[previous take, now)`.
     pub fn take_report(&mut self, now: Timestamp) -> Report {
         self.seq += 1;
-        let clients = self
-            .clients
-            .drain()
-            .map(|(key, counts)| ClientEntry { key, counts })
-            .collect();
+        let ips = self.ips.drain().map(|(w, counts)| ClientEntry {
+            key: ip_key(w),
+            counts,
+        });
+        let hashed = self.hashed.drain().filter_map(|(_, slot)| {
+            Some(ClientEntry {
+                key: slot.key?,
+                counts: slot.counts,
+            })
+        });
+        let clients = ips.chain(hashed).collect();
         let attributes = self
             .attrs
             .drain()
-            .map(|((client, dim, _), a)| AttrEntry {
-                client,
-                dim,
-                value: a.value.into(),
-                count: a.count,
+            .filter_map(|((_, tag, _), a)| {
+                Some(AttrEntry {
+                    client: a.client?,
+                    dim: dim_of(tag),
+                    value: a.value.into(),
+                    count: a.count,
+                })
             })
             .collect();
         let start = std::mem::replace(&mut self.start, now);
@@ -158,6 +216,8 @@ impl Counter {
         let Some(client) = key_of(self.primary, facts) else {
             return;
         };
+        let word = client_word(&client);
+        let kind = (kind_index(self.primary) as u16) << 8;
         let a = &facts.attrs;
         let dims = [
             (AttrDim::Product, a.product),
@@ -170,28 +230,84 @@ impl Counter {
         let weight = u64::from(self.attr_sample);
         for (dim, value) in dims {
             if let Some(value) = value.map(bounded) {
-                let key = (client, dim, self.hasher.hash_one(value));
-                add_attr(&mut self.attrs, key, weight, || value.into());
+                let key = (word, kind | dim_tag(dim), self.hasher.hash_one(value));
+                add_attr(&mut self.attrs, key, client, weight, || value.into());
             }
         }
         let code = facts.status;
-        let key = (client, AttrDim::ResponseCode, u64::from(code));
-        add_attr(&mut self.attrs, key, weight, || code.to_string().into());
+        let key = (word, kind | dim_tag(AttrDim::ResponseCode), u64::from(code));
+        add_attr(&mut self.attrs, key, client, weight, || {
+            code.to_string().into()
+        });
     }
 }
 
-/// Adds `weight` to an attribute pair; the value text is only built for a new pair.
+/// Adds `weight` to an attribute pair; client and value text are only stored for a new pair.
 fn add_attr(
-    attrs: &mut TopK<AttrKey, AttrCount>,
+    attrs: &mut TopK<AttrKey, AttrSlot>,
     key: AttrKey,
+    client: ClientKey,
     weight: u64,
     value: impl FnOnce() -> Box<str>,
 ) {
-    let entry = attrs.entry(key);
-    if entry.value.is_empty() {
-        entry.value = value();
+    let slot = attrs.entry(key);
+    if slot.client.is_none() {
+        slot.client = Some(client);
+        slot.value = value();
     }
-    entry.count += weight;
+    slot.count += weight;
+}
+
+const DIMS: [AttrDim; 7] = [
+    AttrDim::Product,
+    AttrDim::App,
+    AttrDim::Developer,
+    AttrDim::Region,
+    AttrDim::Path,
+    AttrDim::Workload,
+    AttrDim::ResponseCode,
+];
+
+fn dim_tag(dim: AttrDim) -> u16 {
+    DIMS.iter().position(|d| *d == dim).unwrap_or(0) as u16
+}
+
+fn dim_of(tag: u16) -> AttrDim {
+    DIMS[usize::from(tag & 0xff) % DIMS.len()]
+}
+
+/// One `u128` per client key: the address for IPs; for hashed kinds the kind in the top
+/// two bits and 126 bits of the digest (collisions are out of reach at these sizes).
+#[inline]
+fn client_word(key: &ClientKey) -> u128 {
+    let (tag, hash) = match key {
+        ClientKey::Ip(ip) => return ip_word(*ip),
+        ClientKey::ApiKey(h) => (1u128, h),
+        ClientKey::AccessToken(h) => (2, h),
+        ClientKey::UserAgent(h) => (3, h),
+    };
+    let mut prefix = [0u8; 16];
+    prefix.copy_from_slice(&hash.0[..16]);
+    (u128::from_le_bytes(prefix) >> 2) | (tag << 126)
+}
+
+const HASHED_KINDS: [ClientKeyKind; 3] = [
+    ClientKeyKind::ApiKey,
+    ClientKeyKind::AccessToken,
+    ClientKeyKind::UserAgent,
+];
+
+#[inline]
+fn ip_word(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().to_bits(),
+        IpAddr::V6(v6) => v6.to_bits(),
+    }
+}
+
+/// Inverse of [`ip_word`]; an IPv4-mapped IPv6 peer reads as its IPv4 address.
+fn ip_key(word: u128) -> ClientKey {
+    ClientKey::Ip(Ipv6Addr::from_bits(word).to_canonical())
 }
 
 #[inline]
@@ -235,8 +351,6 @@ fn count(c: &mut ClientCounts, facts: &RequestFacts<'_>, own: bool) {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use std::net::IpAddr;
-
     use super::*;
     use crate::key::KeyHash;
 

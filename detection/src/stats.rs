@@ -184,17 +184,6 @@ pub enum AttrDim {
     ResponseCode,
 }
 
-/// A sampled count of one attribute value for one client.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AttrCount {
-    /// The value (bounded to [`MAX_ATTR_LEN`] bytes).
-    pub value: Box<str>,
-    /// Estimated requests with this value (sample count × sampling factor).
-    pub count: u64,
-    /// Space-Saving overcount bound.
-    pub overcount: u64,
-}
-
 /// Attribute values longer than this are cut (on a character boundary).
 pub const MAX_ATTR_LEN: usize = 128;
 
@@ -208,16 +197,6 @@ pub fn bounded(value: &str) -> &str {
         end -= 1;
     }
     &value[..end]
-}
-
-impl Tally for AttrCount {
-    fn estimate(&self) -> u64 {
-        self.count + self.overcount
-    }
-
-    fn add_overcount(&mut self, n: u64) {
-        self.overcount += n;
-    }
 }
 
 #[cfg(test)]
