@@ -14,7 +14,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use jiff::Timestamp;
 
 use crate::facts::{RequestFacts, Responder};
-use crate::key::{ClientKey, ClientKeyKind};
+use crate::key::{ClientKey, ClientKeyKind, KeyHash};
 use crate::report::{AttrEntry, ClientEntry, REPORT_VERSION, Report, SidecarId};
 use crate::stats::{AttrDim, ClientCounts, Totals, bounded};
 use crate::topk::{FastHash, Tally, TopK};
@@ -68,10 +68,11 @@ impl Tally for AttrSlot {
     }
 }
 
-/// Counts of a client of a hashed kind, with its full digest for the report.
+/// Counts of a client of a hashed kind, with its full digest for the report (the kind is
+/// in the map key).
 #[derive(Debug, Default)]
 struct HashedSlot {
-    key: Option<ClientKey>,
+    digest: [u8; 32],
     counts: ClientCounts,
 }
 
@@ -97,7 +98,7 @@ pub struct Counter {
     ips: TopK<u128, ClientCounts>,
     /// Clients of the hashed kinds (API key, token, user agent), keyed by kind and 126 bits
     /// of the digest.
-    hashed: TopK<u128, HashedSlot>,
+    hashed: TopK<[u64; 2], HashedSlot>,
     attrs: TopK<AttrKey, AttrSlot>,
     hasher: FastHash,
     totals: Totals,
@@ -153,8 +154,12 @@ impl Counter {
             if self.kinds[kind_index(kind)]
                 && let Some(key) = key_of(kind, facts)
             {
-                let slot = self.hashed.entry(client_word(&key));
-                slot.key.get_or_insert(key);
+                let slot = self.hashed.entry(split(client_word(&key)));
+                if slot.counts.requests == 0
+                    && let Some(digest) = digest_of(&key)
+                {
+                    slot.digest = digest.0;
+                }
                 count(&mut slot.counts, facts, own);
             }
         }
@@ -178,12 +183,10 @@ impl Counter {
             key: ip_key(w),
             counts,
         });
-        let hashed = self.hashed.drain().filter_map(|(_, slot)| {
-            Some(ClientEntry {
-                key: slot.key?,
-                counts: slot.counts,
-            })
-        });
+        let hashed = self
+            .hashed
+            .drain()
+            .filter_map(|(word, slot)| hashed_entry(word, slot));
         let clients = ips.chain(hashed).collect();
         let attributes = self
             .attrs
@@ -274,6 +277,34 @@ fn dim_tag(dim: AttrDim) -> u16 {
 
 fn dim_of(tag: u16) -> AttrDim {
     DIMS[usize::from(tag & 0xff) % DIMS.len()]
+}
+
+/// The report entry of a hashed-kind client (the kind is in the top bits of the key).
+fn hashed_entry([hi, _]: [u64; 2], slot: HashedSlot) -> Option<ClientEntry> {
+    let digest = KeyHash(slot.digest);
+    let key = match hi >> 62 {
+        1 => ClientKey::ApiKey(digest),
+        2 => ClientKey::AccessToken(digest),
+        3 => ClientKey::UserAgent(digest),
+        _ => return None,
+    };
+    Some(ClientEntry {
+        key,
+        counts: slot.counts,
+    })
+}
+
+/// A `u128` as two words (8-byte aligned: keeps hashed-kind entries within budget).
+#[inline]
+fn split(word: u128) -> [u64; 2] {
+    [(word >> 64) as u64, word as u64]
+}
+
+fn digest_of(key: &ClientKey) -> Option<&KeyHash> {
+    match key {
+        ClientKey::ApiKey(h) | ClientKey::AccessToken(h) | ClientKey::UserAgent(h) => Some(h),
+        ClientKey::Ip(_) => None,
+    }
 }
 
 /// One `u128` per client key: the address for IPs; for hashed kinds the kind in the top
@@ -458,6 +489,25 @@ mod tests {
         assert!(flooder.requests <= 50_000);
         assert!(u64::from(flooder.requests) + u64::from(flooder.overcount) >= 50_000);
         assert!(flooder.requests >= 49_000, "{flooder:?}");
+    }
+
+    #[test]
+    fn tracked_clients_fit_the_memory_budget() {
+        // Map entry + 1 control byte, at hashbrown's worst load factor (7/8): ≤ 128 B.
+        let per_client = |entry: usize| (entry + 1) * 8 / 7;
+        assert!(per_client(size_of::<(u128, ClientCounts)>()) <= 104);
+        assert!(per_client(size_of::<([u64; 2], HashedSlot)>()) <= 128);
+    }
+
+    #[test]
+    fn ipv6_and_ipv4_clients_round_trip_through_the_map() {
+        let mut c = Counter::new(id(), &CounterConfig::default(), t(0));
+        let v6: IpAddr = "2001:db8::7".parse().unwrap();
+        c.record(&RequestFacts::new(v6, 200));
+        c.record(&RequestFacts::new(ip(1), 200));
+        let r = c.take_report(t(1));
+        assert_eq!(entry(&r, &ClientKey::Ip(v6)).requests, 1);
+        assert_eq!(entry(&r, &ClientKey::Ip(ip(1))).requests, 1);
     }
 
     #[test]
