@@ -34,11 +34,13 @@ pub const MAX_SECTION_BYTES: usize = 1024 * 1024;
 
 const MAGIC: &[u8; 4] = b"PLSB";
 const HEADER: usize = 9;
-/// Sections are cut at or below this many uncompressed bytes, so that even incompressible
-/// data fits [`SHARD_MAX_BYTES`] once compressed.
-const SECTION_MAX: usize = 640 * 1024;
-/// Range sections are cut at a content-defined point once they reach this size.
-const SECTION_MIN: usize = 192 * 1024;
+/// Metadata is cut into pieces of this many bytes, so that even incompressible JSON fits
+/// [`SHARD_MAX_BYTES`] once compressed.
+const META_PIECE: usize = 640 * 1024;
+/// Range sections are cut at a content-defined point once they reach this size, and at the
+/// latest at [`MAX_SECTION_BYTES`]; a section whose compressed form is still too big for a
+/// shard is split in two.
+const SECTION_MIN: usize = 512 * 1024;
 
 const KIND_META: u8 = 0;
 const KIND_V4: u8 = 4;
@@ -131,28 +133,24 @@ pub fn encode(bundle: &Bundle) -> Result<Encoded, BundleError> {
         v6_ranges: bundle.ips.v6.len(),
     })
     .map_err(BundleError::Json)?;
-    let mut sections: Vec<Vec<u8>> = Vec::new();
-    for piece in meta.chunks(SECTION_MAX - HEADER) {
+    let mut packed: Vec<Packed> = Vec::new();
+    for piece in meta.chunks(META_PIECE) {
         let mut s = header(KIND_META);
         s.extend_from_slice(piece);
-        sections.push(s);
+        packed.push(pack(s)?);
     }
-    range_sections(&bundle.ips.v4, KIND_V4, &mut sections);
-    range_sections(&bundle.ips.v6, KIND_V6, &mut sections);
-    if sections.len() > MAX_SHARDS {
+    range_shards(&bundle.ips.v4, KIND_V4, &mut packed)?;
+    range_shards(&bundle.ips.v6, KIND_V6, &mut packed)?;
+    if packed.len() > MAX_SHARDS {
         return Err(BundleError::TooLarge {
-            shards: sections.len(),
+            shards: packed.len(),
         });
     }
     let mut hasher = Sha256::new();
-    let mut shards = Vec::with_capacity(sections.len());
-    let mut refs = Vec::with_capacity(sections.len());
-    for s in &sections {
-        hasher.update(s);
-        let bytes = deflate(s, level(s)).map_err(|e| BundleError::Inflate {
-            name: "encode".into(),
-            source: e,
-        })?;
+    let mut shards = Vec::with_capacity(packed.len());
+    let mut refs = Vec::with_capacity(packed.len());
+    for (section, bytes) in packed {
+        hasher.update(&section);
         let sha = hex::encode(Sha256::digest(&bytes));
         let name = format!("s-{}", &sha[..16]);
         refs.push(ShardRef {
@@ -182,18 +180,33 @@ fn level(section: &[u8]) -> u32 {
 }
 
 fn header(kind: u8) -> Vec<u8> {
-    let mut s = Vec::with_capacity(SECTION_MAX + 64);
+    let mut s = Vec::with_capacity(64 * 1024);
     s.extend_from_slice(MAGIC);
     s.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     s.push(kind);
     s
 }
 
-/// Cuts a family's ranges into sections at content-defined points.
-fn range_sections<A: Addr>(set: &RangeSet<A>, kind: u8, out: &mut Vec<Vec<u8>>) {
+/// A section (uncompressed) and its shard (compressed).
+type Packed = (Vec<u8>, Vec<u8>);
+
+fn pack(section: Vec<u8>) -> Result<Packed, BundleError> {
+    let bytes = deflate(&section, level(&section)).map_err(|e| BundleError::Inflate {
+        name: "encode".into(),
+        source: e,
+    })?;
+    Ok((section, bytes))
+}
+
+/// Packs a family's ranges into shards, cut at content-defined points.
+fn range_shards<A: Addr>(
+    set: &RangeSet<A>,
+    kind: u8,
+    out: &mut Vec<Packed>,
+) -> Result<(), BundleError> {
     let ranges: Vec<(A, A, u16)> = set.iter().collect();
-    // Room for the count varint and one worst-case range (three 19-byte varints).
-    let budget = SECTION_MAX - HEADER - 19 - 57;
+    // Room for the header, the count varint and one worst-case range (three 19-byte varints).
+    let budget = MAX_SECTION_BYTES - HEADER - 19 - 57;
     let mut begin = 0;
     while begin < ranges.len() {
         let (mut end, mut size, mut next) = (begin, 0usize, 0u128);
@@ -207,10 +220,28 @@ fn range_sections<A: Addr>(set: &RangeSet<A>, kind: u8, out: &mut Vec<Vec<u8>>) 
                 break;
             }
         }
-        let mut s = header(kind);
-        put_ranges(&mut s, &ranges[begin..end]);
-        out.push(s);
+        pack_ranges(kind, &ranges[begin..end], out)?;
         begin = end;
+    }
+    Ok(())
+}
+
+/// Packs one run of ranges, halving it until each half's shard fits.
+fn pack_ranges<A: Addr>(
+    kind: u8,
+    ranges: &[(A, A, u16)],
+    out: &mut Vec<Packed>,
+) -> Result<(), BundleError> {
+    let mut section = header(kind);
+    put_ranges(&mut section, ranges);
+    let packed = pack(section)?;
+    if packed.1.len() > SHARD_MAX_BYTES && ranges.len() > 1 {
+        let (a, b) = ranges.split_at(ranges.len() / 2);
+        pack_ranges(kind, a, out)?;
+        pack_ranges(kind, b, out)
+    } else {
+        out.push(packed);
+        Ok(())
     }
 }
 

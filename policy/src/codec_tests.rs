@@ -73,7 +73,8 @@ fn a_million_prefixes_round_trip_exactly_in_shards_that_fit() {
     assert_eq!(expected.prefixes, 1_000_000);
 
     let enc = encode(&bundle).unwrap();
-    assert!(enc.shards.len() > 1);
+    // About 1.9 MB compressed: a handful of ConfigMaps, not dozens.
+    assert!((2..=8).contains(&enc.shards.len()), "{} shards", enc.shards.len());
     for (_, bytes) in &enc.shards {
         assert!(bytes.len() <= SHARD_MAX_BYTES);
         // base64 in binaryData stays under 900 KiB.
@@ -207,7 +208,7 @@ fn version_mismatch_is_rejected() {
 #[test]
 fn an_action_edit_leaves_range_shards_unchanged() {
     let mut rng = Rng(7);
-    let text = random_v4_lines(&mut rng, 200_000).join("\n");
+    let text = random_v4_lines(&mut rng, 600_000).join("\n");
     let list = ListRef {
         config_map: "l".into(),
         key: "k".into(),
