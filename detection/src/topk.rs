@@ -30,6 +30,8 @@ pub struct TopK<K, V> {
     capacity: usize,
     floor: u64,
     evicted: u64,
+    /// Reused buffer for the weights at eviction time.
+    scratch: Vec<u64>,
 }
 
 impl<K: Hash + Eq, V: Tally> TopK<K, V> {
@@ -41,6 +43,7 @@ impl<K: Hash + Eq, V: Tally> TopK<K, V> {
             capacity,
             floor: 0,
             evicted: 0,
+            scratch: Vec::new(),
         }
     }
 
@@ -111,7 +114,9 @@ impl<K: Hash + Eq, V: Tally> TopK<K, V> {
 
     #[cold]
     fn evict_lighter_half(&mut self) {
-        let mut weights: Vec<u64> = self.map.values().map(Tally::estimate).collect();
+        let weights = &mut self.scratch;
+        weights.clear();
+        weights.extend(self.map.values().map(Tally::estimate));
         let mid = weights.len() / 2;
         let (_, threshold, _) = weights.select_nth_unstable(mid);
         let threshold = *threshold;
