@@ -1,0 +1,155 @@
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+use crate::key::KeyHash;
+
+fn id() -> SidecarId {
+    SidecarId {
+        pod: "api-0".into(),
+        workload: "api".into(),
+        namespace: "shop".into(),
+    }
+}
+
+fn t(s: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + s).unwrap()
+}
+
+fn ip(n: u32) -> IpAddr {
+    IpAddr::V4(std::net::Ipv4Addr::from(0xC633_6400 + n))
+}
+
+fn entry<'r>(r: &'r Report, key: &ClientKey) -> &'r ClientCounts {
+    &r.clients
+        .iter()
+        .find(|e| &e.key == key)
+        .expect("client in report")
+        .counts
+}
+
+#[test]
+fn counts_upstream_errors_but_not_own_denials() {
+    let mut c = Counter::new(id(), &CounterConfig::default(), t(0));
+    let mut f = RequestFacts::new(ip(1), 403);
+    c.record(&f); // the app's 403: evidence
+    f.responder = Responder::Sidecar;
+    for _ in 0..5 {
+        c.record(&f); // the sidecar's own denials: not evidence
+    }
+    f.responder = Responder::Upstream;
+    f.status = 500;
+    c.record(&f);
+    let r = c.take_report(t(1));
+    let e = entry(&r, &ClientKey::Ip(ip(1)));
+    assert_eq!((e.requests, e.errors, e.forbidden, e.denied), (7, 2, 1, 5));
+    assert_eq!(
+        (r.totals.errors, r.totals.forbidden, r.totals.denied),
+        (2, 1, 5)
+    );
+}
+
+#[test]
+fn counts_bytes_tokens_and_user_agents() {
+    let cfg = CounterConfig {
+        key_kinds: vec![ClientKeyKind::Ip, ClientKeyKind::ApiKey],
+        ..Default::default()
+    };
+    let mut c = Counter::new(id(), &cfg, t(0));
+    let key = KeyHash::of(b"k");
+    for i in 0..6u8 {
+        let mut f = RequestFacts::new(ip(1), 200);
+        f.bytes = 100;
+        f.token_endpoint = i % 2 == 0;
+        f.api_key = Some(key);
+        f.user_agent = Some(KeyHash::of(&[i % 2]));
+        c.record(&f);
+    }
+    let r = c.take_report(t(1));
+    let e = entry(&r, &ClientKey::Ip(ip(1)));
+    assert_eq!((e.requests, e.bytes, e.token_calls), (6, 600, 3));
+    assert_eq!(e.user_agents.distinct(), 2);
+    assert_eq!(entry(&r, &ClientKey::ApiKey(key)).requests, 6);
+    assert_eq!(r.clients.len(), 2);
+}
+
+#[test]
+fn reports_are_sequenced_and_drain_the_slice() {
+    let mut c = Counter::new(id(), &CounterConfig::default(), t(0));
+    c.record(&RequestFacts::new(ip(1), 200));
+    let r1 = c.take_report(t(1));
+    let r2 = c.take_report(t(2));
+    assert_eq!((r1.seq, r2.seq), (1, 2));
+    assert_eq!(
+        (r1.start, r1.end, r2.start, r2.end),
+        (t(0), t(1), t(1), t(2))
+    );
+    assert_eq!(r1.totals.requests, 1);
+    assert!(r2.clients.is_empty() && r2.totals.requests == 0);
+}
+
+#[test]
+fn heavy_hitter_bound_holds_and_keeps_the_flooder() {
+    let cfg = CounterConfig {
+        max_clients: 128,
+        ..Default::default()
+    };
+    let mut c = Counter::new(id(), &cfg, t(0));
+    for i in 0..50_000u32 {
+        c.record(&RequestFacts::new(ip(1_000 + i), 200));
+        c.record(&RequestFacts::new(ip(1), 200));
+        assert!(c.tracked() <= 128);
+    }
+    let r = c.take_report(t(1));
+    assert!(r.clients.len() <= 128);
+    assert_eq!(r.totals.requests, 100_000, "totals stay exact");
+    assert!(r.evicted > 0);
+    let flooder = entry(&r, &ClientKey::Ip(ip(1)));
+    assert!(flooder.requests <= 50_000);
+    assert!(u64::from(flooder.requests) + u64::from(flooder.overcount) >= 50_000);
+    assert!(flooder.requests >= 49_000, "{flooder:?}");
+}
+
+#[test]
+fn tracked_clients_fit_the_memory_budget() {
+    // Map entry + 1 control byte, at hashbrown's worst load factor (7/8): ≤ 128 B.
+    let per_client = |entry: usize| (entry + 1) * 8 / 7;
+    assert!(per_client(size_of::<(u128, ClientCounts)>()) <= 104);
+    assert!(per_client(size_of::<([u64; 2], HashedSlot)>()) <= 128);
+}
+
+#[test]
+fn ipv6_and_ipv4_clients_round_trip_through_the_map() {
+    let mut c = Counter::new(id(), &CounterConfig::default(), t(0));
+    let v6: IpAddr = "2001:db8::7".parse().unwrap();
+    c.record(&RequestFacts::new(v6, 200));
+    c.record(&RequestFacts::new(ip(1), 200));
+    let r = c.take_report(t(1));
+    assert_eq!(entry(&r, &ClientKey::Ip(v6)).requests, 1);
+    assert_eq!(entry(&r, &ClientKey::Ip(ip(1))).requests, 1);
+}
+
+#[test]
+fn attributes_are_sampled_and_scaled() {
+    let cfg = CounterConfig {
+        attr_sample: 4,
+        ..Default::default()
+    };
+    let mut c = Counter::new(id(), &cfg, t(0));
+    for _ in 0..40 {
+        let mut f = RequestFacts::new(ip(1), 404);
+        f.attrs.path = Some("/items/1");
+        f.attrs.region = Some("NL");
+        c.record(&f);
+    }
+    let r = c.take_report(t(1));
+    let count = |dim, value: &str| {
+        r.attributes
+            .iter()
+            .find(|a| a.dim == dim && a.value == value)
+            .map(|a| a.count)
+    };
+    assert_eq!(count(AttrDim::Path, "/items/1"), Some(40));
+    assert_eq!(count(AttrDim::Region, "NL"), Some(40));
+    assert_eq!(count(AttrDim::Workload, "api"), Some(40));
+    assert_eq!(count(AttrDim::ResponseCode, "404"), Some(40));
+}
