@@ -12,14 +12,23 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
 use crate::body::{self, RespBody};
+use crate::store::Store;
 
 /// What the admin endpoints read.
 #[derive(Debug)]
 pub struct AdminState {
     /// The metrics registry.
     pub registry: Registry,
-    /// False while draining or before a required bundle is loaded.
+    /// False while draining.
     pub ready: Arc<AtomicBool>,
+    /// With `--fail-closed`: not ready until this store holds a bundle.
+    pub store: Option<Arc<Store>>,
+}
+
+impl AdminState {
+    fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed) && self.store.as_ref().is_none_or(|s| s.load().is_some())
+    }
 }
 
 /// Serves the admin endpoints until the task is dropped.
@@ -58,9 +67,7 @@ fn route(state: &AdminState, req: &Request<Incoming>) -> Response<RespBody> {
             }
         }
         "/live" => plain(StatusCode::OK, "ok\n".into(), "text/plain"),
-        "/ready" if state.ready.load(Ordering::Relaxed) => {
-            plain(StatusCode::OK, "ready\n".into(), "text/plain")
-        }
+        "/ready" if state.is_ready() => plain(StatusCode::OK, "ready\n".into(), "text/plain"),
         "/ready" => plain(
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready\n".into(),

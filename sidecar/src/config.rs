@@ -131,6 +131,13 @@ pub struct PolicyConfig {
     /// Observe mode: evaluate and count, never deny or flag.
     #[arg(long, env = "PALISADE_OBSERVE")]
     pub observe: bool,
+    /// Pod labels that workload selectors match: `k=v,k=v`, or the text of a downward-API
+    /// labels file (`k="v"` per line). Read from --pod-labels-file when that is set.
+    #[arg(long, env = "PALISADE_POD_LABELS", default_value = "")]
+    pub pod_labels: String,
+    /// Downward-API file with the pod's labels (e.g. /etc/podinfo/labels).
+    #[arg(long, env = "PALISADE_POD_LABELS_FILE")]
+    pub pod_labels_file: Option<PathBuf>,
     /// Add `palisade-decision` response headers naming the deciding action.
     #[arg(long, env = "PALISADE_DEBUG_HEADERS")]
     pub debug_headers: bool,
@@ -187,6 +194,17 @@ impl Config {
         if let Some((flag, _)) = nonzero.iter().find(|(_, d)| d.is_zero()) {
             return Err(format!("{flag} must be greater than 0"));
         }
+        if let Some(file) = &self.policy.pod_labels_file {
+            let text = std::fs::read_to_string(file).map_err(|e| {
+                format!(
+                    "--pod-labels-file {}: {e}; mount the downward API labels there",
+                    file.display()
+                )
+            })?;
+            crate::store::parse_labels(&text).map_err(|e| format!("--pod-labels-file: {e}"))?;
+        }
+        crate::store::parse_labels(&self.policy.pod_labels)
+            .map_err(|e| format!("--pod-labels: {e}"))?;
         if self.identify.trusted_hops > 16 {
             return Err(format!(
                 "--trusted-hops {} is more than 16; count only proxies you operate",

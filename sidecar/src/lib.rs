@@ -5,12 +5,16 @@
 pub mod admin;
 pub mod body;
 pub mod config;
+pub mod enforce;
 pub mod forward;
 pub mod identify;
 pub mod metrics;
 pub mod proxy;
 pub mod rescue;
 pub mod server;
+pub mod source_file;
+pub mod source_kube;
+pub mod store;
 pub mod telemetry;
 
 use std::net::SocketAddr;
@@ -36,12 +40,20 @@ pub struct Sidecar {
     ready: Arc<AtomicBool>,
     stop: tokio::sync::oneshot::Sender<()>,
     served: tokio::task::JoinHandle<usize>,
+    store: Arc<store::Store>,
+    sources: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Sidecar {
+    /// The policy store (tests read the version in force).
+    pub fn store(&self) -> &Arc<store::Store> {
+        &self.store
+    }
+
     /// Marks not ready, stops accepting and drains; returns the connections cut at the
     /// deadline of the grace period.
     pub async fn shutdown(self) -> usize {
+        self.sources.iter().for_each(tokio::task::JoinHandle::abort);
         self.ready.store(false, Ordering::Relaxed);
         let _ = self.stop.send(());
         self.served.await.unwrap_or(0)
@@ -61,10 +73,14 @@ pub async fn start(cfg: Config) -> anyhow::Result<Sidecar> {
     tracing::info!(addr = %admin_addr, "admin listening");
     let mut registry = Registry::default();
     let metrics = Arc::new(metrics::Metrics::new(&mut registry));
+    let labels = store::parse_labels(&pod_labels(&cfg)?).map_err(anyhow::Error::msg)?;
+    let store = Arc::new(store::Store::new(labels, metrics.clone()));
+    let sources = spawn_sources(&cfg, &store);
     let ready = Arc::new(AtomicBool::new(true));
     let admin_state = Arc::new(admin::AdminState {
         registry,
         ready: ready.clone(),
+        store: cfg.policy.fail_closed.then(|| store.clone()),
     });
     tokio::spawn(admin::spawn(admin, admin_state));
     let proxy = Arc::new(Proxy {
@@ -72,6 +88,12 @@ pub async fn start(cfg: Config) -> anyhow::Result<Sidecar> {
         metrics,
         max_uri_bytes: cfg.max_uri_bytes,
         identifier: identify::Identifier::new(cfg.identify.clone()),
+        store: store.clone(),
+        enforce: enforce::EnforceConfig {
+            fail_closed: cfg.policy.fail_closed,
+            observe: cfg.policy.observe,
+            debug_headers: cfg.policy.debug_headers,
+        },
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let stopped = async move {
@@ -84,6 +106,8 @@ pub async fn start(cfg: Config) -> anyhow::Result<Sidecar> {
         ready,
         stop,
         served,
+        store,
+        sources,
     })
 }
 
@@ -94,6 +118,35 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let cut = sidecar.shutdown().await;
     tracing::info!(cut, "drained; exiting");
     Ok(())
+}
+
+/// The pod labels: the file's when `--pod-labels-file` is set, else `--pod-labels`.
+fn pod_labels(cfg: &Config) -> anyhow::Result<String> {
+    match &cfg.policy.pod_labels_file {
+        Some(f) => std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display())),
+        None => Ok(cfg.policy.pod_labels.clone()),
+    }
+}
+
+/// Starts the bundle sources that are configured: the mounted file and/or the API watch.
+fn spawn_sources(cfg: &Config, store: &Arc<store::Store>) -> Vec<tokio::task::JoinHandle<()>> {
+    let p = &cfg.policy;
+    let mut tasks = Vec::new();
+    if let Some(path) = &p.bundle_path {
+        tasks.push(tokio::spawn(source_file::spawn(
+            store.clone(),
+            path.clone(),
+            p.bundle_poll,
+        )));
+    }
+    if let Some(name) = &p.bundle_configmap {
+        let task = source_kube::spawn(store.clone(), p.namespace.clone(), name.clone());
+        tasks.push(tokio::spawn(task));
+    }
+    if tasks.is_empty() {
+        tracing::warn!("no --bundle-path or --bundle-configmap: no policy will ever be loaded");
+    }
+    tasks
 }
 
 fn upstream_config(cfg: &Config) -> UpstreamConfig {

@@ -11,7 +11,8 @@ use prometheus_client::registry::Registry;
 /// Label of a request outcome.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VerdictLabel {
-    /// allow, deny, flag, none (no action matched), error.
+    /// allow, deny, flag, none (no action matched), observed (--observe), error; for
+    /// `observed`: allow, deny, forward.
     pub verdict: &'static str,
 }
 
@@ -40,6 +41,7 @@ pub struct BundleLabel {
 #[derive(Debug)]
 pub struct Metrics {
     pub requests: Family<VerdictLabel, Counter>,
+    pub observed: Family<VerdictLabel, Counter>,
     pub latency: Family<VerdictLabel, Histogram, fn() -> Histogram>,
     pub upstream_errors: Family<ReasonLabel, Counter>,
     pub client_ip: Family<SourceLabel, Counter>,
@@ -62,6 +64,7 @@ impl Metrics {
     pub fn new(registry: &mut Registry) -> Self {
         let m = Self {
             requests: Family::default(),
+            observed: Family::default(),
             latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             upstream_errors: Family::default(),
             client_ip: Family::default(),
@@ -73,6 +76,11 @@ impl Metrics {
         };
         let r = registry.sub_registry_with_prefix("palisade_sidecar");
         r.register("requests", "Requests by verdict", m.requests.clone());
+        r.register(
+            "observed",
+            "Requests matched by observe-mode actions (or in --observe), by would-be decision",
+            m.observed.clone(),
+        );
         r.register(
             "request_duration_seconds",
             "Time from request head to response head, by verdict",

@@ -11,11 +11,13 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 
 use crate::body::RespBody;
+use crate::enforce::{DEBUG_HEADER, EnforceConfig, Outcome, enforce};
 use crate::forward::Forwarder;
 use crate::identify::Identifier;
 use crate::metrics::Metrics;
 use crate::metrics::{ReasonLabel, SourceLabel, VerdictLabel};
 use crate::rescue::{ProxyError, rescue};
+use crate::store::Store;
 
 /// Everything the request path reads.
 #[derive(Debug)]
@@ -28,6 +30,10 @@ pub struct Proxy {
     pub max_uri_bytes: usize,
     /// Client identification.
     pub identifier: Identifier,
+    /// The policy in force.
+    pub store: Arc<Store>,
+    /// Enforcement switches.
+    pub enforce: EnforceConfig,
 }
 
 impl Proxy {
@@ -68,14 +74,23 @@ impl Proxy {
                 max: self.max_uri_bytes,
             });
         }
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
         let who = self.identifier.identify(&parts, peer.ip());
         let source = SourceLabel {
             source: who.ip_source.as_str(),
         };
         self.metrics.client_ip.get_or_create(&source).inc();
+        let (verdict, outcome) =
+            enforce(self.enforce, &self.store, &self.metrics, &who, &mut parts)?;
+        let debug = match outcome {
+            Outcome::Answer(resp) => return Ok((verdict, resp)),
+            Outcome::Forward(debug) => debug,
+        };
         let req = Request::from_parts(parts, body);
-        let resp = self.forwarder.forward(req, peer.ip()).await?;
-        Ok(("none", resp))
+        let mut resp = self.forwarder.forward(req, peer.ip()).await?;
+        if let Some(v) = debug {
+            resp.headers_mut().insert(DEBUG_HEADER, v);
+        }
+        Ok((verdict, resp))
     }
 }

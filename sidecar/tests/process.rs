@@ -171,6 +171,7 @@ async fn hundred_megabytes_each_way_with_bounded_memory() {
         .header("host", "a")
         .body(full(""))
         .unwrap();
+    let mut client = h1(addr).await;
     let mut body = client.send_request(req).await.unwrap().into_body();
     let mut n = 0;
     while let Some(frame) = body.frame().await {

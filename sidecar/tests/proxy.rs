@@ -54,7 +54,7 @@ async fn keep_alive_both_sides() {
             .header("host", "a")
             .body(full(""))
             .unwrap();
-        let (status, _, body) = read(client.send_request(req).await.unwrap()).await;
+        let (status, _, body) = send(&mut client, req).await;
         assert_eq!(status, 200);
         let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
         upstream_ports.insert(seen["peer_port"].as_u64().unwrap());

@@ -1,6 +1,7 @@
 //! Shared test support: a tiny application server, an in-process sidecar, HTTP clients.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod bundle;
 pub mod mmdb;
 
 use std::convert::Infallible;
@@ -130,6 +131,15 @@ pub async fn get(
     read(resp).await
 }
 
+/// Sends on an existing connection once it is ready; returns status, headers, body text.
+pub async fn send(
+    sender: &mut hyper::client::conn::http1::SendRequest<AppBody>,
+    req: Request<AppBody>,
+) -> (u16, http::HeaderMap, String) {
+    sender.ready().await.unwrap();
+    read(sender.send_request(req).await.unwrap()).await
+}
+
 pub async fn read(resp: Response<Incoming>) -> (u16, http::HeaderMap, String) {
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
@@ -149,4 +159,14 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
 /// Reads the Prometheus text of the admin port.
 pub async fn metrics(sidecar: &Sidecar) -> String {
     get(sidecar.admin_addr, "/metrics", &[]).await.2
+}
+
+/// Waits until the sidecar enforces a bundle whose hash is `hash`.
+pub async fn wait_for_bundle(sidecar: &Sidecar, hash: &str) {
+    loop {
+        if sidecar.store().load().is_some_and(|l| l.hash == hash) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
 }

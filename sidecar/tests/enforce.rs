@@ -1,0 +1,330 @@
+//! Enforcement end to end inside one process: real bundles written to a directory, the
+//! sidecar's file source picking them up, a real app and real clients.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use palisade_policy::{Mode, PathMatch};
+use support::bundle::{self, allow, deny, flag, sha, when, write, write_raw};
+use support::*;
+
+struct Env {
+    dir: tempfile::TempDir,
+    sc: palisade_sidecar::Sidecar,
+}
+
+async fn env(actions: Vec<palisade_policy::ActionSpec>, extra: &[&str]) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let hash = write(dir.path(), actions, 1);
+    let geo = dir.path().join("geo.mmdb-db");
+    let asn = dir.path().join("asn.mmdb-db");
+    std::fs::write(&geo, mmdb::countries(&[("198.51.100.0", 24, "NL")])).unwrap();
+    std::fs::write(&asn, mmdb::asns(&[("203.0.113.0", 24, 64500)])).unwrap();
+    let path = dir.path().to_str().unwrap().to_owned();
+    let mut args = vec![
+        "--bundle-path",
+        &path,
+        "--bundle-poll",
+        "20ms",
+        "--trusted-hops",
+        "1",
+    ];
+    let (g, a) = (
+        geo.to_str().unwrap().to_owned(),
+        asn.to_str().unwrap().to_owned(),
+    );
+    args.extend(["--geoip-db", &g, "--asn-db", &a]);
+    args.extend_from_slice(extra);
+    let sc = sidecar(echo_app().await, &args).await;
+    wait_for_bundle(&sc, &hash).await;
+    Env { dir, sc }
+}
+
+fn from(ip: &'static str) -> (&'static str, &'static str) {
+    ("x-forwarded-for", ip)
+}
+
+#[tokio::test]
+async fn every_condition_kind() {
+    let actions = vec![
+        deny("ip", when(|c| c.ip_ranges = vec!["192.0.2.0/24".into()])),
+        deny("region", when(|c| c.region_codes = vec!["NL".into()])),
+        deny("asn", when(|c| c.asns = vec![64500])),
+        deny("api-key", when(|c| c.api_keys = vec![sha("k-bad")])),
+        deny("token", when(|c| c.access_tokens = vec![sha("t-bad")])),
+        deny("product", when(|c| c.api_products = vec!["free".into()])),
+        deny("developer", when(|c| c.developers = vec!["mallory".into()])),
+        deny("app", when(|c| c.developer_apps = vec!["scraper".into()])),
+        deny("ua", when(|c| c.user_agents = vec!["BadBot/1.0".into()])),
+        deny(
+            "method-path",
+            when(|c| {
+                c.http_methods = vec!["DELETE".into()];
+                c.paths = vec![PathMatch::Prefix("/admin".into())];
+            }),
+        ),
+    ];
+    let e = env(actions, &[]).await;
+    let addr = e.sc.proxy_addr;
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case<'_>> = vec![
+        ("/", vec![from("192.0.2.77")], "ip"),
+        ("/", vec![from("198.51.100.3")], "region"),
+        ("/", vec![from("203.0.113.9")], "asn"),
+        ("/", vec![("x-api-key", "k-bad")], "api-key"),
+        ("/?apikey=k-bad", vec![], "api-key"),
+        ("/", vec![("authorization", "Bearer t-bad")], "token"),
+        ("/", vec![("x-api-product", "free")], "product"),
+        ("/", vec![("x-developer", "mallory")], "developer"),
+        ("/", vec![("x-developer-app", "scraper")], "app"),
+        ("/", vec![("user-agent", "BadBot/1.0")], "ua"),
+    ];
+    for (target, headers, action) in cases {
+        let (status, h, body) = get(addr, target, &headers).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (403, action),
+            "{target} {headers:?}"
+        );
+        assert_eq!(h["content-type"], "text/x-palisade");
+    }
+    let ok: Vec<Vec<(&str, &str)>> = vec![
+        vec![from("192.0.3.1")],
+        vec![("x-api-key", "k-good")],
+        vec![("authorization", "Bearer t-good")],
+        vec![
+            ("x-api-product", "gold"),
+            ("x-developer", "alice"),
+            ("user-agent", "curl/8"),
+        ],
+    ];
+    for headers in ok {
+        assert_eq!(get(addr, "/", &headers).await.0, 200, "{headers:?}");
+    }
+    // Method AND path: both must match.
+    let mut c = h1(addr).await;
+    let mk = |m: &str, p: &str| {
+        http::Request::builder()
+            .method(m)
+            .uri(p)
+            .header("host", "a")
+            .body(full(""))
+            .unwrap()
+    };
+    assert_eq!(send(&mut c, mk("DELETE", "/admin/x")).await.0, 403);
+    assert_eq!(send(&mut c, mk("GET", "/admin/x")).await.0, 200);
+    assert_eq!(send(&mut c, mk("DELETE", "/public")).await.0, 200);
+    let m = metrics(&e.sc).await;
+    assert!(
+        m.contains("palisade_sidecar_requests_total{verdict=\"deny\"} 11"),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn precedence_allow_over_deny_over_flag_and_flags_seen_by_the_app() {
+    let net = || when(|c| c.ip_ranges = vec!["192.0.2.0/24".into()]);
+    let actions = vec![
+        allow(
+            "a-allow-partner",
+            when(|c| c.api_keys = vec![sha("partner")]),
+        ),
+        deny("b-deny-net", net()),
+        flag("c-flag-net", net()),
+        flag("d-flag-ua", when(|c| c.user_agents = vec!["sus".into()])),
+        flag(
+            "e-flag-ua-too",
+            when(|c| c.user_agents = vec!["sus".into()]),
+        ),
+    ];
+    let e = env(actions, &["--debug-headers"]).await;
+    let addr = e.sc.proxy_addr;
+    // allow beats deny and flag
+    let (s, h, body) = get(
+        addr,
+        "/",
+        &[
+            from("192.0.2.1"),
+            ("x-api-key", "partner"),
+            ("user-agent", "sus"),
+        ],
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(h["palisade-decision"], "allow; action=a-allow-partner");
+    let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(seen["flag"], "");
+    // deny beats flag
+    let (s, h, _) = get(addr, "/", &[from("192.0.2.1"), ("user-agent", "sus")]).await;
+    assert_eq!(
+        (s, &h["palisade-decision"]),
+        (
+            403,
+            &"deny; action=b-deny-net"
+                .parse::<http::HeaderValue>()
+                .unwrap()
+        )
+    );
+    // several flags all add their headers
+    let (s, h, body) = get(addr, "/", &[from("10.0.0.1"), ("user-agent", "sus")]).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        h["palisade-decision"],
+        "flag; action=d-flag-ua,e-flag-ua-too"
+    );
+    let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(seen["flag"], "d-flag-ua", "first value; both present:");
+    let headers: Vec<String> = serde_json::from_value(seen["headers"].clone()).unwrap();
+    assert_eq!(
+        headers.iter().filter(|h| *h == "x-palisade-flag").count(),
+        1,
+        "one name, two values"
+    );
+}
+
+#[tokio::test]
+async fn observe_mode_counts_only() {
+    let mut observed = deny("observe-deny", when(|c| c.user_agents = vec!["bot".into()]));
+    observed.mode = Mode::Observe;
+    let e = env(vec![observed], &[]).await;
+    let (s, _, _) = get(e.sc.proxy_addr, "/", &[("user-agent", "bot")]).await;
+    assert_eq!(s, 200);
+    let m = metrics(&e.sc).await;
+    assert!(
+        m.contains("palisade_sidecar_observed_total{verdict=\"deny\"} 1"),
+        "{m}"
+    );
+
+    let e = env(
+        vec![deny("global", when(|c| c.user_agents = vec!["bot".into()]))],
+        &["--observe"],
+    )
+    .await;
+    let (s, _, _) = get(e.sc.proxy_addr, "/", &[("user-agent", "bot")]).await;
+    assert_eq!(s, 200);
+    let m = metrics(&e.sc).await;
+    assert!(
+        m.contains("palisade_sidecar_observed_total{verdict=\"deny\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("palisade_sidecar_requests_total{verdict=\"observed\"} 1"),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn bad_bundle_never_replaces_the_last_good_one() {
+    let e = env(
+        vec![deny("ua", when(|c| c.user_agents = vec!["bot".into()]))],
+        &[],
+    )
+    .await;
+    let good = e.sc.store().load().unwrap().hash.clone();
+    // A newer bundle whose shard is corrupt: sizes match, content does not.
+    let (manifest, mut shards) = bundle::encode(vec![], 2);
+    for (_, bytes) in &mut shards {
+        for b in bytes.iter_mut() {
+            *b ^= 0x5a;
+        }
+    }
+    write_raw(e.dir.path(), &manifest, &shards);
+    let m = loop {
+        let m = metrics(&e.sc).await;
+        if m.contains("palisade_sidecar_bundle_load_errors_total") {
+            break m;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    assert!(m.contains("reason=\"ShardHashMismatch\"} 1"), "{m}");
+    assert_eq!(e.sc.store().load().unwrap().hash, good);
+    assert_eq!(
+        get(e.sc.proxy_addr, "/", &[("user-agent", "bot")]).await.0,
+        403
+    );
+    // Garbage manifest: counted, still enforcing.
+    write_raw(e.dir.path(), "{not json", &[]);
+    loop {
+        if metrics(&e.sc)
+            .await
+            .contains("reason=\"ManifestInvalid\"} 1")
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        get(e.sc.proxy_addr, "/", &[("user-agent", "bot")]).await.0,
+        403
+    );
+}
+
+#[tokio::test]
+async fn no_bundle_fails_open_by_default_and_closed_by_flag() {
+    let app = echo_app().await;
+    let open = sidecar(app, &[]).await;
+    assert_eq!(get(open.proxy_addr, "/", &[]).await.0, 200);
+    assert_eq!(get(open.admin_addr, "/ready", &[]).await.0, 200);
+    let closed = sidecar(app, &["--fail-closed"]).await;
+    let (s, h, _) = get(closed.proxy_addr, "/", &[]).await;
+    assert_eq!(
+        (s, &h["palisade-error"]),
+        (503, &"NoPolicy".parse::<http::HeaderValue>().unwrap())
+    );
+    assert_eq!(get(closed.admin_addr, "/ready", &[]).await.0, 503);
+}
+
+/// Clients hammer the sidecar while the bundle flips between "deny bots" and "allow all";
+/// every request gets 200 or 403, none fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bundle_swap_under_load_fails_no_request() {
+    let deny_bots = || vec![deny("ua", when(|c| c.user_agents = vec!["bot".into()]))];
+    let e = env(deny_bots(), &[]).await;
+    let addr = e.sc.proxy_addr;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (ok, denied) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let (stop, ok, denied) = (stop.clone(), ok.clone(), denied.clone());
+        clients.push(tokio::spawn(async move {
+            let mut c = h1(addr).await;
+            while !stop.load(Ordering::Relaxed) {
+                let req = http::Request::get("/")
+                    .header("host", "a")
+                    .header("user-agent", "bot")
+                    .body(full(""))
+                    .unwrap();
+                let (status, _, _) = send(&mut c, req).await;
+                match status {
+                    200 => ok.fetch_add(1, Ordering::Relaxed),
+                    403 => denied.fetch_add(1, Ordering::Relaxed),
+                    other => panic!("request failed during swap: {other}"),
+                };
+            }
+        }));
+    }
+    for generation in 2..12 {
+        let actions = if generation % 2 == 0 {
+            vec![]
+        } else {
+            deny_bots()
+        };
+        let hash = write(e.dir.path(), actions, generation);
+        wait_for_bundle(&e.sc, &hash).await;
+        let before = ok.load(Ordering::Relaxed) + denied.load(Ordering::Relaxed);
+        while ok.load(Ordering::Relaxed) + denied.load(Ordering::Relaxed) < before + 20 {
+            tokio::task::yield_now().await;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.unwrap();
+    }
+    assert!(ok.load(Ordering::Relaxed) > 0 && denied.load(Ordering::Relaxed) > 0);
+    let m = metrics(&e.sc).await;
+    assert!(m.contains("palisade_sidecar_bundle_swaps_total 11"), "{m}");
+    assert!(!m.contains("verdict=\"error\""), "{m}");
+}

@@ -1,0 +1,99 @@
+//! Builds real bundles with the policy crate (compile → encode) and writes them in the mounted
+//! layout the sidecar reads: `manifest.json` plus one file per shard.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::path::Path;
+
+use palisade_policy::{ActionSpec, Conditions, Header, Inputs, Mode, Verb};
+
+/// An enforce-mode action with these conditions.
+pub fn action(name: &str, verb: Verb, conditions: Conditions) -> ActionSpec {
+    ActionSpec {
+        name: name.to_owned(),
+        verb,
+        mode: Mode::Enforce,
+        conditions,
+        match_all: false,
+        workload_selector: None,
+        paused: false,
+        expire_time: None,
+    }
+}
+
+/// A deny whose body is `name` (so tests see which action answered).
+pub fn deny(name: &str, conditions: Conditions) -> ActionSpec {
+    let verb = Verb::Deny {
+        status: 403,
+        body: name.to_owned(),
+        content_type: "text/x-palisade".into(),
+    };
+    action(name, verb, conditions)
+}
+
+/// A flag adding `x-palisade-flag: <name>`.
+pub fn flag(name: &str, conditions: Conditions) -> ActionSpec {
+    let headers = vec![Header {
+        name: "x-palisade-flag".into(),
+        value: name.to_owned(),
+    }];
+    action(name, Verb::Flag { headers }, conditions)
+}
+
+/// An allow.
+pub fn allow(name: &str, conditions: Conditions) -> ActionSpec {
+    action(name, Verb::Allow, conditions)
+}
+
+/// Compiles and encodes; returns (manifest JSON, shards).
+pub fn encode(actions: Vec<ActionSpec>, generation: u64) -> (String, Vec<(String, Vec<u8>)>) {
+    let inputs = Inputs {
+        generation,
+        actions,
+        ..Inputs::default()
+    };
+    let out = palisade_policy::compile(&inputs, jiff::Timestamp::now());
+    let bad: Vec<_> = out
+        .statuses
+        .iter()
+        .filter(|(_, s)| **s != palisade_policy::ActionStatus::Active)
+        .collect();
+    assert!(bad.is_empty(), "test actions must compile: {bad:?}");
+    let mut encoded = palisade_policy::encode(&out.bundle).unwrap();
+    encoded.manifest.generation = generation;
+    (encoded.manifest.to_json(), encoded.shards)
+}
+
+/// Writes a bundle into `dir`: shards first, then the manifest by atomic rename.
+pub fn write(dir: &Path, actions: Vec<ActionSpec>, generation: u64) -> String {
+    let (manifest, shards) = encode(actions, generation);
+    write_raw(dir, &manifest, &shards);
+    palisade_policy::Manifest::from_json(&manifest)
+        .unwrap()
+        .bundle_hash
+}
+
+/// Writes the given manifest and shards as they are.
+pub fn write_raw(dir: &Path, manifest: &str, shards: &[(String, Vec<u8>)]) {
+    for (name, bytes) in shards {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+    let tmp = dir.join(".manifest.tmp");
+    std::fs::write(&tmp, manifest).unwrap();
+    std::fs::rename(tmp, dir.join("manifest.json")).unwrap();
+}
+
+/// Conditions with one field set through `f`.
+pub fn when(f: impl FnOnce(&mut Conditions)) -> Conditions {
+    let mut c = Conditions::default();
+    f(&mut c);
+    c
+}
+
+/// `sha256:<hex>` of a secret, as actions store keys and tokens.
+pub fn sha(secret: &str) -> String {
+    use sha2::Digest;
+    format!(
+        "sha256:{}",
+        hex::encode(sha2::Sha256::digest(secret.as_bytes()))
+    )
+}
