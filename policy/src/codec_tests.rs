@@ -74,7 +74,11 @@ fn a_million_prefixes_round_trip_exactly_in_shards_that_fit() {
 
     let enc = encode(&bundle).unwrap();
     // About 1.9 MB compressed: a handful of ConfigMaps, not dozens.
-    assert!((2..=8).contains(&enc.shards.len()), "{} shards", enc.shards.len());
+    assert!(
+        (2..=8).contains(&enc.shards.len()),
+        "{} shards",
+        enc.shards.len()
+    );
     for (_, bytes) in &enc.shards {
         assert!(bytes.len() <= SHARD_MAX_BYTES);
         // base64 in binaryData stays under 900 KiB.

@@ -7,12 +7,13 @@ use std::collections::HashMap;
 use std::hash::Hash;
 
 use crate::actionset::{ActionId, ActionSet};
+use crate::fxhash::FxBuild;
 use crate::spec::PathMatch;
 
 /// Value → actions, for one exact-match condition kind.
 #[derive(Clone, Debug)]
 pub(crate) struct KindIndex<K> {
-    map: HashMap<K, u32>,
+    map: HashMap<K, u32, FxBuild>,
     sets: Vec<ActionSet>,
     unconstrained: ActionSet,
     /// Some selected action constrains this kind (otherwise the kind is skipped).
@@ -56,7 +57,9 @@ impl<K: Hash + Eq> KindIndex<K> {
 }
 
 /// Deduplicates action sets: many values usually share one set (e.g. 100k keys of one action).
-fn intern<K: Hash + Eq>(per_value: HashMap<K, ActionSet>) -> (HashMap<K, u32>, Vec<ActionSet>) {
+fn intern<K: Hash + Eq>(
+    per_value: HashMap<K, ActionSet>,
+) -> (HashMap<K, u32, FxBuild>, Vec<ActionSet>) {
     let mut ids: HashMap<ActionSet, u32> = HashMap::new();
     let mut sets = Vec::new();
     let map = per_value
@@ -75,9 +78,9 @@ fn intern<K: Hash + Eq>(per_value: HashMap<K, ActionSet>) -> (HashMap<K, u32>, V
 /// Paths: exact values in one map, prefixes in another probed at each distinct prefix length.
 #[derive(Clone, Debug)]
 pub(crate) struct PathIndex {
-    exact: HashMap<Box<str>, u32>,
+    exact: HashMap<Box<str>, u32, FxBuild>,
     exact_sets: Vec<ActionSet>,
-    prefix: HashMap<Box<str>, u32>,
+    prefix: HashMap<Box<str>, u32, FxBuild>,
     prefix_sets: Vec<ActionSet>,
     prefix_lens: Vec<usize>,
     unconstrained: ActionSet,

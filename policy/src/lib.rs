@@ -85,6 +85,7 @@ mod compile;
 mod detected;
 mod error;
 mod evaluate;
+mod fxhash;
 mod index;
 mod ipset;
 mod lists;
