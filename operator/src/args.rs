@@ -23,6 +23,12 @@ pub struct Args {
     /// Seconds a leader holds the Lease without renewing it before another replica may take it.
     #[arg(long, env = "PALISADE_LEASE_DURATION", default_value_t = 15)]
     pub lease_duration: u64,
+    /// Address the detection collector listens on (sidecar reports, `POST /v1/reports`).
+    #[arg(long, env = "PALISADE_COLLECTOR_LISTEN", default_value = "0.0.0.0:9444")]
+    pub collector_listen: SocketAddr,
+    /// How often the collector runs the detection rules over the merged windows.
+    #[arg(long, env = "PALISADE_DETECTION_INTERVAL", default_value = "1s", value_parser = parse_interval)]
+    pub detection_interval: std::time::Duration,
     /// Log format.
     #[arg(long, env = "PALISADE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
@@ -38,6 +44,10 @@ pub enum LogFormat {
     Json,
     /// Human-readable lines.
     Plain,
+}
+
+fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
+    palisade_crds::duration::parse_duration(s).map_err(|e| e.to_string())
 }
 
 fn default_identity() -> String {

@@ -4,6 +4,7 @@
 
 mod admin;
 mod args;
+mod collector;
 mod context;
 mod injector;
 mod leader;

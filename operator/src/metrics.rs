@@ -48,6 +48,12 @@ pub struct Metrics {
     pub bundle_build_seconds: Histogram,
     /// 1 while this replica holds the leader Lease.
     pub leader: Gauge,
+    /// Sidecar reports received, by outcome (Accepted, Unauthenticated, NotLeader, …).
+    pub reports: Family<FailureLabels, Counter>,
+    /// Detections produced by rule runs.
+    pub detections: Counter,
+    /// SecurityIncidents opened.
+    pub incidents_opened: Counter,
     /// Admissions answered by the injector webhook, by result and reason.
     pub admissions: Family<AdmissionLabels, Counter>,
 }
@@ -63,6 +69,9 @@ impl Metrics {
             bundle_bytes: Gauge::default(),
             bundle_build_seconds: hist(),
             leader: Gauge::default(),
+            reports: Family::default(),
+            detections: Counter::default(),
+            incidents_opened: Counter::default(),
             admissions: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("palisade_operator");
@@ -89,8 +98,23 @@ impl Metrics {
         );
         r.register(
             "leader",
-            "1 while this replica is the leader",
+            "Whether this replica is the leader (1) or not (0)",
             m.leader.clone(),
+        );
+        r.register(
+            "reports",
+            "Sidecar reports received, by outcome",
+            m.reports.clone(),
+        );
+        r.register(
+            "detections",
+            "Detections produced by rule runs",
+            m.detections.clone(),
+        );
+        r.register(
+            "incidents_opened",
+            "SecurityIncidents opened",
+            m.incidents_opened.clone(),
         );
         r.register(
             "injector_admissions",

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::context::Context;
-use crate::{admin, injector, leader, policy};
+use crate::{admin, collector, injector, leader, policy};
 
 /// Runs until SIGTERM/SIGINT or until a component fails.
 pub async fn run(args: crate::args::Args) -> anyhow::Result<()> {
@@ -22,6 +22,7 @@ pub async fn run(args: crate::args::Args) -> anyhow::Result<()> {
         r = leader::spawn(ctx.clone()) => r,
         r = injector::spawn(ctx.clone()) => r,
         r = policy::spawn(ctx.clone()) => r,
+        r = collector::spawn(ctx.clone()) => r,
     }
 }
 

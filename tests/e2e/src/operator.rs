@@ -76,6 +76,8 @@ pub struct Operator {
     pub log: PathBuf,
     /// Its webhook address (HTTPS).
     pub webhook: String,
+    /// Its collector address (sidecar reports).
+    pub collector: String,
 }
 
 impl Operator {
@@ -86,6 +88,10 @@ impl Operator {
         let port = crate::process::free_port().expect("a free port");
         let admin: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
         let webhook = format!(
+            "127.0.0.1:{}",
+            crate::process::free_port().expect("a free port")
+        );
+        let collector = format!(
             "127.0.0.1:{}",
             crate::process::free_port().expect("a free port")
         );
@@ -111,7 +117,8 @@ impl Operator {
                 "3",
             ])
             .args(["--log-format", "plain", "--admin-addr", &admin.to_string()])
-            .args(["--webhook-addr", &webhook])
+            .args(["--webhook-addr", &webhook, "--collector-listen", &collector])
+            .args(["--detection-interval", "1s"])
             .args(args)
             .stdin(Stdio::null())
             .stdout(out)
@@ -123,6 +130,7 @@ impl Operator {
             admin,
             log,
             webhook,
+            collector,
         }
     }
 

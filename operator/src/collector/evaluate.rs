@@ -1,0 +1,264 @@
+//! Every tick (leader only): run each namespace's DetectionRules over its merged windows,
+//! publish the detected-client set when it changed, and write SecurityIncidents (created,
+//! then status) and their Events.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, PoisonError};
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType};
+use kube::{Resource, ResourceExt};
+use palisade_crds::keys::is_paused;
+use palisade_crds::rule::RuleType;
+use palisade_crds::{DetectionRule, SecurityIncident};
+use palisade_detection::incident::{IncidentConfig, IncidentEvent, cluster};
+use palisade_detection::rule_spec::RuleSpec;
+use palisade_detection::rules::{Detections, run_rules};
+use palisade_policy::{DetectedClient, DetectedClients, encode_detected};
+use serde_json::json;
+
+use super::{Collector, incident_cr};
+
+const MANAGER: &str = "palisade-operator";
+const DETECTED_CM: &str = "palisade-detected";
+
+/// Runs the evaluation loop until shutdown.
+pub async fn run(c: Arc<Collector>) -> anyhow::Result<()> {
+    let mut tick = tokio::time::interval(c.ctx.args.detection_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {},
+            () = c.ctx.shutdown.cancelled() => return Ok(()),
+        }
+        if !c.ctx.is_leader() {
+            continue;
+        }
+        let namespaces: Vec<String> = {
+            let state = c.state.lock().unwrap_or_else(PoisonError::into_inner);
+            state
+                .windows
+                .namespaces()
+                .map(|(ns, _)| ns.to_owned())
+                .collect()
+        };
+        for ns in namespaces {
+            if let Err(e) = evaluate(&c, &ns).await {
+                tracing::warn!(namespace = %ns, error = %e, "detection evaluation failed");
+            }
+        }
+    }
+}
+
+async fn evaluate(c: &Collector, ns: &str) -> Result<(), kube::Error> {
+    let client = &c.ctx.client;
+    let rules = Api::<DetectionRule>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await?;
+    let mut specs = Vec::new();
+    for r in rules.items.iter().filter(|r| !is_paused(&r.metadata)) {
+        let exits = if r.spec.type_ == RuleType::TorList {
+            tor_exits(client, ns, r).await
+        } else {
+            vec![]
+        };
+        specs.extend(super::convert::rule(r, exits));
+    }
+    let now = jiff::Timestamp::now();
+    let (detected_doc, writes, events) = {
+        let mut guard = c.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let state = &mut *guard;
+        let Some(windows) = state.windows.get(ns) else {
+            return Ok(());
+        };
+        let detections = run_rules(windows, &specs, now);
+        let set = state.detected.entry(ns.to_owned()).or_default();
+        let changed = set.update(&detections) | set.expire(now);
+        let doc = changed.then(|| detected_document(set, &specs, now));
+        let incidents = state.incidents.entry(ns.to_owned()).or_default();
+        let events = cluster(
+            incidents,
+            ns,
+            &detections,
+            windows,
+            &IncidentConfig::default(),
+            now,
+        );
+        count_detections(c, &detections);
+        let mut writes = Vec::new();
+        for i in incidents.iter() {
+            let status = serde_json::to_value(incident_cr::status(i, false)).unwrap_or_default();
+            if state.written.get(&i.id) != Some(&status) {
+                state.written.insert(i.id.clone(), status.clone());
+                writes.push((i.id.clone(), status));
+            }
+        }
+        (doc, writes, events)
+    };
+    if let Some(doc) = detected_doc {
+        write_detected(client, ns, &doc).await?;
+    }
+    for (id, status) in writes {
+        write_incident(client, ns, &id, status).await?;
+    }
+    for ev in events {
+        publish(c, ns, &ev).await;
+    }
+    Ok(())
+}
+
+fn count_detections(c: &Collector, d: &Detections) {
+    c.ctx.metrics.detections.inc_by(d.items.len() as u64);
+}
+
+/// The policy crate's detected-client document from the collector's set.
+fn detected_document(
+    set: &palisade_detection::detected::DetectedSet,
+    specs: &[RuleSpec],
+    now: jiff::Timestamp,
+) -> DetectedClients {
+    let clients: Vec<palisade_detection::detected::DetectedClient> = serde_json::to_value(set)
+        .and_then(serde_json::from_value)
+        .unwrap_or_default();
+    let mut rules: BTreeMap<String, Vec<DetectedClient>> = BTreeMap::new();
+    for spec in specs {
+        rules.entry(spec.name.clone()).or_default();
+    }
+    for c in clients {
+        let Ok(key) = c.key.to_string().parse() else {
+            continue;
+        };
+        for (rule, expires) in c.rules {
+            rules
+                .entry(rule)
+                .or_default()
+                .push(DetectedClient { key, expires });
+        }
+    }
+    DetectedClients {
+        generation: u64::try_from(now.as_millisecond()).unwrap_or(0),
+        rules,
+    }
+}
+
+async fn write_detected(
+    client: &kube::Client,
+    ns: &str,
+    doc: &DetectedClients,
+) -> Result<(), kube::Error> {
+    use base64::Engine as _;
+    let bytes = encode_detected(doc).unwrap_or_default();
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": DETECTED_CM, "labels": {
+            "app.kubernetes.io/managed-by": MANAGER, "app.kubernetes.io/part-of": "palisade",
+            "palisade.dev/bundle": "detected"}},
+        "binaryData": {"detected": base64::engine::general_purpose::STANDARD.encode(bytes)}});
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    api.patch(
+        DETECTED_CM,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&cm),
+    )
+    .await?;
+    let clients: usize = doc.rules.values().map(Vec::len).sum();
+    tracing::info!(namespace = %ns, clients, "detected-client set published");
+    Ok(())
+}
+
+async fn write_incident(
+    client: &kube::Client,
+    ns: &str,
+    id: &str,
+    status: serde_json::Value,
+) -> Result<(), kube::Error> {
+    let api: Api<SecurityIncident> = Api::namespaced(client.clone(), ns);
+    let pp = PatchParams::apply(MANAGER).force();
+    let obj = json!({"apiVersion": "palisade.dev/v1alpha1", "kind": "SecurityIncident",
+        "metadata": {"name": id, "labels": {"app.kubernetes.io/managed-by": MANAGER}}, "spec": {}});
+    let current = api.get_opt(id).await?;
+    if current.is_none() {
+        api.patch(id, &pp, &Patch::Apply(&obj)).await?;
+    }
+    let archived = current
+        .as_ref()
+        .is_some_and(|i| palisade_crds::keys::is_archived(&i.metadata));
+    let mut status = status;
+    if archived {
+        status["state"] = json!("Archived");
+    }
+    let patch = json!({"apiVersion": "palisade.dev/v1alpha1", "kind": "SecurityIncident", "status": status});
+    api.patch_status(id, &pp, &Patch::Apply(&patch)).await?;
+    Ok(())
+}
+
+async fn publish(c: &Collector, ns: &str, ev: &IncidentEvent) {
+    let (id, reason, note, type_) = match ev {
+        IncidentEvent::Opened { id } => (
+            id,
+            "IncidentOpened",
+            "abuse detected; see the incident's status".to_owned(),
+            EventType::Warning,
+        ),
+        IncidentEvent::RiskRaised { id, from, to } => (
+            id,
+            "RiskRaised",
+            format!("risk raised from {from:?} to {to:?}"),
+            EventType::Warning,
+        ),
+        IncidentEvent::Merged { into, from } => (
+            into,
+            "IncidentsMerged",
+            format!("incident {from} merged into this one"),
+            EventType::Normal,
+        ),
+        IncidentEvent::Closed { id } => (
+            id,
+            "IncidentClosed",
+            "no new detections during the quiet period".to_owned(),
+            EventType::Normal,
+        ),
+    };
+    if matches!(ev, IncidentEvent::Opened { .. }) {
+        c.ctx.metrics.incidents_opened.inc();
+    }
+    let api: Api<SecurityIncident> = Api::namespaced(c.ctx.client.clone(), ns);
+    let Ok(Some(obj)) = api.get_opt(id).await else {
+        return;
+    };
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Detect".into(),
+        secondary: None,
+    };
+    if let Err(e) = c.ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+        tracing::warn!(namespace = %ns, incident = %obj.name_any(), error = %e, "could not publish Event");
+    }
+}
+
+/// The exit list of a TorList rule, read from its ConfigMap (one address or prefix a line).
+async fn tor_exits(client: &kube::Client, ns: &str, r: &DetectionRule) -> Vec<ipnet::IpNet> {
+    let Some(src) = r
+        .spec
+        .tor_list
+        .as_ref()
+        .and_then(|t| t.from_config_map.as_ref())
+    else {
+        return vec![];
+    };
+    let Some(name) = &src.name else { return vec![] };
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let Ok(Some(cm)) = api.get_opt(name.as_str()).await else {
+        return vec![];
+    };
+    let data = cm.data.unwrap_or_default();
+    let text: String = match &src.key {
+        Some(k) => data.get(k).cloned().unwrap_or_default(),
+        None => data.into_values().collect::<Vec<_>>().join("\n"),
+    };
+    text.lines()
+        .filter_map(|l| palisade_policy::parse_prefix(l.split('#').next().unwrap_or("").trim()))
+        .collect()
+}

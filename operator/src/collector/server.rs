@@ -1,0 +1,67 @@
+//! The report endpoint: `POST /v1/reports` with a sidecar's window summary (JSON) and its
+//! projected service-account token. Answers: 202 merged, 400 malformed report, 401 bad
+//! token, 403 report for another namespace, 503 this replica is not the leader (the sidecar
+//! retries; the Service sends it to another replica).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::routing::post;
+use palisade_detection::report::{MAX_REPORT_BYTES, Report};
+
+use super::Collector;
+
+/// The collector's routes.
+pub fn router(collector: Arc<Collector>) -> Router {
+    Router::new()
+        .route("/v1/reports", post(report))
+        .layer(DefaultBodyLimit::max(MAX_REPORT_BYTES))
+        .with_state(collector)
+}
+
+async fn report(
+    State(c): State<Arc<Collector>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, String) {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    let caller = match c.auth.check(&c.ctx.client, token).await {
+        Ok(caller) => caller,
+        Err(e) => {
+            c.count("Unauthenticated");
+            return (StatusCode::UNAUTHORIZED, e.to_string());
+        }
+    };
+    if !c.ctx.is_leader() {
+        c.count("NotLeader");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this replica is not the leader; retry".into(),
+        );
+    }
+    let report = match Report::from_json(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            c.count(e.reason());
+            return (StatusCode::BAD_REQUEST, e.to_string());
+        }
+    };
+    if report.sidecar.namespace != caller.namespace {
+        c.count("WrongNamespace");
+        let msg = format!(
+            "a sidecar of namespace {} cannot report for namespace {}",
+            caller.namespace, report.sidecar.namespace
+        );
+        return (StatusCode::FORBIDDEN, msg);
+    }
+    let outcome = c.merge(&report);
+    c.count("Accepted");
+    (StatusCode::ACCEPTED, format!("{outcome:?}"))
+}
