@@ -119,6 +119,13 @@ pub struct PolicyConfig {
     /// Name of the bundle manifest ConfigMap to watch through the Kubernetes API.
     #[arg(long, env = "PALISADE_BUNDLE_CONFIGMAP")]
     pub bundle_configmap: Option<String>,
+    /// Name of the detected-client ConfigMap (binaryData key `detected`), watched with the bundle.
+    #[arg(
+        long,
+        env = "PALISADE_DETECTED_CONFIGMAP",
+        default_value = "palisade-detected"
+    )]
+    pub detected_configmap: String,
     /// Namespace of the bundle ConfigMaps (the pod's own namespace).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     pub namespace: String,

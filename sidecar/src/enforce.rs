@@ -54,7 +54,10 @@ pub fn enforce(
         };
     };
     let p = &loaded.policy;
-    let v = evaluate(p, &request(who, parts));
+    let detected = store.detected_for(&loaded);
+    let mut req = request(who, parts);
+    req.detected = detected.as_ref().map(|d| &d.index);
+    let v = evaluate(p, &req);
     if cfg.observe || !v.observed.is_empty() {
         let would_be = if cfg.observe {
             decision_label(&merged(&v))

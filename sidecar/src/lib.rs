@@ -140,7 +140,8 @@ fn spawn_sources(cfg: &Config, store: &Arc<store::Store>) -> Vec<tokio::task::Jo
         )));
     }
     if let Some(name) = &p.bundle_configmap {
-        let task = source_kube::spawn(store.clone(), p.namespace.clone(), name.clone());
+        let (ns, detected) = (p.namespace.clone(), p.detected_configmap.clone());
+        let task = source_kube::spawn(store.clone(), ns, name.clone(), detected);
         tasks.push(tokio::spawn(task));
     }
     if tasks.is_empty() {

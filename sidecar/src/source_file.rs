@@ -1,7 +1,8 @@
 //! Bundle source: the mounted files, polled for changes (a mounted ConfigMap changes by an
 //! atomic symlink swap, which polling sees reliably). Layout: `<dir>/manifest.json` and one
-//! file per shard named by its shard name (`<dir>/<shard>`); `--bundle-path` may name the
-//! directory or the manifest file itself.
+//! file per shard named by its shard name (`<dir>/<shard>`), and optionally the
+//! detected-client document (`<dir>/detected`); `--bundle-path` may name the directory or the
+//! manifest file itself.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,6 +12,8 @@ use std::time::Duration;
 use crate::store::Store;
 
 const MANIFEST_FILE: &str = "manifest.json";
+/// The detected-client document, beside the manifest (optional).
+pub const DETECTED_FILE: &str = "detected";
 
 /// Polls `path` every `every` and applies changed bundles. Runs until dropped.
 pub async fn spawn(store: Arc<Store>, path: PathBuf, every: Duration) {
@@ -23,8 +26,15 @@ pub async fn spawn(store: Arc<Store>, path: PathBuf, every: Duration) {
         (path.clone(), dir)
     };
     let mut last_seen = String::new();
+    let mut last_detected = Vec::new();
     let mut warned = false;
     loop {
+        if let Ok(bytes) = tokio::fs::read(dir.join(DETECTED_FILE)).await
+            && bytes != last_detected
+        {
+            store.apply_detected("file", &bytes);
+            last_detected = bytes;
+        }
         match tokio::fs::read_to_string(&manifest_path).await {
             Ok(text) if text != last_seen => {
                 if check(&store, &text, &dir).await {

@@ -18,9 +18,12 @@ use crate::store::Store;
 pub const MANIFEST_KEY: &str = "manifest.json";
 /// Key of a shard's bytes in its ConfigMap's `binaryData`.
 pub const SHARD_KEY: &str = "shard";
+/// Key of the detected-client document in its ConfigMap's `binaryData`.
+pub const DETECTED_KEY: &str = "detected";
 
-/// Watches `name` in `ns` until dropped.
-pub async fn spawn(store: Arc<Store>, ns: String, name: String) {
+/// Watches the manifest `name` and the detected-client ConfigMap `detected` in `ns` until
+/// dropped.
+pub async fn spawn(store: Arc<Store>, ns: String, name: String, detected: String) {
     let client = match kube::Client::try_default().await {
         Ok(c) => c,
         Err(e) => {
@@ -29,16 +32,44 @@ pub async fn spawn(store: Arc<Store>, ns: String, name: String) {
         }
     };
     let api: Api<ConfigMap> = Api::namespaced(client, &ns);
-    let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    tokio::join!(
+        watch_manifest(&store, &api, &name),
+        watch_detected(&store, &api, &detected)
+    );
+}
+
+fn by_name(name: &str) -> watcher::Config {
+    watcher::Config::default().fields(&format!("metadata.name={name}"))
+}
+
+async fn watch_manifest(store: &Store, api: &Api<ConfigMap>, name: &str) {
     let mut cache: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-    let mut events = watcher(api.clone(), cfg)
+    let mut events = watcher(api.clone(), by_name(name))
         .default_backoff()
         .applied_objects()
         .boxed();
     while let Some(event) = events.next().await {
         match event {
-            Ok(cm) => on_manifest(&store, &api, &name, &cm, &mut cache).await,
+            Ok(cm) => on_manifest(store, api, name, &cm, &mut cache).await,
             Err(e) => tracing::warn!(error = %e, configmap = %name, "bundle watch error; retrying"),
+        }
+    }
+}
+
+async fn watch_detected(store: &Store, api: &Api<ConfigMap>, name: &str) {
+    let mut events = watcher(api.clone(), by_name(name))
+        .default_backoff()
+        .applied_objects()
+        .boxed();
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(cm) => match cm.binary_data.as_ref().and_then(|d| d.get(DETECTED_KEY)) {
+                Some(bytes) => store.apply_detected("api", &bytes.0),
+                None => tracing::warn!(configmap = %name, "no binaryData key {DETECTED_KEY}"),
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, configmap = %name, "detected watch error; retrying")
+            }
         }
     }
 }

@@ -5,10 +5,10 @@
 //! that fails never replaces the last good one: it is counted and logged.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwapOption;
-use palisade_policy::{BundleError, CompiledPolicy, Manifest};
+use palisade_policy::{BundleError, CompiledPolicy, DetectedClients, DetectedIndex, Manifest};
 
 use crate::metrics::{Metrics, ReasonLabel};
 
@@ -25,12 +25,32 @@ pub struct Loaded {
     pub version: String,
 }
 
+/// The detected-client set, indexed against the rules of one bundle.
+#[derive(Debug)]
+pub struct Detected {
+    /// Hash of the bundle whose rule table the index uses.
+    pub for_hash: String,
+    /// The index `evaluate` reads.
+    pub index: DetectedIndex,
+}
+
 /// Why a bundle was not applied.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The manifest is not valid JSON for this build.
     #[error("bundle manifest from {source_name} does not parse: {error}")]
     Manifest {
+        /// Where it came from.
+        source_name: &'static str,
+        /// Why.
+        #[source]
+        error: BundleError,
+    },
+    /// The detected-client document does not decode.
+    #[error(
+        "detected-client document from {source_name} rejected: {error}; keeping the last good one"
+    )]
+    Detected {
         /// Where it came from.
         source_name: &'static str,
         /// Why.
@@ -55,7 +75,7 @@ impl StoreError {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::Manifest { .. } => "ManifestInvalid",
-            Self::Bundle { error, .. } => error.reason(),
+            Self::Bundle { error, .. } | Self::Detected { error, .. } => error.reason(),
         }
     }
 }
@@ -64,6 +84,9 @@ impl StoreError {
 #[derive(Debug)]
 pub struct Store {
     current: ArcSwapOption<Loaded>,
+    detected: ArcSwapOption<Detected>,
+    /// The last good detected-client document (read only off the request path).
+    detected_doc: Mutex<Option<DetectedClients>>,
     labels: BTreeMap<String, String>,
     metrics: Arc<Metrics>,
 }
@@ -73,6 +96,8 @@ impl Store {
     pub fn new(labels: BTreeMap<String, String>, metrics: Arc<Metrics>) -> Self {
         Self {
             current: ArcSwapOption::empty(),
+            detected: ArcSwapOption::empty(),
+            detected_doc: Mutex::new(None),
             labels,
             metrics,
         }
@@ -81,6 +106,48 @@ impl Store {
     /// The policy in force, if any (one atomic load + refcount).
     pub fn load(&self) -> Option<Arc<Loaded>> {
         self.current.load_full()
+    }
+
+    /// The detected-client index for `loaded`, if one is built for exactly that bundle.
+    pub fn detected_for(&self, loaded: &Loaded) -> Option<Arc<Detected>> {
+        self.detected
+            .load_full()
+            .filter(|d| d.for_hash == loaded.hash)
+    }
+
+    /// Decodes a detected-client document and indexes it against the bundle in force; a bad
+    /// document is counted and the previous one kept.
+    pub fn apply_detected(&self, source_name: &'static str, bytes: &[u8]) {
+        match palisade_policy::decode_detected(bytes) {
+            Ok(doc) => {
+                tracing::info!(
+                    source = source_name,
+                    generation = doc.generation,
+                    "detected clients applied"
+                );
+                *self
+                    .detected_doc
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(doc);
+                self.reindex();
+            }
+            Err(error) => self.rejected(&StoreError::Detected { source_name, error }),
+        }
+    }
+
+    /// Rebuilds the detected index for the bundle in force.
+    fn reindex(&self) {
+        let Some(loaded) = self.load() else { return };
+        let doc = self
+            .detected_doc
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(doc) = doc.as_ref() else { return };
+        let index = DetectedIndex::new(doc, &loaded.policy.bundle().rules);
+        self.detected.store(Some(Arc::new(Detected {
+            for_hash: loaded.hash.clone(),
+            index,
+        })));
     }
 
     /// Whether a manifest would change the policy in force: a different hash and a generation
@@ -144,6 +211,7 @@ impl Store {
         );
         self.metrics.set_bundle(&loaded.version);
         self.current.store(Some(Arc::new(loaded)));
+        self.reindex();
         true
     }
 

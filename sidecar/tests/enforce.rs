@@ -328,3 +328,49 @@ async fn bundle_swap_under_load_fails_no_request() {
     assert!(m.contains("palisade_sidecar_bundle_swaps_total 11"), "{m}");
     assert!(!m.contains("verdict=\"error\""), "{m}");
 }
+
+#[tokio::test]
+async fn detected_clients_trigger_detected_by_actions() {
+    let dir = tempfile::tempdir().unwrap();
+    let action = deny(
+        "ban-flooders",
+        when(|c| c.detected_by = Some(palisade_policy::DetectedBy::Any)),
+    );
+    let (manifest, shards) = bundle::encode_with_rules(vec![action], &["flooder"], 1);
+    write_raw(dir.path(), &manifest, &shards);
+    bundle::write_detected(dir.path(), 1, &[("flooder", "ip:192.0.2.5")]);
+    let path = dir.path().to_str().unwrap().to_owned();
+    let args = [
+        "--bundle-path",
+        &path,
+        "--bundle-poll",
+        "20ms",
+        "--trusted-hops",
+        "1",
+    ];
+    let sc = sidecar(echo_app().await, &args).await;
+    let hash = palisade_policy::Manifest::from_json(&manifest)
+        .unwrap()
+        .bundle_hash;
+    wait_for_bundle(&sc, &hash).await;
+    let flooder = [from("192.0.2.5")];
+    while get(sc.proxy_addr, "/", &flooder).await.0 != 403 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(get(sc.proxy_addr, "/", &[from("192.0.2.6")]).await.0, 200);
+    // The mark is lifted: the client gets through again.
+    bundle::write_detected(dir.path(), 2, &[]);
+    while get(sc.proxy_addr, "/", &flooder).await.0 != 200 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // A corrupt document is counted and ignored.
+    std::fs::write(dir.path().join("detected"), b"garbage").unwrap();
+    loop {
+        let m = metrics(&sc).await;
+        if m.contains("palisade_sidecar_bundle_load_errors_total") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(get(sc.proxy_addr, "/", &flooder).await.0, 200);
+}

@@ -280,3 +280,33 @@ async fn admin_endpoints() {
     );
     sc.shutdown().await;
 }
+
+/// A client that never finishes its request head (slowloris) is cut off by the header-read
+/// timeout; an idle keep-alive connection by the idle timeout. Both: the server closes.
+#[tokio::test]
+async fn slow_and_idle_clients_are_disconnected() {
+    let app = echo_app().await;
+    let sc = sidecar(
+        app,
+        &["--header-read-timeout", "100ms", "--idle-timeout", "200ms"],
+    )
+    .await;
+    let mut slow = TcpStream::connect(sc.proxy_addr).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nhost: a\r\nx-partial")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    slow.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+    let mut idle = TcpStream::connect(sc.proxy_addr).await.unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    idle.read_to_end(&mut out).await.unwrap();
+    assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"));
+}

@@ -46,9 +46,27 @@ pub fn allow(name: &str, conditions: Conditions) -> ActionSpec {
 
 /// Compiles and encodes; returns (manifest JSON, shards).
 pub fn encode(actions: Vec<ActionSpec>, generation: u64) -> (String, Vec<(String, Vec<u8>)>) {
+    encode_with_rules(actions, &[], generation)
+}
+
+/// Compiles and encodes with these enabled detection rules.
+pub fn encode_with_rules(
+    actions: Vec<ActionSpec>,
+    rules: &[&str],
+    generation: u64,
+) -> (String, Vec<(String, Vec<u8>)>) {
+    let rules = rules
+        .iter()
+        .map(|r| palisade_policy::RuleSpec {
+            name: (*r).to_owned(),
+            paused: false,
+            mode: Mode::Enforce,
+        })
+        .collect();
     let inputs = Inputs {
         generation,
         actions,
+        rules,
         ..Inputs::default()
     };
     let out = palisade_policy::compile(&inputs, jiff::Timestamp::now());
@@ -96,4 +114,26 @@ pub fn sha(secret: &str) -> String {
         "sha256:{}",
         hex::encode(sha2::Sha256::digest(secret.as_bytes()))
     )
+}
+
+/// Writes the detected-client document: each `(rule, client key)` marked for an hour.
+pub fn write_detected(dir: &Path, generation: u64, marks: &[(&str, &str)]) {
+    let expires = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1);
+    let mut doc = palisade_policy::DetectedClients {
+        generation,
+        ..Default::default()
+    };
+    for (rule, key) in marks {
+        let client = palisade_policy::DetectedClient {
+            key: key.parse().unwrap(),
+            expires,
+        };
+        doc.rules
+            .entry((*rule).to_owned())
+            .or_default()
+            .push(client);
+    }
+    let tmp = dir.join(".detected.tmp");
+    std::fs::write(&tmp, palisade_policy::encode_detected(&doc).unwrap()).unwrap();
+    std::fs::rename(tmp, dir.join("detected")).unwrap();
 }
