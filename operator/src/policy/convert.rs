@@ -171,30 +171,46 @@ fn list_refs(s: &IpListSource, configmaps: &[ConfigMap]) -> Vec<ListRef> {
 }
 
 /// The text of every list the actions reference and the namespace has; a missing ConfigMap
-/// or key is left out, and the compiler reports it as an invalid reference.
+/// or key is left out, and the compiler reports it as an invalid reference. `data` keys are
+/// read as text; `binaryData` keys ending in `.gz` as gzip-compressed text (how a list of a
+/// million prefixes fits the 1 MiB object limit).
 pub fn list_texts(actions: &[ActionSpec], configmaps: &[ConfigMap]) -> BTreeMap<ListRef, String> {
     let by_name: BTreeMap<String, &ConfigMap> =
         configmaps.iter().map(|c| (c.name_any(), c)).collect();
     let mut out = BTreeMap::new();
     for r in actions.iter().flat_map(|a| &a.conditions.ip_lists) {
-        let Some(data) = by_name.get(&r.config_map).and_then(|c| c.data.as_ref()) else {
+        let Some(cm) = by_name.get(&r.config_map) else {
             continue;
         };
+        let texts = cm_texts(cm);
         let text = if r.key == ALL_KEYS {
-            Some(
-                data.values()
-                    .map(String::as_str)
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-            )
+            Some(texts.into_values().collect::<Vec<_>>().join("\n"))
         } else {
-            data.get(&r.key).cloned()
+            texts.get(&r.key).cloned()
         };
         if let Some(text) = text {
             out.insert(r.clone(), text);
         }
     }
     out
+}
+
+/// Every readable key of a ConfigMap as text: `data` as is, `binaryData` keys ending in
+/// `.gz` decompressed (a key that does not decompress is left out, so the reference is
+/// reported as invalid rather than read as garbage).
+fn cm_texts(cm: &ConfigMap) -> BTreeMap<String, String> {
+    let mut texts: BTreeMap<String, String> = cm.data.clone().unwrap_or_default();
+    for (key, bytes) in cm.binary_data.iter().flatten() {
+        if !key.ends_with(".gz") {
+            continue;
+        }
+        let mut text = String::new();
+        let mut gz = flate2::read::GzDecoder::new(bytes.0.as_slice());
+        if std::io::Read::read_to_string(&mut gz, &mut text).is_ok() {
+            texts.insert(key.clone(), text);
+        }
+    }
+    texts
 }
 
 fn selector(s: &WorkloadSelector) -> LabelSelector {
@@ -216,5 +232,42 @@ fn selector(s: &WorkloadSelector) -> LabelSelector {
                 values: r.values.unwrap_or_default(),
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gzip_binary_data_is_read_as_text() {
+        use std::io::Write as _;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(b"203.0.113.0/24\n").expect("gzip");
+        let bytes = gz.finish().expect("gzip");
+        let cm: ConfigMap = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "big"},
+            "data": {"plain": "198.51.100.0/24"},
+            "binaryData": {"list.gz": base64_of(&bytes), "raw.bin": base64_of(b"x")}
+        }))
+        .expect("configmap");
+        let texts = cm_texts(&cm);
+        assert_eq!(
+            texts.get("list.gz").map(String::as_str),
+            Some("203.0.113.0/24\n")
+        );
+        assert_eq!(
+            texts.get("plain").map(String::as_str),
+            Some("198.51.100.0/24")
+        );
+        assert!(
+            !texts.contains_key("raw.bin"),
+            "only .gz binary keys are lists"
+        );
+    }
+
+    fn base64_of(b: &[u8]) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(b)
     }
 }
