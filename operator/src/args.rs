@@ -24,7 +24,11 @@ pub struct Args {
     #[arg(long, env = "PALISADE_LEASE_DURATION", default_value_t = 15)]
     pub lease_duration: u64,
     /// Address the detection collector listens on (sidecar reports, `POST /v1/reports`).
-    #[arg(long, env = "PALISADE_COLLECTOR_LISTEN", default_value = "0.0.0.0:9444")]
+    #[arg(
+        long,
+        env = "PALISADE_COLLECTOR_LISTEN",
+        default_value = "0.0.0.0:9444"
+    )]
     pub collector_listen: SocketAddr,
     /// How often the collector runs the detection rules over the merged windows.
     #[arg(long, env = "PALISADE_DETECTION_INTERVAL", default_value = "1s", value_parser = parse_interval)]
