@@ -58,6 +58,9 @@ pub fn enforce(
     let mut req = request(who, parts);
     req.detected = detected.as_ref().map(|d| &d.index);
     let v = evaluate(p, &req);
+    for name in &loaded.flag_names {
+        parts.headers.remove(name);
+    }
     if cfg.observe || !v.observed.is_empty() {
         let would_be = if cfg.observe {
             decision_label(&merged(&v))

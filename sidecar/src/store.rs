@@ -23,6 +23,9 @@ pub struct Loaded {
     pub generation: u64,
     /// `<generation>-<first 12 hex digits of the hash>`: the version reported in metrics/logs.
     pub version: String,
+    /// Every header name a flag action sets: removed from client requests, so a client cannot
+    /// forge a flag the application trusts.
+    pub flag_names: Vec<http::HeaderName>,
 }
 
 /// The detected-client set, indexed against the rules of one bundle.
@@ -197,7 +200,9 @@ impl Store {
             .bundle_hash
             .get(..12)
             .unwrap_or(&manifest.bundle_hash);
+        let flag_names = flag_names(&bundle);
         let loaded = Loaded {
+            flag_names,
             version: format!("{}-{short}", manifest.generation),
             hash: manifest.bundle_hash.clone(),
             generation: manifest.generation,
@@ -222,6 +227,22 @@ impl Store {
             .inc();
         tracing::warn!(reason = e.reason(), error = %e, "bundle rejected");
     }
+}
+
+fn flag_names(bundle: &palisade_policy::Bundle) -> Vec<http::HeaderName> {
+    let mut names: Vec<http::HeaderName> = bundle
+        .actions
+        .iter()
+        .filter_map(|a| match &a.verb {
+            palisade_policy::Verb::Flag { headers } => Some(headers),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|h| http::HeaderName::from_bytes(h.name.as_bytes()).ok())
+        .collect();
+    names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    names.dedup();
+    names
 }
 
 /// Parses pod labels from `k=v,k=v` or the downward-API file format (`k="v"` per line).

@@ -168,6 +168,15 @@ async fn precedence_allow_over_deny_over_flag_and_flags_seen_by_the_app() {
                 .unwrap()
         )
     );
+    // a client cannot forge a flag header
+    let (_, _, body) = get(
+        addr,
+        "/",
+        &[from("10.0.0.1"), ("x-palisade-flag", "forged")],
+    )
+    .await;
+    let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(seen["flag"], "");
     // several flags all add their headers
     let (s, h, body) = get(addr, "/", &[from("10.0.0.1"), ("user-agent", "sus")]).await;
     assert_eq!(s, 200);
@@ -373,4 +382,30 @@ async fn detected_clients_trigger_detected_by_actions() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     assert_eq!(get(sc.proxy_addr, "/", &flooder).await.0, 200);
+}
+
+#[tokio::test]
+async fn workload_selector_uses_the_pod_labels() {
+    let mut web_only = deny("web-only", when(|c| c.user_agents = vec!["bot".into()]));
+    web_only.workload_selector = Some(palisade_policy::LabelSelector {
+        match_labels: [("app".to_owned(), "web".to_owned())].into(),
+        ..Default::default()
+    });
+    let labels = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(labels.path(), "app=\"web\"\ntier=\"front\"\n").unwrap();
+    let file = labels.path().to_str().unwrap().to_owned();
+    let web = env(vec![web_only.clone()], &["--pod-labels-file", &file]).await;
+    assert_eq!(
+        get(web.sc.proxy_addr, "/", &[("user-agent", "bot")])
+            .await
+            .0,
+        403
+    );
+    let api = env(vec![web_only], &["--pod-labels", "app=api"]).await;
+    assert_eq!(
+        get(api.sc.proxy_addr, "/", &[("user-agent", "bot")])
+            .await
+            .0,
+        200
+    );
 }

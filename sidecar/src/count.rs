@@ -1,0 +1,135 @@
+//! Counting for detection, off the request path: each finished request becomes a small
+//! [`Fact`] pushed into a bounded channel (`try_send`: no lock, no wait; when the counter
+//! falls behind, facts are dropped and counted, never queued without bound). One task owns
+//! the detection crate's `Counter`, and every report interval hands the window summary to
+//! the reporter.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use palisade_detection::counter::{Counter, CounterConfig};
+use palisade_detection::facts::{Attributes, RequestFacts, Responder};
+use palisade_detection::key::KeyHash;
+use palisade_detection::report::{Report, SidecarId};
+use prometheus_client::metrics::counter::Counter as PromCounter;
+use tokio::sync::mpsc;
+
+/// Facts buffered between the request path and the counting task.
+const QUEUE: usize = 65_536;
+/// One request in this many carries its attributes (product, app, path, …) to the counter.
+const ATTR_SAMPLE: u32 = 64;
+
+/// What one finished request contributes to detection.
+#[derive(Debug, Clone)]
+pub struct Fact {
+    /// Client address (as resolved by identify).
+    pub ip: IpAddr,
+    /// sha256 of the API key, if any.
+    pub api_key: Option<[u8; 32]>,
+    /// sha256 of the bearer token, if any.
+    pub token: Option<[u8; 32]>,
+    /// sha256 of the user agent, if any.
+    pub user_agent: Option<[u8; 32]>,
+    /// Response status.
+    pub status: u16,
+    /// Response body size, when known (Content-Length).
+    pub bytes: u64,
+    /// The request hit the OAuth token endpoint.
+    pub token_endpoint: bool,
+    /// The sidecar answered itself (a deny): never counted as the app's error.
+    pub own: bool,
+    /// Sampled attributes.
+    pub attrs: Option<Box<OwnedAttrs>>,
+}
+
+/// Attributes of a sampled request.
+#[derive(Debug, Clone, Default)]
+pub struct OwnedAttrs {
+    /// API product.
+    pub product: Option<String>,
+    /// Developer app.
+    pub app: Option<String>,
+    /// Developer.
+    pub developer: Option<String>,
+    /// Region code.
+    pub region: Option<String>,
+    /// Request path.
+    pub path: Option<String>,
+}
+
+/// The request path's handle: cheap to clone, never blocks.
+#[derive(Debug, Clone)]
+pub struct CountHandle {
+    tx: mpsc::Sender<Fact>,
+    dropped: PromCounter,
+    tick: Arc<AtomicU32>,
+}
+
+impl CountHandle {
+    /// Whether this request should carry attributes (1 in [`ATTR_SAMPLE`]).
+    pub fn sample_attributes(&self) -> bool {
+        self.tick.fetch_add(1, Ordering::Relaxed).is_multiple_of(ATTR_SAMPLE)
+    }
+
+    /// Queues a fact; drops it (and counts the drop) if the counter is behind.
+    pub fn record(&self, fact: Fact) {
+        if self.tx.try_send(fact).is_err() {
+            self.dropped.inc();
+        }
+    }
+}
+
+/// Starts the counting task; every `interval` it sends a report to `reports`.
+pub fn spawn(
+    id: SidecarId,
+    interval: Duration,
+    dropped: PromCounter,
+    reports: mpsc::Sender<Report>,
+) -> CountHandle {
+    let (tx, mut rx) = mpsc::channel::<Fact>(QUEUE);
+    tokio::spawn(async move {
+        let cfg = CounterConfig::default();
+        let mut counter = Counter::new(id, &cfg, jiff::Timestamp::now());
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                fact = rx.recv() => match fact {
+                    Some(f) => counter.record(&facts(&f)),
+                    None => return,
+                },
+                _ = tick.tick() => {
+                    let report = counter.take_report(jiff::Timestamp::now());
+                    if report.totals.requests > 0 && reports.try_send(report).is_err() {
+                        tracing::warn!("reporter is behind; a window summary was dropped");
+                    }
+                }
+            }
+        }
+    });
+    CountHandle { tx, dropped, tick: Arc::new(AtomicU32::new(0)) }
+}
+
+fn facts(f: &Fact) -> RequestFacts<'_> {
+    let attrs = f.attrs.as_deref().map_or_else(Attributes::default, |a| Attributes {
+        product: a.product.as_deref(),
+        app: a.app.as_deref(),
+        developer: a.developer.as_deref(),
+        region: a.region.as_deref(),
+        path: a.path.as_deref(),
+    });
+    RequestFacts {
+        ip: f.ip,
+        api_key: f.api_key.map(KeyHash),
+        access_token: f.token.map(KeyHash),
+        user_agent: f.user_agent.map(KeyHash),
+        status: f.status,
+        bytes: f.bytes,
+        token_endpoint: f.token_endpoint,
+        responder: if f.own { Responder::Sidecar } else { Responder::Upstream },
+        attrs,
+    }
+}
