@@ -40,3 +40,8 @@ env: ## Print the export line for the running local control plane.
 
 crds: ## Regenerate the CRD manifests under crds/ from the Rust types.
 	$(CARGO) run --quiet -p palisade-crds --bin crdgen
+
+bench: ## Benchmarks side by side (sidecar vs nginx/HAProxy, policy, detection) -> bench/results/. BENCH_QUICK=1: a few minutes.
+	@bash bench/setup.sh
+	$(CARGO) build --release -p palisade-sidecar -p palisade-bench
+	python3 bench/bench.py all

@@ -1,0 +1,798 @@
+#!/usr/bin/env python3
+"""Palisade benchmarks: `make bench` runs `bench.py all` (see docs/benchmarks.md).
+
+Subcommands (each writes one results file under bench/results/):
+  proxy      side-by-side proxy run on loopback -> proxy.md
+  lookup     criterion `cargo bench -p palisade-policy` summary -> lookup.md
+  detection  criterion `cargo bench -p palisade-detection` summary -> detection.md
+  operator   compile time and peak RSS of 1M prefixes + 1000 actions, nginx/HAProxy load of
+             the same list -> operator.md
+  all        the four, in the order operator, proxy, lookup, detection
+
+BENCH_QUICK=1 shortens every run (a few minutes in all); BENCH_ROUNDS, BENCH_DURATION and
+BENCH_SAT_DURATION (seconds) override the proxy run's shape. Numbers are reported, never asserted.
+Environment: CARGO_TARGET_DIR (binaries in $CARGO_TARGET_DIR/release), BENCH_WORK (scratch
+directory, default $PALISADE_CACHE/bench or ~/.cache/palisade/bench).
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
+CACHE = Path(os.environ.get("PALISADE_CACHE", Path.home() / ".cache" / "palisade"))
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR", CACHE / "target"))
+BIN = TARGET / "release"
+WORK = Path(os.environ.get("BENCH_WORK", CACHE / "bench"))
+LISTS = WORK / "lists"
+SERVER_CPU = "0"
+LOAD_CPU = "1"
+
+# Protocol (shared/notes/performance-anchors.md §9): 1k and 5k RPS open loop, 32 keep-alive
+# connections, 1 KB responses, A/B alternated 5 x 20 s, medians of per-run percentiles.
+if QUICK:
+    ROUNDS, DURATION, WARMUP, SAT_DURATION = 3, 3.0, 1.0, 3.0
+else:
+    ROUNDS, DURATION, WARMUP, SAT_DURATION = 5, 20.0, 2.0, 10.0
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", ROUNDS))
+DURATION = float(os.environ.get("BENCH_DURATION", DURATION))
+SAT_DURATION = float(os.environ.get("BENCH_SAT_DURATION", SAT_DURATION))
+RATES = [1000, 5000]
+CONNECTIONS = 32
+APP_PORT = 18080
+
+# name -> (port, description); order is the alternation order of round 0.
+CONTENDERS = {
+    "direct": (18080, "direct to the app (nginx static, 1 KB)"),
+    "nginx": (18081, "nginx reverse proxy, keep-alive upstream"),
+    "haproxy": (18082, "HAProxy, nbthread 1, http-reuse always"),
+    "palisade-empty": (18083, "Palisade sidecar, empty policy bundle"),
+    "palisade-1M": (18084, "Palisade sidecar, 1M prefixes + 1000 actions"),
+    "nginx-geo-1M": (18085, "nginx + `geo` 1M list, `if ($blocked) return 403`"),
+    "haproxy-f-1M": (18087, "HAProxy + `src -f` 1M list, `http-request deny`"),
+    "nginx-deny-1M": (18086, "nginx + 1M `deny` lines (saturation run only)"),
+}
+FIXED_RATE = [c for c in CONTENDERS if c != "nginx-deny-1M"]
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, shell=isinstance(cmd, str), check=True, text=True,
+                          capture_output=True, **kw).stdout
+
+
+def machine():
+    cpu = "?"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem = Path("/proc/meminfo").read_text().split("\n")[0].split()[1]
+    rev = sh(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]).strip()
+    dirty = sh(["git", "-C", str(ROOT), "status", "--porcelain"]).strip() != ""
+    return {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": cpu,
+        "ncpu": os.cpu_count(),
+        "mem_gib": round(int(mem) / 1024 / 1024, 1),
+        "kernel": os.uname().release,
+        "load": os.getloadavg(),
+        "git": rev + (" (work tree has uncommitted changes of other engineers)" if dirty else ""),
+        "mode": "quick (BENCH_QUICK=1)" if QUICK else "full",
+    }
+
+
+def header(title, m, command, extra=""):
+    load = " / ".join(f"{x:.2f}" for x in m["load"])
+    return (
+        f"# {title}\n\n"
+        f"- Date: {m['date']}; mode: {m['mode']}; commit {m['git']}.\n"
+        f"- Machine: {m['cpu']}, {m['ncpu']} vCPU (KVM), {m['mem_gib']} GiB, Linux {m['kernel']}.\n"
+        f"- Load average when the run started: {load} (1/5/15 min)."
+        + (" Other work (builds) was running on the same 2 cores, so absolute numbers are\n"
+           "  noisy; same-run ratios less so.\n" if m["load"][0] > 1.5 else " The machine was quiet.\n")
+        + f"- Command: `{command}`.\n{extra}\n"
+    )
+
+
+def median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def fmt_us(x):
+    if x is None:
+        return "–"
+    if abs(x) >= 10_000:
+        return f"{x / 1000:.1f} ms"
+    return f"{x:.0f} µs"
+
+
+def fmt_ratio(x):
+    return "–" if x is None else f"{x:.2f}×"
+
+
+def ratio(a, b):
+    if a is None or b is None or b <= 0:
+        return None  # a ratio to a non-positive difference of medians means nothing
+    return a / b
+
+
+def met(ok):
+    return "–" if ok is None else ("**met**" if ok else "**not met**")
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes
+
+
+class Procs:
+    def __init__(self):
+        self.procs = {}
+
+    def start(self, name, argv, env=None):
+        logf = open(WORK / f"{name}.log", "w")
+        p = subprocess.Popen(["taskset", "-c", SERVER_CPU, *argv], stdout=logf, stderr=logf,
+                             env={**os.environ, **(env or {})}, start_new_session=True)
+        self.procs[name] = p
+        return p
+
+    def stop_all(self):
+        for name, p in self.procs.items():
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.time() + 10
+        for p in self.procs.values():
+            try:
+                p.wait(timeout=max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+
+    def pids(self, name):
+        """The process and its children (nginx workers)."""
+        p = self.procs[name]
+        out = [p.pid]
+        try:
+            out += [int(x) for x in sh(["pgrep", "-P", str(p.pid)]).split()]
+        except subprocess.CalledProcessError:
+            pass
+        return out
+
+
+def rss_kib(pids):
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except FileNotFoundError:
+            pass
+    return total
+
+
+def cpu_seconds(pids):
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except FileNotFoundError:
+            pass
+    return total / tick
+
+
+def wait_http(port, path="/index.html", timeout=180, expect=200):
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+                if r.status == expect:
+                    return
+                last = r.status
+        except urllib.error.HTTPError as e:
+            last = e.code
+        except OSError as e:
+            last = e
+        time.sleep(0.05)
+    raise RuntimeError(f"port {port} not answering {expect} (last: {last})")
+
+
+def port_free(port):
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Configurations
+
+NGINX_COMMON = """worker_processes 1;
+daemon off;
+user root;
+pid {w}/{name}.pid;
+error_log {w}/{name}.err warn;
+events {{ worker_connections 8192; }}
+http {{
+  access_log off;
+  keepalive_requests 100000000;
+  keepalive_timeout 300s;
+  client_body_temp_path {w}/tmp/{name}-body;
+  proxy_temp_path {w}/tmp/{name}-proxy;
+  fastcgi_temp_path {w}/tmp/{name}-fcgi;
+  uwsgi_temp_path {w}/tmp/{name}-uwsgi;
+  scgi_temp_path {w}/tmp/{name}-scgi;
+{body}
+}}
+"""
+
+NGINX_UPSTREAM = """  upstream app {{ server 127.0.0.1:{app}; keepalive 64; keepalive_requests 100000000; }}"""
+PROXY_LOC = """proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection "";"""
+
+
+def nginx_conf(name, body):
+    path = WORK / f"{name}.conf"
+    path.write_text(NGINX_COMMON.format(w=WORK, name=name, body=body))
+    return path
+
+
+def haproxy_conf(name, port, acl):
+    path = WORK / f"{name}.cfg"
+    path.write_text(f"""global
+  nbthread 1
+  maxconn 20000
+  pidfile {WORK}/{name}.pid
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 300s
+  timeout server 300s
+  timeout http-keep-alive 300s
+frontend fe
+  bind 127.0.0.1:{port}
+{acl}  default_backend app
+backend app
+  http-reuse always
+  server app 127.0.0.1:{APP_PORT}
+""")
+    return path
+
+
+def prepare_lists():
+    """The 1M list in every form, and both bundles (cached in WORK/lists)."""
+    LISTS.mkdir(parents=True, exist_ok=True)
+    if not (LISTS / "list-v4.txt").exists():
+        log("generating the 1M-prefix list")
+        sh([str(BIN / "mkbundle"), "gen", str(LISTS)])
+    if not (LISTS / "big" / "manifest.json").exists():
+        log("compiling the 1M-prefix + 1000-action bundle")
+        sh([str(BIN / "mkbundle"), "compile", str(LISTS)])
+
+
+def start_all(procs):
+    (WORK / "tmp").mkdir(parents=True, exist_ok=True)
+    www = WORK / "www"
+    www.mkdir(exist_ok=True)
+    (www / "index.html").write_text("x" * 1023 + "\n")
+    for port in {p for p, _ in CONTENDERS.values()} | {19083, 19084}:
+        if not port_free(port):
+            raise RuntimeError(f"port {port} is in use; stop what holds it")
+    up = NGINX_UPSTREAM.format(app=APP_PORT)
+    confs = {
+        "app": f"""  server {{ listen 127.0.0.1:{APP_PORT} backlog=4096; root {www};
+    location / {{ }} }}""",
+        "nginx": f"""{up}
+  server {{ listen 127.0.0.1:18081 backlog=4096; location / {{ {PROXY_LOC} }} }}""",
+        "nginx-geo-1M": f"""{up}
+  geo $blocked {{ include {LISTS}/nginx-geo.conf; }}
+  server {{ listen 127.0.0.1:18085 backlog=4096;
+    location / {{ if ($blocked) {{ return 403; }} {PROXY_LOC} }} }}""",
+        "nginx-deny-1M": f"""{up}
+  server {{ listen 127.0.0.1:18086 backlog=4096;
+    location / {{ include {LISTS}/nginx-deny.conf; allow all; {PROXY_LOC} }} }}""",
+    }
+    for name, body in confs.items():
+        procs.start(name, ["nginx", "-c", str(nginx_conf(name, body)), "-p", str(WORK)])
+    procs.start("haproxy", ["haproxy", "-db", "-f", str(haproxy_conf("haproxy", 18082, ""))])
+    acl = f"  http-request deny if {{ src -f {LISTS}/list-v4.txt }}\n"
+    procs.start("haproxy-f-1M",
+                ["haproxy", "-db", "-f", str(haproxy_conf("haproxy-f-1M", 18087, acl))])
+    for name, port, bundle in [("palisade-empty", 18083, "empty"), ("palisade-1M", 18084, "big")]:
+        procs.start(name, [
+            str(BIN / "palisade-sidecar"),
+            "--listen", f"127.0.0.1:{port}",
+            "--admin-listen", f"127.0.0.1:{port + 1000}",
+            "--upstream-port", str(APP_PORT),
+            "--bundle-path", str(LISTS / bundle),
+            "--geoip-db", str(LISTS / "geo.mmdb"),
+            "--asn-db", str(LISTS / "asn.mmdb"),
+            "--log-format", "plain",
+            "--fail-closed",  # 503 until the bundle is loaded: a 200 means it is in force
+        ], env={"RUST_LOG": "warn"})
+    for name, (port, _) in CONTENDERS.items():
+        wait_http(port)
+    for port in (19083, 19084):
+        wait_http(port, "/ready")
+
+
+def sidecar_metrics(port):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    return [line for line in text.splitlines()
+            if line.startswith(("palisade_sidecar_requests", "palisade_sidecar_bundle"))]
+
+
+# ---------------------------------------------------------------------------------------------
+# proxy
+
+
+def loadgen(name, rate, duration, rnd):
+    port = CONTENDERS[name][0]
+    out = sh(["taskset", "-c", LOAD_CPU, str(BIN / "loadgen"), "--addr", f"127.0.0.1:{port}",
+              "--path", "/index.html", "--rate", str(rate), "--connections", str(CONNECTIONS),
+              "--duration", str(duration), "--warmup", str(WARMUP),
+              "--header", "X-Api-Key: bench-key", "--label", name])
+    r = json.loads(out)
+    r["round"] = rnd
+    return r
+
+
+def proxy():
+    m = machine()
+    try:
+        os.sched_setaffinity(0, {int(LOAD_CPU)})
+    except OSError:
+        pass
+    WORK.mkdir(parents=True, exist_ok=True)
+    prepare_lists()
+    procs = Procs()
+    runs = []
+    rss = {}
+    cpu = {}
+    try:
+        t0 = time.time()
+        start_all(procs)
+        log(f"all contenders up in {time.time() - t0:.1f} s")
+        time.sleep(1)
+        for name in CONTENDERS:
+            pname = "app" if name == "direct" else name
+            rss[name] = {"idle": rss_kib(procs.pids(pname))}
+        app_pids = procs.pids("app")
+        for rnd in range(ROUNDS):
+            order = FIXED_RATE[rnd % len(FIXED_RATE):] + FIXED_RATE[:rnd % len(FIXED_RATE)]
+            if rnd % 2:
+                order.reverse()
+            for rate in RATES:
+                for name in order:
+                    pname = "app" if name == "direct" else name
+                    pids = procs.pids(pname)
+                    c0, a0 = cpu_seconds(pids), cpu_seconds(app_pids)
+                    r = loadgen(name, rate, DURATION, rnd)
+                    r["cpu_s"] = cpu_seconds(pids) - c0
+                    r["app_cpu_s"] = cpu_seconds(app_pids) - a0
+                    runs.append(r)
+                    log(f"round {rnd} {rate}/s {name}: p50 {r['p50_us']:.0f} µs p99 "
+                        f"{r['p99_us']:.0f} µs rps {r['rps']:.0f} err {r['errors']}")
+            for name in order + ["nginx-deny-1M"]:
+                r = loadgen(name, 0, SAT_DURATION, rnd)
+                runs.append(r)
+                log(f"round {rnd} saturation {name}: rps {r['rps']:.0f} p99 {r['p99_us']:.0f} µs")
+        for name in CONTENDERS:
+            pname = "app" if name == "direct" else name
+            rss[name]["loaded"] = rss_kib(procs.pids(pname))
+        metrics = {name: sidecar_metrics(port + 1000) for name, port in
+                   [("palisade-empty", 18083), ("palisade-1M", 18084)]}
+        (WORK / "sidecar-metrics.json").write_text(json.dumps(metrics, indent=1))
+    finally:
+        procs.stop_all()
+    m["load_end"] = os.getloadavg()
+    (WORK / "proxy-runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in runs))
+    write_proxy(m, runs, rss)
+
+
+def write_proxy(m, runs, rss):
+    by = {}
+    for r in runs:
+        by.setdefault((r["label"], r["rate"]), []).append(r)
+
+    def med(name, rate, key):
+        return median([r[key] for r in by.get((name, rate), [])])
+
+    def added(name, rate, key):
+        """Median over rounds of (contender − direct) in the same round."""
+        direct = {r["round"]: r[key] for r in by.get(("direct", rate), [])}
+        return median([r[key] - direct[r["round"]] for r in by.get((name, rate), [])
+                       if r["round"] in direct])
+
+    out = [header("Proxy benchmark: Palisade sidecar vs nginx and HAProxy", m,
+                  ("BENCH_QUICK=1 " if QUICK else "") + "make bench  (bench/bench.py proxy)",
+                  f"- Load average when it ended: "
+                  f"{' / '.join(f'{x:.2f}' for x in m['load_end'])}.\n")]
+    out.append(
+        "## Setup\n\n"
+        "All contenders run side by side in one run, on loopback. Every server process (the app\n"
+        "and all proxies) is pinned to CPU 0 (`taskset -c 0`); the load generator (bench/loadgen,\n"
+        "open loop, wrk2-style: latency from each request's scheduled send time, HdrHistogram) is\n"
+        f"pinned to CPU 1. {CONNECTIONS} keep-alive connections, `GET /index.html` (1 KB static file\n"
+        "from nginx, 1 worker) with a `User-Agent` and an `X-Api-Key` header. Client 127.0.0.1 is\n"
+        "not in the 1M list, so every request is forwarded (a miss is the full cost: all 1000\n"
+        "actions are evaluated). Proxies: 1 worker / 1 thread each; the sidecar's tokio runtime\n"
+        "sees one CPU. Contenders are alternated (rotated and reversed each round);\n"
+        f"{ROUNDS} rounds × {DURATION:.0f} s per rate (after {WARMUP:.0f} s warm-up), then a closed-loop\n"
+        f"saturation run of {SAT_DURATION:.0f} s per contender per round. Numbers are medians over\n"
+        "rounds of each run's percentile. \"Added\" = contender − direct-to-app in the same round.\n\n")
+    for name, (port, desc) in CONTENDERS.items():
+        out.append(f"- `{name}` (:{port}): {desc}\n")
+    out.append("\n")
+
+    goals = []
+    for rate in RATES:
+        out.append(f"## Fixed rate {rate} RPS (open loop)\n\n")
+        out.append("| contender | p50 | p99 | p99.9 | added p50 | added p99 | added p50 ÷ nginx |"
+                   " added p99 ÷ nginx | achieved RPS | errors | CPU (proxy) |\n"
+                   "|---|---|---|---|---|---|---|---|---|---|---|\n")
+        n50, n99 = added("nginx", rate, "p50_us"), added("nginx", rate, "p99_us")
+        for name in FIXED_RATE:
+            a50, a99 = added(name, rate, "p50_us"), added(name, rate, "p99_us")
+            errs = sum(r["errors"] + r["non2xx"] for r in by.get((name, rate), []))
+            cpu = median([r.get("cpu_s", 0) / r["duration_s"] for r in by.get((name, rate), [])])
+            out.append(
+                f"| {name} | {fmt_us(med(name, rate, 'p50_us'))} | {fmt_us(med(name, rate, 'p99_us'))}"
+                f" | {fmt_us(med(name, rate, 'p999_us'))}"
+                f" | {'–' if name == 'direct' else fmt_us(a50)} | {'–' if name == 'direct' else fmt_us(a99)}"
+                f" | {'–' if name == 'direct' else fmt_ratio(ratio(a50, n50))}"
+                f" | {'–' if name == 'direct' else fmt_ratio(ratio(a99, n99))}"
+                f" | {med(name, rate, 'rps'):.0f} | {errs} | "
+                f"{'–' if cpu is None else f'{cpu:.3f} vCPU'} |\n")
+        out.append("\n")
+        e50, e99 = added("palisade-empty", rate, "p50_us"), added("palisade-empty", rate, "p99_us")
+        b99 = added("palisade-1M", rate, "p99_us")
+        r50, r99 = ratio(e50, n50), ratio(e99, n99)
+        goals.append((f"P1 added p50 ≤ 1.0× nginx (stretch 0.8×), {rate} RPS",
+                      f"{fmt_us(e50)} vs {fmt_us(n50)} = {fmt_ratio(r50)}",
+                      met(None if r50 is None else r50 <= 1.0)))
+        goals.append((f"P1 added p99 ≤ 1.0× nginx, {rate} RPS",
+                      f"{fmt_us(e99)} vs {fmt_us(n99)} = {fmt_ratio(r99)}",
+                      met(None if r99 is None else r99 <= 1.0)))
+        rb = ratio(b99, e99)
+        goals.append((f"P2 added p99 with 1M list ≤ 1.05× empty policy, {rate} RPS",
+                      f"{fmt_us(b99)} vs {fmt_us(e99)} = {fmt_ratio(rb)}",
+                      met(None if rb is None else rb <= 1.05)))
+        if rate == 1000:
+            pc = median([r.get("cpu_s", 0) / r["duration_s"]
+                         for r in by.get(("palisade-empty", rate), [])])
+            nc = median([r.get("cpu_s", 0) / r["duration_s"] for r in by.get(("nginx", rate), [])])
+            rc = ratio(pc, nc)
+            goals.append(("P10 CPU at 1k RPS ≤ 1.2× nginx worker and ≤ 0.05 vCPU",
+                          f"{pc:.3f} vs {nc:.3f} vCPU = {fmt_ratio(rc)}",
+                          met(None if rc is None else rc <= 1.2 and pc <= 0.05)))
+
+    out.append("## Saturation (closed loop, 32 connections)\n\n"
+               "| contender | RPS | p50 | p99 | ÷ nginx | ÷ HAProxy | ÷ palisade-empty | errors |\n"
+               "|---|---|---|---|---|---|---|---|\n")
+    sat = {name: med(name, 0, "rps") for name in CONTENDERS}
+    for name in CONTENDERS:
+        errs = sum(r["errors"] for r in by.get((name, 0), []))
+        denied = sum(r["non2xx"] for r in by.get((name, 0), []))
+        out.append(f"| {name} | {sat[name] or 0:.0f} | {fmt_us(med(name, 0, 'p50_us'))}"
+                   f" | {fmt_us(med(name, 0, 'p99_us'))}"
+                   f" | {fmt_ratio(ratio(sat[name], sat['nginx']))}"
+                   f" | {fmt_ratio(ratio(sat[name], sat['haproxy']))}"
+                   f" | {fmt_ratio(ratio(sat[name], sat['palisade-empty']))}"
+                   f" | {errs}{f' (+{denied} non-2xx)' if denied else ''} |\n")
+    out.append("\n")
+    big = sat["palisade-1M"]
+    for label, other, goal in [
+        ("P1 saturation RPS (empty policy) ≥ 1.0× nginx", "nginx", 1.0),
+        ("P2 RPS with 1M list ≥ 0.97× empty policy", "palisade-empty", 0.97),
+        ("P2 RPS with 1M list ≥ 1.0× HAProxy `-f` 1M", "haproxy-f-1M", 1.0),
+        ("P2 RPS with 1M list ≥ 1.0× nginx `geo` 1M", "nginx-geo-1M", 1.0),
+        ("P2 RPS with 1M list ≥ 50× nginx `deny` 1M", "nginx-deny-1M", 50.0),
+    ]:
+        mine = sat["palisade-empty"] if label.startswith("P1") else big
+        r = ratio(mine, sat[other])
+        goals.append((label, f"{mine or 0:.0f} vs {sat[other] or 0:.0f} = {fmt_ratio(r)}",
+                      met(None if r is None else r >= goal)))
+
+    out.append("## Memory (RSS of all the contender's processes)\n\n"
+               "| contender | idle, after start | after the runs |\n|---|---|---|\n")
+    for name in CONTENDERS:
+        out.append(f"| {name} | {rss[name]['idle'] / 1024:.1f} MiB"
+                   f" | {rss[name].get('loaded', 0) / 1024:.1f} MiB |\n")
+    out.append("\n")
+    e_idle = rss["palisade-empty"]["idle"] / 1024
+    b_idle = rss["palisade-1M"]["idle"] / 1024
+    goals.append(("P10 sidecar RSS idle ≤ 15 MB without lists", f"{e_idle:.1f} MiB",
+                  met(e_idle <= 15)))
+    goals.append(("P10 + ≤ 8 MB per 1M IPv4 prefixes (with 1000 actions)",
+                  f"+{b_idle - e_idle:.1f} MiB", met(b_idle - e_idle <= 8)))
+
+    out.append("## Goals (shared/notes/performance-anchors.md §9)\n\n"
+               "| goal | measured (median) | status |\n|---|---|---|\n")
+    for g in goals:
+        out.append(f"| {g[0]} | {g[1]} | {g[2]} |\n")
+    mfile = WORK / "sidecar-metrics.json"
+    if mfile.exists():
+        out.append("\nSidecar counters at the end of the run (every request forwarded: the\n"
+                   "policy matched nothing, as intended):\n\n```\n")
+        for name, lines in json.loads(mfile.read_text()).items():
+            out.append(f"# {name}\n" + "\n".join(lines) + "\n")
+        out.append("```\n")
+    out.append(
+        "\nNotes: added latency is a difference of two medians of noisy runs on a shared 2-core\n"
+        "KVM guest; treat a ratio near 1.0 as \"the same\". nginx `deny` runs only in the\n"
+        "saturation phase (at ~1k RPS capacity a fixed-rate run only measures its queue).\n"
+        "Raw per-run JSON: `$BENCH_WORK/proxy-runs.jsonl`.\n")
+    (RESULTS / "proxy.md").write_text("".join(out))
+    log(f"wrote {RESULTS / 'proxy.md'}")
+
+
+# ---------------------------------------------------------------------------------------------
+# criterion summaries
+
+UNITS = {"ps": 1e-3, "ns": 1.0, "µs": 1e3, "us": 1e3, "ms": 1e6, "s": 1e9}
+
+
+def cargo_bench(package, extra):
+    """Runs criterion benches; returns {bench id: median ns} and the raw output."""
+    cmd = ["cargo", "bench", "-p", package, "--", *extra]
+    log(" ".join(cmd))
+    p = subprocess.run(cmd, cwd=ROOT, text=True, capture_output=True)
+    text = p.stdout + "\n" + p.stderr
+    (WORK / f"{package}-bench.txt").write_text(text)
+    if p.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{text[-3000:]}")
+    res = {}
+    name = None
+    for line in text.splitlines():
+        mt = re.match(r"^(\S+)\s+time:\s+\[", line)
+        if mt:
+            name = mt.group(1)
+        elif re.match(r"^[A-Za-z0-9_./-]+$", line.strip()) and "/" in line and not line.startswith(" "):
+            name = line.strip()
+            continue
+        m2 = re.search(r"time:\s+\[(\S+) (\S+) (\S+) (\S+) (\S+) (\S+)\]", line)
+        if m2 and name:
+            res[name] = float(m2.group(3)) * UNITS[m2.group(4)]
+        m3 = re.search(r"thrpt:\s+\[(\S+) (\S+) (\S+) (\S+) (\S+) (\S+)\]", line)
+        if m3 and name:
+            res[name + " (thrpt)"] = f"{m3.group(3)} {m3.group(4)}"
+    return res, text
+
+
+def crit_args():
+    return ["--warm-up-time", "1", "--measurement-time", "2"] if QUICK else []
+
+
+def lookup():
+    m = machine()
+    WORK.mkdir(parents=True, exist_ok=True)
+    prepare_lists()
+    res, text = cargo_bench("palisade-policy", crit_args())
+    bpp = {}
+    for line in text.splitlines():
+        mt = re.match(r"^(v4|v6): .* = ([\d.]+) B/prefix", line)
+        if mt:
+            bpp[mt.group(1)] = float(mt.group(2))
+        mt = re.match(r"^encoded: (\d+) shards, (\d+) bytes = ([\d.]+) B/prefix", line)
+        if mt:
+            bpp["bundle"] = float(mt.group(3))
+    ev = json.loads(sh([str(BIN / "mkbundle"), "eval", str(LISTS),
+                        "--calls", "500000" if QUICK else "2000000"]))
+    (WORK / "eval.json").write_text(json.dumps(ev))
+
+    def g(k):
+        return res.get(k)
+
+    out = [header("Policy micro-benchmarks (lookup, evaluate)", m,
+                  "cargo bench -p palisade-policy" + (" -- " + " ".join(crit_args()) if QUICK else "")
+                  + "; mkbundle eval (per-call evaluate histogram)")]
+    out.append("Criterion medians (the middle of criterion's confidence interval), 1M synthetic\n"
+               "prefixes (70 % /32, 20 % /24, 10 % /16–/23, uniform random; IPv6: 50 % /48, 30 %\n"
+               "/64, 20 % /128 in 2000::/3). \"Dependent\" chains each query on the previous answer\n"
+               "(latency bound); \"independent\" lets the CPU overlap queries (throughput).\n\n"
+               "| benchmark | median |\n|---|---|\n")
+    for k, v in res.items():
+        if isinstance(v, float):
+            out.append(f"| `{k}` | {v:.1f} ns |" if v < 1e5 else f"| `{k}` | {v / 1e6:.2f} ms |")
+            out.append("\n")
+    out.append("\n")
+    out.append("| memory | value |\n|---|---|\n")
+    for k, v in bpp.items():
+        out.append(f"| {k} | {v:.2f} B/prefix |\n")
+    out.append("\n## evaluate per call (mkbundle eval)\n\n"
+               "1M prefixes + 1000 actions of every condition kind; each call timed with\n"
+               "`Instant::now()` pairs (the timer's own cost, p50 "
+               f"{ev['timer_p50_ns']} ns, is included in the numbers below).\n"
+               "Mix: random IPv4, region/ASN/UA/app/API key/method/path drawn so that\n"
+               f"{ev['denied_share'] * 100:.1f} % are denied. \"Own request\" is the proxy benchmark's\n"
+               "request (a miss everywhere: the full walk).\n\n"
+               "| | p50 | p99 | p99.9 | mean |\n|---|---|---|---|---|\n"
+               f"| mixed requests | {ev['eval_p50_ns']} ns | {ev['eval_p99_ns']} ns |"
+               f" {ev['eval_p999_ns']} ns | {ev['eval_mean_ns']:.0f} ns |\n"
+               f"| own request | {ev['own_p50_ns']} ns | {ev['own_p99_ns']} ns | – | – |\n\n"
+               f"Bundle decode + index build: {ev['decode_ms']:.0f} ms; load for a workload: "
+               f"{ev['load_ms']:.1f} ms.\n\n")
+
+    v4dep = g("ipset_v4_1M/random_dependent")
+    v4ind = g("ipset_v4_1M/random_independent")
+    v6dep = g("ipset_v6_1M/dependent")
+    evalc = g("evaluate_1000_actions_1M_prefixes/evaluate")
+    rows = [
+        ("P3 IPv4 membership ≤ 30 ns dependent (1M)", f"{v4dep or 0:.1f} ns",
+         met(None if v4dep is None else v4dep <= 30)),
+        ("P3 IPv4 independent (throughput)", f"{v4ind or 0:.1f} ns", "(context)"),
+        ("P3 ≤ 8 B/prefix (index in memory)", f"{bpp.get('v4', 0):.2f} B/prefix",
+         met(bpp.get("v4", 99) <= 8) if "v4" in bpp else "–"),
+        ("P3 IPv6 ≤ 60 ns (1M)", f"{v6dep or 0:.1f} ns", met(None if v6dep is None else v6dep <= 60)),
+        ("P3 ≤ 2× poptrie throughput time in the same bench", "no poptrie in the bench", "not measured"),
+        ("P4 whole decision ≤ 1 µs p99", f"p99 {ev['eval_p99_ns']} ns (mixed), "
+         f"{ev['own_p99_ns']} ns (own request); criterion mean {evalc or 0:.0f} ns",
+         met(ev["eval_p99_ns"] <= 1000)),
+        ("P5 country+ASN ≤ 100 ns amortised", "GeoIP lookup is in the sidecar, not benchmarked here",
+         "not measured"),
+        ("P6 bundle decode + index build for 1M ≤ 250 ms",
+         f"{g('bundle_1M_v4/decode') and g('bundle_1M_v4/decode') / 1e6 or ev['decode_ms']:.0f} ms",
+         met((g("bundle_1M_v4/decode") or ev["decode_ms"] * 1e6) <= 250e6)),
+    ]
+    out.append("## Goals\n\n| goal | measured | status |\n|---|---|---|\n")
+    for r in rows:
+        out.append(f"| {r[0]} | {r[1]} | {r[2]} |\n")
+    out.append("\nRaw criterion output: `$BENCH_WORK/palisade-policy-bench.txt`.\n")
+    (RESULTS / "lookup.md").write_text("".join(out))
+    log(f"wrote {RESULTS / 'lookup.md'}")
+
+
+def detection():
+    m = machine()
+    WORK.mkdir(parents=True, exist_ok=True)
+    res, text = cargo_bench("palisade-detection", crit_args())
+    per = 1 << 16  # requests per criterion iteration (detection/benches/counter.rs)
+    out = [header("Detection micro-benchmarks (per-request counting)", m,
+                  "cargo bench -p palisade-detection" + (" -- " + " ".join(crit_args()) if QUICK else ""))]
+    out.append("`Counter::record` over 65,536 requests per iteration (skewed client popularity,\n"
+               "facts built per request as the sidecar does), one `take_report` per iteration.\n\n"
+               "| benchmark | per iteration | per request | throughput |\n|---|---|---|---|\n")
+    worst = None
+    for k, v in res.items():
+        if isinstance(v, float):
+            ns = v / per
+            worst = ns if worst is None else max(worst, ns)
+            out.append(f"| `{k}` | {v / 1e6:.3f} ms | {ns:.1f} ns | {res.get(k + ' (thrpt)', '–')} |\n")
+    mem = [line for line in text.splitlines() if re.search(r"B/client|bytes per", line)]
+    if mem:
+        out.append("\nMemory lines printed by the bench:\n\n```\n" + "\n".join(mem) + "\n```\n")
+    out.append("\n## Goals\n\n| goal | measured | status |\n|---|---|---|\n"
+               f"| P9 all detection counters ≤ 50 ns/request | worst case {worst or 0:.1f} ns | "
+               f"{met(None if worst is None else worst <= 50)} |\n"
+               "| P9 ≤ 128 B per tracked client | " +
+               ("see the memory lines above | see above |\n" if mem else "not printed by the bench | not measured |\n") +
+               "| P8 detect→mitigate p99 ≤ 2 s | needs the operator + sidecars end to end | not measured yet |\n")
+    out.append("\nRaw criterion output: `$BENCH_WORK/palisade-detection-bench.txt`.\n")
+    (RESULTS / "detection.md").write_text("".join(out))
+    log(f"wrote {RESULTS / 'detection.md'}")
+
+
+# ---------------------------------------------------------------------------------------------
+# operator
+
+
+def timed(argv):
+    """Runs argv under /usr/bin/time -v; returns (wall s, max RSS KiB, stdout)."""
+    p = subprocess.run(["taskset", "-c", SERVER_CPU, "/usr/bin/time", "-v", *argv],
+                       text=True, capture_output=True)
+    if p.returncode != 0:
+        raise RuntimeError(f"{argv} failed: {p.stderr[-2000:]}")
+    wall = re.search(r"Elapsed \(wall clock\) time.*: (?:(\d+):)?(\d+):([\d.]+)", p.stderr)
+    secs = int(wall.group(1) or 0) * 3600 + int(wall.group(2)) * 60 + float(wall.group(3))
+    rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", p.stderr).group(1))
+    return secs, rss, p.stdout
+
+
+def operator():
+    m = machine()
+    LISTS.mkdir(parents=True, exist_ok=True)
+    if not (LISTS / "list-v4.txt").exists():
+        sh([str(BIN / "mkbundle"), "gen", str(LISTS)])
+    reps = 1 if QUICK else 3
+    comp = []
+    for _ in range(reps):
+        wall, rss, out = timed([str(BIN / "mkbundle"), "compile", str(LISTS)])
+        comp.append((wall, rss, json.loads(out)))
+    # nginx `geo` and HAProxy `-f` loading the same list, side by side.
+    (WORK / "tmp").mkdir(parents=True, exist_ok=True)
+    geo = nginx_conf("check-geo", f"""  geo $blocked {{ include {LISTS}/nginx-geo.conf; }}
+  server {{ listen 127.0.0.1:18099; location / {{ if ($blocked) {{ return 403; }} return 200; }} }}""")
+    hcfg = haproxy_conf("check-haproxy", 18098,
+                        f"  http-request deny if {{ src -f {LISTS}/list-v4.txt }}\n")
+    ng = [timed(["nginx", "-t", "-q", "-c", str(geo), "-p", str(WORK)]) for _ in range(reps)]
+    hp = [timed(["haproxy", "-c", "-q", "-f", str(hcfg)]) for _ in range(reps)]
+
+    c_ms = median([c[2]["compile_ms"] for c in comp])
+    tot_ms = median([c[2]["total_ms"] for c in comp])
+    c_rss = median([c[1] for c in comp]) / 1024
+    ng_s, ng_rss = median([x[0] for x in ng]), median([x[1] for x in ng]) / 1024
+    hp_s, hp_rss = median([x[0] for x in hp]), median([x[1] for x in hp]) / 1024
+    wall = median([c[0] for c in comp])
+    last = comp[-1][2]
+    out = [header("Operator-side compile benchmark", m,
+                  "bench/bench.py operator: /usr/bin/time -v mkbundle compile; nginx -t; haproxy -c")]
+    out.append(
+        f"Input: {last['prefixes']:,} IPv4 prefixes (the synthetic 70/20/10 list) referenced by one\n"
+        f"deny action, plus 999 more actions cycling through every condition kind ({last['actions']}\n"
+        f"in the bundle). `mkbundle compile` = read the list text, `palisade_policy::compile`,\n"
+        f"`encode` (zlib shards) and write `manifest.json` + shards to a directory, i.e. the\n"
+        f"operator's work without the API server. Pinned to CPU 0; median of {reps} run(s).\n\n"
+        "| step | time | peak RSS |\n|---|---|---|\n"
+        f"| compile (parse text + build index + 1000 actions) | {c_ms:.0f} ms | |\n"
+        f"| encode (zlib shards) | {median([c[2]['encode_ms'] for c in comp]):.0f} ms | |\n"
+        f"| write bundle directory | {median([c[2]['write_ms'] for c in comp]):.0f} ms | |\n"
+        f"| compile + encode + write | {tot_ms:.0f} ms | |\n"
+        f"| whole process (`/usr/bin/time`, includes reading 16 MB text) | {wall * 1000:.0f} ms |"
+        f" {c_rss:.1f} MiB |\n"
+        f"| nginx `geo` 1M: `nginx -t` | {ng_s * 1000:.0f} ms | {ng_rss:.1f} MiB |\n"
+        f"| HAProxy `-f` 1M: `haproxy -c` | {hp_s * 1000:.0f} ms | {hp_rss:.1f} MiB |\n\n"
+        f"Bundle: {last['shards']} shards, {last['bundle_bytes']:,} bytes = "
+        f"{last['bundle_bytes_per_prefix']:.2f} B/prefix on the wire; {last['v4_ranges']:,} merged\n"
+        f"ranges, {last['index_heap_bytes'] / last['prefixes']:.2f} B/prefix in memory.\n\n")
+    rows = [
+        ("P11/issue 5: prefix set compile ≤ 250 ms", f"{c_ms:.0f} ms (whole compile incl. "
+         "text parse and 1000 actions)", met(c_ms <= 250)),
+        ("P11: compile + write everything ≤ 1 s", f"{tot_ms:.0f} ms", met(tot_ms <= 1000)),
+        ("P6: ≤ 0.15× nginx `geo` parse", f"{fmt_ratio(ratio(wall, ng_s))} (whole process)",
+         met(ratio(wall, ng_s) <= 0.15)),
+        ("P6: ≤ 0.2× HAProxy load", f"{fmt_ratio(ratio(wall, hp_s))} (whole process)",
+         met(ratio(wall, hp_s) <= 0.2)),
+        ("P6: peak RSS ≤ 0.1× nginx `geo` RSS", f"{c_rss:.1f} vs {ng_rss:.1f} MiB = "
+         f"{fmt_ratio(ratio(c_rss, ng_rss))}", met(ratio(c_rss, ng_rss) <= 0.1)),
+        ("issue 5: apply→bundle-written p50 ≤ 150 ms, p99 ≤ 500 ms (real API server)",
+         "not measured: needs the operator driven against the e2e control plane", "not measured"),
+        ("P7 apply→enforce p50 ≤ 300 ms, p99 ≤ 1 s", "not measured (as above)", "not measured"),
+    ]
+    out.append("## Goals\n\n| goal | measured | status |\n|---|---|---|\n")
+    for r in rows:
+        out.append(f"| {r[0]} | {r[1]} | {r[2]} |\n")
+    out.append(
+        "\nThe apply→bundle-written latency over ≥ 200 changes on the real API server is left for\n"
+        "when the operator's policy controller can be driven from a bench harness (it landed in\n"
+        "e3cd7c6; the e2e control plane is built by `make controlplane`).\n")
+    (RESULTS / "operator.md").write_text("".join(out))
+    log(f"wrote {RESULTS / 'operator.md'}")
+
+
+def main():
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    WORK.mkdir(parents=True, exist_ok=True)
+    what = sys.argv[1] if len(sys.argv) > 1 else "all"
+    steps = {"operator": operator, "proxy": proxy, "lookup": lookup, "detection": detection}
+    if what == "all":
+        for f in steps.values():
+            f()
+    elif what in steps:
+        steps[what]()
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main()
