@@ -528,3 +528,68 @@ async fn helm_install_runs_restricted_with_its_rbac_and_uninstall_cleans_up() {
     cp.kubectl_ok(&["get", "crd", "securityactions.palisade.dev"])
         .expect("crds.keep keeps the CRDs");
 }
+
+#[tokio::test]
+async fn reapplying_the_chart_after_the_operator_set_ca_bundle_shows_no_diff() {
+    let cp = ControlPlane::shared();
+    cp.install_crds();
+    let ns = TempNs::new(cp, "chart-gitops").await;
+    // Release `palisade`: its webhook configuration is the one config/rbac lets the e2e
+    // operator patch. CRDs and RBAC are left out: the install test's release owns the CRDs, and
+    // the e2e operator runs with config/rbac (the same rules, see the_chart_rbac_is_config_rbac).
+    let off = "crds.enabled=false,rbac.create=false";
+    let yaml = render(cp, "palisade", ns.name(), &["--set", off]).unwrap_or_else(|e| panic!("{e}"));
+    let argo = |verb: &str| {
+        cp.kubectl_stdin(
+            &[
+                verb,
+                "--server-side",
+                "--field-manager=argocd-controller",
+                "-f",
+                "-",
+            ],
+            &yaml,
+        )
+    };
+    argo("apply").unwrap_or_else(|e| panic!("applying the chart: {e}"));
+    let _op = palisade_e2e::Operator::start(cp, "op-chart-gitops", "chart-gitops", &[]);
+    let ca_bundle = || {
+        cp.kubectl_ok(&[
+            "get",
+            "mutatingwebhookconfiguration",
+            "palisade-injector",
+            "-o",
+            "jsonpath={.webhooks[*].clientConfig.caBundle}",
+        ])
+        .map_err(|e| e.to_string())
+    };
+    eventually("the operator to publish caBundle", || async {
+        let b = ca_bundle()?;
+        (b.split_whitespace().count() == 2)
+            .then_some(())
+            .ok_or(format!("caBundle {b:?}"))
+    })
+    .await;
+    // What Argo CD does on every sync: diff, then apply. No drift, and caBundle survives.
+    argo("diff").unwrap_or_else(|e| panic!("the chart drifted after the operator ran: {e}"));
+    argo("apply").unwrap_or_else(|e| panic!("re-applying the chart: {e}"));
+    assert_eq!(ca_bundle().expect("caBundle").split_whitespace().count(), 2);
+    let managed = cp
+        .kubectl_ok(&[
+            "get",
+            "mutatingwebhookconfiguration",
+            "palisade-injector",
+            "-o",
+            "jsonpath={range .metadata.managedFields[*]}{.manager}{\"\\n\"}{end}",
+        ])
+        .expect("managed fields");
+    assert!(
+        managed.lines().any(|m| m != "argocd-controller"),
+        "the operator owns caBundle under its own manager: {managed}"
+    );
+    let _cleanup = cp.kubectl_ok(&[
+        "delete",
+        "mutatingwebhookconfiguration",
+        "palisade-injector",
+    ]);
+}
