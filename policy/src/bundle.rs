@@ -76,6 +76,9 @@ pub struct BundleConditions {
     /// User agents (exact).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub user_agents: Vec<String>,
+    /// User agents by prefix or substring.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub user_agent_patterns: Vec<crate::spec::TextPattern>,
     /// Upper-case HTTP methods.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub http_methods: Vec<String>,

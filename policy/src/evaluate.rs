@@ -140,7 +140,17 @@ pub fn evaluate(p: &CompiledPolicy, req: &Request<'_>) -> Verdict {
     and!(p.product.active, p.product.matches(req.product));
     and!(p.developer.active, p.developer.matches(req.developer));
     and!(p.app.active, p.app.matches(req.app));
-    and!(p.user_agent.active, p.user_agent.matches(req.user_agent));
+    and!(p.user_agent.active, {
+        let mut s = p.user_agent.matches(req.user_agent);
+        if let Some(ua) = req.user_agent {
+            for (id, pattern) in &p.ua_patterns {
+                if pattern.matches(ua) {
+                    s.insert(*id);
+                }
+            }
+        }
+        s
+    });
     if m.intersects(&p.detected_constrained) {
         let rules = req.detected.map_or(0, |d| detected_rules(d, req));
         let mut ok = ActionSet::EMPTY;
@@ -297,6 +307,45 @@ mod tests {
         assert!(!denied("10.0.0.3", "POST", "/login"), "IP not listed");
         assert!(!denied("10.0.0.1", "GET", "/login"), "method not listed");
         assert!(!denied("10.0.0.1", "POST", "/logout"), "path not listed");
+    }
+
+    #[test]
+    fn user_agents_match_exactly_by_prefix_or_by_substring() {
+        use crate::spec::TextPattern;
+        let mut exact = deny("exact");
+        exact.conditions.user_agents = vec!["curl/8.0".into()];
+        let mut prefix = deny("prefix");
+        prefix.conditions.user_agent_patterns =
+            vec![TextPattern::Prefix("python-requests/".into())];
+        let mut contains = deny("contains");
+        contains.conditions.user_agent_patterns = vec![TextPattern::Contains("bot".into())];
+        let p = policy(vec![exact, prefix, contains]);
+        let name = |ua: Option<&str>| {
+            let r = Request {
+                user_agent: ua,
+                ..Request::new("192.0.2.1".parse().unwrap(), "GET", "/")
+            };
+            evaluate(&p, &r)
+                .decision_id()
+                .and_then(|id| p.action(id).map(|a| a.name.clone()))
+        };
+        assert_eq!(name(Some("curl/8.0")).as_deref(), Some("exact"));
+        assert_eq!(
+            name(Some("python-requests/2.31")).as_deref(),
+            Some("prefix")
+        );
+        assert_eq!(
+            name(Some("Mozilla/5.0 (compatible; AcmeBot/1.0)")).as_deref(),
+            None,
+            "case matters"
+        );
+        assert_eq!(name(Some("acmebot/1.0")).as_deref(), Some("contains"));
+        assert_eq!(name(Some("curl/8.1")), None, "exact means exact");
+        assert_eq!(
+            name(None),
+            None,
+            "no user agent matches no user-agent condition"
+        );
     }
 
     #[test]

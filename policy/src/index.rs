@@ -43,6 +43,15 @@ impl<K: Hash + Eq> KindIndex<K> {
         }
     }
 
+    /// Marks `ids` as constraining this kind even if they list no exact value (they match
+    /// through patterns evaluated beside the index).
+    pub fn constrain(&mut self, ids: ActionSet) {
+        if !ids.is_empty() {
+            self.unconstrained = self.unconstrained.and_not(&ids);
+            self.active = true;
+        }
+    }
+
     /// The actions this value satisfies for this kind.
     #[inline]
     pub fn matches<Q: Hash + Eq + ?Sized>(&self, value: Option<&Q>) -> ActionSet

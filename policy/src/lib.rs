@@ -115,5 +115,6 @@ pub use lists::{LineError, PrefixList, parse_prefix};
 pub use policy::{CompiledPolicy, DenyResponse};
 pub use selector::{LabelRequirement, LabelSelector, SelectorOperator};
 pub use spec::{
-    ActionSpec, Conditions, DetectedBy, Header, Inputs, ListRef, Mode, PathMatch, RuleSpec, Verb,
+    ActionSpec, Conditions, DetectedBy, Header, Inputs, ListRef, Mode, PathMatch, RuleSpec,
+    TextPattern, Verb,
 };

@@ -30,6 +30,7 @@ pub struct CompiledPolicy {
     pub(crate) developer: KindIndex<Box<str>>,
     pub(crate) app: KindIndex<Box<str>>,
     pub(crate) user_agent: KindIndex<Box<str>>,
+    pub(crate) ua_patterns: Vec<(ActionId, crate::spec::TextPattern)>,
     pub(crate) method: KindIndex<Box<str>>,
     pub(crate) paths: PathIndex,
     pub(crate) detected_constrained: ActionSet,
@@ -141,7 +142,22 @@ impl CompiledPolicy {
             product: index(&chosen, |c| strings(&c.api_products)),
             developer: index(&chosen, |c| strings(&c.developers)),
             app: index(&chosen, |c| strings(&c.developer_apps)),
-            user_agent: index(&chosen, |c| strings(&c.user_agents)),
+            user_agent: {
+                let mut idx = index(&chosen, |c| strings(&c.user_agents));
+                idx.constrain(set_where(&chosen, |a| {
+                    !a.conditions.user_agent_patterns.is_empty()
+                }));
+                idx
+            },
+            ua_patterns: chosen
+                .iter()
+                .flat_map(|(id, a)| {
+                    a.conditions
+                        .user_agent_patterns
+                        .iter()
+                        .map(|p| (*id, p.clone()))
+                })
+                .collect(),
             method: index(&chosen, |c| strings(&c.http_methods)),
             paths: PathIndex::build(
                 chosen

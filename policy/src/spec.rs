@@ -113,6 +113,8 @@ pub struct Conditions {
     pub developer_apps: Vec<String>,
     /// User agents, matched exactly.
     pub user_agents: Vec<String>,
+    /// User agents matched by prefix or substring (OR with `user_agents`).
+    pub user_agent_patterns: Vec<TextPattern>,
     /// HTTP methods (normalised to upper case).
     pub http_methods: Vec<String>,
     /// Request paths, exact or by prefix.
@@ -134,6 +136,7 @@ impl Conditions {
             && self.developers.is_empty()
             && self.developer_apps.is_empty()
             && self.user_agents.is_empty()
+            && self.user_agent_patterns.is_empty()
             && self.http_methods.is_empty()
             && self.paths.is_empty()
             && self.detected_by.is_none()
@@ -163,6 +166,26 @@ pub enum PathMatch {
     Exact(String),
     /// The path starts with this string.
     Prefix(String),
+}
+
+/// A text condition that is not an exact match.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum TextPattern {
+    /// The value starts with this string.
+    Prefix(String),
+    /// The value contains this string.
+    Contains(String),
+}
+
+impl TextPattern {
+    /// Whether `value` matches.
+    pub fn matches(&self, value: &str) -> bool {
+        match self {
+            Self::Prefix(p) => value.starts_with(p.as_str()),
+            Self::Contains(p) => value.contains(p.as_str()),
+        }
+    }
 }
 
 /// A `detectedBy` condition.

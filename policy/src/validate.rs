@@ -134,6 +134,7 @@ fn normalise(c: &Conditions, rules: &[RuleSpec]) -> Result<BundleConditions, Inv
         developers: each(&c.developers, "developers", non_empty)?,
         developer_apps: each(&c.developer_apps, "developerApps", non_empty)?,
         user_agents: each(&c.user_agents, "userAgents", non_empty)?,
+        user_agent_patterns: c.user_agent_patterns.clone(),
         http_methods: each(&c.http_methods, "httpMethods", |s| {
             (!s.is_empty() && s.bytes().all(is_token_byte))
                 .then(|| s.to_ascii_uppercase())

@@ -10,7 +10,8 @@ use palisade_crds::keys::is_paused;
 use palisade_crds::matching::{MatchConditions, PathMatchType, TextMatchType};
 use palisade_crds::rule::DetectionRule;
 use palisade_policy::{
-    ActionSpec, Conditions, DetectedBy, Header, ListRef, Mode, PathMatch, RuleSpec, Verb,
+    ActionSpec, Conditions, DetectedBy, Header, ListRef, Mode, PathMatch, RuleSpec, TextPattern,
+    Verb,
 };
 use palisade_policy::{LabelRequirement, LabelSelector, SelectorOperator};
 
@@ -113,6 +114,15 @@ fn conditions(c: &MatchConditions, configmaps: &[ConfigMap]) -> Conditions {
             .iter()
             .filter(|u| u.type_ == TextMatchType::Exact)
             .map(|u| u.value.clone())
+            .collect(),
+        user_agent_patterns: c
+            .user_agents
+            .iter()
+            .filter_map(|u| match u.type_ {
+                TextMatchType::Exact => None,
+                TextMatchType::Prefix => Some(TextPattern::Prefix(u.value.clone())),
+                TextMatchType::Contains => Some(TextPattern::Contains(u.value.clone())),
+            })
             .collect(),
         http_methods: c
             .http_methods
