@@ -360,7 +360,7 @@ fn the_dashboard_uses_only_metrics_the_code_exports() {
              sidecar/src/metrics.rs"
         );
     }
-    for want in ["verdict", "latency", "skew"] {
+    for want in ["verdict", "latency", "skew", "detection", "incident"] {
         assert!(
             titles.iter().any(|t| t.contains(want)),
             "no dashboard panel about {want}: {titles:?}"
@@ -552,7 +552,12 @@ async fn reapplying_the_chart_after_the_operator_set_ca_bundle_shows_no_diff() {
         )
     };
     argo("apply").unwrap_or_else(|e| panic!("applying the chart: {e}"));
-    let _op = palisade_e2e::Operator::start(cp, "op-chart-gitops", "chart-gitops", &[]);
+    // The operator runs with the chart's own flags (sidecar defaults, webhook names, collector
+    // address), less the listen addresses and Lease the harness sets per test: they parse,
+    // validate, and name the webhook configuration it patches.
+    let flags = chart_operator_flags(&yaml);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let _op = palisade_e2e::Operator::start(cp, "op-chart-gitops", "chart-gitops", &flags);
     let ca_bundle = || {
         cp.kubectl_ok(&[
             "get",
@@ -592,4 +597,33 @@ async fn reapplying_the_chart_after_the_operator_set_ca_bundle_shows_no_diff() {
         "mutatingwebhookconfiguration",
         "palisade-injector",
     ]);
+}
+
+/// The operator container's args in the rendered Deployment, without the ones the e2e harness
+/// sets itself.
+fn chart_operator_flags(yaml: &str) -> Vec<String> {
+    let harness = [
+        "--admin-addr",
+        "--webhook-addr",
+        "--collector-listen",
+        "--lease-name",
+        "--lease-duration",
+        "--log-format",
+    ];
+    let deploy = documents(yaml)
+        .into_iter()
+        .find(|d| d["kind"] == "Deployment")
+        .expect("the operator Deployment");
+    let args = deploy["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .map(|a| a.as_str().expect("string arg").to_owned())
+        .filter(|a| !harness.contains(&a.split('=').next().unwrap_or_default()))
+        .collect::<Vec<_>>();
+    assert!(
+        args.iter().any(|a| a.starts_with("--sidecar-image=")),
+        "sidecar defaults are passed as flags: {args:?}"
+    );
+    args
 }
