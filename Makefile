@@ -38,6 +38,12 @@ down: ## Stop the local control plane started by `make up`.
 env: ## Print the export line for the running local control plane.
 	@$(CLUSTER) env
 
+demo: ## Watch Palisade protect a small API, step by step, on the local control plane.
+	@bash scripts/demo.sh
+
+demo-down: ## Stop the demo's processes (make down stops them and the control plane).
+	@bash scripts/demo.sh down
+
 crds: ## Regenerate the CRD manifests under crds/ from the Rust types.
 	$(CARGO) run --quiet -p palisade-crds --bin crdgen
 

@@ -1,0 +1,452 @@
+#!/usr/bin/env bash
+# `make demo`: watch Palisade protect a small API, step by step, on a local control plane.
+#
+#   scripts/demo.sh          build what is missing, start (or reuse) `make up`'s control plane,
+#                            start the operator, the demo API and a sidecar, tell the story
+#   scripts/demo.sh down     stop the demo's processes (`make down` stops them too)
+#
+# There is no kubelet here, so the demo API and its sidecar run as processes, wired exactly
+# as the injector wires an injected pod (operator/src/injector/patch.rs): same environment
+# variables, the namespace's `default` ServiceAccount to read the bundle, a token with
+# audience `palisade` for the collector.
+#
+# Environment:
+#   PALISADE_DEMO_NONINTERACTIVE=1  never wait for Enter (no waiting either when stdin is not
+#                                   a terminal)
+#   PALISADE_DEMO_KUBECONFIG=FILE   use this cluster instead of `make up`'s (the e2e test does;
+#                                   the plain KUBECONFIG is ignored on purpose, so the demo
+#                                   never lands on the cluster your shell points at). The
+#                                   demo's processes stop when the script ends.
+#   PALISADE_DEMO_KUBECTL=FILE      the kubectl to use (default: the one `make controlplane`
+#                                   builds)
+#   PALISADE_DEMO_PREBUILT=1        do not run cargo build; use the binaries already built
+#   PALISADE_DEMO_BIN_DIR=DIR       where the binaries are (default $CARGO_TARGET_DIR/debug)
+#   PALISADE_CACHE, CARGO_TARGET_DIR  as for make
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+export PALISADE_CACHE=${PALISADE_CACHE:-$HOME/.cache/palisade}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PALISADE_CACHE/target}
+CARGO=${CARGO:-cargo}
+NS=demo
+OP_NS=palisade-system
+TARGET=${PALISADE_DEMO_BIN_DIR:-$CARGO_TARGET_DIR/debug}
+EXTERNAL=${PALISADE_DEMO_KUBECONFIG:+1}
+UP_DIR=$PALISADE_CACHE/up
+if [ -n "$EXTERNAL" ]; then
+  STATE=${PALISADE_DEMO_STATE:-$(mktemp -d "${TMPDIR:-/tmp}/palisade-demo.XXXXXX")}
+else
+  STATE=$UP_DIR/demo
+fi
+
+# ---------------------------------------------------------------------------- output helpers
+if [ -t 1 ]; then
+  B=$'\e[1m' DIM=$'\e[2m' G=$'\e[32m' R=$'\e[31m' Y=$'\e[33m' C=$'\e[36m' N=$'\e[0m'
+else
+  B='' DIM='' G='' R='' Y='' C='' N=''
+fi
+say() { printf '%s\n' "$*"; }
+progress() { printf '%s==> %s%s\n' "$DIM" "$*" "$N" >&2; }
+warn() { printf '%s%s%s\n' "$Y" "$*" "$N"; }
+die() {
+  printf '%sdemo failed: %s%s\n' "$R" "$*" "$N" >&2
+  printf 'logs: %s/*.log\n' "$STATE" >&2
+  exit 1
+}
+step() {
+  printf '\n%s━━ %s ━━%s\n' "$B" "$*" "$N"
+}
+pause() {
+  if [ -t 0 ] && [ -z "${PALISADE_DEMO_NONINTERACTIVE:-}" ]; then
+    read -r -p "${DIM}press Enter to continue${N} " _
+  fi
+}
+
+# ---------------------------------------------------------------------------- processes
+pids_file() { printf '%s/pids' "$STATE"; }
+alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null; }
+
+# Stops the processes recorded in $STATE/pids (reverse start order), SIGKILL after 10 s.
+stop_demo() {
+  local f pids=() p
+  f=$(pids_file)
+  [ -f "$f" ] || return 0
+  read -r -a pids <"$f" || true
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do alive "${pids[i]}" && kill "${pids[i]}" 2>/dev/null || true; done
+  for _ in $(seq 50); do
+    local left=0
+    for p in "${pids[@]}"; do alive "$p" && left=1; done
+    [ "$left" = 0 ] && break
+    sleep 0.2
+  done
+  for p in "${pids[@]}"; do alive "$p" && kill -9 "$p" 2>/dev/null || true; done
+  rm -f "$f"
+}
+
+# Starts a process in its own session (Ctrl-C in the demo does not stop it) with its log in
+# $STATE/<name>.log, and records its pid for `scripts/demo.sh down`; with `make up`'s control
+# plane also in $PALISADE_CACHE/up/pids, so that `make down` stops it first.
+spawn() {
+  local name=$1
+  shift
+  setsid "$@" </dev/null >"$STATE/$name.log" 2>&1 &
+  local pid=$!
+  printf '%s ' "$pid" >>"$(pids_file)"
+  if [ -z "$EXTERNAL" ]; then printf ' %s' "$pid" >>"$UP_DIR/pids"; fi
+  eval "PID_${name//-/_}=$pid"
+}
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# pick_port VAR PORT: sets VAR to a free loopback port, PORT if it is free (and not picked
+# before), else a random one.
+pick_port() {
+  local p=$2
+  while ! port_free "$p" || [[ " ${PICKED:-} " == *" $p "* ]]; do p=$((20000 + RANDOM % 40000)); done
+  PICKED="${PICKED:-} $p"
+  printf -v "$1" '%s' "$p"
+}
+
+# Waits until `curl -sf URL` succeeds, or fails naming the log of process NAME.
+wait_http() {
+  local url=$1 name=$2 pidvar="PID_${2//-/_}"
+  for _ in $(seq 150); do
+    curl -sf -o /dev/null "$url" && return 0
+    alive "${!pidvar}" || die "$name exited; see $STATE/$name.log:
+$(tail -n 20 "$STATE/$name.log")"
+    sleep 0.2
+  done
+  die "$name did not answer $url within 30 s; see $STATE/$name.log"
+}
+
+if [ "${1:-}" = down ]; then
+  if [ -n "$EXTERNAL" ] && [ -z "${PALISADE_DEMO_STATE:-}" ]; then
+    die "with PALISADE_DEMO_KUBECONFIG, set PALISADE_DEMO_STATE to the demo's state directory"
+  fi
+  stop_demo
+  say "stopped the demo's processes"
+  exit 0
+fi
+[ -z "${1:-}" ] || die "usage: scripts/demo.sh [down]"
+trap 'die "line $LINENO: $BASH_COMMAND"' ERR
+
+# ---------------------------------------------------------------------------- build
+for tool in curl setsid; do
+  command -v "$tool" >/dev/null || die "$tool is not installed; install it and re-run"
+done
+if [ -n "${PALISADE_DEMO_KUBECTL:-}" ]; then
+  KUBECTL=$PALISADE_DEMO_KUBECTL
+else
+  progress "control plane binaries (etcd, kube-apiserver, kube-controller-manager, kubectl):" \
+    "built once into $PALISADE_CACHE/bin, the first build takes about 13 minutes"
+  BIN=$(bash tests/e2e/controlplane/build.sh)
+  KUBECTL=$BIN/kubectl
+fi
+if [ -z "${PALISADE_DEMO_PREBUILT:-}" ]; then
+  progress "building the operator, the sidecar and the demo API (cargo, into $CARGO_TARGET_DIR)"
+  "$CARGO" build -p palisade-operator -p palisade-sidecar -p palisade-demo-api \
+    -p palisade-e2e --bin palisade-cluster
+fi
+for b in palisade-operator palisade-sidecar palisade-demo-api; do
+  [ -x "$TARGET/$b" ] || die "$TARGET/$b is missing; build it with cargo build -p $b"
+done
+
+# ---------------------------------------------------------------------------- cluster
+if [ -n "$EXTERNAL" ]; then
+  KC=$PALISADE_DEMO_KUBECONFIG
+  trap 'stop_demo' EXIT
+else
+  progress "starting the local control plane (make up; a running one is reused)"
+  "$TARGET/palisade-cluster" up >/dev/null
+  KC=$UP_DIR/admin.kubeconfig
+fi
+mkdir -p "$STATE"
+stop_demo # a previous `make demo`'s processes
+k() { "$KUBECTL" --kubeconfig "$KC" "$@"; }
+# Prints a kubectl command as the reader would type it, then runs it.
+show() {
+  printf '%s$ kubectl %s%s\n' "$C" "$*" "$N"
+  k "$@"
+}
+# `kubectl apply` of a manifest given on stdin, shown with the manifest.
+show_apply() {
+  local yaml
+  yaml=$(cat)
+  printf '%s$ kubectl apply --server-side -n %s -f - <<EOF%s\n%s\n%sEOF%s\n' \
+    "$C" "$NS" "$N" "$yaml" "$C" "$N"
+  k apply --server-side -n "$NS" -f - <<<"$yaml"
+}
+
+progress "installing the CRDs and the operator's RBAC (config/rbac)"
+k apply --server-side --force-conflicts -f crds/ >/dev/null
+k wait --for condition=established --timeout=60s -f crds/ >/dev/null
+k create namespace "$OP_NS" --dry-run=client -o yaml | k apply --server-side -f - >/dev/null
+k apply --server-side --force-conflicts -f config/rbac/ >/dev/null
+
+# A kubeconfig for the cluster of $KC that authenticates with a token of ServiceAccount NS/SA.
+sa_kubeconfig() {
+  local ns=$1 sa=$2 out=$3 tok
+  for _ in $(seq 50); do
+    tok=$(k -n "$ns" create token "$sa" --duration=24h 2>/dev/null) && break
+    sleep 0.2 # the ServiceAccount controller creates `default` shortly after the namespace
+  done
+  [ -n "${tok:-}" ] || die "cannot create a token for ServiceAccount $ns/$sa"
+  local admin
+  admin=$(k config view --minify -o jsonpath='{.contexts[0].context.user}')
+  (umask 077 && k config view --raw --minify --flatten >"$out")
+  "$KUBECTL" --kubeconfig "$out" config set-credentials "$ns-$sa" --token="$tok" >/dev/null
+  "$KUBECTL" --kubeconfig "$out" config set-context --current --user="$ns-$sa" >/dev/null
+  "$KUBECTL" --kubeconfig "$out" config delete-user "$admin" >/dev/null
+}
+
+progress "starting the operator as a process, as ServiceAccount $OP_NS/palisade-operator"
+sa_kubeconfig "$OP_NS" palisade-operator "$STATE/operator.kubeconfig"
+pick_port OP_ADMIN 18080
+pick_port OP_WEBHOOK 18443
+pick_port OP_COLLECTOR 18444
+spawn operator env RUST_LOG="${RUST_LOG:-info}" KUBECONFIG="$STATE/operator.kubeconfig" \
+  "$TARGET/palisade-operator" --namespace "$OP_NS" --identity palisade-demo \
+  --lease-name palisade-demo --lease-duration 3 --log-format plain \
+  --admin-addr "127.0.0.1:$OP_ADMIN" --webhook-addr "127.0.0.1:$OP_WEBHOOK" \
+  --collector-listen "127.0.0.1:$OP_COLLECTOR" --detection-interval 1s
+wait_http "http://127.0.0.1:$OP_ADMIN/ready" operator
+
+progress "creating namespace $NS; starting the demo API and its sidecar as processes"
+# Afresh: a previous run's actions, incidents and detected clients go with the namespace.
+k delete namespace "$NS" --ignore-not-found --timeout=120s >/dev/null
+k create namespace "$NS" >/dev/null
+sa_kubeconfig "$NS" default "$STATE/sidecar.kubeconfig"
+# The projected token the injector mounts for the collector (audience palisade).
+(umask 077 && k -n "$NS" create token default --audience palisade --duration=24h >"$STATE/token")
+pick_port APP 18081
+pick_port PROXY 15080
+pick_port SC_ADMIN 15081
+spawn demo-api "$TARGET/palisade-demo-api" --listen "127.0.0.1:$APP"
+wait_http "http://127.0.0.1:$APP/healthz" demo-api
+REPORTS=
+if "$TARGET/palisade-sidecar" --help 2>/dev/null | grep -q -- '--collector'; then REPORTS=1; fi
+# The injector's environment (patch.rs), with loopback addresses instead of 0.0.0.0 and no
+# mounted bundle volume (no kubelet: the sidecar reads the bundle through the API only);
+# PALISADE_DEBUG_HEADERS is the demo's own addition, to show which action decided.
+spawn sidecar env POD_NAMESPACE="$NS" POD_NAME=demo-api-0 \
+  PALISADE_LISTEN="127.0.0.1:$PROXY" PALISADE_ADMIN_LISTEN="127.0.0.1:$SC_ADMIN" \
+  PALISADE_UPSTREAM_PORT="$APP" PALISADE_BUNDLE_CONFIGMAP=palisade-bundle \
+  PALISADE_TRUSTED_HOPS=0 PALISADE_TOKEN_PATH="$STATE/token" \
+  PALISADE_COLLECTOR_ADDR="http://127.0.0.1:$OP_COLLECTOR" \
+  PALISADE_DEBUG_HEADERS=true PALISADE_LOG_FORMAT=plain \
+  KUBECONFIG="$STATE/sidecar.kubeconfig" RUST_LOG="${RUST_LOG:-info}" \
+  "$TARGET/palisade-sidecar"
+wait_http "http://127.0.0.1:$SC_ADMIN/ready" sidecar
+API=http://127.0.0.1:$PROXY
+
+# ---------------------------------------------------------------------------- requests
+# req IP METHOD PATH [curl args...]: one request from client address IP (the sidecar sees
+# the socket's address: 127.0.0.0/8 is all loopback on Linux); prints it and its answer and
+# sets CODE and BODY.
+req() {
+  local ip=$1 method=$2 path=$3 out
+  shift 3
+  out=$(curl -sS --interface "$ip" -X "$method" -o - -w '\n%{http_code}' "$@" "$API$path") ||
+    die "curl to the sidecar failed"
+  CODE=${out##*$'\n'}
+  BODY=${out%$'\n'*}
+  BODY=${BODY%$'\n'}
+}
+show_req() {
+  local ip=$1 method=$2 path=$3
+  printf '%s$ curl --interface %s -X %s %s%s' "$C" "$ip" "$method" "$API$path" "$N"
+  shift 3
+  [ $# -gt 0 ] && printf '%s %s%s' "$C" "$*" "$N"
+  printf '\n'
+  req "$ip" "$method" "$path" "$@"
+  local color=$G
+  [ "$CODE" -ge 400 ] && color=$R
+  local shown=$BODY
+  [ ${#shown} -gt 400 ] && shown="${shown:0:40}… (${#BODY} bytes)"
+  printf '  %sHTTP %s%s  %s\n' "$color" "$CODE" "$N" "$shown"
+}
+# await IP PATH CODE [SECONDS]: repeats the request until it answers CODE, then shows it.
+await() {
+  local ip=$1 path=$2 want=$3 secs=${4:-30}
+  for _ in $(seq $((secs * 5))); do
+    req "$ip" GET "$path"
+    [ "$CODE" = "$want" ] && break
+    sleep 0.2
+  done
+  show_req "$ip" GET "$path"
+  [ "$CODE" = "$want" ] || die "expected HTTP $want from $ip within ${secs}s, got $CODE"
+}
+
+# ---------------------------------------------------------------------------- the story
+cat <<EOF
+
+${B}Palisade demo${N}
+The demo API listens on 127.0.0.1:$APP. In front of it, the Palisade sidecar listens on
+$API, like the sidecar the operator injects into a pod. There is no kubelet here,
+so both run as processes, wired exactly as the injector wires an injected pod; the sidecar
+reads its policy from the Kubernetes API as ServiceAccount $NS/default.
+Clients are told apart by their address: curl --interface 127.0.0.N.
+EOF
+pause
+
+step "1. Benign traffic goes through"
+show_req 127.0.0.2 GET /
+show_req 127.0.0.2 POST /login -d username=demo -d password=demo
+show_req 127.0.0.2 POST /oauth/token -d grant_type=client_credentials
+show_req 127.0.0.2 GET /static/logo.png
+say "No SecurityAction exists yet, so the sidecar forwards everything."
+pause
+
+step "2. Flag: the API sees a header for a suspicious client"
+show_apply <<'EOF'
+apiVersion: palisade.dev/v1alpha1
+kind: SecurityAction
+metadata:
+  name: flag-partner-scraper
+spec:
+  flag:
+    headers:
+      - name: x-palisade-flag
+        value: suspected-scraper
+  conditions:
+    ipRanges: [127.0.0.3]
+EOF
+say "The operator compiles the namespace's actions into the bundle ConfigMap; the sidecar"
+say "watches it and swaps the policy in within a second or two."
+for _ in $(seq 150); do
+  req 127.0.0.3 GET /headers
+  [[ "$BODY" == *x-palisade-flag* ]] && break
+  sleep 0.2
+done
+show_req 127.0.0.3 GET /headers
+[[ "$BODY" == *x-palisade-flag* ]] || die "the flag header did not reach the API"
+say "The API received ${B}x-palisade-flag: suspected-scraper${N} (and x-forwarded-for: 127.0.0.3)."
+show_req 127.0.0.2 GET /headers
+say "Other clients are not flagged."
+show -n "$NS" get securityactions
+pause
+
+step "3. Deny by IP list: 403 from the sidecar, the API never sees the request"
+show_apply <<'EOF'
+apiVersion: palisade.dev/v1alpha1
+kind: SecurityAction
+metadata:
+  name: deny-bad-ips
+spec:
+  deny:
+    status: 403
+    contentType: application/json
+    body: '{"error":"forbidden"}'
+  conditions:
+    ipRanges: [127.0.0.66, 127.0.0.128/25]
+EOF
+await 127.0.0.66 / 403
+show_req 127.0.0.200 POST /login -d username=demo -d password=demo
+show_req 127.0.0.2 GET /
+pause
+
+step "4. A flood from one client is detected, and a detectedBy deny stops it"
+show_apply <<'EOF'
+apiVersion: palisade.dev/v1alpha1
+kind: DetectionRule
+metadata:
+  name: flooder
+spec:
+  type: Flooder
+  flooder:
+    window: 1m
+    minSharePercent: 50
+    minRequests: 100
+    minActiveClients: 1
+  detectionTtl: 10m
+---
+apiVersion: palisade.dev/v1alpha1
+kind: SecurityAction
+metadata:
+  name: deny-detected-clients
+spec:
+  deny:
+    status: 403
+    contentType: application/json
+    body: '{"error":"forbidden","reason":"abusive traffic detected"}'
+  conditions:
+    detectedBy: [flooder]
+EOF
+if [ -z "$REPORTS" ]; then
+  warn "skipped: this palisade-sidecar does not report traffic to the detection collector yet"
+  warn "(no --collector-addr flag; sidecar reporting is in progress), so nothing is detected."
+  warn "The rule and the detectedBy action above are in place and take effect once it lands."
+else
+  say "300 requests from 127.0.0.9 (a flooder), a few from ordinary clients:"
+  printf '%s$ for i in $(seq 300); do curl --interface 127.0.0.9 %s/static/logo.png; done%s\n' \
+    "$C" "$API" "$N"
+  urls=$(for _ in $(seq 300); do printf 'url = "%s/static/logo.png"\noutput = "/dev/null"\n' "$API"; done)
+  codes=$(curl -s --interface 127.0.0.9 -w '%{http_code}\n' -K - <<<"$urls" | sort | uniq -c)
+  printf '  %s\n' "$codes"
+  for ip in 127.0.0.2 127.0.0.4 127.0.0.5; do req "$ip" GET /; done
+  say "The sidecar reports window summaries to the operator's collector, which runs the rules."
+  for _ in $(seq 300); do
+    [ -n "$(k -n "$NS" get securityincidents -o name 2>/dev/null)" ] && break
+    sleep 0.2
+  done
+  show -n "$NS" get securityincidents
+  [ -n "$(k -n "$NS" get securityincidents -o name)" ] || die "no SecurityIncident within 60 s"
+  show -n "$NS" get events --field-selector involvedObject.kind=SecurityIncident
+  await 127.0.0.9 / 403
+  show_req 127.0.0.2 GET /
+  say "The flooder is denied by ${B}deny-detected-clients${N}; the others still get 200."
+fi
+pause
+
+step "5. Pause an action with an annotation: traffic flows; resume: denied again"
+show -n "$NS" annotate securityaction deny-bad-ips palisade.dev/paused=true
+await 127.0.0.66 / 200
+show -n "$NS" get securityaction deny-bad-ips
+show -n "$NS" annotate securityaction deny-bad-ips palisade.dev/paused-
+await 127.0.0.66 / 403
+say "To pause every action of a namespace: kubectl annotate namespace $NS palisade.dev/paused=true"
+pause
+
+step "6. An action with a ttl expires by itself"
+show_apply <<'EOF'
+apiVersion: palisade.dev/v1alpha1
+kind: SecurityAction
+metadata:
+  name: block-for-20s
+spec:
+  deny:
+    status: 429
+    body: "slow down\n"
+  conditions:
+    ipRanges: [127.0.0.77]
+  ttl: 20s
+EOF
+await 127.0.0.77 / 429
+show -n "$NS" get securityaction block-for-20s
+say "Nobody touches it; about 20 seconds later the operator drops it from the bundle:"
+await 127.0.0.77 / 200 60
+show -n "$NS" get securityaction block-for-20s
+
+# ---------------------------------------------------------------------------- epilogue
+step "Explore"
+cat <<EOF
+export KUBECONFIG=$KC
+alias kubectl=$KUBECTL
+kubectl get palisade -n $NS             # actions, rules and incidents
+kubectl describe securityaction -n $NS deny-bad-ips
+kubectl get events -n $NS
+curl --interface 127.0.0.66 $API/       # the protected API, as client 127.0.0.66
+Metrics: sidecar  http://127.0.0.1:$SC_ADMIN/metrics
+         operator http://127.0.0.1:$OP_ADMIN/metrics
+Logs:    $STATE/{operator,sidecar,demo-api}.log
+EOF
+if [ -n "$EXTERNAL" ]; then
+  say "The demo's processes stop now (PALISADE_DEMO_KUBECONFIG was set)."
+else
+  cat <<EOF
+
+Stop: ${B}make down${N} (the control plane and the demo) or ${B}make demo-down${N} (only the demo's
+processes). make demo again starts the demo afresh.
+EOF
+fi
+say "${G}demo complete${N}"
