@@ -51,18 +51,22 @@ DURATION = float(os.environ.get("BENCH_DURATION", DURATION))
 SAT_DURATION = float(os.environ.get("BENCH_SAT_DURATION", SAT_DURATION))
 RATES = [1000, 5000]
 CONNECTIONS = 32
-APP_PORT = 18080
+# Ports: BENCH_PORT_BASE + 0..7 (proxies), + 1000 + n (sidecar admin). Default 21080, away
+# from the ports the demo and the e2e tests use and below the ephemeral range (32768+), where
+# a connect to a port nobody listens on can connect to itself.
+BASE = int(os.environ.get("BENCH_PORT_BASE", "21080"))
+APP_PORT = BASE
 
 # name -> (port, description); order is the alternation order of round 0.
 CONTENDERS = {
-    "direct": (18080, "direct to the app (nginx static, 1 KB)"),
-    "nginx": (18081, "nginx reverse proxy, keep-alive upstream"),
-    "haproxy": (18082, "HAProxy, nbthread 1, http-reuse always"),
-    "palisade-empty": (18083, "Palisade sidecar, empty policy bundle"),
-    "palisade-1M": (18084, "Palisade sidecar, 1M prefixes + 1000 actions"),
-    "nginx-geo-1M": (18085, "nginx + `geo` 1M list, `if ($blocked) return 403`"),
-    "haproxy-f-1M": (18087, "HAProxy + `src -f` 1M list, `http-request deny`"),
-    "nginx-deny-1M": (18086, "nginx + 1M `deny` lines (saturation run only)"),
+    "direct": (BASE + 0, "direct to the app (nginx static, 1 KB)"),
+    "nginx": (BASE + 1, "nginx reverse proxy, keep-alive upstream"),
+    "haproxy": (BASE + 2, "HAProxy, nbthread 1, http-reuse always"),
+    "palisade-empty": (BASE + 3, "Palisade sidecar, empty policy bundle"),
+    "palisade-1M": (BASE + 4, "Palisade sidecar, 1M prefixes + 1000 actions"),
+    "nginx-geo-1M": (BASE + 5, "nginx + `geo` 1M list, `if ($blocked) return 403`"),
+    "haproxy-f-1M": (BASE + 7, "HAProxy + `src -f` 1M list, `http-request deny`"),
+    "nginx-deny-1M": (BASE + 6, "nginx + 1M `deny` lines (saturation run only)"),
 }
 FIXED_RATE = [c for c in CONTENDERS if c != "nginx-deny-1M"]
 
@@ -213,7 +217,7 @@ def wait_http(port, path="/index.html", timeout=180, expect=200):
                 last = r.status
         except urllib.error.HTTPError as e:
             last = e.code
-        except OSError as e:
+        except Exception as e:  # refused, reset, or not HTTP yet
             last = e
         time.sleep(0.05)
     raise RuntimeError(f"port {port} not answering {expect} (last: {last})")
@@ -260,7 +264,7 @@ def haproxy_conf(name, port, acl):
     path = WORK / f"{name}.cfg"
     path.write_text(f"""global
   nbthread 1
-  maxconn 20000
+  maxconn 4000
   pidfile {WORK}/{name}.pid
 defaults
   mode http
@@ -294,7 +298,7 @@ def start_all(procs):
     www = WORK / "www"
     www.mkdir(exist_ok=True)
     (www / "index.html").write_text("x" * 1023 + "\n")
-    for port in {p for p, _ in CONTENDERS.values()} | {19083, 19084}:
+    for port in {p for p, _ in CONTENDERS.values()} | {BASE + 1003, BASE + 1004}:
         if not port_free(port):
             raise RuntimeError(f"port {port} is in use; stop what holds it")
     up = NGINX_UPSTREAM.format(app=APP_PORT)
@@ -302,22 +306,22 @@ def start_all(procs):
         "app": f"""  server {{ listen 127.0.0.1:{APP_PORT} backlog=4096; root {www};
     location / {{ }} }}""",
         "nginx": f"""{up}
-  server {{ listen 127.0.0.1:18081 backlog=4096; location / {{ {PROXY_LOC} }} }}""",
+  server {{ listen 127.0.0.1:{BASE + 1} backlog=4096; location / {{ {PROXY_LOC} }} }}""",
         "nginx-geo-1M": f"""{up}
   geo $blocked {{ include {LISTS}/nginx-geo.conf; }}
-  server {{ listen 127.0.0.1:18085 backlog=4096;
+  server {{ listen 127.0.0.1:{BASE + 5} backlog=4096;
     location / {{ if ($blocked) {{ return 403; }} {PROXY_LOC} }} }}""",
         "nginx-deny-1M": f"""{up}
-  server {{ listen 127.0.0.1:18086 backlog=4096;
+  server {{ listen 127.0.0.1:{BASE + 6} backlog=4096;
     location / {{ include {LISTS}/nginx-deny.conf; allow all; {PROXY_LOC} }} }}""",
     }
     for name, body in confs.items():
         procs.start(name, ["nginx", "-c", str(nginx_conf(name, body)), "-p", str(WORK)])
-    procs.start("haproxy", ["haproxy", "-db", "-f", str(haproxy_conf("haproxy", 18082, ""))])
+    procs.start("haproxy", ["haproxy", "-db", "-f", str(haproxy_conf("haproxy", BASE + 2, ""))])
     acl = f"  http-request deny if {{ src -f {LISTS}/list-v4.txt }}\n"
     procs.start("haproxy-f-1M",
-                ["haproxy", "-db", "-f", str(haproxy_conf("haproxy-f-1M", 18087, acl))])
-    for name, port, bundle in [("palisade-empty", 18083, "empty"), ("palisade-1M", 18084, "big")]:
+                ["haproxy", "-db", "-f", str(haproxy_conf("haproxy-f-1M", BASE + 7, acl))])
+    for name, port, bundle in [("palisade-empty", BASE + 3, "empty"), ("palisade-1M", BASE + 4, "big")]:
         procs.start(name, [
             str(BIN / "palisade-sidecar"),
             "--listen", f"127.0.0.1:{port}",
@@ -330,8 +334,10 @@ def start_all(procs):
             "--fail-closed",  # 503 until the bundle is loaded: a 200 means it is in force
         ], env={"RUST_LOG": "warn"})
     for name, (port, _) in CONTENDERS.items():
+        if procs.procs.get("app" if name == "direct" else name).poll() is not None:
+            raise RuntimeError(f"{name} exited; see {WORK}/{name}.log")
         wait_http(port)
-    for port in (19083, 19084):
+    for port in (BASE + 1003, BASE + 1004):
         wait_http(port, "/ready")
 
 
@@ -401,7 +407,7 @@ def proxy():
             pname = "app" if name == "direct" else name
             rss[name]["loaded"] = rss_kib(procs.pids(pname))
         metrics = {name: sidecar_metrics(port + 1000) for name, port in
-                   [("palisade-empty", 18083), ("palisade-1M", 18084)]}
+                   [("palisade-empty", BASE + 3), ("palisade-1M", BASE + 4)]}
         (WORK / "sidecar-metrics.json").write_text(json.dumps(metrics, indent=1))
     finally:
         procs.stop_all()
@@ -722,8 +728,8 @@ def operator():
     # nginx `geo` and HAProxy `-f` loading the same list, side by side.
     (WORK / "tmp").mkdir(parents=True, exist_ok=True)
     geo = nginx_conf("check-geo", f"""  geo $blocked {{ include {LISTS}/nginx-geo.conf; }}
-  server {{ listen 127.0.0.1:18099; location / {{ if ($blocked) {{ return 403; }} return 200; }} }}""")
-    hcfg = haproxy_conf("check-haproxy", 18098,
+  server {{ listen 127.0.0.1:{BASE + 19}; location / {{ if ($blocked) {{ return 403; }} return 200; }} }}""")
+    hcfg = haproxy_conf("check-haproxy", BASE + 18,
                         f"  http-request deny if {{ src -f {LISTS}/list-v4.txt }}\n")
     ng = [timed(["nginx", "-t", "-q", "-c", str(geo), "-p", str(WORK)]) for _ in range(reps)]
     hp = [timed(["haproxy", "-c", "-q", "-f", str(hcfg)]) for _ in range(reps)]
