@@ -82,6 +82,13 @@ stop_demo() {
   done
   for p in "${pids[@]}"; do alive "$p" && kill -9 "$p" 2>/dev/null || true; done
   rm -f "$f"
+  # Forget them in `make up`'s list too, so a later `make down` never signals a reused pid.
+  if [ -z "$EXTERNAL" ] && [ -f "$UP_DIR/pids" ]; then
+    local keep=() all=() q
+    all=($(cat "$UP_DIR/pids"))
+    for q in "${all[@]}"; do [[ " ${pids[*]} " == *" $q "* ]] || keep+=("$q"); done
+    printf '%s ' "${keep[@]}" >"$UP_DIR/pids"
+  fi
 }
 
 # Starts a process in its own session (Ctrl-C in the demo does not stop it) with its log in
@@ -226,14 +233,14 @@ wait_http "http://127.0.0.1:$APP/healthz" demo-api
 REPORTS=
 if "$TARGET/palisade-sidecar" --help 2>/dev/null | grep -q -- '--collector'; then REPORTS=1; fi
 # The injector's environment (patch.rs), with loopback addresses instead of 0.0.0.0 and no
-# mounted bundle volume (no kubelet: the sidecar reads the bundle through the API only);
-# PALISADE_DEBUG_HEADERS is the demo's own addition, to show which action decided.
-spawn sidecar env POD_NAMESPACE="$NS" POD_NAME=demo-api-0 \
+# mounted bundle volume (no kubelet: the sidecar reads the bundle through the API only).
+# POD_NAME looks like a Deployment's pod: the sidecar names the workload (demo-api) from it.
+spawn sidecar env POD_NAMESPACE="$NS" POD_NAME=demo-api-7f9c6d5b8-q2x4z \
   PALISADE_LISTEN="127.0.0.1:$PROXY" PALISADE_ADMIN_LISTEN="127.0.0.1:$SC_ADMIN" \
   PALISADE_UPSTREAM_PORT="$APP" PALISADE_BUNDLE_CONFIGMAP=palisade-bundle \
   PALISADE_TRUSTED_HOPS=0 PALISADE_TOKEN_PATH="$STATE/token" \
-  PALISADE_COLLECTOR_ADDR="http://127.0.0.1:$OP_COLLECTOR" \
-  PALISADE_DEBUG_HEADERS=true PALISADE_LOG_FORMAT=plain \
+  PALISADE_COLLECTOR_ADDR="127.0.0.1:$OP_COLLECTOR" \
+  PALISADE_LOG_FORMAT=plain \
   KUBECONFIG="$STATE/sidecar.kubeconfig" RUST_LOG="${RUST_LOG:-info}" \
   "$TARGET/palisade-sidecar"
 wait_http "http://127.0.0.1:$SC_ADMIN/ready" sidecar
