@@ -33,6 +33,10 @@ pub struct Args {
     /// How often the collector runs the detection rules over the merged windows.
     #[arg(long, env = "PALISADE_DETECTION_INTERVAL", default_value = "1s", value_parser = parse_interval)]
     pub detection_interval: std::time::Duration,
+    /// Only namespaces whose labels match this selector get bundles (default: every
+    /// namespace). E.g. `palisade.dev/protected=true`, or `kubernetes.io/metadata.name=shop`.
+    #[arg(long, env = "PALISADE_NAMESPACE_SELECTOR", default_value = "")]
+    pub namespace_selector: String,
     /// Log format.
     #[arg(long, env = "PALISADE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,

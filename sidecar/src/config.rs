@@ -64,6 +64,8 @@ pub struct Config {
     pub identify: IdentifyConfig,
     #[command(flatten)]
     pub policy: PolicyConfig,
+    #[command(flatten)]
+    pub detection: DetectionConfig,
 
     /// Log format: `json` or `plain`. The filter comes from RUST_LOG (default `info`).
     #[arg(long, env = "PALISADE_LOG_FORMAT", default_value = "json", value_parser = ["json", "plain"])]
@@ -148,6 +150,48 @@ pub struct PolicyConfig {
     /// Add `palisade-decision` response headers naming the deciding action.
     #[arg(long, env = "PALISADE_DEBUG_HEADERS")]
     pub debug_headers: bool,
+}
+
+/// Counting for detection and reporting to the operator's collector.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DetectionConfig {
+    /// `host:port` of the operator's detection collector. Absent: nothing is counted or sent.
+    #[arg(long, env = "PALISADE_COLLECTOR_ADDR")]
+    pub collector_addr: Option<String>,
+    /// The pod's projected service-account token (audience `palisade`), sent with each report.
+    #[arg(
+        long,
+        env = "PALISADE_TOKEN_PATH",
+        default_value = "/var/run/secrets/palisade/token"
+    )]
+    pub token_path: PathBuf,
+    /// This pod's name, named in reports.
+    #[arg(long, env = "POD_NAME", default_value = "")]
+    pub pod_name: String,
+    /// The protected workload (Deployment…) this pod belongs to, named in reports and
+    /// incidents. Default: the pod name without its two last `-` segments.
+    #[arg(long, env = "PALISADE_WORKLOAD", default_value = "")]
+    pub workload: String,
+    /// How often a window summary is sent.
+    #[arg(long, env = "PALISADE_REPORT_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub report_interval: Duration,
+    /// Path of the OAuth token endpoint (calls to it feed the OAuth Abuser rule).
+    #[arg(long, env = "PALISADE_TOKEN_ENDPOINT", default_value = "/oauth/token")]
+    pub token_endpoint: String,
+}
+
+impl DetectionConfig {
+    /// The workload name reports carry.
+    pub fn workload_name(&self) -> String {
+        if !self.workload.is_empty() {
+            return self.workload.clone();
+        }
+        let parts: Vec<&str> = self.pod_name.rsplitn(3, '-').collect();
+        match parts.as_slice() {
+            [_, _, base] => (*base).to_owned(),
+            _ => self.pod_name.clone(),
+        }
+    }
 }
 
 impl Config {

@@ -70,7 +70,9 @@ pub struct CountHandle {
 impl CountHandle {
     /// Whether this request should carry attributes (1 in [`ATTR_SAMPLE`]).
     pub fn sample_attributes(&self) -> bool {
-        self.tick.fetch_add(1, Ordering::Relaxed).is_multiple_of(ATTR_SAMPLE)
+        self.tick
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(ATTR_SAMPLE)
     }
 
     /// Queues a fact; drops it (and counts the drop) if the counter is behind.
@@ -110,17 +112,24 @@ pub fn spawn(
             }
         }
     });
-    CountHandle { tx, dropped, tick: Arc::new(AtomicU32::new(0)) }
+    CountHandle {
+        tx,
+        dropped,
+        tick: Arc::new(AtomicU32::new(0)),
+    }
 }
 
 fn facts(f: &Fact) -> RequestFacts<'_> {
-    let attrs = f.attrs.as_deref().map_or_else(Attributes::default, |a| Attributes {
-        product: a.product.as_deref(),
-        app: a.app.as_deref(),
-        developer: a.developer.as_deref(),
-        region: a.region.as_deref(),
-        path: a.path.as_deref(),
-    });
+    let attrs = f
+        .attrs
+        .as_deref()
+        .map_or_else(Attributes::default, |a| Attributes {
+            product: a.product.as_deref(),
+            app: a.app.as_deref(),
+            developer: a.developer.as_deref(),
+            region: a.region.as_deref(),
+            path: a.path.as_deref(),
+        });
     RequestFacts {
         ip: f.ip,
         api_key: f.api_key.map(KeyHash),
@@ -129,7 +138,11 @@ fn facts(f: &Fact) -> RequestFacts<'_> {
         status: f.status,
         bytes: f.bytes,
         token_endpoint: f.token_endpoint,
-        responder: if f.own { Responder::Sidecar } else { Responder::Upstream },
+        responder: if f.own {
+            Responder::Sidecar
+        } else {
+            Responder::Upstream
+        },
         attrs,
     }
 }

@@ -5,11 +5,13 @@
 pub mod admin;
 pub mod body;
 pub mod config;
+pub mod count;
 pub mod enforce;
 pub mod forward;
 pub mod identify;
 pub mod metrics;
 pub mod proxy;
+pub mod report;
 pub mod rescue;
 pub mod server;
 pub mod source_file;
@@ -83,6 +85,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Sidecar> {
         store: cfg.policy.fail_closed.then(|| store.clone()),
     });
     tokio::spawn(admin::spawn(admin, admin_state));
+    let counter = counter(&cfg, &metrics);
     let proxy = Arc::new(Proxy {
         forwarder: Forwarder::new(upstream_config(&cfg)),
         metrics,
@@ -94,6 +97,8 @@ pub async fn start(cfg: Config) -> anyhow::Result<Sidecar> {
             observe: cfg.policy.observe,
             debug_headers: cfg.policy.debug_headers,
         },
+        counter,
+        token_endpoint: cfg.detection.token_endpoint.clone(),
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let stopped = async move {
@@ -148,6 +153,32 @@ fn spawn_sources(cfg: &Config, store: &Arc<store::Store>) -> Vec<tokio::task::Jo
         tracing::warn!("no --bundle-path or --bundle-configmap: no policy will ever be loaded");
     }
     tasks
+}
+
+/// Counting and reporting run only when a collector is configured.
+fn counter(cfg: &Config, metrics: &metrics::Metrics) -> Option<count::CountHandle> {
+    let d = &cfg.detection;
+    let collector = d.collector_addr.clone().filter(|a| !a.is_empty())?;
+    let rc = report::ReportConfig {
+        collector,
+        token_path: d.token_path.clone(),
+    };
+    let reports = report::spawn(
+        rc,
+        metrics.reports_sent.clone(),
+        metrics.reports_failed.clone(),
+    );
+    let id = palisade_detection::report::SidecarId {
+        pod: d.pod_name.clone(),
+        workload: d.workload_name(),
+        namespace: cfg.policy.namespace.clone(),
+    };
+    Some(count::spawn(
+        id,
+        d.report_interval,
+        metrics.count_dropped.clone(),
+        reports,
+    ))
 }
 
 fn upstream_config(cfg: &Config) -> UpstreamConfig {

@@ -50,6 +50,12 @@ pub struct Metrics {
     pub bundle_swaps: Counter,
     pub bundle_errors: Family<ReasonLabel, Counter>,
     pub connections: Gauge,
+    /// Window summaries delivered to the collector.
+    pub reports_sent: Counter,
+    /// Window summaries dropped after a failed delivery (the collector tolerates the gap).
+    pub reports_failed: Counter,
+    /// Requests not counted for detection because the counter was behind.
+    pub count_dropped: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -73,6 +79,9 @@ impl Metrics {
             bundle_swaps: Counter::default(),
             bundle_errors: Family::default(),
             connections: Gauge::default(),
+            reports_sent: Counter::default(),
+            reports_failed: Counter::default(),
+            count_dropped: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("palisade_sidecar");
         r.register("requests", "Requests by verdict", m.requests.clone());
@@ -107,6 +116,21 @@ impl Metrics {
             m.bundle_loaded.clone(),
         );
         r.register("bundle_swaps", "Bundles applied", m.bundle_swaps.clone());
+        r.register(
+            "reports_sent",
+            "Window summaries delivered to the collector",
+            m.reports_sent.clone(),
+        );
+        r.register(
+            "reports_failed",
+            "Window summaries that could not be delivered",
+            m.reports_failed.clone(),
+        );
+        r.register(
+            "count_dropped",
+            "Requests not counted because the counter was behind",
+            m.count_dropped.clone(),
+        );
         r.register(
             "bundle_load_errors",
             "Bundles rejected, by reason",

@@ -11,13 +11,16 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 
 use crate::body::RespBody;
+use crate::count::{CountHandle, Fact, OwnedAttrs};
 use crate::enforce::{DEBUG_HEADER, EnforceConfig, Outcome, enforce};
 use crate::forward::Forwarder;
 use crate::identify::Identifier;
+use crate::identify::Identity;
 use crate::metrics::Metrics;
 use crate::metrics::{ReasonLabel, SourceLabel, VerdictLabel};
 use crate::rescue::{ProxyError, rescue};
 use crate::store::Store;
+use sha2::Digest as _;
 
 /// Everything the request path reads.
 #[derive(Debug)]
@@ -34,6 +37,10 @@ pub struct Proxy {
     pub store: Arc<Store>,
     /// Enforcement switches.
     pub enforce: EnforceConfig,
+    /// Counting for detection (when a collector is configured).
+    pub counter: Option<CountHandle>,
+    /// Path of the OAuth token endpoint.
+    pub token_endpoint: String,
 }
 
 impl Proxy {
@@ -83,14 +90,62 @@ impl Proxy {
         let (verdict, outcome) =
             enforce(self.enforce, &self.store, &self.metrics, &who, &mut parts)?;
         let debug = match outcome {
-            Outcome::Answer(resp) => return Ok((verdict, resp)),
+            Outcome::Answer(resp) => {
+                self.count(&who, &parts, &resp, true);
+                return Ok((verdict, resp));
+            }
             Outcome::Forward(debug) => debug,
         };
+        let counted = self.counter.as_ref().map(|_| parts.clone());
         let req = Request::from_parts(parts, body);
         let mut resp = self.forwarder.forward(req, peer.ip()).await?;
+        if let Some(parts) = &counted {
+            self.count(&who, parts, &resp, false);
+        }
         if let Some(v) = debug {
             resp.headers_mut().insert(DEBUG_HEADER, v);
         }
         Ok((verdict, resp))
+    }
+
+    /// Hands what detection needs to the counter; `own` marks the sidecar's own answers
+    /// (denials), which are never counted as the app's errors.
+    fn count(
+        &self,
+        who: &Identity,
+        parts: &http::request::Parts,
+        resp: &Response<RespBody>,
+        own: bool,
+    ) {
+        let Some(counter) = &self.counter else { return };
+        let header =
+            |name: http::header::HeaderName| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        let bytes = resp
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let attrs = counter.sample_attributes().then(|| {
+            Box::new(OwnedAttrs {
+                product: who.product.clone(),
+                app: who.app.clone(),
+                developer: who.developer.clone(),
+                region: who.region.map(|r| String::from_utf8_lossy(&r).into_owned()),
+                path: Some(parts.uri.path().to_owned()),
+            })
+        });
+        counter.record(Fact {
+            ip: who.ip,
+            api_key: who.api_key_hash,
+            token: who.token_hash,
+            user_agent: header(http::header::USER_AGENT)
+                .map(|ua| sha2::Sha256::digest(ua.as_bytes()).into()),
+            status: resp.status().as_u16(),
+            bytes,
+            token_endpoint: parts.uri.path() == self.token_endpoint,
+            own,
+            attrs,
+        });
     }
 }

@@ -29,7 +29,8 @@ pub struct ReportConfig {
 pub fn spawn(cfg: ReportConfig, sent: PromCounter, failed: PromCounter) -> mpsc::Sender<Report> {
     let (tx, mut rx) = mpsc::channel::<Report>(8);
     tokio::spawn(async move {
-        let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+        let client: Client<HttpConnector, Full<Bytes>> =
+            Client::builder(TokioExecutor::new()).build_http();
         let url = format!("http://{}/v1/reports", cfg.collector);
         while let Some(report) = rx.recv().await {
             let body = Bytes::from(report.to_json());
@@ -43,7 +44,11 @@ pub fn spawn(cfg: ReportConfig, sent: PromCounter, failed: PromCounter) -> mpsc:
                     Err(e) => tracing::debug!(error = %e, "report not delivered"),
                 }
             }
-            if delivered { sent.inc() } else { failed.inc() };
+            if delivered {
+                sent.inc()
+            } else {
+                failed.inc()
+            };
         }
     });
     tx

@@ -92,6 +92,20 @@ pub async fn write(
     Ok(written)
 }
 
+/// The manifest in force in namespace `ns`, if any (unreadable counts as none).
+pub async fn current_manifest(
+    client: &kube::Client,
+    ns: &str,
+) -> Result<Option<palisade_policy::Manifest>, kube::Error> {
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .get_opt(MANIFEST_CM)
+        .await?;
+    let json = cm
+        .and_then(|c| c.data)
+        .and_then(|mut d| d.remove(MANIFEST_KEY));
+    Ok(json.and_then(|j| palisade_policy::Manifest::from_json(&j).ok()))
+}
+
 /// Whether namespace `ns` has a bundle already.
 pub async fn exists(client: &kube::Client, ns: &str) -> Result<bool, kube::Error> {
     Ok(Api::<ConfigMap>::namespaced(client.clone(), ns)

@@ -27,7 +27,8 @@ pub async fn spawn(ctx: Arc<Context>) -> anyhow::Result<()> {
     let leader_changes = futures::stream::unfold(ctx.leader.clone(), |mut rx| async move {
         rx.changed().await.ok().map(|()| ((), rx))
     });
-    Controller::new(Api::<Namespace>::all(client.clone()), wc.clone())
+    let selected = watcher::Config::default().labels(&ctx.args.namespace_selector);
+    Controller::new(Api::<Namespace>::all(client.clone()), selected)
         .watches(
             Api::<SecurityAction>::all(client.clone()),
             wc.clone(),

@@ -1,7 +1,6 @@
 //! Reconciles one namespace: read its actions, rules and referenced lists, compile, write the
 //! bundle, the statuses and the Events; requeue at the next expiry.
 
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -68,11 +67,29 @@ pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, 
         .map_err(Error::kube("listing ConfigMaps", &name))?
         .items;
     let now = jiff::Timestamp::now();
-    let out = compile_namespace(&ns, &actions, &rules, &configmaps, &ctx, now);
-    let encoded = encode(&out.bundle).map_err(|source| Error::Encode {
+    let current = bundle_cm::current_manifest(client, &name).await;
+    let current = current.map_err(Error::kube("reading the bundle manifest", &name))?;
+    let old_generation = current.as_ref().map_or(0, |m| m.generation);
+    let mut out = compile_namespace(
+        &ns,
+        &actions,
+        &rules,
+        &configmaps,
+        &ctx,
+        now,
+        old_generation,
+    );
+    let encode_err = |source| Error::Encode {
         namespace: name.clone(),
         source,
-    })?;
+    };
+    let mut encoded = encode(&out.bundle).map_err(encode_err)?;
+    if current.as_ref().map(|m| &m.bundle_hash) != Some(&encoded.manifest.bundle_hash) {
+        // New content gets a higher generation: sidecars never go back to an older bundle.
+        let millis = u64::try_from(now.as_millisecond()).unwrap_or(0);
+        out.bundle.generation = millis.max(old_generation + 1);
+        encoded = encode(&out.bundle).map_err(encode_err)?;
+    }
     let written = bundle_cm::write(client, &name, &encoded).await;
     let written = written.map_err(Error::kube("writing the bundle", &name))?;
     if written > 0 {
@@ -101,6 +118,7 @@ fn compile_namespace(
     configmaps: &[ConfigMap],
     ctx: &Context,
     now: jiff::Timestamp,
+    generation: u64,
 ) -> Output {
     let specs: Vec<_> = actions
         .iter()
@@ -108,7 +126,7 @@ fn compile_namespace(
         .collect();
     let inputs = Inputs {
         namespace_paused: is_paused(&ns.metadata),
-        generation: generation_of(actions, rules),
+        generation,
         lists: convert::list_texts(&specs, configmaps),
         actions: specs,
         rules: rules.iter().map(convert::rule).collect(),
@@ -119,19 +137,6 @@ fn compile_namespace(
         .bundle_build_seconds
         .observe(t0.elapsed().as_secs_f64());
     out
-}
-
-/// A number that changes whenever an input's spec does (generation does not move on status
-/// writes, so writing statuses never rewrites the bundle).
-fn generation_of(actions: &[SecurityAction], rules: &[DetectionRule]) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    for a in actions {
-        (a.name_any(), a.metadata.generation).hash(&mut h);
-    }
-    for r in rules {
-        (r.name_any(), r.metadata.generation).hash(&mut h);
-    }
-    h.finish()
 }
 
 fn requeue(next_expiry: Option<jiff::Timestamp>, now: jiff::Timestamp) -> Action {

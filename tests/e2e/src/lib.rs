@@ -19,10 +19,12 @@ pub mod bundle;
 mod client;
 mod controlplane;
 mod error;
+pub mod http;
 mod namespace;
 mod operator;
 pub mod pki;
 mod process;
+mod sidecar;
 mod wait;
 
 use std::path::PathBuf;
@@ -31,7 +33,10 @@ pub use builder::{bin_dir_if_built, cache_dir, ensure_built};
 pub use controlplane::{ControlPlane, StartOptions};
 pub use error::Error;
 pub use namespace::TempNs;
-pub use operator::{OPERATOR_NS, Operator, operator_kubeconfig, token_kubeconfig, workspace_bin};
+pub use operator::{
+    OPERATOR_NS, Operator, operator_kubeconfig, scope, token_kubeconfig, workspace_bin,
+};
+pub use sidecar::Sidecar;
 pub use wait::{eventually, patience};
 
 /// Installs the workspace's one rustls crypto provider (ring); idempotent.

@@ -66,6 +66,15 @@ pub fn token_kubeconfig(admin: &Path, token: &str, out: &Path) {
     std::fs::write(out, serde_yaml::to_string(&doc).expect("YAML")).expect("write kubeconfig");
 }
 
+/// Operator flags that limit it to one test namespace: operators of concurrent tests each
+/// lead their own Lease, and must not write each other's namespaces.
+pub fn scope(ns: &crate::TempNs) -> [String; 2] {
+    [
+        "--namespace-selector".to_owned(),
+        format!("kubernetes.io/metadata.name={}", ns.name()),
+    ]
+}
+
 /// A running operator process; killed when dropped.
 #[derive(Debug)]
 pub struct Operator {
@@ -83,7 +92,12 @@ pub struct Operator {
 impl Operator {
     /// Starts an operator named `identity`, electing its leader on Lease `lease` (operators
     /// of concurrent tests use different Leases), with extra `args`.
-    pub fn start(cp: &'static ControlPlane, identity: &str, lease: &str, args: &[&str]) -> Self {
+    pub fn start<A: AsRef<std::ffi::OsStr>>(
+        cp: &'static ControlPlane,
+        identity: &str,
+        lease: &str,
+        args: &[A],
+    ) -> Self {
         let kubeconfig = operator_kubeconfig(cp);
         let port = crate::process::free_port().expect("a free port");
         let admin: std::net::SocketAddr = ([127, 0, 0, 1], port).into();

@@ -220,7 +220,12 @@ async fn the_real_operators_statuses_map_to_the_documented_health() {
         health("SecurityAction", &fresh).expect("health").status,
         "Progressing"
     );
-    let _op = Operator::start(cp, "op-argocd-health", "argocd-health", &[]);
+    let _op = Operator::start(
+        cp,
+        "op-argocd-health",
+        "argocd-health",
+        &palisade_e2e::scope(&ns),
+    );
     let active = wait_health(cp, ns.name(), "active", "Healthy").await;
     let paused = wait_health(cp, ns.name(), "paused", "Suspended").await;
     let invalid = wait_health(cp, ns.name(), "invalid", "Degraded").await;

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use palisade_detection::counter::{Counter, CounterConfig};
 use palisade_detection::facts::RequestFacts;
 use palisade_detection::report::{Report, SidecarId};
-use palisade_e2e::{ControlPlane, Operator, TempNs, eventually};
+use palisade_e2e::{ControlPlane, Operator, TempNs, eventually, scope};
 
 const FLOODER: &str = r#"
 apiVersion: palisade.dev/v1alpha1
@@ -75,8 +75,8 @@ fn token(cp: &ControlPlane, ns: &str, audience: &str) -> String {
 #[tokio::test]
 async fn a_flood_reported_by_a_sidecar_becomes_a_detection_and_an_incident() {
     let cp = ControlPlane::shared();
-    let op = Operator::start(cp, "op-detect", "op-detect", &[]);
     let ns = TempNs::new(cp, "detect").await;
+    let op = Operator::start(cp, "op-detect", "op-detect", &scope(&ns));
     cp.apply(ns.name(), FLOODER).expect("rule");
     let tok = token(cp, ns.name(), "palisade");
 

@@ -3,7 +3,7 @@
 //! Events, GitOps cleanliness and leader hand-over — operator run with its own RBAC.
 
 use palisade_e2e::bundle::{action_names, read_bundle};
-use palisade_e2e::{ControlPlane, Operator, TempNs, eventually};
+use palisade_e2e::{ControlPlane, Operator, TempNs, eventually, scope};
 
 const DENY: &str = r#"
 apiVersion: palisade.dev/v1alpha1
@@ -24,10 +24,6 @@ spec:
     headers: [{name: X-Palisade-Test, value: "yes"}]
   matchAll: true
 "#;
-
-fn operator(cp: &'static ControlPlane, id: &str) -> Operator {
-    Operator::start(cp, id, id, &[])
-}
 
 async fn names_in_bundle(client: &kube::Client, ns: &str) -> Result<Vec<String>, String> {
     read_bundle(client, ns).await.map(|(_, b)| action_names(&b))
@@ -52,8 +48,8 @@ fn jsonpath(cp: &ControlPlane, ns: &str, obj: &str, path: &str) -> Result<String
 #[tokio::test]
 async fn actions_are_compiled_into_the_bundle_and_follow_edits_and_deletes() {
     let cp = ControlPlane::shared();
-    let _op = operator(cp, "op-crud");
     let ns = TempNs::new(cp, "policy-crud").await;
+    let _op = Operator::start(cp, "op-crud", "op-crud", &scope(&ns));
     let client = cp.client().await;
     cp.apply(ns.name(), DENY).expect("apply deny");
     wait_for_actions(&client, ns.name(), &["deny-bad-net"]).await;
@@ -100,8 +96,8 @@ async fn actions_are_compiled_into_the_bundle_and_follow_edits_and_deletes() {
 #[tokio::test]
 async fn pausing_an_action_or_its_namespace_removes_it_and_resuming_restores_it() {
     let cp = ControlPlane::shared();
-    let _op = operator(cp, "op-pause");
     let ns = TempNs::new(cp, "policy-pause").await;
+    let _op = Operator::start(cp, "op-pause", "op-pause", &scope(&ns));
     let client = cp.client().await;
     cp.apply(ns.name(), DENY).expect("apply");
     cp.apply(ns.name(), FLAG).expect("apply");
@@ -178,8 +174,8 @@ async fn pausing_an_action_or_its_namespace_removes_it_and_resuming_restores_it(
 #[tokio::test]
 async fn an_action_with_a_ttl_leaves_the_bundle_by_itself() {
     let cp = ControlPlane::shared();
-    let _op = operator(cp, "op-ttl");
     let ns = TempNs::new(cp, "policy-ttl").await;
+    let _op = Operator::start(cp, "op-ttl", "op-ttl", &scope(&ns));
     let client = cp.client().await;
     cp.apply(ns.name(), FLAG).expect("apply flag");
     let short = DENY.replace("deny: {status: 429}", "deny: {status: 429}\n  ttl: 5s");
@@ -221,8 +217,8 @@ async fn an_action_with_a_ttl_leaves_the_bundle_by_itself() {
 #[tokio::test]
 async fn a_referenced_list_is_compiled_and_a_change_to_it_recompiles() {
     let cp = ControlPlane::shared();
-    let _op = operator(cp, "op-list");
     let ns = TempNs::new(cp, "policy-list").await;
+    let _op = Operator::start(cp, "op-list", "op-list", &scope(&ns));
     let client = cp.client().await;
     let list = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: blocklist}\ndata:\n  ips: |\n    # bad actors\n    203.0.113.0/24\n    2001:db8::/32\n";
     cp.apply(ns.name(), list).expect("list");
@@ -292,8 +288,8 @@ spec:
 #[tokio::test]
 async fn reapplying_the_manifests_shows_no_diff_and_the_operator_never_writes_spec() {
     let cp = ControlPlane::shared();
-    let _op = operator(cp, "op-gitops");
     let ns = TempNs::new(cp, "policy-gitops").await;
+    let _op = Operator::start(cp, "op-gitops", "op-gitops", &scope(&ns));
     let client = cp.client().await;
     let both = format!("{DENY}\n---\n{FLAG}");
     cp.apply(ns.name(), &both).expect("apply");
@@ -355,8 +351,8 @@ async fn only_the_leader_writes_and_a_standby_takes_over() {
     let cp = ControlPlane::shared();
     let ns = TempNs::new(cp, "policy-leader").await;
     let client = cp.client().await;
-    let mut a = Operator::start(cp, "op-leader-a", "leader-test", &[]);
-    let mut b = Operator::start(cp, "op-leader-b", "leader-test", &[]);
+    let mut a = Operator::start(cp, "op-leader-a", "leader-test", &scope(&ns));
+    let mut b = Operator::start(cp, "op-leader-b", "leader-test", &scope(&ns));
     cp.apply(ns.name(), DENY).expect("apply");
     wait_for_actions(&client, ns.name(), &["deny-bad-net"]).await;
     eventually("exactly one leader", || async {

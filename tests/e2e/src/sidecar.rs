@@ -1,0 +1,109 @@
+//! Runs the sidecar binary as a process, wired as the injector wires it in a pod: it reads
+//! the bundle through the API as the namespace's `default` ServiceAccount (the operator's
+//! Role grants exactly that) and reports to the collector with a `palisade`-audience token.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use crate::{ControlPlane, process, token_kubeconfig, workspace_bin};
+
+/// A running sidecar process; killed when dropped.
+#[derive(Debug)]
+pub struct Sidecar {
+    child: Child,
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    /// Its admin address (`/metrics`, `/live`, `/ready`).
+    pub admin: SocketAddr,
+    /// Its log file.
+    pub log: PathBuf,
+}
+
+impl Sidecar {
+    /// Starts a sidecar for pod `pod` of namespace `ns` in front of `127.0.0.1:upstream`,
+    /// reporting to `collector` when given.
+    pub fn start(
+        cp: &'static ControlPlane,
+        ns: &str,
+        pod: &str,
+        upstream: u16,
+        collector: Option<&str>,
+    ) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "palisade-e2e-sidecar-{}-{ns}-{pod}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).expect("sidecar dir");
+        let api_token = cp
+            .kubectl_ok(&["-n", ns, "create", "token", "default"])
+            .expect("API token");
+        let kubeconfig = dir.join("kubeconfig");
+        token_kubeconfig(cp.kubeconfig(), api_token.trim(), &kubeconfig);
+        let report_token = cp
+            .kubectl_ok(&[
+                "-n",
+                ns,
+                "create",
+                "token",
+                "default",
+                "--audience",
+                "palisade",
+            ])
+            .expect("report token");
+        let token_path = dir.join("token");
+        std::fs::write(&token_path, report_token.trim()).expect("token file");
+        let addr: SocketAddr = ([127, 0, 0, 1], process::free_port().expect("port")).into();
+        let admin: SocketAddr = ([127, 0, 0, 1], process::free_port().expect("port")).into();
+        let logs = cp
+            .logs()
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
+        let _ = std::fs::create_dir_all(&logs);
+        let log = logs.join(format!("sidecar-{ns}-{pod}.log"));
+        let out = std::fs::File::create(&log).expect("sidecar log");
+        let err = out.try_clone().expect("sidecar log");
+        let mut cmd = Command::new(workspace_bin("palisade-sidecar"));
+        cmd.env("KUBECONFIG", &kubeconfig)
+            .env("POD_NAMESPACE", ns)
+            .env("POD_NAME", pod)
+            .env("RUST_LOG", "info")
+            .args([
+                "--listen",
+                &addr.to_string(),
+                "--admin-listen",
+                &admin.to_string(),
+            ])
+            .args([
+                "--upstream-port",
+                &upstream.to_string(),
+                "--bundle-configmap",
+                "palisade-bundle",
+            ])
+            .args(["--log-format", "plain", "--debug-headers"])
+            .arg("--token-path")
+            .arg(&token_path);
+        if let Some(c) = collector {
+            cmd.args(["--collector-addr", c]);
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("start palisade-sidecar");
+        Self {
+            child,
+            addr,
+            admin,
+            log,
+        }
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
