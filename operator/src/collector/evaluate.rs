@@ -23,6 +23,40 @@ use super::{Collector, incident_cr};
 const MANAGER: &str = "palisade-operator";
 const DETECTED_CM: &str = "palisade-detected";
 
+/// Expiries pushed out by a rule firing again are republished at most this often; a change
+/// of who is detected is published at once.
+const REFRESH: jiff::SignedDuration = jiff::SignedDuration::from_secs(30);
+
+/// What was last published for a namespace.
+#[derive(Debug, Default)]
+pub struct Published {
+    members: std::collections::BTreeSet<(String, String)>,
+    at: Option<jiff::Timestamp>,
+}
+
+impl Published {
+    /// Whether `doc` deserves a ConfigMap write now (and remembers it if so): its members
+    /// differ from the last published ones, or the last write is older than [`REFRESH`].
+    pub fn should_publish(&mut self, doc: &DetectedClients, now: jiff::Timestamp) -> bool {
+        let members = doc
+            .rules
+            .iter()
+            .flat_map(|(rule, clients)| {
+                clients
+                    .iter()
+                    .map(move |c| (rule.clone(), c.key.to_string()))
+            })
+            .collect();
+        let stale = self.at.is_none_or(|at| now.duration_since(at) >= REFRESH);
+        if members == self.members && !stale {
+            return false;
+        }
+        self.members = members;
+        self.at = Some(now);
+        true
+    }
+}
+
 /// Runs the evaluation loop until shutdown.
 pub async fn run(c: Arc<Collector>) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(c.ctx.args.detection_interval);
@@ -76,6 +110,8 @@ async fn evaluate(c: &Collector, ns: &str) -> Result<(), kube::Error> {
         let set = state.detected.entry(ns.to_owned()).or_default();
         let changed = set.update(&detections) | set.expire(now);
         let doc = changed.then(|| detected_document(set, &specs, now));
+        let last = state.published.entry(ns.to_owned()).or_default();
+        let doc = doc.filter(|d| last.should_publish(d, now));
         let incidents = state.incidents.entry(ns.to_owned()).or_default();
         let events = cluster(
             incidents,
@@ -261,4 +297,51 @@ async fn tor_exits(client: &kube::Client, ns: &str, r: &DetectionRule) -> Vec<ip
     text.lines()
         .filter_map(|l| palisade_policy::parse_prefix(l.split('#').next().unwrap_or("").trim()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(keys: &[&str]) -> DetectedClients {
+        let expires = jiff::Timestamp::from_second(10_000).expect("ts");
+        let clients = keys
+            .iter()
+            .map(|k| DetectedClient {
+                key: k.parse().expect("key"),
+                expires,
+            })
+            .collect();
+        DetectedClients {
+            generation: 1,
+            rules: BTreeMap::from([("flooder".to_owned(), clients)]),
+        }
+    }
+
+    #[test]
+    fn membership_changes_publish_at_once_expiry_refreshes_only_every_30s() {
+        let t = |s| jiff::Timestamp::from_second(s).expect("ts");
+        let mut p = Published::default();
+        assert!(
+            p.should_publish(&doc(&["ip:192.0.2.1"]), t(100)),
+            "first publication"
+        );
+        assert!(
+            !p.should_publish(&doc(&["ip:192.0.2.1"]), t(101)),
+            "same members, fresh"
+        );
+        assert!(
+            p.should_publish(&doc(&["ip:192.0.2.1", "ip:192.0.2.2"]), t(102)),
+            "a new client"
+        );
+        assert!(
+            !p.should_publish(&doc(&["ip:192.0.2.1", "ip:192.0.2.2"]), t(131)),
+            "29 s later"
+        );
+        assert!(
+            p.should_publish(&doc(&["ip:192.0.2.1", "ip:192.0.2.2"]), t(132)),
+            "refresh after 30 s"
+        );
+        assert!(p.should_publish(&doc(&[]), t(133)), "everyone lifted");
+    }
 }

@@ -29,6 +29,7 @@ pub struct State {
     detected: HashMap<String, DetectedSet>,
     incidents: HashMap<String, Vec<Incident>>,
     written: HashMap<String, serde_json::Value>,
+    published: HashMap<String, evaluate::Published>,
 }
 
 /// The collector shared by the server and the evaluator.
@@ -62,6 +63,7 @@ pub async fn spawn(ctx: Arc<Context>) -> anyhow::Result<()> {
         detected: HashMap::new(),
         incidents: HashMap::new(),
         written: HashMap::new(),
+        published: HashMap::new(),
     };
     let c = Arc::new(Collector {
         ctx: ctx.clone(),
