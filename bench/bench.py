@@ -575,9 +575,11 @@ def write_proxy(m, runs, rss):
 UNITS = {"ps": 1e-3, "ns": 1.0, "µs": 1e3, "us": 1e3, "ms": 1e6, "s": 1e9}
 
 
-def cargo_bench(package, extra):
-    """Runs criterion benches; returns {bench id: median ns} and the raw output."""
-    cmd = ["cargo", "bench", "-p", package, "--", *extra]
+def cargo_bench(package, extra, targets=()):
+    """Runs criterion benches; returns {bench id: median ns} and the raw output. `targets`
+    names the bench targets when the library's own libtest bench would get criterion's flags."""
+    cmd = ["cargo", "bench", "-p", package, *[a for t in targets for a in ("--bench", t)],
+           "--", *extra]
     log(" ".join(cmd))
     p = subprocess.run(cmd, cwd=ROOT, text=True, capture_output=True)
     text = p.stdout + "\n" + p.stderr
@@ -688,10 +690,10 @@ def lookup():
 def detection():
     m = machine()
     WORK.mkdir(parents=True, exist_ok=True)
-    res, text = cargo_bench("palisade-detection", crit_args())
+    res, text = cargo_bench("palisade-detection", crit_args(), targets=["counter"])
     per = 1 << 16  # requests per criterion iteration (detection/benches/counter.rs)
     out = [header("Detection micro-benchmarks (per-request counting)", m,
-                  "cargo bench -p palisade-detection" + (" -- " + " ".join(crit_args()) if QUICK else ""))]
+                  "cargo bench -p palisade-detection --bench counter" + (" -- " + " ".join(crit_args()) if QUICK else ""))]
     out.append("`Counter::record` over 65,536 requests per iteration (skewed client popularity,\n"
                "facts built per request as the sidecar does), one `take_report` per iteration.\n\n"
                "| benchmark | per iteration | per request | throughput |\n|---|---|---|---|\n")
