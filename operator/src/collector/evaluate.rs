@@ -134,6 +134,7 @@ async fn evaluate(c: &Collector, ns: &str) -> Result<(), kube::Error> {
     };
     if let Some(doc) = detected_doc {
         write_detected(client, ns, &doc).await?;
+        write_rule_counts(client, ns, &doc, now).await?;
     }
     for (id, status) in writes {
         write_incident(client, ns, &id, status).await?;
@@ -199,6 +200,28 @@ async fn write_detected(
     .await?;
     let clients: usize = doc.rules.values().map(Vec::len).sum();
     tracing::info!(namespace = %ns, clients, "detected-client set published");
+    Ok(())
+}
+
+/// `status.detectedClients` and `lastEvaluationTime` of each rule, written with the
+/// collector's own field manager (the policy controller owns the conditions).
+async fn write_rule_counts(
+    client: &kube::Client,
+    ns: &str,
+    doc: &DetectedClients,
+    now: jiff::Timestamp,
+) -> Result<(), kube::Error> {
+    let api: Api<DetectionRule> = Api::namespaced(client.clone(), ns);
+    let pp = PatchParams::apply("palisade-collector").force();
+    for (rule, clients) in &doc.rules {
+        let patch = json!({"apiVersion": "palisade.dev/v1alpha1", "kind": "DetectionRule",
+            "status": {"detectedClients": clients.len(), "lastEvaluationTime": now}});
+        match api.patch_status(rule, &pp, &Patch::Apply(&patch)).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e),
+        }
+    }
     Ok(())
 }
 

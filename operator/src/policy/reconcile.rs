@@ -103,6 +103,9 @@ pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, 
     for a in &actions {
         write_status(&ctx, a, &out, now).await?;
     }
+    for r in &rules {
+        write_rule_status(&ctx, r, now).await?;
+    }
     let elapsed = started.elapsed().as_secs_f64();
     ctx.metrics
         .reconcile_seconds
@@ -203,6 +206,38 @@ async fn write_status(
             tracing::warn!(namespace = %ns, action = %name, error = %e, "could not publish Event");
         }
     }
+    Ok(())
+}
+
+async fn write_rule_status(
+    ctx: &Context,
+    r: &DetectionRule,
+    now: jiff::Timestamp,
+) -> Result<(), Error> {
+    let name = r.name_any();
+    let ns = r.namespace().unwrap_or_default();
+    let observe = r.spec.mode == palisade_crds::common::Mode::Observe;
+    let current = r.status.as_ref();
+    let (generation, conditions) = status::rule_desired(
+        current,
+        is_paused(&r.metadata),
+        observe,
+        r.metadata.generation,
+        now,
+    );
+    if current.is_some_and(|s| s.observed_generation == generation && s.conditions == conditions) {
+        return Ok(());
+    }
+    let patch = json!({"apiVersion": "palisade.dev/v1alpha1", "kind": "DetectionRule",
+        "status": {"observedGeneration": generation, "conditions": conditions}});
+    let api = Api::<DetectionRule>::namespaced(ctx.client.clone(), &ns);
+    api.patch_status(
+        &name,
+        &PatchParams::apply(bundle_cm::MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(Error::kube("writing DetectionRule status", &ns))?;
     Ok(())
 }
 

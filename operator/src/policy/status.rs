@@ -96,6 +96,59 @@ pub fn desired(
     s
 }
 
+/// The status of a DetectionRule as the policy controller sees it: whether its detections can
+/// trigger `detectedBy` conditions (Ready) or it is paused. The collector adds
+/// `detectedClients` and `lastEvaluationTime` under its own field manager.
+pub fn rule_desired(
+    current: Option<&palisade_crds::DetectionRuleStatus>,
+    paused: bool,
+    observe: bool,
+    generation: Option<i64>,
+    now: jiff::Timestamp,
+) -> (
+    Option<i64>,
+    Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+) {
+    let mut conditions = current.map(|s| s.conditions.clone()).unwrap_or_default();
+    let (ready, reason, msg) = if paused {
+        (
+            false,
+            "Paused",
+            "the rule carries palisade.dev/paused=true; remove the annotation to resume",
+        )
+    } else if observe {
+        (
+            true,
+            "Observe",
+            "the rule runs and opens incidents; its detections do not trigger detectedBy",
+        )
+    } else {
+        (
+            true,
+            "Active",
+            "the rule runs on the namespace's traffic; its detections trigger detectedBy",
+        )
+    };
+    set_condition(
+        &mut conditions,
+        condition(READY, ready, reason, msg, generation),
+        now,
+    );
+    let paused_reason = if paused { "Paused" } else { "NotPaused" };
+    set_condition(
+        &mut conditions,
+        condition(
+            PAUSED,
+            paused,
+            paused_reason,
+            if paused { msg } else { "" },
+            generation,
+        ),
+        now,
+    );
+    (generation, conditions)
+}
+
 /// The Event a state change deserves: `(reason, note)`; `None` for routine changes.
 pub fn transition_event(
     old: Option<ActionState>,

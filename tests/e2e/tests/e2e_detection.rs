@@ -164,6 +164,14 @@ async fn a_flood_reported_by_a_sidecar_becomes_a_detection_and_an_incident() {
         Ok::<_, String>(fields[0].to_owned())
     })
     .await;
+    eventually("the rule's status: Ready and a detected-client count", || async {
+        let out = cp
+            .kubectl_ok(&["-n", ns.name(), "get", "detectionrule", "flooder", "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status} {.status.detectedClients}"])
+            .map_err(|e| e.to_string())?;
+        (out == "True 1").then_some(()).ok_or(out)
+    })
+    .await;
     let listed = cp
         .kubectl_ok(&["-n", ns.name(), "get", "incidents"])
         .expect("short name works");
