@@ -40,6 +40,24 @@ async fn wait_for_actions(client: &kube::Client, ns: &str, want: &[&str]) {
     .await;
 }
 
+/// Waits until action `name` has `status.state == state` and an Event with that reason.
+async fn wait_state_and_event(cp: &ControlPlane, ns: &str, name: &str, state: &str) {
+    let obj = format!("securityaction/{name}");
+    eventually(
+        &format!("state {state} and a {state} Event on {name}"),
+        || async {
+            let s = jsonpath(cp, ns, &obj, "{.status.state}")?;
+            let events = cp
+                .kubectl_ok(&["-n", ns, "events", "--for", &obj])
+                .map_err(|e| e.to_string())?;
+            (s == state && events.contains(state))
+                .then_some(())
+                .ok_or(format!("state {s}, events {events}"))
+        },
+    )
+    .await;
+}
+
 fn jsonpath(cp: &ControlPlane, ns: &str, obj: &str, path: &str) -> Result<String, String> {
     cp.kubectl_ok(&["-n", ns, "get", obj, "-o", &format!("jsonpath={path}")])
         .map_err(|e| e.to_string())
@@ -113,27 +131,7 @@ async fn pausing_an_action_or_its_namespace_removes_it_and_resuming_restores_it(
     ])
     .expect("annotate");
     wait_for_actions(&client, ns.name(), &["flag-all"]).await;
-    eventually("state Paused and a Paused Event", || async {
-        let s = jsonpath(
-            cp,
-            ns.name(),
-            "securityaction/deny-bad-net",
-            "{.status.state}",
-        )?;
-        let events = cp
-            .kubectl_ok(&[
-                "-n",
-                ns.name(),
-                "events",
-                "--for",
-                "securityaction/deny-bad-net",
-            ])
-            .map_err(|e| e.to_string())?;
-        (s == "Paused" && events.contains("Paused"))
-            .then_some(())
-            .ok_or(format!("state {s}, events {events}"))
-    })
-    .await;
+    wait_state_and_event(cp, ns.name(), "deny-bad-net", "Paused").await;
 
     cp.kubectl_ok(&[
         "-n",
@@ -191,27 +189,7 @@ async fn an_action_with_a_ttl_leaves_the_bundle_by_itself() {
     assert!(!expire.is_empty(), "status.expireTime is computed from ttl");
     // Nothing else changes from here on: the operator must requeue at the expiry instant.
     wait_for_actions(&client, ns.name(), &["flag-all"]).await;
-    eventually("state Expired and an Expired Event", || async {
-        let s = jsonpath(
-            cp,
-            ns.name(),
-            "securityaction/deny-bad-net",
-            "{.status.state}",
-        )?;
-        let events = cp
-            .kubectl_ok(&[
-                "-n",
-                ns.name(),
-                "events",
-                "--for",
-                "securityaction/deny-bad-net",
-            ])
-            .map_err(|e| e.to_string())?;
-        (s == "Expired" && events.contains("Expired"))
-            .then_some(())
-            .ok_or(format!("state {s}"))
-    })
-    .await;
+    wait_state_and_event(cp, ns.name(), "deny-bad-net", "Expired").await;
 }
 
 #[tokio::test]
