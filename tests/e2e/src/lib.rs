@@ -37,7 +37,7 @@ pub use operator::{
     OPERATOR_NS, Operator, operator_kubeconfig, scope, token_kubeconfig, workspace_bin,
 };
 pub use sidecar::Sidecar;
-pub use wait::{eventually, patience};
+pub use wait::{eventually, eventually_within, patience};
 
 /// Installs the workspace's one rustls crypto provider (ring); idempotent.
 pub fn install_crypto_provider() {

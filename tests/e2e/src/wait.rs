@@ -15,12 +15,23 @@ pub fn patience() -> Duration {
 
 /// Polls `check` every 100 ms until it returns `Ok`, and returns its value. Panics after
 /// [`patience`] with `what`, the last error, and where the control-plane logs are.
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, String>>,
 {
-    let deadline = Instant::now() + patience();
+    eventually_within(1, what, check).await
+}
+
+/// [`eventually`] with a patience of `times` × [`patience`], for the few waits that do
+/// heavy work (a million-prefix compile in a debug build).
+pub async fn eventually_within<T, F, Fut>(times: u32, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let limit = patience() * times;
+    let deadline = Instant::now() + limit;
     loop {
         match check().await {
             Ok(v) => return v,
@@ -29,10 +40,7 @@ where
                     .logs()
                     .map(|p| format!("; control-plane logs: {}", p.display()))
                     .unwrap_or_default();
-                panic!(
-                    "gave up waiting for {what} after {:?}: {last}{logs}",
-                    patience()
-                );
+                panic!("gave up waiting for {what} after {limit:?}: {last}{logs}");
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
