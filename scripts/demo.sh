@@ -384,10 +384,10 @@ if [ -z "$REPORTS" ]; then
   warn "(no --collector-addr flag; sidecar reporting is in progress), so nothing is detected."
   warn "The rule and the detectedBy action above are in place and take effect once it lands."
 else
-  say "300 requests from 127.0.0.9 (a flooder), a few from ordinary clients:"
-  printf '%s$ for i in $(seq 300); do curl --interface 127.0.0.9 %s/static/logo.png; done%s\n' \
-    "$C" "$API" "$N"
-  urls=$(for _ in $(seq 300); do printf 'url = "%s/static/logo.png"\noutput = "/dev/null"\n' "$API"; done)
+  say "1200 requests from 127.0.0.9 (a flooder; the Flooder rule also waits for 1000 requests"
+  say "in the namespace's window before it judges shares), a few from ordinary clients:"
+  printf '%s$ for i in $(seq 1200); do curl --interface 127.0.0.9 %s/; done%s\n' "$C" "$API" "$N"
+  urls=$(for _ in $(seq 1200); do printf 'url = "%s/"\noutput = "/dev/null"\n' "$API"; done)
   codes=$(curl -s --interface 127.0.0.9 -w '%{http_code}\n' -K - <<<"$urls" | sort | uniq -c)
   printf '  %s\n' "$codes"
   for ip in 127.0.0.2 127.0.0.4 127.0.0.5; do req "$ip" GET /; done

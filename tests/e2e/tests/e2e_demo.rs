@@ -56,11 +56,22 @@ fn make_demo_runs_every_step_and_exits_0() {
         );
     }
     let detected = stdout.contains("get securityincidents") && stdout.contains("RISK");
-    let skipped = stdout.contains("skipped: this palisade-sidecar does not report traffic");
-    assert!(
-        detected || skipped,
-        "step 4 shows neither an incident nor the documented skip:\n{stdout}"
-    );
+    let help = Command::new(&bins[1])
+        .arg("--help")
+        .output()
+        .expect("sidecar --help");
+    if String::from_utf8_lossy(&help.stdout).contains("--collector-addr") {
+        assert!(
+            detected && stdout.contains(r#"HTTP 403  {"error":"forbidden","reason":"abusive"#),
+            "the sidecar reports to the collector, yet step 4 shows no incident and no \
+             detectedBy deny:\n{stdout}"
+        );
+    } else {
+        assert!(
+            stdout.contains("skipped: this palisade-sidecar does not report traffic"),
+            "step 4 shows no documented skip:\n{stdout}"
+        );
+    }
     for line in stdout.lines().filter(|l| l.contains("/metrics")) {
         let url = line.split_whitespace().last().unwrap_or_default();
         let addr = url
