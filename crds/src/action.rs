@@ -71,7 +71,7 @@ fn match_all_alone() -> Rule {
     printcolumn(name = "Verb", type_ = "string", json_path = ".status.verb"),
     printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),
     printcolumn(name = "State", type_ = "string", json_path = ".status.state"),
-    printcolumn(name = "Expires", type_ = "date", json_path = ".status.expireTime"),
+    printcolumn(name = "Expires", type_ = "string", json_path = ".status.expireTime"),
     printcolumn(
         name = "Age",
         type_ = "date",
