@@ -44,8 +44,9 @@ demo: ## Watch Palisade protect a small API, step by step, on the local control 
 demo-down: ## Stop the demo's processes (make down stops them and the control plane).
 	@bash scripts/demo.sh down
 
-crds: ## Regenerate the CRD manifests under crds/ from the Rust types.
+crds: ## Regenerate the CRD manifests (crds/, the chart's copy) and docs/api.md from the Rust types.
 	$(CARGO) run --quiet -p palisade-crds --bin crdgen
+	cp crds/*.yaml charts/palisade/files/crds/
 
 bench: ## Benchmarks side by side (sidecar vs nginx/HAProxy, policy, detection) -> bench/results/. BENCH_QUICK=1: a few minutes.
 	@bash bench/setup.sh
