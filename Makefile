@@ -53,3 +53,5 @@ bench: ## Benchmarks side by side (sidecar vs nginx/HAProxy, policy, detection) 
 	@bash bench/setup.sh
 	$(CARGO) build --release -p palisade-sidecar -p palisade-bench
 	python3 bench/bench.py all
+	$(CARGO) build --release -p palisade-operator -p palisade-e2e --bins
+	$(CARGO_TARGET_DIR)/release/apply-latency

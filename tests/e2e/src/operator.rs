@@ -15,10 +15,13 @@ pub const OPERATOR_NS: &str = "palisade-system";
 /// executable. `cargo test --workspace --all-targets` (what `make test` runs) builds them.
 pub fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test executable's path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps/..");
+    let here = exe.parent().expect("the executable's directory");
+    // Test executables live in target/<profile>/deps, binaries in target/<profile>.
+    let dir = if here.ends_with("deps") {
+        here.parent().unwrap_or(here)
+    } else {
+        here
+    };
     let bin = dir.join(name);
     assert!(
         bin.is_file(),
