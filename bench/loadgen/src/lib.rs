@@ -7,4 +7,6 @@
 //!   with `--bundle-path`, and times compile, decode and evaluate.
 #![forbid(unsafe_code)]
 
+/// The sidecar's test MMDB writer, shared rather than copied.
+#[path = "../../../sidecar/tests/support/mmdb.rs"]
 pub mod mmdb;
