@@ -1,8 +1,9 @@
 //! Sends window summaries to the operator's detection collector (`POST /v1/reports`),
 //! authenticated with the pod's projected service-account token (audience `palisade`),
 //! re-read from its file for every report since the kubelet rotates it. A report that
-//! cannot be delivered is dropped after one retry: the collector's windows tolerate a lost
-//! report, and a sidecar never queues without bound.
+//! cannot be delivered is dropped after two retries, each on a new connection (behind the
+//! collector Service it may reach another replica; a non-leader answers 503): the
+//! collector's windows tolerate a lost report, and a sidecar never queues without bound.
 
 use std::path::PathBuf;
 
@@ -25,23 +26,34 @@ pub struct ReportConfig {
     pub token_path: PathBuf,
 }
 
+/// Tries per report; each retry opens a new connection.
+const ATTEMPTS: usize = 3;
+
+fn new_client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
 /// Starts the reporter; returns the queue the counter sends reports into.
 pub fn spawn(cfg: ReportConfig, sent: PromCounter, failed: PromCounter) -> mpsc::Sender<Report> {
     let (tx, mut rx) = mpsc::channel::<Report>(8);
     tokio::spawn(async move {
-        let client: Client<HttpConnector, Full<Bytes>> =
-            Client::builder(TokioExecutor::new()).build_http();
+        let mut client = new_client();
         let url = format!("http://{}/v1/reports", cfg.collector);
         while let Some(report) = rx.recv().await {
             let body = Bytes::from(report.to_json());
             let mut delivered = false;
-            for _attempt in 0..2 {
+            for _attempt in 0..ATTEMPTS {
                 match send(&client, &url, &cfg, body.clone()).await {
                     Ok(()) => {
                         delivered = true;
                         break;
                     }
-                    Err(e) => tracing::debug!(error = %e, "report not delivered"),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "report not delivered");
+                        // A fresh connection: behind the collector Service it may reach
+                        // another replica (a non-leader answers 503).
+                        client = new_client();
+                    }
                 }
             }
             if delivered {
