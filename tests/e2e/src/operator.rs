@@ -16,11 +16,17 @@ pub const OPERATOR_NS: &str = "palisade-system";
 pub fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test executable's path");
     let here = exe.parent().expect("the executable's directory");
-    // Test executables live in target/<profile>/deps, binaries in target/<profile>.
+    // Test executables live in <build-dir>/<profile>/deps, binaries in <target-dir>/<profile>.
+    // The two differ when `build.build-dir` is set (several checkouts sharing one build dir);
+    // then CARGO_TARGET_DIR in the environment says where this checkout's binaries are.
     let dir = if here.ends_with("deps") {
         here.parent().unwrap_or(here)
     } else {
         here
+    };
+    let dir = match (std::env::var_os("CARGO_TARGET_DIR"), dir.file_name()) {
+        (Some(target), Some(profile)) => crate::repo_root().join(target).join(profile),
+        _ => dir.to_path_buf(),
     };
     let bin = dir.join(name);
     assert!(
