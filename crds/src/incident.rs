@@ -138,6 +138,14 @@ pub struct SecurityIncidentStatus {
     /// Incident requests per minute.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traffic: Option<TrafficSeries>,
+    /// A SecurityAction (YAML, one document per kind of client key) that denies the
+    /// incident's clients for 24 hours: its IP addresses by `ipRanges`, its API keys and
+    /// access tokens by their `sha256:` digests (never in clear). It is named after the
+    /// incident, in the incident's namespace. Review it, then apply it:
+    /// `kubectl get incident <name> -o jsonpath='{.status.proposedAction}' | kubectl apply -f -`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 262144))]
+    pub proposed_action: Option<String>,
 }
 
 /// The incident's traffic by attribute (dimension): for each, the number of distinct values

@@ -93,8 +93,13 @@ pub struct Incident {
     pub clients: BTreeSet<ClientKey>,
     /// Clients detected but not listed because of the bound.
     pub clients_unlisted: u64,
-    /// Requests of the incident's clients since their detection windows began.
+    /// Requests of the incident's clients since their detection windows began, in completed
+    /// short slices (up to `countedUntil`).
     pub traffic: u64,
+    /// Requests of the incident's clients in the current, partial short slice (recounted at
+    /// every refresh, so a short incident does not show 0 requests).
+    #[serde(default)]
+    pub traffic_partial: u64,
     /// First detection.
     pub first_detected: Timestamp,
     /// Last detection.
@@ -116,6 +121,24 @@ impl Incident {
     /// Duration from first to last detection.
     pub fn duration(&self) -> SignedDuration {
         self.last_detected.duration_since(self.first_detected)
+    }
+
+    /// Incident traffic: completed slices plus the current partial one.
+    pub fn requests(&self) -> u64 {
+        self.traffic + self.traffic_partial
+    }
+
+    /// Requests per minute, the current partial slice included in its minute.
+    pub fn series_with_partial(&self) -> Vec<(Timestamp, u64)> {
+        let mut series = self.series.clone();
+        if self.traffic_partial > 0 {
+            add_point(
+                &mut series,
+                minute_of(self.counted_until),
+                self.traffic_partial,
+            );
+        }
+        series
     }
 }
 
@@ -287,6 +310,7 @@ fn open(namespace: &str, d: &Detection, windows: &Windows) -> Incident {
         clients: BTreeSet::from([d.key]),
         clients_unlisted: 0,
         traffic: 0,
+        traffic_partial: 0,
         first_detected: d.detected_at,
         last_detected: d.detected_at,
         // Count the traffic of the window that made the rule fire.
@@ -323,6 +347,7 @@ fn merge(into: &mut Incident, other: Incident, cfg: &IncidentConfig) {
     }
     into.clients_unlisted += other.clients_unlisted;
     into.traffic += other.traffic;
+    into.traffic_partial = into.traffic_partial.max(other.traffic_partial);
     into.first_detected = into.first_detected.min(other.first_detected);
     into.last_detected = into.last_detected.max(other.last_detected);
     into.counted_until = into.counted_until.max(other.counted_until);
@@ -367,6 +392,11 @@ fn refresh(
         }
         inc.counted_until = until;
     }
+    inc.traffic_partial = windows
+        .requests_between(&clients, until, until + windows.short_span())
+        .iter()
+        .map(|(_, n)| n)
+        .sum();
     let excess = inc.series.len().saturating_sub(cfg.series_minutes);
     inc.series.drain(..excess);
     inc.attributes = windows.attributes(&clients, now, cfg.top_k);

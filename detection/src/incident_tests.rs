@@ -73,6 +73,9 @@ fn a_detection_opens_an_incident_with_traffic_series_and_attributes() {
     assert_eq!(inc.traffic, 900);
     assert_eq!(inc.series.first(), Some(&(t(0), 200)));
     assert_eq!(inc.series.last(), Some(&(t(240), 100)));
+    // The current slice [270, 300) counts too, so a short incident never shows 0 requests.
+    assert_eq!((inc.traffic_partial, inc.requests()), (100, 1000));
+    assert_eq!(inc.series_with_partial().last(), Some(&(t(240), 200)));
     assert_eq!(
         inc.attributes[&AttrDim::Path],
         vec![("/login".to_string(), 80)]

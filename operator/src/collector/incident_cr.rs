@@ -41,7 +41,9 @@ pub fn status(i: &Incident, archived: bool) -> SecurityIncidentStatus {
             })
             .collect(),
     };
-    let series_start = i.series.first().map(|(t, _)| Time(*t));
+    let series = i.series_with_partial();
+    let series = &series[series.len().saturating_sub(1440)..];
+    let series_start = series.first().map(|(t, _)| Time(*t));
     SecurityIncidentStatus {
         display_name: Some(i.display_name.chars().take(256).collect()),
         risk_level: Some(match i.risk {
@@ -57,7 +59,7 @@ pub fn status(i: &Incident, archived: bool) -> SecurityIncidentStatus {
         rules_summary: Some(rules.join(", ")),
         detection_rules: rules,
         clients: Some(count(i.clients.len() as u64 + i.clients_unlisted)),
-        requests: Some(count(i.traffic)),
+        requests: Some(count(i.requests())),
         first_detected_time: Some(Time(i.first_detected)),
         last_detected_time: Some(Time(i.last_detected)),
         attributes: Some(IncidentAttributes {
@@ -72,15 +74,9 @@ pub fn status(i: &Incident, archived: bool) -> SecurityIncidentStatus {
         }),
         traffic: Some(TrafficSeries {
             start_time: series_start,
-            requests: i
-                .series
-                .iter()
-                .rev()
-                .take(1440)
-                .rev()
-                .map(|(_, n)| count(*n))
-                .collect(),
+            requests: series.iter().map(|(_, n)| count(*n)).collect(),
         }),
+        proposed_action: super::proposed::yaml(i),
         ..SecurityIncidentStatus::default()
     }
 }

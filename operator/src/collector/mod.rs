@@ -9,6 +9,7 @@ mod auth;
 mod convert;
 mod evaluate;
 mod incident_cr;
+mod proposed;
 mod server;
 
 use std::collections::HashMap;

@@ -7,7 +7,8 @@ use std::net::IpAddr;
 use palisade_detection::counter::{Counter, CounterConfig};
 use palisade_detection::facts::RequestFacts;
 use palisade_detection::report::{Report, SidecarId};
-use palisade_e2e::{ControlPlane, Operator, TempNs, eventually, scope};
+use palisade_e2e::http::{echo_app, get};
+use palisade_e2e::{ControlPlane, Operator, Sidecar, TempNs, eventually, scope};
 
 const FLOODER: &str = r#"
 apiVersion: palisade.dev/v1alpha1
@@ -22,6 +23,12 @@ spec:
 /// One second of traffic: `flood` requests from 198.51.100.66 and one from each of 20
 /// ordinary clients.
 fn report(ns: &str, flood: u32, now: jiff::Timestamp) -> Report {
+    report_from(ns, "198.51.100.66", [203, 0, 113, 0], flood, now)
+}
+
+/// One second of traffic: `flood` requests from `flooder` and one from each of 20 ordinary
+/// clients `base.1` … `base.20`.
+fn report_from(ns: &str, flooder: &str, base: [u8; 4], flood: u32, now: jiff::Timestamp) -> Report {
     let id = SidecarId {
         pod: "api-0".into(),
         workload: "api".into(),
@@ -29,12 +36,13 @@ fn report(ns: &str, flood: u32, now: jiff::Timestamp) -> Report {
     };
     let start = now - jiff::SignedDuration::from_secs(1);
     let mut counter = Counter::new(id, &CounterConfig::default(), start);
-    let flooder: IpAddr = "198.51.100.66".parse().expect("ip");
+    let flooder: IpAddr = flooder.parse().expect("ip");
     for _ in 0..flood {
         counter.record(&RequestFacts::new(flooder, 200));
     }
     for i in 1..=20u8 {
-        counter.record(&RequestFacts::new(IpAddr::from([203, 0, 113, i]), 200));
+        let [a, b, c, _] = base;
+        counter.record(&RequestFacts::new(IpAddr::from([a, b, c, i]), 200));
     }
     counter.take_report(now)
 }
@@ -192,4 +200,111 @@ async fn a_flood_reported_by_a_sidecar_becomes_a_detection_and_an_incident() {
         ev.contains("IncidentOpened").then_some(()).ok_or(ev)
     })
     .await;
+}
+
+/// The name and `status.proposedAction` of the first incident that has one.
+async fn proposed_action(cp: &ControlPlane, ns: &str) -> Result<(String, String), String> {
+    let api: kube::Api<palisade_crds::SecurityIncident> =
+        kube::Api::namespaced(cp.client().await, ns);
+    let list = api
+        .list(&Default::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    list.items
+        .iter()
+        .find_map(|i| {
+            let yaml = i.status.as_ref()?.proposed_action.clone()?;
+            Some((i.metadata.name.clone()?, yaml))
+        })
+        .ok_or(format!(
+            "{} incidents, none with a proposed action",
+            list.items.len()
+        ))
+}
+
+async fn status_from(sc: &Sidecar, from: &str) -> Result<u16, String> {
+    get(from.parse().expect("ip"), sc.addr, "/", &[])
+        .await
+        .map(|(s, _)| s)
+}
+
+#[tokio::test]
+async fn an_incidents_proposed_action_applies_and_denies_its_client_at_the_sidecar() {
+    let cp = ControlPlane::shared();
+    let ns = TempNs::new(cp, "propose").await;
+    let op = Operator::start(cp, "op-propose", "op-propose", &scope(&ns));
+    cp.apply(ns.name(), FLOODER).expect("rule");
+    let tok = token(cp, ns.name(), "palisade");
+    let app = echo_app().await;
+    let sc = Sidecar::start(cp, ns.name(), "api-0", app, None);
+    eventually("the sidecar to forward the future flooder", || async {
+        let code = status_from(&sc, "127.0.0.66").await?;
+        (code == 200).then_some(()).ok_or(format!("{code}"))
+    })
+    .await;
+
+    // The flood comes from 127.0.0.66 (the test connects from that loopback address later).
+    let c = &op.collector;
+    let (name, yaml) = eventually("an incident for 127.0.0.66", || async {
+        let r = report_from(
+            ns.name(),
+            "127.0.0.66",
+            [127, 0, 0, 0],
+            2000,
+            jiff::Timestamp::now(),
+        );
+        let (code, msg) = post(c, &tok, r.to_json()).await;
+        if code != 202 {
+            return Err(format!("{code} {msg}"));
+        }
+        proposed_action(cp, ns.name()).await
+    })
+    .await;
+    assert!(yaml.contains("127.0.0.66"), "{yaml}");
+    assert!(
+        !yaml.contains("127.0.0.7\n"),
+        "only the incident's clients: {yaml}"
+    );
+    assert!(
+        yaml.contains(&format!("name: {name}")),
+        "named after the incident: {yaml}"
+    );
+    assert!(
+        yaml.contains(&format!("namespace: {}", ns.name())),
+        "{yaml}"
+    );
+    assert!(yaml.contains("ttl: 24h"), "{yaml}");
+
+    // The API server accepts it as is, then it is applied for real.
+    let dry = cp
+        .kubectl_stdin(&["apply", "--dry-run=server", "-f", "-"], &yaml)
+        .unwrap_or_else(|e| panic!("server dry-run of the proposed action: {e}\n{yaml}"));
+    assert!(
+        dry.contains(&format!("securityaction.palisade.dev/{name}")),
+        "{dry}"
+    );
+    cp.kubectl_stdin(&["apply", "-f", "-"], &yaml)
+        .unwrap_or_else(|e| panic!("applying the proposed action: {e}\n{yaml}"));
+    eventually("the sidecar to deny the incident's client", || async {
+        let code = status_from(&sc, "127.0.0.66").await?;
+        (code == 403).then_some(()).ok_or(format!("{code}"))
+    })
+    .await;
+    assert_eq!(
+        status_from(&sc, "127.0.0.7").await,
+        Ok(200),
+        "a benign client keeps getting 200"
+    );
+    let expires = cp
+        .kubectl_ok(&[
+            "-n",
+            ns.name(),
+            "get",
+            "securityaction",
+            &name,
+            "-o",
+            "jsonpath={.status.expireTime}",
+        ])
+        .expect("action status");
+    assert!(!expires.is_empty(), "the proposed action expires (ttl)");
 }
