@@ -20,6 +20,15 @@ const BIN: &str = env!("CARGO_BIN_EXE_palisade-sidecar");
 
 /// Starts the binary in front of `app`; returns the child and its proxy address.
 fn spawn(app: SocketAddr, extra: &[&str]) -> (Child, SocketAddr) {
+    let (child, addr, _log) = spawn_logged(app, extra);
+    (child, addr)
+}
+
+/// [`spawn`], also returning the lines the sidecar logs after it listens.
+fn spawn_logged(
+    app: SocketAddr,
+    extra: &[&str],
+) -> (Child, SocketAddr, std::sync::mpsc::Receiver<String>) {
     let mut child = Command::new(BIN)
         .args([
             "--listen",
@@ -52,8 +61,13 @@ fn spawn(app: SocketAddr, extra: &[&str]) -> (Child, SocketAddr) {
                 .unwrap();
         }
     };
-    std::thread::spawn(move || lines.for_each(drop));
-    (child, addr)
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let _receiver_gone = tx.send(line);
+        }
+    });
+    (child, addr, rx)
 }
 
 fn sigterm(child: &Child) {
@@ -194,4 +208,53 @@ async fn hundred_megabytes_each_way_with_bounded_memory() {
     );
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+/// A deny is logged as one `palisade::decision` line for a SIEM, with the action, the status
+/// and the client's identity as truncated hashes only: the API key never appears in clear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deny_is_logged_without_the_key_in_clear() {
+    use support::bundle::{deny, sha, when, write};
+    const KEY: &str = "k-partner-secret-0042";
+    let dir = tempfile::tempdir().unwrap();
+    let hash = write(
+        dir.path(),
+        vec![deny("deny-partner", when(|c| c.api_keys = vec![sha(KEY)]))],
+        1,
+    );
+    let path = dir.path().to_str().unwrap().to_owned();
+    let app = echo_app().await;
+    let (mut child, addr, log) =
+        spawn_logged(app, &["--bundle-path", &path, "--bundle-poll", "20ms"]);
+    // The bundle is picked up asynchronously; a request before it is answered by the app.
+    let mut status = 0;
+    for _ in 0..500 {
+        status = get(addr, "/orders", &[("x-api-key", KEY)]).await.0;
+        if status == 403 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, 403, "bundle {hash} never denied the key");
+    let line = loop {
+        let line = log
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("no decision line logged");
+        if line.contains("palisade::decision") {
+            break line;
+        }
+    };
+    child.kill().unwrap();
+    let _ = child.wait();
+    let short = &sha(KEY)["sha256:".len().."sha256:".len() + 16];
+    for want in [
+        "verdict=\"deny\"",
+        "deny-partner",
+        "status=403",
+        "path=\"/orders\"",
+        short,
+    ] {
+        assert!(line.contains(want), "no `{want}` in {line}");
+    }
+    assert!(!line.contains(KEY), "the key is logged in clear: {line}");
 }
