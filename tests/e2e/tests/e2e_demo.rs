@@ -122,3 +122,34 @@ fn readme_yaml_snippets_are_copied_from_examples() {
         "expected the README's recipes, found {checked} YAML snippets"
     );
 }
+
+/// The README's performance table is not written by hand: every row is a goal row of a
+/// bench/results/*.md file, so it changes when `make bench` is rerun and the README is not.
+#[test]
+fn readme_performance_rows_are_copied_from_bench_results() {
+    let root = palisade_e2e::repo_root();
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let section = readme
+        .split("## Performance\n")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("a Performance section in README.md");
+    let results: String = std::fs::read_dir(root.join("bench/results"))
+        .expect("bench/results/")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "md"))
+        .map(|p| std::fs::read_to_string(p).expect("a result file"))
+        .collect();
+    let rows: Vec<&str> = section
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| goal |"))
+        .collect();
+    assert!(rows.len() >= 5, "expected the goal rows, found {rows:?}");
+    for row in rows {
+        assert!(
+            results.lines().any(|l| l == row),
+            "README row not in any bench/results/*.md (rerun make bench, copy the row):\n{row}"
+        );
+    }
+}
