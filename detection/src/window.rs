@@ -408,6 +408,16 @@ impl WindowSet {
     pub fn namespaces(&self) -> impl Iterator<Item = (&str, &Windows)> {
         self.namespaces.iter().map(|(k, v)| (k.as_str(), v))
     }
+
+    /// The shape of every namespace's windows.
+    pub fn config(&self) -> &WindowConfig {
+        &self.cfg
+    }
+
+    /// Replaces the windows of `namespace` (e.g. with [`Windows::restore`]d ones).
+    pub fn insert(&mut self, namespace: String, windows: Windows) {
+        self.namespaces.insert(namespace, windows);
+    }
 }
 
 #[path = "window_snapshot.rs"]
