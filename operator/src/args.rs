@@ -30,6 +30,22 @@ pub struct Args {
         default_value = "0.0.0.0:9444"
     )]
     pub collector_listen: SocketAddr,
+    /// Endpoint (`host:port`) the leader advertises on its Lease so other replicas forward
+    /// reports to it. Default: `$POD_IP:<port of --collector-listen>`, else the listen address
+    /// when it is a specific one.
+    #[arg(long, env = "PALISADE_COLLECTOR_ADVERTISE_ADDR")]
+    pub collector_advertise_addr: Option<String>,
+    /// ConfigMap in the operator's namespace where the leader persists the collector's
+    /// windows, detected clients and open incidents.
+    #[arg(
+        long,
+        env = "PALISADE_COLLECTOR_STATE_CONFIGMAP",
+        default_value = "palisade-collector-state"
+    )]
+    pub collector_state_configmap: String,
+    /// How often the leader persists the collector's state (also on graceful shutdown).
+    #[arg(long, env = "PALISADE_COLLECTOR_SNAPSHOT_INTERVAL", default_value = "30s", value_parser = parse_interval)]
+    pub collector_snapshot_interval: std::time::Duration,
     /// How often the collector runs the detection rules over the merged windows.
     #[arg(long, env = "PALISADE_DETECTION_INTERVAL", default_value = "1s", value_parser = parse_interval)]
     pub detection_interval: std::time::Duration,

@@ -33,6 +33,22 @@ pub struct AdmissionLabels {
     pub reason: &'static str,
 }
 
+/// Label set of a report forwarded to the leader.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// Accepted, Rejected, LeaderUnavailable, LeaderError, Unreachable, NoLeader.
+    pub outcome: &'static str,
+}
+
+/// Label set of a save or restore of the collector's persisted state.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    /// save, restore.
+    pub op: &'static str,
+    /// Saved, Restored, NoState, StateCorrupt, StateIncompatible, StateTooLarge, …
+    pub outcome: &'static str,
+}
+
 /// Every metric the operator exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -56,6 +72,14 @@ pub struct Metrics {
     pub incidents_opened: Counter,
     /// Admissions answered by the injector webhook, by result and reason.
     pub admissions: Family<AdmissionLabels, Counter>,
+    /// Reports this replica forwarded to the leader, by the leader's answer.
+    pub reports_forwarded: Family<OutcomeLabels, Counter>,
+    /// Saves and restores of the collector's persisted state, by outcome.
+    pub collector_state: Family<StateLabels, Counter>,
+    /// Size of the last collector state written (compressed bytes).
+    pub collector_state_bytes: Gauge,
+    /// Clients in the short windows of the state restored on becoming leader.
+    pub collector_restored_clients: Gauge,
 }
 
 impl Metrics {
@@ -73,6 +97,10 @@ impl Metrics {
             detections: Counter::default(),
             incidents_opened: Counter::default(),
             admissions: Family::default(),
+            reports_forwarded: Family::default(),
+            collector_state: Family::default(),
+            collector_state_bytes: Gauge::default(),
+            collector_restored_clients: Gauge::default(),
         };
         let r = registry.sub_registry_with_prefix("palisade_operator");
         r.register("reconciles", "Reconciliations run", m.reconciles.clone());
@@ -120,6 +148,26 @@ impl Metrics {
             "injector_admissions",
             "Admissions answered by the injector webhook, by result and reason",
             m.admissions.clone(),
+        );
+        r.register(
+            "reports_forwarded",
+            "Sidecar reports forwarded to the leader, by the leader's answer",
+            m.reports_forwarded.clone(),
+        );
+        r.register(
+            "collector_state",
+            "Saves and restores of the collector's persisted state, by outcome",
+            m.collector_state.clone(),
+        );
+        r.register(
+            "collector_state_bytes",
+            "Size of the last collector state written (compressed)",
+            m.collector_state_bytes.clone(),
+        );
+        r.register(
+            "collector_restored_clients",
+            "Clients in the short windows restored on becoming leader",
+            m.collector_restored_clients.clone(),
         );
         m
     }

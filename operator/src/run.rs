@@ -17,13 +17,19 @@ pub async fn run(args: crate::args::Args) -> anyhow::Result<()> {
         shutdown.cancel();
     });
     ctx.ready.store(true, std::sync::atomic::Ordering::Relaxed);
-    tokio::select! {
+    let mut collector = tokio::spawn(collector::spawn(ctx.clone()));
+    let r = tokio::select! {
         r = admin::spawn(ctx.clone()) => r,
         r = leader::spawn(ctx.clone()) => r,
         r = injector::spawn(ctx.clone()) => r,
         r = policy::spawn(ctx.clone()) => r,
-        r = collector::spawn(ctx.clone()) => r,
+        r = &mut collector => return r?,
+    };
+    if ctx.shutdown.is_cancelled() {
+        // The collector persists its state before it returns; give it a bounded grace.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), collector).await;
     }
+    r
 }
 
 async fn wait_for_signal() {

@@ -66,7 +66,7 @@ pub async fn run(c: Arc<Collector>) -> anyhow::Result<()> {
             _ = tick.tick() => {},
             () = c.ctx.shutdown.cancelled() => return Ok(()),
         }
-        if !c.ctx.is_leader() {
+        if !c.leading() {
             continue;
         }
         let namespaces: Vec<String> = {

@@ -3,16 +3,21 @@
 //! DetectionRules, publishes the detected-client set (ConfigMap `palisade-detected`) so that
 //! `detectedBy` conditions take effect in every sidecar, and clusters detections into
 //! SecurityIncidents with Events. Every replica accepts connections; only the leader merges
-//! and writes.
+//! and writes: a non-leader forwards reports to it ([`forward`]), and the leader persists
+//! its state so a restart or failover keeps the windows and incidents ([`persist`]).
 
 mod auth;
 mod convert;
 mod evaluate;
+mod forward;
 mod incident_cr;
+mod persist;
 mod proposed;
 mod server;
+mod snapshot;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use palisade_detection::detected::DetectedSet;
@@ -21,9 +26,10 @@ use palisade_detection::report::Report;
 use palisade_detection::window::{MergeOutcome, WindowConfig, WindowSet};
 
 use crate::context::Context;
-use crate::metrics::FailureLabels;
+use crate::metrics::{FailureLabels, OutcomeLabels, StateLabels};
 
-/// What the collector keeps between ticks (in memory; a new leader starts empty windows).
+/// What the collector keeps between ticks (in memory; a new leader restores the persisted
+/// copy, see [`persist`]).
 #[derive(Debug)]
 pub struct State {
     windows: WindowSet,
@@ -33,12 +39,29 @@ pub struct State {
     published: HashMap<String, evaluate::Published>,
 }
 
+impl State {
+    fn new() -> Self {
+        Self {
+            windows: WindowSet::new(WindowConfig::default()),
+            detected: HashMap::new(),
+            incidents: HashMap::new(),
+            written: HashMap::new(),
+            published: HashMap::new(),
+        }
+    }
+}
+
 /// The collector shared by the server and the evaluator.
 #[derive(Debug)]
 pub struct Collector {
     ctx: Arc<Context>,
     auth: auth::Authenticator,
     state: Mutex<State>,
+    /// Leads and has restored the persisted state: merges reports and evaluates.
+    leading: AtomicBool,
+    forward: forward::Forwarder,
+    /// The endpoint advertised on the Lease while leading.
+    advertise: Option<String>,
 }
 
 impl Collector {
@@ -54,32 +77,68 @@ impl Collector {
         };
         self.ctx.metrics.reports.get_or_create(&labels).inc();
     }
+
+    fn count_forward(&self, outcome: &'static str) {
+        let labels = OutcomeLabels { outcome };
+        self.ctx
+            .metrics
+            .reports_forwarded
+            .get_or_create(&labels)
+            .inc();
+    }
+
+    fn count_state(&self, op: &'static str, outcome: &'static str) {
+        let labels = StateLabels { op, outcome };
+        self.ctx
+            .metrics
+            .collector_state
+            .get_or_create(&labels)
+            .inc();
+    }
+
+    fn leading(&self) -> bool {
+        self.leading.load(Ordering::Acquire)
+    }
+
+    fn set_leading(&self, leading: bool) {
+        self.leading.store(leading, Ordering::Release);
+    }
 }
 
 /// Serves `/v1/reports` on `--collector-listen` and evaluates the rules every
 /// `--detection-interval`, until shutdown.
 pub async fn spawn(ctx: Arc<Context>) -> anyhow::Result<()> {
-    let state = State {
-        windows: WindowSet::new(WindowConfig::default()),
-        detected: HashMap::new(),
-        incidents: HashMap::new(),
-        written: HashMap::new(),
-        published: HashMap::new(),
-    };
+    let addr = ctx.args.collector_listen;
+    let pod_ip = std::env::var("POD_IP").ok();
+    let advertise = forward::advertise_addr(
+        ctx.args.collector_advertise_addr.as_deref(),
+        pod_ip.as_deref(),
+        addr,
+    );
     let c = Arc::new(Collector {
         ctx: ctx.clone(),
         auth: auth::Authenticator::default(),
-        state: Mutex::new(state),
+        state: Mutex::new(State::new()),
+        leading: AtomicBool::new(false),
+        forward: forward::Forwarder::default(),
+        advertise,
     });
-    let addr = ctx.args.collector_listen;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("collector on {addr}: {e}; check --collector-listen"))?;
-    tracing::info!(%addr, "collector listening");
+    tracing::info!(%addr, advertise = ?c.advertise, "collector listening");
     let serve = axum::serve(listener, server::router(c.clone()))
         .with_graceful_shutdown(ctx.shutdown.clone().cancelled_owned());
-    tokio::select! {
+    let persist = tokio::spawn(persist::run(c.clone()));
+    let r = tokio::select! {
         r = serve => r.map_err(Into::into),
         r = evaluate::run(c) => r,
+    };
+    if ctx.shutdown.is_cancelled() {
+        // The leader saves its state once more before this returns.
+        persist.await??;
+    } else {
+        persist.abort();
     }
+    r
 }

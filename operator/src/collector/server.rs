@@ -1,7 +1,8 @@
 //! The report endpoint: `POST /v1/reports` with a sidecar's window summary (JSON) and its
 //! projected service-account token. Answers: 202 merged, 400 malformed report, 401 bad
-//! token, 403 report for another namespace, 503 this replica is not the leader (the sidecar
-//! retries; the Service sends it to another replica).
+//! token, 403 report for another namespace. A non-leader forwards the report to the leader
+//! and answers with the leader's status; 503 when no leader is known or reachable, when the
+//! leader is still restoring its state, or when a forwarded report reaches a non-leader.
 
 use std::sync::Arc;
 
@@ -39,12 +40,16 @@ async fn report(
             return (StatusCode::UNAUTHORIZED, e.to_string());
         }
     };
-    if !c.ctx.is_leader() {
-        c.count("NotLeader");
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "this replica is not the leader; retry".into(),
-        );
+    if !c.leading() {
+        if headers.contains_key(super::forward::FORWARDED) || c.ctx.is_leader() {
+            c.count("NotLeader");
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "this replica is not the leader (or is restoring its state); retry".into(),
+            );
+        }
+        c.count("Forwarded");
+        return c.forward.forward(&c, token, body).await;
     }
     let report = match Report::from_json(&body) {
         Ok(r) => r,

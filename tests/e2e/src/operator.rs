@@ -142,6 +142,8 @@ impl Operator {
             .args(["--log-format", "plain", "--admin-addr", &admin.to_string()])
             .args(["--webhook-addr", &webhook, "--collector-listen", &collector])
             .args(["--detection-interval", "1s"])
+            // Operators of concurrent tests persist their collector state apart.
+            .args(["--collector-state-configmap", &format!("{lease}-state")])
             .args(args)
             .stdin(Stdio::null())
             .stdout(out)

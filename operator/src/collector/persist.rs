@@ -1,0 +1,438 @@
+//! Window state and incidents survive a restart or failover. The leader writes the
+//! collector's state ([`super::snapshot`]) into the ConfigMap `--collector-state-configmap`
+//! of its own namespace (binaryData `state`) every `--collector-snapshot-interval` and on
+//! graceful shutdown while it still leads. A replica that becomes leader advertises its
+//! endpoint, restores that state (a corrupt or incompatible one is ignored with a warning and
+//! an Event) and reloads the open SecurityIncidents from the API, so detections continue the
+//! same incidents; only then does it accept reports and evaluate.
+
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError};
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType};
+use kube::{Resource, ResourceExt};
+use palisade_crds::SecurityIncident;
+use palisade_crds::incident::RiskLevel as CrdRisk;
+use palisade_detection::incident::{Incident, IncidentState};
+use palisade_detection::risk::RiskLevel;
+use palisade_detection::window::{WindowConfig, WindowSet, Windows};
+use serde_json::json;
+
+use super::snapshot::{self, MAX_STATE_BYTES, NamespaceState, STATE_VERSION, StateDoc};
+use super::{Collector, State};
+
+const MANAGER: &str = "palisade-operator";
+const KEY: &str = "state";
+
+/// Follows leadership: restores on gaining it, forgets on losing it, saves periodically and
+/// once more on shutdown while leading.
+pub async fn run(c: Arc<Collector>) -> anyhow::Result<()> {
+    let mut rx = c.ctx.leader.clone();
+    let mut tick = tokio::time::interval(c.ctx.args.collector_snapshot_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut advertised = false;
+    loop {
+        let leads = *rx.borrow_and_update();
+        if leads && !c.leading() {
+            advertised = advertise(&c).await;
+            restore(&c).await;
+            c.set_leading(true);
+        } else if !leads && c.leading() {
+            c.set_leading(false);
+            *c.state.lock().unwrap_or_else(PoisonError::into_inner) = State::new();
+            tracing::info!("leadership lost; collector state dropped");
+        }
+        tokio::select! {
+            changed = rx.changed() => if changed.is_err() { return Ok(()) },
+            _ = tick.tick() => if c.leading() {
+                advertised = advertised || advertise(&c).await;
+                save_logged(&c).await;
+            },
+            () = c.ctx.shutdown.cancelled() => {
+                if c.leading() && c.ctx.is_leader() {
+                    save_logged(&c).await;
+                }
+                return Ok(());
+            }
+        }
+    }
+}
+
+async fn advertise(c: &Collector) -> bool {
+    match super::forward::advertise(c).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(lease = %c.ctx.args.lease_name, error = %e, "cannot advertise the collector endpoint; retrying");
+            false
+        }
+    }
+}
+
+async fn save_logged(c: &Collector) {
+    if let Err(e) = save(c).await {
+        c.count_state("save", "WriteFailed");
+        let cm = &c.ctx.args.collector_state_configmap;
+        tracing::warn!(configmap = %cm, error = %e, "cannot save the collector state");
+    }
+}
+
+/// The state as a document (namespaces with windows, their detected sets and open incidents).
+fn document(state: &State, now: jiff::Timestamp) -> StateDoc {
+    let namespaces = state
+        .windows
+        .namespaces()
+        .map(|(ns, w)| {
+            let incidents = state.incidents.get(ns).map(Vec::as_slice).unwrap_or(&[]);
+            let s = NamespaceState {
+                windows: w.snapshot(now),
+                detected: state.detected.get(ns).cloned().unwrap_or_default(),
+                incidents: incidents
+                    .iter()
+                    .filter(|i| snapshot::is_open(i))
+                    .cloned()
+                    .collect(),
+            };
+            (ns.to_owned(), s)
+        })
+        .collect();
+    StateDoc {
+        version: STATE_VERSION,
+        taken_at: now,
+        namespaces,
+    }
+}
+
+/// Writes the state ConfigMap.
+async fn save(c: &Collector) -> Result<(), kube::Error> {
+    let doc = {
+        let state = c.state.lock().unwrap_or_else(PoisonError::into_inner);
+        document(&state, jiff::Timestamp::now())
+    };
+    let encoded = tokio::task::spawn_blocking(move || {
+        snapshot::encode_bounded(&doc, MAX_STATE_BYTES).map(|(b, kept)| (b, kept, doc))
+    })
+    .await;
+    let (bytes, kept, doc) = match encoded {
+        Ok(Ok(x)) => x,
+        Ok(Err(e)) => {
+            c.count_state("save", e.reason());
+            tracing::warn!(error = %e, "collector state not saved");
+            return Ok(());
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "collector state not encoded");
+            return Ok(());
+        }
+    };
+    if let Some(kept) = kept {
+        tracing::warn!(
+            clients_per_slice = kept,
+            "collector state trimmed to its heaviest clients to fit the ConfigMap"
+        );
+    }
+    use base64::Engine as _;
+    let args = &c.ctx.args;
+    let name = &args.collector_state_configmap;
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": name, "labels": {
+            "app.kubernetes.io/managed-by": MANAGER, "app.kubernetes.io/part-of": "palisade"},
+            "annotations": {"palisade.dev/state-version": STATE_VERSION.to_string(),
+                "palisade.dev/taken-at": doc.taken_at.to_string(),
+                "palisade.dev/taken-by": args.identity}},
+        "binaryData": {KEY: base64::engine::general_purpose::STANDARD.encode(&bytes)}});
+    let api: Api<ConfigMap> = Api::namespaced(c.ctx.client.clone(), &args.namespace);
+    api.patch(
+        name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&cm),
+    )
+    .await?;
+    c.ctx.metrics.collector_state_bytes.set(bytes.len() as i64);
+    c.count_state("save", "Saved");
+    tracing::debug!(configmap = %name, bytes = bytes.len(), "collector state saved");
+    Ok(())
+}
+
+/// Replaces the state with the persisted one and the open incidents from the API.
+async fn restore(c: &Collector) {
+    let cfg = c
+        .state
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .windows
+        .config()
+        .clone();
+    let doc = load(c, &cfg).await;
+    let open = match open_incidents(&c.ctx.client).await {
+        Ok(open) => Some(open),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list SecurityIncidents; using the persisted ones");
+            None
+        }
+    };
+    let restored = rebuild(&cfg, doc.as_ref(), open.as_deref());
+    let clients = doc.as_ref().map_or(0, snapshot::clients);
+    let incidents: usize = restored.incidents.values().map(Vec::len).sum();
+    c.ctx.metrics.collector_restored_clients.set(clients as i64);
+    *c.state.lock().unwrap_or_else(PoisonError::into_inner) = restored;
+    tracing::info!(
+        clients,
+        incidents,
+        from = ?doc.as_ref().map(|d| d.taken_at),
+        "collector state restored"
+    );
+}
+
+/// The state from a document and the open incidents listed from the API (`None`: the list
+/// failed, keep the document's). An incident the API has but the document lacks is rebuilt
+/// from its status; one the document has but the API does not (deleted, archived) is dropped.
+fn rebuild(cfg: &WindowConfig, doc: Option<&StateDoc>, open: Option<&[SecurityIncident]>) -> State {
+    let mut state = State::new();
+    state.windows = WindowSet::new(cfg.clone());
+    for (ns, s) in doc.iter().flat_map(|d| &d.namespaces) {
+        state
+            .windows
+            .insert(ns.clone(), Windows::restore(cfg, &s.windows));
+        state.detected.insert(ns.clone(), s.detected.clone());
+    }
+    let persisted: HashMap<&str, &Incident> = doc
+        .iter()
+        .flat_map(|d| d.namespaces.values())
+        .flat_map(|s| &s.incidents)
+        .map(|i| (i.id.as_str(), i))
+        .collect();
+    let incidents: Vec<Incident> = match open {
+        Some(open) => open
+            .iter()
+            .filter_map(|si| match persisted.get(si.name_any().as_str()) {
+                Some(i) => Some((*i).clone()),
+                None => from_status(si),
+            })
+            .collect(),
+        None => persisted.into_values().cloned().collect(),
+    };
+    for i in incidents {
+        state
+            .incidents
+            .entry(i.namespace.clone())
+            .or_default()
+            .push(i);
+    }
+    for list in state.incidents.values_mut() {
+        list.sort_by(|a, b| {
+            a.first_detected
+                .cmp(&b.first_detected)
+                .then(a.id.cmp(&b.id))
+        });
+    }
+    state
+}
+
+/// Reads and decodes the state ConfigMap; `None` when absent or unusable (then a warning, a
+/// metric and an Event on the ConfigMap say why).
+async fn load(c: &Collector, cfg: &WindowConfig) -> Option<StateDoc> {
+    let args = &c.ctx.args;
+    let name = &args.collector_state_configmap;
+    let api: Api<ConfigMap> = Api::namespaced(c.ctx.client.clone(), &args.namespace);
+    let cm = match api.get_opt(name).await {
+        Ok(Some(cm)) => cm,
+        Ok(None) => {
+            c.count_state("restore", "NoState");
+            tracing::info!(configmap = %name, "no persisted collector state; starting empty");
+            return None;
+        }
+        Err(e) => {
+            c.count_state("restore", "ReadFailed");
+            tracing::warn!(configmap = %name, error = %e, "cannot read the collector state; starting empty");
+            return None;
+        }
+    };
+    let bytes = cm
+        .binary_data
+        .as_ref()
+        .and_then(|d| d.get(KEY))
+        .map(|b| b.0.as_slice())
+        .unwrap_or_default();
+    match snapshot::decode(bytes, cfg) {
+        Ok(doc) => {
+            c.count_state("restore", "Restored");
+            Some(doc)
+        }
+        Err(e) => {
+            c.count_state("restore", e.reason());
+            tracing::warn!(configmap = %name, error = %e, "persisted collector state ignored; starting empty");
+            let event = Event {
+                type_: EventType::Warning,
+                reason: e.reason().into(),
+                note: Some(format!(
+                    "{e}; the collector starts with empty windows (they refill from reports)"
+                )),
+                action: "Restore".into(),
+                secondary: None,
+            };
+            if let Err(err) = c.ctx.recorder.publish(&event, &cm.object_ref(&())).await {
+                tracing::warn!(configmap = %name, error = %err, "could not publish Event");
+            }
+            None
+        }
+    }
+}
+
+/// The operator's SecurityIncidents that are not archived.
+async fn open_incidents(client: &kube::Client) -> Result<Vec<SecurityIncident>, kube::Error> {
+    let api: Api<SecurityIncident> = Api::all(client.clone());
+    let lp = ListParams::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}"));
+    let list = api.list(&lp).await?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|i| !palisade_crds::keys::is_archived(&i.metadata))
+        .collect())
+}
+
+/// An incident rebuilt from its object's status (when the persisted state lacks it): id,
+/// rules, listed clients, traffic, risk and times; its series restarts.
+fn from_status(si: &SecurityIncident) -> Option<Incident> {
+    let s = si.status.as_ref()?;
+    let first = s.first_detected_time.as_ref()?.0;
+    let last = s.last_detected_time.as_ref()?.0;
+    let clients: std::collections::BTreeSet<_> = s
+        .attributes
+        .as_ref()
+        .and_then(|a| a.ips.as_ref())
+        .map(|ips| {
+            ips.top
+                .iter()
+                .filter_map(|v| v.value.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let total = u64::try_from(s.clients.unwrap_or(0)).unwrap_or(0);
+    Some(Incident {
+        id: si.name_any(),
+        namespace: si.namespace()?,
+        display_name: s.display_name.clone().unwrap_or_default(),
+        state: IncidentState::Active,
+        risk: match s.risk_level {
+            Some(CrdRisk::Severe) => RiskLevel::Severe,
+            Some(CrdRisk::Moderate) => RiskLevel::Moderate,
+            _ => RiskLevel::Low,
+        },
+        risk_score: 0,
+        rules: s.detection_rules.iter().cloned().collect(),
+        rule_types: Default::default(),
+        clients_unlisted: total.saturating_sub(clients.len() as u64),
+        clients,
+        traffic: u64::try_from(s.requests.unwrap_or(0)).unwrap_or(0),
+        traffic_partial: 0,
+        first_detected: first,
+        last_detected: last,
+        counted_until: jiff::Timestamp::now(),
+        series: Vec::new(),
+        attributes: Default::default(),
+        peak_share: 0.0,
+        merged_from: Vec::new(),
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use palisade_crds::incident::{
+        IncidentAttributes, SecurityIncidentSpec, SecurityIncidentStatus, TopValues, ValueCount,
+    };
+
+    use super::*;
+
+    fn t(s: i64) -> jiff::Timestamp {
+        jiff::Timestamp::from_second(1_800_000_000 + s).unwrap()
+    }
+
+    fn object(name: &str, clients: &[&str]) -> SecurityIncident {
+        let mut si = SecurityIncident::new(name, SecurityIncidentSpec::default());
+        si.metadata.namespace = Some("shop".into());
+        si.status = Some(SecurityIncidentStatus {
+            first_detected_time: Some(Time(t(0))),
+            last_detected_time: Some(Time(t(60))),
+            detection_rules: vec!["flooder".into()],
+            risk_level: Some(CrdRisk::Moderate),
+            clients: Some(clients.len() as i64 + 2),
+            requests: Some(500),
+            attributes: Some(IncidentAttributes {
+                ips: Some(TopValues {
+                    distinct: clients.len() as i64 + 2,
+                    top: clients
+                        .iter()
+                        .map(|c| ValueCount {
+                            value: (*c).into(),
+                            requests: 0,
+                            last_detected_time: None,
+                        })
+                        .collect(),
+                }),
+                ..IncidentAttributes::default()
+            }),
+            ..SecurityIncidentStatus::default()
+        });
+        si
+    }
+
+    #[test]
+    fn an_incident_rebuilt_from_its_status_keeps_its_name_clients_and_risk() {
+        let i = from_status(&object("inc-0123456789abcdef", &["ip:198.51.100.66"])).unwrap();
+        assert_eq!(i.id, "inc-0123456789abcdef");
+        assert_eq!(i.namespace, "shop");
+        assert_eq!(
+            i.clients
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["ip:198.51.100.66"]
+        );
+        assert_eq!(i.clients_unlisted, 2);
+        assert_eq!(i.risk, RiskLevel::Moderate);
+        assert_eq!(
+            (i.traffic, i.first_detected, i.last_detected),
+            (500, t(0), t(60))
+        );
+        assert!(i.rules.contains("flooder"));
+    }
+
+    #[test]
+    fn the_api_decides_which_incidents_are_open_and_the_document_supplies_their_detail() {
+        let cfg = WindowConfig::default();
+        let mut persisted = from_status(&object("inc-a", &["ip:192.0.2.1"])).unwrap();
+        persisted.series = vec![(t(0), 7)];
+        let gone = from_status(&object("inc-gone", &["ip:192.0.2.2"])).unwrap();
+        let doc = StateDoc {
+            version: STATE_VERSION,
+            taken_at: t(100),
+            namespaces: [(
+                "shop".to_owned(),
+                NamespaceState {
+                    windows: Windows::new(&cfg).snapshot(t(100)),
+                    detected: Default::default(),
+                    incidents: vec![persisted.clone(), gone],
+                },
+            )]
+            .into(),
+        };
+        let open = [object("inc-a", &[]), object("inc-b", &["ip:192.0.2.3"])];
+        let state = rebuild(&cfg, Some(&doc), Some(&open));
+        let shop = &state.incidents["shop"];
+        let ids: Vec<&str> = shop.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(ids, ["inc-a", "inc-b"], "inc-gone is no longer open");
+        assert_eq!(shop[0], persisted, "the persisted copy is exact");
+        assert!(state.windows.get("shop").is_some(), "windows restored");
+
+        let state = rebuild(&cfg, Some(&doc), None);
+        assert_eq!(
+            state.incidents["shop"].len(),
+            2,
+            "the list failed: keep the document's"
+        );
+    }
+}

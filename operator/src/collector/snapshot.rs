@@ -1,0 +1,302 @@
+//! The collector's state as one compact document (pure: no I/O): every namespace's windows
+//! ([`Windows::snapshot`]), detected-client set and open incidents, as gzip-compressed JSON
+//! bounded to fit a ConfigMap. When the document is too large, the lightest clients of each
+//! slice are left out (totals stay exact), then the sampled attributes, until it fits.
+
+use std::collections::BTreeMap;
+use std::io::{Read as _, Write as _};
+
+use palisade_detection::detected::DetectedSet;
+use palisade_detection::incident::{Incident, IncidentState};
+use palisade_detection::window::{SNAPSHOT_VERSION, WindowConfig, WindowsSnapshot};
+use serde::{Deserialize, Serialize};
+
+/// Version of [`StateDoc`]; a document of another version is ignored.
+pub const STATE_VERSION: u32 = 1;
+
+/// Largest compressed document written (the ConfigMap limit is 1 MiB, keys included).
+pub const MAX_STATE_BYTES: usize = 768 * 1024;
+
+/// Largest decompressed document read back (a guard against a corrupt or hostile object).
+const MAX_INFLATED_BYTES: u64 = 64 * 1024 * 1024;
+
+/// One namespace's state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespaceState {
+    /// Its windows.
+    pub windows: WindowsSnapshot,
+    /// Its detected clients.
+    #[serde(default)]
+    pub detected: DetectedSet,
+    /// Its active incidents.
+    #[serde(default)]
+    pub incidents: Vec<Incident>,
+}
+
+/// The collector's state, as persisted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StateDoc {
+    /// [`STATE_VERSION`].
+    pub version: u32,
+    /// When it was taken.
+    pub taken_at: jiff::Timestamp,
+    /// Per namespace.
+    pub namespaces: BTreeMap<String, NamespaceState>,
+}
+
+/// Why a persisted document was not used.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// Not gzip, not JSON of the expected shape, or too large.
+    #[error("state is corrupt: {0}")]
+    Corrupt(String),
+    /// Written by an incompatible operator version or window shape.
+    #[error(
+        "state has version {found} (this operator reads {expected}) or other window slice lengths"
+    )]
+    Incompatible {
+        /// What the document says.
+        found: String,
+        /// What this operator reads.
+        expected: String,
+    },
+    /// Even without clients and attributes the document exceeds the limit.
+    #[error("state of {0} bytes exceeds {MAX_STATE_BYTES} bytes even without per-client counts")]
+    TooLarge(usize),
+}
+
+impl SnapshotError {
+    /// PascalCase reason (metric label, Event reason).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Corrupt(_) => "StateCorrupt",
+            Self::Incompatible { .. } => "StateIncompatible",
+            Self::TooLarge(_) => "StateTooLarge",
+        }
+    }
+}
+
+/// `doc` compressed, shrunk until it is at most `limit` bytes. Returns the bytes and the
+/// number of clients kept per slice (`None`: all of them).
+pub fn encode_bounded(
+    doc: &StateDoc,
+    limit: usize,
+) -> Result<(Vec<u8>, Option<usize>), SnapshotError> {
+    let bytes = encode(doc);
+    if bytes.len() <= limit {
+        return Ok((bytes, None));
+    }
+    let mut doc = doc.clone();
+    let mut keep = max_clients_per_slice(&doc);
+    let mut last = bytes.len();
+    while keep > 0 {
+        keep /= 2;
+        trim_clients(&mut doc, keep);
+        let bytes = encode(&doc);
+        if bytes.len() <= limit {
+            return Ok((bytes, Some(keep)));
+        }
+        last = bytes.len();
+    }
+    for ns in doc.namespaces.values_mut() {
+        ns.windows
+            .long
+            .iter_mut()
+            .for_each(|s| s.attributes.clear());
+    }
+    let bytes = encode(&doc);
+    if bytes.len() <= limit {
+        return Ok((bytes, Some(0)));
+    }
+    Err(SnapshotError::TooLarge(last.max(bytes.len())))
+}
+
+/// Reads a document written by [`encode_bounded`], checking its version and window shape.
+pub fn decode(bytes: &[u8], cfg: &WindowConfig) -> Result<StateDoc, SnapshotError> {
+    let mut json = Vec::new();
+    flate2::read::GzDecoder::new(bytes)
+        .take(MAX_INFLATED_BYTES)
+        .read_to_end(&mut json)
+        .map_err(|e| SnapshotError::Corrupt(format!("gzip: {e}")))?;
+    let version: serde_json::Value =
+        serde_json::from_slice(&json).map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
+    let found = version.get("version").and_then(serde_json::Value::as_u64);
+    if found != Some(u64::from(STATE_VERSION)) {
+        return Err(SnapshotError::Incompatible {
+            found: found.map_or("none".into(), |v| v.to_string()),
+            expected: STATE_VERSION.to_string(),
+        });
+    }
+    let doc: StateDoc =
+        serde_json::from_value(version).map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
+    for w in doc.namespaces.values().map(|n| &n.windows) {
+        if w.version != SNAPSHOT_VERSION
+            || w.short_slice != cfg.short_slice
+            || w.long_slice != cfg.long_slice
+        {
+            return Err(SnapshotError::Incompatible {
+                found: format!("windows {} ({}/{})", w.version, w.short_slice, w.long_slice),
+                expected: format!(
+                    "windows {SNAPSHOT_VERSION} ({}/{})",
+                    cfg.short_slice, cfg.long_slice
+                ),
+            });
+        }
+    }
+    Ok(doc)
+}
+
+/// Clients in the short windows of the document (for logs and metrics).
+pub fn clients(doc: &StateDoc) -> usize {
+    let mut keys = std::collections::BTreeSet::new();
+    for ns in doc.namespaces.values() {
+        for s in &ns.windows.short {
+            keys.extend(s.clients.iter().map(|c| (ns.windows.short_slice, c.key)));
+        }
+    }
+    keys.len()
+}
+
+/// Only incidents that can still absorb detections are worth persisting.
+pub fn is_open(i: &Incident) -> bool {
+    i.state == IncidentState::Active
+}
+
+fn encode(doc: &StateDoc) -> Vec<u8> {
+    let json = serde_json::to_vec(doc).unwrap_or_default();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let _ = gz.write_all(&json);
+    gz.finish().unwrap_or_default()
+}
+
+fn max_clients_per_slice(doc: &StateDoc) -> usize {
+    doc.namespaces
+        .values()
+        .flat_map(|n| n.windows.short.iter().chain(&n.windows.long))
+        .map(|s| s.clients.len())
+        .max()
+        .unwrap_or(0)
+}
+
+/// Keeps the `keep` heaviest clients (by requests) of each slice, and only their attributes.
+fn trim_clients(doc: &mut StateDoc, keep: usize) {
+    for ns in doc.namespaces.values_mut() {
+        let w = &mut ns.windows;
+        for s in w.short.iter_mut().chain(w.long.iter_mut()) {
+            if s.clients.len() <= keep {
+                continue;
+            }
+            s.clients.sort_by(|a, b| {
+                b.counts
+                    .requests
+                    .cmp(&a.counts.requests)
+                    .then(a.key.cmp(&b.key))
+            });
+            s.clients.truncate(keep);
+            let kept: std::collections::BTreeSet<_> = s.clients.iter().map(|c| c.key).collect();
+            s.clients.sort_by_key(|c| c.key);
+            s.attributes.retain(|a| kept.contains(&a.client));
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::net::IpAddr;
+
+    use palisade_detection::counter::{Counter, CounterConfig};
+    use palisade_detection::facts::RequestFacts;
+    use palisade_detection::report::SidecarId;
+    use palisade_detection::window::WindowSet;
+
+    use super::*;
+
+    fn t(s: i64) -> jiff::Timestamp {
+        jiff::Timestamp::from_second(1_800_000_000 + s).unwrap()
+    }
+
+    /// Windows of namespace `shop` with `clients` clients (client i sends i+1 requests).
+    fn doc(clients: u32) -> StateDoc {
+        let id = SidecarId {
+            pod: "api-0".into(),
+            workload: "api".into(),
+            namespace: "shop".into(),
+        };
+        let mut counter = Counter::new(id, &CounterConfig::default(), t(0));
+        for i in 0..clients {
+            let ip = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000u32 + i));
+            for _ in 0..=i {
+                counter.record(&RequestFacts::new(ip, 200));
+            }
+        }
+        let mut set = WindowSet::new(WindowConfig::default());
+        set.merge(&counter.take_report(t(1)), t(1));
+        let windows = set.get("shop").unwrap().snapshot(t(2));
+        StateDoc {
+            version: STATE_VERSION,
+            taken_at: t(2),
+            namespaces: BTreeMap::from([(
+                "shop".to_owned(),
+                NamespaceState {
+                    windows,
+                    detected: DetectedSet::default(),
+                    incidents: vec![],
+                },
+            )]),
+        }
+    }
+
+    #[test]
+    fn a_document_round_trips() {
+        let d = doc(50);
+        let (bytes, kept) = encode_bounded(&d, MAX_STATE_BYTES).unwrap();
+        assert_eq!(kept, None, "small documents keep every client");
+        let back = decode(&bytes, &WindowConfig::default()).unwrap();
+        assert_eq!(back, d);
+        assert_eq!(clients(&back), 50);
+    }
+
+    #[test]
+    fn a_large_document_keeps_its_heaviest_clients_within_the_limit() {
+        let d = doc(3000);
+        let full = encode_bounded(&d, usize::MAX).unwrap().0.len();
+        let limit = full / 4;
+        let (bytes, kept) = encode_bounded(&d, limit).unwrap();
+        assert!(bytes.len() <= limit, "{} > {limit}", bytes.len());
+        let kept = kept.expect("clients were trimmed");
+        let back = decode(&bytes, &WindowConfig::default()).unwrap();
+        let short = &back.namespaces["shop"].windows.short[0];
+        assert_eq!(short.clients.len(), kept);
+        assert!(
+            short
+                .clients
+                .iter()
+                .all(|c| c.counts.requests > 3000 - kept as u32),
+            "the heaviest clients are kept"
+        );
+        assert_eq!(
+            short.totals, d.namespaces["shop"].windows.short[0].totals,
+            "totals stay exact"
+        );
+    }
+
+    #[test]
+    fn corrupt_and_incompatible_documents_are_refused_with_a_reason() {
+        let cfg = WindowConfig::default();
+        let e = decode(b"not gzip", &cfg).unwrap_err();
+        assert_eq!(e.reason(), "StateCorrupt");
+        let mut d = doc(1);
+        d.version = 99;
+        let e = decode(&encode(&d), &cfg).unwrap_err();
+        assert_eq!(e.reason(), "StateIncompatible", "{e}");
+        let other = WindowConfig {
+            short_slice: jiff::SignedDuration::from_secs(10),
+            ..WindowConfig::default()
+        };
+        let e = decode(&encode(&doc(1)), &other).unwrap_err();
+        assert_eq!(e.reason(), "StateIncompatible", "{e}");
+    }
+}

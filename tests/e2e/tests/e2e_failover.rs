@@ -1,0 +1,172 @@
+//! Collector high availability on the real control plane: two operators share one Lease; a
+//! sidecar reports to the non-leader, which forwards its reports to the leader, and a flood
+//! is detected. Then the leader dies: the other one takes over, restores the persisted
+//! windows (the flood is detected again without new traffic) and keeps updating the same
+//! SecurityIncident instead of opening a second one.
+
+use std::net::IpAddr;
+
+use palisade_e2e::http::{echo_app, get};
+use palisade_e2e::{ControlPlane, OPERATOR_NS, Operator, Sidecar, TempNs, eventually, scope};
+
+const LEASE: &str = "op-failover";
+
+const FLOODER: &str = r#"
+apiVersion: palisade.dev/v1alpha1
+kind: DetectionRule
+metadata: {name: flooder}
+spec:
+  type: Flooder
+  detectionTtl: 10m
+  flooder: {minSharePercent: 50, minRequests: 100, minActiveClients: 1}
+"#;
+
+/// The value of the sample whose name and labels start with `prefix`, e.g.
+/// `palisade_operator_leader`.
+fn sample(op: &Operator, prefix: &str) -> Result<f64, String> {
+    let text = op.metrics()?;
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .ok_or(format!("no sample {prefix} in the metrics"))
+}
+
+fn lease_holder(cp: &ControlPlane) -> Result<String, String> {
+    cp.kubectl_ok(&[
+        "-n",
+        OPERATOR_NS,
+        "get",
+        "lease",
+        LEASE,
+        "-o",
+        "jsonpath={.spec.holderIdentity} {.metadata.annotations.palisade\\.dev/collector-endpoint}",
+    ])
+    .map_err(|e| e.to_string())
+}
+
+/// `(name, lastDetectedTime)` of every SecurityIncident in `ns`.
+fn incidents(cp: &ControlPlane, ns: &str) -> Result<Vec<(String, jiff::Timestamp)>, String> {
+    let out = cp
+        .kubectl_ok(&[
+            "-n",
+            ns,
+            "get",
+            "securityincidents",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name} {.status.lastDetectedTime}{\"\\n\"}{end}",
+        ])
+        .map_err(|e| e.to_string())?;
+    out.lines()
+        .map(|l| {
+            let (name, last) = l.split_once(' ').ok_or(format!("incident line {l:?}"))?;
+            let last = last
+                .parse()
+                .map_err(|e| format!("lastDetectedTime of {name}: {e}"))?;
+            Ok((name.to_owned(), last))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn reports_reach_the_leader_and_a_new_leader_continues_windows_and_incident() {
+    let cp = ControlPlane::shared();
+    let ns = TempNs::new(cp, "failover").await;
+    let mut args = scope(&ns).to_vec();
+    args.extend(["--collector-snapshot-interval".into(), "1s".into()]);
+    let mut a = Operator::start(cp, "op-failover-a", LEASE, &args);
+    eventually(
+        "op-failover-a to lead and advertise its collector",
+        || async {
+            let holder = lease_holder(cp)?;
+            (holder == format!("op-failover-a {}", a.collector))
+                .then_some(())
+                .ok_or(holder)
+        },
+    )
+    .await;
+    let b = Operator::start(cp, "op-failover-b", LEASE, &args);
+    cp.apply(ns.name(), FLOODER).expect("rule");
+
+    // The sidecar reports to the replica that does not lead.
+    let app = echo_app().await;
+    let sc = Sidecar::start(cp, ns.name(), "api-0", app, Some(&b.collector));
+    let flooder: IpAddr = "127.0.0.66".parse().expect("ip");
+    let name = eventually(
+        "the flood, reported through the non-leader, to open an incident",
+        || async {
+            for _ in 0..50 {
+                get(flooder, sc.addr, "/", &[]).await?;
+            }
+            let all = incidents(cp, ns.name())?;
+            all.first()
+                .map(|(n, _)| n.clone())
+                .ok_or(format!("incidents: {all:?}"))
+        },
+    )
+    .await;
+    let forwarded = sample(
+        &b,
+        "palisade_operator_reports_forwarded_total{outcome=\"Accepted\"}",
+    )
+    .expect("op-failover-b forwarded reports");
+    assert!(forwarded >= 1.0, "forwarded and accepted: {forwarded}");
+    assert!(
+        sample(&b, "palisade_operator_leader ").expect("leader gauge") == 0.0,
+        "op-failover-b does not lead"
+    );
+
+    // Traffic stops; the leader persists its state once more with the incident, then dies.
+    let saved = sample(
+        &a,
+        "palisade_operator_collector_state_total{op=\"save\",outcome=\"Saved\"}",
+    )
+    .unwrap_or(0.0);
+    eventually("op-failover-a to save its state again", || async {
+        let now = sample(
+            &a,
+            "palisade_operator_collector_state_total{op=\"save\",outcome=\"Saved\"}",
+        )?;
+        (now > saved).then_some(()).ok_or(format!("saves: {now}"))
+    })
+    .await;
+    let before = incidents(cp, ns.name()).expect("incidents");
+    assert_eq!(before.len(), 1, "one incident: {before:?}");
+    let killed_at = jiff::Timestamp::now();
+    a.kill();
+
+    eventually(
+        "op-failover-b to take over and restore the windows",
+        || async {
+            let restored = sample(
+                &b,
+                "palisade_operator_collector_state_total{op=\"restore\",outcome=\"Restored\"}",
+            )?;
+            let clients = sample(&b, "palisade_operator_collector_restored_clients ")?;
+            (restored == 1.0 && clients >= 1.0)
+                .then_some(())
+                .ok_or(format!("restores {restored}, clients {clients}"))
+        },
+    )
+    .await;
+    eventually(
+        "the same incident to be updated from the restored windows, without new traffic",
+        || async {
+            let all = incidents(cp, ns.name())?;
+            let [(n, last)] = all.as_slice() else {
+                return Err(format!("exactly one incident expected: {all:?}"));
+            };
+            assert_eq!(n, &name, "the incident keeps its name");
+            (*last > killed_at)
+                .then_some(())
+                .ok_or(format!("lastDetectedTime {last} not after {killed_at}"))
+        },
+    )
+    .await;
+    let holder = lease_holder(cp).expect("lease");
+    assert_eq!(
+        holder,
+        format!("op-failover-b {}", b.collector),
+        "the new leader advertises its own collector"
+    );
+}
