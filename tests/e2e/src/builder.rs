@@ -22,9 +22,19 @@ fn script() -> PathBuf {
 
 /// Runs the builder (a no-op when the binaries are up to date) and returns their directory.
 pub fn ensure_built() -> Result<PathBuf, Error> {
+    run_builder(&[])
+}
+
+/// [`ensure_built`] plus the node's binaries (`build.sh --node`).
+pub fn ensure_built_with_node() -> Result<PathBuf, Error> {
+    run_builder(&["--node"])
+}
+
+fn run_builder(args: &[&str]) -> Result<PathBuf, Error> {
     let script = script();
     let out = Command::new("bash")
         .arg(&script)
+        .args(args)
         .env("PALISADE_CACHE", cache_dir())
         .stderr(std::process::Stdio::inherit())
         .output()

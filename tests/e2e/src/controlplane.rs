@@ -10,6 +10,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use crate::node::{self, Node, NodeMode};
 use crate::process::{self, Component};
 use crate::{Error, pki};
 
@@ -18,6 +19,10 @@ use crate::{Error, pki};
 const CONTROLLERS: &str = "garbage-collector-controller,namespace-controller,\
 serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller,\
 deployment-controller,replicaset-controller,resourcequota-controller";
+/// Controllers added when the node runs: Service endpoints for kube-proxy, and the node
+/// lifecycle (it lifts the `not-ready` taint the kubelet registers with).
+const NODE_CONTROLLERS: &str =
+    "endpointslice-controller,endpoints-controller,node-lifecycle-controller";
 
 /// A running control plane (or an external cluster) and how to talk to it.
 #[derive(Debug)]
@@ -26,6 +31,7 @@ pub struct ControlPlane {
     kubectl: PathBuf,
     logs: Option<PathBuf>,
     components: Vec<Component>,
+    node: Result<Node, String>,
 }
 
 /// Where [`ControlPlane::start`] keeps state, and whether it outlives this process.
@@ -37,6 +43,8 @@ pub struct StartOptions {
     pub logs: PathBuf,
     /// Leave the processes running when this process exits (`make up`).
     pub persistent: bool,
+    /// Whether to start the one-node cluster beside the control plane (see `node.rs`).
+    pub node: NodeMode,
 }
 
 impl ControlPlane {
@@ -55,6 +63,40 @@ impl ControlPlane {
         })
     }
 
+    /// Like [`ControlPlane::shared`], but with the one-node cluster when
+    /// `PALISADE_E2E_NODE` (default `auto`) and the machine allow it; see
+    /// [`crate::node_or_skip`]. Only tests that need pods use this one: it takes the
+    /// machine-wide node lock.
+    pub fn shared_with_node() -> &'static ControlPlane {
+        static SHARED: OnceLock<ControlPlane> = OnceLock::new();
+        SHARED.get_or_init(|| {
+            crate::install_crypto_provider();
+            let cp = match std::env::var_os("PALISADE_E2E_KUBECONFIG") {
+                Some(path) => Self::external(PathBuf::from(path)),
+                None => {
+                    // Its own dirs: a test process may also start the node-less one.
+                    let plain = StartOptions::for_tests();
+                    let suffix = |p: &Path| {
+                        let name = p.file_name().unwrap_or_default().to_string_lossy();
+                        p.with_file_name(format!("{name}-node"))
+                    };
+                    Self::start(StartOptions {
+                        state_dir: suffix(&plain.state_dir),
+                        logs: suffix(&plain.logs),
+                        persistent: false,
+                        node: NodeMode::from_env(),
+                    })
+                }
+            };
+            cp.unwrap_or_else(|e| panic!("cannot start the e2e control plane with a node: {e}"))
+        })
+    }
+
+    /// The node, or why there is none.
+    pub fn node(&self) -> Result<&Node, &str> {
+        self.node.as_ref().map_err(String::as_str)
+    }
+
     /// Uses an existing cluster; kubectl is the one the builder made, else the one on PATH.
     pub fn external(kubeconfig: PathBuf) -> Result<Self, Error> {
         let kubectl = match crate::builder::bin_dir_if_built() {
@@ -62,10 +104,14 @@ impl ControlPlane {
             None => PathBuf::from("kubectl"),
         };
         Ok(Self {
-            kubeconfig,
+            kubeconfig: kubeconfig.clone(),
             kubectl,
             logs: None,
             components: vec![],
+            node: Err(format!(
+                "the cluster of PALISADE_E2E_KUBECONFIG={} is used as is (no node started)",
+                kubeconfig.display()
+            )),
         })
     }
 
@@ -77,7 +123,32 @@ impl ControlPlane {
         for d in [dir, &opts.logs] {
             std::fs::create_dir_all(d).map_err(|e| Error::io("create", d, e))?;
         }
+        STARTED_LOGS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(opts.logs.clone());
         let pki = pki::write(&dir.join("pki"))?;
+        let mut reason = String::new();
+        let prepared = match opts.node {
+            NodeMode::Off => {
+                reason = "no node was asked for (PALISADE_E2E_NODE=off, or a test that \
+                          needs pods did not use ControlPlane::shared_with_node)"
+                    .into();
+                None
+            }
+            mode => match node::prepare(dir) {
+                Ok(p) => Some(p),
+                Err(why) if mode == NodeMode::On => {
+                    return Err(Error::Node(format!("PALISADE_E2E_NODE=on: {why}")));
+                }
+                Err(why) => {
+                    node::say_once(&why);
+                    reason = why;
+                    None
+                }
+            },
+        };
+        let with_node = prepared.is_some();
         let (etcd_port, peer_port, api_port) = (
             process::free_port()?,
             process::free_port()?,
@@ -88,6 +159,7 @@ impl ControlPlane {
             kubectl: bin.join("kubectl"),
             logs: Some(opts.logs.clone()),
             components: vec![],
+            node: Err(reason),
         };
         let etcd_args = etcd_args(&dir.join("etcd"), etcd_port, peer_port);
         let mut etcd = Component::spawn("etcd", &bin.join("etcd"), &etcd_args, &opts.logs)?;
@@ -98,7 +170,7 @@ impl ControlPlane {
                 .ok_or(body)
         })?;
         cp.components.push(etcd);
-        let api_args = apiserver_args(&pki, dir, etcd_port, api_port);
+        let api_args = apiserver_args(&pki, dir, etcd_port, api_port, with_node);
         let mut api = Component::spawn(
             "kube-apiserver",
             &bin.join("kube-apiserver"),
@@ -112,7 +184,7 @@ impl ControlPlane {
                 .map_err(|e| e.to_string())
         })?;
         cp.components.push(api);
-        let kcm_args = kcm_args(&pki, &cp.kubeconfig);
+        let kcm_args = kcm_args(&pki, &cp.kubeconfig, with_node);
         let mut kcm = Component::spawn(
             "kube-controller-manager",
             &bin.join("kube-controller-manager"),
@@ -125,6 +197,37 @@ impl ControlPlane {
                 .map_err(|e| e.to_string())
         })?;
         cp.components.push(kcm);
+        if let Some(prep) = &prepared {
+            let started = node::start(
+                prep,
+                &cp.kubeconfig,
+                &cp.kubectl,
+                &pki,
+                &opts.logs,
+                &mut cp.components,
+            );
+            cp.node = match started {
+                Ok(n) => {
+                    eprintln!(
+                        "e2e node: {} Ready in {:.1}s",
+                        node::NODE_NAME,
+                        n.started_in.as_secs_f64()
+                    );
+                    Ok(n)
+                }
+                Err(e) if opts.node == NodeMode::On => {
+                    // Stop what started; the reaper below would only run at exit.
+                    let pids: Vec<u32> = cp.components.iter().map(|c| c.child.id()).collect();
+                    process::reap_now(&pids, &node::cleanup_script(prep));
+                    return Err(Error::Node(format!("PALISADE_E2E_NODE=on: {e}")));
+                }
+                Err(e) => {
+                    let why = format!("the node did not start: {e}");
+                    node::say_once(&why);
+                    Err(why)
+                }
+            };
+        }
         let pids: Vec<u32> = cp.components.iter().map(|c| c.child.id()).collect();
         if opts.persistent {
             let pidfile = dir.join("pids");
@@ -134,6 +237,8 @@ impl ControlPlane {
                 .collect::<Vec<_>>()
                 .join(" ");
             std::fs::write(&pidfile, text).map_err(|e| Error::io("write", &pidfile, e))?;
+        } else if let Some(prep) = &prepared {
+            process::reap_on_exit_then(&pids, dir, &node::cleanup_script(prep), Some(&prep.lock))?;
         } else {
             process::reap_on_exit(&pids, dir)?;
         }
@@ -271,6 +376,16 @@ impl ControlPlane {
     }
 }
 
+static STARTED_LOGS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// The log directories of the control planes this process started.
+pub(crate) fn started_logs() -> Vec<PathBuf> {
+    STARTED_LOGS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
+}
+
 impl StartOptions {
     /// A temp state dir removed when the test process ends, and logs kept under
     /// `$PALISADE_CACHE/logs/e2e-<time>-<pid>`.
@@ -287,6 +402,7 @@ impl StartOptions {
             state_dir,
             logs,
             persistent: false,
+            node: NodeMode::Off,
         }
     }
 }
@@ -309,30 +425,46 @@ fn etcd_args(data: &Path, client: u16, peer: u16) -> Vec<String> {
     .into()
 }
 
-fn apiserver_args(pki: &pki::Pki, dir: &Path, etcd: u16, port: u16) -> Vec<String> {
+fn apiserver_args(pki: &pki::Pki, dir: &Path, etcd: u16, port: u16, node: bool) -> Vec<String> {
     let f = |p: &Path| p.display().to_string();
-    vec![
+    // With the node, pods reach the API server through the `kubernetes` Service, whose
+    // endpoint is the advertise address (the node's bridge), so it also listens there.
+    let (bind, authz) = if node {
+        ("0.0.0.0", "Node,RBAC")
+    } else {
+        ("127.0.0.1", "RBAC")
+    };
+    let mut args = vec![
         format!("--etcd-servers=http://127.0.0.1:{etcd}"),
-        "--bind-address=127.0.0.1".to_owned(),
+        format!("--bind-address={bind}"),
         format!("--secure-port={port}"),
         format!("--cert-dir={}", dir.join("apiserver").display()),
         format!("--tls-cert-file={}", f(&pki.server_crt)),
         format!("--tls-private-key-file={}", f(&pki.server_key)),
         format!("--client-ca-file={}", f(&pki.ca_crt)),
-        "--authorization-mode=RBAC".to_owned(),
+        format!("--authorization-mode={authz}"),
         "--enable-admission-plugins=MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ValidatingAdmissionPolicy".to_owned(),
         "--service-account-issuer=https://kubernetes.default.svc.cluster.local".to_owned(),
         format!("--service-account-key-file={}", f(&pki.sa_pub)),
         format!("--service-account-signing-key-file={}", f(&pki.sa_key)),
         "--api-audiences=https://kubernetes.default.svc.cluster.local,palisade".to_owned(),
-        "--service-cluster-ip-range=198.18.128.0/24".to_owned(),
+        format!("--service-cluster-ip-range={}", node::SERVICE_RANGE),
         "--allow-privileged=true".to_owned(),
         "--profiling=false".to_owned(),
         "--v=1".to_owned(),
-    ]
+    ];
+    if node {
+        args.extend([
+            format!("--advertise-address={}", node::GATEWAY),
+            "--kubelet-preferred-address-types=InternalIP".to_owned(),
+            format!("--kubelet-client-certificate={}", f(&pki.admin_crt)),
+            format!("--kubelet-client-key={}", f(&pki.admin_key)),
+        ]);
+    }
+    args
 }
 
-fn kcm_args(pki: &pki::Pki, kubeconfig: &Path) -> Vec<String> {
+fn kcm_args(pki: &pki::Pki, kubeconfig: &Path, node: bool) -> Vec<String> {
     let kc = kubeconfig.display();
     vec![
         format!("--kubeconfig={kc}"),
@@ -342,18 +474,34 @@ fn kcm_args(pki: &pki::Pki, kubeconfig: &Path) -> Vec<String> {
         "--secure-port=0".to_owned(),
         "--leader-elect=false".to_owned(),
         "--use-service-account-credentials=false".to_owned(),
-        format!("--controllers={CONTROLLERS}"),
+        if node {
+            format!("--controllers={CONTROLLERS},{NODE_CONTROLLERS}")
+        } else {
+            format!("--controllers={CONTROLLERS}")
+        },
         format!(
             "--service-account-private-key-file={}",
             pki.sa_key.display()
         ),
         format!("--root-ca-file={}", pki.ca_crt.display()),
-        "--service-cluster-ip-range=198.18.128.0/24".to_owned(),
+        format!("--service-cluster-ip-range={}", node::SERVICE_RANGE),
         "--v=1".to_owned(),
     ]
 }
 
 fn write_kubeconfig(path: &Path, pki: &pki::Pki, port: u16) -> Result<(), Error> {
+    let server = format!("https://127.0.0.1:{port}");
+    write_kubeconfig_for(path, &pki.ca_crt, &pki.admin_crt, &pki.admin_key, &server)
+}
+
+/// Writes a kubeconfig for `server` that authenticates with the client certificate `crt`.
+pub(crate) fn write_kubeconfig_for(
+    path: &Path,
+    ca: &Path,
+    crt: &Path,
+    key: &Path,
+    server: &str,
+) -> Result<(), Error> {
     let read = |p: &Path| std::fs::read(p).map_err(|e| Error::io("read", p, e));
     use base64::Engine as _;
     let b64 = |bytes: Vec<u8>| base64::engine::general_purpose::STANDARD.encode(bytes);
@@ -363,7 +511,7 @@ kind: Config
 clusters:
 - name: palisade-e2e
   cluster:
-    server: https://127.0.0.1:{port}
+    server: {server}
     certificate-authority-data: {ca}
 users:
 - name: admin
@@ -375,9 +523,9 @@ contexts:
   context: {{cluster: palisade-e2e, user: admin}}
 current-context: palisade-e2e
 ",
-        ca = b64(read(&pki.ca_crt)?),
-        crt = b64(read(&pki.admin_crt)?),
-        key = b64(read(&pki.admin_key)?),
+        ca = b64(read(ca)?),
+        crt = b64(read(crt)?),
+        key = b64(read(key)?),
     );
     std::fs::write(path, text).map_err(|e| Error::io("write", path, e))
 }

@@ -40,6 +40,12 @@ pub enum Error {
         /// What kubectl printed.
         stderr: String,
     },
+    /// Building or importing a container image for the e2e node failed.
+    #[error("image: {0}")]
+    Image(String),
+    /// The e2e node (kubelet, containerd, kube-proxy) could not be prepared or started.
+    #[error("node: {0}")]
+    Node(String),
     /// Building a Kubernetes client from the kubeconfig failed.
     #[error("client from {path}: {detail}")]
     Client {

@@ -11,6 +11,9 @@
 //! # }
 //! ```
 //!
+//! Tests that need running pods use [`ControlPlane::shared_with_node`] and
+//! [`node_or_skip`]: see `node.rs` and docs/node.md (`PALISADE_E2E_NODE=auto|on|off`).
+//!
 //! `PALISADE_E2E_KUBECONFIG` points the same tests at an existing cluster;
 //! `PALISADE_E2E_PATIENCE` (seconds, default 30) is how long [`eventually`] waits.
 
@@ -20,7 +23,9 @@ mod client;
 mod controlplane;
 mod error;
 pub mod http;
+pub mod image;
 mod namespace;
+pub mod node;
 mod operator;
 pub mod pki;
 mod process;
@@ -33,11 +38,25 @@ pub use builder::{bin_dir_if_built, cache_dir, ensure_built};
 pub use controlplane::{ControlPlane, StartOptions};
 pub use error::Error;
 pub use namespace::TempNs;
+pub use node::{Node, NodeMode};
 pub use operator::{
     OPERATOR_NS, Operator, operator_kubeconfig, scope, token_kubeconfig, workspace_bin,
 };
 pub use sidecar::Sidecar;
 pub use wait::{eventually, eventually_within, patience};
+
+/// The node of `cp`, or `None` after printing `SKIPPED <test>: <why there is no node>`:
+/// tests that need pods return early with it, so a machine without a node skips them
+/// visibly instead of passing them.
+pub fn node_or_skip<'a>(cp: &'a ControlPlane, test: &str) -> Option<&'a Node> {
+    match cp.node() {
+        Ok(node) => Some(node),
+        Err(why) => {
+            eprintln!("SKIPPED {test}: no e2e node: {why}");
+            None
+        }
+    }
+}
 
 /// Installs the workspace's one rustls crypto provider (ring); idempotent.
 pub fn install_crypto_provider() {

@@ -1,6 +1,6 @@
 //! The control plane's key material: a throwaway CA, the apiserver's serving certificate,
-//! an admin client certificate (group `system:masters`) and the service-account signing
-//! key, generated in process with rcgen and written as PEM files.
+//! an admin client certificate (group `system:masters`), the e2e node's kubelet client
+//! certificate and the service-account signing key, generated in process with rcgen and written as PEM files.
 
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr};
@@ -26,6 +26,10 @@ pub struct Pki {
     pub admin_crt: PathBuf,
     /// Key of [`Pki::admin_crt`].
     pub admin_key: PathBuf,
+    /// The kubelet's client certificate (`CN=system:node:palisade-node, O=system:nodes`).
+    pub node_crt: PathBuf,
+    /// Key of [`Pki::node_crt`].
+    pub node_key: PathBuf,
     /// The service-account token signing key (private).
     pub sa_key: PathBuf,
     /// The service-account token verification key (public).
@@ -41,6 +45,8 @@ pub fn write(dir: &Path) -> Result<Pki, Error> {
         server_key: dir.join("apiserver.key"),
         admin_crt: dir.join("admin.crt"),
         admin_key: dir.join("admin.key"),
+        node_crt: dir.join("node.crt"),
+        node_key: dir.join("node.key"),
         sa_key: dir.join("sa.key"),
         sa_pub: dir.join("sa.pub"),
     };
@@ -52,8 +58,14 @@ pub fn write(dir: &Path) -> Result<Pki, Error> {
 
     let sans = vec![
         SanType::DnsName("localhost".try_into()?),
+        SanType::DnsName("kubernetes".try_into()?),
+        SanType::DnsName("kubernetes.default".try_into()?),
         SanType::DnsName("kubernetes.default.svc".try_into()?),
+        SanType::DnsName("kubernetes.default.svc.cluster.local".try_into()?),
         SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        // What pods of the e2e node reach: the `kubernetes` Service and the node's address.
+        SanType::IpAddress(IpAddr::V4(Ipv4Addr::new(198, 19, 0, 1))),
+        SanType::IpAddress(IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1))),
     ];
     let mut server = params("kube-apiserver", sans)?;
     server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
@@ -69,6 +81,16 @@ pub fn write(dir: &Path) -> Result<Pki, Error> {
     let key = KeyPair::generate()?;
     put(&pki.admin_crt, &admin.signed_by(&key, &ca)?.pem())?;
     put(&pki.admin_key, &key.serialize_pem())?;
+
+    let node = format!("system:node:{}", crate::node::NODE_NAME);
+    let mut kubelet = params(&node, vec![])?;
+    kubelet
+        .distinguished_name
+        .push(DnType::OrganizationName, "system:nodes");
+    kubelet.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let key = KeyPair::generate()?;
+    put(&pki.node_crt, &kubelet.signed_by(&key, &ca)?.pem())?;
+    put(&pki.node_key, &key.serialize_pem())?;
 
     let sa = KeyPair::generate()?;
     put(&pki.sa_key, &sa.serialize_pem())?;

@@ -29,6 +29,17 @@ impl Component {
         args: &[String],
         logs: &Path,
     ) -> Result<Self, Error> {
+        Self::spawn_env(name, bin, args, logs, &[])
+    }
+
+    /// [`Component::spawn`] with extra environment variables.
+    pub fn spawn_env(
+        name: &'static str,
+        bin: &Path,
+        args: &[String],
+        logs: &Path,
+        env: &[(&str, &str)],
+    ) -> Result<Self, Error> {
         let log = logs.join(format!("{name}.log"));
         let out = File::create(&log).map_err(|e| Error::io("create log", &log, e))?;
         let err = out
@@ -36,6 +47,7 @@ impl Component {
             .map_err(|e| Error::io("open log", &log, e))?;
         let child = Command::new(bin)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -124,21 +136,50 @@ pub fn http_get(port: u16, path: &str) -> Result<String, String> {
 /// and removes `dir`. Statics are never dropped, so this is how a control plane shared by a
 /// whole `cargo test` process is cleaned up, even when tests panic.
 pub fn reap_on_exit(pids: &[u32], dir: &Path) -> Result<(), Error> {
+    reap_on_exit_then(pids, dir, "true", None)
+}
+
+/// [`reap_on_exit`] that also runs `cleanup` (shell) after the processes are gone and before
+/// `dir` is removed. `lock` (the node lock) is handed to the reaper as its stdin, so the lock
+/// stays held until the cleanup is done.
+pub fn reap_on_exit_then(
+    pids: &[u32],
+    dir: &Path,
+    cleanup: &str,
+    lock: Option<&File>,
+) -> Result<(), Error> {
     let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
     let pids = pids.join(" ");
     let script = format!(
         "while kill -0 {me} 2>/dev/null; do sleep 0.5; done; kill {pids} 2>/dev/null; \
          for i in 1 2 3 4 5 6 7 8 9 10; do kill -0 {pids} 2>/dev/null || break; sleep 0.5; done; \
-         kill -9 {pids} 2>/dev/null; rm -rf '{dir}'",
+         kill -9 {pids} 2>/dev/null; {cleanup}; rm -rf '{dir}'",
         me = std::process::id(),
         dir = dir.display()
     );
+    let stdin = match lock {
+        Some(f) => Stdio::from(f.try_clone().map_err(|e| Error::io("share", dir, e))?),
+        None => Stdio::null(),
+    };
     Command::new("sh")
         .args(["-c", &script])
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| Error::io("start reaper", Path::new("sh"), e))?;
     Ok(())
+}
+
+/// Stops `pids` now (TERM, then KILL after 5 s) and runs `cleanup` (shell); for a node that
+/// failed to start under `PALISADE_E2E_NODE=on`.
+pub fn reap_now(pids: &[u32], cleanup: &str) {
+    let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
+    let pids = pids.join(" ");
+    let script = format!(
+        "kill {pids} 2>/dev/null; \
+         for i in 1 2 3 4 5 6 7 8 9 10; do kill -0 {pids} 2>/dev/null || break; sleep 0.5; done; \
+         kill -9 {pids} 2>/dev/null; {cleanup}"
+    );
+    let _best_effort = Command::new("sh").args(["-c", &script]).status();
 }

@@ -36,10 +36,11 @@ where
         match check().await {
             Ok(v) => return v,
             Err(last) if Instant::now() > deadline => {
-                let logs = crate::ControlPlane::shared()
-                    .logs()
+                // The logs of the control planes this process started (never starts one).
+                let logs = crate::controlplane::started_logs()
+                    .iter()
                     .map(|p| format!("; control-plane logs: {}", p.display()))
-                    .unwrap_or_default();
+                    .collect::<String>();
                 panic!("gave up waiting for {what} after {limit:?}: {last}{logs}");
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,

@@ -37,6 +37,7 @@ fn up() -> Result<(), String> {
         state_dir: state_dir(),
         logs: state_dir().join("logs"),
         persistent: true,
+        node: palisade_e2e::NodeMode::Off,
     };
     let cp = ControlPlane::start(opts).map_err(|e| e.to_string())?;
     let version = cp.kubectl_ok(&["version"]).map_err(|e| e.to_string())?;
