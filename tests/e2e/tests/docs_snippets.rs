@@ -54,6 +54,13 @@ const ELSEWHERE: &[(&str, &str, &str, &str)] = &[
         "tests/e2e/tests/e2e_detection.rs",
         "palisade-detected",
     ),
+    (
+        "get configmap palisade-collector-state",
+        "written once a leader persists the collector's state; e2e_failover.rs reads its \
+         annotations before the failover",
+        "tests/e2e/tests/e2e_failover.rs",
+        "taken-by",
+    ),
 ];
 
 /// Namespaces the docs use for the user's application.

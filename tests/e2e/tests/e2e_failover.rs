@@ -130,6 +130,18 @@ async fn reports_reach_the_leader_and_a_new_leader_continues_windows_and_inciden
         (now > saved).then_some(()).ok_or(format!("saves: {now}"))
     })
     .await;
+    let taken_by = cp
+        .kubectl_ok(&[
+            "-n",
+            OPERATOR_NS,
+            "get",
+            "configmap",
+            &format!("{LEASE}-state"),
+            "-o",
+            "jsonpath={.metadata.annotations.palisade\\.dev/taken-by}",
+        ])
+        .expect("the state ConfigMap");
+    assert_eq!(taken_by, "op-failover-a", "the leader persisted the state");
     let before = incidents(cp, ns.name()).expect("incidents");
     assert_eq!(before.len(), 1, "one incident: {before:?}");
     let killed_at = jiff::Timestamp::now();
