@@ -1,5 +1,6 @@
 //! The admin server: `/metrics` (Prometheus text), `/live` (the process serves) and `/ready`
-//! (the caches are synced and the webhook can serve).
+//! (the injector webhook serves a certificate: until then the API server could not call this
+//! replica, so it must not be behind the webhook Service).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -50,6 +51,9 @@ async fn ready(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
     if ctx.ready.load(Ordering::Relaxed) {
         (StatusCode::OK, "ready")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced yet")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the webhook has no serving certificate yet",
+        )
     }
 }

@@ -16,7 +16,6 @@ pub async fn run(args: crate::args::Args) -> anyhow::Result<()> {
         tracing::info!("shutting down");
         shutdown.cancel();
     });
-    ctx.ready.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut collector = tokio::spawn(collector::spawn(ctx.clone()));
     let r = tokio::select! {
         r = admin::spawn(ctx.clone()) => r,

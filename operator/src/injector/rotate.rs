@@ -86,6 +86,8 @@ async fn tick(
     if served.as_ref() != Some(&current) {
         store.set(current.certified_key()?);
         tracing::info!(secret = %what, "webhook serving certificate loaded");
+        // From now on the webhook can answer: the replica may receive traffic (/ready).
+        ctx.ready.store(true, std::sync::atomic::Ordering::Relaxed);
         *served = Some(current.clone());
     }
     if manage {

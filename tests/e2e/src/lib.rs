@@ -28,7 +28,7 @@ mod namespace;
 pub mod node;
 mod operator;
 pub mod pki;
-mod process;
+pub mod process;
 mod sidecar;
 mod wait;
 
