@@ -165,6 +165,13 @@ impl Operator {
         let _ = self.child.wait();
     }
 
+    /// Stops the process gracefully (SIGTERM, as a rollout does) and waits until it exits.
+    pub fn terminate(&mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let _ = self.child.wait();
+    }
+
     /// The body of its `/metrics`.
     pub fn metrics(&self) -> Result<String, String> {
         let resp = crate::process::http_get(self.admin.port(), "/metrics")?;

@@ -2,7 +2,8 @@
 //! sidecar reports to the non-leader, which forwards its reports to the leader, and a flood
 //! is detected. Then the leader dies: the other one takes over, restores the persisted
 //! windows (the flood is detected again without new traffic) and keeps updating the same
-//! SecurityIncident instead of opening a second one.
+//! SecurityIncident instead of opening a second one. A leader stopped gracefully (SIGTERM)
+//! persists its state on the way out.
 
 use std::net::IpAddr;
 
@@ -32,13 +33,13 @@ fn sample(op: &Operator, prefix: &str) -> Result<f64, String> {
         .ok_or(format!("no sample {prefix} in the metrics"))
 }
 
-fn lease_holder(cp: &ControlPlane) -> Result<String, String> {
+fn lease_holder(cp: &ControlPlane, lease: &str) -> Result<String, String> {
     cp.kubectl_ok(&[
         "-n",
         OPERATOR_NS,
         "get",
         "lease",
-        LEASE,
+        lease,
         "-o",
         "jsonpath={.spec.holderIdentity} {.metadata.annotations.palisade\\.dev/collector-endpoint}",
     ])
@@ -78,7 +79,7 @@ async fn reports_reach_the_leader_and_a_new_leader_continues_windows_and_inciden
     eventually(
         "op-failover-a to lead and advertise its collector",
         || async {
-            let holder = lease_holder(cp)?;
+            let holder = lease_holder(cp, LEASE)?;
             (holder == format!("op-failover-a {}", a.collector))
                 .then_some(())
                 .ok_or(holder)
@@ -175,10 +176,58 @@ async fn reports_reach_the_leader_and_a_new_leader_continues_windows_and_inciden
         },
     )
     .await;
-    let holder = lease_holder(cp).expect("lease");
+    let holder = lease_holder(cp, LEASE).expect("lease");
     assert_eq!(
         holder,
         format!("op-failover-b {}", b.collector),
         "the new leader advertises its own collector"
     );
+}
+
+#[tokio::test]
+async fn a_leader_stopped_with_sigterm_persists_its_windows_for_the_next_one() {
+    let cp = ControlPlane::shared();
+    let ns = TempNs::new(cp, "shutdown").await;
+    let lease = "op-shutdown";
+    // No periodic snapshot during the test: only the one taken on shutdown can carry the flood.
+    let mut args = scope(&ns).to_vec();
+    args.extend(["--collector-snapshot-interval".into(), "1h".into()]);
+    let mut a = Operator::start(cp, "op-shutdown-a", lease, &args);
+    eventually("op-shutdown-a to lead", || async {
+        let holder = lease_holder(cp, lease)?;
+        holder
+            .starts_with("op-shutdown-a ")
+            .then_some(())
+            .ok_or(holder)
+    })
+    .await;
+    let b = Operator::start(cp, "op-shutdown-b", lease, &args);
+    cp.apply(ns.name(), FLOODER).expect("rule");
+    let app = echo_app().await;
+    let sc = Sidecar::start(cp, ns.name(), "api-0", app, Some(&a.collector));
+    let flooder: IpAddr = "127.0.0.66".parse().expect("ip");
+    eventually("the flood to open an incident", || async {
+        for _ in 0..50 {
+            get(flooder, sc.addr, "/", &[]).await?;
+        }
+        let all = incidents(cp, ns.name())?;
+        (!all.is_empty())
+            .then_some(())
+            .ok_or(format!("incidents: {all:?}"))
+    })
+    .await;
+
+    a.terminate();
+    eventually(
+        "op-shutdown-b to take over with the windows saved on shutdown",
+        || async {
+            let clients = sample(&b, "palisade_operator_collector_restored_clients ")?;
+            (clients >= 1.0)
+                .then_some(())
+                .ok_or(format!("restored clients {clients}"))
+        },
+    )
+    .await;
+    let all = incidents(cp, ns.name()).expect("incidents");
+    assert_eq!(all.len(), 1, "still one incident: {all:?}");
 }
