@@ -7,9 +7,16 @@
 
 use std::time::Duration;
 
-use palisade_e2e::{ControlPlane, TempNs, eventually_within, node_or_skip, workspace_bin};
+use palisade_e2e::{
+    ControlPlane, TempNs, eventually_within, node_or_skip, repo_root, workspace_bin,
+};
 
 const DEMO_IMAGE: &str = "palisade.local/palisade-demo-api:e2e";
+const OPERATOR_IMAGE: &str = "palisade.local/palisade-operator";
+const SIDECAR_IMAGE: &str = "palisade.local/palisade-sidecar";
+const TAG: &str = "e2e";
+/// Where the chart installs the operator in this test's cluster.
+const RELEASE_NS: &str = "palisade-system";
 
 /// GET `http://<ip>:<port><path>` from this host; the status code.
 async fn get_status(ip: &str, port: u16, path: &str) -> Result<u16, String> {
@@ -48,7 +55,6 @@ spec:
       labels: {{app: {name}{labels}}}
     spec:
       enableServiceLinks: false
-      automountServiceAccountToken: false
       containers:
         - name: api
           image: {DEMO_IMAGE}
@@ -144,4 +150,177 @@ async fn a_deployment_runs_on_the_node_and_answers_through_its_service() {
     })
     .await;
     assert_eq!(status, 200);
+}
+
+/// `helm template` of the chart (the helm built with the control plane) with the operator
+/// and sidecar images set to the local tags, applied with kubectl.
+fn install_chart(cp: &ControlPlane) {
+    let helm = palisade_e2e::ensure_built()
+        .unwrap_or_else(|e| panic!("building helm: {e}"))
+        .join("helm");
+    let version = cp
+        .kubectl_ok(&["version", "-o", "json"])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let version: serde_json::Value = serde_json::from_str(&version).expect("version JSON");
+    let kube_version = version["serverVersion"]["gitVersion"]
+        .as_str()
+        .expect("serverVersion.gitVersion")
+        .trim_start_matches('v')
+        .to_owned();
+    let chart = repo_root().join("charts/palisade");
+    let sets = [
+        format!("image.repository={OPERATOR_IMAGE}"),
+        format!("image.tag={TAG}"),
+        "image.pullPolicy=Never".to_owned(),
+        format!("sidecar.image.repository={SIDECAR_IMAGE}"),
+        format!("sidecar.image.tag={TAG}"),
+        "replicaCount=1".to_owned(),
+        "podDisruptionBudget.enabled=false".to_owned(),
+        // No cluster DNS on the e2e node: the sidecars could not resolve the collector.
+        "collector.enabled=false".to_owned(),
+        "logFormat=plain".to_owned(),
+    ];
+    let mut cmd = std::process::Command::new(&helm);
+    cmd.args(["template", "palisade"]).arg(&chart).args([
+        "-n",
+        RELEASE_NS,
+        "--kube-version",
+        &kube_version,
+    ]);
+    for s in &sets {
+        cmd.args(["--set", s]);
+    }
+    let out = cmd.output().expect("run helm");
+    assert!(
+        out.status.success(),
+        "helm template: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let manifests = String::from_utf8(out.stdout).expect("UTF-8 manifests");
+    let _exists = cp.kubectl_ok(&["create", "namespace", RELEASE_NS]);
+    cp.kubectl_stdin(
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager=palisade-e2e",
+            "-n",
+            RELEASE_NS,
+            "-f",
+            "-",
+        ],
+        &manifests,
+    )
+    .unwrap_or_else(|e| panic!("applying the rendered chart: {e}"));
+}
+
+/// Waits until `GET /` on port 80 of the ClusterIP `ip` answers `want`.
+async fn wait_http(ip: &str, want: u16, what: &str) {
+    eventually_within(2, what, || {
+        let ip = ip.to_owned();
+        async move {
+            match get_status(&ip, 80, "/").await? {
+                s if s == want => Ok(()),
+                other => Err(format!("status {other}, want {want}")),
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_chart_operator_injects_the_sidecar_and_a_deny_action_reaches_it_through_the_service() {
+    let test =
+        "the_chart_operator_injects_the_sidecar_and_a_deny_action_reaches_it_through_the_service";
+    let cp = ControlPlane::shared_with_node();
+    let Some(node) = node_or_skip(cp, test) else {
+        return;
+    };
+    for (image, bin) in [
+        (format!("{OPERATOR_IMAGE}:{TAG}"), "palisade-operator"),
+        (format!("{SIDECAR_IMAGE}:{TAG}"), "palisade-sidecar"),
+        (DEMO_IMAGE.to_owned(), "palisade-demo-api"),
+    ] {
+        node.import_binary(&image, &workspace_bin(bin))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    install_chart(cp);
+    let operator = cp
+        .kubectl_ok(&[
+            "-n",
+            RELEASE_NS,
+            "get",
+            "deployment",
+            "-l",
+            "app.kubernetes.io/component=operator",
+            "-o",
+            "jsonpath={.items[0].metadata.name}",
+        ])
+        .unwrap_or_else(|e| panic!("the chart's operator Deployment: {e}"));
+    assert!(
+        !operator.is_empty(),
+        "the chart rendered no operator Deployment"
+    );
+    wait_ready(cp, RELEASE_NS, &operator).await;
+
+    // A namespace opted in to injection; its API Deployment gets the native sidecar.
+    let ns = TempNs::new(cp, "node-inject").await;
+    cp.kubectl_ok(&[
+        "label",
+        "namespace",
+        ns.name(),
+        "palisade.dev/inject=enabled",
+    ])
+    .unwrap_or_else(|e| panic!("{e}"));
+    cp.apply(ns.name(), &demo_api("api", ""))
+        .unwrap_or_else(|e| panic!("{e}"));
+    wait_ready(cp, ns.name(), "api").await;
+    let pod = cp
+        .kubectl_ok(&[
+            "-n",
+            ns.name(),
+            "get",
+            "pods",
+            "-l",
+            "app=api",
+            "-o",
+            "jsonpath={.items[0].spec.initContainers[0].name} {.items[0].spec.initContainers[0].image} \
+             {.items[0].status.initContainerStatuses[0].ready} {.items[0].metadata.annotations}",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        pod.starts_with(&format!("palisade-sidecar {SIDECAR_IMAGE}:{TAG} true ")),
+        "the API pod runs the injected sidecar (name image ready annotations): {pod}"
+    );
+    assert!(pod.contains("palisade.dev/injected"), "{pod}");
+
+    // From this host through kube-proxy to the Service, whose targetPort `http` is now the
+    // sidecar's; the host's source address on the bridge is the gateway.
+    let ip = cluster_ip(cp, ns.name(), "api");
+    wait_http(&ip, 200, "200 through the Service and the sidecar").await;
+
+    let deny = format!(
+        r#"
+apiVersion: palisade.dev/v1alpha1
+kind: SecurityAction
+metadata: {{name: deny-host}}
+spec:
+  deny: {{status: 403, body: "blocked by palisade\n"}}
+  conditions:
+    ipRanges: ["{gw}/32"]
+"#,
+        gw = palisade_e2e::node::GATEWAY
+    );
+    cp.apply(ns.name(), &deny).unwrap_or_else(|e| panic!("{e}"));
+    wait_http(&ip, 403, "403 after the deny action").await;
+
+    cp.kubectl_ok(&[
+        "-n",
+        ns.name(),
+        "annotate",
+        "securityaction",
+        "deny-host",
+        "palisade.dev/paused=true",
+    ])
+    .unwrap_or_else(|e| panic!("{e}"));
+    wait_http(&ip, 200, "200 after pausing the deny").await;
 }
