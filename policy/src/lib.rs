@@ -92,6 +92,7 @@ mod lists;
 mod policy;
 mod selector;
 mod spec;
+pub mod synthetic;
 #[cfg(test)]
 mod testutil;
 mod validate;

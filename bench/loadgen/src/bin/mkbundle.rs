@@ -26,9 +26,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use hdrhistogram::Histogram;
 use palisade_bench::mmdb;
+use palisade_policy::synthetic;
 use palisade_policy::{
-    ActionSpec, CompiledPolicy, Conditions, DetectedBy, Header, Inputs, ListRef, Manifest, Mode,
-    PathMatch, Request, RuleSpec, Verb, compile, decode, encode, evaluate,
+    CompiledPolicy, Inputs, Manifest, Request, compile, decode, encode, evaluate,
 };
 use sha2::{Digest, Sha256};
 
@@ -64,17 +64,6 @@ enum Cmd {
     },
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
-
 fn main() -> anyhow::Result<()> {
     match Args::parse().cmd {
         Cmd::Gen { dir, prefixes } => gen_lists(&dir, prefixes),
@@ -89,31 +78,12 @@ fn ms(since: Instant) -> f64 {
 
 fn gen_lists(dir: &Path, n: usize) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let mut rng = Rng(0x1234_5678);
     let mut list = String::with_capacity(n * 18);
     let mut geo = String::with_capacity(n * 22 + 64);
     let mut deny = String::with_capacity(n * 24);
     list.push_str("# palisade bench: synthetic 70/20/10 IPv4 list\n");
     geo.push_str("default 0;\n");
-    let mut written = 0;
-    while written < n {
-        let r = rng.next();
-        let len: u8 = match r % 10 {
-            0..=6 => 32,
-            7 | 8 => 24,
-            _ => 16 + ((r >> 8) % 8) as u8,
-        };
-        let raw = (r >> 32) as u32;
-        let first = raw >> 24;
-        if first == 0 || first == 127 || first >= 224 {
-            continue;
-        }
-        let mask = if len == 32 {
-            u32::MAX
-        } else {
-            !(u32::MAX >> len)
-        };
-        let net = format!("{}/{len}", Ipv4Addr::from(raw & mask));
+    for net in synthetic::v4_prefixes(n, 0x1234_5678) {
         list.push_str(&net);
         list.push('\n');
         geo.push_str(&net);
@@ -121,7 +91,6 @@ fn gen_lists(dir: &Path, n: usize) -> anyhow::Result<()> {
         deny.push_str("deny ");
         deny.push_str(&net);
         deny.push_str(";\n");
-        written += 1;
     }
     std::fs::write(dir.join("list-v4.txt"), list)?;
     std::fs::write(dir.join("nginx-geo.conf"), geo)?;
@@ -136,110 +105,6 @@ fn gen_lists(dir: &Path, n: usize) -> anyhow::Result<()> {
     )?;
     println!("{}", serde_json::json!({ "prefixes": n }));
     Ok(())
-}
-
-fn action(i: usize, conditions: Conditions) -> ActionSpec {
-    let verb = match i % 3 {
-        0 => Verb::Deny {
-            status: 403,
-            body: "no".into(),
-            content_type: "text/plain".into(),
-        },
-        1 => Verb::Flag {
-            headers: vec![Header {
-                name: "x-flag".into(),
-                value: i.to_string(),
-            }],
-        },
-        _ => Verb::Allow,
-    };
-    ActionSpec {
-        name: format!("action-{i:04}"),
-        verb,
-        mode: if i % 10 == 9 {
-            Mode::Observe
-        } else {
-            Mode::Enforce
-        },
-        conditions,
-        match_all: false,
-        workload_selector: None,
-        paused: false,
-        expire_time: None,
-    }
-}
-
-fn sha(i: usize) -> String {
-    format!("sha256:{}", hex(&Sha256::digest(format!("key-{i}"))))
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// 1000 actions: action 0 denies the big list; the others cycle through every condition kind
-/// (inline ranges, region, ASN, user agent, method + path, API key, access token, developer,
-/// developer app, API product, region AND range, detectedBy). None matches the benchmark's
-/// requests (127.0.0.1, region BR, ASN 64999, UA `palisade-bench/1`, GET /index.html, key
-/// `bench-key`), so every request is evaluated against all of them and forwarded.
-fn inputs(list_text: String, n: usize) -> Inputs {
-    let mut rng = Rng(42);
-    let big = ListRef {
-        config_map: "threats".into(),
-        key: "v4".into(),
-    };
-    let mut actions = vec![action(
-        0,
-        Conditions {
-            ip_lists: vec![big.clone()],
-            ..Default::default()
-        },
-    )];
-    let range = |rng: &mut Rng, len: u8| {
-        let ip = loop {
-            let x = rng.next() as u32;
-            if x >> 24 != 127 {
-                break x;
-            }
-        };
-        let mask = !(u32::MAX >> len);
-        format!("{}/{len}", Ipv4Addr::from(ip & mask))
-    };
-    for i in 1..n {
-        let mut c = Conditions::default();
-        match i % 12 {
-            0 => c.ip_ranges = vec![range(&mut rng, 24)],
-            1 => c.region_codes = vec![["DE", "FR", "US", "CN", "RU"][i % 5].into()],
-            2 => c.asns = vec![64_500 + (i as u32 % 100)],
-            3 => c.user_agents = vec![format!("bot-{i}")],
-            4 => {
-                c.http_methods = vec!["POST".into()];
-                c.paths = vec![PathMatch::Prefix(format!("/api/{}", i % 50))];
-            }
-            5 => c.api_keys = vec![sha(i)],
-            6 => c.access_tokens = vec![sha(i + 1_000_000)],
-            7 => c.developers = vec![format!("dev-{i}@example.com")],
-            8 => c.developer_apps = vec![format!("app-{}", i % 40)],
-            9 => c.api_products = vec![format!("product-{}", i % 20)],
-            10 => {
-                c.region_codes = vec!["US".into()];
-                c.ip_ranges = vec![range(&mut rng, 16)];
-            }
-            _ => c.detected_by = Some(DetectedBy::Any),
-        }
-        actions.push(action(i, c));
-    }
-    Inputs {
-        actions,
-        rules: vec![RuleSpec {
-            name: "flooder".into(),
-            paused: false,
-            mode: Mode::Enforce,
-        }],
-        lists: [(big, list_text)].into(),
-        generation: 1,
-        ..Default::default()
-    }
 }
 
 fn write_bundle(dir: &Path, enc: &palisade_policy::Encoded) -> anyhow::Result<u64> {
@@ -267,7 +132,7 @@ fn compile_bundles(dir: &Path, n: usize) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(dir.join("list-v4.txt"))
         .with_context(|| format!("{}/list-v4.txt: run `mkbundle gen` first", dir.display()))?;
     let prefixes = text.lines().filter(|l| !l.starts_with('#')).count();
-    let inputs = inputs(text, n);
+    let inputs = synthetic::inputs(text, n);
     let t = Instant::now();
     let out = compile(&inputs, now);
     let compile_ms = ms(t);
@@ -318,34 +183,12 @@ fn eval(dir: &Path, calls: usize) -> anyhow::Result<()> {
     let load_ms = ms(t);
 
     // Request mix: random IPv4 (mostly misses), every region/ASN/UA/app/method/path kind.
-    let mut rng = Rng(7);
-    let uas: Vec<String> = (0..64).map(|i| format!("bot-{}", i * 12 + 3)).collect();
-    let apps: Vec<String> = (0..64).map(|i| format!("app-{i}")).collect();
-    let paths: Vec<String> = (0..64).map(|i| format!("/api/{i}/items")).collect();
-    let keys: Vec<[u8; 32]> = (0..64)
-        .map(|i| Sha256::digest(format!("key-{}", i * 12 + 5)).into())
-        .collect();
-    let reqs: Vec<(u32, usize)> = (0..4096)
-        .map(|_| (rng.next() as u32, rng.next() as usize))
-        .collect();
+    let mix = synthetic::RequestMix::default();
     let mut hist = Histogram::<u64>::new_with_bounds(1, 10_000_000, 3)?;
     let mut timer = Histogram::<u64>::new_with_bounds(1, 10_000_000, 3)?;
     let mut denied = 0usize;
     for n in 0..calls {
-        let (ip, r) = reqs[n & 4095];
-        let req = Request {
-            region: Some([*b"DE", *b"US", *b"BR", *b"FR"][r % 4]),
-            asn: Some(64_500 + (r % 200) as u32),
-            user_agent: Some(uas[r % 64].as_str()),
-            app: Some(apps[(r >> 8) % 64].as_str()),
-            api_key_hash: Some(&keys[(r >> 14) % 64]),
-            now_unix_s: 1_800_000_000,
-            ..Request::new(
-                IpAddr::V4(Ipv4Addr::from(ip)),
-                if r % 2 == 0 { "GET" } else { "POST" },
-                paths[(r >> 4) % 64].as_str(),
-            )
-        };
+        let req = mix.request(n);
         let t = Instant::now();
         let v = evaluate(&policy, black_box(&req));
         let d = t.elapsed();
