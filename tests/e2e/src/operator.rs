@@ -1,6 +1,7 @@
-//! Runs the operator binary as a process against the control plane, authenticated as its
-//! own ServiceAccount bound to `config/rbac/*.yaml` — never as cluster admin — so a missing
-//! permission in the shipped RBAC fails the tests.
+//! Runs the operator binary as a process against the control plane, authenticated as the
+//! Helm chart's ServiceAccount with exactly the RBAC the chart grants (`helm template`, then
+//! applied) — never as cluster admin — so a missing permission in the chart fails the tests.
+//! (`config/rbac/*.yaml` holds the same rules; e2e_chart.rs asserts they are equal.)
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -37,26 +38,32 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     bin
 }
 
-/// A kubeconfig that authenticates as the operator's ServiceAccount, with the shipped RBAC
-/// applied; made once per test process.
+/// The release name the e2e suite renders the chart as: its objects are named
+/// `palisade-operator`, `palisade-injector`…, as in config/.
+pub const CHART_RELEASE: &str = "palisade";
+
+/// A kubeconfig that authenticates as the chart's operator ServiceAccount, with the chart's
+/// RBAC applied; made once per test process.
 pub fn operator_kubeconfig(cp: &'static ControlPlane) -> &'static Path {
     static KC: OnceLock<PathBuf> = OnceLock::new();
     KC.get_or_init(|| {
         cp.install_crds();
         let _exists = cp.kubectl_ok(&["create", "namespace", OPERATOR_NS]);
-        let rbac = crate::repo_root().join("config/rbac");
-        cp.kubectl_ok(&["apply", "--server-side", "-f", &rbac.to_string_lossy()])
-            .unwrap_or_else(|e| panic!("applying config/rbac: {e}"));
+        let (rbac, sa) = chart_rbac(cp);
+        cp.kubectl_stdin(
+            &[
+                "apply",
+                "--server-side",
+                "--field-manager=palisade-e2e",
+                "-f",
+                "-",
+            ],
+            &rbac,
+        )
+        .unwrap_or_else(|e| panic!("applying the chart's RBAC:\n{rbac}\n{e}"));
         let token = cp
-            .kubectl_ok(&[
-                "-n",
-                OPERATOR_NS,
-                "create",
-                "token",
-                "palisade-operator",
-                "--duration=24h",
-            ])
-            .unwrap_or_else(|e| panic!("token for palisade-operator: {e}"));
+            .kubectl_ok(&["-n", OPERATOR_NS, "create", "token", &sa, "--duration=24h"])
+            .unwrap_or_else(|e| panic!("token for ServiceAccount {OPERATOR_NS}/{sa}: {e}"));
         let path = std::env::temp_dir().join(format!(
             "palisade-e2e-operator-{}.kubeconfig",
             std::process::id()
@@ -64,6 +71,68 @@ pub fn operator_kubeconfig(cp: &'static ControlPlane) -> &'static Path {
         token_kubeconfig(cp.kubeconfig(), token.trim(), &path);
         path
     })
+}
+
+/// The kinds of the chart that make up the operator's identity and permissions.
+const RBAC_KINDS: [&str; 5] = [
+    "ServiceAccount",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+];
+
+/// `helm template` of the chart (release [`CHART_RELEASE`] in [`OPERATOR_NS`], default values)
+/// reduced to its ServiceAccount and RBAC objects, as YAML, and the ServiceAccount's name.
+pub fn chart_rbac(cp: &ControlPlane) -> (String, String) {
+    let helm = crate::ensure_built()
+        .unwrap_or_else(|e| panic!("building helm: {e}"))
+        .join("helm");
+    let chart = crate::repo_root().join("charts/palisade");
+    let version = cp
+        .kubectl_ok(&["version", "-o", "json"])
+        .unwrap_or_else(|e| panic!("kubectl version: {e}"));
+    let version: serde_json::Value = serde_json::from_str(&version).expect("version JSON");
+    let version = version["serverVersion"]["gitVersion"]
+        .as_str()
+        .expect("serverVersion.gitVersion");
+    let out = Command::new(&helm)
+        .args(["template", CHART_RELEASE])
+        .arg(&chart)
+        .args(["-n", OPERATOR_NS, "--kube-version", version])
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", helm.display()));
+    assert!(
+        out.status.success(),
+        "helm template {}: {}",
+        chart.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut docs = vec![];
+    let mut sa = None;
+    let mut found = std::collections::BTreeSet::new();
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        use serde::Deserialize as _;
+        let doc = serde_yaml::Value::deserialize(doc).expect("a rendered YAML document");
+        let kind = doc["kind"].as_str().unwrap_or_default();
+        if !RBAC_KINDS.contains(&kind) {
+            continue;
+        }
+        found.insert(kind.to_owned());
+        if kind == "ServiceAccount" {
+            sa = doc["metadata"]["name"].as_str().map(str::to_owned);
+        }
+        docs.push(serde_yaml::to_string(&doc).expect("YAML"));
+    }
+    let sa = sa.expect("the chart renders the operator's ServiceAccount");
+    for kind in RBAC_KINDS {
+        assert!(
+            found.contains(kind),
+            "the chart renders no {kind}; the operator's permissions are missing"
+        );
+    }
+    (docs.join("---\n"), sa)
 }
 
 /// Copies `admin` replacing its user with a bearer `token`.
