@@ -48,6 +48,9 @@ fn cfg() -> InjectConfig {
         fail_closed: false,
         bundle_configmap: "palisade-bundle".into(),
         collector_addr: String::new(),
+        debug_headers: false,
+        identity: vec![],
+        geoip: None,
     }
 }
 

@@ -77,3 +77,26 @@ app.kubernetes.io/component: operator
 {{- printf "%s:%s" $img.repository (default $root.Chart.AppVersion $img.tag) }}
 {{- end }}
 {{- end }}
+
+{{/* The GeoIP volume source of injected sidecars, as JSON: exactly one of the sources. */}}
+{{- define "palisade.sidecar.geoipVolume" -}}
+{{- $g := .Values.sidecar.geoip }}
+{{- $sources := list }}
+{{- if $g.configMap }}
+{{- /* optional: a namespace without the ConfigMap still runs its pods (no regions). */}}
+{{- $sources = append $sources (dict "configMap" (dict "name" $g.configMap "optional" true)) }}
+{{- end }}
+{{- if $g.existingClaim }}
+{{- $sources = append $sources (dict "persistentVolumeClaim" (dict "claimName" $g.existingClaim "readOnly" true)) }}
+{{- end }}
+{{- if $g.hostPath }}
+{{- $sources = append $sources (dict "hostPath" (dict "path" $g.hostPath "type" "Directory")) }}
+{{- end }}
+{{- if $g.volume }}
+{{- $sources = append $sources $g.volume }}
+{{- end }}
+{{- if ne (len $sources) 1 }}
+{{- fail (printf "sidecar.geoip.enabled needs exactly one of sidecar.geoip.configMap, existingClaim, hostPath or volume (%d set)" (len $sources)) }}
+{{- end }}
+{{- first $sources | toJson }}
+{{- end }}

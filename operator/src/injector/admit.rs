@@ -158,6 +158,9 @@ mod tests {
             fail_closed: false,
             bundle_configmap: "palisade-bundle".into(),
             collector_addr: String::new(),
+            debug_headers: false,
+            identity: vec![],
+            geoip: None,
         }
     }
 

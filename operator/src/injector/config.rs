@@ -1,11 +1,16 @@
 //! The injector's flags (flattened into the operator's `Args`) and the [`InjectConfig`] the
-//! pure patch function reads: sidecar image, resources, ports, trusted hops, fail mode, and
-//! where the webhook and its certificate live.
+//! pure patch function reads: sidecar image, resources, ports, trusted hops, fail mode,
+//! client identification (headers, JWT claims), the GeoIP volume, debug headers, and where the
+//! webhook and its certificate live.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::ValueEnum;
+
+pub use self::sidecar::{GeoIp, GeoIpArgs, IdentityArgs};
+
+mod sidecar;
 
 /// Name of the injected container.
 pub const SIDECAR_NAME: &str = "palisade-sidecar";
@@ -19,6 +24,8 @@ pub const TOKEN_AUDIENCE: &str = "palisade";
 pub const TOKEN_DIR: &str = "/var/run/secrets/palisade.dev/serviceaccount";
 /// Where the bundle ConfigMap is mounted (fallback when the API is away).
 pub const BUNDLE_DIR: &str = "/etc/palisade/bundle";
+/// Where the GeoIP volume is mounted, read-only.
+pub const GEOIP_DIR: &str = "/etc/palisade/geoip";
 
 /// Flags of the injector (`--inject-*`, `--webhook-*`, `--sidecar-*`).
 #[derive(Debug, Clone, clap::Args)]
@@ -118,6 +125,13 @@ pub struct InjectorArgs {
     /// Address of the detection collector the sidecars report to (empty: not set).
     #[arg(long, env = "PALISADE_COLLECTOR_ADDR", default_value = "")]
     pub collector_addr: String,
+    /// Sidecars add `palisade-decision` response headers naming the deciding action.
+    #[arg(long, env = "PALISADE_SIDECAR_DEBUG_HEADERS")]
+    pub sidecar_debug_headers: bool,
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+    #[command(flatten)]
+    pub geoip: GeoIpArgs,
 }
 
 /// Where the webhook's serving certificate comes from.
@@ -154,6 +168,12 @@ pub struct InjectConfig {
     pub bundle_configmap: String,
     /// Collector address (empty: none).
     pub collector_addr: String,
+    /// `palisade-decision` response headers.
+    pub debug_headers: bool,
+    /// Client identification, as the sidecar's environment: `(PALISADE_…, value)`.
+    pub identity: Vec<(String, String)>,
+    /// The GeoIP volume, if any.
+    pub geoip: Option<GeoIp>,
 }
 
 impl InjectorArgs {
@@ -178,6 +198,10 @@ impl InjectorArgs {
             fail_closed: self.sidecar_fail_closed,
             bundle_configmap: self.bundle_configmap.clone(),
             collector_addr: self.collector_addr.clone(),
+            debug_headers: self.sidecar_debug_headers,
+            identity: self.identity.env(),
+            // validate() has rejected a bad source before the injector starts.
+            geoip: self.geoip.parse().ok().flatten(),
         }
     }
 
@@ -202,7 +226,15 @@ impl InjectorArgs {
         if self.webhook_cert_check.is_zero() {
             return Err("--webhook-cert-check must be greater than 0".into());
         }
-        Ok(())
+        if self.sidecar_trusted_hops > 16 {
+            return Err(format!(
+                "--sidecar-trusted-hops {} is more than 16 (the sidecar refuses it); count only \
+                 proxies you operate",
+                self.sidecar_trusted_hops
+            ));
+        }
+        self.identity.validate()?;
+        self.geoip.parse().map(drop)
     }
 }
 
@@ -255,5 +287,11 @@ mod tests {
         );
         let w = Wrap::try_parse_from(["x", "--webhook-cert-renew-before", "9000h"]).expect("p");
         assert!(w.a.validate().expect_err("renew").contains("renew-before"));
+        let w = Wrap::try_parse_from(["x", "--sidecar-trusted-hops", "17"]).expect("parses");
+        assert!(
+            w.a.validate()
+                .expect_err("hops")
+                .contains("--sidecar-trusted-hops 17")
+        );
     }
 }

@@ -10,14 +10,15 @@ use json_patch::{AddOperation, PatchOperation, ReplaceOperation};
 use serde_json::{Value, json};
 
 use super::config::{
-    BUNDLE_DIR, INJECT_LABEL, INJECTED_ANNOTATION, InjectConfig, SIDECAR_NAME, TOKEN_AUDIENCE,
-    TOKEN_DIR,
+    BUNDLE_DIR, GEOIP_DIR, INJECT_LABEL, INJECTED_ANNOTATION, InjectConfig, SIDECAR_NAME,
+    TOKEN_AUDIENCE, TOKEN_DIR,
 };
 
 /// Name of the sidecar's admin port (probes use it).
 pub const ADMIN_PORT_NAME: &str = "palisade-admin";
 const TOKEN_VOLUME: &str = "palisade-token";
 const BUNDLE_VOLUME: &str = "palisade-bundle";
+const GEOIP_VOLUME: &str = "palisade-geoip";
 const PROBE_KINDS: [&str; 3] = ["livenessProbe", "readinessProbe", "startupProbe"];
 const HOOK_KINDS: [&str; 2] = ["postStart", "preStop"];
 const HANDLERS: [&str; 2] = ["httpGet", "tcpSocket"];
@@ -274,13 +275,43 @@ fn volume_ops(spec: &Value, cfg: &InjectConfig) -> Vec<PatchOperation> {
         "name": BUNDLE_VOLUME,
         "configMap": { "name": cfg.bundle_configmap, "optional": true }
     });
-    match spec["volumes"].as_array() {
-        Some(_) => vec![
-            add(&["spec", "volumes", "-"], token),
-            add(&["spec", "volumes", "-"], bundle),
-        ],
-        None => vec![add(&["spec", "volumes"], json!([token, bundle]))],
+    let mut ours = vec![token, bundle];
+    if let Some(g) = &cfg.geoip {
+        let mut volume = g.source.clone();
+        volume.insert("name".into(), json!(GEOIP_VOLUME));
+        ours.push(Value::Object(volume));
     }
+    match spec["volumes"].as_array() {
+        Some(_) => ours
+            .into_iter()
+            .map(|v| add(&["spec", "volumes", "-"], v))
+            .collect(),
+        None => vec![add(&["spec", "volumes"], Value::Array(ours))],
+    }
+}
+
+/// Environment that tells the sidecar how to identify clients and what to show.
+fn identify_env(cfg: &InjectConfig) -> Vec<Value> {
+    let mut env: Vec<Value> = cfg
+        .identity
+        .iter()
+        .map(|(name, value)| json!({ "name": name, "value": value }))
+        .collect();
+    let db = |file: &str| format!("{GEOIP_DIR}/{file}");
+    if let Some(g) = &cfg.geoip {
+        for (name, file) in [
+            ("PALISADE_GEOIP_DB", &g.country_file),
+            ("PALISADE_ASN_DB", &g.asn_file),
+        ] {
+            if !file.is_empty() {
+                env.push(json!({ "name": name, "value": db(file) }));
+            }
+        }
+    }
+    if cfg.debug_headers {
+        env.push(json!({ "name": "PALISADE_DEBUG_HEADERS", "value": "true" }));
+    }
+    env
 }
 
 fn sidecar_container(cfg: &InjectConfig, t: &Takeover) -> Value {
@@ -301,6 +332,14 @@ fn sidecar_container(cfg: &InjectConfig, t: &Takeover) -> Value {
     }
     if !cfg.collector_addr.is_empty() {
         env.push(json!({ "name": "PALISADE_COLLECTOR_ADDR", "value": cfg.collector_addr }));
+    }
+    env.extend(identify_env(cfg));
+    let mut mounts = vec![
+        json!({ "name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": true }),
+        json!({ "name": BUNDLE_VOLUME, "mountPath": BUNDLE_DIR, "readOnly": true }),
+    ];
+    if cfg.geoip.is_some() {
+        mounts.push(json!({ "name": GEOIP_VOLUME, "mountPath": GEOIP_DIR, "readOnly": true }));
     }
     let map = |pairs: &[(String, String)]| -> serde_json::Map<String, Value> {
         pairs.iter().map(|(k, v)| (k.clone(), json!(v))).collect()
@@ -328,10 +367,7 @@ fn sidecar_container(cfg: &InjectConfig, t: &Takeover) -> Value {
         },
         "readinessProbe": probe("/ready", 5),
         "livenessProbe": probe("/live", 10),
-        "volumeMounts": [
-            { "name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": true },
-            { "name": BUNDLE_VOLUME, "mountPath": BUNDLE_DIR, "readOnly": true }
-        ]
+        "volumeMounts": mounts
     })
 }
 

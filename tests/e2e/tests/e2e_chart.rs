@@ -176,6 +176,18 @@ fn values_schema_rejects_unknown_keys_and_bad_values() {
         ("webhook.certSource=vault", "certSource"),
         ("logFormat=xml", "logFormat"),
         ("leaderElection.leaseDuration=1", "leaseDuration"),
+        ("sidecar.identity.apiKeyHeader=X Key", "apiKeyHeader"),
+        ("sidecar.geoip.asnFile=../GeoLite2-ASN.mmdb", "asnFile"),
+        ("sidecar.geoip.hostPath=var/lib/geoip", "hostPath"),
+        // Enabled without a source, or with two: the template says which values to set.
+        (
+            "sidecar.geoip.enabled=true",
+            "exactly one of sidecar.geoip.configMap",
+        ),
+        (
+            "sidecar.geoip.enabled=true,sidecar.geoip.configMap=g,sidecar.geoip.hostPath=/g",
+            "(2 set)",
+        ),
     ] {
         let err = render(cp, "palisade", "palisade-system", &["--set", set])
             .expect_err(&format!("--set {set} must be rejected"));
@@ -302,8 +314,8 @@ fn the_chart_rbac_is_config_rbac() {
     let config = rbac_of(&shipped);
     assert_eq!(
         chart.0, config.0,
-        "the chart's RBAC rules (templates/rbac.yaml) differ from config/rbac/*.yaml, which \
-         the e2e suite runs the operator with; change both"
+        "the chart's RBAC rules (templates/rbac.yaml), which the e2e suite runs the operator \
+         with, differ from config/rbac/*.yaml; change both"
     );
     assert_eq!(
         chart.1, config.1,
@@ -534,9 +546,10 @@ async fn reapplying_the_chart_after_the_operator_set_ca_bundle_shows_no_diff() {
     let cp = ControlPlane::shared();
     cp.install_crds();
     let ns = TempNs::new(cp, "chart-gitops").await;
-    // Release `palisade`: its webhook configuration is the one config/rbac lets the e2e
+    // Release `palisade`: its webhook configuration is the one the chart's RBAC lets the e2e
     // operator patch. CRDs and RBAC are left out: the install test's release owns the CRDs, and
-    // the e2e operator runs with config/rbac (the same rules, see the_chart_rbac_is_config_rbac).
+    // the harness applied this release's RBAC in palisade-system (operator_kubeconfig), which
+    // the e2e operator runs with.
     let off = "crds.enabled=false,rbac.create=false";
     let yaml = render(cp, "palisade", ns.name(), &["--set", off]).unwrap_or_else(|e| panic!("{e}"));
     let argo = |verb: &str| {
@@ -597,6 +610,40 @@ async fn reapplying_the_chart_after_the_operator_set_ca_bundle_shows_no_diff() {
         "mutatingwebhookconfiguration",
         "palisade-injector",
     ]);
+}
+
+#[test]
+fn the_operator_accepts_the_flags_of_the_defaults_and_every_values_file() {
+    let cp = ControlPlane::shared();
+    let mut cases = vec![("defaults".to_owned(), vec![])];
+    for f in values_files() {
+        let f = f.to_string_lossy().into_owned();
+        cases.push((f.clone(), vec!["-f".to_owned(), f]));
+    }
+    for (what, extra) in cases {
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let yaml =
+            render(cp, "palisade", "palisade-system", &extra).unwrap_or_else(|e| panic!("{e}"));
+        // Flags are validated before the operator connects; with no cluster to reach it then
+        // fails with 1. Exit 64 is a flag the chart rendered that the operator refuses.
+        let out = Command::new(palisade_e2e::workspace_bin("palisade-operator"))
+            .args(chart_operator_flags(&yaml))
+            .args(["--admin-addr", "127.0.0.1:0", "--log-format", "plain"])
+            .env("KUBECONFIG", "/nonexistent/palisade-chart-test")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .output()
+            .expect("run palisade-operator");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(
+            out.status.code(),
+            Some(64),
+            "{what}: the operator refuses the chart's flags: {stderr}"
+        );
+        assert!(
+            !out.status.success() && stderr.contains("operator stopped"),
+            "{what}: expected a connection failure after validation: {stderr}"
+        );
+    }
 }
 
 /// The operator container's args in the rendered Deployment, without the ones the e2e harness

@@ -24,11 +24,23 @@ const SECRET: &str = "palisade-webhook-cert";
 async fn the_operator_injects_the_native_sidecar_into_opted_in_pods() {
     let cp = ControlPlane::shared();
     let client = cp.client().await;
+    // The chart's optional sidecar settings, so the API server (and PodSecurity `restricted`
+    // below) stores pods with the GeoIP volume, the identity environment and debug headers.
     let mut op = Operator::start(
         cp,
         "injector-e2e",
         "injector-e2e",
-        &["--webhook-cert-check", "1s"],
+        &[
+            "--webhook-cert-check",
+            "1s",
+            "--sidecar-geoip-volume",
+            r#"{"configMap":{"name":"geoip","optional":true}}"#,
+            "--sidecar-geoip-asn-file",
+            "",
+            "--sidecar-developer-claim",
+            "sub",
+            "--sidecar-debug-headers",
+        ],
     );
     register_webhook(cp, &op.webhook).await;
     let first_ca = wait_for_ca_bundle(&client, None).await;
@@ -321,6 +333,34 @@ fn assert_injected(pod: &Value) {
         spec["volumes"]
     );
     assert!(pod["metadata"]["annotations"]["palisade.dev/injected"].is_string());
+    let geoip = spec["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == "palisade-geoip")
+        .unwrap_or_else(|| panic!("the GeoIP volume: {}", spec["volumes"]));
+    assert_eq!(geoip["configMap"]["name"], "geoip");
+    let mount = sidecar["volumeMounts"]
+        .as_array()
+        .expect("volumeMounts")
+        .iter()
+        .find(|m| m["name"] == "palisade-geoip")
+        .unwrap_or_else(|| panic!("the GeoIP mount: {}", sidecar["volumeMounts"]));
+    assert_eq!(mount["mountPath"], "/etc/palisade/geoip");
+    assert_eq!(mount["readOnly"], true);
+    for (name, value) in [
+        (
+            "PALISADE_GEOIP_DB",
+            "/etc/palisade/geoip/GeoLite2-Country.mmdb",
+        ),
+        ("PALISADE_DEVELOPER_CLAIM", "sub"),
+        ("PALISADE_API_KEY_HEADER", "x-api-key"),
+        ("PALISADE_DEBUG_HEADERS", "true"),
+    ] {
+        let e = json!({"name": name, "value": value}).to_string();
+        assert!(env.contains(&e), "{e} in {env}");
+    }
+    assert!(!env.contains("PALISADE_ASN_DB"), "{env}");
 }
 
 fn assert_untouched(pod: &Value) {

@@ -20,6 +20,12 @@ const CASES: [&str; 9] = [
     "port-conflict",
 ];
 
+/// Golden cases with every optional sidecar setting on ([`full_cfg`]): `(golden, pod)`.
+const FULL_CASES: [(&str, &str); 2] = [
+    ("full-settings", "plain"),
+    ("full-settings-volumes", "init-containers"),
+];
+
 fn cfg() -> InjectConfig {
     InjectConfig {
         image: "ghcr.io/palisade-dev/palisade-sidecar:test".into(),
@@ -36,6 +42,32 @@ fn cfg() -> InjectConfig {
         fail_closed: false,
         bundle_configmap: "palisade-bundle".into(),
         collector_addr: "https://palisade-collector.palisade-system.svc:9444".into(),
+        debug_headers: false,
+        identity: vec![
+            ("PALISADE_API_KEY_HEADER".into(), "x-api-key".into()),
+            ("PALISADE_DEVELOPER_CLAIM".into(), String::new()),
+        ],
+        geoip: None,
+    }
+}
+
+/// GeoIP volume (a ConfigMap), JWT claims, custom headers and debug headers.
+fn full_cfg() -> InjectConfig {
+    let source = json!({"configMap": {"name": "geoip", "optional": true}});
+    InjectConfig {
+        debug_headers: true,
+        identity: vec![
+            ("PALISADE_API_KEY_HEADER".into(), "x-client-key".into()),
+            ("PALISADE_API_KEY_QUERY".into(), String::new()),
+            ("PALISADE_DEVELOPER_CLAIM".into(), "sub".into()),
+            ("PALISADE_APP_CLAIM".into(), "azp".into()),
+        ],
+        geoip: Some(crate::injector::config::GeoIp {
+            source: source.as_object().expect("object").clone(),
+            country_file: "GeoIP2-City.mmdb".into(),
+            asn_file: String::new(),
+        }),
+        ..cfg()
     }
 }
 
@@ -50,8 +82,8 @@ fn pod(case: &str) -> Value {
     serde_json::from_str(&text).expect("fixture is JSON")
 }
 
-fn outcome(case: &str) -> Value {
-    match mutate(&pod(case), &cfg()) {
+fn outcome(case: &str, cfg: &InjectConfig) -> Value {
+    match mutate(&pod(case), cfg) {
         Ok(ops) => serde_json::to_value(ops).expect("ops serialize"),
         Err(skip) => json!({ "skip": skip.reason() }),
     }
@@ -67,8 +99,10 @@ fn applied(case: &str) -> Value {
 #[test]
 fn golden_files() {
     let update = std::env::var_os("UPDATE_GOLDEN").is_some();
-    for case in CASES {
-        let got = outcome(case);
+    let plain = CASES.iter().map(|c| (*c, *c, cfg()));
+    let full = FULL_CASES.iter().map(|(g, p)| (*g, *p, full_cfg()));
+    for (case, pod, cfg) in plain.chain(full) {
+        let got = outcome(pod, &cfg);
         let path = testdata(&format!("{case}.patch.json"));
         if update {
             let text = serde_json::to_string_pretty(&got).expect("json") + "\n";
@@ -227,6 +261,72 @@ fn fail_closed_and_no_collector_change_the_env() {
         doc["spec"]["initContainers"][0]["resources"]["limits"],
         json!({})
     );
+}
+
+#[test]
+fn geoip_is_mounted_read_only_and_named_to_the_sidecar() {
+    let mut doc = pod("init-containers");
+    let ops = mutate(&doc, &full_cfg()).expect("injected");
+    json_patch::patch(&mut doc, &ops).expect("applies");
+    let vol = doc["spec"]["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == "palisade-geoip")
+        .cloned()
+        .expect("the GeoIP volume");
+    assert_eq!(
+        vol,
+        json!({"name": "palisade-geoip", "configMap": {"name": "geoip", "optional": true}})
+    );
+    let s = &doc["spec"]["initContainers"][0];
+    let mount = s["volumeMounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .find(|m| m["name"] == "palisade-geoip")
+        .cloned()
+        .expect("the GeoIP mount");
+    assert_eq!(mount["mountPath"], GEOIP_DIR);
+    assert_eq!(mount["readOnly"], true);
+    let env = s["env"].as_array().expect("env");
+    let value = |name: &str| {
+        env.iter()
+            .find(|e| e["name"] == name)
+            .map(|e| e["value"].clone())
+    };
+    assert_eq!(
+        value("PALISADE_GEOIP_DB"),
+        Some(json!("/etc/palisade/geoip/GeoIP2-City.mmdb"))
+    );
+    assert_eq!(
+        value("PALISADE_ASN_DB"),
+        None,
+        "an empty file name is left out"
+    );
+    assert_eq!(value("PALISADE_DEBUG_HEADERS"), Some(json!("true")));
+    assert_eq!(value("PALISADE_DEVELOPER_CLAIM"), Some(json!("sub")));
+    assert_eq!(
+        value("PALISADE_API_KEY_QUERY"),
+        Some(json!("")),
+        "empty turns it off"
+    );
+}
+
+#[test]
+fn without_geoip_or_debug_nothing_extra_is_added() {
+    let doc = applied("plain");
+    let s = &doc["spec"]["initContainers"][0];
+    let text = s.to_string();
+    for absent in [
+        "palisade-geoip",
+        "PALISADE_GEOIP_DB",
+        "PALISADE_ASN_DB",
+        "PALISADE_DEBUG_HEADERS",
+    ] {
+        assert!(!text.contains(absent), "{absent} in {text}");
+    }
+    assert_eq!(s["volumeMounts"].as_array().map(Vec::len), Some(2));
 }
 
 #[test]

@@ -1,0 +1,338 @@
+//! The injector flags that configure how injected sidecars identify clients (headers, JWT
+//! claims) and the GeoIP volume they read region and ASN databases from; each maps to the
+//! sidecar's own `PALISADE_*` environment.
+
+use serde_json::{Map, Value};
+
+/// How injected sidecars identify clients: the sidecar's identification flags, passed to
+/// every injected sidecar as its `PALISADE_*` environment (same defaults as the sidecar).
+#[derive(Debug, Clone, clap::Args)]
+pub struct IdentityArgs {
+    /// Header carrying the API key (empty: none).
+    #[arg(
+        long,
+        env = "PALISADE_SIDECAR_API_KEY_HEADER",
+        default_value = "x-api-key"
+    )]
+    pub sidecar_api_key_header: String,
+    /// Query parameter carrying the API key (empty: none).
+    #[arg(long, env = "PALISADE_SIDECAR_API_KEY_QUERY", default_value = "apikey")]
+    pub sidecar_api_key_query: String,
+    /// Header naming the developer (empty: none).
+    #[arg(
+        long,
+        env = "PALISADE_SIDECAR_DEVELOPER_HEADER",
+        default_value = "x-developer"
+    )]
+    pub sidecar_developer_header: String,
+    /// Header naming the developer app (empty: none).
+    #[arg(
+        long,
+        env = "PALISADE_SIDECAR_APP_HEADER",
+        default_value = "x-developer-app"
+    )]
+    pub sidecar_app_header: String,
+    /// Header naming the API product (empty: none).
+    #[arg(
+        long,
+        env = "PALISADE_SIDECAR_PRODUCT_HEADER",
+        default_value = "x-api-product"
+    )]
+    pub sidecar_product_header: String,
+    /// JWT claim of the Bearer token (read, not verified) naming the developer (empty: none).
+    #[arg(long, env = "PALISADE_SIDECAR_DEVELOPER_CLAIM", default_value = "")]
+    pub sidecar_developer_claim: String,
+    /// JWT claim naming the developer app (empty: none).
+    #[arg(long, env = "PALISADE_SIDECAR_APP_CLAIM", default_value = "")]
+    pub sidecar_app_claim: String,
+    /// JWT claim naming the API product (empty: none).
+    #[arg(long, env = "PALISADE_SIDECAR_PRODUCT_CLAIM", default_value = "")]
+    pub sidecar_product_claim: String,
+}
+
+/// The MaxMind-format databases mounted into injected sidecars for region and ASN conditions.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GeoIpArgs {
+    /// Volume source holding the databases, as JSON, e.g. `{"configMap":{"name":"geoip"}}`,
+    /// `{"persistentVolumeClaim":{"claimName":"geoip","readOnly":true}}` or
+    /// `{"hostPath":{"path":"/var/lib/geoip","type":"Directory"}}`. Mounted read-only at
+    /// /etc/palisade/geoip in every injected sidecar. Empty: no GeoIP volume.
+    #[arg(long, env = "PALISADE_SIDECAR_GEOIP_VOLUME", default_value = "")]
+    pub sidecar_geoip_volume: String,
+    /// Country (or City) database file in that volume (empty: none).
+    #[arg(
+        long,
+        env = "PALISADE_SIDECAR_GEOIP_COUNTRY_FILE",
+        default_value = "GeoLite2-Country.mmdb"
+    )]
+    pub sidecar_geoip_country_file: String,
+    /// ASN database file in that volume (empty: none).
+    #[arg(
+        long,
+        env = "PALISADE_SIDECAR_GEOIP_ASN_FILE",
+        default_value = "GeoLite2-ASN.mmdb"
+    )]
+    pub sidecar_geoip_asn_file: String,
+}
+
+/// The GeoIP volume of the injected sidecar.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GeoIp {
+    /// The volume source (`{"configMap": {…}}`…), one key.
+    pub source: Map<String, Value>,
+    /// Country database file in the volume (empty: none).
+    pub country_file: String,
+    /// ASN database file in the volume (empty: none).
+    pub asn_file: String,
+}
+
+impl IdentityArgs {
+    /// `(flag, sidecar env, value)` of each setting.
+    fn settings(&self) -> [(&'static str, &'static str, &str); 8] {
+        [
+            (
+                "--sidecar-api-key-header",
+                "PALISADE_API_KEY_HEADER",
+                &self.sidecar_api_key_header,
+            ),
+            (
+                "--sidecar-api-key-query",
+                "PALISADE_API_KEY_QUERY",
+                &self.sidecar_api_key_query,
+            ),
+            (
+                "--sidecar-developer-header",
+                "PALISADE_DEVELOPER_HEADER",
+                &self.sidecar_developer_header,
+            ),
+            (
+                "--sidecar-app-header",
+                "PALISADE_APP_HEADER",
+                &self.sidecar_app_header,
+            ),
+            (
+                "--sidecar-product-header",
+                "PALISADE_PRODUCT_HEADER",
+                &self.sidecar_product_header,
+            ),
+            (
+                "--sidecar-developer-claim",
+                "PALISADE_DEVELOPER_CLAIM",
+                &self.sidecar_developer_claim,
+            ),
+            (
+                "--sidecar-app-claim",
+                "PALISADE_APP_CLAIM",
+                &self.sidecar_app_claim,
+            ),
+            (
+                "--sidecar-product-claim",
+                "PALISADE_PRODUCT_CLAIM",
+                &self.sidecar_product_claim,
+            ),
+        ]
+    }
+
+    /// The sidecar's environment, every setting explicit (an empty value turns it off).
+    pub(super) fn env(&self) -> Vec<(String, String)> {
+        self.settings()
+            .iter()
+            .map(|(_, env, v)| ((*env).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    /// Header names must be HTTP tokens (lowercase, as HTTP/2 sends them); claims and the
+    /// query parameter printable ASCII without spaces.
+    pub(super) fn validate(&self) -> Result<(), String> {
+        for (flag, _, v) in self.settings() {
+            let header = flag.ends_with("-header");
+            let ok = |c: char| {
+                if header {
+                    c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.!#$%&'*+^`|~".contains(c)
+                } else {
+                    c.is_ascii_graphic()
+                }
+            };
+            if v.len() > 256 || !v.chars().all(ok) {
+                let what = if header {
+                    "a lowercase HTTP header name like x-api-key"
+                } else {
+                    "at most 256 printable characters without spaces"
+                };
+                return Err(format!("{flag} `{v}` is not {what} (empty: none)"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl GeoIpArgs {
+    /// The GeoIP volume, `None` without `--sidecar-geoip-volume`; the error says what to fix.
+    pub fn parse(&self) -> Result<Option<GeoIp>, String> {
+        let text = self.sidecar_geoip_volume.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        let example = r#"{"configMap":{"name":"geoip"}}"#;
+        let Ok(Value::Object(source)) = serde_json::from_str::<Value>(text) else {
+            return Err(format!(
+                "--sidecar-geoip-volume `{text}` is not a JSON object; give a volume source \
+                 like {example}"
+            ));
+        };
+        let keys: Vec<&String> = source.keys().collect();
+        if keys.len() != 1 || keys[0] == "name" || !source[keys[0].as_str()].is_object() {
+            return Err(format!(
+                "--sidecar-geoip-volume must hold exactly one volume source (found keys \
+                 {keys:?}), without a name, like {example}"
+            ));
+        }
+        for (flag, file) in [
+            (
+                "--sidecar-geoip-country-file",
+                &self.sidecar_geoip_country_file,
+            ),
+            ("--sidecar-geoip-asn-file", &self.sidecar_geoip_asn_file),
+        ] {
+            if file.starts_with('/') || file.split('/').any(|p| p == "..") {
+                return Err(format!(
+                    "{flag} `{file}` must be a path inside the volume (relative, without ..)"
+                ));
+            }
+        }
+        if self.sidecar_geoip_country_file.is_empty() && self.sidecar_geoip_asn_file.is_empty() {
+            return Err(
+                "--sidecar-geoip-volume is set but --sidecar-geoip-country-file and \
+                        --sidecar-geoip-asn-file are both empty; name a database file"
+                    .into(),
+            );
+        }
+        Ok(Some(GeoIp {
+            source,
+            country_file: self.sidecar_geoip_country_file.clone(),
+            asn_file: self.sidecar_geoip_asn_file.clone(),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::super::{InjectConfig, InjectorArgs};
+
+    #[derive(Debug, Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        a: InjectorArgs,
+    }
+
+    fn config(args: &[&str]) -> Result<InjectConfig, String> {
+        let w = Wrap::try_parse_from(std::iter::once("x").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        w.a.validate()?;
+        Ok(w.a.inject_config())
+    }
+
+    #[test]
+    fn identity_defaults_mirror_the_sidecar_and_every_setting_is_passed() {
+        let c = config(&[]).expect("defaults");
+        let env: Vec<(&str, &str)> = c
+            .identity
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            env,
+            [
+                ("PALISADE_API_KEY_HEADER", "x-api-key"),
+                ("PALISADE_API_KEY_QUERY", "apikey"),
+                ("PALISADE_DEVELOPER_HEADER", "x-developer"),
+                ("PALISADE_APP_HEADER", "x-developer-app"),
+                ("PALISADE_PRODUCT_HEADER", "x-api-product"),
+                ("PALISADE_DEVELOPER_CLAIM", ""),
+                ("PALISADE_APP_CLAIM", ""),
+                ("PALISADE_PRODUCT_CLAIM", ""),
+            ]
+        );
+        assert!(!c.debug_headers && c.geoip.is_none());
+        let c = config(&[
+            "--sidecar-developer-claim",
+            "sub",
+            "--sidecar-api-key-header",
+            "",
+            "--sidecar-debug-headers",
+        ])
+        .expect("claims");
+        assert!(
+            c.identity
+                .contains(&("PALISADE_DEVELOPER_CLAIM".into(), "sub".into()))
+        );
+        assert!(
+            c.identity
+                .contains(&("PALISADE_API_KEY_HEADER".into(), String::new()))
+        );
+        assert!(c.debug_headers);
+    }
+
+    #[test]
+    fn identity_rejects_what_is_not_a_header_name() {
+        let e = config(&["--sidecar-developer-header", "X Developer"]).expect_err("space");
+        assert!(
+            e.contains("--sidecar-developer-header `X Developer`"),
+            "{e}"
+        );
+        let e = config(&["--sidecar-app-claim", "a b"]).expect_err("space");
+        assert!(e.contains("--sidecar-app-claim"), "{e}");
+    }
+
+    #[test]
+    fn geoip_volume_is_one_volume_source_and_files_stay_inside_it() {
+        let cm = r#"{"configMap":{"name":"geoip"}}"#;
+        let c = config(&["--sidecar-geoip-volume", cm]).expect("configMap");
+        let g = c.geoip.expect("geoip");
+        assert_eq!(g.source["configMap"]["name"], "geoip");
+        assert_eq!(g.country_file, "GeoLite2-Country.mmdb");
+        assert_eq!(g.asn_file, "GeoLite2-ASN.mmdb");
+        let named = r#"{"name":"x","configMap":{"name":"g"}}"#;
+        let no_files = [
+            "--sidecar-geoip-volume",
+            cm,
+            "--sidecar-geoip-country-file",
+            "",
+            "--sidecar-geoip-asn-file",
+            "",
+        ];
+        for (args, want) in [
+            (
+                &["--sidecar-geoip-volume", "geoip"][..],
+                "not a JSON object",
+            ),
+            (
+                &["--sidecar-geoip-volume", "{}"],
+                "exactly one volume source",
+            ),
+            (
+                &["--sidecar-geoip-volume", named],
+                "exactly one volume source",
+            ),
+            (
+                &["--sidecar-geoip-volume", r#"{"configMap":"g"}"#],
+                "exactly one",
+            ),
+            (
+                &[
+                    "--sidecar-geoip-volume",
+                    cm,
+                    "--sidecar-geoip-asn-file",
+                    "../etc/x",
+                ],
+                "--sidecar-geoip-asn-file `../etc/x`",
+            ),
+            (&no_files, "both empty"),
+        ] {
+            let e = config(args).expect_err("rejected");
+            assert!(e.contains(want), "{args:?}: {e}");
+        }
+    }
+}
