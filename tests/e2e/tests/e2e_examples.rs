@@ -1,10 +1,11 @@
 //! Every manifest in `examples/` is accepted by the real API server with server-side apply,
-//! re-applying it changes nothing (`kubectl diff --server-side` is empty), and what users see
-//! of it with kubectl — `get palisade`, the printer columns, `explain` — is there.
+//! re-applying it after the operator has reconciled it changes nothing (`kubectl diff
+//! --server-side` is empty: no drift for Argo CD), and what users see of it with kubectl —
+//! `get palisade`, the printer columns, `explain` — is there.
 
 use std::path::PathBuf;
 
-use palisade_e2e::{ControlPlane, TempNs};
+use palisade_e2e::{ControlPlane, Operator, TempNs, eventually};
 
 fn examples() -> Vec<PathBuf> {
     let dir = palisade_e2e::repo_root().join("examples");
@@ -18,7 +19,7 @@ fn examples() -> Vec<PathBuf> {
 }
 
 #[tokio::test]
-async fn every_example_applies_and_reapplies_without_a_diff() {
+async fn every_example_applies_and_reapplies_without_a_diff_after_the_operator_reconciled() {
     let cp = ControlPlane::shared();
     cp.install_crds();
     let files = examples();
@@ -26,18 +27,37 @@ async fn every_example_applies_and_reapplies_without_a_diff() {
         files.len() >= 19,
         "expected one example per use case, found {files:?}"
     );
+    // One namespace per example, all selected by one operator through a label.
+    let label = format!("palisade.dev/e2e-examples={}", std::process::id());
     let mut failures = vec![];
+    let mut applied = vec![];
     for file in &files {
         let ns = TempNs::new(cp, "examples").await;
-        let path = file.to_string_lossy();
+        cp.kubectl_ok(&["label", "namespace", ns.name(), &label])
+            .unwrap_or_else(|e| panic!("labelling {}: {e}", ns.name()));
+        let path = file.to_string_lossy().into_owned();
         let apply = ["apply", "--server-side", "-n", ns.name(), "-f", &path];
-        if let Err(e) = cp.kubectl_ok(&apply) {
-            failures.push(format!("{path}: not accepted: {e}"));
-            continue;
+        match cp.kubectl_ok(&apply) {
+            Ok(_) => applied.push((ns, path)),
+            Err(e) => failures.push(format!("{path}: not accepted: {e}")),
         }
+    }
+    let _op = Operator::start(
+        cp,
+        "op-examples",
+        "examples",
+        &["--namespace-selector", &label],
+    );
+    for (ns, path) in &applied {
+        eventually(&format!("the operator to reconcile {path}"), || async {
+            unobserved(cp, ns.name())
+        })
+        .await;
+    }
+    for (ns, path) in &applied {
         let out = cp
             .kubectl()
-            .args(["diff", "--server-side", "-n", ns.name(), "-f", &path])
+            .args(["diff", "--server-side", "-n", ns.name(), "-f", path])
             .output()
             .unwrap_or_else(|e| panic!("running kubectl diff: {e}"));
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -50,6 +70,41 @@ async fn every_example_applies_and_reapplies_without_a_diff() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// `Ok` once every SecurityAction and DetectionRule of `ns` has a status for its current
+/// generation; otherwise the ones still waiting.
+fn unobserved(cp: &ControlPlane, ns: &str) -> Result<(), String> {
+    let text = cp
+        .kubectl_ok(&[
+            "-n",
+            ns,
+            "get",
+            "securityactions,detectionrules",
+            "-o",
+            "json",
+        ])
+        .map_err(|e| e.to_string())?;
+    let list: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    let items = list["items"].as_array().cloned().unwrap_or_default();
+    if items.is_empty() {
+        return Err(format!("no SecurityAction or DetectionRule in {ns}"));
+    }
+    let waiting: Vec<String> = items
+        .iter()
+        .filter(|o| {
+            o["status"]["observedGeneration"] != o["metadata"]["generation"]
+                || o["status"]["conditions"]
+                    .as_array()
+                    .is_none_or(Vec::is_empty)
+        })
+        .map(|o| format!("{}/{}", o["kind"], o["metadata"]["name"]))
+        .collect();
+    if waiting.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("not reconciled yet: {waiting:?}"))
+    }
 }
 
 #[tokio::test]
@@ -115,7 +170,7 @@ async fn kubectl_shows_the_resources_with_their_columns_and_docs() {
         table,
         "Risk State Rules Clients Requests First Seen Last Seen Age"
     );
-    let explain = palisade_e2e::eventually("kubectl explain to show the CRD docs", || async {
+    let explain = eventually("kubectl explain to show the CRD docs", || async {
         let out = cp
             .kubectl_ok(&["explain", "securityaction.spec.conditions"])
             .map_err(|e| e.to_string())?;
