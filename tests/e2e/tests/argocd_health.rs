@@ -4,9 +4,10 @@
 //! `obj`, JSON nulls as `nil`.
 //!
 //! Every case of each `health_test.yaml` (Argo CD's upstream layout) is checked, and so are the
-//! SecurityActions the real operator writes statuses on: active, paused, expired, invalid,
-//! not yet observed. `PALISADE_ARGOCD_WRITE_TESTDATA=1` writes those live objects into the
-//! SecurityAction testdata, so the fixtures are real status.
+//! SecurityActions and DetectionRules the real operator writes statuses on: active, paused (on
+//! the action, then on its namespace), expired, invalid, not yet observed; a running rule and
+//! a paused one. `PALISADE_ARGOCD_WRITE_TESTDATA=1` writes those live objects into
+//! the testdata, so the fixtures are real status.
 
 use std::path::{Path, PathBuf};
 
@@ -98,6 +99,7 @@ fn every_case_of_every_health_test_yaml_returns_its_status_and_message() {
         ("DetectionRule", "Healthy"),
         ("DetectionRule", "Progressing"),
         ("DetectionRule", "Degraded"),
+        ("DetectionRule", "Suspended"),
         ("SecurityIncident", "Healthy"),
         ("SecurityIncident", "Progressing"),
     ] {
@@ -176,10 +178,38 @@ spec:
     ipRanges: ["192.0.2.0/24"]
 "#;
 
-/// The object as Argo CD sees it (no managedFields noise in fixtures).
+const RULES: &str = r#"
+apiVersion: palisade.dev/v1alpha1
+kind: DetectionRule
+metadata: {name: flooder}
+spec:
+  type: Flooder
+  flooder: {window: 5m, minSharePercent: 5, minRequests: 300, minActiveClients: 20}
+---
+apiVersion: palisade.dev/v1alpha1
+kind: DetectionRule
+metadata:
+  name: paused-rule
+  annotations: {palisade.dev/paused: "true"}
+spec:
+  type: Flooder
+  flooder: {window: 1m, minSharePercent: 5, minRequests: 300, minActiveClients: 20}
+"#;
+
+/// The SecurityAction as Argo CD sees it (no managedFields noise in fixtures).
 fn live(cp: &ControlPlane, ns: &str, name: &str) -> Result<serde_json::Value, String> {
+    live_kind(cp, ns, "securityaction", name)
+}
+
+/// The object `kind`/`name` as Argo CD sees it.
+fn live_kind(
+    cp: &ControlPlane,
+    ns: &str,
+    kind: &str,
+    name: &str,
+) -> Result<serde_json::Value, String> {
     let text = cp
-        .kubectl_ok(&["-n", ns, "get", "securityaction", name, "-o", "json"])
+        .kubectl_ok(&["-n", ns, "get", kind, name, "-o", "json"])
         .map_err(|e| e.to_string())?;
     let mut v: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
     if let Some(meta) = v["metadata"].as_object_mut() {
@@ -196,11 +226,22 @@ fn live(cp: &ControlPlane, ns: &str, name: &str) -> Result<serde_json::Value, St
     Ok(v)
 }
 
-/// Waits until `name`'s health is `want` and returns the object.
+/// Waits until SecurityAction `name`'s health is `want` and returns the object.
 async fn wait_health(cp: &ControlPlane, ns: &str, name: &str, want: &str) -> serde_json::Value {
-    eventually(&format!("{name} to be {want}"), || async {
-        let obj = live(cp, ns, name)?;
-        let h = health("SecurityAction", &obj)?;
+    wait_kind_health(cp, ns, "SecurityAction", name, want).await
+}
+
+/// Waits until `kind`/`name`'s health is `want` and returns the object.
+async fn wait_kind_health(
+    cp: &ControlPlane,
+    ns: &str,
+    kind: &str,
+    name: &str,
+    want: &str,
+) -> serde_json::Value {
+    eventually(&format!("{kind} {name} to be {want}"), || async {
+        let obj = live_kind(cp, ns, &kind.to_lowercase(), name)?;
+        let h = health(kind, &obj)?;
         (h.status == want)
             .then_some(obj)
             .ok_or(format!("{name} is {h:?}"))
@@ -214,6 +255,7 @@ async fn the_real_operators_statuses_map_to_the_documented_health() {
     cp.install_crds();
     let ns = TempNs::new(cp, "argocd-health").await;
     cp.apply(ns.name(), ACTIONS).expect("apply actions");
+    cp.apply(ns.name(), RULES).expect("apply rules");
     // Before any operator ran: no status yet.
     let fresh = live(cp, ns.name(), "active").expect("active");
     assert_eq!(
@@ -241,6 +283,18 @@ async fn the_real_operators_statuses_map_to_the_documented_health() {
     assert!(m(&paused).contains("palisade.dev/paused"), "{}", m(&paused));
     assert!(m(&invalid).contains("missing-list"), "{}", m(&invalid));
 
+    // DetectionRules: one that runs, one paused (Ready=False as well, but not Degraded).
+    let rule = |o: &serde_json::Value| health("DetectionRule", o).expect("health").message;
+    let flooder = wait_kind_health(cp, ns.name(), "DetectionRule", "flooder", "Healthy").await;
+    let rule_paused =
+        wait_kind_health(cp, ns.name(), "DetectionRule", "paused-rule", "Suspended").await;
+    assert!(
+        rule(&rule_paused).contains("palisade.dev/paused"),
+        "{}",
+        rule(&rule_paused)
+    );
+    assert!(!rule(&flooder).is_empty());
+
     // A spec change the operator has not observed yet is Progressing, whatever the status.
     let mut stale = active.clone();
     stale["metadata"]["generation"] = serde_json::json!(
@@ -254,7 +308,30 @@ async fn the_real_operators_statuses_map_to_the_documented_health() {
         "Progressing"
     );
 
+    // Pausing the namespace suspends every action in it, the active one included.
+    cp.kubectl_ok(&[
+        "annotate",
+        "namespace",
+        ns.name(),
+        "palisade.dev/paused=true",
+    ])
+    .expect("annotate namespace");
+    let ns_paused = wait_health(cp, ns.name(), "active", "Suspended").await;
+    assert!(
+        m(&ns_paused).contains("palisade.dev/paused"),
+        "{}",
+        m(&ns_paused)
+    );
+
     if std::env::var_os("PALISADE_ARGOCD_WRITE_TESTDATA").is_some() {
+        let dir = kind_dir("DetectionRule").join("testdata");
+        for (file, obj) in [
+            ("healthy.yaml", &flooder),
+            ("suspended-paused.yaml", &rule_paused),
+        ] {
+            let text = serde_yaml::to_string(obj).expect("YAML");
+            std::fs::write(dir.join(file), text).expect("write testdata");
+        }
         let dir = kind_dir("SecurityAction").join("testdata");
         for (file, obj) in [
             ("progressing-no-status.yaml", &fresh),
