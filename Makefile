@@ -10,7 +10,7 @@ export PALISADE_CACHE CARGO_TARGET_DIR
 CARGO ?= cargo
 CLUSTER := $(CARGO) run --quiet -p palisade-e2e --bin palisade-cluster --
 
-.PHONY: help test lint fmt controlplane up down env crds bench demo
+.PHONY: help test lint fmt controlplane up down env crds bench demo eval-detection
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -48,6 +48,11 @@ demo-down: ## Stop the demo's processes (make down stops them and the control pl
 crds: ## Regenerate the CRD manifests (crds/, the chart's copy) and docs/api.md from the Rust types.
 	$(CARGO) run --quiet -p palisade-crds --bin crdgen
 	cp crds/*.yaml charts/palisade/files/crds/
+
+EVAL_DAYS ?= 2
+eval-detection: ## Score the detection rules on the seeded traffic model (virtual clock) -> bench/results/detection.md. EVAL_DAYS=n: days per scenario.
+	$(CARGO) build --release -p palisade-bench --bin palisade-loadgen
+	$(CARGO_TARGET_DIR)/release/palisade-loadgen eval --days $(EVAL_DAYS) --out bench/results/detection.md
 
 bench: ## Benchmarks side by side (sidecar vs nginx/HAProxy, policy, detection) -> bench/results/. BENCH_QUICK=1: a few minutes.
 	@bash bench/setup.sh

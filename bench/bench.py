@@ -4,7 +4,7 @@
 Subcommands (each writes one results file under bench/results/):
   proxy      side-by-side proxy run on loopback -> proxy.md
   lookup     criterion `cargo bench -p palisade-policy` summary -> lookup.md
-  detection  criterion `cargo bench -p palisade-detection` summary -> detection.md
+  detection  criterion `cargo bench -p palisade-detection` summary -> detection-counter.md
   operator   compile time and peak RSS of 1M prefixes + 1000 actions, nginx/HAProxy load of
              the same list -> operator.md
   all        the four, in the order operator, proxy, lookup, detection
@@ -718,10 +718,10 @@ def detection():
                f"{met(None if default is None else default <= 50)} |\n"
                "| P9 ≤ 128 B per tracked client | " +
                ("see the memory lines above | see above |\n" if mem else "not printed by the bench | not measured |\n") +
-               "| P8 detect→mitigate p99 ≤ 2 s | needs the operator + sidecars end to end | not measured yet |\n")
+               "| P8 detect→mitigate p99 ≤ 2 s | measured end to end by `detect-mitigate` | see detect-mitigate.md |\n")
     out.append("\nRaw criterion output: `$BENCH_WORK/palisade-detection-bench.txt`.\n")
-    (RESULTS / "detection.md").write_text("".join(out))
-    log(f"wrote {RESULTS / 'detection.md'}")
+    (RESULTS / "detection-counter.md").write_text("".join(out))
+    log(f"wrote {RESULTS / 'detection-counter.md'}")
 
 
 # ---------------------------------------------------------------------------------------------

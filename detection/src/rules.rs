@@ -5,6 +5,7 @@
 //! its `exclude` ranges, and sets `expiresAt = now + detectionTtl`. Counts are the
 //! windows' lower bounds (see [`crate::topk`]), so sketching never invents a detection.
 
+use std::cell::OnceCell;
 use std::collections::HashSet;
 use std::net::IpAddr;
 
@@ -80,18 +81,20 @@ impl Detections {
 
 /// Runs every rule over the namespace's windows at `now`.
 pub fn run_rules(windows: &Windows, rules: &[RuleSpec], now: Timestamp) -> Detections {
-    let short = windows.short(now);
-    let long = windows.long(now);
+    // Each view is built once, and only when a rule needs it (the 24 h one is the costly one).
+    let (short, long) = (OnceCell::new(), OnceCell::new());
+    let short = || short.get_or_init(|| windows.short(now));
+    let long = || long.get_or_init(|| windows.long(now));
     let mut items = Vec::new();
     for spec in rules {
         let (view, hits) = match &spec.rule {
-            RuleKind::Flooder(p) => (&short, flooder(p, spec, &short)),
-            RuleKind::StaticContentScraper(p) => (&short, scraper(p, spec, &short)),
-            RuleKind::BruteGuessor(p) => (&long, brute(p, spec, &long)),
-            RuleKind::RobotAbuser(p) => (&long, robot(p, spec, &long)),
-            RuleKind::OAuthAbuser(p) => (&long, oauth(p, spec, &long)),
-            RuleKind::TorList(p) => (&long, tor(p, spec, &long)),
-            RuleKind::AdvancedAnomaly(p) => (&short, anomaly(p, spec, &short)),
+            RuleKind::Flooder(p) => (short(), flooder(p, spec, short())),
+            RuleKind::StaticContentScraper(p) => (short(), scraper(p, spec, short())),
+            RuleKind::BruteGuessor(p) => (long(), brute(p, spec, long())),
+            RuleKind::RobotAbuser(p) => (long(), robot(p, spec, long())),
+            RuleKind::OAuthAbuser(p) => (long(), oauth(p, spec, long())),
+            RuleKind::TorList(p) => (long(), tor(p, spec, long())),
+            RuleKind::AdvancedAnomaly(p) => (short(), anomaly(p, spec, short())),
         };
         items.extend(hits.into_iter().map(|(key, value, threshold)| Detection {
             rule: spec.name.clone(),

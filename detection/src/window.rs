@@ -18,7 +18,7 @@ use jiff::{SignedDuration, Timestamp};
 use crate::key::ClientKey;
 use crate::report::Report;
 use crate::stats::{AttrDim, ClientCounts, ClientWindow, Totals};
-use crate::topk::{Tally, TopK};
+use crate::topk::{FastHash, Tally, TopK};
 
 /// Shape and bounds of a namespace's windows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,6 +184,10 @@ impl Ring {
             span: self.span(),
             ..Default::default()
         };
+        // Sized for the largest slice up front: the 24 h view merges ~100 slices, and
+        // rehashing as it grows dominated its cost.
+        let largest = self.live(now).map(|s| s.clients.len()).max().unwrap_or(0);
+        view.clients.reserve(largest * 2);
         for s in self.live(now) {
             view.totals.merge(&s.totals);
             for (key, counts) in s.clients.iter() {
@@ -202,7 +206,7 @@ pub struct WindowView {
     /// Exact namespace totals.
     pub totals: Totals,
     /// Per-client sums (clients tracked in at least one slice).
-    pub clients: HashMap<ClientKey, ClientWindow>,
+    pub clients: HashMap<ClientKey, ClientWindow, FastHash>,
 }
 
 /// One namespace's sliding windows (see the module docs).

@@ -10,3 +10,6 @@
 /// The sidecar's test MMDB writer, shared rather than copied.
 #[path = "../../../sidecar/tests/support/mmdb.rs"]
 pub mod mmdb;
+
+/// Real-time HTTP sending of the detection traffic model (`palisade-loadgen send`, e2e).
+pub mod send;

@@ -22,6 +22,7 @@ pub mod bundle;
 mod client;
 mod controlplane;
 mod error;
+pub mod flood;
 pub mod http;
 pub mod image;
 mod namespace;

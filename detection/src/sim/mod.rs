@@ -1,0 +1,894 @@
+//! A seeded, deterministic traffic model with ground truth, to evaluate the rules.
+//!
+//! [`Traffic`] yields the requests of one namespace second by second in *virtual* time:
+//! benign clients plus injected attacks, one [`Scenario`] per rule, each labelled in the
+//! [`GroundTruth`] (which client is an attacker, from when to when). The same stream can
+//! drive the rule engine on a virtual clock ([`eval`]) or be sent over HTTP in real time
+//! (the `palisade-loadgen` binary of `bench/loadgen`). Same seed, same traffic: the random
+//! source is a hand-written xoshiro256** (no dependency whose stream could change).
+//!
+//! # The benign model
+//!
+//! - **Clients.** `clients` single-user IPs whose activity follows a Zipf law over their
+//!   rank (exponent `client_zipf`, default 0.8: the top IP sends ~3–4 % of the requests,
+//!   the median one ~70 a day), plus `nat_clients` NAT / corporate gateways, each carrying
+//!   20–300 users: its activity and its logins are those of all its users together, with
+//!   their mix of user agents (the hard negatives for Flooder and OAuth Abuser).
+//! - **Volume.** A non-homogeneous Poisson process of mean `base_rate` requests per second
+//!   with a diurnal shape `1 + 0.6·sin(2π(h − 8)/24)` (peak at 14:00, trough at 02:00).
+//! - **Paths.** About 1000 concrete paths (API reads, searches, cart and orders, images,
+//!   scripts, style sheets, a few videos) with Zipf popularity (exponent 1.1) over a shuffled
+//!   order (videos last: the long tail); response sizes log-normal around each kind's median (2 KB for API JSON up to
+//!   5 MB for videos).
+//! - **Errors.** Per request: 404 1.5 %, 400 0.5 %, 401 0.5 %, 403 0.2 %, 5xx 0.3 % (API);
+//!   404 0.5 % (static).
+//! - **Logins.** Each user calls the token endpoint ([`TOKEN_PATH`]) 1–3 times a day (2 on
+//!   average, diurnal), 3 % of them fail with 401.
+//! - **User agents.** A catalog of 120 browser and app user agents with Zipf popularity;
+//!   a single-user IP uses one (10 %: two), a NAT uses those of its users.
+//!
+//! Not modelled (documented in `docs/detection.md`): weekly seasons and holidays, sessions
+//! (requests are independent), misconfigured benign clients that fail all day, IP churn.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use jiff::{SignedDuration, Timestamp};
+
+use crate::key::KeyHash;
+use crate::rule_spec::RuleType;
+
+pub mod eval;
+
+/// The OAuth token endpoint of the model (the sidecar's default `--token-endpoint`).
+pub const TOKEN_PATH: &str = "/oauth/token";
+
+/// xoshiro256** seeded through SplitMix64: small, fast, and stable across releases.
+#[derive(Debug, Clone)]
+pub struct Rng([u64; 4]);
+
+impl Rng {
+    /// A generator for `seed`.
+    pub fn new(seed: u64) -> Self {
+        let mut x = seed;
+        let mut next = || {
+            x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        };
+        Self([next(), next(), next(), next()])
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        let s = &mut self.0;
+        let out = s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
+        let t = s[1] << 17;
+        s[2] ^= s[0];
+        s[3] ^= s[1];
+        s[1] ^= s[2];
+        s[0] ^= s[3];
+        s[2] ^= t;
+        s[3] = s[3].rotate_left(45);
+        out
+    }
+
+    /// Uniform in `[0, 1)`.
+    pub fn f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+
+    /// Uniform in `[lo, hi)`.
+    pub fn range(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * self.f64()
+    }
+
+    /// Uniform integer in `[0, n)` (`n > 0`).
+    pub fn below(&mut self, n: u64) -> u64 {
+        ((u128::from(self.next_u64()) * u128::from(n.max(1))) >> 64) as u64
+    }
+
+    /// `true` with probability `p`.
+    pub fn chance(&mut self, p: f64) -> bool {
+        self.f64() < p
+    }
+
+    /// A standard normal deviate (Box–Muller).
+    pub fn normal(&mut self) -> f64 {
+        let u1 = self.f64().max(f64::MIN_POSITIVE);
+        let u2 = self.f64();
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+
+    /// Log-normal with the given median and shape `sigma`.
+    pub fn lognormal(&mut self, median: f64, sigma: f64) -> f64 {
+        median * (sigma * self.normal()).exp()
+    }
+
+    /// A Poisson count of mean `lambda` (Knuth below 500, normal approximation above).
+    pub fn poisson(&mut self, lambda: f64) -> u32 {
+        if lambda <= 0.0 {
+            return 0;
+        }
+        if lambda > 500.0 {
+            return (lambda + lambda.sqrt() * self.normal()).round().max(0.0) as u32;
+        }
+        let limit = (-lambda).exp();
+        let mut p = 1.0;
+        let mut k = 0;
+        loop {
+            p *= self.f64();
+            if p <= limit {
+                return k;
+            }
+            k += 1;
+        }
+    }
+}
+
+/// Samples an index with probability proportional to given weights (cumulative table).
+#[derive(Debug, Clone)]
+pub struct Weighted {
+    cdf: Vec<f64>,
+}
+
+impl Weighted {
+    /// A sampler over `weights` (at least one positive weight).
+    pub fn new(weights: impl IntoIterator<Item = f64>) -> Self {
+        let mut acc = 0.0;
+        let cdf = weights
+            .into_iter()
+            .map(|w| {
+                acc += w.max(0.0);
+                acc
+            })
+            .collect();
+        Self { cdf }
+    }
+
+    /// Zipf weights `1 / rank^s` over `n` ranks.
+    pub fn zipf(n: usize, s: f64) -> Self {
+        Self::new((1..=n).map(|r| (r as f64).powf(-s)))
+    }
+
+    /// A sampled index.
+    pub fn sample(&self, rng: &mut Rng) -> usize {
+        let total = self.cdf.last().copied().unwrap_or(0.0);
+        let x = rng.f64() * total;
+        self.cdf
+            .partition_point(|c| *c <= x)
+            .min(self.cdf.len() - 1)
+    }
+
+    /// The probability of index `i`.
+    pub fn share(&self, i: usize) -> f64 {
+        let total = self.cdf.last().copied().unwrap_or(1.0);
+        let lo = if i == 0 { 0.0 } else { self.cdf[i - 1] };
+        (self.cdf[i] - lo) / total
+    }
+}
+
+/// One attack scenario per rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scenario {
+    /// One IP sending 3–15 requests per second (10–45 % of the namespace) for 5–30 min,
+    /// hammering a few API endpoints with a script's user agent.
+    Flooder,
+    /// One IP downloading images and videos back to back (0.5–2 per second, 1–6 MB each)
+    /// for 10–40 min.
+    StaticContentScraper,
+    /// One IP guessing passwords at `/api/v1/login` (0.1–1 per second, 95 % answered 401)
+    /// for 30–120 min.
+    BruteGuessor,
+    /// One crawler (0.3–2 requests per second, 30–80 % on `/admin`, `/internal`, `/debug`
+    /// paths the app answers 403) for 20–90 min.
+    RobotAbuser,
+    /// One IP farming OAuth tokens: a token call every 5–30 s with one user agent, for
+    /// 1–4 h, plus a little API use.
+    OAuthAbuser,
+    /// Three Tor exit IPs sending ordinary-looking traffic (0.02–0.2 requests per second
+    /// each) for 10–60 min; the rule's exit list holds them and 50 exits never seen.
+    TorList,
+}
+
+impl Scenario {
+    /// Every scenario, in rule order.
+    pub const ALL: [Scenario; 6] = [
+        Self::Flooder,
+        Self::StaticContentScraper,
+        Self::BruteGuessor,
+        Self::RobotAbuser,
+        Self::OAuthAbuser,
+        Self::TorList,
+    ];
+
+    /// The rule type this scenario is meant to trigger.
+    pub fn rule_type(self) -> RuleType {
+        match self {
+            Self::Flooder => RuleType::Flooder,
+            Self::StaticContentScraper => RuleType::StaticContentScraper,
+            Self::BruteGuessor => RuleType::BruteGuessor,
+            Self::RobotAbuser => RuleType::RobotAbuser,
+            Self::OAuthAbuser => RuleType::OAuthAbuser,
+            Self::TorList => RuleType::TorList,
+        }
+    }
+
+    /// The scenario's name (as on the command line: `flooder`, `static-content-scraper`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Flooder => "flooder",
+            Self::StaticContentScraper => "static-content-scraper",
+            Self::BruteGuessor => "brute-guessor",
+            Self::RobotAbuser => "robot-abuser",
+            Self::OAuthAbuser => "oauth-abuser",
+            Self::TorList => "tor-list",
+        }
+    }
+
+    /// The scenario called `name` (see [`Scenario::name`]).
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+/// The model's parameters (see the module docs).
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Seed of everything random.
+    pub seed: u64,
+    /// Virtual time of the first second (midnight of a day gives the documented shape).
+    pub start: Timestamp,
+    /// How long the traffic lasts.
+    pub duration: SignedDuration,
+    /// Single-user client IPs (default 10 000).
+    pub clients: u32,
+    /// NAT gateways with many users each (default 20).
+    pub nat_clients: u32,
+    /// Users per NAT gateway, drawn uniformly in this range (default 20–300).
+    pub nat_users: (u32, u32),
+    /// Mean benign requests per second over a day (default 20).
+    pub base_rate: f64,
+    /// Zipf exponent of client activity (default 0.8).
+    pub client_zipf: f64,
+    /// Zipf exponent of path popularity (default 1.1).
+    pub path_zipf: f64,
+    /// Token-endpoint calls per user per day (default 2).
+    pub logins_per_user_day: f64,
+    /// The attacks to inject: per entry, `attacks_per_kind` instances spread over the run.
+    pub scenarios: Vec<Scenario>,
+    /// Instances of each scenario (default 6), each from fresh IPs, spread evenly over the
+    /// run so that they do not overlap.
+    pub attacks_per_kind: u32,
+    /// First address of the client space; client `i` gets `ip_base + i` (default 10.0.0.1).
+    pub ip_base: Ipv4Addr,
+    /// No attack starts before this offset (default 0): lets the windows fill first.
+    pub warmup: SignedDuration,
+    /// Requests per second per attacker IP, instead of the scenario's random rate.
+    pub attack_rate: Option<f64>,
+    /// Length of every attack, instead of the scenario's random length (still cut at the
+    /// end of its slot).
+    pub attack_duration: Option<SignedDuration>,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            seed: 1,
+            start: Timestamp::from_second(1_800_057_600).unwrap_or(Timestamp::UNIX_EPOCH),
+            duration: SignedDuration::from_hours(24),
+            clients: 10_000,
+            nat_clients: 20,
+            nat_users: (20, 300),
+            base_rate: 20.0,
+            client_zipf: 0.8,
+            path_zipf: 1.1,
+            logins_per_user_day: 2.0,
+            scenarios: Vec::new(),
+            attacks_per_kind: 6,
+            ip_base: Ipv4Addr::new(10, 0, 0, 1),
+            warmup: SignedDuration::ZERO,
+            attack_rate: None,
+            attack_duration: None,
+        }
+    }
+}
+
+/// Kind of a path (for sizes and error rates).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathKind {
+    /// JSON API.
+    Api,
+    /// Images, scripts, style sheets.
+    Static,
+    /// Large media.
+    Video,
+    /// The token endpoint.
+    Token,
+    /// Login form of the API (password guessing target).
+    Login,
+    /// Paths the app forbids (403).
+    Forbidden,
+}
+
+/// One path of the catalog.
+#[derive(Debug, Clone)]
+pub struct PathSpec {
+    /// The path.
+    pub path: String,
+    /// Its kind.
+    pub kind: PathKind,
+    /// Median response size in bytes.
+    pub median_bytes: f64,
+}
+
+/// One injected attack and its ground truth.
+#[derive(Debug, Clone)]
+pub struct Attack {
+    /// Index in [`GroundTruth::attacks`].
+    pub id: u32,
+    /// What it does.
+    pub scenario: Scenario,
+    /// Client indices of its IPs.
+    pub clients: Vec<u32>,
+    /// Its IPs.
+    pub ips: Vec<IpAddr>,
+    /// First request (virtual time).
+    pub start: Timestamp,
+    /// End (exclusive).
+    pub end: Timestamp,
+    /// Requests per second per IP.
+    pub rate: f64,
+    /// The user agent it uses (catalog index).
+    pub ua: u16,
+}
+
+/// What is true about a run: who the attackers are and when they attack.
+#[derive(Debug, Clone, Default)]
+pub struct GroundTruth {
+    /// The injected attacks.
+    pub attacks: Vec<Attack>,
+    /// IPs of the single-user benign clients.
+    pub benign: Vec<IpAddr>,
+    /// IPs of the NAT gateways (benign, high volume, many users).
+    pub nat: Vec<IpAddr>,
+    /// The Tor exit list to give the TorList rule (the Tor attackers' IPs and unseen exits).
+    pub tor_exits: Vec<IpAddr>,
+}
+
+impl GroundTruth {
+    /// The attack `ip` belongs to, if any.
+    pub fn attack_of(&self, ip: IpAddr) -> Option<&Attack> {
+        self.attacks.iter().find(|a| a.ips.contains(&ip))
+    }
+}
+
+/// One request of the model.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SimRequest {
+    /// Offset from the start of the run, in nanoseconds of virtual time.
+    pub offset_ns: i64,
+    /// Client index.
+    pub client: u32,
+    /// Client IP.
+    pub ip: IpAddr,
+    /// Path (index into [`Traffic::path`]).
+    pub path: u32,
+    /// The status the app answers.
+    pub status: u16,
+    /// Response bytes.
+    pub bytes: u64,
+    /// Whether it is a token-endpoint call.
+    pub token_endpoint: bool,
+    /// User agent (index into [`Traffic::user_agent`]).
+    pub ua: u16,
+    /// The attack it belongs to.
+    pub attack: Option<u32>,
+}
+
+struct Client {
+    ip: IpAddr,
+    uas: Vec<u16>,
+}
+
+/// The request stream of one run (see the module docs).
+pub struct Traffic {
+    cfg: SimConfig,
+    rng: Rng,
+    clients: Vec<Client>,
+    activity: Weighted,
+    logins: Weighted,
+    paths: Vec<PathSpec>,
+    path_pick: Weighted,
+    uas: Vec<String>,
+    ua_hashes: Vec<KeyHash>,
+    truth: GroundTruth,
+    /// Path indices of the attack-only paths.
+    token: u32,
+    login: u32,
+    forbidden: Vec<u32>,
+    videos: Vec<u32>,
+    images: Vec<u32>,
+    api_hot: Vec<u32>,
+    second: i64,
+    seconds: i64,
+    logins_per_sec: f64,
+}
+
+impl std::fmt::Debug for Traffic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Traffic")
+            .field("seed", &self.cfg.seed)
+            .field("second", &self.second)
+            .field("clients", &self.clients.len())
+            .finish_non_exhaustive()
+    }
+}
+
+const UA_APPS: [&str; 6] = [
+    "ShopApp/5.2 (iPhone; iOS 18.1)",
+    "ShopApp/5.2 (Android 15; Pixel 8)",
+    "okhttp/4.12.0",
+    "Partner-Integration/2.0",
+    "Mozilla/5.0 (compatible; MonitorBot/1.0)",
+    "python-requests/2.32.3",
+];
+
+fn ua_catalog() -> Vec<String> {
+    let oses = [
+        "Windows NT 10.0; Win64; x64",
+        "Macintosh; Intel Mac OS X 14_6",
+        "X11; Linux x86_64",
+        "iPhone; CPU iPhone OS 18_1 like Mac OS X",
+        "Linux; Android 15; SM-S921B",
+    ];
+    let mut out: Vec<String> = Vec::new();
+    for v in 118..130 {
+        for os in oses {
+            out.push(format!(
+                "Mozilla/5.0 ({os}) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{v}.0.0.0 Safari/537.36"
+            ));
+            out.push(format!(
+                "Mozilla/5.0 ({os}; rv:{v}.0) Gecko/20100101 Firefox/{v}.0"
+            ));
+        }
+    }
+    out.truncate(114);
+    out.extend(UA_APPS.iter().map(|s| (*s).to_owned()));
+    out
+}
+
+fn path_catalog(rng: &mut Rng) -> Vec<PathSpec> {
+    let mut p = Vec::new();
+    let mut add = |path: String, kind, median: f64| {
+        p.push(PathSpec {
+            path,
+            kind,
+            median_bytes: median,
+        })
+    };
+    for id in 1..=500 {
+        add(format!("/api/v1/products/{id}"), PathKind::Api, 2_500.0);
+    }
+    for q in [
+        "shoes", "phone", "laptop", "coffee", "books", "lamp", "desk", "bag",
+    ] {
+        add(format!("/api/v1/search?q={q}"), PathKind::Api, 8_000.0);
+    }
+    for path in [
+        "/api/v1/products",
+        "/api/v1/cart",
+        "/api/v1/orders",
+        "/api/v1/users/me",
+        "/api/v1/recommendations",
+    ] {
+        add(path.to_owned(), PathKind::Api, 4_000.0);
+    }
+    for n in 1..=400 {
+        add(format!("/static/img/{n}.jpg"), PathKind::Static, 120_000.0);
+    }
+    for f in ["app.js", "vendor.js", "app.css", "fonts.css", "logo.svg"] {
+        add(format!("/static/{f}"), PathKind::Static, 60_000.0);
+    }
+    // Zipf popularity over a shuffled order, so that kinds mix along the ranks.
+    for i in (1..p.len()).rev() {
+        let j = rng.below(i as u64 + 1) as usize;
+        p.swap(i, j);
+    }
+    // Videos are the long tail: rarely watched by ordinary users.
+    for n in 1..=20 {
+        p.push(PathSpec {
+            path: format!("/static/video/{n}.mp4"),
+            kind: PathKind::Video,
+            median_bytes: 3_000_000.0,
+        });
+    }
+    p
+}
+
+impl Traffic {
+    /// The traffic of `cfg`, with its ground truth drawn up front.
+    pub fn new(cfg: SimConfig) -> Self {
+        let mut rng = Rng::new(cfg.seed);
+        let mut paths = path_catalog(&mut rng);
+        let path_pick = Weighted::zipf(paths.len(), cfg.path_zipf);
+        let mut add = |path: &str, kind, median: f64| {
+            paths.push(PathSpec {
+                path: path.to_owned(),
+                kind,
+                median_bytes: median,
+            });
+            (paths.len() - 1) as u32
+        };
+        let token = add(TOKEN_PATH, PathKind::Token, 1_200.0);
+        let login = add("/api/v1/login", PathKind::Login, 300.0);
+        let forbidden = [
+            "/admin",
+            "/admin/users",
+            "/admin/config",
+            "/internal/metrics",
+            "/internal/debug/pprof",
+            "/debug/vars",
+            "/.git/config",
+            "/wp-admin/",
+        ]
+        .iter()
+        .map(|p| add(p, PathKind::Forbidden, 200.0))
+        .collect();
+        let kind_of = |paths: &[PathSpec], k: PathKind| -> Vec<u32> {
+            (0..paths.len() as u32)
+                .filter(|i| paths[*i as usize].kind == k)
+                .collect()
+        };
+        let videos = kind_of(&paths, PathKind::Video);
+        let images = kind_of(&paths, PathKind::Static);
+        let api_hot: Vec<u32> = kind_of(&paths, PathKind::Api)
+            .into_iter()
+            .filter(|i| paths[*i as usize].path.contains("search"))
+            .collect();
+        let uas = ua_catalog();
+        let ua_hashes = uas.iter().map(|u| KeyHash::of(u.as_bytes())).collect();
+        // Browsers by popularity; the app user agents are picked explicitly.
+        let ua_pick = Weighted::zipf(uas.len() - UA_APPS.len(), 1.0);
+        let ip_of = |i: u32| IpAddr::V4(Ipv4Addr::from(u32::from(cfg.ip_base) + i));
+
+        let mut clients = Vec::new();
+        let mut weights = Vec::new();
+        let mut users = Vec::new();
+        let zipf = |rank: u32| f64::from(rank).powf(-cfg.client_zipf);
+        let mut truth = GroundTruth::default();
+        for i in 0..cfg.clients {
+            let mut uas = vec![ua_pick.sample(&mut rng) as u16];
+            if rng.chance(0.1) {
+                // A phone app next to the browser.
+                uas.push(ua_catalog_app_index(&mut rng));
+            }
+            clients.push(Client { ip: ip_of(i), uas });
+            truth.benign.push(ip_of(i));
+            weights.push(zipf(i + 1));
+            users.push(1.0);
+        }
+        let mean_weight = weights.iter().sum::<f64>() / f64::from(cfg.clients.max(1));
+        for j in 0..cfg.nat_clients {
+            let i = cfg.clients + j;
+            let (lo, hi) = cfg.nat_users;
+            let n = lo + rng.below(u64::from(hi.saturating_sub(lo).max(1))) as u32;
+            let uas = (0..n.min(24))
+                .map(|_| ua_pick.sample(&mut rng) as u16)
+                .collect();
+            clients.push(Client { ip: ip_of(i), uas });
+            truth.nat.push(ip_of(i));
+            // Office users are busier than the average single IP.
+            weights.push(f64::from(n) * mean_weight * 1.5);
+            users.push(f64::from(n));
+        }
+        let total_users: f64 = users.iter().sum();
+        let activity = Weighted::new(weights);
+        let logins = Weighted::new(users);
+        let seconds = cfg.duration.as_secs().max(1);
+        let mut me = Self {
+            logins_per_sec: total_users * cfg.logins_per_user_day / 86_400.0,
+            cfg,
+            rng,
+            clients,
+            activity,
+            logins,
+            paths,
+            path_pick,
+            uas,
+            ua_hashes,
+            truth,
+            token,
+            login,
+            forbidden,
+            videos,
+            images,
+            api_hot,
+            second: 0,
+            seconds,
+        };
+        me.plan_attacks();
+        me
+    }
+
+    fn plan_attacks(&mut self) {
+        let kinds = self.cfg.scenarios.clone();
+        let per = self.cfg.attacks_per_kind.max(1);
+        let slots = kinds.len() as u32 * per;
+        if slots == 0 {
+            return;
+        }
+        let warmup = self
+            .cfg
+            .warmup
+            .as_secs_f64()
+            .clamp(0.0, self.seconds as f64 - 1.0);
+        let span = (self.seconds as f64 - warmup) / f64::from(slots);
+        let mut unseen_exits = Vec::new();
+        let mut slot = 0u32;
+        for _ in 0..per {
+            for scenario in &kinds {
+                let r = &mut self.rng;
+                let begin = warmup + span * f64::from(slot) + span * r.range(0.05, 0.3);
+                slot += 1;
+                let (ips, rate, mins, ua) = match scenario {
+                    Scenario::Flooder => (1, r.range(3.0, 15.0), r.range(5.0, 30.0), 119),
+                    Scenario::StaticContentScraper => {
+                        (1, r.range(0.5, 2.0), r.range(10.0, 40.0), 118)
+                    }
+                    Scenario::BruteGuessor => (1, r.range(0.1, 1.0), r.range(30.0, 120.0), 119),
+                    Scenario::RobotAbuser => (1, r.range(0.3, 2.0), r.range(20.0, 90.0), 118),
+                    Scenario::OAuthAbuser => {
+                        (1, 1.0 / r.range(5.0, 30.0), r.range(60.0, 240.0), 116)
+                    }
+                    Scenario::TorList => (3, r.range(0.02, 0.2), r.range(10.0, 60.0), 3),
+                };
+                let rate = self.cfg.attack_rate.unwrap_or(rate);
+                let length = self
+                    .cfg
+                    .attack_duration
+                    .map_or(mins * 60.0, |d| d.as_secs_f64());
+                let end = (begin + length).min(warmup + span * f64::from(slot) - 1.0);
+                let first = self.clients.len() as u32;
+                let mut attack_ips = Vec::new();
+                let mut ids = Vec::new();
+                for i in 0..ips {
+                    let ip = IpAddr::V4(Ipv4Addr::from(u32::from(self.cfg.ip_base) + first + i));
+                    self.clients.push(Client { ip, uas: vec![ua] });
+                    attack_ips.push(ip);
+                    ids.push(first + i);
+                }
+                if *scenario == Scenario::TorList {
+                    self.truth.tor_exits.extend(&attack_ips);
+                }
+                let at = |s: f64| self.cfg.start + SignedDuration::from_millis((s * 1000.0) as i64);
+                self.truth.attacks.push(Attack {
+                    id: self.truth.attacks.len() as u32,
+                    scenario: *scenario,
+                    clients: ids,
+                    ips: attack_ips,
+                    start: at(begin),
+                    end: at(end),
+                    rate,
+                    ua,
+                });
+            }
+        }
+        if kinds.contains(&Scenario::TorList) {
+            // Exits in the list that never show up (addresses outside the client space).
+            for i in 0..50u32 {
+                unseen_exits.push(IpAddr::V4(Ipv4Addr::from(0xC612_0000 + i))); // 198.18.0.0/15
+            }
+        }
+        self.truth.tor_exits.extend(unseen_exits);
+    }
+
+    /// The ground truth of the run.
+    pub fn truth(&self) -> &GroundTruth {
+        &self.truth
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SimConfig {
+        &self.cfg
+    }
+
+    /// The text of path `i`.
+    pub fn path(&self, i: u32) -> &str {
+        &self.paths[i as usize].path
+    }
+
+    /// The text of user agent `i`.
+    pub fn user_agent(&self, i: u16) -> &str {
+        &self.uas[usize::from(i)]
+    }
+
+    /// The SHA-256 of user agent `i` (as the sidecar hashes it).
+    pub fn user_agent_hash(&self, i: u16) -> KeyHash {
+        self.ua_hashes[usize::from(i)]
+    }
+
+    /// Number of client indices (benign, NAT and attackers).
+    pub fn client_count(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// Virtual time of the start of the next second.
+    pub fn now(&self) -> Timestamp {
+        self.cfg.start + SignedDuration::from_secs(self.second)
+    }
+
+    /// Benign requests per second expected at `offset` seconds into the run (diurnal).
+    pub fn benign_rate(&self, offset: f64) -> f64 {
+        let day = self.cfg.start.as_second().rem_euclid(86_400) as f64 + offset;
+        let hour = (day / 3600.0) % 24.0;
+        self.cfg.base_rate * (1.0 + 0.6 * (std::f64::consts::TAU * (hour - 8.0) / 24.0).sin())
+    }
+
+    /// The requests of the next virtual second, in time order; `None` at the end of the run.
+    pub fn next_second(&mut self) -> Option<Vec<SimRequest>> {
+        if self.second >= self.seconds {
+            return None;
+        }
+        let sec = self.second;
+        self.second += 1;
+        let base_ns = sec * 1_000_000_000;
+        let mut out = Vec::new();
+        let n = self.rng.poisson(self.benign_rate(sec as f64 + 0.5));
+        for _ in 0..n {
+            let client = self.activity.sample(&mut self.rng) as u32;
+            let path = self.path_pick.sample(&mut self.rng) as u32;
+            let at = base_ns + self.rng.below(1_000_000_000) as i64;
+            let ua = self.client_ua(client);
+            out.push(self.benign_request(at, client, path, ua));
+        }
+        let logins = self
+            .rng
+            .poisson(self.logins_per_sec * self.benign_rate(sec as f64) / self.cfg.base_rate);
+        for _ in 0..logins {
+            let client = self.logins.sample(&mut self.rng) as u32;
+            let at = base_ns + self.rng.below(1_000_000_000) as i64;
+            let ua = self.client_ua(client);
+            let status = if self.rng.chance(0.03) { 401 } else { 200 };
+            out.push(self.request(at, client, self.token, status, ua, None));
+        }
+        let now = self.cfg.start + SignedDuration::from_secs(sec);
+        for a in 0..self.truth.attacks.len() {
+            let attack = &self.truth.attacks[a];
+            if now < attack.start - SignedDuration::from_secs(1) || now >= attack.end {
+                continue;
+            }
+            let (scenario, rate, ua) = (attack.scenario, attack.rate, attack.ua);
+            let start_ns = attack.start.duration_since(self.cfg.start).as_nanos() as i64;
+            let end_ns = attack.end.duration_since(self.cfg.start).as_nanos() as i64;
+            for client in attack.clients.clone() {
+                for _ in 0..self.rng.poisson(rate) {
+                    let at = base_ns + self.rng.below(1_000_000_000) as i64;
+                    if at < start_ns || at >= end_ns {
+                        continue;
+                    }
+                    let r = self.attack_request(scenario, at, client, ua, a as u32);
+                    out.push(r);
+                }
+            }
+        }
+        out.sort_by_key(|r| r.offset_ns);
+        Some(out)
+    }
+
+    fn client_ua(&mut self, client: u32) -> u16 {
+        let uas = &self.clients[client as usize].uas;
+        uas[self.rng.below(uas.len() as u64) as usize]
+    }
+
+    fn benign_request(&mut self, at: i64, client: u32, path: u32, ua: u16) -> SimRequest {
+        let kind = self.paths[path as usize].kind;
+        let x = self.rng.f64();
+        let status = match kind {
+            PathKind::Api => match x {
+                x if x < 0.015 => 404,
+                x if x < 0.020 => 400,
+                x if x < 0.025 => 401,
+                x if x < 0.027 => 403,
+                x if x < 0.030 => 503,
+                _ => 200,
+            },
+            _ if x < 0.005 => 404,
+            _ => 200,
+        };
+        self.request(at, client, path, status, ua, None)
+    }
+
+    fn attack_request(
+        &mut self,
+        scenario: Scenario,
+        at: i64,
+        client: u32,
+        ua: u16,
+        attack: u32,
+    ) -> SimRequest {
+        let r = &mut self.rng;
+        let pick = |r: &mut Rng, v: &[u32]| v[r.below(v.len() as u64) as usize];
+        let (path, status) = match scenario {
+            Scenario::Flooder => (pick(r, &self.api_hot), 200),
+            Scenario::StaticContentScraper => {
+                if r.chance(0.5) {
+                    (pick(r, &self.videos), 200)
+                } else {
+                    (pick(r, &self.images), 200)
+                }
+            }
+            Scenario::BruteGuessor => (self.login, if r.chance(0.95) { 401 } else { 200 }),
+            Scenario::RobotAbuser => {
+                if r.chance(0.55) {
+                    (pick(r, &self.forbidden), 403)
+                } else {
+                    (self.path_pick.sample(r) as u32, 200)
+                }
+            }
+            Scenario::OAuthAbuser => {
+                if r.chance(0.8) {
+                    (self.token, 200)
+                } else {
+                    (pick(r, &self.api_hot), 200)
+                }
+            }
+            Scenario::TorList => {
+                let p = self.path_pick.sample(r) as u32;
+                return self.benign_request_as(at, client, p, ua, attack);
+            }
+        };
+        self.request(at, client, path, status, ua, Some(attack))
+    }
+
+    fn benign_request_as(
+        &mut self,
+        at: i64,
+        client: u32,
+        path: u32,
+        ua: u16,
+        attack: u32,
+    ) -> SimRequest {
+        let mut r = self.benign_request(at, client, path, ua);
+        r.attack = Some(attack);
+        r
+    }
+
+    fn request(
+        &mut self,
+        at: i64,
+        client: u32,
+        path: u32,
+        status: u16,
+        ua: u16,
+        attack: Option<u32>,
+    ) -> SimRequest {
+        let spec = &self.paths[path as usize];
+        let bytes = match (status, spec.kind) {
+            (200, PathKind::Video) => self.rng.range(1_000_000.0, 6_000_000.0),
+            (200, _) => self.rng.lognormal(spec.median_bytes, 0.6),
+            _ => self.rng.lognormal(250.0, 0.3),
+        } as u64;
+        SimRequest {
+            offset_ns: at,
+            client,
+            ip: self.clients[client as usize].ip,
+            path,
+            status,
+            bytes,
+            token_endpoint: spec.kind == PathKind::Token,
+            ua,
+            attack,
+        }
+    }
+}
+
+/// Index of one of the first three app user agents (phone apps, HTTP library).
+fn ua_catalog_app_index(rng: &mut Rng) -> u16 {
+    (114 + rng.below(3)) as u16
+}
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;
