@@ -3,7 +3,8 @@
 //! is detected. Then the leader dies: the other one takes over, restores the persisted
 //! windows (the flood is detected again without new traffic) and keeps updating the same
 //! SecurityIncident instead of opening a second one. A leader stopped gracefully (SIGTERM)
-//! persists its state on the way out.
+//! persists its state on the way out; a corrupt persisted state is ignored with a Warning
+//! Event and never stops the leader.
 
 use std::net::IpAddr;
 
@@ -230,4 +231,78 @@ async fn a_leader_stopped_with_sigterm_persists_its_windows_for_the_next_one() {
     .await;
     let all = incidents(cp, ns.name()).expect("incidents");
     assert_eq!(all.len(), 1, "still one incident: {all:?}");
+}
+
+#[tokio::test]
+async fn a_corrupt_state_is_ignored_with_a_warning_event_and_the_leader_still_detects() {
+    let cp = ControlPlane::shared();
+    let ns = TempNs::new(cp, "corrupt").await;
+    let lease = "op-corrupt";
+    let state = format!("{lease}-state");
+    palisade_e2e::operator_kubeconfig(cp);
+    let _ = cp.kubectl_ok(&["-n", OPERATOR_NS, "delete", "configmap", &state]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let garbage = dir.path().join("state");
+    std::fs::write(&garbage, [0xff, 0xfe, 0x00, 0x01]).expect("write");
+    cp.kubectl_ok(&[
+        "-n",
+        OPERATOR_NS,
+        "create",
+        "configmap",
+        &state,
+        &format!("--from-file=state={}", garbage.display()),
+    ])
+    .expect("a corrupt state ConfigMap (binaryData: not gzip)");
+    let mut args = scope(&ns).to_vec();
+    args.extend(["--collector-snapshot-interval".into(), "1s".into()]);
+    let op = Operator::start(cp, "op-corrupt", lease, &args);
+    eventually(
+        "a StateCorrupt Warning Event on the state ConfigMap",
+        || async {
+            let ev = cp
+                .kubectl_ok(&[
+                    "-n",
+                    OPERATOR_NS,
+                    "events",
+                    "--for",
+                    &format!("configmap/{state}"),
+                ])
+                .map_err(|e| e.to_string())?;
+            (ev.contains("StateCorrupt") && ev.contains("Warning"))
+                .then_some(())
+                .ok_or(ev)
+        },
+    )
+    .await;
+    cp.apply(ns.name(), FLOODER).expect("rule");
+    let app = echo_app().await;
+    let sc = Sidecar::start(cp, ns.name(), "api-0", app, Some(&op.collector));
+    let flooder: IpAddr = "127.0.0.66".parse().expect("ip");
+    eventually("the leader, started empty, to detect the flood", || async {
+        for _ in 0..50 {
+            get(flooder, sc.addr, "/", &[]).await?;
+        }
+        let all = incidents(cp, ns.name())?;
+        (!all.is_empty())
+            .then_some(())
+            .ok_or(format!("incidents: {all:?}"))
+    })
+    .await;
+    eventually("the leader to overwrite the corrupt state", || async {
+        let by = cp
+            .kubectl_ok(&[
+                "-n",
+                OPERATOR_NS,
+                "get",
+                "configmap",
+                &state,
+                "-o",
+                "jsonpath={.metadata.annotations.palisade\\.dev/taken-by}",
+            ])
+            .map_err(|e| e.to_string())?;
+        (by == "op-corrupt")
+            .then_some(())
+            .ok_or(format!("taken-by {by:?}"))
+    })
+    .await;
 }
