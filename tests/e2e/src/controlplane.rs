@@ -200,6 +200,7 @@ impl ControlPlane {
         if let Some(prep) = &prepared {
             let started = node::start(
                 prep,
+                opts.persistent,
                 &cp.kubeconfig,
                 &cp.kubectl,
                 &pki,
@@ -237,6 +238,12 @@ impl ControlPlane {
                 .collect::<Vec<_>>()
                 .join(" ");
             std::fs::write(&pidfile, text).map_err(|e| Error::io("write", &pidfile, e))?;
+            if let Some(prep) = &prepared {
+                // `palisade-cluster down` runs it after stopping the processes.
+                let script = dir.join("node-cleanup.sh");
+                std::fs::write(&script, node::cleanup_script(prep))
+                    .map_err(|e| Error::io("write", &script, e))?;
+            }
         } else if let Some(prep) = &prepared {
             process::reap_on_exit_then(&pids, dir, &node::cleanup_script(prep), Some(&prep.lock))?;
         } else {

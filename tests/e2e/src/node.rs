@@ -125,15 +125,28 @@ pub(crate) fn prepare(state_dir: &Path) -> Result<Prepared, String> {
         .write(true)
         .open(LOCK)
         .map_err(|e| format!("open {LOCK}: {e}"))?;
-    if lock.try_lock().is_err() {
-        eprintln!("e2e node: waiting for another test process's node to stop ({LOCK})");
-        lock.lock().map_err(|e| format!("lock {LOCK}: {e}"))?;
+    // Another test process's node is gone within a minute or two; `make up`'s may stay.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut said = false;
+    while lock.try_lock().is_err() {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "another node holds {LOCK} (`PALISADE_NODE=on make up`'s, or another test \
+                 process's) since 5 minutes; `make down` stops make up's"
+            ));
+        }
+        if !said {
+            eprintln!("e2e node: waiting for the node of another process to stop ({LOCK})");
+            said = true;
+        }
+        std::thread::sleep(Duration::from_secs(1));
     }
     let dir = state_dir.join("node");
     fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
     // A node of a process that was killed before its reaper ran leaves these behind.
     let _stale = sh(&format!(
-        "ip link del {BRIDGE} 2>/dev/null; {bin}/kube-proxy --cleanup >/dev/null 2>&1; true",
+        "ip link del {BRIDGE} 2>/dev/null; {bin}/kube-proxy --cleanup >/dev/null 2>&1; \
+         {KUBELET_CHAINS} true",
         bin = bin.display()
     ));
     let cgroup_dirs = if v1 {
@@ -155,6 +168,14 @@ pub(crate) fn prepare(state_dir: &Path) -> Result<Prepared, String> {
     Ok(Prepared { lock, bin, dir })
 }
 
+/// Removes the chains the kubelet adds (KUBE-FIREWALL drops non-loopback packets to
+/// 127.0.0.0/8; the canaries and the hint are empty).
+const KUBELET_CHAINS: &str = "for ipt in iptables ip6tables; do \
+    $ipt -D INPUT -j KUBE-FIREWALL; $ipt -D OUTPUT -j KUBE-FIREWALL; \
+    $ipt -F KUBE-FIREWALL; $ipt -X KUBE-FIREWALL; \
+    for t in mangle nat filter; do $ipt -t $t -X KUBE-KUBELET-CANARY; done; \
+    $ipt -t mangle -X KUBE-IPTABLES-HINT; done 2>/dev/null;";
+
 /// The shell commands the reaper runs after the node's processes were stopped: kill what
 /// runs in the pods' cgroups and the runc shims of this containerd, unmount what lives in
 /// the node's dir, remove the cgroups, kube-proxy's rules and the bridge.
@@ -171,7 +192,8 @@ pub(crate) fn cleanup_script(prep: &Prepared) -> String {
          grep -o ' {dir}/[^ ]*' /proc/mounts | sort -r | while read m; do umount -l $m; done; \
          for h in /sys/fs/cgroup/*/{CGROUP_ROOT} /sys/fs/cgroup/{CGROUP_ROOT}; do \
            [ -d $h ] && find $h -depth -type d -exec rmdir {{}} \\; ; done; \
-         '{bin}/kube-proxy' --cleanup >/dev/null 2>&1; ip link del {BRIDGE} 2>/dev/null; true"
+         '{bin}/kube-proxy' --cleanup >/dev/null 2>&1; {KUBELET_CHAINS} \
+         ip link del {BRIDGE} 2>/dev/null; true"
     )
 }
 
@@ -180,6 +202,7 @@ pub(crate) fn cleanup_script(prep: &Prepared) -> String {
 /// they start, so they are reaped even when a later step fails.
 pub(crate) fn start(
     prep: &Prepared,
+    persistent: bool,
     kubeconfig: &Path,
     kubectl: &Path,
     pki: &Pki,
@@ -217,6 +240,8 @@ pub(crate) fn start(
         &["--config".into(), ctd_config.display().to_string()],
         logs,
         &[("PATH", &path)],
+        // A persistent node (`make up`) outlives this process: containerd holds the lock.
+        persistent.then_some(&prep.lock),
     )?;
     let ctr = bin.join("ctr");
     let node = Node {
@@ -287,6 +312,7 @@ pub(crate) fn start(
         ],
         logs,
         &[("PATH", &path)],
+        None,
     )?;
     let proxy_config = dir.join("kube-proxy.yaml");
     write(
@@ -302,6 +328,7 @@ pub(crate) fn start(
         ],
         logs,
         &[("PATH", &path)],
+        None,
     )?;
     let ready = kubelet.wait_ready(Duration::from_secs(120), || {
         let out = Command::new(kubectl)
@@ -337,6 +364,19 @@ pub(crate) fn start(
 }
 
 impl Node {
+    /// The node a persistent control plane (`make up`, state in `state_dir`) runs, if any.
+    pub fn existing(state_dir: &Path) -> Option<Self> {
+        let dir = state_dir.join("node");
+        let socket = dir.join("containerd/containerd.sock");
+        let bin = crate::builder::bin_dir_if_built()?;
+        socket.exists().then(|| Self {
+            dir,
+            ctr: bin.join("ctr"),
+            socket,
+            started_in: Duration::ZERO,
+        })
+    }
+
     /// Runs `ctr -n k8s.io` against this node's containerd.
     pub fn ctr(&self, args: &[&str]) -> Result<String, Error> {
         let out = Command::new(&self.ctr)

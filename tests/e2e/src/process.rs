@@ -29,26 +29,32 @@ impl Component {
         args: &[String],
         logs: &Path,
     ) -> Result<Self, Error> {
-        Self::spawn_env(name, bin, args, logs, &[])
+        Self::spawn_env(name, bin, args, logs, &[], None)
     }
 
-    /// [`Component::spawn`] with extra environment variables.
+    /// [`Component::spawn`] with extra environment variables, and `stdin` (a lock file the
+    /// process then holds for its whole life) instead of /dev/null.
     pub fn spawn_env(
         name: &'static str,
         bin: &Path,
         args: &[String],
         logs: &Path,
         env: &[(&str, &str)],
+        stdin: Option<&File>,
     ) -> Result<Self, Error> {
         let log = logs.join(format!("{name}.log"));
         let out = File::create(&log).map_err(|e| Error::io("create log", &log, e))?;
         let err = out
             .try_clone()
             .map_err(|e| Error::io("open log", &log, e))?;
+        let stdin = match stdin {
+            Some(f) => Stdio::from(f.try_clone().map_err(|e| Error::io("share", &log, e))?),
+            None => Stdio::null(),
+        };
         let child = Command::new(bin)
             .args(args)
             .envs(env.iter().copied())
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(out)
             .stderr(err)
             .spawn()

@@ -1,5 +1,8 @@
 //! `make up` / `make down` / `make env`: a persistent local control plane for manual use and
 //! for the demo. State lives in `$PALISADE_CACHE/up/` (kubeconfig, pids, data, logs).
+//!
+//! `PALISADE_NODE=auto|on` (default `off`) also starts the one-node cluster (docs/node.md);
+//! `palisade-cluster image REF BINARY` then imports an image of BINARY into it.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,12 +40,43 @@ fn up() -> Result<(), String> {
         state_dir: state_dir(),
         logs: state_dir().join("logs"),
         persistent: true,
-        node: palisade_e2e::NodeMode::Off,
+        node: node_mode()?,
     };
     let cp = ControlPlane::start(opts).map_err(|e| e.to_string())?;
     let version = cp.kubectl_ok(&["version"]).map_err(|e| e.to_string())?;
     eprintln!("{version}logs: {}", state_dir().join("logs").display());
+    match cp.node() {
+        Ok(n) => eprintln!(
+            "node {} Ready in {:.1}s (pods: 198.18.0.0/24, Services: 198.19.0.0/24)",
+            palisade_e2e::node::NODE_NAME,
+            n.started_in.as_secs_f64()
+        ),
+        Err(why) => eprintln!("no node: {why}"),
+    }
     env()
+}
+
+/// `PALISADE_NODE`: `make up` starts no node unless asked.
+fn node_mode() -> Result<palisade_e2e::NodeMode, String> {
+    use palisade_e2e::NodeMode;
+    match std::env::var("PALISADE_NODE").as_deref() {
+        Err(_) | Ok("" | "off") => Ok(NodeMode::Off),
+        Ok("auto") => Ok(NodeMode::Auto),
+        Ok("on") => Ok(NodeMode::On),
+        Ok(other) => Err(format!("PALISADE_NODE={other}: expected auto, on or off")),
+    }
+}
+
+fn image(reference: &str, binary: &str) -> Result<(), String> {
+    if running_pids().is_empty() {
+        return Err("the local control plane is not running; start it with `make up`".into());
+    }
+    let node = palisade_e2e::Node::existing(&state_dir())
+        .ok_or("`make up` runs no node: start it with PALISADE_NODE=on make up")?;
+    node.import_binary(reference, std::path::Path::new(binary))
+        .map_err(|e| e.to_string())?;
+    eprintln!("imported {reference} (pods: image: {reference}, imagePullPolicy: Never)");
+    Ok(())
 }
 
 fn down() -> Result<(), String> {
@@ -62,6 +96,10 @@ fn down() -> Result<(), String> {
         let _ = std::process::Command::new("kill")
             .args(["-9", &pid.to_string()])
             .status();
+    }
+    let cleanup = state_dir().join("node-cleanup.sh");
+    if cleanup.is_file() {
+        let _best_effort = std::process::Command::new("sh").arg(&cleanup).status();
     }
     let _gone = std::fs::remove_dir_all(state_dir());
     eprintln!("stopped the local control plane ({} processes)", pids.len());
@@ -85,7 +123,11 @@ fn main() -> ExitCode {
         "up" => up(),
         "down" => down(),
         "env" => env(),
-        _ => Err("usage: palisade-cluster up|down|env".into()),
+        "image" => match (std::env::args().nth(2), std::env::args().nth(3)) {
+            (Some(r), Some(b)) => image(&r, &b),
+            _ => Err("usage: palisade-cluster image REFERENCE BINARY".into()),
+        },
+        _ => Err("usage: palisade-cluster up|down|env|image REFERENCE BINARY".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
