@@ -6,8 +6,9 @@
 //! Every case of each `health_test.yaml` (Argo CD's upstream layout) is checked, and so are the
 //! SecurityActions and DetectionRules the real operator writes statuses on: active, paused (on
 //! the action, then on its namespace), expired, invalid, not yet observed; a running rule and
-//! a paused one. `PALISADE_ARGOCD_WRITE_TESTDATA=1` writes those live objects into
-//! the testdata, so the fixtures are real status.
+//! a paused one; and a SecurityIncident the collector opens from reported traffic.
+//! `PALISADE_ARGOCD_WRITE_TESTDATA=1` writes those live objects into the testdata, so the
+//! fixtures are real status.
 
 use std::path::{Path, PathBuf};
 
@@ -344,5 +345,136 @@ async fn the_real_operators_statuses_map_to_the_documented_health() {
             let text = serde_yaml::to_string(obj).expect("YAML");
             std::fs::write(dir.join(file), text).expect("write testdata");
         }
+    }
+}
+
+const FLOODER: &str = r#"
+apiVersion: palisade.dev/v1alpha1
+kind: DetectionRule
+metadata: {name: flooder}
+spec:
+  type: Flooder
+  detectionTtl: 10m
+  flooder: {minSharePercent: 50, minRequests: 100, minActiveClients: 1}
+"#;
+
+/// One second of a sidecar's traffic in `ns`: 2000 requests from 198.51.100.66 and one from
+/// each of 20 ordinary clients, as the report a sidecar sends.
+fn flood_report(ns: &str) -> Vec<u8> {
+    use palisade_detection::counter::{Counter, CounterConfig};
+    use palisade_detection::facts::RequestFacts;
+    use palisade_detection::report::SidecarId;
+    let id = SidecarId {
+        pod: "api-0".into(),
+        workload: "api".into(),
+        namespace: ns.into(),
+    };
+    let now = jiff::Timestamp::now();
+    let mut counter = Counter::new(
+        id,
+        &CounterConfig::default(),
+        now - jiff::SignedDuration::from_secs(1),
+    );
+    let flooder: std::net::IpAddr = "198.51.100.66".parse().expect("ip");
+    for _ in 0..2000 {
+        counter.record(&RequestFacts::new(flooder, 200));
+    }
+    for i in 1..=20u8 {
+        counter.record(&RequestFacts::new([203, 0, 113, i].into(), 200));
+    }
+    counter.take_report(now).to_json()
+}
+
+/// POSTs a report to the collector with the sidecar's bearer token; the HTTP status.
+fn post_report(collector: &str, token: &str, body: &[u8]) -> Result<u16, String> {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
+        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .args([
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            "@-",
+        ])
+        .arg(format!("http://{collector}/v1/reports"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("curl: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(body).map_err(|e| e.to_string())?;
+    }
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    let code = String::from_utf8_lossy(&out.stdout);
+    code.trim()
+        .parse()
+        .map_err(|_| format!("curl said {code:?}"))
+}
+
+#[tokio::test]
+async fn a_real_incident_from_the_collector_is_healthy_with_its_risk_and_summary() {
+    let cp = ControlPlane::shared();
+    cp.install_crds();
+    let ns = TempNs::new(cp, "argocd-incident").await;
+    let op = Operator::start(
+        cp,
+        "op-argocd-incident",
+        "argocd-incident",
+        &palisade_e2e::scope(&ns),
+    );
+    cp.apply(ns.name(), FLOODER).expect("apply rule");
+    let _sa = cp.kubectl_ok(&["-n", ns.name(), "create", "serviceaccount", "api"]);
+    let token = cp
+        .kubectl_ok(&[
+            "-n",
+            ns.name(),
+            "create",
+            "token",
+            "api",
+            "--audience",
+            "palisade",
+        ])
+        .expect("token");
+    let token = token.trim();
+    // Report every try, as a sidecar does every second, until the collector opens an incident.
+    let incident = eventually("a SecurityIncident from the flood", || async {
+        let code = post_report(&op.collector, token, &flood_report(ns.name()))?;
+        let text = cp
+            .kubectl_ok(&["-n", ns.name(), "get", "securityincidents", "-o", "json"])
+            .map_err(|e| e.to_string())?;
+        let list: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        list["items"]
+            .as_array()
+            .and_then(|items| items.iter().find(|i| i["status"]["state"].is_string()))
+            .cloned()
+            .ok_or(format!(
+                "report answered {code}; no incident with a status yet"
+            ))
+    })
+    .await;
+    let got = health("SecurityIncident", &incident).expect("health");
+    let status = &incident["status"];
+    assert_eq!(got.status, "Healthy", "{got:?} for {status}");
+    let risk = status["riskLevel"].as_str().expect("riskLevel");
+    let summary = status["displayName"].as_str().expect("displayName");
+    assert_eq!(got.message, format!("{risk} risk: {summary}"), "{status}");
+
+    let mut fresh = incident.clone();
+    fresh.as_object_mut().expect("object").remove("status");
+    assert_eq!(
+        health("SecurityIncident", &fresh).expect("health").status,
+        "Progressing"
+    );
+
+    if std::env::var_os("PALISADE_ARGOCD_WRITE_TESTDATA").is_some() {
+        let name = incident["metadata"]["name"].as_str().expect("name");
+        let obj = live_kind(cp, ns.name(), "securityincident", name).expect("incident");
+        let dir = kind_dir("SecurityIncident").join("testdata");
+        // The proposed action names the test namespace; fixtures say `shop`.
+        let text = serde_yaml::to_string(&obj)
+            .expect("YAML")
+            .replace(ns.name(), "shop");
+        std::fs::write(dir.join("healthy-active.yaml"), text).expect("write testdata");
     }
 }
