@@ -218,6 +218,20 @@ pub fn cluster(
     events
 }
 
+/// Mirrors the user's archive label (`archived`: the ids of incidents that carry it): those
+/// incidents become `Archived` and never absorb a detection again; an incident whose label was
+/// removed becomes `Closed` — it is never reopened either, a client detected again opens a new
+/// incident.
+pub fn sync_archived(incidents: &mut [Incident], archived: &BTreeSet<String>) {
+    for inc in incidents {
+        if archived.contains(&inc.id) {
+            inc.state = IncidentState::Archived;
+        } else if inc.state == IncidentState::Archived {
+            inc.state = IncidentState::Closed;
+        }
+    }
+}
+
 /// Deletes incidents whose last detection is older than the retention.
 pub fn prune(incidents: &mut Vec<Incident>, cfg: &IncidentConfig, now: Timestamp) {
     incidents.retain(|i| now.duration_since(i.last_detected) <= cfg.retention);

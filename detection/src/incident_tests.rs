@@ -233,6 +233,37 @@ fn quiet_incidents_close_and_closed_or_archived_ones_are_not_reopened() {
 }
 
 #[test]
+fn an_archived_incident_stays_archived_and_a_renewed_detection_opens_a_new_one() {
+    let w = traffic();
+    let mut incs = Vec::new();
+    run(&mut incs, &dets(vec![flood(ipk(1), 100)]), &w, 100);
+    let first = incs[0].clone();
+    sync_archived(&mut incs, &BTreeSet::from([first.id.clone()]));
+    let ev = run(&mut incs, &dets(vec![flood(ipk(1), 130)]), &w, 130);
+    assert_eq!(
+        incs.len(),
+        2,
+        "the same client opens a new incident: {ev:?}"
+    );
+    let archived = incs.iter().find(|i| i.id == first.id).unwrap();
+    assert_eq!(archived.state, IncidentState::Archived);
+    assert_eq!(
+        archived.last_detected, first.last_detected,
+        "it absorbed nothing"
+    );
+    // Unarchived: closed, still never reopened.
+    sync_archived(&mut incs, &BTreeSet::new());
+    let again = incs.iter().find(|i| i.id == first.id).unwrap();
+    assert_eq!(again.state, IncidentState::Closed);
+    assert_eq!(
+        incs.iter()
+            .filter(|i| i.state == IncidentState::Active)
+            .count(),
+        1
+    );
+}
+
+#[test]
 fn incidents_are_deleted_after_retention() {
     let w = traffic();
     let mut incs = Vec::new();

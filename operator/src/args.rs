@@ -49,6 +49,10 @@ pub struct Args {
     /// How often the collector runs the detection rules over the merged windows.
     #[arg(long, env = "PALISADE_DETECTION_INTERVAL", default_value = "1s", value_parser = parse_interval)]
     pub detection_interval: std::time::Duration,
+    /// How long a SecurityIncident is kept after its last detection (`status.lastDetectedTime`)
+    /// before the leader deletes it, archived ones too. Default 336h (14 days).
+    #[arg(long, env = "PALISADE_INCIDENT_RETENTION", default_value = "336h", value_parser = parse_interval)]
+    pub incident_retention: std::time::Duration,
     /// Only namespaces whose labels match this selector get bundles (default: every
     /// namespace). E.g. `palisade.dev/protected=true`, or `kubernetes.io/metadata.name=shop`.
     #[arg(long, env = "PALISADE_NAMESPACE_SELECTOR", default_value = "")]

@@ -12,7 +12,7 @@ use kube::{Resource, ResourceExt};
 use palisade_crds::keys::is_paused;
 use palisade_crds::rule::RuleType;
 use palisade_crds::{DetectionRule, SecurityIncident};
-use palisade_detection::incident::{IncidentConfig, IncidentEvent, cluster};
+use palisade_detection::incident::{IncidentConfig, IncidentEvent, cluster, sync_archived};
 use palisade_detection::rule_spec::RuleSpec;
 use palisade_detection::rules::{Detections, run_rules};
 use palisade_policy::{DetectedClient, DetectedClients, encode_detected};
@@ -113,6 +113,7 @@ async fn evaluate(c: &Collector, ns: &str) -> Result<(), kube::Error> {
         let last = state.published.entry(ns.to_owned()).or_default();
         let doc = doc.filter(|d| last.should_publish(d, now));
         let incidents = state.incidents.entry(ns.to_owned()).or_default();
+        sync_archived(incidents, &super::lifecycle::archived(&c.incidents, ns));
         let events = cluster(
             incidents,
             ns,

@@ -11,6 +11,7 @@ mod convert;
 mod evaluate;
 mod forward;
 mod incident_cr;
+mod lifecycle;
 mod persist;
 mod proposed;
 mod server;
@@ -62,6 +63,8 @@ pub struct Collector {
     forward: forward::Forwarder,
     /// The endpoint advertised on the Lease while leading.
     advertise: Option<String>,
+    /// Every SecurityIncident, watched (archive labels, retention).
+    incidents: kube::runtime::reflector::Store<palisade_crds::SecurityIncident>,
 }
 
 impl Collector {
@@ -115,6 +118,7 @@ pub async fn spawn(ctx: Arc<Context>) -> anyhow::Result<()> {
         pod_ip.as_deref(),
         addr,
     );
+    let (incidents, writer) = kube::runtime::reflector::store();
     let c = Arc::new(Collector {
         ctx: ctx.clone(),
         auth: auth::Authenticator::default(),
@@ -122,6 +126,7 @@ pub async fn spawn(ctx: Arc<Context>) -> anyhow::Result<()> {
         leading: AtomicBool::new(false),
         forward: forward::Forwarder::default(),
         advertise,
+        incidents,
     });
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -132,7 +137,8 @@ pub async fn spawn(ctx: Arc<Context>) -> anyhow::Result<()> {
     let persist = tokio::spawn(persist::run(c.clone()));
     let r = tokio::select! {
         r = serve => r.map_err(Into::into),
-        r = evaluate::run(c) => r,
+        r = evaluate::run(c.clone()) => r,
+        r = Box::pin(lifecycle::run(c, writer)) => r,
     };
     if ctx.shutdown.is_cancelled() {
         // The leader saves its state once more before this returns.

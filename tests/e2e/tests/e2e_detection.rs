@@ -308,3 +308,74 @@ async fn an_incidents_proposed_action_applies_and_denies_its_client_at_the_sidec
         .expect("action status");
     assert!(!expires.is_empty(), "the proposed action expires (ttl)");
 }
+
+/// Posts one second of the flood.
+async fn flood(c: &str, tok: &str, ns: &str) -> Result<(), String> {
+    let r = report(ns, 2000, jiff::Timestamp::now());
+    let (code, msg) = post(c, tok, r.to_json()).await;
+    (code == 202).then_some(()).ok_or(format!("{code} {msg}"))
+}
+
+/// `<state> <lastDetectedTime>` of incident `name`.
+fn state_and_last(cp: &ControlPlane, ns: &str, name: &str) -> Result<String, String> {
+    cp.kubectl_ok(&[
+        "-n",
+        ns,
+        "get",
+        "securityincident",
+        name,
+        "-o",
+        "jsonpath={.status.state} {.status.lastDetectedTime}",
+    ])
+    .map_err(|e| e.to_string())
+}
+
+#[tokio::test]
+async fn an_archived_incident_stays_archived_and_the_flood_going_on_opens_a_new_one() {
+    let cp = ControlPlane::shared();
+    let ns = TempNs::new(cp, "archive").await;
+    let op = Operator::start(cp, "op-archive", "op-archive", &scope(&ns));
+    cp.apply(ns.name(), FLOODER).expect("rule");
+    let tok = token(cp, ns.name(), "palisade");
+    let (c, n) = (op.collector.as_str(), ns.name());
+    let (first, _) = eventually("a first incident", || async {
+        flood(c, &tok, n).await?;
+        proposed_action(cp, n).await
+    })
+    .await;
+    cp.kubectl_ok(&[
+        "-n",
+        n,
+        "label",
+        "securityincident",
+        &first,
+        "palisade.dev/archived=true",
+    ])
+    .expect("archive");
+    let archived = eventually("the archived incident's state", || async {
+        flood(c, &tok, n).await?;
+        let out = state_and_last(cp, n, &first)?;
+        out.starts_with("Archived ")
+            .then_some(out.clone())
+            .ok_or(out)
+    })
+    .await;
+    // The flood goes on: the client opens a new incident; the archived one absorbs nothing.
+    eventually("a new incident for the same flooder", || async {
+        flood(c, &tok, n).await?;
+        let out = cp
+            .kubectl_ok(&["-n", n, "get", "securityincidents", "-o", "name"])
+            .map_err(|e| e.to_string())?;
+        (out.lines().count() >= 2).then_some(()).ok_or(out)
+    })
+    .await;
+    for _ in 0..3 {
+        flood(c, &tok, n).await.expect("report");
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    assert_eq!(
+        state_and_last(cp, n, &first).expect("archived incident"),
+        archived,
+        "stays archived and is not updated by new detections"
+    );
+}
