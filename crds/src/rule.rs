@@ -224,16 +224,26 @@ pub struct DetectionRuleStatus {
     pub list: Option<ListStatus>,
 }
 
-/// The IP list a rule uses.
+/// The IP list a rule uses (written for `torList.url` lists; the condition `ListReady` says
+/// whether the last download worked and whether the list is older than `maxAge`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ListStatus {
-    /// How many addresses and prefixes it holds.
+    /// Where the list comes from, like `url https://check.torproject.org/torbulkexitlist`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2100))]
+    pub source: Option<String>,
+    /// How many addresses and prefixes the list in use holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entries: Option<i64>,
-    /// When it was last fetched or read.
+    /// When the list in use was downloaded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update_time: Option<Time>,
+    /// Why the last download failed (absent after a good one). The last good list stays in
+    /// use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096))]
+    pub last_error: Option<String>,
 }
 
 impl DetectionRuleSpec {

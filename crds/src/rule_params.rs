@@ -152,9 +152,18 @@ pub struct OAuthAbuserParams {
     "torList: set exactly one of fromConfigMap (a list you maintain) and url (a list the \
      operator downloads)"
 ))]
+#[x_kube(validation = Rule::new("has(self.url) || !(has(self.refreshInterval) || has(self.maxAge))").message(
+    "torList.refreshInterval and maxAge apply to url lists only (the operator reads a \
+     fromConfigMap list at every evaluation and cannot tell its age); remove them"
+))]
+#[x_kube(validation = Rule::new("!has(self.fromConfigMap) || has(self.fromConfigMap.name)").message(
+    "torList.fromConfigMap needs name (a selector is not supported for Tor lists); name the \
+     ConfigMap"
+))]
 #[serde(rename_all = "camelCase")]
 pub struct TorListParams {
-    /// ConfigMaps of this namespace holding the exit list, one IP a line.
+    /// The ConfigMap of this namespace holding the exit list (`name`, and `key`: absent, every
+    /// `data` key), one IP or CIDR a line, read at every evaluation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_config_map: Option<IpListSource>,
     /// An HTTP(S) URL the operator downloads the list from, like
@@ -166,12 +175,15 @@ pub struct TorListParams {
         "isURL(self) && url(self).getScheme() in ['https', 'http'] && url(self).getHostname() != ''"
     ).message("torList.url must be an absolute http or https URL, like https://check.torproject.org/torbulkexitlist"))]
     pub url: Option<String>,
-    /// How often the operator downloads `url` again. Default `1h`.
+    /// How often the operator downloads `url` again (`url` only). Default `1h`. A failed
+    /// download is retried after a minute, doubling up to this interval; the last good list
+    /// stays in use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = duration_bounds("refreshInterval", "5m", "168h"))]
     pub refresh_interval: Option<Duration>,
-    /// A list older than this is reported stale (condition and Event) but still used.
-    /// Default `48h`.
+    /// A downloaded list older than this is reported stale (condition `ListReady` False,
+    /// reason `Stale`, and a `ListStale` Event) but still used: dropping it would silently
+    /// stop detecting Tor clients (`url` only). Default `48h`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = duration_bounds("maxAge", "1h", "720h"))]
     pub max_age: Option<Duration>,

@@ -93,7 +93,7 @@ async fn evaluate(c: &Collector, ns: &str) -> Result<(), kube::Error> {
     let mut specs = Vec::new();
     for r in rules.items.iter().filter(|r| !is_paused(&r.metadata)) {
         let exits = if r.spec.type_ == RuleType::TorList {
-            tor_exits(client, ns, r).await
+            super::torlist::exits(c, ns, r).await
         } else {
             vec![]
         };
@@ -296,31 +296,6 @@ async fn publish(c: &Collector, ns: &str, ev: &IncidentEvent) {
     if let Err(e) = c.ctx.recorder.publish(&event, &obj.object_ref(&())).await {
         tracing::warn!(namespace = %ns, incident = %obj.name_any(), error = %e, "could not publish Event");
     }
-}
-
-/// The exit list of a TorList rule, read from its ConfigMap (one address or prefix a line).
-async fn tor_exits(client: &kube::Client, ns: &str, r: &DetectionRule) -> Vec<ipnet::IpNet> {
-    let Some(src) = r
-        .spec
-        .tor_list
-        .as_ref()
-        .and_then(|t| t.from_config_map.as_ref())
-    else {
-        return vec![];
-    };
-    let Some(name) = &src.name else { return vec![] };
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-    let Ok(Some(cm)) = api.get_opt(name.as_str()).await else {
-        return vec![];
-    };
-    let data = cm.data.unwrap_or_default();
-    let text: String = match &src.key {
-        Some(k) => data.get(k).cloned().unwrap_or_default(),
-        None => data.into_values().collect::<Vec<_>>().join("\n"),
-    };
-    text.lines()
-        .filter_map(|l| palisade_policy::parse_prefix(l.split('#').next().unwrap_or("").trim()))
-        .collect()
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ mod persist;
 mod proposed;
 mod server;
 mod snapshot;
+mod torlist;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -65,6 +66,8 @@ pub struct Collector {
     advertise: Option<String>,
     /// Every SecurityIncident, watched (archive labels, retention).
     incidents: kube::runtime::reflector::Store<palisade_crds::SecurityIncident>,
+    /// The downloaded Tor exit lists of TorList rules with a `url`.
+    tor: torlist::Feeds,
 }
 
 impl Collector {
@@ -127,6 +130,7 @@ pub async fn spawn(ctx: Arc<Context>) -> anyhow::Result<()> {
         forward: forward::Forwarder::default(),
         advertise,
         incidents,
+        tor: torlist::Feeds::default(),
     });
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -138,7 +142,8 @@ pub async fn spawn(ctx: Arc<Context>) -> anyhow::Result<()> {
     let r = tokio::select! {
         r = serve => r.map_err(Into::into),
         r = evaluate::run(c.clone()) => r,
-        r = Box::pin(lifecycle::run(c, writer)) => r,
+        r = Box::pin(lifecycle::run(c.clone(), writer)) => r,
+        r = Box::pin(torlist::run(c)) => r,
     };
     if ctx.shutdown.is_cancelled() {
         // The leader saves its state once more before this returns.

@@ -225,7 +225,14 @@ async fn write_rule_status(
         r.metadata.generation,
         now,
     );
-    if current.is_some_and(|s| s.observed_generation == generation && s.conditions == conditions) {
+    let own = |s: &palisade_crds::DetectionRuleStatus| {
+        s.conditions
+            .iter()
+            .filter(|c| c.type_ == "Ready" || c.type_ == "Paused")
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    if current.is_some_and(|s| s.observed_generation == generation && own(s) == conditions) {
         return Ok(());
     }
     let patch = json!({"apiVersion": "palisade.dev/v1alpha1", "kind": "DetectionRule",

@@ -109,7 +109,14 @@ pub fn rule_desired(
     Option<i64>,
     Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
 ) {
-    let mut conditions = current.map(|s| s.conditions.clone()).unwrap_or_default();
+    // Only the types this controller owns: the collector writes `ListReady` under its own
+    // field manager, and re-applying a stale copy of it would undo the collector's update.
+    let mut conditions: Vec<_> = current
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| c.type_ == READY || c.type_ == PAUSED)
+        .collect();
     let (ready, reason, msg) = if paused {
         (
             false,

@@ -104,6 +104,16 @@ async fn invalid_rules_are_rejected_with_what_to_fix() {
             &["spec.torList.refreshInterval", "between 5m and 168h"],
         ),
         Case::new(
+            "maxAge on a ConfigMap list",
+            "{type: TorList, torList: {fromConfigMap: {name: tor}, maxAge: 48h}}",
+            &["spec.torList", "apply to url lists only", "remove them"],
+        ),
+        Case::new(
+            "Tor list ConfigMap by selector",
+            "{type: TorList, torList: {fromConfigMap: {selector: {matchLabels: {a: b}}}}}",
+            &["spec.torList", "fromConfigMap needs name"],
+        ),
+        Case::new(
             "clientKey for an IP-only type",
             "{type: TorList, torList: {url: 'https://x.example/l'}, clientKey: apiKey}",
             &["spec", "detect IP addresses", "clientKey: ip"],

@@ -379,3 +379,175 @@ async fn an_archived_incident_stays_archived_and_the_flood_going_on_opens_a_new_
         "stays archived and is not updated by new detections"
     );
 }
+
+/// A loopback HTTP server answering every request with the current `(status, body)`.
+async fn list_server(answer: std::sync::Arc<std::sync::Mutex<(u16, String)>>) -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind list server");
+    let port = l.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let (status, body) = answer.lock().expect("answer").clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let head = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(head.as_bytes()).await;
+                let _ = s.write_all(body.as_bytes()).await;
+            });
+        }
+    });
+    port
+}
+
+/// `{.status.list}` and the `ListReady` condition of rule `tor`, as one line of JSON.
+fn tor_status(cp: &ControlPlane, ns: &str) -> Result<serde_json::Value, String> {
+    let out = cp
+        .kubectl_ok(&["-n", ns, "get", "detectionrule", "tor", "-o", "json"])
+        .map_err(|e| e.to_string())?;
+    let rule: serde_json::Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
+    let ready = rule["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "ListReady"))
+        .cloned()
+        .unwrap_or_default();
+    Ok(serde_json::json!({"list": rule["status"]["list"], "ready": ready}))
+}
+
+/// Whether rule `tor` currently detects `ip` in `palisade-detected`.
+async fn tor_detects(client: &kube::Client, ns: &str, ip: &str) -> Result<bool, String> {
+    let cms: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+        kube::Api::namespaced(client.clone(), ns);
+    let Some(cm) = cms
+        .get_opt("palisade-detected")
+        .await
+        .map_err(|e| e.to_string())?
+    else {
+        return Ok(false);
+    };
+    let bytes = cm
+        .binary_data
+        .and_then(|mut d| d.remove("detected"))
+        .ok_or("no key")?;
+    let doc = palisade_policy::decode_detected(&bytes.0).map_err(|e| e.to_string())?;
+    let key = format!("ip:{ip}");
+    Ok(doc
+        .rules
+        .get("tor")
+        .is_some_and(|c| c.iter().any(|d| d.key.to_string() == key)))
+}
+
+#[tokio::test]
+async fn a_tor_list_downloaded_from_a_url_detects_its_exits_and_survives_bad_downloads() {
+    let cp = ControlPlane::shared();
+    let ns = TempNs::new(cp, "torlist").await;
+    let op = Operator::start(cp, "op-torlist", "op-torlist", &scope(&ns));
+    let good = "# exits\n198.51.100.20\n198.51.100.21\n2001:db8::7\n".to_owned();
+    let answer = std::sync::Arc::new(std::sync::Mutex::new((200u16, good)));
+    let port = list_server(answer.clone()).await;
+    let n = ns.name();
+    let rule = |path: &str| {
+        format!(
+            "apiVersion: palisade.dev/v1alpha1\nkind: DetectionRule\nmetadata: {{name: tor}}\n\
+             spec:\n  type: TorList\n  detectionTtl: 1m\n  torList: {{url: 'http://127.0.0.1:{port}{path}', refreshInterval: 5m}}\n"
+        )
+    };
+    cp.apply(n, &rule("/exits")).expect("rule");
+    let st = eventually("the list fetched", || async {
+        let st = tor_status(cp, n)?;
+        (st["list"]["entries"] == 3)
+            .then_some(st.clone())
+            .ok_or(st.to_string())
+    })
+    .await;
+    assert_eq!(
+        st["list"]["source"],
+        format!("url http://127.0.0.1:{port}/exits"),
+        "{st}"
+    );
+    assert!(st["list"]["updateTime"].is_string(), "{st}");
+    assert!(st["list"].get("lastError").is_none(), "{st}");
+    assert_eq!(
+        (&st["ready"]["status"], &st["ready"]["reason"]),
+        (&"True".into(), &"Fetched".into()),
+        "{st}"
+    );
+
+    // Traffic from an exit is detected like with a ConfigMap list.
+    let tok = token(cp, n, "palisade");
+    let client = cp.client().await;
+    let c = op.collector.as_str();
+    let traffic = |exit: &'static str| {
+        let tok = tok.clone();
+        async move {
+            let r = report_from(n, exit, [203, 0, 113, 0], 3, jiff::Timestamp::now());
+            let (code, msg) = post(c, &tok, r.to_json()).await;
+            (code == 202).then_some(()).ok_or(format!("{code} {msg}"))
+        }
+    };
+    eventually("the exit 198.51.100.21 detected", || async {
+        traffic("198.51.100.21").await?;
+        tor_detects(&client, n, "198.51.100.21")
+            .await?
+            .then_some(())
+            .ok_or("not yet".to_owned())
+    })
+    .await;
+    assert!(
+        !tor_detects(&client, n, "203.0.113.1").await.expect("read"),
+        "not an exit"
+    );
+
+    // A body that is not a list: clear message, the last good list is kept and used.
+    *answer.lock().expect("answer") = (200, "<html>\n<body>maintenance</body>\n".into());
+    cp.apply(n, &rule("/exits?v=2")).expect("new url");
+    let st = eventually("the bad body reported", || async {
+        let st = tor_status(cp, n)?;
+        (st["ready"]["reason"] == "FetchFailed")
+            .then_some(st.clone())
+            .ok_or(st.to_string())
+    })
+    .await;
+    let err = st["list"]["lastError"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(err.contains("line 1") && err.contains("<html>"), "{st}");
+    assert_eq!(st["list"]["entries"], 3, "the last good list stays: {st}");
+    assert_eq!(st["ready"]["status"], "False", "{st}");
+    let msg = st["ready"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("still using the list fetched from"), "{st}");
+    eventually("a ListFetchFailed Event", || async {
+        let ev = cp
+            .kubectl_ok(&["-n", n, "events", "--for", "detectionrule/tor"])
+            .map_err(|e| e.to_string())?;
+        ev.contains("ListFetchFailed").then_some(()).ok_or(ev)
+    })
+    .await;
+
+    // An HTTP error: named in the status; the old list still detects its other exit.
+    *answer.lock().expect("answer") = (404, "not found".into());
+    cp.apply(n, &rule("/gone")).expect("new url");
+    eventually("the 404 reported", || async {
+        let st = tor_status(cp, n)?;
+        let err = st["list"]["lastError"].as_str().unwrap_or_default();
+        err.contains("HTTP 404").then_some(()).ok_or(st.to_string())
+    })
+    .await;
+    eventually(
+        "the exit 198.51.100.20 detected with the last good list",
+        || async {
+            traffic("198.51.100.20").await?;
+            tor_detects(&client, n, "198.51.100.20")
+                .await?
+                .then_some(())
+                .ok_or("not yet".to_owned())
+        },
+    )
+    .await;
+}
