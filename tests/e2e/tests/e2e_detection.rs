@@ -106,8 +106,15 @@ async fn a_flood_reported_by_a_sidecar_becomes_a_detection_and_an_incident() {
         401,
         "token for another audience"
     );
+    // Until the leader has restored its state it answers 503 to every authenticated report.
     let other = report("someone-else", 10, jiff::Timestamp::now()).to_json();
-    let (code, msg) = post(c, &tok, other).await;
+    let (code, msg) = eventually("the leader to judge a report", || async {
+        let (code, msg) = post(c, &tok, other.clone()).await;
+        (code != 503)
+            .then_some((code, msg.clone()))
+            .ok_or(format!("{code} {msg}"))
+    })
+    .await;
     assert_eq!(
         code, 403,
         "a sidecar may only report for its own namespace: {msg}"
