@@ -40,17 +40,6 @@ async fn report(
             return (StatusCode::UNAUTHORIZED, e.to_string());
         }
     };
-    if !c.leading() {
-        if headers.contains_key(super::forward::FORWARDED) || c.ctx.is_leader() {
-            c.count("NotLeader");
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "this replica is not the leader (or is restoring its state); retry".into(),
-            );
-        }
-        c.count("Forwarded");
-        return c.forward.forward(&c, token, body).await;
-    }
     let report = match Report::from_json(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -65,6 +54,17 @@ async fn report(
             caller.namespace, report.sidecar.namespace
         );
         return (StatusCode::FORBIDDEN, msg);
+    }
+    if !c.leading() {
+        if headers.contains_key(super::forward::FORWARDED) || c.ctx.is_leader() {
+            c.count("NotLeader");
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "this replica is not the leader (or is restoring its state); retry".into(),
+            );
+        }
+        c.count("Forwarded");
+        return c.forward.forward(&c, token, body).await;
     }
     let outcome = c.merge(&report);
     c.count("Accepted");
