@@ -35,6 +35,18 @@ pub struct Args {
     /// when it is a specific one.
     #[arg(long, env = "PALISADE_COLLECTOR_ADVERTISE_ADDR")]
     pub collector_advertise_addr: Option<String>,
+    /// Serve the collector over plain HTTP instead of HTTPS (local tests only: reports carry
+    /// service-account tokens).
+    #[arg(long, env = "PALISADE_COLLECTOR_PLAIN_HTTP", action = clap::ArgAction::Set, default_value_t = false)]
+    pub collector_plain_http: bool,
+    /// Name of the collector's Service in the operator's namespace: a SAN of the collector's
+    /// certificate, and the name replicas verify when they forward reports to the leader.
+    #[arg(
+        long,
+        env = "PALISADE_COLLECTOR_SERVICE",
+        default_value = "palisade-collector"
+    )]
+    pub collector_service: String,
     /// ConfigMap in the operator's namespace where the leader persists the collector's
     /// windows, detected clients and open incidents.
     #[arg(

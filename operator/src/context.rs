@@ -1,7 +1,10 @@
 //! What every component of the operator shares: the client, the Event recorder, metrics,
 //! leadership, readiness and the shutdown signal.
 
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+
+use arc_swap::ArcSwapOption;
 
 use kube::runtime::events::{Recorder, Reporter};
 use prometheus_client::registry::Registry;
@@ -29,6 +32,10 @@ pub struct Context {
     pub ready: AtomicBool,
     /// Cancelled on SIGTERM/SIGINT.
     pub shutdown: CancellationToken,
+    /// The managed serving certificate (webhook and collector HTTPS).
+    pub certs: Arc<crate::injector::server::CertStore>,
+    /// The CA bundle (PEM) that verifies [`Self::certs`]; set once it is loaded.
+    pub ca_bundle: ArcSwapOption<String>,
 }
 
 impl Context {
@@ -49,6 +56,8 @@ impl Context {
             leader,
             ready: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
+            certs: Arc::default(),
+            ca_bundle: ArcSwapOption::empty(),
         }
     }
 

@@ -48,6 +48,7 @@ fn cfg() -> InjectConfig {
         fail_closed: false,
         bundle_configmap: "palisade-bundle".into(),
         collector_addr: String::new(),
+        collector_ca: None,
         debug_headers: false,
         identity: vec![],
         geoip: None,

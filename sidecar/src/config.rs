@@ -158,6 +158,10 @@ pub struct DetectionConfig {
     /// `host:port` of the operator's detection collector. Absent: nothing is counted or sent.
     #[arg(long, env = "PALISADE_COLLECTOR_ADDR")]
     pub collector_addr: Option<String>,
+    /// CA bundle (PEM text) the collector's HTTPS certificate is verified with; reports go
+    /// over HTTPS when it is set, over plain HTTP otherwise. The injector sets it.
+    #[arg(long, env = "PALISADE_COLLECTOR_CA", hide_env_values = true)]
+    pub collector_ca: Option<String>,
     /// The pod's projected service-account token (audience `palisade`), sent with each report.
     #[arg(
         long,
@@ -226,6 +230,16 @@ impl Config {
         }
         if self.upstream_port == 0 {
             return Err("--upstream-port 0 is not a port; set the application's port".into());
+        }
+        if let Some(ca) = self
+            .detection
+            .collector_ca
+            .as_deref()
+            .filter(|c| !c.is_empty())
+        {
+            crate::report::tls_config(ca).map_err(|e| {
+                format!("--collector-ca (PALISADE_COLLECTOR_CA): {e}; pass the collector's CA bundle as PEM")
+            })?;
         }
         if !self.upstream_host.is_loopback() {
             return Err(format!(

@@ -159,9 +159,16 @@ fn spawn_sources(cfg: &Config, store: &Arc<store::Store>) -> Vec<tokio::task::Jo
 fn counter(cfg: &Config, metrics: &metrics::Metrics) -> Option<count::CountHandle> {
     let d = &cfg.detection;
     let collector = d.collector_addr.clone().filter(|a| !a.is_empty())?;
+    let tls = d
+        .collector_ca
+        .as_deref()
+        .filter(|c| !c.is_empty())
+        .and_then(|ca| report::tls_config(ca).ok())
+        .map(Arc::new);
     let rc = report::ReportConfig {
         collector,
         token_path: d.token_path.clone(),
+        tls,
     };
     let reports = report::spawn(
         rc,

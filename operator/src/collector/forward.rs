@@ -3,16 +3,19 @@
 //! naming the identity that wrote it); a non-leader forwards each authenticated report there
 //! with the sidecar's own token (the leader checks it again) and answers with the leader's
 //! status. A forwarded request carries `x-palisade-forwarded` and is never forwarded again.
+//! Over HTTPS (the default) the leader's certificate is verified against the operator's CA
+//! bundle under the collector Service's name, whatever address the leader advertised.
 
 use std::net::SocketAddr;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::{BodyExt as _, Full, Limited};
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{Connect, HttpConnector};
 use hyper_util::rt::TokioExecutor;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, Patch, PatchParams};
@@ -34,9 +37,13 @@ const CACHE: Duration = Duration::from_secs(1);
 /// Largest answer body relayed back to the sidecar.
 const MAX_ANSWER: usize = 16 * 1024;
 
+type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
 /// Forwards reports to the leader's collector.
 pub struct Forwarder {
     http: Client<HttpConnector, Full<Bytes>>,
+    /// The HTTPS client for the current CA bundle.
+    https: Mutex<Option<(Arc<String>, HttpsClient)>>,
     leader: Mutex<Option<(Option<String>, Instant)>>,
 }
 
@@ -52,6 +59,7 @@ impl Default for Forwarder {
         http.set_connect_timeout(Some(TIMEOUT));
         Self {
             http: Client::builder(TokioExecutor::new()).build(http),
+            https: Mutex::new(None),
             leader: Mutex::new(None),
         }
     }
@@ -113,7 +121,12 @@ impl Forwarder {
             let msg = "no leader is known; retry".to_owned();
             return (StatusCode::SERVICE_UNAVAILABLE, msg);
         };
-        let req = Request::post(format!("http://{endpoint}/v1/reports"))
+        let scheme = if c.ctx.args.collector_plain_http {
+            "http"
+        } else {
+            "https"
+        };
+        let req = Request::post(format!("{scheme}://{endpoint}/v1/reports"))
             .header(header::AUTHORIZATION, format!("Bearer {token}"))
             .header(header::CONTENT_TYPE, "application/json")
             .header(FORWARDED, c.ctx.args.identity.as_str())
@@ -123,7 +136,15 @@ impl Forwarder {
             let msg = format!("leader endpoint {endpoint} is not a valid address");
             return (StatusCode::SERVICE_UNAVAILABLE, msg);
         };
-        match tokio::time::timeout(TIMEOUT, self.send(req)).await {
+        let sent = if c.ctx.args.collector_plain_http {
+            tokio::time::timeout(TIMEOUT, send(&self.http, req)).await
+        } else {
+            match self.https_client(c) {
+                Ok(client) => tokio::time::timeout(TIMEOUT, send(&client, req)).await,
+                Err(e) => Ok(Err(e)),
+            }
+        };
+        match sent {
             Ok(Ok((status, text))) => {
                 c.count_forward(outcome(status));
                 (status, text)
@@ -133,15 +154,26 @@ impl Forwarder {
         }
     }
 
-    async fn send(&self, req: Request<Full<Bytes>>) -> Result<(StatusCode, String), String> {
-        let resp = self.http.request(req).await.map_err(|e| e.to_string())?;
-        let status = resp.status();
-        let body = Limited::new(resp.into_body(), MAX_ANSWER)
-            .collect()
-            .await
-            .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
-            .unwrap_or_default();
-        Ok((status, body))
+    /// The HTTPS client trusting the current CA bundle (rebuilt when the bundle changes).
+    fn https_client(&self, c: &Collector) -> Result<HttpsClient, String> {
+        let ca = c
+            .ctx
+            .ca_bundle
+            .load_full()
+            .ok_or("the collector's CA is not loaded yet")?;
+        let mut cached = self.https.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((pem, client)) = &*cached
+            && *pem == ca
+        {
+            return Ok(client.clone());
+        }
+        let name = format!(
+            "{}.{}.svc",
+            c.ctx.args.collector_service, c.ctx.args.namespace
+        );
+        let client = https_client(&ca, &name)?;
+        *cached = Some((ca, client.clone()));
+        Ok(client)
     }
 
     fn unreachable(&self, c: &Collector, endpoint: &str, e: &str) -> (StatusCode, String) {
@@ -172,6 +204,51 @@ impl Forwarder {
             Some((endpoint.clone(), Instant::now()));
         endpoint
     }
+}
+
+async fn send<C>(
+    client: &Client<C, Full<Bytes>>,
+    req: Request<Full<Bytes>>,
+) -> Result<(StatusCode, String), String>
+where
+    C: Connect + Clone + Send + Sync + 'static,
+{
+    let resp = client.request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let body = Limited::new(resp.into_body(), MAX_ANSWER)
+        .collect()
+        .await
+        .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// An HTTPS client that trusts only `ca_pem` and verifies every server as `server_name`.
+pub fn https_client(ca_pem: &str, server_name: &str) -> Result<HttpsClient, String> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        let cert = cert.map_err(|e| format!("CA bundle: {e}"))?;
+        roots.add(cert).map_err(|e| format!("CA bundle: {e}"))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = ServerName::try_from(server_name.to_owned()).map_err(|e| e.to_string())?;
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(TIMEOUT));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .with_server_name_resolver(FixedServerNameResolver::new(name))
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new()).build(https))
 }
 
 fn outcome(status: StatusCode) -> &'static str {

@@ -111,7 +111,8 @@ impl Collector {
     }
 }
 
-/// Serves `/v1/reports` on `--collector-listen` and evaluates the rules every
+/// Serves `/v1/reports` on `--collector-listen` (HTTPS with the operator's managed
+/// certificate, unless `--collector-plain-http`) and evaluates the rules every
 /// `--detection-interval`, until shutdown.
 pub async fn spawn(ctx: Arc<Context>) -> anyhow::Result<()> {
     let addr = ctx.args.collector_listen;
@@ -135,9 +136,20 @@ pub async fn spawn(ctx: Arc<Context>) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("collector on {addr}: {e}; check --collector-listen"))?;
-    tracing::info!(%addr, advertise = ?c.advertise, "collector listening");
-    let serve = axum::serve(listener, server::router(c.clone()))
-        .with_graceful_shutdown(ctx.shutdown.clone().cancelled_owned());
+    let https = !ctx.args.collector_plain_http;
+    tracing::info!(%addr, https, advertise = ?c.advertise, "collector listening");
+    let app = server::router(c.clone());
+    let serve = async {
+        if https {
+            let store = ctx.certs.clone();
+            crate::injector::server::serve_on(listener, store, app, ctx.shutdown.clone()).await
+        } else {
+            let stop = ctx.shutdown.clone().cancelled_owned();
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+        }
+    };
     let persist = tokio::spawn(persist::run(c.clone()));
     let r = tokio::select! {
         r = serve => r.map_err(Into::into),

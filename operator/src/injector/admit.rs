@@ -158,6 +158,7 @@ mod tests {
             fail_closed: false,
             bundle_configmap: "palisade-bundle".into(),
             collector_addr: String::new(),
+            collector_ca: None,
             debug_headers: false,
             identity: vec![],
             geoip: None,

@@ -168,6 +168,8 @@ pub struct InjectConfig {
     pub bundle_configmap: String,
     /// Collector address (empty: none).
     pub collector_addr: String,
+    /// CA bundle (PEM) the sidecar verifies the collector's HTTPS with; `None`: plain HTTP.
+    pub collector_ca: Option<String>,
     /// `palisade-decision` response headers.
     pub debug_headers: bool,
     /// Client identification, as the sidecar's environment: `(PALISADE_…, value)`.
@@ -198,6 +200,7 @@ impl InjectorArgs {
             fail_closed: self.sidecar_fail_closed,
             bundle_configmap: self.bundle_configmap.clone(),
             collector_addr: self.collector_addr.clone(),
+            collector_ca: None,
             debug_headers: self.sidecar_debug_headers,
             identity: self.identity.env(),
             // validate() has rejected a bad source before the injector starts.

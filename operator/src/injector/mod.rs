@@ -28,11 +28,10 @@ use crate::metrics::AdmissionLabels;
 use admit::Outcome;
 use config::InjectConfig;
 use error::InjectorError;
-use server::CertStore;
 
 /// Serves the webhook and keeps its certificate current, until shutdown.
 pub async fn spawn(ctx: Arc<Context>) -> anyhow::Result<()> {
-    let store = Arc::new(CertStore::default());
+    let store = ctx.certs.clone();
     let cfg = Arc::new(ctx.args.injector.inject_config());
     let app = router(ctx.clone(), cfg);
     let addr = ctx.args.injector.webhook_addr;
@@ -54,7 +53,18 @@ async fn mutate(
     State((ctx, cfg)): State<(Arc<Context>, Arc<InjectConfig>)>,
     body: Bytes,
 ) -> axum::Json<serde_json::Value> {
-    let (review, outcome) = admit::review(&body, &cfg, &ctx.args.namespace);
+    let with_ca;
+    let cfg = if ctx.args.collector_plain_http {
+        &*cfg
+    } else {
+        // Sidecars verify the collector's HTTPS with the CA bundle current at pod creation.
+        with_ca = InjectConfig {
+            collector_ca: ctx.ca_bundle.load_full().map(|ca| ca.to_string()),
+            ..(*cfg).clone()
+        };
+        &with_ca
+    };
+    let (review, outcome) = admit::review(&body, cfg, &ctx.args.namespace);
     record(&ctx, outcome);
     axum::Json(serde_json::to_value(review).unwrap_or_default())
 }

@@ -332,6 +332,9 @@ fn sidecar_container(cfg: &InjectConfig, t: &Takeover) -> Value {
     }
     if !cfg.collector_addr.is_empty() {
         env.push(json!({ "name": "PALISADE_COLLECTOR_ADDR", "value": cfg.collector_addr }));
+        if let Some(ca) = &cfg.collector_ca {
+            env.push(json!({ "name": "PALISADE_COLLECTOR_CA", "value": ca }));
+        }
     }
     env.extend(identify_env(cfg));
     let mut mounts = vec![

@@ -1,7 +1,10 @@
 //! Keeps the webhook's certificate current. Every replica re-reads the Secret (operator
 //! namespace) and loads what it holds into its [`CertStore`]; the leader also creates the
 //! Secret, renews well before expiry, and publishes `caBundle` — before the new certificate
-//! is served, so the API server trusts it from the first handshake.
+//! is served, so the API server trusts it from the first handshake. The same certificate
+//! serves the detection collector (its SANs include the collector Service), and its CA
+//! bundle is kept in the context for the injector (sidecars verify the collector with it)
+//! and the collector's forwarding.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -66,7 +69,14 @@ async fn tick(
     };
     let manage = a.webhook_cert == CertSource::Managed && ctx.is_leader();
     if manage {
-        let sans = certs::sans(&a.webhook_service, ns);
+        let mut sans = certs::sans(&a.webhook_service, ns);
+        // The collector serves the same certificate (HTTPS unless --collector-plain-http).
+        sans.extend(
+            certs::sans(&ctx.args.collector_service, ns)
+                .into_iter()
+                .filter(|s| !sans.contains(s))
+                .collect::<Vec<_>>(),
+        );
         let now = jiff::Timestamp::now();
         let plan = certs::plan(current.as_ref(), &sans, now, a.webhook_cert_renew_before);
         if plan != Plan::Keep {
@@ -85,6 +95,7 @@ async fn tick(
     };
     if served.as_ref() != Some(&current) {
         store.set(current.certified_key()?);
+        ctx.ca_bundle.store(Some(Arc::new(current.ca_bundle())));
         tracing::info!(secret = %what, "webhook serving certificate loaded");
         // From now on the webhook can answer: the replica may receive traffic (/ready).
         ctx.ready.store(true, std::sync::atomic::Ordering::Relaxed);

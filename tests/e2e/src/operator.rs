@@ -198,6 +198,8 @@ impl Operator {
         let child = Command::new(workspace_bin("palisade-operator"))
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,palisade_operator=debug")
+            // Plain HTTP unless a test passes `--collector-plain-http=false` (flags win).
+            .env("PALISADE_COLLECTOR_PLAIN_HTTP", "true")
             .args([
                 "--namespace",
                 OPERATOR_NS,

@@ -30,6 +30,19 @@ impl Sidecar {
         upstream: u16,
         collector: Option<&str>,
     ) -> Self {
+        Self::start_with_ca(cp, ns, pod, upstream, collector, None)
+    }
+
+    /// [`Sidecar::start`] reporting over HTTPS, verifying the collector with `ca` (PEM), as
+    /// the injector configures it.
+    pub fn start_with_ca(
+        cp: &'static ControlPlane,
+        ns: &str,
+        pod: &str,
+        upstream: u16,
+        collector: Option<&str>,
+        ca: Option<&str>,
+    ) -> Self {
         let dir = std::env::temp_dir().join(format!(
             "palisade-e2e-sidecar-{}-{ns}-{pod}",
             std::process::id()
@@ -85,6 +98,9 @@ impl Sidecar {
             .arg(&token_path);
         if let Some(c) = collector {
             cmd.args(["--collector-addr", c]);
+        }
+        if let Some(ca) = ca {
+            cmd.env("PALISADE_COLLECTOR_CA", ca);
         }
         let child = cmd
             .stdin(Stdio::null())

@@ -42,6 +42,7 @@ fn cfg() -> InjectConfig {
         fail_closed: false,
         bundle_configmap: "palisade-bundle".into(),
         collector_addr: "https://palisade-collector.palisade-system.svc:9444".into(),
+        collector_ca: None,
         debug_headers: false,
         identity: vec![
             ("PALISADE_API_KEY_HEADER".into(), "x-api-key".into()),
@@ -243,6 +244,28 @@ fn skips_say_why_and_what_to_do() {
 fn injecting_twice_is_a_no_op() {
     let doc = applied("probes");
     assert_eq!(mutate(&doc, &cfg()), Err(SkipReason::AlreadyInjected));
+}
+
+#[test]
+fn a_collector_ca_reaches_the_sidecar_env_only_with_a_collector() {
+    let env = |c: &InjectConfig| {
+        let ops = mutate(&pod("plain"), c).expect("injected");
+        let mut doc = pod("plain");
+        json_patch::patch(&mut doc, &ops).expect("applies");
+        doc["spec"]["initContainers"][0]["env"].clone()
+    };
+    let mut c = cfg();
+    c.collector_ca = Some("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into());
+    let with = env(&c);
+    let ca = with
+        .as_array()
+        .expect("env list")
+        .iter()
+        .find(|e| e["name"] == "PALISADE_COLLECTOR_CA")
+        .expect("PALISADE_COLLECTOR_CA");
+    assert_eq!(ca["value"].as_str(), c.collector_ca.as_deref());
+    c.collector_addr.clear();
+    assert!(!env(&c).to_string().contains("PALISADE_COLLECTOR_CA"));
 }
 
 #[test]
