@@ -71,6 +71,13 @@ fn tor_needs_source() -> Rule {
     )
 }
 
+fn no_targets() -> Rule {
+    Rule::new("!has(self.targets)").message(
+        "targets is not supported on DetectionRules yet: a rule looks at the traffic of every \
+         protected workload of its namespace; remove targets",
+    )
+}
+
 fn client_key_fits_type() -> Rule {
     Rule::new(
         "!has(self.clientKey) || self.clientKey == 'ip' || \
@@ -123,6 +130,7 @@ fn client_key_fits_type() -> Rule {
 #[x_kube(validation = params_match_type()[7].clone())]
 #[x_kube(validation = tor_needs_source())]
 #[x_kube(validation = client_key_fits_type())]
+#[x_kube(validation = no_targets())]
 #[serde(rename_all = "camelCase")]
 pub struct DetectionRuleSpec {
     /// The behaviour to detect: `Flooder`, `StaticContentScraper`, `BruteGuessor`,
@@ -143,8 +151,8 @@ pub struct DetectionRuleSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 256))]
     pub exclude: Vec<IpRange>,
-    /// The protected workloads whose traffic the rule looks at. Absent: every protected
-    /// workload of the namespace.
+    /// Not supported yet: a rule looks at the traffic of every protected workload of its
+    /// namespace. Rejected when set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub targets: Option<Targets>,
     /// `Enforce` (default): publish detected clients to actions (`detectedBy`). `Observe`:

@@ -21,8 +21,10 @@ fn window_1h() -> Duration {
     dur("1h")
 }
 
+/// The collector keeps 24 hours of traffic: windows up to 5 minutes are counted in 30 s
+/// slices, longer ones in 15 min slices (rounded up to whole slices).
 fn window_bounds() -> Rule {
-    duration_bounds("window", "1m", "168h")
+    duration_bounds("window", "1m", "24h")
 }
 
 macro_rules! default_fns {
@@ -35,6 +37,8 @@ default_fns! {
     flooder_share: i32 = 5;
     flooder_requests: i64 = 300;
     flooder_clients: i32 = 20;
+    flooder_total: i64 = 1000;
+    scraper_clients: i32 = 10;
     scraper_share: i32 = 10;
     scraper_bytes: i64 = 50 * 1024 * 1024;
     brute_errors: i32 = 50;
@@ -51,7 +55,8 @@ default_fns! {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FlooderParams {
-    /// The sliding window. Default `5m`.
+    /// The sliding window, `1m` to `24h` (up to `5m` in 30 s steps, beyond in 15 min steps,
+    /// rounded up). Default `5m`.
     #[serde(default = "window_5m")]
     #[x_kube(validation = window_bounds())]
     pub window: Duration,
@@ -68,13 +73,18 @@ pub struct FlooderParams {
     #[serde(default = "flooder_clients")]
     #[schemars(range(min = 1))]
     pub min_active_clients: i32,
+    /// Minimum requests of the whole namespace in the window before the rule reports anyone.
+    /// Default 1000.
+    #[serde(default = "flooder_total")]
+    #[schemars(range(min = 1))]
+    pub min_total_requests: i64,
 }
 
 /// Static Content Scraper: a client that takes a high share of the response bytes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StaticContentScraperParams {
-    /// The sliding window. Default `5m`.
+    /// The sliding window, `1m` to `24h`. Default `5m`.
     #[serde(default = "window_5m")]
     #[x_kube(validation = window_bounds())]
     pub window: Duration,
@@ -86,6 +96,11 @@ pub struct StaticContentScraperParams {
     #[serde(default = "scraper_bytes")]
     #[schemars(range(min = 1))]
     pub min_response_bytes: i64,
+    /// Minimum distinct active clients in the window before the rule reports anyone.
+    /// Default 10.
+    #[serde(default = "scraper_clients")]
+    #[schemars(range(min = 1))]
+    pub min_active_clients: i32,
 }
 
 /// Brute Guessor: a client with a high proportion of error responses (credential or key
@@ -93,7 +108,8 @@ pub struct StaticContentScraperParams {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BruteGuessorParams {
-    /// The sliding window. Default `24h`.
+    /// The sliding window, `1m` to `24h` (beyond `5m` counted in 15 min slices). Default
+    /// `24h`.
     #[serde(default = "window_24h")]
     #[x_kube(validation = window_bounds())]
     pub window: Duration,
@@ -112,7 +128,8 @@ pub struct BruteGuessorParams {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RobotAbuserParams {
-    /// The sliding window. Default `24h`.
+    /// The sliding window, `1m` to `24h` (beyond `5m` counted in 15 min slices). Default
+    /// `24h`.
     #[serde(default = "window_24h")]
     #[x_kube(validation = window_bounds())]
     pub window: Duration,
@@ -127,15 +144,17 @@ pub struct RobotAbuserParams {
     pub min_forbidden_percent: i32,
 }
 
-/// OAuth Abuser: many OAuth sessions (distinct access tokens) from few user agents.
+/// OAuth Abuser: many OAuth sessions from few user agents. A session is a call to the OAuth
+/// token endpoint (the sidecar's `--token-endpoint` path), which is where a session starts.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OAuthAbuserParams {
-    /// The sliding window. Default `24h`.
+    /// The sliding window, `1m` to `24h` (beyond `5m` counted in 15 min slices). Default
+    /// `24h`.
     #[serde(default = "window_24h")]
     #[x_kube(validation = window_bounds())]
     pub window: Duration,
-    /// Minimum distinct access tokens from the client in the window. Default 50.
+    /// Minimum token-endpoint calls (sessions started) by the client in the window. Default 50.
     #[serde(default = "oauth_sessions")]
     #[schemars(range(min = 2, max = 10000))]
     pub min_sessions: i32,
@@ -206,13 +225,17 @@ pub enum Sensitivity {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AdvancedAnomalyParams {
-    /// `Low`, `Medium` (default) or `High`.
+    /// `Low` (a robust z-score of at least 8), `Medium` (6, the default) or `High` (4: more
+    /// detections, more false positives).
     #[serde(default)]
     pub sensitivity: Sensitivity,
-    /// History the model needs before it reports anything. Default `336h` (two weeks);
-    /// twelve weeks gives better results.
+    /// Not supported: the anomaly test compares each client with its peers in the current
+    /// 5-minute window and needs no history. Rejected when set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = duration_bounds("minHistory", "1h", "8760h"))]
+    #[x_kube(validation = Rule::new("false").message(
+        "advancedAnomaly.minHistory is not supported: the anomaly test compares each client \
+         with its peers in the current 5-minute window and learns no history; remove it"
+    ))]
     pub min_history: Option<Duration>,
 }
 

@@ -1,9 +1,9 @@
 //! The model of a detection rule (what the operator converts a `DetectionRule` into).
 //!
 //! Every parameter has a documented default, so `{"name": "f", "rule": {"flooder": {}}}` is
-//! a complete rule. Windows are fixed by the rule type, as in the seeds: Flooder and Static
-//! Content Scraper look at the short window (5 min), the others at the long one (24 h),
-//! Advanced Anomaly at the short one, TorList at either (any traffic in 24 h).
+//! a complete rule. The default window comes from the rule type, as in the seeds: Flooder,
+//! Static Content Scraper and Advanced Anomaly look at the short window (5 min), the others at
+//! the long one (24 h); `window` overrides it (see [`crate::window::Windows::view`]).
 
 use ipnet::IpNet;
 use jiff::SignedDuration;
@@ -28,6 +28,11 @@ pub struct RuleSpec {
     /// Client IP ranges never detected by this rule (load balancers, partners, monitors).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exclude: Vec<IpNet>,
+    /// The sliding window the rule looks at; `None`: its type's (5 min for Flooder, Static
+    /// Content Scraper and Advanced Anomaly, 24 h for the others). See
+    /// [`crate::window::Windows::view`] for how it is rounded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<SignedDuration>,
 }
 
 fn default_key() -> ClientKeyKind {
@@ -47,6 +52,7 @@ impl RuleSpec {
             client_key: default_key(),
             detection_ttl: default_ttl(),
             exclude: Vec::new(),
+            window: None,
         }
     }
 
@@ -98,6 +104,15 @@ pub enum RuleKind {
 }
 
 impl RuleKind {
+    /// Whether the type looks at the short window (5 min) by default, rather than the long
+    /// one (24 h).
+    pub fn short_by_default(&self) -> bool {
+        matches!(
+            self,
+            Self::Flooder(_) | Self::StaticContentScraper(_) | Self::AdvancedAnomaly(_)
+        )
+    }
+
     /// The type of this rule.
     pub fn rule_type(&self) -> RuleType {
         match self {

@@ -81,20 +81,44 @@ impl Detections {
 
 /// Runs every rule over the namespace's windows at `now`.
 pub fn run_rules(windows: &Windows, rules: &[RuleSpec], now: Timestamp) -> Detections {
-    // Each view is built once, and only when a rule needs it (the 24 h one is the costly one).
+    // Each view is built once per distinct window, and only when a rule needs it (the 24 h
+    // one is the costly one).
     let (short, long) = (OnceCell::new(), OnceCell::new());
-    let short = || short.get_or_init(|| windows.short(now));
-    let long = || long.get_or_init(|| windows.long(now));
+    let mut others: Vec<(SignedDuration, WindowView)> = Vec::new();
+    for spec in rules {
+        if let Some(span) = spec.window
+            && span != windows.short_span()
+            && span != windows.long_span()
+            && !others.iter().any(|(s, _)| *s == span)
+        {
+            others.push((span, windows.view(span, now)));
+        }
+    }
+    let view_of = |spec: &RuleSpec| -> &WindowView {
+        let short_default = spec.rule.short_by_default();
+        match spec.window {
+            Some(s) if s == windows.short_span() => short.get_or_init(|| windows.short(now)),
+            Some(s) if s == windows.long_span() => long.get_or_init(|| windows.long(now)),
+            Some(s) => others
+                .iter()
+                .find(|(o, _)| *o == s)
+                .map(|(_, v)| v)
+                .expect("built above"),
+            None if short_default => short.get_or_init(|| windows.short(now)),
+            None => long.get_or_init(|| windows.long(now)),
+        }
+    };
     let mut items = Vec::new();
     for spec in rules {
-        let (view, hits) = match &spec.rule {
-            RuleKind::Flooder(p) => (short(), flooder(p, spec, short())),
-            RuleKind::StaticContentScraper(p) => (short(), scraper(p, spec, short())),
-            RuleKind::BruteGuessor(p) => (long(), brute(p, spec, long())),
-            RuleKind::RobotAbuser(p) => (long(), robot(p, spec, long())),
-            RuleKind::OAuthAbuser(p) => (long(), oauth(p, spec, long())),
-            RuleKind::TorList(p) => (long(), tor(p, spec, long())),
-            RuleKind::AdvancedAnomaly(p) => (short(), anomaly(p, spec, short())),
+        let view = view_of(spec);
+        let hits = match &spec.rule {
+            RuleKind::Flooder(p) => flooder(p, spec, view),
+            RuleKind::StaticContentScraper(p) => scraper(p, spec, view),
+            RuleKind::BruteGuessor(p) => brute(p, spec, view),
+            RuleKind::RobotAbuser(p) => robot(p, spec, view),
+            RuleKind::OAuthAbuser(p) => oauth(p, spec, view),
+            RuleKind::TorList(p) => tor(p, spec, view),
+            RuleKind::AdvancedAnomaly(p) => anomaly(p, spec, view),
         };
         items.extend(hits.into_iter().map(|(key, value, threshold)| Detection {
             rule: spec.name.clone(),

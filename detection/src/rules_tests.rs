@@ -452,3 +452,61 @@ fn detections_are_sorted_and_deterministic() {
         vec![("Flooder", ipk(1)), ("Flooder", ipk(2)), ("Tor", ipk(2))]
     );
 }
+
+// Windows ------------------------------------------------------------------------------
+
+#[test]
+fn a_rule_window_selects_the_slices_it_looks_at() {
+    // Benign traffic in the first slice [0, 30); a burst from client 1 in [270, 300).
+    let mut w = Windows::new(&WindowConfig::default());
+    w.merge(&report("a", 1, 0, &benign(50, 100, 1)), t(1));
+    w.merge(
+        &report("a", 2, 270, &with(benign(50, 1, 1), (ipk(1), reqs(1000)))),
+        t(271),
+    );
+    let mut one_minute = flooder();
+    one_minute.window = Some(SignedDuration::from_mins(1));
+    // 5 min: 1000 of 6050 requests (16.5 %); 1 min: 1000 of 1050. Both fire, each with the
+    // evidence of its own window.
+    let d = run(&w, &one_minute, 299);
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(d.items[0].evidence.window, SignedDuration::from_mins(1));
+    assert_eq!(
+        d.items[0].evidence.total_requests, 1050,
+        "only the last minute"
+    );
+    assert_eq!(
+        run(&w, &flooder(), 299).items[0].evidence.total_requests,
+        6050
+    );
+
+    // A share rule on a 1 min window misses a client whose share was in the older slices.
+    let mut w = Windows::new(&WindowConfig::default());
+    w.merge(
+        &report("a", 1, 0, &with(benign(50, 100, 1), (ipk(1), reqs(2000)))),
+        t(1),
+    );
+    w.merge(&report("a", 2, 270, &benign(50, 30, 1)), t(271));
+    assert_eq!(run(&w, &flooder(), 299).len(), 1, "5 min sees the burst");
+    assert!(run(&w, &one_minute, 299).is_empty(), "1 min does not");
+}
+
+#[test]
+fn a_long_rule_window_is_counted_in_15_minute_slices() {
+    let mut w = Windows::new(&WindowConfig::default());
+    let errors = ClientCounts {
+        requests: 200,
+        errors: 200,
+        ..Default::default()
+    };
+    w.merge(&report("a", 1, 0, &[(ipk(1), errors)]), t(1));
+    w.merge(&report("a", 2, 7_200, &[(ipk(2), errors)]), t(7_201));
+    let mut brute = RuleSpec::new("b", RuleKind::BruteGuessor(BruteGuessorParams::default()));
+    let all: Vec<ClientKey> = run(&w, &brute, 7_300).items.iter().map(|d| d.key).collect();
+    assert_eq!(all, [ipk(1), ipk(2)], "24 h by default");
+    brute.window = Some(SignedDuration::from_mins(40));
+    let d = run(&w, &brute, 7_300);
+    let keys: Vec<ClientKey> = d.items.iter().map(|d| d.key).collect();
+    assert_eq!(keys, [ipk(2)], "40 min → the last 3 slices of 15 min");
+    assert_eq!(d.items[0].evidence.window, SignedDuration::from_mins(45));
+}

@@ -172,7 +172,13 @@ impl Ring {
 
     /// Slices inside the window ending at `now` (the current, partial slice included).
     fn live(&self, now: Timestamp) -> impl Iterator<Item = &Slice> {
-        let (oldest, newest) = (self.oldest(now), self.epoch(now));
+        self.live_last(self.slots.len(), now)
+    }
+
+    /// The last `n` slices ending at `now` (the current, partial one included).
+    fn live_last(&self, n: usize, now: Timestamp) -> impl Iterator<Item = &Slice> {
+        let newest = self.epoch(now);
+        let oldest = newest - n.clamp(1, self.slots.len()) as i64 + 1;
         self.slots
             .iter()
             .flatten()
@@ -180,15 +186,25 @@ impl Ring {
     }
 
     fn view(&self, now: Timestamp) -> WindowView {
+        self.view_last(self.slots.len(), now)
+    }
+
+    /// Sums over the last `n` slices ending at `now`.
+    fn view_last(&self, n: usize, now: Timestamp) -> WindowView {
+        let n = n.clamp(1, self.slots.len());
         let mut view = WindowView {
-            span: self.span(),
+            span: SignedDuration::from_secs(self.slice_secs * n as i64),
             ..Default::default()
         };
         // Sized for the largest slice up front: the 24 h view merges ~100 slices, and
         // rehashing as it grows dominated its cost.
-        let largest = self.live(now).map(|s| s.clients.len()).max().unwrap_or(0);
+        let largest = self
+            .live_last(n, now)
+            .map(|s| s.clients.len())
+            .max()
+            .unwrap_or(0);
         view.clients.reserve(largest * 2);
-        for s in self.live(now) {
+        for s in self.live_last(n, now) {
             view.totals.merge(&s.totals);
             for (key, counts) in s.clients.iter() {
                 view.clients.entry(*key).or_default().add(counts);
@@ -301,6 +317,22 @@ impl Windows {
         self.long.view(now)
     }
 
+    /// A window of length `span` ending at `now` (a rule's `window`), in whole slices of the
+    /// finest ring that holds it: the short ring's 30 s slices up to its 5 minutes, else the
+    /// long ring's 15 min slices. `span` is rounded up to whole slices (the current, partial
+    /// slice counts as one) and capped at the long window; the view's `span` says what was used.
+    pub fn view(&self, span: SignedDuration, now: Timestamp) -> WindowView {
+        let slices = |ring: &Ring| {
+            let secs = span.as_secs().max(1);
+            usize::try_from((secs + ring.slice_secs - 1) / ring.slice_secs).unwrap_or(usize::MAX)
+        };
+        if span <= self.short.span() {
+            self.short.view_last(slices(&self.short), now)
+        } else {
+            self.long.view_last(slices(&self.long), now)
+        }
+    }
+
     /// Requests of `clients` per short slice whose start is in `[from, to)`, as
     /// `(slice start, requests)` in time order. Used for incident traffic series.
     pub fn requests_between(
@@ -335,6 +367,11 @@ impl Windows {
     /// Length of the short window (default 5 min).
     pub fn short_span(&self) -> SignedDuration {
         self.short.span()
+    }
+
+    /// Length of the long window (default 24 h).
+    pub fn long_span(&self) -> SignedDuration {
+        self.long.span()
     }
 
     /// Start of the short slice holding `t` (slice boundaries are where traffic is counted).

@@ -3,6 +3,7 @@
 use kube::ResourceExt;
 use palisade_crds::DetectionRule;
 use palisade_crds::rule::{ClientKey, RuleType};
+use palisade_crds::rule_params::Sensitivity;
 use palisade_detection::key::ClientKeyKind;
 use palisade_detection::rule_spec::{
     AnomalyParams, BruteGuessorParams, FlooderParams, OAuthAbuserParams, RobotAbuserParams,
@@ -15,27 +16,30 @@ pub fn rule(r: &DetectionRule, tor_exits: Vec<ipnet::IpNet>) -> Option<RuleSpec>
     let s = &r.spec;
     let pct = |p: i32| f64::from(p) / 100.0;
     let u = |n: i64| u64::try_from(n).unwrap_or(0);
+    let mut window = None;
     let kind = match s.type_ {
         RuleType::Flooder => {
             let p = s.flooder.clone().unwrap_or_default();
-            let d = FlooderParams::default();
+            window = Some(p.window.clone());
             RuleKind::Flooder(FlooderParams {
                 min_share: pct(p.min_share_percent),
                 min_requests: u(p.min_requests),
+                min_total_requests: u(p.min_total_requests),
                 min_clients: u64::try_from(p.min_active_clients).unwrap_or(0),
-                ..d
             })
         }
         RuleType::StaticContentScraper => {
             let p = s.static_content_scraper.clone().unwrap_or_default();
+            window = Some(p.window.clone());
             RuleKind::StaticContentScraper(ScraperParams {
                 min_share: pct(p.min_share_percent),
                 min_bytes: u(p.min_response_bytes),
-                ..ScraperParams::default()
+                min_clients: u64::try_from(p.min_active_clients).unwrap_or(0),
             })
         }
         RuleType::BruteGuessor => {
             let p = s.brute_guessor.clone().unwrap_or_default();
+            window = Some(p.window.clone());
             RuleKind::BruteGuessor(BruteGuessorParams {
                 min_error_ratio: pct(p.min_error_percent),
                 min_requests: u(p.min_requests),
@@ -43,6 +47,7 @@ pub fn rule(r: &DetectionRule, tor_exits: Vec<ipnet::IpNet>) -> Option<RuleSpec>
         }
         RuleType::RobotAbuser => {
             let p = s.robot_abuser.clone().unwrap_or_default();
+            window = Some(p.window.clone());
             RuleKind::RobotAbuser(RobotAbuserParams {
                 min_forbidden: u(p.min_forbidden),
                 min_forbidden_ratio: pct(p.min_forbidden_percent),
@@ -50,13 +55,24 @@ pub fn rule(r: &DetectionRule, tor_exits: Vec<ipnet::IpNet>) -> Option<RuleSpec>
         }
         RuleType::OAuthAbuser => {
             let p = s.oauth_abuser.clone().unwrap_or_default();
+            window = Some(p.window.clone());
             RuleKind::OAuthAbuser(OAuthAbuserParams {
                 min_sessions: u64::try_from(p.min_sessions).unwrap_or(0),
                 max_user_agents: u32::try_from(p.max_user_agents).unwrap_or(0),
             })
         }
         RuleType::TorList => RuleKind::TorList(TorListParams { exits: tor_exits }),
-        RuleType::AdvancedAnomaly => RuleKind::AdvancedAnomaly(AnomalyParams::default()),
+        RuleType::AdvancedAnomaly => {
+            let p = s.advanced_anomaly.clone().unwrap_or_default();
+            RuleKind::AdvancedAnomaly(AnomalyParams {
+                min_z: match p.sensitivity {
+                    Sensitivity::Low => 8.0,
+                    Sensitivity::Medium => 6.0,
+                    Sensitivity::High => 4.0,
+                },
+                ..AnomalyParams::default()
+            })
+        }
         RuleType::ApiScraper => return None,
     };
     let mut spec = RuleSpec::new(r.name_any(), kind);
@@ -71,10 +87,69 @@ pub fn rule(r: &DetectionRule, tor_exits: Vec<ipnet::IpNet>) -> Option<RuleSpec>
     {
         spec.detection_ttl = ttl;
     }
+    spec.window = window
+        .and_then(|w| w.to_std().ok())
+        .and_then(|w| jiff::SignedDuration::try_from(w).ok());
     spec.exclude = s
         .exclude
         .iter()
         .filter_map(|r| palisade_policy::parse_prefix(r.as_str()))
         .collect();
     Some(spec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule_of(spec: serde_json::Value) -> RuleSpec {
+        let r: DetectionRule = serde_json::from_value(serde_json::json!({
+            "apiVersion": "palisade.dev/v1alpha1", "kind": "DetectionRule",
+            "metadata": {"name": "r", "namespace": "shop"}, "spec": spec}))
+        .expect("rule");
+        rule(&r, vec![]).expect("evaluated type")
+    }
+
+    #[test]
+    fn every_parameter_reaches_the_rule_model() {
+        let f = rule_of(
+            serde_json::json!({"type": "Flooder", "flooder": {"window": "1m",
+            "minTotalRequests": 50, "minActiveClients": 3, "minRequests": 7, "minSharePercent": 40}}),
+        );
+        assert_eq!(f.window, Some(jiff::SignedDuration::from_mins(1)));
+        let RuleKind::Flooder(p) = &f.rule else {
+            panic!("{f:?}")
+        };
+        assert_eq!(
+            (p.min_total_requests, p.min_clients, p.min_requests),
+            (50, 3, 7)
+        );
+        assert!((p.min_share - 0.4).abs() < 1e-9);
+        let s = rule_of(serde_json::json!({"type": "StaticContentScraper",
+            "staticContentScraper": {"minActiveClients": 4, "window": "2m"}}));
+        let RuleKind::StaticContentScraper(p) = &s.rule else {
+            panic!("{s:?}")
+        };
+        assert_eq!(
+            (p.min_clients, s.window),
+            (4, Some(jiff::SignedDuration::from_mins(2)))
+        );
+        let b =
+            rule_of(serde_json::json!({"type": "BruteGuessor", "bruteGuessor": {"window": "6h"}}));
+        assert_eq!(b.window, Some(jiff::SignedDuration::from_hours(6)));
+        let a = rule_of(serde_json::json!({"type": "AdvancedAnomaly",
+            "advancedAnomaly": {"sensitivity": "High"}}));
+        let RuleKind::AdvancedAnomaly(p) = &a.rule else {
+            panic!("{a:?}")
+        };
+        assert!(
+            (p.min_z - 4.0).abs() < 1e-9,
+            "High sensitivity lowers the z threshold"
+        );
+        let d = rule_of(serde_json::json!({"type": "AdvancedAnomaly"}));
+        let RuleKind::AdvancedAnomaly(p) = &d.rule else {
+            panic!("{d:?}")
+        };
+        assert!((p.min_z - 6.0).abs() < 1e-9);
+    }
 }

@@ -222,6 +222,7 @@ async fn write_rule_status(
         current,
         is_paused(&r.metadata),
         observe,
+        r.spec.type_ != palisade_crds::rule::RuleType::ApiScraper,
         r.metadata.generation,
         now,
     );

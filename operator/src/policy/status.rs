@@ -103,6 +103,7 @@ pub fn rule_desired(
     current: Option<&palisade_crds::DetectionRuleStatus>,
     paused: bool,
     observe: bool,
+    evaluated: bool,
     generation: Option<i64>,
     now: jiff::Timestamp,
 ) -> (
@@ -122,6 +123,13 @@ pub fn rule_desired(
             false,
             "Paused",
             "the rule carries palisade.dev/paused=true; remove the annotation to resume",
+        )
+    } else if !evaluated {
+        (
+            false,
+            "NotEvaluated",
+            "type ApiScraper is accepted but not evaluated yet: this rule detects nobody; use \
+             Flooder or StaticContentScraper meanwhile",
         )
     } else if observe {
         (

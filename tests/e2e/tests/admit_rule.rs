@@ -45,8 +45,10 @@ async fn every_rule_type_is_accepted_and_defaulted() {
         "{type: OAuthAbuser, oauthAbuser: {minSessions: 100, maxUserAgents: 1}}",
         "{type: TorList, torList: {url: 'https://check.torproject.org/torbulkexitlist', refreshInterval: 30m}}",
         "{type: TorList, torList: {fromConfigMap: {name: tor-exits}}, clientKey: ip}",
-        "{type: AdvancedAnomaly, advancedAnomaly: {sensitivity: High, minHistory: 2016h}}",
-        "{type: ApiScraper, exclude: [203.0.113.10, '2001:db8::/48'], targets: {workloadSelector: {matchLabels: {app: shop}}}}",
+        "{type: AdvancedAnomaly, advancedAnomaly: {sensitivity: High}}",
+        "{type: ApiScraper, exclude: [203.0.113.10, '2001:db8::/48']}",
+        "{type: Flooder, flooder: {window: 1m, minTotalRequests: 50}}",
+        "{type: StaticContentScraper, staticContentScraper: {window: 24h, minActiveClients: 3}}",
     ];
     for (i, spec) in others.iter().enumerate() {
         accepts(cp, ns.name(), KIND, &format!("ok-{i}"), spec).await;
@@ -131,7 +133,33 @@ async fn invalid_rules_are_rejected_with_what_to_fix() {
         Case::new(
             "window too short",
             "{type: Flooder, flooder: {window: 10s}}",
-            &["spec.flooder.window", "window must be between 1m and 168h"],
+            &["spec.flooder.window", "window must be between 1m and 24h"],
+        ),
+        Case::new(
+            "window beyond the 24 h the collector keeps",
+            "{type: RobotAbuser, robotAbuser: {window: 48h}}",
+            &[
+                "spec.robotAbuser.window",
+                "window must be between 1m and 24h",
+            ],
+        ),
+        Case::new(
+            "targets (not supported on rules)",
+            "{type: Flooder, targets: {workloadSelector: {matchLabels: {app: shop}}}}",
+            &[
+                "spec",
+                "targets is not supported on DetectionRules",
+                "remove targets",
+            ],
+        ),
+        Case::new(
+            "minHistory (not supported)",
+            "{type: AdvancedAnomaly, advancedAnomaly: {minHistory: 336h}}",
+            &[
+                "spec.advancedAnomaly.minHistory",
+                "not supported",
+                "remove it",
+            ],
         ),
         Case::new(
             "window not a duration",
