@@ -1,7 +1,12 @@
-//! Forwards a request to the application on loopback and streams the answer back: a pooled
-//! keep-alive HTTP/1.1 client, Host preserved, X-Forwarded-For / X-Forwarded-Proto appended,
+//! Forwards a request to the application on loopback and streams the answer back over
+//! keep-alive HTTP/1.1, Host preserved, X-Forwarded-For / X-Forwarded-Proto appended,
 //! hop-by-hop headers removed (RFC 9110 §7.6.1), Upgrade (WebSocket) passed through. Bodies are
 //! streamed both ways, never buffered.
+//!
+//! Upstream connections: each HTTP/1.x client connection gets its own upstream connection
+//! ([`Affinity`]), opened on its first request and reused by the next ones, so the request
+//! path shares no connection pool (and no pool lock) with other connections. HTTP/2 clients,
+//! whose requests on one connection run concurrently, use a shared keep-alive pool.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -9,6 +14,7 @@ use std::time::Duration;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -41,11 +47,28 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     /// Time to the response head.
     pub response_timeout: Duration,
-    /// Idle time after which pooled connections close.
+    /// Idle time after which connections of the HTTP/2 clients' pool close.
     pub pool_idle: Duration,
 }
 
-/// The pooled client to the application.
+/// The upstream connection of one client connection, kept between its requests. Only that
+/// connection's requests use it, one at a time (HTTP/1.x), so its lock is never contended.
+#[derive(Debug, Default)]
+pub struct Affinity(std::sync::Mutex<Option<SendRequest<Incoming>>>);
+
+impl Affinity {
+    fn take(&self) -> Option<SendRequest<Incoming>> {
+        self.0.lock().ok()?.take()
+    }
+
+    fn keep(&self, sender: SendRequest<Incoming>) {
+        if let Ok(mut slot) = self.0.lock() {
+            slot.get_or_insert(sender);
+        }
+    }
+}
+
+/// The client side to the application.
 #[derive(Debug)]
 pub struct Forwarder {
     client: Client<HttpConnector, Incoming>,
@@ -77,27 +100,101 @@ impl Forwarder {
         }
     }
 
-    /// Sends `req` (from client `peer`) to the application and returns its response.
+    /// Sends `req` (from client `peer`, on the client connection whose upstream connection
+    /// is `affinity`) to the application and returns its response.
     pub async fn forward(
         &self,
         mut req: Request<Incoming>,
         peer: IpAddr,
+        affinity: &Affinity,
     ) -> Result<Response<RespBody>, ProxyError> {
         let upgrade = upgrade_protocol(&req);
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+        let concurrent = req.version() == Version::HTTP_2;
         self.prepare(&mut req, peer)?;
         if let (Some(proto), Some(on_client)) = (upgrade, client_upgrade) {
             return self.forward_upgrade(req, proto, on_client).await;
         }
-        let sent = tokio::time::timeout(self.cfg.response_timeout, self.client.request(req));
-        let resp = match sent.await {
-            Err(_) => return Err(ProxyError::UpstreamTimeout(self.cfg.response_timeout)),
-            Ok(Err(e)) => return Err(self.classify(e)),
-            Ok(Ok(resp)) => resp,
+        let timeout = self.cfg.response_timeout;
+        let resp = if concurrent {
+            match tokio::time::timeout(timeout, self.client.request(req)).await {
+                Err(_) => return Err(ProxyError::UpstreamTimeout(timeout)),
+                Ok(Err(e)) => return Err(self.classify(e)),
+                Ok(Ok(resp)) => resp,
+            }
+        } else {
+            match tokio::time::timeout(timeout, self.send_affine(req, affinity)).await {
+                Err(_) => return Err(ProxyError::UpstreamTimeout(timeout)),
+                Ok(result) => result?,
+            }
         };
         let (mut parts, incoming) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(parts, body::stream(incoming)))
+    }
+
+    /// Sends on the client connection's own upstream connection, opening it if needed. A
+    /// kept connection the application closed meanwhile is replaced (the request was not
+    /// sent on it, so sending it again is safe).
+    async fn send_affine(
+        &self,
+        mut req: Request<Incoming>,
+        affinity: &Affinity,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        // Origin-form on a connection of our own (the pool does this itself).
+        *req.uri_mut() = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .map_or(Uri::from_static("/"), Uri::from);
+        if let Some(mut sender) = affinity.take()
+            && sender.ready().await.is_ok()
+        {
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    affinity.keep(sender);
+                    return Ok(resp);
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) => req = unsent,
+                    None => return Err(ProxyError::Upstream(Box::new(e.into_error()))),
+                },
+            }
+        }
+        let mut sender = self.handshake().await?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| ProxyError::Upstream(Box::new(e)))?;
+        affinity.keep(sender);
+        Ok(resp)
+    }
+
+    /// A new HTTP/1.1 connection to the application (its task runs until it closes).
+    async fn handshake(&self) -> Result<SendRequest<Incoming>, ProxyError> {
+        let addr = self.cfg.addr.to_string();
+        let connect =
+            tokio::time::timeout(self.cfg.connect_timeout, TcpStream::connect(self.cfg.addr));
+        let stream = match connect.await {
+            Err(_) => return Err(ProxyError::UpstreamConnectTimeout { addr }),
+            Ok(Err(e)) => {
+                return Err(ProxyError::UpstreamRefused {
+                    addr,
+                    source: Box::new(e),
+                });
+            }
+            Ok(Ok(s)) => s,
+        };
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| ProxyError::Upstream(Box::new(e)))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
     }
 
     /// Rewrites the request for the upstream hop.
@@ -145,23 +242,7 @@ impl Forwarder {
         proto: HeaderValue,
         on_client: hyper::upgrade::OnUpgrade,
     ) -> Result<Response<RespBody>, ProxyError> {
-        let addr = self.cfg.addr.to_string();
-        let connect =
-            tokio::time::timeout(self.cfg.connect_timeout, TcpStream::connect(self.cfg.addr));
-        let stream = match connect.await {
-            Err(_) => return Err(ProxyError::UpstreamConnectTimeout { addr }),
-            Ok(Err(e)) => {
-                return Err(ProxyError::UpstreamRefused {
-                    addr,
-                    source: Box::new(e),
-                });
-            }
-            Ok(Ok(s)) => s,
-        };
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| ProxyError::Upstream(Box::new(e)))?;
-        tokio::spawn(conn.with_upgrades());
+        let mut sender = self.handshake().await?;
         set_upgrade(req.headers_mut(), proto.clone());
         // Origin-form on a hand-made connection.
         *req.uri_mut() = req

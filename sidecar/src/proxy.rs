@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use crate::body::RespBody;
 use crate::count::{CountHandle, Fact, OwnedAttrs};
 use crate::enforce::{DEBUG_HEADER, EnforceConfig, Outcome, enforce};
-use crate::forward::Forwarder;
+use crate::forward::{Affinity, Forwarder};
 use crate::identify::Identifier;
 use crate::identify::Identity;
 use crate::metrics::Metrics;
@@ -45,9 +45,15 @@ pub struct Proxy {
 
 impl Proxy {
     /// Answers one request; never fails (errors become responses).
-    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<RespBody> {
+    /// `affinity` is the upstream connection of the client connection the request came on.
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        affinity: &Affinity,
+    ) -> Response<RespBody> {
         let start = Instant::now();
-        let (verdict, resp) = match self.process(req, peer).await {
+        let (verdict, resp) = match self.process(req, peer, affinity).await {
             Ok(ok) => ok,
             Err(e) => {
                 if e.is_upstream() {
@@ -73,6 +79,7 @@ impl Proxy {
         &self,
         req: Request<Incoming>,
         peer: SocketAddr,
+        affinity: &Affinity,
     ) -> Result<(&'static str, Response<RespBody>), ProxyError> {
         let target_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
         if target_len > self.max_uri_bytes {
@@ -89,43 +96,29 @@ impl Proxy {
         self.metrics.client_ip.get_or_create(&source).inc();
         let (verdict, outcome) =
             enforce(self.enforce, &self.store, &self.metrics, &who, &mut parts)?;
+        // What detection needs of the request, taken before the request moves upstream
+        // (a few hashes and flags; no copy of the headers).
+        let fact = self.fact(&who, &parts);
         let debug = match outcome {
             Outcome::Answer(resp) => {
-                self.count(&who, &parts, &resp, true);
+                self.count(fact, &resp, true);
                 return Ok((verdict, resp));
             }
             Outcome::Forward(debug) => debug,
         };
-        let counted = self.counter.as_ref().map(|_| parts.clone());
         let req = Request::from_parts(parts, body);
-        let mut resp = self.forwarder.forward(req, peer.ip()).await?;
-        if let Some(parts) = &counted {
-            self.count(&who, parts, &resp, false);
-        }
+        let mut resp = self.forwarder.forward(req, peer.ip(), affinity).await?;
+        self.count(fact, &resp, false);
         if let Some(v) = debug {
             resp.headers_mut().insert(DEBUG_HEADER, v);
         }
         Ok((verdict, resp))
     }
 
-    /// Hands what detection needs to the counter; `own` marks the sidecar's own answers
-    /// (denials), which are never counted as the app's errors.
-    fn count(
-        &self,
-        who: &Identity,
-        parts: &http::request::Parts,
-        resp: &Response<RespBody>,
-        own: bool,
-    ) {
-        let Some(counter) = &self.counter else { return };
-        let header =
-            |name: http::header::HeaderName| parts.headers.get(name).and_then(|v| v.to_str().ok());
-        let bytes = resp
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
+    /// What detection needs of a request (`None` when nothing counts): the response's
+    /// status and size are filled in by [`Self::count`].
+    fn fact(&self, who: &Identity, parts: &http::request::Parts) -> Option<Fact> {
+        let counter = self.counter.as_ref()?;
         let attrs = counter.sample_attributes().then(|| {
             Box::new(OwnedAttrs {
                 product: who.product.clone(),
@@ -135,17 +128,37 @@ impl Proxy {
                 path: Some(parts.uri.path().to_owned()),
             })
         });
-        counter.record(Fact {
+        let user_agent = parts
+            .headers
+            .get(http::header::USER_AGENT)
+            .map(|ua| sha2::Sha256::digest(ua.as_bytes()).into());
+        Some(Fact {
             ip: who.ip,
             api_key: who.api_key_hash,
             token: who.token_hash,
-            user_agent: header(http::header::USER_AGENT)
-                .map(|ua| sha2::Sha256::digest(ua.as_bytes()).into()),
-            status: resp.status().as_u16(),
-            bytes,
+            user_agent,
+            status: 0,
+            bytes: 0,
             token_endpoint: parts.uri.path() == self.token_endpoint,
-            own,
+            own: false,
             attrs,
-        });
+        })
+    }
+
+    /// Hands `fact`, completed with the response, to the counter; `own` marks the sidecar's
+    /// own answers (denials), which are never counted as the app's errors.
+    fn count(&self, fact: Option<Fact>, resp: &Response<RespBody>, own: bool) {
+        let (Some(counter), Some(mut fact)) = (&self.counter, fact) else {
+            return;
+        };
+        fact.status = resp.status().as_u16();
+        fact.bytes = resp
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        fact.own = own;
+        counter.record(fact);
     }
 }

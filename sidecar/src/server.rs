@@ -17,6 +17,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::forward::Affinity;
 use crate::proxy::Proxy;
 
 /// Limits and timeouts of client connections.
@@ -99,9 +100,11 @@ fn serve_one(
     });
     let proxy_gauge = proxy.metrics.connections.clone();
     let proxy = proxy.clone();
+    let affinity = Arc::new(Affinity::default());
     let svc = hyper::service::service_fn(move |req| {
         let proxy = proxy.clone();
-        async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
+        let affinity = affinity.clone();
+        async move { Ok::<_, Infallible>(proxy.handle(req, peer, &affinity).await) }
     });
     let conn = builder.serve_connection_with_upgrades(io, svc).into_owned();
     let conn = graceful.watch(conn);

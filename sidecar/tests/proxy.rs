@@ -62,6 +62,42 @@ async fn keep_alive_both_sides() {
     assert_eq!(upstream_ports.len(), 1, "upstream connection reused");
 }
 
+/// Each client connection has its own upstream connection (no pool shared between client
+/// connections), and one the application closes is replaced without failing a request.
+#[tokio::test]
+async fn each_client_connection_has_its_own_upstream_connection() {
+    let app = app(|req, peer| async move {
+        let mut resp = Response::new(full(peer.port().to_string()));
+        if req.uri().path() == "/close" {
+            // The application ends the keep-alive connection after this answer.
+            resp.headers_mut()
+                .insert("connection", http::HeaderValue::from_static("close"));
+        }
+        resp
+    })
+    .await;
+    let sc = sidecar(app, &[]).await;
+    let port = |path: &'static str| Request::get(path).header("host", "a").body(full(""));
+    let mut a = h1(sc.proxy_addr).await;
+    let mut b = h1(sc.proxy_addr).await;
+    let a1 = send(&mut a, port("/").unwrap()).await.2;
+    let b1 = send(&mut b, port("/").unwrap()).await.2;
+    let a2 = send(&mut a, port("/").unwrap()).await.2;
+    let b2 = send(&mut b, port("/").unwrap()).await.2;
+    assert_eq!(a1, a2, "client a keeps its upstream connection");
+    assert_eq!(b1, b2, "client b keeps its upstream connection");
+    assert_ne!(a1, b1, "two clients, two upstream connections");
+
+    let closed = send(&mut a, port("/close").unwrap()).await;
+    assert_eq!((closed.0, closed.2.as_str()), (200, a1.as_str()));
+    // The app closed that connection: the next request on client a gets a new one.
+    for _ in 0..3 {
+        let (status, _, body) = send(&mut a, port("/").unwrap()).await;
+        assert_eq!(status, 200);
+        assert_ne!(body, a1, "a closed upstream connection is not reused");
+    }
+}
+
 #[tokio::test]
 async fn ipv6_client() {
     let app = echo_app().await;
