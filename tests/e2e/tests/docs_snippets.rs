@@ -292,6 +292,35 @@ fn check_command(env: &Env, shown: &Shown, skipped: &mut Vec<String>) -> Result<
             }
             Ok(())
         }
+        "cargo" if words.get(1) == Some(&"build") => {
+            // `cargo build -p <package>`: the package is one of the workspace's.
+            for pkg in words.windows(2).filter(|w| w[0] == "-p").map(|w| w[1]) {
+                let manifest = format!("name = \"{pkg}\"");
+                let workspace = std::fs::read_to_string(root.join("Cargo.toml")).unwrap_or_default();
+                let members = workspace
+                    .split("members = [")
+                    .nth(1)
+                    .and_then(|m| m.split(']').next())
+                    .unwrap_or_default();
+                let found = members.split('"').skip(1).step_by(2).any(|m| {
+                    std::fs::read_to_string(root.join(m).join("Cargo.toml"))
+                        .is_ok_and(|t| t.contains(&manifest))
+                });
+                if !found {
+                    return Err(format!("{}: no workspace package `{pkg}`", shown.at));
+                }
+            }
+            Ok(())
+        }
+        w if w.ends_with("/palisade-cluster") => {
+            let src = std::fs::read_to_string(root.join("tests/e2e/src/bin/palisade-cluster.rs"))
+                .expect("palisade-cluster.rs");
+            let sub = words.get(1).copied().unwrap_or_default();
+            if !src.contains(&format!("\"{sub}\" =>")) {
+                return Err(format!("{}: palisade-cluster has no `{sub}` command", shown.at));
+            }
+            Ok(())
+        }
         "export" => {
             let value = words[1].split_once('=').map(|x| x.1).unwrap_or_default();
             if words[1].starts_with("KUBECONFIG=")
