@@ -12,6 +12,9 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 
+/// Keys a new [`TopK`] has room for before it first grows.
+pub const INITIAL_KEYS: usize = 1024;
+
 /// A seeded, fast hasher for client maps (keys are attacker-chosen, so it is seeded).
 pub type FastHash = foldhash::fast::RandomState;
 
@@ -35,11 +38,15 @@ pub struct TopK<K, V> {
 }
 
 impl<K: Hash + Eq, V: Tally> TopK<K, V> {
-    /// An empty map holding at most `capacity` keys (at least 2).
+    /// An empty map holding at most `capacity` keys (at least 2). Memory grows with the keys
+    /// actually held, from room for [`INITIAL_KEYS`]: the collector keeps ~100 slices per
+    /// namespace, and allocating every slice for its bound up front cost ~3 MB per slice
+    /// (300 MB per namespace) whatever the traffic. A sidecar's map keeps its size across
+    /// slices (draining keeps the allocation), so only its first slice grows.
     pub fn new(capacity: usize) -> Self {
         let capacity = capacity.max(2);
         Self {
-            map: HashMap::with_capacity_and_hasher(capacity, FastHash::default()),
+            map: HashMap::with_capacity_and_hasher(capacity.min(INITIAL_KEYS), FastHash::default()),
             capacity,
             floor: 0,
             evicted: 0,
