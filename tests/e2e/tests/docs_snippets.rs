@@ -296,7 +296,8 @@ fn check_command(env: &Env, shown: &Shown, skipped: &mut Vec<String>) -> Result<
             // `cargo build -p <package>`: the package is one of the workspace's.
             for pkg in words.windows(2).filter(|w| w[0] == "-p").map(|w| w[1]) {
                 let manifest = format!("name = \"{pkg}\"");
-                let workspace = std::fs::read_to_string(root.join("Cargo.toml")).unwrap_or_default();
+                let workspace =
+                    std::fs::read_to_string(root.join("Cargo.toml")).unwrap_or_default();
                 let members = workspace
                     .split("members = [")
                     .nth(1)
@@ -317,7 +318,10 @@ fn check_command(env: &Env, shown: &Shown, skipped: &mut Vec<String>) -> Result<
                 .expect("palisade-cluster.rs");
             let sub = words.get(1).copied().unwrap_or_default();
             if !src.contains(&format!("\"{sub}\" =>")) {
-                return Err(format!("{}: palisade-cluster has no `{sub}` command", shown.at));
+                return Err(format!(
+                    "{}: palisade-cluster has no `{sub}` command",
+                    shown.at
+                ));
             }
             Ok(())
         }
