@@ -28,7 +28,7 @@ use base64::Engine as _;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use injector::certs::{self, CertBundle, Plan};
-use injector::config::InjectConfig;
+use injector::config::{InjectConfig, PullPolicy};
 use injector::server::{self, CertStore};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -38,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 fn cfg() -> InjectConfig {
     InjectConfig {
         image: "palisade-sidecar:test".into(),
+        image_pull_policy: PullPolicy::IfNotPresent,
         version: "0.1.0".into(),
         requests: vec![("cpu".into(), "50m".into())],
         limits: vec![],

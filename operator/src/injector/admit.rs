@@ -148,6 +148,7 @@ mod tests {
     fn cfg() -> InjectConfig {
         InjectConfig {
             image: "sidecar:test".into(),
+            image_pull_policy: crate::injector::config::PullPolicy::IfNotPresent,
             version: "0.1.0".into(),
             requests: vec![],
             limits: vec![],

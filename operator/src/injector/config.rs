@@ -83,6 +83,14 @@ pub struct InjectorArgs {
         default_value = concat!("ghcr.io/palisade-dev/palisade-sidecar:", env!("CARGO_PKG_VERSION"))
     )]
     pub sidecar_image: String,
+    /// `imagePullPolicy` of the injected sidecar container.
+    #[arg(
+        long,
+        env = "PALISADE_SIDECAR_IMAGE_PULL_POLICY",
+        value_enum,
+        default_value_t = PullPolicy::IfNotPresent
+    )]
+    pub sidecar_image_pull_policy: PullPolicy,
     /// CPU request of the sidecar.
     #[arg(long, env = "PALISADE_SIDECAR_CPU_REQUEST", default_value = "50m")]
     pub sidecar_cpu_request: String,
@@ -143,11 +151,36 @@ pub enum CertSource {
     Secret,
 }
 
+/// A container's `imagePullPolicy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "PascalCase")]
+pub enum PullPolicy {
+    /// Pull on every container start.
+    Always,
+    /// Pull when the node does not have the image.
+    IfNotPresent,
+    /// Never pull (the image is preloaded on the nodes).
+    Never,
+}
+
+impl PullPolicy {
+    /// The Kubernetes spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Always => "Always",
+            Self::IfNotPresent => "IfNotPresent",
+            Self::Never => "Never",
+        }
+    }
+}
+
 /// What [`super::patch::mutate`] needs: everything about the sidecar to inject.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InjectConfig {
     /// Container image.
     pub image: String,
+    /// Its `imagePullPolicy`.
+    pub image_pull_policy: PullPolicy,
     /// Recorded in the `palisade.dev/injected` annotation.
     pub version: String,
     /// `resources.requests` (cpu, memory), empty values left out.
@@ -190,6 +223,7 @@ impl InjectorArgs {
         };
         InjectConfig {
             image: self.sidecar_image.clone(),
+            image_pull_policy: self.sidecar_image_pull_policy,
             version: env!("CARGO_PKG_VERSION").to_owned(),
             requests: pairs(&self.sidecar_cpu_request, &self.sidecar_memory_request),
             limits: pairs(&self.sidecar_cpu_limit, &self.sidecar_memory_limit),

@@ -354,7 +354,7 @@ fn sidecar_container(cfg: &InjectConfig, t: &Takeover) -> Value {
     json!({
         "name": SIDECAR_NAME,
         "image": cfg.image,
-        "imagePullPolicy": "IfNotPresent",
+        "imagePullPolicy": cfg.image_pull_policy.as_str(),
         "restartPolicy": "Always",
         "ports": [
             { "name": t.name, "containerPort": cfg.proxy_port, "protocol": "TCP" },

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde_json::{Value, json};
 
 use super::*;
+use crate::injector::config::PullPolicy;
 
 const CASES: [&str; 9] = [
     "plain",
@@ -29,6 +30,7 @@ const FULL_CASES: [(&str, &str); 2] = [
 fn cfg() -> InjectConfig {
     InjectConfig {
         image: "ghcr.io/palisade-dev/palisade-sidecar:test".into(),
+        image_pull_policy: PullPolicy::IfNotPresent,
         version: "0.1.0".into(),
         requests: vec![
             ("cpu".into(), "50m".into()),
@@ -56,6 +58,7 @@ fn cfg() -> InjectConfig {
 fn full_cfg() -> InjectConfig {
     let source = json!({"configMap": {"name": "geoip", "optional": true}});
     InjectConfig {
+        image_pull_policy: PullPolicy::Never,
         debug_headers: true,
         identity: vec![
             ("PALISADE_API_KEY_HEADER".into(), "x-client-key".into()),
