@@ -12,6 +12,18 @@ use palisade_bench::send::Outcome;
 use crate::http::{echo_app, get};
 use crate::{ControlPlane, Operator, Sidecar, TempNs, eventually, scope};
 
+/// A `flooder` rule that fires within seconds in a test: one client with half of at least
+/// 100 requests (the defaults want 5 % of 1000 from 20 clients).
+pub const QUICK_FLOODER: &str = r#"
+apiVersion: palisade.dev/v1alpha1
+kind: DetectionRule
+metadata: {name: flooder}
+spec:
+  type: Flooder
+  detectionTtl: 10m
+  flooder: {minSharePercent: 50, minRequests: 100, minActiveClients: 1}
+"#;
+
 /// The deny action every flood setup applies: 403 for clients the `flooder` rule detected.
 pub const DENY_FLOODERS: &str = r#"
 apiVersion: palisade.dev/v1alpha1

@@ -348,15 +348,7 @@ async fn the_real_operators_statuses_map_to_the_documented_health() {
     }
 }
 
-const FLOODER: &str = r#"
-apiVersion: palisade.dev/v1alpha1
-kind: DetectionRule
-metadata: {name: flooder}
-spec:
-  type: Flooder
-  detectionTtl: 10m
-  flooder: {minSharePercent: 50, minRequests: 100, minActiveClients: 1}
-"#;
+use palisade_e2e::flood::QUICK_FLOODER as FLOODER;
 
 /// One second of a sidecar's traffic in `ns`: 2000 requests from 198.51.100.66 and one from
 /// each of 20 ordinary clients, as the report a sidecar sends.

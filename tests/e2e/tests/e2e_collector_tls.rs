@@ -10,15 +10,7 @@ use palisade_e2e::{ControlPlane, OPERATOR_NS, Operator, Sidecar, TempNs, eventua
 
 const LEASE: &str = "op-tls";
 
-const FLOODER: &str = r#"
-apiVersion: palisade.dev/v1alpha1
-kind: DetectionRule
-metadata: {name: flooder}
-spec:
-  type: Flooder
-  detectionTtl: 10m
-  flooder: {minSharePercent: 50, minRequests: 100, minActiveClients: 1}
-"#;
+use palisade_e2e::flood::QUICK_FLOODER as FLOODER;
 
 fn holder(cp: &ControlPlane) -> Result<String, String> {
     cp.kubectl_ok(&[

@@ -10,15 +10,7 @@ use palisade_detection::report::{Report, SidecarId};
 use palisade_e2e::http::{echo_app, get};
 use palisade_e2e::{ControlPlane, Operator, Sidecar, TempNs, eventually, scope};
 
-const FLOODER: &str = r#"
-apiVersion: palisade.dev/v1alpha1
-kind: DetectionRule
-metadata: {name: flooder}
-spec:
-  type: Flooder
-  detectionTtl: 10m
-  flooder: {minSharePercent: 50, minRequests: 100, minActiveClients: 1}
-"#;
+use palisade_e2e::flood::QUICK_FLOODER as FLOODER;
 
 /// One second of traffic: `flood` requests from 198.51.100.66 and one from each of 20
 /// ordinary clients.

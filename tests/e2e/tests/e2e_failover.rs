@@ -13,15 +13,7 @@ use palisade_e2e::{ControlPlane, OPERATOR_NS, Operator, Sidecar, TempNs, eventua
 
 const LEASE: &str = "op-failover";
 
-const FLOODER: &str = r#"
-apiVersion: palisade.dev/v1alpha1
-kind: DetectionRule
-metadata: {name: flooder}
-spec:
-  type: Flooder
-  detectionTtl: 10m
-  flooder: {minSharePercent: 50, minRequests: 100, minActiveClients: 1}
-"#;
+use palisade_e2e::flood::QUICK_FLOODER as FLOODER;
 
 /// The value of the sample whose name and labels start with `prefix`, e.g.
 /// `palisade_operator_leader`.
