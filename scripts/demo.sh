@@ -206,6 +206,9 @@ sa_kubeconfig() {
   "$KUBECTL" --kubeconfig "$out" config delete-user "$admin" >/dev/null
 }
 
+# The collector serves plain HTTP on loopback here: in a cluster it serves HTTPS with the
+# operator's certificate and injected sidecars get its CA (--collector-ca); on 127.0.0.1 there
+# is no Service name for that certificate to carry.
 progress "starting the operator as a process, as ServiceAccount $OP_NS/palisade-operator"
 sa_kubeconfig "$OP_NS" palisade-operator "$STATE/operator.kubeconfig"
 pick_port OP_ADMIN 18080
@@ -215,7 +218,8 @@ spawn operator env RUST_LOG="${RUST_LOG:-info}" KUBECONFIG="$STATE/operator.kube
   "$TARGET/palisade-operator" --namespace "$OP_NS" --identity palisade-demo \
   --lease-name palisade-demo --lease-duration 3 --log-format plain \
   --admin-addr "127.0.0.1:$OP_ADMIN" --webhook-addr "127.0.0.1:$OP_WEBHOOK" \
-  --collector-listen "127.0.0.1:$OP_COLLECTOR" --detection-interval 1s
+  --collector-listen "127.0.0.1:$OP_COLLECTOR" --detection-interval 1s \
+  --collector-plain-http=true
 wait_http "http://127.0.0.1:$OP_ADMIN/ready" operator
 
 progress "creating namespace $NS; starting the demo API and its sidecar as processes"

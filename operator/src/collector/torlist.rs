@@ -312,11 +312,25 @@ type Http = hyper_util::client::legacy::Client<
 >;
 
 fn http_client() -> anyhow::Result<Http> {
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_native_roots()?
-        .https_or_http()
-        .enable_http1()
-        .build();
+    let builder = match hyper_rustls::HttpsConnectorBuilder::new().with_native_roots() {
+        Ok(b) => b,
+        Err(e) => {
+            // An image without a CA bundle must not stop the operator: http:// lists still
+            // work, and an https:// list reports the certificate error in its rule's status.
+            tracing::warn!(
+                error = %e,
+                "no CA certificates found (mount a bundle at /etc/ssl/certs or set \
+                 SSL_CERT_FILE); https torList URLs will fail to verify"
+            );
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let tls = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()?
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth();
+            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls)
+        }
+    };
+    let https = builder.https_or_http().enable_http1().build();
     Ok(
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .build(https),

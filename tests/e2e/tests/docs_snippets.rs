@@ -292,6 +292,24 @@ fn check_command(env: &Env, shown: &Shown, skipped: &mut Vec<String>) -> Result<
             }
             Ok(())
         }
+        "palisade-loadgen" => {
+            // `palisade-loadgen <command>`: a command of the CLI (its clap subcommands).
+            let src =
+                std::fs::read_to_string(root.join("bench/loadgen/src/bin/palisade-loadgen.rs"))
+                    .expect("palisade-loadgen.rs");
+            let sub = words.get(1).copied().unwrap_or_default();
+            let variant: String = sub
+                .split('-')
+                .map(|w| w[..1].to_uppercase() + &w[1..])
+                .collect();
+            if sub.is_empty() || !src.contains(&format!("    {variant} {{")) {
+                return Err(format!(
+                    "{}: palisade-loadgen has no `{sub}` command",
+                    shown.at
+                ));
+            }
+            Ok(())
+        }
         "cargo" if words.get(1) == Some(&"build") => {
             // `cargo build -p <package>`: the package is one of the workspace's.
             for pkg in words.windows(2).filter(|w| w[0] == "-p").map(|w| w[1]) {
