@@ -68,6 +68,17 @@ app.kubernetes.io/component: operator
 {{- printf "%s-collector" (include "palisade.fullname" .) }}
 {{- end }}
 
+{{/* The collector address given to injected sidecars: the fixed ClusterIP when set (no DNS
+needed; IPv6 in brackets), else the Service's DNS name. */}}
+{{- define "palisade.collector.addr" -}}
+{{- with .Values.collector.service.clusterIP -}}
+{{- if contains ":" . }}[{{ . }}]{{ else }}{{ . }}{{ end -}}
+{{- else -}}
+{{- include "palisade.collector.serviceName" . }}.{{ .Release.Namespace }}.svc
+{{- end -}}
+:{{ .Values.collector.port }}
+{{- end }}
+
 {{/* repository:tag, or repository@digest. */}}
 {{- define "palisade.image" -}}
 {{- $img := index . 0 }}{{- $root := index . 1 }}

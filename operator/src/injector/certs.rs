@@ -93,6 +93,14 @@ pub fn sans(service: &str, namespace: &str) -> Vec<String> {
     ]
 }
 
+/// The host of a `host:port` address when it is an IP address (`10.0.0.5:9444`,
+/// `[fd00::5]:9444`), as a SAN; `None` for a DNS name or an empty address.
+pub fn ip_host(addr: &str) -> Option<String> {
+    addr.parse::<std::net::SocketAddr>()
+        .ok()
+        .map(|a| a.ip().to_string())
+}
+
 /// Decides whether `current` can stay.
 pub fn plan(
     current: Option<&CertBundle>,
@@ -306,6 +314,18 @@ mod tests {
     fn fresh() -> CertBundle {
         let s = sans("palisade-webhook", "palisade-system");
         issue(Plan::NewCa, None, None, &s, now(), YEAR).expect("issued")
+    }
+
+    #[test]
+    fn only_an_ip_collector_address_adds_a_san() {
+        assert_eq!(ip_host("198.19.0.10:9444").as_deref(), Some("198.19.0.10"));
+        assert_eq!(ip_host("[fd00::a]:9444").as_deref(), Some("fd00::a"));
+        assert_eq!(ip_host("palisade-collector.palisade-system.svc:9444"), None);
+        assert_eq!(ip_host(""), None);
+        let mut s = sans("palisade-webhook", "palisade-system");
+        s.push("198.19.0.10".to_owned());
+        let b = issue(Plan::NewCa, None, None, &s, now(), YEAR).expect("IP SAN issued");
+        assert_eq!(plan(Some(&b), &s, now(), RENEW), Plan::Keep);
     }
 
     #[test]

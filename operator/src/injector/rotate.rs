@@ -77,6 +77,11 @@ async fn tick(
                 .filter(|s| !sans.contains(s))
                 .collect::<Vec<_>>(),
         );
+        // Sidecars told to reach the collector by address (no cluster DNS) verify that
+        // address against the certificate.
+        if let Some(ip) = certs::ip_host(&a.collector_addr).filter(|ip| !sans.contains(ip)) {
+            sans.push(ip);
+        }
         let now = jiff::Timestamp::now();
         let plan = certs::plan(current.as_ref(), &sans, now, a.webhook_cert_renew_before);
         if plan != Plan::Keep {

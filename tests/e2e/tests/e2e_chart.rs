@@ -179,6 +179,7 @@ fn values_schema_rejects_unknown_keys_and_bad_values() {
         ("sidecar.identity.apiKeyHeader=X Key", "apiKeyHeader"),
         ("sidecar.geoip.asnFile=../GeoLite2-ASN.mmdb", "asnFile"),
         ("sidecar.geoip.hostPath=var/lib/geoip", "hostPath"),
+        ("collector.service.clusterIP=collector.local", "clusterIP"),
         // Enabled without a source, or with two: the template says which values to set.
         (
             "sidecar.geoip.enabled=true",
