@@ -123,7 +123,10 @@ impl Args {
             .with_writer(std::io::stderr);
         match self.log_format {
             LogFormat::Json => builder.json().init(),
-            LogFormat::Plain => builder.init(),
+            // Colours only on a terminal: not in `kubectl logs` or a log file.
+            LogFormat::Plain => builder
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .init(),
         }
     }
 }

@@ -11,6 +11,9 @@ pub fn init(format: &str) {
     if format == "json" {
         builder.json().flatten_event(true).init();
     } else {
-        builder.init();
+        // Colours only on a terminal: not in `kubectl logs` or a log file.
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
     }
 }
