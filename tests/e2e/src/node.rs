@@ -30,6 +30,11 @@ pub const BRIDGE: &str = "palisade0";
 pub const GATEWAY: &str = "198.18.0.1";
 /// Pod addresses (CNI host-local on the bridge).
 pub const POD_SUBNET: &str = "198.18.0.0/24";
+/// The last address host-local gives a pod: 198.18.0.200–254 stay free for client addresses
+/// that tests and `make demo` add to the bridge (`ip addr add 198.18.0.209/32 dev palisade0`,
+/// then `curl --interface 198.18.0.209 http://<ClusterIP>/`), so one host can act as many
+/// clients without masquerading.
+pub const POD_RANGE_END: &str = "198.18.0.199";
 /// Service ClusterIPs (the API server's `--service-cluster-ip-range`, with or without node).
 pub const SERVICE_RANGE: &str = "198.19.0.0/24";
 /// The `kubernetes` Service's ClusterIP (first address of [`SERVICE_RANGE`]).
@@ -366,7 +371,13 @@ pub(crate) fn start(
 impl Node {
     /// The node a persistent control plane (`make up`, state in `state_dir`) runs, if any.
     pub fn existing(state_dir: &Path) -> Option<Self> {
-        let dir = state_dir.join("node");
+        Self::at(&state_dir.join("node"))
+    }
+
+    /// The running node whose directory is `dir` (see [`Node::dir`]), if its containerd
+    /// socket is there.
+    pub fn at(dir: &Path) -> Option<Self> {
+        let dir = dir.to_path_buf();
         let socket = dir.join("containerd/containerd.sock");
         let bin = crate::builder::bin_dir_if_built()?;
         socket.exists().then(|| Self {
@@ -375,6 +386,18 @@ impl Node {
             socket,
             started_in: Duration::ZERO,
         })
+    }
+
+    /// The node's directory (containerd state and socket, kubelet dirs, image archives):
+    /// `palisade-cluster image` imports into the node at `PALISADE_NODE_DIR=<dir>`.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Whether containerd already holds the image `reference`.
+    pub fn has_image(&self, reference: &str) -> Result<bool, Error> {
+        let listed = self.ctr(&["images", "ls", "-q"])?;
+        Ok(listed.lines().any(|l| l == reference))
     }
 
     /// Runs `ctr -n k8s.io` against this node's containerd.
@@ -414,13 +437,13 @@ impl Node {
             &path,
         ])?;
         let _space = fs::remove_file(&archive);
-        let listed = self.ctr(&["images", "ls", "-q"])?;
-        if listed.lines().any(|l| l == spec.reference) {
+        if self.has_image(&spec.reference)? {
             Ok(())
         } else {
             Err(Error::Image(format!(
-                "{} is not in containerd after the import; images there: {listed}",
-                spec.reference
+                "{} is not in containerd after the import; images there: {}",
+                spec.reference,
+                self.ctr(&["images", "ls", "-q"])?
             )))
         }
     }
@@ -513,7 +536,7 @@ fn cni_config(dir: &Path) -> String {
                 "hairpinMode": true,
                 "ipam": {
                     "type": "host-local",
-                    "ranges": [[{"subnet": POD_SUBNET, "gateway": GATEWAY}]],
+                    "ranges": [[{"subnet": POD_SUBNET, "gateway": GATEWAY, "rangeEnd": POD_RANGE_END}]],
                     "routes": [{"dst": SERVICE_RANGE, "gw": GATEWAY}],
                     "dataDir": dir.join("cni-ipam").display().to_string(),
                 },

@@ -2,7 +2,8 @@
 //! for the demo. State lives in `$PALISADE_CACHE/up/` (kubeconfig, pids, data, logs).
 //!
 //! `PALISADE_NODE=auto|on` (default `off`) also starts the one-node cluster (docs/node.md);
-//! `palisade-cluster image REF BINARY` then imports an image of BINARY into it.
+//! `palisade-cluster image REF BINARY` then imports an image of BINARY into it (or into the
+//! node at `PALISADE_NODE_DIR`); `palisade-cluster node-dir` prints where that node lives.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -67,15 +68,48 @@ fn node_mode() -> Result<palisade_e2e::NodeMode, String> {
     }
 }
 
+/// Imports an image of `binary` into `make up`'s node, or into the node at
+/// `PALISADE_NODE_DIR` (a test's node). An image already there under `reference` is kept:
+/// give a new tag to a new build (`make demo` tags with the binary's hash).
 fn image(reference: &str, binary: &str) -> Result<(), String> {
+    let node = match std::env::var_os("PALISADE_NODE_DIR") {
+        Some(dir) => palisade_e2e::Node::at(std::path::Path::new(&dir)).ok_or_else(|| {
+            format!(
+                "PALISADE_NODE_DIR={}: no running node there (no containerd socket)",
+                dir.to_string_lossy()
+            )
+        })?,
+        None => {
+            if running_pids().is_empty() {
+                return Err(
+                    "the local control plane is not running; start it with `make up`".into(),
+                );
+            }
+            palisade_e2e::Node::existing(&state_dir())
+                .ok_or("`make up` runs no node: start it with PALISADE_NODE=on make up")?
+        }
+    };
+    if node.has_image(reference).map_err(|e| e.to_string())? {
+        eprintln!("{reference} is already imported");
+        return Ok(());
+    }
+    node.import_binary(reference, std::path::Path::new(binary))
+        .map_err(|e| e.to_string())?;
+    eprintln!("imported {reference} (pods: image: {reference}, imagePullPolicy: Never)");
+    Ok(())
+}
+
+/// Prints the directory of `make up`'s node; fails when it runs none.
+fn node_dir() -> Result<(), String> {
     if running_pids().is_empty() {
         return Err("the local control plane is not running; start it with `make up`".into());
     }
     let node = palisade_e2e::Node::existing(&state_dir())
         .ok_or("`make up` runs no node: start it with PALISADE_NODE=on make up")?;
-    node.import_binary(reference, std::path::Path::new(binary))
-        .map_err(|e| e.to_string())?;
-    eprintln!("imported {reference} (pods: image: {reference}, imagePullPolicy: Never)");
+    #[allow(clippy::print_stdout)]
+    {
+        println!("{}", node.dir().display());
+    }
     Ok(())
 }
 
@@ -127,7 +161,8 @@ fn main() -> ExitCode {
             (Some(r), Some(b)) => image(&r, &b),
             _ => Err("usage: palisade-cluster image REFERENCE BINARY".into()),
         },
-        _ => Err("usage: palisade-cluster up|down|env|image REFERENCE BINARY".into()),
+        "node-dir" => node_dir(),
+        _ => Err("usage: palisade-cluster up|down|env|node-dir|image REFERENCE BINARY".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
