@@ -21,6 +21,7 @@ mod builder;
 pub mod bundle;
 mod client;
 mod controlplane;
+pub mod demo;
 mod error;
 pub mod flood;
 pub mod http;

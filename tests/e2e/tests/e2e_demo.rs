@@ -1,78 +1,17 @@
 //! `make demo` cannot rot: runs `scripts/demo.sh` non-interactively against this process's
-//! control plane (PALISADE_DEMO_KUBECONFIG) with the binaries `cargo test` built, and checks
-//! that the story ran: benign 200s, the flag header at the API, a 403 from an IP list, the
-//! flood detected as an incident (or the documented skip while the sidecar cannot report yet),
-//! pause/resume and the ttl expiry.
+//! control plane (PALISADE_DEMO_KUBECONFIG) with the binaries `cargo test` built, its
+//! processes wired like an injected pod, and checks that the story ran: benign 200s, the flag
+//! header at the API, a 403 from an IP list, the flood detected as an incident and denied,
+//! pause/resume and the ttl expiry. The same demo on real pods: `e2e_node.rs`.
 
-use std::process::Command;
-
-use palisade_e2e::{ControlPlane, workspace_bin};
+use palisade_e2e::ControlPlane;
 
 #[test]
 fn make_demo_runs_every_step_and_exits_0() {
     let cp = ControlPlane::shared();
-    let bins: Vec<_> = ["palisade-operator", "palisade-sidecar", "palisade-demo-api"]
-        .into_iter()
-        .map(workspace_bin)
-        .collect();
-    let state = tempfile::tempdir().expect("state dir");
-    let script = palisade_e2e::repo_root().join("scripts/demo.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .env("PALISADE_DEMO_KUBECONFIG", cp.kubeconfig())
-        .env("PALISADE_DEMO_KUBECTL", cp.kubectl_path())
-        .env("PALISADE_DEMO_NONINTERACTIVE", "1")
-        .env("PALISADE_DEMO_PREBUILT", "1")
-        .env("PALISADE_DEMO_BIN_DIR", bins[0].parent().expect("bin dir"))
-        .env("PALISADE_DEMO_STATE", state.path())
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run scripts/demo.sh");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let logs = |name: &str| {
-        std::fs::read_to_string(state.path().join(format!("{name}.log"))).unwrap_or_default()
-    };
-    assert!(
-        out.status.success(),
-        "scripts/demo.sh failed ({}).\n--- stdout\n{stdout}\n--- stderr\n{stderr}\n\
-         --- sidecar.log (tail)\n{}\n--- operator.log (tail)\n{}",
-        out.status,
-        tail(&logs("sidecar")),
-        tail(&logs("operator")),
-    );
-    for want in [
-        "HTTP 200",
-        "x-palisade-flag",
-        "suspected-scraper",
-        "HTTP 403",
-        "HTTP 429",
-        "palisade.dev/paused=true",
-        "demo complete",
-    ] {
-        assert!(
-            stdout.contains(want),
-            "no `{want}` in the demo's output:\n{stdout}"
-        );
-    }
-    let detected = stdout.contains("get securityincidents") && stdout.contains("RISK");
-    let help = Command::new(&bins[1])
-        .arg("--help")
-        .output()
-        .expect("sidecar --help");
-    if String::from_utf8_lossy(&help.stdout).contains("--collector-addr") {
-        assert!(
-            detected && stdout.contains(r#"HTTP 403  {"error":"forbidden","reason":"abusive"#),
-            "the sidecar reports to the collector, yet step 4 shows no incident and no \
-             detectedBy deny:\n{stdout}"
-        );
-    } else {
-        assert!(
-            stdout.contains("skipped: this palisade-sidecar does not report traffic"),
-            "step 4 shows no documented skip:\n{stdout}"
-        );
-    }
-    for line in stdout.lines().filter(|l| l.contains("/metrics")) {
+    let run = palisade_e2e::demo::run(cp, "processes", None);
+    run.assert_story();
+    for line in run.stdout.lines().filter(|l| l.contains("/metrics")) {
         let url = line.split_whitespace().last().unwrap_or_default();
         let addr = url
             .trim_start_matches("http://")
@@ -82,11 +21,6 @@ fn make_demo_runs_every_step_and_exits_0() {
             "the demo left a process listening on {addr} ({line})"
         );
     }
-}
-
-fn tail(text: &str) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
 /// README snippets come from examples/ (which the e2e suite applies), so what the README shows

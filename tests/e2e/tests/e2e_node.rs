@@ -17,6 +17,12 @@ const SIDECAR_IMAGE: &str = "palisade.local/palisade-sidecar";
 const TAG: &str = "e2e";
 /// Where the chart installs the operator in this test's cluster.
 const RELEASE_NS: &str = "palisade-system";
+/// The collector Service's fixed ClusterIP (`collector.service.clusterIP`): the node has no
+/// cluster DNS, so the sidecars are given this address. The same as `make demo`'s.
+const COLLECTOR_IP: &str = "198.19.0.10";
+
+/// The tests that install the chart (one release in [`RELEASE_NS`]) take turns.
+static CHART: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// GET `http://<ip>:<port><path>` from this host; the status code.
 async fn get_status(ip: &str, port: u16, path: &str) -> Result<u16, String> {
@@ -98,13 +104,15 @@ fn cluster_ip(cp: &ControlPlane, ns: &str, svc: &str) -> String {
 async fn wait_ready(cp: &ControlPlane, ns: &str, deploy: &str) {
     eventually_within(
         6,
-        &format!("deployment {ns}/{deploy} available"),
+        &format!("deployment {ns}/{deploy} rolled out"),
         || async {
+            // Rolled out, not only Available: after a re-apply with other images the old
+            // pod keeps the Deployment Available (and would answer the webhook).
             cp.kubectl_ok(&[
                 "-n",
                 ns,
-                "wait",
-                "--for=condition=Available",
+                "rollout",
+                "status",
                 "--timeout=2s",
                 &format!("deployment/{deploy}"),
             ])
@@ -176,8 +184,8 @@ fn install_chart(cp: &ControlPlane) {
         format!("sidecar.image.tag={TAG}"),
         "replicaCount=1".to_owned(),
         "podDisruptionBudget.enabled=false".to_owned(),
-        // No cluster DNS on the e2e node: the sidecars could not resolve the collector.
-        "collector.enabled=false".to_owned(),
+        // No cluster DNS on the e2e node: the sidecars get the collector by address.
+        format!("collector.service.clusterIP={COLLECTOR_IP}"),
         "logFormat=plain".to_owned(),
     ];
     let mut cmd = std::process::Command::new(&helm);
@@ -202,6 +210,7 @@ fn install_chart(cp: &ControlPlane) {
         &[
             "apply",
             "--server-side",
+            "--force-conflicts",
             "--field-manager=palisade-e2e",
             "-n",
             RELEASE_NS,
@@ -235,6 +244,7 @@ async fn the_chart_operator_injects_the_sidecar_and_a_deny_action_reaches_it_thr
     let Some(node) = node_or_skip(cp, test) else {
         return;
     };
+    let _chart = CHART.lock().await;
     for (image, bin) in [
         (format!("{OPERATOR_IMAGE}:{TAG}"), "palisade-operator"),
         (format!("{SIDECAR_IMAGE}:{TAG}"), "palisade-sidecar"),
@@ -323,4 +333,60 @@ spec:
     ])
     .unwrap_or_else(|e| panic!("{e}"));
     wait_http(&ip, 200, "200 after pausing the deny").await;
+}
+
+/// `make demo` on the node: the chart's operator as a Deployment, the demo API as a
+/// Deployment whose pod gets the sidecar from the webhook, requests through its Service from
+/// client addresses on the node's bridge, and every step of the story (the flood reported to
+/// the collector over HTTPS at its fixed ClusterIP, detected, denied).
+#[tokio::test]
+async fn make_demo_runs_on_the_node_with_pods() {
+    let test = "make_demo_runs_on_the_node_with_pods";
+    let cp = ControlPlane::shared_with_node();
+    let Some(node) = node_or_skip(cp, test) else {
+        return;
+    };
+    let _chart = CHART.lock().await;
+    let run = palisade_e2e::demo::run(cp, "pods", Some(node.dir()));
+    run.assert_story();
+    let out = &run.stdout;
+    let pods = out
+        .split("get pods -o wide\n")
+        .nth(1)
+        .expect("step 0 lists the demo's pods");
+    let row = pods.lines().nth(1).unwrap_or_default();
+    assert!(
+        row.starts_with("demo-api-") && row.contains(" 2/2 ") && row.contains(" Running "),
+        "the demo API pod runs its container and the injected sidecar: {row}\n{out}"
+    );
+    assert!(
+        out.contains("init container palisade-sidecar (restartPolicy Always): palisade.local/"),
+        "the sidecar is a native sidecar from the local image:\n{out}"
+    );
+    assert!(
+        out.contains("curl --interface 198.18.0.202 -X GET http://198.19.0."),
+        "requests go to the Service's ClusterIP from a bridge address:\n{out}"
+    );
+    let env = cp
+        .kubectl_ok(&[
+            "-n",
+            "demo",
+            "get",
+            "pods",
+            "-l",
+            "app=demo-api",
+            "-o",
+            "jsonpath={range .items[0].spec.initContainers[0].env[*]}{.name}={.value}{\"\\n\"}{end}",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        env.lines()
+            .any(|l| l == format!("PALISADE_COLLECTOR_ADDR={COLLECTOR_IP}:9444")),
+        "the sidecar reports to the collector's ClusterIP: {env}"
+    );
+    assert!(
+        env.lines()
+            .any(|l| l.starts_with("PALISADE_COLLECTOR_CA=-----BEGIN CERTIFICATE-----")),
+        "the sidecar verifies the collector's certificate (HTTPS): {env}"
+    );
 }
