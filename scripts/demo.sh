@@ -638,30 +638,26 @@ show -n "$NS" get securityaction block-for-20s
 
 # ---------------------------------------------------------------------------- epilogue
 step "Explore"
-if [ "$MODE" = pods ]; then
-  OP_POD_IP=$(k -n "$OP_NS" get pods -l app.kubernetes.io/component=operator \
-    -o jsonpath='{.items[0].status.podIP}')
-  cat <<EOF
-export KUBECONFIG=$KC
-alias kubectl=$KUBECTL
-kubectl get palisade -n $NS             # actions, rules and incidents
-kubectl describe securityaction -n $NS deny-bad-ips
-kubectl get events -n $NS
-kubectl get pods -A -o wide
-kubectl logs -n $NS deploy/demo-api -c palisade-sidecar
-kubectl logs -n $OP_NS -l app.kubernetes.io/component=operator
-curl --interface $DENIED $API/      # the protected API, as client $DENIED
-Metrics: sidecar  http://$SC_POD_IP:15081/metrics
-         operator http://$OP_POD_IP:8080/metrics
-EOF
-else
-  cat <<EOF
+cat <<EOF
 export KUBECONFIG=$KC
 alias kubectl=$KUBECTL
 kubectl get palisade -n $NS             # actions, rules and incidents
 kubectl describe securityaction -n $NS deny-bad-ips
 kubectl get events -n $NS
 curl --interface $DENIED $API/       # the protected API, as client $DENIED
+EOF
+if [ "$MODE" = pods ]; then
+  OP_POD_IP=$(k -n "$OP_NS" get pods -l app.kubernetes.io/component=operator \
+    -o jsonpath='{.items[0].status.podIP}')
+  cat <<EOF
+kubectl get pods -A -o wide
+kubectl logs -n $NS deploy/demo-api -c palisade-sidecar
+kubectl logs -n $OP_NS -l app.kubernetes.io/component=operator
+Metrics: sidecar  http://$SC_POD_IP:15081/metrics
+         operator http://$OP_POD_IP:8080/metrics
+EOF
+else
+  cat <<EOF
 Metrics: sidecar  http://127.0.0.1:$SC_ADMIN/metrics
          operator http://127.0.0.1:$OP_ADMIN/metrics
 Logs:    $STATE/{operator,sidecar,demo-api}.log
