@@ -181,6 +181,10 @@ if [ -n "$EXTERNAL" ]; then
   KC=$PALISADE_DEMO_KUBECONFIG
   trap 'stop_demo' EXIT
 else
+  if [ "${PALISADE_NODE:-off}" != off ]; then
+    progress "PALISADE_NODE=$PALISADE_NODE: a new control plane also starts the one-node cluster;" \
+      "its binaries (kubelet, containerd, runc, CNI) are built once, about 18 minutes the first time"
+  fi
   progress "starting the local control plane (make up; a running one is reused)"
   "$TARGET/palisade-cluster" up >/dev/null
   KC=$UP_DIR/admin.kubeconfig
