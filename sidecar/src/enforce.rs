@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use crate::body::{self, RespBody};
 use crate::identify::Identity;
-use crate::metrics::{Metrics, VerdictLabel};
+use crate::metrics::Metrics;
 use crate::rescue::ProxyError;
 use crate::store::Store;
 
@@ -67,10 +67,7 @@ pub fn enforce(
         } else {
             decision_label(&v.would_be)
         };
-        metrics
-            .observed
-            .get_or_create(&VerdictLabel { verdict: would_be })
-            .inc();
+        metrics.observed(would_be);
     }
     if cfg.observe {
         let debug = cfg

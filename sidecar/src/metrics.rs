@@ -1,12 +1,133 @@
 //! The sidecar's Prometheus metrics. Labels are bounded: verdict, reason, source — never IPs,
 //! keys, paths or any other request input.
+//!
+//! The request path takes no lock: the series it touches are resolved once at start-up (a
+//! `Family::get_or_create` takes a read lock and hashes the label set), and the latency
+//! histogram is [`AtomicHistogram`] (prometheus-client's `Histogram` locks a mutex per
+//! observation).
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
+
+/// Request verdicts (label `verdict` of `requests` and `request_duration_seconds`).
+pub const VERDICTS: [&str; 6] = ["allow", "deny", "flag", "none", "observed", "error"];
+/// Would-be decisions of observe mode (label `verdict` of `observed`).
+pub const OBSERVED: [&str; 3] = ["allow", "deny", "forward"];
+/// Where a client IP came from (label `source` of `client_ip_resolutions`).
+pub const SOURCES: [&str; 2] = ["socket", "xff"];
+
+/// A Prometheus histogram whose buckets are atomics: an observation is a bucket search and
+/// two relaxed atomic adds, without a lock. The sum is kept in nanoseconds.
+#[derive(Debug, Clone)]
+pub struct AtomicHistogram {
+    inner: Arc<HistogramInner>,
+}
+
+#[derive(Debug)]
+struct HistogramInner {
+    /// Upper bounds in seconds, ascending; a last `+Inf` bucket follows them in `counts`.
+    bounds: Vec<f64>,
+    counts: Vec<AtomicU64>,
+    sum_nanos: AtomicU64,
+}
+
+impl AtomicHistogram {
+    /// A histogram with these finite upper bounds (seconds, ascending) and `+Inf`.
+    pub fn new(bounds: impl IntoIterator<Item = f64>) -> Self {
+        let bounds: Vec<f64> = bounds.into_iter().filter(|b| b.is_finite()).collect();
+        let counts = (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect();
+        Self {
+            inner: Arc::new(HistogramInner {
+                bounds,
+                counts,
+                sum_nanos: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Records one duration.
+    pub fn observe(&self, d: Duration) {
+        let i = &self.inner;
+        let secs = d.as_secs_f64();
+        let bucket = i.bounds.partition_point(|b| *b < secs);
+        i.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        i.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+}
+
+impl TypedMetric for AtomicHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for AtomicHistogram {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let i = &self.inner;
+        let mut count = 0;
+        let buckets: Vec<(f64, u64)> = i
+            .bounds
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::INFINITY))
+            .zip(&i.counts)
+            .map(|(bound, c)| {
+                let c = c.load(Ordering::Relaxed);
+                count += c;
+                (bound, c)
+            })
+            .collect();
+        // Nanoseconds to seconds; f64 is exact up to 2^53 ns (104 days of summed latency).
+        #[allow(clippy::cast_precision_loss)]
+        let sum = i.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
+/// The series of a family for each known label value, resolved once.
+#[derive(Debug)]
+pub struct Resolved<M> {
+    by_value: Vec<(&'static str, M)>,
+}
+
+impl<M> Resolved<M> {
+    /// The series of `value`, if it is one of the known values.
+    pub fn get(&self, value: &str) -> Option<&M> {
+        self.by_value
+            .iter()
+            .find(|(v, _)| *v == value)
+            .map(|(_, m)| m)
+    }
+}
+
+fn resolve<L, M, C>(
+    family: &Family<L, M, C>,
+    values: &[&'static str],
+    label: fn(&'static str) -> L,
+) -> Resolved<M>
+where
+    L: Clone + std::hash::Hash + Eq,
+    M: Clone,
+    C: prometheus_client::metrics::family::MetricConstructor<M>,
+{
+    Resolved {
+        by_value: values
+            .iter()
+            .map(|v| (*v, family.get_or_create(&label(v)).clone()))
+            .collect(),
+    }
+}
 
 /// Label of a request outcome.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -42,7 +163,7 @@ pub struct BundleLabel {
 pub struct Metrics {
     pub requests: Family<VerdictLabel, Counter>,
     pub observed: Family<VerdictLabel, Counter>,
-    pub latency: Family<VerdictLabel, Histogram, fn() -> Histogram>,
+    pub latency: Family<VerdictLabel, AtomicHistogram, fn() -> AtomicHistogram>,
     pub upstream_errors: Family<ReasonLabel, Counter>,
     pub client_ip: Family<SourceLabel, Counter>,
     pub bundle_info: Family<BundleLabel, Gauge>,
@@ -56,11 +177,17 @@ pub struct Metrics {
     pub reports_failed: Counter,
     /// Requests not counted for detection because the counter was behind.
     pub count_dropped: Counter,
+    /// `requests` and `latency` of each verdict in [`VERDICTS`].
+    requests_by: Resolved<(Counter, AtomicHistogram)>,
+    /// `observed` of each value in [`OBSERVED`].
+    observed_by: Resolved<Counter>,
+    /// `client_ip` of each value in [`SOURCES`].
+    client_ip_by: Resolved<Counter>,
 }
 
-fn latency_histogram() -> Histogram {
+fn latency_histogram() -> AtomicHistogram {
     // 50 µs … ~6.5 s, factor 2.
-    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+    AtomicHistogram::new(prometheus_client::metrics::histogram::exponential_buckets(
         0.00005, 2.0, 18,
     ))
 }
@@ -68,12 +195,29 @@ fn latency_histogram() -> Histogram {
 impl Metrics {
     /// Creates the handles and registers them.
     pub fn new(registry: &mut Registry) -> Self {
+        let requests = Family::default();
+        let latency = Family::new_with_constructor(latency_histogram as fn() -> AtomicHistogram);
+        let observed = Family::default();
+        let client_ip = Family::default();
+        let verdict = |verdict| VerdictLabel { verdict };
+        let counters = resolve(&requests, &VERDICTS, verdict);
+        let histograms = resolve(&latency, &VERDICTS, verdict);
+        let requests_by = Resolved {
+            by_value: counters
+                .by_value
+                .into_iter()
+                .zip(histograms.by_value)
+                .map(|((v, c), (_, h))| (v, (c, h)))
+                .collect(),
+        };
+        let observed_by = resolve(&observed, &OBSERVED, verdict);
+        let client_ip_by = resolve(&client_ip, &SOURCES, |source| SourceLabel { source });
         let m = Self {
-            requests: Family::default(),
-            observed: Family::default(),
-            latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            requests,
+            observed,
+            latency,
             upstream_errors: Family::default(),
-            client_ip: Family::default(),
+            client_ip,
             bundle_info: Family::default(),
             bundle_loaded: Gauge::default(),
             bundle_swaps: Counter::default(),
@@ -82,6 +226,9 @@ impl Metrics {
             reports_sent: Counter::default(),
             reports_failed: Counter::default(),
             count_dropped: Counter::default(),
+            requests_by,
+            observed_by,
+            client_ip_by,
         };
         let r = registry.sub_registry_with_prefix("palisade_sidecar");
         r.register("requests", "Requests by verdict", m.requests.clone());
@@ -144,6 +291,38 @@ impl Metrics {
         m
     }
 
+    /// Counts one answered request and its duration, by verdict (lock-free for the
+    /// [`VERDICTS`]).
+    pub fn request(&self, verdict: &'static str, took: Duration) {
+        match self.requests_by.get(verdict) {
+            Some((count, latency)) => {
+                count.inc();
+                latency.observe(took);
+            }
+            None => {
+                let label = VerdictLabel { verdict };
+                self.requests.get_or_create(&label).inc();
+                self.latency.get_or_create(&label).observe(took);
+            }
+        }
+    }
+
+    /// Counts a request matched by an observe-mode action, by would-be decision.
+    pub fn observed(&self, verdict: &'static str) {
+        match self.observed_by.get(verdict) {
+            Some(c) => c.inc(),
+            None => self.observed.get_or_create(&VerdictLabel { verdict }).inc(),
+        };
+    }
+
+    /// Counts where a client IP came from.
+    pub fn client_ip(&self, source: &'static str) {
+        match self.client_ip_by.get(source) {
+            Some(c) => c.inc(),
+            None => self.client_ip.get_or_create(&SourceLabel { source }).inc(),
+        };
+    }
+
     /// Records the bundle now in force.
     pub fn set_bundle(&self, version: &str) {
         self.bundle_info.clear();
@@ -154,5 +333,62 @@ impl Metrics {
             .set(1);
         self.bundle_loaded.set(1);
         self.bundle_swaps.inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::encoding::text::encode;
+    use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+
+    fn text(register: impl FnOnce(&mut Registry)) -> String {
+        let mut r = Registry::default();
+        register(&mut r);
+        let mut out = String::new();
+        encode(&mut out, &r).expect("encode");
+        out
+    }
+
+    #[test]
+    fn the_atomic_histogram_encodes_like_prometheus_clients_histogram() {
+        let bounds = || exponential_buckets(0.00005, 2.0, 18);
+        let ours = AtomicHistogram::new(bounds());
+        let theirs = Histogram::new(bounds());
+        // Below the first bound, on a bound, between bounds, past the last one.
+        for micros in [10, 50, 51, 99, 100, 3_000, 250_000, 20_000_000] {
+            ours.observe(Duration::from_micros(micros));
+            #[allow(clippy::cast_precision_loss)]
+            theirs.observe(micros as f64 / 1e6);
+        }
+        let a = text(|r| r.register("lat", "latency", ours));
+        let b = text(|r| r.register("lat", "latency", theirs));
+        assert_eq!(a, b);
+        assert!(a.contains("lat_count 8"), "{a}");
+        assert!(a.contains("lat_bucket{le=\"+Inf\"} 8"), "{a}");
+    }
+
+    #[test]
+    fn every_known_series_exists_from_the_start_and_counts_without_the_family() {
+        let mut r = Registry::default();
+        let m = Metrics::new(&mut r);
+        m.request("deny", Duration::from_micros(80));
+        m.request("deny", Duration::from_micros(80));
+        m.request("unheard-of", Duration::from_micros(80));
+        m.client_ip("xff");
+        m.observed("forward");
+        let mut out = String::new();
+        encode(&mut out, &r).expect("encode");
+        for want in [
+            "palisade_sidecar_requests_total{verdict=\"deny\"} 2",
+            "palisade_sidecar_requests_total{verdict=\"allow\"} 0",
+            "palisade_sidecar_requests_total{verdict=\"unheard-of\"} 1",
+            "palisade_sidecar_request_duration_seconds_count{verdict=\"deny\"} 2",
+            "palisade_sidecar_client_ip_resolutions_total{source=\"xff\"} 1",
+            "palisade_sidecar_client_ip_resolutions_total{source=\"socket\"} 0",
+            "palisade_sidecar_observed_total{verdict=\"forward\"} 1",
+        ] {
+            assert!(out.contains(want), "no `{want}` in\n{out}");
+        }
     }
 }

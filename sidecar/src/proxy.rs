@@ -17,7 +17,7 @@ use crate::forward::{Affinity, Forwarder};
 use crate::identify::Identifier;
 use crate::identify::Identity;
 use crate::metrics::Metrics;
-use crate::metrics::{ReasonLabel, SourceLabel, VerdictLabel};
+use crate::metrics::ReasonLabel;
 use crate::rescue::{ProxyError, rescue};
 use crate::store::Store;
 use sha2::Digest as _;
@@ -66,12 +66,7 @@ impl Proxy {
                 ("error", rescue(&e))
             }
         };
-        let label = VerdictLabel { verdict };
-        self.metrics.requests.get_or_create(&label).inc();
-        self.metrics
-            .latency
-            .get_or_create(&label)
-            .observe(start.elapsed().as_secs_f64());
+        self.metrics.request(verdict, start.elapsed());
         resp
     }
 
@@ -90,10 +85,7 @@ impl Proxy {
         }
         let (mut parts, body) = req.into_parts();
         let who = self.identifier.identify(&parts, peer.ip());
-        let source = SourceLabel {
-            source: who.ip_source.as_str(),
-        };
-        self.metrics.client_ip.get_or_create(&source).inc();
+        self.metrics.client_ip(who.ip_source.as_str());
         let (verdict, outcome) =
             enforce(self.enforce, &self.store, &self.metrics, &who, &mut parts)?;
         // What detection needs of the request, taken before the request moves upstream

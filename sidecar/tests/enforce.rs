@@ -335,7 +335,10 @@ async fn bundle_swap_under_load_fails_no_request() {
     assert!(ok.load(Ordering::Relaxed) > 0 && denied.load(Ordering::Relaxed) > 0);
     let m = metrics(&e.sc).await;
     assert!(m.contains("palisade_sidecar_bundle_swaps_total 11"), "{m}");
-    assert!(!m.contains("verdict=\"error\""), "{m}");
+    assert!(
+        m.contains("palisade_sidecar_requests_total{verdict=\"error\"} 0"),
+        "{m}"
+    );
 }
 
 #[tokio::test]
