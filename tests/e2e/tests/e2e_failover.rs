@@ -62,6 +62,27 @@ fn incidents(cp: &ControlPlane, ns: &str) -> Result<Vec<(String, jiff::Timestamp
         .collect()
 }
 
+/// Sends bursts of 50 requests from the flooder 127.0.0.66 through `sidecar` until `ns` has a
+/// SecurityIncident; its name.
+async fn flood_until_incident(
+    cp: &ControlPlane,
+    ns: &str,
+    sidecar: &Sidecar,
+    what: &str,
+) -> String {
+    let flooder: IpAddr = "127.0.0.66".parse().expect("ip");
+    eventually(what, || async {
+        for _ in 0..50 {
+            get(flooder, sidecar.addr, "/", &[]).await?;
+        }
+        let all = incidents(cp, ns)?;
+        all.first()
+            .map(|(n, _)| n.clone())
+            .ok_or(format!("incidents: {all:?}"))
+    })
+    .await
+}
+
 #[tokio::test]
 async fn reports_reach_the_leader_and_a_new_leader_continues_windows_and_incident() {
     let cp = ControlPlane::shared();
@@ -85,18 +106,11 @@ async fn reports_reach_the_leader_and_a_new_leader_continues_windows_and_inciden
     // The sidecar reports to the replica that does not lead.
     let app = echo_app().await;
     let sc = Sidecar::start(cp, ns.name(), "api-0", app, Some(&b.collector));
-    let flooder: IpAddr = "127.0.0.66".parse().expect("ip");
-    let name = eventually(
+    let name = flood_until_incident(
+        cp,
+        ns.name(),
+        &sc,
         "the flood, reported through the non-leader, to open an incident",
-        || async {
-            for _ in 0..50 {
-                get(flooder, sc.addr, "/", &[]).await?;
-            }
-            let all = incidents(cp, ns.name())?;
-            all.first()
-                .map(|(n, _)| n.clone())
-                .ok_or(format!("incidents: {all:?}"))
-        },
     )
     .await;
     let forwarded = sample(
@@ -198,17 +212,7 @@ async fn a_leader_stopped_with_sigterm_persists_its_windows_for_the_next_one() {
     cp.apply(ns.name(), FLOODER).expect("rule");
     let app = echo_app().await;
     let sc = Sidecar::start(cp, ns.name(), "api-0", app, Some(&a.collector));
-    let flooder: IpAddr = "127.0.0.66".parse().expect("ip");
-    eventually("the flood to open an incident", || async {
-        for _ in 0..50 {
-            get(flooder, sc.addr, "/", &[]).await?;
-        }
-        let all = incidents(cp, ns.name())?;
-        (!all.is_empty())
-            .then_some(())
-            .ok_or(format!("incidents: {all:?}"))
-    })
-    .await;
+    flood_until_incident(cp, ns.name(), &sc, "the flood to open an incident").await;
 
     a.terminate();
     eventually(
@@ -269,16 +273,12 @@ async fn a_corrupt_state_is_ignored_with_a_warning_event_and_the_leader_still_de
     cp.apply(ns.name(), FLOODER).expect("rule");
     let app = echo_app().await;
     let sc = Sidecar::start(cp, ns.name(), "api-0", app, Some(&op.collector));
-    let flooder: IpAddr = "127.0.0.66".parse().expect("ip");
-    eventually("the leader, started empty, to detect the flood", || async {
-        for _ in 0..50 {
-            get(flooder, sc.addr, "/", &[]).await?;
-        }
-        let all = incidents(cp, ns.name())?;
-        (!all.is_empty())
-            .then_some(())
-            .ok_or(format!("incidents: {all:?}"))
-    })
+    flood_until_incident(
+        cp,
+        ns.name(),
+        &sc,
+        "the leader, started empty, to detect the flood",
+    )
     .await;
     eventually("the leader to overwrite the corrupt state", || async {
         let by = cp
