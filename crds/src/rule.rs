@@ -216,7 +216,8 @@ pub struct DetectionRuleStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready` (the rule runs), with reason and message (for example a missing Tor list).
+    /// `Ready` (the rule runs), with reason and message (for example a missing Tor list);
+    /// `Paused`; for `TorList`, `ListReady` (see `list`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 8), transform = crate::conditions::bound_condition_strings)]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
@@ -232,23 +233,28 @@ pub struct DetectionRuleStatus {
     pub list: Option<ListStatus>,
 }
 
-/// The IP list a rule uses (written for `torList.url` lists; the condition `ListReady` says
-/// whether the last download worked and whether the list is older than `maxAge`).
+/// The IP list a `TorList` rule uses. The condition `ListReady` says whether the last
+/// download or read worked (reasons `Fetched`, `Read`, `FetchFailed`, `Stale` for a list
+/// older than `maxAge`, `ConfigMapNotFound`, `KeyNotFound`, `InvalidList`); while it is
+/// False, so is `Ready`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ListStatus {
-    /// Where the list comes from, like `url https://check.torproject.org/torbulkexitlist`.
+    /// Where the list comes from, like `url https://check.torproject.org/torbulkexitlist` or
+    /// `configmap shop/tor-exit-list key torbulkexitlist`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2100))]
     pub source: Option<String>,
     /// How many addresses and prefixes the list in use holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entries: Option<i64>,
-    /// When the list in use was downloaded.
+    /// `url`: when the list in use was downloaded. `fromConfigMap`: since when the list in use
+    /// has its content (the first read that saw it; a new operator leader keeps the time shown
+    /// here when the source and the number of entries are unchanged).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update_time: Option<Time>,
-    /// Why the last download failed (absent after a good one). The last good list stays in
-    /// use.
+    /// Why the last download or read failed (absent after a good one). The last good list
+    /// stays in use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 4096))]
     pub last_error: Option<String>,

@@ -66,7 +66,7 @@ pub struct Collector {
     advertise: Option<String>,
     /// Every SecurityIncident, watched (archive labels, retention).
     incidents: kube::runtime::reflector::Store<palisade_crds::SecurityIncident>,
-    /// The downloaded Tor exit lists of TorList rules with a `url`.
+    /// The exit lists of TorList rules (downloaded or read from their ConfigMaps).
     tor: torlist::Feeds,
 }
 

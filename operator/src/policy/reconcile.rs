@@ -218,11 +218,15 @@ async fn write_rule_status(
     let ns = r.namespace().unwrap_or_default();
     let observe = r.spec.mode == palisade_crds::common::Mode::Observe;
     let current = r.status.as_ref();
+    let list = current
+        .filter(|_| r.spec.type_ == palisade_crds::rule::RuleType::TorList)
+        .and_then(|s| palisade_crds::conditions::find(&s.conditions, "ListReady"));
     let (generation, conditions) = status::rule_desired(
         current,
         is_paused(&r.metadata),
         observe,
         r.spec.type_ != palisade_crds::rule::RuleType::ApiScraper,
+        list,
         r.metadata.generation,
         now,
     );

@@ -98,12 +98,14 @@ pub fn desired(
 
 /// The status of a DetectionRule as the policy controller sees it: whether its detections can
 /// trigger `detectedBy` conditions (Ready) or it is paused. The collector adds
-/// `detectedClients` and `lastEvaluationTime` under its own field manager.
+/// `detectedClients` and `lastEvaluationTime` under its own field manager, and for a TorList
+/// rule `ListReady`: when that is False (`list`), so is Ready, with its reason and message.
 pub fn rule_desired(
     current: Option<&palisade_crds::DetectionRuleStatus>,
     paused: bool,
     observe: bool,
     evaluated: bool,
+    list: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
     generation: Option<i64>,
     now: jiff::Timestamp,
 ) -> (
@@ -131,6 +133,8 @@ pub fn rule_desired(
             "type ApiScraper is accepted but not evaluated yet: this rule detects nobody; use \
              Flooder or StaticContentScraper meanwhile",
         )
+    } else if let Some(l) = list.filter(|l| l.status == "False") {
+        (false, l.reason.as_str(), l.message.as_str())
     } else if observe {
         (
             true,
@@ -241,6 +245,34 @@ mod tests {
         assert_eq!(c(&paused, PAUSED).reason, "NamespacePaused");
         assert_eq!(c(&paused, PAUSED).last_transition_time.0, t(20));
         assert_eq!(paused.state, Some(ActionState::Paused));
+    }
+
+    #[test]
+    fn a_failing_tor_list_makes_the_rule_not_ready_with_its_reason() {
+        let bad = condition(
+            "ListReady",
+            false,
+            "ConfigMapNotFound",
+            "ConfigMap shop/tor not found",
+            Some(1),
+        );
+        let ready = |list, paused| {
+            let (_, cs) = rule_desired(None, paused, false, true, list, Some(1), t(5));
+            let c = cs.into_iter().find(|c| c.type_ == READY).expect("Ready");
+            (c.status, c.reason, c.message)
+        };
+        assert_eq!(
+            ready(Some(&bad), false),
+            (
+                "False".into(),
+                "ConfigMapNotFound".into(),
+                "ConfigMap shop/tor not found".into()
+            )
+        );
+        assert_eq!(ready(Some(&bad), true).1, "Paused", "paused wins");
+        let good = condition("ListReady", true, "Read", "read", Some(1));
+        assert_eq!(ready(Some(&good), false).0, "True");
+        assert_eq!(ready(None, false).1, "Active");
     }
 
     #[test]

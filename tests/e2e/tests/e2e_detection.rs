@@ -404,18 +404,42 @@ async fn list_server(answer: std::sync::Arc<std::sync::Mutex<(u16, String)>>) ->
     port
 }
 
-/// `{.status.list}` and the `ListReady` condition of rule `tor`, as one line of JSON.
+/// `{.status.list}`, the `ListReady` condition (`ready`) and the `Ready` condition
+/// (`rule`) of rule `tor`, as one line of JSON.
 fn tor_status(cp: &ControlPlane, ns: &str) -> Result<serde_json::Value, String> {
     let out = cp
         .kubectl_ok(&["-n", ns, "get", "detectionrule", "tor", "-o", "json"])
         .map_err(|e| e.to_string())?;
     let rule: serde_json::Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
-    let ready = rule["status"]["conditions"]
-        .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["type"] == "ListReady"))
-        .cloned()
-        .unwrap_or_default();
-    Ok(serde_json::json!({"list": rule["status"]["list"], "ready": ready}))
+    let cond = |t: &str| {
+        rule["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == t))
+            .cloned()
+            .unwrap_or_default()
+    };
+    Ok(
+        serde_json::json!({"list": rule["status"]["list"], "ready": cond("ListReady"),
+        "rule": cond("Ready")}),
+    )
+}
+
+/// The Events of reason `reason` about rule `tor`.
+fn tor_events(cp: &ControlPlane, ns: &str, reason: &str) -> Result<Vec<serde_json::Value>, String> {
+    let out = cp
+        .kubectl_ok(&[
+            "-n",
+            ns,
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.kind=DetectionRule,involvedObject.name=tor,reason={reason}"),
+            "-o",
+            "json",
+        ])
+        .map_err(|e| e.to_string())?;
+    let list: serde_json::Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
+    Ok(list["items"].as_array().cloned().unwrap_or_default())
 }
 
 /// Whether rule `tor` currently detects `ip` in `palisade-detected`.
@@ -521,6 +545,13 @@ async fn a_tor_list_downloaded_from_a_url_detects_its_exits_and_survives_bad_dow
     assert_eq!(st["ready"]["status"], "False", "{st}");
     let msg = st["ready"]["message"].as_str().unwrap_or_default();
     assert!(msg.contains("still using the list fetched from"), "{st}");
+    eventually("the rule Ready=False/FetchFailed", || async {
+        let st = tor_status(cp, n)?;
+        (st["rule"]["status"] == "False" && st["rule"]["reason"] == "FetchFailed")
+            .then_some(())
+            .ok_or(st.to_string())
+    })
+    .await;
     eventually("a ListFetchFailed Event", || async {
         let ev = cp
             .kubectl_ok(&["-n", n, "events", "--for", "detectionrule/tor"])
@@ -549,4 +580,142 @@ async fn a_tor_list_downloaded_from_a_url_detects_its_exits_and_survives_bad_dow
         },
     )
     .await;
+}
+
+/// Waits until rule `tor` shows `ListReady` and `Ready` with `status` and `reason`, and a
+/// Warning Event of that reason when False; returns the status.
+async fn tor_state(cp: &ControlPlane, ns: &str, status: &str, reason: &str) -> serde_json::Value {
+    let st = eventually(
+        &format!("ListReady and Ready {status}/{reason}"),
+        || async {
+            let st = tor_status(cp, ns)?;
+            let ok = st["ready"]["status"] == status
+                && st["ready"]["reason"] == reason
+                && st["rule"]["status"] == status
+                && (status == "True" || st["rule"]["reason"] == reason);
+            ok.then_some(st.clone()).ok_or(st.to_string())
+        },
+    )
+    .await;
+    if status == "False" {
+        let events = eventually(&format!("a {reason} Event"), || async {
+            let ev = tor_events(cp, ns, reason)?;
+            (!ev.is_empty()).then_some(ev).ok_or("none yet".to_owned())
+        })
+        .await;
+        assert_eq!(events.len(), 1, "one Event per state entered: {events:?}");
+        assert_eq!(events[0]["type"], "Warning", "{events:?}");
+        let count = events[0]["count"].as_i64().unwrap_or(1);
+        assert_eq!(
+            count, 1,
+            "not published again while the state lasts: {events:?}"
+        );
+        assert_eq!(
+            st["rule"]["message"], st["ready"]["message"],
+            "Ready says why the list is not ready: {st}"
+        );
+    }
+    st
+}
+
+#[tokio::test]
+async fn a_tor_list_from_a_configmap_reports_a_missing_or_bad_configmap_and_recovers() {
+    let cp = ControlPlane::shared();
+    let ns = TempNs::new(cp, "torcm").await;
+    let op = Operator::start(cp, "op-torcm", "op-torcm", &scope(&ns));
+    let n = ns.name();
+    cp.apply(
+        n,
+        "apiVersion: palisade.dev/v1alpha1\nkind: DetectionRule\nmetadata: {name: tor}\n\
+         spec:\n  type: TorList\n  detectionTtl: 1m\n  torList: {fromConfigMap: {name: tor-exits, key: list}}\n",
+    )
+    .expect("rule");
+    let cm = |data: &str| {
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: tor-exits}}\ndata: {data}\n")
+    };
+
+    // No ConfigMap: nothing to detect with, and the rule says so.
+    let st = tor_state(cp, n, "False", "ConfigMapNotFound").await;
+    let msg = st["ready"]["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.starts_with(&format!("ConfigMap {n}/tor-exits not found"))
+            && msg.contains("the rule detects nobody"),
+        "{st}"
+    );
+    assert_eq!(
+        st["list"]["source"],
+        format!("configmap {n}/tor-exits key list"),
+        "{st}"
+    );
+    assert_eq!(st["list"]["entries"], 0, "{st}");
+    assert!(st["list"]["lastError"].is_string(), "{st}");
+
+    // The ConfigMap without the key.
+    cp.apply(n, &cm("{other: '192.0.2.1'}")).expect("configmap");
+    let st = tor_state(cp, n, "False", "KeyNotFound").await;
+    let msg = st["ready"]["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains(&format!(
+            "ConfigMap {n}/tor-exits has no key \"list\" (its keys: other)"
+        )),
+        "{st}"
+    );
+
+    // Fixed: the rule recovers without a restart and detects with the list.
+    cp.apply(
+        n,
+        &cm("{list: \"# exits\\n198.51.100.30\\n198.51.100.31\\n2001:db8::9\\n\"}"),
+    )
+    .expect("configmap");
+    let st = tor_state(cp, n, "True", "Read").await;
+    assert_eq!(st["list"]["entries"], 3, "{st}");
+    assert!(st["list"]["updateTime"].is_string(), "{st}");
+    assert!(st["list"].get("lastError").is_none(), "{st}");
+    assert_eq!(st["rule"]["reason"], "Active", "{st}");
+    let tok = token(cp, n, "palisade");
+    let client = cp.client().await;
+    let c = op.collector.as_str();
+    eventually("the exit 198.51.100.31 detected", || async {
+        let r = report_from(
+            n,
+            "198.51.100.31",
+            [203, 0, 113, 0],
+            3,
+            jiff::Timestamp::now(),
+        );
+        let (code, msg) = post(c, &tok, r.to_json()).await;
+        if code != 202 {
+            return Err(format!("{code} {msg}"));
+        }
+        tor_detects(&client, n, "198.51.100.31")
+            .await?
+            .then_some(())
+            .ok_or("not yet".to_owned())
+    })
+    .await;
+    let unchanged = tor_status(cp, n).expect("status");
+    assert_eq!(
+        unchanged["list"], st["list"],
+        "re-reading the same list changes nothing"
+    );
+
+    // A typo: named with its line; the last good list stays in use.
+    cp.apply(n, &cm("{list: \"198.51.100.30\\n198.51.100.3l\\n\"}"))
+        .expect("configmap");
+    let st = tor_state(cp, n, "False", "InvalidList").await;
+    let msg = st["ready"]["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.starts_with(&format!(
+            "ConfigMap {n}/tor-exits key list: line 2 (\"198.51.100.3l\") is not an IP address or CIDR"
+        )) && msg.contains(&format!("still using the list read from configmap {n}/tor-exits key list")),
+        "{st}"
+    );
+    assert_eq!(st["list"]["entries"], 3, "the last good list stays: {st}");
+    assert!(
+        st["list"]["lastError"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("line 2"),
+        "{st}"
+    );
 }
