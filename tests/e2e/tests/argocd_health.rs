@@ -5,8 +5,9 @@
 //!
 //! Every case of each `health_test.yaml` (Argo CD's upstream layout) is checked, and so are the
 //! SecurityActions and DetectionRules the real operator writes statuses on: active, paused (on
-//! the action, then on its namespace), expired, invalid, not yet observed; a running rule and
-//! a paused one; and a SecurityIncident the collector opens from reported traffic.
+//! the action, then on its namespace), expired, invalid, not yet observed; a running rule, a
+//! paused one and a TorList rule whose ConfigMap is missing; and a SecurityIncident the
+//! collector opens from reported traffic.
 //! `PALISADE_ARGOCD_WRITE_TESTDATA=1` writes those live objects into the testdata, so the
 //! fixtures are real status.
 
@@ -195,6 +196,14 @@ metadata:
 spec:
   type: Flooder
   flooder: {window: 1m, minSharePercent: 5, minRequests: 300, minActiveClients: 20}
+---
+apiVersion: palisade.dev/v1alpha1
+kind: DetectionRule
+metadata: {name: tor-list}
+spec:
+  type: TorList
+  torList:
+    fromConfigMap: {name: tor-exit-list, key: torbulkexitlist}
 "#;
 
 /// The SecurityAction as Argo CD sees it (no managedFields noise in fixtures).
@@ -295,6 +304,19 @@ async fn the_real_operators_statuses_map_to_the_documented_health() {
         rule(&rule_paused)
     );
     assert!(!rule(&flooder).is_empty());
+    // A TorList rule whose ConfigMap does not exist cannot detect anyone: Degraded, saying
+    // which ConfigMap is missing.
+    let tor_missing =
+        wait_kind_health(cp, ns.name(), "DetectionRule", "tor-list", "Degraded").await;
+    let want = format!(
+        "ConfigMapNotFound: ConfigMap {}/tor-exit-list not found",
+        ns.name()
+    );
+    assert!(
+        rule(&tor_missing).starts_with(&want),
+        "{}",
+        rule(&tor_missing)
+    );
 
     // A spec change the operator has not observed yet is Progressing, whatever the status.
     let mut stale = active.clone();
@@ -329,8 +351,12 @@ async fn the_real_operators_statuses_map_to_the_documented_health() {
         for (file, obj) in [
             ("healthy.yaml", &flooder),
             ("suspended-paused.yaml", &rule_paused),
+            ("degraded-missing-list.yaml", &tor_missing),
         ] {
-            let text = serde_yaml::to_string(obj).expect("YAML");
+            // Messages name the test namespace; fixtures say `shop`.
+            let text = serde_yaml::to_string(obj)
+                .expect("YAML")
+                .replace(ns.name(), "shop");
             std::fs::write(dir.join(file), text).expect("write testdata");
         }
         let dir = kind_dir("SecurityAction").join("testdata");
