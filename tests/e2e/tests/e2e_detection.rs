@@ -711,11 +711,51 @@ async fn a_tor_list_from_a_configmap_reports_a_missing_or_bad_configmap_and_reco
         "{st}"
     );
     assert_eq!(st["list"]["entries"], 3, "the last good list stays: {st}");
+    let bad_at = st["list"]["updateTime"].clone();
     assert!(
         st["list"]["lastError"]
             .as_str()
             .unwrap_or_default()
             .contains("line 2"),
         "{st}"
+    );
+
+    // A gzip-compressed binaryData key, named by the rule: read, and the rule recovers.
+    let gz = {
+        use base64::Engine as _;
+        use std::io::Write as _;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(b"198.51.100.40\n198.51.100.41\n")
+            .expect("gzip");
+        base64::engine::general_purpose::STANDARD.encode(gz.finish().expect("gzip"))
+    };
+    cp.apply(
+        n,
+        &format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: tor-exits}}\nbinaryData: {{list.gz: {gz}}}\n"
+        ),
+    )
+    .expect("configmap");
+    cp.kubectl_ok(&[
+        "-n",
+        n,
+        "patch",
+        "detectionrule",
+        "tor",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"torList":{"fromConfigMap":{"key":"list.gz"}}}}"#,
+    ])
+    .expect("rule key");
+    let st = tor_state(cp, n, "True", "Read").await;
+    assert_eq!(
+        st["list"]["source"],
+        format!("configmap {n}/tor-exits key list.gz"),
+        "{st}"
+    );
+    assert_eq!(st["list"]["entries"], 2, "{st}");
+    assert_ne!(
+        st["list"]["updateTime"], bad_at,
+        "a new list, a new time: {st}"
     );
 }
