@@ -758,4 +758,24 @@ async fn a_tor_list_from_a_configmap_reports_a_missing_or_bad_configmap_and_reco
         st["list"]["updateTime"], bad_at,
         "a new list, a new time: {st}"
     );
+
+    // No longer a TorList rule: its list status goes away.
+    cp.kubectl_ok(&[
+        "-n",
+        n,
+        "patch",
+        "detectionrule",
+        "tor",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"type":"Flooder","torList":null}}"#,
+    ])
+    .expect("rule type");
+    eventually("status.list and ListReady gone", || async {
+        let st = tor_status(cp, n)?;
+        (st["list"].is_null() && st["ready"].is_null() && st["rule"]["reason"] == "Active")
+            .then_some(())
+            .ok_or(st.to_string())
+    })
+    .await;
 }
