@@ -153,3 +153,29 @@ fn attributes_are_sampled_and_scaled() {
     assert_eq!(count(AttrDim::Workload, "api"), Some(40));
     assert_eq!(count(AttrDim::ResponseCode, "404"), Some(40));
 }
+
+#[test]
+fn counts_sequential_requests_per_client_across_reports() {
+    let mut c = Counter::new(id(), &CounterConfig::default(), t(0));
+    let walk = |n: u64| crate::sequence::PathShape::of(&format!("/items/{n}"), None);
+    let mut f = RequestFacts::new(ip(1), 200);
+    let mut g = RequestFacts::new(ip(2), 200);
+    for n in 1..=5 {
+        f.shape = walk(n);
+        c.record(&f);
+        // Another client in between does not break the first one's walk.
+        g.shape = walk(n * 1000);
+        c.record(&g);
+    }
+    let r = c.take_report(t(1));
+    assert_eq!(entry(&r, &ClientKey::Ip(ip(1))).sequential, 4);
+    assert_eq!(entry(&r, &ClientKey::Ip(ip(2))).sequential, 0);
+    f.shape = walk(6);
+    c.record(&f);
+    let r = c.take_report(t(2));
+    assert_eq!(
+        entry(&r, &ClientKey::Ip(ip(1))).sequential,
+        1,
+        "the walk continues in the next slice"
+    );
+}

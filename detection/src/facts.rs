@@ -7,6 +7,7 @@
 use std::net::IpAddr;
 
 use crate::key::KeyHash;
+use crate::sequence::PathShape;
 
 /// Who produced the response the client received.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -53,6 +54,8 @@ pub struct RequestFacts<'a> {
     pub token_endpoint: bool,
     /// Who produced the response.
     pub responder: Responder,
+    /// The request's path shape and number, if it has one (see [`crate::sequence`]).
+    pub shape: Option<PathShape>,
     /// Attributes for incidents.
     pub attrs: Attributes<'a>,
 }
@@ -69,6 +72,7 @@ impl<'a> RequestFacts<'a> {
             bytes: 0,
             token_endpoint: false,
             responder: Responder::Upstream,
+            shape: None,
             attrs: Attributes::default(),
         }
     }

@@ -78,6 +78,7 @@ pub mod report;
 pub mod risk;
 pub mod rule_spec;
 pub mod rules;
+pub mod sequence;
 pub mod sim;
 pub mod stats;
 pub mod topk;

@@ -213,6 +213,29 @@ mod tests {
     }
 
     #[test]
+    fn reports_without_sequential_counts_still_parse() {
+        // A client entry as sidecars wrote it before API Scraper (no `sequential`).
+        let old = r#"{"version":1,"sidecar":{"pod":"api-0","workload":"api","namespace":"shop"},
+            "seq":7,"start":"2026-11-26T12:00:00Z","end":"2026-11-26T12:00:01Z",
+            "totals":{"requests":3,"errors":1,"forbidden":0,"denied":0,"tokenCalls":0,"bytes":900},
+            "clients":[{"key":"ip:203.0.113.7","requests":3,"errors":1,"forbidden":0,"denied":0,
+            "tokenCalls":0,"bytes":900,"userAgents":{"slots":[42,0,0,0]}}]}"#;
+        let r = Report::from_json(old.as_bytes()).unwrap();
+        assert_eq!(r.clients[0].counts.sequential, 0);
+        assert_eq!(r.clients[0].counts, sample().clients[0].counts);
+        let mut new = sample();
+        assert!(
+            !String::from_utf8(new.to_json())
+                .unwrap()
+                .contains("sequential")
+        );
+        new.clients[0].counts.sequential = 2;
+        let text = String::from_utf8(new.to_json()).unwrap();
+        assert!(text.contains(r#""sequential":2"#), "{text}");
+        assert_eq!(Report::from_json(text.as_bytes()).unwrap(), new);
+    }
+
+    #[test]
     fn other_versions_are_refused() {
         let mut r = sample();
         r.version = 2;

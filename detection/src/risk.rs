@@ -51,7 +51,8 @@ pub fn rule_weight(rule: RuleType) -> u32 {
         RuleType::Flooder
         | RuleType::StaticContentScraper
         | RuleType::RobotAbuser
-        | RuleType::AdvancedAnomaly => 2,
+        | RuleType::AdvancedAnomaly
+        | RuleType::ApiScraper => 2,
         RuleType::BruteGuessor | RuleType::OAuthAbuser => 3,
     }
 }

@@ -80,6 +80,8 @@ pub enum RuleType {
     TorList,
     /// Robust statistical outlier of per-client request rate (5 min).
     AdvancedAnomaly,
+    /// High share of sequential requests (walking identifiers) from one client (1 h).
+    ApiScraper,
 }
 
 /// A rule type with its parameters (externally tagged: `{"flooder": {"minShare": 0.1}}`).
@@ -101,6 +103,8 @@ pub enum RuleKind {
     TorList(TorListParams),
     /// See [`AnomalyParams`].
     AdvancedAnomaly(AnomalyParams),
+    /// See [`ApiScraperParams`].
+    ApiScraper(ApiScraperParams),
 }
 
 impl RuleKind {
@@ -123,6 +127,7 @@ impl RuleKind {
             Self::OAuthAbuser(_) => RuleType::OAuthAbuser,
             Self::TorList(_) => RuleType::TorList,
             Self::AdvancedAnomaly(_) => RuleType::AdvancedAnomaly,
+            Self::ApiScraper(_) => RuleType::ApiScraper,
         }
     }
 }
@@ -264,6 +269,28 @@ impl Default for AnomalyParams {
             min_requests: 100,
             min_clients: 30,
             min_mad: 0.5,
+        }
+    }
+}
+
+/// API Scraper: `sequential(client) / requests(client) ≥ minSequentialShare` with at least
+/// `minRequests` requests (the window comes from the rule; default 24 h here, 1 h from a
+/// `DetectionRule`). A request is sequential when it continues the client's walk over
+/// identifiers, as counted by the sidecar (see [`crate::sequence`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ApiScraperParams {
+    /// Requests the client must have sent (default 500).
+    pub min_requests: u64,
+    /// Share of the client's requests that are sequential (default 0.8).
+    pub min_sequential_share: f64,
+}
+
+impl Default for ApiScraperParams {
+    fn default() -> Self {
+        Self {
+            min_requests: 500,
+            min_sequential_share: 0.8,
         }
     }
 }

@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use crate::anomaly::{median_mad, robust_z};
 use crate::key::ClientKey;
 use crate::rule_spec::{
-    AnomalyParams, BruteGuessorParams, FlooderParams, OAuthAbuserParams, RobotAbuserParams,
-    RuleKind, RuleSpec, RuleType, ScraperParams, TorListParams,
+    AnomalyParams, ApiScraperParams, BruteGuessorParams, FlooderParams, OAuthAbuserParams,
+    RobotAbuserParams, RuleKind, RuleSpec, RuleType, ScraperParams, TorListParams,
 };
 use crate::stats::ClientWindow;
 use crate::window::{WindowView, Windows};
@@ -119,6 +119,7 @@ pub fn run_rules(windows: &Windows, rules: &[RuleSpec], now: Timestamp) -> Detec
             RuleKind::OAuthAbuser(p) => oauth(p, spec, view),
             RuleKind::TorList(p) => tor(p, spec, view),
             RuleKind::AdvancedAnomaly(p) => anomaly(p, spec, view),
+            RuleKind::ApiScraper(p) => api_scraper(p, spec, view),
         };
         items.extend(hits.into_iter().map(|(key, value, threshold)| Detection {
             rule: spec.name.clone(),
@@ -237,6 +238,17 @@ fn tor(p: &TorListParams, spec: &RuleSpec, view: &WindowView) -> Hits {
         .filter_map(|(k, _)| Some((k, k.ip()?)))
         .filter(|(_, ip)| singles.contains(ip) || ranges.iter().any(|n| n.contains(ip)))
         .map(|(k, _)| (*k, 1.0, 1.0))
+        .collect()
+}
+
+fn api_scraper(p: &ApiScraperParams, spec: &RuleSpec, view: &WindowView) -> Hits {
+    candidates(spec, view)
+        .filter(|(_, c)| c.totals.requests >= p.min_requests)
+        .map(|(k, c)| {
+            let share = ratio(c.sequential, c.totals.requests);
+            (*k, share, p.min_sequential_share)
+        })
+        .filter(|(_, share, min)| share >= min)
         .collect()
 }
 

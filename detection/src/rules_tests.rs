@@ -510,3 +510,125 @@ fn a_long_rule_window_is_counted_in_15_minute_slices() {
     assert_eq!(keys, [ipk(2)], "40 min → the last 3 slices of 15 min");
     assert_eq!(d.items[0].evidence.window, SignedDuration::from_mins(45));
 }
+
+// API Scraper ---------------------------------------------------------------------------
+
+/// Windows fed from request facts, through a sidecar counter and its report: each client
+/// sends the paths `paths(client)` in turn, interleaved with the other clients.
+fn from_paths(clients: &[(u32, Vec<String>)]) -> Windows {
+    use crate::counter::{Counter, CounterConfig};
+    use crate::facts::RequestFacts;
+    use crate::report::SidecarId;
+    use crate::sequence::PathShape;
+    let id = SidecarId {
+        pod: "a".into(),
+        workload: "api".into(),
+        namespace: "shop".into(),
+    };
+    let mut c = Counter::new(id, &CounterConfig::default(), t(0));
+    let longest = clients.iter().map(|(_, p)| p.len()).max().unwrap_or(0);
+    for i in 0..longest {
+        for (n, paths) in clients {
+            let Some(target) = paths.get(i) else {
+                continue;
+            };
+            let (path, query) = match target.split_once('?') {
+                Some((p, q)) => (p, Some(q)),
+                None => (target.as_str(), None),
+            };
+            let mut f = RequestFacts::new(crate::testutil::ip(*n), 200);
+            f.shape = PathShape::of(path, query);
+            c.record(&f);
+        }
+    }
+    let report = c.take_report(t(1));
+    let mut w = Windows::new(&WindowConfig::default());
+    w.merge(&report, t(1));
+    w
+}
+
+fn api_scraper(min_requests: u64) -> RuleSpec {
+    let mut r = RuleSpec::new(
+        "ApiScraper",
+        RuleKind::ApiScraper(ApiScraperParams {
+            min_requests,
+            ..Default::default()
+        }),
+    );
+    r.window = Some(SignedDuration::from_hours(1));
+    r
+}
+
+#[test]
+fn api_scraper_flags_an_enumerating_client_only() {
+    let mut rng = crate::sim::Rng::new(7);
+    // 1: walks /items/1..600, skipping a missing id now and then, with a page of
+    // listings every 50 items.
+    let walker: Vec<String> = (1..=600u64)
+        .filter(|n| n % 37 != 0)
+        .map(|n| {
+            if n % 50 == 0 {
+                format!("/items?page={}", n / 50)
+            } else {
+                format!("/items/{n}")
+            }
+        })
+        .collect();
+    // 2: reads 600 random items of a 100 000-item catalogue.
+    let random: Vec<String> = (0..600)
+        .map(|_| format!("/items/{}", rng.below(100_000)))
+        .collect();
+    // 3: refreshes the same item 600 times.
+    let refresher: Vec<String> = (0..600).map(|_| "/items/42".to_owned()).collect();
+    // 4: walks too, but only 100 requests.
+    let short: Vec<String> = (1..=100).map(|n| format!("/users/{n}/orders")).collect();
+    // 5: pages through a search, 600 pages.
+    let pager: Vec<String> = (1..=600)
+        .map(|n| format!("/search?q=lamp&page={n}"))
+        .collect();
+    let w = from_paths(&[
+        (1, walker),
+        (2, random),
+        (3, refresher),
+        (4, short),
+        (5, pager),
+    ]);
+    let view = w.view(SignedDuration::from_hours(1), t(1));
+    let seq = |n| view.clients[&ipk(n)].sequential;
+    assert!(seq(1) > 500, "walker: {}", seq(1));
+    assert!(seq(2) < 10, "random: {}", seq(2));
+    assert_eq!((seq(3), seq(4), seq(5)), (0, 99, 599));
+    let d = run(&w, &api_scraper(500), 10);
+    let flagged: Vec<ClientKey> = d.items.iter().map(|d| d.key).collect();
+    assert_eq!(flagged, vec![ipk(1), ipk(5)], "{d:?}");
+    let hit = &d.items[0];
+    assert_eq!(hit.rule_type, RuleType::ApiScraper);
+    assert!((hit.evidence.threshold - 0.8).abs() < 1e-9);
+    assert!(
+        hit.evidence.value >= 0.8 && hit.evidence.value < 1.0,
+        "{hit:?}"
+    );
+    assert_eq!(hit.evidence.window, SignedDuration::from_hours(1));
+    assert!(
+        run(&w, &api_scraper(50), 10).contains("ApiScraper", &ipk(4)),
+        "the short walker is one once minRequests allows it"
+    );
+}
+
+#[test]
+fn api_scraper_honours_exclusions_and_the_share() {
+    let walker: Vec<String> = (1..=600).map(|n| format!("/items/{n}")).collect();
+    let w = from_paths(&[(1, walker)]);
+    let mut r = api_scraper(500);
+    r.exclude = vec!["198.51.100.0/24".parse().unwrap()];
+    assert!(run(&w, &r, 10).is_empty());
+    let RuleKind::ApiScraper(p) = &mut r.rule else {
+        unreachable!()
+    };
+    p.min_sequential_share = 1.0;
+    r.exclude.clear();
+    assert!(
+        run(&w, &r, 10).is_empty(),
+        "599 of 600 sequential is under 100 %"
+    );
+}

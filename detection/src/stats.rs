@@ -64,6 +64,10 @@ pub struct ClientCounts {
     pub denied: u32,
     /// Requests to the token endpoint (OAuth sessions started).
     pub token_calls: u32,
+    /// Sequential requests: same path shape as the client's previous request, identifier
+    /// 1 to 10 away (see [`crate::sequence`]). Absent in reports of older sidecars (0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sequential: u32,
     /// Space-Saving bound: the client may have sent up to this many more requests while
     /// untracked. 0 when counting was exact.
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -86,6 +90,7 @@ impl ClientCounts {
         self.forbidden = self.forbidden.saturating_add(other.forbidden);
         self.denied = self.denied.saturating_add(other.denied);
         self.token_calls = self.token_calls.saturating_add(other.token_calls);
+        self.sequential = self.sequential.saturating_add(other.sequential);
         self.overcount = self.overcount.saturating_add(other.overcount);
         self.bytes = self.bytes.saturating_add(other.bytes);
         self.user_agents.merge(&other.user_agents);
@@ -151,6 +156,8 @@ pub struct ClientWindow {
     pub totals: Totals,
     /// Summed Space-Saving overcount bounds.
     pub overcount: u64,
+    /// Summed sequential requests (see [`ClientCounts::sequential`]).
+    pub sequential: u64,
     /// Distinct user agents across the window (capped, see [`UaSet`]).
     pub user_agents: UaSet,
 }
@@ -160,6 +167,7 @@ impl ClientWindow {
     pub fn add(&mut self, c: &ClientCounts) {
         self.totals.add_client(c);
         self.overcount += u64::from(c.overcount);
+        self.sequential += u64::from(c.sequential);
         self.user_agents.merge(&c.user_agents);
     }
 }

@@ -216,6 +216,29 @@ mod tests {
     }
 
     #[test]
+    fn a_snapshot_written_before_sequential_counts_still_restores() {
+        let cfg = WindowConfig::default();
+        let mut w = Windows::new(&cfg);
+        w.merge(&report("a", 1, 0, &[(ipk(1), reqs(10))]), t(1));
+        let json = serde_json::to_string(&w.snapshot(t(1))).unwrap();
+        assert!(!json.contains("sequential"), "{json}");
+        let old: WindowsSnapshot = serde_json::from_str(&json).unwrap();
+        let restored = Windows::restore(&cfg, &old);
+        let view = restored.long(t(1));
+        assert_eq!(view.clients[&ipk(1)].totals.requests, 10);
+        assert_eq!(view.clients[&ipk(1)].sequential, 0);
+        // And the new field survives a snapshot.
+        let mut counts = reqs(10);
+        counts.sequential = 7;
+        let mut w = Windows::new(&cfg);
+        w.merge(&report("a", 1, 0, &[(ipk(1), counts)]), t(1));
+        let back: WindowsSnapshot =
+            serde_json::from_str(&serde_json::to_string(&w.snapshot(t(1))).unwrap()).unwrap();
+        let restored = Windows::restore(&cfg, &back);
+        assert_eq!(restored.long(t(1)).clients[&ipk(1)].sequential, 7);
+    }
+
+    #[test]
     fn a_snapshot_of_another_shape_is_ignored() {
         let mut w = Windows::new(&WindowConfig::default());
         w.merge(&report("a", 1, 0, &[(ipk(1), reqs(10))]), t(1));

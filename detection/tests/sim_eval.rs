@@ -32,7 +32,7 @@ fn every_attack_is_detected_by_its_rule_and_no_benign_client_is() {
     let opts = EvalConfig::default();
     let result = run(sim, &opts);
     let truth = &result.truth;
-    assert_eq!(truth.attacks.len(), 6);
+    assert_eq!(truth.attacks.len(), Scenario::ALL.len());
     for a in &truth.attacks {
         for ip in &a.ips {
             let rule = a.scenario.rule_type();

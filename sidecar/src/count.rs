@@ -13,6 +13,7 @@ use palisade_detection::counter::{Counter, CounterConfig};
 use palisade_detection::facts::{Attributes, RequestFacts, Responder};
 use palisade_detection::key::KeyHash;
 use palisade_detection::report::{Report, SidecarId};
+use palisade_detection::sequence::PathShape;
 use prometheus_client::metrics::counter::Counter as PromCounter;
 use tokio::sync::mpsc;
 
@@ -40,6 +41,9 @@ pub struct Fact {
     pub token_endpoint: bool,
     /// The sidecar answered itself (a deny): never counted as the app's error.
     pub own: bool,
+    /// Shape and number of the request path (API Scraper); the counter compares it with
+    /// the client's previous one.
+    pub shape: Option<PathShape>,
     /// Sampled attributes.
     pub attrs: Option<Box<OwnedAttrs>>,
 }
@@ -143,6 +147,7 @@ fn facts(f: &Fact) -> RequestFacts<'_> {
         } else {
             Responder::Upstream
         },
+        shape: f.shape,
         attrs,
     }
 }

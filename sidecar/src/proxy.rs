@@ -20,6 +20,7 @@ use crate::metrics::Metrics;
 use crate::metrics::ReasonLabel;
 use crate::rescue::{ProxyError, rescue};
 use crate::store::Store;
+use palisade_detection::sequence::PathShape;
 use sha2::Digest as _;
 
 /// Everything the request path reads.
@@ -133,6 +134,8 @@ impl Proxy {
             bytes: 0,
             token_endpoint: parts.uri.path() == self.token_endpoint,
             own: false,
+            // Hashed while read, no allocation (see palisade_detection::sequence).
+            shape: PathShape::of(parts.uri.path(), parts.uri.query()),
             attrs,
         })
     }

@@ -23,8 +23,8 @@ use crate::facts::{Attributes, RequestFacts};
 use crate::key::ClientKey;
 use crate::report::{Report, SidecarId};
 use crate::rule_spec::{
-    BruteGuessorParams, FlooderParams, OAuthAbuserParams, RobotAbuserParams, RuleKind, RuleSpec,
-    RuleType, ScraperParams, TorListParams,
+    ApiScraperParams, BruteGuessorParams, FlooderParams, OAuthAbuserParams, RobotAbuserParams,
+    RuleKind, RuleSpec, RuleType, ScraperParams, TorListParams,
 };
 use crate::rules::run_rules;
 use crate::window::{WindowConfig, WindowSet};
@@ -43,7 +43,7 @@ pub struct EvalConfig {
     pub pods: u32,
     /// How often the 5-minute rules (Flooder, Static Content Scraper) run (default 5 s).
     pub short_every: SignedDuration,
-    /// How often the 24-hour rules and TorList run (default 300 s: building the 24 h view
+    /// How often the 24-hour rules, API Scraper and TorList run (default 300 s: building the 24 h view
     /// merges up to 96 slices and dominates the cost of a simulated day).
     pub long_every: SignedDuration,
 }
@@ -61,7 +61,8 @@ impl Default for EvalConfig {
 }
 
 /// The rules with the defaults a `DetectionRule` gets from the API server (the CRD's
-/// defaults: Flooder `minActiveClients` 20), named after their type; TorList with `exits`.
+/// defaults: Flooder `minActiveClients` 20, API Scraper's 1 h window), named after their
+/// type; TorList with `exits`.
 pub fn default_rules(exits: &[IpAddr]) -> Vec<RuleSpec> {
     vec![
         RuleSpec::new(
@@ -93,6 +94,13 @@ pub fn default_rules(exits: &[IpAddr]) -> Vec<RuleSpec> {
                 exits: exits.iter().map(|ip| IpNet::from(*ip)).collect(),
             }),
         ),
+        RuleSpec {
+            window: Some(SignedDuration::from_hours(1)),
+            ..RuleSpec::new(
+                "ApiScraper",
+                RuleKind::ApiScraper(ApiScraperParams::default()),
+            )
+        },
     ]
 }
 
@@ -163,6 +171,7 @@ pub fn run(sim: SimConfig, opts: &EvalConfig) -> RunResult {
                 bytes: r.bytes,
                 token_endpoint: r.token_endpoint,
                 responder: Default::default(),
+                shape: traffic.shape(r.path),
                 attrs: Attributes {
                     path: Some(traffic.path(r.path)),
                     ..Default::default()
@@ -385,12 +394,12 @@ pub fn markdown(r: &EvalReport, opts: &EvalConfig) -> String {
          {per_kind} attacks of one scenario.\n\
          - Pipeline: {pods} sidecar counters (default config) → JSON report every virtual second → \
          the collector's windows (default: 5 min of 30 s slices, 24 h of 15 min slices) → \
-         `run_rules`; 5-minute rules every {se} s, 24-hour rules and TorList every {le} s of \
+         `run_rules`; 5-minute rules every {se} s, the others (24 h, API Scraper's 1 h, TorList) every {le} s of \
          virtual time (so time to detect is rounded up to that step).\n\
          - Rules: the `DetectionRule` defaults (Flooder 5 % / 300 requests / 20 clients / 1000 \
          namespace requests; Static Content Scraper 10 % / 50 MiB; Brute Guessor 50 % / 100; \
          Robot Abuser 100 / 20 %; OAuth Abuser 50 sessions / ≤ 2 user agents; TorList with the \
-         run's exit list).\n\
+         run's exit list; API Scraper 80 % sequential / 500 requests in 1 h).\n\
          - Wall-clock time of the evaluation: {el:.1} s.\n",
         seed = opts.sim.seed,
         runs = r.runs,

@@ -24,6 +24,9 @@
 //!   404 0.5 % (static).
 //! - **Logins.** Each user calls the token endpoint ([`TOKEN_PATH`]) 1–3 times a day (2 on
 //!   average, diurnal), 3 % of them fail with 401.
+//! - **Listings.** A benign request for the product listing reads the client's next listing
+//!   page (`/api/v1/products?page=N`, 1 to 50, then back to 1): users page through
+//!   listings, between other requests (the hard negative for API Scraper).
 //! - **User agents.** A catalog of 120 browser and app user agents with Zipf popularity;
 //!   a single-user IP uses one (10 %: two), a NAT uses those of its users.
 //!
@@ -36,6 +39,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use crate::key::KeyHash;
 use crate::rule_spec::RuleType;
+use crate::sequence::PathShape;
 
 pub mod eval;
 
@@ -190,17 +194,21 @@ pub enum Scenario {
     /// Three Tor exit IPs sending ordinary-looking traffic (0.02–0.2 requests per second
     /// each) for 10–60 min; the rule's exit list holds them and 50 exits never seen.
     TorList,
+    /// One IP walking the product ids (`/api/v1/products/N`, N + 1, …, from a random id,
+    /// 3 % of its requests elsewhere) at 0.3–2 requests per second for 30–120 min.
+    ApiScraper,
 }
 
 impl Scenario {
     /// Every scenario, in rule order.
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Self::Flooder,
         Self::StaticContentScraper,
         Self::BruteGuessor,
         Self::RobotAbuser,
         Self::OAuthAbuser,
         Self::TorList,
+        Self::ApiScraper,
     ];
 
     /// The rule type this scenario is meant to trigger.
@@ -212,6 +220,7 @@ impl Scenario {
             Self::RobotAbuser => RuleType::RobotAbuser,
             Self::OAuthAbuser => RuleType::OAuthAbuser,
             Self::TorList => RuleType::TorList,
+            Self::ApiScraper => RuleType::ApiScraper,
         }
     }
 
@@ -224,6 +233,7 @@ impl Scenario {
             Self::RobotAbuser => "robot-abuser",
             Self::OAuthAbuser => "oauth-abuser",
             Self::TorList => "tor-list",
+            Self::ApiScraper => "api-scraper",
         }
     }
 
@@ -390,6 +400,9 @@ pub struct SimRequest {
 struct Client {
     ip: IpAddr,
     uas: Vec<u16>,
+    /// The listing page the client reads next (0-based), or the API scraper's next
+    /// product id.
+    next: u32,
 }
 
 /// The request stream of one run (see the module docs).
@@ -400,6 +413,8 @@ pub struct Traffic {
     activity: Weighted,
     logins: Weighted,
     paths: Vec<PathSpec>,
+    /// The shape of each path, as the sidecar computes it.
+    shapes: Vec<Option<PathShape>>,
     path_pick: Weighted,
     uas: Vec<String>,
     ua_hashes: Vec<KeyHash>,
@@ -411,6 +426,10 @@ pub struct Traffic {
     videos: Vec<u32>,
     images: Vec<u32>,
     api_hot: Vec<u32>,
+    /// The product listing, its pages, and the path of each product id (index `id − 1`).
+    listing: u32,
+    pages: Vec<u32>,
+    products: Vec<u32>,
     second: i64,
     seconds: i64,
     logins_per_sec: f64,
@@ -536,6 +555,42 @@ impl Traffic {
         .iter()
         .map(|p| add(p, PathKind::Forbidden, 200.0))
         .collect();
+        let pages: Vec<u32> = (1..=LISTING_PAGES)
+            .map(|n| {
+                add(
+                    &format!("/api/v1/products?page={n}"),
+                    PathKind::Api,
+                    4_000.0,
+                )
+            })
+            .collect();
+        let mut products = vec![0u32; CATALOG_PRODUCTS as usize];
+        for id in (CATALOG_PRODUCTS + 1)..=SCRAPED_PRODUCTS {
+            products.push(add(
+                &format!("/api/v1/products/{id}"),
+                PathKind::Api,
+                2_500.0,
+            ));
+        }
+        for (i, p) in paths.iter().enumerate() {
+            if let Some(id) = p.path.strip_prefix("/api/v1/products/")
+                && let Ok(id) = id.parse::<usize>()
+                && id <= CATALOG_PRODUCTS as usize
+            {
+                products[id - 1] = i as u32;
+            }
+        }
+        let listing = paths
+            .iter()
+            .position(|p| p.path == "/api/v1/products")
+            .unwrap_or(0) as u32;
+        let shapes = paths
+            .iter()
+            .map(|p| match p.path.split_once('?') {
+                Some((path, query)) => PathShape::of(path, Some(query)),
+                None => PathShape::of(&p.path, None),
+            })
+            .collect();
         let kind_of = |paths: &[PathSpec], k: PathKind| -> Vec<u32> {
             (0..paths.len() as u32)
                 .filter(|i| paths[*i as usize].kind == k)
@@ -564,7 +619,11 @@ impl Traffic {
                 // A phone app next to the browser.
                 uas.push(ua_catalog_app_index(&mut rng));
             }
-            clients.push(Client { ip: ip_of(i), uas });
+            clients.push(Client {
+                ip: ip_of(i),
+                uas,
+                next: 0,
+            });
             truth.benign.push(ip_of(i));
             weights.push(zipf(i + 1));
             users.push(1.0);
@@ -577,7 +636,11 @@ impl Traffic {
             let uas = (0..n.min(24))
                 .map(|_| ua_pick.sample(&mut rng) as u16)
                 .collect();
-            clients.push(Client { ip: ip_of(i), uas });
+            clients.push(Client {
+                ip: ip_of(i),
+                uas,
+                next: 0,
+            });
             truth.nat.push(ip_of(i));
             // Office users are busier than the average single IP.
             weights.push(f64::from(n) * mean_weight * 1.5);
@@ -595,6 +658,7 @@ impl Traffic {
             activity,
             logins,
             paths,
+            shapes,
             path_pick,
             uas,
             ua_hashes,
@@ -605,6 +669,9 @@ impl Traffic {
             videos,
             images,
             api_hot,
+            listing,
+            pages,
+            products,
             second: 0,
             seconds,
         };
@@ -643,6 +710,7 @@ impl Traffic {
                         (1, 1.0 / r.range(5.0, 30.0), r.range(60.0, 240.0), 116)
                     }
                     Scenario::TorList => (3, r.range(0.02, 0.2), r.range(10.0, 60.0), 3),
+                    Scenario::ApiScraper => (1, r.range(0.3, 2.0), r.range(30.0, 120.0), 119),
                 };
                 let rate = self.cfg.attack_rate.unwrap_or(rate);
                 let length = self
@@ -655,7 +723,15 @@ impl Traffic {
                 let mut ids = Vec::new();
                 for i in 0..ips {
                     let ip = IpAddr::V4(Ipv4Addr::from(u32::from(self.cfg.ip_base) + first + i));
-                    self.clients.push(Client { ip, uas: vec![ua] });
+                    let next = match scenario {
+                        Scenario::ApiScraper => self.rng.below(u64::from(CATALOG_PRODUCTS)) as u32,
+                        _ => 0,
+                    };
+                    self.clients.push(Client {
+                        ip,
+                        uas: vec![ua],
+                        next,
+                    });
                     attack_ips.push(ip);
                     ids.push(first + i);
                 }
@@ -697,6 +773,11 @@ impl Traffic {
     /// The text of path `i`.
     pub fn path(&self, i: u32) -> &str {
         &self.paths[i as usize].path
+    }
+
+    /// The shape of path `i` (see [`crate::sequence`]).
+    pub fn shape(&self, i: u32) -> Option<PathShape> {
+        self.shapes[i as usize]
     }
 
     /// The text of user agent `i`.
@@ -782,7 +863,12 @@ impl Traffic {
         uas[self.rng.below(uas.len() as u64) as usize]
     }
 
-    fn benign_request(&mut self, at: i64, client: u32, path: u32, ua: u16) -> SimRequest {
+    fn benign_request(&mut self, at: i64, client: u32, mut path: u32, ua: u16) -> SimRequest {
+        if path == self.listing {
+            let c = &mut self.clients[client as usize];
+            path = self.pages[c.next as usize % self.pages.len()];
+            c.next = c.next.wrapping_add(1);
+        }
         let kind = self.paths[path as usize].kind;
         let x = self.rng.f64();
         let status = match kind {
@@ -838,6 +924,16 @@ impl Traffic {
                 let p = self.path_pick.sample(r) as u32;
                 return self.benign_request_as(at, client, p, ua, attack);
             }
+            Scenario::ApiScraper => {
+                if r.chance(0.03) {
+                    (pick(r, &self.api_hot), 200)
+                } else {
+                    let c = &mut self.clients[client as usize];
+                    let id = c.next as usize % self.products.len();
+                    c.next = c.next.wrapping_add(1);
+                    (self.products[id], 200)
+                }
+            }
         };
         self.request(at, client, path, status, ua, Some(attack))
     }
@@ -883,6 +979,14 @@ impl Traffic {
         }
     }
 }
+
+/// Products of the catalog (`/api/v1/products/1` to `/500`, with Zipf popularity).
+const CATALOG_PRODUCTS: u32 = 500;
+/// Product ids an API scraper can walk (the ones past the catalog are never asked for by
+/// benign clients: the long tail).
+const SCRAPED_PRODUCTS: u32 = 16_000;
+/// Pages of the product listing.
+const LISTING_PAGES: u32 = 50;
 
 /// Index of one of the first three app user agents (phone apps, HTTP library).
 fn ua_catalog_app_index(rng: &mut Rng) -> u16 {
