@@ -241,25 +241,38 @@ pub struct AdvancedAnomalyParams {
     pub min_history: Option<Duration>,
 }
 
-/// API Scraper: clients whose behaviour looks like systematic extraction (many distinct
-/// resources, sequential identifiers, steady pacing, round-the-clock activity).
+/// API Scraper: clients walking identifiers (`/items/1`, `/items/2`, … or `?page=1`,
+/// `?page=2`, …), the signature of systematic extraction. A request is *sequential* when,
+/// for the same client and proxy pod, its path has the same shape as the client's previous
+/// request (the same segments, every all-digit segment of up to 18 digits counting as a
+/// placeholder; plus the parameter name when a numeric `page` or `id` query parameter gives
+/// the number) and its number — that parameter's value, else the last all-digit segment —
+/// is 1 to 10 away from the previous one. Refreshing the same page is not sequential; other
+/// query parameters are ignored. The rule marks a client with at least `minRequests`
+/// requests in `window` of which at least `minSequentialPercent` % are sequential.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApiScraperParams {
-    /// The sliding window. Default `1h`.
+    /// The sliding window, `1m` to `24h` (beyond `5m` counted in 15 min slices). Default
+    /// `1h`.
     #[serde(default = "window_1h")]
     #[x_kube(validation = window_bounds())]
     pub window: Duration,
-    /// Minimum requests from the client in the window. Default 500.
+    /// Minimum requests from the client in the window (scaled by `sensitivity`). Default 500.
     #[serde(default = "scraper_requests")]
     #[schemars(range(min = 1))]
     pub min_requests: i64,
-    /// Share of requests walking sequential identifiers (`/items/1`, `/items/2`, ...) that
-    /// marks a client on its own, in percent. Default 80.
+    /// Share of the client's requests in the window that are sequential (walking
+    /// identifiers: `/items/1`, `/items/2`, ...), in percent (scaled by `sensitivity`).
+    /// Default 80.
     #[serde(default = "scraper_sequential")]
     #[schemars(range(min = 1, max = 100))]
     pub min_sequential_percent: i32,
-    /// `Low`, `Medium` (default) or `High`.
+    /// Scales both thresholds with Advanced Anomaly's factors: `Low` needs 4/3 of
+    /// `minRequests` and allows 3/4 of the non-sequential share (`100 −
+    /// minSequentialPercent`: 80 becomes 85); `Medium` (default) takes them as they are;
+    /// `High` needs 2/3 of the requests and allows 3/2 of the non-sequential share (80 becomes
+    /// 70).
     #[serde(default)]
     pub sensitivity: Sensitivity,
 }

@@ -6,13 +6,13 @@ use palisade_crds::rule::{ClientKey, RuleType};
 use palisade_crds::rule_params::Sensitivity;
 use palisade_detection::key::ClientKeyKind;
 use palisade_detection::rule_spec::{
-    AnomalyParams, BruteGuessorParams, FlooderParams, OAuthAbuserParams, RobotAbuserParams,
-    RuleKind, RuleSpec, ScraperParams, TorListParams,
+    AnomalyParams, ApiScraperParams, BruteGuessorParams, FlooderParams, OAuthAbuserParams,
+    RobotAbuserParams, RuleKind, RuleSpec, ScraperParams, TorListParams,
 };
 
-/// The rule as the detection crate runs it; `None` for types it does not evaluate
-/// (ApiScraper), and `tor_exits` supplies TorList's list (read from its ConfigMap).
-pub fn rule(r: &DetectionRule, tor_exits: Vec<ipnet::IpNet>) -> Option<RuleSpec> {
+/// The rule as the detection crate runs it; `tor_exits` supplies TorList's list (read from
+/// its ConfigMap or download).
+pub fn rule(r: &DetectionRule, tor_exits: Vec<ipnet::IpNet>) -> RuleSpec {
     let s = &r.spec;
     let pct = |p: i32| f64::from(p) / 100.0;
     let u = |n: i64| u64::try_from(n).unwrap_or(0);
@@ -73,7 +73,15 @@ pub fn rule(r: &DetectionRule, tor_exits: Vec<ipnet::IpNet>) -> Option<RuleSpec>
                 ..AnomalyParams::default()
             })
         }
-        RuleType::ApiScraper => return None,
+        RuleType::ApiScraper => {
+            let p = s.api_scraper.clone().unwrap_or_default();
+            window = Some(p.window.clone());
+            RuleKind::ApiScraper(api_scraper(
+                u(p.min_requests),
+                p.min_sequential_percent,
+                p.sensitivity,
+            ))
+        }
     };
     let mut spec = RuleSpec::new(r.name_any(), kind);
     spec.client_key = match s.client_key {
@@ -95,7 +103,24 @@ pub fn rule(r: &DetectionRule, tor_exits: Vec<ipnet::IpNet>) -> Option<RuleSpec>
         .iter()
         .filter_map(|r| palisade_policy::parse_prefix(r.as_str()))
         .collect();
-    Some(spec)
+    spec
+}
+
+/// API Scraper's thresholds scaled by `sensitivity` with Advanced Anomaly's factors (its
+/// z thresholds 8 / 6 / 4 are 4/3, 1 and 2/3 of the default): `Low` needs 4/3 of
+/// `minRequests` and allows 3/4 of the non-sequential share `100 − minSequentialPercent`;
+/// `High` needs 2/3 of the requests and allows 3/2 of the non-sequential share.
+fn api_scraper(min_requests: u64, min_percent: i32, sensitivity: Sensitivity) -> ApiScraperParams {
+    let (num, den) = match sensitivity {
+        Sensitivity::Low => (4, 3),
+        Sensitivity::Medium => (1, 1),
+        Sensitivity::High => (2, 3),
+    };
+    let other = (100.0 - f64::from(min_percent.clamp(0, 100))) / 100.0;
+    ApiScraperParams {
+        min_requests: (min_requests * num).div_ceil(den).max(1),
+        min_sequential_share: (1.0 - other * den as f64 / num as f64).clamp(0.0, 1.0),
+    }
 }
 
 #[cfg(test)]
@@ -107,7 +132,7 @@ mod tests {
             "apiVersion": "palisade.dev/v1alpha1", "kind": "DetectionRule",
             "metadata": {"name": "r", "namespace": "shop"}, "spec": spec}))
         .expect("rule");
-        rule(&r, vec![]).expect("evaluated type")
+        rule(&r, vec![])
     }
 
     #[test]
@@ -151,5 +176,36 @@ mod tests {
             panic!("{d:?}")
         };
         assert!((p.min_z - 6.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn api_scraper_sensitivity_scales_both_thresholds() {
+        let scraper = |spec: serde_json::Value| {
+            let r = rule_of(serde_json::json!({"type": "ApiScraper", "apiScraper": spec}));
+            let RuleKind::ApiScraper(p) = &r.rule else {
+                panic!("{r:?}")
+            };
+            (
+                r.window,
+                p.min_requests,
+                (p.min_sequential_share * 1000.0).round(),
+            )
+        };
+        let hour = Some(jiff::SignedDuration::from_hours(1));
+        assert_eq!(scraper(serde_json::json!({})), (hour, 500, 800.0));
+        assert_eq!(
+            scraper(serde_json::json!({"sensitivity": "Low"})),
+            (hour, 667, 850.0)
+        );
+        assert_eq!(
+            scraper(serde_json::json!({"sensitivity": "High", "window": "10m",
+                "minRequests": 30, "minSequentialPercent": 90})),
+            (Some(jiff::SignedDuration::from_mins(10)), 20, 850.0)
+        );
+        assert_eq!(
+            scraper(serde_json::json!({"sensitivity": "High", "minSequentialPercent": 10})),
+            (hour, 334, 0.0),
+            "the share never goes below 0"
+        );
     }
 }

@@ -97,7 +97,7 @@ async fn evaluate(c: &Collector, ns: &str) -> Result<(), kube::Error> {
         } else {
             vec![]
         };
-        specs.extend(super::convert::rule(r, exits));
+        specs.push(super::convert::rule(r, exits));
     }
     let now = jiff::Timestamp::now();
     let (detected_doc, writes, events) = {

@@ -225,7 +225,6 @@ async fn write_rule_status(
         current,
         is_paused(&r.metadata),
         observe,
-        r.spec.type_ != palisade_crds::rule::RuleType::ApiScraper,
         list,
         r.metadata.generation,
         now,

@@ -104,7 +104,6 @@ pub fn rule_desired(
     current: Option<&palisade_crds::DetectionRuleStatus>,
     paused: bool,
     observe: bool,
-    evaluated: bool,
     list: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
     generation: Option<i64>,
     now: jiff::Timestamp,
@@ -125,13 +124,6 @@ pub fn rule_desired(
             false,
             "Paused",
             "the rule carries palisade.dev/paused=true; remove the annotation to resume",
-        )
-    } else if !evaluated {
-        (
-            false,
-            "NotEvaluated",
-            "type ApiScraper is accepted but not evaluated yet: this rule detects nobody; use \
-             Flooder or StaticContentScraper meanwhile",
         )
     } else if let Some(l) = list.filter(|l| l.status == "False") {
         (false, l.reason.as_str(), l.message.as_str())
@@ -257,7 +249,7 @@ mod tests {
             Some(1),
         );
         let ready = |list, paused| {
-            let (_, cs) = rule_desired(None, paused, false, true, list, Some(1), t(5));
+            let (_, cs) = rule_desired(None, paused, false, list, Some(1), t(5));
             let c = cs.into_iter().find(|c| c.type_ == READY).expect("Ready");
             (c.status, c.reason, c.message)
         };

@@ -40,7 +40,7 @@ struct Model {
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Attack scenario to inject (repeatable): flooder, static-content-scraper,
-    /// brute-guessor, robot-abuser, oauth-abuser, tor-list.
+    /// brute-guessor, robot-abuser, oauth-abuser, tor-list, api-scraper.
     #[arg(long = "scenario")]
     scenarios: Vec<String>,
     /// Instances of each scenario, spread over the run.
