@@ -11,6 +11,7 @@ use palisade_detection::counter::{Counter, CounterConfig};
 use palisade_detection::facts::RequestFacts;
 use palisade_detection::key::{ClientKeyKind, KeyHash};
 use palisade_detection::report::SidecarId;
+use palisade_detection::sequence::PathShape;
 
 /// Client ids of `n` requests from `clients` distinct IPs with a skewed (roughly Zipf)
 /// popularity. Facts are built per request from these ids, on the stack, as the sidecar
@@ -37,6 +38,12 @@ fn facts(i: usize, id: u32, keys: &[KeyHash]) -> RequestFacts<'static> {
     f.access_token = Some(keys[(id as usize + 1) % keys.len()]);
     f.user_agent = Some(keys[id as usize % 3]);
     f.attrs.path = Some("/items");
+    // Every client walks the same collection: the sequential check compares each request
+    // with the client's previous one (one table lookup per key kind).
+    f.shape = Some(PathShape {
+        shape: 0x5EC0,
+        number: i as u64,
+    });
     f
 }
 
