@@ -11,6 +11,8 @@
 //! - [`facts`] — [`RequestFacts`] of one finished request, with [`Responder`]: whether the
 //!   response came from the app or from the sidecar itself (its own denials are never
 //!   counted as the app's errors or 403s).
+//! - [`sequence`] — [`PathShape::of`] (a request path's shape and number, hashed without
+//!   allocating) and [`SeqTable`] (each client's previous shape): sequential requests.
 //! - [`counter`] — [`Counter::record`] (one map update per tracked key kind, bounded by a
 //!   heavy-hitter sketch) and [`Counter::take_report`], configured by [`CounterConfig`].
 //! - [`report`] — [`Report`] (JSON, [`REPORT_VERSION`]): sidecar identity, sequence number,
@@ -25,7 +27,7 @@
 //!   defaults, client key kind, detection TTL, excluded ranges).
 //! - [`rules`] — [`run_rules`]`(&windows, &rules, now) -> `[`Detections`]: Flooder, Static
 //!   Content Scraper, Brute Guessor, Robot Abuser, OAuth Abuser, TorList, Advanced Anomaly
-//!   (a robust z-score, see [`anomaly`]). Each [`Detection`] carries rule, client, expiry and
+//!   (a robust z-score, see [`anomaly`]), API Scraper (share of sequential requests). Each [`Detection`] carries rule, client, expiry and
 //!   [`Evidence`].
 //! - [`detected`] — [`DetectedSet`]: the detected clients with per-rule expiry, for the
 //!   sidecars' `detectedBy` conditions.
@@ -41,6 +43,8 @@
 //! [`KeyHash`]: key::KeyHash
 //! [`RequestFacts`]: facts::RequestFacts
 //! [`Responder`]: facts::Responder
+//! [`PathShape::of`]: sequence::PathShape::of
+//! [`SeqTable`]: sequence::SeqTable
 //! [`Counter::record`]: counter::Counter::record
 //! [`Counter::take_report`]: counter::Counter::take_report
 //! [`CounterConfig`]: counter::CounterConfig
