@@ -80,6 +80,7 @@
 
 mod actionset;
 mod bundle;
+pub mod cli;
 mod codec;
 mod compile;
 mod detected;
