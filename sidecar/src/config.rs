@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use palisade_policy::cli::parse_duration;
 
 /// Exit status for a configuration error (sysexits.h `EX_USAGE`).
 pub const EXIT_USAGE: u8 = 64;
@@ -270,6 +271,15 @@ impl Config {
         }
         crate::store::parse_labels(&self.policy.pod_labels)
             .map_err(|e| format!("--pod-labels: {e}"))?;
+        let id = &self.identify;
+        for (flag, value) in [
+            ("--api-key-header", &id.api_key_header),
+            ("--developer-header", &id.developer_header),
+            ("--app-header", &id.app_header),
+            ("--product-header", &id.product_header),
+        ] {
+            crate::identify::header_name(flag, value)?;
+        }
         if self.identify.trusted_hops > 16 {
             return Err(format!(
                 "--trusted-hops {} is more than 16; count only proxies you operate",
@@ -278,24 +288,6 @@ impl Config {
         }
         Ok(())
     }
-}
-
-/// Parses `250ms`, `10s`, `2m`, `1h` (a bare number is seconds).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration like 10s or 500ms"))?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "" | "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        _ => return Err(format!("`{s}`: unknown unit `{unit}`; use ms, s, m or h")),
-    };
-    Ok(d)
 }
 
 #[cfg(test)]
@@ -309,12 +301,20 @@ mod tests {
     }
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("2 weeks").is_err());
-        assert!(parse_duration("s").is_err());
+    fn duration_flags_take_the_shared_syntax() {
+        let c = parse(&["--header-read-timeout", "250ms", "--report-interval", "2m"]);
+        assert_eq!(c.header_read_timeout, Duration::from_millis(250));
+        assert_eq!(c.detection.report_interval, Duration::from_secs(120));
+        let err = Config::try_parse_from([
+            "palisade-sidecar",
+            "--upstream-port",
+            "8081",
+            "--idle-timeout",
+            "2 weeks",
+        ])
+        .expect_err("bad unit");
+        assert!(err.to_string().contains("--idle-timeout"), "{err}");
+        assert!(err.to_string().contains("use ms, s, m or h"), "{err}");
     }
 
     #[test]
@@ -334,5 +334,11 @@ mod tests {
         assert!(remote.expect_err("rejected").contains("loopback"));
         let zero = parse(&["--upstream-timeout", "0s"]).validate();
         assert!(zero.expect_err("rejected").contains("--upstream-timeout"));
+        let header = parse(&["--developer-header", "x dev"]).validate();
+        assert_eq!(
+            header.expect_err("rejected"),
+            r#"--developer-header "x dev" is not a valid HTTP header name"#
+        );
+        assert_eq!(parse(&["--api-key-header", ""]).validate(), Ok(()));
     }
 }

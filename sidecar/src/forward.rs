@@ -111,7 +111,7 @@ impl Forwarder {
         let upgrade = upgrade_protocol(&req);
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let concurrent = req.version() == Version::HTTP_2;
-        self.prepare(&mut req, peer)?;
+        self.prepare(&mut req, peer, concurrent && upgrade.is_none())?;
         if let (Some(proto), Some(on_client)) = (upgrade, client_upgrade) {
             return self.forward_upgrade(req, proto, on_client).await;
         }
@@ -141,12 +141,6 @@ impl Forwarder {
         mut req: Request<Incoming>,
         affinity: &Affinity,
     ) -> Result<Response<Incoming>, ProxyError> {
-        // Origin-form on a connection of our own (the pool does this itself).
-        *req.uri_mut() = req
-            .uri()
-            .path_and_query()
-            .cloned()
-            .map_or(Uri::from_static("/"), Uri::from);
         if let Some(mut sender) = affinity.take()
             && sender.ready().await.is_ok()
         {
@@ -197,21 +191,34 @@ impl Forwarder {
         Ok(sender)
     }
 
-    /// Rewrites the request for the upstream hop.
-    fn prepare(&self, req: &mut Request<Incoming>, peer: IpAddr) -> Result<(), ProxyError> {
+    /// Rewrites the request for the upstream hop: absolute-form for the shared pool
+    /// (`pooled`), origin-form on a connection of our own.
+    fn prepare(
+        &self,
+        req: &mut Request<Incoming>,
+        peer: IpAddr,
+        pooled: bool,
+    ) -> Result<(), ProxyError> {
         if !req.headers().contains_key(header::HOST) {
             let host = req.uri().authority().map(|a| a.as_str().to_owned());
             let host = host.ok_or(ProxyError::BadRequest("request without Host"))?;
             let value = HeaderValue::from_str(&host).map_err(|_| ProxyError::BadRequest("Host"))?;
             req.headers_mut().insert(header::HOST, value);
         }
-        let path = req.uri().path_and_query().cloned();
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(http::uri::Scheme::HTTP);
-        parts.authority = Some(self.authority.clone());
-        parts.path_and_query =
-            Some(path.unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")));
-        *req.uri_mut() = Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("target"))?;
+        let path = || req.uri().path_and_query().cloned();
+        if pooled {
+            let mut parts = http::uri::Parts::default();
+            parts.scheme = Some(http::uri::Scheme::HTTP);
+            parts.authority = Some(self.authority.clone());
+            parts.path_and_query =
+                Some(path().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")));
+            *req.uri_mut() =
+                Uri::from_parts(parts).map_err(|_| ProxyError::BadRequest("target"))?;
+        } else if req.uri().scheme().is_some() || req.uri().authority().is_some() {
+            // An absolute-form target from the client: origin-form to the app (the common
+            // origin-form request is passed as it came, without a rebuild).
+            *req.uri_mut() = path().map_or(Uri::from_static("/"), Uri::from);
+        }
         *req.version_mut() = Version::HTTP_11;
         let headers = req.headers_mut();
         strip_hop_by_hop(headers);
@@ -244,12 +251,6 @@ impl Forwarder {
     ) -> Result<Response<RespBody>, ProxyError> {
         let mut sender = self.handshake().await?;
         set_upgrade(req.headers_mut(), proto.clone());
-        // Origin-form on a hand-made connection.
-        *req.uri_mut() = req
-            .uri()
-            .path_and_query()
-            .cloned()
-            .map_or(Uri::from_static("/"), Uri::from);
         let sent = tokio::time::timeout(self.cfg.response_timeout, sender.send_request(req));
         let mut resp = match sent.await {
             Err(_) => return Err(ProxyError::UpstreamTimeout(self.cfg.response_timeout)),
@@ -312,27 +313,105 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 }
 
 /// Removes hop-by-hop headers: the fixed list and every header named in `Connection`.
+/// One pass over the names finds which are present, so a message without any (the common
+/// request) costs no lookup and no allocation.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = connection_tokens(headers)
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
-        headers.remove(name);
+    let mut present = 0u8;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
+        return;
+    }
+    if present & 1 != 0
+        && let header::Entry::Occupied(e) = headers.entry(header::CONNECTION)
+    {
+        // Taken out first, so its tokens can name headers to remove from the same map.
+        let mut values = e.remove_entry_mult().1;
+        let first = values.next();
+        let rest: Vec<HeaderValue> = values.collect(); // no allocation for one line
+        for value in first.iter().chain(&rest) {
+            let tokens = value.to_str().ok().into_iter().flat_map(|v| v.split(','));
+            for token in tokens.map(str::trim).filter(|t| !t.is_empty()) {
+                // By `&str`: parsed on the stack, an invalid name removes nothing.
+                headers.remove(token);
+            }
+        }
+    }
+    for (i, name) in HOP_BY_HOP.iter().enumerate().skip(1) {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
     }
 }
 
 /// Appends the peer to `X-Forwarded-For` and `http` to `X-Forwarded-Proto`.
 pub fn append_forwarded(headers: &mut HeaderMap, peer: IpAddr) {
-    append(headers, X_FORWARDED_FOR, &peer.to_string());
-    append(headers, X_FORWARDED_PROTO, "http");
+    let mut buf = [0u8; 48];
+    append(headers, X_FORWARDED_FOR, ip_text(peer, &mut buf));
+    if headers.contains_key(X_FORWARDED_PROTO) {
+        append(headers, X_FORWARDED_PROTO, "http");
+    } else {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    }
 }
 
-fn append(headers: &mut HeaderMap, name: HeaderName, value: &str) {
-    let joined = match headers.get(&name).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {value}"),
-        _ => value.to_owned(),
+/// `ip` as text in `buf`, without allocating: IPv4 digit by digit (the formatter machinery
+/// of `Display` costs more than the rest of the header rewrite), IPv6 through `Display`
+/// (at most 45 bytes).
+fn ip_text(ip: IpAddr, buf: &mut [u8; 48]) -> &str {
+    let n = match ip {
+        IpAddr::V4(v4) => {
+            let mut n = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[n] = b'.';
+                    n += 1;
+                }
+                if octet >= 100 {
+                    buf[n] = b'0' + octet / 100;
+                    n += 1;
+                }
+                if octet >= 10 {
+                    buf[n] = b'0' + octet / 10 % 10;
+                    n += 1;
+                }
+                buf[n] = b'0' + octet % 10;
+                n += 1;
+            }
+            n
+        }
+        IpAddr::V6(v6) => {
+            use std::io::Write as _;
+            let mut cursor = std::io::Cursor::new(&mut buf[..]);
+            let _ = write!(cursor, "{v6}");
+            usize::try_from(cursor.position()).unwrap_or(0)
+        }
     };
-    if let Ok(v) = HeaderValue::from_str(&joined) {
+    std::str::from_utf8(&buf[..n]).unwrap_or_default()
+}
+
+/// Sets `name` to its earlier values (every line, comma-joined) followed by `value`.
+fn append(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    let mut joined = String::new();
+    for prev in headers.get_all(&name) {
+        if let Ok(prev) = prev.to_str().map(str::trim)
+            && !prev.is_empty()
+        {
+            joined.push_str(prev);
+            joined.push_str(", ");
+        }
+    }
+    let new = match joined.is_empty() {
+        true => HeaderValue::from_str(value),
+        false => {
+            joined.push_str(value);
+            HeaderValue::from_str(&joined)
+        }
+    };
+    if let Ok(v) = new {
         headers.insert(name, v);
     }
 }
@@ -375,5 +454,66 @@ mod tests {
         append_forwarded(&mut h, "198.51.100.7".parse().expect("ip"));
         assert_eq!(h[X_FORWARDED_FOR], "192.0.2.1, 198.51.100.7");
         assert_eq!(h[X_FORWARDED_PROTO], "http");
+    }
+
+    #[test]
+    fn formats_addresses_like_display() {
+        let mut buf = [0u8; 48];
+        for ip in [
+            "0.0.0.0",
+            "1.2.3.4",
+            "10.20.30.40",
+            "100.200.255.9",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::7",
+            "::ffff:192.0.2.1",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        ] {
+            let ip: IpAddr = ip.parse().expect("ip");
+            assert_eq!(ip_text(ip, &mut buf), ip.to_string());
+        }
+    }
+
+    #[test]
+    fn appends_to_every_earlier_line() {
+        let mut h = HeaderMap::new();
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static("192.0.2.1"));
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static(" "));
+        h.append(
+            X_FORWARDED_FOR,
+            HeaderValue::from_static("192.0.2.2, 192.0.2.3"),
+        );
+        h.append(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        append_forwarded(&mut h, "2001:db8::7".parse().expect("ip"));
+        let xff: Vec<_> = h.get_all(X_FORWARDED_FOR).iter().collect();
+        assert_eq!(xff, ["192.0.2.1, 192.0.2.2, 192.0.2.3, 2001:db8::7"]);
+        assert_eq!(h[X_FORWARDED_PROTO], "https, http");
+        let mut fresh = HeaderMap::new();
+        let longest = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255";
+        append_forwarded(&mut fresh, longest.parse().expect("ip"));
+        assert_eq!(
+            fresh[X_FORWARDED_FOR],
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
+        );
+    }
+
+    #[test]
+    fn strips_every_connection_line_and_keeps_a_clean_map_untouched() {
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, HeaderValue::from_static("close"));
+        h.append(header::CONNECTION, HeaderValue::from_static("X-A , ,x-b"));
+        h.insert("x-a", HeaderValue::from_static("1"));
+        h.insert("x-b", HeaderValue::from_static("1"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(header::HOST, HeaderValue::from_static("api"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.keys().collect::<Vec<_>>(), [header::HOST]);
+        let mut clean = HeaderMap::new();
+        clean.insert(header::HOST, HeaderValue::from_static("api"));
+        clean.insert("x-c", HeaderValue::from_static("1"));
+        let before = clean.clone();
+        strip_hop_by_hop(&mut clean);
+        assert_eq!(clean, before);
     }
 }

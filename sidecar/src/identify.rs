@@ -10,8 +10,8 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use base64::Engine as _;
-use http::HeaderMap;
 use http::request::Parts;
+use http::{HeaderMap, HeaderName};
 use maxminddb::{Reader, path};
 use sha2::{Digest, Sha256};
 
@@ -63,8 +63,30 @@ pub struct Identity {
 #[derive(Debug)]
 pub struct Identifier {
     cfg: IdentifyConfig,
+    /// The configured header names, parsed once (a `&str` lookup would parse and lowercase
+    /// the name on every request).
+    headers: Headers,
     geo: Option<Reader<Vec<u8>>>,
     asn: Option<Reader<Vec<u8>>>,
+}
+
+/// The headers identities are read from; `None` where the flag is empty.
+#[derive(Debug)]
+struct Headers {
+    api_key: Option<HeaderName>,
+    developer: Option<HeaderName>,
+    app: Option<HeaderName>,
+    product: Option<HeaderName>,
+}
+
+/// A header flag's value as a header name: `None` when empty (the flag turns the header off).
+pub fn header_name(flag: &str, value: &str) -> Result<Option<HeaderName>, String> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    HeaderName::from_bytes(value.as_bytes())
+        .map(Some)
+        .map_err(|_| format!("{flag} {value:?} is not a valid HTTP header name"))
 }
 
 /// A database that could not be opened (the sidecar runs on without it).
@@ -77,17 +99,31 @@ pub struct DbError {
 
 impl Identifier {
     /// Opens the databases; a missing or unreadable one is logged once and left out.
+    /// Header names that do not parse (rejected by `Config::validate`) read nothing.
     pub fn new(cfg: IdentifyConfig) -> Self {
         let geo = open_db(cfg.geoip_db.as_deref(), "region");
         let asn = open_db(cfg.asn_db.as_deref(), "ASN");
-        Self { cfg, geo, asn }
+        let name = |v: &str| header_name("", v).ok().flatten();
+        let headers = Headers {
+            api_key: name(&cfg.api_key_header),
+            developer: name(&cfg.developer_header),
+            app: name(&cfg.app_header),
+            product: name(&cfg.product_header),
+        };
+        Self {
+            cfg,
+            headers,
+            geo,
+            asn,
+        }
     }
 
     /// Identifies the client of a request received from `peer`.
     pub fn identify(&self, parts: &Parts, peer: IpAddr) -> Identity {
         let (ip, ip_source) = client_ip(&parts.headers, peer, self.cfg.trusted_hops);
         let h = &parts.headers;
-        let api_key = header_str(h, &self.cfg.api_key_header)
+        let names = &self.headers;
+        let api_key = header_str(h, names.api_key.as_ref())
             .map(Cow::Borrowed)
             .or_else(|| query_param(parts.uri.query(), &self.cfg.api_key_query));
         let token = bearer(h);
@@ -95,7 +131,7 @@ impl Identifier {
             .wants_claims()
             .then(|| token.and_then(jwt_claims))
             .flatten();
-        let pick = |header: &str, claim: &str| {
+        let pick = |header: Option<&HeaderName>, claim: &str| {
             header_str(h, header)
                 .map(str::to_owned)
                 .or_else(|| claim_str(claims.as_ref(), claim))
@@ -105,9 +141,9 @@ impl Identifier {
             ip_source,
             api_key_hash: api_key.map(|k| sha256(k.as_bytes())),
             token_hash: token.map(sha256),
-            developer: pick(&self.cfg.developer_header, &self.cfg.developer_claim),
-            app: pick(&self.cfg.app_header, &self.cfg.app_claim),
-            product: pick(&self.cfg.product_header, &self.cfg.product_claim),
+            developer: pick(names.developer.as_ref(), &self.cfg.developer_claim),
+            app: pick(names.app.as_ref(), &self.cfg.app_claim),
+            product: pick(names.product.as_ref(), &self.cfg.product_claim),
             region: self.geo.as_ref().and_then(|db| region(db, ip)),
             asn: self.asn.as_ref().and_then(|db| asn(db, ip)),
         }
@@ -168,11 +204,8 @@ fn parse_ip(s: &str) -> Option<IpAddr> {
     s.parse().ok().map(|ip: IpAddr| ip.to_canonical())
 }
 
-fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    if name.is_empty() {
-        return None;
-    }
-    h.get(name)
+fn header_str<'a>(h: &'a HeaderMap, name: Option<&HeaderName>) -> Option<&'a str> {
+    h.get(name?)
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|s| !s.is_empty())
@@ -249,8 +282,10 @@ fn claim_str(
 
 fn region(db: &Reader<Vec<u8>>, ip: IpAddr) -> Option<[u8; 2]> {
     let found = db.lookup(ip).ok()?;
-    let code: String = found.decode_path(&path!["country", "iso_code"]).ok()??;
-    code.to_ascii_uppercase().as_bytes().try_into().ok()
+    // Borrowed from the database: no allocation per request.
+    let code: &str = found.decode_path(&path!["country", "iso_code"]).ok()??;
+    let code: [u8; 2] = code.as_bytes().try_into().ok()?;
+    Some(code.map(|b| b.to_ascii_uppercase()))
 }
 
 fn asn(db: &Reader<Vec<u8>>, ip: IpAddr) -> Option<u32> {
@@ -265,7 +300,7 @@ mod tests {
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         pairs
             .iter()
-            .map(|(k, v)| (http::HeaderName::from_static(k), v.parse().expect("value")))
+            .map(|(k, v)| (HeaderName::from_static(k), v.parse().expect("value")))
             .collect()
     }
 

@@ -43,6 +43,33 @@ async fn forwards_with_host_xff_and_without_hop_by_hop() {
     );
 }
 
+/// A client speaking to the sidecar as to a forward proxy (absolute-form target): the app
+/// gets the origin-form target, the request's Host, and hop-by-hop headers of every
+/// `Connection` line removed.
+#[tokio::test]
+async fn absolute_form_reaches_the_app_in_origin_form() {
+    let app = echo_app().await;
+    let sc = sidecar(app, &[]).await;
+    let resp = raw(
+        sc.proxy_addr,
+        b"GET http://api.example/v1/items?q=1 HTTP/1.1\r\nHost: api.example\r\n\
+          Connection: x-a\r\nConnection: x-b\r\nX-A: 1\r\nX-B: 1\r\nX-Kept: 1\r\n\
+          Connection: close\r\n\r\n",
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let body = &resp[resp.find("\r\n\r\n").unwrap() + 4..];
+    let seen: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(seen["target"], "/v1/items?q=1");
+    assert_eq!(seen["host"], "api.example");
+    let headers: Vec<String> = serde_json::from_value(seen["headers"].clone()).unwrap();
+    assert!(headers.iter().any(|h| h == "x-kept"), "{headers:?}");
+    assert!(
+        !headers.iter().any(|h| h == "x-a" || h == "x-b"),
+        "{headers:?}"
+    );
+}
+
 #[tokio::test]
 async fn keep_alive_both_sides() {
     let app = echo_app().await;
