@@ -10,7 +10,7 @@ export PALISADE_CACHE CARGO_TARGET_DIR
 CARGO ?= cargo
 CLUSTER := $(CARGO) run --quiet -p palisade-e2e --bin palisade-cluster --
 
-.PHONY: help test lint fmt controlplane up down env crds bench demo eval-detection
+.PHONY: help test lint fmt controlplane up down env crds bench bench-profile demo eval-detection
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -49,6 +49,11 @@ crds: ## Regenerate the CRD manifests (crds/, the chart's copy) and docs/api.md 
 	$(CARGO) run --quiet -p palisade-crds --bin crdgen
 	cp crds/*.yaml charts/palisade/files/crds/
 
+bench-profile: ## Instructions per proxied request under callgrind: sidecar vs nginx/HAProxy -> bench/results/profile.md.
+	@bash bench/setup.sh
+	$(CARGO) build --release -p palisade-sidecar -p palisade-bench
+	python3 bench/bench.py profile
+
 EVAL_DAYS ?= 2
 eval-detection: ## Score the detection rules on the seeded traffic model (virtual clock) -> bench/results/detection.md. EVAL_DAYS=n: days per scenario.
 	$(CARGO) build --release -p palisade-bench --bin palisade-loadgen
@@ -58,6 +63,7 @@ bench: ## Benchmarks side by side (sidecar vs nginx/HAProxy, policy, detection) 
 	@bash bench/setup.sh
 	$(CARGO) build --release -p palisade-sidecar -p palisade-bench
 	python3 bench/bench.py all
+	python3 bench/bench.py profile
 	$(CARGO) build --release -p palisade-operator -p palisade-e2e --bins
 	$(CARGO_TARGET_DIR)/release/apply-latency
 	$(CARGO_TARGET_DIR)/release/detect-mitigate

@@ -7,11 +7,14 @@ Subcommands (each writes one results file under bench/results/):
   detection  criterion `cargo bench -p palisade-detection` summary -> detection-counter.md
   operator   compile time and peak RSS of 1M prefixes + 1000 actions, nginx/HAProxy load of
              the same list -> operator.md
-  all        the four, in the order operator, proxy, lookup, detection
+  profile    instructions per proxied request under callgrind (nginx, HAProxy, the sidecar
+             with the empty and the 1M bundle) and where the sidecar's go -> profile.md
+  all        operator, proxy, lookup, detection (profile is separate: it needs valgrind)
   proxy-report  re-render proxy.md from the last proxy run's raw data
 
 BENCH_QUICK=1 shortens every run (a few minutes in all); BENCH_ROUNDS, BENCH_DURATION and
-BENCH_SAT_DURATION (seconds) override the proxy run's shape. Numbers are reported, never asserted.
+BENCH_SAT_DURATION (seconds) override the proxy run's shape; BENCH_SIDECAR (a path) profiles
+another sidecar binary (an A/B of two builds). Numbers are reported, never asserted.
 Environment: CARGO_TARGET_DIR (binaries in $CARGO_TARGET_DIR/release), BENCH_WORK (scratch
 directory, default $PALISADE_CACHE/bench or ~/.cache/palisade/bench).
 """
@@ -811,6 +814,189 @@ def operator():
     log(f"wrote {RESULTS / 'operator.md'}")
 
 
+# ---------------------------------------------------------------------------------------------
+# profile: user-space instructions per proxied request (callgrind). Instruction counts do not
+# depend on the machine's load, so this is the steady number behind the noisy timings.
+
+PROFILE_REQUESTS_RATE, PROFILE_SECONDS = 500, 8
+# The sidecar's parts worth naming: (label, function names as callgrind_annotate prints them,
+# self or inclusive). An async fn's body is its `{{closure}}`.
+PROFILE_PARTS = [
+    ("`forward::Forwarder::forward` (upstream request and response head)",
+     ["palisade_sidecar::forward::Forwarder::forward::{{closure}}"], "incl"),
+    ("`identify::Identifier::identify`",
+     ["palisade_sidecar::identify::Identifier::identify"], "incl"),
+    ("of which sha256 (API key)", ["sha2::sha256::compress256"], "incl"),
+    ("`forward::strip_hop_by_hop` (request and response)",
+     ["palisade_sidecar::forward::strip_hop_by_hop"], "incl"),
+    ("`forward::append_forwarded`", ["palisade_sidecar::forward::append_forwarded"], "incl"),
+    ("`enforce::enforce` (policy)", ["palisade_sidecar::enforce::enforce"], "incl"),
+    ("of which `palisade_policy::evaluate`", ["palisade_policy::evaluate::evaluate"], "incl"),
+    ("`metrics::Metrics::request`", ["palisade_sidecar::metrics::Metrics::request"], "incl"),
+    ("HeaderName parsing (`HeaderName::from_bytes`)",
+     ["http::header::name::HeaderName::from_bytes"], "incl"),
+    ("malloc + free + realloc (self)",
+     ["malloc", "free", "realloc", "_int_malloc", "_int_free", "_int_realloc",
+      "malloc_consolidate", "unlink_chunk.constprop.0"], "self"),
+    ("memcpy / memmove (self)", ["__memcpy_avx_unaligned_erms", "__memmove_avx_unaligned_erms",
+                                 "memcpy", "memmove"], "self"),
+]
+ANNOTATE_LINE = re.compile(
+    r"\s*([\d,]+)\s+\([\s\d.]+%\)\s+(?:[^\s:]+:(?!:))?(.+?)(?: \[[^\]]*\])?$")
+
+
+def callgrind_total(path):
+    for line in Path(path).read_text(errors="replace").splitlines():
+        if line.startswith(("summary:", "totals:")):
+            return int(line.split()[1])
+    raise RuntimeError(f"{path}: no totals line")
+
+
+def callgrind_functions(path, inclusive):
+    """{function: instructions}. callgrind_annotate prints a function once per source file
+    its code came from (inlined code); self counts of those rows add up, while the inclusive
+    row of the function's own file already holds the others, so that is the largest one."""
+    text = sh(["callgrind_annotate", f"--inclusive={'yes' if inclusive else 'no'}",
+               "--threshold=100", str(path)])
+    out = {}
+    for line in text.splitlines():
+        m = ANNOTATE_LINE.match(line)
+        if m:
+            n, prev = int(m.group(1).replace(",", "")), out.get(m.group(2), 0)
+            out[m.group(2)] = max(n, prev) if inclusive else n + prev
+    return out
+
+
+def callgrind_parts(path, requests):
+    """Instructions per request of each of PROFILE_PARTS."""
+    funcs = {"incl": callgrind_functions(path, True), "self": callgrind_functions(path, False)}
+    return [(label, sum(funcs[kind].get(n, 0) for n in names) / max(requests, 1))
+            for label, names, kind in PROFILE_PARTS]
+
+
+def profile():
+    if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
+        sys.exit("profile needs valgrind (Debian: apt-get install valgrind)")
+    m = machine()
+    WORK.mkdir(parents=True, exist_ok=True)
+    prepare_lists()
+    cg = WORK / "callgrind"
+    shutil.rmtree(cg, ignore_errors=True)
+    cg.mkdir(parents=True)
+    (WORK / "tmp").mkdir(parents=True, exist_ok=True)
+    www = WORK / "www"
+    www.mkdir(exist_ok=True)
+    (www / "index.html").write_text("x" * 1023 + "\n")
+    base = BASE + 10
+    app = APP_PORT
+    procs = Procs()
+    vg = ["valgrind", "--tool=callgrind"]
+    contenders = {
+        "nginx": (base + 1, "nginx reverse proxy, keep-alive upstream (one process: "
+                  "`master_process off`)"),
+        "haproxy": (base + 2, "HAProxy, nbthread 1, http-reuse always"),
+        "palisade-empty": (base + 3, "Palisade sidecar, empty policy bundle"),
+        "palisade-1M": (base + 4, "Palisade sidecar, 1M prefixes + 1000 actions"),
+    }
+    results = {}
+    try:
+        for port in [app] + [p for p, _ in contenders.values()]:
+            if not port_free(port):
+                raise RuntimeError(f"port {port} is in use; stop what holds it")
+        procs.start("app", ["nginx", "-c", str(nginx_conf("app", f"""  server {{ listen 127.0.0.1:{app} backlog=4096; root {www};
+    location / {{ }} }}""")), "-p", str(WORK)])
+        conf = nginx_conf("cg-nginx", f"""{NGINX_UPSTREAM.format(app=app)}
+  server {{ listen 127.0.0.1:{base + 1} backlog=4096; location / {{ {PROXY_LOC} }} }}""")
+        text = conf.read_text().replace("daemon off;", "daemon off;\nmaster_process off;")
+        conf.write_text(text)
+        procs.start("nginx", [*vg, f"--callgrind-out-file={cg}/nginx.out",
+                              "nginx", "-c", str(conf), "-p", str(WORK)])
+        procs.start("haproxy", [*vg, f"--callgrind-out-file={cg}/haproxy.out",
+                                "haproxy", "-db", "-f",
+                                str(haproxy_conf("cg-haproxy", base + 2, ""))])
+        for name, port, bundle in [("palisade-empty", base + 3, "empty"),
+                                   ("palisade-1M", base + 4, "big")]:
+            procs.start(name, [
+                *vg, f"--callgrind-out-file={cg}/{name}.out",
+                os.environ.get("BENCH_SIDECAR", str(BIN / "palisade-sidecar")),
+                "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{port + 1000}",
+                "--upstream-port", str(app), "--bundle-path", str(LISTS / bundle),
+                "--geoip-db", str(LISTS / "geo.mmdb"), "--asn-db", str(LISTS / "asn.mmdb"),
+                "--log-format", "plain", "--fail-closed",
+            ], env={"RUST_LOG": "warn"})
+        wait_http(app)
+        for name, (port, _) in contenders.items():
+            wait_http(port, timeout=600)  # under valgrind the 1M bundle loads in about a minute
+            pid = procs.procs[name].pid
+            # Warm the connections (and the sidecar's upstream connections), then count only
+            # the measured requests.
+            sh(["taskset", "-c", LOAD_CPU, str(BIN / "loadgen"), "--addr", f"127.0.0.1:{port}",
+                "--path", "/index.html", "--rate", "200", "--connections", str(CONNECTIONS),
+                "--duration", "2", "--warmup", "0", "--header", "X-Api-Key: bench-key"])
+            sh(["callgrind_control", "-z", str(pid)])  # zero the counts: only what follows
+            out = sh(["taskset", "-c", LOAD_CPU, str(BIN / "loadgen"), "--addr",
+                      f"127.0.0.1:{port}", "--path", "/index.html", "--rate",
+                      str(PROFILE_REQUESTS_RATE), "--connections", str(CONNECTIONS),
+                      "--duration", str(PROFILE_SECONDS), "--warmup", "0",
+                      "--header", "X-Api-Key: bench-key", "--label", name])
+            before = set(cg.iterdir())
+            sh(["callgrind_control", "-d", str(pid)])
+            deadline = time.time() + 60
+            dumps = []
+            while time.time() < deadline and not dumps:
+                dumps = sorted(set(cg.iterdir()) - before)
+                time.sleep(0.2)
+            if not dumps:
+                raise RuntimeError(f"{name}: callgrind wrote no dump in {cg}")
+            time.sleep(1)  # let the dump finish writing
+            r = json.loads(out)
+            requests = r["completed"]
+            instr = sum(callgrind_total(d) for d in dumps)
+            results[name] = {"requests": requests, "errors": r["errors"], "instr": instr,
+                             "dumps": [str(d) for d in dumps]}
+            log(f"profile {name}: {instr / max(requests, 1):,.0f} instructions per request "
+                f"({requests} requests)")
+        parts = {n: callgrind_parts(results[n]["dumps"][0], results[n]["requests"])
+                 for n in ("palisade-empty", "palisade-1M")}
+    finally:
+        procs.stop_all()
+    (WORK / "profile.json").write_text(json.dumps(results, indent=1))
+    per = {n: r["instr"] / max(r["requests"], 1) for n, r in results.items()}
+    nginx = per["nginx"]
+    out = [header(
+        "Instruction profile of one proxy hop (callgrind)", m,
+        "python3 bench/bench.py profile",
+        "Instruction counts do not depend on the load of the machine, which is why this\n"
+        "complements the timing runs of `proxy.md`.\n")]
+    out.append(
+        "\n## Setup\n\n"
+        f"The app is nginx serving a 1 KB file on 127.0.0.1:{app} (natively). Each proxy runs\n"
+        "under `valgrind --tool=callgrind`; after it answers, 2 s of warm-up traffic opens the\n"
+        "connections, then the counts are zeroed (`callgrind_control -z`), "
+        f"`loadgen --rate {PROFILE_REQUESTS_RATE} --connections {CONNECTIONS} --duration "
+        f"{PROFILE_SECONDS}`\n(`GET /index.html` with `User-Agent` and `X-Api-Key`, the proxy "
+        "run's request) runs,\nand `callgrind_control -d` dumps them. User-space instructions of the proxy process only: the "
+        "kernel's socket work is not counted\n(it is about the same for every proxy). The "
+        "sidecars load the GeoIP and ASN databases\nof the proxy run.\n\n")
+    out.append("| proxy | requests | errors | instructions | per request | ÷ nginx |\n"
+               "|---|---|---|---|---|---|\n")
+    for name, (_, desc) in contenders.items():
+        r = results[name]
+        out.append(f"| {desc} | {r['requests']} | {r['errors']} | {r['instr'] / 1e6:.1f} M | "
+                   f"{per[name] / 1000:.1f} k | {per[name] / nginx:.2f}× |\n")
+    out.append("\n## Where the sidecar's instructions go (per request)\n\n"
+               "Inclusive counts (a part includes what it calls) unless marked self (that function\n"
+               "alone, from every caller). Parts overlap, so they do not sum to the total.\n\n| part | empty bundle | 1M + 1000 actions |\n|---|---|---|\n")
+    for (label, a), (_, b) in zip(parts["palisade-empty"], parts["palisade-1M"]):
+        out.append(f"| {label} | {a / 1000:.1f} k | {b / 1000:.1f} k |\n")
+    out.append(
+        f"| total | {per['palisade-empty'] / 1000:.1f} k | {per['palisade-1M'] / 1000:.1f} k |\n"
+        "\nThe callgrind dumps are kept in `$BENCH_WORK/callgrind/` for "
+        "`callgrind_annotate` or KCachegrind.\n")
+    (RESULTS / "profile.md").write_text("".join(out))
+    log(f"wrote {RESULTS / 'profile.md'}")
+
+
 def main():
     RESULTS.mkdir(parents=True, exist_ok=True)
     WORK.mkdir(parents=True, exist_ok=True)
@@ -818,6 +1004,8 @@ def main():
     steps = {"operator": operator, "proxy": proxy, "lookup": lookup, "detection": detection}
     if what == "proxy-report":
         proxy_report()
+    elif what == "profile":
+        profile()
     elif what == "all":
         for f in steps.values():
             f()
