@@ -966,18 +966,19 @@ def profile():
     out = [header(
         "Instruction profile of one proxy hop (callgrind)", m,
         "python3 bench/bench.py profile",
-        "Instruction counts do not depend on the load of the machine, which is why this\n"
+        "\nInstruction counts do not depend on the load of the machine, which is why this\n"
         "complements the timing runs of `proxy.md`.\n")]
     out.append(
         "\n## Setup\n\n"
         f"The app is nginx serving a 1 KB file on 127.0.0.1:{app} (natively). Each proxy runs\n"
-        "under `valgrind --tool=callgrind`; after it answers, 2 s of warm-up traffic opens the\n"
-        "connections, then the counts are zeroed (`callgrind_control -z`), "
+        "under `valgrind --tool=callgrind`; once it answers, 2 s of traffic open the\n"
+        "connections, the counts are zeroed (`callgrind_control -z`), then\n"
         f"`loadgen --rate {PROFILE_REQUESTS_RATE} --connections {CONNECTIONS} --duration "
-        f"{PROFILE_SECONDS}`\n(`GET /index.html` with `User-Agent` and `X-Api-Key`, the proxy "
-        "run's request) runs,\nand `callgrind_control -d` dumps them. User-space instructions of the proxy process only: the "
-        "kernel's socket work is not counted\n(it is about the same for every proxy). The "
-        "sidecars load the GeoIP and ASN databases\nof the proxy run.\n\n")
+        f"{PROFILE_SECONDS}` sends the proxy run's request\n(`GET /index.html` with "
+        "`User-Agent` and `X-Api-Key`) and `callgrind_control -d` dumps the\ncounts. "
+        "User-space instructions of the proxy process only: the kernel's socket work is not\n"
+        "counted (it is about the same for every proxy). The sidecars load the GeoIP and ASN\n"
+        "databases of the proxy run.\n\n")
     out.append("| proxy | requests | errors | instructions | per request | ÷ nginx |\n"
                "|---|---|---|---|---|---|\n")
     for name, (_, desc) in contenders.items():
