@@ -92,7 +92,9 @@ def machine():
             break
     mem = Path("/proc/meminfo").read_text().split("\n")[0].split()[1]
     rev = sh(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]).strip()
-    dirty = sh(["git", "-C", str(ROOT), "status", "--porcelain"]).strip() != ""
+    # The reports themselves do not make the measured code differ from the commit.
+    dirty = sh(["git", "-C", str(ROOT), "status", "--porcelain", "--", ".",
+                ":!bench/results"]).strip() != ""
     return {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": cpu,
@@ -100,7 +102,7 @@ def machine():
         "mem_gib": round(int(mem) / 1024 / 1024, 1),
         "kernel": os.uname().release,
         "load": os.getloadavg(),
-        "git": rev + (" (work tree has uncommitted changes of other engineers)" if dirty else ""),
+        "git": rev + (" (with uncommitted changes)" if dirty else ""),
         "mode": "quick (BENCH_QUICK=1)" if QUICK else "full",
     }
 
