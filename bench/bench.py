@@ -53,6 +53,10 @@ else:
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", ROUNDS))
 DURATION = float(os.environ.get("BENCH_DURATION", DURATION))
 SAT_DURATION = float(os.environ.get("BENCH_SAT_DURATION", SAT_DURATION))
+_SHAPE = [f"{k}={os.environ[k]}" for k in ("BENCH_ROUNDS", "BENCH_DURATION", "BENCH_SAT_DURATION")
+          if k in os.environ]
+MODE = (f"custom ({' '.join(_SHAPE)})" if _SHAPE
+        else "quick (BENCH_QUICK=1)" if QUICK else "full")
 RATES = [1000, 5000]
 CONNECTIONS = 32
 # Ports: BENCH_PORT_BASE + 0..7 (proxies), + 1000 + n (sidecar admin). Default 21080, away
@@ -103,7 +107,7 @@ def machine():
         "kernel": os.uname().release,
         "load": os.getloadavg(),
         "git": rev + (" (with uncommitted changes)" if dirty else ""),
-        "mode": "quick (BENCH_QUICK=1)" if QUICK else "full",
+        "mode": MODE,
     }
 
 
@@ -445,7 +449,8 @@ def write_proxy(m, runs, rss):
                        if r["round"] in direct])
 
     out = [header("Proxy benchmark: Palisade sidecar vs nginx and HAProxy", m,
-                  ("BENCH_QUICK=1 " if QUICK else "") + "make bench  (bench/bench.py proxy)",
+                  (" ".join(_SHAPE) + " python3 bench/bench.py proxy" if _SHAPE else
+                   ("BENCH_QUICK=1 " if QUICK else "") + "make bench  (bench/bench.py proxy)"),
                   f"- Load average when it ended: "
                   f"{' / '.join(f'{x:.2f}' for x in m['load_end'])}.\n")]
     out.append(
