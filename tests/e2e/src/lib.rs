@@ -20,6 +20,7 @@
 mod builder;
 pub mod bundle;
 mod client;
+pub mod collector;
 mod controlplane;
 pub mod demo;
 mod error;

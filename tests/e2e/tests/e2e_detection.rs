@@ -2,11 +2,8 @@
 //! service-account tokens (audience `palisade`) are merged, a DetectionRule fires, the
 //! detected-client set reaches its ConfigMap, and a SecurityIncident with an Event appears.
 
-use std::net::IpAddr;
-
-use palisade_detection::counter::{Counter, CounterConfig};
-use palisade_detection::facts::RequestFacts;
-use palisade_detection::report::{Report, SidecarId};
+use palisade_detection::report::Report;
+use palisade_e2e::collector::{list_server, post, report_from, token, tor_detects, tor_status};
 use palisade_e2e::http::{echo_app, get};
 use palisade_e2e::{ControlPlane, Operator, Sidecar, TempNs, eventually, scope};
 
@@ -16,60 +13,6 @@ use palisade_e2e::flood::QUICK_FLOODER as FLOODER;
 /// ordinary clients.
 fn report(ns: &str, flood: u32, now: jiff::Timestamp) -> Report {
     report_from(ns, "198.51.100.66", [203, 0, 113, 0], flood, now)
-}
-
-/// One second of traffic: `flood` requests from `flooder` and one from each of 20 ordinary
-/// clients `base.1` … `base.20`.
-fn report_from(ns: &str, flooder: &str, base: [u8; 4], flood: u32, now: jiff::Timestamp) -> Report {
-    let id = SidecarId {
-        pod: "api-0".into(),
-        workload: "api".into(),
-        namespace: ns.into(),
-    };
-    let start = now - jiff::SignedDuration::from_secs(1);
-    let mut counter = Counter::new(id, &CounterConfig::default(), start);
-    let flooder: IpAddr = flooder.parse().expect("ip");
-    for _ in 0..flood {
-        counter.record(&RequestFacts::new(flooder, 200));
-    }
-    for i in 1..=20u8 {
-        let [a, b, c, _] = base;
-        counter.record(&RequestFacts::new(IpAddr::from([a, b, c, i]), 200));
-    }
-    counter.take_report(now)
-}
-
-async fn post(collector: &str, token: &str, body: Vec<u8>) -> (u16, String) {
-    use std::io::Write as _;
-    let mut child = std::process::Command::new("curl")
-        .args(["-sS", "-o", "-", "-w", "\n%{http_code}", "-X", "POST"])
-        .args(["-H", &format!("Authorization: Bearer {token}")])
-        .args([
-            "-H",
-            "Content-Type: application/json",
-            "--data-binary",
-            "@-",
-        ])
-        .arg(format!("http://{collector}/v1/reports"))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("curl");
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(&body).expect("write body");
-    }
-    let out = child.wait_with_output().expect("curl output");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_owned())
-}
-
-fn token(cp: &ControlPlane, ns: &str, audience: &str) -> String {
-    let _exists = cp.kubectl_ok(&["-n", ns, "create", "serviceaccount", "api"]);
-    let t = cp
-        .kubectl_ok(&["-n", ns, "create", "token", "api", "--audience", audience])
-        .expect("token");
-    t.trim().to_owned()
 }
 
 #[tokio::test]
@@ -379,51 +322,6 @@ async fn an_archived_incident_stays_archived_and_the_flood_going_on_opens_a_new_
     );
 }
 
-/// A loopback HTTP server answering every request with the current `(status, body)`.
-async fn list_server(answer: std::sync::Arc<std::sync::Mutex<(u16, String)>>) -> u16 {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind list server");
-    let port = l.local_addr().expect("addr").port();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            let (status, body) = answer.lock().expect("answer").clone();
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let _ = s.read(&mut buf).await;
-                let head = format!(
-                    "HTTP/1.1 {status} X\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = s.write_all(head.as_bytes()).await;
-                let _ = s.write_all(body.as_bytes()).await;
-            });
-        }
-    });
-    port
-}
-
-/// `{.status.list}`, the `ListReady` condition (`ready`) and the `Ready` condition
-/// (`rule`) of rule `tor`, as one line of JSON.
-fn tor_status(cp: &ControlPlane, ns: &str) -> Result<serde_json::Value, String> {
-    let out = cp
-        .kubectl_ok(&["-n", ns, "get", "detectionrule", "tor", "-o", "json"])
-        .map_err(|e| e.to_string())?;
-    let rule: serde_json::Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
-    let cond = |t: &str| {
-        rule["status"]["conditions"]
-            .as_array()
-            .and_then(|cs| cs.iter().find(|c| c["type"] == t))
-            .cloned()
-            .unwrap_or_default()
-    };
-    Ok(
-        serde_json::json!({"list": rule["status"]["list"], "ready": cond("ListReady"),
-        "rule": cond("Ready")}),
-    )
-}
-
 /// The Events of reason `reason` about rule `tor`.
 fn tor_events(cp: &ControlPlane, ns: &str, reason: &str) -> Result<Vec<serde_json::Value>, String> {
     let out = cp
@@ -440,29 +338,6 @@ fn tor_events(cp: &ControlPlane, ns: &str, reason: &str) -> Result<Vec<serde_jso
         .map_err(|e| e.to_string())?;
     let list: serde_json::Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
     Ok(list["items"].as_array().cloned().unwrap_or_default())
-}
-
-/// Whether rule `tor` currently detects `ip` in `palisade-detected`.
-async fn tor_detects(client: &kube::Client, ns: &str, ip: &str) -> Result<bool, String> {
-    let cms: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
-        kube::Api::namespaced(client.clone(), ns);
-    let Some(cm) = cms
-        .get_opt("palisade-detected")
-        .await
-        .map_err(|e| e.to_string())?
-    else {
-        return Ok(false);
-    };
-    let bytes = cm
-        .binary_data
-        .and_then(|mut d| d.remove("detected"))
-        .ok_or("no key")?;
-    let doc = palisade_policy::decode_detected(&bytes.0).map_err(|e| e.to_string())?;
-    let key = format!("ip:{ip}");
-    Ok(doc
-        .rules
-        .get("tor")
-        .is_some_and(|c| c.iter().any(|d| d.key.to_string() == key)))
 }
 
 #[tokio::test]
