@@ -4,7 +4,8 @@
 //! graceful shutdown while it still leads. A replica that becomes leader advertises its
 //! endpoint, restores that state (a corrupt or incompatible one is ignored with a warning and
 //! an Event) and reloads the open SecurityIncidents from the API, so detections continue the
-//! same incidents; only then does it accept reports and evaluate.
+//! same incidents, and TorList rules keep the lists downloaded from their `url` (used even if
+//! the URL is down, downloaded again when due); only then does it accept reports and evaluate.
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError};
@@ -78,7 +79,8 @@ async fn save_logged(c: &Collector) {
     }
 }
 
-/// The state as a document (namespaces with windows, their detected sets and open incidents).
+/// The state as a document (namespaces with windows, their detected sets and open incidents;
+/// the downloaded TorList lists are added by the caller).
 fn document(state: &State, now: jiff::Timestamp) -> StateDoc {
     let namespaces = state
         .windows
@@ -101,15 +103,17 @@ fn document(state: &State, now: jiff::Timestamp) -> StateDoc {
         version: STATE_VERSION,
         taken_at: now,
         namespaces,
+        tor_lists: vec![],
     }
 }
 
 /// Writes the state ConfigMap.
 async fn save(c: &Collector) -> Result<(), kube::Error> {
-    let doc = {
+    let mut doc = {
         let state = c.state.lock().unwrap_or_else(PoisonError::into_inner);
         document(&state, jiff::Timestamp::now())
     };
+    doc.tor_lists = c.tor.persisted();
     let encoded = tokio::task::spawn_blocking(move || {
         snapshot::encode_bounded(&doc, MAX_STATE_BYTES).map(|(b, kept)| (b, kept, doc))
     })
@@ -173,6 +177,7 @@ async fn restore(c: &Collector) {
         }
     };
     let restored = rebuild(&cfg, doc.as_ref(), open.as_deref());
+    let tor_lists = doc.as_ref().map_or(0, |d| c.tor.restore(&d.tor_lists));
     let clients = doc.as_ref().map_or(0, snapshot::clients);
     let incidents: usize = restored.incidents.values().map(Vec::len).sum();
     c.ctx.metrics.collector_restored_clients.set(clients as i64);
@@ -180,6 +185,7 @@ async fn restore(c: &Collector) {
     tracing::info!(
         clients,
         incidents,
+        tor_lists,
         from = ?doc.as_ref().map(|d| d.taken_at),
         "collector state restored"
     );
@@ -419,6 +425,7 @@ mod tests {
                 },
             )]
             .into(),
+            tor_lists: vec![],
         };
         let open = [object("inc-a", &[]), object("inc-b", &["ip:192.0.2.3"])];
         let state = rebuild(&cfg, Some(&doc), Some(&open));

@@ -1,7 +1,8 @@
 //! The collector's state as one compact document (pure: no I/O): every namespace's windows
-//! ([`Windows::snapshot`]), detected-client set and open incidents, as gzip-compressed JSON
-//! bounded to fit a ConfigMap. When the document is too large, the lightest clients of each
-//! slice are left out (totals stay exact), then the sampled attributes, until it fits.
+//! ([`Windows::snapshot`]), detected-client set and open incidents, and the exit lists the
+//! TorList rules downloaded, as gzip-compressed JSON bounded to fit a ConfigMap. When the
+//! document is too large, the lightest clients of each slice are left out (totals stay exact),
+//! then the sampled attributes, then the downloaded lists, until it fits.
 
 use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
@@ -44,6 +45,33 @@ pub struct StateDoc {
     pub taken_at: jiff::Timestamp,
     /// Per namespace.
     pub namespaces: BTreeMap<String, NamespaceState>,
+    /// The lists TorList rules downloaded from their `url` (absent in documents of operators
+    /// that did not keep them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tor_lists: Vec<TorListState>,
+}
+
+/// The last good list a TorList rule downloaded from its `url`, so that a new leader goes on
+/// detecting with it even when the URL cannot be reached at the failover, and downloads it
+/// again only when it is due. (`fromConfigMap` lists are read again from their ConfigMap.)
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TorListState {
+    /// The rule's namespace.
+    pub namespace: String,
+    /// The rule's name.
+    pub rule: String,
+    /// The rule's uid (a rule deleted and created again does not get the old list).
+    pub uid: String,
+    /// Where the list came from, as `status.list.source` shows it (`url …`).
+    pub source: String,
+    /// When it was downloaded.
+    pub fetched: jiff::Timestamp,
+    /// When the next download is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<jiff::Timestamp>,
+    /// The exit addresses and networks.
+    pub entries: Vec<ipnet::IpNet>,
 }
 
 /// Why a persisted document was not used.
@@ -106,6 +134,12 @@ pub fn encode_bounded(
             .iter_mut()
             .for_each(|s| s.attributes.clear());
     }
+    let bytes = encode(&doc);
+    if bytes.len() <= limit {
+        return Ok((bytes, Some(0)));
+    }
+    // Downloaded lists go last: the new leader downloads them again (when the URL answers).
+    doc.tor_lists.clear();
     let bytes = encode(&doc);
     if bytes.len() <= limit {
         return Ok((bytes, Some(0)));
@@ -246,7 +280,68 @@ mod tests {
                     incidents: vec![],
                 },
             )]),
+            tor_lists: vec![],
         }
+    }
+
+    fn tor_list(entries: usize) -> TorListState {
+        TorListState {
+            namespace: "shop".into(),
+            rule: "tor".into(),
+            uid: "u-1".into(),
+            source: "url https://lists.example/exits".into(),
+            fetched: t(1),
+            next: Some(t(3601)),
+            entries: (0..entries)
+                .map(|i| {
+                    let ip = std::net::Ipv4Addr::from(0xc633_6400u32 + i as u32);
+                    ipnet::IpNet::from(IpAddr::from(ip))
+                })
+                .chain(["2001:db8::/48".parse().unwrap()])
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn downloaded_tor_lists_round_trip_and_older_documents_have_none() {
+        let mut d = doc(5);
+        d.tor_lists = vec![tor_list(3)];
+        let (bytes, kept) = encode_bounded(&d, MAX_STATE_BYTES).unwrap();
+        assert_eq!(kept, None);
+        let back = decode(&bytes, &WindowConfig::default()).unwrap();
+        assert_eq!(back.tor_lists, d.tor_lists);
+        let json = serde_json::to_value(&back).unwrap();
+        assert_eq!(json["torLists"][0]["entries"][3], "2001:db8::/48");
+        // A document written before the lists were kept.
+        let mut old = json.clone();
+        old.as_object_mut().unwrap().remove("torLists");
+        let old: StateDoc = serde_json::from_value(old).unwrap();
+        assert!(old.tor_lists.is_empty());
+    }
+
+    #[test]
+    fn a_document_too_large_with_its_lists_drops_the_lists_last() {
+        let mut d = doc(2);
+        d.tor_lists = vec![tor_list(60_000)];
+        let without = {
+            let mut w = d.clone();
+            w.tor_lists.clear();
+            encode(&w).len()
+        };
+        assert!(encode(&d).len() > 4 * without);
+        let (bytes, kept) = encode_bounded(&d, 2 * without).unwrap();
+        assert_eq!(kept, Some(0));
+        let back = decode(&bytes, &WindowConfig::default()).unwrap();
+        assert!(back.tor_lists.is_empty(), "the list went last");
+        assert_eq!(
+            back.namespaces["shop"].windows.short[0].totals,
+            d.namespaces["shop"].windows.short[0].totals,
+            "the windows' totals stay exact"
+        );
+        // A list that fits stays, at the cost of per-client counts.
+        let (bytes, _) = encode_bounded(&d, encode(&d).len() - 1).unwrap();
+        let back = decode(&bytes, &WindowConfig::default()).unwrap();
+        assert_eq!(back.tor_lists, d.tor_lists);
     }
 
     #[test]

@@ -39,6 +39,7 @@ use serde_json::json;
 
 use self::feed::{Failure, Feed, Health, Kind, parse_list};
 use super::Collector;
+use super::snapshot::TorListState;
 
 /// The condition type the collector writes on TorList rules.
 pub const LIST_READY: &str = "ListReady";
@@ -54,6 +55,34 @@ pub struct Feeds(Mutex<HashMap<(String, String), Feed>>);
 impl Feeds {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Feed>> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The lists downloaded from a `url`, for the collector's state document.
+    pub fn persisted(&self) -> Vec<TorListState> {
+        let mut out: Vec<TorListState> = self
+            .lock()
+            .iter()
+            .filter_map(|((namespace, rule), f)| f.persisted(namespace, rule))
+            .collect();
+        out.sort_by(|a, b| (&a.namespace, &a.rule).cmp(&(&b.namespace, &b.rule)));
+        out
+    }
+
+    /// Takes the lists of a restored state document (on becoming leader); a list held here
+    /// that is newer wins. Returns how many were taken.
+    pub fn restore(&self, lists: &[TorListState]) -> usize {
+        let mut feeds = self.lock();
+        let mut taken = 0;
+        for s in lists {
+            let key = (s.namespace.clone(), s.rule.clone());
+            let held = feeds.get(&key);
+            if held.is_some_and(|f| f.uid == s.uid && f.fetched.is_some_and(|t| t >= s.fetched)) {
+                continue;
+            }
+            feeds.insert(key, Feed::restored(s));
+            taken += 1;
+        }
+        taken
     }
 }
 

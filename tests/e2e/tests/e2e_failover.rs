@@ -4,10 +4,13 @@
 //! windows (the flood is detected again without new traffic) and keeps updating the same
 //! SecurityIncident instead of opening a second one. A leader stopped gracefully (SIGTERM)
 //! persists its state on the way out; a corrupt persisted state is ignored with a Warning
-//! Event and never stops the leader.
+//! Event and never stops the leader. A TorList rule's downloaded list goes over to the new
+//! leader, which detects its exits though the URL is down.
 
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 
+use palisade_e2e::collector::{list_server, tor_detects, tor_status};
 use palisade_e2e::http::{echo_app, get};
 use palisade_e2e::{ControlPlane, OPERATOR_NS, Operator, Sidecar, TempNs, eventually, scope};
 
@@ -297,4 +300,72 @@ async fn a_corrupt_state_is_ignored_with_a_warning_event_and_the_leader_still_de
             .ok_or(format!("taken-by {by:?}"))
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_new_leader_keeps_the_downloaded_tor_list_when_the_url_is_down() {
+    let cp = ControlPlane::shared();
+    let ns = TempNs::new(cp, "torfail").await;
+    let n = ns.name();
+    let lease = "op-torfail";
+    let mut a = Operator::start(cp, "op-torfail-a", lease, &scope(&ns));
+    eventually("op-torfail-a to lead", || async {
+        let holder = lease_holder(cp, lease)?;
+        holder
+            .starts_with("op-torfail-a ")
+            .then_some(())
+            .ok_or(holder)
+    })
+    .await;
+    let b = Operator::start(cp, "op-torfail-b", lease, &scope(&ns));
+    let answer = Arc::new(Mutex::new((
+        200u16,
+        "127.0.0.77\n198.51.100.20\n".to_owned(),
+    )));
+    let port = list_server(answer.clone()).await;
+    let rule = format!(
+        "apiVersion: palisade.dev/v1alpha1\nkind: DetectionRule\nmetadata: {{name: tor}}\n\
+         spec:\n  type: TorList\n  detectionTtl: 1m\n  \
+         torList: {{url: 'http://127.0.0.1:{port}/exits', refreshInterval: 5m}}\n"
+    );
+    cp.apply(n, &rule).expect("rule");
+    let fetched = eventually("op-torfail-a to fetch the list", || async {
+        let st = tor_status(cp, n)?;
+        (st["list"]["entries"] == 2 && st["ready"]["reason"] == "Fetched")
+            .then(|| st["list"]["updateTime"].clone())
+            .ok_or(st.to_string())
+    })
+    .await;
+
+    // The list server goes down, then the leader stops (saving its state on the way out).
+    *answer.lock().expect("answer") = (503, "maintenance".into());
+    a.terminate();
+    eventually("op-torfail-b to lead", || async {
+        let holder = lease_holder(cp, lease)?;
+        holder
+            .starts_with("op-torfail-b ")
+            .then_some(())
+            .ok_or(holder)
+    })
+    .await;
+
+    // Traffic from an exit through a sidecar reporting to the new leader is detected with the
+    // list the old leader downloaded.
+    let app = echo_app().await;
+    let sc = Sidecar::start(cp, n, "api-0", app, Some(&b.collector));
+    let exit: IpAddr = "127.0.0.77".parse().expect("ip");
+    let client = cp.client().await;
+    eventually("the exit 127.0.0.77 detected by op-torfail-b", || async {
+        get(exit, sc.addr, "/", &[]).await?;
+        tor_detects(&client, n, "127.0.0.77")
+            .await?
+            .then_some(())
+            .ok_or("not yet".to_owned())
+    })
+    .await;
+    // Not downloaded again before it is due: the status still shows the first download.
+    let st = tor_status(cp, n).expect("status");
+    assert_eq!(st["list"]["entries"], 2, "{st}");
+    assert_eq!(st["list"]["updateTime"], fetched, "{st}");
+    assert_eq!(st["ready"]["reason"], "Fetched", "{st}");
 }

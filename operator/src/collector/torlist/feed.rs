@@ -8,6 +8,8 @@ use ipnet::IpNet;
 use jiff::Timestamp;
 use palisade_crds::rule::ListStatus;
 
+use crate::collector::snapshot::TorListState;
+
 /// First retry after a failed download; doubles up to `refreshInterval`.
 const RETRY: Duration = Duration::from_secs(60);
 
@@ -100,6 +102,38 @@ impl Health {
 }
 
 impl Feed {
+    /// The feed of a list restored from the collector's state: downloaded at `fetched`, due
+    /// again at `next`; nothing written to the rule's status yet.
+    pub fn restored(s: &TorListState) -> Self {
+        Self {
+            uid: s.uid.clone(),
+            kind: Kind::Url,
+            source: s.source.clone(),
+            list: Some(Arc::new(s.entries.clone())),
+            list_source: s.source.clone(),
+            fetched: Some(s.fetched),
+            next: s.next,
+            ..Self::default()
+        }
+    }
+
+    /// What the collector's state keeps of this feed: a list downloaded from a `url` (also
+    /// when the rule now names another URL that has not answered yet: it is still in use).
+    pub fn persisted(&self, namespace: &str, rule: &str) -> Option<TorListState> {
+        if self.kind != Kind::Url {
+            return None;
+        }
+        Some(TorListState {
+            namespace: namespace.to_owned(),
+            rule: rule.to_owned(),
+            uid: self.uid.clone(),
+            source: self.list_source.clone(),
+            fetched: self.fetched?,
+            next: self.next,
+            entries: self.list.as_deref()?.clone(),
+        })
+    }
+
     /// Whether a download of `source` is due at `now` (never tried, source changed, or its
     /// time).
     pub fn due(&self, source: &str, now: Timestamp) -> bool {
@@ -329,6 +363,53 @@ mod tests {
         assert!(err.contains("no address"), "{err}");
         let err = parse_lines("192.0.2.1\n192.0.2.x\n").expect_err("typo");
         assert_eq!(err, r#"line 2 ("192.0.2.x") is not an IP address or CIDR"#);
+    }
+
+    #[test]
+    fn a_downloaded_list_is_persisted_and_a_restored_one_is_used_until_due() {
+        let refresh = Some(Duration::from_secs(3600));
+        let mut f = Feed {
+            uid: "u-1".into(),
+            ..Feed::default()
+        };
+        assert_eq!(f.persisted("shop", "tor"), None, "nothing downloaded yet");
+        f.record(Kind::Url, URL, Ok(vec![net("192.0.2.1/32")]), refresh, t(0));
+        let s = f.persisted("shop", "tor").expect("persisted");
+        assert_eq!(
+            (s.source.as_str(), s.fetched, s.next, s.entries.len()),
+            (URL, t(0), Some(t(3600)), 1)
+        );
+        let mut r = Feed::restored(&s);
+        assert_eq!(
+            (r.uid.as_str(), r.kind, r.list.clone()),
+            ("u-1", Kind::Url, f.list.clone())
+        );
+        assert!(!r.due(URL, t(10)), "not downloaded again before it is due");
+        assert!(r.due(URL, t(3600)));
+        // The URL is down at the failover: the restored list is still used, and said so.
+        let e = Failure::new("FetchFailed", "GET http://a/list: HTTP 503");
+        r.record(Kind::Url, URL, Err(e), refresh, t(3600));
+        assert_eq!(r.list.as_ref().map(|l| l.len()), Some(1));
+        let (h, msg) = r.health(None, t(3601));
+        assert_eq!(h, Health::Failed("FetchFailed"));
+        assert!(
+            msg.contains("still using the list fetched from url http://a/list at"),
+            "{msg}"
+        );
+
+        let mut cm = Feed::default();
+        cm.record(
+            Kind::ConfigMap,
+            "configmap x",
+            Ok(vec![net("192.0.2.1/32")]),
+            None,
+            t(0),
+        );
+        assert_eq!(
+            cm.persisted("shop", "tor"),
+            None,
+            "a ConfigMap is read again"
+        );
     }
 
     #[test]
