@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use mlua::serde::SerializeOptions;
 use mlua::{Lua, LuaOptions, LuaSerdeExt as _, StdLib, Table};
-use palisade_e2e::{ControlPlane, Operator, TempNs, eventually};
+use palisade_e2e::{ControlPlane, Operator, TempNs, collector, eventually};
 use serde::Deserialize;
 
 const KINDS: [&str; 3] = ["SecurityAction", "DetectionRule", "SecurityIncident"];
@@ -376,60 +376,6 @@ async fn the_real_operators_statuses_map_to_the_documented_health() {
 
 use palisade_e2e::flood::QUICK_FLOODER as FLOODER;
 
-/// One second of a sidecar's traffic in `ns`: 2000 requests from 198.51.100.66 and one from
-/// each of 20 ordinary clients, as the report a sidecar sends.
-fn flood_report(ns: &str) -> Vec<u8> {
-    use palisade_detection::counter::{Counter, CounterConfig};
-    use palisade_detection::facts::RequestFacts;
-    use palisade_detection::report::SidecarId;
-    let id = SidecarId {
-        pod: "api-0".into(),
-        workload: "api".into(),
-        namespace: ns.into(),
-    };
-    let now = jiff::Timestamp::now();
-    let mut counter = Counter::new(
-        id,
-        &CounterConfig::default(),
-        now - jiff::SignedDuration::from_secs(1),
-    );
-    let flooder: std::net::IpAddr = "198.51.100.66".parse().expect("ip");
-    for _ in 0..2000 {
-        counter.record(&RequestFacts::new(flooder, 200));
-    }
-    for i in 1..=20u8 {
-        counter.record(&RequestFacts::new([203, 0, 113, i].into(), 200));
-    }
-    counter.take_report(now).to_json()
-}
-
-/// POSTs a report to the collector with the sidecar's bearer token; the HTTP status.
-fn post_report(collector: &str, token: &str, body: &[u8]) -> Result<u16, String> {
-    use std::io::Write as _;
-    let mut child = std::process::Command::new("curl")
-        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
-        .args(["-H", &format!("Authorization: Bearer {token}")])
-        .args([
-            "-H",
-            "Content-Type: application/json",
-            "--data-binary",
-            "@-",
-        ])
-        .arg(format!("http://{collector}/v1/reports"))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("curl: {e}"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(body).map_err(|e| e.to_string())?;
-    }
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
-    let code = String::from_utf8_lossy(&out.stdout);
-    code.trim()
-        .parse()
-        .map_err(|_| format!("curl said {code:?}"))
-}
-
 #[tokio::test]
 async fn a_real_incident_from_the_collector_is_healthy_with_its_risk_and_summary() {
     let cp = ControlPlane::shared();
@@ -442,22 +388,15 @@ async fn a_real_incident_from_the_collector_is_healthy_with_its_risk_and_summary
         &palisade_e2e::scope(&ns),
     );
     cp.apply(ns.name(), FLOODER).expect("apply rule");
-    let _sa = cp.kubectl_ok(&["-n", ns.name(), "create", "serviceaccount", "api"]);
-    let token = cp
-        .kubectl_ok(&[
-            "-n",
-            ns.name(),
-            "create",
-            "token",
-            "api",
-            "--audience",
-            "palisade",
-        ])
-        .expect("token");
-    let token = token.trim();
+    let token = collector::token(cp, ns.name(), "palisade");
     // Report every try, as a sidecar does every second, until the collector opens an incident.
     let incident = eventually("a SecurityIncident from the flood", || async {
-        let code = post_report(&op.collector, token, &flood_report(ns.name()))?;
+        // One second of a sidecar's traffic: 2000 requests from 198.51.100.66 and one from
+        // each of 20 ordinary clients.
+        let now = jiff::Timestamp::now();
+        let report =
+            collector::report_from(ns.name(), "198.51.100.66", [203, 0, 113, 0], 2000, now);
+        let (code, _) = collector::post(&op.collector, &token, report.to_json()).await;
         let text = cp
             .kubectl_ok(&["-n", ns.name(), "get", "securityincidents", "-o", "json"])
             .map_err(|e| e.to_string())?;
