@@ -728,7 +728,7 @@ def detection():
                f"{met(None if default is None else default <= 50)} |\n"
                "| P9 ≤ 128 B per tracked client | " +
                ("see the memory lines above | see above |\n" if mem else "not printed by the bench | not measured |\n") +
-               "| P8 detect→mitigate p99 ≤ 2 s | measured end to end by `detect-mitigate` | see detect-mitigate.md |\n")
+               "| P8 detect→mitigate p99 ≤ 2 s | measured end to end by `detect-mitigate` | see [detect-mitigate.md](detect-mitigate.md) |\n")
     out.append("\nRaw criterion output: `$BENCH_WORK/palisade-detection-bench.txt`.\n")
     (RESULTS / "detection-counter.md").write_text("".join(out))
     log(f"wrote {RESULTS / 'detection-counter.md'}")
