@@ -42,6 +42,15 @@ fn lease_holder(cp: &ControlPlane, lease: &str) -> Result<String, String> {
     .map_err(|e| e.to_string())
 }
 
+/// Waits until operator `name` holds `lease`.
+async fn wait_to_lead(cp: &ControlPlane, lease: &str, name: &str) {
+    let prefix = format!("{name} ");
+    eventually(&format!("{name} to lead"), || async {
+        let holder = lease_holder(cp, lease)?;
+        holder.starts_with(&prefix).then_some(()).ok_or(holder)
+    })
+    .await;
+}
 /// `(name, lastDetectedTime)` of every SecurityIncident in `ns`.
 fn incidents(cp: &ControlPlane, ns: &str) -> Result<Vec<(String, jiff::Timestamp)>, String> {
     let out = cp
@@ -203,14 +212,7 @@ async fn a_leader_stopped_with_sigterm_persists_its_windows_for_the_next_one() {
     let mut args = scope(&ns).to_vec();
     args.extend(["--collector-snapshot-interval".into(), "1h".into()]);
     let mut a = Operator::start(cp, "op-shutdown-a", lease, &args);
-    eventually("op-shutdown-a to lead", || async {
-        let holder = lease_holder(cp, lease)?;
-        holder
-            .starts_with("op-shutdown-a ")
-            .then_some(())
-            .ok_or(holder)
-    })
-    .await;
+    wait_to_lead(cp, lease, "op-shutdown-a").await;
     let b = Operator::start(cp, "op-shutdown-b", lease, &args);
     cp.apply(ns.name(), FLOODER).expect("rule");
     let app = echo_app().await;
@@ -309,14 +311,7 @@ async fn a_new_leader_keeps_the_downloaded_tor_list_when_the_url_is_down() {
     let n = ns.name();
     let lease = "op-torfail";
     let mut a = Operator::start(cp, "op-torfail-a", lease, &scope(&ns));
-    eventually("op-torfail-a to lead", || async {
-        let holder = lease_holder(cp, lease)?;
-        holder
-            .starts_with("op-torfail-a ")
-            .then_some(())
-            .ok_or(holder)
-    })
-    .await;
+    wait_to_lead(cp, lease, "op-torfail-a").await;
     let b = Operator::start(cp, "op-torfail-b", lease, &scope(&ns));
     let answer = Arc::new(Mutex::new((
         200u16,
@@ -340,14 +335,7 @@ async fn a_new_leader_keeps_the_downloaded_tor_list_when_the_url_is_down() {
     // The list server goes down, then the leader stops (saving its state on the way out).
     *answer.lock().expect("answer") = (503, "maintenance".into());
     a.terminate();
-    eventually("op-torfail-b to lead", || async {
-        let holder = lease_holder(cp, lease)?;
-        holder
-            .starts_with("op-torfail-b ")
-            .then_some(())
-            .ok_or(holder)
-    })
-    .await;
+    wait_to_lead(cp, lease, "op-torfail-b").await;
 
     // Traffic from an exit through a sidecar reporting to the new leader is detected with the
     // list the old leader downloaded.
