@@ -35,7 +35,7 @@ pub struct Fact {
     pub user_agent: Option<[u8; 32]>,
     /// Response status.
     pub status: u16,
-    /// Response body size, when known (Content-Length).
+    /// Response body bytes (Content-Length, or counted as the body streamed).
     pub bytes: u64,
     /// The request hit the OAuth token endpoint.
     pub token_endpoint: bool,

@@ -10,7 +10,7 @@ use std::time::Instant;
 use http::{Request, Response};
 use hyper::body::Incoming;
 
-use crate::body::RespBody;
+use crate::body::{self, RespBody};
 use crate::count::{CountHandle, Fact, OwnedAttrs};
 use crate::enforce::{DEBUG_HEADER, EnforceConfig, Outcome, enforce};
 use crate::forward::{Affinity, Forwarder};
@@ -93,15 +93,12 @@ impl Proxy {
         // (a few hashes and flags; no copy of the headers).
         let fact = self.fact(&who, &parts);
         let debug = match outcome {
-            Outcome::Answer(resp) => {
-                self.count(fact, &resp, true);
-                return Ok((verdict, resp));
-            }
+            Outcome::Answer(resp) => return Ok((verdict, self.count(fact, resp, true))),
             Outcome::Forward(debug) => debug,
         };
         let req = Request::from_parts(parts, body);
-        let mut resp = self.forwarder.forward(req, peer.ip(), affinity).await?;
-        self.count(fact, &resp, false);
+        let resp = self.forwarder.forward(req, peer.ip(), affinity).await?;
+        let mut resp = self.count(fact, resp, false);
         if let Some(v) = debug {
             resp.headers_mut().insert(DEBUG_HEADER, v);
         }
@@ -141,19 +138,29 @@ impl Proxy {
     }
 
     /// Hands `fact`, completed with the response, to the counter; `own` marks the sidecar's
-    /// own answers (denials), which are never counted as the app's errors.
-    fn count(&self, fact: Option<Fact>, resp: &Response<RespBody>, own: bool) {
+    /// own answers (denials), which are never counted as the app's errors. A body of known
+    /// length (Content-Length, or one the sidecar wrote) is counted at once; any other (a
+    /// chunked or close-delimited response) as it streams, recorded when it ends or the
+    /// client goes away.
+    fn count(&self, fact: Option<Fact>, resp: Response<RespBody>, own: bool) -> Response<RespBody> {
         let (Some(counter), Some(mut fact)) = (&self.counter, fact) else {
-            return;
+            return resp;
         };
         fact.status = resp.status().as_u16();
-        fact.bytes = resp
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
         fact.own = own;
-        counter.record(fact);
+        let known = http_body::Body::size_hint(resp.body()).exact().or_else(|| {
+            resp.headers()
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+        });
+        match known {
+            Some(bytes) => {
+                fact.bytes = bytes;
+                counter.record(fact);
+                resp
+            }
+            None => resp.map(|body| body::counted(body, fact, counter.clone())),
+        }
     }
 }
