@@ -19,6 +19,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
+use tokio_util::task::TaskTracker;
 
 use crate::body::{self, RespBody};
 use crate::rescue::ProxyError;
@@ -74,6 +75,9 @@ pub struct Forwarder {
     client: Client<HttpConnector, Incoming>,
     cfg: UpstreamConfig,
     authority: http::uri::Authority,
+    /// The byte pipes of upgraded (WebSocket) connections, which outlive their HTTP
+    /// connection: the drain waits for them.
+    tunnels: TaskTracker,
 }
 
 impl Forwarder {
@@ -97,7 +101,13 @@ impl Forwarder {
             client,
             cfg,
             authority,
+            tunnels: TaskTracker::new(),
         }
+    }
+
+    /// The open upgraded connections.
+    pub fn tunnels(&self) -> &TaskTracker {
+        &self.tunnels
     }
 
     /// Sends `req` (from client `peer`, on the client connection whose upstream connection
@@ -263,7 +273,7 @@ impl Forwarder {
             return Ok(Response::from_parts(parts, body::stream(incoming)));
         }
         let on_upstream = hyper::upgrade::on(&mut resp);
-        tokio::spawn(pipe(on_client, on_upstream));
+        self.tunnels.spawn(pipe(on_client, on_upstream));
         let (mut parts, _) = resp.into_parts();
         let proto = parts.headers.get(header::UPGRADE).cloned().unwrap_or(proto);
         strip_hop_by_hop(&mut parts.headers);

@@ -52,8 +52,9 @@ fn builder(cfg: &ServerConfig) -> Builder<TokioExecutor> {
 }
 
 /// Accepts and serves connections until `shutdown` resolves, then drains: stops accepting,
-/// lets in-flight requests finish (closing idle keep-alive connections) for at most
-/// `drain_grace`, and returns the number of connections cut at the deadline.
+/// lets in-flight requests finish (closing idle keep-alive connections) and upgraded
+/// connections end for at most `drain_grace`, and returns the number of connections cut at
+/// the deadline.
 pub async fn serve(
     listener: TcpListener,
     proxy: Arc<Proxy>,
@@ -76,11 +77,23 @@ pub async fn serve(
         }
     }
     drop(listener);
+    let deadline = tokio::time::Instant::now() + cfg.drain_grace;
     let open = graceful.count();
     tracing::info!(connections = open, grace = ?cfg.drain_grace, "draining");
-    match tokio::time::timeout(cfg.drain_grace, graceful.shutdown()).await {
+    let cut = match tokio::time::timeout_at(deadline, graceful.shutdown()).await {
         Ok(()) => 0,
         Err(_) => open,
+    };
+    // Upgraded connections left hyper when they switched protocols: they get what is left
+    // of the grace period to end on their own.
+    let tunnels = proxy.forwarder.tunnels();
+    tunnels.close();
+    if !tunnels.is_empty() {
+        tracing::info!(tunnels = tunnels.len(), "waiting for upgraded connections");
+    }
+    match tokio::time::timeout_at(deadline, tunnels.wait()).await {
+        Ok(()) => cut,
+        Err(_) => cut + tunnels.len(),
     }
 }
 

@@ -162,9 +162,9 @@ async fn h2c_prior_knowledge() {
     }
 }
 
-#[tokio::test]
-async fn websocket_upgrade_echo() {
-    let app = app(|mut req, _| async move {
+/// An application that accepts every WebSocket upgrade and echoes what it receives.
+async fn ws_echo_app() -> std::net::SocketAddr {
+    app(|mut req, _| async move {
         let on = hyper::upgrade::on(&mut req);
         tokio::spawn(async move {
             let mut io = TokioIo::new(on.await.unwrap());
@@ -185,9 +185,12 @@ async fn websocket_upgrade_echo() {
             .body(full(""))
             .unwrap()
     })
-    .await;
-    let sc = sidecar(app, &[]).await;
-    let mut client = h1(sc.proxy_addr).await;
+    .await
+}
+
+/// Opens a WebSocket tunnel through the sidecar at `addr`.
+async fn open_tunnel(addr: std::net::SocketAddr) -> TokioIo<hyper::upgrade::Upgraded> {
+    let mut client = h1(addr).await;
     let req = Request::get("/ws")
         .header("host", "a")
         .header("connection", "Upgrade")
@@ -203,13 +206,48 @@ async fn websocket_upgrade_echo() {
         resp.headers()["sec-websocket-accept"],
         "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
     );
-    let mut io = TokioIo::new(hyper::upgrade::on(&mut resp).await.unwrap());
+    TokioIo::new(hyper::upgrade::on(&mut resp).await.unwrap())
+}
+
+/// Sends `msg` through the tunnel and reads the echo.
+async fn echo(io: &mut TokioIo<hyper::upgrade::Upgraded>, msg: &[u8]) {
+    io.write_all(msg).await.unwrap();
+    let mut buf = vec![0u8; msg.len()];
+    io.read_exact(&mut buf).await.unwrap();
+    assert_eq!(buf, msg);
+}
+
+#[tokio::test]
+async fn websocket_upgrade_echo() {
+    let sc = sidecar(ws_echo_app().await, &[]).await;
+    let mut io = open_tunnel(sc.proxy_addr).await;
     for msg in [&b"hello"[..], b"palisade", b"bye"] {
-        io.write_all(msg).await.unwrap();
-        let mut buf = vec![0u8; msg.len()];
-        io.read_exact(&mut buf).await.unwrap();
-        assert_eq!(buf, msg);
+        echo(&mut io, msg).await;
     }
+}
+
+/// On shutdown an open tunnel keeps working through the drain, which ends when the client
+/// closes it; a tunnel still open at the end of `--drain-grace` is cut and counted.
+#[tokio::test]
+async fn the_drain_waits_for_open_tunnels_up_to_the_grace_period() {
+    let app = ws_echo_app().await;
+    let sc = sidecar(app, &["--drain-grace", "30s"]).await;
+    let mut io = open_tunnel(sc.proxy_addr).await;
+    echo(&mut io, b"before").await;
+    let draining = tokio::spawn(sc.shutdown());
+    echo(&mut io, b"during the drain").await;
+    assert!(!draining.is_finished(), "the drain waits for the tunnel");
+    drop(io);
+    let cut = tokio::time::timeout(std::time::Duration::from_secs(20), draining)
+        .await
+        .expect("the drain ends once the tunnel is closed")
+        .unwrap();
+    assert_eq!(cut, 0);
+
+    let sc = sidecar(app, &["--drain-grace", "1s"]).await;
+    let mut io = open_tunnel(sc.proxy_addr).await;
+    echo(&mut io, b"left open").await;
+    assert_eq!(sc.shutdown().await, 1, "cut at the deadline");
 }
 
 #[tokio::test]
