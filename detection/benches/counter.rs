@@ -1,5 +1,6 @@
 //! Cost of `Counter::record`, the per-request accounting on the sidecar's request path.
-//! Goal (issue 8, P9): ≤ 50 ns per request, ≤ 128 B per tracked client. Run with
+//! Goal (issue 8, P9): ≤ 50 ns per request, ≤ 128 B per tracked client (printed after each
+//! case as `memory <case>: … B/client`). Run with
 //! `cargo bench -p palisade-detection --bench counter`.
 
 use std::hint::black_box;
@@ -55,6 +56,7 @@ fn id() -> SidecarId {
     }
 }
 
+#[allow(clippy::print_stdout, reason = "bench/bench.py reads the memory line")]
 fn bench_case(c: &mut Criterion, name: &str, cfg: CounterConfig, clients: u32) {
     let ids = client_ids(1 << 16, clients);
     let keys: Vec<KeyHash> = (0..64u32).map(|i| KeyHash::of(&i.to_le_bytes())).collect();
@@ -72,6 +74,19 @@ fn bench_case(c: &mut Criterion, name: &str, cfg: CounterConfig, clients: u32) {
         })
     });
     group.finish();
+    // Memory with one batch's clients tracked (the maps keep their size across slices).
+    for (i, id) in ids.iter().enumerate() {
+        counter.record(&facts(i, *id, &keys));
+    }
+    let (m, n) = (counter.memory(), counter.tracked());
+    println!(
+        "memory {name}: client maps {} bytes for {n} tracked keys = {:.0} B/client; \
+         attributes {} bytes; sequence table {} bytes",
+        m.client_maps,
+        m.client_maps as f64 / n.max(1) as f64,
+        m.attributes,
+        m.sequence
+    );
 }
 
 fn record(c: &mut Criterion) {

@@ -89,6 +89,17 @@ impl Tally for HashedSlot {
     }
 }
 
+/// Heap bytes a [`Counter`] holds, by part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CounterMemory {
+    /// The per-client maps (IPs, and hashed API keys, tokens and user agents).
+    pub client_maps: usize,
+    /// The sampled attribute map (its values' strings not included).
+    pub attributes: usize,
+    /// The fixed sequential-request table.
+    pub sequence: usize,
+}
+
 /// Per-slice counters of one sidecar (see the module docs).
 #[derive(Debug)]
 pub struct Counter {
@@ -185,6 +196,15 @@ impl Counter {
     /// Clients currently tracked in this slice.
     pub fn tracked(&self) -> usize {
         self.ips.len() + self.hashed.len()
+    }
+
+    /// Heap bytes held, by part (the maps keep their size across slices).
+    pub fn memory(&self) -> CounterMemory {
+        CounterMemory {
+            client_maps: self.ips.heap_bytes() + self.hashed.heap_bytes(),
+            attributes: self.attrs.heap_bytes(),
+            sequence: self.sequence.heap_bytes(),
+        }
     }
 
     /// Drains the current slice into a report covering `[previous take, now)`.

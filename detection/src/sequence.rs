@@ -108,6 +108,11 @@ pub struct SeqTable {
 }
 
 impl SeqTable {
+    /// Heap bytes held (fixed at construction).
+    pub fn heap_bytes(&self) -> usize {
+        self.slots.len() * size_of::<Slot>()
+    }
+
     /// A table of at least `slots` slots (rounded up to a power of two).
     pub fn new(slots: usize) -> Self {
         let n = slots.max(2).next_power_of_two();

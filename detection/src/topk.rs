@@ -95,6 +95,26 @@ impl<K: Hash + Eq, V: Tally> TopK<K, V> {
         self.capacity
     }
 
+    /// Heap bytes held: the map's table (std's `HashMap` is hashbrown: a power-of-two number
+    /// of buckets, each an entry and a control byte, plus one group of control bytes; it
+    /// holds at most 7/8 of its buckets) and the eviction buffer. Keys' and values' own heap
+    /// data is not included.
+    pub fn heap_bytes(&self) -> usize {
+        let cap = self.map.capacity();
+        let buckets = match cap {
+            0 => 0,
+            1..=3 => 4,
+            4..=7 => 8,
+            _ => cap / 7 * 8,
+        };
+        let table = if buckets == 0 {
+            0
+        } else {
+            buckets * (size_of::<(K, V)>() + 1) + 16
+        };
+        table + self.scratch.capacity() * size_of::<u64>()
+    }
+
     /// The current floor: an upper bound on the weight of any untracked key.
     pub fn floor(&self) -> u64 {
         self.floor
@@ -152,6 +172,29 @@ mod tests {
         fn add_overcount(&mut self, n: u64) {
             self.over += n;
         }
+    }
+
+    #[test]
+    fn heap_bytes_follow_the_tables_buckets() {
+        let entry = size_of::<(u32, Count)>() + 1;
+        let mut top: TopK<u32, Count> = TopK::new(1 << 20);
+        // Room for INITIAL_KEYS (1024) keys: 2048 buckets.
+        assert_eq!(top.heap_bytes(), 2048 * entry + 16);
+        for i in 0..1792u32 {
+            top.entry(i).seen += 1;
+        }
+        assert_eq!(
+            top.heap_bytes(),
+            2048 * entry + 16,
+            "7/8 of 2048 buckets still fit"
+        );
+        top.entry(1792).seen += 1;
+        assert_eq!(
+            top.heap_bytes(),
+            4096 * entry + 16,
+            "one more key doubles the table"
+        );
+        assert_eq!(TopK::<u32, Count>::new(2).heap_bytes(), 4 * entry + 16);
     }
 
     #[test]
