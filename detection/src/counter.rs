@@ -26,7 +26,9 @@ use crate::topk::{FastHash, Tally, TopK};
 /// How the counter bounds itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CounterConfig {
-    /// Client keys tracked per slice before the heavy-hitter bound evicts (default 4096).
+    /// Client keys tracked per slice before the heavy-hitter bound evicts (default 3584: 7/8
+    /// of 4096, so a full map fits 4096 buckets — std's map is at most 7/8 full — instead of
+    /// doubling to 8192 for a few more keys).
     pub max_clients: usize,
     /// Which key kinds are counted (default: IP). The first one is the *primary* kind that
     /// attributes are attached to. Each extra kind costs one more map update per request.
@@ -43,7 +45,7 @@ pub struct CounterConfig {
 impl Default for CounterConfig {
     fn default() -> Self {
         Self {
-            max_clients: 4096,
+            max_clients: 3584,
             key_kinds: vec![ClientKeyKind::Ip],
             attr_sample: 64,
             max_attrs: 1024,
@@ -140,7 +142,13 @@ impl Counter {
             attr_sample: cfg.attr_sample.max(1),
             sample_tick: 0,
             ips: TopK::new(cfg.max_clients),
-            hashed: TopK::new(cfg.max_clients),
+            // Without a hashed key kind (API key, token, user agent) the map stays empty:
+            // no room is reserved for it.
+            hashed: if HASHED_KINDS.iter().any(|k| kinds[kind_index(*k)]) {
+                TopK::new(cfg.max_clients)
+            } else {
+                TopK::unallocated(cfg.max_clients)
+            },
             attrs: TopK::new(cfg.max_attrs),
             sequence: SeqTable::new(2 * cfg.max_clients),
             hasher: FastHash::default(),

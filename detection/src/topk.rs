@@ -54,6 +54,20 @@ impl<K: Hash + Eq, V: Tally> TopK<K, V> {
         }
     }
 
+    /// Like [`Self::new`], without reserving room: for a map that may stay empty.
+    pub fn unallocated(capacity: usize) -> Self {
+        Self {
+            map: HashMap::with_hasher(FastHash::default()),
+            ..Self::new(2)
+        }
+        .with_capacity_bound(capacity)
+    }
+
+    fn with_capacity_bound(mut self, capacity: usize) -> Self {
+        self.capacity = capacity.max(2);
+        self
+    }
+
     /// The tally of `key`, inserting it (evicting the lighter half if full) when absent.
     #[inline]
     pub fn entry(&mut self, key: K) -> &mut V {
@@ -148,7 +162,17 @@ impl<K: Hash + Eq, V: Tally> TopK<K, V> {
         let (_, threshold, _) = weights.select_nth_unstable(mid);
         let threshold = *threshold;
         let before = self.map.len();
-        self.map.retain(|_, v| v.estimate() > threshold);
+        // Drained and refilled rather than `retain`ed: removing in place leaves tombstones
+        // that use up the table's room, and the next inserts would then double it (8192
+        // buckets for a 3584-key bound) although it never holds more than its bound. Draining
+        // keeps the allocation and leaves every bucket empty; the kept half waits in a
+        // buffer freed right after (evictions are rare: one per half-bound of new keys).
+        let kept: Vec<(K, V)> = self
+            .map
+            .drain()
+            .filter(|(_, v)| v.estimate() > threshold)
+            .collect();
+        self.map.extend(kept);
         self.evicted += (before - self.map.len()) as u64;
         self.floor = self.floor.max(threshold);
     }
@@ -195,6 +219,21 @@ mod tests {
             "one more key doubles the table"
         );
         assert_eq!(TopK::<u32, Count>::new(2).heap_bytes(), 4 * entry + 16);
+    }
+
+    #[test]
+    fn evictions_never_grow_the_table_beyond_its_bound() {
+        // A bound of 7/8 of 4096 fits 4096 buckets; churn through many more keys.
+        let mut top: TopK<u32, Count> = TopK::new(3584);
+        for i in 0..200_000u32 {
+            top.entry(i).seen += u64::from(i % 7);
+        }
+        let entry = size_of::<(u32, Count)>() + 1;
+        assert!(
+            top.heap_bytes() <= 4096 * entry + 16 + 3584 * 8,
+            "{} bytes",
+            top.heap_bytes()
+        );
     }
 
     #[test]
