@@ -58,14 +58,11 @@ impl<K: Hash + Eq, V: Tally> TopK<K, V> {
     pub fn unallocated(capacity: usize) -> Self {
         Self {
             map: HashMap::with_hasher(FastHash::default()),
-            ..Self::new(2)
+            capacity: capacity.max(2),
+            floor: 0,
+            evicted: 0,
+            scratch: Vec::new(),
         }
-        .with_capacity_bound(capacity)
-    }
-
-    fn with_capacity_bound(mut self, capacity: usize) -> Self {
-        self.capacity = capacity.max(2);
-        self
     }
 
     /// The tally of `key`, inserting it (evicting the lighter half if full) when absent.
@@ -219,6 +216,15 @@ mod tests {
             "one more key doubles the table"
         );
         assert_eq!(TopK::<u32, Count>::new(2).heap_bytes(), 4 * entry + 16);
+    }
+
+    #[test]
+    fn an_unallocated_map_reserves_nothing_until_used() {
+        let mut top: TopK<u32, Count> = TopK::unallocated(3584);
+        assert_eq!((top.heap_bytes(), top.capacity()), (0, 3584));
+        top.entry(7).seen += 1;
+        assert_eq!(top.get(&7).map(|c| c.seen), Some(1));
+        assert!(top.heap_bytes() > 0);
     }
 
     #[test]
