@@ -1,5 +1,6 @@
-//! Keeps the webhook's certificate current. Every replica re-reads the Secret (operator
-//! namespace) and loads what it holds into its [`CertStore`]; the leader also creates the
+//! Keeps the webhook's certificate current. Every replica watches the Secret (operator
+//! namespace), re-reads it on every change and every `--webhook-cert-check`, and loads what
+//! it holds into its [`CertStore`]; the leader also creates the
 //! Secret, renews well before expiry, and publishes `caBundle` — before the new certificate
 //! is served, so the API server trusts it from the first handshake. The same certificate
 //! serves the detection collector (its SANs include the collector Service), and its CA
@@ -10,8 +11,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use base64::Engine as _;
+use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::WatchStreamExt as _;
+use kube::runtime::watcher::{self, Event};
 use serde_json::json;
 
 use super::cabundle;
@@ -25,10 +29,13 @@ use crate::metrics::FailureLabels;
 /// Field manager of the Secret.
 const FIELD_MANAGER: &str = "palisade-operator-webhook-cert";
 
-/// Runs until shutdown: a check every `--webhook-cert-check`, and at once on a leader change.
+/// Runs until shutdown: a check every `--webhook-cert-check`, and at once on a leader change
+/// or a change of the Secret — so a replica serves the certificate the leader has just
+/// written (at start, or after a renewal) without waiting for the next periodic check.
 pub async fn run(ctx: Arc<Context>, store: Arc<CertStore>) -> Result<(), InjectorError> {
     let mut served: Option<CertBundle> = None;
     let mut leader = ctx.leader.clone();
+    let mut changes = secret_changes(&ctx);
     loop {
         if let Err(e) = tick(&ctx, &store, &mut served).await {
             tracing::warn!(error = %e, reason = e.reason(), "webhook certificate check failed");
@@ -41,9 +48,34 @@ pub async fn run(ctx: Arc<Context>, store: Arc<CertStore>) -> Result<(), Injecto
         tokio::select! {
             () = tokio::time::sleep(ctx.args.injector.webhook_cert_check) => {}
             changed = leader.changed() => if changed.is_err() { return Ok(()) },
+            Some(()) = changes.next() => {}
             () = ctx.shutdown.cancelled() => return Ok(()),
         }
     }
+}
+
+/// Yields once per change of the webhook Secret (created, modified, deleted, or relisted
+/// after a watch restart). The watch is restricted to the one name, which RBAC
+/// `resourceNames` can authorize; watch errors are logged and retried with backoff.
+fn secret_changes(ctx: &Context) -> futures::stream::BoxStream<'static, ()> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.args.namespace);
+    let name = ctx.args.injector.webhook_secret.clone();
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    watcher::watcher(secrets, config)
+        .default_backoff()
+        .filter_map(move |event| {
+            let changed = match event {
+                Ok(Event::Apply(_) | Event::Delete(_) | Event::InitDone) => Some(()),
+                Ok(Event::Init | Event::InitApply(_)) => None,
+                Err(e) => {
+                    tracing::warn!(error = %e, secret = %name, "watching the webhook Secret");
+                    None
+                }
+            };
+            std::future::ready(changed)
+        })
+        .chain(futures::stream::pending())
+        .boxed()
 }
 
 async fn tick(

@@ -1,7 +1,9 @@
 //! `/ready` tells the truth: a replica whose webhook has no serving certificate yet is not
 //! ready (the API server could not call it, so the webhook Service must not route to it), and
 //! becomes ready once it loads one — here a replica reading a certificate someone else writes
-//! (`--webhook-cert secret`, as with cert-manager), then the leader that writes it.
+//! (`--webhook-cert secret`, as with cert-manager), then the leader that writes it. A replica
+//! waiting for the certificate loads it when the Secret is written (it watches the Secret),
+//! not at its next periodic re-read.
 
 use palisade_e2e::{ControlPlane, OPERATOR_NS, Operator, eventually};
 
@@ -31,11 +33,13 @@ async fn ready_only_once_the_webhook_serves_a_certificate() {
         SECRET,
         "--ignore-not-found",
     ]);
+    // The periodic re-read is an hour away: only the watch on the Secret can load what the
+    // leader writes below.
     let reader = Operator::start(
         cp,
         "ready-reader",
-        &lease,
-        &["--webhook-cert", "secret", "--webhook-cert-check", "1s"],
+        &format!("{lease}-reader"),
+        &["--webhook-cert", "secret", "--webhook-cert-check", "1h"],
     );
     let waiting = eventually("the reader to answer /ready", || async { ready(&reader) }).await;
     assert!(
@@ -43,23 +47,29 @@ async fn ready_only_once_the_webhook_serves_a_certificate() {
         "ready without a certificate:\n{waiting}"
     );
 
-    // A reader never writes the Secret; a managed leader does (the reader holds the Lease:
-    // stop it so the managed replica leads).
-    drop(reader);
-    let managed = Operator::start(cp, "ready-managed", &lease, &["--webhook-cert-check", "1s"]);
+    // A reader never writes the Secret; a managed leader does (on its own Lease, so both run).
+    let managed = Operator::start(cp, "ready-managed", &lease, &["--webhook-cert-check", "1h"]);
     eventually("the managed operator to be ready", || async {
         let r = ready(&managed)?;
         (status(&r) == "200").then_some(()).ok_or(r)
     })
     .await;
-    let reader = Operator::start(
+    eventually(
+        "the waiting reader to load the certificate as soon as it is written",
+        || async {
+            let r = ready(&reader)?;
+            (status(&r) == "200").then_some(()).ok_or(r)
+        },
+    )
+    .await;
+    let late = Operator::start(
         cp,
         "ready-reader-2",
-        &lease,
-        &["--webhook-cert", "secret", "--webhook-cert-check", "1s"],
+        &format!("{lease}-reader-2"),
+        &["--webhook-cert", "secret", "--webhook-cert-check", "1h"],
     );
-    eventually("the reader to load the written certificate", || async {
-        let r = ready(&reader)?;
+    eventually("a reader started later to load it at start", || async {
+        let r = ready(&late)?;
         (status(&r) == "200").then_some(()).ok_or(r)
     })
     .await;
