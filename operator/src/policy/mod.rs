@@ -15,7 +15,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::Api;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
+use kube::runtime::{Controller, controller, watcher};
 use palisade_crds::{DetectionRule, SecurityAction};
 
 use crate::context::Context;
@@ -46,6 +46,11 @@ pub async fn spawn(ctx: Arc<Context>) -> anyhow::Result<()> {
         .for_each(|res| {
             match res {
                 Ok((ns, _)) => tracing::debug!(namespace = %ns.name, "reconciled"),
+                // A change in a namespace the selector leaves out (or one just deleted): the
+                // namespace is not in the store, so there is nothing to compile.
+                Err(controller::Error::ObjectNotFound(ns)) => {
+                    tracing::debug!(namespace = %ns.name, "not a selected namespace; skipped");
+                }
                 Err(e) => tracing::warn!(error = %e, "policy controller"),
             }
             futures::future::ready(())
