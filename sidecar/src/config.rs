@@ -180,6 +180,10 @@ pub struct DetectionConfig {
     /// How often a window summary is sent.
     #[arg(long, env = "PALISADE_REPORT_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub report_interval: Duration,
+    /// Window summaries that could not be delivered are kept for a later try, up to this many
+    /// bytes of JSON (the oldest are dropped first).
+    #[arg(long, env = "PALISADE_REPORT_BACKLOG_BYTES", default_value_t = 8 << 20)]
+    pub report_backlog_bytes: usize,
     /// Path of the OAuth token endpoint (calls to it feed the OAuth Abuser rule).
     #[arg(long, env = "PALISADE_TOKEN_ENDPOINT", default_value = "/oauth/token")]
     pub token_endpoint: String,

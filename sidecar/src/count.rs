@@ -16,6 +16,7 @@ use palisade_detection::report::{Report, SidecarId};
 use palisade_detection::sequence::PathShape;
 use prometheus_client::metrics::counter::Counter as PromCounter;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 /// Facts buffered between the request path and the counting task.
 const QUEUE: usize = 65_536;
@@ -87,12 +88,15 @@ impl CountHandle {
     }
 }
 
-/// Starts the counting task; every `interval` it sends a report to `reports`.
+/// Starts the counting task; every `interval` it sends a report to `reports`. When `finish`
+/// is cancelled (the sidecar has drained) it counts the facts still queued, sends the last
+/// partial slice and ends, which closes `reports`.
 pub fn spawn(
     id: SidecarId,
     interval: Duration,
     dropped: PromCounter,
     reports: mpsc::Sender<Report>,
+    finish: CancellationToken,
 ) -> CountHandle {
     let (tx, mut rx) = mpsc::channel::<Fact>(QUEUE);
     tokio::spawn(async move {
@@ -105,7 +109,7 @@ pub fn spawn(
             tokio::select! {
                 fact = rx.recv() => match fact {
                     Some(f) => counter.record(&facts(&f)),
-                    None => return,
+                    None => break,
                 },
                 _ = tick.tick() => {
                     let report = counter.take_report(jiff::Timestamp::now());
@@ -113,7 +117,16 @@ pub fn spawn(
                         tracing::warn!("reporter is behind; a window summary was dropped");
                     }
                 }
+                () = finish.cancelled() => break,
             }
+        }
+        while let Ok(f) = rx.try_recv() {
+            counter.record(&facts(&f));
+        }
+        let report = counter.take_report(jiff::Timestamp::now());
+        if report.totals.requests > 0 {
+            // The reporter is draining its queue; waiting for room here loses nothing.
+            let _ = reports.send(report).await;
         }
     });
     CountHandle {

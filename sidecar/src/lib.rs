@@ -44,7 +44,20 @@ pub struct Sidecar {
     served: tokio::task::JoinHandle<usize>,
     store: Arc<store::Store>,
     sources: Vec<tokio::task::JoinHandle<()>>,
+    reporting: Option<Reporting>,
 }
+
+/// The counting and reporting tasks, finished at shutdown.
+#[derive(Debug)]
+struct Reporting {
+    /// Tells the counter to send its last partial slice and stop.
+    finish: tokio_util::sync::CancellationToken,
+    /// The reporter; it ends after the last report and one last try of its backlog.
+    reporter: tokio::task::JoinHandle<()>,
+}
+
+/// How long shutdown waits for the last reports to reach the collector.
+const REPORT_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl Sidecar {
     /// The policy store (tests read the version in force).
@@ -52,13 +65,24 @@ impl Sidecar {
         &self.store
     }
 
-    /// Marks not ready, stops accepting and drains; returns the connections cut at the
-    /// deadline of the grace period.
+    /// Marks not ready, stops accepting and drains; then sends the last counts to the
+    /// collector (waiting at most 3 s). Returns the connections cut at the deadline of the
+    /// grace period.
     pub async fn shutdown(self) -> usize {
         self.sources.iter().for_each(tokio::task::JoinHandle::abort);
         self.ready.store(false, Ordering::Relaxed);
         let _ = self.stop.send(());
-        self.served.await.unwrap_or(0)
+        let cut = self.served.await.unwrap_or(0);
+        if let Some(r) = self.reporting {
+            r.finish.cancel();
+            if tokio::time::timeout(REPORT_FLUSH_TIMEOUT, r.reporter)
+                .await
+                .is_err()
+            {
+                tracing::warn!("the last window summaries were not delivered in time");
+            }
+        }
+        cut
     }
 }
 
@@ -85,7 +109,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Sidecar> {
         store: cfg.policy.fail_closed.then(|| store.clone()),
     });
     tokio::spawn(admin::spawn(admin, admin_state));
-    let counter = counter(&cfg, &metrics);
+    let (counter, reporting) = counter(&cfg, &metrics).unzip();
     let proxy = Arc::new(Proxy {
         forwarder: Forwarder::new(upstream_config(&cfg)),
         metrics,
@@ -113,6 +137,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Sidecar> {
         served,
         store,
         sources,
+        reporting,
     })
 }
 
@@ -156,7 +181,7 @@ fn spawn_sources(cfg: &Config, store: &Arc<store::Store>) -> Vec<tokio::task::Jo
 }
 
 /// Counting and reporting run only when a collector is configured.
-fn counter(cfg: &Config, metrics: &metrics::Metrics) -> Option<count::CountHandle> {
+fn counter(cfg: &Config, metrics: &metrics::Metrics) -> Option<(count::CountHandle, Reporting)> {
     let d = &cfg.detection;
     let collector = d.collector_addr.clone().filter(|a| !a.is_empty())?;
     let tls = d
@@ -169,23 +194,23 @@ fn counter(cfg: &Config, metrics: &metrics::Metrics) -> Option<count::CountHandl
         collector,
         token_path: d.token_path.clone(),
         tls,
+        backlog_bytes: d.report_backlog_bytes,
     };
-    let reports = report::spawn(
-        rc,
-        metrics.reports_sent.clone(),
-        metrics.reports_failed.clone(),
-    );
+    let (reports, reporter) = report::spawn(rc, metrics.reports.clone());
     let id = palisade_detection::report::SidecarId {
         pod: d.pod_name.clone(),
         workload: d.workload_name(),
         namespace: cfg.policy.namespace.clone(),
     };
-    Some(count::spawn(
+    let finish = tokio_util::sync::CancellationToken::new();
+    let handle = count::spawn(
         id,
         d.report_interval,
         metrics.count_dropped.clone(),
         reports,
-    ))
+        finish.clone(),
+    );
+    Some((handle, Reporting { finish, reporter }))
 }
 
 fn upstream_config(cfg: &Config) -> UpstreamConfig {

@@ -171,10 +171,8 @@ pub struct Metrics {
     pub bundle_swaps: Counter,
     pub bundle_errors: Family<ReasonLabel, Counter>,
     pub connections: Gauge,
-    /// Window summaries delivered to the collector.
-    pub reports_sent: Counter,
-    /// Window summaries dropped after a failed delivery (the collector tolerates the gap).
-    pub reports_failed: Counter,
+    /// Window summaries delivered, dropped, and held for a later try.
+    pub reports: crate::report::ReportMetrics,
     /// Requests not counted for detection because the counter was behind.
     pub count_dropped: Counter,
     /// `requests` and `latency` of each verdict in [`VERDICTS`].
@@ -223,8 +221,7 @@ impl Metrics {
             bundle_swaps: Counter::default(),
             bundle_errors: Family::default(),
             connections: Gauge::default(),
-            reports_sent: Counter::default(),
-            reports_failed: Counter::default(),
+            reports: crate::report::ReportMetrics::default(),
             count_dropped: Counter::default(),
             requests_by,
             observed_by,
@@ -266,12 +263,17 @@ impl Metrics {
         r.register(
             "reports_sent",
             "Window summaries delivered to the collector",
-            m.reports_sent.clone(),
+            m.reports.sent.clone(),
         );
         r.register(
             "reports_failed",
-            "Window summaries that could not be delivered",
-            m.reports_failed.clone(),
+            "Window summaries dropped: refused by the collector, pushed out of a full backlog, or left at exit",
+            m.reports.failed.clone(),
+        );
+        r.register(
+            "reports_pending",
+            "Window summaries held for a later try while the collector is unreachable",
+            m.reports.pending.clone(),
         );
         r.register(
             "count_dropped",

@@ -6,6 +6,8 @@
 mod support;
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,14 +20,31 @@ use palisade_sidecar::Sidecar;
 use support::*;
 use tokio::sync::mpsc;
 
-/// A collector endpoint that accepts every report and hands it to the test.
-async fn collector() -> (std::net::SocketAddr, mpsc::UnboundedReceiver<Report>) {
-    let (tx, rx) = mpsc::unbounded_channel();
+/// A collector endpoint of the test: while `up` is set it accepts every report and hands it
+/// to the test; while not, it answers 503 (as a collector with no leader does) and counts
+/// the refusals in `refused`.
+struct TestCollector {
+    addr: std::net::SocketAddr,
+    reports: mpsc::UnboundedReceiver<Report>,
+    up: Arc<AtomicBool>,
+    refused: Arc<AtomicU32>,
+}
+
+async fn collector(up: bool) -> TestCollector {
+    let (tx, reports) = mpsc::unbounded_channel();
+    let up = Arc::new(AtomicBool::new(up));
+    let refused = Arc::new(AtomicU32::new(0));
+    let (is_up, refusals) = (up.clone(), refused.clone());
     let addr = app(move |req, _| {
-        let tx = tx.clone();
+        let (tx, is_up, refusals) = (tx.clone(), is_up.clone(), refusals.clone());
         async move {
             assert_eq!(req.uri().path(), "/v1/reports");
             let body = req.into_body().collect().await.unwrap().to_bytes();
+            if !is_up.load(Ordering::SeqCst) {
+                refusals.fetch_add(1, Ordering::SeqCst);
+                let resp = http::Response::builder().status(503);
+                return resp.body(full("no leader; retry")).unwrap();
+            }
             tx.send(Report::from_json(&body).unwrap()).unwrap();
             http::Response::builder()
                 .status(202)
@@ -34,15 +53,21 @@ async fn collector() -> (std::net::SocketAddr, mpsc::UnboundedReceiver<Report>) 
         }
     })
     .await;
-    (addr, rx)
+    TestCollector {
+        addr,
+        reports,
+        up,
+        refused,
+    }
 }
 
 /// A sidecar in front of `app` that counts every request (clients by `X-Forwarded-For`) and
-/// reports every 50 ms to a collector endpoint of the test.
-async fn counting_sidecar(
+/// reports every `interval` to `collector`.
+async fn reporting_sidecar(
     app: std::net::SocketAddr,
-) -> (Sidecar, mpsc::UnboundedReceiver<Report>, tempfile::TempDir) {
-    let (collector, reports) = collector().await;
+    collector: std::net::SocketAddr,
+    interval: &str,
+) -> (Sidecar, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
     std::fs::write(&token, "t").unwrap();
@@ -55,11 +80,29 @@ async fn counting_sidecar(
         "--pod-name",
         "api-0",
         "--report-interval",
-        "50ms",
+        interval,
         "--trusted-hops",
         "1",
     ];
-    (sidecar(app, &args).await, reports, dir)
+    (sidecar(app, &args).await, dir)
+}
+
+/// A sidecar in front of `app` reporting every 50 ms to a collector of the test that is up.
+async fn counting_sidecar(
+    app: std::net::SocketAddr,
+) -> (Sidecar, mpsc::UnboundedReceiver<Report>, tempfile::TempDir) {
+    let c = collector(true).await;
+    let (sc, dir) = reporting_sidecar(app, c.addr, "50ms").await;
+    (sc, c.reports, dir)
+}
+
+/// The value of a sample of the sidecar's metrics, 0 when absent.
+async fn sample(sc: &Sidecar, name: &str) -> f64 {
+    metrics(sc)
+        .await
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// Per-client counts summed over the reports until `requests` requests are counted.
@@ -163,4 +206,83 @@ async fn reports_count_each_clients_sequential_requests() {
     assert_eq!(of(2), (30, 29));
     assert_eq!(of(3), (30, 0));
     assert_eq!(of(4), (30, 0), "a refresh is not sequential");
+}
+
+/// While the collector cannot take reports (503) the sidecar holds them and says so
+/// (`reports_pending`); once it is back they are all delivered: every request is counted
+/// exactly once and nothing is dropped.
+#[tokio::test]
+async fn reports_held_while_the_collector_is_down_are_delivered_when_it_is_back() {
+    let app = echo_app().await;
+    let mut c = collector(false).await;
+    let (sc, _dir) = reporting_sidecar(app, c.addr, "50ms").await;
+    for i in 0..20 {
+        let (status, _, _) = get(
+            sc.proxy_addr,
+            &format!("/v1/items/{i}"),
+            &[("x-forwarded-for", "198.51.100.7")],
+        )
+        .await;
+        assert_eq!(status, 200);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let pending = "palisade_sidecar_reports_pending";
+    let held = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let held = sample(&sc, pending).await;
+            if held >= 2.0 {
+                return held;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("reports held while the collector refuses them");
+    assert!(
+        c.refused.load(Ordering::SeqCst) > 0,
+        "the collector refused"
+    );
+    assert!(c.reports.is_empty(), "nothing accepted while down");
+
+    c.up.store(true, Ordering::SeqCst);
+    let counts = sum_reports(&mut c.reports, 20).await;
+    let ip: ClientKey = "ip:198.51.100.7".parse().unwrap();
+    assert_eq!(
+        counts[&ip].requests, 20,
+        "{held} held reports, all delivered once"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(c.reports.try_recv().is_err(), "no report delivered twice");
+    assert_eq!(sample(&sc, pending).await, 0.0);
+    assert_eq!(
+        sample(&sc, "palisade_sidecar_reports_failed_total").await,
+        0.0
+    );
+    assert!(sample(&sc, "palisade_sidecar_reports_sent_total").await >= held);
+}
+
+/// At shutdown the counts of the current, unfinished interval are reported too.
+#[tokio::test]
+async fn the_last_partial_interval_is_reported_at_shutdown() {
+    let app = echo_app().await;
+    let mut c = collector(true).await;
+    let (sc, _dir) = reporting_sidecar(app, c.addr, "1h").await;
+    for _ in 0..7 {
+        let (status, _, _) = get(sc.proxy_addr, "/", &[("x-forwarded-for", "198.51.100.8")]).await;
+        assert_eq!(status, 200);
+    }
+    assert!(c.reports.is_empty(), "no interval has ended yet");
+    sc.shutdown().await;
+    let report = c
+        .reports
+        .try_recv()
+        .expect("the last report, sent before shutdown returned");
+    let ip: ClientKey = "ip:198.51.100.8".parse().unwrap();
+    let counted: u32 = report
+        .clients
+        .iter()
+        .filter(|e| e.key == ip)
+        .map(|e| e.counts.requests)
+        .sum();
+    assert_eq!((report.totals.requests, u64::from(counted)), (7, 7));
 }
