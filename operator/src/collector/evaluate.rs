@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError};
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 use palisade_crds::keys::is_paused;
@@ -59,6 +59,10 @@ impl Published {
 
 /// Runs the evaluation loop until shutdown.
 pub async fn run(c: Arc<Collector>) -> anyhow::Result<()> {
+    tokio::select! {
+        r = c.rules.wait_until_ready() => r?,
+        () = c.ctx.shutdown.cancelled() => return Ok(()),
+    }
     let mut tick = tokio::time::interval(c.ctx.args.detection_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -77,21 +81,39 @@ pub async fn run(c: Arc<Collector>) -> anyhow::Result<()> {
                 .map(|(ns, _)| ns.to_owned())
                 .collect()
         };
+        let mut rules = rules_by_namespace(&c.rules.state());
         for ns in namespaces {
-            if let Err(e) = evaluate(&c, &ns).await {
+            let rules = rules.remove(&ns).unwrap_or_default();
+            if let Err(e) = evaluate(&c, &ns, &rules).await {
                 tracing::warn!(namespace = %ns, error = %e, "detection evaluation failed");
             }
         }
     }
 }
 
-async fn evaluate(c: &Collector, ns: &str) -> Result<(), kube::Error> {
+/// The watched rules grouped by namespace, each group in name order (as a List returns
+/// them), so that evaluation does not depend on the order of watch events.
+fn rules_by_namespace(all: &[Arc<DetectionRule>]) -> BTreeMap<String, Vec<Arc<DetectionRule>>> {
+    let mut by_ns: BTreeMap<String, Vec<Arc<DetectionRule>>> = BTreeMap::new();
+    for r in all {
+        if let Some(ns) = &r.metadata.namespace {
+            by_ns.entry(ns.clone()).or_default().push(r.clone());
+        }
+    }
+    for rules in by_ns.values_mut() {
+        rules.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    }
+    by_ns
+}
+
+async fn evaluate(
+    c: &Collector,
+    ns: &str,
+    rules: &[Arc<DetectionRule>],
+) -> Result<(), kube::Error> {
     let client = &c.ctx.client;
-    let rules = Api::<DetectionRule>::namespaced(client.clone(), ns)
-        .list(&ListParams::default())
-        .await?;
     let mut specs = Vec::new();
-    for r in rules.items.iter().filter(|r| !is_paused(&r.metadata)) {
+    for r in rules.iter().filter(|r| !is_paused(&r.metadata)) {
         let exits = if r.spec.type_ == RuleType::TorList {
             super::torlist::exits(c, ns, r).await
         } else {

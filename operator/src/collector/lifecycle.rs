@@ -9,13 +9,12 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
-use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams};
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use palisade_crds::SecurityIncident;
 use palisade_crds::keys::is_archived;
 
@@ -69,14 +68,7 @@ pub async fn run(
     writer: reflector::store::Writer<SecurityIncident>,
 ) -> anyhow::Result<()> {
     let api = Api::<SecurityIncident>::all(c.ctx.client.clone());
-    let watch = reflector::reflector(writer, watcher(api, watcher::Config::default()))
-        .default_backoff()
-        .for_each(|ev| {
-            if let Err(e) = ev {
-                tracing::warn!(error = %e, "watching SecurityIncidents");
-            }
-            futures::future::ready(())
-        });
+    let watch = super::reflect(writer, api, watcher::Config::default(), "SecurityIncidents");
     tokio::select! {
         () = watch => Ok(()),
         r = sweep_loop(&c) => r,

@@ -22,6 +22,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use kube::Resource;
+use kube::api::Api;
+use kube::runtime::reflector::{self, Store, store::Writer};
+use kube::runtime::{WatchStreamExt as _, watcher};
+use palisade_crds::DetectionRule;
 use palisade_detection::detected::DetectedSet;
 use palisade_detection::incident::Incident;
 use palisade_detection::report::Report;
@@ -65,7 +70,10 @@ pub struct Collector {
     /// The endpoint advertised on the Lease while leading.
     advertise: Option<String>,
     /// Every SecurityIncident, watched (archive labels, retention).
-    incidents: kube::runtime::reflector::Store<palisade_crds::SecurityIncident>,
+    incidents: Store<palisade_crds::SecurityIncident>,
+    /// Every DetectionRule, watched: the rules evaluated each tick and the TorList feeds
+    /// (reading them from a watch costs the API server nothing per tick).
+    rules: Store<DetectionRule>,
     /// The exit lists of TorList rules (downloaded or read from their ConfigMaps).
     tor: torlist::Feeds,
 }
@@ -122,7 +130,14 @@ pub async fn spawn(ctx: Arc<Context>) -> anyhow::Result<()> {
         pod_ip.as_deref(),
         addr,
     );
-    let (incidents, writer) = kube::runtime::reflector::store();
+    let (incidents, writer) = reflector::store();
+    let (rules, rules_writer) = reflector::store();
+    let watch_rules = reflect(
+        rules_writer,
+        Api::<DetectionRule>::all(ctx.client.clone()),
+        watcher::Config::default(),
+        "DetectionRules",
+    );
     let c = Arc::new(Collector {
         ctx: ctx.clone(),
         auth: auth::Authenticator::default(),
@@ -131,6 +146,7 @@ pub async fn spawn(ctx: Arc<Context>) -> anyhow::Result<()> {
         forward: forward::Forwarder::default(),
         advertise,
         incidents,
+        rules,
         tor: torlist::Feeds::default(),
     });
     let listener = tokio::net::TcpListener::bind(addr)
@@ -156,6 +172,7 @@ pub async fn spawn(ctx: Arc<Context>) -> anyhow::Result<()> {
         r = evaluate::run(c.clone()) => r,
         r = Box::pin(lifecycle::run(c.clone(), writer)) => r,
         r = Box::pin(torlist::run(c)) => r,
+        () = watch_rules => Ok(()),
     };
     if ctx.shutdown.is_cancelled() {
         // The leader saves its state once more before this returns.
@@ -164,4 +181,23 @@ pub async fn spawn(ctx: Arc<Context>) -> anyhow::Result<()> {
         persist.abort();
     }
     r
+}
+
+/// Keeps `writer`'s store in step with the objects of `api` until the watch ends (never, in
+/// practice: watch errors are logged and retried with backoff).
+async fn reflect<K>(writer: Writer<K>, api: Api<K>, config: watcher::Config, what: &'static str)
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Default,
+{
+    use futures::StreamExt as _;
+    reflector::reflector(writer, watcher(api, config))
+        .default_backoff()
+        .for_each(|event| {
+            if let Err(e) = event {
+                tracing::warn!(error = %e, what, "watch failed; retrying");
+            }
+            futures::future::ready(())
+        })
+        .await;
 }

@@ -20,7 +20,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use futures::StreamExt;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
 use ipnet::IpNet;
@@ -29,7 +28,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use palisade_crds::DetectionRule;
 use palisade_crds::conditions::{condition, find, set_condition};
@@ -153,26 +152,13 @@ async fn read_configmap(
 /// Watches DetectionRules and the selected namespaces; on the leader, downloads the due lists
 /// and writes the rules' list status, every second, until shutdown.
 pub async fn run(c: Arc<Collector>) -> anyhow::Result<()> {
-    let (rules, rw) = reflector::store::<DetectionRule>();
     let (namespaces, nw) = reflector::store::<Namespace>();
-    let client = c.ctx.client.clone();
     let selected = watcher::Config::default().labels(&c.ctx.args.namespace_selector);
-    let watch_rules = reflector::reflector(
-        rw,
-        watcher(
-            Api::<DetectionRule>::all(client.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .for_each(|_| futures::future::ready(()));
-    let watch_ns = reflector::reflector(nw, watcher(Api::<Namespace>::all(client), selected))
-        .default_backoff()
-        .for_each(|_| futures::future::ready(()));
+    let api = Api::<Namespace>::all(c.ctx.client.clone());
+    let watch_ns = super::reflect(nw, api, selected, "Namespaces");
     tokio::select! {
-        () = watch_rules => Ok(()),
         () = watch_ns => Ok(()),
-        r = refresh_loop(&c, &rules, &namespaces) => r,
+        r = refresh_loop(&c, &c.rules, &namespaces) => r,
     }
 }
 
