@@ -11,6 +11,7 @@
 //! has left the ring is dropped as too old; a lost report only leaves its counts out (gaps
 //! in `seq` are counted in [`MergeStats`]). Nothing here reads the clock: `now` is passed in.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use jiff::{SignedDuration, Timestamp};
@@ -18,6 +19,7 @@ use jiff::{SignedDuration, Timestamp};
 use crate::key::ClientKey;
 use crate::report::Report;
 use crate::stats::{AttrDim, ClientCounts, ClientWindow, Totals};
+
 use crate::topk::{FastHash, Tally, TopK};
 
 /// Shape and bounds of a namespace's windows.
@@ -112,7 +114,24 @@ struct Ring {
     slots: Vec<Option<Slice>>,
     max_clients: usize,
     max_attrs: Option<usize>,
+    /// Sums of the closed slices of recent views, reused by the next view of the same
+    /// length in the same slice. The 24 h view merges 96 slices of up to 20,000 clients
+    /// (about 100 ms); with this, a view clones one sum and merges only the current slice.
+    /// Any change to a slice a sum covers drops that sum.
+    closed: RefCell<Vec<ClosedSum>>,
 }
+
+/// The sum of the slices `[newest - n + 1, newest - 1]` (the closed ones of a view of `n`
+/// slices at epoch `newest`).
+#[derive(Debug, Clone)]
+struct ClosedSum {
+    n: usize,
+    newest: i64,
+    sum: WindowView,
+}
+
+/// Views of different lengths kept at once (the default window, a rule's own window…).
+const CLOSED_SUMS: usize = 4;
 
 impl Ring {
     fn new(slice: SignedDuration, n: usize, max_clients: usize, max_attrs: Option<usize>) -> Self {
@@ -121,7 +140,15 @@ impl Ring {
             slots: vec![None; n.max(1)],
             max_clients,
             max_attrs,
+            closed: RefCell::default(),
         }
+    }
+
+    /// Drops the closed-slice sums that cover `epoch` (about to change).
+    fn invalidate(&mut self, epoch: i64) {
+        self.closed
+            .get_mut()
+            .retain(|c| epoch < c.newest - c.n as i64 + 1 || epoch >= c.newest);
     }
 
     fn epoch(&self, t: Timestamp) -> i64 {
@@ -143,10 +170,16 @@ impl Ring {
             return false;
         }
         let pos = epoch.rem_euclid(self.slots.len() as i64) as usize;
-        let slot = &mut self.slots[pos];
-        if slot.as_ref().is_some_and(|s| s.epoch > epoch) {
-            return false;
+        let replaced = match &self.slots[pos] {
+            Some(s) if s.epoch > epoch => return false,
+            Some(s) => s.epoch,
+            None => epoch,
+        };
+        self.invalidate(epoch);
+        if replaced != epoch {
+            self.invalidate(replaced);
         }
+        let slot = &mut self.slots[pos];
         if slot.as_ref().is_none_or(|s| s.epoch < epoch) {
             *slot = Some(Slice {
                 epoch,
@@ -176,7 +209,7 @@ impl Ring {
     }
 
     /// The last `n` slices ending at `now` (the current, partial one included).
-    fn live_last(&self, n: usize, now: Timestamp) -> impl Iterator<Item = &Slice> {
+    fn live_last(&self, n: usize, now: Timestamp) -> impl Iterator<Item = &Slice> + Clone {
         let newest = self.epoch(now);
         let oldest = newest - n.clamp(1, self.slots.len()) as i64 + 1;
         self.slots
@@ -189,28 +222,67 @@ impl Ring {
         self.view_last(self.slots.len(), now)
     }
 
-    /// Sums over the last `n` slices ending at `now`.
+    /// Sums over the last `n` slices ending at `now`: the closed ones from a kept sum when
+    /// there is one, plus the current slice.
     fn view_last(&self, n: usize, now: Timestamp) -> WindowView {
         let n = n.clamp(1, self.slots.len());
-        let mut view = WindowView {
-            span: SignedDuration::from_secs(self.slice_secs * n as i64),
-            ..Default::default()
-        };
-        // Sized for the largest slice up front: the 24 h view merges ~100 slices, and
-        // rehashing as it grows dominated its cost.
-        let largest = self
-            .live_last(n, now)
-            .map(|s| s.clients.len())
-            .max()
-            .unwrap_or(0);
-        view.clients.reserve(largest * 2);
-        for s in self.live_last(n, now) {
-            view.totals.merge(&s.totals);
-            for (key, counts) in s.clients.iter() {
-                view.clients.entry(*key).or_default().add(counts);
+        let newest = self.epoch(now);
+        let mut closed = self.closed.borrow_mut();
+        let pos = match closed.iter().position(|c| c.n == n && c.newest == newest) {
+            Some(pos) => pos,
+            None => {
+                if closed.len() >= CLOSED_SUMS {
+                    closed.remove(0);
+                }
+                let sum = self.sum(self.slices_between(newest - n as i64 + 1, newest - 1));
+                closed.push(ClosedSum { n, newest, sum });
+                closed.len() - 1
             }
+        };
+        let mut view = closed[pos].sum.clone();
+        view.span = SignedDuration::from_secs(self.slice_secs * n as i64);
+        for s in self.slices_between(newest, newest) {
+            add_slice(&mut view, s);
         }
         view
+    }
+
+    /// Sums over the last `n` slices ending at `now`, every slice merged afresh (what
+    /// [`Ring::view_last`] must equal).
+    #[cfg(test)]
+    fn view_uncached(&self, n: usize, now: Timestamp) -> WindowView {
+        let n = n.clamp(1, self.slots.len());
+        let mut view = self.sum(self.live_last(n, now));
+        view.span = SignedDuration::from_secs(self.slice_secs * n as i64);
+        view
+    }
+
+    /// The slices whose epoch is in `[oldest, newest]`.
+    fn slices_between(&self, oldest: i64, newest: i64) -> impl Iterator<Item = &Slice> + Clone {
+        self.slots
+            .iter()
+            .flatten()
+            .filter(move |s| s.epoch >= oldest && s.epoch <= newest)
+    }
+
+    /// The sum of `slices` (span left at zero).
+    fn sum<'a>(&self, slices: impl Iterator<Item = &'a Slice> + Clone) -> WindowView {
+        let mut view = WindowView::default();
+        // Sized for the largest slice up front: the 24 h sum merges ~100 slices, and
+        // rehashing as it grows dominated its cost.
+        let largest = slices.clone().map(|s| s.clients.len()).max().unwrap_or(0);
+        view.clients.reserve(largest * 2);
+        for s in slices {
+            add_slice(&mut view, s);
+        }
+        view
+    }
+}
+
+fn add_slice(view: &mut WindowView, s: &Slice) {
+    view.totals.merge(&s.totals);
+    for (key, counts) in s.clients.iter() {
+        view.clients.entry(*key).or_default().add(counts);
     }
 }
 

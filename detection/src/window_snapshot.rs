@@ -150,6 +150,7 @@ fn ring_snapshot(ring: &Ring, now: Timestamp) -> Vec<SliceSnapshot> {
 
 fn restore_ring(ring: &mut Ring, slices: &[SliceSnapshot]) {
     let n = ring.slots.len() as i64;
+    ring.closed.get_mut().clear();
     for snap in slices {
         let mut slice = Slice {
             epoch: snap.epoch,

@@ -166,3 +166,60 @@ fn window_set_routes_by_namespace() {
     assert_eq!(set.namespaces().count(), 2);
     assert_eq!(set.get("shop").unwrap().short(t(1)).totals.requests, 1);
 }
+
+/// Views reuse the sum of their closed slices; whatever arrives (in order, late into a
+/// closed slice, a little ahead of the clock, into a slot being recycled), every view equals
+/// the one merged afresh from the slices.
+#[test]
+fn kept_closed_sums_always_equal_a_fresh_merge() {
+    let mut w = windows();
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = |m: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % m
+    };
+    let mut now = 0i64;
+    for seq in 1..=3000u64 {
+        now += 1 + next(40) as i64;
+        // Mostly current reports; some late by up to 2 h, some up to 20 s ahead.
+        let start = match next(10) {
+            0 => now - next(7200) as i64,
+            1 => now + next(20) as i64,
+            _ => now,
+        };
+        let clients: Vec<_> = (0..1 + next(4))
+            .map(|_| (ipk(next(30) as u32), reqs(1 + next(5) as u32)))
+            .collect();
+        w.merge(&report("a", seq, start.max(0), &clients), t(now));
+        if seq % 7 == 0 {
+            for (ring, n) in [(&w.short, 10), (&w.short, 3), (&w.long, 96), (&w.long, 4)] {
+                assert_eq!(
+                    ring.view_last(n, t(now)),
+                    ring.view_uncached(n, t(now)),
+                    "report {seq}, view of {n} slices at {now}"
+                );
+            }
+        }
+    }
+    assert!(
+        w.long(t(now)).totals.requests > 0,
+        "the long view holds traffic"
+    );
+}
+
+/// A report a little ahead of the clock opens the next slice in the slot of the oldest one
+/// while a kept sum still counts that oldest slice: the sum is dropped, as the slice is.
+#[test]
+fn a_recycled_slot_drops_the_kept_sum_that_counted_it() {
+    let mut w = windows();
+    w.merge(&report("a", 1, 5, &[(ipk(1), reqs(10))]), t(6));
+    w.merge(&report("a", 2, 200, &[(ipk(2), reqs(3))]), t(201));
+    let before = w.short(t(295));
+    assert_eq!(before.totals.requests, 13, "slice 0 is still in the window");
+    // Starts at 305 s (slice 10, which takes slice 0's slot), received at 295 s.
+    w.merge(&report("a", 3, 305, &[(ipk(3), reqs(1))]), t(295));
+    assert_eq!(w.short(t(295)), w.short.view_uncached(10, t(295)));
+    assert_eq!(w.short(t(295)).totals.requests, 3, "slice 0 was recycled");
+}

@@ -1,0 +1,72 @@
+//! Cost of building the collector's window views, which the leader does for every namespace
+//! each `--detection-interval`: the 24 h view merges up to 96 slices of up to 20,000 clients.
+//! Run with `cargo bench -p palisade-detection --bench window`.
+
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use jiff::{SignedDuration, Timestamp};
+use palisade_detection::key::ClientKey;
+use palisade_detection::report::{ClientEntry, REPORT_VERSION, Report, SidecarId};
+use palisade_detection::stats::{ClientCounts, Totals};
+use palisade_detection::window::{WindowConfig, Windows};
+
+/// One report per long slice for 24 h, each with `clients` clients (the same ones in every
+/// slice: a steady population, the common case).
+fn filled(clients: u32) -> (Windows, Timestamp) {
+    let cfg = WindowConfig::default();
+    let mut w = Windows::new(&cfg);
+    let base: Timestamp = "2026-11-26T00:00:00Z".parse().expect("timestamp");
+    let slice = cfg.long_slice;
+    let n = cfg.long_slices as i32;
+    let now = base + slice * (n - 1) + SignedDuration::from_secs(1);
+    let entries: Vec<ClientEntry> = (0..clients)
+        .map(|i| ClientEntry {
+            key: ClientKey::Ip(IpAddr::V4(Ipv4Addr::from(0x0A00_0000 + i))),
+            counts: ClientCounts {
+                requests: 3,
+                ..Default::default()
+            },
+        })
+        .collect();
+    for s in 0..n {
+        let start = base + slice * s;
+        let report = Report {
+            version: REPORT_VERSION,
+            sidecar: SidecarId {
+                pod: "api-0".into(),
+                workload: "api".into(),
+                namespace: "shop".into(),
+            },
+            seq: u64::try_from(s).expect("positive") + 1,
+            start,
+            end: start + SignedDuration::from_secs(1),
+            totals: Totals {
+                requests: u64::from(clients) * 3,
+                ..Default::default()
+            },
+            clients: entries.clone(),
+            attributes: vec![],
+            evicted: 0,
+        };
+        w.merge(&report, now);
+    }
+    (w, now)
+}
+
+fn views(c: &mut Criterion) {
+    for clients in [1_000, 20_000] {
+        let (w, now) = filled(clients);
+        assert_eq!(w.long(now).clients.len(), clients as usize);
+        c.bench_function(&format!("long_view_96_slices_{clients}_clients"), |b| {
+            b.iter(|| black_box(w.long(black_box(now))));
+        });
+        c.bench_function(&format!("short_view_{clients}_clients"), |b| {
+            b.iter(|| black_box(w.short(black_box(now))));
+        });
+    }
+}
+
+criterion_group!(benches, views);
+criterion_main!(benches);
