@@ -72,6 +72,25 @@ pub fn token(cp: &ControlPlane, ns: &str, audience: &str) -> String {
     t.trim().to_owned()
 }
 
+/// The names of the SecurityIncidents of `ns`.
+pub fn incident_names(cp: &ControlPlane, ns: &str) -> Result<Vec<String>, String> {
+    let out = cp
+        .kubectl_ok(&["-n", ns, "get", "securityincidents", "-o", "name"])
+        .map_err(|e| e.to_string())?;
+    Ok(out
+        .lines()
+        .map(|l| l.rsplit('/').next().unwrap_or(l).to_owned())
+        .collect())
+}
+
+/// `Ok` once `ns` has at least one SecurityIncident.
+pub fn has_incident(cp: &ControlPlane, ns: &str) -> Result<(), String> {
+    let names = incident_names(cp, ns)?;
+    (!names.is_empty())
+        .then_some(())
+        .ok_or_else(|| "no incident yet".to_owned())
+}
+
 /// A loopback HTTP server answering every request with the current `(status, body)`.
 pub async fn list_server(answer: Arc<Mutex<(u16, String)>>) -> u16 {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};

@@ -5,7 +5,7 @@
 //! starting in parallel would list rules too.
 
 use palisade_detection::report::Report;
-use palisade_e2e::collector::{post, report_from, token};
+use palisade_e2e::collector::{has_incident, post, report_from, token};
 use palisade_e2e::{ControlPlane, Operator, TempNs, eventually, scope};
 
 use palisade_e2e::flood::QUICK_FLOODER as FLOODER;
@@ -51,12 +51,7 @@ async fn the_leader_evaluates_rules_from_its_watch_without_listing_them_each_tic
         if code != 202 {
             return Err(format!("report: {code} {msg}"));
         }
-        let out = cp
-            .kubectl_ok(&["-n", ns.name(), "get", "securityincidents", "-o", "name"])
-            .map_err(|e| e.to_string())?;
-        (!out.trim().is_empty())
-            .then_some(())
-            .ok_or("no incident yet".to_owned())
+        has_incident(cp, ns.name())
     })
     .await;
 

@@ -93,12 +93,7 @@ async fn sidecar_reports_over_https_are_forwarded_over_https_and_detected() {
             for _ in 0..50 {
                 get(flooder, sc.addr, "/", &[]).await?;
             }
-            let out = cp
-                .kubectl_ok(&["-n", ns.name(), "get", "securityincidents", "-o", "name"])
-                .map_err(|e| e.to_string())?;
-            (!out.trim().is_empty())
-                .then_some(())
-                .ok_or("no incident yet".to_owned())
+            palisade_e2e::collector::has_incident(cp, ns.name())
         },
     )
     .await;

@@ -3,7 +3,9 @@
 //! detected-client set reaches its ConfigMap, and a SecurityIncident with an Event appears.
 
 use palisade_detection::report::Report;
-use palisade_e2e::collector::{list_server, post, report_from, token, tor_detects, tor_status};
+use palisade_e2e::collector::{
+    incident_names, list_server, post, report_from, token, tor_detects, tor_status,
+};
 use palisade_e2e::http::{echo_app, get};
 use palisade_e2e::{ControlPlane, Operator, Sidecar, TempNs, eventually, scope};
 
@@ -305,10 +307,8 @@ async fn an_archived_incident_stays_archived_and_the_flood_going_on_opens_a_new_
     // The flood goes on: the client opens a new incident; the archived one absorbs nothing.
     eventually("a new incident for the same flooder", || async {
         flood(c, &tok, n).await?;
-        let out = cp
-            .kubectl_ok(&["-n", n, "get", "securityincidents", "-o", "name"])
-            .map_err(|e| e.to_string())?;
-        (out.lines().count() >= 2).then_some(()).ok_or(out)
+        let names = incident_names(cp, n)?;
+        (names.len() >= 2).then_some(()).ok_or(format!("{names:?}"))
     })
     .await;
     for _ in 0..3 {

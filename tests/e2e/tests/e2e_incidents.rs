@@ -2,6 +2,7 @@
 //! archived ones too — `--incident-retention` after its last detection
 //! (`status.lastDetectedTime`), and keeps the younger ones.
 
+use palisade_e2e::collector::incident_names as names;
 use palisade_e2e::{ControlPlane, Operator, TempNs, eventually, scope};
 
 /// Creates incident `name` whose last detection was `ago` before now.
@@ -32,16 +33,6 @@ fn incident(cp: &ControlPlane, ns: &str, name: &str, ago: jiff::SignedDuration, 
         &status,
     ])
     .expect("incident status");
-}
-
-fn names(cp: &ControlPlane, ns: &str) -> Result<Vec<String>, String> {
-    let out = cp
-        .kubectl_ok(&["-n", ns, "get", "securityincidents", "-o", "name"])
-        .map_err(|e| e.to_string())?;
-    Ok(out
-        .lines()
-        .map(|l| l.rsplit('/').next().unwrap_or(l).to_owned())
-        .collect())
 }
 
 #[tokio::test]
