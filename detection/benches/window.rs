@@ -1,6 +1,7 @@
 //! Cost of building the collector's window views, which the leader does for every namespace
 //! each `--detection-interval`: the 24 h view merges up to 96 slices of up to 20,000 clients.
-//! Run with `cargo bench -p palisade-detection --bench window`.
+//! Views are built again and again within a slice, as the leader does (the sums of closed
+//! slices are kept between them). Run with `cargo bench -p palisade-detection --bench window`.
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
@@ -55,17 +56,28 @@ fn filled(clients: u32) -> (Windows, Timestamp) {
     (w, now)
 }
 
+#[allow(clippy::print_stdout, reason = "bench/bench.py copies the memory lines")]
 fn views(c: &mut Criterion) {
+    let mut g = c.benchmark_group("window");
     for clients in [1_000, 20_000] {
         let (w, now) = filled(clients);
         assert_eq!(w.long(now).clients.len(), clients as usize);
-        c.bench_function(&format!("long_view_96_slices_{clients}_clients"), |b| {
+        let _ = w.short(now);
+        let mem = w.memory();
+        println!(
+            "memory windows_{clients}_clients: slices {} B, kept view sums {} B = {:.0} B/client",
+            mem.slices,
+            mem.views,
+            (mem.slices + mem.views) as f64 / f64::from(clients)
+        );
+        g.bench_function(format!("long_96_slices_{clients}_clients"), |b| {
             b.iter(|| black_box(w.long(black_box(now))));
         });
-        c.bench_function(&format!("short_view_{clients}_clients"), |b| {
+        g.bench_function(format!("short_10_slices_{clients}_clients"), |b| {
             b.iter(|| black_box(w.short(black_box(now))));
         });
     }
+    g.finish();
 }
 
 criterion_group!(benches, views);

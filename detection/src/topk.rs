@@ -111,19 +111,7 @@ impl<K: Hash + Eq, V: Tally> TopK<K, V> {
     /// holds at most 7/8 of its buckets) and the eviction buffer. Keys' and values' own heap
     /// data is not included.
     pub fn heap_bytes(&self) -> usize {
-        let cap = self.map.capacity();
-        let buckets = match cap {
-            0 => 0,
-            1..=3 => 4,
-            4..=7 => 8,
-            _ => cap / 7 * 8,
-        };
-        let table = if buckets == 0 {
-            0
-        } else {
-            buckets * (size_of::<(K, V)>() + 1) + 16
-        };
-        table + self.scratch.capacity() * size_of::<u64>()
+        table_bytes::<K, V>(self.map.capacity()) + self.scratch.capacity() * size_of::<u64>()
     }
 
     /// The current floor: an upper bound on the weight of any untracked key.
@@ -173,6 +161,19 @@ impl<K: Hash + Eq, V: Tally> TopK<K, V> {
         self.evicted += (before - self.map.len()) as u64;
         self.floor = self.floor.max(threshold);
     }
+}
+
+/// Heap bytes of a hashbrown table (std `HashMap`) of `(K, V)` with room for `capacity`
+/// entries: a power of two of buckets, each an entry and a control byte, plus one group of
+/// control bytes; it holds at most 7/8 of its buckets.
+pub(crate) fn table_bytes<K, V>(capacity: usize) -> usize {
+    let buckets = match capacity {
+        0 => return 0,
+        1..=3 => 4,
+        4..=7 => 8,
+        _ => (capacity / 7 * 8).next_power_of_two(),
+    };
+    buckets * (size_of::<(K, V)>() + 1) + 16
 }
 
 #[cfg(test)]

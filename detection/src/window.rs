@@ -20,7 +20,7 @@ use crate::key::ClientKey;
 use crate::report::Report;
 use crate::stats::{AttrDim, ClientCounts, ClientWindow, Totals};
 
-use crate::topk::{FastHash, Tally, TopK};
+use crate::topk::{FastHash, Tally, TopK, table_bytes};
 
 /// Shape and bounds of a namespace's windows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -222,6 +222,23 @@ impl Ring {
         self.view_last(self.slots.len(), now)
     }
 
+    /// Heap bytes of the slices and of the kept sums (see [`WindowMemory`]).
+    fn memory(&self) -> WindowMemory {
+        let slices = self
+            .slots
+            .iter()
+            .flatten()
+            .map(|s| s.clients.heap_bytes() + s.attrs.as_ref().map_or(0, TopK::heap_bytes))
+            .sum();
+        let views = self
+            .closed
+            .borrow()
+            .iter()
+            .map(|c| table_bytes::<ClientKey, ClientWindow>(c.sum.clients.capacity()))
+            .sum();
+        WindowMemory { slices, views }
+    }
+
     /// Sums over the last `n` slices ending at `now`: the closed ones from a kept sum when
     /// there is one, plus the current slice.
     fn view_last(&self, n: usize, now: Timestamp) -> WindowView {
@@ -284,6 +301,17 @@ fn add_slice(view: &mut WindowView, s: &Slice) {
     for (key, counts) in s.clients.iter() {
         view.clients.entry(*key).or_default().add(counts);
     }
+}
+
+/// Heap bytes a namespace's windows hold: the client tables of their slices (and the
+/// attribute tables of the long ones), and the kept sums of closed slices. Keys' own heap
+/// data (attribute values) is not included.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WindowMemory {
+    /// The slices' tables.
+    pub slices: usize,
+    /// The kept sums of closed slices.
+    pub views: usize,
 }
 
 /// Sums over one window: the input of the rules.
@@ -372,6 +400,15 @@ impl Windows {
         }
         self.last_seq
             .insert(pod.clone(), (report.seq, report.start));
+    }
+
+    /// Heap bytes held by both rings.
+    pub fn memory(&self) -> WindowMemory {
+        let (s, l) = (self.short.memory(), self.long.memory());
+        WindowMemory {
+            slices: s.slices + l.slices,
+            views: s.views + l.views,
+        }
     }
 
     /// Merge outcome counters.
