@@ -56,10 +56,13 @@ fn filled(clients: u32) -> (Windows, Timestamp) {
     (w, now)
 }
 
-#[allow(clippy::print_stdout, reason = "bench/bench.py copies the memory lines")]
+#[allow(
+    clippy::print_stdout,
+    reason = "bench/bench.py copies the memory lines"
+)]
 fn views(c: &mut Criterion) {
     let mut g = c.benchmark_group("window");
-    for clients in [1_000, 20_000] {
+    for clients in [10, 1_000, 20_000] {
         let (w, now) = filled(clients);
         assert_eq!(w.long(now).clients.len(), clients as usize);
         let _ = w.short(now);

@@ -39,10 +39,11 @@ pub struct TopK<K, V> {
 
 impl<K: Hash + Eq, V: Tally> TopK<K, V> {
     /// An empty map holding at most `capacity` keys (at least 2). Memory grows with the keys
-    /// actually held, from room for [`INITIAL_KEYS`]: the collector keeps ~100 slices per
-    /// namespace, and allocating every slice for its bound up front cost ~3 MB per slice
-    /// (300 MB per namespace) whatever the traffic. A sidecar's map keeps its size across
-    /// slices (draining keeps the allocation), so only its first slice grows.
+    /// actually held, from room for [`INITIAL_KEYS`] (a sidecar's map keeps its size across
+    /// slices, draining keeps the allocation, so only its first slice grows). The
+    /// collector's window slices use [`Self::unallocated`] instead: it keeps ~100 slices per
+    /// namespace, and even [`INITIAL_KEYS`] of room in each cost ~30 MB per namespace
+    /// whatever its traffic.
     pub fn new(capacity: usize) -> Self {
         let capacity = capacity.max(2);
         Self {
@@ -54,7 +55,7 @@ impl<K: Hash + Eq, V: Tally> TopK<K, V> {
         }
     }
 
-    /// Like [`Self::new`], without reserving room: for a map that may stay empty.
+    /// Like [`Self::new`], without reserving room: for a map that may stay empty or small.
     pub fn unallocated(capacity: usize) -> Self {
         Self {
             map: HashMap::with_hasher(FastHash::default()),

@@ -184,8 +184,8 @@ impl Ring {
             *slot = Some(Slice {
                 epoch,
                 totals: Totals::default(),
-                clients: TopK::new(self.max_clients),
-                attrs: self.max_attrs.map(TopK::new),
+                clients: TopK::unallocated(self.max_clients),
+                attrs: self.max_attrs.map(TopK::unallocated),
             });
         }
         let slice = slot.as_mut().expect("slot filled above");

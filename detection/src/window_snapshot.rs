@@ -155,8 +155,8 @@ fn restore_ring(ring: &mut Ring, slices: &[SliceSnapshot]) {
         let mut slice = Slice {
             epoch: snap.epoch,
             totals: snap.totals,
-            clients: TopK::new(ring.max_clients),
-            attrs: ring.max_attrs.map(TopK::new),
+            clients: TopK::unallocated(ring.max_clients),
+            attrs: ring.max_attrs.map(TopK::unallocated),
         };
         for e in &snap.clients {
             slice.clients.entry(e.key).merge(&e.counts);
