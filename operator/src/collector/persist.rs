@@ -88,7 +88,8 @@ fn document(state: &State, now: jiff::Timestamp) -> StateDoc {
         .map(|(ns, w)| {
             let incidents = state.incidents.get(ns).map(Vec::as_slice).unwrap_or(&[]);
             let s = NamespaceState {
-                windows: w.snapshot(now),
+                // Sorted in `save`, off the lock.
+                windows: w.snapshot_unsorted(now),
                 detected: state.detected.get(ns).cloned().unwrap_or_default(),
                 incidents: incidents
                     .iter()
@@ -109,12 +110,14 @@ fn document(state: &State, now: jiff::Timestamp) -> StateDoc {
 
 /// Writes the state ConfigMap.
 async fn save(c: &Collector) -> Result<(), kube::Error> {
+    // The lock is held for a plain copy only; sorting and encoding happen off it.
     let mut doc = {
         let state = c.state.lock().unwrap_or_else(PoisonError::into_inner);
         document(&state, jiff::Timestamp::now())
     };
     doc.tor_lists = c.tor.persisted();
     let encoded = tokio::task::spawn_blocking(move || {
+        doc.namespaces.values_mut().for_each(|n| n.windows.sort());
         snapshot::encode_bounded(&doc, MAX_STATE_BYTES).map(|(b, kept)| (b, kept, doc))
     })
     .await;
