@@ -80,6 +80,10 @@ pub struct Metrics {
     pub collector_state_bytes: Gauge,
     /// Clients in the short windows of the state restored on becoming leader.
     pub collector_restored_clients: Gauge,
+    /// Heap bytes of the detection windows of every namespace (leader; 0 elsewhere).
+    pub collector_window_bytes: Gauge,
+    /// Time of one evaluation round over every namespace, in seconds.
+    pub collector_evaluation_seconds: Histogram,
 }
 
 impl Metrics {
@@ -101,6 +105,8 @@ impl Metrics {
             collector_state: Family::default(),
             collector_state_bytes: Gauge::default(),
             collector_restored_clients: Gauge::default(),
+            collector_window_bytes: Gauge::default(),
+            collector_evaluation_seconds: hist(),
         };
         let r = registry.sub_registry_with_prefix("palisade_operator");
         r.register("reconciles", "Reconciliations run", m.reconciles.clone());
@@ -168,6 +174,16 @@ impl Metrics {
             "collector_restored_clients",
             "Clients in the short windows restored on becoming leader",
             m.collector_restored_clients.clone(),
+        );
+        r.register(
+            "collector_window_bytes",
+            "Heap bytes of the detection windows of every namespace (the leader's)",
+            m.collector_window_bytes.clone(),
+        );
+        r.register(
+            "collector_evaluation_seconds",
+            "Time of one evaluation round of the detection rules over every namespace",
+            m.collector_evaluation_seconds.clone(),
         );
         m
     }

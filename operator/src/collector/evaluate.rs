@@ -71,8 +71,10 @@ pub async fn run(c: Arc<Collector>) -> anyhow::Result<()> {
             () = c.ctx.shutdown.cancelled() => return Ok(()),
         }
         if !c.leading() {
+            c.ctx.metrics.collector_window_bytes.set(0);
             continue;
         }
+        let started = std::time::Instant::now();
         let namespaces: Vec<String> = {
             let state = c.state.lock().unwrap_or_else(PoisonError::into_inner);
             state
@@ -88,6 +90,22 @@ pub async fn run(c: Arc<Collector>) -> anyhow::Result<()> {
                 tracing::warn!(namespace = %ns, error = %e, "detection evaluation failed");
             }
         }
+        let m = &c.ctx.metrics;
+        m.collector_evaluation_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let bytes: usize = {
+            let state = c.state.lock().unwrap_or_else(PoisonError::into_inner);
+            state
+                .windows
+                .namespaces()
+                .map(|(_, w)| {
+                    let mem = w.memory();
+                    mem.slices + mem.views
+                })
+                .sum()
+        };
+        m.collector_window_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 }
 

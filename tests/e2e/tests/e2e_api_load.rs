@@ -2,7 +2,8 @@
 //! DetectionRules each `--detection-interval` (here 1 s) from its watch of the rules, never
 //! with a LIST per namespace and tick. Measured with the API server's own request counter
 //! (`apiserver_request_total`), so this test runs alone in its binary: other operators
-//! starting in parallel would list rules too.
+//! starting in parallel would list rules too. The leader also exports what the windows
+//! hold and how long a round takes.
 
 use palisade_detection::report::Report;
 use palisade_e2e::collector::{has_incident, post, report_from, token};
@@ -66,5 +67,23 @@ async fn the_leader_evaluates_rules_from_its_watch_without_listing_them_each_tic
     assert_eq!(
         lists, 0,
         "DetectionRule LISTs during 5 evaluation ticks of one namespace (the watch serves them)"
+    );
+
+    // What it costs the leader is exported: the windows' memory and the rounds' time.
+    let metrics = op.metrics().expect("operator metrics");
+    let value = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(
+        value("palisade_operator_collector_window_bytes") > 0.0,
+        "the windows of {} take memory",
+        ns.name()
+    );
+    assert!(
+        value("palisade_operator_collector_evaluation_seconds_count") >= 5.0,
+        "at least the 5 rounds above were timed"
     );
 }
