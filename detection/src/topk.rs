@@ -35,6 +35,37 @@ pub struct TopK<K, V> {
     evicted: u64,
     /// Reused buffer for the weights at eviction time.
     scratch: Vec<u64>,
+    /// The entries of a frozen map (see [`TopK::freeze`]), sorted by key; `map` is then
+    /// empty and unallocated. Empty otherwise.
+    frozen: Box<[(K, V)]>,
+    /// Finds a key in `frozen` (a binary search, set by `freeze`, which knows `K: Ord`).
+    find: Finder<K, V>,
+}
+
+/// Finds a key's index in a frozen map's sorted entries.
+type Finder<K, V> = fn(&[(K, V)], &K) -> Option<usize>;
+
+fn not_found<K, V>(_: &[(K, V)], _: &K) -> Option<usize> {
+    None
+}
+
+impl<K: Ord, V> TopK<K, V> {
+    /// Stores the entries in a key-sorted array of exactly their size instead of the hash
+    /// table (which holds at most 7/8 of a power of two of buckets: 1.1 to 2.3 times the
+    /// room): for a map that will mostly be read from now on, like a closed window slice.
+    /// Reads work on the array; the next [`TopK::entry`] or [`TopK::drain`] thaws it back.
+    pub fn freeze(&mut self) {
+        if self.map.is_empty() {
+            return;
+        }
+        let mut entries: Vec<(K, V)> = self.map.drain().collect();
+        entries.extend(std::mem::take(&mut self.frozen));
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        self.frozen = entries.into_boxed_slice();
+        self.map = HashMap::with_hasher(FastHash::default());
+        self.scratch = Vec::new();
+        self.find = |entries, key| entries.binary_search_by(|(k, _)| k.cmp(key)).ok();
+    }
 }
 
 impl<K: Hash + Eq, V: Tally> TopK<K, V> {
@@ -52,6 +83,8 @@ impl<K: Hash + Eq, V: Tally> TopK<K, V> {
             floor: 0,
             evicted: 0,
             scratch: Vec::new(),
+            frozen: Box::default(),
+            find: not_found::<K, V>,
         }
     }
 
@@ -63,12 +96,31 @@ impl<K: Hash + Eq, V: Tally> TopK<K, V> {
             floor: 0,
             evicted: 0,
             scratch: Vec::new(),
+            frozen: Box::default(),
+            find: not_found::<K, V>,
         }
+    }
+
+    /// Whether the entries are frozen (see [`TopK::freeze`]).
+    pub fn is_frozen(&self) -> bool {
+        !self.frozen.is_empty()
+    }
+
+    /// Moves frozen entries back into the hash table.
+    #[cold]
+    fn thaw(&mut self) {
+        let entries = std::mem::take(&mut self.frozen);
+        self.map.reserve(entries.len());
+        self.map.extend(entries);
+        self.find = not_found::<K, V>;
     }
 
     /// The tally of `key`, inserting it (evicting the lighter half if full) when absent.
     #[inline]
     pub fn entry(&mut self, key: K) -> &mut V {
+        if !self.frozen.is_empty() {
+            self.thaw();
+        }
         if self.map.len() >= self.capacity && !self.map.contains_key(&key) {
             self.evict_lighter_half();
         }
@@ -84,22 +136,27 @@ impl<K: Hash + Eq, V: Tally> TopK<K, V> {
 
     /// The tally of `key`, if tracked.
     pub fn get(&self, key: &K) -> Option<&V> {
-        self.map.get(key)
+        match (self.find)(&self.frozen, key) {
+            Some(i) => Some(&self.frozen[i].1),
+            None => self.map.get(key),
+        }
     }
 
     /// Tracked keys and tallies, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
-        self.map.iter()
+        self.map
+            .iter()
+            .chain(self.frozen.iter().map(|(k, v)| (k, v)))
     }
 
     /// Number of tracked keys.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.map.len() + self.frozen.len()
     }
 
     /// Whether no key is tracked.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.map.is_empty() && self.frozen.is_empty()
     }
 
     /// The maximum number of tracked keys.
@@ -112,7 +169,9 @@ impl<K: Hash + Eq, V: Tally> TopK<K, V> {
     /// holds at most 7/8 of its buckets) and the eviction buffer. Keys' and values' own heap
     /// data is not included.
     pub fn heap_bytes(&self) -> usize {
-        table_bytes::<K, V>(self.map.capacity()) + self.scratch.capacity() * size_of::<u64>()
+        table_bytes::<K, V>(self.map.capacity())
+            + self.scratch.capacity() * size_of::<u64>()
+            + self.frozen.len() * size_of::<(K, V)>()
     }
 
     /// The current floor: an upper bound on the weight of any untracked key.
@@ -128,12 +187,17 @@ impl<K: Hash + Eq, V: Tally> TopK<K, V> {
     /// Removes every entry, keeping the allocation; resets floor and eviction count.
     pub fn clear(&mut self) {
         self.map.clear();
+        self.frozen = Box::default();
+        self.find = not_found::<K, V>;
         self.floor = 0;
         self.evicted = 0;
     }
 
     /// Moves all entries out, leaving the map empty (floor and eviction count reset).
     pub fn drain(&mut self) -> impl Iterator<Item = (K, V)> + '_ {
+        if !self.frozen.is_empty() {
+            self.thaw();
+        }
         self.floor = 0;
         self.evicted = 0;
         self.map.drain()
@@ -274,5 +338,43 @@ mod tests {
         assert_eq!(top.floor(), 0);
         assert_eq!(top.get(&7).unwrap().seen, 7);
         assert_eq!(top.get(&7).unwrap().over, 0);
+    }
+
+    #[test]
+    fn a_frozen_map_reads_the_same_and_thaws_on_write() {
+        let mut top: TopK<u32, Count> = TopK::new(8);
+        for k in 0..20u32 {
+            top.entry(k % 12).seen += u64::from(k);
+        }
+        let (floor, evicted) = (top.floor(), top.evicted());
+        let mut before: Vec<(u32, u64, u64)> =
+            top.iter().map(|(k, v)| (*k, v.seen, v.over)).collect();
+        before.sort_unstable();
+        let table = top.heap_bytes();
+        top.freeze();
+        assert!(top.is_frozen());
+        assert!(
+            top.heap_bytes() < table,
+            "an exact-size array is smaller than the table"
+        );
+        let mut frozen: Vec<(u32, u64, u64)> =
+            top.iter().map(|(k, v)| (*k, v.seen, v.over)).collect();
+        frozen.sort_unstable();
+        assert_eq!(frozen, before);
+        assert_eq!(top.len(), before.len());
+        for (k, seen, _) in &before {
+            assert_eq!(top.get(k).map(|v| v.seen), Some(*seen));
+        }
+        assert!(top.get(&99).is_none());
+        // A write thaws it, with the same floor and eviction count.
+        top.entry(99).seen += 1;
+        assert!(!top.is_frozen());
+        assert_eq!((top.floor(), top.evicted()), (floor, evicted));
+        assert_eq!(
+            top.get(&99).unwrap().over,
+            floor,
+            "a new key still gets the floor"
+        );
+        assert_eq!(top.len(), before.len() + 1);
     }
 }

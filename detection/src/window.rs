@@ -119,6 +119,9 @@ struct Ring {
     /// (about 100 ms); with this, a view clones one sum and merges only the current slice.
     /// Any change to a slice a sum covers drops that sum.
     closed: RefCell<Vec<ClosedSum>>,
+    /// Freeze a slice's tables once a newer slice opens ([`TopK::freeze`]: exact-size
+    /// sorted arrays instead of hash tables). Off only in tests, as a reference.
+    freeze: bool,
 }
 
 /// The sum of the slices `[newest - n + 1, newest - 1]` (the closed ones of a view of `n`
@@ -141,6 +144,24 @@ impl Ring {
             max_clients,
             max_attrs,
             closed: RefCell::default(),
+            freeze: true,
+        }
+    }
+
+    /// Freezes the tables of every slice older than `epoch` (closed once a newer slice
+    /// opened); a late report into one of them thaws it, and the next new slice freezes it
+    /// again.
+    fn freeze_before(&mut self, epoch: i64) {
+        if !self.freeze {
+            return;
+        }
+        for s in self.slots.iter_mut().flatten().filter(|s| s.epoch < epoch) {
+            if !s.clients.is_frozen() {
+                s.clients.freeze();
+            }
+            if let Some(attrs) = s.attrs.as_mut().filter(|a| !a.is_frozen()) {
+                attrs.freeze();
+            }
         }
     }
 
@@ -179,15 +200,16 @@ impl Ring {
         if replaced != epoch {
             self.invalidate(replaced);
         }
-        let slot = &mut self.slots[pos];
-        if slot.as_ref().is_none_or(|s| s.epoch < epoch) {
-            *slot = Some(Slice {
+        if self.slots[pos].as_ref().is_none_or(|s| s.epoch < epoch) {
+            self.slots[pos] = Some(Slice {
                 epoch,
                 totals: Totals::default(),
                 clients: TopK::unallocated(self.max_clients),
                 attrs: self.max_attrs.map(TopK::unallocated),
             });
+            self.freeze_before(epoch);
         }
+        let slot = &mut self.slots[pos];
         let slice = slot.as_mut().expect("slot filled above");
         slice.totals.merge(&report.totals);
         for e in &report.clients {
@@ -352,6 +374,15 @@ impl Windows {
             dedupe_memory: cfg.dedupe_memory.max(1),
             stats: MergeStats::default(),
         }
+    }
+
+    /// Windows that never freeze closed slices: the reference the tests compare with.
+    #[cfg(test)]
+    pub(crate) fn unfrozen(cfg: &WindowConfig) -> Self {
+        let mut w = Self::new(cfg);
+        w.short.freeze = false;
+        w.long.freeze = false;
+        w
     }
 
     /// Merges one report received at `now`.

@@ -195,6 +195,9 @@ fn restore_ring(ring: &mut Ring, slices: &[SliceSnapshot]) {
             ring.slots[pos] = Some(slice);
         }
     }
+    if let Some(newest) = ring.slots.iter().flatten().map(|s| s.epoch).max() {
+        ring.freeze_before(newest);
+    }
 }
 
 #[cfg(test)]

@@ -223,3 +223,91 @@ fn a_recycled_slot_drops_the_kept_sum_that_counted_it() {
     assert_eq!(w.short(t(295)), w.short.view_uncached(10, t(295)));
     assert_eq!(w.short(t(295)).totals.requests, 3, "slice 0 was recycled");
 }
+
+/// Closed slices are frozen into sorted arrays (and thawed by a late report): every read
+/// — views of any length, incident series, attributes, snapshots — gives what windows that
+/// never freeze give, whatever the order reports arrive in.
+#[test]
+fn frozen_slices_read_as_the_unfrozen_ones() {
+    let cfg = WindowConfig::default();
+    let (mut frozen, mut plain) = (Windows::new(&cfg), Windows::unfrozen(&cfg));
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = |m: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % m
+    };
+    let mut now = 0i64;
+    for seq in 1..=2500u64 {
+        now += 1 + next(60) as i64;
+        let start = match next(8) {
+            0 => now - next(5 * 3600) as i64,
+            1 => now + next(20) as i64,
+            _ => now,
+        };
+        let clients: Vec<_> = (0..1 + next(6))
+            .map(|_| (ipk(next(40) as u32), reqs(1 + next(5) as u32)))
+            .collect();
+        let mut r = report("a", seq, start.max(0), &clients);
+        if next(3) == 0 {
+            r.attributes.push(AttrEntry {
+                client: clients[0].0,
+                dim: AttrDim::Path,
+                value: format!("/p{}", next(5)),
+                count: 1 + next(3),
+            });
+        }
+        assert_eq!(
+            frozen.merge(&r, t(now)),
+            plain.merge(&r, t(now)),
+            "report {seq}"
+        );
+        if seq % 11 == 0 {
+            let at = t(now);
+            assert_eq!(
+                frozen.short(at),
+                plain.short(at),
+                "short view, report {seq}"
+            );
+            assert_eq!(frozen.long(at), plain.long(at), "long view, report {seq}");
+            let hour = SignedDuration::from_hours(1);
+            assert_eq!(frozen.view(hour, at), plain.view(hour, at));
+            let some = [ipk(1), ipk(2), ipk(3)];
+            assert_eq!(
+                frozen.requests_between(&some, t(now - 300), at),
+                plain.requests_between(&some, t(now - 300), at)
+            );
+            assert_eq!(
+                frozen.attributes(&some, at, 3),
+                plain.attributes(&some, at, 3)
+            );
+        }
+    }
+    assert!(
+        frozen
+            .long
+            .slots
+            .iter()
+            .flatten()
+            .any(|s| s.clients.is_frozen()),
+        "closed slices were frozen"
+    );
+    assert!(
+        frozen.memory().slices < plain.memory().slices,
+        "frozen slices take less memory: {:?} vs {:?}",
+        frozen.memory(),
+        plain.memory()
+    );
+    assert_eq!(frozen.snapshot(t(now)), plain.snapshot(t(now)));
+    let restored = Windows::restore(&cfg, &frozen.snapshot(t(now)));
+    assert_eq!(restored.long(t(now)), plain.long(t(now)));
+    assert!(
+        restored
+            .long
+            .slots
+            .iter()
+            .flatten()
+            .any(|s| s.clients.is_frozen())
+    );
+}
