@@ -167,19 +167,24 @@ fn window_set_routes_by_namespace() {
     assert_eq!(set.get("shop").unwrap().short(t(1)).totals.requests, 1);
 }
 
+/// A seeded xorshift generator: each call draws a number in `0..m`.
+fn draws(seed: u64) -> impl FnMut(u64) -> u64 {
+    let mut x = seed;
+    move |m| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % m
+    }
+}
+
 /// Views reuse the sum of their closed slices; whatever arrives (in order, late into a
 /// closed slice, a little ahead of the clock, into a slot being recycled), every view equals
 /// the one merged afresh from the slices.
 #[test]
 fn kept_closed_sums_always_equal_a_fresh_merge() {
     let mut w = windows();
-    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-    let mut next = |m: u64| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x % m
-    };
+    let mut next = draws(0x2545_F491_4F6C_DD1D);
     let mut now = 0i64;
     for seq in 1..=3000u64 {
         now += 1 + next(40) as i64;
@@ -231,13 +236,7 @@ fn a_recycled_slot_drops_the_kept_sum_that_counted_it() {
 fn frozen_slices_read_as_the_unfrozen_ones() {
     let cfg = WindowConfig::default();
     let (mut frozen, mut plain) = (Windows::new(&cfg), Windows::unfrozen(&cfg));
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut next = |m: u64| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x % m
-    };
+    let mut next = draws(0x9E37_79B9_7F4A_7C15);
     let mut now = 0i64;
     for seq in 1..=2500u64 {
         now += 1 + next(60) as i64;
