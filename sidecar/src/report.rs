@@ -188,6 +188,9 @@ struct Reporter {
     /// Set while the collector is unreachable: the current wait between rounds, and when
     /// the next round is due.
     backoff: Option<(Duration, tokio::time::Instant)>,
+    /// Summaries dropped from the full backlog since the collector was last reachable
+    /// (logged once per outage, counted in the metric every time).
+    dropped_in_outage: u64,
 }
 
 impl Reporter {
@@ -200,6 +203,7 @@ impl Reporter {
             cfg,
             metrics,
             backoff: None,
+            dropped_in_outage: 0,
         }
     }
 
@@ -207,11 +211,14 @@ impl Reporter {
         let dropped = self.backlog.push(Bytes::from(report.to_json()));
         if dropped > 0 {
             self.metrics.failed.inc_by(dropped);
-            tracing::warn!(
-                dropped,
-                max_bytes = self.backlog.max_bytes,
-                "report backlog full; the oldest window summaries were dropped"
-            );
+            if self.dropped_in_outage == 0 {
+                tracing::warn!(
+                    max_bytes = self.backlog.max_bytes,
+                    "report backlog full; the oldest window summaries are dropped until the \
+                     collector is reachable (palisade_sidecar_reports_failed_total)"
+                );
+            }
+            self.dropped_in_outage += dropped;
         }
         self.update_pending();
     }
@@ -255,9 +262,11 @@ impl Reporter {
         if self.backoff.take().is_some() {
             tracing::info!(
                 delivered = held,
+                dropped = self.dropped_in_outage,
                 "collector reachable again; held window summaries sent"
             );
         }
+        self.dropped_in_outage = 0;
         self.update_pending();
     }
 
