@@ -10,7 +10,7 @@ export PALISADE_CACHE CARGO_TARGET_DIR
 CARGO ?= cargo
 CLUSTER := $(CARGO) run --quiet -p palisade-e2e --bin palisade-cluster --
 
-.PHONY: help test lint fmt controlplane up down env crds bench bench-profile demo eval-detection
+.PHONY: help test lint fmt fuzz controlplane up down env crds bench bench-profile demo eval-detection
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -20,9 +20,19 @@ test: lint controlplane ## The one test command: format, lints, unit + end-to-en
 	$(CARGO) test --workspace --all-targets --no-fail-fast
 	$(CARGO) test --workspace --doc
 
-lint: ## cargo fmt --check and clippy with warnings as errors.
+# cargo deny's version: installed from crates.io by `make lint` when missing (once, ~6 min).
+CARGO_DENY_VERSION := 0.20.2
+
+lint: ## cargo fmt --check, clippy with warnings as errors, cargo deny (licenses, bans, sources).
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	@bash scripts/cargo-tool.sh cargo-deny $(CARGO_DENY_VERSION)
+	$(CARGO) deny check --hide-inclusion-graph licenses bans sources
+
+FUZZ_SECONDS ?= 60
+export FUZZ_SECONDS
+fuzz: ## Run every fuzz target for FUZZ_SECONDS (default 60) from the seeds in fuzz/corpus; make test replays the seeds.
+	@bash scripts/fuzz.sh
 
 fmt: ## Format the workspace.
 	$(CARGO) fmt --all

@@ -1,0 +1,31 @@
+//! The bodies of Palisade's fuzz targets, shared by the libFuzzer binaries (`fuzz/libfuzzer`,
+//! run by `make fuzz`) and by this crate's corpus test (`make test`), which replays every
+//! checked-in seed without libFuzzer or a nightly compiler.
+//!
+//! Each target takes bytes, drives one parser that hostile input reaches, and panics when a
+//! property fails: not only "does not crash" but what must hold of whatever the parser
+//! accepts (a decoded bundle encodes and decodes to itself, and so on). Each returns an
+//! outcome so that the corpus test can check that the seeds reach the parser's deep end,
+//! not only its first refusal.
+//!
+//! Seed corpora live in `fuzz/corpus/<target>/`; [`seeds`] makes the `seed-*` files from the
+//! real encoders (`PALISADE_FUZZ_WRITE_SEEDS=1 cargo test -p palisade-fuzz` rewrites them).
+
+pub mod bundle;
+mod seeds;
+
+pub use seeds::seeds;
+
+/// The targets, by the name of their libFuzzer binary and corpus directory.
+pub const TARGETS: &[&str] = &["bundle_decode"];
+
+/// Runs target `name` on `data`, discarding its outcome; `false` for an unknown name.
+pub fn run(name: &str, data: &[u8]) -> bool {
+    match name {
+        "bundle_decode" => {
+            bundle::bundle_decode(data);
+        }
+        _ => return false,
+    }
+    true
+}

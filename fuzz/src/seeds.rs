@@ -1,0 +1,70 @@
+//! Seed inputs, made with the real encoders so that they start the fuzzer past the format's
+//! first checks.
+
+use std::collections::BTreeMap;
+
+use palisade_policy::synthetic::{self, v4_prefixes};
+use palisade_policy::{
+    ActionSpec, Conditions, Inputs, LabelSelector, Mode, PathMatch, Verb, compile, encode,
+};
+
+use crate::bundle;
+
+/// `(target, file name, bytes)` of every seed.
+pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for (name, inputs) in bundles() {
+        let now = "2026-12-01T00:00:00Z".parse().unwrap_or_default();
+        let Ok(encoded) = encode(&compile(&inputs, now).bundle) else {
+            continue;
+        };
+        for raw in [false, true] {
+            let file = format!("seed-{name}{}", if raw { "-raw" } else { "" });
+            out.push(("bundle_decode", file, bundle::input_for(&encoded, raw)));
+        }
+    }
+    out
+}
+
+/// Small policies that between them use every condition kind, both IP families, workload
+/// selectors, observe mode and detection rules.
+fn bundles() -> Vec<(&'static str, Inputs)> {
+    let prefixes: String = v4_prefixes(40, 7).map(|p| p + "\n").collect();
+    let selector = LabelSelector {
+        match_labels: BTreeMap::from([("app".to_string(), "web".to_string())]),
+        ..Default::default()
+    };
+    let v6 = ActionSpec {
+        name: "v6-admin".into(),
+        verb: Verb::Deny {
+            status: 404,
+            body: "not here".into(),
+            content_type: "text/plain".into(),
+        },
+        mode: Mode::Enforce,
+        conditions: Conditions {
+            ip_ranges: vec!["2001:db8::/32".into(), "10.0.0.0/8".into()],
+            paths: vec![
+                PathMatch::Prefix("/admin".into()),
+                PathMatch::Exact("/login".into()),
+            ],
+            ..Default::default()
+        },
+        match_all: false,
+        workload_selector: Some(selector),
+        paused: false,
+        expire_time: None,
+    };
+    vec![
+        ("empty", Inputs::default()),
+        ("every-condition", synthetic::inputs(prefixes, 24)),
+        (
+            "v6-selector",
+            Inputs {
+                actions: vec![v6],
+                generation: 9,
+                ..Default::default()
+            },
+        ),
+    ]
+}

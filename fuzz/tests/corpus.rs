@@ -1,0 +1,82 @@
+//! Replays every checked-in corpus file through its target (`make test`'s short run of the
+//! fuzz corpus), and checks that the seeds still reach the decoders' deep end: a format
+//! change that makes every seed a first-check refusal would leave the fuzzer exploring
+//! nothing.
+//!
+//! `PALISADE_FUZZ_WRITE_SEEDS=1` rewrites the `seed-*` files from the real encoders first.
+#![allow(clippy::unwrap_used)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+
+use palisade_fuzz::bundle::{Outcome, bundle_decode};
+use palisade_fuzz::{TARGETS, run, seeds};
+
+fn corpus(target: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("corpus")
+        .join(target)
+}
+
+/// The files of a target's corpus, sorted, with their bytes.
+fn files(target: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = corpus(target);
+    let mut out: Vec<(String, Vec<u8>)> = fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| {
+            let path = e.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            (name, fs::read(&path).unwrap())
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Rewrites the `seed-*` files when asked, once per test process.
+fn write_seeds_if_asked() {
+    static ONCE: Once = Once::new();
+    if std::env::var_os("PALISADE_FUZZ_WRITE_SEEDS").is_none() {
+        return;
+    }
+    ONCE.call_once(|| {
+        for (target, name, bytes) in seeds() {
+            let dir = corpus(target);
+            fs::create_dir_all(&dir).unwrap();
+            fs::write(dir.join(name), bytes).unwrap();
+        }
+    });
+}
+
+#[test]
+fn every_corpus_file_holds_its_target_properties() {
+    write_seeds_if_asked();
+    for target in TARGETS {
+        let files = files(target);
+        assert!(!files.is_empty(), "fuzz/corpus/{target} is empty");
+        for (name, bytes) in files {
+            // Shown with the failure: which file broke the property.
+            eprintln!("{target}/{name}");
+            assert!(run(target, &bytes), "unknown target {target}");
+        }
+    }
+}
+
+#[test]
+fn bundle_seeds_decode_and_exercise_both_modes() {
+    write_seeds_if_asked();
+    let seeds: Vec<_> = files("bundle_decode")
+        .into_iter()
+        .filter(|(name, _)| name.starts_with("seed-"))
+        .collect();
+    assert!(seeds.len() >= 6, "the bundle seeds are missing");
+    for (name, bytes) in seeds {
+        let outcome = bundle_decode(&bytes);
+        assert!(
+            matches!(outcome, Outcome::Decoded { .. }),
+            "seed {name} no longer decodes ({outcome:?}); rewrite the seeds with \
+             PALISADE_FUZZ_WRITE_SEEDS=1 cargo test -p palisade-fuzz"
+        );
+    }
+}
