@@ -90,6 +90,7 @@ mod fxhash;
 mod index;
 mod ipset;
 mod lists;
+pub mod path;
 mod policy;
 mod selector;
 mod spec;
