@@ -298,7 +298,7 @@ async fn pipe(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpg
 }
 
 /// The protocol the client asks to upgrade to, when it asks (HTTP/1.1 only).
-fn upgrade_protocol<B>(req: &Request<B>) -> Option<HeaderValue> {
+pub(crate) fn upgrade_protocol<B>(req: &Request<B>) -> Option<HeaderValue> {
     if req.version() != Version::HTTP_11 {
         return None;
     }

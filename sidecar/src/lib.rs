@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod report;
 pub mod rescue;
+pub mod sanitize;
 pub mod server;
 pub mod source_file;
 pub mod source_kube;

@@ -1,5 +1,6 @@
-//! The request pipeline, in order: check limits → identify the client → enforce the policy →
-//! forward to the application; every failure goes through `rescue`, every request is counted.
+//! The request pipeline, in order: check limits → drop the client's hop-by-hop headers →
+//! identify the client → drop reserved headers → enforce the policy → forward to the
+//! application; every failure goes through `rescue`, every request is counted.
 //! (Plain async functions rather than tower layers: each step is a function of the previous
 //! one's output, and the chain stays readable on one screen without boxing services.)
 
@@ -19,6 +20,7 @@ use crate::identify::Identity;
 use crate::metrics::Metrics;
 use crate::metrics::ReasonLabel;
 use crate::rescue::{ProxyError, rescue};
+use crate::sanitize;
 use crate::store::Store;
 use palisade_detection::sequence::PathShape;
 use sha2::Digest as _;
@@ -84,8 +86,13 @@ impl Proxy {
                 max: self.max_uri_bytes,
             });
         }
+        // The client's hop-by-hop headers go first: the sidecar identifies the client from
+        // what the application will see, and nothing it adds below can be named by them.
+        let mut req = req;
+        sanitize::strip_client_hop_by_hop(&mut req);
         let (mut parts, body) = req.into_parts();
         let who = self.identifier.identify(&parts, peer.ip());
+        sanitize::strip_reserved(&mut parts.headers);
         self.metrics.client_ip(who.ip_source.as_str());
         let (verdict, outcome) =
             enforce(self.enforce, &self.store, &self.metrics, &who, &mut parts)?;

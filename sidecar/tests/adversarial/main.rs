@@ -6,5 +6,6 @@
 //! One module per class of attack; each module starts its own app and sidecar.
 #![allow(clippy::unwrap_used)]
 
+mod headers;
 #[path = "../support/mod.rs"]
 mod support;
