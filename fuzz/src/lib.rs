@@ -12,18 +12,22 @@
 //! real encoders (`PALISADE_FUZZ_WRITE_SEEDS=1 cargo test -p palisade-fuzz` rewrites them).
 
 pub mod bundle;
+pub mod identify;
 mod seeds;
 
 pub use seeds::seeds;
 
 /// The targets, by the name of their libFuzzer binary and corpus directory.
-pub const TARGETS: &[&str] = &["bundle_decode"];
+pub const TARGETS: &[&str] = &["bundle_decode", "identify_headers"];
 
 /// Runs target `name` on `data`, discarding its outcome; `false` for an unknown name.
 pub fn run(name: &str, data: &[u8]) -> bool {
     match name {
         "bundle_decode" => {
             bundle::bundle_decode(data);
+        }
+        "identify_headers" => {
+            identify::identify_headers(data);
         }
         _ => return false,
     }

@@ -23,7 +23,67 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
             out.push(("bundle_decode", file, bundle::input_for(&encoded, raw)));
         }
     }
+    for (name, bits, peer, text) in requests() {
+        let mut bytes = vec![bits, peer];
+        bytes.extend_from_slice(&text);
+        out.push(("identify_headers", format!("seed-{name}"), bytes));
+    }
     out
+}
+
+/// Requests for `identify_headers`: `(name, configuration bits, peer index, text)`.
+fn requests() -> Vec<(&'static str, u8, u8, Vec<u8>)> {
+    use base64::Engine as _;
+    let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(r#"{"sub":"dev-1","azp":"app-9","scope":"gold"}"#);
+    let jwt = format!("eyJhbGciOiJub25lIn0.{claims}.sig");
+    let lines = |l: &[&str]| l.join("\n").into_bytes();
+    vec![
+        (
+            "proxied",
+            1,
+            1,
+            lines(&[
+                "/v1/items?apikey=k%20y+z&page=2",
+                "x-forwarded-for: 203.0.113.9, 10.0.0.1",
+                "x-api-key: abc",
+                "x-developer: alice",
+                "x-developer-app: shop",
+                "x-api-product: gold",
+                "user-agent: curl/8.0",
+            ]),
+        ),
+        (
+            "jwt-claims",
+            4,
+            2,
+            lines(&["/login", &format!("authorization: Bearer {jwt}")]),
+        ),
+        (
+            "xff-v6-two-hops",
+            2,
+            4,
+            lines(&[
+                "/",
+                "x-forwarded-for: [2001:db8::1]:443",
+                "x-forwarded-for: 198.51.100.1, ::ffff:192.0.2.1",
+            ]),
+        ),
+        (
+            "junk",
+            3,
+            5,
+            [
+                b"/a/../b?apikey=%zz&apikey=\n".as_slice(),
+                b"x-forwarded-for: not-an-ip, \xc3\xa9t\xe9\n",
+                b"authorization: bearer\t  tok\n",
+                b"authorization: Basic dXNlcjpwdw==\n",
+                b"x-api-key: \n",
+                b"bad header: x\n",
+            ]
+            .concat(),
+        ),
+    ]
 }
 
 /// Small policies that between them use every condition kind, both IP families, workload

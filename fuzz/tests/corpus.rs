@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Once;
 
 use palisade_fuzz::bundle::{Outcome, bundle_decode};
+use palisade_fuzz::identify::identify_headers;
 use palisade_fuzz::{TARGETS, run, seeds};
 
 fn corpus(target: &str) -> PathBuf {
@@ -79,4 +80,24 @@ fn bundle_seeds_decode_and_exercise_both_modes() {
              PALISADE_FUZZ_WRITE_SEEDS=1 cargo test -p palisade-fuzz"
         );
     }
+}
+
+#[test]
+fn identify_seeds_reach_every_source_of_identity() {
+    write_seeds_if_asked();
+    let outcomes: Vec<_> = files("identify_headers")
+        .into_iter()
+        .map(|(_, bytes)| identify_headers(&bytes))
+        .collect();
+    assert!(outcomes.iter().any(|o| o.from_xff), "no seed trusts XFF");
+    assert!(
+        outcomes.iter().any(|o| !o.from_xff),
+        "every seed trusts XFF"
+    );
+    assert!(outcomes.iter().any(|o| o.token), "no seed has a token");
+    assert!(outcomes.iter().any(|o| o.api_key), "no seed has an API key");
+    assert!(
+        outcomes.iter().any(|o| o.developer),
+        "no seed has a developer"
+    );
 }
