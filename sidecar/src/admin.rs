@@ -1,18 +1,40 @@
 //! The admin server on its own port: `/metrics` (Prometheus text), `/live` (the process runs),
 //! `/ready` (accepting traffic: not draining, and holding a bundle when `--fail-closed`).
+//!
+//! Limits, so that clients of this port (which any pod may reach unless a NetworkPolicy
+//! says otherwise) cannot exhaust memory or file descriptors: at most `max_connections` open
+//! at once (one more is answered `503` and closed at once), a request head must arrive
+//! within `timeout`, and a connection on which nothing moves for `timeout` is closed.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 
 use crate::body::{self, RespBody};
+use crate::idle::{Activity, IdleIo};
 use crate::store::Store;
+
+/// What a connection over the limit gets before it is closed.
+const BUSY: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
+
+/// Limits of the admin port.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Most connections open at once.
+    pub max_connections: usize,
+    /// Time to receive a request head, and the longest a connection may sit unused.
+    pub timeout: Duration,
+}
 
 /// What the admin endpoints read.
 #[derive(Debug)]
@@ -32,20 +54,53 @@ impl AdminState {
 }
 
 /// Serves the admin endpoints until the task is dropped.
-pub async fn spawn(listener: TcpListener, state: Arc<AdminState>) {
+pub async fn spawn(listener: TcpListener, state: Arc<AdminState>, cfg: AdminConfig) {
+    let slots = Arc::new(Semaphore::new(cfg.max_connections));
+    let builder = Arc::new(builder(&cfg));
+    let timeout = cfg.timeout;
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let Ok((stream, peer)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
-        let state = state.clone();
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, limit = cfg.max_connections, "admin connection refused: limit");
+            // Best effort and never waiting: a client that does not read just loses it.
+            let _ = stream.try_write(BUSY);
+            continue;
+        };
+        let (state, builder) = (state.clone(), builder.clone());
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(route(&state, &req)) }
-            });
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+            serve_one(&builder, stream, state, timeout).await;
+            drop(slot);
         });
+    }
+}
+
+fn builder(cfg: &AdminConfig) -> Builder<TokioExecutor> {
+    let mut b = Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(cfg.timeout);
+    b.http2().timer(TokioTimer::new()).max_concurrent_streams(4);
+    b
+}
+
+async fn serve_one(
+    builder: &Builder<TokioExecutor>,
+    stream: TcpStream,
+    state: Arc<AdminState>,
+    timeout: Duration,
+) {
+    let svc = hyper::service::service_fn(move |req| {
+        let state = state.clone();
+        async move { Ok::<_, Infallible>(route(&state, &req)) }
+    });
+    let activity = Activity::new();
+    let io = TokioIo::new(IdleIo::new(stream, activity.clone()));
+    tokio::select! {
+        _ = builder.serve_connection(io, svc) => {}
+        () = activity.idle(timeout) => {}
     }
 }
 

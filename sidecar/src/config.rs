@@ -45,9 +45,24 @@ pub struct Config {
     /// keep-alive wait between requests).
     #[arg(long, env = "PALISADE_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub header_read_timeout: Duration,
-    /// A client connection with no bytes in either direction for this long is closed.
+    /// A client connection unused for this long is closed: no bytes either way (HTTP/1.x),
+    /// no request or response frames either way (HTTP/2; pings are not use).
     #[arg(long, env = "PALISADE_IDLE_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
+    /// Most concurrent streams of one HTTP/2 client connection; also the most upstream
+    /// connections one HTTP/2 client connection holds at once.
+    #[arg(long, env = "PALISADE_MAX_CONCURRENT_STREAMS", default_value_t = 100)]
+    pub max_concurrent_streams: u32,
+    /// An upgraded (WebSocket) connection with no bytes either way for this long is closed.
+    #[arg(long, env = "PALISADE_TUNNEL_IDLE_TIMEOUT", default_value = "300s", value_parser = parse_duration)]
+    pub tunnel_idle_timeout: Duration,
+    /// Most connections open at once on the admin port; one more is answered 503.
+    #[arg(long, env = "PALISADE_ADMIN_MAX_CONNECTIONS", default_value_t = 32)]
+    pub admin_max_connections: usize,
+    /// On the admin port: time to send a request head, and the longest a connection may sit
+    /// unused.
+    #[arg(long, env = "PALISADE_ADMIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub admin_timeout: Duration,
     /// Time to open a connection to the application.
     #[arg(long, env = "PALISADE_UPSTREAM_CONNECT_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub upstream_connect_timeout: Duration,
@@ -258,11 +273,21 @@ impl Config {
         let nonzero = [
             ("--header-read-timeout", self.header_read_timeout),
             ("--idle-timeout", self.idle_timeout),
+            ("--tunnel-idle-timeout", self.tunnel_idle_timeout),
+            ("--admin-timeout", self.admin_timeout),
             ("--upstream-connect-timeout", self.upstream_connect_timeout),
             ("--upstream-timeout", self.upstream_timeout),
         ];
         if let Some((flag, _)) = nonzero.iter().find(|(_, d)| d.is_zero()) {
             return Err(format!("{flag} must be greater than 0"));
+        }
+        if self.max_concurrent_streams == 0 {
+            return Err("--max-concurrent-streams must be at least 1".into());
+        }
+        if self.admin_max_connections == 0 {
+            return Err(
+                "--admin-max-connections must be at least 1 (probes and scrapes need one)".into(),
+            );
         }
         if let Some(file) = &self.policy.pod_labels_file {
             let text = std::fs::read_to_string(file).map_err(|e| {
@@ -344,5 +369,14 @@ mod tests {
             r#"--developer-header "x dev" is not a valid HTTP header name"#
         );
         assert_eq!(parse(&["--api-key-header", ""]).validate(), Ok(()));
+        for (flag, value) in [
+            ("--max-concurrent-streams", "0"),
+            ("--admin-max-connections", "0"),
+            ("--tunnel-idle-timeout", "0s"),
+            ("--admin-timeout", "0ms"),
+        ] {
+            let err = parse(&[flag, value]).validate().expect_err("rejected");
+            assert!(err.contains(flag), "{flag}: {err}");
+        }
     }
 }

@@ -1,7 +1,12 @@
 //! Forwards a request to the application on loopback and streams the answer back over
 //! keep-alive HTTP/1.1, Host preserved, X-Forwarded-For / X-Forwarded-Proto appended,
-//! hop-by-hop headers removed (RFC 9110 §7.6.1), Upgrade (WebSocket) passed through. Bodies are
-//! streamed both ways, never buffered.
+//! hop-by-hop headers removed (RFC 9110 §7.6.1). Bodies are streamed both ways, never buffered.
+//!
+//! Upgrades: only a WebSocket handshake (HTTP/1.1 `GET` with `Connection: upgrade` and
+//! `Upgrade: websocket`) is passed on and, on `101`, tunnelled ([`crate::tunnel`]). Any other
+//! `Upgrade` (`h2c`, `TLS/1.0`, …) is ignored as RFC 9110 §7.8 allows a server to, and as
+//! nginx does by default: the header is hop-by-hop, so it is removed and the request is
+//! forwarded as an ordinary one. (The sidecar speaks h2c by prior knowledge only.)
 //!
 //! Upstream connections: each HTTP/1.x client connection gets its own upstream connection
 //! ([`Affinity`]), opened on its first request and reused by the next ones, so the request
@@ -23,6 +28,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::body::{self, RespBody};
 use crate::rescue::ProxyError;
+use crate::tunnel::{self, TunnelMetrics};
 
 /// Hop-by-hop headers always removed, besides those named in `Connection`.
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -50,6 +56,8 @@ pub struct UpstreamConfig {
     pub response_timeout: Duration,
     /// Idle time after which connections of the HTTP/2 clients' pool close.
     pub pool_idle: Duration,
+    /// An upgraded (WebSocket) connection with no bytes either way for this long is closed.
+    pub tunnel_idle: Duration,
 }
 
 /// The upstream connection of one client connection, kept between its requests. Only that
@@ -78,11 +86,12 @@ pub struct Forwarder {
     /// The byte pipes of upgraded (WebSocket) connections, which outlive their HTTP
     /// connection: the drain waits for them.
     tunnels: TaskTracker,
+    tunnel_metrics: TunnelMetrics,
 }
 
 impl Forwarder {
     /// Builds the client; connects lazily.
-    pub fn new(cfg: UpstreamConfig) -> Self {
+    pub fn new(cfg: UpstreamConfig, tunnel_metrics: TunnelMetrics) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(cfg.connect_timeout));
         connector.set_nodelay(true);
@@ -102,6 +111,7 @@ impl Forwarder {
             cfg,
             authority,
             tunnels: TaskTracker::new(),
+            tunnel_metrics,
         }
     }
 
@@ -118,13 +128,13 @@ impl Forwarder {
         peer: IpAddr,
         affinity: &Affinity,
     ) -> Result<Response<RespBody>, ProxyError> {
-        let upgrade = upgrade_protocol(&req);
-        let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
-        let concurrent = req.version() == Version::HTTP_2;
-        self.prepare(&mut req, peer, concurrent && upgrade.is_none())?;
-        if let (Some(proto), Some(on_client)) = (upgrade, client_upgrade) {
-            return self.forward_upgrade(req, proto, on_client).await;
+        if is_websocket(&req) {
+            let on_client = hyper::upgrade::on(&mut req);
+            self.prepare(&mut req, peer, false)?;
+            return self.forward_upgrade(req, on_client).await;
         }
+        let concurrent = req.version() == Version::HTTP_2;
+        self.prepare(&mut req, peer, concurrent)?;
         let timeout = self.cfg.response_timeout;
         let resp = if concurrent {
             match tokio::time::timeout(timeout, self.client.request(req)).await {
@@ -252,13 +262,14 @@ impl Forwarder {
         }
     }
 
-    /// Upgrade requests get a dedicated connection, handed over to a byte pipe on 101.
+    /// A WebSocket handshake gets a dedicated connection, handed over to a byte pipe on 101.
+    /// The `101` response carries a [`tunnel::TunnelClosed`] for detection.
     async fn forward_upgrade(
         &self,
         mut req: Request<Incoming>,
-        proto: HeaderValue,
         on_client: hyper::upgrade::OnUpgrade,
     ) -> Result<Response<RespBody>, ProxyError> {
+        let proto = HeaderValue::from_static("websocket");
         let mut sender = self.handshake().await?;
         set_upgrade(req.headers_mut(), proto.clone());
         let sent = tokio::time::timeout(self.cfg.response_timeout, sender.send_request(req));
@@ -273,38 +284,40 @@ impl Forwarder {
             return Ok(Response::from_parts(parts, body::stream(incoming)));
         }
         let on_upstream = hyper::upgrade::on(&mut resp);
-        self.tunnels.spawn(pipe(on_client, on_upstream));
+        let (done, closed) = tunnel::closed_signal();
+        let (idle, metrics) = (self.cfg.tunnel_idle, self.tunnel_metrics.clone());
+        self.tunnels
+            .spawn(tunnel::pipe(on_client, on_upstream, idle, metrics, done));
         let (mut parts, _) = resp.into_parts();
         let proto = parts.headers.get(header::UPGRADE).cloned().unwrap_or(proto);
         strip_hop_by_hop(&mut parts.headers);
         set_upgrade(&mut parts.headers, proto);
+        parts.extensions.insert(closed);
         Ok(Response::from_parts(parts, body::empty()))
     }
 }
 
-/// Copies bytes both ways between the two upgraded connections until either side closes.
-async fn pipe(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
-    let (client, upstream) = match tokio::try_join!(client, upstream) {
-        Ok(both) => both,
-        Err(e) => {
-            tracing::debug!(error = %e, "upgrade did not complete");
-            return;
-        }
-    };
-    let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
-    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        tracing::debug!(error = %e, "upgraded connection ended with an error");
+/// Whether `req` is a WebSocket opening handshake (RFC 6455 §4.1): HTTP/1.1, `GET`,
+/// `Connection` naming `upgrade`, and `Upgrade` listing `websocket` (tokens compared without
+/// case). Any other upgrade is not tunnelled.
+fn is_websocket<B>(req: &Request<B>) -> bool {
+    if req.version() != Version::HTTP_11 || req.method() != http::Method::GET {
+        return false;
     }
+    let Some(upgrade) = req.headers().get(header::UPGRADE) else {
+        return false;
+    };
+    let websocket = upgrade.to_str().is_ok_and(|v| {
+        v.split(',')
+            .any(|t| t.trim().eq_ignore_ascii_case("websocket"))
+    });
+    websocket && connection_tokens(req.headers()).any(|t| t.eq_ignore_ascii_case("upgrade"))
 }
 
-/// The protocol the client asks to upgrade to, when it asks (HTTP/1.1 only).
+/// The protocol a WebSocket handshake asks for (`websocket`), `None` for any other request:
+/// its `Upgrade` is not honoured.
 pub(crate) fn upgrade_protocol<B>(req: &Request<B>) -> Option<HeaderValue> {
-    if req.version() != Version::HTTP_11 {
-        return None;
-    }
-    let asks = connection_tokens(req.headers()).any(|t| t.eq_ignore_ascii_case("upgrade"));
-    asks.then(|| req.headers().get(header::UPGRADE).cloned())
-        .flatten()
+    is_websocket(req).then(|| HeaderValue::from_static("websocket"))
 }
 
 fn set_upgrade(headers: &mut HeaderMap, proto: HeaderValue) {

@@ -9,6 +9,7 @@ pub mod count;
 pub mod enforce;
 pub mod forward;
 pub mod identify;
+pub mod idle;
 pub mod metrics;
 pub mod proxy;
 pub mod report;
@@ -19,6 +20,7 @@ pub mod source_file;
 pub mod source_kube;
 pub mod store;
 pub mod telemetry;
+pub mod tunnel;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -109,10 +111,14 @@ pub async fn start(cfg: Config) -> anyhow::Result<Sidecar> {
         ready: ready.clone(),
         store: cfg.policy.fail_closed.then(|| store.clone()),
     });
-    tokio::spawn(admin::spawn(admin, admin_state));
+    let admin_cfg = admin::AdminConfig {
+        max_connections: cfg.admin_max_connections,
+        timeout: cfg.admin_timeout,
+    };
+    tokio::spawn(admin::spawn(admin, admin_state, admin_cfg));
     let (counter, reporting) = counter(&cfg, &metrics).unzip();
     let proxy = Arc::new(Proxy {
-        forwarder: Forwarder::new(upstream_config(&cfg)),
+        forwarder: Forwarder::new(upstream_config(&cfg), metrics.tunnels.clone()),
         metrics,
         max_uri_bytes: cfg.max_uri_bytes,
         identifier: identify::Identifier::new(cfg.identify.clone()),
@@ -220,6 +226,7 @@ fn upstream_config(cfg: &Config) -> UpstreamConfig {
         connect_timeout: cfg.upstream_connect_timeout,
         response_timeout: cfg.upstream_timeout,
         pool_idle: cfg.upstream_pool_idle,
+        tunnel_idle: cfg.tunnel_idle_timeout,
     }
 }
 
@@ -229,6 +236,7 @@ fn server_config(cfg: &Config) -> ServerConfig {
         max_headers: cfg.max_headers,
         header_read_timeout: cfg.header_read_timeout,
         idle_timeout: cfg.idle_timeout,
+        max_concurrent_streams: cfg.max_concurrent_streams,
         drain_grace: cfg.drain_grace,
     }
 }

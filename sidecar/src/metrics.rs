@@ -151,6 +151,13 @@ pub struct SourceLabel {
     pub source: &'static str,
 }
 
+/// Label of a direction of tunnelled bytes.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabel {
+    /// `to_app` or `to_client`.
+    pub direction: &'static str,
+}
+
 /// Label carrying the enforced bundle version (one series at a time).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BundleLabel {
@@ -171,6 +178,10 @@ pub struct Metrics {
     pub bundle_swaps: Counter,
     pub bundle_errors: Family<ReasonLabel, Counter>,
     pub connections: Gauge,
+    /// Upgraded (WebSocket) connections: open, bytes each way, how they ended.
+    pub tunnels: crate::tunnel::TunnelMetrics,
+    pub tunnel_bytes: Family<DirectionLabel, Counter>,
+    pub tunnels_closed: Family<ReasonLabel, Counter>,
     /// Window summaries delivered, dropped, and held for a later try.
     pub reports: crate::report::ReportMetrics,
     /// Requests not counted for detection because the counter was behind.
@@ -210,6 +221,26 @@ impl Metrics {
         };
         let observed_by = resolve(&observed, &OBSERVED, verdict);
         let client_ip_by = resolve(&client_ip, &SOURCES, |source| SourceLabel { source });
+        let tunnel_bytes = Family::<DirectionLabel, Counter>::default();
+        let tunnels_closed = Family::<ReasonLabel, Counter>::default();
+        let bytes = |direction| {
+            tunnel_bytes
+                .get_or_create(&DirectionLabel { direction })
+                .clone()
+        };
+        let closed = |reason| {
+            tunnels_closed
+                .get_or_create(&ReasonLabel { reason })
+                .clone()
+        };
+        let tunnels = crate::tunnel::TunnelMetrics {
+            open: Gauge::default(),
+            to_app: bytes("to_app"),
+            to_client: bytes("to_client"),
+            ended: closed("Ended"),
+            idle: closed("IdleTimeout"),
+            failed: closed("Failed"),
+        };
         let m = Self {
             requests,
             observed,
@@ -221,6 +252,9 @@ impl Metrics {
             bundle_swaps: Counter::default(),
             bundle_errors: Family::default(),
             connections: Gauge::default(),
+            tunnels,
+            tunnel_bytes,
+            tunnels_closed,
             reports: crate::report::ReportMetrics::default(),
             count_dropped: Counter::default(),
             requests_by,
@@ -289,6 +323,21 @@ impl Metrics {
             "open_connections",
             "Client connections open",
             m.connections.clone(),
+        );
+        r.register(
+            "tunnels_open",
+            "Upgraded (WebSocket) connections open",
+            m.tunnels.open.clone(),
+        );
+        r.register(
+            "tunnel_bytes",
+            "Bytes through upgraded connections, by direction",
+            m.tunnel_bytes.clone(),
+        );
+        r.register(
+            "tunnels_closed",
+            "Upgraded connections ended, by reason (Ended, IdleTimeout, Failed)",
+            m.tunnels_closed.clone(),
         );
         m
     }

@@ -22,6 +22,7 @@ use crate::metrics::ReasonLabel;
 use crate::rescue::{ProxyError, rescue};
 use crate::sanitize;
 use crate::store::Store;
+use crate::tunnel::TunnelClosed;
 use palisade_detection::sequence::PathShape;
 use sha2::Digest as _;
 
@@ -86,6 +87,7 @@ impl Proxy {
                 max: self.max_uri_bytes,
             });
         }
+        same_authority(&req)?;
         // The client's hop-by-hop headers go first: the sidecar identifies the client from
         // what the application will see, and nothing it adds below can be named by them.
         let mut req = req;
@@ -148,13 +150,31 @@ impl Proxy {
     /// own answers (denials), which are never counted as the app's errors. A body of known
     /// length (Content-Length, or one the sidecar wrote) is counted at once; any other (a
     /// chunked or close-delimited response) as it streams, recorded when it ends or the
-    /// client goes away.
-    fn count(&self, fact: Option<Fact>, resp: Response<RespBody>, own: bool) -> Response<RespBody> {
+    /// client goes away. A WebSocket tunnel is recorded when it ends, with the bytes the
+    /// application sent through it.
+    fn count(
+        &self,
+        fact: Option<Fact>,
+        mut resp: Response<RespBody>,
+        own: bool,
+    ) -> Response<RespBody> {
         let (Some(counter), Some(mut fact)) = (&self.counter, fact) else {
             return resp;
         };
         fact.status = resp.status().as_u16();
         fact.own = own;
+        if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS
+            && let Some(closed) = resp.extensions_mut().remove::<TunnelClosed>()
+        {
+            // A tunnel: its response bytes are what the application sends through it,
+            // known when it ends.
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                fact.bytes = closed.to_client().await;
+                counter.record(fact);
+            });
+            return resp;
+        }
         let known = http_body::Body::size_hint(resp.body()).exact().or_else(|| {
             resp.headers()
                 .get(http::header::CONTENT_LENGTH)
@@ -169,5 +189,38 @@ impl Proxy {
             }
             None => resp.map(|body| body::counted(body, fact, counter.clone())),
         }
+    }
+}
+
+/// An absolute-form target (or HTTP/2 `:authority`) and a `Host` header must name the same
+/// host and port: the target wins for the sidecar (RFC 9112 §3.2.2) while an application may
+/// route by `Host`, so a disagreement is refused (RFC 9113 §8.3.1 calls it malformed). The
+/// common origin-form request has no authority and costs one branch.
+fn same_authority<B>(req: &Request<B>) -> Result<(), ProxyError> {
+    let Some(target) = req.uri().authority() else {
+        return Ok(());
+    };
+    let mut hosts = req.headers().get_all(http::header::HOST).iter();
+    let (Some(host), None) = (hosts.next(), hosts.next()) else {
+        // None: the target's authority is forwarded as Host. Several: refused.
+        return match req.headers().contains_key(http::header::HOST) {
+            true => Err(ProxyError::BadRequest("host")),
+            false => Ok(()),
+        };
+    };
+    let host: http::uri::Authority = host
+        .to_str()
+        .ok()
+        .and_then(|h| h.parse().ok())
+        .ok_or(ProxyError::BadRequest("host"))?;
+    let default = match req.uri().scheme() == Some(&http::uri::Scheme::HTTPS) {
+        true => 443,
+        false => 80,
+    };
+    let same = target.host().eq_ignore_ascii_case(host.host())
+        && target.port_u16().unwrap_or(default) == host.port_u16().unwrap_or(default);
+    match same {
+        true => Ok(()),
+        false => Err(ProxyError::BadRequest("host")),
     }
 }

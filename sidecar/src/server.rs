@@ -1,23 +1,25 @@
 //! The client-facing accept loop: HTTP/1.1 with keep-alive and h2c (prior knowledge) on one
 //! port through hyper-util's auto builder, limits on head size and count, a header-read
-//! timeout, an idle timeout, and graceful drain on shutdown within a bounded grace period.
+//! timeout, an idle timeout (what counts as use: [`crate::idle`]), a bound on the concurrent
+//! streams of an HTTP/2 connection, and graceful drain on shutdown within a bounded grace
+//! period.
+//!
+//! An HTTP/2 client's requests run concurrently and go to the application through the shared
+//! pool, one upstream connection per request in flight: `max_concurrent_streams` is therefore
+//! also the most upstream connections one HTTP/2 client connection can hold at once.
 
 use std::convert::Infallible;
-use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::forward::Affinity;
+use crate::idle::{Activity, IdleIo};
 use crate::proxy::Proxy;
 
 /// Limits and timeouts of client connections.
@@ -29,8 +31,11 @@ pub struct ServerConfig {
     pub max_headers: usize,
     /// Time to receive a request head; also bounds the HTTP/1.1 keep-alive wait.
     pub header_read_timeout: Duration,
-    /// No bytes either way for this long closes the connection.
+    /// No use (bytes for HTTP/1.x; request and response frames for HTTP/2) for this long
+    /// closes the connection.
     pub idle_timeout: Duration,
+    /// Most concurrent streams of one HTTP/2 connection (and so upstream connections).
+    pub max_concurrent_streams: u32,
     /// Bound on the drain after shutdown is asked.
     pub drain_grace: Duration,
 }
@@ -46,6 +51,7 @@ fn builder(cfg: &ServerConfig) -> Builder<TokioExecutor> {
     b.http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(cfg.max_concurrent_streams)
         .keep_alive_interval(cfg.idle_timeout / 2)
         .keep_alive_timeout(cfg.idle_timeout / 4);
     b
@@ -106,11 +112,8 @@ fn serve_one(
     cfg: &ServerConfig,
 ) {
     let _ = stream.set_nodelay(true);
-    let active = Arc::new(AtomicBool::new(true));
-    let io = TokioIo::new(IdleIo {
-        inner: stream,
-        active: active.clone(),
-    });
+    let activity = Activity::new();
+    let io = TokioIo::new(IdleIo::new(stream, activity.clone()));
     let proxy_gauge = proxy.metrics.connections.clone();
     let proxy = proxy.clone();
     let affinity = Arc::new(Affinity::default());
@@ -129,86 +132,8 @@ fn serve_one(
             res = conn => if let Err(e) = res {
                 tracing::debug!(error = %e, %peer, "client connection ended with an error");
             },
-            () = idle_watch(active, idle) => tracing::debug!(%peer, "idle connection closed"),
+            () = activity.idle(idle) => tracing::debug!(%peer, "idle connection closed"),
         }
         open.dec();
     });
-}
-
-/// Resolves once the connection saw no I/O for about `idle` (checked in quarters).
-async fn idle_watch(active: Arc<AtomicBool>, idle: Duration) {
-    let tick = idle / 4;
-    let mut quiet = 0;
-    loop {
-        tokio::time::sleep(tick).await;
-        if active.swap(false, Ordering::Relaxed) {
-            quiet = 0;
-        } else {
-            quiet += 1;
-            if quiet >= 4 {
-                return;
-            }
-        }
-    }
-}
-
-/// A TCP stream that notes whether any byte moved since the last check.
-#[derive(Debug)]
-struct IdleIo {
-    inner: TcpStream,
-    active: Arc<AtomicBool>,
-}
-
-impl IdleIo {
-    fn touch<T>(&self, p: &Poll<io::Result<T>>) {
-        if matches!(p, Poll::Ready(Ok(_))) {
-            self.active.store(true, Ordering::Relaxed);
-        }
-    }
-}
-
-impl AsyncRead for IdleIo {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let p = Pin::new(&mut self.inner).poll_read(cx, buf);
-        self.touch(&p);
-        p
-    }
-}
-
-impl AsyncWrite for IdleIo {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let p = Pin::new(&mut self.inner).poll_write(cx, buf);
-        self.touch(&p);
-        p
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let p = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        self.touch(&p);
-        p
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
 }

@@ -9,3 +9,6 @@
 mod headers;
 #[path = "../support/mod.rs"]
 mod support;
+
+mod connections;
+mod smuggling;
