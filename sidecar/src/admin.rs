@@ -2,9 +2,10 @@
 //! `/ready` (accepting traffic: not draining, and holding a bundle when `--fail-closed`).
 //!
 //! Limits, so that clients of this port (which any pod may reach unless a NetworkPolicy
-//! says otherwise) cannot exhaust memory or file descriptors: at most `max_connections` open
-//! at once (one more is answered `503` and closed at once), a request head must arrive
-//! within `timeout`, and a connection on which nothing moves for `timeout` is closed.
+//! says otherwise) cannot exhaust memory or file descriptors, nor starve the probes: at most
+//! `max_connections` open at once, at most half of them (rounded up) from one peer address
+//! (one more is answered `503` and closed at once); a request head must arrive within
+//! `timeout`, and a connection on which nothing moves for `timeout` is closed.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -17,10 +18,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use prometheus_client::registry::Registry;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 
 use crate::body::{self, RespBody};
 use crate::idle::{Activity, IdleIo};
+use crate::slots::Slots;
 use crate::store::Store;
 
 /// What a connection over the limit gets before it is closed.
@@ -30,7 +31,7 @@ const BUSY: &[u8] =
 /// Limits of the admin port.
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
-    /// Most connections open at once.
+    /// Most connections open at once (one peer address: half of them, rounded up).
     pub max_connections: usize,
     /// Time to receive a request head, and the longest a connection may sit unused.
     pub timeout: Duration,
@@ -55,7 +56,7 @@ impl AdminState {
 
 /// Serves the admin endpoints until the task is dropped.
 pub async fn spawn(listener: TcpListener, state: Arc<AdminState>, cfg: AdminConfig) {
-    let slots = Arc::new(Semaphore::new(cfg.max_connections));
+    let slots = Slots::new(cfg.max_connections, cfg.max_connections.div_ceil(2));
     let builder = Arc::new(builder(&cfg));
     let timeout = cfg.timeout;
     loop {
@@ -63,11 +64,14 @@ pub async fn spawn(listener: TcpListener, state: Arc<AdminState>, cfg: AdminConf
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::debug!(%peer, limit = cfg.max_connections, "admin connection refused: limit");
-            // Best effort and never waiting: a client that does not read just loses it.
-            let _ = stream.try_write(BUSY);
-            continue;
+        let slot = match slots.take(peer.ip()) {
+            Ok(slot) => slot,
+            Err(refused) => {
+                tracing::debug!(%peer, reason = refused.reason(), "admin connection refused");
+                // Best effort and never waiting: a client that does not read just loses it.
+                let _ = stream.try_write(BUSY);
+                continue;
+            }
         };
         let (state, builder) = (state.clone(), builder.clone());
         tokio::spawn(async move {

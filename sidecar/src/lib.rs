@@ -16,6 +16,7 @@ pub mod report;
 pub mod rescue;
 pub mod sanitize;
 pub mod server;
+pub mod slots;
 pub mod source_file;
 pub mod source_kube;
 pub mod store;

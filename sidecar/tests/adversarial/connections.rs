@@ -337,52 +337,71 @@ async fn an_idle_tunnel_is_closed_and_a_busy_one_is_not() {
 // ---------------------------------------------------------------------------------------
 // The admin port
 
+/// A connection to `addr` from the loopback address `from` (any 127/8 address is local).
+async fn connect_from(from: &str, addr: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
 /// A client that starts a request head and never finishes it.
-async fn slow_client(addr: SocketAddr) -> TcpStream {
-    let mut s = TcpStream::connect(addr).await.unwrap();
+async fn slow_client(from: &str, addr: SocketAddr) -> TcpStream {
+    let mut s = connect_from(from, addr).await;
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\nX-Slow")
         .await
         .unwrap();
     s
 }
 
-/// `GET /metrics` on a new connection that asks to close; returns what came back.
-async fn scrape(addr: SocketAddr) -> String {
-    raw(
-        addr,
-        b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
-    )
-    .await
+/// What a connection that only reads gets (a client that also wrote might see a reset
+/// instead of the refusal).
+async fn refusal(from: &str, addr: SocketAddr) -> String {
+    let mut s = connect_from(from, addr).await;
+    let mut out = Vec::new();
+    within(s.read_to_end(&mut out)).await.unwrap();
+    String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Slow clients hold at most `--admin-max-connections`: one more is answered 503 at once; a
-/// slot given back serves the next scrape, while the other slow clients are still held.
+/// `GET /metrics` from `from` on a new connection that asks to close; what came back.
+async fn scrape(from: &str, addr: SocketAddr) -> String {
+    let mut s = connect_from(from, addr).await;
+    let _ = s
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .await;
+    let mut out = Vec::new();
+    let _ = within(s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Slow clients hold at most `--admin-max-connections`, and one peer address at most half of
+/// them: one more is answered 503 at once. A slot given back serves the next scrape, from
+/// another address, while the other slow clients are still held.
 #[tokio::test]
 async fn the_admin_port_holds_a_bounded_number_of_connections() {
     let sc = sidecar(
         echo_app().await,
-        &["--admin-max-connections", "3", "--admin-timeout", "60s"],
+        &["--admin-max-connections", "4", "--admin-timeout", "60s"],
     )
     .await;
-    let _held = [
-        slow_client(sc.admin_addr).await,
-        slow_client(sc.admin_addr).await,
+    let admin = sc.admin_addr;
+    let _a = [
+        slow_client("127.0.0.1", admin).await,
+        slow_client("127.0.0.1", admin).await,
     ];
-    let third = slow_client(sc.admin_addr).await;
-    // The fourth only reads (a client that also wrote might see a reset instead of the 503).
-    let mut fourth = TcpStream::connect(sc.admin_addr).await.unwrap();
-    let mut refused = Vec::new();
-    tokio::time::timeout(PATIENCE, fourth.read_to_end(&mut refused))
-        .await
-        .expect("closed at once")
-        .unwrap();
-    let refused = String::from_utf8_lossy(&refused);
-    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
-    drop(third);
+    let refused = refusal("127.0.0.1", admin).await;
+    assert!(
+        refused.starts_with("HTTP/1.1 503"),
+        "a peer's share: {refused}"
+    );
+    let _b1 = slow_client("127.0.0.2", admin).await;
+    let b2 = slow_client("127.0.0.2", admin).await;
+    let refused = refusal("127.0.0.3", admin).await;
+    assert!(refused.starts_with("HTTP/1.1 503"), "every slot: {refused}");
+    drop(b2);
     // The slot comes back when the server has seen the close: retried until then.
     let deadline = tokio::time::Instant::now() + PATIENCE;
     let served = loop {
-        let got = scrape(sc.admin_addr).await;
+        let got = scrape("127.0.0.3", admin).await;
         if got.starts_with("HTTP/1.1 200") {
             break got;
         }
@@ -403,7 +422,7 @@ async fn the_admin_port_holds_a_bounded_number_of_connections() {
 #[tokio::test]
 async fn the_admin_port_closes_slow_and_unused_connections() {
     let sc = sidecar(echo_app().await, &["--admin-timeout", "200ms"]).await;
-    let mut slow = slow_client(sc.admin_addr).await;
+    let mut slow = slow_client("127.0.0.1", sc.admin_addr).await;
     let mut unused = TcpStream::connect(sc.admin_addr).await.unwrap();
     unused
         .write_all(b"GET /live HTTP/1.1\r\nHost: a\r\n\r\n")
@@ -475,6 +494,27 @@ async fn an_idle_h2_connection_is_closed_although_it_answers_pings() {
         .unwrap();
     assert!(!busy_conn.is_finished());
     assert_eq!(h2_get(&mut busy, "/still-open").await, 200);
+}
+
+/// An HTTP/2 client that asks for a large response and stops reading it holds a stream whose
+/// DATA cannot move (flow control): it is closed after `--idle-timeout`, although it still
+/// answers every ping.
+#[tokio::test]
+async fn an_h2_client_that_stops_reading_is_closed() {
+    let big = app(|_, _| async move { Response::new(full(vec![0u8; 16 << 20])) }).await;
+    let sc = sidecar(big, &["--idle-timeout", "300ms"]).await;
+    let (mut sender, conn) = h2(sc.proxy_addr).await;
+    let req = Request::get("http://api.example/big")
+        .body(full(""))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    // The body is never read: the client's stream window fills and stays full.
+    tokio::time::timeout(PATIENCE, conn)
+        .await
+        .expect("the stalled HTTP/2 connection is closed")
+        .unwrap();
+    drop(resp);
 }
 
 /// An application that holds every `/hold` request until the test lets it go, and notes how
