@@ -13,12 +13,13 @@
 
 pub mod bundle;
 pub mod identify;
+pub mod path;
 mod seeds;
 
 pub use seeds::seeds;
 
 /// The targets, by the name of their libFuzzer binary and corpus directory.
-pub const TARGETS: &[&str] = &["bundle_decode", "identify_headers"];
+pub const TARGETS: &[&str] = &["bundle_decode", "identify_headers", "path_normalize"];
 
 /// Runs target `name` on `data`, discarding its outcome; `false` for an unknown name.
 pub fn run(name: &str, data: &[u8]) -> bool {
@@ -28,6 +29,9 @@ pub fn run(name: &str, data: &[u8]) -> bool {
         }
         "identify_headers" => {
             identify::identify_headers(data);
+        }
+        "path_normalize" => {
+            path::path_normalize(data);
         }
         _ => return false,
     }

@@ -28,8 +28,34 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         bytes.extend_from_slice(&text);
         out.push(("identify_headers", format!("seed-{name}"), bytes));
     }
+    for (i, (mode, path)) in PATHS.iter().enumerate() {
+        let mut bytes = vec![*mode];
+        bytes.extend_from_slice(path.as_bytes());
+        out.push(("path_normalize", format!("seed-{i:02}"), bytes));
+    }
     out
 }
+
+/// Paths for `path_normalize`, `(escaped-slash mode, path)`: every bypass of a deny on
+/// `/admin` that issue 17 lists, and the escapes, dot segments and parameters around them.
+const PATHS: &[(u8, &str)] = &[
+    (0, "//admin"),
+    (0, "/%61dmin"),
+    (0, "/x/../admin"),
+    (0, "/;x/admin"),
+    (0, "/admin/"),
+    (0, "/ADMIN"),
+    (0, "/..;/admin;jsessionid=1/"),
+    (0, "/%2e%2E/admin/./x/.."),
+    (0, "/files/a%2cb%3Bc"),
+    (0, "/a%2Fb"),
+    (0, "/a\\b"),
+    (0, "/bad%zz"),
+    (0, "*"),
+    (1, "/keep%2fthis\\too//x"),
+    (2, "/un%5Cescape%2F..%2Fadmin"),
+    (0, "/caf\u{e9}/%C3%A9/~user/a-b_c.d"),
+];
 
 /// Requests for `identify_headers`: `(name, configuration bits, peer index, text)`.
 fn requests() -> Vec<(&'static str, u8, u8, Vec<u8>)> {

@@ -101,3 +101,29 @@ fn identify_seeds_reach_every_source_of_identity() {
         "no seed has a developer"
     );
 }
+
+#[test]
+fn path_seeds_are_normalised_refused_and_stripped_of_parameters() {
+    use palisade_fuzz::path::{Outcome, path_normalize};
+    write_seeds_if_asked();
+    let outcomes: Vec<_> = files("path_normalize")
+        .into_iter()
+        .map(|(_, bytes)| path_normalize(&bytes))
+        .collect();
+    let has = |f: &dyn Fn(&Outcome) -> bool| outcomes.iter().any(f);
+    assert!(has(&|o| matches!(
+        o,
+        Outcome::Normalized { changed: true, .. }
+    )));
+    assert!(has(&|o| matches!(
+        o,
+        Outcome::Normalized { changed: false, .. }
+    )));
+    assert!(has(&|o| matches!(
+        o,
+        Outcome::Normalized { params: true, .. }
+    )));
+    assert!(has(&|o| *o == Outcome::Refused("EscapedSlash")));
+    assert!(has(&|o| *o == Outcome::Refused("Backslash")));
+    assert!(has(&|o| *o == Outcome::Refused("InvalidPercentEncoding")));
+}
