@@ -16,11 +16,14 @@ use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::body::{self, RespBody};
 use crate::idle::{Activity, IdleIo};
+use crate::metrics::ReasonLabel;
 use crate::slots::Slots;
 use crate::store::Store;
 
@@ -35,6 +38,8 @@ pub struct AdminConfig {
     pub max_connections: usize,
     /// Time to receive a request head, and the longest a connection may sit unused.
     pub timeout: Duration,
+    /// Connections refused, by reason.
+    pub refused: Family<ReasonLabel, Counter>,
 }
 
 /// What the admin endpoints read.
@@ -68,6 +73,8 @@ pub async fn spawn(listener: TcpListener, state: Arc<AdminState>, cfg: AdminConf
             Ok(slot) => slot,
             Err(refused) => {
                 tracing::debug!(%peer, reason = refused.reason(), "admin connection refused");
+                let reason = refused.reason();
+                cfg.refused.get_or_create(&ReasonLabel { reason }).inc();
                 // Best effort and never waiting: a client that does not read just loses it.
                 let _ = stream.try_write(BUSY);
                 continue;

@@ -115,6 +115,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Sidecar> {
     let admin_cfg = admin::AdminConfig {
         max_connections: cfg.admin_max_connections,
         timeout: cfg.admin_timeout,
+        refused: metrics.admin_refused.clone(),
     };
     tokio::spawn(admin::spawn(admin, admin_state, admin_cfg));
     let (counter, reporting) = counter(&cfg, &metrics).unzip();

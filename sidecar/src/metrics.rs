@@ -178,6 +178,8 @@ pub struct Metrics {
     pub bundle_swaps: Counter,
     pub bundle_errors: Family<ReasonLabel, Counter>,
     pub connections: Gauge,
+    /// Admin connections refused, by reason (Full, PeerFull).
+    pub admin_refused: Family<ReasonLabel, Counter>,
     /// Upgraded (WebSocket) connections: open, bytes each way, how they ended.
     pub tunnels: crate::tunnel::TunnelMetrics,
     pub tunnel_bytes: Family<DirectionLabel, Counter>,
@@ -252,6 +254,7 @@ impl Metrics {
             bundle_swaps: Counter::default(),
             bundle_errors: Family::default(),
             connections: Gauge::default(),
+            admin_refused: Family::default(),
             tunnels,
             tunnel_bytes,
             tunnels_closed,
@@ -323,6 +326,11 @@ impl Metrics {
             "open_connections",
             "Client connections open",
             m.connections.clone(),
+        );
+        r.register(
+            "admin_refused",
+            "Admin port connections refused at the limit, by reason (Full, PeerFull)",
+            m.admin_refused.clone(),
         );
         r.register(
             "tunnels_open",

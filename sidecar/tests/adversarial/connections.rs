@@ -415,6 +415,14 @@ async fn the_admin_port_holds_a_bounded_number_of_connections() {
         served.contains("palisade_sidecar_requests_total"),
         "{served}"
     );
+    // Refusals: the two above (and any retry that came before the slot was back).
+    for reason in ["PeerFull", "Full"] {
+        let name = format!("palisade_sidecar_admin_refused_total{{reason=\"{reason}\"}} ");
+        let count = served
+            .lines()
+            .find_map(|l| l.strip_prefix(&name)?.parse::<u64>().ok());
+        assert!(count.is_some_and(|c| c >= 1), "{reason}: {served}");
+    }
 }
 
 /// An unfinished request head, and a connection left unused after its request, are closed by
