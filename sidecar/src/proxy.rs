@@ -87,6 +87,9 @@ impl Proxy {
                 max: self.max_uri_bytes,
             });
         }
+        if req.method() == http::Method::CONNECT {
+            return Err(ProxyError::Connect);
+        }
         same_authority(&req)?;
         // The client's hop-by-hop headers go first: the sidecar identifies the client from
         // what the application will see, and nothing it adds below can be named by them.

@@ -28,6 +28,8 @@ pub enum ProxyError {
     BadRequest(&'static str),
     #[error("no policy bundle loaded yet and --fail-closed is set")]
     NoPolicy,
+    #[error("CONNECT asks for a tunnel; the sidecar tunnels only WebSocket handshakes")]
+    Connect,
 }
 
 impl ProxyError {
@@ -41,6 +43,7 @@ impl ProxyError {
             Self::UriTooLong { .. } => "UriTooLong",
             Self::BadRequest(_) => "BadRequest",
             Self::NoPolicy => "NoPolicy",
+            Self::Connect => "Connect",
         }
     }
 
@@ -65,6 +68,7 @@ impl ProxyError {
 /// | request target too long | 414 | kept |
 /// | malformed request the parser let through | 400 | closed |
 /// | no bundle yet with `--fail-closed` | 503 | kept |
+/// | `CONNECT` (a tunnel to anywhere) | 501 | closed |
 ///
 /// Heads that do not parse (400), oversized heads (431) and too many headers (431) are answered
 /// by hyper's parser before a request exists, with the connection closed.
@@ -79,6 +83,8 @@ pub fn rescue(err: &ProxyError) -> Response<RespBody> {
         ProxyError::UriTooLong { .. } => (StatusCode::URI_TOO_LONG, false),
         ProxyError::BadRequest(_) => (StatusCode::BAD_REQUEST, true),
         ProxyError::NoPolicy => (StatusCode::SERVICE_UNAVAILABLE, false),
+        // Closed: a client may send its tunnel's bytes right behind the request.
+        ProxyError::Connect => (StatusCode::NOT_IMPLEMENTED, true),
     };
     let text = status.canonical_reason().unwrap_or("error");
     let mut resp = Response::new(body::full(Bytes::from(format!("{text}\n"))));
@@ -118,5 +124,8 @@ mod tests {
         assert_eq!(bad.status(), 400);
         assert_eq!(bad.headers()[header::CONNECTION], "close");
         assert_eq!(rescue(&ProxyError::NoPolicy).status(), 503);
+        let connect = rescue(&ProxyError::Connect);
+        assert_eq!(connect.status(), 501);
+        assert_eq!(connect.headers()[header::CONNECTION], "close");
     }
 }

@@ -216,6 +216,13 @@ async fn only_websocket_handshakes_are_tunnelled() {
             "{case}: the application got {headers:?}"
         );
     }
+    // CONNECT, a tunnel to anywhere, is not for a reverse proxy: 501 and closed, so bytes
+    // sent behind it are never read as a request.
+    let connect = "CONNECT api.example:443 HTTP/1.1\r\nHost: api.example:443\r\n\r\n\
+                   GET /behind HTTP/1.1\r\nHost: a\r\n\r\n";
+    let out = within(raw(sc.proxy_addr, connect.as_bytes())).await;
+    assert!(out.starts_with("HTTP/1.1 501"), "{out}");
+    assert_eq!(out.matches("HTTP/1.1").count(), 1, "{out}");
     // The handshake itself, tokens in any case and among others, is tunnelled.
     let mut s = TcpStream::connect(sc.proxy_addr).await.unwrap();
     let req = format!(
