@@ -16,8 +16,8 @@ use crate::metrics::Metrics;
 
 /// Shared state of the operator's components.
 pub struct Context {
-    /// The Kubernetes client.
-    pub client: kube::Client,
+    /// The Kubernetes clients, one per component (each counts its own requests).
+    pub clients: crate::kube_requests::Clients,
     /// The one Event recorder (`reportingController: palisade.dev/operator`).
     pub recorder: Recorder,
     /// The flags the operator was started with.
@@ -39,17 +39,23 @@ pub struct Context {
 }
 
 impl Context {
-    /// Builds the context; `leader` comes from [`crate::leader::start`].
-    pub fn new(client: kube::Client, args: Args, leader: watch::Receiver<bool>) -> Self {
+    /// Builds the context; `leader` comes from [`crate::leader::start`], `kube_requests` is
+    /// what `clients` count their requests into.
+    pub fn new(
+        clients: crate::kube_requests::Clients,
+        kube_requests: crate::kube_requests::KubeRequests,
+        args: Args,
+        leader: watch::Receiver<bool>,
+    ) -> Self {
         let mut registry = Registry::default();
-        let metrics = Metrics::new(&mut registry);
+        let metrics = Metrics::new(&mut registry, kube_requests);
         let reporter = Reporter {
             controller: "palisade.dev/operator".into(),
             instance: Some(args.identity.clone()),
         };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
-            client,
+            recorder: Recorder::new(clients.events.clone(), reporter),
+            clients,
             args,
             registry,
             metrics,

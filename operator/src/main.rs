@@ -7,6 +7,7 @@ mod args;
 mod collector;
 mod context;
 mod injector;
+mod kube_requests;
 mod leader;
 mod metrics;
 mod policy;

@@ -84,11 +84,15 @@ pub struct Metrics {
     pub collector_window_bytes: Gauge,
     /// Time of one evaluation round over every namespace, in seconds.
     pub collector_evaluation_seconds: Histogram,
+    /// Requests the operator's Kubernetes client sent, by verb and resource.
+    pub kube_requests: crate::kube_requests::KubeRequests,
 }
 
 impl Metrics {
-    /// Creates the metrics and registers them in `registry` under the `palisade_operator` prefix.
-    pub fn new(registry: &mut Registry) -> Self {
+    /// Creates the metrics and registers them in `registry` under the `palisade_operator` prefix;
+    /// `kube_requests` is the family the client's middleware counts into (it exists before
+    /// the client, which exists before the rest of the context).
+    pub fn new(registry: &mut Registry, kube_requests: crate::kube_requests::KubeRequests) -> Self {
         let hist = || Histogram::new(exponential_buckets(0.0005, 2.0, 16));
         let m = Self {
             reconciles: Family::default(),
@@ -107,6 +111,7 @@ impl Metrics {
             collector_restored_clients: Gauge::default(),
             collector_window_bytes: Gauge::default(),
             collector_evaluation_seconds: hist(),
+            kube_requests,
         };
         let r = registry.sub_registry_with_prefix("palisade_operator");
         r.register("reconciles", "Reconciliations run", m.reconciles.clone());
@@ -184,6 +189,11 @@ impl Metrics {
             "collector_evaluation_seconds",
             "Time of one evaluation round of the detection rules over every namespace",
             m.collector_evaluation_seconds.clone(),
+        );
+        r.register(
+            "kube_requests",
+            "Requests sent to the Kubernetes API, by verb and resource",
+            m.kube_requests.clone(),
         );
         m
     }

@@ -3,13 +3,14 @@
 use std::sync::Arc;
 
 use crate::context::Context;
-use crate::{admin, collector, injector, leader, policy};
+use crate::{admin, collector, injector, kube_requests, leader, policy};
 
 /// Runs until SIGTERM/SIGINT or until a component fails.
 pub async fn run(args: crate::args::Args) -> anyhow::Result<()> {
-    let client = kube::Client::try_default().await?;
-    let (leading, _lease_task) = leader::start_with(client.clone(), &args).await?;
-    let ctx = Arc::new(Context::new(client, args, leading));
+    let kube_requests = kube_requests::KubeRequests::default();
+    let clients = kube_requests::Clients::infer(&kube_requests).await?;
+    let (leading, _lease_task) = leader::start_with(clients.leader.clone(), &args).await?;
+    let ctx = Arc::new(Context::new(clients, kube_requests, args, leading));
     let shutdown = ctx.shutdown.clone();
     tokio::spawn(async move {
         wait_for_signal().await;

@@ -129,7 +129,7 @@ async fn evaluate(
     ns: &str,
     rules: &[Arc<DetectionRule>],
 ) -> Result<(), kube::Error> {
-    let client = &c.ctx.client;
+    let client = &c.ctx.clients.collector;
     let mut specs = Vec::new();
     for r in rules.iter().filter(|r| !is_paused(&r.metadata)) {
         let exits = if r.spec.type_ == RuleType::TorList {
@@ -322,7 +322,7 @@ async fn publish(c: &Collector, ns: &str, ev: &IncidentEvent) {
     if matches!(ev, IncidentEvent::Opened { .. }) {
         c.ctx.metrics.incidents_opened.inc();
     }
-    let api: Api<SecurityIncident> = Api::namespaced(c.ctx.client.clone(), ns);
+    let api: Api<SecurityIncident> = Api::namespaced(c.ctx.clients.collector.clone(), ns);
     let Ok(Some(obj)) = api.get_opt(id).await else {
         return;
     };

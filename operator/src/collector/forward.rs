@@ -91,7 +91,7 @@ pub async fn advertise(c: &Collector) -> Result<(), kube::Error> {
         return Ok(());
     };
     let args = &c.ctx.args;
-    let api: Api<Lease> = Api::namespaced(c.ctx.client.clone(), &args.namespace);
+    let api: Api<Lease> = Api::namespaced(c.ctx.clients.collector.clone(), &args.namespace);
     let patch = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
         "metadata": {"name": args.lease_name, "annotations": {
             ENDPOINT_ANNOTATION: endpoint, HOLDER_ANNOTATION: args.identity}}});
@@ -192,7 +192,7 @@ impl Forwarder {
             return endpoint.clone();
         }
         let args = &c.ctx.args;
-        let api: Api<Lease> = Api::namespaced(c.ctx.client.clone(), &args.namespace);
+        let api: Api<Lease> = Api::namespaced(c.ctx.clients.collector.clone(), &args.namespace);
         let endpoint = match api.get_opt(&args.lease_name).await {
             Ok(lease) => lease.and_then(|l| endpoint_of(&l, &args.identity)),
             Err(e) => {

@@ -67,7 +67,7 @@ pub async fn run(
     c: Arc<Collector>,
     writer: reflector::store::Writer<SecurityIncident>,
 ) -> anyhow::Result<()> {
-    let api = Api::<SecurityIncident>::all(c.ctx.client.clone());
+    let api = Api::<SecurityIncident>::all(c.ctx.clients.collector.clone());
     let watch = super::reflect(writer, api, watcher::Config::default(), "SecurityIncidents");
     tokio::select! {
         () = watch => Ok(()),
@@ -101,7 +101,7 @@ async fn sweep_loop(c: &Collector) -> anyhow::Result<()> {
 
 /// Deletes the incidents that are due; returns how long to sleep.
 async fn sweep(c: &Collector) -> Result<Duration, kube::Error> {
-    let client = &c.ctx.client;
+    let client = &c.ctx.clients.collector;
     let lp = ListParams::default().labels(&c.ctx.args.namespace_selector);
     let selected: BTreeSet<String> = Api::<Namespace>::all(client.clone())
         .list_metadata(&lp)

@@ -134,7 +134,7 @@ pub async fn spawn(ctx: Arc<Context>) -> anyhow::Result<()> {
     let (rules, rules_writer) = reflector::store();
     let watch_rules = reflect(
         rules_writer,
-        Api::<DetectionRule>::all(ctx.client.clone()),
+        Api::<DetectionRule>::all(ctx.clients.collector.clone()),
         watcher::Config::default(),
         "DetectionRules",
     );

@@ -149,7 +149,7 @@ async fn save(c: &Collector) -> Result<(), kube::Error> {
                 "palisade.dev/taken-at": doc.taken_at.to_string(),
                 "palisade.dev/taken-by": args.identity}},
         "binaryData": {KEY: base64::engine::general_purpose::STANDARD.encode(&bytes)}});
-    let api: Api<ConfigMap> = Api::namespaced(c.ctx.client.clone(), &args.namespace);
+    let api: Api<ConfigMap> = Api::namespaced(c.ctx.clients.collector.clone(), &args.namespace);
     api.patch(
         name,
         &PatchParams::apply(MANAGER).force(),
@@ -172,7 +172,7 @@ async fn restore(c: &Collector) {
         .config()
         .clone();
     let doc = load(c, &cfg).await;
-    let open = match open_incidents(&c.ctx.client).await {
+    let open = match open_incidents(&c.ctx.clients.collector).await {
         Ok(open) => Some(open),
         Err(e) => {
             tracing::warn!(error = %e, "cannot list SecurityIncidents; using the persisted ones");
@@ -244,7 +244,7 @@ fn rebuild(cfg: &WindowConfig, doc: Option<&StateDoc>, open: Option<&[SecurityIn
 async fn load(c: &Collector, cfg: &WindowConfig) -> Option<StateDoc> {
     let args = &c.ctx.args;
     let name = &args.collector_state_configmap;
-    let api: Api<ConfigMap> = Api::namespaced(c.ctx.client.clone(), &args.namespace);
+    let api: Api<ConfigMap> = Api::namespaced(c.ctx.clients.collector.clone(), &args.namespace);
     let cm = match api.get_opt(name).await {
         Ok(Some(cm)) => cm,
         Ok(None) => {

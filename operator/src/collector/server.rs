@@ -33,7 +33,7 @@ async fn report(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
-    let caller = match c.auth.check(&c.ctx.client, token).await {
+    let caller = match c.auth.check(&c.ctx.clients.collector, token).await {
         Ok(caller) => caller,
         Err(e) => {
             c.count("Unauthenticated");

@@ -144,7 +144,7 @@ async fn read_configmap(
     name: &str,
     key: Option<&str>,
 ) -> Result<Result<Vec<IpNet>, Failure>, kube::Error> {
-    let api: Api<ConfigMap> = Api::namespaced(c.ctx.client.clone(), ns);
+    let api: Api<ConfigMap> = Api::namespaced(c.ctx.clients.collector.clone(), ns);
     let cm = api.get_opt(name).await?;
     Ok(configmap::read(ns, name, key, cm.as_ref()))
 }
@@ -154,7 +154,7 @@ async fn read_configmap(
 pub async fn run(c: Arc<Collector>) -> anyhow::Result<()> {
     let (namespaces, nw) = reflector::store::<Namespace>();
     let selected = watcher::Config::default().labels(&c.ctx.args.namespace_selector);
-    let api = Api::<Namespace>::all(c.ctx.client.clone());
+    let api = Api::<Namespace>::all(c.ctx.clients.collector.clone());
     let watch_ns = super::reflect(nw, api, selected, "Namespaces");
     tokio::select! {
         () = watch_ns => Ok(()),
@@ -285,8 +285,10 @@ async fn tick(
     }
     for r in others.iter().filter(|r| has_list_status(r)) {
         // No longer a TorList rule: give up `status.list` and `ListReady`.
-        let api: Api<DetectionRule> =
-            Api::namespaced(c.ctx.client.clone(), &r.namespace().unwrap_or_default());
+        let api: Api<DetectionRule> = Api::namespaced(
+            c.ctx.clients.collector.clone(),
+            &r.namespace().unwrap_or_default(),
+        );
         let patch =
             json!({"apiVersion": "palisade.dev/v1alpha1", "kind": "DetectionRule", "status": {}});
         let pp = PatchParams::apply(MANAGER).force();
@@ -420,7 +422,7 @@ async fn write_status(
         }
         (health, message, status, previous)
     };
-    let api: Api<DetectionRule> = Api::namespaced(c.ctx.client.clone(), &key.0);
+    let api: Api<DetectionRule> = Api::namespaced(c.ctx.clients.collector.clone(), &key.0);
     let patch =
         json!({"apiVersion": "palisade.dev/v1alpha1", "kind": "DetectionRule", "status": status});
     api.patch_status(

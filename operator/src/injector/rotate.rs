@@ -58,7 +58,7 @@ pub async fn run(ctx: Arc<Context>, store: Arc<CertStore>) -> Result<(), Injecto
 /// after a watch restart). The watch is restricted to the one name, which RBAC
 /// `resourceNames` can authorize; watch errors are logged and retried with backoff.
 fn secret_changes(ctx: &Context) -> futures::stream::BoxStream<'static, ()> {
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ctx.args.namespace);
+    let secrets: Api<Secret> = Api::namespaced(ctx.clients.injector.clone(), &ctx.args.namespace);
     let name = ctx.args.injector.webhook_secret.clone();
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     watcher::watcher(secrets, config)
@@ -85,7 +85,7 @@ async fn tick(
 ) -> Result<(), InjectorError> {
     let a = &ctx.args.injector;
     let ns = &ctx.args.namespace;
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let secrets: Api<Secret> = Api::namespaced(ctx.clients.injector.clone(), ns);
     let what = format!("Secret {ns}/{}", a.webhook_secret);
     let secret = secrets
         .get_opt(&a.webhook_secret)
@@ -148,7 +148,7 @@ async fn publish(ctx: &Context, bundle: &CertBundle) -> Result<bool, InjectorErr
     let a = &ctx.args.injector;
     let pem = bundle.ca_bundle();
     cabundle::ensure(
-        ctx.client.clone(),
+        ctx.clients.injector.clone(),
         &a.webhook_config,
         &a.webhook_names,
         &pem,

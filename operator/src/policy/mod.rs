@@ -22,7 +22,7 @@ use crate::context::Context;
 
 /// Runs the policy controller until shutdown.
 pub async fn spawn(ctx: Arc<Context>) -> anyhow::Result<()> {
-    let client = ctx.client.clone();
+    let client = ctx.clients.policy.clone();
     let wc = watcher::Config::default();
     let leader_changes = futures::stream::unfold(ctx.leader.clone(), |mut rx| async move {
         rx.changed().await.ok().map(|()| ((), rx))

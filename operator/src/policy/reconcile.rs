@@ -40,7 +40,7 @@ pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, 
     let started = Instant::now();
     ctx.metrics.reconciles.get_or_create(&CONTROLLER).inc();
     let name = ns.name_any();
-    let client = &ctx.client;
+    let client = &ctx.clients.policy;
     let lp = ListParams::default();
     let actions = Api::<SecurityAction>::namespaced(client.clone(), &name)
         .list(&lp)
@@ -181,7 +181,7 @@ async fn write_status(
     }
     let patch =
         json!({"apiVersion": "palisade.dev/v1alpha1", "kind": "SecurityAction", "status": want});
-    let api = Api::<SecurityAction>::namespaced(ctx.client.clone(), &ns);
+    let api = Api::<SecurityAction>::namespaced(ctx.clients.policy.clone(), &ns);
     api.patch_status(
         &name,
         &PatchParams::apply(bundle_cm::MANAGER).force(),
@@ -241,7 +241,7 @@ async fn write_rule_status(
     }
     let patch = json!({"apiVersion": "palisade.dev/v1alpha1", "kind": "DetectionRule",
         "status": {"observedGeneration": generation, "conditions": conditions}});
-    let api = Api::<DetectionRule>::namespaced(ctx.client.clone(), &ns);
+    let api = Api::<DetectionRule>::namespaced(ctx.clients.policy.clone(), &ns);
     api.patch_status(
         &name,
         &PatchParams::apply(bundle_cm::MANAGER).force(),
