@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! byte 0       configuration: bits 0-1 trusted hops (0-3), bit 2 developer/app/product
-//!              read from JWT claims (sub, azp, scope)
+//!              read from JWT claims (sub, azp, scope), bit 3 the private and loopback peers
+//!              are trusted proxies ([`TRUSTED`])
 //! byte 1       the socket peer, an index into PEERS
 //! then lines (\n): the request target (path and query), then `name: value` headers
 //! ```
@@ -11,18 +12,21 @@
 //! A header line that is not a valid header (name or value) is dropped, as hyper refuses such
 //! a request before the sidecar sees it; a target that is not a valid URI becomes `/`.
 //!
-//! Properties: identification is deterministic; with no trusted hop the client IP is the
-//! socket peer; `X-Forwarded-For` is used only through trusted hops and yields a canonical
-//! address; a token, an API key or a developer is never made up (each needs the header or
-//! query that carries it); a query parameter found is never empty.
+//! Properties: identification is deterministic; from a peer that is not a trusted proxy the
+//! client IP is the socket peer and no identity header is read; `X-Forwarded-For` is used only
+//! from a trusted proxy and yields a canonical address; a token, an API key or a developer is
+//! never made up (each needs the header or query that carries it); a query parameter found is
+//! never empty.
 
 use std::net::IpAddr;
 use std::sync::OnceLock;
 
 use clap::Parser;
 use http::{HeaderName, HeaderValue, Request, Uri};
+use palisade_policy::TrustedProxies;
+use palisade_sidecar::client_ip::client_ip;
 use palisade_sidecar::config::IdentifyConfig;
-use palisade_sidecar::identify::{Identifier, Identity, IpSource, client_ip, query_param};
+use palisade_sidecar::identify::{Identifier, Identity, IpSource, query_param};
 
 /// Socket peers the input picks from: loopback, private, public, both families, and an
 /// IPv4-mapped IPv6 address.
@@ -34,6 +38,14 @@ pub const PEERS: [&str; 6] = [
     "2001:db8::5",
     "::ffff:10.1.2.3",
 ];
+
+/// The trusted proxies of configuration bit 3: the private and loopback [`PEERS`].
+pub const TRUSTED: &str = "127.0.0.0/8,10.0.0.0/8,::1/128";
+
+fn trusted(bits: u8) -> TrustedProxies {
+    let list = if bits & 8 != 0 { TRUSTED } else { "" };
+    TrustedProxies::parse(list).unwrap_or_default()
+}
 
 /// What one input did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,12 +68,19 @@ struct Args {
     identify: IdentifyConfig,
 }
 
-/// The identifier of configuration `bits` (0-7), built once.
+/// The identifier of configuration `bits` (0-15), built once.
 fn identifier(bits: u8) -> &'static Identifier {
-    static IDS: [OnceLock<Identifier>; 8] = [const { OnceLock::new() }; 8];
-    IDS[usize::from(bits & 7)].get_or_init(|| {
+    static IDS: [OnceLock<Identifier>; 16] = [const { OnceLock::new() }; 16];
+    IDS[usize::from(bits & 15)].get_or_init(|| {
         let hops = (bits & 3).to_string();
-        let mut argv = vec!["fuzz", "--trusted-hops", &hops];
+        let trusted = if bits & 8 != 0 { TRUSTED } else { "" };
+        let mut argv = vec![
+            "fuzz",
+            "--trusted-hops",
+            &hops,
+            "--trusted-proxies",
+            trusted,
+        ];
         if bits & 4 != 0 {
             argv.extend([
                 "--developer-claim=sub",
@@ -78,7 +97,7 @@ fn identifier(bits: u8) -> &'static Identifier {
 /// property fails.
 pub fn identify_headers(data: &[u8]) -> Outcome {
     let (bits, peer, text) = match data {
-        [bits, peer, text @ ..] => (*bits & 7, usize::from(*peer), text),
+        [bits, peer, text @ ..] => (*bits & 15, usize::from(*peer), text),
         _ => (0, 0, &[][..]),
     };
     let peer: IpAddr = PEERS[peer % PEERS.len()]
@@ -93,14 +112,18 @@ pub fn identify_headers(data: &[u8]) -> Outcome {
         who,
         "identify is not deterministic"
     );
+    let trust = trusted(bits);
     for hops in 0..4 {
-        let (ip, source) = client_ip(&parts.headers, peer, hops);
-        assert!(
-            hops > 0 || source == IpSource::Socket,
-            "XFF used with no hop"
-        );
-        if source == IpSource::Socket {
-            assert_eq!(ip, peer, "socket source but not the peer");
+        let (ip, source) = client_ip(&parts.headers, peer, &trust, hops);
+        if !trust.contains(peer) {
+            assert_eq!(
+                ip,
+                peer.to_canonical(),
+                "an untrusted peer is not the client"
+            );
+        }
+        if matches!(source, IpSource::Socket | IpSource::XffUntrustedPeer) {
+            assert_eq!(ip, peer.to_canonical(), "socket source but not the peer");
         }
     }
     for name in ["apikey", "key", "access_token", ""] {
@@ -119,10 +142,17 @@ pub fn identify_headers(data: &[u8]) -> Outcome {
 
 fn check(who: &Identity, parts: &http::request::Parts, peer: IpAddr, bits: u8) {
     let h = &parts.headers;
+    let trusted_peer = trusted(bits).contains(peer);
     match who.ip_source {
-        IpSource::Socket => assert_eq!(who.ip, peer, "socket source but not the peer"),
-        IpSource::Xff => {
-            assert!(bits & 3 > 0, "X-Forwarded-For used with no trusted hop");
+        IpSource::Socket | IpSource::XffUntrustedPeer => {
+            assert_eq!(
+                who.ip,
+                peer.to_canonical(),
+                "socket source but not the peer"
+            );
+        }
+        IpSource::Xff | IpSource::XffInvalid => {
+            assert!(trusted_peer, "X-Forwarded-For used from an untrusted peer");
             assert!(h.contains_key("x-forwarded-for"), "XFF source without XFF");
             assert_eq!(who.ip, who.ip.to_canonical(), "XFF address not canonical");
         }
@@ -147,6 +177,7 @@ fn check(who: &Identity, parts: &http::request::Parts, peer: IpAddr, bits: u8) {
     ] {
         if value.is_some() && !claims {
             assert!(h.contains_key(header), "{header} from nowhere");
+            assert!(trusted_peer, "{header} read from an untrusted peer");
         }
     }
 }

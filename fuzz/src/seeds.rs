@@ -67,7 +67,7 @@ fn requests() -> Vec<(&'static str, u8, u8, Vec<u8>)> {
     vec![
         (
             "proxied",
-            1,
+            9,
             1,
             lines(&[
                 "/v1/items?apikey=k%20y+z&page=2",

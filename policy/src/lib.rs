@@ -97,6 +97,7 @@ mod spec;
 pub mod synthetic;
 #[cfg(test)]
 mod testutil;
+mod trusted;
 mod validate;
 mod wire;
 
@@ -121,3 +122,4 @@ pub use spec::{
     ActionSpec, Conditions, DetectedBy, Header, Inputs, ListRef, Mode, PathMatch, RuleSpec,
     TextPattern, Verb,
 };
+pub use trusted::{MAX_TRUSTED_PROXIES, TrustedProxies};

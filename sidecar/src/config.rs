@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use palisade_policy::TrustedProxies;
 use palisade_policy::cli::parse_duration;
 
 /// Exit status for a configuration error (sysexits.h `EX_USAGE`).
@@ -91,8 +92,19 @@ pub struct Config {
 /// How the client is identified.
 #[derive(Debug, Clone, clap::Args)]
 pub struct IdentifyConfig {
-    /// Number of trusted proxies in front of the sidecar that append to X-Forwarded-For.
-    /// 0 (default): the client IP is the socket peer and X-Forwarded-For is ignored.
+    /// Proxies the sidecar believes (CIDRs or addresses, comma-separated): only from a peer
+    /// inside them are X-Forwarded-For and the identity headers read. Empty (default): no one;
+    /// the client is the TCP peer. A namespace's `palisade.dev/trusted-proxies` annotation,
+    /// carried in the bundle, replaces this list.
+    #[arg(
+        long,
+        env = "PALISADE_TRUSTED_PROXIES",
+        default_value = "",
+        value_parser = parse_trusted_proxies
+    )]
+    pub trusted_proxies: TrustedProxies,
+    /// Most X-Forwarded-For entries read from the right (trusted proxies skipped); 0
+    /// (default): no bound. Has no effect for a peer outside the trusted proxies.
     #[arg(long, env = "PALISADE_TRUSTED_HOPS", default_value_t = 0)]
     pub trusted_hops: usize,
     /// Header carrying the API key (empty: none).
@@ -202,6 +214,10 @@ pub struct DetectionConfig {
     /// Path of the OAuth token endpoint (calls to it feed the OAuth Abuser rule).
     #[arg(long, env = "PALISADE_TOKEN_ENDPOINT", default_value = "/oauth/token")]
     pub token_endpoint: String,
+}
+
+fn parse_trusted_proxies(s: &str) -> Result<TrustedProxies, String> {
+    TrustedProxies::parse(s)
 }
 
 impl DetectionConfig {

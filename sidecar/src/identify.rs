@@ -1,9 +1,9 @@
-//! Who sent the request: client IP (socket, or `X-Forwarded-For` through a configured number of
-//! trusted hops), API key (header and/or query parameter), access token (`Authorization:
-//! Bearer`, kept only as its sha256), developer / developer app / API product (headers, or JWT
-//! claims read WITHOUT verifying the signature — verification is the API gateway's job, the
-//! sidecar only reads what the gateway passed on), user agent, and region / ASN from
-//! MaxMind-format databases. Secrets are hashed here and never logged.
+//! Who sent the request: client IP (socket, or `X-Forwarded-For` from a trusted proxy: see
+//! [`crate::client_ip`]), API key (header and/or query parameter), access token (`Authorization:
+//! Bearer`, kept only as its sha256), developer / developer app / API product (headers, read
+//! only from a trusted proxy; or JWT claims read WITHOUT verifying the signature — verification
+//! is the API gateway's job, the sidecar only reads what the gateway passed on), user agent,
+//! and region / ASN from MaxMind-format databases. Secrets are hashed here and never logged.
 
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -17,22 +17,31 @@ use sha2::{Digest, Sha256};
 
 use crate::config::IdentifyConfig;
 
-/// Where the client IP came from (a metric label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IpSource {
-    /// The TCP peer.
-    Socket,
-    /// `X-Forwarded-For`, through the trusted hops.
-    Xff,
+pub use crate::client_ip::IpSource;
+use crate::client_ip::client_ip;
+
+/// Identity headers a client sent from a peer that is not a trusted proxy: ignored, counted
+/// by kind (the `header` label of `identity_headers_ignored`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IgnoredHeaders {
+    /// The developer header was sent.
+    pub developer: bool,
+    /// The developer app header was sent.
+    pub app: bool,
+    /// The API product header was sent.
+    pub product: bool,
 }
 
-impl IpSource {
-    /// Label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Socket => "socket",
-            Self::Xff => "xff",
-        }
+impl IgnoredHeaders {
+    /// Label values of the `header` label.
+    pub const KINDS: [&'static str; 3] = ["developer", "app", "product"];
+
+    /// The kinds that were ignored.
+    pub fn kinds(self) -> impl Iterator<Item = &'static str> {
+        [self.developer, self.app, self.product]
+            .into_iter()
+            .zip(Self::KINDS)
+            .filter_map(|(ignored, kind)| ignored.then_some(kind))
     }
 }
 
@@ -57,6 +66,8 @@ pub struct Identity {
     pub region: Option<[u8; 2]>,
     /// Autonomous system number.
     pub asn: Option<u32>,
+    /// Identity headers ignored because the peer is not a trusted proxy.
+    pub ignored_headers: IgnoredHeaders,
 }
 
 /// Identifies clients; built once from the configuration.
@@ -120,7 +131,9 @@ impl Identifier {
 
     /// Identifies the client of a request received from `peer`.
     pub fn identify(&self, parts: &Parts, peer: IpAddr) -> Identity {
-        let (ip, ip_source) = client_ip(&parts.headers, peer, self.cfg.trusted_hops);
+        let trusted = &self.cfg.trusted_proxies;
+        let (ip, ip_source) = client_ip(&parts.headers, peer, trusted, self.cfg.trusted_hops);
+        let trusted_peer = trusted.contains(peer);
         let h = &parts.headers;
         let names = &self.headers;
         let api_key = header_str(h, names.api_key.as_ref())
@@ -131,21 +144,38 @@ impl Identifier {
             .wants_claims()
             .then(|| token.and_then(jwt_claims))
             .flatten();
-        let pick = |header: Option<&HeaderName>, claim: &str| {
-            header_str(h, header)
+        let mut ignored = IgnoredHeaders::default();
+        // A header is believed only from a trusted proxy; from anyone else it is counted and
+        // the claim (or nothing) is used.
+        let pick = |header: Option<&HeaderName>, claim: &str, ignored: &mut bool| {
+            let sent = header_str(h, header);
+            *ignored = sent.is_some() && !trusted_peer;
+            sent.filter(|_| trusted_peer)
                 .map(str::to_owned)
                 .or_else(|| claim_str(claims.as_ref(), claim))
         };
+        let developer = pick(
+            names.developer.as_ref(),
+            &self.cfg.developer_claim,
+            &mut ignored.developer,
+        );
+        let app = pick(names.app.as_ref(), &self.cfg.app_claim, &mut ignored.app);
+        let product = pick(
+            names.product.as_ref(),
+            &self.cfg.product_claim,
+            &mut ignored.product,
+        );
         Identity {
             ip,
             ip_source,
             api_key_hash: api_key.map(|k| sha256(k.as_bytes())),
             token_hash: token.map(sha256),
-            developer: pick(names.developer.as_ref(), &self.cfg.developer_claim),
-            app: pick(names.app.as_ref(), &self.cfg.app_claim),
-            product: pick(names.product.as_ref(), &self.cfg.product_claim),
+            developer,
+            app,
+            product,
             region: self.geo.as_ref().and_then(|db| region(db, ip)),
             asn: self.asn.as_ref().and_then(|db| asn(db, ip)),
+            ignored_headers: ignored,
         }
     }
 
@@ -174,34 +204,6 @@ fn open_db(path: Option<&Path>, what: &str) -> Option<Reader<Vec<u8>>> {
             None
         }
     }
-}
-
-/// The client IP: the socket peer, or with `hops` trusted proxies in front, the `hops`-th
-/// `X-Forwarded-For` entry from the right (each trusted proxy appended the address it received
-/// from). Falls back to the peer when the header has fewer entries or one does not parse.
-pub fn client_ip(headers: &HeaderMap, peer: IpAddr, hops: usize) -> (IpAddr, IpSource) {
-    if hops == 0 {
-        return (peer, IpSource::Socket);
-    }
-    let mut entries = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .rev()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.rsplit(','))
-        .map(str::trim);
-    match entries.nth(hops - 1).and_then(parse_ip) {
-        Some(ip) => (ip, IpSource::Xff),
-        None => (peer, IpSource::Socket),
-    }
-}
-
-fn parse_ip(s: &str) -> Option<IpAddr> {
-    let s = s
-        .strip_prefix('[')
-        .and_then(|s| s.split(']').next())
-        .unwrap_or(s);
-    s.parse().ok().map(|ip: IpAddr| ip.to_canonical())
 }
 
 fn header_str<'a>(h: &'a HeaderMap, name: Option<&HeaderName>) -> Option<&'a str> {
@@ -296,27 +298,6 @@ fn asn(db: &Reader<Vec<u8>>, ip: IpAddr) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        pairs
-            .iter()
-            .map(|(k, v)| (HeaderName::from_static(k), v.parse().expect("value")))
-            .collect()
-    }
-
-    #[test]
-    fn xff_only_through_trusted_hops() {
-        let peer: IpAddr = "10.0.0.1".parse().expect("ip");
-        let h = headers(&[("x-forwarded-for", "203.0.113.9, 198.51.100.2")]);
-        assert_eq!(client_ip(&h, peer, 0), (peer, IpSource::Socket));
-        assert_eq!(client_ip(&h, peer, 1).0.to_string(), "198.51.100.2");
-        assert_eq!(client_ip(&h, peer, 2).0.to_string(), "203.0.113.9");
-        assert_eq!(client_ip(&h, peer, 3), (peer, IpSource::Socket));
-        let junk = headers(&[("x-forwarded-for", "not-an-ip")]);
-        assert_eq!(client_ip(&junk, peer, 1), (peer, IpSource::Socket));
-        let v6 = headers(&[("x-forwarded-for", "[2001:db8::1]:443")]);
-        assert_eq!(client_ip(&v6, peer, 1).0.to_string(), "2001:db8::1");
-    }
 
     #[test]
     fn query_params() {

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod body;
+pub mod client_ip;
 pub mod config;
 pub mod count;
 pub mod enforce;
@@ -104,6 +105,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Sidecar> {
     let mut registry = Registry::default();
     let metrics = Arc::new(metrics::Metrics::new(&mut registry));
     let labels = store::parse_labels(&pod_labels(&cfg)?).map_err(anyhow::Error::msg)?;
+    client_ip::log_trust(&cfg.identify.trusted_proxies, cfg.identify.trusted_hops);
     let store = Arc::new(store::Store::new(labels, metrics.clone()));
     let sources = spawn_sources(&cfg, &store);
     let ready = Arc::new(AtomicBool::new(true));

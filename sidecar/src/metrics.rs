@@ -22,7 +22,7 @@ pub const VERDICTS: [&str; 6] = ["allow", "deny", "flag", "none", "observed", "e
 /// Would-be decisions of observe mode (label `verdict` of `observed`).
 pub const OBSERVED: [&str; 3] = ["allow", "deny", "forward"];
 /// Where a client IP came from (label `source` of `client_ip_resolutions`).
-pub const SOURCES: [&str; 2] = ["socket", "xff"];
+pub const SOURCES: [&str; 4] = ["socket", "xff_untrusted_peer", "xff", "xff_invalid"];
 
 /// A Prometheus histogram whose buckets are atomics: an observation is a bucket search and
 /// two relaxed atomic adds, without a lock. The sum is kept in nanoseconds.
@@ -158,6 +158,13 @@ pub struct DirectionLabel {
     pub direction: &'static str,
 }
 
+/// Label naming an identity header kind (developer, app, product).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HeaderLabel {
+    /// The kind of identity header.
+    pub header: &'static str,
+}
+
 /// Label carrying the enforced bundle version (one series at a time).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BundleLabel {
@@ -173,6 +180,8 @@ pub struct Metrics {
     pub latency: Family<VerdictLabel, AtomicHistogram, fn() -> AtomicHistogram>,
     pub upstream_errors: Family<ReasonLabel, Counter>,
     pub client_ip: Family<SourceLabel, Counter>,
+    /// Identity headers ignored because the peer is not a trusted proxy, by kind.
+    pub ignored_headers: Family<HeaderLabel, Counter>,
     pub bundle_info: Family<BundleLabel, Gauge>,
     pub bundle_loaded: Gauge,
     pub bundle_swaps: Counter,
@@ -194,6 +203,8 @@ pub struct Metrics {
     observed_by: Resolved<Counter>,
     /// `client_ip` of each value in [`SOURCES`].
     client_ip_by: Resolved<Counter>,
+    /// `ignored_headers` of each kind.
+    ignored_by: Resolved<Counter>,
 }
 
 fn latency_histogram() -> AtomicHistogram {
@@ -243,12 +254,19 @@ impl Metrics {
             idle: closed("IdleTimeout"),
             failed: closed("Failed"),
         };
+        let ignored_headers = Family::default();
+        let ignored_by = resolve(
+            &ignored_headers,
+            &crate::identify::IgnoredHeaders::KINDS,
+            |header| HeaderLabel { header },
+        );
         let m = Self {
             requests,
             observed,
             latency,
             upstream_errors: Family::default(),
             client_ip,
+            ignored_headers,
             bundle_info: Family::default(),
             bundle_loaded: Gauge::default(),
             bundle_swaps: Counter::default(),
@@ -263,6 +281,7 @@ impl Metrics {
             requests_by,
             observed_by,
             client_ip_by,
+            ignored_by,
         };
         let r = registry.sub_registry_with_prefix("palisade_sidecar");
         r.register("requests", "Requests by verdict", m.requests.clone());
@@ -283,8 +302,13 @@ impl Metrics {
         );
         r.register(
             "client_ip_resolutions",
-            "Client IP taken from socket or xff",
+            "Where the client IP came from: socket, xff_untrusted_peer (X-Forwarded-For from a peer outside the trusted proxies, ignored), xff, xff_invalid (an entry that is not an address stopped the walk)",
             m.client_ip.clone(),
+        );
+        r.register(
+            "identity_headers_ignored",
+            "Identity headers (developer, app, product) sent by a peer outside the trusted proxies, ignored",
+            m.ignored_headers.clone(),
         );
         r.register(
             "bundle_info",
@@ -380,6 +404,15 @@ impl Metrics {
             Some(c) => c.inc(),
             None => self.client_ip.get_or_create(&SourceLabel { source }).inc(),
         };
+    }
+
+    /// Counts identity headers ignored from an untrusted peer.
+    pub fn ignored_headers(&self, ignored: crate::identify::IgnoredHeaders) {
+        for kind in ignored.kinds() {
+            if let Some(c) = self.ignored_by.get(kind) {
+                c.inc();
+            }
+        }
     }
 
     /// Records the bundle now in force.

@@ -99,6 +99,7 @@ impl Proxy {
         let who = self.identifier.identify(&parts, peer.ip());
         sanitize::strip_reserved(&mut parts.headers);
         self.metrics.client_ip(who.ip_source.as_str());
+        self.metrics.ignored_headers(who.ignored_headers);
         let (verdict, outcome) =
             enforce(self.enforce, &self.store, &self.metrics, &who, &mut parts)?;
         // What detection needs of the request, taken before the request moves upstream

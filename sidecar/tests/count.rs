@@ -81,8 +81,8 @@ async fn reporting_sidecar(
         "api-0",
         "--report-interval",
         interval,
-        "--trusted-hops",
-        "1",
+        "--trusted-proxies",
+        "127.0.0.0/8",
     ];
     (sidecar(app, &args).await, dir)
 }

@@ -29,8 +29,8 @@ async fn env(actions: Vec<palisade_policy::ActionSpec>, extra: &[&str]) -> Env {
         &path,
         "--bundle-poll",
         "20ms",
-        "--trusted-hops",
-        "1",
+        "--trusted-proxies",
+        "127.0.0.0/8",
     ];
     let (g, a) = (
         geo.to_str().unwrap().to_owned(),
@@ -357,8 +357,8 @@ async fn detected_clients_trigger_detected_by_actions() {
         &path,
         "--bundle-poll",
         "20ms",
-        "--trusted-hops",
-        "1",
+        "--trusted-proxies",
+        "127.0.0.0/8",
     ];
     let sc = sidecar(echo_app().await, &args).await;
     let hash = palisade_policy::Manifest::from_json(&manifest)

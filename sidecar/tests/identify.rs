@@ -74,8 +74,8 @@ fn absent_database_never_matches() {
 #[test]
 fn keys_tokens_and_claims() {
     let id = identifier(&[
-        "--trusted-hops",
-        "1",
+        "--trusted-proxies",
+        "10.0.0.0/8",
         "--developer-claim",
         "sub",
         "--product-claim",
@@ -109,6 +109,26 @@ fn keys_tokens_and_claims() {
     assert_eq!(who.api_key_hash, Some(sha("header-key")));
     assert_eq!(who.developer.as_deref(), Some("dev-h"));
     assert_eq!(who.ip_source, IpSource::Socket);
+    // From a peer that is not a trusted proxy: its X-Forwarded-For and identity headers are
+    // ignored (and counted), the claim is used instead of the header.
+    let forged = parts(
+        "/x",
+        &[
+            ("authorization", &auth),
+            ("x-forwarded-for", "203.0.113.4"),
+            ("x-developer", "dev-h"),
+            ("x-developer-app", "app-1"),
+        ],
+    );
+    let who = id.identify(&forged, "192.0.2.1".parse().unwrap());
+    assert_eq!(
+        (who.ip.to_string(), who.ip_source),
+        ("192.0.2.1".to_owned(), IpSource::XffUntrustedPeer)
+    );
+    assert_eq!(who.developer.as_deref(), Some("dev-7"));
+    assert_eq!(who.app, None);
+    let ignored: Vec<_> = who.ignored_headers.kinds().collect();
+    assert_eq!(ignored, ["developer", "app"]);
 }
 
 fn sha(s: &str) -> [u8; 32] {

@@ -118,7 +118,8 @@ pub struct InjectorArgs {
         default_value = "http"
     )]
     pub takeover_ports: Vec<String>,
-    /// Trusted proxy hops in front of the sidecars (X-Forwarded-For).
+    /// Most X-Forwarded-For entries the sidecars read from the right (0: no bound); only
+    /// from a peer inside --sidecar-trusted-proxies.
     #[arg(long, env = "PALISADE_SIDECAR_TRUSTED_HOPS", default_value_t = 0)]
     pub sidecar_trusted_hops: usize,
     /// Sidecars answer 503 until they have a policy bundle (default: forward, fail open).

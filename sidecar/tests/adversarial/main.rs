@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod headers;
+mod identity;
 #[path = "../support/mod.rs"]
 mod support;
 

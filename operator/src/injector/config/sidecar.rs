@@ -39,6 +39,10 @@ pub struct IdentityArgs {
         default_value = "x-api-product"
     )]
     pub sidecar_product_header: String,
+    /// Proxies the sidecars believe, as CIDRs separated by commas: only from a peer inside
+    /// them are X-Forwarded-For and the identity headers read (empty: no one).
+    #[arg(long, env = "PALISADE_SIDECAR_TRUSTED_PROXIES", default_value = "")]
+    pub sidecar_trusted_proxies: String,
     /// JWT claim of the Bearer token (read, not verified) naming the developer (empty: none).
     #[arg(long, env = "PALISADE_SIDECAR_DEVELOPER_CLAIM", default_value = "")]
     pub sidecar_developer_claim: String,
@@ -135,9 +139,13 @@ impl IdentityArgs {
 
     /// The sidecar's environment, every setting explicit (an empty value turns it off).
     pub(super) fn env(&self) -> Vec<(String, String)> {
+        // validate() has rejected a list that does not parse before the injector starts.
+        let trusted = palisade_policy::TrustedProxies::parse(&self.sidecar_trusted_proxies)
+            .unwrap_or_default();
         self.settings()
             .iter()
             .map(|(_, env, v)| ((*env).to_owned(), (*v).to_owned()))
+            .chain([("PALISADE_TRUSTED_PROXIES".to_owned(), trusted.to_string())])
             .collect()
     }
 
@@ -162,7 +170,9 @@ impl IdentityArgs {
                 return Err(format!("{flag} `{v}` is not {what} (empty: none)"));
             }
         }
-        Ok(())
+        palisade_policy::TrustedProxies::parse(&self.sidecar_trusted_proxies)
+            .map(drop)
+            .map_err(|e| format!("--sidecar-trusted-proxies: {e}"))
     }
 }
 
@@ -253,8 +263,14 @@ mod tests {
                 ("PALISADE_DEVELOPER_CLAIM", ""),
                 ("PALISADE_APP_CLAIM", ""),
                 ("PALISADE_PRODUCT_CLAIM", ""),
+                ("PALISADE_TRUSTED_PROXIES", ""),
             ]
         );
+        let c = config(&["--sidecar-trusted-proxies", "10.0.0.0/8, 192.168.1.7"]).expect("cidrs");
+        assert!(c.identity.contains(&(
+            "PALISADE_TRUSTED_PROXIES".into(),
+            "10.0.0.0/8,192.168.1.7/32".into()
+        )));
         assert!(!c.debug_headers && c.geoip.is_none());
         let c = config(&[
             "--sidecar-developer-claim",
@@ -284,6 +300,8 @@ mod tests {
         );
         let e = config(&["--sidecar-app-claim", "a b"]).expect_err("space");
         assert!(e.contains("--sidecar-app-claim"), "{e}");
+        let e = config(&["--sidecar-trusted-proxies", "ingress"]).expect_err("not a CIDR");
+        assert!(e.contains("--sidecar-trusted-proxies"), "{e}");
     }
 
     #[test]
