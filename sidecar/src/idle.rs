@@ -1,6 +1,7 @@
 //! What counts as use of a client connection, for the idle timeout.
 //!
-//! HTTP/1.x: any byte either way. HTTP/2 (recognised by its connection preface): only frames
+//! HTTP/1.x: any byte either way. The start of an HTTP/2 connection preface is not use until
+//! the preface is complete. HTTP/2 (recognised by its connection preface): only frames
 //! that carry requests and responses — HEADERS, CONTINUATION and DATA, either way. PING
 //! (the server's own keep-alive pings and the client's), SETTINGS, WINDOW_UPDATE and the
 //! other control frames are not use, so an HTTP/2 client that opens no stream is closed
@@ -132,7 +133,9 @@ impl Protocol {
                 }
                 *seen += n;
                 if *seen < PREFACE.len() {
-                    return !bytes.is_empty();
+                    // Not use yet: a client dripping the preface (on which no header-read
+                    // timeout runs) is closed like one that sends nothing.
+                    return false;
                 }
                 let mut read = Frames::default();
                 let used = read.feed(&bytes[n..]);
@@ -261,8 +264,9 @@ mod tests {
     #[test]
     fn http2_pings_and_settings_are_not_use_but_headers_and_data_are() {
         let mut p = Protocol::Sniffing(0);
-        // The preface split across reads, then control frames only.
-        assert!(p.read(&PREFACE[..5]));
+        // The preface split across reads (not use until it is complete), then control
+        // frames only.
+        assert!(!p.read(&PREFACE[..5]));
         let mut rest = PREFACE[5..].to_vec();
         rest.extend(frame(SETTINGS, 12));
         assert!(!p.read(&rest));

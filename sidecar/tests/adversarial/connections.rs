@@ -511,6 +511,31 @@ async fn an_idle_h2_connection_is_closed_although_it_answers_pings() {
     assert_eq!(h2_get(&mut busy, "/still-open").await, 200);
 }
 
+/// A client that drips the HTTP/2 connection preface, one byte at a time faster than the
+/// idle timeout (no header-read timeout runs before the protocol is known), is closed after
+/// `--idle-timeout` as if it sent nothing, long before its preface is complete.
+#[tokio::test]
+async fn a_client_dripping_the_h2_preface_is_closed() {
+    let sc = sidecar(echo_app().await, &["--idle-timeout", "300ms"]).await;
+    let mut s = TcpStream::connect(sc.proxy_addr).await.unwrap();
+    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut closed_after = None;
+    for (i, byte) in preface[..preface.len() - 1].iter().enumerate() {
+        let _ = s.write_all(&[*byte]).await;
+        // Paces the drip (150 ms a byte) and notices the close meanwhile.
+        let mut b = [0u8; 1];
+        if let Ok(read) = tokio::time::timeout(Duration::from_millis(150), s.read(&mut b)).await {
+            assert!(
+                matches!(read, Ok(0) | Err(_)),
+                "no answer to a partial preface"
+            );
+            closed_after = Some(i + 1);
+            break;
+        }
+    }
+    closed_after.expect("closed before the preface was complete");
+}
+
 /// An HTTP/2 client that asks for a large response and stops reading it holds a stream whose
 /// DATA cannot move (flow control): it is closed after `--idle-timeout`, although it still
 /// answers every ping.
