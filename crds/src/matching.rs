@@ -100,8 +100,11 @@ pub struct MatchConditions {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(min = 1, max = 9))]
     pub http_methods: Vec<HttpMethod>,
-    /// Request paths (without the query string): `{value: /login}` (exact) or
-    /// `{value: /admin/, type: Prefix}`.
+    /// Request paths (without the query string): `{value: /login}` (exact; `/login/` matches
+    /// too) or `{value: /admin/, type: Prefix}`; add `caseInsensitive: true` to ignore case.
+    /// They are compared with the path the application will route: the sidecar normalises it
+    /// first (`//admin`, `/%61dmin`, `/x/../admin` and `/;x/admin` are all `/admin`; see
+    /// "Path normalisation" in docs/sidecar.md).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(min = 1, max = 64))]
     pub paths: Vec<PathMatch>,
@@ -141,7 +144,7 @@ pub struct TextMatch {
 /// How a [`PathMatch`] compares.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum PathMatchType {
-    /// The path is equal to `value`.
+    /// The path is equal to `value`, ignoring a trailing slash (`/admin` matches `/admin/`).
     #[default]
     Exact,
     /// The path starts with `value` (a plain string prefix: end it with `/` to match one
@@ -149,18 +152,32 @@ pub enum PathMatchType {
     Prefix,
 }
 
-/// A request path comparison.
+/// A request path comparison. It is made on the path the application will route: the sidecar
+/// first normalises the request path (percent-decodes unreserved characters, merges slashes,
+/// removes dot segments, drops `;parameters` of segments) and `Exact` ignores a trailing
+/// slash, so a deny on `/admin` also stops `//admin`, `/%61dmin`, `/x/../admin`, `/;x/admin`
+/// and `/admin/`. The value is normalised the same way; it cannot contain `;`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct PathMatch {
     /// The path to compare with; starts with `/`. Example: `/v1/login`.
     #[schemars(length(min = 1, max = 1024))]
     #[x_kube(validation = Rule::new("self.startsWith('/')").message(
         "paths value must start with '/', like /v1/login"
     ))]
+    #[x_kube(validation = Rule::new("!self.contains(';')").message(
+        "paths value must not contain ';': segment parameters (;x) are removed from request paths before matching"
+    ))]
     pub value: String,
     /// `Exact` (default) or `Prefix`.
     #[serde(default, rename = "type")]
     pub type_: PathMatchType,
+    /// Compare ASCII letters case-insensitively: `/admin` then also matches `/ADMIN` and
+    /// `/Admin`. Off by default: whether `/ADMIN` reaches the same handler as `/admin` is the
+    /// application's choice (Spring and Express ignore case only when configured to), so set
+    /// this when the application routes paths case-insensitively.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub case_insensitive: Option<bool>,
 }
 
 /// An HTTP request method.

@@ -4,12 +4,16 @@
 
 use super::*;
 use crate::compile::compile;
-use crate::spec::{Inputs, ListRef};
+use crate::spec::{Inputs, ListRef, PathMatch};
 use crate::testutil::{Rng, deny, flag, random_v4_lines, ts, with_ips};
 
 fn small_bundle() -> Bundle {
     let mut a = with_ips(deny("a"), &["10.0.0.0/8", "2001:db8::/32", "192.0.2.1"]);
     a.conditions.user_agents = vec!["bot".into()];
+    a.conditions.paths = vec![
+        PathMatch::Exact("/admin".into()),
+        PathMatch::PrefixIgnoreCase("/Internal/".into()),
+    ];
     let b = with_ips(flag("b", "x-b"), &["10.1.0.0/16", "::/0"]);
     let inputs = Inputs {
         actions: vec![a, b],
@@ -39,6 +43,23 @@ fn small_bundle_round_trips_and_is_canonical() {
     let manifest = Manifest::from_json(&enc.manifest.to_json()).unwrap();
     assert_eq!(manifest, enc.manifest);
     assert!(enc.manifest.to_json().contains("\"bundleHash\""));
+}
+
+#[test]
+fn path_conditions_keep_their_wire_form() {
+    // Exact and Prefix are written as before case-insensitive paths existed, so bundles of
+    // either age decode; the new kinds have names of their own.
+    let json = |p: PathMatch| serde_json::to_string(&p).unwrap();
+    assert_eq!(json(PathMatch::Exact("/a".into())), r#"{"exact":"/a"}"#);
+    assert_eq!(json(PathMatch::Prefix("/a".into())), r#"{"prefix":"/a"}"#);
+    assert_eq!(
+        json(PathMatch::ExactIgnoreCase("/a".into())),
+        r#"{"exactIgnoreCase":"/a"}"#
+    );
+    assert_eq!(
+        json(PathMatch::PrefixIgnoreCase("/a".into())),
+        r#"{"prefixIgnoreCase":"/a"}"#
+    );
 }
 
 #[test]

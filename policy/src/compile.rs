@@ -359,6 +359,15 @@ mod tests {
         let mut a = deny("path");
         a.conditions.paths = vec![crate::spec::PathMatch::Prefix("api".into())];
         cases.push((a, "paths[0]: \"api\" does not start with \"/\""));
+        let mut a = deny("escape");
+        a.conditions.paths = vec![crate::spec::PathMatch::Exact("/a%zz".into())];
+        cases.push((
+            a,
+            "paths[0]: \"/a%zz\" has an invalid percent-encoding at byte 2",
+        ));
+        let mut a = deny("param");
+        a.conditions.paths = vec![crate::spec::PathMatch::PrefixIgnoreCase("/a;x/".into())];
+        cases.push((a, "paths[0]: \"/a;x/\" contains ';'"));
         let mut a = deny("rule");
         a.conditions.detected_by = Some(DetectedBy::Rules(vec!["nope".into()]));
         cases.push((a, "detectedBy.rules[0]: DetectionRule \"nope\" not found"));
@@ -405,6 +414,33 @@ mod tests {
             );
         }
         assert!(out.bundle.actions.is_empty());
+    }
+
+    #[test]
+    fn path_values_are_stored_as_requests_are_matched() {
+        use crate::spec::PathMatch::{Exact, ExactIgnoreCase, Prefix, PrefixIgnoreCase};
+        let mut a = deny("paths");
+        a.conditions.paths = vec![
+            Exact("/admin/".into()),
+            Exact("//x/../%61pi/./".into()),
+            Prefix("/static//v1/".into()),
+            ExactIgnoreCase("/Login/".into()),
+            PrefixIgnoreCase("/files/a%2fb%20".into()),
+            Exact("/".into()),
+        ];
+        let out = compile(&inputs(vec![a]), ts("2026-01-01T00:00:00Z"));
+        assert_eq!(out.statuses["paths"], ActionStatus::Active);
+        assert_eq!(
+            out.bundle.actions[0].conditions.paths,
+            [
+                Exact("/admin".into()),
+                Exact("/api".into()),
+                Prefix("/static/v1/".into()),
+                ExactIgnoreCase("/Login".into()),
+                PrefixIgnoreCase("/files/a%2Fb%20".into()),
+                Exact("/".into()),
+            ]
+        );
     }
 
     #[test]

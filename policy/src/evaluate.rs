@@ -35,7 +35,9 @@ pub struct Request<'a> {
     pub user_agent: Option<&'a str>,
     /// HTTP method, as sent (methods are case-sensitive; conditions are upper case).
     pub method: &'a str,
-    /// Request path, without the query string.
+    /// The match path, without the query string: [`crate::path::without_params`] of
+    /// [`crate::path::normalize`] of the request's path. A raw path would let `//admin` or
+    /// `/%61dmin` past a condition on `/admin`.
     pub path: &'a str,
     /// Detected clients, indexed against this policy's rules; `None` = nobody is detected.
     pub detected: Option<&'a DetectedIndex>,
@@ -307,6 +309,56 @@ mod tests {
         assert!(!denied("10.0.0.3", "POST", "/login"), "IP not listed");
         assert!(!denied("10.0.0.1", "GET", "/login"), "method not listed");
         assert!(!denied("10.0.0.1", "POST", "/logout"), "path not listed");
+    }
+
+    #[test]
+    fn a_path_deny_stops_every_spelling_of_the_path() {
+        use crate::path::{EscapedSlashes, normalize, without_params};
+        let mut exact = deny("exact");
+        exact.conditions.paths = vec![PathMatch::Exact("/admin".into())];
+        let mut prefix = deny("prefix");
+        prefix.conditions.paths = vec![PathMatch::Prefix("/internal/".into())];
+        let mut any_case = deny("any-case");
+        any_case.conditions.paths = vec![PathMatch::ExactIgnoreCase("/login".into())];
+        let p = policy(vec![exact, prefix, any_case]);
+        let decided = |raw: &str| {
+            let n = normalize(raw, EscapedSlashes::Reject).unwrap();
+            let path = without_params(&n);
+            let r = Request::new("192.0.2.1".parse().unwrap(), "GET", &path);
+            let id = evaluate(&p, &r).decision_id();
+            id.and_then(|id| p.action(id)).map(|a| a.name.clone())
+        };
+        for raw in [
+            "/admin",
+            "//admin",
+            "/%61dmin",
+            "/x/../admin",
+            "/;x/admin",
+            "/admin/",
+        ] {
+            assert_eq!(decided(raw).as_deref(), Some("exact"), "{raw}");
+        }
+        for raw in [
+            "/internal/x",
+            "/internal//x",
+            "/x/%2E%2E/internal/",
+            "/internal;a/b",
+        ] {
+            assert_eq!(decided(raw).as_deref(), Some("prefix"), "{raw}");
+        }
+        for raw in ["/login", "/LOGIN", "/Log%49n/", "//LoGiN;x"] {
+            assert_eq!(decided(raw).as_deref(), Some("any-case"), "{raw}");
+        }
+        for raw in [
+            "/ADMIN",
+            "/admin/x",
+            "/adminx",
+            "/internal",
+            "/INTERNAL/x",
+            "/login/x",
+        ] {
+            assert_eq!(decided(raw), None, "{raw}");
+        }
     }
 
     #[test]

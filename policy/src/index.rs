@@ -84,7 +84,9 @@ fn intern<K: Hash + Eq>(
     (map, sets)
 }
 
-/// Paths: exact values in one map, prefixes in another probed at each distinct prefix length.
+/// Paths: exact values in one map, prefixes in another probed at each distinct prefix length,
+/// case-insensitive conditions (few) compared one by one. Exact values and the path are compared
+/// without a trailing slash.
 #[derive(Clone, Debug)]
 pub(crate) struct PathIndex {
     exact: HashMap<Box<str>, u32, FxBuild>,
@@ -92,9 +94,18 @@ pub(crate) struct PathIndex {
     prefix: HashMap<Box<str>, u32, FxBuild>,
     prefix_sets: Vec<ActionSet>,
     prefix_lens: Vec<usize>,
+    ignore_case: Vec<(ActionId, PathMatch)>,
     unconstrained: ActionSet,
     /// Some selected action has a path condition.
     pub active: bool,
+}
+
+/// `path` without its trailing slash, unless it is `/`.
+fn trim_slash(path: &str) -> &str {
+    match path.strip_suffix('/') {
+        Some(head) if !head.is_empty() => head,
+        _ => path,
+    }
 }
 
 impl PathIndex {
@@ -102,23 +113,32 @@ impl PathIndex {
     pub fn build(entries: impl Iterator<Item = (ActionId, Vec<PathMatch>)>) -> Self {
         let mut per_exact: HashMap<Box<str>, ActionSet> = HashMap::new();
         let mut per_prefix: HashMap<Box<str>, ActionSet> = HashMap::new();
+        let mut ignore_case = Vec::new();
         let mut unconstrained = ActionSet::EMPTY;
         for (id, paths) in entries {
             if paths.is_empty() {
                 unconstrained.insert(id);
             }
             for p in paths {
-                let (map, s) = match p {
-                    PathMatch::Exact(s) => (&mut per_exact, s),
-                    PathMatch::Prefix(s) => (&mut per_prefix, s),
+                let map = match &p {
+                    PathMatch::Exact(_) => &mut per_exact,
+                    PathMatch::Prefix(_) => &mut per_prefix,
+                    PathMatch::ExactIgnoreCase(_) | PathMatch::PrefixIgnoreCase(_) => {
+                        ignore_case.push((id, p));
+                        continue;
+                    }
                 };
-                map.entry(s.into_boxed_str()).or_default().insert(id);
+                let value = match p.is_prefix() {
+                    true => p.value(),
+                    false => trim_slash(p.value()),
+                };
+                map.entry(value.into()).or_default().insert(id);
             }
         }
         let mut prefix_lens: Vec<usize> = per_prefix.keys().map(|k| k.len()).collect();
         prefix_lens.sort_unstable();
         prefix_lens.dedup();
-        let active = !per_exact.is_empty() || !per_prefix.is_empty();
+        let active = !per_exact.is_empty() || !per_prefix.is_empty() || !ignore_case.is_empty();
         let (exact, exact_sets) = intern(per_exact);
         let (prefix, prefix_sets) = intern(per_prefix);
         Self {
@@ -127,16 +147,17 @@ impl PathIndex {
             prefix,
             prefix_sets,
             prefix_lens,
+            ignore_case,
             unconstrained,
             active,
         }
     }
 
-    /// The actions this path satisfies.
+    /// The actions this path (a match path: normalised, without segment parameters) satisfies.
     #[inline]
     pub fn matches(&self, path: &str) -> ActionSet {
         let mut set = self.unconstrained;
-        if let Some(&i) = self.exact.get(path) {
+        if let Some(&i) = self.exact.get(trim_slash(path)) {
             set = set.or(&self.exact_sets[i as usize]);
         }
         for &len in &self.prefix_lens {
@@ -147,6 +168,19 @@ impl PathIndex {
                 && let Some(&i) = self.prefix.get(head)
             {
                 set = set.or(&self.prefix_sets[i as usize]);
+            }
+        }
+        for (id, p) in &self.ignore_case {
+            let v = p.value().as_bytes();
+            let hit = match p.is_prefix() {
+                true => path
+                    .as_bytes()
+                    .get(..v.len())
+                    .is_some_and(|h| h.eq_ignore_ascii_case(v)),
+                false => trim_slash(path).eq_ignore_ascii_case(trim_slash(p.value())),
+            };
+            if hit {
+                set.insert(*id);
             }
         }
         set
@@ -197,5 +231,37 @@ mod tests {
         assert_eq!(idx.matches("/admin/users"), set(&[1, 2, 3]));
         assert_eq!(idx.matches("/admin"), set(&[2, 3]));
         assert_eq!(idx.matches(""), set(&[3]));
+    }
+
+    #[test]
+    fn exact_paths_ignore_a_trailing_slash_and_case_is_opt_in() {
+        let idx = PathIndex::build(
+            [
+                (ActionId(0), vec![PathMatch::Exact("/admin".into())]),
+                (ActionId(1), vec![PathMatch::Exact("/users/".into())]),
+                (
+                    ActionId(2),
+                    vec![PathMatch::ExactIgnoreCase("/Admin".into())],
+                ),
+                (
+                    ActionId(3),
+                    vec![PathMatch::PrefixIgnoreCase("/API/".into())],
+                ),
+                (ActionId(4), vec![PathMatch::Exact("/".into())]),
+            ]
+            .into_iter(),
+        );
+        assert!(idx.active);
+        assert_eq!(idx.matches("/admin"), set(&[0, 2]));
+        assert_eq!(idx.matches("/admin/"), set(&[0, 2]));
+        assert_eq!(idx.matches("/ADMIN/"), set(&[2]));
+        assert_eq!(idx.matches("/admin/x"), set(&[]));
+        assert_eq!(idx.matches("/users"), set(&[1]));
+        assert_eq!(idx.matches("/users/"), set(&[1]));
+        assert_eq!(idx.matches("/api/v1"), set(&[3]));
+        assert_eq!(idx.matches("/Api/"), set(&[3]));
+        assert_eq!(idx.matches("/api"), set(&[]));
+        assert_eq!(idx.matches("/"), set(&[4]));
+        assert_eq!(idx.matches("/adminx"), set(&[]));
     }
 }

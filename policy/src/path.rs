@@ -412,7 +412,11 @@ mod tests {
         let mut seen = [0usize; 2];
         for _ in 0..50_000 {
             let len = 1 + rng.next() % 12;
-            let mut p = String::from(if rng.next().is_multiple_of(8) { "" } else { "/" });
+            let mut p = String::from(if rng.next().is_multiple_of(8) {
+                ""
+            } else {
+                "/"
+            });
             for _ in 0..len {
                 p.push_str(ALPHABET[(rng.next() % ALPHABET.len() as u64) as usize]);
             }

@@ -158,14 +158,52 @@ impl fmt::Display for ListRef {
     }
 }
 
-/// A path condition.
+/// A path condition. It is compared with the request's match path
+/// ([`crate::path::without_params`] of [`crate::path::normalize`]), never with the raw target.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum PathMatch {
-    /// The path equals this string.
+    /// The path equals this string, ignoring a trailing slash on either side (`/admin`
+    /// matches `/admin/`).
     Exact(String),
     /// The path starts with this string.
     Prefix(String),
+    /// As `Exact`, ASCII letters compared case-insensitively.
+    ExactIgnoreCase(String),
+    /// As `Prefix`, ASCII letters compared case-insensitively.
+    PrefixIgnoreCase(String),
+}
+
+impl PathMatch {
+    /// The path (or prefix) compared with.
+    pub fn value(&self) -> &str {
+        match self {
+            Self::Exact(s)
+            | Self::Prefix(s)
+            | Self::ExactIgnoreCase(s)
+            | Self::PrefixIgnoreCase(s) => s,
+        }
+    }
+
+    /// Whether it compares by prefix.
+    pub fn is_prefix(&self) -> bool {
+        matches!(self, Self::Prefix(_) | Self::PrefixIgnoreCase(_))
+    }
+
+    /// Whether ASCII letters compare case-insensitively.
+    pub fn ignores_case(&self) -> bool {
+        matches!(self, Self::ExactIgnoreCase(_) | Self::PrefixIgnoreCase(_))
+    }
+
+    /// The same kind of comparison with another value.
+    pub fn with_value(&self, value: String) -> Self {
+        match self {
+            Self::Exact(_) => Self::Exact(value),
+            Self::Prefix(_) => Self::Prefix(value),
+            Self::ExactIgnoreCase(_) => Self::ExactIgnoreCase(value),
+            Self::PrefixIgnoreCase(_) => Self::PrefixIgnoreCase(value),
+        }
+    }
 }
 
 /// A text condition that is not an exact match.

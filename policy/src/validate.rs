@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::bundle::BundleConditions;
 use crate::lists::{PrefixList, parse_prefix};
+use crate::path::{EscapedSlashes, normalize};
 use crate::spec::{ActionSpec, Conditions, DetectedBy, Header, ListRef, PathMatch, RuleSpec, Verb};
 
 /// Why an action cannot be compiled.
@@ -173,17 +174,36 @@ fn hash(s: &str) -> Result<String, &'static str> {
         .ok_or("is not a hash; write sha256:<64 hex digits> (the sha256 of the secret)")
 }
 
+/// Every path value starts with `/` and is stored as requests are matched: normalised
+/// (escaped slashes kept), exact values without their trailing slash. A `;` is refused: segment
+/// parameters are removed from request paths before matching, so such a value never matches.
 fn paths(paths: &[PathMatch]) -> Result<Vec<PathMatch>, Invalid> {
-    for (i, p) in paths.iter().enumerate() {
-        let (PathMatch::Exact(s) | PathMatch::Prefix(s)) = p;
-        if !s.starts_with('/') {
-            return Err(invalid(
-                "InvalidCondition",
-                format!("paths[{i}]: {s:?} does not start with \"/\"; write an absolute path"),
-            ));
-        }
-    }
-    Ok(paths.to_vec())
+    paths
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let s = p.value();
+            let bad = |why: String| invalid("InvalidCondition", format!("paths[{i}]: {s:?} {why}"));
+            if !s.starts_with('/') {
+                return Err(bad(
+                    "does not start with \"/\"; write an absolute path".into()
+                ));
+            }
+            let n = normalize(s, EscapedSlashes::Keep).map_err(|e| bad(format!("has an {e}")))?;
+            if n.contains(';') {
+                return Err(bad(
+                    "contains ';': segment parameters (;x) are removed from request paths \
+                     before matching, so it would never match; remove the parameter"
+                        .into(),
+                ));
+            }
+            let value = match n.strip_suffix('/') {
+                Some(head) if !p.is_prefix() && !head.is_empty() => head.to_string(),
+                _ => n.into_owned(),
+            };
+            Ok(p.with_value(value))
+        })
+        .collect()
 }
 
 fn detected_by(d: Option<&DetectedBy>, rules: &[RuleSpec]) -> Result<Option<DetectedBy>, Invalid> {

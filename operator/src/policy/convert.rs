@@ -132,9 +132,14 @@ fn conditions(c: &MatchConditions, configmaps: &[ConfigMap]) -> Conditions {
         paths: c
             .paths
             .iter()
-            .map(|p| match p.type_ {
-                PathMatchType::Exact => PathMatch::Exact(p.value.clone()),
-                PathMatchType::Prefix => PathMatch::Prefix(p.value.clone()),
+            .map(|p| {
+                let v = p.value.clone();
+                match (p.type_, p.case_insensitive.unwrap_or(false)) {
+                    (PathMatchType::Exact, false) => PathMatch::Exact(v),
+                    (PathMatchType::Prefix, false) => PathMatch::Prefix(v),
+                    (PathMatchType::Exact, true) => PathMatch::ExactIgnoreCase(v),
+                    (PathMatchType::Prefix, true) => PathMatch::PrefixIgnoreCase(v),
+                }
             })
             .collect(),
         detected_by: detected_by(
@@ -273,6 +278,28 @@ mod tests {
         assert!(
             !texts.contains_key("raw.bin"),
             "only .gz binary keys are lists"
+        );
+    }
+
+    #[test]
+    fn path_conditions_carry_their_case_option() {
+        let c: MatchConditions = serde_json::from_value(serde_json::json!({"paths": [
+            {"value": "/a"},
+            {"value": "/b/", "type": "Prefix"},
+            {"value": "/c", "caseInsensitive": true},
+            {"value": "/d/", "type": "Prefix", "caseInsensitive": true},
+            {"value": "/e", "caseInsensitive": false},
+        ]}))
+        .expect("conditions");
+        assert_eq!(
+            conditions(&c, &[]).paths,
+            [
+                PathMatch::Exact("/a".into()),
+                PathMatch::Prefix("/b/".into()),
+                PathMatch::ExactIgnoreCase("/c".into()),
+                PathMatch::PrefixIgnoreCase("/d/".into()),
+                PathMatch::Exact("/e".into()),
+            ]
         );
     }
 

@@ -22,7 +22,7 @@ async fn valid_actions_are_accepted_with_defaults() {
         "{deny: {status: 429, body: slow down, contentType: text/plain}, conditions: {regionCodes: [GB, US], asns: [64496]}, ttl: 1h30m}",
         "{deny: {}, conditions: {detectedBy: [any]}, expireTime: '2030-01-01T00:00:00Z'}",
         "{deny: {}, conditions: {ipRangesFrom: [{name: blocklist}, {selector: {matchLabels: {list: tor}}, key: list.txt.gz}]}}",
-        "{flag: {}, conditions: {paths: [{value: /login}, {value: /admin/, type: Prefix}], httpMethods: [POST], userAgents: [{value: curl/, type: Prefix}]}, targets: {workloadSelector: {matchExpressions: [{key: app, operator: In, values: [shop]}]}}}",
+        "{flag: {}, conditions: {paths: [{value: /login}, {value: /admin/, type: Prefix, caseInsensitive: true}], httpMethods: [POST], userAgents: [{value: curl/, type: Prefix}]}, targets: {workloadSelector: {matchExpressions: [{key: app, operator: In, values: [shop]}]}}}",
     ];
     for (i, spec) in specs.iter().enumerate() {
         let stored = accepts(
@@ -246,6 +246,11 @@ async fn invalid_actions_are_rejected_with_what_to_fix() {
             "path without slash",
             "{deny: {}, conditions: {paths: [{value: login}]}}",
             &["spec.conditions.paths[0].value", "start with '/'"],
+        ),
+        Case::new(
+            "path with a segment parameter",
+            "{deny: {}, conditions: {paths: [{value: '/a;jsessionid=1'}]}}",
+            &["spec.conditions.paths[0].value", "must not contain ';'"],
         ),
         Case::new(
             "unknown HTTP method",
