@@ -178,6 +178,14 @@ pub struct PolicyConfig {
     /// Add `palisade-decision` response headers naming the deciding action.
     #[arg(long, env = "PALISADE_DEBUG_HEADERS")]
     pub debug_headers: bool,
+    /// `%2F`, `%5C` and `\` in a path: `reject` (400), `keep` (data inside a segment) or
+    /// `unescape` (each becomes `/`). See "Path normalisation" in docs/sidecar.md.
+    #[arg(long, env = "PALISADE_ESCAPED_SLASHES", default_value = "reject")]
+    pub escaped_slashes: palisade_policy::path::EscapedSlashes,
+    /// Forward the path as the client sent it instead of the normalised path (path
+    /// conditions still match the normalised path).
+    #[arg(long, env = "PALISADE_FORWARD_ORIGINAL_PATH")]
+    pub forward_original_path: bool,
 }
 
 /// Counting for detection and reporting to the operator's collector.
@@ -360,6 +368,24 @@ mod tests {
         .expect_err("bad unit");
         assert!(err.to_string().contains("--idle-timeout"), "{err}");
         assert!(err.to_string().contains("use ms, s, m or h"), "{err}");
+    }
+
+    #[test]
+    fn escaped_slashes_takes_one_of_three_actions() {
+        use palisade_policy::path::EscapedSlashes;
+        assert_eq!(parse(&[]).policy.escaped_slashes, EscapedSlashes::Reject);
+        let c = parse(&["--escaped-slashes", "unescape", "--forward-original-path"]);
+        assert_eq!(c.policy.escaped_slashes, EscapedSlashes::Unescape);
+        assert!(c.policy.forward_original_path);
+        let err = Config::try_parse_from([
+            "palisade-sidecar",
+            "--upstream-port",
+            "8081",
+            "--escaped-slashes",
+            "allow",
+        ])
+        .expect_err("not an action");
+        assert!(err.to_string().contains("reject, keep, unescape"), "{err}");
     }
 
     #[test]

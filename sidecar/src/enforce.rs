@@ -39,12 +39,14 @@ pub enum Outcome {
     Forward(Option<HeaderValue>),
 }
 
-/// Decides and applies; returns the verdict label and the outcome.
+/// Decides and applies; returns the verdict label and the outcome. Path conditions match
+/// `match_path`, or `parts.uri.path()` when it is `None` (see `target::prepare`).
 pub fn enforce(
     cfg: EnforceConfig,
     store: &Store,
     metrics: &Metrics,
     who: &Identity,
+    match_path: Option<&str>,
     parts: &mut Parts,
 ) -> Result<(&'static str, Outcome), ProxyError> {
     let Some(loaded) = store.load() else {
@@ -55,7 +57,7 @@ pub fn enforce(
     };
     let p = &loaded.policy;
     let detected = store.detected_for(&loaded);
-    let mut req = request(who, parts);
+    let mut req = request(who, match_path, parts);
     req.detected = detected.as_ref().map(|d| &d.index);
     let v = evaluate(p, &req);
     for name in &loaded.flag_names {
@@ -121,7 +123,7 @@ fn one(id: ActionId) -> ActionSet {
 }
 
 /// The policy's view of the request (borrowed; no allocation).
-fn request<'a>(who: &'a Identity, parts: &'a Parts) -> Request<'a> {
+fn request<'a>(who: &'a Identity, path: Option<&'a str>, parts: &'a Parts) -> Request<'a> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -136,7 +138,7 @@ fn request<'a>(who: &'a Identity, parts: &'a Parts) -> Request<'a> {
         product: who.product.as_deref(),
         user_agent: parts.headers.get(USER_AGENT).and_then(|v| v.to_str().ok()),
         method: parts.method.as_str(),
-        path: parts.uri.path(),
+        path: path.unwrap_or(parts.uri.path()),
         detected: None,
         now_unix_s: i64::try_from(now).unwrap_or(i64::MAX),
     }

@@ -21,6 +21,7 @@ pub mod slots;
 pub mod source_file;
 pub mod source_kube;
 pub mod store;
+pub mod target;
 pub mod telemetry;
 pub mod tunnel;
 
@@ -134,6 +135,10 @@ pub async fn start(cfg: Config) -> anyhow::Result<Sidecar> {
         },
         counter,
         token_endpoint: cfg.detection.token_endpoint.clone(),
+        paths: target::PathConfig {
+            escaped_slashes: cfg.policy.escaped_slashes,
+            forward_original: cfg.policy.forward_original_path,
+        },
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let stopped = async move {

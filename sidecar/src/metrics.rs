@@ -186,6 +186,8 @@ pub struct Metrics {
     pub bundle_loaded: Gauge,
     pub bundle_swaps: Counter,
     pub bundle_errors: Family<ReasonLabel, Counter>,
+    /// Requests answered 400 because their path was refused, by `PathError` reason.
+    pub rejected_paths: Family<ReasonLabel, Counter>,
     pub connections: Gauge,
     /// Admin connections refused, by reason (Full, PeerFull).
     pub admin_refused: Family<ReasonLabel, Counter>,
@@ -271,6 +273,7 @@ impl Metrics {
             bundle_loaded: Gauge::default(),
             bundle_swaps: Counter::default(),
             bundle_errors: Family::default(),
+            rejected_paths: Family::default(),
             connections: Gauge::default(),
             admin_refused: Family::default(),
             tunnels,
@@ -347,6 +350,11 @@ impl Metrics {
             m.bundle_errors.clone(),
         );
         r.register(
+            "rejected_paths",
+            "Requests answered 400 because their path was refused (InvalidPercentEncoding, EscapedSlash, Backslash)",
+            m.rejected_paths.clone(),
+        );
+        r.register(
             "open_connections",
             "Client connections open",
             m.connections.clone(),
@@ -413,6 +421,14 @@ impl Metrics {
                 c.inc();
             }
         }
+    }
+
+    /// Counts a request whose path was refused (`reason`: a `PathError` reason; rare, so the
+    /// family's lock is acceptable here).
+    pub fn rejected_path(&self, reason: &'static str) {
+        self.rejected_paths
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
     }
 
     /// Records the bundle now in force.

@@ -1,6 +1,6 @@
 //! The request pipeline, in order: check limits → drop the client's hop-by-hop headers →
-//! identify the client → drop reserved headers → enforce the policy → forward to the
-//! application; every failure goes through `rescue`, every request is counted.
+//! normalise the path → identify the client → drop reserved headers → enforce the policy →
+//! forward to the application; every failure goes through `rescue`, every request is counted.
 //! (Plain async functions rather than tower layers: each step is a function of the previous
 //! one's output, and the chain stays readable on one screen without boxing services.)
 
@@ -22,6 +22,7 @@ use crate::metrics::ReasonLabel;
 use crate::rescue::{ProxyError, rescue};
 use crate::sanitize;
 use crate::store::Store;
+use crate::target;
 use crate::tunnel::TunnelClosed;
 use palisade_detection::sequence::PathShape;
 use sha2::Digest as _;
@@ -45,6 +46,8 @@ pub struct Proxy {
     pub counter: Option<CountHandle>,
     /// Path of the OAuth token endpoint.
     pub token_endpoint: String,
+    /// Path normalisation.
+    pub paths: target::PathConfig,
 }
 
 impl Proxy {
@@ -66,6 +69,9 @@ impl Proxy {
                         .get_or_create(&ReasonLabel { reason: e.reason() })
                         .inc();
                     tracing::warn!(reason = e.reason(), error = %e, "upstream failed");
+                }
+                if let ProxyError::Path(p) = &e {
+                    self.metrics.rejected_path(p.reason());
                 }
                 ("error", rescue(&e))
             }
@@ -96,12 +102,19 @@ impl Proxy {
         let mut req = req;
         sanitize::strip_client_hop_by_hop(&mut req);
         let (mut parts, body) = req.into_parts();
+        let match_path = target::prepare(self.paths, &mut parts)?;
         let who = self.identifier.identify(&parts, peer.ip());
         sanitize::strip_reserved(&mut parts.headers);
         self.metrics.client_ip(who.ip_source.as_str());
         self.metrics.ignored_headers(who.ignored_headers);
-        let (verdict, outcome) =
-            enforce(self.enforce, &self.store, &self.metrics, &who, &mut parts)?;
+        let (verdict, outcome) = enforce(
+            self.enforce,
+            &self.store,
+            &self.metrics,
+            &who,
+            match_path.as_deref(),
+            &mut parts,
+        )?;
         // What detection needs of the request, taken before the request moves upstream
         // (a few hashes and flags; no copy of the headers).
         let fact = self.fact(&who, &parts);

@@ -26,6 +26,8 @@ pub enum ProxyError {
     UriTooLong { len: usize, max: usize },
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    #[error("request path refused: {0}")]
+    Path(#[source] palisade_policy::path::PathError),
     #[error("no policy bundle loaded yet and --fail-closed is set")]
     NoPolicy,
     #[error("CONNECT asks for a tunnel; the sidecar tunnels only WebSocket handshakes")]
@@ -42,6 +44,7 @@ impl ProxyError {
             Self::Upstream(_) => "UpstreamError",
             Self::UriTooLong { .. } => "UriTooLong",
             Self::BadRequest(_) => "BadRequest",
+            Self::Path(e) => e.reason(),
             Self::NoPolicy => "NoPolicy",
             Self::Connect => "Connect",
         }
@@ -67,6 +70,7 @@ impl ProxyError {
 /// | application connect or response timeout | 504 | kept |
 /// | request target too long | 414 | kept |
 /// | malformed request the parser let through | 400 | closed |
+/// | path refused by normalisation (bad escape, escaped slash, backslash) | 400 | kept |
 /// | no bundle yet with `--fail-closed` | 503 | kept |
 /// | `CONNECT` (a tunnel to anywhere) | 501 | closed |
 ///
@@ -82,6 +86,7 @@ pub fn rescue(err: &ProxyError) -> Response<RespBody> {
         }
         ProxyError::UriTooLong { .. } => (StatusCode::URI_TOO_LONG, false),
         ProxyError::BadRequest(_) => (StatusCode::BAD_REQUEST, true),
+        ProxyError::Path(_) => (StatusCode::BAD_REQUEST, false),
         ProxyError::NoPolicy => (StatusCode::SERVICE_UNAVAILABLE, false),
         // Closed: a client may send its tunnel's bytes right behind the request.
         ProxyError::Connect => (StatusCode::NOT_IMPLEMENTED, true),
@@ -127,5 +132,11 @@ mod tests {
         let connect = rescue(&ProxyError::Connect);
         assert_eq!(connect.status(), 501);
         assert_eq!(connect.headers()[header::CONNECTION], "close");
+        let path = rescue(&ProxyError::Path(
+            palisade_policy::path::PathError::EscapedSlash,
+        ));
+        assert_eq!(path.status(), 400);
+        assert_eq!(path.headers()["palisade-error"], "EscapedSlash");
+        assert!(!path.headers().contains_key(header::CONNECTION));
     }
 }

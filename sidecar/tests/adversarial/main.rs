@@ -8,6 +8,7 @@
 
 mod headers;
 mod identity;
+mod paths;
 #[path = "../support/mod.rs"]
 mod support;
 
