@@ -112,9 +112,9 @@ async fn sum_reports(
 ) -> HashMap<ClientKey, ClientCounts> {
     let mut counts: HashMap<ClientKey, ClientCounts> = HashMap::new();
     while counts.values().map(|c| c.requests).sum::<u32>() < requests {
-        let r = tokio::time::timeout(Duration::from_secs(10), reports.recv())
+        let r = tokio::time::timeout(patience(), reports.recv())
             .await
-            .expect("a report within 10 s")
+            .expect("a report within the patience")
             .unwrap();
         for e in r.clients {
             let c = counts.entry(e.key).or_default();
@@ -227,7 +227,7 @@ async fn reports_held_while_the_collector_is_down_are_delivered_when_it_is_back(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let pending = "palisade_sidecar_reports_pending";
-    let held = tokio::time::timeout(Duration::from_secs(10), async {
+    let held = tokio::time::timeout(patience(), async {
         loop {
             let held = sample(&sc, pending).await;
             if held >= 2.0 {

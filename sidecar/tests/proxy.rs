@@ -238,7 +238,7 @@ async fn the_drain_waits_for_open_tunnels_up_to_the_grace_period() {
     echo(&mut io, b"during the drain").await;
     assert!(!draining.is_finished(), "the drain waits for the tunnel");
     drop(io);
-    let cut = tokio::time::timeout(std::time::Duration::from_secs(20), draining)
+    let cut = tokio::time::timeout(patience(), draining)
         .await
         .expect("the drain ends once the tunnel is closed")
         .unwrap();

@@ -170,3 +170,14 @@ pub async fn wait_for_bundle(sidecar: &Sidecar, hash: &str) {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
 }
+
+/// How long a test waits for something that must happen (a report, a log line, a drain)
+/// before it fails: `PALISADE_E2E_PATIENCE` seconds as for the e2e suite, default 30. A
+/// bound for hangs only, never a speed goal: a busy machine may take most of it.
+pub fn patience() -> std::time::Duration {
+    let secs = std::env::var("PALISADE_E2E_PATIENCE")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(30);
+    std::time::Duration::from_secs(secs)
+}
