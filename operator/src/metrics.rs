@@ -86,6 +86,11 @@ pub struct Metrics {
     pub collector_evaluation_seconds: Histogram,
     /// Requests the operator's Kubernetes client sent, by verb and resource.
     pub kube_requests: crate::kube_requests::KubeRequests,
+    /// Namespaces whose client IPs nearly all resolve to a handful of private addresses
+    /// (the leader's; see `collector::ingress`).
+    pub client_ip_proxy_namespaces: Gauge,
+    /// Warnings raised for such namespaces (one per episode).
+    pub client_ip_proxy_warnings: Counter,
 }
 
 impl Metrics {
@@ -112,6 +117,8 @@ impl Metrics {
             collector_window_bytes: Gauge::default(),
             collector_evaluation_seconds: hist(),
             kube_requests,
+            client_ip_proxy_namespaces: Gauge::default(),
+            client_ip_proxy_warnings: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("palisade_operator");
         r.register("reconciles", "Reconciliations run", m.reconciles.clone());
@@ -194,6 +201,16 @@ impl Metrics {
             "kube_requests",
             "Requests sent to the Kubernetes API, by verb and resource",
             m.kube_requests.clone(),
+        );
+        r.register(
+            "client_ip_proxy_namespaces",
+            "Namespaces whose client IPs nearly all resolve to a handful of private addresses: the sidecars probably see a proxy, not the clients",
+            m.client_ip_proxy_namespaces.clone(),
+        );
+        r.register(
+            "client_ip_proxy_warnings",
+            "ClientIpIsProxy warnings raised (a Warning Event on the namespace, once per episode)",
+            m.client_ip_proxy_warnings.clone(),
         );
         m
     }

@@ -140,13 +140,20 @@ async fn evaluate(
         specs.push(super::convert::rule(r, exits));
     }
     let now = jiff::Timestamp::now();
-    let (detected_doc, writes, events) = {
+    let (detected_doc, writes, events, proxy) = {
         let mut guard = c.state.lock().unwrap_or_else(PoisonError::into_inner);
         let state = &mut *guard;
         let Some(windows) = state.windows.get(ns) else {
             return Ok(());
         };
         let detections = run_rules(windows, &specs, now);
+        let proxy = state
+            .ingress
+            .update(ns, super::ingress::check(&windows.short(now)));
+        c.ctx
+            .metrics
+            .client_ip_proxy_namespaces
+            .set(i64::try_from(state.ingress.len()).unwrap_or(i64::MAX));
         let set = state.detected.entry(ns.to_owned()).or_default();
         let changed = set.update(&detections) | set.expire(now);
         let doc = changed.then(|| detected_document(set, &specs, now));
@@ -171,8 +178,11 @@ async fn evaluate(
                 writes.push((i.id.clone(), status));
             }
         }
-        (doc, writes, events)
+        (doc, writes, events, proxy)
     };
+    if let Some(finding) = proxy {
+        warn_proxy(c, ns, &finding).await;
+    }
     if let Some(doc) = detected_doc {
         write_detected(client, ns, &doc).await?;
         write_rule_counts(client, ns, &doc, now).await?;
@@ -290,6 +300,28 @@ async fn write_incident(
     let patch = json!({"apiVersion": "palisade.dev/v1alpha1", "kind": "SecurityIncident", "status": status});
     api.patch_status(id, &pp, &Patch::Apply(&patch)).await?;
     Ok(())
+}
+
+/// The Warning Event on the Namespace when its client IPs are a proxy's.
+async fn warn_proxy(c: &Collector, ns: &str, finding: &super::ingress::Finding) {
+    c.ctx.metrics.client_ip_proxy_warnings.inc();
+    let note = finding.note();
+    tracing::warn!(namespace = %ns, percent = finding.percent(), "{note}");
+    let event = Event {
+        type_: EventType::Warning,
+        reason: "ClientIpIsProxy".into(),
+        note: Some(note),
+        action: "Detect".into(),
+        secondary: None,
+    };
+    // The Namespace itself (with its uid, so `kubectl describe namespace` lists the Event).
+    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(c.ctx.clients.collector.clone());
+    let Ok(Some(obj)) = api.get_opt(ns).await else {
+        return;
+    };
+    if let Err(e) = c.ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+        tracing::warn!(namespace = %ns, error = %e, "could not publish Event");
+    }
 }
 
 async fn publish(c: &Collector, ns: &str, ev: &IncidentEvent) {

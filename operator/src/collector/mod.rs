@@ -11,6 +11,7 @@ mod convert;
 mod evaluate;
 mod forward;
 mod incident_cr;
+mod ingress;
 mod lifecycle;
 mod persist;
 mod proposed;
@@ -44,6 +45,9 @@ pub struct State {
     incidents: HashMap<String, Vec<Incident>>,
     written: HashMap<String, serde_json::Value>,
     published: HashMap<String, evaluate::Published>,
+    /// Namespaces warned about their client IPs being a proxy's (not persisted: a new
+    /// leader warns once more).
+    ingress: ingress::Flagged,
 }
 
 impl State {
@@ -54,6 +58,7 @@ impl State {
             incidents: HashMap::new(),
             written: HashMap::new(),
             published: HashMap::new(),
+            ingress: ingress::Flagged::default(),
         }
     }
 }
