@@ -113,6 +113,8 @@ pub struct IdentifyConfig {
     /// Query parameter carrying the API key (empty: none).
     #[arg(long, env = "PALISADE_API_KEY_QUERY", default_value = "apikey")]
     pub api_key_query: String,
+    #[command(flatten)]
+    pub credentials: CredentialConfig,
     /// Header carrying the developer (empty: none).
     #[arg(long, env = "PALISADE_DEVELOPER_HEADER", default_value = "x-developer")]
     pub developer_header: String,
@@ -138,6 +140,39 @@ pub struct IdentifyConfig {
     /// MaxMind-format ASN database (GeoLite2-ASN). Absent: ASN conditions never match.
     #[arg(long, env = "PALISADE_ASN_DB")]
     pub asn_db: Option<PathBuf>,
+}
+
+/// How access tokens and method overrides are read, and what an ambiguous request gets
+/// (docs/sidecar.md, "Keys, tokens and methods").
+#[derive(Debug, Clone, clap::Args)]
+pub struct CredentialConfig {
+    /// Query parameter carrying an OAuth access token (RFC 6750 §2.3) (empty: none).
+    #[arg(
+        long,
+        env = "PALISADE_ACCESS_TOKEN_QUERY",
+        default_value = "access_token"
+    )]
+    pub access_token_query: String,
+    /// Headers carrying a method override, comma-separated (empty: none). Each value counts
+    /// as a method the request may be routed as, besides its own.
+    #[arg(
+        long,
+        env = "PALISADE_METHOD_OVERRIDE_HEADERS",
+        default_value = "x-http-method-override,x-http-method,x-method-override"
+    )]
+    pub method_override_headers: String,
+    /// Query parameter carrying a method override (empty: none).
+    #[arg(
+        long,
+        env = "PALISADE_METHOD_OVERRIDE_QUERY",
+        default_value = "_method"
+    )]
+    pub method_override_query: String,
+    /// Answer 400 to a request carrying two different API keys, two different access tokens
+    /// (or a token both in `Authorization` and in the query) or two different method
+    /// overrides, instead of enforcing the strictest reading of it.
+    #[arg(long, env = "PALISADE_REJECT_CONFLICTING_CREDENTIALS")]
+    pub reject_conflicting_credentials: bool,
 }
 
 /// Where the policy comes from and how it is applied.
@@ -333,6 +368,10 @@ impl Config {
         ] {
             crate::identify::header_name(flag, value)?;
         }
+        crate::credentials::header_names(
+            "--method-override-headers",
+            &id.credentials.method_override_headers,
+        )?;
         if self.identify.trusted_hops > 16 {
             return Err(format!(
                 "--trusted-hops {} is more than 16; count only proxies you operate",
@@ -420,5 +459,11 @@ mod tests {
             let err = parse(&[flag, value]).validate().expect_err("rejected");
             assert!(err.contains(flag), "{flag}: {err}");
         }
+        let overrides = parse(&["--method-override-headers", "x-ok, x bad"]).validate();
+        assert_eq!(
+            overrides.expect_err("rejected"),
+            r#"--method-override-headers: "x bad" is not a valid HTTP header name"#
+        );
+        assert_eq!(parse(&["--method-override-headers", ""]).validate(), Ok(()));
     }
 }

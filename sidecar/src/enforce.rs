@@ -11,6 +11,7 @@ use palisade_policy::{ActionId, ActionSet, CompiledPolicy, Decision, Request, Ve
 use sha2::{Digest, Sha256};
 
 use crate::body::{self, RespBody};
+use crate::credentials::{Credentials, Distinct};
 use crate::identify::Identity;
 use crate::metrics::Metrics;
 use crate::rescue::ProxyError;
@@ -59,7 +60,7 @@ pub fn enforce(
     let detected = store.detected_for(&loaded);
     let mut req = request(who, match_path, parts);
     req.detected = detected.as_ref().map(|d| &d.index);
-    let v = evaluate(p, &req);
+    let v = evaluate_readings(p, &req, &who.credentials);
     for name in &loaded.flag_names {
         parts.headers.remove(name);
     }
@@ -100,6 +101,66 @@ pub fn enforce(
     }
 }
 
+/// Evaluates every reading of the request (each combination of its candidate API keys, tokens
+/// and methods, see `credentials`) and keeps the strictest verdict, so a request whose reading
+/// by the application the sidecar cannot know is denied if any reading is. An unambiguous
+/// request (the common one) is evaluated once, as it is.
+pub fn evaluate_readings(p: &CompiledPolicy, base: &Request<'_>, c: &Credentials) -> Verdict {
+    if c.readings() == 1 {
+        return evaluate(p, base);
+    }
+    let mut out: Option<Verdict> = None;
+    for key in options(&c.api_keys) {
+        for token in options(&c.tokens) {
+            for method in c.methods.iter() {
+                let req = Request {
+                    api_key_hash: key,
+                    token_hash: token,
+                    method: method.as_str(),
+                    ..*base
+                };
+                let v = evaluate(p, &req);
+                out = Some(out.map_or(v, |acc| strictest(acc, v)));
+            }
+        }
+    }
+    out.unwrap_or_else(|| evaluate(p, base))
+}
+
+/// Each value, or one `None` when there is none.
+fn options(d: &Distinct<[u8; 32]>) -> impl Iterator<Item = Option<&[u8; 32]>> {
+    d.iter().map(Some).chain(d.is_empty().then_some(None))
+}
+
+/// The stricter of two readings' verdicts: a deny of either (the first's, when both deny),
+/// an allow only when both allow, else forward with the flags of each reading that forwards.
+pub fn strictest(a: Verdict, b: Verdict) -> Verdict {
+    let decision = stricter(a.decision, b.decision);
+    let forwarded = |v: &Verdict| match v.decision {
+        Decision::Forward => v.flags,
+        _ => ActionSet::EMPTY,
+    };
+    let flags = match decision {
+        Decision::Forward => forwarded(&a).or(&forwarded(&b)),
+        _ => ActionSet::EMPTY,
+    };
+    Verdict {
+        decision,
+        flags,
+        matched: a.matched.or(&b.matched),
+        observed: a.observed.or(&b.observed),
+        would_be: stricter(a.would_be, b.would_be),
+    }
+}
+
+fn stricter(a: Decision, b: Decision) -> Decision {
+    match (a, b) {
+        (Decision::Deny(id), _) | (_, Decision::Deny(id)) => Decision::Deny(id),
+        (Decision::Allow(id), Decision::Allow(_)) => Decision::Allow(id),
+        _ => Decision::Forward,
+    }
+}
+
 fn merged(v: &Verdict) -> Decision {
     if v.observed.is_empty() {
         v.decision
@@ -137,7 +198,13 @@ fn request<'a>(who: &'a Identity, path: Option<&'a str>, parts: &'a Parts) -> Re
         app: who.app.as_deref(),
         product: who.product.as_deref(),
         user_agent: parts.headers.get(USER_AGENT).and_then(|v| v.to_str().ok()),
-        method: parts.method.as_str(),
+        // Upper case (see `credentials`); the other readings are evaluated by
+        // `evaluate_readings`.
+        method: who
+            .credentials
+            .methods
+            .first()
+            .map_or(parts.method.as_str(), http::Method::as_str),
         path: path.unwrap_or(parts.uri.path()),
         detected: None,
         now_unix_s: i64::try_from(now).unwrap_or(i64::MAX),
@@ -208,6 +275,7 @@ fn log_decision(
         client_ip_sha256 = %short(&ip_hash),
         api_key_sha256 = who.api_key_hash.as_ref().map(short),
         token_sha256 = who.token_hash.as_ref().map(short),
+        readings = who.credentials.readings(),
         developer = who.developer.as_deref(),
         app = who.app.as_deref(),
         product = who.product.as_deref(),
@@ -215,4 +283,49 @@ fn log_decision(
         asn = who.asn,
         "security decision"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdict(decision: Decision, flags: &[u16]) -> Verdict {
+        let flags: ActionSet = flags.iter().map(|i| ActionId(*i)).collect();
+        Verdict {
+            decision,
+            flags,
+            matched: flags,
+            ..Verdict::NONE
+        }
+    }
+
+    #[test]
+    fn the_strictest_reading_wins() {
+        let (allow, deny) = (Decision::Allow(ActionId(1)), Decision::Deny(ActionId(2)));
+        let forward = verdict(Decision::Forward, &[5]);
+        let cases = [
+            (verdict(allow, &[]), verdict(deny, &[]), deny),
+            (verdict(deny, &[]), verdict(allow, &[]), deny),
+            (forward, verdict(deny, &[]), deny),
+            (verdict(allow, &[]), verdict(allow, &[]), allow),
+            (verdict(allow, &[]), forward, Decision::Forward),
+            (forward, verdict(allow, &[]), Decision::Forward),
+        ];
+        for (a, b, want) in cases {
+            assert_eq!(strictest(a, b).decision, want, "{a:?} {b:?}");
+        }
+        let first_deny = strictest(
+            verdict(deny, &[]),
+            verdict(Decision::Deny(ActionId(3)), &[]),
+        );
+        assert_eq!(first_deny.decision, deny);
+        // Forward keeps the flags of every reading that forwards, not those of an allowed one.
+        let both = strictest(forward, verdict(Decision::Forward, &[6]));
+        assert_eq!(both.flags.iter().map(|i| i.0).collect::<Vec<_>>(), [5, 6]);
+        let allowed_flags = verdict(allow, &[7]);
+        let one = strictest(allowed_flags, forward);
+        assert_eq!(one.flags.iter().map(|i| i.0).collect::<Vec<_>>(), [5]);
+        assert!(strictest(verdict(deny, &[]), forward).flags.is_empty());
+        assert_eq!(one.matched.iter().map(|i| i.0).collect::<Vec<_>>(), [5, 7]);
+    }
 }

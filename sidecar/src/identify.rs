@@ -1,11 +1,10 @@
 //! Who sent the request: client IP (socket, or `X-Forwarded-For` from a trusted proxy: see
-//! [`crate::client_ip`]), API key (header and/or query parameter), access token (`Authorization:
-//! Bearer`, kept only as its sha256), developer / developer app / API product (headers, read
-//! only from a trusted proxy; or JWT claims read WITHOUT verifying the signature — verification
-//! is the API gateway's job, the sidecar only reads what the gateway passed on), user agent,
-//! and region / ASN from MaxMind-format databases. Secrets are hashed here and never logged.
+//! [`crate::client_ip`]), API keys, access tokens and methods (read by [`crate::credentials`],
+//! kept only as sha256), developer / developer app / API product (headers, read only from a
+//! trusted proxy; or JWT claims read WITHOUT verifying the signature — verification is the API
+//! gateway's job, the sidecar only reads what the gateway passed on), user agent, and region /
+//! ASN from MaxMind-format databases. Secrets are hashed here and never logged.
 
-use std::borrow::Cow;
 use std::net::IpAddr;
 use std::path::Path;
 
@@ -13,9 +12,9 @@ use base64::Engine as _;
 use http::request::Parts;
 use http::{HeaderMap, HeaderName};
 use maxminddb::{Reader, path};
-use sha2::{Digest, Sha256};
 
 use crate::config::IdentifyConfig;
+use crate::credentials::{self, Credentials};
 
 pub use crate::client_ip::IpSource;
 use crate::client_ip::client_ip;
@@ -52,10 +51,12 @@ pub struct Identity {
     pub ip: IpAddr,
     /// Where `ip` came from.
     pub ip_source: IpSource,
-    /// sha256 of the API key.
+    /// sha256 of the API key (the first of `credentials.api_keys`).
     pub api_key_hash: Option<[u8; 32]>,
-    /// sha256 of the bearer token.
+    /// sha256 of the access token (the first of `credentials.tokens`).
     pub token_hash: Option<[u8; 32]>,
+    /// Every API key, token and method the request can be read as.
+    pub credentials: Credentials,
     /// Developer.
     pub developer: Option<String>,
     /// Developer app.
@@ -79,6 +80,7 @@ pub struct Identifier {
     headers: Headers,
     geo: Option<Reader<Vec<u8>>>,
     asn: Option<Reader<Vec<u8>>>,
+    credentials: credentials::Reader,
 }
 
 /// The headers identities are read from; `None` where the flag is empty.
@@ -121,11 +123,22 @@ impl Identifier {
             app: name(&cfg.app_header),
             product: name(&cfg.product_header),
         };
+        let c = &cfg.credentials;
+        let credentials = credentials::Reader {
+            api_key_header: headers.api_key.clone(),
+            api_key_query: cfg.api_key_query.clone(),
+            token_query: c.access_token_query.clone(),
+            override_headers: credentials::header_names("", &c.method_override_headers)
+                .unwrap_or_default(),
+            override_query: c.method_override_query.clone(),
+            reject_conflicting: c.reject_conflicting_credentials,
+        };
         Self {
             cfg,
             headers,
             geo,
             asn,
+            credentials,
         }
     }
 
@@ -136,10 +149,8 @@ impl Identifier {
         let trusted_peer = trusted.contains(peer);
         let h = &parts.headers;
         let names = &self.headers;
-        let api_key = header_str(h, names.api_key.as_ref())
-            .map(Cow::Borrowed)
-            .or_else(|| query_param(parts.uri.query(), &self.cfg.api_key_query));
-        let token = bearer(h);
+        let credentials = self.credentials.read(parts);
+        let token = credentials::bearer(h);
         let claims = self
             .wants_claims()
             .then(|| token.and_then(jwt_claims))
@@ -168,8 +179,9 @@ impl Identifier {
         Identity {
             ip,
             ip_source,
-            api_key_hash: api_key.map(|k| sha256(k.as_bytes())),
-            token_hash: token.map(sha256),
+            api_key_hash: credentials.api_keys.first().copied(),
+            token_hash: credentials.tokens.first().copied(),
+            credentials,
             developer,
             app,
             product,
@@ -213,52 +225,6 @@ fn header_str<'a>(h: &'a HeaderMap, name: Option<&HeaderName>) -> Option<&'a str
         .filter(|s| !s.is_empty())
 }
 
-/// The bearer token of `Authorization`.
-fn bearer(h: &HeaderMap) -> Option<&str> {
-    let v = h.get(http::header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = v.trim().split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
-}
-
-/// The value of query parameter `name` (percent-decoded, `+` as space), if present.
-pub fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<Cow<'a, str>> {
-    if name.is_empty() {
-        return None;
-    }
-    let value = query?
-        .split('&')
-        .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
-        .find(|(k, _)| *k == name)?
-        .1;
-    let decoded = percent_decode(value)?;
-    (!decoded.is_empty()).then_some(decoded)
-}
-
-fn percent_decode(s: &str) -> Option<Cow<'_, str>> {
-    if !s.contains(['%', '+']) {
-        return Some(Cow::Borrowed(s));
-    }
-    let mut out = Vec::with_capacity(s.len());
-    let mut bytes = s.bytes();
-    while let Some(b) = bytes.next() {
-        match b {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hi = (bytes.next()? as char).to_digit(16)?;
-                let lo = (bytes.next()? as char).to_digit(16)?;
-                out.push(u8::try_from(hi * 16 + lo).ok()?);
-            }
-            _ => out.push(b),
-        }
-    }
-    String::from_utf8(out).ok().map(Cow::Owned)
-}
-
-fn sha256(s: impl AsRef<[u8]>) -> [u8; 32] {
-    Sha256::digest(s.as_ref()).into()
-}
-
 /// The payload of a JWT, decoded but not verified.
 fn jwt_claims(token: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
     let payload = token.split('.').nth(1)?;
@@ -300,17 +266,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn query_params() {
-        assert_eq!(
-            query_param(Some("a=1&apikey=k%20y+z"), "apikey").as_deref(),
-            Some("k y z")
-        );
-        assert_eq!(query_param(Some("apikey="), "apikey"), None);
-        assert_eq!(query_param(Some("x=1"), "apikey"), None);
-        assert_eq!(query_param(Some("apikey=%zz"), "apikey"), None);
-    }
-
-    #[test]
     fn bearer_and_claims() {
         let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .encode(r#"{"sub":"dev-1","azp":"app-9"}"#);
@@ -318,7 +273,7 @@ mod tests {
         let value = format!("Bearer {jwt}");
         let mut h = HeaderMap::new();
         h.insert(http::header::AUTHORIZATION, value.parse().expect("value"));
-        assert_eq!(bearer(&h), Some(jwt.as_str()));
+        assert_eq!(credentials::bearer(&h), Some(jwt.as_str()));
         let claims = jwt_claims(&jwt);
         assert_eq!(claim_str(claims.as_ref(), "sub").as_deref(), Some("dev-1"));
         assert_eq!(claim_str(claims.as_ref(), "missing"), None);

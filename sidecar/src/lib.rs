@@ -7,6 +7,7 @@ pub mod body;
 pub mod client_ip;
 pub mod config;
 pub mod count;
+pub mod credentials;
 pub mod enforce;
 pub mod forward;
 pub mod identify;

@@ -104,6 +104,9 @@ impl Proxy {
         let (mut parts, body) = req.into_parts();
         let match_path = target::prepare(self.paths, &mut parts)?;
         let who = self.identifier.identify(&parts, peer.ip());
+        if let Some(refused) = who.credentials.refused {
+            return Err(refused.into());
+        }
         sanitize::strip_reserved(&mut parts.headers);
         self.metrics.client_ip(who.ip_source.as_str());
         self.metrics.ignored_headers(who.ignored_headers);

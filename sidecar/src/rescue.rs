@@ -32,6 +32,8 @@ pub enum ProxyError {
     NoPolicy,
     #[error("CONNECT asks for a tunnel; the sidecar tunnels only WebSocket handshakes")]
     Connect,
+    #[error(transparent)]
+    Credentials(#[from] crate::credentials::CredentialError),
 }
 
 impl ProxyError {
@@ -47,6 +49,7 @@ impl ProxyError {
             Self::Path(e) => e.reason(),
             Self::NoPolicy => "NoPolicy",
             Self::Connect => "Connect",
+            Self::Credentials(e) => e.reason(),
         }
     }
 
@@ -73,6 +76,7 @@ impl ProxyError {
 /// | path refused by normalisation (bad escape, escaped slash, backslash) | 400 | kept |
 /// | no bundle yet with `--fail-closed` | 503 | kept |
 /// | `CONNECT` (a tunnel to anywhere) | 501 | closed |
+/// | more than 4 distinct API keys, tokens or methods; conflicting ones with `--reject-conflicting-credentials` | 400 | kept |
 ///
 /// Heads that do not parse (400), oversized heads (431) and too many headers (431) are answered
 /// by hyper's parser before a request exists, with the connection closed.
@@ -90,6 +94,7 @@ pub fn rescue(err: &ProxyError) -> Response<RespBody> {
         ProxyError::NoPolicy => (StatusCode::SERVICE_UNAVAILABLE, false),
         // Closed: a client may send its tunnel's bytes right behind the request.
         ProxyError::Connect => (StatusCode::NOT_IMPLEMENTED, true),
+        ProxyError::Credentials(_) => (StatusCode::BAD_REQUEST, false),
     };
     let text = status.canonical_reason().unwrap_or("error");
     let mut resp = Response::new(body::full(Bytes::from(format!("{text}\n"))));
@@ -138,5 +143,13 @@ mod tests {
         assert_eq!(path.status(), 400);
         assert_eq!(path.headers()["palisade-error"], "EscapedSlash");
         assert!(!path.headers().contains_key(header::CONNECTION));
+        let kind = crate::credentials::Kind::ApiKey;
+        let ambiguous = rescue(&crate::credentials::CredentialError::Conflicting(kind).into());
+        assert_eq!(ambiguous.status(), 400);
+        assert_eq!(
+            ambiguous.headers()["palisade-error"],
+            "ConflictingCredentials"
+        );
+        assert!(!ambiguous.headers().contains_key(header::CONNECTION));
     }
 }

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use palisade_policy::{ActionSpec, PathMatch};
 
-use crate::support::bundle::{flag, when, write};
+use crate::support::bundle::{allow, deny, flag, sha, when, write};
 use crate::support::*;
 
 /// An application answering with every header it received: `{"name": ["v1", "v2"]}`.
@@ -120,4 +120,205 @@ async fn reserved_headers_are_removed_before_any_policy_is_loaded() {
     let sc = sidecar(headers_app().await, &[]).await;
     let app = seen(sc.proxy_addr, "/", &[("x-palisade-flag", "forged")]).await;
     assert!(app.get("x-palisade-flag").is_none(), "{app}");
+}
+
+/// Method, target and headers of one request.
+type Call<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+
+/// Sends one request over a fresh connection; returns status and body.
+async fn ask(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    let mut c = h1(addr).await;
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(target)
+        .header("host", "api.example");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let (status, _, body) = send(&mut c, req.body(full("")).unwrap()).await;
+    (status, body)
+}
+
+/// Deny actions on one API key, one token, DELETE under /admin and GET of /secret; an allow
+/// for a partner key over a deny of /private.
+fn credential_actions() -> Vec<ActionSpec> {
+    vec![
+        deny("key", when(|c| c.api_keys = vec![sha("k-bad")])),
+        deny("token", when(|c| c.access_tokens = vec![sha("t-bad")])),
+        deny(
+            "delete",
+            when(|c| {
+                c.http_methods = vec!["DELETE".into()];
+                c.paths = vec![PathMatch::Prefix("/admin".into())];
+            }),
+        ),
+        deny(
+            "get-secret",
+            when(|c| {
+                c.http_methods = vec!["GET".into()];
+                c.paths = vec![PathMatch::Exact("/secret".into())];
+            }),
+        ),
+        allow("partner", when(|c| c.api_keys = vec![sha("k-partner")])),
+        deny("private", prefix("/private")),
+    ]
+}
+
+#[tokio::test]
+async fn api_keys_in_every_form_applications_accept_are_denied() {
+    let e = env(credential_actions(), &[]).await;
+    let addr = e.sc.proxy_addr;
+    let cases: [(&str, &[(&str, &str)]); 8] = [
+        ("/?api%6Bey=k-bad", &[]),
+        ("/?APIKEY=k-bad", &[]),
+        ("/?apikey[]=k-bad", &[]),
+        ("/?x=1;apikey=k-bad", &[]),
+        ("/?apikey=k%2Dbad", &[]),
+        ("/?apikey=k-good&apikey=k-bad", &[]),
+        ("/?apikey=k-bad", &[("x-api-key", "k-good")]),
+        ("/", &[("x-api-key", "k-good"), ("x-api-key", "k-bad")]),
+    ];
+    for (target, headers) in cases {
+        let got = ask(addr, "GET", target, headers).await;
+        assert_eq!(got, (403, "key".into()), "{target} {headers:?}");
+    }
+    let fine = ask(addr, "GET", "/?apikey=k-good", &[("x-api-key", "k-good")]).await;
+    assert_eq!(fine.0, 200, "the same key twice is not ambiguous");
+}
+
+#[tokio::test]
+async fn tokens_in_every_form_applications_accept_are_denied() {
+    let e = env(credential_actions(), &[]).await;
+    let addr = e.sc.proxy_addr;
+    let cases: [(&str, &[(&str, &str)]); 6] = [
+        ("/", &[("authorization", "Bearer\tt-bad")]),
+        ("/", &[("authorization", "bEARER \t t-bad")]),
+        ("/?access_token=t-bad", &[]),
+        (
+            "/?access_token=t-bad",
+            &[("authorization", "Bearer t-good")],
+        ),
+        (
+            "/",
+            &[
+                ("authorization", "Bearer t-good"),
+                ("authorization", "Bearer t-bad"),
+            ],
+        ),
+        // What `header.split(' ')[1]` reads.
+        ("/", &[("authorization", "Bearer t-bad t-good")]),
+    ];
+    for (target, headers) in cases {
+        let got = ask(addr, "GET", target, headers).await;
+        assert_eq!(got, (403, "token".into()), "{target} {headers:?}");
+    }
+    assert_eq!(
+        ask(addr, "GET", "/", &[("authorization", "Bearer t-good")])
+            .await
+            .0,
+        200
+    );
+}
+
+#[tokio::test]
+async fn methods_as_applications_route_them_are_denied() {
+    let e = env(credential_actions(), &[]).await;
+    let addr = e.sc.proxy_addr;
+    let cases: [Call<'_>; 5] = [
+        (
+            "POST",
+            "/admin/users",
+            &[("x-http-method-override", "DELETE")],
+        ),
+        ("POST", "/admin/users", &[("x-method-override", "delete")]),
+        ("POST", "/admin/users", &[("x-http-method", "Delete")]),
+        ("POST", "/admin/users?_method=delete", &[]),
+        ("delete", "/admin/users", &[]),
+    ];
+    for (method, target, headers) in cases {
+        let got = ask(addr, method, target, headers).await;
+        assert_eq!(got, (403, "delete".into()), "{method} {target} {headers:?}");
+    }
+    // A HEAD runs the GET handler: a deny of GET holds for it.
+    assert_eq!(ask(addr, "HEAD", "/secret", &[]).await.0, 403);
+    assert_eq!(ask(addr, "GET", "/secret", &[]).await.0, 403);
+    let app_sees = ask(
+        addr,
+        "POST",
+        "/admin/users",
+        &[("x-http-method-override", "PATCH")],
+    )
+    .await;
+    assert_eq!(app_sees.0, 200, "{app_sees:?}");
+    assert!(
+        app_sees.1.contains(r#""x-http-method-override":["PATCH"]"#),
+        "{}",
+        app_sees.1
+    );
+}
+
+#[tokio::test]
+async fn an_allow_needs_an_unambiguous_key() {
+    let e = env(credential_actions(), &[]).await;
+    let addr = e.sc.proxy_addr;
+    let partner = [("x-api-key", "k-partner")];
+    assert_eq!(ask(addr, "GET", "/private", &partner).await.0, 200);
+    let both = ask(addr, "GET", "/private?apikey=k-other", &partner).await;
+    assert_eq!(both, (403, "private".into()));
+    let two_lines = [("x-api-key", "k-partner"), ("x-api-key", "k-other")];
+    assert_eq!(ask(addr, "GET", "/private", &two_lines).await.0, 403);
+}
+
+#[tokio::test]
+async fn conflicting_credentials_are_refused_when_configured() {
+    let e = env(credential_actions(), &["--reject-conflicting-credentials"]).await;
+    let addr = e.sc.proxy_addr;
+    let refused: [Call<'_>; 4] = [
+        ("GET", "/?apikey=a", &[("x-api-key", "b")]),
+        ("GET", "/?access_token=t", &[("authorization", "Bearer t")]),
+        (
+            "GET",
+            "/",
+            &[("authorization", "Bearer a"), ("authorization", "bearer b")],
+        ),
+        (
+            "POST",
+            "/?_method=PUT",
+            &[("x-http-method-override", "PATCH")],
+        ),
+    ];
+    for (method, target, headers) in refused {
+        let (status, body) = ask(addr, method, target, headers).await;
+        assert_eq!(status, 400, "{method} {target} {headers:?}: {body}");
+    }
+    let fine: [Call<'_>; 3] = [
+        ("GET", "/?apikey=a", &[("x-api-key", "a")]),
+        ("GET", "/?access_token=t", &[]),
+        (
+            "POST",
+            "/?_method=PUT",
+            &[("x-http-method-override", "put")],
+        ),
+    ];
+    for (method, target, headers) in fine {
+        assert_eq!(ask(addr, method, target, headers).await.0, 200, "{target}");
+    }
+    let m = metrics(&e.sc).await;
+    assert!(
+        m.contains(r#"palisade_sidecar_requests_total{verdict="error"} 4"#),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn more_than_four_distinct_keys_are_always_refused() {
+    let e = env(credential_actions(), &[]).await;
+    let target = "/?apikey=1&apikey=2&apikey=3&apikey=4&apikey=k-bad";
+    let (status, _, _) = get(e.sc.proxy_addr, target, &[]).await;
+    assert_eq!(status, 400);
 }

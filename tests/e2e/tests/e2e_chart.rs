@@ -177,6 +177,10 @@ fn values_schema_rejects_unknown_keys_and_bad_values() {
         ("logFormat=xml", "logFormat"),
         ("leaderElection.leaseDuration=1", "leaseDuration"),
         ("sidecar.identity.apiKeyHeader=X Key", "apiKeyHeader"),
+        (
+            "sidecar.identity.methodOverrideHeaders={X Override}",
+            "methodOverrideHeaders",
+        ),
         ("sidecar.geoip.asnFile=../GeoLite2-ASN.mmdb", "asnFile"),
         ("sidecar.geoip.hostPath=var/lib/geoip", "hostPath"),
         ("collector.service.clusterIP=collector.local", "clusterIP"),

@@ -18,6 +18,31 @@ pub struct IdentityArgs {
     /// Query parameter carrying the API key (empty: none).
     #[arg(long, env = "PALISADE_SIDECAR_API_KEY_QUERY", default_value = "apikey")]
     pub sidecar_api_key_query: String,
+    /// Query parameter carrying an OAuth access token, RFC 6750 §2.3 (empty: none).
+    #[arg(
+        long,
+        env = "PALISADE_SIDECAR_ACCESS_TOKEN_QUERY",
+        default_value = "access_token"
+    )]
+    pub sidecar_access_token_query: String,
+    /// Headers carrying a method override, comma-separated (empty: none).
+    #[arg(
+        long,
+        env = "PALISADE_SIDECAR_METHOD_OVERRIDE_HEADERS",
+        default_value = "x-http-method-override,x-http-method,x-method-override"
+    )]
+    pub sidecar_method_override_headers: String,
+    /// Query parameter carrying a method override (empty: none).
+    #[arg(
+        long,
+        env = "PALISADE_SIDECAR_METHOD_OVERRIDE_QUERY",
+        default_value = "_method"
+    )]
+    pub sidecar_method_override_query: String,
+    /// Answer 400 to requests with conflicting API keys, tokens or method overrides instead
+    /// of enforcing their strictest reading.
+    #[arg(long, env = "PALISADE_SIDECAR_REJECT_CONFLICTING_CREDENTIALS")]
+    pub sidecar_reject_conflicting_credentials: bool,
     /// Header naming the developer (empty: none).
     #[arg(
         long,
@@ -92,7 +117,11 @@ pub struct GeoIp {
 
 impl IdentityArgs {
     /// `(flag, sidecar env, value)` of each setting.
-    fn settings(&self) -> [(&'static str, &'static str, &str); 8] {
+    fn settings(&self) -> [(&'static str, &'static str, &str); 12] {
+        let reject = match self.sidecar_reject_conflicting_credentials {
+            true => "true",
+            false => "false",
+        };
         [
             (
                 "--sidecar-api-key-header",
@@ -103,6 +132,26 @@ impl IdentityArgs {
                 "--sidecar-api-key-query",
                 "PALISADE_API_KEY_QUERY",
                 &self.sidecar_api_key_query,
+            ),
+            (
+                "--sidecar-access-token-query",
+                "PALISADE_ACCESS_TOKEN_QUERY",
+                &self.sidecar_access_token_query,
+            ),
+            (
+                "--sidecar-method-override-headers",
+                "PALISADE_METHOD_OVERRIDE_HEADERS",
+                &self.sidecar_method_override_headers,
+            ),
+            (
+                "--sidecar-method-override-query",
+                "PALISADE_METHOD_OVERRIDE_QUERY",
+                &self.sidecar_method_override_query,
+            ),
+            (
+                "--sidecar-reject-conflicting-credentials",
+                "PALISADE_REJECT_CONFLICTING_CREDENTIALS",
+                reject,
             ),
             (
                 "--sidecar-developer-header",
@@ -149,14 +198,19 @@ impl IdentityArgs {
             .collect()
     }
 
-    /// Header names must be HTTP tokens (lowercase, as HTTP/2 sends them); claims and the
-    /// query parameter printable ASCII without spaces.
+    /// Header names must be HTTP tokens (lowercase, as HTTP/2 sends them; a `-headers` flag a
+    /// comma-separated list of them); claims and query parameters printable ASCII without
+    /// spaces.
     pub(super) fn validate(&self) -> Result<(), String> {
         for (flag, _, v) in self.settings() {
-            let header = flag.ends_with("-header");
+            let list = flag.ends_with("-headers");
+            let header = list || flag.ends_with("-header");
             let ok = |c: char| {
                 if header {
-                    c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.!#$%&'*+^`|~".contains(c)
+                    c.is_ascii_lowercase()
+                        || c.is_ascii_digit()
+                        || "-_.!#$%&'*+^`|~".contains(c)
+                        || (list && c == ',')
                 } else {
                     c.is_ascii_graphic()
                 }
@@ -257,6 +311,13 @@ mod tests {
             [
                 ("PALISADE_API_KEY_HEADER", "x-api-key"),
                 ("PALISADE_API_KEY_QUERY", "apikey"),
+                ("PALISADE_ACCESS_TOKEN_QUERY", "access_token"),
+                (
+                    "PALISADE_METHOD_OVERRIDE_HEADERS",
+                    "x-http-method-override,x-http-method,x-method-override"
+                ),
+                ("PALISADE_METHOD_OVERRIDE_QUERY", "_method"),
+                ("PALISADE_REJECT_CONFLICTING_CREDENTIALS", "false"),
                 ("PALISADE_DEVELOPER_HEADER", "x-developer"),
                 ("PALISADE_APP_HEADER", "x-developer-app"),
                 ("PALISADE_PRODUCT_HEADER", "x-api-product"),
@@ -278,6 +339,7 @@ mod tests {
             "--sidecar-api-key-header",
             "",
             "--sidecar-debug-headers",
+            "--sidecar-reject-conflicting-credentials",
         ])
         .expect("claims");
         assert!(
@@ -289,6 +351,10 @@ mod tests {
                 .contains(&("PALISADE_API_KEY_HEADER".into(), String::new()))
         );
         assert!(c.debug_headers);
+        assert!(c.identity.contains(&(
+            "PALISADE_REJECT_CONFLICTING_CREDENTIALS".into(),
+            "true".into()
+        )));
     }
 
     #[test]
@@ -302,6 +368,11 @@ mod tests {
         assert!(e.contains("--sidecar-app-claim"), "{e}");
         let e = config(&["--sidecar-trusted-proxies", "ingress"]).expect_err("not a CIDR");
         assert!(e.contains("--sidecar-trusted-proxies"), "{e}");
+        let e = config(&["--sidecar-method-override-headers", "x-a, x-b"]).expect_err("space");
+        assert!(e.contains("--sidecar-method-override-headers"), "{e}");
+        let e = config(&["--sidecar-api-key-header", "x-a,x-b"]).expect_err("a list");
+        assert!(e.contains("--sidecar-api-key-header"), "{e}");
+        config(&["--sidecar-method-override-headers", "x-a,x-b"]).expect("a list");
     }
 
     #[test]
