@@ -1,10 +1,9 @@
 //! `identify_headers`: who the sidecar thinks the client is, from headers and a URI the
-//! client chose (sidecar/src/identify.rs). Input layout:
+//! client chose (sidecar/src/identify.rs, sidecar/src/client_ip.rs). Input layout:
 //!
 //! ```text
-//! byte 0       configuration: bits 0-1 trusted hops (0-3), bit 2 developer/app/product
-//!              read from JWT claims (sub, azp, scope), bit 3 the private and loopback peers
-//!              are trusted proxies ([`TRUSTED`])
+//! byte 0       configuration: bits 0-1 the trusted proxies (TRUSTED), bit 2 developer/app/
+//!              product also read from JWT claims (sub, azp, scope), bits 3-4 --trusted-hops
 //! byte 1       the socket peer, an index into PEERS
 //! then lines (\n): the request target (path and query), then `name: value` headers
 //! ```
@@ -12,17 +11,19 @@
 //! A header line that is not a valid header (name or value) is dropped, as hyper refuses such
 //! a request before the sidecar sees it; a target that is not a valid URI becomes `/`.
 //!
-//! Properties: identification is deterministic; from a peer that is not a trusted proxy the
-//! client IP is the socket peer and no identity header is read; `X-Forwarded-For` is used only
-//! from a trusted proxy and yields a canonical address; a token, an API key or a developer is
-//! never made up (each needs the header or query that carries it); a query parameter found is
-//! never empty.
+//! Properties: identification is deterministic and the client IP canonical; from a peer that
+//! is not a trusted proxy the client is the peer and identity headers are ignored (and
+//! reported as ignored); what the client adds to the left of `X-Forwarded-For` never changes
+//! an address found at an untrusted hop or an invalid entry; a token, an API key or a
+//! developer is never made up (each needs the header, query or claim that carries it); a
+//! query parameter found is never empty.
 
 use std::net::IpAddr;
 use std::sync::OnceLock;
 
 use clap::Parser;
-use http::{HeaderName, HeaderValue, Request, Uri};
+use http::request::Parts;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Uri};
 use palisade_policy::TrustedProxies;
 use palisade_sidecar::client_ip::client_ip;
 use palisade_sidecar::config::IdentifyConfig;
@@ -39,27 +40,33 @@ pub const PEERS: [&str; 6] = [
     "::ffff:10.1.2.3",
 ];
 
-/// The trusted proxies of configuration bit 3: the private and loopback [`PEERS`].
-pub const TRUSTED: &str = "127.0.0.0/8,10.0.0.0/8,::1/128";
+/// `--trusted-proxies` the input picks from: no one, a private range, several ranges of both
+/// families, everyone.
+pub const TRUSTED: [&str; 4] = [
+    "",
+    "10.0.0.0/8",
+    "127.0.0.0/8,10.0.0.0/8,2001:db8::/32",
+    "0.0.0.0/0,::/0",
+];
 
-fn trusted(bits: u8) -> TrustedProxies {
-    let list = if bits & 8 != 0 { TRUSTED } else { "" };
-    TrustedProxies::parse(list).unwrap_or_default()
-}
+/// What a client prepends to `X-Forwarded-For` to choose its address.
+const FORGED: &str = "not-an-address, 203.0.113.66, 10.9.9.9";
 
 /// What one input did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
     /// Headers that reached the sidecar.
     pub headers: usize,
-    /// The client IP came from `X-Forwarded-For`.
-    pub from_xff: bool,
+    /// Where the client IP came from.
+    pub ip_source: IpSource,
     /// A bearer token was read.
     pub token: bool,
     /// An API key was read.
     pub api_key: bool,
     /// A developer was read (header or claim).
     pub developer: bool,
+    /// An identity header was ignored (the peer is not a trusted proxy).
+    pub ignored: bool,
 }
 
 #[derive(Parser)]
@@ -68,36 +75,36 @@ struct Args {
     identify: IdentifyConfig,
 }
 
-/// The identifier of configuration `bits` (0-15), built once.
-fn identifier(bits: u8) -> &'static Identifier {
-    static IDS: [OnceLock<Identifier>; 16] = [const { OnceLock::new() }; 16];
-    IDS[usize::from(bits & 15)].get_or_init(|| {
-        let hops = (bits & 3).to_string();
-        let trusted = if bits & 8 != 0 { TRUSTED } else { "" };
-        let mut argv = vec![
-            "fuzz",
-            "--trusted-hops",
-            &hops,
-            "--trusted-proxies",
-            trusted,
-        ];
-        if bits & 4 != 0 {
-            argv.extend([
+/// The configuration of `bits` (0-31), parsed with the sidecar's own flags.
+fn config(bits: u8) -> IdentifyConfig {
+    let trusted = format!("--trusted-proxies={}", TRUSTED[usize::from(bits & 3)]);
+    let hops = format!("--trusted-hops={}", (bits >> 3) & 3);
+    let mut argv = vec!["fuzz".to_string(), trusted, hops];
+    if bits & 4 != 0 {
+        argv.extend(
+            [
                 "--developer-claim=sub",
                 "--app-claim=azp",
                 "--product-claim=scope",
-            ]);
-        }
-        let args = Args::try_parse_from(argv).unwrap_or_else(|e| panic!("fuzz config: {e}"));
-        Identifier::new(args.identify)
-    })
+            ]
+            .map(String::from),
+        );
+    }
+    let args = Args::try_parse_from(argv).unwrap_or_else(|e| panic!("fuzz config: {e}"));
+    args.identify
+}
+
+/// The identifier of configuration `bits`, built once.
+fn identifier(bits: u8) -> &'static Identifier {
+    static IDS: [OnceLock<Identifier>; 32] = [const { OnceLock::new() }; 32];
+    IDS[usize::from(bits & 31)].get_or_init(|| Identifier::new(config(bits)))
 }
 
 /// The target: identifies the client of the request made from `data`. Panics when a
 /// property fails.
 pub fn identify_headers(data: &[u8]) -> Outcome {
     let (bits, peer, text) = match data {
-        [bits, peer, text @ ..] => (*bits & 15, usize::from(*peer), text),
+        [bits, peer, text @ ..] => (*bits & 31, usize::from(*peer), text),
         _ => (0, 0, &[][..]),
     };
     let peer: IpAddr = PEERS[peer % PEERS.len()]
@@ -106,26 +113,19 @@ pub fn identify_headers(data: &[u8]) -> Outcome {
     let parts = request(text).into_parts().0;
     let id = identifier(bits);
     let who = id.identify(&parts, peer);
-    check(&who, &parts, peer, bits);
     assert_eq!(
         id.identify(&parts, peer),
         who,
         "identify is not deterministic"
     );
-    let trust = trusted(bits);
-    for hops in 0..4 {
-        let (ip, source) = client_ip(&parts.headers, peer, &trust, hops);
-        if !trust.contains(peer) {
-            assert_eq!(
-                ip,
-                peer.to_canonical(),
-                "an untrusted peer is not the client"
-            );
-        }
-        if matches!(source, IpSource::Socket | IpSource::XffUntrustedPeer) {
-            assert_eq!(ip, peer.to_canonical(), "socket source but not the peer");
-        }
-    }
+    let cfg = config(bits);
+    check_ip(&parts.headers, peer, &cfg.trusted_proxies, cfg.trusted_hops);
+    check_identity(
+        &who,
+        &parts,
+        cfg.trusted_proxies.contains(peer),
+        bits & 4 != 0,
+    );
     for name in ["apikey", "key", "access_token", ""] {
         if let Some(v) = query_param(parts.uri.query(), name) {
             assert!(!v.is_empty(), "empty query parameter {name:?} found");
@@ -133,30 +133,57 @@ pub fn identify_headers(data: &[u8]) -> Outcome {
     }
     Outcome {
         headers: parts.headers.len(),
-        from_xff: who.ip_source == IpSource::Xff,
+        ip_source: who.ip_source,
         token: who.token_hash.is_some(),
         api_key: who.api_key_hash.is_some(),
         developer: who.developer.is_some(),
+        ignored: who.ignored_headers.kinds().next().is_some(),
     }
 }
 
-fn check(who: &Identity, parts: &http::request::Parts, peer: IpAddr, bits: u8) {
-    let h = &parts.headers;
-    let trusted_peer = trusted(bits).contains(peer);
-    match who.ip_source {
-        IpSource::Socket | IpSource::XffUntrustedPeer => {
-            assert_eq!(
-                who.ip,
-                peer.to_canonical(),
-                "socket source but not the peer"
-            );
-        }
-        IpSource::Xff | IpSource::XffInvalid => {
-            assert!(trusted_peer, "X-Forwarded-For used from an untrusted peer");
-            assert!(h.contains_key("x-forwarded-for"), "XFF source without XFF");
-            assert_eq!(who.ip, who.ip.to_canonical(), "XFF address not canonical");
-        }
+/// The client IP's properties, and that a forged left part of X-Forwarded-For changes
+/// nothing the walk already decided.
+fn check_ip(h: &HeaderMap, peer: IpAddr, trusted: &TrustedProxies, hops: usize) {
+    let (ip, source) = client_ip(h, peer, trusted, hops);
+    assert_eq!(ip, ip.to_canonical(), "client IP {ip} not canonical");
+    let has_xff = h.contains_key("x-forwarded-for");
+    if !trusted.contains(peer) {
+        assert_eq!(ip, peer.to_canonical(), "an untrusted peer chose its IP");
+        let want = if has_xff {
+            IpSource::XffUntrustedPeer
+        } else {
+            IpSource::Socket
+        };
+        assert_eq!(source, want, "source from an untrusted peer");
     }
+    if source == IpSource::Socket {
+        assert_eq!(ip, peer.to_canonical(), "socket source but not the peer");
+    }
+    if matches!(source, IpSource::Xff | IpSource::XffInvalid) {
+        assert!(
+            has_xff && trusted.contains(peer),
+            "{source:?} without a trusted XFF"
+        );
+    }
+    let decided = !trusted.contains(peer)
+        || source == IpSource::XffInvalid
+        || (source == IpSource::Xff && !trusted.contains(ip));
+    if decided {
+        let mut forged = HeaderMap::new();
+        forged.append("x-forwarded-for", HeaderValue::from_static(FORGED));
+        for (name, value) in h {
+            forged.append(name, value.clone());
+        }
+        let (again, _) = client_ip(&forged, peer, trusted, hops);
+        assert_eq!(
+            again, ip,
+            "a client-chosen left part of X-Forwarded-For moved the client"
+        );
+    }
+}
+
+fn check_identity(who: &Identity, parts: &Parts, trusted_peer: bool, claims_on: bool) {
+    let h = &parts.headers;
     if who.token_hash.is_some() {
         assert!(
             h.contains_key(http::header::AUTHORIZATION),
@@ -169,15 +196,30 @@ fn check(who: &Identity, parts: &http::request::Parts, peer: IpAddr, bits: u8) {
             "API key from nowhere"
         );
     }
-    let claims = bits & 4 != 0 && who.token_hash.is_some();
-    for (value, header) in [
-        (&who.developer, "x-developer"),
-        (&who.app, "x-developer-app"),
-        (&who.product, "x-api-product"),
+    let claims = claims_on && who.token_hash.is_some();
+    let ignored = who.ignored_headers;
+    for (value, header, was_ignored) in [
+        (&who.developer, "x-developer", ignored.developer),
+        (&who.app, "x-developer-app", ignored.app),
+        (&who.product, "x-api-product", ignored.product),
     ] {
+        let sent = h
+            .get(header)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| !v.trim().is_empty());
+        if trusted_peer {
+            assert!(!was_ignored, "{header} ignored from a trusted proxy");
+        } else {
+            assert_eq!(
+                was_ignored, sent,
+                "{header} sent by an untrusted peer, not reported"
+            );
+        }
         if value.is_some() && !claims {
-            assert!(h.contains_key(header), "{header} from nowhere");
-            assert!(trusted_peer, "{header} read from an untrusted peer");
+            assert!(
+                trusted_peer && sent,
+                "{header} believed from an untrusted peer"
+            );
         }
     }
 }

@@ -57,7 +57,8 @@ const PATHS: &[(u8, &str)] = &[
     (0, "/caf\u{e9}/%C3%A9/~user/a-b_c.d"),
 ];
 
-/// Requests for `identify_headers`: `(name, configuration bits, peer index, text)`.
+/// Requests for `identify_headers`: `(name, configuration bits, peer index, text)` (see
+/// `palisade_fuzz::identify` for the bits).
 fn requests() -> Vec<(&'static str, u8, u8, Vec<u8>)> {
     use base64::Engine as _;
     let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -67,7 +68,7 @@ fn requests() -> Vec<(&'static str, u8, u8, Vec<u8>)> {
     vec![
         (
             "proxied",
-            9,
+            1,
             1,
             lines(&[
                 "/v1/items?apikey=k%20y+z&page=2",
@@ -93,6 +94,27 @@ fn requests() -> Vec<(&'static str, u8, u8, Vec<u8>)> {
                 "/",
                 "x-forwarded-for: [2001:db8::1]:443",
                 "x-forwarded-for: 198.51.100.1, ::ffff:192.0.2.1",
+            ]),
+        ),
+        (
+            "untrusted-peer-forges",
+            1,
+            2,
+            lines(&[
+                "/admin",
+                "x-forwarded-for: 10.0.0.7",
+                "x-developer: trusted-partner",
+                "x-api-product: unlimited",
+            ]),
+        ),
+        (
+            "two-hop-bound",
+            1 | (2 << 3),
+            1,
+            lines(&[
+                "/",
+                "x-forwarded-for: 203.0.113.1, 10.0.0.3, 10.0.0.2",
+                "x-forwarded-for: 10.0.0.1",
             ]),
         ),
         (

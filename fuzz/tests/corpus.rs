@@ -13,6 +13,7 @@ use std::sync::Once;
 use palisade_fuzz::bundle::{Outcome, bundle_decode};
 use palisade_fuzz::identify::identify_headers;
 use palisade_fuzz::{TARGETS, run, seeds};
+use palisade_sidecar::identify::IpSource;
 
 fn corpus(target: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -89,10 +90,13 @@ fn identify_seeds_reach_every_source_of_identity() {
         .into_iter()
         .map(|(_, bytes)| identify_headers(&bytes))
         .collect();
-    assert!(outcomes.iter().any(|o| o.from_xff), "no seed trusts XFF");
+    for source in IpSource::ALL {
+        let seen = outcomes.iter().any(|o| o.ip_source == source);
+        assert!(seen, "no seed resolves its client IP by {source:?}");
+    }
     assert!(
-        outcomes.iter().any(|o| !o.from_xff),
-        "every seed trusts XFF"
+        outcomes.iter().any(|o| o.ignored),
+        "no seed has an ignored header"
     );
     assert!(outcomes.iter().any(|o| o.token), "no seed has a token");
     assert!(outcomes.iter().any(|o| o.api_key), "no seed has an API key");
