@@ -3,9 +3,11 @@
 //!
 //! ```text
 //! byte 0       configuration: bits 0-1 the trusted proxies (TRUSTED), bit 2 developer/app/
-//!              product also read from JWT claims (sub, azp, scope), bits 3-4 --trusted-hops
+//!              product also read from JWT claims (sub, azp, scope), bits 3-4 --trusted-hops,
+//!              bit 5 --reject-conflicting-credentials
 //! byte 1       the socket peer, an index into PEERS
-//! then lines (\n): the request target (path and query), then `name: value` headers
+//! then lines (\n): `[METHOD ]target` (path and query; GET by default), then `name: value`
+//! headers
 //! ```
 //!
 //! A header line that is not a valid header (name or value) is dropped, as hyper refuses such
@@ -15,17 +17,21 @@
 //! is not a trusted proxy the client is the peer and identity headers are ignored (and
 //! reported as ignored); what the client adds to the left of `X-Forwarded-For` never changes
 //! an address found at an untrusted hop or an invalid entry; a token, an API key or a
-//! developer is never made up (each needs the header, query or claim that carries it).
+//! developer is never made up (each needs the header, query or claim that carries it); the
+//! credential readings are bounded, start with the request's own method (and GET for HEAD),
+//! name the first key and token as *the* ones, refuse what they say they refuse, and a value
+//! repeated in a second header line is the same candidate.
 
 use std::net::IpAddr;
 use std::sync::OnceLock;
 
 use clap::Parser;
 use http::request::Parts;
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri};
 use palisade_policy::TrustedProxies;
 use palisade_sidecar::client_ip::client_ip;
 use palisade_sidecar::config::IdentifyConfig;
+use palisade_sidecar::credentials::{CredentialError, MAX_CANDIDATES};
 use palisade_sidecar::identify::{Identifier, Identity, IpSource};
 
 /// Socket peers the input picks from: loopback, private, public, both families, and an
@@ -66,6 +72,10 @@ pub struct Outcome {
     pub developer: bool,
     /// An identity header was ignored (the peer is not a trusted proxy).
     pub ignored: bool,
+    /// The readings of the request (1 when it is unambiguous).
+    pub readings: usize,
+    /// Refused for its credentials (400), with the reason.
+    pub refused: Option<&'static str>,
 }
 
 #[derive(Parser)]
@@ -74,11 +84,14 @@ struct Args {
     identify: IdentifyConfig,
 }
 
-/// The configuration of `bits` (0-31), parsed with the sidecar's own flags.
+/// The configuration of `bits` (0-63), parsed with the sidecar's own flags.
 fn config(bits: u8) -> IdentifyConfig {
     let trusted = format!("--trusted-proxies={}", TRUSTED[usize::from(bits & 3)]);
     let hops = format!("--trusted-hops={}", (bits >> 3) & 3);
     let mut argv = vec!["fuzz".to_string(), trusted, hops];
+    if bits & 32 != 0 {
+        argv.push("--reject-conflicting-credentials".into());
+    }
     if bits & 4 != 0 {
         argv.extend(
             [
@@ -95,15 +108,15 @@ fn config(bits: u8) -> IdentifyConfig {
 
 /// The identifier of configuration `bits`, built once.
 fn identifier(bits: u8) -> &'static Identifier {
-    static IDS: [OnceLock<Identifier>; 32] = [const { OnceLock::new() }; 32];
-    IDS[usize::from(bits & 31)].get_or_init(|| Identifier::new(config(bits)))
+    static IDS: [OnceLock<Identifier>; 64] = [const { OnceLock::new() }; 64];
+    IDS[usize::from(bits & 63)].get_or_init(|| Identifier::new(config(bits)))
 }
 
 /// The target: identifies the client of the request made from `data`. Panics when a
 /// property fails.
 pub fn identify_headers(data: &[u8]) -> Outcome {
     let (bits, peer, text) = match data {
-        [bits, peer, text @ ..] => (*bits & 31, usize::from(*peer), text),
+        [bits, peer, text @ ..] => (*bits & 63, usize::from(*peer), text),
         _ => (0, 0, &[][..]),
     };
     let peer: IpAddr = PEERS[peer % PEERS.len()]
@@ -125,6 +138,8 @@ pub fn identify_headers(data: &[u8]) -> Outcome {
         cfg.trusted_proxies.contains(peer),
         bits & 4 != 0,
     );
+    check_credentials(&who, &parts, bits & 32 != 0);
+    check_duplicate_key(id, &parts, peer, &who);
     Outcome {
         headers: parts.headers.len(),
         ip_source: who.ip_source,
@@ -132,6 +147,8 @@ pub fn identify_headers(data: &[u8]) -> Outcome {
         api_key: who.api_key_hash.is_some(),
         developer: who.developer.is_some(),
         ignored: who.ignored_headers.kinds().next().is_some(),
+        readings: who.credentials.readings(),
+        refused: who.credentials.refused.map(|e| e.reason()),
     }
 }
 
@@ -218,13 +235,95 @@ fn check_identity(who: &Identity, parts: &Parts, trusted_peer: bool, claims_on: 
     }
 }
 
+/// What the credential readings promise (sidecar/src/credentials.rs).
+fn check_credentials(who: &Identity, parts: &Parts, reject_conflicting: bool) {
+    let c = &who.credentials;
+    assert_eq!(
+        who.api_key_hash.as_ref(),
+        c.api_keys.first(),
+        "the API key is not the first"
+    );
+    assert_eq!(
+        who.token_hash.as_ref(),
+        c.tokens.first(),
+        "the token is not the first"
+    );
+    let own = parts.method.as_str().to_ascii_uppercase();
+    assert_eq!(
+        c.methods.first().map(Method::as_str),
+        Some(own.as_str()),
+        "own method first"
+    );
+    if parts.method == Method::HEAD {
+        assert!(
+            c.methods.iter().any(|m| *m == Method::GET),
+            "HEAD not also read as GET"
+        );
+    }
+    for m in c.methods.iter() {
+        assert!(
+            !m.as_str().bytes().any(|b| b.is_ascii_lowercase()),
+            "method {m} not upper"
+        );
+    }
+    for (len, over) in [
+        (c.api_keys.len(), c.api_keys.overflowed()),
+        (c.tokens.len(), c.tokens.overflowed()),
+        (c.methods.len(), c.methods.overflowed()),
+    ] {
+        assert!(len <= MAX_CANDIDATES, "{len} candidates kept");
+        if over {
+            assert!(
+                matches!(c.refused, Some(CredentialError::TooMany(_))),
+                "too many candidates but not refused: {:?}",
+                c.refused
+            );
+        }
+    }
+    match c.refused {
+        Some(CredentialError::Conflicting(_)) => {
+            assert!(reject_conflicting, "conflict refused without the flag");
+        }
+        None if reject_conflicting => {
+            assert!(c.api_keys.len() <= 1, "two API keys let through");
+            assert!(c.tokens.len() <= 1, "two tokens let through");
+        }
+        _ => {}
+    }
+}
+
+/// The first API key header value sent again on a second line is the same candidate.
+fn check_duplicate_key(id: &Identifier, parts: &Parts, peer: IpAddr, who: &Identity) {
+    let Some(first) = parts.headers.get("x-api-key").cloned() else {
+        return;
+    };
+    let mut again = Request::new(());
+    *again.method_mut() = parts.method.clone();
+    *again.uri_mut() = parts.uri.clone();
+    *again.headers_mut() = parts.headers.clone();
+    again.headers_mut().append("x-api-key", first);
+    let twice = id.identify(&again.into_parts().0, peer);
+    assert_eq!(
+        twice.credentials.api_keys, who.credentials.api_keys,
+        "a repeated key counted twice"
+    );
+}
+
 /// The request the input describes (see the module docs).
 fn request(text: &[u8]) -> Request<()> {
     let mut lines = text.split(|&b| b == b'\n');
-    let target = lines.next().unwrap_or_default();
+    let first = lines.next().unwrap_or_default();
+    let (method, target) = match first.iter().position(|&b| b == b' ') {
+        Some(space) => (
+            Method::from_bytes(&first[..space]).unwrap_or(Method::GET),
+            &first[space + 1..],
+        ),
+        None => (Method::GET, first),
+    };
     let uri = Uri::try_from(target).unwrap_or_else(|_| Uri::from_static("/"));
     let mut req = Request::new(());
     *req.uri_mut() = uri;
+    *req.method_mut() = method;
     for line in lines {
         let Some(colon) = line.iter().position(|&b| b == b':') else {
             continue;

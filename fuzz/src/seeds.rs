@@ -118,6 +118,27 @@ fn requests() -> Vec<(&'static str, u8, u8, Vec<u8>)> {
             ]),
         ),
         (
+            "method-overrides",
+            32,
+            0,
+            lines(&[
+                "HEAD /items?_method=delete&apikey=a&API%4Bey=a&access_token=t",
+                "x-http-method-override: PUT, patch",
+                "x-api-key: a",
+                "authorization: BEARER\tt",
+            ]),
+        ),
+        (
+            "many-keys",
+            0,
+            3,
+            lines(&[
+                "POST /x?apikey=1&apikey[]=2;apikey=3&ApiKey=4",
+                "x-api-key: 5",
+                "x-api-key: 1",
+            ]),
+        ),
+        (
             "junk",
             3,
             5,
