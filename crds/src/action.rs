@@ -223,6 +223,9 @@ pub enum ActionState {
     /// It cannot be compiled (for example it references a missing ConfigMap or rule); see the
     /// Ready condition.
     Invalid,
+    /// In the policy, but its `targets.workloadSelector` selects no pod that carries the
+    /// sidecar, so nothing enforces it (Ready is False with reason `NoSelectedPods`).
+    Unenforced,
 }
 
 /// What the operator last observed and did about the action.

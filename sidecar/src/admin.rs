@@ -1,5 +1,6 @@
 //! The admin server on its own port: `/metrics` (Prometheus text), `/live` (the process runs),
-//! `/ready` (accepting traffic: not draining, and holding a bundle when `--fail-closed`).
+//! `/ready` (accepting traffic: not draining, and holding a policy bundle unless
+//! `--ready-without-policy`).
 //!
 //! Limits, so that clients of this port (which any pod may reach unless a NetworkPolicy
 //! says otherwise) cannot exhaust memory or file descriptors, nor starve the probes: at most
@@ -49,7 +50,7 @@ pub struct AdminState {
     pub registry: Registry,
     /// False while draining.
     pub ready: Arc<AtomicBool>,
-    /// With `--fail-closed`: not ready until this store holds a bundle.
+    /// Not ready until this store holds a bundle (`None` with `--ready-without-policy`).
     pub store: Option<Arc<Store>>,
 }
 

@@ -200,6 +200,25 @@ pub struct PolicyConfig {
     /// Without a bundle yet, answer 503 instead of forwarding (default: fail open).
     #[arg(long, env = "PALISADE_FAIL_CLOSED")]
     pub fail_closed: bool,
+    /// Report Ready (`/ready` 200) before a bundle is loaded, as earlier releases did: the
+    /// pod then takes traffic that no policy protects. Default: not Ready until a first
+    /// valid bundle is in force.
+    #[arg(long, env = "PALISADE_READY_WITHOUT_POLICY")]
+    pub ready_without_policy: bool,
+    /// Start-up grace: after this long without a bundle the sidecar says so (an error in
+    /// its log, `palisade_sidecar_policy_missing` 1) until one is loaded.
+    #[arg(long, env = "PALISADE_POLICY_GRACE", default_value = "30s", value_parser = parse_duration)]
+    pub policy_grace: Duration,
+    /// Service-account token the API watch authenticates with (audience: the API server).
+    /// The injector projects one into the sidecar, so the watch works with the pod's
+    /// `automountServiceAccountToken: false`. The server is
+    /// `https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT`. Unset: KUBECONFIG or the
+    /// pod's automounted token.
+    #[arg(long, env = "PALISADE_API_TOKEN_PATH")]
+    pub api_token_path: Option<PathBuf>,
+    /// CA bundle (PEM) the API server's certificate is verified with, with --api-token-path.
+    #[arg(long, env = "PALISADE_API_CA_PATH")]
+    pub api_ca_path: Option<PathBuf>,
     /// Observe mode: evaluate and count, never deny or flag.
     #[arg(long, env = "PALISADE_OBSERVE")]
     pub observe: bool,
@@ -346,6 +365,12 @@ impl Config {
         if self.admin_max_connections == 0 {
             return Err(
                 "--admin-max-connections must be at least 1 (probes and scrapes need one)".into(),
+            );
+        }
+        if self.policy.api_token_path.is_some() != self.policy.api_ca_path.is_some() {
+            return Err(
+                "--api-token-path and --api-ca-path go together; set both (the injector does)"
+                    .into(),
             );
         }
         if let Some(file) = &self.policy.pod_labels_file {

@@ -109,12 +109,13 @@ pub async fn start(cfg: Config) -> anyhow::Result<Sidecar> {
     let labels = store::parse_labels(&pod_labels(&cfg)?).map_err(anyhow::Error::msg)?;
     client_ip::log_trust(&cfg.identify.trusted_proxies, cfg.identify.trusted_hops);
     let store = Arc::new(store::Store::new(labels, metrics.clone()));
-    let sources = spawn_sources(&cfg, &store);
+    let mut sources = spawn_sources(&cfg, &store);
+    sources.push(tokio::spawn(grace(store.clone(), cfg.policy.policy_grace)));
     let ready = Arc::new(AtomicBool::new(true));
     let admin_state = Arc::new(admin::AdminState {
         registry,
         ready: ready.clone(),
-        store: cfg.policy.fail_closed.then(|| store.clone()),
+        store: (cfg.policy.fail_closed || !cfg.policy.ready_without_policy).then(|| store.clone()),
     });
     let admin_cfg = admin::AdminConfig {
         max_connections: cfg.admin_max_connections,
@@ -188,13 +189,23 @@ fn spawn_sources(cfg: &Config, store: &Arc<store::Store>) -> Vec<tokio::task::Jo
     }
     if let Some(name) = &p.bundle_configmap {
         let (ns, detected) = (p.namespace.clone(), p.detected_configmap.clone());
-        let task = source_kube::spawn(store.clone(), ns, name.clone(), detected);
+        let access = source_kube::ApiAccess {
+            token: p.api_token_path.clone(),
+            ca: p.api_ca_path.clone(),
+        };
+        let task = source_kube::spawn(store.clone(), access, ns, name.clone(), detected);
         tasks.push(tokio::spawn(task));
     }
     if tasks.is_empty() {
         tracing::warn!("no --bundle-path or --bundle-configmap: no policy will ever be loaded");
     }
     tasks
+}
+
+/// Waits out the start-up grace, then says whether the pod runs without policy.
+async fn grace(store: Arc<store::Store>, grace: std::time::Duration) {
+    tokio::time::sleep(grace).await;
+    store.check_grace(grace);
 }
 
 /// Counting and reporting run only when a collector is configured.

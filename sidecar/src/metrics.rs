@@ -184,6 +184,8 @@ pub struct Metrics {
     pub ignored_headers: Family<HeaderLabel, Counter>,
     pub bundle_info: Family<BundleLabel, Gauge>,
     pub bundle_loaded: Gauge,
+    /// 1 while the start-up grace has passed without a bundle (the pod runs without policy).
+    pub policy_missing: Gauge,
     pub bundle_swaps: Counter,
     pub bundle_errors: Family<ReasonLabel, Counter>,
     /// Requests answered 400 because their path was refused, by `PathError` reason.
@@ -271,6 +273,7 @@ impl Metrics {
             ignored_headers,
             bundle_info: Family::default(),
             bundle_loaded: Gauge::default(),
+            policy_missing: Gauge::default(),
             bundle_swaps: Counter::default(),
             bundle_errors: Family::default(),
             rejected_paths: Family::default(),
@@ -322,6 +325,11 @@ impl Metrics {
             "bundle_loaded",
             "1 once a bundle is in force",
             m.bundle_loaded.clone(),
+        );
+        r.register(
+            "policy_missing",
+            "1 while the start-up grace (--policy-grace) has passed without a policy bundle",
+            m.policy_missing.clone(),
         );
         r.register("bundle_swaps", "Bundles applied", m.bundle_swaps.clone());
         r.register(
@@ -440,6 +448,7 @@ impl Metrics {
             })
             .set(1);
         self.bundle_loaded.set(1);
+        self.policy_missing.set(0);
         self.bundle_swaps.inc();
     }
 }

@@ -1,10 +1,17 @@
 //! Bundle source: the Kubernetes API. Watches the manifest ConfigMap by name (the operator's
 //! Role grants get/list/watch on exactly the bundle ConfigMaps, so the watch uses a
 //! `metadata.name` field selector) and fetches the shard ConfigMaps it names
-//! (`<manifest>-<shard>`, immutable and content-addressed, so each is fetched once and cached).
+//! (`<manifest>-<shard>`, immutable and content-addressed, so each is fetched once and cached;
+//! the copies of small bundles' shards in the manifest ConfigMap are for the mounted file).
 //! Without a reachable API server this source logs once and the mounted file stays in charge.
+//!
+//! It authenticates with the token the injector projects into the sidecar
+//! (`--api-token-path`, `--api-ca-path`), so a pod with `automountServiceAccountToken: false`
+//! still reads its policy; without those flags, with KUBECONFIG or the automounted token.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures::StreamExt as _;
@@ -21,13 +28,136 @@ pub const SHARD_KEY: &str = "shard";
 /// Key of the detected-client document in its ConfigMap's `binaryData`.
 pub const DETECTED_KEY: &str = "detected";
 
+/// How the watch reaches the API server.
+#[derive(Debug, Clone, Default)]
+pub struct ApiAccess {
+    /// The projected token file (audience: the API server); `None`: KUBECONFIG or the
+    /// automounted token (`kube::Client::try_default`).
+    pub token: Option<PathBuf>,
+    /// The API server's CA bundle (PEM), with `token`.
+    pub ca: Option<PathBuf>,
+}
+
+/// Why the API client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The kubelet sets both variables in every container; outside a pod they are missing.
+    #[error(
+        "KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT are not both set; run in a pod \
+         or set them to the API server's address"
+    )]
+    NoServer,
+    /// The variables do not form a URL.
+    #[error("https://{0} (from KUBERNETES_SERVICE_HOST/PORT) is not a URL")]
+    BadServer(String),
+    /// A projected file cannot be read.
+    #[error("cannot read {path}: {source}; mount the injector's projected volume there")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The CA file holds no certificate.
+    #[error("{0} holds no PEM certificate; project ca.crt of the kube-root-ca.crt ConfigMap")]
+    NoCertificate(PathBuf),
+    /// The client could not be built or inferred.
+    #[error("{0}")]
+    Client(#[from] kube::Error),
+}
+
+impl ApiError {
+    /// Fixed reason name (log field).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::NoServer => "NoServer",
+            Self::BadServer(_) => "BadServer",
+            Self::Read { .. } => "ProjectedFileUnreadable",
+            Self::NoCertificate(_) => "NoCertificate",
+            Self::Client(_) => "ClientUnavailable",
+        }
+    }
+}
+
+/// The client configuration for the projected `token` and `ca` files and the API server at
+/// `host`:`port` (the kubelet's `KUBERNETES_SERVICE_*`). The token file is re-read as the
+/// kubelet rotates it, and so is the CA file.
+pub fn projected_config(
+    token: &Path,
+    ca: &Path,
+    host: Option<&str>,
+    port: Option<&str>,
+    namespace: &str,
+) -> Result<kube::Config, ApiError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let (Some(host), Some(port)) = (
+        host.filter(|h| !h.is_empty()),
+        port.filter(|p| !p.is_empty()),
+    ) else {
+        return Err(ApiError::NoServer);
+    };
+    let authority = match host.parse::<IpAddr>() {
+        Ok(IpAddr::V6(ip)) => format!("[{ip}]:{port}"),
+        _ => format!("{host}:{port}"),
+    };
+    let url: http::Uri = format!("https://{authority}")
+        .parse()
+        .map_err(|_| ApiError::BadServer(authority.clone()))?;
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|source| ApiError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    read(token)?;
+    let roots: Vec<Vec<u8>> = CertificateDer::pem_slice_iter(&read(ca)?)
+        .filter_map(Result::ok)
+        .map(|c| c.to_vec())
+        .collect();
+    if roots.is_empty() {
+        return Err(ApiError::NoCertificate(ca.to_path_buf()));
+    }
+    let mut cfg = kube::Config::new(url);
+    cfg.default_namespace = namespace.to_owned();
+    cfg.root_cert = Some(roots);
+    cfg.root_cert_file = Some(ca.to_path_buf());
+    cfg.auth_info.token_file = Some(token.display().to_string());
+    Ok(cfg)
+}
+
+/// The API client `access` describes.
+pub async fn client(access: &ApiAccess, namespace: &str) -> Result<kube::Client, ApiError> {
+    match (&access.token, &access.ca) {
+        (Some(token), Some(ca)) => {
+            let env = |k: &str| std::env::var(k).ok();
+            let cfg = projected_config(
+                token,
+                ca,
+                env("KUBERNETES_SERVICE_HOST").as_deref(),
+                env("KUBERNETES_SERVICE_PORT").as_deref(),
+                namespace,
+            )?;
+            Ok(kube::Client::try_from(cfg)?)
+        }
+        _ => Ok(kube::Client::try_default().await?),
+    }
+}
+
 /// Watches the manifest `name` and the detected-client ConfigMap `detected` in `ns` until
 /// dropped.
-pub async fn spawn(store: Arc<Store>, ns: String, name: String, detected: String) {
-    let client = match kube::Client::try_default().await {
+pub async fn spawn(
+    store: Arc<Store>,
+    access: ApiAccess,
+    ns: String,
+    name: String,
+    detected: String,
+) {
+    let client = match client(&access, &ns).await {
         Ok(c) => c,
         Err(e) => {
-            tracing::warn!(error = %e, "Kubernetes API unavailable; only the mounted bundle is used");
+            tracing::warn!(reason = e.reason(), error = %e, "Kubernetes API unavailable; only the mounted bundle is used");
             return;
         }
     };
@@ -112,4 +242,62 @@ async fn on_manifest(
     }
     cache.retain(|k, _| manifest.shards.iter().any(|s| &s.name == k));
     store.apply("api", &manifest, |n| cache.get(n).map(Vec::as_slice));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CA: &str = "-----BEGIN CERTIFICATE-----\nMIIBdzCCAR2gAwIBAgIUJm3Qv7yzM6vQ6Yc0n8W0uQx1V1MwCgYIKoZIzj0EAwIw\n-----END CERTIFICATE-----\n";
+
+    fn files(ca: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let dir = tempfile::tempdir().expect("dir");
+        let (token, ca_path) = (dir.path().join("api-token"), dir.path().join("ca.crt"));
+        std::fs::write(&token, "t0ken").expect("token");
+        std::fs::write(&ca_path, ca).expect("ca");
+        (dir, token, ca_path)
+    }
+
+    #[test]
+    fn the_projected_files_and_the_kubelet_variables_make_the_client_config() {
+        let (_dir, token, ca) = files(CA);
+        let cfg =
+            projected_config(&token, &ca, Some("10.96.0.1"), Some("443"), "shop").expect("config");
+        assert_eq!(cfg.cluster_url.to_string(), "https://10.96.0.1:443/");
+        assert_eq!(cfg.default_namespace, "shop");
+        assert_eq!(cfg.root_cert.as_ref().map(Vec::len), Some(1));
+        assert_eq!(cfg.root_cert_file.as_deref(), Some(ca.as_path()));
+        let file = token.display().to_string();
+        assert_eq!(cfg.auth_info.token_file.as_deref(), Some(file.as_str()));
+        assert!(
+            cfg.auth_info.token.is_none(),
+            "re-read from the file as it rotates"
+        );
+        let v6 = projected_config(&token, &ca, Some("fd00::1"), Some("6443"), "shop");
+        assert_eq!(
+            v6.expect("config").cluster_url.to_string(),
+            "https://[fd00::1]:6443/"
+        );
+    }
+
+    #[test]
+    fn what_is_missing_is_named() {
+        let (_dir, token, ca) = files(CA);
+        let err = |host, port, token: &Path, ca: &Path| {
+            projected_config(token, ca, host, port, "shop").expect_err("refused")
+        };
+        assert_eq!(err(None, Some("443"), &token, &ca).reason(), "NoServer");
+        assert_eq!(err(Some(""), Some("443"), &token, &ca).reason(), "NoServer");
+        assert_eq!(
+            err(Some("a b"), Some("443"), &token, &ca).reason(),
+            "BadServer"
+        );
+        let gone = token.with_file_name("nothing");
+        let e = err(Some("h"), Some("443"), &gone, &ca);
+        assert_eq!(e.reason(), "ProjectedFileUnreadable");
+        assert!(e.to_string().contains("nothing"), "{e}");
+        let (_d2, token2, not_pem) = files("not a certificate");
+        let e = err(Some("h"), Some("443"), &token2, &not_pem);
+        assert_eq!(e.reason(), "NoCertificate");
+    }
 }

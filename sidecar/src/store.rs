@@ -214,9 +214,34 @@ impl Store {
             actions = loaded.policy.bundle().actions.len(),
             "bundle applied"
         );
-        self.metrics.set_bundle(&loaded.version);
+        let version = loaded.version.clone();
         self.current.store(Some(Arc::new(loaded)));
+        // After the swap: whoever reads the metric finds the bundle in force.
+        self.metrics.set_bundle(&version);
         self.reindex();
+        true
+    }
+
+    /// Called once the start-up grace has passed: without a bundle, says so (an error and
+    /// `palisade_sidecar_policy_missing` 1, until a bundle is applied). Returns whether the
+    /// policy is missing.
+    pub fn check_grace(&self, grace: std::time::Duration) -> bool {
+        if self.load().is_some() {
+            return false;
+        }
+        self.metrics.policy_missing.set(1);
+        if self.load().is_some() {
+            // A bundle was applied between the two loads; `apply` may have cleared the
+            // gauge before it was set.
+            self.metrics.policy_missing.set(0);
+            return false;
+        }
+        tracing::error!(
+            grace = ?grace,
+            "no policy bundle after the start-up grace: nothing is enforced; check that the \
+             operator selects this namespace and that the sidecar can read the bundle \
+             ConfigMaps"
+        );
         true
     }
 

@@ -271,19 +271,59 @@ async fn bad_bundle_never_replaces_the_last_good_one() {
     );
 }
 
+/// Without a bundle the sidecar forwards (fail open) but is not Ready, so the pod takes no
+/// Service traffic that no policy protects; it is Ready once a bundle is in force. The
+/// start-up grace passing without one shows in `palisade_sidecar_policy_missing`.
+/// `--ready-without-policy` keeps the earlier behaviour; `--fail-closed` is never Ready
+/// without a bundle.
 #[tokio::test]
-async fn no_bundle_fails_open_by_default_and_closed_by_flag() {
+async fn no_bundle_is_not_ready_forwards_by_default_and_fails_closed_by_flag() {
     let app = echo_app().await;
-    let open = sidecar(app, &[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_str().unwrap();
+    let args = [
+        "--bundle-path",
+        path,
+        "--bundle-poll",
+        "20ms",
+        "--policy-grace",
+        "0s",
+    ];
+    let open = sidecar(app, &args).await;
     assert_eq!(get(open.proxy_addr, "/", &[]).await.0, 200);
+    assert_eq!(get(open.admin_addr, "/ready", &[]).await.0, 503);
+    while !metrics(&open)
+        .await
+        .contains("palisade_sidecar_policy_missing 1")
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let hash = write(dir.path(), vec![], 1);
+    wait_for_bundle(&open, &hash).await;
     assert_eq!(get(open.admin_addr, "/ready", &[]).await.0, 200);
-    let closed = sidecar(app, &["--fail-closed"]).await;
-    let (s, h, _) = get(closed.proxy_addr, "/", &[]).await;
-    assert_eq!(
-        (s, &h["palisade-error"]),
-        (503, &"NoPolicy".parse::<http::HeaderValue>().unwrap())
-    );
-    assert_eq!(get(closed.admin_addr, "/ready", &[]).await.0, 503);
+    let m = metrics(&open).await;
+    assert!(m.contains("palisade_sidecar_policy_missing 0"), "{m}");
+
+    let legacy = sidecar(app, &["--ready-without-policy"]).await;
+    assert_eq!(get(legacy.admin_addr, "/ready", &[]).await.0, 200);
+    assert_eq!(get(legacy.proxy_addr, "/", &[]).await.0, 200);
+
+    for flags in [
+        &["--fail-closed"][..],
+        &["--fail-closed", "--ready-without-policy"],
+    ] {
+        let closed = sidecar(app, flags).await;
+        let (s, h, _) = get(closed.proxy_addr, "/", &[]).await;
+        assert_eq!(
+            (s, &h["palisade-error"]),
+            (503, &"NoPolicy".parse::<http::HeaderValue>().unwrap())
+        );
+        assert_eq!(
+            get(closed.admin_addr, "/ready", &[]).await.0,
+            503,
+            "{flags:?}"
+        );
+    }
 }
 
 /// Clients hammer the sidecar while the bundle flips between "deny bots" and "allow all";

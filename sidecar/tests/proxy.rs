@@ -368,7 +368,11 @@ async fn admin_endpoints() {
     let app = echo_app().await;
     let sc = sidecar(app, &[]).await;
     assert_eq!(get(sc.admin_addr, "/live", &[]).await.0, 200);
-    assert_eq!(get(sc.admin_addr, "/ready", &[]).await.0, 200);
+    assert_eq!(
+        get(sc.admin_addr, "/ready", &[]).await.0,
+        503,
+        "not Ready without a policy bundle"
+    );
     get(sc.proxy_addr, "/", &[]).await;
     let m = metrics(&sc).await;
     assert!(

@@ -157,6 +157,8 @@ mod tests {
             takeover_ports: vec!["http".into()],
             trusted_hops: 0,
             fail_closed: false,
+            ready_without_policy: false,
+            policy_grace: std::time::Duration::from_secs(30),
             bundle_configmap: "palisade-bundle".into(),
             collector_addr: String::new(),
             collector_ca: None,

@@ -17,12 +17,27 @@ mod sidecar;
 pub const SIDECAR_NAME: &str = "palisade-sidecar";
 /// Annotation recording the injected sidecar version (also the idempotency marker).
 pub const INJECTED_ANNOTATION: &str = "palisade.dev/injected";
+/// Label the injector puts on every pod it injects (value `"true"`): the policy controller
+/// watches exactly these pods to tell whether a `targets.workloadSelector` selects any.
+pub const INJECTED_LABEL: &str = "palisade.dev/injected";
 /// The opt-in / opt-out label, on the pod or its namespace.
 pub const INJECT_LABEL: &str = "palisade.dev/inject";
 /// Audience of the projected service-account token the sidecar presents to the collector.
 pub const TOKEN_AUDIENCE: &str = "palisade";
-/// Where the projected token is mounted in the sidecar.
+/// Where the sidecar's own projected volume is mounted: its tokens, the cluster CA and the
+/// pod's labels. It does not depend on the pod's `automountServiceAccountToken`.
 pub const TOKEN_DIR: &str = "/var/run/secrets/palisade.dev/serviceaccount";
+/// In [`TOKEN_DIR`]: the `palisade`-audience token the sidecar presents to the collector.
+pub const REPORT_TOKEN_FILE: &str = "token";
+/// In [`TOKEN_DIR`]: the API server-audience token the sidecar watches its bundle with.
+pub const API_TOKEN_FILE: &str = "api-token";
+/// In [`TOKEN_DIR`]: the cluster CA, from the `kube-root-ca.crt` ConfigMap.
+pub const API_CA_FILE: &str = "ca.crt";
+/// In [`TOKEN_DIR`]: the pod's labels (downward API, `key="value"` per line), which
+/// `targets.workloadSelector` matches.
+pub const LABELS_FILE: &str = "labels";
+/// Lifetime of the projected tokens (the kubelet renews them at 80%).
+pub const TOKEN_SECONDS: u32 = 3600;
 /// Where the bundle ConfigMap is mounted (fallback when the API is away).
 pub const BUNDLE_DIR: &str = "/etc/palisade/bundle";
 /// Where the GeoIP volume is mounted, read-only.
@@ -125,6 +140,16 @@ pub struct InjectorArgs {
     /// Sidecars answer 503 until they have a policy bundle (default: forward, fail open).
     #[arg(long, env = "PALISADE_SIDECAR_FAIL_CLOSED")]
     pub sidecar_fail_closed: bool,
+    /// Sidecars report Ready before they hold a policy bundle (the earlier behaviour):
+    /// such a pod takes traffic that no policy protects. Default: not Ready until a bundle
+    /// is loaded.
+    #[arg(long, env = "PALISADE_SIDECAR_READY_WITHOUT_POLICY")]
+    pub sidecar_ready_without_policy: bool,
+    /// Start-up grace of the sidecars: after this long without a policy bundle a sidecar logs
+    /// an error and sets `palisade_sidecar_policy_missing`, and the policy controller records
+    /// a `PolicyNotLoaded` Event on a pod whose sidecar is still not Ready.
+    #[arg(long, env = "PALISADE_SIDECAR_POLICY_GRACE", default_value = "30s", value_parser = parse_duration)]
+    pub sidecar_policy_grace: Duration,
     /// Name of the bundle manifest ConfigMap in each protected namespace.
     #[arg(
         long,
@@ -199,6 +224,10 @@ pub struct InjectConfig {
     pub trusted_hops: usize,
     /// Fail closed without a bundle.
     pub fail_closed: bool,
+    /// Ready before a bundle is loaded.
+    pub ready_without_policy: bool,
+    /// Start-up grace without a bundle.
+    pub policy_grace: Duration,
     /// Bundle ConfigMap name.
     pub bundle_configmap: String,
     /// Collector address (empty: none).
@@ -234,6 +263,8 @@ impl InjectorArgs {
             takeover_ports: self.takeover_ports.clone(),
             trusted_hops: self.sidecar_trusted_hops,
             fail_closed: self.sidecar_fail_closed,
+            ready_without_policy: self.sidecar_ready_without_policy,
+            policy_grace: self.sidecar_policy_grace,
             bundle_configmap: self.bundle_configmap.clone(),
             collector_addr: self.collector_addr.clone(),
             collector_ca: None,

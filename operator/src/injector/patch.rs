@@ -10,8 +10,9 @@ use json_patch::{AddOperation, PatchOperation, ReplaceOperation};
 use serde_json::{Value, json};
 
 use super::config::{
-    BUNDLE_DIR, GEOIP_DIR, INJECT_LABEL, INJECTED_ANNOTATION, InjectConfig, SIDECAR_NAME,
-    TOKEN_AUDIENCE, TOKEN_DIR,
+    API_CA_FILE, API_TOKEN_FILE, BUNDLE_DIR, GEOIP_DIR, INJECT_LABEL, INJECTED_ANNOTATION,
+    INJECTED_LABEL, InjectConfig, LABELS_FILE, REPORT_TOKEN_FILE, SIDECAR_NAME, TOKEN_AUDIENCE,
+    TOKEN_DIR, TOKEN_SECONDS,
 };
 
 /// Name of the sidecar's admin port (probes use it).
@@ -140,6 +141,10 @@ pub fn mutate(pod: &Value, cfg: &InjectConfig) -> Result<Vec<PatchOperation>, Sk
         Some(_) => add(&["spec", "initContainers", "0"], sidecar),
         None => add(&["spec", "initContainers"], json!([sidecar])),
     });
+    ops.push(match meta["labels"].as_object() {
+        Some(_) => add(&["metadata", "labels", INJECTED_LABEL], json!("true")),
+        None => add(&["metadata", "labels"], json!({ INJECTED_LABEL: "true" })),
+    });
     ops.push(match meta["annotations"].as_object() {
         Some(_) => add(
             &["metadata", "annotations", INJECTED_ANNOTATION],
@@ -265,12 +270,28 @@ fn probe_rewrites(c: &Value, t: &Takeover) -> Vec<PatchOperation> {
     ops
 }
 
-fn volume_ops(spec: &Value, cfg: &InjectConfig) -> Vec<PatchOperation> {
-    let token = json!({
+/// The sidecar's own projected volume, mounted in the sidecar only: what the pod's automounted
+/// `kube-api-access` volume would give it (an API token, the cluster CA), so that a pod with
+/// `automountServiceAccountToken: false` still gets its policy, plus the collector's token
+/// and the pod's labels for `targets.workloadSelector`.
+fn sidecar_volume() -> Value {
+    json!({
         "name": TOKEN_VOLUME,
-        "projected": { "sources": [{ "serviceAccountToken": {
-            "audience": TOKEN_AUDIENCE, "expirationSeconds": 3600, "path": "token" } }] }
-    });
+        "projected": { "sources": [
+            { "serviceAccountToken": { "audience": TOKEN_AUDIENCE,
+                "expirationSeconds": TOKEN_SECONDS, "path": REPORT_TOKEN_FILE } },
+            { "serviceAccountToken": {
+                "expirationSeconds": TOKEN_SECONDS, "path": API_TOKEN_FILE } },
+            { "configMap": { "name": "kube-root-ca.crt",
+                "items": [{ "key": "ca.crt", "path": API_CA_FILE }] } },
+            { "downwardAPI": { "items": [
+                { "path": LABELS_FILE, "fieldRef": { "fieldPath": "metadata.labels" } }] } }
+        ] }
+    })
+}
+
+fn volume_ops(spec: &Value, cfg: &InjectConfig) -> Vec<PatchOperation> {
+    let token = sidecar_volume();
     let bundle = json!({
         "name": BUNDLE_VOLUME,
         "configMap": { "name": cfg.bundle_configmap, "optional": true }
@@ -325,10 +346,18 @@ fn sidecar_container(cfg: &InjectConfig, t: &Takeover) -> Value {
         json!({ "name": "PALISADE_BUNDLE_CONFIGMAP", "value": cfg.bundle_configmap }),
         json!({ "name": "PALISADE_BUNDLE_PATH", "value": BUNDLE_DIR }),
         json!({ "name": "PALISADE_TRUSTED_HOPS", "value": cfg.trusted_hops.to_string() }),
-        json!({ "name": "PALISADE_TOKEN_PATH", "value": format!("{TOKEN_DIR}/token") }),
+        json!({ "name": "PALISADE_TOKEN_PATH", "value": format!("{TOKEN_DIR}/{REPORT_TOKEN_FILE}") }),
+        json!({ "name": "PALISADE_API_TOKEN_PATH", "value": format!("{TOKEN_DIR}/{API_TOKEN_FILE}") }),
+        json!({ "name": "PALISADE_API_CA_PATH", "value": format!("{TOKEN_DIR}/{API_CA_FILE}") }),
+        json!({ "name": "PALISADE_POD_LABELS_FILE", "value": format!("{TOKEN_DIR}/{LABELS_FILE}") }),
     ];
     if cfg.fail_closed {
         env.push(json!({ "name": "PALISADE_FAIL_CLOSED", "value": "true" }));
+    }
+    env.push(json!({ "name": "PALISADE_POLICY_GRACE",
+        "value": format!("{}ms", cfg.policy_grace.as_millis()) }));
+    if cfg.ready_without_policy {
+        env.push(json!({ "name": "PALISADE_READY_WITHOUT_POLICY", "value": "true" }));
     }
     if !cfg.collector_addr.is_empty() {
         env.push(json!({ "name": "PALISADE_COLLECTOR_ADDR", "value": cfg.collector_addr }));

@@ -3,6 +3,10 @@
 //! rewritten), the manifest ConfigMap `palisade-bundle` written last, and a Role that lets
 //! the namespace's service accounts read exactly these ConfigMaps. Shards the manifest no
 //! longer names are deleted afterwards.
+//!
+//! When the shards together fit [`INLINE_SHARDS_MAX`], the manifest ConfigMap also carries
+//! them in `binaryData` (one key per shard name), so the ConfigMap volume the injector mounts
+//! holds the whole bundle: the sidecar's mounted fallback can load it without the API.
 
 use base64::Engine as _;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -19,6 +23,9 @@ pub const MANIFEST_KEY: &str = "manifest.json";
 pub const SHARD_KEY: &str = "shard";
 /// Name of the small ConfigMap holding the detected-client set.
 pub const DETECTED_CM: &str = "palisade-detected";
+/// Largest total of shard bytes copied into the manifest ConfigMap for the mounted fallback
+/// (a ConfigMap holds at most 1 MiB; the rest is left for the manifest).
+pub const INLINE_SHARDS_MAX: usize = 512 * 1024;
 /// The operator's field manager for everything it writes.
 pub const MANAGER: &str = "palisade-operator";
 const ROLE: &str = "palisade-sidecar-bundle-reader";
@@ -70,16 +77,18 @@ pub async fn write(
     let wanted: Vec<String> = encoded.shards.iter().map(|(n, _)| shard_cm(n)).collect();
     write_reader_role(client, ns, &wanted).await?;
     let manifest = encoded.manifest.to_json();
+    let inline = inline_shards(encoded);
     let current = cms.get_opt(MANIFEST_CM).await?;
-    let unchanged = current
-        .as_ref()
-        .and_then(|c| c.data.as_ref())
-        .and_then(|d| d.get(MANIFEST_KEY))
-        .is_some_and(|m| *m == manifest);
+    let unchanged = current.as_ref().is_some_and(|c| {
+        let m = c.data.as_ref().and_then(|d| d.get(MANIFEST_KEY));
+        let keys: Vec<&String> = c.binary_data.iter().flat_map(|d| d.keys()).collect();
+        m == Some(&manifest) && keys == inline.keys().collect::<Vec<_>>()
+    });
     if !unchanged {
         let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": MANIFEST_CM, "labels": labels("manifest")},
-            "data": {MANIFEST_KEY: manifest}});
+            "data": {MANIFEST_KEY: manifest},
+            "binaryData": inline});
         cms.patch(MANIFEST_CM, &pp, &Patch::Apply(&cm)).await?;
         written += manifest.len();
     }
@@ -90,6 +99,25 @@ pub async fn write(
             .or_else(ignore_not_found)?;
     }
     Ok(written)
+}
+
+/// The shards to copy into the manifest ConfigMap (base64, by shard name): all of them when
+/// they fit [`INLINE_SHARDS_MAX`] together, else none (the API serves big bundles).
+pub fn inline_shards(encoded: &Encoded) -> std::collections::BTreeMap<String, String> {
+    let total: usize = encoded.shards.iter().map(|(_, b)| b.len()).sum();
+    if total > INLINE_SHARDS_MAX {
+        return std::collections::BTreeMap::new();
+    }
+    encoded
+        .shards
+        .iter()
+        .map(|(n, b)| {
+            (
+                n.clone(),
+                base64::engine::general_purpose::STANDARD.encode(b),
+            )
+        })
+        .collect()
 }
 
 /// The manifest in force in namespace `ns`, if any (unreadable counts as none).

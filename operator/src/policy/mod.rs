@@ -1,18 +1,19 @@
 //! The policy controller: watches SecurityActions, DetectionRules, Namespaces (pause
-//! annotation) and ConfigMaps (referenced IP lists); compiles each namespace into its policy
+//! annotation), ConfigMaps (referenced IP lists) and the pods that carry the sidecar; compiles each namespace into its policy
 //! bundle; writes the bundle ConfigMaps, the actions' statuses and Events. Only the leader
 //! writes; a new leader reconciles every namespace.
 
 mod bundle_cm;
 mod convert;
 mod error;
+mod pods;
 mod reconcile;
 mod status;
 
 use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
 use kube::api::Api;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, controller, watcher};
@@ -28,6 +29,8 @@ pub async fn spawn(ctx: Arc<Context>) -> anyhow::Result<()> {
         rx.changed().await.ok().map(|()| ((), rx))
     });
     let selected = watcher::Config::default().labels(&ctx.args.namespace_selector);
+    let injected = watcher::Config::default()
+        .labels(&format!("{}=true", crate::injector::config::INJECTED_LABEL));
     Controller::new(Api::<Namespace>::all(client.clone()), selected)
         .watches(
             Api::<SecurityAction>::all(client.clone()),
@@ -40,6 +43,8 @@ pub async fn spawn(ctx: Arc<Context>) -> anyhow::Result<()> {
         .watches(Api::<ConfigMap>::all(client.clone()), wc, |c| {
             (!reconcile::is_ours(&c)).then(|| ns_of(&c)).flatten()
         })
+        // Injected pods coming and going change whether a workload selector selects any.
+        .watches(Api::<Pod>::all(client.clone()), injected, |p| ns_of(&p))
         .reconcile_all_on(leader_changes)
         .graceful_shutdown_on(ctx.shutdown.clone().cancelled_owned())
         .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())

@@ -1,10 +1,11 @@
 //! Reconciles one namespace: read its actions, rules and referenced lists, compile, write the
-//! bundle, the statuses and the Events; requeue at the next expiry.
+//! bundle, the statuses and the Events; requeue at the next expiry. The labels of the pods
+//! that carry the sidecar tell whether a workload-scoped action is enforced anywhere.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
@@ -15,8 +16,9 @@ use palisade_policy::{ActionStatus, Inputs, Output, compile, encode};
 use serde_json::json;
 
 use super::error::Error;
-use super::{bundle_cm, convert, status};
+use super::{bundle_cm, convert, pods, status};
 use crate::context::Context;
+use crate::injector::config::INJECTED_LABEL;
 use crate::metrics::{ControllerLabels, FailureLabels};
 
 const CONTROLLER: ControllerLabels = ControllerLabels {
@@ -54,7 +56,9 @@ pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, 
     let rules = rules
         .map_err(Error::kube("listing DetectionRules", &name))?
         .items;
-    if actions.is_empty() && rules.is_empty() {
+    let pods = injected_pods(client, &name).await?;
+    // Injected pods need a bundle, even an empty one: a sidecar is not Ready without one.
+    if actions.is_empty() && rules.is_empty() && pods.is_empty() {
         let has_bundle = bundle_cm::exists(client, &name).await;
         if !has_bundle.map_err(Error::kube("reading the bundle", &name))? {
             return Ok(Action::await_change());
@@ -100,9 +104,17 @@ pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, 
         tracing::info!(namespace = %name, actions = out.bundle.actions.len(), bytes = size,
             hash = %encoded.manifest.bundle_hash, "bundle written");
     }
+    let labels = pods::labels(&pods);
     for a in &actions {
-        write_status(&ctx, a, &out, now).await?;
+        let selector = a
+            .spec
+            .targets
+            .as_ref()
+            .and_then(|t| t.workload_selector.as_ref());
+        let selects = status::selects_any(selector, labels.iter());
+        write_status(&ctx, a, &out, selects, now).await?;
     }
+    let next_pod_check = report_pods_without_policy(&ctx, &pods, now).await;
     for r in &rules {
         write_rule_status(&ctx, r, now).await?;
     }
@@ -111,7 +123,7 @@ pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, 
         .reconcile_seconds
         .get_or_create(&CONTROLLER)
         .observe(elapsed);
-    Ok(requeue(out.next_expiry, now))
+    Ok(requeue(out.next_expiry, next_pod_check, now))
 }
 
 fn compile_namespace(
@@ -142,18 +154,57 @@ fn compile_namespace(
     out
 }
 
-fn requeue(next_expiry: Option<jiff::Timestamp>, now: jiff::Timestamp) -> Action {
-    let Some(at) = next_expiry else {
-        return Action::requeue(RESYNC);
-    };
-    let wait = now.duration_until(at).unsigned_abs();
-    Action::requeue(wait.min(RESYNC) + Duration::from_millis(1))
+/// Requeue at the next expiry or the end of a sidecar's grace, whichever comes first.
+fn requeue(
+    next_expiry: Option<jiff::Timestamp>,
+    next_pod_check: Option<Duration>,
+    now: jiff::Timestamp,
+) -> Action {
+    let expiry = next_expiry.map(|at| now.duration_until(at).unsigned_abs());
+    let wait = [expiry, next_pod_check]
+        .into_iter()
+        .flatten()
+        .fold(RESYNC, Duration::min);
+    Action::requeue(wait + Duration::from_millis(1))
+}
+
+/// The namespace's pods that carry the sidecar and are not being deleted.
+async fn injected_pods(client: &kube::Client, ns: &str) -> Result<Vec<Pod>, Error> {
+    let lp = ListParams::default().labels(&format!("{INJECTED_LABEL}=true"));
+    let list = Api::<Pod>::namespaced(client.clone(), ns).list(&lp).await;
+    let list = list.map_err(Error::kube("listing injected Pods", ns))?;
+    Ok(pods::live(list.items))
+}
+
+/// A `PolicyNotLoaded` Warning on each pod whose sidecar is still not Ready past its grace;
+/// returns how long until the next running sidecar's grace ends.
+async fn report_pods_without_policy(
+    ctx: &Context,
+    all: &[Pod],
+    now: jiff::Timestamp,
+) -> Option<Duration> {
+    let grace = ctx.args.injector.sidecar_policy_grace;
+    let (stuck, next) = pods::without_policy(all, grace, now);
+    for pod in stuck {
+        let ev = Event {
+            type_: EventType::Warning,
+            reason: pods::POLICY_NOT_LOADED.into(),
+            note: Some(pods::note(grace)),
+            action: "CheckPolicy".into(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&ev, &pod.object_ref(&())).await {
+            tracing::warn!(pod = %pod.name_any(), error = %e, "could not publish Event");
+        }
+    }
+    next
 }
 
 async fn write_status(
     ctx: &Context,
     a: &SecurityAction,
     out: &Output,
+    selects_pods: bool,
     now: jiff::Timestamp,
 ) -> Result<(), Error> {
     let name = a.name_any();
@@ -171,6 +222,7 @@ async fn write_status(
     let want = status::desired(
         current,
         verdict,
+        selects_pods,
         a.spec.verb(),
         a.spec.expires_at(created),
         a.metadata.generation,

@@ -7,11 +7,29 @@ use palisade_crds::action::{ActionState, SecurityActionStatus};
 use palisade_crds::conditions::{EXPIRED, PAUSED, READY, condition, set_condition};
 use palisade_policy::ActionStatus;
 
-/// The status an action should have: `current` updated with the compile verdict `verdict`.
-/// Timestamps only move on transitions, so the result is stable across reconciles.
+/// Message of an action whose `targets.workloadSelector` selects no pod with the sidecar.
+pub const NO_SELECTED_PODS: &str = "the action is in the policy bundle, but \
+    targets.workloadSelector selects no pod with the Palisade sidecar in this namespace, so \
+    nothing enforces it; check the selector against the pods' labels";
+
+/// Whether `selector` (absent: every workload) selects any of the injected pods, given by
+/// their labels. An action without a selector counts as selecting: it applies to every
+/// sidecar of the namespace.
+pub fn selects_any<'a>(
+    selector: Option<&palisade_crds::common::WorkloadSelector>,
+    mut pods: impl Iterator<Item = &'a std::collections::BTreeMap<String, String>>,
+) -> bool {
+    selector.is_none_or(|s| pods.any(|labels| s.matches(labels)))
+}
+
+/// The status an action should have: `current` updated with the compile verdict `verdict`;
+/// an active action whose workload selector selects no injected pod (`selects_pods` false)
+/// is `Unenforced`, not Ready. Timestamps only move on transitions, so the result is stable
+/// across reconciles.
 pub fn desired(
     current: Option<&SecurityActionStatus>,
     verdict: &ActionStatus,
+    selects_pods: bool,
     verb: Option<palisade_crds::action::Verb>,
     expire_time: Option<jiff::Timestamp>,
     generation: Option<i64>,
@@ -22,6 +40,12 @@ pub fn desired(
     s.verb = verb;
     s.expire_time = expire_time.map(Time);
     let (state, ready, paused, expired) = match verdict {
+        ActionStatus::Active if !selects_pods => (
+            ActionState::Unenforced,
+            (false, "NoSelectedPods", NO_SELECTED_PODS),
+            false,
+            false,
+        ),
         ActionStatus::Active => (
             ActionState::Active,
             (true, "Active", "the action is in the policy bundle"),
@@ -201,10 +225,19 @@ mod tests {
 
     #[test]
     fn an_unchanged_verdict_gives_an_identical_status() {
-        let first = desired(None, &ActionStatus::Active, None, None, Some(1), t(10));
+        let first = desired(
+            None,
+            &ActionStatus::Active,
+            true,
+            None,
+            None,
+            Some(1),
+            t(10),
+        );
         let again = desired(
             Some(&first),
             &ActionStatus::Active,
+            true,
             None,
             None,
             Some(1),
@@ -216,10 +249,19 @@ mod tests {
 
     #[test]
     fn pausing_flips_ready_and_paused_with_a_new_transition_time() {
-        let active = desired(None, &ActionStatus::Active, None, None, Some(1), t(10));
+        let active = desired(
+            None,
+            &ActionStatus::Active,
+            true,
+            None,
+            None,
+            Some(1),
+            t(10),
+        );
         let paused = desired(
             Some(&active),
             &ActionStatus::Paused { by_namespace: true },
+            true,
             None,
             None,
             Some(1),
@@ -237,6 +279,69 @@ mod tests {
         assert_eq!(c(&paused, PAUSED).reason, "NamespacePaused");
         assert_eq!(c(&paused, PAUSED).last_transition_time.0, t(20));
         assert_eq!(paused.state, Some(ActionState::Paused));
+    }
+
+    /// An active action whose selector selects no injected pod does not read Active or
+    /// Ready, and reads Active again once a selected pod appears; a paused one stays Paused.
+    #[test]
+    fn an_action_that_selects_no_pod_is_unenforced_not_active() {
+        let sel: palisade_crds::common::WorkloadSelector =
+            serde_json::from_value(serde_json::json!({"matchLabels": {"app": "api"}}))
+                .expect("selector");
+        let labels =
+            |app: &str| std::collections::BTreeMap::from([("app".to_owned(), app.to_owned())]);
+        let shop = [labels("shop")];
+        assert!(!selects_any(Some(&sel), shop.iter()));
+        assert!(selects_any(
+            Some(&sel),
+            [labels("shop"), labels("api")].iter()
+        ));
+        assert!(selects_any(None, shop.iter()), "no selector: every sidecar");
+        assert!(!selects_any(Some(&sel), [].iter()));
+
+        let idle = desired(
+            None,
+            &ActionStatus::Active,
+            false,
+            None,
+            None,
+            Some(1),
+            t(10),
+        );
+        assert_eq!(idle.state, Some(ActionState::Unenforced));
+        let ready = idle
+            .conditions
+            .iter()
+            .find(|c| c.type_ == READY)
+            .expect("Ready");
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "NoSelectedPods")
+        );
+        assert!(
+            ready.message.contains("workloadSelector"),
+            "{}",
+            ready.message
+        );
+        let active = desired(
+            Some(&idle),
+            &ActionStatus::Active,
+            true,
+            None,
+            None,
+            Some(1),
+            t(20),
+        );
+        assert_eq!(active.state, Some(ActionState::Active));
+        let paused = ActionStatus::Paused {
+            by_namespace: false,
+        };
+        let paused = desired(None, &paused, false, None, None, Some(1), t(30));
+        assert_eq!(
+            paused.state,
+            Some(ActionState::Paused),
+            "paused says paused"
+        );
     }
 
     #[test]

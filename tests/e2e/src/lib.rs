@@ -27,6 +27,7 @@ mod error;
 pub mod flood;
 pub mod http;
 pub mod image;
+pub mod injected;
 mod namespace;
 pub mod node;
 mod operator;
@@ -34,6 +35,7 @@ pub mod pki;
 pub mod process;
 mod sidecar;
 mod wait;
+pub mod webhook;
 
 use std::path::PathBuf;
 

@@ -1,17 +1,19 @@
 //! Runs the sidecar binary as a process, wired as the injector wires it in a pod: it reads
 //! the bundle through the API as the namespace's `default` ServiceAccount (the operator's
-//! Role grants exactly that) and reports to the collector with a `palisade`-audience token.
+//! Role grants exactly that) with a projected-style token file and CA file (no kubeconfig),
+//! and reports to the collector with a `palisade`-audience token. [`Sidecar::from_pod`] runs
+//! the sidecar of an injected Pod from its stored spec.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
-use crate::{ControlPlane, process, token_kubeconfig, workspace_bin};
+use crate::{ControlPlane, process, workspace_bin};
 
 /// A running sidecar process; killed when dropped.
 #[derive(Debug)]
 pub struct Sidecar {
-    child: Child,
+    pub(crate) child: Child,
     /// Where clients connect.
     pub addr: SocketAddr,
     /// Its admin address (`/metrics`, `/live`, `/ready`).
@@ -51,8 +53,11 @@ impl Sidecar {
         let api_token = cp
             .kubectl_ok(&["-n", ns, "create", "token", "default"])
             .expect("API token");
-        let kubeconfig = dir.join("kubeconfig");
-        token_kubeconfig(cp.kubeconfig(), api_token.trim(), &kubeconfig);
+        let api_token_path = dir.join("api-token");
+        std::fs::write(&api_token_path, api_token.trim()).expect("API token file");
+        let ca_path = dir.join("ca.crt");
+        std::fs::write(&ca_path, crate::injected::api_ca(cp)).expect("CA file");
+        let (host, port) = crate::injected::api_server(cp);
         let report_token = cp
             .kubectl_ok(&[
                 "-n",
@@ -77,7 +82,11 @@ impl Sidecar {
         let out = std::fs::File::create(&log).expect("sidecar log");
         let err = out.try_clone().expect("sidecar log");
         let mut cmd = Command::new(workspace_bin("palisade-sidecar"));
-        cmd.env("KUBECONFIG", &kubeconfig)
+        cmd.env_remove("KUBECONFIG")
+            .env("KUBERNETES_SERVICE_HOST", host)
+            .env("KUBERNETES_SERVICE_PORT", port.to_string())
+            .env("PALISADE_API_TOKEN_PATH", &api_token_path)
+            .env("PALISADE_API_CA_PATH", &ca_path)
             .env("POD_NAMESPACE", ns)
             .env("POD_NAME", pod)
             .env("RUST_LOG", "info")

@@ -8,16 +8,13 @@
 use std::io::Write as _;
 use std::process::Stdio;
 
-use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use palisade_e2e::{ControlPlane, OPERATOR_NS, Operator, TempNs, eventually};
-use serde::Deserialize as _;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use palisade_e2e::{ControlPlane, OPERATOR_NS, Operator, TempNs, eventually, webhook};
 use serde_json::{Value, json};
 
-const CONFIG: &str = "palisade-injector";
 const SECRET: &str = "palisade-webhook-cert";
 
 #[tokio::test]
@@ -42,12 +39,12 @@ async fn the_operator_injects_the_native_sidecar_into_opted_in_pods() {
             "--sidecar-debug-headers",
         ],
     );
-    register_webhook(cp, &op.webhook).await;
-    let first_ca = wait_for_ca_bundle(&client, None).await;
+    webhook::register(cp, &op.webhook).await;
+    let first_ca = webhook::wait_for_ca_bundle(&client, None).await;
 
     // Opt-in by namespace: a Deployment's Pods, created by the ReplicaSet controller.
     let on = labelled_ns(cp, "inj-on", &[("palisade.dev/inject", "enabled")]).await;
-    wait_until_injecting(&client, on.name()).await;
+    webhook::wait_until_injecting(&client, on.name(), &web_pod("probe", &json!({}))).await;
     create_deployment(&client, on.name(), "web", json!({})).await;
     let pod = wait_for_pod(&client, on.name(), "web").await;
     assert_injected(&pod);
@@ -91,7 +88,7 @@ async fn the_operator_injects_the_native_sidecar_into_opted_in_pods() {
         ("pod-security.kubernetes.io/enforce", "restricted"),
     ];
     let restricted = labelled_ns(cp, "inj-restricted", &labels).await;
-    wait_until_injecting(&client, restricted.name()).await;
+    webhook::wait_until_injecting(&client, restricted.name(), &web_pod("probe", &json!({}))).await;
     let pod = create_restricted_pod(&client, restricted.name()).await;
     assert_injected(&json(&pod));
 
@@ -110,7 +107,7 @@ async fn the_operator_injects_the_native_sidecar_into_opted_in_pods() {
         .delete(SECRET, &DeleteParams::default())
         .await
         .expect("delete Secret");
-    wait_for_ca_bundle(&client, Some(&first_ca)).await;
+    webhook::wait_for_ca_bundle(&client, Some(&first_ca)).await;
     eventually("the operator to store a new Secret", || async {
         secrets
             .get(SECRET)
@@ -136,64 +133,6 @@ async fn the_operator_injects_the_native_sidecar_into_opted_in_pods() {
     }
 }
 
-/// Applies `config/webhook.yaml`'s MutatingWebhookConfiguration with its clientConfig
-/// rewritten to URL mode (the API server dials the operator on loopback).
-async fn register_webhook(cp: &ControlPlane, addr: &str) {
-    let path = palisade_e2e::repo_root().join("config/webhook.yaml");
-    let text = std::fs::read_to_string(&path).expect("config/webhook.yaml");
-    let mut config = serde_yaml::Deserializer::from_str(&text)
-        .map(|d| serde_yaml::Value::deserialize(d).expect("YAML"))
-        .map(|v| serde_json::to_value(v).expect("JSON"))
-        .find(|v| v["kind"] == "MutatingWebhookConfiguration")
-        .expect("a MutatingWebhookConfiguration in config/webhook.yaml");
-    for hook in config["webhooks"].as_array_mut().expect("webhooks") {
-        assert!(
-            hook["clientConfig"].get("caBundle").is_none(),
-            "caBundle is the operator's"
-        );
-        hook["clientConfig"] = json!({ "url": format!("https://{addr}/mutate") });
-    }
-    let api: Api<MutatingWebhookConfiguration> = Api::all(cp.client().await);
-    api.patch(
-        CONFIG,
-        &PatchParams::apply("palisade-e2e").force(),
-        &Patch::Apply(&config),
-    )
-    .await
-    .expect("apply the webhook configuration");
-}
-
-/// Waits until every webhook has a caBundle (different from `old`, if given) written by the
-/// operator's own field manager; returns it.
-async fn wait_for_ca_bundle(client: &kube::Client, old: Option<&[u8]>) -> Vec<u8> {
-    let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-    eventually("the operator to publish caBundle", || async {
-        let c = api.get(CONFIG).await.map_err(|e| e.to_string())?;
-        let hooks = c.webhooks.clone().unwrap_or_default();
-        let bundles: Vec<Vec<u8>> = hooks
-            .iter()
-            .filter_map(|w| w.client_config.ca_bundle.as_ref().map(|b| b.0.clone()))
-            .collect();
-        if bundles.len() != hooks.len() || bundles.iter().any(|b| Some(b.as_slice()) == old) {
-            return Err(format!(
-                "{} of {} webhooks have a new caBundle",
-                bundles.len(),
-                hooks.len()
-            ));
-        }
-        let owner = c
-            .metadata
-            .managed_fields
-            .unwrap_or_default()
-            .iter()
-            .any(|m| m.manager.as_deref() == Some("palisade-operator-cabundle"));
-        owner
-            .then(|| bundles[0].clone())
-            .ok_or("caBundle not owned by the operator".into())
-    })
-    .await
-}
-
 async fn labelled_ns(cp: &'static ControlPlane, prefix: &str, labels: &[(&str, &str)]) -> TempNs {
     let ns = TempNs::new(cp, prefix).await;
     if !labels.is_empty() {
@@ -207,30 +146,6 @@ async fn labelled_ns(cp: &'static ControlPlane, prefix: &str, labels: &[(&str, &
         cp.kubectl_ok(&args).expect("label the namespace");
     }
     ns
-}
-
-/// A dry-run create until the webhook answers with the sidecar (the API server may still
-/// hold the previous caBundle for a moment).
-async fn wait_until_injecting(client: &kube::Client, ns: &str) {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let pod: Pod = serde_json::from_value(web_pod("probe", &json!({}))).expect("pod");
-    eventually("the webhook to inject (dry run)", || async {
-        let created = pods
-            .create(
-                &PostParams {
-                    dry_run: true,
-                    ..Default::default()
-                },
-                &pod,
-            )
-            .await;
-        let created = created.map_err(|e| e.to_string())?;
-        let injected = json(&created)["spec"]["initContainers"][0]["name"] == "palisade-sidecar";
-        injected
-            .then_some(())
-            .ok_or_else(|| "admitted without the sidecar".to_owned())
-    })
-    .await;
 }
 
 /// A pod whose app container names its port `http` and would pass PodSecurity `restricted`

@@ -9,8 +9,9 @@ use serde_json::{Value, json};
 use super::*;
 use crate::injector::config::PullPolicy;
 
-const CASES: [&str; 9] = [
+const CASES: [&str; 10] = [
     "plain",
+    "no-automount",
     "init-containers",
     "probes",
     "numeric-port",
@@ -42,6 +43,8 @@ fn cfg() -> InjectConfig {
         takeover_ports: vec!["grpc".into(), "http".into()],
         trusted_hops: 1,
         fail_closed: false,
+        ready_without_policy: false,
+        policy_grace: std::time::Duration::from_secs(30),
         bundle_configmap: "palisade-bundle".into(),
         collector_addr: "https://palisade-collector.palisade-system.svc:9444".into(),
         collector_ca: None,
@@ -193,6 +196,122 @@ fn port_takeover_renames_the_app_port_and_forwards_to_it() {
     );
     let token = &doc["spec"]["volumes"][0]["projected"]["sources"][0]["serviceAccountToken"];
     assert_eq!(token["audience"], TOKEN_AUDIENCE);
+}
+
+/// The sidecar's own projected volume holds what it needs to read its policy without the
+/// pod's automounted token (an API token, the cluster CA) and the pod's labels; it is
+/// mounted in the sidecar only, and the environment names the files inside the mount.
+#[test]
+fn the_sidecar_gets_its_own_api_token_ca_and_the_pod_labels() {
+    let doc = applied("no-automount");
+    assert_eq!(
+        doc["spec"]["automountServiceAccountToken"], false,
+        "the pod's own choice is untouched"
+    );
+    assert_eq!(
+        doc["metadata"]["labels"],
+        json!({"app.kubernetes.io/name": "api", "tier": "public", INJECTED_LABEL: "true"}),
+        "the pod's labels stay; the injected label is added"
+    );
+    assert_eq!(
+        applied("multi")["metadata"]["labels"],
+        json!({ INJECTED_LABEL: "true" }),
+        "a pod without labels gets the map"
+    );
+    let volume = doc["spec"]["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == TOKEN_VOLUME)
+        .cloned()
+        .expect("the sidecar's volume");
+    let sources = volume["projected"]["sources"].as_array().expect("sources");
+    let file_of = |pred: &dyn Fn(&Value) -> bool| -> Vec<String> {
+        sources
+            .iter()
+            .filter(|s| pred(s))
+            .flat_map(|s| {
+                let one = s["serviceAccountToken"]["path"].as_str().map(str::to_owned);
+                let items = ["configMap", "downwardAPI"]
+                    .iter()
+                    .flat_map(|k| s[*k]["items"].as_array().cloned().unwrap_or_default())
+                    .filter_map(|i| i["path"].as_str().map(str::to_owned));
+                one.into_iter().chain(items).collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let api_audience = |s: &Value| {
+        s["serviceAccountToken"].is_object() && s["serviceAccountToken"]["audience"].is_null()
+    };
+    assert_eq!(
+        file_of(&api_audience),
+        [API_TOKEN_FILE],
+        "API server audience"
+    );
+    let collector = |s: &Value| s["serviceAccountToken"]["audience"] == TOKEN_AUDIENCE;
+    assert_eq!(file_of(&collector), [REPORT_TOKEN_FILE]);
+    let ca = |s: &Value| s["configMap"]["name"] == "kube-root-ca.crt";
+    assert_eq!(file_of(&ca), [API_CA_FILE]);
+    let labels =
+        |s: &Value| s["downwardAPI"]["items"][0]["fieldRef"]["fieldPath"] == "metadata.labels";
+    assert_eq!(file_of(&labels), [LABELS_FILE]);
+
+    let s = &doc["spec"]["initContainers"][0];
+    let mount = s["volumeMounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .find(|m| m["name"] == TOKEN_VOLUME)
+        .cloned()
+        .expect("mounted in the sidecar");
+    let dir = mount["mountPath"].as_str().expect("path");
+    assert_eq!(mount["readOnly"], true);
+    let env = |name: &str| {
+        s["env"]
+            .as_array()
+            .expect("env")
+            .iter()
+            .find(|e| e["name"] == name)
+            .and_then(|e| e["value"].as_str())
+            .map(str::to_owned)
+    };
+    for (var, file) in [
+        ("PALISADE_API_TOKEN_PATH", API_TOKEN_FILE),
+        ("PALISADE_API_CA_PATH", API_CA_FILE),
+        ("PALISADE_POD_LABELS_FILE", LABELS_FILE),
+        ("PALISADE_TOKEN_PATH", REPORT_TOKEN_FILE),
+    ] {
+        assert_eq!(env(var), Some(format!("{dir}/{file}")), "{var}");
+    }
+    assert_eq!(
+        env("PALISADE_READY_WITHOUT_POLICY"),
+        None,
+        "honest by default"
+    );
+    assert_eq!(
+        env("PALISADE_POLICY_GRACE").as_deref(),
+        Some("30000ms"),
+        "the sidecar's grace is the one the policy controller waits for"
+    );
+    let app = &doc["spec"]["containers"][0];
+    assert!(
+        app["volumeMounts"].is_null(),
+        "the app container sees none of it: {app}"
+    );
+}
+
+#[test]
+fn ready_without_policy_is_passed_only_when_asked() {
+    let mut c = cfg();
+    c.ready_without_policy = true;
+    let mut doc = pod("plain");
+    let ops = mutate(&doc, &c).expect("injected");
+    json_patch::patch(&mut doc, &ops).expect("applies");
+    let env = doc["spec"]["initContainers"][0]["env"].as_array().cloned();
+    assert!(
+        env.expect("env")
+            .contains(&json!({"name": "PALISADE_READY_WITHOUT_POLICY", "value": "true"}))
+    );
 }
 
 #[test]

@@ -1,0 +1,155 @@
+//! The pods that carry the sidecar (label `palisade.dev/injected=true`), as the policy
+//! controller sees them: their labels tell whether a workload selector selects any, and a
+//! sidecar still not Ready past its start-up grace runs without policy (a sidecar is Ready
+//! only once it holds a bundle) and gets a `PolicyNotLoaded` Event on its pod.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+
+use crate::injector::config::SIDECAR_NAME;
+
+/// Event reason on a pod whose sidecar has no policy past its grace.
+pub const POLICY_NOT_LOADED: &str = "PolicyNotLoaded";
+
+/// The pods of `all` that are not being deleted.
+pub fn live(all: Vec<Pod>) -> Vec<Pod> {
+    all.into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect()
+}
+
+/// The labels of each pod.
+pub fn labels(pods: &[Pod]) -> Vec<BTreeMap<String, String>> {
+    pods.iter()
+        .map(|p| p.metadata.labels.clone().unwrap_or_default())
+        .collect()
+}
+
+/// The pods whose sidecar has been running for at least `grace` without being Ready, and how
+/// long until the next one's grace ends (a sidecar running, not Ready, still within it).
+pub fn without_policy(
+    pods: &[Pod],
+    grace: Duration,
+    now: jiff::Timestamp,
+) -> (Vec<&Pod>, Option<Duration>) {
+    let mut stuck = Vec::new();
+    let mut next: Option<Duration> = None;
+    for pod in pods {
+        let Some(since) = unready_since(pod) else {
+            continue;
+        };
+        let waited = now.duration_since(since).unsigned_abs();
+        match grace.checked_sub(waited) {
+            Some(left) if !left.is_zero() => {
+                next = Some(next.map_or(left, |n| n.min(left)));
+            }
+            _ => stuck.push(pod),
+        }
+    }
+    (stuck, next)
+}
+
+/// When the sidecar of `pod` started running, if it runs and is not Ready.
+fn unready_since(pod: &Pod) -> Option<jiff::Timestamp> {
+    let status = pod
+        .status
+        .as_ref()?
+        .init_container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == SIDECAR_NAME)?;
+    if status.ready {
+        return None;
+    }
+    status
+        .state
+        .as_ref()?
+        .running
+        .as_ref()?
+        .started_at
+        .as_ref()
+        .map(|t| t.0)
+}
+
+/// The Event note for a pod without policy.
+pub fn note(grace: Duration) -> String {
+    format!(
+        "the palisade-sidecar container is not Ready {}s after it started: it holds no policy \
+         bundle, so the pod takes no Service traffic; see palisade_sidecar_policy_missing and \
+         the sidecar's log (can it read the bundle ConfigMaps?)",
+        grace.as_secs()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn t(s: i64) -> jiff::Timestamp {
+        jiff::Timestamp::from_second(s).expect("valid")
+    }
+
+    fn pod(name: &str, sidecar: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {"app": name}},
+            "status": {"initContainerStatuses": [sidecar]}
+        }))
+        .expect("pod")
+    }
+
+    fn sidecar(ready: bool, started: &str) -> serde_json::Value {
+        json!({"name": SIDECAR_NAME, "ready": ready, "restartCount": 0, "image": "s",
+            "imageID": "", "state": {"running": {"startedAt": started}}})
+    }
+
+    #[test]
+    fn only_running_unready_sidecars_past_the_grace_are_without_policy() {
+        let grace = Duration::from_secs(30);
+        let pods = [
+            pod("old-unready", sidecar(false, "1970-01-01T00:01:00Z")),
+            pod("young-unready", sidecar(false, "1970-01-01T00:01:50Z")),
+            pod("ready", sidecar(true, "1970-01-01T00:00:00Z")),
+            pod(
+                "waiting",
+                json!({"name": SIDECAR_NAME, "ready": false, "restartCount": 0, "image": "s",
+                    "imageID": "", "state": {"waiting": {"reason": "ContainerCreating"}}}),
+            ),
+            pod(
+                "no-status",
+                json!({"name": "other", "ready": false, "restartCount": 0,
+                "image": "s", "imageID": ""}),
+            ),
+        ];
+        let (stuck, next) = without_policy(&pods, grace, t(120));
+        let names: Vec<_> = stuck
+            .iter()
+            .filter_map(|p| p.metadata.name.as_deref())
+            .collect();
+        assert_eq!(names, ["old-unready"]);
+        assert_eq!(
+            next,
+            Some(Duration::from_secs(20)),
+            "young-unready's grace ends"
+        );
+        let (stuck, next) = without_policy(&pods, grace, t(140));
+        assert_eq!(stuck.len(), 2, "exactly at the end of the grace");
+        assert_eq!(next, None);
+    }
+
+    #[test]
+    fn pods_being_deleted_do_not_count() {
+        let mut gone = pod("gone", sidecar(false, "1970-01-01T00:00:00Z"));
+        gone.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t(1)));
+        let here = pod("here", sidecar(true, "1970-01-01T00:00:00Z"));
+        let live = live(vec![gone, here]);
+        assert_eq!(
+            labels(&live),
+            [BTreeMap::from([("app".into(), "here".into())])]
+        );
+    }
+}

@@ -1,0 +1,97 @@
+//! The operator's mutating webhook on the test control plane: `config/webhook.yaml`'s
+//! configuration registered in URL mode (the API server dials the operator on loopback), and
+//! the waits until it serves.
+
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde::Deserialize as _;
+use serde_json::{Value, json};
+
+use crate::{ControlPlane, eventually};
+
+/// Name of the MutatingWebhookConfiguration (config/webhook.yaml).
+pub const CONFIG: &str = "palisade-injector";
+
+/// Applies `config/webhook.yaml`'s MutatingWebhookConfiguration with its clientConfig
+/// rewritten to URL mode (the API server dials the operator at `addr`).
+pub async fn register(cp: &ControlPlane, addr: &str) {
+    let path = crate::repo_root().join("config/webhook.yaml");
+    let text = std::fs::read_to_string(&path).expect("config/webhook.yaml");
+    let mut config = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde_yaml::Value::deserialize(d).expect("YAML"))
+        .map(|v| serde_json::to_value(v).expect("JSON"))
+        .find(|v| v["kind"] == "MutatingWebhookConfiguration")
+        .expect("a MutatingWebhookConfiguration in config/webhook.yaml");
+    for hook in config["webhooks"].as_array_mut().expect("webhooks") {
+        assert!(
+            hook["clientConfig"].get("caBundle").is_none(),
+            "caBundle is the operator's"
+        );
+        hook["clientConfig"] = json!({ "url": format!("https://{addr}/mutate") });
+    }
+    let api: Api<MutatingWebhookConfiguration> = Api::all(cp.client().await);
+    api.patch(
+        CONFIG,
+        &PatchParams::apply("palisade-e2e").force(),
+        &Patch::Apply(&config),
+    )
+    .await
+    .expect("apply the webhook configuration");
+}
+
+/// Waits until every webhook has a caBundle (different from `old`, if given) written by the
+/// operator's own field manager; returns it.
+pub async fn wait_for_ca_bundle(client: &kube::Client, old: Option<&[u8]>) -> Vec<u8> {
+    let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    eventually("the operator to publish caBundle", || async {
+        let c = api.get(CONFIG).await.map_err(|e| e.to_string())?;
+        let hooks = c.webhooks.clone().unwrap_or_default();
+        let bundles: Vec<Vec<u8>> = hooks
+            .iter()
+            .filter_map(|w| w.client_config.ca_bundle.as_ref().map(|b| b.0.clone()))
+            .collect();
+        if bundles.len() != hooks.len() || bundles.iter().any(|b| Some(b.as_slice()) == old) {
+            return Err(format!(
+                "{} of {} webhooks have a new caBundle",
+                bundles.len(),
+                hooks.len()
+            ));
+        }
+        let owner = c
+            .metadata
+            .managed_fields
+            .unwrap_or_default()
+            .iter()
+            .any(|m| m.manager.as_deref() == Some("palisade-operator-cabundle"));
+        owner
+            .then(|| bundles[0].clone())
+            .ok_or("caBundle not owned by the operator".into())
+    })
+    .await
+}
+
+/// A dry-run create of `pod` in `ns` until the webhook answers with the sidecar (the API
+/// server may still hold the previous caBundle for a moment).
+pub async fn wait_until_injecting(client: &kube::Client, ns: &str, pod: &Value) {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let pod: Pod = serde_json::from_value(pod.clone()).expect("pod");
+    eventually("the webhook to inject (dry run)", || async {
+        let created = pods
+            .create(
+                &PostParams {
+                    dry_run: true,
+                    ..Default::default()
+                },
+                &pod,
+            )
+            .await;
+        let created = created.map_err(|e| e.to_string())?;
+        let created = serde_json::to_value(&created).map_err(|e| e.to_string())?;
+        let injected = created["spec"]["initContainers"][0]["name"] == "palisade-sidecar";
+        injected
+            .then_some(())
+            .ok_or_else(|| "admitted without the sidecar".to_owned())
+    })
+    .await;
+}

@@ -1,0 +1,235 @@
+//! Workload-scoped actions in injected pods, on the real control plane: Pods admitted through
+//! the operator's real webhook, with `automountServiceAccountToken: false`, and their
+//! injected sidecars run as processes wired exactly as the stored pod specs say
+//! ([`Sidecar::from_pod`]: environment, projected tokens from the TokenRequest API, the
+//! cluster CA, the downward-API labels; no kubeconfig). Each sidecar reads its bundle through
+//! the API with its own projected token; a deny scoped to one workload answers 403 there and
+//! 200 in the other; an action whose selector selects no injected pod reads `Unenforced`; a
+//! pod whose sidecar stays not Ready past its grace gets a `PolicyNotLoaded` Event; and with
+//! the API away, the mounted bundle alone carries the policy.
+//!
+//! One test, in stages: the webhook configuration is cluster-wide.
+
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use palisade_e2e::http::{echo_app, get};
+use palisade_e2e::injected::Wiring;
+use palisade_e2e::{ControlPlane, Operator, Sidecar, TempNs, eventually, scope, webhook};
+use serde_json::{Value, json};
+
+const LOCAL: &str = "127.0.0.1";
+
+/// A pod of workload `app` whose app container names its port `http`, without the pod's
+/// automounted API token.
+fn pod(name: &str, app: &str) -> Value {
+    json!({"metadata": {"name": name, "labels": {"app": app, "tier": "public"}},
+        "spec": {"automountServiceAccountToken": false,
+            "containers": [{"name": "web", "image": "example.invalid/web:1",
+                "ports": [{"name": "http", "containerPort": 8080}]}]}})
+}
+
+async fn create(client: &kube::Client, ns: &str, pod: &Value) -> Pod {
+    let pod: Pod = serde_json::from_value(pod.clone()).expect("pod");
+    Api::<Pod>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &pod)
+        .await
+        .unwrap_or_else(|e| panic!("create pod: {e}"))
+}
+
+async fn status(sc: &Sidecar) -> Result<u16, String> {
+    let from: IpAddr = LOCAL.parse().expect("ip");
+    get(from, sc.addr, "/", &[]).await.map(|(s, _)| s)
+}
+
+async fn wait_status(sc: &Sidecar, want: u16, what: &str) {
+    eventually(what, || async {
+        let got = status(sc).await?;
+        (got == want).then_some(()).ok_or(format!("status {got}"))
+    })
+    .await;
+}
+
+/// The status code of the sidecar's `/ready`.
+fn ready(sc: &Sidecar) -> Result<u16, String> {
+    let resp = palisade_e2e::process::http_get(sc.admin.port(), "/ready")?;
+    resp.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or(resp)
+}
+
+fn action_state(cp: &ControlPlane, ns: &str, name: &str) -> Result<String, String> {
+    cp.kubectl_ok(&[
+        "-n",
+        ns,
+        "get",
+        "securityaction",
+        name,
+        "-o",
+        "jsonpath={.status.state}/{.status.conditions[?(@.type==\"Ready\")].reason}",
+    ])
+    .map_err(|e| e.to_string())
+}
+
+async fn wait_state(cp: &ControlPlane, ns: &str, name: &str, want: &str) {
+    eventually(&format!("{name} to read {want}"), || async {
+        let got = action_state(cp, ns, name)?;
+        (got == want).then_some(()).ok_or(got)
+    })
+    .await;
+}
+
+const DENY_API: &str = r#"
+apiVersion: palisade.dev/v1alpha1
+kind: SecurityAction
+metadata: {name: deny-api}
+spec:
+  deny: {status: 403}
+  matchAll: true
+  targets:
+    workloadSelector:
+      matchLabels: {app: api}
+"#;
+
+const DENY_NOBODY: &str = r#"
+apiVersion: palisade.dev/v1alpha1
+kind: SecurityAction
+metadata: {name: deny-batch}
+spec:
+  deny: {status: 403}
+  matchAll: true
+  targets:
+    workloadSelector:
+      matchLabels: {app: batch}
+"#;
+
+#[tokio::test]
+async fn a_workload_scoped_deny_applies_to_the_selected_workload_only() {
+    let cp = ControlPlane::shared();
+    let client = cp.client().await;
+    let ns = TempNs::new(cp, "workload").await;
+    cp.kubectl_ok(&[
+        "label",
+        "namespace",
+        ns.name(),
+        "palisade.dev/inject=enabled",
+    ])
+    .expect("label the namespace");
+    let op = Operator::start(
+        cp,
+        "op-workload",
+        "op-workload",
+        &[
+            &scope(&ns)[..],
+            &["--webhook-cert-check".into(), "1s".into()],
+        ]
+        .concat(),
+    );
+    webhook::register(cp, &op.webhook).await;
+    webhook::wait_for_ca_bundle(&client, None).await;
+    webhook::wait_until_injecting(&client, ns.name(), &pod("probe", "probe")).await;
+
+    // Two workloads, admitted through the webhook, and their sidecars started before any
+    // action exists: the deny below can only reach them through the API watch.
+    let api_pod = create(&client, ns.name(), &pod("api-0", "api")).await;
+    let shop_pod = create(&client, ns.name(), &pod("shop-0", "shop")).await;
+    let app = echo_app().await;
+    let wiring = Wiring {
+        upstream: app,
+        ..Wiring::default()
+    };
+    let api = Sidecar::from_pod(cp, &api_pod, &wiring).await;
+    let shop = Sidecar::from_pod(cp, &shop_pod, &wiring).await;
+    wait_status(&api, 200, "the api sidecar to forward").await;
+    wait_status(&shop, 200, "the shop sidecar to forward").await;
+    for sc in [&api, &shop] {
+        assert_eq!(
+            ready(sc),
+            Ok(503),
+            "no bundle in the namespace yet: not Ready"
+        );
+    }
+
+    cp.apply(ns.name(), DENY_API).expect("apply deny-api");
+    wait_status(&api, 403, "the workload-scoped deny to reach the api pod").await;
+    assert_eq!(
+        status(&shop).await,
+        Ok(200),
+        "the shop workload is not selected"
+    );
+    eventually("the shop sidecar to hold the same bundle", || async {
+        let m = palisade_e2e::process::http_get(shop.admin.port(), "/metrics")?;
+        m.contains("palisade_sidecar_bundle_loaded 1")
+            .then_some(())
+            .ok_or_else(|| "no bundle yet".to_owned())
+    })
+    .await;
+    assert_eq!(status(&shop).await, Ok(200), "still not selected");
+    for sc in [&api, &shop] {
+        assert_eq!(ready(sc), Ok(200), "Ready once the bundle is loaded");
+    }
+    wait_state(cp, ns.name(), "deny-api", "Active/Active").await;
+
+    // An action whose selector selects no injected pod says so, until such a pod appears.
+    cp.apply(ns.name(), DENY_NOBODY).expect("apply deny-batch");
+    wait_state(cp, ns.name(), "deny-batch", "Unenforced/NoSelectedPods").await;
+    create(&client, ns.name(), &pod("batch-0", "batch")).await;
+    wait_state(cp, ns.name(), "deny-batch", "Active/Active").await;
+    Api::<Pod>::namespaced(client.clone(), ns.name())
+        .delete("batch-0", &DeleteParams::default().grace_period(0))
+        .await
+        .expect("delete batch-0");
+    wait_state(cp, ns.name(), "deny-batch", "Unenforced/NoSelectedPods").await;
+
+    // Playing the kubelet: a pod whose sidecar has run for an hour without being Ready (a
+    // sidecar is Ready only with a policy) gets a PolicyNotLoaded Event from the operator.
+    create(&client, ns.name(), &pod("stuck-0", "stuck")).await;
+    let kubelet = json!({"status": {"phase": "Running", "initContainerStatuses": [{
+        "name": "palisade-sidecar", "ready": false, "started": true, "restartCount": 0,
+        "image": "palisade-sidecar", "imageID": "",
+        "state": {"running": {"startedAt": "2020-01-01T00:00:00Z"}}}]}});
+    Api::<Pod>::namespaced(client.clone(), ns.name())
+        .patch_status("stuck-0", &PatchParams::default(), &Patch::Merge(&kubelet))
+        .await
+        .expect("the kubelet's status");
+    let events: Api<Event> = Api::namespaced(client.clone(), ns.name());
+    eventually("a PolicyNotLoaded Event on stuck-0", || async {
+        let list = events
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let on = |e: &&Event| {
+            e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("stuck-0")
+                && e.reporting_controller.as_deref() == Some("palisade.dev/operator")
+        };
+        let reasons: Vec<_> = list
+            .items
+            .iter()
+            .filter(on)
+            .map(|e| e.reason.clone())
+            .collect();
+        reasons
+            .contains(&Some("PolicyNotLoaded".to_owned()))
+            .then_some(())
+            .ok_or(format!("events on stuck-0: {reasons:?}"))
+    })
+    .await;
+
+    // The API away: a new api pod's sidecar loads the bundle from its mounted ConfigMap
+    // alone (the operator copies small bundles' shards into it).
+    let away_pod = create(&client, ns.name(), &pod("api-1", "api")).await;
+    let away = Sidecar::from_pod(
+        cp,
+        &away_pod,
+        &Wiring {
+            upstream: app,
+            api_away: true,
+            ..Wiring::default()
+        },
+    )
+    .await;
+    wait_status(&away, 403, "the mounted bundle to carry the deny").await;
+}
