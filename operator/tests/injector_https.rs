@@ -48,7 +48,7 @@ fn cfg() -> InjectConfig {
         trusted_hops: 0,
         fail_closed: false,
         ready_without_policy: false,
-        policy_grace: std::time::Duration::from_secs(30),
+        policy_grace: Duration::from_secs(30),
         bundle_configmap: "palisade-bundle".into(),
         collector_addr: String::new(),
         collector_ca: None,

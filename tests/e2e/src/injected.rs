@@ -87,6 +87,8 @@ fn environment(
         let value = match (&e["value"], &e["valueFrom"]["fieldRef"]["fieldPath"]) {
             (Value::String(v), _) => v.clone(),
             (_, Value::String(path)) => field(pod, path),
+            // The API server stores `value: ""` as no value at all.
+            (Value::Null, Value::Null) if e["valueFrom"].is_null() => String::new(),
             _ => panic!("env {name}: only value and fieldRef are wired"),
         };
         let value = mounts
@@ -150,7 +152,8 @@ pub(crate) fn api_ca(cp: &ControlPlane) -> Vec<u8> {
 
 /// Host and port of the API server, from the admin kubeconfig.
 pub(crate) fn api_server(cp: &ControlPlane) -> (String, u16) {
-    let server = cluster(cp)["server"].as_str().expect("server");
+    let cluster = cluster(cp);
+    let server = cluster["server"].as_str().expect("server");
     let authority = server.trim_start_matches("https://").trim_end_matches('/');
     let (host, port) = authority.rsplit_once(':').unwrap_or((authority, "443"));
     (
@@ -278,17 +281,12 @@ async fn request_token(client: &kube::Client, pod: &Value, source: &Value) -> St
         "spec": spec});
     let api: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
     let resp: TokenRequest = crate::eventually(&format!("a token for {ns}/{sa}"), || async {
-        api.create_subresource(
-            "token",
-            sa,
-            &PostParams::default(),
-            serde_json::to_vec(&body).expect("JSON"),
-        )
-        .await
-        .map_err(|e| e.to_string())
+        api.create_subresource("token", sa, &PostParams::default(), &body)
+            .await
+            .map_err(|e| e.to_string())
     })
     .await;
-    resp.status.map(|s| s.token).expect("a token")
+    resp.status.and_then(|s| s.token).expect("a token")
 }
 
 fn write(dir: &Path, path: &str, bytes: &[u8]) {
