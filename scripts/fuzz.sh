@@ -23,6 +23,9 @@ seconds=${FUZZ_SECONDS:-60}
 cache=${PALISADE_CACHE:-$HOME/.cache/palisade}/fuzz
 cargo=${CARGO:-cargo}
 bash scripts/cargo-tool.sh cargo-fuzz 0.13.2
+# The fuzz workspace builds the workspace's crates at the versions of the workspace's lock
+# file (its own lock is derived from it, not kept in Git).
+cp Cargo.lock fuzz/libfuzzer/Cargo.lock
 
 targets=${FUZZ_TARGETS:-$(for f in fuzz/libfuzzer/fuzz_targets/*.rs; do basename "$f" .rs; done)}
 failed=()
