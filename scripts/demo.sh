@@ -298,7 +298,9 @@ start_processes() {
     PALISADE_LOG_FORMAT=plain \
     KUBECONFIG="$STATE/sidecar.kubeconfig" RUST_LOG="${RUST_LOG:-info}" \
     "$TARGET/palisade-sidecar"
-  wait_http "http://127.0.0.1:$SC_ADMIN/ready" sidecar
+  # /live, not /ready: a sidecar is Ready only once it holds a bundle, and this namespace gets
+  # one with its first action (there is no injected pod here to ask for an empty one).
+  wait_http "http://127.0.0.1:$SC_ADMIN/live" sidecar
   API=http://127.0.0.1:$PROXY
 }
 
