@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! byte 0       configuration: bits 0-1 the trusted proxies (TRUSTED), bit 2 developer/app/
-//!              product also read from JWT claims (sub, azp, scope), bits 3-4 --trusted-hops,
+//!              product also read from JWT claims (sub, azp, scope; --jwt-unverified), bits 3-4 --trusted-hops,
 //!              bit 5 --reject-conflicting-credentials
 //! byte 1       the socket peer, an index into PEERS
 //! then lines (\n): `[METHOD ]target` (path and query; GET by default), then `name: value`
@@ -98,6 +98,7 @@ fn config(bits: u8) -> IdentifyConfig {
                 "--developer-claim=sub",
                 "--app-claim=azp",
                 "--product-claim=scope",
+                "--jwt-unverified",
             ]
             .map(String::from),
         );

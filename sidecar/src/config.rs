@@ -124,7 +124,8 @@ pub struct IdentifyConfig {
     /// Header carrying the API product (empty: none).
     #[arg(long, env = "PALISADE_PRODUCT_HEADER", default_value = "x-api-product")]
     pub product_header: String,
-    /// JWT claim (in the Bearer token, read but NOT verified) naming the developer.
+    /// JWT claim of the Bearer token naming the developer (read only from a verified token,
+    /// see --jwks-path, or with --jwt-unverified).
     #[arg(long, env = "PALISADE_DEVELOPER_CLAIM", default_value = "")]
     pub developer_claim: String,
     /// JWT claim naming the developer app.
@@ -133,6 +134,25 @@ pub struct IdentifyConfig {
     /// JWT claim naming the API product.
     #[arg(long, env = "PALISADE_PRODUCT_CLAIM", default_value = "")]
     pub product_claim: String,
+    /// JSON Web Key Set (a file, e.g. mounted from a Secret or ConfigMap) that Bearer tokens
+    /// must verify against before their claims are read; re-read every --bundle-poll.
+    #[arg(long, env = "PALISADE_JWKS_PATH")]
+    pub jwks_path: Option<PathBuf>,
+    /// Signature algorithms accepted (comma-separated; RS*, PS*, ES256, ES384, EdDSA; never
+    /// none or HS*).
+    #[arg(long, env = "PALISADE_JWT_ALGORITHMS", default_value = "RS256,ES256")]
+    pub jwt_algorithms: String,
+    /// Required `iss` of verified tokens (empty: not checked).
+    #[arg(long, env = "PALISADE_JWT_ISSUER", default_value = "")]
+    pub jwt_issuer: String,
+    /// Required `aud` of verified tokens (empty: not checked, and tokens naming an audience
+    /// are accepted).
+    #[arg(long, env = "PALISADE_JWT_AUDIENCE", default_value = "")]
+    pub jwt_audience: String,
+    /// Read JWT claims WITHOUT verifying the signature (only behind a gateway that verifies
+    /// tokens): warned about at start and named in metrics and the decision log.
+    #[arg(long, env = "PALISADE_JWT_UNVERIFIED")]
+    pub jwt_unverified: bool,
     /// MaxMind-format country database (GeoIP2/GeoLite2-Country or City). Absent: region
     /// conditions never match.
     #[arg(long, env = "PALISADE_GEOIP_DB")]
@@ -282,6 +302,27 @@ fn parse_trusted_proxies(s: &str) -> Result<TrustedProxies, String> {
     TrustedProxies::parse(s)
 }
 
+impl IdentifyConfig {
+    /// True when a JWT claim names the developer, app or product.
+    pub fn wants_claims(&self) -> bool {
+        !(self.developer_claim.is_empty()
+            && self.app_claim.is_empty()
+            && self.product_claim.is_empty())
+    }
+
+    /// The JWT settings (algorithms that do not parse, refused by `Config::validate`, are
+    /// left out).
+    pub fn jwt(&self) -> crate::jwt::JwtSettings {
+        crate::jwt::JwtSettings {
+            jwks_path: self.jwks_path.clone(),
+            algorithms: crate::jwt::parse_algorithms(&self.jwt_algorithms).unwrap_or_default(),
+            issuer: self.jwt_issuer.clone(),
+            audience: self.jwt_audience.clone(),
+            unverified: self.jwt_unverified,
+        }
+    }
+}
+
 impl DetectionConfig {
     /// The workload name reports carry.
     pub fn workload_name(&self) -> String {
@@ -397,6 +438,15 @@ impl Config {
             "--method-override-headers",
             &id.credentials.method_override_headers,
         )?;
+        crate::jwt::parse_algorithms(&id.jwt_algorithms)
+            .map_err(|e| format!("--jwt-algorithms {:?}: {e}", id.jwt_algorithms))?;
+        if id.jwt_unverified && id.jwks_path.is_some() {
+            return Err(
+                "--jwt-unverified and --jwks-path are both set; choose one (verify with the \
+                 JWKS, or read claims unverified behind a verifying gateway)"
+                    .into(),
+            );
+        }
         if self.identify.trusted_hops > 16 {
             return Err(format!(
                 "--trusted-hops {} is more than 16; count only proxies you operate",
@@ -475,6 +525,10 @@ mod tests {
             r#"--developer-header "x dev" is not a valid HTTP header name"#
         );
         assert_eq!(parse(&["--api-key-header", ""]).validate(), Ok(()));
+        let hs = parse(&["--jwt-algorithms", "RS256,HS256"]).validate();
+        assert!(hs.expect_err("rejected").contains("HMAC"));
+        let both = parse(&["--jwt-unverified", "--jwks-path", "/k.json"]).validate();
+        assert!(both.expect_err("rejected").contains("choose one"));
         for (flag, value) in [
             ("--max-concurrent-streams", "0"),
             ("--admin-max-connections", "0"),

@@ -279,6 +279,7 @@ fn log_decision(
         developer = who.developer.as_deref(),
         app = who.app.as_deref(),
         product = who.product.as_deref(),
+        claims = who.claims.label(),
         region = who.region.map(|r| String::from_utf8_lossy(&r).into_owned()),
         asn = who.asn,
         "security decision"

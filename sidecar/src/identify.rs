@@ -1,14 +1,13 @@
 //! Who sent the request: client IP (socket, or `X-Forwarded-For` from a trusted proxy: see
 //! [`crate::client_ip`]), API keys, access tokens and methods (read by [`crate::credentials`],
 //! kept only as sha256), developer / developer app / API product (headers, read only from a
-//! trusted proxy; or JWT claims read WITHOUT verifying the signature — verification is the API
-//! gateway's job, the sidecar only reads what the gateway passed on), user agent, and region /
-//! ASN from MaxMind-format databases. Secrets are hashed here and never logged.
+//! trusted proxy; or JWT claims, read only from a token whose signature verified: see
+//! [`crate::jwt`]), user agent, and region / ASN from MaxMind-format databases. Secrets are
+//! hashed here and never logged.
 
 use std::net::IpAddr;
 use std::path::Path;
 
-use base64::Engine as _;
 use http::request::Parts;
 use http::{HeaderMap, HeaderName};
 use maxminddb::{Reader, path};
@@ -18,6 +17,7 @@ use crate::credentials::{self, Credentials};
 
 pub use crate::client_ip::IpSource;
 use crate::client_ip::client_ip;
+use crate::jwt::{ClaimsOutcome, Jwt};
 
 /// Identity headers a client sent from a peer that is not a trusted proxy: ignored, counted
 /// by kind (the `header` label of `identity_headers_ignored`).
@@ -69,6 +69,8 @@ pub struct Identity {
     pub asn: Option<u32>,
     /// Identity headers ignored because the peer is not a trusted proxy.
     pub ignored_headers: IgnoredHeaders,
+    /// What became of the Bearer token's JWT claims.
+    pub claims: ClaimsOutcome,
 }
 
 /// Identifies clients; built once from the configuration.
@@ -81,6 +83,7 @@ pub struct Identifier {
     geo: Option<Reader<Vec<u8>>>,
     asn: Option<Reader<Vec<u8>>>,
     credentials: credentials::Reader,
+    jwt: Jwt,
 }
 
 /// The headers identities are read from; `None` where the flag is empty.
@@ -116,6 +119,7 @@ impl Identifier {
     pub fn new(cfg: IdentifyConfig) -> Self {
         let geo = open_db(cfg.geoip_db.as_deref(), "region");
         let asn = open_db(cfg.asn_db.as_deref(), "ASN");
+        let cfg_jwt = cfg.jwt();
         let name = |v: &str| header_name("", v).ok().flatten();
         let headers = Headers {
             api_key: name(&cfg.api_key_header),
@@ -139,7 +143,13 @@ impl Identifier {
             geo,
             asn,
             credentials,
+            jwt: Jwt::new(&cfg_jwt),
         }
+    }
+
+    /// The JWT claims reader (its JWKS is reloaded by [`crate::jwt::spawn_reload`]).
+    pub fn jwt(&self) -> &Jwt {
+        &self.jwt
     }
 
     /// Identifies the client of a request received from `peer`.
@@ -151,10 +161,10 @@ impl Identifier {
         let names = &self.headers;
         let credentials = self.credentials.read(parts);
         let token = credentials::bearer(h);
-        let claims = self
-            .wants_claims()
-            .then(|| token.and_then(jwt_claims))
-            .flatten();
+        let (claims, claims_outcome) = match token {
+            Some(t) if self.cfg.wants_claims() => self.jwt.claims(t),
+            _ => (None, ClaimsOutcome::Unread),
+        };
         let mut ignored = IgnoredHeaders::default();
         // A header is believed only from a trusted proxy; from anyone else it is counted and
         // the claim (or nothing) is used.
@@ -188,12 +198,8 @@ impl Identifier {
             region: self.geo.as_ref().and_then(|db| region(db, ip)),
             asn: self.asn.as_ref().and_then(|db| asn(db, ip)),
             ignored_headers: ignored,
+            claims: claims_outcome,
         }
-    }
-
-    fn wants_claims(&self) -> bool {
-        let c = &self.cfg;
-        !(c.developer_claim.is_empty() && c.app_claim.is_empty() && c.product_claim.is_empty())
     }
 }
 
@@ -223,15 +229,6 @@ fn header_str<'a>(h: &'a HeaderMap, name: Option<&HeaderName>) -> Option<&'a str
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|s| !s.is_empty())
-}
-
-/// The payload of a JWT, decoded but not verified.
-fn jwt_claims(token: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
-    let payload = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()?;
-    serde_json::from_slice(&bytes).ok()
 }
 
 fn claim_str(
@@ -267,6 +264,7 @@ mod tests {
 
     #[test]
     fn bearer_and_claims() {
+        use base64::Engine as _;
         let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .encode(r#"{"sub":"dev-1","azp":"app-9"}"#);
         let jwt = format!("eyJhbGciOiJub25lIn0.{payload}.sig");
@@ -274,9 +272,13 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(http::header::AUTHORIZATION, value.parse().expect("value"));
         assert_eq!(credentials::bearer(&h), Some(jwt.as_str()));
-        let claims = jwt_claims(&jwt);
+        let jwt_reader = Jwt::new(&crate::jwt::JwtSettings {
+            unverified: true,
+            ..Default::default()
+        });
+        let (claims, outcome) = jwt_reader.claims(&jwt);
+        assert_eq!(outcome, ClaimsOutcome::Unverified);
         assert_eq!(claim_str(claims.as_ref(), "sub").as_deref(), Some("dev-1"));
         assert_eq!(claim_str(claims.as_ref(), "missing"), None);
-        assert_eq!(jwt_claims("opaque-token"), None);
     }
 }

@@ -12,6 +12,7 @@ pub mod enforce;
 pub mod forward;
 pub mod identify;
 pub mod idle;
+pub mod jwt;
 pub mod metrics;
 pub mod proxy;
 pub mod report;
@@ -111,6 +112,15 @@ pub async fn start(cfg: Config) -> anyhow::Result<Sidecar> {
     let store = Arc::new(store::Store::new(labels, metrics.clone()));
     let mut sources = spawn_sources(&cfg, &store);
     sources.push(tokio::spawn(grace(store.clone(), cfg.policy.policy_grace)));
+    let identifier = Arc::new(identify::Identifier::new(cfg.identify.clone()));
+    let jwt = identifier.jwt();
+    jwt.log_mode(cfg.identify.wants_claims());
+    metrics.set_jwt_mode(jwt.mode().as_str(), jwt.keys());
+    sources.push(tokio::spawn(jwt::spawn_reload(
+        identifier.clone(),
+        cfg.policy.bundle_poll,
+        metrics.clone(),
+    )));
     let ready = Arc::new(AtomicBool::new(true));
     let admin_state = Arc::new(admin::AdminState {
         registry,
@@ -128,7 +138,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Sidecar> {
         forwarder: Forwarder::new(upstream_config(&cfg), metrics.tunnels.clone()),
         metrics,
         max_uri_bytes: cfg.max_uri_bytes,
-        identifier: identify::Identifier::new(cfg.identify.clone()),
+        identifier,
         store: store.clone(),
         enforce: enforce::EnforceConfig {
             fail_closed: cfg.policy.fail_closed,

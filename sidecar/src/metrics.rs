@@ -165,6 +165,20 @@ pub struct HeaderLabel {
     pub header: &'static str,
 }
 
+/// Label naming how JWT claims are read (off, verified, unverified).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModeLabel {
+    /// The mode.
+    pub mode: &'static str,
+}
+
+/// Label naming what became of a token's claims (verified, unverified, or a reject reason).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// The outcome.
+    pub outcome: &'static str,
+}
+
 /// Label carrying the enforced bundle version (one series at a time).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BundleLabel {
@@ -182,6 +196,14 @@ pub struct Metrics {
     pub client_ip: Family<SourceLabel, Counter>,
     /// Identity headers ignored because the peer is not a trusted proxy, by kind.
     pub ignored_headers: Family<HeaderLabel, Counter>,
+    /// 1 for the JWT mode in force, 0 for the others.
+    pub jwt_mode: Family<ModeLabel, Gauge>,
+    /// Bearer tokens whose claims were read or refused, by outcome.
+    pub jwt_claims: Family<OutcomeLabel, Counter>,
+    /// Keys of the JWKS in force.
+    pub jwks_keys: Gauge,
+    /// JWKS files not loaded, by reason.
+    pub jwks_errors: Family<ReasonLabel, Counter>,
     pub bundle_info: Family<BundleLabel, Gauge>,
     pub bundle_loaded: Gauge,
     /// 1 while the start-up grace has passed without a bundle (the pod runs without policy).
@@ -209,6 +231,8 @@ pub struct Metrics {
     client_ip_by: Resolved<Counter>,
     /// `ignored_headers` of each kind.
     ignored_by: Resolved<Counter>,
+    /// `jwt_claims` of each outcome.
+    jwt_claims_by: Resolved<Counter>,
 }
 
 fn latency_histogram() -> AtomicHistogram {
@@ -264,6 +288,18 @@ impl Metrics {
             &crate::identify::IgnoredHeaders::KINDS,
             |header| HeaderLabel { header },
         );
+        let jwt_claims = Family::default();
+        let outcomes: Vec<&'static str> = ["verified", "unverified"]
+            .into_iter()
+            .chain(crate::jwt::Reject::ALL.map(crate::jwt::Reject::as_str))
+            .collect();
+        let jwt_claims_by = resolve(&jwt_claims, &outcomes, |outcome| OutcomeLabel { outcome });
+        let jwt_mode: Family<ModeLabel, Gauge> = Family::default();
+        for mode in crate::jwt::Mode::ALL {
+            let _ = jwt_mode.get_or_create(&ModeLabel {
+                mode: mode.as_str(),
+            });
+        }
         let m = Self {
             requests,
             observed,
@@ -271,6 +307,10 @@ impl Metrics {
             upstream_errors: Family::default(),
             client_ip,
             ignored_headers,
+            jwt_mode,
+            jwt_claims,
+            jwks_keys: Gauge::default(),
+            jwks_errors: Family::default(),
             bundle_info: Family::default(),
             bundle_loaded: Gauge::default(),
             policy_missing: Gauge::default(),
@@ -288,6 +328,7 @@ impl Metrics {
             observed_by,
             client_ip_by,
             ignored_by,
+            jwt_claims_by,
         };
         let r = registry.sub_registry_with_prefix("palisade_sidecar");
         r.register("requests", "Requests by verdict", m.requests.clone());
@@ -315,6 +356,26 @@ impl Metrics {
             "identity_headers_ignored",
             "Identity headers (developer, app, product) sent by a peer outside the trusted proxies, ignored",
             m.ignored_headers.clone(),
+        );
+        r.register(
+            "jwt_mode",
+            "How JWT claims are read: 1 for the mode in force (off, verified, unverified)",
+            m.jwt_mode.clone(),
+        );
+        r.register(
+            "jwt_claims",
+            "Bearer tokens whose claims were wanted, by outcome: verified, unverified (--jwt-unverified), or why they were refused",
+            m.jwt_claims.clone(),
+        );
+        r.register(
+            "jwks_keys",
+            "Keys of the JWKS in force",
+            m.jwks_keys.clone(),
+        );
+        r.register(
+            "jwks_load_errors",
+            "JWKS files not loaded (the last good keys stay), by reason",
+            m.jwks_errors.clone(),
         );
         r.register(
             "bundle_info",
@@ -435,6 +496,31 @@ impl Metrics {
     /// family's lock is acceptable here).
     pub fn rejected_path(&self, reason: &'static str) {
         self.rejected_paths
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    /// Counts what became of a token's claims.
+    pub fn jwt_claims(&self, outcome: crate::jwt::ClaimsOutcome) {
+        if let Some(c) = outcome.label().and_then(|l| self.jwt_claims_by.get(l)) {
+            c.inc();
+        }
+    }
+
+    /// Records the JWT mode in force and the keys loaded at start.
+    pub fn set_jwt_mode(&self, mode: &'static str, keys: usize) {
+        for m in crate::jwt::Mode::ALL {
+            let v = i64::from(m.as_str() == mode);
+            self.jwt_mode
+                .get_or_create(&ModeLabel { mode: m.as_str() })
+                .set(v);
+        }
+        self.jwks_keys.set(i64::try_from(keys).unwrap_or(i64::MAX));
+    }
+
+    /// Counts a JWKS that was not loaded.
+    pub fn jwks_error(&self, reason: &'static str) {
+        self.jwks_errors
             .get_or_create(&ReasonLabel { reason })
             .inc();
     }

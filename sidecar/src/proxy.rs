@@ -37,7 +37,7 @@ pub struct Proxy {
     /// Longest request target accepted.
     pub max_uri_bytes: usize,
     /// Client identification.
-    pub identifier: Identifier,
+    pub identifier: Arc<Identifier>,
     /// The policy in force.
     pub store: Arc<Store>,
     /// Enforcement switches.
@@ -110,6 +110,7 @@ impl Proxy {
         sanitize::strip_reserved(&mut parts.headers);
         self.metrics.client_ip(who.ip_source.as_str());
         self.metrics.ignored_headers(who.ignored_headers);
+        self.metrics.jwt_claims(who.claims);
         let (verdict, outcome) = enforce(
             self.enforce,
             &self.store,

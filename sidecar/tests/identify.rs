@@ -80,6 +80,8 @@ fn keys_tokens_and_claims() {
         "sub",
         "--product-claim",
         "prd",
+        // An unsigned test token: read as a verifying gateway would have passed it on.
+        "--jwt-unverified",
     ]);
     let payload = base64url(r#"{"sub":"dev-7","prd":"gold"}"#);
     let auth = format!("Bearer h.{payload}.s");

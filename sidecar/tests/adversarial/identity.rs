@@ -178,3 +178,266 @@ async fn an_identity_header_from_a_trusted_proxy_is_honoured() {
     assert_eq!(get(sc.proxy_addr, "/admin", &[]).await.0, 403);
     sc.shutdown().await;
 }
+
+// ---- JWT claims: believed only from a token whose signature verifies ----
+
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use ring::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _};
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A signing key made by the test, and its public JWK.
+struct Signer {
+    alg: Algorithm,
+    kid: &'static str,
+    pkcs8: Vec<u8>,
+    jwk: serde_json::Value,
+}
+
+fn es256(kid: &'static str) -> Signer {
+    let rng = ring::rand::SystemRandom::new();
+    let alg = &signature::ECDSA_P256_SHA256_FIXED_SIGNING;
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(alg, &rng).unwrap();
+    let pair = EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref(), &rng).unwrap();
+    let public = pair.public_key().as_ref(); // 0x04 || x || y
+    let jwk = serde_json::json!({"kty": "EC", "crv": "P-256", "kid": kid, "use": "sig",
+        "alg": "ES256", "x": b64(&public[1..33]), "y": b64(&public[33..])});
+    Signer {
+        alg: Algorithm::ES256,
+        kid,
+        pkcs8: pkcs8.as_ref().to_vec(),
+        jwk,
+    }
+}
+
+fn ed25519(kid: &'static str) -> Signer {
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+    let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+    let jwk = serde_json::json!({"kty": "OKP", "crv": "Ed25519", "kid": kid,
+        "x": b64(pair.public_key().as_ref())});
+    Signer {
+        alg: Algorithm::EdDSA,
+        kid,
+        pkcs8: pkcs8.as_ref().to_vec(),
+        jwk,
+    }
+}
+
+impl Signer {
+    fn sign(&self, claims: &serde_json::Value) -> String {
+        let mut header = Header::new(self.alg);
+        header.kid = Some(self.kid.to_owned());
+        let key = match self.alg {
+            Algorithm::EdDSA => EncodingKey::from_ed_der(&self.pkcs8),
+            _ => EncodingKey::from_ec_der(&self.pkcs8),
+        };
+        encode(&header, claims, &key).unwrap()
+    }
+}
+
+fn now() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
+fn claims(sub: &str) -> serde_json::Value {
+    serde_json::json!({"sub": sub, "exp": now() + 600})
+}
+
+fn write_jwks(path: &std::path::Path, keys: &[&Signer]) {
+    let doc = serde_json::json!({"keys": keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>()});
+    // Written aside and renamed, as the kubelet swaps a mounted Secret.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, doc.to_string()).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// `/admin` is denied unless the developer is alice.
+async fn as_bearer(addr: std::net::SocketAddr, token: &str) -> u16 {
+    let auth = format!("Bearer {token}");
+    get(addr, "/admin", &[("authorization", &auth)]).await.0
+}
+
+#[tokio::test]
+async fn jwt_claims_count_only_from_a_verified_signature() {
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    let key = es256("k1");
+    write_jwks(&jwks, &[&key]);
+    let path = jwks.to_str().unwrap().to_owned();
+    let extra = ["--developer-claim", "sub", "--jwks-path", &path];
+    let (sc, _d) = sidecar_with(developer_allow_over_admin_deny(), false, &extra).await;
+    let a = sc.proxy_addr;
+    assert_eq!(
+        as_bearer(a, &key.sign(&claims("alice"))).await,
+        200,
+        "verified"
+    );
+
+    let mallory = es256("k1"); // another key under the same kid
+    let header = |json: &str| b64(json.as_bytes());
+    let payload = b64(claims("alice").to_string().as_bytes());
+    let real = key.sign(&claims("bob"));
+    let real_sig = real.rsplit('.').next().unwrap();
+    let hs256 = {
+        // The public key's bytes as an HMAC secret: the algorithm-confusion attack.
+        let mut h = Header::new(Algorithm::HS256);
+        h.kid = Some("k1".into());
+        let secret = key.jwk["x"].as_str().unwrap().as_bytes().to_vec();
+        encode(&h, &claims("alice"), &EncodingKey::from_secret(&secret)).unwrap()
+    };
+    let expired = key.sign(&serde_json::json!({"sub": "alice", "exp": now() - 3600}));
+    let early = key.sign(&serde_json::json!({"sub": "alice", "exp": now() + 7200,
+        "nbf": now() + 3600}));
+    let no_exp = key.sign(&serde_json::json!({"sub": "alice"}));
+    let forged = [
+        ("another key", mallory.sign(&claims("alice"))),
+        (
+            "alg none",
+            format!("{}.{payload}.", header(r#"{"alg":"none","typ":"JWT"}"#)),
+        ),
+        (
+            "no signature",
+            format!("{}.{payload}.", header(r#"{"alg":"ES256","kid":"k1"}"#)),
+        ),
+        (
+            "payload swapped",
+            format!(
+                "{}.{payload}.{real_sig}",
+                header(r#"{"alg":"ES256","kid":"k1"}"#)
+            ),
+        ),
+        ("HS256 with the public key", hs256),
+        ("expired", expired),
+        ("not yet valid", early),
+        ("no exp", no_exp),
+        ("unknown kid", {
+            let mut s = es256("k2");
+            s.pkcs8 = key.pkcs8.clone();
+            s.sign(&claims("alice"))
+        }),
+    ];
+    for (what, token) in &forged {
+        assert_eq!(as_bearer(a, token).await, 403, "{what}");
+    }
+    let m = metrics(&sc).await;
+    for want in [
+        "palisade_sidecar_jwt_mode{mode=\"verified\"} 1",
+        "palisade_sidecar_jwt_mode{mode=\"unverified\"} 0",
+        "palisade_sidecar_jwks_keys 1",
+        "palisade_sidecar_jwt_claims_total{outcome=\"verified\"} 1",
+        "palisade_sidecar_jwt_claims_total{outcome=\"signature\"} 3",
+        "palisade_sidecar_jwt_claims_total{outcome=\"malformed\"} 1",
+        "palisade_sidecar_jwt_claims_total{outcome=\"algorithm\"} 1",
+        "palisade_sidecar_jwt_claims_total{outcome=\"expired\"} 1",
+        "palisade_sidecar_jwt_claims_total{outcome=\"not_yet_valid\"} 1",
+        "palisade_sidecar_jwt_claims_total{outcome=\"claims\"} 1",
+        "palisade_sidecar_jwt_claims_total{outcome=\"unknown_key\"} 1",
+    ] {
+        assert!(m.contains(want), "no `{want}` in\n{m}");
+    }
+    sc.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_rotated_jwks_is_picked_up_and_issuer_and_audience_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    let old = es256("old");
+    write_jwks(&jwks, &[&old]);
+    let path = jwks.to_str().unwrap().to_owned();
+    let extra = [
+        "--developer-claim",
+        "sub",
+        "--jwks-path",
+        &path,
+        "--jwt-algorithms",
+        "ES256,EdDSA",
+        "--jwt-issuer",
+        "https://id.example",
+        "--jwt-audience",
+        "shop-api",
+    ];
+    let (sc, _d) = sidecar_with(developer_allow_over_admin_deny(), false, &extra).await;
+    let a = sc.proxy_addr;
+    let good = |sub: &str| {
+        serde_json::json!({"sub": sub, "exp": now() + 600,
+        "iss": "https://id.example", "aud": ["other", "shop-api"]})
+    };
+    assert_eq!(as_bearer(a, &old.sign(&good("alice"))).await, 200);
+    let mut wrong_iss = good("alice");
+    wrong_iss["iss"] = "https://evil.example".into();
+    assert_eq!(as_bearer(a, &old.sign(&wrong_iss)).await, 403, "issuer");
+    let mut wrong_aud = good("alice");
+    wrong_aud["aud"] = "other".into();
+    assert_eq!(as_bearer(a, &old.sign(&wrong_aud)).await, 403, "audience");
+    let mut no_aud = good("alice");
+    no_aud.as_object_mut().unwrap().remove("aud");
+    assert_eq!(as_bearer(a, &old.sign(&no_aud)).await, 403, "no audience");
+
+    // Rotation: the old key leaves, an Ed25519 key arrives; the sidecar re-reads the file.
+    let new = ed25519("new");
+    write_jwks(&jwks, &[&new]);
+    while as_bearer(a, &new.sign(&good("alice"))).await != 200 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        as_bearer(a, &old.sign(&good("alice"))).await,
+        403,
+        "old key gone"
+    );
+    // A broken file keeps the keys in force, and is counted.
+    std::fs::write(&jwks, "{not json").unwrap();
+    while !metrics(&sc)
+        .await
+        .contains("palisade_sidecar_jwks_load_errors_total{reason=\"Format\"}")
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        as_bearer(a, &new.sign(&good("alice"))).await,
+        200,
+        "last good keys"
+    );
+    sc.shutdown().await;
+}
+
+#[tokio::test]
+async fn unverified_claims_need_an_explicit_mode_that_says_so() {
+    let unsigned = format!(
+        "{}.{}.",
+        b64(br#"{"alg":"none"}"#),
+        b64(claims("alice").to_string().as_bytes())
+    );
+    // Claims configured, no JWKS, no --jwt-unverified: never read.
+    let (off, _d1) = sidecar_with(
+        developer_allow_over_admin_deny(),
+        false,
+        &["--developer-claim", "sub"],
+    )
+    .await;
+    assert_eq!(as_bearer(off.proxy_addr, &unsigned).await, 403);
+    assert!(
+        metrics(&off)
+            .await
+            .contains("palisade_sidecar_jwt_mode{mode=\"off\"} 1")
+    );
+    // --jwt-unverified: today's gateway-behind behaviour, named in the metrics.
+    let extra = ["--developer-claim", "sub", "--jwt-unverified"];
+    let (unverified, _d2) = sidecar_with(developer_allow_over_admin_deny(), false, &extra).await;
+    assert_eq!(as_bearer(unverified.proxy_addr, &unsigned).await, 200);
+    let m = metrics(&unverified).await;
+    assert!(
+        m.contains("palisade_sidecar_jwt_mode{mode=\"unverified\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("palisade_sidecar_jwt_claims_total{outcome=\"unverified\"} 1"),
+        "{m}"
+    );
+    off.shutdown().await;
+    unverified.shutdown().await;
+}

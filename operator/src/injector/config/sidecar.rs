@@ -68,7 +68,13 @@ pub struct IdentityArgs {
     /// them are X-Forwarded-For and the identity headers read (empty: no one).
     #[arg(long, env = "PALISADE_SIDECAR_TRUSTED_PROXIES", default_value = "")]
     pub sidecar_trusted_proxies: String,
-    /// JWT claim of the Bearer token (read, not verified) naming the developer (empty: none).
+    /// Injected sidecars read JWT claims WITHOUT verifying the signature (only behind a gateway
+    /// that verifies tokens; the sidecars warn about it and name it in their metrics).
+    /// Without it, claims configured below are never read by injected sidecars (no JWKS volume
+    /// is mounted by the injector yet).
+    #[arg(long, env = "PALISADE_SIDECAR_JWT_UNVERIFIED")]
+    pub sidecar_jwt_unverified: bool,
+    /// JWT claim of the Bearer token naming the developer (empty: none).
     #[arg(long, env = "PALISADE_SIDECAR_DEVELOPER_CLAIM", default_value = "")]
     pub sidecar_developer_claim: String,
     /// JWT claim naming the developer app (empty: none).
@@ -195,6 +201,10 @@ impl IdentityArgs {
             .iter()
             .map(|(_, env, v)| ((*env).to_owned(), (*v).to_owned()))
             .chain([("PALISADE_TRUSTED_PROXIES".to_owned(), trusted.to_string())])
+            .chain(
+                self.sidecar_jwt_unverified
+                    .then(|| ("PALISADE_JWT_UNVERIFIED".to_owned(), "true".to_owned())),
+            )
             .collect()
     }
 
@@ -326,6 +336,11 @@ mod tests {
                 ("PALISADE_PRODUCT_CLAIM", ""),
                 ("PALISADE_TRUSTED_PROXIES", ""),
             ]
+        );
+        let c = config(&["--sidecar-jwt-unverified"]).expect("unverified");
+        assert_eq!(
+            c.identity.last(),
+            Some(&("PALISADE_JWT_UNVERIFIED".into(), "true".into()))
         );
         let c = config(&["--sidecar-trusted-proxies", "10.0.0.0/8, 192.168.1.7"]).expect("cidrs");
         assert!(c.identity.contains(&(
