@@ -118,7 +118,7 @@ pub fn normalize(path: &str, escaped: EscapedSlashes) -> Result<Cow<'_, str>, Pa
 /// assert_eq!(without_params("/files/a%3Bb"), "/files/a%3Bb");
 /// ```
 pub fn without_params(normalized: &str) -> Cow<'_, str> {
-    if !normalized.starts_with('/') || !normalized.contains(';') {
+    if !normalized.starts_with('/') || !normalized.as_bytes().contains(&b';') {
         return Cow::Borrowed(normalized);
     }
     let segments = normalized
@@ -127,9 +127,35 @@ pub fn without_params(normalized: &str) -> Cow<'_, str> {
     Cow::Owned(resolve(segments))
 }
 
-/// One scan: whether `path` is already normal, or why it is refused.
+/// Whether `path` (starting with `/`) is already normal, or why it is refused. A path without
+/// `%` or `\` (two memchr scans) cannot be refused, so only its segments are checked; escapes
+/// are looked at only when there are some.
 fn is_normal(path: &str, escaped: EscapedSlashes) -> Result<bool, PathError> {
     let b = path.as_bytes();
+    let special = b.contains(&b'%') || b.contains(&b'\\');
+    let segments = segments_normal(b);
+    if !special {
+        return Ok(segments);
+    }
+    Ok(escapes_normal(b, escaped)? && segments)
+}
+
+/// No empty segment (but a trailing slash) and no dot segment: no `/` followed by `/`, `.`
+/// or `..` that end a segment.
+fn segments_normal(b: &[u8]) -> bool {
+    (0..b.len()).filter(|&i| b[i] == b'/').all(|i| {
+        !matches!(
+            (b.get(i + 1), b.get(i + 2), b.get(i + 3)),
+            (Some(b'/'), _, _)
+                | (Some(b'.'), None | Some(b'/'), _)
+                | (Some(b'.'), Some(b'.'), None | Some(b'/'))
+        )
+    })
+}
+
+/// Every escape valid, none of an unreserved character, hex upper-case; escaped slashes and
+/// backslashes per `escaped`.
+fn escapes_normal(b: &[u8], escaped: EscapedSlashes) -> Result<bool, PathError> {
     let mut normal = true;
     let mut i = 0;
     while i < b.len() {
@@ -158,14 +184,6 @@ fn is_normal(path: &str, escaped: EscapedSlashes) -> Result<bool, PathError> {
                 EscapedSlashes::Unescape => normal = false,
                 EscapedSlashes::Keep => {}
             },
-            b'/' => {
-                let rest = &b[i + 1..];
-                let segment = &rest[..rest.iter().position(|&c| c == b'/').unwrap_or(rest.len())];
-                let last = segment.len() == rest.len();
-                if matches!(segment, b"." | b"..") || (segment.is_empty() && !last) {
-                    normal = false;
-                }
-            }
             _ => {}
         }
         i += 1;
