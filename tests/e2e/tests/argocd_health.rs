@@ -172,6 +172,16 @@ spec:
 ---
 apiVersion: palisade.dev/v1alpha1
 kind: SecurityAction
+metadata: {name: unenforced}
+spec:
+  deny: {}
+  matchAll: true
+  targets:
+    workloadSelector:
+      matchLabels: {app: nobody}
+---
+apiVersion: palisade.dev/v1alpha1
+kind: SecurityAction
 metadata: {name: expired}
 spec:
   ttl: 1s
@@ -281,6 +291,9 @@ async fn the_real_operators_statuses_map_to_the_documented_health() {
     let active = wait_health(cp, ns.name(), "active", "Healthy").await;
     let paused = wait_health(cp, ns.name(), "paused", "Suspended").await;
     let invalid = wait_health(cp, ns.name(), "invalid", "Degraded").await;
+    // In the bundle, but its workload selector selects no pod with the sidecar: nothing
+    // enforces it, and Argo CD must not show it Healthy.
+    let unenforced = wait_health(cp, ns.name(), "unenforced", "Degraded").await;
     let expired = eventually("expired to be Expired", || async {
         let obj = live(cp, ns.name(), "expired")?;
         let h = health("SecurityAction", &obj)?;
@@ -292,6 +305,11 @@ async fn the_real_operators_statuses_map_to_the_documented_health() {
     let m = |o: &serde_json::Value| health("SecurityAction", o).expect("health").message;
     assert!(m(&paused).contains("palisade.dev/paused"), "{}", m(&paused));
     assert!(m(&invalid).contains("missing-list"), "{}", m(&invalid));
+    assert!(
+        m(&unenforced).starts_with("NoSelectedPods: ") && m(&unenforced).contains("selects no pod"),
+        "{}",
+        m(&unenforced)
+    );
 
     // DetectionRules: one that runs, one paused (Ready=False as well, but not Degraded).
     let rule = |o: &serde_json::Value| health("DetectionRule", o).expect("health").message;
@@ -365,6 +383,7 @@ async fn the_real_operators_statuses_map_to_the_documented_health() {
             ("healthy.yaml", &active),
             ("suspended-paused.yaml", &paused),
             ("degraded-invalid.yaml", &invalid),
+            ("degraded-unenforced.yaml", &unenforced),
             ("healthy-expired.yaml", &expired),
             ("progressing-generation.yaml", &stale),
         ] {

@@ -4,7 +4,8 @@
 --   Progressing  no status yet, or the operator has not observed the latest generation
 --   Suspended    paused by a palisade.dev/paused annotation on the action or its namespace
 --   Healthy      in the policy bundle (Ready=True), or expired as its ttl/expireTime declared
---   Degraded     cannot be compiled (Ready=False, e.g. a missing ConfigMap or rule)
+--   Degraded     cannot be compiled (Ready=False, e.g. a missing ConfigMap or rule), or enforced by
+--                no pod (Ready=False, NoSelectedPods: its workloadSelector selects no injected pod)
 local function text(c, fallback)
   if c.message ~= nil and c.message ~= "" then
     return c.message
