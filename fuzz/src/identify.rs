@@ -197,8 +197,9 @@ fn check_ip(h: &HeaderMap, peer: IpAddr, trusted: &TrustedProxies, hops: usize) 
 fn check_identity(who: &Identity, parts: &Parts, trusted_peer: bool, claims_on: bool) {
     let h = &parts.headers;
     if who.token_hash.is_some() {
+        // Authorization, or the RFC 6750 access_token query parameter.
         assert!(
-            h.contains_key(http::header::AUTHORIZATION),
+            h.contains_key(http::header::AUTHORIZATION) || parts.uri.query().is_some(),
             "token from nowhere"
         );
     }
