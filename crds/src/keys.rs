@@ -20,6 +20,11 @@ pub const ARCHIVED_LABEL: &str = "palisade.dev/archived";
 /// injection.
 pub const INJECT_KEY: &str = "palisade.dev/inject";
 
+/// Annotation on a `Namespace` naming the proxies its sidecars trust (CIDRs or addresses,
+/// separated by commas): only from a peer inside them are `X-Forwarded-For` and the identity
+/// headers read. It replaces the sidecars' `--trusted-proxies`; an empty value trusts no one.
+pub const TRUSTED_PROXIES_ANNOTATION: &str = "palisade.dev/trusted-proxies";
+
 /// Value of [`INJECT_KEY`] that enables sidecar injection.
 pub const INJECT_ENABLED: &str = "enabled";
 

@@ -25,6 +25,8 @@ pub struct Bundle {
     pub actions: Vec<BundleAction>,
     /// The IP conditions of all actions, with shared lists stored once.
     pub ips: IpSet,
+    /// The namespace's trusted proxies, replacing the sidecars' `--trusted-proxies` when set.
+    pub trusted_proxies: Option<crate::TrustedProxies>,
 }
 
 /// One active action in a bundle.

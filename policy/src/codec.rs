@@ -103,6 +103,8 @@ struct MetaRef<'a> {
     classes: &'a [Vec<ActionId>],
     v4_ranges: usize,
     v6_ranges: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trusted_proxies: Option<&'a crate::TrustedProxies>,
 }
 
 #[derive(Deserialize)]
@@ -114,6 +116,9 @@ struct Meta {
     classes: Vec<Vec<u16>>,
     v4_ranges: usize,
     v6_ranges: usize,
+    /// Absent in bundles without the annotation (and in every bundle of older operators).
+    #[serde(default)]
+    trusted_proxies: Option<crate::TrustedProxies>,
 }
 
 impl Serialize for ActionId {
@@ -131,6 +136,7 @@ pub fn encode(bundle: &Bundle) -> Result<Encoded, BundleError> {
         classes: &bundle.ips.classes,
         v4_ranges: bundle.ips.v4.len(),
         v6_ranges: bundle.ips.v6.len(),
+        trusted_proxies: bundle.trusted_proxies.as_ref(),
     })
     .map_err(BundleError::Json)?;
     let mut packed: Vec<Packed> = Vec::new();
@@ -394,6 +400,7 @@ impl Parts {
             rules: meta.rules,
             actions: meta.actions,
             ips: IpSet { v4, v6, classes },
+            trusted_proxies: meta.trusted_proxies,
         })
     }
 }

@@ -261,3 +261,26 @@ fn an_action_edit_leaves_range_shards_unchanged() {
         "range shards are untouched"
     );
 }
+
+#[test]
+fn trusted_proxies_travel_only_when_set() {
+    let plain = small_bundle();
+    let enc = encode(&plain).unwrap();
+    assert_eq!(
+        decode(&enc.manifest, &by_name(&enc))
+            .unwrap()
+            .trusted_proxies,
+        None
+    );
+    let mut with = plain.clone();
+    with.trusted_proxies = Some(crate::TrustedProxies::parse("10.0.0.0/8,2001:db8::/32").unwrap());
+    let enc2 = encode(&with).unwrap();
+    assert_ne!(enc2.manifest.bundle_hash, enc.manifest.bundle_hash);
+    let back = decode(&enc2.manifest, &by_name(&enc2)).unwrap();
+    assert_eq!(back, with);
+    // An empty list (trust no one) is not the same as no list (the sidecar's flag).
+    with.trusted_proxies = Some(crate::TrustedProxies::default());
+    let enc3 = encode(&with).unwrap();
+    let back = decode(&enc3.manifest, &by_name(&enc3)).unwrap();
+    assert_eq!(back.trusted_proxies, Some(crate::TrustedProxies::default()));
+}

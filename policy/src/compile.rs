@@ -160,6 +160,7 @@ fn assemble(
             rules,
             actions,
             ips,
+            trusted_proxies: inputs.trusted_proxies.clone(),
         },
         Err(_) => {
             let (with_ip, rest): (Vec<_>, Vec<_>) =
@@ -184,6 +185,7 @@ fn assemble(
                 rules,
                 actions,
                 ips: Default::default(),
+                trusted_proxies: inputs.trusted_proxies.clone(),
             }
         }
     }

@@ -25,6 +25,9 @@ pub struct Inputs {
     /// The text of every referenced list the operator could read, by reference. A reference
     /// missing from this map is reported as an invalid reference.
     pub lists: BTreeMap<ListRef, String>,
+    /// The namespace's trusted proxies (its `palisade.dev/trusted-proxies` annotation), which
+    /// replace the sidecars' `--trusted-proxies`; `None` leaves the flag in force.
+    pub trusted_proxies: Option<crate::TrustedProxies>,
 }
 
 /// One SecurityAction.

@@ -152,9 +152,20 @@ impl Identifier {
         &self.jwt
     }
 
-    /// Identifies the client of a request received from `peer`.
+    /// Identifies the client of a request received from `peer`, trusting `--trusted-proxies`.
     pub fn identify(&self, parts: &Parts, peer: IpAddr) -> Identity {
-        let trusted = &self.cfg.trusted_proxies;
+        self.identify_with(parts, peer, None)
+    }
+
+    /// Identifies the client of a request received from `peer`; `trusted` (the namespace's
+    /// list, carried in the bundle in force) replaces `--trusted-proxies` when given.
+    pub fn identify_with(
+        &self,
+        parts: &Parts,
+        peer: IpAddr,
+        trusted: Option<&palisade_policy::TrustedProxies>,
+    ) -> Identity {
+        let trusted = trusted.unwrap_or(&self.cfg.trusted_proxies);
         let (ip, ip_source) = client_ip(&parts.headers, peer, trusted, self.cfg.trusted_hops);
         let trusted_peer = trusted.contains(peer);
         let h = &parts.headers;

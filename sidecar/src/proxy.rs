@@ -103,7 +103,11 @@ impl Proxy {
         sanitize::strip_client_hop_by_hop(&mut req);
         let (mut parts, body) = req.into_parts();
         let match_path = target::prepare(self.paths, &mut parts)?;
-        let who = self.identifier.identify(&parts, peer.ip());
+        let loaded = self.store.load();
+        let trusted = loaded
+            .as_deref()
+            .and_then(|l| l.policy.bundle().trusted_proxies.as_ref());
+        let who = self.identifier.identify_with(&parts, peer.ip(), trusted);
         if let Some(refused) = who.credentials.refused {
             return Err(refused.into());
         }

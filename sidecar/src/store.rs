@@ -212,6 +212,7 @@ impl Store {
             source = source_name,
             version = %loaded.version,
             actions = loaded.policy.bundle().actions.len(),
+            trusted_proxies = loaded.policy.bundle().trusted_proxies.as_ref().map(|t| t.to_string()),
             "bundle applied"
         );
         let version = loaded.version.clone();

@@ -140,6 +140,7 @@ fn compile_namespace(
         .map(|a| convert::action(a, configmaps))
         .collect();
     let inputs = Inputs {
+        trusted_proxies: trusted_proxies(ns),
         namespace_paused: is_paused(&ns.metadata),
         generation,
         lists: convert::list_texts(&specs, configmaps),
@@ -155,6 +156,25 @@ fn compile_namespace(
 }
 
 /// Requeue at the next expiry or the end of a sidecar's grace, whichever comes first.
+/// The namespace's `palisade.dev/trusted-proxies` annotation. One that does not parse is left
+/// out (the sidecars' flag stays in force) and logged: a typo must not widen the trust.
+fn trusted_proxies(ns: &Namespace) -> Option<palisade_policy::TrustedProxies> {
+    use palisade_crds::keys::TRUSTED_PROXIES_ANNOTATION;
+    let text = ns
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(TRUSTED_PROXIES_ANNOTATION)?;
+    match palisade_policy::TrustedProxies::parse(text) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            tracing::warn!(namespace = %ns.name_any(), error = %e,
+                "{TRUSTED_PROXIES_ANNOTATION} ignored; sidecars keep --trusted-proxies");
+            None
+        }
+    }
+}
+
 fn requeue(
     next_expiry: Option<jiff::Timestamp>,
     next_pod_check: Option<Duration>,
@@ -313,4 +333,36 @@ pub fn error_policy(ns: Arc<Namespace>, err: &Error, ctx: Arc<Context>) -> Actio
     ctx.metrics.failures.get_or_create(&labels).inc();
     tracing::warn!(namespace = %ns.name_any(), reason = err.reason(), error = %err, "reconcile failed");
     Action::requeue(Duration::from_secs(2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ns(annotation: Option<&str>) -> Namespace {
+        let mut ns = Namespace::default();
+        ns.metadata.name = Some("shop".into());
+        ns.metadata.annotations = annotation.map(|v| {
+            [(
+                palisade_crds::keys::TRUSTED_PROXIES_ANNOTATION.to_owned(),
+                v.to_owned(),
+            )]
+            .into()
+        });
+        ns
+    }
+
+    #[test]
+    fn trusted_proxies_come_from_the_namespace_annotation() {
+        assert_eq!(trusted_proxies(&ns(None)), None);
+        let t = trusted_proxies(&ns(Some("10.0.0.0/8, 192.168.1.7"))).expect("parsed");
+        assert_eq!(t.to_string(), "10.0.0.0/8,192.168.1.7/32");
+        // Empty: trust no one (not the flag).
+        assert_eq!(
+            trusted_proxies(&ns(Some(""))),
+            Some(palisade_policy::TrustedProxies::default())
+        );
+        // A typo never widens the trust: ignored, the flag stays in force.
+        assert_eq!(trusted_proxies(&ns(Some("10.0.0.0/8,ingress"))), None);
+    }
 }

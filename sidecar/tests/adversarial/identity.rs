@@ -10,7 +10,7 @@
 use http::HeaderValue;
 use palisade_policy::{ActionSpec, PathMatch};
 
-use crate::support::bundle::{allow, deny, when, write};
+use crate::support::bundle::{allow, deny, when, write, write_raw};
 use crate::support::*;
 
 /// A sidecar enforcing `actions`, trusting the loopback client as a proxy or not.
@@ -440,4 +440,55 @@ async fn unverified_claims_need_an_explicit_mode_that_says_so() {
     );
     off.shutdown().await;
     unverified.shutdown().await;
+}
+
+// ---- The namespace's trusted proxies, carried in the bundle, replace the flag ----
+
+/// Writes a bundle of `actions` whose namespace trusts `trusted` (None: no annotation).
+fn write_with_trust(
+    dir: &std::path::Path,
+    actions: Vec<ActionSpec>,
+    trusted: Option<&str>,
+) -> String {
+    let inputs = palisade_policy::Inputs {
+        generation: 1,
+        actions,
+        trusted_proxies: trusted.map(|t| palisade_policy::TrustedProxies::parse(t).unwrap()),
+        ..Default::default()
+    };
+    let out = palisade_policy::compile(&inputs, jiff::Timestamp::now());
+    let encoded = palisade_policy::encode(&out.bundle).unwrap();
+    let manifest = encoded.manifest.to_json();
+    write_raw(dir, &manifest, &encoded.shards);
+    encoded.manifest.bundle_hash
+}
+
+#[tokio::test]
+async fn the_namespace_annotation_replaces_the_trusted_proxies_flag() {
+    let deny_range = || {
+        vec![deny(
+            "bad-range",
+            when(|c| c.ip_ranges = vec!["192.0.2.0/24".into()]),
+        )]
+    };
+    for (flag, namespace, trusted) in [
+        (None, Some("127.0.0.0/8"), true),
+        (Some("127.0.0.0/8"), Some(""), false),
+        (Some("127.0.0.0/8"), Some("10.0.0.0/8"), false),
+        (Some("127.0.0.0/8"), None, true),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let hash = write_with_trust(dir.path(), deny_range(), namespace);
+        let path = dir.path().to_str().unwrap().to_owned();
+        let mut args = vec!["--bundle-path", &path, "--bundle-poll", "20ms"];
+        if let Some(f) = flag {
+            args.extend(["--trusted-proxies", f]);
+        }
+        let sc = sidecar(echo_app().await, &args).await;
+        wait_for_bundle(&sc, &hash).await;
+        let want = if trusted { 403 } else { 200 };
+        let (status, _) = get_xff(sc.proxy_addr, b"192.0.2.7").await;
+        assert_eq!(status, want, "flag {flag:?}, namespace {namespace:?}");
+        sc.shutdown().await;
+    }
 }
