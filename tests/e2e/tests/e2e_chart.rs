@@ -172,6 +172,8 @@ fn values_schema_rejects_unknown_keys_and_bad_values() {
     for (set, what) in [
         ("replicas=3", "replicas"),
         ("sidecar.trustedHops=99", "trustedHops"),
+        ("sidecar.trustedProxies={ingress}", "trustedProxies"),
+        ("sidecar.identity.jwtUnverified=yes", "jwtUnverified"),
         ("webhook.failurePolicy=Sometimes", "failurePolicy"),
         ("webhook.certSource=vault", "certSource"),
         ("logFormat=xml", "logFormat"),
