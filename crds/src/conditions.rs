@@ -16,6 +16,12 @@ pub const READY: &str = "Ready";
 pub const PAUSED: &str = "Paused";
 /// Condition type: the action's `ttl` or `expireTime` has passed.
 pub const EXPIRED: &str = "Expired";
+/// Condition type, on actions with `developers`, `developerApps` or `apiProducts` conditions
+/// only: whether the JWT claims those conditions may match come from verified tokens. `False`
+/// (reason `ClaimsUnverified`) when the operator injects sidecars with
+/// `--sidecar-jwt-unverified` and JWT claims configured: a client can then claim any
+/// developer, app or product with a token it made itself.
+pub const CLAIMS_VERIFIED: &str = "ClaimsVerified";
 
 /// The maximum number of conditions on one object.
 pub const MAX_CONDITIONS: usize = 8;

@@ -239,10 +239,20 @@ async fn write_status(
         .map(|t| t.0)
         .unwrap_or_default();
     let current = a.status.as_ref();
+    let identity = &ctx.args.injector.identity;
+    let unverified_claims = identity.sidecar_jwt_unverified
+        && [
+            &identity.sidecar_developer_claim,
+            &identity.sidecar_app_claim,
+            &identity.sidecar_product_claim,
+        ]
+        .iter()
+        .any(|c| !c.is_empty());
     let want = status::desired(
         current,
         verdict,
         selects_pods,
+        status::claims_verified(a.spec.conditions.as_ref(), unverified_claims),
         a.spec.verb(),
         a.spec.expires_at(created),
         a.metadata.generation,

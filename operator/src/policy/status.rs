@@ -4,13 +4,35 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use palisade_crds::action::{ActionState, SecurityActionStatus};
-use palisade_crds::conditions::{EXPIRED, PAUSED, READY, condition, set_condition};
+use palisade_crds::conditions::{
+    CLAIMS_VERIFIED, EXPIRED, PAUSED, READY, condition, set_condition,
+};
 use palisade_policy::ActionStatus;
 
 /// Message of an action whose `targets.workloadSelector` selects no pod with the sidecar.
 pub const NO_SELECTED_PODS: &str = "the action is in the policy bundle, but \
     targets.workloadSelector selects no pod with the Palisade sidecar in this namespace, so \
     nothing enforces it; check the selector against the pods' labels";
+
+/// Message of an action with identity conditions while injected sidecars read JWT claims
+/// without verifying them.
+pub const CLAIMS_UNVERIFIED: &str = "developers, developerApps or apiProducts may match JWT \
+    claims, and the operator injects sidecars with --sidecar-jwt-unverified: they read claims \
+    without checking the signature, so a client can claim any of them with a token it made; \
+    give the sidecars a JWKS (--sidecar-jwks-volume) or use this only behind a gateway that \
+    verifies tokens";
+
+/// `ClaimsVerified` of an action: `None` for an action without developer, app or product
+/// conditions (no such condition), else whether the claims it may match are verified.
+pub fn claims_verified(
+    c: Option<&palisade_crds::matching::MatchConditions>,
+    sidecars_read_unverified_claims: bool,
+) -> Option<bool> {
+    let uses_identity = c.is_some_and(|c| {
+        !(c.developers.is_empty() && c.developer_apps.is_empty() && c.api_products.is_empty())
+    });
+    uses_identity.then_some(!sidecars_read_unverified_claims)
+}
 
 /// Whether `selector` (absent: every workload) selects any of the injected pods, given by
 /// their labels. An action without a selector counts as selecting: it applies to every
@@ -24,12 +46,14 @@ pub fn selects_any<'a>(
 
 /// The status an action should have: `current` updated with the compile verdict `verdict`;
 /// an active action whose workload selector selects no injected pod (`selects_pods` false)
-/// is `Unenforced`, not Ready. Timestamps only move on transitions, so the result is stable
-/// across reconciles.
+/// is `Unenforced`, not Ready; `claims_verified` is [`claims_verified`]'s answer. Timestamps
+/// only move on transitions, so the result is stable across reconciles.
+#[allow(clippy::too_many_arguments)]
 pub fn desired(
     current: Option<&SecurityActionStatus>,
     verdict: &ActionStatus,
     selects_pods: bool,
+    claims_verified: Option<bool>,
     verb: Option<palisade_crds::action::Verb>,
     expire_time: Option<jiff::Timestamp>,
     generation: Option<i64>,
@@ -117,6 +141,17 @@ pub fn desired(
         ),
         now,
     );
+    match claims_verified {
+        None => s.conditions.retain(|c| c.type_ != CLAIMS_VERIFIED),
+        Some(verified) => {
+            let (reason, msg) = match verified {
+                true => ("ClaimsVerified", ""),
+                false => ("ClaimsUnverified", CLAIMS_UNVERIFIED),
+            };
+            let c = condition(CLAIMS_VERIFIED, verified, reason, msg, generation);
+            set_condition(&mut s.conditions, c, now);
+        }
+    }
     s
 }
 
@@ -231,6 +266,7 @@ mod tests {
             true,
             None,
             None,
+            None,
             Some(1),
             t(10),
         );
@@ -238,6 +274,7 @@ mod tests {
             Some(&first),
             &ActionStatus::Active,
             true,
+            None,
             None,
             None,
             Some(1),
@@ -255,6 +292,7 @@ mod tests {
             true,
             None,
             None,
+            None,
             Some(1),
             t(10),
         );
@@ -262,6 +300,7 @@ mod tests {
             Some(&active),
             &ActionStatus::Paused { by_namespace: true },
             true,
+            None,
             None,
             None,
             Some(1),
@@ -305,6 +344,7 @@ mod tests {
             false,
             None,
             None,
+            None,
             Some(1),
             t(10),
         );
@@ -329,6 +369,7 @@ mod tests {
             true,
             None,
             None,
+            None,
             Some(1),
             t(20),
         );
@@ -336,7 +377,7 @@ mod tests {
         let paused = ActionStatus::Paused {
             by_namespace: false,
         };
-        let paused = desired(None, &paused, false, None, None, Some(1), t(30));
+        let paused = desired(None, &paused, false, None, None, None, Some(1), t(30));
         assert_eq!(
             paused.state,
             Some(ActionState::Paused),
@@ -396,5 +437,47 @@ mod tests {
             Some("Expired")
         );
         assert_eq!(transition_event(Some(ActionState::Expired), &expired), None);
+    }
+
+    #[test]
+    fn identity_conditions_are_named_unverified_while_sidecars_read_unverified_claims() {
+        use palisade_crds::matching::MatchConditions;
+        let by_developer = MatchConditions {
+            developers: vec!["mallory".into()],
+            ..Default::default()
+        };
+        let by_ua = MatchConditions::default();
+        assert_eq!(claims_verified(Some(&by_developer), true), Some(false));
+        assert_eq!(claims_verified(Some(&by_developer), false), Some(true));
+        assert_eq!(claims_verified(Some(&by_ua), true), None);
+        assert_eq!(claims_verified(None, true), None);
+        let status = |current, verified| {
+            desired(
+                current,
+                &ActionStatus::Active,
+                true,
+                verified,
+                None,
+                None,
+                Some(1),
+                t(10),
+            )
+        };
+        let unverified = status(None, Some(false));
+        let c = palisade_crds::conditions::find(&unverified.conditions, CLAIMS_VERIFIED)
+            .expect("ClaimsVerified");
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str(), c.message.as_str()),
+            ("False", "ClaimsUnverified", CLAIMS_UNVERIFIED)
+        );
+        // Still Active: the action is enforced, only what it matches is weaker.
+        assert_eq!(unverified.state, Some(ActionState::Active));
+        let verified = status(Some(&unverified), Some(true));
+        let c = palisade_crds::conditions::find(&verified.conditions, CLAIMS_VERIFIED)
+            .expect("ClaimsVerified");
+        assert_eq!(c.status, "True");
+        // The identity conditions removed: no condition left behind.
+        let gone = status(Some(&unverified), None);
+        assert!(palisade_crds::conditions::find(&gone.conditions, CLAIMS_VERIFIED).is_none());
     }
 }
