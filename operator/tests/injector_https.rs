@@ -28,7 +28,7 @@ use base64::Engine as _;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use injector::certs::{self, CertBundle, Plan};
-use injector::config::{InjectConfig, PullPolicy};
+use injector::config::{EscapedSlashes, InjectConfig, PullPolicy};
 use injector::server::{self, CertStore};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -54,6 +54,9 @@ fn cfg() -> InjectConfig {
         collector_ca: None,
         debug_headers: false,
         identity: vec![],
+        jwks: None,
+        escaped_slashes: EscapedSlashes::Reject,
+        forward_original_path: false,
         geoip: None,
     }
 }

@@ -164,6 +164,9 @@ mod tests {
             collector_ca: None,
             debug_headers: false,
             identity: vec![],
+            jwks: None,
+            escaped_slashes: crate::injector::config::EscapedSlashes::Reject,
+            forward_original_path: false,
             geoip: None,
         }
     }

@@ -1,7 +1,7 @@
 //! The injector's flags (flattened into the operator's `Args`) and the [`InjectConfig`] the
 //! pure patch function reads: sidecar image, resources, ports, trusted hops, fail mode,
-//! client identification (headers, JWT claims), the GeoIP volume, debug headers, and where the
-//! webhook and its certificate live.
+//! client identification (headers, JWT claims), JWT verification (the JWKS volume), path
+//! handling, the GeoIP volume, debug headers, and where the webhook and its certificate live.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -9,8 +9,12 @@ use std::time::Duration;
 use clap::ValueEnum;
 use palisade_policy::cli::parse_duration;
 
+pub use self::jwt::{Jwks, JwtArgs};
+pub use self::path::{EscapedSlashes, PathArgs};
 pub use self::sidecar::{GeoIp, GeoIpArgs, IdentityArgs};
 
+mod jwt;
+mod path;
 mod sidecar;
 
 /// Name of the injected container.
@@ -42,6 +46,8 @@ pub const TOKEN_SECONDS: u32 = 3600;
 pub const BUNDLE_DIR: &str = "/etc/palisade/bundle";
 /// Where the GeoIP volume is mounted, read-only.
 pub const GEOIP_DIR: &str = "/etc/palisade/geoip";
+/// Where the JWKS volume is mounted, read-only.
+pub const JWKS_DIR: &str = "/etc/palisade/jwks";
 
 /// Flags of the injector (`--inject-*`, `--webhook-*`, `--sidecar-*`).
 #[derive(Debug, Clone, clap::Args)]
@@ -166,6 +172,10 @@ pub struct InjectorArgs {
     #[command(flatten)]
     pub identity: IdentityArgs,
     #[command(flatten)]
+    pub jwt: JwtArgs,
+    #[command(flatten)]
+    pub paths: PathArgs,
+    #[command(flatten)]
     pub geoip: GeoIpArgs,
 }
 
@@ -236,8 +246,15 @@ pub struct InjectConfig {
     pub collector_ca: Option<String>,
     /// `palisade-decision` response headers.
     pub debug_headers: bool,
-    /// Client identification, as the sidecar's environment: `(PALISADE_…, value)`.
+    /// Client identification and JWT verification settings, as the sidecar's environment:
+    /// `(PALISADE_…, value)`.
     pub identity: Vec<(String, String)>,
+    /// The JWKS volume, if any (`PALISADE_JWKS_PATH` points into it).
+    pub jwks: Option<Jwks>,
+    /// What the sidecar does with escaped slashes in a path.
+    pub escaped_slashes: EscapedSlashes,
+    /// Forward the path as sent instead of the normalised one.
+    pub forward_original_path: bool,
     /// The GeoIP volume, if any.
     pub geoip: Option<GeoIp>,
 }
@@ -269,7 +286,16 @@ impl InjectorArgs {
             collector_addr: self.collector_addr.clone(),
             collector_ca: None,
             debug_headers: self.sidecar_debug_headers,
-            identity: self.identity.env(),
+            identity: self
+                .identity
+                .env()
+                .into_iter()
+                .chain(self.jwt.env())
+                .collect(),
+            // validate() has rejected a bad source before the injector starts.
+            jwks: self.jwt.parse().ok().flatten(),
+            escaped_slashes: self.paths.sidecar_escaped_slashes,
+            forward_original_path: self.paths.sidecar_forward_original_path,
             // validate() has rejected a bad source before the injector starts.
             geoip: self.geoip.parse().ok().flatten(),
         }
@@ -304,6 +330,7 @@ impl InjectorArgs {
             ));
         }
         self.identity.validate()?;
+        self.jwt.validate(self.identity.sidecar_jwt_unverified)?;
         self.geoip.parse().map(drop)
     }
 }

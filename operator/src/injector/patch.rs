@@ -10,9 +10,9 @@ use json_patch::{AddOperation, PatchOperation, ReplaceOperation};
 use serde_json::{Value, json};
 
 use super::config::{
-    API_CA_FILE, API_TOKEN_FILE, BUNDLE_DIR, GEOIP_DIR, INJECT_LABEL, INJECTED_ANNOTATION,
-    INJECTED_LABEL, InjectConfig, LABELS_FILE, REPORT_TOKEN_FILE, SIDECAR_NAME, TOKEN_AUDIENCE,
-    TOKEN_DIR, TOKEN_SECONDS,
+    API_CA_FILE, API_TOKEN_FILE, BUNDLE_DIR, EscapedSlashes, GEOIP_DIR, INJECT_LABEL,
+    INJECTED_ANNOTATION, INJECTED_LABEL, InjectConfig, JWKS_DIR, LABELS_FILE, REPORT_TOKEN_FILE,
+    SIDECAR_NAME, TOKEN_AUDIENCE, TOKEN_DIR, TOKEN_SECONDS,
 };
 
 /// Name of the sidecar's admin port (probes use it).
@@ -20,6 +20,7 @@ pub const ADMIN_PORT_NAME: &str = "palisade-admin";
 const TOKEN_VOLUME: &str = "palisade-token";
 const BUNDLE_VOLUME: &str = "palisade-bundle";
 const GEOIP_VOLUME: &str = "palisade-geoip";
+const JWKS_VOLUME: &str = "palisade-jwks";
 const PROBE_KINDS: [&str; 3] = ["livenessProbe", "readinessProbe", "startupProbe"];
 const HOOK_KINDS: [&str; 2] = ["postStart", "preStop"];
 const HANDLERS: [&str; 2] = ["httpGet", "tcpSocket"];
@@ -297,10 +298,16 @@ fn volume_ops(spec: &Value, cfg: &InjectConfig) -> Vec<PatchOperation> {
         "configMap": { "name": cfg.bundle_configmap, "optional": true }
     });
     let mut ours = vec![token, bundle];
-    if let Some(g) = &cfg.geoip {
-        let mut volume = g.source.clone();
-        volume.insert("name".into(), json!(GEOIP_VOLUME));
-        ours.push(Value::Object(volume));
+    let sources = [
+        (GEOIP_VOLUME, cfg.geoip.as_ref().map(|g| &g.source)),
+        (JWKS_VOLUME, cfg.jwks.as_ref().map(|j| &j.source)),
+    ];
+    for (name, source) in sources {
+        if let Some(source) = source {
+            let mut volume = source.clone();
+            volume.insert("name".into(), json!(name));
+            ours.push(Value::Object(volume));
+        }
     }
     match spec["volumes"].as_array() {
         Some(_) => ours
@@ -329,8 +336,26 @@ fn identify_env(cfg: &InjectConfig) -> Vec<Value> {
             }
         }
     }
+    if let Some(j) = &cfg.jwks {
+        env.push(
+            json!({ "name": "PALISADE_JWKS_PATH", "value": format!("{JWKS_DIR}/{}", j.file) }),
+        );
+    }
     if cfg.debug_headers {
         env.push(json!({ "name": "PALISADE_DEBUG_HEADERS", "value": "true" }));
+    }
+    env
+}
+
+/// Path settings, only where they differ from the sidecar's defaults.
+fn path_env(cfg: &InjectConfig) -> Vec<Value> {
+    let mut env = vec![];
+    if cfg.escaped_slashes != EscapedSlashes::Reject {
+        env.push(json!({ "name": "PALISADE_ESCAPED_SLASHES",
+            "value": cfg.escaped_slashes.as_str() }));
+    }
+    if cfg.forward_original_path {
+        env.push(json!({ "name": "PALISADE_FORWARD_ORIGINAL_PATH", "value": "true" }));
     }
     env
 }
@@ -366,12 +391,16 @@ fn sidecar_container(cfg: &InjectConfig, t: &Takeover) -> Value {
         }
     }
     env.extend(identify_env(cfg));
+    env.extend(path_env(cfg));
     let mut mounts = vec![
         json!({ "name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": true }),
         json!({ "name": BUNDLE_VOLUME, "mountPath": BUNDLE_DIR, "readOnly": true }),
     ];
     if cfg.geoip.is_some() {
         mounts.push(json!({ "name": GEOIP_VOLUME, "mountPath": GEOIP_DIR, "readOnly": true }));
+    }
+    if cfg.jwks.is_some() {
+        mounts.push(json!({ "name": JWKS_VOLUME, "mountPath": JWKS_DIR, "readOnly": true }));
     }
     let map = |pairs: &[(String, String)]| -> serde_json::Map<String, Value> {
         pairs.iter().map(|(k, v)| (k.clone(), json!(v))).collect()

@@ -183,6 +183,14 @@ fn values_schema_rejects_unknown_keys_and_bad_values() {
             "sidecar.identity.methodOverrideHeaders={X Override}",
             "methodOverrideHeaders",
         ),
+        ("sidecar.jwt.jwksFile=../token", "jwksFile"),
+        ("sidecar.jwt.algorithms={RS256,HS256}", "algorithms"),
+        ("sidecar.jwt.jwksSecret=Keys", "jwksSecret"),
+        ("sidecar.paths.escapedSlashes=allow", "escapedSlashes"),
+        (
+            "sidecar.paths.forwardOriginalPath=yes",
+            "forwardOriginalPath",
+        ),
         ("sidecar.geoip.asnFile=../GeoLite2-ASN.mmdb", "asnFile"),
         ("sidecar.geoip.hostPath=var/lib/geoip", "hostPath"),
         ("collector.service.clusterIP=collector.local", "clusterIP"),
@@ -194,6 +202,15 @@ fn values_schema_rejects_unknown_keys_and_bad_values() {
         (
             "sidecar.geoip.enabled=true,sidecar.geoip.configMap=g,sidecar.geoip.hostPath=/g",
             "(2 set)",
+        ),
+        // Two key sets, or a key set with unverified claims: the operator would refuse both.
+        (
+            "sidecar.jwt.jwksSecret=jwks,sidecar.jwt.jwksConfigMap=jwks",
+            "sidecar.jwt",
+        ),
+        (
+            "sidecar.jwt.jwksConfigMap=jwks,sidecar.identity.jwtUnverified=true",
+            "choose one",
         ),
     ] {
         let err = render(cp, "palisade", "palisade-system", &["--set", set])

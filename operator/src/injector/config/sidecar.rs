@@ -70,8 +70,8 @@ pub struct IdentityArgs {
     pub sidecar_trusted_proxies: String,
     /// Injected sidecars read JWT claims WITHOUT verifying the signature (only behind a gateway
     /// that verifies tokens; the sidecars warn about it and name it in their metrics).
-    /// Without it, claims configured below are never read by injected sidecars (no JWKS volume
-    /// is mounted by the injector yet).
+    /// Without it, claims configured below are read only from tokens verified against
+    /// --sidecar-jwks-volume (refused together with it).
     #[arg(long, env = "PALISADE_SIDECAR_JWT_UNVERIFIED")]
     pub sidecar_jwt_unverified: bool,
     /// JWT claim of the Bearer token naming the developer (empty: none).
@@ -247,20 +247,7 @@ impl GeoIpArgs {
         if text.is_empty() {
             return Ok(None);
         }
-        let example = r#"{"configMap":{"name":"geoip"}}"#;
-        let Ok(Value::Object(source)) = serde_json::from_str::<Value>(text) else {
-            return Err(format!(
-                "--sidecar-geoip-volume `{text}` is not a JSON object; give a volume source \
-                 like {example}"
-            ));
-        };
-        let keys: Vec<&String> = source.keys().collect();
-        if keys.len() != 1 || keys[0] == "name" || !source[keys[0].as_str()].is_object() {
-            return Err(format!(
-                "--sidecar-geoip-volume must hold exactly one volume source (found keys \
-                 {keys:?}), without a name, like {example}"
-            ));
-        }
+        let source = volume_source("--sidecar-geoip-volume", text, "geoip")?;
         for (flag, file) in [
             (
                 "--sidecar-geoip-country-file",
@@ -268,11 +255,7 @@ impl GeoIpArgs {
             ),
             ("--sidecar-geoip-asn-file", &self.sidecar_geoip_asn_file),
         ] {
-            if file.starts_with('/') || file.split('/').any(|p| p == "..") {
-                return Err(format!(
-                    "{flag} `{file}` must be a path inside the volume (relative, without ..)"
-                ));
-            }
+            file_inside(flag, file)?;
         }
         if self.sidecar_geoip_country_file.is_empty() && self.sidecar_geoip_asn_file.is_empty() {
             return Err(
@@ -287,6 +270,39 @@ impl GeoIpArgs {
             asn_file: self.sidecar_geoip_asn_file.clone(),
         }))
     }
+}
+
+/// A volume source given as JSON to `flag` (`{"configMap": {…}}`…): one key, an object, no
+/// `name` (the injector names the volume); `example` names the ConfigMap of the example.
+pub(super) fn volume_source(
+    flag: &str,
+    text: &str,
+    example: &str,
+) -> Result<Map<String, Value>, String> {
+    let example = format!(r#"{{"configMap":{{"name":"{example}"}}}}"#);
+    let Ok(Value::Object(source)) = serde_json::from_str::<Value>(text) else {
+        return Err(format!(
+            "{flag} `{text}` is not a JSON object; give a volume source like {example}"
+        ));
+    };
+    let keys: Vec<&String> = source.keys().collect();
+    if keys.len() != 1 || keys[0] == "name" || !source[keys[0].as_str()].is_object() {
+        return Err(format!(
+            "{flag} must hold exactly one volume source (found keys {keys:?}), without a \
+             name, like {example}"
+        ));
+    }
+    Ok(source)
+}
+
+/// A file named by `flag` must stay inside its volume: relative, without `..`.
+pub(super) fn file_inside(flag: &str, file: &str) -> Result<(), String> {
+    if file.starts_with('/') || file.split('/').any(|p| p == "..") {
+        return Err(format!(
+            "{flag} `{file}` must be a path inside the volume (relative, without ..)"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -335,12 +351,16 @@ mod tests {
                 ("PALISADE_APP_CLAIM", ""),
                 ("PALISADE_PRODUCT_CLAIM", ""),
                 ("PALISADE_TRUSTED_PROXIES", ""),
+                ("PALISADE_JWT_ALGORITHMS", "RS256,ES256"),
+                ("PALISADE_JWT_ISSUER", ""),
+                ("PALISADE_JWT_AUDIENCE", ""),
             ]
         );
+        assert!(c.jwks.is_none());
         let c = config(&["--sidecar-jwt-unverified"]).expect("unverified");
-        assert_eq!(
-            c.identity.last(),
-            Some(&("PALISADE_JWT_UNVERIFIED".into(), "true".into()))
+        assert!(
+            c.identity
+                .contains(&("PALISADE_JWT_UNVERIFIED".into(), "true".into()))
         );
         let c = config(&["--sidecar-trusted-proxies", "10.0.0.0/8, 192.168.1.7"]).expect("cidrs");
         assert!(c.identity.contains(&(

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::injector::config::PullPolicy;
+use crate::injector::config::{EscapedSlashes, Jwks, PullPolicy};
 
 const CASES: [&str; 10] = [
     "plain",
@@ -53,13 +53,18 @@ fn cfg() -> InjectConfig {
             ("PALISADE_API_KEY_HEADER".into(), "x-api-key".into()),
             ("PALISADE_DEVELOPER_CLAIM".into(), String::new()),
         ],
+        jwks: None,
+        escaped_slashes: EscapedSlashes::Reject,
+        forward_original_path: false,
         geoip: None,
     }
 }
 
-/// GeoIP volume (a ConfigMap), JWT claims, custom headers and debug headers.
+/// GeoIP volume (a ConfigMap), JWKS volume (a Secret), JWT claims, custom headers, path
+/// settings and debug headers.
 fn full_cfg() -> InjectConfig {
     let source = json!({"configMap": {"name": "geoip", "optional": true}});
+    let jwks = json!({"secret": {"secretName": "jwks"}});
     InjectConfig {
         image_pull_policy: PullPolicy::Never,
         debug_headers: true,
@@ -68,7 +73,14 @@ fn full_cfg() -> InjectConfig {
             ("PALISADE_API_KEY_QUERY".into(), String::new()),
             ("PALISADE_DEVELOPER_CLAIM".into(), "sub".into()),
             ("PALISADE_APP_CLAIM".into(), "azp".into()),
+            ("PALISADE_JWT_ISSUER".into(), "https://idp.example".into()),
         ],
+        jwks: Some(Jwks {
+            source: jwks.as_object().expect("object").clone(),
+            file: "keys/jwks.json".into(),
+        }),
+        escaped_slashes: EscapedSlashes::Unescape,
+        forward_original_path: true,
         geoip: Some(crate::injector::config::GeoIp {
             source: source.as_object().expect("object").clone(),
             country_file: "GeoIP2-City.mmdb".into(),
@@ -459,12 +471,107 @@ fn geoip_is_mounted_read_only_and_named_to_the_sidecar() {
 }
 
 #[test]
+fn jwks_is_mounted_read_only_in_the_sidecar_only_and_named_to_it() {
+    let mut doc = pod("init-containers");
+    let ops = mutate(&doc, &full_cfg()).expect("injected");
+    json_patch::patch(&mut doc, &ops).expect("applies");
+    let vol = doc["spec"]["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == "palisade-jwks")
+        .cloned()
+        .expect("the JWKS volume");
+    assert_eq!(
+        vol,
+        json!({"name": "palisade-jwks", "secret": {"secretName": "jwks"}})
+    );
+    let s = &doc["spec"]["initContainers"][0];
+    assert_eq!(s["name"], SIDECAR_NAME);
+    let mount = s["volumeMounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .find(|m| m["name"] == "palisade-jwks")
+        .cloned()
+        .expect("the JWKS mount");
+    assert_eq!(
+        mount,
+        json!({"name": "palisade-jwks", "mountPath": JWKS_DIR, "readOnly": true})
+    );
+    let env = s["env"].as_array().expect("env");
+    let value = |name: &str| {
+        env.iter()
+            .find(|e| e["name"] == name)
+            .map(|e| e["value"].clone())
+    };
+    assert_eq!(
+        value("PALISADE_JWKS_PATH"),
+        Some(json!("/etc/palisade/jwks/keys/jwks.json"))
+    );
+    assert_eq!(
+        value("PALISADE_JWT_ISSUER"),
+        Some(json!("https://idp.example"))
+    );
+    // The key set is the sidecar's business: no app container sees it.
+    let others = doc["spec"]["initContainers"]
+        .as_array()
+        .expect("init")
+        .iter()
+        .skip(1)
+        .chain(doc["spec"]["containers"].as_array().expect("containers"));
+    for c in others {
+        assert!(!c.to_string().contains("palisade-jwks"), "{c}");
+    }
+}
+
+#[test]
+fn path_settings_reach_the_sidecar_env_only_when_not_the_default() {
+    let env_of = |cfg: &InjectConfig| {
+        let mut doc = pod("plain");
+        let ops = mutate(&doc, cfg).expect("injected");
+        json_patch::patch(&mut doc, &ops).expect("applies");
+        doc["spec"]["initContainers"][0]["env"].clone()
+    };
+    let value = |env: &Value, name: &str| {
+        env.as_array()
+            .expect("env")
+            .iter()
+            .find(|e| e["name"] == name)
+            .map(|e| e["value"].clone())
+    };
+    let full = env_of(&full_cfg());
+    assert_eq!(
+        value(&full, "PALISADE_ESCAPED_SLASHES"),
+        Some(json!("unescape"))
+    );
+    assert_eq!(
+        value(&full, "PALISADE_FORWARD_ORIGINAL_PATH"),
+        Some(json!("true"))
+    );
+    let keep = env_of(&InjectConfig {
+        escaped_slashes: EscapedSlashes::Keep,
+        ..cfg()
+    });
+    assert_eq!(
+        value(&keep, "PALISADE_ESCAPED_SLASHES"),
+        Some(json!("keep"))
+    );
+    assert_eq!(value(&keep, "PALISADE_FORWARD_ORIGINAL_PATH"), None);
+    let plain = env_of(&cfg());
+    assert_eq!(value(&plain, "PALISADE_ESCAPED_SLASHES"), None);
+    assert_eq!(value(&plain, "PALISADE_FORWARD_ORIGINAL_PATH"), None);
+}
+
+#[test]
 fn without_geoip_or_debug_nothing_extra_is_added() {
     let doc = applied("plain");
     let s = &doc["spec"]["initContainers"][0];
     let text = s.to_string();
     for absent in [
         "palisade-geoip",
+        "palisade-jwks",
+        "PALISADE_JWKS_PATH",
         "PALISADE_GEOIP_DB",
         "PALISADE_ASN_DB",
         "PALISADE_DEBUG_HEADERS",
