@@ -201,12 +201,16 @@ impl Reader {
             c.methods.push(Method::GET);
         }
         let mut overrides = Distinct::default();
-        for name in &self.override_headers {
-            for v in h.get_all(name) {
-                v.as_bytes()
-                    .split(|b| *b == b',')
-                    .filter_map(method_token)
-                    .for_each(|m| overrides.push(m));
+        if !self.override_headers.is_empty() {
+            // One pass over the request's few headers instead of a hash lookup per configured
+            // name (most requests carry none of them).
+            for (name, v) in h {
+                if self.override_headers.contains(name) {
+                    v.as_bytes()
+                        .split(|b| *b == b',')
+                        .filter_map(method_token)
+                        .for_each(|m| overrides.push(m));
+                }
             }
         }
         let mut query_token = false;

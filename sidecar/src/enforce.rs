@@ -89,7 +89,8 @@ pub fn enforce(
                 if let (Ok(n), Ok(v)) = (
                     HeaderName::from_bytes(name.as_bytes()),
                     HeaderValue::from_str(value),
-                ) {
+                ) && crate::forward::may_be_added(&n)
+                {
                     parts.headers.append(n, v);
                 }
             }

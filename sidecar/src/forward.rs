@@ -240,9 +240,10 @@ impl Forwarder {
             *req.uri_mut() = path().map_or(Uri::from_static("/"), Uri::from);
         }
         *req.version_mut() = Version::HTTP_11;
-        let headers = req.headers_mut();
-        strip_hop_by_hop(headers);
-        append_forwarded(headers, peer);
+        // No hop-by-hop header is left to strip: the client's went in `sanitize` before the
+        // request was read, a WebSocket handshake's `Connection`/`Upgrade` are set again by
+        // `forward_upgrade`, and `enforce` never adds one (see [`may_be_added`]).
+        append_forwarded(req.headers_mut(), peer);
         Ok(())
     }
 
@@ -368,6 +369,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
+}
+
+/// Whether the sidecar may add a header of this name to a forwarded request: never a
+/// hop-by-hop header, `Host` or `Content-Length` (the API server refuses such flag names;
+/// this holds for any bundle).
+pub fn may_be_added(name: &HeaderName) -> bool {
+    !(HOP_BY_HOP.contains(name) || name == header::HOST || name == header::CONTENT_LENGTH)
 }
 
 /// Appends the peer to `X-Forwarded-For` and `http` to `X-Forwarded-Proto`.

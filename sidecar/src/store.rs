@@ -265,6 +265,8 @@ fn flag_names(bundle: &palisade_policy::Bundle) -> Vec<http::HeaderName> {
         })
         .flatten()
         .filter_map(|h| http::HeaderName::from_bytes(h.name.as_bytes()).ok())
+        // A name the sidecar never adds (hop-by-hop, Host, Content-Length) is not a flag.
+        .filter(crate::forward::may_be_added)
         .collect();
     names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
     names.dedup();

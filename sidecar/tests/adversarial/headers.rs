@@ -81,6 +81,49 @@ async fn connection_cannot_remove_a_flag_the_sidecar_adds() {
     }
 }
 
+/// The API server refuses flag header names the proxy manages (`connection`, `host`, ...);
+/// a bundle that carries one anyway (written by hand, or by an older operator) adds only its
+/// other headers: the sidecar never forwards a hop-by-hop header, `Host` or `Content-Length`
+/// it made up, so a flag cannot frame the request differently for the application.
+#[tokio::test]
+async fn a_bundle_cannot_make_the_sidecar_add_a_hop_by_hop_header() {
+    let managed = [
+        ("connection", "x-forwarded-for"),
+        ("transfer-encoding", "chunked"),
+        ("content-length", "5"),
+        ("host", "evil.example"),
+        ("upgrade", "websocket"),
+        ("te", "trailers"),
+        ("keep-alive", "timeout=1"),
+        ("x-palisade-flag", "kept"),
+    ];
+    let headers = managed
+        .iter()
+        .map(|(name, value)| palisade_policy::Header {
+            name: (*name).to_owned(),
+            value: (*value).to_owned(),
+        })
+        .collect();
+    let mut action = flag("managed", prefix("/"));
+    action.verb = palisade_policy::Verb::Flag { headers };
+    let e = env(vec![action], &[]).await;
+    let app = seen(e.sc.proxy_addr, "/", &[]).await;
+    assert_eq!(app["x-palisade-flag"], serde_json::json!(["kept"]), "{app}");
+    assert!(app.get("connection").is_none(), "{app}");
+    assert!(app.get("transfer-encoding").is_none(), "{app}");
+    assert!(app.get("upgrade").is_none(), "{app}");
+    assert!(app.get("te").is_none(), "{app}");
+    assert!(app.get("keep-alive").is_none(), "{app}");
+    assert_ne!(app["host"], serde_json::json!(["evil.example"]), "{app}");
+    assert_ne!(app["content-length"], serde_json::json!(["5"]), "{app}");
+    // The sidecar's own X-Forwarded-For was not named away by the made-up Connection.
+    assert_eq!(
+        app["x-forwarded-for"],
+        serde_json::json!(["127.0.0.1"]),
+        "{app}"
+    );
+}
+
 #[tokio::test]
 async fn a_client_cannot_forge_a_flag_or_any_reserved_header() {
     let actions = vec![
