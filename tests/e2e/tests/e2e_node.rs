@@ -48,7 +48,9 @@ async fn get_status(ip: &str, port: u16, path: &str) -> Result<u16, String> {
         .ok_or_else(|| format!("no HTTP status from {ip}:{port}: {text:?}"))
 }
 
-fn demo_api(name: &str, labels: &str) -> String {
+/// The demo API as a Deployment and Service; `labels` extends the pod's labels
+/// (`", tier: x"`), `pod_spec` is added to the pod spec (lines indented by six spaces).
+fn demo_api(name: &str, labels: &str, pod_spec: &str) -> String {
     format!(
         "apiVersion: apps/v1
 kind: Deployment
@@ -61,7 +63,7 @@ spec:
       labels: {{app: {name}{labels}}}
     spec:
       enableServiceLinks: false
-      containers:
+{pod_spec}      containers:
         - name: api
           image: {DEMO_IMAGE}
           imagePullPolicy: Never
@@ -143,7 +145,7 @@ async fn a_deployment_runs_on_the_node_and_answers_through_its_service() {
     node.import_binary(DEMO_IMAGE, &workspace_bin("palisade-demo-api"))
         .unwrap_or_else(|e| panic!("{e}"));
     let ns = TempNs::new(cp, "node-plain").await;
-    cp.apply(ns.name(), &demo_api("plain", ""))
+    cp.apply(ns.name(), &demo_api("plain", "", ""))
         .unwrap_or_else(|e| panic!("{e}"));
     wait_ready(cp, ns.name(), "plain").await;
     let ip = cluster_ip(cp, ns.name(), "plain");
@@ -224,10 +226,15 @@ fn install_chart(cp: &ControlPlane) {
 
 /// Waits until `GET /` on port 80 of the ClusterIP `ip` answers `want`.
 async fn wait_http(ip: &str, want: u16, what: &str) {
+    wait_path(ip, "/", want, what).await;
+}
+
+/// Waits until `GET <path>` on port 80 of the ClusterIP `ip` answers `want`.
+async fn wait_path(ip: &str, path: &str, want: u16, what: &str) {
     eventually_within(2, what, || {
         let ip = ip.to_owned();
         async move {
-            match get_status(&ip, 80, "/").await? {
+            match get_status(&ip, 80, path).await? {
                 s if s == want => Ok(()),
                 other => Err(format!("status {other}, want {want}")),
             }
@@ -236,15 +243,8 @@ async fn wait_http(ip: &str, want: u16, what: &str) {
     .await;
 }
 
-#[tokio::test]
-async fn the_chart_operator_injects_the_sidecar_and_a_deny_action_reaches_it_through_the_service() {
-    let test =
-        "the_chart_operator_injects_the_sidecar_and_a_deny_action_reaches_it_through_the_service";
-    let cp = ControlPlane::shared_with_node();
-    let Some(node) = node_or_skip(cp, test) else {
-        return;
-    };
-    let _chart = CHART.lock().await;
+/// Imports the images, installs the chart and waits for its operator to roll out.
+async fn chart_operator(cp: &ControlPlane, node: &palisade_e2e::node::Node) {
     for (image, bin) in [
         (format!("{OPERATOR_IMAGE}:{TAG}"), "palisade-operator"),
         (format!("{SIDECAR_IMAGE}:{TAG}"), "palisade-sidecar"),
@@ -271,9 +271,11 @@ async fn the_chart_operator_injects_the_sidecar_and_a_deny_action_reaches_it_thr
         "the chart rendered no operator Deployment"
     );
     wait_ready(cp, RELEASE_NS, &operator).await;
+}
 
-    // A namespace opted in to injection; its API Deployment gets the native sidecar.
-    let ns = TempNs::new(cp, "node-inject").await;
+/// A namespace opted in to injection.
+async fn injected_ns(cp: &'static ControlPlane, prefix: &str) -> TempNs {
+    let ns = TempNs::new(cp, prefix).await;
     cp.kubectl_ok(&[
         "label",
         "namespace",
@@ -281,7 +283,23 @@ async fn the_chart_operator_injects_the_sidecar_and_a_deny_action_reaches_it_thr
         "palisade.dev/inject=enabled",
     ])
     .unwrap_or_else(|e| panic!("{e}"));
-    cp.apply(ns.name(), &demo_api("api", ""))
+    ns
+}
+
+#[tokio::test]
+async fn the_chart_operator_injects_the_sidecar_and_a_deny_action_reaches_it_through_the_service() {
+    let test =
+        "the_chart_operator_injects_the_sidecar_and_a_deny_action_reaches_it_through_the_service";
+    let cp = ControlPlane::shared_with_node();
+    let Some(node) = node_or_skip(cp, test) else {
+        return;
+    };
+    let _chart = CHART.lock().await;
+    chart_operator(cp, node).await;
+
+    // A namespace opted in to injection; its API Deployment gets the native sidecar.
+    let ns = injected_ns(cp, "node-inject").await;
+    cp.apply(ns.name(), &demo_api("api", "", ""))
         .unwrap_or_else(|e| panic!("{e}"));
     wait_ready(cp, ns.name(), "api").await;
     let pod = cp
@@ -333,6 +351,134 @@ spec:
     ])
     .unwrap_or_else(|e| panic!("{e}"));
     wait_http(&ip, 200, "200 after pausing the deny").await;
+}
+
+/// Issue 17 items 1 and 2 on real pods: a deny scoped by `targets.workloadSelector` applies
+/// in the selected workload only (the injected sidecar reads its pod's labels from the
+/// downward API), also in a pod with `automountServiceAccountToken: false` (the sidecar reads
+/// its bundle with its own projected token); an action selecting no pod reads `Unenforced`.
+#[tokio::test]
+async fn a_workload_scoped_deny_applies_to_the_selected_pods_only_on_the_node() {
+    let test = "a_workload_scoped_deny_applies_to_the_selected_pods_only_on_the_node";
+    let cp = ControlPlane::shared_with_node();
+    let Some(node) = node_or_skip(cp, test) else {
+        return;
+    };
+    let _chart = CHART.lock().await;
+    chart_operator(cp, node).await;
+    let ns = injected_ns(cp, "node-scope").await;
+    let no_token = "      automountServiceAccountToken: false\n";
+    let apis = demo_api("internal", ", tier: internal", "")
+        + "---\n"
+        + &demo_api("public", ", tier: public", no_token);
+    cp.apply(ns.name(), &apis).unwrap_or_else(|e| panic!("{e}"));
+    wait_ready(cp, ns.name(), "internal").await;
+    wait_ready(cp, ns.name(), "public").await;
+    let automount = cp
+        .kubectl_ok(&[
+            "-n",
+            ns.name(),
+            "get",
+            "pods",
+            "-l",
+            "app=public",
+            "-o",
+            "jsonpath={.items[0].spec.automountServiceAccountToken} {.items[0].spec.initContainers[0].name}",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        automount, "false palisade-sidecar",
+        "the public pod runs the sidecar without the pod's API token"
+    );
+    let internal = cluster_ip(cp, ns.name(), "internal");
+    let public = cluster_ip(cp, ns.name(), "public");
+    wait_http(&internal, 200, "200 from the internal API").await;
+    wait_http(&public, 200, "200 from the public API").await;
+
+    // One deny per workload, distinguishable by status: the public one denies everything,
+    // the internal one only /internal-only (so a 200 on / there is the scope, not a sidecar
+    // that has not loaded the bundle yet).
+    let actions = r#"
+apiVersion: palisade.dev/v1alpha1
+kind: SecurityAction
+metadata: {name: deny-public}
+spec:
+  deny: {status: 403}
+  matchAll: true
+  targets: {workloadSelector: {matchLabels: {tier: public}}}
+---
+apiVersion: palisade.dev/v1alpha1
+kind: SecurityAction
+metadata: {name: deny-internal-path}
+spec:
+  deny: {status: 451}
+  conditions: {paths: [{value: /internal-only}]}
+  targets: {workloadSelector: {matchLabels: {tier: internal}}}
+---
+apiVersion: palisade.dev/v1alpha1
+kind: SecurityAction
+metadata: {name: deny-nobody}
+spec:
+  deny: {status: 403}
+  matchAll: true
+  targets: {workloadSelector: {matchLabels: {tier: nobody}}}
+"#;
+    cp.apply(ns.name(), actions)
+        .unwrap_or_else(|e| panic!("{e}"));
+    wait_path(
+        &public,
+        "/",
+        403,
+        "403 from the public API (its scoped deny)",
+    )
+    .await;
+    wait_path(
+        &public,
+        "/internal-only",
+        403,
+        "the public API answers the public deny on /internal-only",
+    )
+    .await;
+    wait_path(
+        &internal,
+        "/internal-only",
+        451,
+        "451 from the internal API (its own scoped deny)",
+    )
+    .await;
+    for _ in 0..5 {
+        let got = get_status(&internal, 80, "/")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            got, 200,
+            "the public deny must not apply to the internal API"
+        );
+    }
+
+    let state = |name: &str| {
+        cp.kubectl_ok(&[
+            "-n",
+            ns.name(),
+            "get",
+            "securityaction",
+            name,
+            "-o",
+            "jsonpath={.status.state}",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"))
+    };
+    eventually_within(2, "the actions' states", || async {
+        let states = [
+            state("deny-public"),
+            state("deny-internal-path"),
+            state("deny-nobody"),
+        ];
+        (states == ["Active", "Active", "Unenforced"])
+            .then_some(())
+            .ok_or(format!("states {states:?}"))
+    })
+    .await;
 }
 
 /// `make demo` on the node: the chart's operator as a Deployment, the demo API as a
