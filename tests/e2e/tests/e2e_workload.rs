@@ -4,7 +4,9 @@
 //! ([`Sidecar::from_pod`]: environment, projected tokens from the TokenRequest API, the
 //! cluster CA, the downward-API labels; no kubeconfig). Each sidecar reads its bundle through
 //! the API with its own projected token; a deny scoped to one workload answers 403 there and
-//! 200 in the other; an action whose selector selects no injected pod reads `Unenforced`; a
+//! 200 in the other; JWT claims count only from a token that verifies against the key set
+//! the injector mounts (`--sidecar-jwks-volume`); an action whose selector selects no injected
+//! pod reads `Unenforced`; a
 //! pod whose sidecar stays not Ready past its grace gets a `PolicyNotLoaded` Event; and with
 //! the API away, the mounted bundle alone carries the policy.
 //!
@@ -12,6 +14,7 @@
 
 use std::net::IpAddr;
 
+use base64::Engine as _;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -40,8 +43,12 @@ async fn create(client: &kube::Client, ns: &str, pod: &Value) -> Pod {
 }
 
 async fn status(sc: &Sidecar) -> Result<u16, String> {
+    status_with(sc, &[]).await
+}
+
+async fn status_with(sc: &Sidecar, headers: &[(&str, &str)]) -> Result<u16, String> {
     let from: IpAddr = LOCAL.parse().expect("ip");
-    get(from, sc.addr, "/", &[]).await.map(|(s, _)| s)
+    get(from, sc.addr, "/", headers).await.map(|(s, _)| s)
 }
 
 async fn wait_status(sc: &Sidecar, want: u16, what: &str) {
@@ -50,6 +57,50 @@ async fn wait_status(sc: &Sidecar, want: u16, what: &str) {
         (got == want).then_some(()).ok_or(format!("status {got}"))
     })
     .await;
+}
+
+/// An ES256 signing key of the test and its public JWK.
+struct Signer {
+    pkcs8: Vec<u8>,
+    jwk: Value,
+}
+
+impl Signer {
+    fn new(kid: &str) -> Self {
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let public = pair.public_key_raw(); // 0x04 || x || y
+        let jwk = json!({"kty": "EC", "crv": "P-256", "kid": kid, "use": "sig", "alg": "ES256",
+            "x": b64(&public[1..33]), "y": b64(&public[33..])});
+        Self {
+            pkcs8: pair.serialize_der(),
+            jwk,
+        }
+    }
+
+    /// `Authorization: Bearer` of a token for `sub`, valid ten minutes.
+    fn bearer(&self, sub: &str) -> String {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = self.jwk["kid"].as_str().map(str::to_owned);
+        let claims = json!({"sub": sub, "exp": jiff::Timestamp::now().as_second() + 600});
+        let key = jsonwebtoken::EncodingKey::from_ec_der(&self.pkcs8);
+        format!(
+            "Bearer {}",
+            jsonwebtoken::encode(&header, &claims, &key).expect("sign")
+        )
+    }
+}
+
+/// The same claims in a token nobody signed (`alg: none`).
+fn unsigned_bearer(sub: &str) -> String {
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let claims = json!({"sub": sub, "exp": jiff::Timestamp::now().as_second() + 600});
+    let header = br#"{"alg":"none","kid":"operator"}"#;
+    format!(
+        "Bearer {}.{}.",
+        b64(header),
+        b64(claims.to_string().as_bytes())
+    )
 }
 
 /// The version of the bundle the sidecar enforces (`palisade_sidecar_bundle_info`).
@@ -104,6 +155,15 @@ spec:
       matchLabels: {app: api}
 "#;
 
+const DENY_MALLORY: &str = r#"
+apiVersion: palisade.dev/v1alpha1
+kind: SecurityAction
+metadata: {name: deny-mallory}
+spec:
+  deny: {status: 451}
+  conditions: {developers: [mallory]}
+"#;
+
 const DENY_NOBODY: &str = r#"
 apiVersion: palisade.dev/v1alpha1
 kind: SecurityAction
@@ -128,13 +188,27 @@ async fn a_workload_scoped_deny_applies_to_the_selected_workload_only() {
         "palisade.dev/inject=enabled",
     ])
     .expect("label the namespace");
+    // The key set injected sidecars verify Bearer tokens against, in a ConfigMap of the
+    // namespace, before any pod mounts it.
+    let operator_key = Signer::new("operator");
+    let jwks = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "jwks"},
+        "data": {"jwks.json": json!({"keys": [operator_key.jwk]}).to_string()}});
+    cp.apply(ns.name(), &jwks.to_string())
+        .expect("apply the jwks ConfigMap");
     let op = Operator::start(
         cp,
         "op-workload",
         "op-workload",
         &[
             &scope(&ns)[..],
-            &["--webhook-cert-check".into(), "1s".into()],
+            &[
+                "--webhook-cert-check".into(),
+                "1s".into(),
+                "--sidecar-jwks-volume".into(),
+                r#"{"configMap":{"name":"jwks"}}"#.into(),
+                "--sidecar-developer-claim".into(),
+                "sub".into(),
+            ],
         ]
         .concat(),
     );
@@ -180,6 +254,44 @@ async fn a_workload_scoped_deny_applies_to_the_selected_workload_only() {
         assert_eq!(ready(sc), Ok(200), "Ready once the bundle is loaded");
     }
     wait_state(cp, ns.name(), "deny-api", "Active/Active").await;
+
+    // JWT claims in an injected pod: the developer is read from a token only when its
+    // signature verifies against the mounted key set; the same claims signed by another key
+    // or not signed at all name nobody.
+    cp.apply(ns.name(), DENY_MALLORY)
+        .expect("apply deny-mallory");
+    let signed = operator_key.bearer("mallory");
+    eventually("a verified token of mallory to be denied", || async {
+        let got = status_with(&shop, &[("authorization", &signed)]).await?;
+        (got == 451).then_some(()).ok_or(format!("status {got}"))
+    })
+    .await;
+    let forged = Signer::new("operator").bearer("mallory");
+    for (what, token) in [
+        ("signed by another key", forged),
+        ("unsigned", unsigned_bearer("mallory")),
+    ] {
+        assert_eq!(
+            status_with(&shop, &[("authorization", &token)]).await,
+            Ok(200),
+            "a token {what} names no developer"
+        );
+    }
+    eventually("deny-mallory to read ClaimsVerified=True", || async {
+        let verified = cp
+            .kubectl_ok(&[
+                "-n",
+                ns.name(),
+                "get",
+                "securityaction",
+                "deny-mallory",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"ClaimsVerified\")].status}",
+            ])
+            .map_err(|e| e.to_string())?;
+        (verified == "True").then_some(()).ok_or(verified)
+    })
+    .await;
 
     // An action whose selector selects no injected pod says so, until such a pod appears.
     cp.apply(ns.name(), DENY_NOBODY).expect("apply deny-batch");
