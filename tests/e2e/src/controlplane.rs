@@ -15,10 +15,12 @@ use crate::process::{self, Component};
 use crate::{Error, pki};
 
 /// Controllers of kube-controller-manager the tests rely on: namespace deletion, garbage
-/// collection, Deployment → ReplicaSet → Pod, service accounts and their tokens.
+/// collection, Deployment → ReplicaSet → Pod, service accounts and their tokens, and the
+/// aggregation of ClusterRoles into `view`/`edit`/`admin` (the roles for people).
 const CONTROLLERS: &str = "garbage-collector-controller,namespace-controller,\
 serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller,\
-deployment-controller,replicaset-controller,resourcequota-controller";
+deployment-controller,replicaset-controller,resourcequota-controller,\
+clusterrole-aggregation-controller";
 /// Controllers added when the node runs: Service endpoints for kube-proxy, and the node
 /// lifecycle (it lifts the `not-ready` taint the kubelet registers with).
 const NODE_CONTROLLERS: &str =
