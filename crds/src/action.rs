@@ -249,6 +249,16 @@ pub struct SecurityActionStatus {
     /// When the action expires: `spec.expireTime`, or the creation time plus `spec.ttl`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expire_time: Option<Time>,
+    /// When the pause asked for by the `palisade.dev/paused-until` annotation ends (a
+    /// duration there counts from when the operator first saw the value). Absent without the
+    /// annotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_until: Option<Time>,
+    /// The `palisade.dev/paused-until` value `pausedUntil` was resolved from; a new value
+    /// re-arms the pause.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub paused_until_annotation: Option<String>,
     /// How many sidecar pods enforce the policy version that contains this action.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enforcing_pods: Option<i32>,

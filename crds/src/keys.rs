@@ -11,6 +11,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 /// (on the `Namespace`), when its value is `"true"`. Remove it, or set `"false"`, to resume.
 pub const PAUSED_ANNOTATION: &str = "palisade.dev/paused";
 
+/// Annotation that pauses a `SecurityAction` until a time: an RFC 3339 timestamp
+/// (`2026-12-24T08:00:00Z`), or a duration (`2h`, `30m`, see [`crate::duration`]) counted from
+/// when the operator first saw that value (it records the end in `status.pausedUntil`). The
+/// operator resumes the action on time, with a `Resumed` Event; changing the value re-arms it.
+pub const PAUSED_UNTIL_ANNOTATION: &str = "palisade.dev/paused-until";
+
 /// Label that archives a `SecurityIncident` when its value is `"true"`. Archiving is the user's
 /// decision; the operator only mirrors it into `status.state` and never removes the label.
 pub const ARCHIVED_LABEL: &str = "palisade.dev/archived";
@@ -42,6 +48,33 @@ pub fn is_paused(meta: &ObjectMeta) -> bool {
     is_true(meta.annotations.as_ref(), PAUSED_ANNOTATION)
 }
 
+/// What a [`PAUSED_UNTIL_ANNOTATION`] value asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PauseUntil {
+    /// Paused until this instant.
+    At(k8s_openapi::jiff::Timestamp),
+    /// Paused for this long from when the value was first seen.
+    For(std::time::Duration),
+}
+
+/// The object's [`PAUSED_UNTIL_ANNOTATION`], parsed: `None` without it; the error says what to
+/// write instead.
+pub fn paused_until(meta: &ObjectMeta) -> Option<(&str, Result<PauseUntil, String>)> {
+    let value = meta.annotations.as_ref()?.get(PAUSED_UNTIL_ANNOTATION)?;
+    let text = value.trim();
+    let parsed = if let Ok(at) = text.parse::<k8s_openapi::jiff::Timestamp>() {
+        Ok(PauseUntil::At(at))
+    } else if let Ok(d) = crate::duration::parse_duration(text) {
+        Ok(PauseUntil::For(d))
+    } else {
+        Err(format!(
+            "{PAUSED_UNTIL_ANNOTATION}: {text:?} is neither an RFC 3339 time (like \
+             2026-12-24T08:00:00Z) nor a duration (like 2h or 1h30m); the action is not paused"
+        ))
+    };
+    Some((value.as_str(), parsed))
+}
+
 /// Whether the object carries the label `palisade.dev/archived: "true"`.
 pub fn is_archived(meta: &ObjectMeta) -> bool {
     is_true(meta.labels.as_ref(), ARCHIVED_LABEL)
@@ -61,6 +94,39 @@ mod tests {
         assert!(!is_paused(&meta("True")));
         assert!(!is_paused(&meta("false")));
         assert!(!is_paused(&ObjectMeta::default()));
+    }
+
+    #[test]
+    fn paused_until_is_a_time_or_a_duration() {
+        let meta = |v: &str| ObjectMeta {
+            annotations: Some([(PAUSED_UNTIL_ANNOTATION.to_string(), v.to_string())].into()),
+            ..ObjectMeta::default()
+        };
+        let at: k8s_openapi::jiff::Timestamp = "2026-12-24T08:00:00Z".parse().expect("timestamp");
+        let m = meta("2026-12-24T08:00:00Z");
+        assert_eq!(
+            paused_until(&m).expect("annotated").1,
+            Ok(PauseUntil::At(at))
+        );
+        let m = meta("2026-12-24T09:00:00+01:00");
+        assert_eq!(
+            paused_until(&m).expect("annotated").1,
+            Ok(PauseUntil::At(at))
+        );
+        let m = meta(" 1h30m ");
+        assert_eq!(
+            paused_until(&m).expect("annotated").1,
+            Ok(PauseUntil::For(std::time::Duration::from_secs(5400)))
+        );
+        for bad in ["tomorrow", "2d", "", "2026-12-24", "-1h"] {
+            let m = meta(bad);
+            let err = paused_until(&m).expect("annotated").1.expect_err("invalid");
+            assert!(
+                err.contains("RFC 3339") && err.contains("not paused"),
+                "{bad}: {err}"
+            );
+        }
+        assert_eq!(paused_until(&ObjectMeta::default()), None);
     }
 
     #[test]

@@ -21,7 +21,9 @@ pub const ALL_KEYS: &str = "*";
 
 /// Converts a SecurityAction. `lists_by_selector` resolves `ipRangesFrom[].selector` to the
 /// names of the matching ConfigMaps of the namespace.
-pub fn action(a: &SecurityAction, configmaps: &[ConfigMap]) -> ActionSpec {
+/// Converts a SecurityAction; `paused` is whether its own annotations pause it now
+/// ([`super::pause`]).
+pub fn action(a: &SecurityAction, configmaps: &[ConfigMap], paused: bool) -> ActionSpec {
     let spec = &a.spec;
     let verb = if let Some(d) = &spec.deny {
         Verb::Deny {
@@ -64,7 +66,7 @@ pub fn action(a: &SecurityAction, configmaps: &[ConfigMap]) -> ActionSpec {
             .as_ref()
             .and_then(|t| t.workload_selector.as_ref())
             .map(selector),
-        paused: is_paused(&a.metadata),
+        paused,
         expire_time: spec.expires_at(created),
     }
 }

@@ -6,6 +6,7 @@
 mod bundle_cm;
 mod convert;
 mod error;
+mod pause;
 mod pods;
 mod reconcile;
 mod status;

@@ -1,5 +1,5 @@
 //! Reconciles one namespace: read its actions, rules and referenced lists, compile, write the
-//! bundle, the statuses and the Events; requeue at the next expiry. The labels of the pods
+//! bundle, the statuses and the Events; requeue at the next expiry or end of a timed pause. The labels of the pods
 //! that carry the sidecar tell whether a workload-scoped action is enforced anywhere.
 
 use std::sync::Arc;
@@ -10,12 +10,13 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
-use palisade_crds::keys::is_paused;
+use palisade_crds::keys::{PAUSED_UNTIL_ANNOTATION, is_paused};
 use palisade_crds::{DetectionRule, SecurityAction};
 use palisade_policy::{ActionStatus, Inputs, Output, compile, encode};
 use serde_json::json;
 
 use super::error::Error;
+use super::pause::{self, Pause};
 use super::{bundle_cm, convert, pods, status};
 use crate::context::Context;
 use crate::injector::config::INJECTED_LABEL;
@@ -74,9 +75,10 @@ pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, 
     let current = bundle_cm::current_manifest(client, &name).await;
     let current = current.map_err(Error::kube("reading the bundle manifest", &name))?;
     let old_generation = current.as_ref().map_or(0, |m| m.generation);
+    let pauses: Vec<Pause> = actions.iter().map(|a| pause::resolve(a, now)).collect();
     let mut out = compile_namespace(
         &ns,
-        &actions,
+        (&actions, &pauses),
         &rules,
         &configmaps,
         &ctx,
@@ -105,14 +107,14 @@ pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, 
             hash = %encoded.manifest.bundle_hash, "bundle written");
     }
     let labels = pods::labels(&pods);
-    for a in &actions {
+    for (a, pause) in actions.iter().zip(&pauses) {
         let selector = a
             .spec
             .targets
             .as_ref()
             .and_then(|t| t.workload_selector.as_ref());
         let selects = status::selects_any(selector, labels.iter());
-        write_status(&ctx, a, &out, selects, now).await?;
+        write_status(&ctx, a, pause, &out, selects, now).await?;
     }
     let next_pod_check = report_pods_without_policy(&ctx, &pods, now).await;
     for r in &rules {
@@ -123,12 +125,18 @@ pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, 
         .reconcile_seconds
         .get_or_create(&CONTROLLER)
         .observe(elapsed);
-    Ok(requeue(out.next_expiry, next_pod_check, now))
+    // The next instant the bundle changes by itself: an expiry or the end of a timed pause.
+    let next_change = out
+        .next_expiry
+        .into_iter()
+        .chain(pauses.iter().filter_map(|p| p.ends(now)))
+        .min();
+    Ok(requeue(next_change, next_pod_check, now))
 }
 
 fn compile_namespace(
     ns: &Namespace,
-    actions: &[SecurityAction],
+    (actions, pauses): (&[SecurityAction], &[Pause]),
     rules: &[DetectionRule],
     configmaps: &[ConfigMap],
     ctx: &Context,
@@ -137,7 +145,8 @@ fn compile_namespace(
 ) -> Output {
     let specs: Vec<_> = actions
         .iter()
-        .map(|a| convert::action(a, configmaps))
+        .zip(pauses)
+        .map(|(a, p)| convert::action(a, configmaps, p.active(now)))
         .collect();
     let inputs = Inputs {
         trusted_proxies: trusted_proxies(ns),
@@ -223,6 +232,7 @@ async fn report_pods_without_policy(
 async fn write_status(
     ctx: &Context,
     a: &SecurityAction,
+    pause: &Pause,
     out: &Output,
     selects_pods: bool,
     now: jiff::Timestamp,
@@ -256,6 +266,7 @@ async fn write_status(
         a.spec.verb(),
         a.spec.expires_at(created),
         a.metadata.generation,
+        pause,
         now,
     );
     if current == Some(&want) {
@@ -271,14 +282,21 @@ async fn write_status(
     )
     .await
     .map_err(Error::kube("writing SecurityAction status", &ns))?;
-    if let Some((reason, note)) = status::transition_event(current.and_then(|s| s.state), verdict) {
-        let type_ = if matches!(verdict, ActionStatus::Invalid { .. }) {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        };
+    let transition =
+        status::transition_event(current.and_then(|s| s.state), verdict).map(|(reason, note)| {
+            let note = pause_note(reason, pause, current, now).unwrap_or(note);
+            let warn = matches!(verdict, ActionStatus::Invalid { .. });
+            (reason, note, warn)
+        });
+    let invalid_pause =
+        invalid_pause_event(pause, current).map(|(reason, note)| (reason, note, true));
+    for (reason, note, warn) in transition.into_iter().chain(invalid_pause) {
         let ev = Event {
-            type_,
+            type_: if warn {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
             reason: reason.into(),
             note: Some(note),
             action: "Reconcile".into(),
@@ -289,6 +307,45 @@ async fn write_status(
         }
     }
     Ok(())
+}
+
+/// The note of a `Paused`/`Resumed` Event when `palisade.dev/paused-until` made it.
+fn pause_note(
+    reason: &str,
+    pause: &Pause,
+    current: Option<&palisade_crds::action::SecurityActionStatus>,
+    now: jiff::Timestamp,
+) -> Option<String> {
+    match reason {
+        "Paused" => pause.message(now),
+        "Resumed" if !pause.pinned => {
+            // The recorded end of the pause that held the action, if it has passed.
+            let at = current?.paused_until.as_ref()?.0;
+            (at <= now).then(|| {
+                format!(
+                    "the pause of {PAUSED_UNTIL_ANNOTATION} ended at {at}; the action is \
+                     enforced again"
+                )
+            })
+        }
+        _ => None,
+    }
+}
+
+/// A Warning the first time the `palisade.dev/paused-until` value does not parse.
+fn invalid_pause_event(
+    pause: &Pause,
+    current: Option<&palisade_crds::action::SecurityActionStatus>,
+) -> Option<(&'static str, String)> {
+    let pause::Timed::Invalid { message } = &pause.timed else {
+        return None;
+    };
+    let seen = current.is_some_and(|s| {
+        s.conditions.iter().any(|c| {
+            c.type_ == palisade_crds::conditions::PAUSED && c.reason == pause::INVALID_PAUSED_UNTIL
+        })
+    });
+    (!seen).then(|| (pause::INVALID_PAUSED_UNTIL, message.clone()))
 }
 
 async fn write_rule_status(

@@ -9,6 +9,8 @@ use palisade_crds::conditions::{
 };
 use palisade_policy::ActionStatus;
 
+use super::pause::{INVALID_PAUSED_UNTIL, PAUSED_UNTIL, Pause, Timed};
+
 /// Message of an action whose `targets.workloadSelector` selects no pod with the sidecar.
 pub const NO_SELECTED_PODS: &str = "the action is in the policy bundle, but \
     targets.workloadSelector selects no pod with the Palisade sidecar in this namespace, so \
@@ -57,12 +59,18 @@ pub fn desired(
     verb: Option<palisade_crds::action::Verb>,
     expire_time: Option<jiff::Timestamp>,
     generation: Option<i64>,
+    pause: &Pause,
     now: jiff::Timestamp,
 ) -> SecurityActionStatus {
     let mut s = current.cloned().unwrap_or_default();
     s.observed_generation = generation;
     s.verb = verb;
     s.expire_time = expire_time.map(Time);
+    (s.paused_until, s.paused_until_annotation) = match &pause.timed {
+        Timed::Until { value, at } => (Some(Time(*at)), Some(value.clone())),
+        Timed::None | Timed::Invalid { .. } => (None, None),
+    };
+    let timed_message = pause.message(now);
     let (state, ready, paused, expired) = match verdict {
         ActionStatus::Active if !selects_pods => (
             ActionState::Unenforced,
@@ -74,6 +82,18 @@ pub fn desired(
             ActionState::Active,
             (true, "Active", "the action is in the policy bundle"),
             false,
+            false,
+        ),
+        ActionStatus::Paused {
+            by_namespace: false,
+        } if timed_message.is_some() => (
+            ActionState::Paused,
+            (
+                false,
+                PAUSED_UNTIL,
+                timed_message.as_deref().unwrap_or_default(),
+            ),
+            true,
             false,
         ),
         ActionStatus::Paused { by_namespace } => {
@@ -113,20 +133,14 @@ pub fn desired(
         condition(READY, ready_ok, ready_reason, ready_msg, generation),
         now,
     );
-    let paused_reason = if paused {
-        verdict.reason()
-    } else {
-        "NotPaused"
+    let (paused_reason, paused_msg) = match &pause.timed {
+        _ if paused => (ready_reason, ready_msg),
+        Timed::Invalid { message } => (INVALID_PAUSED_UNTIL, message.as_str()),
+        _ => ("NotPaused", ""),
     };
     set_condition(
         &mut s.conditions,
-        condition(
-            PAUSED,
-            paused,
-            paused_reason,
-            if paused { ready_msg } else { "" },
-            generation,
-        ),
+        condition(PAUSED, paused, paused_reason, paused_msg, generation),
         now,
     );
     let expired_reason = if expired { "Expired" } else { "NotExpired" };
@@ -268,6 +282,7 @@ mod tests {
             None,
             None,
             Some(1),
+            &Pause::default(),
             t(10),
         );
         let again = desired(
@@ -278,6 +293,7 @@ mod tests {
             None,
             None,
             Some(1),
+            &Pause::default(),
             t(99),
         );
         assert_eq!(first, again, "no timestamp churn between reconciles");
@@ -294,6 +310,7 @@ mod tests {
             None,
             None,
             Some(1),
+            &Pause::default(),
             t(10),
         );
         let paused = desired(
@@ -304,6 +321,7 @@ mod tests {
             None,
             None,
             Some(1),
+            &Pause::default(),
             t(20),
         );
         let c = |s: &SecurityActionStatus, ty: &str| {
@@ -318,6 +336,91 @@ mod tests {
         assert_eq!(c(&paused, PAUSED).reason, "NamespacePaused");
         assert_eq!(c(&paused, PAUSED).last_transition_time.0, t(20));
         assert_eq!(paused.state, Some(ActionState::Paused));
+    }
+
+    /// A timed pause reads Paused with reason PausedUntil and the recorded end; once over,
+    /// Active again with the end still recorded (so the same value does not re-arm); a value
+    /// that does not parse leaves the action Active and says why in the Paused condition.
+    #[test]
+    fn a_timed_pause_shows_its_end_and_a_bad_value_says_why() {
+        let c = |s: &SecurityActionStatus, ty: &str| {
+            let c = s
+                .conditions
+                .iter()
+                .find(|c| c.type_ == ty)
+                .expect("condition");
+            (c.status.clone(), c.reason.clone(), c.message.clone())
+        };
+        let until = Pause {
+            pinned: false,
+            timed: Timed::Until {
+                value: "2h".into(),
+                at: t(100),
+            },
+        };
+        let paused = ActionStatus::Paused {
+            by_namespace: false,
+        };
+        let s = desired(
+            None,
+            &paused,
+            true,
+            None,
+            None,
+            None,
+            Some(1),
+            &until,
+            t(10),
+        );
+        assert_eq!(s.state, Some(ActionState::Paused));
+        assert_eq!(s.paused_until, Some(Time(t(100))));
+        assert_eq!(s.paused_until_annotation.as_deref(), Some("2h"));
+        let (status, reason, msg) = c(&s, PAUSED);
+        assert_eq!((status.as_str(), reason.as_str()), ("True", PAUSED_UNTIL));
+        assert!(
+            msg.contains("paused until") && msg.contains("resumes then"),
+            "{msg}"
+        );
+        let over = desired(
+            Some(&s),
+            &ActionStatus::Active,
+            true,
+            None,
+            None,
+            None,
+            Some(1),
+            &until,
+            t(100),
+        );
+        assert_eq!(over.state, Some(ActionState::Active));
+        assert_eq!(over.paused_until, Some(Time(t(100))));
+        assert_eq!(c(&over, PAUSED).1, "NotPaused");
+
+        let bad = Pause {
+            pinned: false,
+            timed: Timed::Invalid {
+                message: "palisade.dev/paused-until: \"soon\" is neither".into(),
+            },
+        };
+        let s = desired(
+            None,
+            &ActionStatus::Active,
+            true,
+            None,
+            None,
+            None,
+            Some(1),
+            &bad,
+            t(10),
+        );
+        assert_eq!(s.state, Some(ActionState::Active));
+        assert_eq!(s.paused_until, None);
+        let (status, reason, msg) = c(&s, PAUSED);
+        assert_eq!(
+            (status.as_str(), reason.as_str()),
+            ("False", INVALID_PAUSED_UNTIL)
+        );
+        assert!(msg.contains("soon"), "{msg}");
     }
 
     /// An active action whose selector selects no injected pod does not read Active or
@@ -346,6 +449,7 @@ mod tests {
             None,
             None,
             Some(1),
+            &Pause::default(),
             t(10),
         );
         assert_eq!(idle.state, Some(ActionState::Unenforced));
@@ -371,13 +475,24 @@ mod tests {
             None,
             None,
             Some(1),
+            &Pause::default(),
             t(20),
         );
         assert_eq!(active.state, Some(ActionState::Active));
         let paused = ActionStatus::Paused {
             by_namespace: false,
         };
-        let paused = desired(None, &paused, false, None, None, None, Some(1), t(30));
+        let paused = desired(
+            None,
+            &paused,
+            false,
+            None,
+            None,
+            None,
+            Some(1),
+            &Pause::default(),
+            t(30),
+        );
         assert_eq!(
             paused.state,
             Some(ActionState::Paused),
@@ -460,6 +575,7 @@ mod tests {
                 None,
                 None,
                 Some(1),
+                &Pause::default(),
                 t(10),
             )
         };

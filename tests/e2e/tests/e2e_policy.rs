@@ -169,6 +169,155 @@ async fn pausing_an_action_or_its_namespace_removes_it_and_resuming_restores_it(
     wait_for_actions(&client, ns.name(), &["deny-bad-net", "flag-all"]).await;
 }
 
+/// `palisade.dev/paused-until`: a time pauses the action until then and the operator
+/// resumes it by itself (nothing else changes: it must requeue at the end), with a Resumed
+/// Event naming the end; a duration counts from when the operator first saw the value and is
+/// not re-armed by re-applying it; a value that does not parse pauses nothing and says why.
+#[tokio::test]
+async fn paused_until_pauses_an_action_until_then_and_resumes_it_on_time() {
+    let cp = ControlPlane::shared();
+    let ns = TempNs::new(cp, "policy-pause-until").await;
+    let _op = Operator::start(cp, "op-pause-until", "op-pause-until", &scope(&ns));
+    let client = cp.client().await;
+    cp.apply(ns.name(), FLAG).expect("apply");
+    let obj = "securityaction/deny-bad-net";
+    let until = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(8);
+    let until = until.round(jiff::Unit::Second).expect("round");
+    let paused = format!(
+        "{}metadata: {{name: deny-bad-net, annotations: {{palisade.dev/paused-until: \"{until}\"}}}}",
+        "apiVersion: palisade.dev/v1alpha1\nkind: SecurityAction\n"
+    );
+    let paused = DENY.replace(
+        "apiVersion: palisade.dev/v1alpha1\nkind: SecurityAction\nmetadata: {name: deny-bad-net}",
+        &paused,
+    );
+    assert_ne!(paused, DENY, "the annotation is in the manifest");
+    cp.apply(ns.name(), &paused)
+        .expect("apply the paused action");
+    wait_state_and_event(cp, ns.name(), "deny-bad-net", "Paused").await;
+    assert_eq!(
+        names_in_bundle(&client, ns.name()).await,
+        Ok(vec!["flag-all".to_owned()])
+    );
+    let reason = jsonpath(
+        cp,
+        ns.name(),
+        obj,
+        r#"{.status.conditions[?(@.type=="Paused")].reason} {.status.pausedUntil}"#,
+    );
+    assert_eq!(reason, Ok(format!("PausedUntil {until}")));
+    // Resumed on time by the operator alone.
+    wait_for_actions(&client, ns.name(), &["deny-bad-net", "flag-all"]).await;
+    eventually(
+        "state Active and a Resumed Event naming the timed pause",
+        || async {
+            let state = jsonpath(cp, ns.name(), obj, "{.status.state}")?;
+            let events = cp
+                .kubectl_ok(&["-n", ns.name(), "events", "--for", obj])
+                .map_err(|e| e.to_string())?;
+            let resumed = events.lines().any(|l| {
+                l.contains(" Resumed ") && l.contains("palisade.dev/paused-until ended at")
+            });
+            (state == "Active" && resumed)
+                .then_some(())
+                .ok_or(format!("state {state}, events {events}"))
+        },
+    )
+    .await;
+
+    // A duration: the end is recorded once; re-applying the same value keeps it.
+    cp.kubectl_ok(&[
+        "-n",
+        ns.name(),
+        "annotate",
+        "--overwrite",
+        obj,
+        "palisade.dev/paused-until=1h",
+    ])
+    .expect("annotate 1h");
+    wait_for_actions(&client, ns.name(), &["flag-all"]).await;
+    let end = eventually("status.pausedUntil for 1h", || async {
+        let got = jsonpath(
+            cp,
+            ns.name(),
+            obj,
+            "{.status.pausedUntilAnnotation} {.status.pausedUntil}",
+        )?;
+        let at = got.strip_prefix("1h ").ok_or(got.clone())?;
+        at.parse::<jiff::Timestamp>()
+            .map_err(|e| format!("{got}: {e}"))
+    })
+    .await;
+    let ahead = jiff::Timestamp::now().duration_until(end).as_secs();
+    assert!(
+        (3500..=3600).contains(&ahead),
+        "about an hour ahead: {end} ({ahead} s)"
+    );
+    // A spec change makes the operator reconcile the action again (new generation) while
+    // the annotation keeps its value.
+    cp.kubectl_ok(&[
+        "-n",
+        ns.name(),
+        "patch",
+        obj,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"deny":{"status":430}}}"#,
+    ])
+    .expect("a spec change");
+    eventually("the spec change reconciled", || async {
+        let g = jsonpath(
+            cp,
+            ns.name(),
+            obj,
+            "{.metadata.generation} {.status.observedGeneration}",
+        )?;
+        let (want, seen) = g.split_once(' ').ok_or(g.clone())?;
+        (want == seen).then_some(()).ok_or(g.clone())
+    })
+    .await;
+    assert_eq!(
+        jsonpath(cp, ns.name(), obj, "{.status.pausedUntil}"),
+        Ok(end.to_string()),
+        "the same value does not re-arm the pause"
+    );
+
+    // A value that does not parse: enforced, and the Paused condition and a Warning say why.
+    cp.kubectl_ok(&[
+        "-n",
+        ns.name(),
+        "annotate",
+        "--overwrite",
+        obj,
+        "palisade.dev/paused-until=tomorrow",
+    ])
+    .expect("annotate tomorrow");
+    wait_for_actions(&client, ns.name(), &["deny-bad-net", "flag-all"]).await;
+    eventually("the InvalidPausedUntil condition and Warning", || async {
+        let c = jsonpath(
+            cp,
+            ns.name(),
+            obj,
+            r#"{.status.state} {.status.conditions[?(@.type=="Paused")].reason}"#,
+        )?;
+        let events = cp
+            .kubectl_ok(&[
+                "-n",
+                ns.name(),
+                "events",
+                "--for",
+                obj,
+                "--types",
+                "Warning",
+            ])
+            .map_err(|e| e.to_string())?;
+        (c == "Active InvalidPausedUntil" && events.contains("\"tomorrow\" is neither"))
+            .then_some(())
+            .ok_or(format!("{c}; warnings: {events}"))
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn an_action_with_a_ttl_leaves_the_bundle_by_itself() {
     let cp = ControlPlane::shared();
