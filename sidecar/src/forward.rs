@@ -381,11 +381,21 @@ pub fn may_be_added(name: &HeaderName) -> bool {
 /// Appends the peer to `X-Forwarded-For` and `http` to `X-Forwarded-Proto`.
 pub fn append_forwarded(headers: &mut HeaderMap, peer: IpAddr) {
     let mut buf = [0u8; 48];
-    append(headers, X_FORWARDED_FOR, ip_text(peer, &mut buf));
-    if headers.contains_key(X_FORWARDED_PROTO) {
-        append(headers, X_FORWARDED_PROTO, "http");
-    } else {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    let ip = ip_text(peer, &mut buf);
+    // One lookup per header (the entry API); a new header is the common case.
+    match headers.entry(X_FORWARDED_FOR) {
+        header::Entry::Vacant(e) => {
+            if let Ok(v) = HeaderValue::from_str(ip) {
+                e.insert(v);
+            }
+        }
+        header::Entry::Occupied(e) => join(e, ip),
+    }
+    match headers.entry(X_FORWARDED_PROTO) {
+        header::Entry::Vacant(e) => {
+            e.insert(HeaderValue::from_static("http"));
+        }
+        header::Entry::Occupied(e) => join(e, "http"),
     }
 }
 
@@ -425,9 +435,10 @@ fn ip_text(ip: IpAddr, buf: &mut [u8; 48]) -> &str {
 }
 
 /// Sets `name` to its earlier values (every line, comma-joined) followed by `value`.
-fn append(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+/// Replaces the header's lines with one: their non-empty values and `value`, comma-joined.
+fn join(mut e: header::OccupiedEntry<'_, HeaderValue>, value: &str) {
     let mut joined = String::new();
-    for prev in headers.get_all(&name) {
+    for prev in e.iter() {
         if let Ok(prev) = prev.to_str().map(str::trim)
             && !prev.is_empty()
         {
@@ -435,15 +446,9 @@ fn append(headers: &mut HeaderMap, name: HeaderName, value: &str) {
             joined.push_str(", ");
         }
     }
-    let new = match joined.is_empty() {
-        true => HeaderValue::from_str(value),
-        false => {
-            joined.push_str(value);
-            HeaderValue::from_str(&joined)
-        }
-    };
-    if let Ok(v) = new {
-        headers.insert(name, v);
+    joined.push_str(value);
+    if let Ok(v) = HeaderValue::from_str(&joined) {
+        e.insert(v);
     }
 }
 

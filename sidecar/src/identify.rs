@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use http::request::Parts;
-use http::{HeaderMap, HeaderName};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use maxminddb::{Reader, path};
 
 use crate::config::IdentifyConfig;
@@ -171,32 +171,30 @@ impl Identifier {
         let h = &parts.headers;
         let names = &self.headers;
         let credentials = self.credentials.read(parts);
-        let token = credentials::bearer(h);
+        // The token is looked up only when claims are read (not by default).
+        let token = self
+            .cfg
+            .wants_claims()
+            .then(|| credentials::bearer(h))
+            .flatten();
         let (claims, claims_outcome) = match token {
-            Some(t) if self.cfg.wants_claims() => self.jwt.claims(t),
-            _ => (None, ClaimsOutcome::Unread),
+            Some(t) => self.jwt.claims(t),
+            None => (None, ClaimsOutcome::Unread),
         };
         let mut ignored = IgnoredHeaders::default();
+        let [developer, app, product] = identity_headers(h, names);
         // A header is believed only from a trusted proxy; from anyone else it is counted and
         // the claim (or nothing) is used.
-        let pick = |header: Option<&HeaderName>, claim: &str, ignored: &mut bool| {
-            let sent = header_str(h, header);
+        let pick = |header: Option<&HeaderValue>, claim: &str, ignored: &mut bool| {
+            let sent = header_str(header);
             *ignored = sent.is_some() && !trusted_peer;
             sent.filter(|_| trusted_peer)
                 .map(str::to_owned)
                 .or_else(|| claim_str(claims.as_ref(), claim))
         };
-        let developer = pick(
-            names.developer.as_ref(),
-            &self.cfg.developer_claim,
-            &mut ignored.developer,
-        );
-        let app = pick(names.app.as_ref(), &self.cfg.app_claim, &mut ignored.app);
-        let product = pick(
-            names.product.as_ref(),
-            &self.cfg.product_claim,
-            &mut ignored.product,
-        );
+        let developer = pick(developer, &self.cfg.developer_claim, &mut ignored.developer);
+        let app = pick(app, &self.cfg.app_claim, &mut ignored.app);
+        let product = pick(product, &self.cfg.product_claim, &mut ignored.product);
         Identity {
             ip,
             ip_source,
@@ -235,8 +233,30 @@ fn open_db(path: Option<&Path>, what: &str) -> Option<Reader<Vec<u8>>> {
     }
 }
 
-fn header_str<'a>(h: &'a HeaderMap, name: Option<&HeaderName>) -> Option<&'a str> {
-    h.get(name?)
+/// The first value of the developer, app and product headers, found in one pass over the
+/// request's few headers (cheaper than a hash lookup per configured name).
+fn identity_headers<'a>(h: &'a HeaderMap, names: &Headers) -> [Option<&'a HeaderValue>; 3] {
+    let wanted = [
+        names.developer.as_ref(),
+        names.app.as_ref(),
+        names.product.as_ref(),
+    ];
+    let mut found = [None; 3];
+    if wanted.iter().all(Option::is_none) {
+        return found;
+    }
+    for (name, value) in h {
+        for (slot, want) in found.iter_mut().zip(wanted) {
+            if slot.is_none() && want == Some(name) {
+                *slot = Some(value);
+            }
+        }
+    }
+    found
+}
+
+fn header_str(value: Option<&HeaderValue>) -> Option<&str> {
+    value
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|s| !s.is_empty())
