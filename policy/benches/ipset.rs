@@ -209,6 +209,7 @@ fn build_and_codec(c: &mut Criterion) {
             ip: true,
             ..Default::default()
         },
+        expires_unix_s: None,
     };
     let bundle = Bundle {
         actions: vec![action],

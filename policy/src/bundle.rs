@@ -44,6 +44,11 @@ pub struct BundleAction {
     pub workload_selector: Option<LabelSelector>,
     /// Its conditions, validated and normalised.
     pub conditions: BundleConditions,
+    /// When it expires (`ttl`/`expireTime`), in Unix seconds: from then on the sidecar does
+    /// not apply it, even before the operator publishes the bundle without it (the operator
+    /// or the API server may be down).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_unix_s: Option<i64>,
 }
 
 /// Validated, normalised conditions. An empty list leaves that kind unconstrained.

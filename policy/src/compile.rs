@@ -198,6 +198,10 @@ fn bundle_action(spec: &ActionSpec, checked: &Checked) -> BundleAction {
         mode: spec.mode,
         workload_selector: spec.workload_selector.clone(),
         conditions: checked.conditions.clone(),
+        // Rounded up: a sidecar's clock in whole seconds never ends the action early.
+        expires_unix_s: spec
+            .expire_time
+            .map(|t| t.as_second() + i64::from(t.subsec_nanosecond() > 0)),
     }
 }
 

@@ -117,6 +117,14 @@ impl Verdict {
 /// are only recorded.
 pub fn evaluate(p: &CompiledPolicy, req: &Request<'_>) -> Verdict {
     let mut m = p.selected;
+    // An action past its expiry no longer applies, whether or not the operator has published
+    // the bundle without it yet (one comparison while nothing has expired).
+    if p.expiring
+        .first()
+        .is_some_and(|(at, _)| *at <= req.now_unix_s)
+    {
+        m = m.and_not(&p.expired(req.now_unix_s));
+    }
     macro_rules! and {
         ($active:expr, $set:expr) => {
             if $active {
@@ -507,6 +515,36 @@ mod tests {
         let v = evaluate(&web, &req("10.0.0.1"));
         assert_eq!(v.decision, Decision::Forward);
         assert_eq!(v.flags.len(), 1);
+    }
+
+    /// An action stops applying at its expiry in the bundle itself, with no new bundle
+    /// (the operator may be down); the others keep applying.
+    #[test]
+    fn an_expired_action_no_longer_applies_without_a_new_bundle() {
+        let all = |mut a: ActionSpec| {
+            a.match_all = true;
+            a
+        };
+        let mut soon = all(deny("soon"));
+        soon.expire_time = Some(ts("2026-01-02T00:00:00Z"));
+        let mut later = all(flag("later", "x-later"));
+        later.expire_time = Some(ts("2026-01-03T00:00:00Z"));
+        let p = policy(vec![soon, later, all(flag("always", "x-always"))]);
+        let end_soon = ts("2026-01-02T00:00:00Z").as_second();
+        let end_later = ts("2026-01-03T00:00:00Z").as_second();
+        let at = |now: i64| Request {
+            now_unix_s: now,
+            ..req("10.0.0.1")
+        };
+        assert_eq!(name(&p, evaluate(&p, &at(end_soon - 1)).decision), "soon");
+        let v = evaluate(&p, &at(end_soon));
+        assert_eq!(v.decision, Decision::Forward, "soon expired");
+        assert_eq!(v.flags.len(), 2, "later and always still flag");
+        let v = evaluate(&p, &at(end_later));
+        assert_eq!(
+            p.flag_headers(&v).collect::<Vec<_>>(),
+            [("x-always", "always")]
+        );
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub struct CompiledPolicy {
     pub(crate) paths: PathIndex,
     pub(crate) detected_constrained: ActionSet,
     pub(crate) detected_masks: Vec<(ActionId, u64)>,
+    /// The selected actions that expire, earliest first (Unix seconds).
+    pub(crate) expiring: Vec<(i64, ActionId)>,
 }
 
 /// A deny action's response.
@@ -121,7 +123,13 @@ impl CompiledPolicy {
             .map(|c| c.iter().copied().collect::<ActionSet>().and(&selected))
             .collect();
         let detected_masks = detected_masks(&chosen, &bundle.rules);
+        let mut expiring: Vec<(i64, ActionId)> = chosen
+            .iter()
+            .filter_map(|(id, a)| Some((a.expires_unix_s?, *id)))
+            .collect();
+        expiring.sort_unstable();
         Self {
+            expiring,
             selected,
             enforce: set_where(&chosen, |a| a.mode == Mode::Enforce),
             allow: set_where(&chosen, |a| matches!(a.verb, Verb::Allow)),
@@ -199,6 +207,15 @@ impl CompiledPolicy {
             }),
             _ => None,
         }
+    }
+
+    /// The selected actions expired at `now_unix_s` (the sidecar applies none of them).
+    pub(crate) fn expired(&self, now_unix_s: i64) -> ActionSet {
+        self.expiring
+            .iter()
+            .take_while(|(at, _)| *at <= now_unix_s)
+            .map(|(_, id)| *id)
+            .collect()
     }
 
     /// The headers of the verdict's flag actions, in action order then header order.

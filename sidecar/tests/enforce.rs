@@ -194,6 +194,46 @@ async fn precedence_allow_over_deny_over_flag_and_flags_seen_by_the_app() {
     );
 }
 
+/// The sidecar applies an action's expiry itself, from the bundle it holds: the operator (or
+/// the API server) may be down when the time comes. Every answer that ended before the
+/// expiry is the deny, every request sent after it is forwarded, and no other bundle came.
+#[tokio::test]
+async fn an_action_stops_applying_at_its_expiry_without_a_new_bundle() {
+    let mut soon = deny("soon", when(|c| c.user_agents = vec!["bot".into()]));
+    let end = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(6);
+    soon.expire_time = Some(end);
+    let e = env(vec![soon], &[]).await;
+    let version = |m: &str| {
+        m.lines()
+            .find(|l| l.starts_with("palisade_sidecar_bundle_info{"))
+            .map(str::to_owned)
+    };
+    let before = version(&metrics(&e.sc).await);
+    let (mut denied, mut forwarded) = (0, 0);
+    loop {
+        let sent = jiff::Timestamp::now();
+        let (s, _, _) = get(e.sc.proxy_addr, "/", &[("user-agent", "bot")]).await;
+        let answered = jiff::Timestamp::now();
+        if answered < end {
+            assert_eq!(s, 403, "before the expiry ({end}), at {answered}");
+            denied += 1;
+        } else if sent > end + jiff::SignedDuration::from_secs(1) {
+            assert_eq!(s, 200, "after the expiry ({end}), sent at {sent}");
+            forwarded += 1;
+            if forwarded == 3 {
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(denied > 0, "no request was answered before the expiry");
+    assert_eq!(
+        version(&metrics(&e.sc).await),
+        before,
+        "the same bundle all along"
+    );
+}
+
 #[tokio::test]
 async fn observe_mode_counts_only() {
     let mut observed = deny("observe-deny", when(|c| c.user_agents = vec!["bot".into()]));
