@@ -34,6 +34,10 @@ pub const TRUSTED_PROXIES_ANNOTATION: &str = "palisade.dev/trusted-proxies";
 /// Value of [`INJECT_KEY`] that enables sidecar injection.
 pub const INJECT_ENABLED: &str = "enabled";
 
+/// Value of [`INJECT_KEY`] on a `Namespace` that injects every pod and refuses one that would
+/// run without the sidecar.
+pub const INJECT_REQUIRED: &str = "required";
+
 /// Value of [`INJECT_KEY`] that disables sidecar injection for a pod.
 pub const INJECT_DISABLED: &str = "disabled";
 

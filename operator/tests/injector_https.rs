@@ -85,7 +85,12 @@ async fn start(bundle: Option<&CertBundle>) -> Webhook {
         post(move |body: Bytes| {
             let cfg = cfg.clone();
             async move {
-                let (review, _) = injector::admit::review(&body, &cfg, "palisade-system");
+                let (review, _) = injector::admit::review(
+                    &body,
+                    &cfg,
+                    "palisade-system",
+                    injector::admit::Mode::OptIn,
+                );
                 axum::Json(serde_json::to_value(review).expect("review JSON"))
             }
         }),

@@ -8,13 +8,14 @@ use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use serde_json::Value;
 
-use super::config::InjectConfig;
+use super::config::{INJECT_LABEL, InjectConfig};
 use super::patch::{SkipReason, excluded_namespace, mutate};
 
 /// What the webhook did with one request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
-    /// `injected`, `skipped`, `ignored` (not a pod creation) or `invalid`.
+    /// `injected`, `skipped`, `denied` (a `required` namespace), `ignored` (not a pod
+    /// creation) or `invalid`.
     pub result: &'static str,
     /// PascalCase reason (`Injected`, a [`SkipReason::reason`], …).
     pub reason: &'static str,
@@ -29,10 +30,20 @@ pub struct EventNote {
     pub regarding: ObjectReference,
     /// Warning (skipped) or Normal (injected).
     pub warning: bool,
-    /// `Injected` or `InjectionSkipped`.
+    /// `Injected`, `InjectionSkipped` or `InjectionRequired`.
     pub reason: &'static str,
     /// The message.
     pub note: String,
+}
+
+/// Whether the namespace only admits pods that get the sidecar (`palisade.dev/inject:
+/// required`; the API server sends those namespaces' pods to `/mutate-required`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// A pod that cannot or should not be injected is admitted unchanged.
+    OptIn,
+    /// A pod that would not get the sidecar is refused, with the reason.
+    Required,
 }
 
 /// Answers one AdmissionReview body.
@@ -40,6 +51,7 @@ pub fn review(
     body: &[u8],
     cfg: &InjectConfig,
     operator_ns: &str,
+    mode: Mode,
 ) -> (AdmissionReview<DynamicObject>, Outcome) {
     let parsed = serde_json::from_slice::<Value>(body).ok().and_then(|raw| {
         let review = serde_json::from_value::<AdmissionReview<DynamicObject>>(raw.clone());
@@ -50,7 +62,7 @@ pub fn review(
         let res = AdmissionResponse::invalid("the body is not an admission.k8s.io/v1 review");
         return (res.into_review(), outcome("invalid", "InvalidReview", None));
     };
-    let (res, out) = decide(&raw["request"]["object"], &req, cfg, operator_ns);
+    let (res, out) = decide(&raw["request"]["object"], &req, cfg, operator_ns, mode);
     (res.into_review(), out)
 }
 
@@ -59,6 +71,7 @@ fn decide(
     req: &AdmissionRequest<DynamicObject>,
     cfg: &InjectConfig,
     operator_ns: &str,
+    mode: Mode,
 ) -> (AdmissionResponse, Outcome) {
     let res = AdmissionResponse::from(req);
     let is_pod_create = req.operation == Operation::Create
@@ -92,6 +105,15 @@ fn decide(
             }
             Err(_) => (res, outcome("skipped", "PatchSerialize", None)),
         },
+        Err(skip) if mode == Mode::Required && skip.leaves_unprotected() => {
+            let msg = format!(
+                "palisade: namespace {ns} requires the Palisade sidecar ({INJECT_LABEL}=required) \
+                 and this pod would run without it: {skip}; {}",
+                skip.required_fix()
+            );
+            let ev = event(true, "InjectionRequired", msg.clone());
+            (res.deny(msg), outcome("denied", skip.reason(), ev))
+        }
         Err(skip) if skip.warrants_warning() => {
             let msg = format!("palisade: sidecar not injected: {skip}");
             let mut res = res;
@@ -202,7 +224,7 @@ mod tests {
             "CREATE",
             pod(json!({"name": "http", "containerPort": 8080})),
         );
-        let (r, out) = review(&b, &cfg(), "palisade-system");
+        let (r, out) = review(&b, &cfg(), "palisade-system", Mode::OptIn);
         let res = response(&r);
         assert_eq!(res["uid"], "u-1");
         assert_eq!(res["allowed"], true);
@@ -221,7 +243,7 @@ mod tests {
     #[test]
     fn a_numeric_port_is_admitted_untouched_with_a_warning_and_an_event() {
         let b = body("shop", "CREATE", pod(json!({"containerPort": 8080})));
-        let (r, out) = review(&b, &cfg(), "palisade-system");
+        let (r, out) = review(&b, &cfg(), "palisade-system", Mode::OptIn);
         let res = response(&r);
         assert_eq!(res["allowed"], true);
         assert!(res.get("patch").is_none());
@@ -232,6 +254,56 @@ mod tests {
         assert_eq!(out.event.expect("event").reason, "InjectionSkipped");
     }
 
+    /// In a `required` namespace a pod that would run without the sidecar is refused with
+    /// the reason and the fix (opted out, a forged injected annotation, a decoy container
+    /// named like the sidecar, a port that cannot be taken over); one that can be injected is.
+    #[test]
+    fn a_required_namespace_refuses_pods_that_would_run_without_the_sidecar() {
+        let named = json!({"name": "http", "containerPort": 8080});
+        let mut opted_out = pod(named.clone());
+        opted_out["metadata"]["labels"] = json!({"palisade.dev/inject": "disabled"});
+        let mut forged = pod(named.clone());
+        forged["metadata"]["annotations"] = json!({"palisade.dev/injected": "v1"});
+        let mut decoy = pod(named.clone());
+        decoy["spec"]["initContainers"] =
+            json!([{"name": "palisade-sidecar", "image": "evil", "restartPolicy": "Always"}]);
+        let numeric = pod(json!({"containerPort": 8080}));
+        for (p, reason, fix) in [
+            (
+                opted_out,
+                "OptedOut",
+                "remove the pod's palisade.dev/inject=disabled label",
+            ),
+            (forged, "AlreadyInjected", "only the injector adds"),
+            (decoy, "AlreadyInjected", "only the injector adds"),
+            (numeric, "NoNamedPort", "targetPort"),
+        ] {
+            let (r, out) = review(
+                &body("shop", "CREATE", p),
+                &cfg(),
+                "palisade-system",
+                Mode::Required,
+            );
+            let res = response(&r);
+            assert_eq!(res["allowed"], false, "{reason}");
+            let msg = res["status"]["message"].as_str().expect("a message");
+            assert!(
+                msg.contains("namespace shop requires the Palisade sidecar") && msg.contains(fix),
+                "{reason}: {msg}"
+            );
+            assert_eq!((out.result, out.reason), ("denied", reason));
+            assert_eq!(out.event.expect("event").reason, "InjectionRequired");
+        }
+        let (r, out) = review(
+            &body("shop", "CREATE", pod(named)),
+            &cfg(),
+            "palisade-system",
+            Mode::Required,
+        );
+        assert_eq!(response(&r)["allowed"], true);
+        assert_eq!(out.result, "injected");
+    }
+
     #[test]
     fn excluded_namespaces_updates_and_garbage_are_not_mutated() {
         let p = pod(json!({"name": "http", "containerPort": 8080}));
@@ -240,14 +312,19 @@ mod tests {
             ("palisade-system", "CREATE", "ExcludedNamespace"),
             ("shop", "UPDATE", "NotPodCreate"),
         ] {
-            let (r, out) = review(&body(ns, op, p.clone()), &cfg(), "palisade-system");
+            let (r, out) = review(
+                &body(ns, op, p.clone()),
+                &cfg(),
+                "palisade-system",
+                Mode::OptIn,
+            );
             let res = response(&r);
             assert_eq!(res["allowed"], true);
             assert!(res.get("patch").is_none(), "{ns} {op}");
             assert_eq!(out.reason, reason);
             assert!(out.event.is_none());
         }
-        let (r, out) = review(b"{not json", &cfg(), "palisade-system");
+        let (r, out) = review(b"{not json", &cfg(), "palisade-system", Mode::OptIn);
         assert_eq!(response(&r)["allowed"], false);
         assert_eq!(out.result, "invalid");
     }

@@ -74,7 +74,7 @@ pub struct InjectorArgs {
         long,
         env = "PALISADE_WEBHOOK_NAMES",
         value_delimiter = ',',
-        default_value = "namespace.inject.palisade.dev,pod.inject.palisade.dev"
+        default_value = "namespace.inject.palisade.dev,pod.inject.palisade.dev,required.inject.palisade.dev"
     )]
     pub webhook_names: Vec<String>,
     /// Secret (in the operator namespace) holding the webhook CA and serving certificate.

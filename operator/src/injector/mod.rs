@@ -1,10 +1,11 @@
 //! The injector: a mutating admission webhook that adds the Palisade sidecar to pods that
-//! opt in (`palisade.dev/inject: enabled` on the pod or its namespace).
+//! opt in (`palisade.dev/inject: enabled` on the pod or its namespace), and refuses pods that
+//! would run without it in namespaces that require it (`palisade.dev/inject: required`).
 //!
 //! Watches: nothing but its own certificate Secret. Writes: that Secret and the `caBundle`
 //! of its MutatingWebhookConfiguration (leader only), Events `Injected` /
-//! `InjectionSkipped` (every replica, about the admissions it answered). Serves `/mutate`
-//! over HTTPS on every replica.
+//! `InjectionSkipped` / `InjectionRequired` (every replica, about the admissions it answered).
+//! Serves `/mutate` and `/mutate-required` over HTTPS on every replica.
 
 pub mod admit;
 pub mod cabundle;
@@ -46,26 +47,45 @@ pub async fn spawn(ctx: Arc<Context>) -> anyhow::Result<()> {
 fn router(ctx: Arc<Context>, cfg: Arc<InjectConfig>) -> Router {
     Router::new()
         .route("/mutate", post(mutate))
+        .route("/mutate-required", post(mutate_required))
         .with_state((ctx, cfg))
 }
 
+/// Pods of namespaces that opted in (`palisade.dev/inject: enabled`) or that opt in themselves.
 async fn mutate(
     State((ctx, cfg)): State<(Arc<Context>, Arc<InjectConfig>)>,
     body: Bytes,
 ) -> axum::Json<serde_json::Value> {
+    answer(&ctx, &cfg, &body, admit::Mode::OptIn)
+}
+
+/// Pods of namespaces that require the sidecar (`palisade.dev/inject: required`).
+async fn mutate_required(
+    State((ctx, cfg)): State<(Arc<Context>, Arc<InjectConfig>)>,
+    body: Bytes,
+) -> axum::Json<serde_json::Value> {
+    answer(&ctx, &cfg, &body, admit::Mode::Required)
+}
+
+fn answer(
+    ctx: &Arc<Context>,
+    cfg: &Arc<InjectConfig>,
+    body: &[u8],
+    mode: admit::Mode,
+) -> axum::Json<serde_json::Value> {
     let with_ca;
     let cfg = if ctx.args.collector_plain_http {
-        &*cfg
+        &**cfg
     } else {
         // Sidecars verify the collector's HTTPS with the CA bundle current at pod creation.
         with_ca = InjectConfig {
             collector_ca: ctx.ca_bundle.load_full().map(|ca| ca.to_string()),
-            ..(*cfg).clone()
+            ..(**cfg).clone()
         };
         &with_ca
     };
-    let (review, outcome) = admit::review(&body, cfg, &ctx.args.namespace);
-    record(&ctx, outcome);
+    let (review, outcome) = admit::review(body, cfg, &ctx.args.namespace, mode);
+    record(ctx, outcome);
     axum::Json(serde_json::to_value(review).unwrap_or_default())
 }
 

@@ -79,6 +79,28 @@ impl SkipReason {
         }
     }
 
+    /// Whether the pod would run without the sidecar where one is expected: everything but a
+    /// namespace that is never injected. In a `required` namespace such a pod is refused.
+    pub fn leaves_unprotected(&self) -> bool {
+        !matches!(self, Self::ExcludedNamespace(_))
+    }
+
+    /// What to change so that a `required` namespace admits the pod.
+    pub fn required_fix(&self) -> &'static str {
+        match self {
+            Self::OptedOut => "remove the pod's palisade.dev/inject=disabled label",
+            Self::AlreadyInjected => {
+                "only the injector adds the palisade.dev/injected annotation and the \
+                 palisade-sidecar container; remove them from the pod template"
+            }
+            Self::NoNamedPort { .. } | Self::PortConflict { .. } | Self::Malformed(_) => {
+                "fix the pod as said, or set the namespace's palisade.dev/inject label to \
+                 enabled to admit such pods without the sidecar"
+            }
+            Self::ExcludedNamespace(_) => "",
+        }
+    }
+
     /// Whether the user should hear about it (admission warning and `InjectionSkipped` Event).
     pub fn warrants_warning(&self) -> bool {
         matches!(

@@ -14,7 +14,8 @@ use crate::{ControlPlane, eventually};
 pub const CONFIG: &str = "palisade-injector";
 
 /// Applies `config/webhook.yaml`'s MutatingWebhookConfiguration with its clientConfig
-/// rewritten to URL mode (the API server dials the operator at `addr`).
+/// rewritten to URL mode (the API server dials the operator at `addr`, each webhook's path
+/// kept).
 pub async fn register(cp: &ControlPlane, addr: &str) {
     let path = crate::repo_root().join("config/webhook.yaml");
     let text = std::fs::read_to_string(&path).expect("config/webhook.yaml");
@@ -28,7 +29,11 @@ pub async fn register(cp: &ControlPlane, addr: &str) {
             hook["clientConfig"].get("caBundle").is_none(),
             "caBundle is the operator's"
         );
-        hook["clientConfig"] = json!({ "url": format!("https://{addr}/mutate") });
+        let path = hook["clientConfig"]["service"]["path"]
+            .as_str()
+            .unwrap_or("/mutate")
+            .to_owned();
+        hook["clientConfig"] = json!({ "url": format!("https://{addr}{path}") });
     }
     let api: Api<MutatingWebhookConfiguration> = Api::all(cp.client().await);
     api.patch(

@@ -565,6 +565,9 @@ async fn helm_install_runs_restricted_with_its_rbac_and_uninstall_cleans_up() {
         .expect("crds.keep keeps the CRDs");
 }
 
+/// The webhooks of the chart's MutatingWebhookConfiguration (namespace, pod, required).
+const WEBHOOKS: usize = 3;
+
 #[tokio::test]
 async fn reapplying_the_chart_after_the_operator_set_ca_bundle_shows_no_diff() {
     let cp = ControlPlane::shared();
@@ -607,7 +610,7 @@ async fn reapplying_the_chart_after_the_operator_set_ca_bundle_shows_no_diff() {
     };
     eventually("the operator to publish caBundle", || async {
         let b = ca_bundle()?;
-        (b.split_whitespace().count() == 2)
+        (b.split_whitespace().count() == WEBHOOKS)
             .then_some(())
             .ok_or(format!("caBundle {b:?}"))
     })
@@ -615,7 +618,10 @@ async fn reapplying_the_chart_after_the_operator_set_ca_bundle_shows_no_diff() {
     // What Argo CD does on every sync: diff, then apply. No drift, and caBundle survives.
     argo("diff").unwrap_or_else(|e| panic!("the chart drifted after the operator ran: {e}"));
     argo("apply").unwrap_or_else(|e| panic!("re-applying the chart: {e}"));
-    assert_eq!(ca_bundle().expect("caBundle").split_whitespace().count(), 2);
+    assert_eq!(
+        ca_bundle().expect("caBundle").split_whitespace().count(),
+        WEBHOOKS
+    );
     let managed = cp
         .kubectl_ok(&[
             "get",

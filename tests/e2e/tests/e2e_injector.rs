@@ -92,10 +92,59 @@ async fn the_operator_injects_the_native_sidecar_into_opted_in_pods() {
     let pod = create_restricted_pod(&client, restricted.name()).await;
     assert_injected(&json(&pod));
 
+    // A namespace that requires the sidecar: a pod that would run without it (opted out, a
+    // forged injected annotation, a decoy container named like the sidecar) is refused by
+    // the API server with the reason; an ordinary pod is injected.
+    let required = labelled_ns(cp, "inj-required", &[("palisade.dev/inject", "required")]).await;
+    webhook::wait_until_injecting(&client, required.name(), &web_pod("probe", &json!({}))).await;
+    let in_required: Api<Pod> = Api::namespaced(client.clone(), required.name());
+    let mut decoy = web_pod("decoy", &json!({}));
+    decoy["spec"]["initContainers"] = json!([{"name": "palisade-sidecar", "image": "evil:1",
+        "restartPolicy": "Always"}]);
+    let mut forged = web_pod("forged", &json!({}));
+    forged["metadata"]["annotations"] = json!({"palisade.dev/injected": "v0"});
+    for (pod, fix) in [
+        (
+            web_pod("optout", &json!({"palisade.dev/inject": "disabled"})),
+            "remove the pod's palisade.dev/inject=disabled label",
+        ),
+        (forged, "only the injector adds"),
+        (decoy, "only the injector adds"),
+    ] {
+        let name = pod["metadata"]["name"].clone();
+        let refused = in_required
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(pod).expect("pod"),
+            )
+            .await;
+        match refused {
+            Err(kube::Error::Api(s)) => assert!(
+                s.message.contains("requires the Palisade sidecar") && s.message.contains(fix),
+                "{name}: {s:?}"
+            ),
+            other => panic!("{name}: expected a refusal, got {other:?}"),
+        }
+    }
+    let ordinary = in_required
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(web_pod("ordinary", &json!({}))).expect("pod"),
+        )
+        .await
+        .expect("an ordinary pod is admitted");
+    assert_injected(&json(&ordinary));
+
     let metrics = op.metrics().expect("metrics");
     assert!(
         metrics.contains(
             r#"palisade_operator_injector_admissions_total{result="injected",reason="Injected"}"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            r#"palisade_operator_injector_admissions_total{result="denied",reason="OptedOut"}"#
         ),
         "{metrics}"
     );
