@@ -272,27 +272,34 @@ mod tests {
         jiff::Timestamp::from_second(s).expect("valid")
     }
 
-    #[test]
-    fn an_unchanged_verdict_gives_an_identical_status() {
-        let first = desired(
-            None,
-            &ActionStatus::Active,
-            true,
+    /// [`desired`] of an action without identity conditions, verb or expiry, generation 1.
+    fn plain(
+        current: Option<&SecurityActionStatus>,
+        verdict: &ActionStatus,
+        selects_pods: bool,
+        pause: &Pause,
+        now: jiff::Timestamp,
+    ) -> SecurityActionStatus {
+        desired(
+            current,
+            verdict,
+            selects_pods,
             None,
             None,
             None,
             Some(1),
-            &Pause::default(),
-            t(10),
-        );
-        let again = desired(
+            pause,
+            now,
+        )
+    }
+
+    #[test]
+    fn an_unchanged_verdict_gives_an_identical_status() {
+        let first = plain(None, &ActionStatus::Active, true, &Pause::default(), t(10));
+        let again = plain(
             Some(&first),
             &ActionStatus::Active,
             true,
-            None,
-            None,
-            None,
-            Some(1),
             &Pause::default(),
             t(99),
         );
@@ -302,25 +309,11 @@ mod tests {
 
     #[test]
     fn pausing_flips_ready_and_paused_with_a_new_transition_time() {
-        let active = desired(
-            None,
-            &ActionStatus::Active,
-            true,
-            None,
-            None,
-            None,
-            Some(1),
-            &Pause::default(),
-            t(10),
-        );
-        let paused = desired(
+        let active = plain(None, &ActionStatus::Active, true, &Pause::default(), t(10));
+        let paused = plain(
             Some(&active),
             &ActionStatus::Paused { by_namespace: true },
             true,
-            None,
-            None,
-            None,
-            Some(1),
             &Pause::default(),
             t(20),
         );
@@ -361,17 +354,7 @@ mod tests {
         let paused = ActionStatus::Paused {
             by_namespace: false,
         };
-        let s = desired(
-            None,
-            &paused,
-            true,
-            None,
-            None,
-            None,
-            Some(1),
-            &until,
-            t(10),
-        );
+        let s = plain(None, &paused, true, &until, t(10));
         assert_eq!(s.state, Some(ActionState::Paused));
         assert_eq!(s.paused_until, Some(Time(t(100))));
         assert_eq!(s.paused_until_annotation.as_deref(), Some("2h"));
@@ -381,17 +364,7 @@ mod tests {
             msg.contains("paused until") && msg.contains("resumes then"),
             "{msg}"
         );
-        let over = desired(
-            Some(&s),
-            &ActionStatus::Active,
-            true,
-            None,
-            None,
-            None,
-            Some(1),
-            &until,
-            t(100),
-        );
+        let over = plain(Some(&s), &ActionStatus::Active, true, &until, t(100));
         assert_eq!(over.state, Some(ActionState::Active));
         assert_eq!(over.paused_until, Some(Time(t(100))));
         assert_eq!(c(&over, PAUSED).1, "NotPaused");
@@ -402,17 +375,7 @@ mod tests {
                 message: "palisade.dev/paused-until: \"soon\" is neither".into(),
             },
         };
-        let s = desired(
-            None,
-            &ActionStatus::Active,
-            true,
-            None,
-            None,
-            None,
-            Some(1),
-            &bad,
-            t(10),
-        );
+        let s = plain(None, &ActionStatus::Active, true, &bad, t(10));
         assert_eq!(s.state, Some(ActionState::Active));
         assert_eq!(s.paused_until, None);
         let (status, reason, msg) = c(&s, PAUSED);
@@ -441,17 +404,7 @@ mod tests {
         assert!(selects_any(None, shop.iter()), "no selector: every sidecar");
         assert!(!selects_any(Some(&sel), [].iter()));
 
-        let idle = desired(
-            None,
-            &ActionStatus::Active,
-            false,
-            None,
-            None,
-            None,
-            Some(1),
-            &Pause::default(),
-            t(10),
-        );
+        let idle = plain(None, &ActionStatus::Active, false, &Pause::default(), t(10));
         assert_eq!(idle.state, Some(ActionState::Unenforced));
         let ready = idle
             .conditions
@@ -467,14 +420,10 @@ mod tests {
             "{}",
             ready.message
         );
-        let active = desired(
+        let active = plain(
             Some(&idle),
             &ActionStatus::Active,
             true,
-            None,
-            None,
-            None,
-            Some(1),
             &Pause::default(),
             t(20),
         );
@@ -482,17 +431,7 @@ mod tests {
         let paused = ActionStatus::Paused {
             by_namespace: false,
         };
-        let paused = desired(
-            None,
-            &paused,
-            false,
-            None,
-            None,
-            None,
-            Some(1),
-            &Pause::default(),
-            t(30),
-        );
+        let paused = plain(None, &paused, false, &Pause::default(), t(30));
         assert_eq!(
             paused.state,
             Some(ActionState::Paused),
