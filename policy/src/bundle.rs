@@ -10,6 +10,18 @@ use crate::spec::{DetectedBy, Mode, PathMatch, Verb};
 /// The bundle format version. `decode` rejects any other.
 pub const FORMAT_VERSION: u32 = 1;
 
+/// How far ahead of a clock a bundle generation may be, in milliseconds. Generations are the
+/// operator's clock in milliseconds (at least the previous one plus one), so one further ahead
+/// was not written by the operator: the operator does not continue from it (it starts again
+/// from its clock) and sidecars refuse it, and a sidecar that holds one (from an older
+/// version) takes newer bundles with a plausible generation.
+pub const GENERATION_AHEAD_MAX_MS: u64 = 60 * 60 * 1000;
+
+/// Whether `generation` is further ahead of `now_ms` than [`GENERATION_AHEAD_MAX_MS`].
+pub fn generation_from_the_future(generation: u64, now_ms: u64) -> bool {
+    generation > now_ms.saturating_add(GENERATION_AHEAD_MAX_MS)
+}
+
 /// The most enabled detection rules a bundle can name (`detectedBy` matches on a 64-bit mask).
 pub const MAX_RULES: usize = 64;
 

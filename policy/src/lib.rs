@@ -102,7 +102,10 @@ mod validate;
 mod wire;
 
 pub use actionset::{ActionId, ActionSet, MAX_ACTIONS};
-pub use bundle::{Bundle, BundleAction, BundleConditions, FORMAT_VERSION, MAX_RULES};
+pub use bundle::{
+    Bundle, BundleAction, BundleConditions, FORMAT_VERSION, GENERATION_AHEAD_MAX_MS, MAX_RULES,
+    generation_from_the_future,
+};
 pub use codec::{
     Encoded, MAX_SECTION_BYTES, MAX_SHARDS, Manifest, SHARD_MAX_BYTES, ShardRef, decode,
     decode_with, encode,

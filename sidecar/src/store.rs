@@ -60,6 +60,18 @@ pub enum StoreError {
         #[source]
         error: BundleError,
     },
+    /// The bundle's generation is further ahead of this pod's clock than any the operator
+    /// writes ([`palisade_policy::GENERATION_AHEAD_MAX_MS`]).
+    #[error(
+        "bundle from {source_name} rejected: its generation {generation} is more than an hour \
+         ahead of this pod's clock, so the operator did not write it; keeping the last good bundle"
+    )]
+    GenerationAhead {
+        /// Where it came from.
+        source_name: &'static str,
+        /// Its generation.
+        generation: u64,
+    },
     /// Decoding or validating the bundle failed.
     #[error("bundle {hash} from {source_name} rejected: {error}; keeping the last good bundle")]
     Bundle {
@@ -78,6 +90,7 @@ impl StoreError {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::Manifest { .. } => "ManifestInvalid",
+            Self::GenerationAhead { .. } => "GenerationAhead",
             Self::Bundle { error, .. } | Self::Detected { error, .. } => error.reason(),
         }
     }
@@ -155,10 +168,16 @@ impl Store {
 
     /// Whether a manifest would change the policy in force: a different hash and a generation
     /// not older than the current one (so the slower mounted file cannot roll back the API).
+    /// A policy held with a generation far ahead of the clock (from a version that took one)
+    /// does not block newer bundles.
     pub fn wants(&self, manifest: &Manifest) -> bool {
         match &*self.current.load() {
             None => true,
-            Some(cur) => cur.hash != manifest.bundle_hash && manifest.generation >= cur.generation,
+            Some(cur) => {
+                cur.hash != manifest.bundle_hash
+                    && (manifest.generation >= cur.generation
+                        || palisade_policy::generation_from_the_future(cur.generation, now_ms()))
+            }
         }
     }
 
@@ -182,6 +201,13 @@ impl Store {
         shard: impl FnMut(&str) -> Option<&'a [u8]>,
     ) -> bool {
         if !self.wants(manifest) {
+            return false;
+        }
+        if palisade_policy::generation_from_the_future(manifest.generation, now_ms()) {
+            self.rejected(&StoreError::GenerationAhead {
+                source_name,
+                generation: manifest.generation,
+            });
             return false;
         }
         let bundle = match palisade_policy::decode_with(manifest, shard) {
@@ -253,6 +279,13 @@ impl Store {
             .inc();
         tracing::warn!(reason = e.reason(), error = %e, "bundle rejected");
     }
+}
+
+/// This pod's clock in milliseconds since the Unix epoch.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn flag_names(bundle: &palisade_policy::Bundle) -> Vec<http::HeaderName> {

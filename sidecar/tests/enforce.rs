@@ -311,6 +311,39 @@ async fn bad_bundle_never_replaces_the_last_good_one() {
     );
 }
 
+/// A bundle whose generation is far ahead of the clock (`u64::MAX`: written by someone who can
+/// edit the ConfigMap, not by the operator) is refused, so it can neither replace the policy
+/// nor freeze it: the operator's next bundle still applies.
+#[tokio::test]
+async fn a_bundle_from_the_future_is_refused_and_does_not_freeze_the_policy() {
+    let e = env(
+        vec![deny("ua", when(|c| c.user_agents = vec!["bot".into()]))],
+        &[],
+    )
+    .await;
+    let (manifest, shards) = bundle::encode(vec![], u64::MAX);
+    write_raw(e.dir.path(), &manifest, &shards);
+    loop {
+        let m = metrics(&e.sc).await;
+        if m.contains("reason=\"GenerationAhead\"} 1") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        get(e.sc.proxy_addr, "/", &[("user-agent", "bot")]).await.0,
+        403,
+        "the last good bundle stays"
+    );
+    let next = write(e.dir.path(), vec![], 2);
+    wait_for_bundle(&e.sc, &next).await;
+    assert_eq!(
+        get(e.sc.proxy_addr, "/", &[("user-agent", "bot")]).await.0,
+        200,
+        "the operator's next bundle applies"
+    );
+}
+
 /// Without a bundle the sidecar forwards (fail open) but is not Ready, so the pod takes no
 /// Service traffic that no policy protects; it is Ready once a bundle is in force. The
 /// start-up grace passing without one shows in `palisade_sidecar_policy_missing`.

@@ -93,7 +93,12 @@ pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, 
     if current.as_ref().map(|m| &m.bundle_hash) != Some(&encoded.manifest.bundle_hash) {
         // New content gets a higher generation: sidecars never go back to an older bundle.
         let millis = u64::try_from(now.as_millisecond()).unwrap_or(0);
-        out.bundle.generation = millis.max(old_generation + 1);
+        out.bundle.generation = next_generation(old_generation, millis);
+        if out.bundle.generation < old_generation {
+            tracing::warn!(namespace = %name, old_generation, generation = out.bundle.generation,
+                "the bundle in place has a generation far ahead of this clock (not written by \
+                 the operator); starting again from the clock");
+        }
         encoded = encode(&out.bundle).map_err(encode_err)?;
     }
     let written = bundle_cm::write(client, &name, &encoded).await;
@@ -182,6 +187,16 @@ fn trusted_proxies(ns: &Namespace) -> Option<palisade_policy::TrustedProxies> {
             None
         }
     }
+}
+
+/// The generation of new bundle content: the clock in milliseconds, and above the previous
+/// one; a previous generation far ahead of the clock (a forged bundle: `u64::MAX` would wrap)
+/// is not continued from.
+fn next_generation(old: u64, now_ms: u64) -> u64 {
+    if palisade_policy::generation_from_the_future(old, now_ms) {
+        return now_ms;
+    }
+    now_ms.max(old.saturating_add(1))
 }
 
 fn requeue(
