@@ -71,12 +71,18 @@ pub fn paused_until(meta: &ObjectMeta) -> Option<(&str, Result<PauseUntil, Strin
     } else if let Ok(d) = crate::duration::parse_duration(text) {
         Ok(PauseUntil::For(d))
     } else {
+        // At most 64 characters of it in the message (a condition message and an Event note
+        // are bounded; a huge value must not make the status unwritable).
+        let shown: String = text.chars().take(64).collect();
+        let more = if shown.len() < text.len() { "…" } else { "" };
         Err(format!(
-            "{PAUSED_UNTIL_ANNOTATION}: {text:?} is neither an RFC 3339 time (like \
+            "{PAUSED_UNTIL_ANNOTATION}: {shown:?}{more} is neither an RFC 3339 time (like \
              2026-12-24T08:00:00Z) nor a duration (like 2h or 1h30m); the action is not paused"
         ))
     };
-    Some((value.as_str(), parsed))
+    // The trimmed value: what was parsed, and short enough for `status.pausedUntilAnnotation`
+    // (a valid time or duration is at most 40 characters; padding must not break the status).
+    Some((text, parsed))
 }
 
 /// Whether the object carries the label `palisade.dev/archived: "true"`.
@@ -117,10 +123,24 @@ mod tests {
             paused_until(&m).expect("annotated").1,
             Ok(PauseUntil::At(at))
         );
-        let m = meta(" 1h30m ");
+        let padded = format!("{:>80}", "1h30m ");
+        let m = meta(&padded);
+        let (value, parsed) = paused_until(&m).expect("annotated");
         assert_eq!(
-            paused_until(&m).expect("annotated").1,
+            value, "1h30m",
+            "the trimmed value is what the status records"
+        );
+        assert_eq!(
+            parsed,
             Ok(PauseUntil::For(std::time::Duration::from_secs(5400)))
+        );
+        let huge = "x".repeat(100_000);
+        let m = meta(&huge);
+        let err = paused_until(&m).expect("annotated").1.expect_err("invalid");
+        assert!(
+            err.len() < 300,
+            "the message stays short: {} bytes",
+            err.len()
         );
         for bad in ["tomorrow", "2d", "", "2026-12-24", "-1h"] {
             let m = meta(bad);

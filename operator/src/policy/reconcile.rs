@@ -1,6 +1,7 @@
 //! Reconciles one namespace: read its actions, rules and referenced lists, compile, write the
-//! bundle, the statuses and the Events; requeue at the next expiry or end of a timed pause. The labels of the pods
-//! that carry the sidecar tell whether a workload-scoped action is enforced anywhere.
+//! bundle, the statuses and the Events; requeue at the next expiry or end of a timed pause.
+//! The labels of the pods that carry the sidecar tell whether a workload-scoped action is
+//! enforced anywhere.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
