@@ -72,6 +72,24 @@ fn match_all_alone() -> Rule {
     printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),
     printcolumn(name = "State", type_ = "string", json_path = ".status.state"),
     printcolumn(name = "Expires", type_ = "string", json_path = ".status.expireTime"),
+    printcolumn(name = "Pods", type_ = "string", json_path = ".status.enforcingPods"),
+    printcolumn(
+        name = "Matched-1h",
+        type_ = "integer",
+        json_path = ".status.matchedRequests.last1h"
+    ),
+    printcolumn(
+        name = "Decided-1h",
+        type_ = "integer",
+        priority = "1",
+        json_path = ".status.decidedRequests.last1h"
+    ),
+    printcolumn(
+        name = "Observed-1h",
+        type_ = "integer",
+        priority = "1",
+        json_path = ".status.observedRequests.last1h"
+    ),
     printcolumn(
         name = "Age",
         type_ = "date",
@@ -259,13 +277,58 @@ pub struct SecurityActionStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64))]
     pub paused_until_annotation: Option<String>,
-    /// How many sidecar pods enforce the policy version that contains this action.
+    /// The generation of the namespace's policy bundle that first carried this version of
+    /// the action: a sidecar enforcing that generation or a later one enforces it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub enforcing_pods: Option<i32>,
-    /// How many requests the action has matched (in `Observe` mode: would have acted on),
-    /// as last reported by the sidecars.
+    pub bundle_generation: Option<i64>,
+    /// `N/M`: of the `M` pods carrying the sidecar that the action's workload selector
+    /// selects, `N` reported (within the last three minutes) enforcing `bundleGeneration` or
+    /// later. Written by the collector.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub matched_requests: Option<i64>,
+    #[schemars(length(max = 32))]
+    pub enforcing_pods: Option<String>,
+    /// Requests whose conditions the action matched while enforced (decided by it or by an
+    /// action of higher precedence), as reported by the sidecars. Written by the collector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matched_requests: Option<RequestCounts>,
+    /// Requests the action would have matched while in `Observe` mode (its own, or the
+    /// sidecars' `--observe`). Written by the collector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_requests: Option<RequestCounts>,
+    /// Requests the action decided: a deny that answered, an allow that won, a flag whose
+    /// headers were added. Written by the collector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_requests: Option<RequestCounts>,
+}
+
+/// Request counts over recent windows, summed over every sidecar of the namespace. The
+/// windows end at the collector's last update; the 5-minute and 1-hour windows are exact to
+/// the minute, the 24-hour window to the hour.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RequestCounts {
+    /// The last 5 minutes.
+    #[serde(rename = "last5m")]
+    pub last_5m: i64,
+    /// The last hour.
+    #[serde(rename = "last1h")]
+    pub last_1h: i64,
+    /// The last 24 hours.
+    #[serde(rename = "last24h")]
+    pub last_24h: i64,
+}
+
+impl SecurityActionStatus {
+    /// The status without the fields the collector writes (under its own field manager).
+    #[must_use]
+    pub fn without_evidence(&self) -> Self {
+        Self {
+            enforcing_pods: None,
+            matched_requests: None,
+            observed_requests: None,
+            decided_requests: None,
+            ..self.clone()
+        }
+    }
 }
 
 impl SecurityActionSpec {

@@ -31,6 +31,12 @@ pub const INJECT_KEY: &str = "palisade.dev/inject";
 /// headers read. It replaces the sidecars' `--trusted-proxies`; an empty value trusts no one.
 pub const TRUSTED_PROXIES_ANNOTATION: &str = "palisade.dev/trusted-proxies";
 
+/// Namespace annotation: `"true"` makes the namespace's sidecars name the action that decided
+/// each request in the `palisade-decision` response header (as their `--debug-headers` flag
+/// does for one pod). Meant for trying a policy out: the header tells clients which action
+/// caught them.
+pub const DEBUG_HEADERS_ANNOTATION: &str = "palisade.dev/debug-headers";
+
 /// Value of [`INJECT_KEY`] that enables sidecar injection.
 pub const INJECT_ENABLED: &str = "enabled";
 

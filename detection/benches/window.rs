@@ -50,6 +50,8 @@ fn filled(clients: u32) -> (Windows, Timestamp) {
             clients: entries.clone(),
             attributes: vec![],
             evicted: 0,
+            actions: Vec::new(),
+            generation: None,
         };
         w.merge(&report, now);
     }

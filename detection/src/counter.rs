@@ -250,6 +250,8 @@ impl Counter {
             clients,
             attributes,
             evicted: std::mem::take(&mut self.evicted),
+            actions: Vec::new(),
+            generation: None,
         }
     }
 

@@ -54,6 +54,49 @@ pub struct AttrEntry {
     pub count: u64,
 }
 
+/// Most actions one report may name (a bundle holds at most 1024).
+pub const MAX_REPORT_ACTIONS: usize = 1024;
+/// Longest action name a report may carry (a Kubernetes object name).
+pub const MAX_ACTION_NAME: usize = 253;
+
+/// What one SecurityAction did in the slice, as counted by the sidecar.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionCount {
+    /// The SecurityAction's name (in the report's namespace).
+    pub name: String,
+    /// Requests whose conditions the action matched while it was enforced (whether or not
+    /// another action decided them).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub matched: u64,
+    /// Requests it would have matched in `Observe` mode (the action's, or the sidecar's).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub observed: u64,
+    /// Requests this action decided: the deny that answered, the allow that won, a flag whose
+    /// headers were added.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub decided: u64,
+}
+
+impl ActionCount {
+    /// Adds another count of the same action.
+    pub fn add(&mut self, other: &Self) {
+        self.matched = self.matched.saturating_add(other.matched);
+        self.observed = self.observed.saturating_add(other.observed);
+        self.decided = self.decided.saturating_add(other.decided);
+    }
+
+    /// Whether every count is zero.
+    pub fn is_empty(&self) -> bool {
+        self.matched == 0 && self.observed == 0 && self.decided == 0
+    }
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// A sidecar's summary of one time slice.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -78,6 +121,13 @@ pub struct Report {
     /// Clients evicted by the heavy-hitter bound in this slice (0 when counting was exact).
     #[serde(default)]
     pub evicted: u64,
+    /// What each action did in the slice (only actions with a non-zero count).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<ActionCount>,
+    /// The generation of the policy bundle the sidecar enforced at the end of the slice;
+    /// `None` while it holds none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
 }
 
 /// A report could not be accepted.
@@ -104,6 +154,15 @@ pub enum ReportError {
         /// Its size.
         size: usize,
     },
+    /// Too many action counts, or an action name longer than a Kubernetes name.
+    #[error(
+        "report names {count} actions or a name longer than {MAX_ACTION_NAME} bytes; at most \
+         {MAX_REPORT_ACTIONS} actions with Kubernetes object names"
+    )]
+    Actions {
+        /// How many actions it names.
+        count: usize,
+    },
     /// `end` is not after `start`.
     #[error("report window ends ({end}) before it starts ({start})")]
     Window {
@@ -122,6 +181,7 @@ impl ReportError {
             Self::Version { .. } => "ReportVersionUnsupported",
             Self::TooLarge { .. } => "ReportTooLarge",
             Self::Window { .. } => "ReportWindowInvalid",
+            Self::Actions { .. } => "ReportActionsInvalid",
         }
     }
 }
@@ -154,6 +214,15 @@ impl Report {
             return Err(ReportError::Window {
                 start: report.start,
                 end: report.end,
+            });
+        }
+        let long_name = report
+            .actions
+            .iter()
+            .any(|a| a.name.is_empty() || a.name.len() > MAX_ACTION_NAME);
+        if report.actions.len() > MAX_REPORT_ACTIONS || long_name {
+            return Err(ReportError::Actions {
+                count: report.actions.len(),
             });
         }
         Ok(report)
@@ -200,6 +269,8 @@ mod tests {
                 count: 3,
             }],
             evicted: 0,
+            actions: Vec::new(),
+            generation: None,
         }
     }
 

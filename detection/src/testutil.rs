@@ -60,5 +60,7 @@ pub fn report(pod: &str, seq: u64, start: i64, clients: &[(ClientKey, ClientCoun
             .collect(),
         attributes: vec![],
         evicted: 0,
+        actions: Vec::new(),
+        generation: None,
     }
 }

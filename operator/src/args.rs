@@ -58,6 +58,10 @@ pub struct Args {
     /// How often the leader persists the collector's state (also on graceful shutdown).
     #[arg(long, env = "PALISADE_COLLECTOR_SNAPSHOT_INTERVAL", default_value = "30s", value_parser = parse_interval)]
     pub collector_snapshot_interval: std::time::Duration,
+    /// How often the collector writes each SecurityAction's request counts and enforcing
+    /// pods into its status (only the actions whose values changed; at most 100 per update).
+    #[arg(long, env = "PALISADE_EVIDENCE_INTERVAL", default_value = "15s", value_parser = parse_interval)]
+    pub evidence_interval: std::time::Duration,
     /// How often the collector runs the detection rules over the merged windows.
     #[arg(long, env = "PALISADE_DETECTION_INTERVAL", default_value = "1s", value_parser = parse_interval)]
     pub detection_interval: std::time::Duration,

@@ -49,6 +49,18 @@ pub struct StateLabels {
     pub outcome: &'static str,
 }
 
+/// Label set of the per-action request counts (bounded: the actions of the namespaces whose
+/// sidecars report, at most 1024 per namespace, removed with the action).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    /// The action's namespace.
+    pub namespace: String,
+    /// The SecurityAction's name.
+    pub action: String,
+    /// matched, observed, decided.
+    pub result: &'static str,
+}
+
 /// Every metric the operator exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -91,6 +103,9 @@ pub struct Metrics {
     pub client_ip_proxy_namespaces: Gauge,
     /// Warnings raised for such namespaces (one per episode).
     pub client_ip_proxy_warnings: Counter,
+    /// Requests each SecurityAction matched, observed (Observe mode) and decided, as the
+    /// sidecars report them (leader).
+    pub action_requests: Family<ActionLabels, Counter>,
 }
 
 impl Metrics {
@@ -119,9 +134,16 @@ impl Metrics {
             kube_requests,
             client_ip_proxy_namespaces: Gauge::default(),
             client_ip_proxy_warnings: Counter::default(),
+            action_requests: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("palisade_operator");
         r.register("reconciles", "Reconciliations run", m.reconciles.clone());
+        r.register(
+            "action_requests",
+            "Requests each SecurityAction matched, observed (Observe mode) and decided, as \
+             reported by the sidecars",
+            m.action_requests.clone(),
+        );
         r.register(
             "reconcile_failures",
             "Reconciliations that failed, by reason",

@@ -39,6 +39,9 @@ pub struct Bundle {
     pub ips: IpSet,
     /// The namespace's trusted proxies, replacing the sidecars' `--trusted-proxies` when set.
     pub trusted_proxies: Option<crate::TrustedProxies>,
+    /// The namespace asks for the `palisade-decision` response header (its
+    /// `palisade.dev/debug-headers: "true"` annotation), as `--debug-headers` does.
+    pub debug_headers: bool,
 }
 
 /// One active action in a bundle.

@@ -105,6 +105,8 @@ struct MetaRef<'a> {
     v6_ranges: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     trusted_proxies: Option<&'a crate::TrustedProxies>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    debug_headers: bool,
 }
 
 #[derive(Deserialize)]
@@ -119,6 +121,9 @@ struct Meta {
     /// Absent in bundles without the annotation (and in every bundle of older operators).
     #[serde(default)]
     trusted_proxies: Option<crate::TrustedProxies>,
+    /// Absent unless the namespace asks for debug headers.
+    #[serde(default)]
+    debug_headers: bool,
 }
 
 impl Serialize for ActionId {
@@ -137,6 +142,7 @@ pub fn encode(bundle: &Bundle) -> Result<Encoded, BundleError> {
         v4_ranges: bundle.ips.v4.len(),
         v6_ranges: bundle.ips.v6.len(),
         trusted_proxies: bundle.trusted_proxies.as_ref(),
+        debug_headers: bundle.debug_headers,
     })
     .map_err(BundleError::Json)?;
     let mut packed: Vec<Packed> = Vec::new();
@@ -401,6 +407,7 @@ impl Parts {
             actions: meta.actions,
             ips: IpSet { v4, v6, classes },
             trusted_proxies: meta.trusted_proxies,
+            debug_headers: meta.debug_headers,
         })
     }
 }

@@ -161,6 +161,7 @@ fn assemble(
             actions,
             ips,
             trusted_proxies: inputs.trusted_proxies.clone(),
+            debug_headers: inputs.debug_headers,
         },
         Err(_) => {
             let (with_ip, rest): (Vec<_>, Vec<_>) =
@@ -186,6 +187,7 @@ fn assemble(
                 actions,
                 ips: Default::default(),
                 trusted_proxies: inputs.trusted_proxies.clone(),
+                debug_headers: inputs.debug_headers,
             }
         }
     }

@@ -28,6 +28,9 @@ pub struct Inputs {
     /// The namespace's trusted proxies (its `palisade.dev/trusted-proxies` annotation), which
     /// replace the sidecars' `--trusted-proxies`; `None` leaves the flag in force.
     pub trusted_proxies: Option<crate::TrustedProxies>,
+    /// The namespace asks sidecars to name the deciding action in a response header
+    /// (`palisade.dev/debug-headers: "true"`).
+    pub debug_headers: bool,
 }
 
 /// One SecurityAction.

@@ -2,7 +2,12 @@
 //! [`Fact`] pushed into a bounded channel (`try_send`: no lock, no wait; when the counter
 //! falls behind, facts are dropped and counted, never queued without bound). One task owns
 //! the detection crate's `Counter`, and every report interval hands the window summary to
-//! the reporter.
+//! the reporter, with the per-action counts of the policy store ([`crate::hits`]) and the
+//! bundle generation in force.
+//!
+//! A slice with no request and no action count is not sent, except when the generation in
+//! force changed since the last report, or as a heartbeat every [`HEARTBEAT`]: the collector
+//! learns which generation an idle pod enforces (`status.enforcingPods`).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -18,10 +23,14 @@ use prometheus_client::metrics::counter::Counter as PromCounter;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::store::Store;
+
 /// Facts buffered between the request path and the counting task.
 const QUEUE: usize = 65_536;
 /// One request in this many carries its attributes (product, app, path, …) to the counter.
 const ATTR_SAMPLE: u32 = 64;
+/// An idle sidecar still reports this often (an empty slice naming its generation).
+pub const HEARTBEAT: Duration = Duration::from_secs(60);
 
 /// What one finished request contributes to detection.
 #[derive(Debug, Clone)]
@@ -97,6 +106,7 @@ pub fn spawn(
     dropped: PromCounter,
     reports: mpsc::Sender<Report>,
     finish: CancellationToken,
+    store: Arc<Store>,
 ) -> CountHandle {
     let (tx, mut rx) = mpsc::channel::<Fact>(QUEUE);
     tokio::spawn(async move {
@@ -105,6 +115,7 @@ pub fn spawn(
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
+        let mut last = Sent::default();
         loop {
             tokio::select! {
                 fact = rx.recv() => match fact {
@@ -112,9 +123,12 @@ pub fn spawn(
                     None => break,
                 },
                 _ = tick.tick() => {
-                    let report = counter.take_report(jiff::Timestamp::now());
-                    if report.totals.requests > 0 && reports.try_send(report).is_err() {
-                        tracing::warn!("reporter is behind; a window summary was dropped");
+                    let report = take(&mut counter, &store);
+                    if last.wants(&report) {
+                        last = Sent::now(&report);
+                        if reports.try_send(report).is_err() {
+                            tracing::warn!("reporter is behind; a window summary was dropped");
+                        }
                     }
                 }
                 () = finish.cancelled() => break,
@@ -123,8 +137,8 @@ pub fn spawn(
         while let Ok(f) = rx.try_recv() {
             counter.record(&facts(&f));
         }
-        let report = counter.take_report(jiff::Timestamp::now());
-        if report.totals.requests > 0 {
+        let report = take(&mut counter, &store);
+        if report.totals.requests > 0 || !report.actions.is_empty() {
             // The reporter is draining its queue; waiting for room here loses nothing.
             let _ = reports.send(report).await;
         }
@@ -133,6 +147,38 @@ pub fn spawn(
         tx,
         dropped,
         tick: Arc::new(AtomicU32::new(0)),
+    }
+}
+
+/// The slice's summary with the action counts and the generation in force.
+fn take(counter: &mut Counter, store: &Store) -> Report {
+    let mut report = counter.take_report(jiff::Timestamp::now());
+    (report.actions, report.generation) = store.take_action_counts();
+    report
+}
+
+/// What the last report sent said, and when.
+#[derive(Debug, Default)]
+struct Sent {
+    at: Option<tokio::time::Instant>,
+    generation: Option<u64>,
+}
+
+impl Sent {
+    fn now(r: &Report) -> Self {
+        Self {
+            at: Some(tokio::time::Instant::now()),
+            generation: r.generation,
+        }
+    }
+
+    /// Whether `r` is worth sending: it counts something, names a generation the collector
+    /// has not heard of from this pod, or the heartbeat is due.
+    fn wants(&self, r: &Report) -> bool {
+        r.totals.requests > 0
+            || !r.actions.is_empty()
+            || (r.generation.is_some() && r.generation != self.generation)
+            || self.at.is_none_or(|at| at.elapsed() >= HEARTBEAT)
     }
 }
 

@@ -72,15 +72,27 @@ pub fn enforce(
         };
         metrics.observed(would_be);
     }
+    let hits = &loaded.hits;
+    let debug_headers = cfg.debug_headers || p.bundle().debug_headers;
     if cfg.observe {
-        let debug = cfg
-            .debug_headers
-            .then(|| debug_value("observe", p, v.matched.or(&v.observed)));
+        let all = v.matched.or(&v.observed);
+        hits.observed(&all);
+        let debug = debug_headers.then(|| debug_value("observe", p, all));
         return Ok(("observed", Outcome::Forward(debug.flatten())));
     }
+    hits.matched(&v.matched);
+    hits.observed(&v.observed);
+    let cfg = EnforceConfig {
+        debug_headers,
+        ..cfg
+    };
     match v.decision {
-        Decision::Deny(id) => Ok(("deny", Outcome::Answer(deny(cfg, p, id, who, parts)))),
+        Decision::Deny(id) => {
+            hits.decided_one(id);
+            Ok(("deny", Outcome::Answer(deny(cfg, p, id, who, parts))))
+        }
         Decision::Allow(id) => {
+            hits.decided_one(id);
             let debug = cfg.debug_headers.then(|| debug_value("allow", p, one(id)));
             Ok(("allow", Outcome::Forward(debug.flatten())))
         }
@@ -94,6 +106,7 @@ pub fn enforce(
                     parts.headers.append(n, v);
                 }
             }
+            hits.decided(&v.flags);
             log_decision("flag", p, v.flags, None, who, parts);
             let debug = cfg.debug_headers.then(|| debug_value("flag", p, v.flags));
             Ok(("flag", Outcome::Forward(debug.flatten())))

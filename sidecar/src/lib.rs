@@ -10,6 +10,7 @@ pub mod count;
 pub mod credentials;
 pub mod enforce;
 pub mod forward;
+pub mod hits;
 pub mod identify;
 pub mod idle;
 pub mod jwt;
@@ -133,7 +134,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Sidecar> {
         refused: metrics.admin_refused.clone(),
     };
     tokio::spawn(admin::spawn(admin, admin_state, admin_cfg));
-    let (counter, reporting) = counter(&cfg, &metrics).unzip();
+    let (counter, reporting) = counter(&cfg, &metrics, &store).unzip();
     let proxy = Arc::new(Proxy {
         forwarder: Forwarder::new(upstream_config(&cfg), metrics.tunnels.clone()),
         metrics,
@@ -219,7 +220,11 @@ async fn grace(store: Arc<store::Store>, grace: std::time::Duration) {
 }
 
 /// Counting and reporting run only when a collector is configured.
-fn counter(cfg: &Config, metrics: &metrics::Metrics) -> Option<(count::CountHandle, Reporting)> {
+fn counter(
+    cfg: &Config,
+    metrics: &metrics::Metrics,
+    store: &Arc<store::Store>,
+) -> Option<(count::CountHandle, Reporting)> {
     let d = &cfg.detection;
     let collector = d.collector_addr.clone().filter(|a| !a.is_empty())?;
     let tls = d
@@ -247,6 +252,7 @@ fn counter(cfg: &Config, metrics: &metrics::Metrics) -> Option<(count::CountHand
         metrics.count_dropped.clone(),
         reports,
         finish.clone(),
+        store.clone(),
     );
     Some((handle, Reporting { finish, reporter }))
 }

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwapOption;
 use palisade_policy::{BundleError, CompiledPolicy, DetectedClients, DetectedIndex, Manifest};
 
+use crate::hits::{ActionHits, Retired};
 use crate::metrics::{Metrics, ReasonLabel};
 
 /// A policy in force.
@@ -26,6 +27,8 @@ pub struct Loaded {
     /// Every header name a flag action sets: removed from client requests, so a client cannot
     /// forge a flag the application trusts.
     pub flag_names: Vec<http::HeaderName>,
+    /// What each of its actions matched, observed and decided (see [`crate::hits`]).
+    pub hits: ActionHits,
 }
 
 /// The detected-client set, indexed against the rules of one bundle.
@@ -105,6 +108,8 @@ pub struct Store {
     detected_doc: Mutex<Option<DetectedClients>>,
     labels: BTreeMap<String, String>,
     metrics: Arc<Metrics>,
+    /// Action counts of bundles no longer in force, not yet reported.
+    retired: Retired,
 }
 
 impl Store {
@@ -116,7 +121,18 @@ impl Store {
             detected_doc: Mutex::new(None),
             labels,
             metrics,
+            retired: Retired::default(),
         }
+    }
+
+    /// The action counts since the last call (of the bundle in force and of those it
+    /// replaced), and the generation in force.
+    pub fn take_action_counts(
+        &self,
+    ) -> (Vec<palisade_detection::report::ActionCount>, Option<u64>) {
+        let loaded = self.load();
+        let counts = crate::hits::take(&self.retired, loaded.as_deref().map(|l| &l.hits));
+        (counts, loaded.map(|l| l.generation))
     }
 
     /// The policy in force, if any (one atomic load + refcount).
@@ -227,7 +243,9 @@ impl Store {
             .get(..12)
             .unwrap_or(&manifest.bundle_hash);
         let flag_names = flag_names(&bundle);
+        let names = bundle.actions.iter().map(|a| a.name.clone()).collect();
         let loaded = Loaded {
+            hits: ActionHits::new(names, self.retired.clone()),
             flag_names,
             version: format!("{}-{short}", manifest.generation),
             hash: manifest.bundle_hash.clone(),

@@ -1,6 +1,7 @@
 //! Authenticates sidecars: each report carries the pod's projected service-account token
 //! (audience `palisade`), checked with a TokenReview and cached by its sha256 for a minute.
-//! The token's namespace is the only namespace the sidecar may report for.
+//! The token's namespace is the only namespace the sidecar may report for; a token bound to a
+//! pod (a projected token always is) may only report as that pod.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -20,7 +21,12 @@ const MAX_ENTRIES: usize = 10_000;
 pub struct Caller {
     /// The namespace of the caller's ServiceAccount.
     pub namespace: String,
+    /// The pod the token is bound to, when it is (`authentication.kubernetes.io/pod-name`).
+    pub pod: Option<String>,
 }
+
+/// The TokenReview `extra` key naming the pod a bound token belongs to.
+pub const POD_NAME_EXTRA: &str = "authentication.kubernetes.io/pod-name";
 
 /// Why a caller was refused.
 #[derive(Debug, thiserror::Error)]
@@ -79,10 +85,17 @@ impl Authenticator {
                 status.error.unwrap_or_else(|| "not authenticated".into()),
             ));
         }
-        let user = status.user.and_then(|u| u.username).unwrap_or_default();
+        let user = status.user.unwrap_or_default();
+        let pod = user
+            .extra
+            .as_ref()
+            .and_then(|e| e.get(POD_NAME_EXTRA))
+            .and_then(|v| v.first())
+            .cloned();
+        let user = user.username.unwrap_or_default();
         let namespace =
             service_account_namespace(&user).ok_or(AuthError::NotServiceAccount(user))?;
-        let caller = Caller { namespace };
+        let caller = Caller { namespace, pod };
         self.remember(key, caller.clone());
         Ok(caller)
     }

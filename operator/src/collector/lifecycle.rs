@@ -68,7 +68,11 @@ pub async fn run(
     writer: reflector::store::Writer<SecurityIncident>,
 ) -> anyhow::Result<()> {
     let api = Api::<SecurityIncident>::all(c.ctx.clients.collector.clone());
-    let watch = super::reflect(writer, api, watcher::Config::default(), "SecurityIncidents");
+    let watch = super::reflect(
+        writer,
+        watcher(api, watcher::Config::default()),
+        "SecurityIncidents",
+    );
     tokio::select! {
         () = watch => Ok(()),
         r = sweep_loop(&c) => r,

@@ -9,6 +9,7 @@
 mod auth;
 mod convert;
 mod evaluate;
+pub mod evidence;
 mod forward;
 mod incident_cr;
 mod ingress;
@@ -23,6 +24,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use k8s_openapi::api::core::v1::Namespace;
 use kube::Resource;
 use kube::api::Api;
 use kube::runtime::reflector::{self, Store, store::Writer};
@@ -48,6 +50,8 @@ pub struct State {
     /// Namespaces warned about their client IPs being a proxy's (not persisted: a new
     /// leader warns once more).
     ingress: ingress::Flagged,
+    /// Per-action counts and the generation each pod enforces ([`evidence`]).
+    evidence: evidence::Evidence,
 }
 
 impl State {
@@ -59,6 +63,7 @@ impl State {
             written: HashMap::new(),
             published: HashMap::new(),
             ingress: ingress::Flagged::default(),
+            evidence: evidence::Evidence::default(),
         }
     }
 }
@@ -81,12 +86,25 @@ pub struct Collector {
     rules: Store<DetectionRule>,
     /// The exit lists of TorList rules (downloaded or read from their ConfigMaps).
     tor: torlist::Feeds,
+    /// The namespaces `--namespace-selector` selects, watched.
+    namespaces: Store<Namespace>,
 }
 
 impl Collector {
     fn merge(&self, report: &Report) -> MergeOutcome {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        state.windows.merge(report, jiff::Timestamp::now())
+        let now = jiff::Timestamp::now();
+        let (outcome, kept) = {
+            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            let outcome = state.windows.merge(report, now);
+            // A duplicate (already merged) report is not counted twice.
+            let kept = match outcome {
+                MergeOutcome::Duplicate => Vec::new(),
+                _ => state.evidence.record(report, now),
+            };
+            (outcome, kept)
+        };
+        evidence::count_metrics(self, &report.sidecar.namespace, &kept);
+        outcome
     }
 
     fn count(&self, outcome: &'static str) {
@@ -139,9 +157,20 @@ pub async fn spawn(ctx: Arc<Context>) -> anyhow::Result<()> {
     let (rules, rules_writer) = reflector::store();
     let watch_rules = reflect(
         rules_writer,
-        Api::<DetectionRule>::all(ctx.clients.collector.clone()),
-        watcher::Config::default(),
+        watcher(
+            Api::<DetectionRule>::all(ctx.clients.collector.clone()),
+            watcher::Config::default(),
+        ),
         "DetectionRules",
+    );
+    let (namespaces, ns_writer) = reflector::store();
+    let watch_namespaces = reflect(
+        ns_writer,
+        watcher(
+            Api::<Namespace>::all(ctx.clients.collector.clone()),
+            watcher::Config::default().labels(&ctx.args.namespace_selector),
+        ),
+        "Namespaces",
     );
     let c = Arc::new(Collector {
         ctx: ctx.clone(),
@@ -153,6 +182,7 @@ pub async fn spawn(ctx: Arc<Context>) -> anyhow::Result<()> {
         incidents,
         rules,
         tor: torlist::Feeds::default(),
+        namespaces,
     });
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -176,8 +206,10 @@ pub async fn spawn(ctx: Arc<Context>) -> anyhow::Result<()> {
         r = serve => r.map_err(Into::into),
         r = evaluate::run(c.clone()) => r,
         r = Box::pin(lifecycle::run(c.clone(), writer)) => r,
-        r = Box::pin(torlist::run(c)) => r,
+        r = Box::pin(torlist::run(c.clone())) => r,
+        r = Box::pin(evidence::run(c)) => r,
         () = watch_rules => Ok(()),
+        () = watch_namespaces => Ok(()),
     };
     if ctx.shutdown.is_cancelled() {
         // The leader saves its state once more before this returns.
@@ -188,15 +220,16 @@ pub async fn spawn(ctx: Arc<Context>) -> anyhow::Result<()> {
     r
 }
 
-/// Keeps `writer`'s store in step with the objects of `api` until the watch ends (never, in
-/// practice: watch errors are logged and retried with backoff).
-async fn reflect<K>(writer: Writer<K>, api: Api<K>, config: watcher::Config, what: &'static str)
+/// Keeps `writer`'s store in step with the objects of the watch `events` until it ends
+/// (never, in practice: watch errors are logged and retried with backoff).
+async fn reflect<K, S>(writer: Writer<K>, events: S, what: &'static str)
 where
-    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K: Resource + Clone + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone + Default,
+    S: futures::Stream<Item = watcher::Result<watcher::Event<K>>> + Send,
 {
     use futures::StreamExt as _;
-    reflector::reflector(writer, watcher(api, config))
+    reflector::reflector(writer, events)
         .default_backoff()
         .for_each(|event| {
             if let Err(e) = event {

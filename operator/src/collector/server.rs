@@ -1,6 +1,6 @@
 //! The report endpoint: `POST /v1/reports` with a sidecar's window summary (JSON) and its
 //! projected service-account token. Answers: 202 merged, 400 malformed report, 401 bad
-//! token, 403 report for another namespace. A non-leader forwards the report to the leader
+//! token, 403 report for another namespace (or, with a pod-bound token, another pod). A non-leader forwards the report to the leader
 //! and answers with the leader's status; 503 when no leader is known or reachable, when the
 //! leader is still restoring its state, or when a forwarded report reaches a non-leader.
 
@@ -52,6 +52,14 @@ async fn report(
         let msg = format!(
             "a sidecar of namespace {} cannot report for namespace {}",
             caller.namespace, report.sidecar.namespace
+        );
+        return (StatusCode::FORBIDDEN, msg);
+    }
+    if let Some(pod) = caller.pod.as_ref().filter(|p| **p != report.sidecar.pod) {
+        c.count("WrongPod");
+        let msg = format!(
+            "the token of pod {pod} cannot report for pod {}",
+            report.sidecar.pod
         );
         return (StatusCode::FORBIDDEN, msg);
     }

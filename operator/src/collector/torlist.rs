@@ -27,8 +27,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::watcher;
+use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
 use palisade_crds::DetectionRule;
 use palisade_crds::conditions::{condition, find, set_condition};
@@ -149,17 +148,10 @@ async fn read_configmap(
     Ok(configmap::read(ns, name, key, cm.as_ref()))
 }
 
-/// Watches DetectionRules and the selected namespaces; on the leader, downloads the due lists
+/// On the leader, downloads the due lists of the DetectionRules of the selected namespaces
 /// and writes the rules' list status, every second, until shutdown.
 pub async fn run(c: Arc<Collector>) -> anyhow::Result<()> {
-    let (namespaces, nw) = reflector::store::<Namespace>();
-    let selected = watcher::Config::default().labels(&c.ctx.args.namespace_selector);
-    let api = Api::<Namespace>::all(c.ctx.clients.collector.clone());
-    let watch_ns = super::reflect(nw, api, selected, "Namespaces");
-    tokio::select! {
-        () = watch_ns => Ok(()),
-        r = refresh_loop(&c, &c.rules, &namespaces) => r,
-    }
+    refresh_loop(&c, &c.rules, &c.namespaces).await
 }
 
 async fn refresh_loop(

@@ -12,7 +12,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 use palisade_crds::keys::{PAUSED_UNTIL_ANNOTATION, is_paused};
-use palisade_crds::{DetectionRule, SecurityAction};
+use palisade_crds::{DetectionRule, SecurityAction, SecurityActionStatus};
 use palisade_policy::{ActionStatus, Inputs, Output, compile, encode};
 use serde_json::json;
 
@@ -156,6 +156,10 @@ fn compile_namespace(
         .collect();
     let inputs = Inputs {
         trusted_proxies: trusted_proxies(ns),
+        debug_headers: ns
+            .annotations()
+            .get(palisade_crds::keys::DEBUG_HEADERS_ANNOTATION)
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true")),
         namespace_paused: is_paused(&ns.metadata),
         generation,
         lists: convert::list_texts(&specs, configmaps),
@@ -264,7 +268,13 @@ async fn write_status(
         .as_ref()
         .map(|t| t.0)
         .unwrap_or_default();
-    let current = a.status.as_ref();
+    // The collector writes the request counts and enforcing pods under its own field
+    // manager: this controller neither compares nor applies them.
+    let own = a
+        .status
+        .as_ref()
+        .map(SecurityActionStatus::without_evidence);
+    let current = own.as_ref();
     let identity = &ctx.args.injector.identity;
     let unverified_claims = identity.sidecar_jwt_unverified
         && [
@@ -274,7 +284,7 @@ async fn write_status(
         ]
         .iter()
         .any(|c| !c.is_empty());
-    let want = status::desired(
+    let mut want = status::desired(
         current,
         verdict,
         selects_pods,
@@ -285,6 +295,7 @@ async fn write_status(
         pause,
         now,
     );
+    want.bundle_generation = bundle_generation(current, &want, out.bundle.generation);
     if current == Some(&want) {
         return Ok(());
     }
@@ -325,11 +336,28 @@ async fn write_status(
     Ok(())
 }
 
+/// The generation of the first bundle that carried the action as `want` describes it: kept
+/// while nothing else in the status changes, `written` (the bundle in place) otherwise.
+fn bundle_generation(
+    current: Option<&SecurityActionStatus>,
+    want: &SecurityActionStatus,
+    written: u64,
+) -> Option<i64> {
+    let same = |s: &SecurityActionStatus| SecurityActionStatus {
+        bundle_generation: None,
+        ..s.clone()
+    };
+    match current {
+        Some(c) if c.bundle_generation.is_some() && same(c) == same(want) => c.bundle_generation,
+        _ => Some(i64::try_from(written).unwrap_or(i64::MAX)),
+    }
+}
+
 /// The note of a `Paused`/`Resumed` Event when `palisade.dev/paused-until` made it.
 fn pause_note(
     reason: &str,
     pause: &Pause,
-    current: Option<&palisade_crds::action::SecurityActionStatus>,
+    current: Option<&SecurityActionStatus>,
     now: jiff::Timestamp,
 ) -> Option<String> {
     match reason {
@@ -351,7 +379,7 @@ fn pause_note(
 /// A Warning the first time the `palisade.dev/paused-until` value does not parse.
 fn invalid_pause_event(
     pause: &Pause,
-    current: Option<&palisade_crds::action::SecurityActionStatus>,
+    current: Option<&SecurityActionStatus>,
 ) -> Option<(&'static str, String)> {
     let pause::Timed::Invalid { message } = &pause.timed else {
         return None;
