@@ -525,3 +525,132 @@ async fn workload_selector_uses_the_pod_labels() {
         200
     );
 }
+
+fn count_of(counts: &[palisade_detection::report::ActionCount], name: &str) -> (u64, u64, u64) {
+    counts
+        .iter()
+        .find(|c| c.name == name)
+        .map_or((0, 0, 0), |c| (c.matched, c.observed, c.decided))
+}
+
+#[tokio::test]
+async fn each_action_counts_exactly_what_it_matched_observed_and_decided() {
+    let partner = when(|c| c.user_agents = vec!["partner".into()]);
+    let blocked = |c: &mut palisade_policy::Conditions| {
+        c.paths = vec![PathMatch::Prefix("/blocked".into())];
+    };
+    let mut observe = deny(
+        "d-observe-admin",
+        when(|c| c.paths = vec![PathMatch::Prefix("/admin".into())]),
+    );
+    observe.mode = Mode::Observe;
+    let actions = vec![
+        allow("a-allow-partner", partner),
+        deny("b-deny-blocked", when(blocked)),
+        flag(
+            "c-flag-beta",
+            when(|c| c.paths = vec![PathMatch::Prefix("/beta".into())]),
+        ),
+        observe,
+    ];
+    let e = env(actions, &[]).await;
+    let addr = e.sc.proxy_addr;
+    // Whatever ran before (the bundle wait) is not part of the count.
+    let _ = e.sc.store().take_action_counts();
+    for _ in 0..3 {
+        assert_eq!(get(addr, "/blocked", &[]).await.0, 403);
+    }
+    for _ in 0..2 {
+        let (s, _, _) = get(addr, "/blocked", &[("user-agent", "partner")]).await;
+        assert_eq!(s, 200, "the allow wins");
+    }
+    for _ in 0..4 {
+        assert_eq!(get(addr, "/beta", &[]).await.0, 200);
+    }
+    for _ in 0..5 {
+        assert_eq!(get(addr, "/admin", &[]).await.0, 200, "observed only");
+    }
+    assert_eq!(get(addr, "/other", &[]).await.0, 200);
+    let (counts, generation) = e.sc.store().take_action_counts();
+    assert_eq!(generation, Some(1));
+    assert_eq!(count_of(&counts, "a-allow-partner"), (2, 0, 2));
+    // Matched 5 times, decided only the 3 the allow did not win.
+    assert_eq!(count_of(&counts, "b-deny-blocked"), (5, 0, 3));
+    assert_eq!(count_of(&counts, "c-flag-beta"), (4, 0, 4));
+    assert_eq!(count_of(&counts, "d-observe-admin"), (0, 5, 0));
+    assert_eq!(counts.len(), 4, "{counts:?}");
+    // Each take starts from zero.
+    assert!(e.sc.store().take_action_counts().0.is_empty());
+
+    // A new bundle (same names, other order of ids): counts of the old bundle made after the
+    // last take are not lost, and the new one counts by name.
+    let hash = write(
+        e.dir.path(),
+        vec![
+            deny("b-deny-blocked", when(blocked)),
+            deny("0-first", when(|c| c.user_agents = vec!["x".into()])),
+        ],
+        2,
+    );
+    assert_eq!(get(addr, "/blocked", &[]).await.0, 403);
+    wait_for_bundle(&e.sc, &hash).await;
+    assert_eq!(get(addr, "/blocked", &[]).await.0, 403);
+    let (counts, generation) = e.sc.store().take_action_counts();
+    assert_eq!(generation, Some(2));
+    assert_eq!(count_of(&counts, "b-deny-blocked"), (2, 0, 2));
+}
+
+#[tokio::test]
+async fn global_observe_counts_every_match_as_observed() {
+    let e = env(
+        vec![deny(
+            "deny-bot",
+            when(|c| c.user_agents = vec!["bot".into()]),
+        )],
+        &["--observe"],
+    )
+    .await;
+    let _ = e.sc.store().take_action_counts();
+    let (s, _, _) = get(e.sc.proxy_addr, "/", &[("user-agent", "bot")]).await;
+    assert_eq!(s, 200);
+    let (counts, _) = e.sc.store().take_action_counts();
+    assert_eq!(count_of(&counts, "deny-bot"), (0, 1, 0));
+}
+
+#[tokio::test]
+async fn a_namespace_turns_the_decision_header_on_without_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_str().unwrap().to_owned();
+    let inputs = |debug_headers: bool, generation: u64| palisade_policy::Inputs {
+        generation,
+        actions: vec![deny(
+            "deny-bot",
+            when(|c| c.user_agents = vec!["bot".into()]),
+        )],
+        debug_headers,
+        ..palisade_policy::Inputs::default()
+    };
+    let hash = bundle::write_inputs(dir.path(), &inputs(false, 1));
+    let sc = sidecar(
+        echo_app().await,
+        &["--bundle-path", &path, "--bundle-poll", "20ms"],
+    )
+    .await;
+    wait_for_bundle(&sc, &hash).await;
+    let (s, h, _) = get(sc.proxy_addr, "/", &[("user-agent", "bot")]).await;
+    assert_eq!(s, 403);
+    assert!(
+        h.get("palisade-decision").is_none(),
+        "off by default: {h:?}"
+    );
+    let hash = bundle::write_inputs(dir.path(), &inputs(true, 2));
+    wait_for_bundle(&sc, &hash).await;
+    let (s, h, _) = get(sc.proxy_addr, "/", &[("user-agent", "bot")]).await;
+    assert_eq!(s, 403);
+    assert_eq!(h["palisade-decision"], "deny; action=deny-bot");
+    let (_, h, _) = get(sc.proxy_addr, "/", &[]).await;
+    assert!(
+        h.get("palisade-decision").is_none(),
+        "nothing decided: {h:?}"
+    );
+}

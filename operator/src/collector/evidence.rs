@@ -580,7 +580,7 @@ mod tests {
         );
         // A late report of an older generation does not roll the pod back.
         let mut late = report("shop", "api-0", Some(5), vec![]);
-        late.end = late.end - jiff::SignedDuration::from_secs(30);
+        late.end -= jiff::SignedDuration::from_secs(30);
         e.record(&late, now);
         assert_eq!(
             e.status("shop", "deny", &selected, Some(7), now)

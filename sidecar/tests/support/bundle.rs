@@ -69,7 +69,13 @@ pub fn encode_with_rules(
         rules,
         ..Inputs::default()
     };
-    let out = palisade_policy::compile(&inputs, jiff::Timestamp::now());
+    encode_inputs(&inputs)
+}
+
+/// Compiles and encodes `inputs`; returns (manifest JSON, shards).
+pub fn encode_inputs(inputs: &Inputs) -> (String, Vec<(String, Vec<u8>)>) {
+    let generation = inputs.generation;
+    let out = palisade_policy::compile(inputs, jiff::Timestamp::now());
     let bad: Vec<_> = out
         .statuses
         .iter()
@@ -84,6 +90,15 @@ pub fn encode_with_rules(
 /// Writes a bundle into `dir`: shards first, then the manifest by atomic rename.
 pub fn write(dir: &Path, actions: Vec<ActionSpec>, generation: u64) -> String {
     let (manifest, shards) = encode(actions, generation);
+    write_raw(dir, &manifest, &shards);
+    palisade_policy::Manifest::from_json(&manifest)
+        .unwrap()
+        .bundle_hash
+}
+
+/// Writes the bundle of `inputs` into `dir`; returns its hash.
+pub fn write_inputs(dir: &Path, inputs: &Inputs) -> String {
+    let (manifest, shards) = encode_inputs(inputs);
     write_raw(dir, &manifest, &shards);
     palisade_policy::Manifest::from_json(&manifest)
         .unwrap()

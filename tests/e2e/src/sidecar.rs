@@ -45,6 +45,28 @@ impl Sidecar {
         collector: Option<&str>,
         ca: Option<&str>,
     ) -> Self {
+        Self::launch(cp, ns, pod, (upstream, collector, ca), &[])
+    }
+
+    /// [`Sidecar::start`] with extra command-line flags (`--pod-labels app=api`, …).
+    pub fn start_with_args(
+        cp: &'static ControlPlane,
+        ns: &str,
+        pod: &str,
+        upstream: u16,
+        collector: Option<&str>,
+        args: &[&str],
+    ) -> Self {
+        Self::launch(cp, ns, pod, (upstream, collector, None), args)
+    }
+
+    fn launch(
+        cp: &'static ControlPlane,
+        ns: &str,
+        pod: &str,
+        (upstream, collector, ca): (u16, Option<&str>, Option<&str>),
+        args: &[&str],
+    ) -> Self {
         let dir = std::env::temp_dir().join(format!(
             "palisade-e2e-sidecar-{}-{ns}-{pod}",
             std::process::id()
@@ -104,7 +126,8 @@ impl Sidecar {
             ])
             .args(["--log-format", "plain", "--debug-headers"])
             .arg("--token-path")
-            .arg(&token_path);
+            .arg(&token_path)
+            .args(args);
         if let Some(c) = collector {
             cmd.args(["--collector-addr", c]);
         }
