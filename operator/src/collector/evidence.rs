@@ -233,8 +233,9 @@ impl Evidence {
     }
 
     /// Drops the series of actions not in `actions` (by namespace) or without a count in the
-    /// last day, stale pods, and namespaces left with nothing; rolls the series forward to
-    /// `now`. Returns the actions dropped, by namespace.
+    /// last day, stale pods, and namespaces without actions or pods; rolls the series forward
+    /// to `now`. A namespace that still has actions is kept when its last pod goes stale, so
+    /// its actions go on being written (`0/M`). Returns the actions dropped, by namespace.
     pub fn retain(
         &mut self,
         actions: &HashMap<&str, HashSet<&str>>,
@@ -254,7 +255,7 @@ impl Evidence {
             e.pods.retain(|_, s| now.duration_since(s.at) < POD_STALE);
         }
         self.0
-            .retain(|_, e| !e.actions.is_empty() || !e.pods.is_empty());
+            .retain(|ns, e| actions.contains_key(ns.as_str()) || !e.pods.is_empty());
         gone
     }
 
@@ -594,6 +595,13 @@ mod tests {
                 .enforcing_pods,
             "0/4"
         );
+        // The namespace stays known while it has actions, so `0/4` gets written.
+        let mut actions: HashMap<&str, HashSet<&str>> = HashMap::new();
+        actions.insert("shop", HashSet::from(["deny"]));
+        e.retain(&actions, later);
+        assert_eq!(e.namespaces().collect::<Vec<_>>(), ["shop"]);
+        e.retain(&HashMap::new(), later);
+        assert_eq!(e.namespaces().count(), 0, "no action, no pod: forgotten");
     }
 
     #[test]
