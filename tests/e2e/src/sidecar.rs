@@ -149,6 +149,19 @@ impl Sidecar {
     }
 }
 
+impl Sidecar {
+    /// The version (`<generation>-<hash prefix>`) of the bundle the sidecar enforces, from
+    /// its `palisade_sidecar_bundle_info` metric.
+    pub fn bundle_version(&self) -> Option<String> {
+        let m = process::http_get(self.admin.port(), "/metrics").ok()?;
+        let line = m
+            .lines()
+            .find(|l| l.starts_with("palisade_sidecar_bundle_info{"))?;
+        let v = line.split("version=\"").nth(1)?;
+        v.split('"').next().map(str::to_owned)
+    }
+}
+
 impl Drop for Sidecar {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -125,12 +125,7 @@ async fn send(sc: &Sidecar, path: &str, ua: Option<&str>, times: usize, want: u1
 
 /// The generation of the bundle a sidecar enforces (`<generation>-<hash>` in its metrics).
 fn enforced_generation(sc: &Sidecar) -> Option<i64> {
-    let m = palisade_e2e::process::http_get(sc.admin.port(), "/metrics").ok()?;
-    let line = m
-        .lines()
-        .find(|l| l.starts_with("palisade_sidecar_bundle_info{"))?;
-    let v = line.split("version=\"").nth(1)?;
-    v.split('-').next()?.parse().ok()
+    sc.bundle_version()?.split('-').next()?.parse().ok()
 }
 
 fn bundle_generations(cp: &ControlPlane, ns: &str) -> Result<Vec<i64>, String> {

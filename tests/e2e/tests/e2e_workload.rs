@@ -103,14 +103,8 @@ fn unsigned_bearer(sub: &str) -> String {
     )
 }
 
-/// The version of the bundle the sidecar enforces (`palisade_sidecar_bundle_info`).
 fn bundle_version(sc: &Sidecar) -> Option<String> {
-    let m = palisade_e2e::process::http_get(sc.admin.port(), "/metrics").ok()?;
-    let line = m
-        .lines()
-        .find(|l| l.starts_with("palisade_sidecar_bundle_info{"))?;
-    let v = line.split("version=\"").nth(1)?;
-    v.split('"').next().map(str::to_owned)
+    sc.bundle_version()
 }
 
 /// The status code of the sidecar's `/ready`.
