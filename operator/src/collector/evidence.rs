@@ -259,6 +259,28 @@ impl Evidence {
         gone
     }
 
+    /// The action counts of `ns`, by action name (for the persisted state).
+    pub fn series_of(&self, ns: &str) -> BTreeMap<String, Series> {
+        self.0.get(ns).map_or_else(BTreeMap::new, |e| {
+            e.actions
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
+    }
+
+    /// Restores the action counts of `ns` from the persisted state (a new leader); at most
+    /// [`MAX_ACTIONS_PER_NAMESPACE`] of them.
+    pub fn restore(&mut self, ns: &str, actions: &BTreeMap<String, Series>) {
+        if actions.is_empty() {
+            return;
+        }
+        let e = self.0.entry(ns.to_owned()).or_default();
+        for (name, s) in actions.iter().take(MAX_ACTIONS_PER_NAMESPACE) {
+            e.actions.insert(name.clone(), s.clone());
+        }
+    }
+
     /// The namespaces with anything recorded.
     pub fn namespaces(&self) -> impl Iterator<Item = &str> {
         self.0.keys().map(String::as_str)

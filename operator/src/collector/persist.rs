@@ -96,6 +96,7 @@ fn document(state: &State, now: jiff::Timestamp) -> StateDoc {
                     .filter(|i| snapshot::is_open(i))
                     .cloned()
                     .collect(),
+                actions: state.evidence.series_of(ns),
             };
             (ns.to_owned(), s)
         })
@@ -205,6 +206,7 @@ fn rebuild(cfg: &WindowConfig, doc: Option<&StateDoc>, open: Option<&[SecurityIn
             .windows
             .insert(ns.clone(), Windows::restore(cfg, &s.windows));
         state.detected.insert(ns.clone(), s.detected.clone());
+        state.evidence.restore(ns, &s.actions);
     }
     let persisted: HashMap<&str, &Incident> = doc
         .iter()
@@ -425,6 +427,7 @@ mod tests {
                     windows: Windows::new(&cfg).snapshot(t(100)),
                     detected: Default::default(),
                     incidents: vec![persisted.clone(), gone],
+                    actions: Default::default(),
                 },
             )]
             .into(),

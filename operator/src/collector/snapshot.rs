@@ -33,6 +33,10 @@ pub struct NamespaceState {
     /// Its active incidents.
     #[serde(default)]
     pub incidents: Vec<Incident>,
+    /// The request counts of its SecurityActions (the evidence of `status.matchedRequests`
+    /// and its siblings), by action name; left out first when the document is too large.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub actions: BTreeMap<String, super::evidence::Series>,
 }
 
 /// The collector's state, as persisted.
@@ -131,6 +135,17 @@ pub fn encode_bounded(
         last = bytes.len();
     }
     let mut doc = doc.clone();
+    // The action counts go first: they only feed statuses, which a new leader refills.
+    if doc.namespaces.values().any(|n| !n.actions.is_empty()) {
+        for ns in doc.namespaces.values_mut() {
+            ns.actions.clear();
+        }
+        let bytes = encode(&doc);
+        if bytes.len() <= limit {
+            return Ok((bytes, None));
+        }
+        last = bytes.len();
+    }
     // Start from the most that could fit at the smallest plausible entry size.
     let mut keep = largest_keep(&doc, max, |n| n.saturating_mul(MIN_ENTRY_BYTES) <= limit);
     if last > 0 {
@@ -323,6 +338,7 @@ mod tests {
                     windows,
                     detected: DetectedSet::default(),
                     incidents: vec![],
+                    actions: BTreeMap::new(),
                 },
             )]),
             tor_lists: vec![],
@@ -387,6 +403,32 @@ mod tests {
         let (bytes, _) = encode_bounded(&d, encode(&d).len() - 1).unwrap();
         let back = decode(&bytes, &WindowConfig::default()).unwrap();
         assert_eq!(back.tor_lists, d.tor_lists);
+    }
+
+    #[test]
+    fn action_counts_round_trip_and_go_first_when_the_document_is_too_large() {
+        let mut d = doc(50);
+        let now = t(2).as_second();
+        let mut series = crate::collector::evidence::Series::default();
+        series.add(now - 30, &[3, 1, 2], now);
+        series.add(now - 7200, &[5, 0, 0], now);
+        d.namespaces.get_mut("shop").unwrap().actions =
+            BTreeMap::from([("deny-blocked".to_owned(), series.clone())]);
+        let (bytes, kept) = encode_bounded(&d, MAX_STATE_BYTES).unwrap();
+        assert_eq!(kept, None);
+        let back = decode(&bytes, &WindowConfig::default()).unwrap();
+        assert_eq!(back.namespaces["shop"].actions["deny-blocked"], series);
+        // Many actions' counts make the document too large: they go, every client stays.
+        let many: BTreeMap<String, _> = (0..20_000)
+            .map(|i| (format!("action-{i}"), series.clone()))
+            .collect();
+        let without = encode(&d).len();
+        d.namespaces.get_mut("shop").unwrap().actions = many;
+        assert!(encode(&d).len() > 2 * without);
+        let (bytes, _) = encode_bounded(&d, 2 * without).unwrap();
+        let back = decode(&bytes, &WindowConfig::default()).unwrap();
+        assert!(back.namespaces["shop"].actions.is_empty());
+        assert_eq!(clients(&back), 50, "no client trimmed for the counts");
     }
 
     #[test]

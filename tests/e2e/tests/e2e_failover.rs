@@ -5,7 +5,8 @@
 //! SecurityIncident instead of opening a second one. A leader stopped gracefully (SIGTERM)
 //! persists its state on the way out; a corrupt persisted state is ignored with a Warning
 //! Event and never stops the leader. A TorList rule's downloaded list goes over to the new
-//! leader, which detects its exits though the URL is down.
+//! leader, which detects its exits though the URL is down. The SecurityActions' request counts
+//! go over with the windows: the new leader counts on from them.
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -211,13 +212,25 @@ async fn a_leader_stopped_with_sigterm_persists_its_windows_for_the_next_one() {
     // No periodic snapshot during the test: only the one taken on shutdown can carry the flood.
     let mut args = scope(&ns).to_vec();
     args.extend(["--collector-snapshot-interval".into(), "1h".into()]);
+    args.extend(["--evidence-interval".into(), "1s".into()]);
     let mut a = Operator::start(cp, "op-shutdown-a", lease, &args);
     wait_to_lead(cp, lease, "op-shutdown-a").await;
     let b = Operator::start(cp, "op-shutdown-b", lease, &args);
     cp.apply(ns.name(), FLOODER).expect("rule");
+    cp.apply(ns.name(), GONE).expect("action");
     let app = echo_app().await;
     let sc = Sidecar::start(cp, ns.name(), "api-0", app, Some(&a.collector));
     flood_until_incident(cp, ns.name(), &sc, "the flood to open an incident").await;
+    // The action's counts go over to the next leader too.
+    eventually("the sidecar to deny /gone", || async {
+        let code = status_of(&sc, "/gone").await?;
+        (code == 410).then_some(()).ok_or(format!("{code}"))
+    })
+    .await;
+    for _ in 0..2 {
+        assert_eq!(status_of(&sc, "/gone").await, Ok(410));
+    }
+    wait_matched(cp, ns.name(), 3).await;
 
     a.terminate();
     eventually(
@@ -232,6 +245,50 @@ async fn a_leader_stopped_with_sigterm_persists_its_windows_for_the_next_one() {
     .await;
     let all = incidents(cp, ns.name()).expect("incidents");
     assert_eq!(all.len(), 1, "still one incident: {all:?}");
+    // The new leader counts on from the saved counts: 3 + 1, not 1.
+    let sc = Sidecar::start(cp, ns.name(), "api-1", app, Some(&b.collector));
+    eventually("the new sidecar to deny /gone", || async {
+        let code = status_of(&sc, "/gone").await?;
+        (code == 410).then_some(()).ok_or(format!("{code}"))
+    })
+    .await;
+    wait_matched(cp, ns.name(), 4).await;
+}
+
+const GONE: &str = r#"
+apiVersion: palisade.dev/v1alpha1
+kind: SecurityAction
+metadata: {name: deny-gone}
+spec:
+  deny: {status: 410}
+  conditions:
+    paths: [{value: /gone}]
+"#;
+
+async fn status_of(sc: &Sidecar, path: &str) -> Result<u16, String> {
+    let from: IpAddr = "127.0.0.1".parse().expect("ip");
+    get(from, sc.addr, path, &[]).await.map(|(s, _)| s)
+}
+
+/// Waits until `deny-gone` shows `n` matched requests in the last hour.
+async fn wait_matched(cp: &ControlPlane, ns: &str, n: i64) {
+    eventually(&format!("deny-gone to show {n} matched"), || async {
+        let got = cp
+            .kubectl_ok(&[
+                "-n",
+                ns,
+                "get",
+                "securityaction",
+                "deny-gone",
+                "-o",
+                "jsonpath={.status.matchedRequests.last1h}",
+            ])
+            .map_err(|e| e.to_string())?;
+        (got.trim() == n.to_string())
+            .then_some(())
+            .ok_or(format!("matched {got:?}"))
+    })
+    .await;
 }
 
 #[tokio::test]
