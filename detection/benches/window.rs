@@ -52,6 +52,7 @@ fn filled(clients: u32) -> (Windows, Timestamp) {
             evicted: 0,
             actions: Vec::new(),
             generation: None,
+            samples: Vec::new(),
         };
         w.merge(&report, now);
     }

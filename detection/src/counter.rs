@@ -252,6 +252,7 @@ impl Counter {
             evicted: std::mem::take(&mut self.evicted),
             actions: Vec::new(),
             generation: None,
+            samples: Vec::new(),
         }
     }
 

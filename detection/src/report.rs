@@ -97,6 +97,79 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+/// Most request samples one report may carry.
+pub const MAX_REPORT_SAMPLES: usize = 256;
+/// Longest path or user agent a sample keeps (longer ones are cut on a character boundary).
+pub const MAX_SAMPLE_TEXT: usize = 256;
+
+/// One sampled request, as a candidate SecurityAction would see it (the replay sample: see
+/// the operator's `collector::replay`). API keys and tokens are SHA-256 hashes (hex), as
+/// action conditions name them; the path has no query string.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestSample {
+    /// The client address (as the sidecar resolved it).
+    pub ip: std::net::IpAddr,
+    /// The method (upper case).
+    pub method: String,
+    /// The path the policy matched (normalised), at most [`MAX_SAMPLE_TEXT`] bytes.
+    pub path: String,
+    /// The response status (the application's, or the sidecar's own deny).
+    pub status: u16,
+    /// The `User-Agent`, at most [`MAX_SAMPLE_TEXT`] bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    /// Two-letter region code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Autonomous system number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asn: Option<u32>,
+    /// sha256 of the API key, lower-case hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+    /// sha256 of the access token, lower-case hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// Developer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub developer: Option<String>,
+    /// Developer app.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    /// API product.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product: Option<String>,
+}
+
+impl RequestSample {
+    /// Whether every text field is within its bound.
+    pub fn is_bounded(&self) -> bool {
+        let short = |s: &Option<String>| s.as_ref().is_none_or(|s| s.len() <= MAX_ACTION_NAME);
+        self.method.len() <= 32
+            && self.path.len() <= MAX_SAMPLE_TEXT
+            && self
+                .user_agent
+                .as_ref()
+                .is_none_or(|s| s.len() <= MAX_SAMPLE_TEXT)
+            && [&self.region, &self.api_key, &self.token]
+                .iter()
+                .all(|s| s.as_ref().is_none_or(|s| s.len() <= 64))
+            && [&self.developer, &self.app, &self.product]
+                .into_iter()
+                .all(short)
+    }
+}
+
+/// `s` cut to at most `max` bytes on a character boundary.
+pub fn bounded_text(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
+
 /// A sidecar's summary of one time slice.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -128,6 +201,10 @@ pub struct Report {
     /// `None` while it holds none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<u64>,
+    /// A uniform sample of the slice's requests (at most [`MAX_REPORT_SAMPLES`]); each stands
+    /// for `totals.requests / samples.len()` requests.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub samples: Vec<RequestSample>,
 }
 
 /// A report could not be accepted.
@@ -163,6 +240,15 @@ pub enum ReportError {
         /// How many actions it names.
         count: usize,
     },
+    /// Too many request samples, or a sample with a field beyond its bound.
+    #[error(
+        "report carries {count} request samples or a sample field beyond its bound; at most \
+         {MAX_REPORT_SAMPLES} samples, paths and user agents of at most {MAX_SAMPLE_TEXT} bytes"
+    )]
+    Samples {
+        /// How many samples it carries.
+        count: usize,
+    },
     /// `end` is not after `start`.
     #[error("report window ends ({end}) before it starts ({start})")]
     Window {
@@ -182,6 +268,7 @@ impl ReportError {
             Self::TooLarge { .. } => "ReportTooLarge",
             Self::Window { .. } => "ReportWindowInvalid",
             Self::Actions { .. } => "ReportActionsInvalid",
+            Self::Samples { .. } => "ReportSamplesInvalid",
         }
     }
 }
@@ -223,6 +310,13 @@ impl Report {
         if report.actions.len() > MAX_REPORT_ACTIONS || long_name {
             return Err(ReportError::Actions {
                 count: report.actions.len(),
+            });
+        }
+        if report.samples.len() > MAX_REPORT_SAMPLES
+            || !report.samples.iter().all(RequestSample::is_bounded)
+        {
+            return Err(ReportError::Samples {
+                count: report.samples.len(),
             });
         }
         Ok(report)
@@ -271,6 +365,7 @@ mod tests {
             evicted: 0,
             actions: Vec::new(),
             generation: None,
+            samples: Vec::new(),
         }
     }
 

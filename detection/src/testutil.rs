@@ -62,5 +62,6 @@ pub fn report(pod: &str, seq: u64, start: i64, clients: &[(ClientKey, ClientCoun
         evicted: 0,
         actions: Vec::new(),
         generation: None,
+        samples: Vec::new(),
     }
 }

@@ -62,6 +62,10 @@ pub struct Args {
     /// pods into its status (only the actions whose values changed; at most 100 per update).
     #[arg(long, env = "PALISADE_EVIDENCE_INTERVAL", default_value = "15s", value_parser = parse_interval)]
     pub evidence_interval: std::time::Duration,
+    /// How often the leader rewrites a namespace's replay sample (ConfigMap `palisade-replay`,
+    /// the last hour of sampled requests) while it has traffic.
+    #[arg(long, env = "PALISADE_REPLAY_INTERVAL", default_value = "60s", value_parser = parse_interval)]
+    pub replay_interval: std::time::Duration,
     /// How often the collector runs the detection rules over the merged windows.
     #[arg(long, env = "PALISADE_DETECTION_INTERVAL", default_value = "1s", value_parser = parse_interval)]
     pub detection_interval: std::time::Duration,
@@ -107,6 +111,19 @@ impl Args {
                 "--lease-duration {} is too short; use at least 3 seconds",
                 self.lease_duration
             ));
+        }
+        for (flag, d) in [
+            ("--detection-interval", self.detection_interval),
+            ("--evidence-interval", self.evidence_interval),
+            ("--replay-interval", self.replay_interval),
+            (
+                "--collector-snapshot-interval",
+                self.collector_snapshot_interval,
+            ),
+        ] {
+            if d.is_zero() {
+                return Err(format!("{flag} is zero; use a duration like 1s"));
+            }
         }
         self.injector.validate()?;
         if self.namespace.is_empty() {

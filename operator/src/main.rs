@@ -11,12 +11,17 @@ mod kube_requests;
 mod leader;
 mod metrics;
 mod policy;
+mod replay_cli;
 mod run;
 
 use clap::Parser;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("replay") {
+        return replay_cli::main(&argv[1..]).await;
+    }
     let args = args::Args::parse();
     if let Err(e) = args.validate() {
         eprintln!("palisade-operator: {e}");

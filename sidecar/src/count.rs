@@ -17,7 +17,7 @@ use std::time::Duration;
 use palisade_detection::counter::{Counter, CounterConfig};
 use palisade_detection::facts::{Attributes, RequestFacts, Responder};
 use palisade_detection::key::KeyHash;
-use palisade_detection::report::{Report, SidecarId};
+use palisade_detection::report::{MAX_REPORT_SAMPLES, Report, RequestSample, SidecarId};
 use palisade_detection::sequence::PathShape;
 use prometheus_client::metrics::counter::Counter as PromCounter;
 use tokio::sync::mpsc;
@@ -71,6 +71,12 @@ pub struct OwnedAttrs {
     pub region: Option<String>,
     /// Request path.
     pub path: Option<String>,
+    /// Method (upper case).
+    pub method: String,
+    /// `User-Agent` (bounded).
+    pub user_agent: Option<String>,
+    /// Autonomous system number.
+    pub asn: Option<u32>,
 }
 
 /// The request path's handle: cheap to clone, never blocks.
@@ -116,14 +122,19 @@ pub fn spawn(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         let mut last = Sent::default();
+        let mut samples = Reservoir::new();
         loop {
             tokio::select! {
                 fact = rx.recv() => match fact {
-                    Some(f) => counter.record(&facts(&f)),
+                    Some(f) => {
+                        counter.record(&facts(&f));
+                        samples.offer(&f);
+                    }
                     None => break,
                 },
                 _ = tick.tick() => {
-                    let report = take(&mut counter, &store);
+                    let mut report = take(&mut counter, &store);
+                    report.samples = samples.take();
                     if last.wants(&report) {
                         last = Sent::now(&report);
                         if reports.try_send(report).is_err() {
@@ -136,8 +147,10 @@ pub fn spawn(
         }
         while let Ok(f) = rx.try_recv() {
             counter.record(&facts(&f));
+            samples.offer(&f);
         }
-        let report = take(&mut counter, &store);
+        let mut report = take(&mut counter, &store);
+        report.samples = samples.take();
         if report.totals.requests > 0 || !report.actions.is_empty() {
             // The reporter is draining its queue; waiting for room here loses nothing.
             let _ = reports.send(report).await;
@@ -179,6 +192,71 @@ impl Sent {
             || !r.actions.is_empty()
             || (r.generation.is_some() && r.generation != self.generation)
             || self.at.is_none_or(|at| at.elapsed() >= HEARTBEAT)
+    }
+}
+
+/// A uniform sample (reservoir) of one slice's sampled requests, at most
+/// [`MAX_REPORT_SAMPLES`]: the collector's replay sample.
+#[derive(Debug)]
+struct Reservoir {
+    samples: Vec<RequestSample>,
+    seen: u64,
+    rng: u64,
+}
+
+impl Reservoir {
+    fn new() -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0x9e37_79b9_7f4a_7c15, |d| d.as_nanos() as u64);
+        Self {
+            samples: Vec::new(),
+            seen: 0,
+            rng: seed | 1,
+        }
+    }
+
+    /// Offers a request; only those carrying attributes (one in [`ATTR_SAMPLE`]) are sampled.
+    fn offer(&mut self, f: &Fact) {
+        let Some(a) = f.attrs.as_deref() else { return };
+        self.seen += 1;
+        if self.samples.len() < MAX_REPORT_SAMPLES {
+            self.samples.push(sample(f, a));
+            return;
+        }
+        // xorshift64: uniform enough to pick which sample a newcomer replaces.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let j = self.rng % self.seen;
+        if let Some(slot) = usize::try_from(j)
+            .ok()
+            .and_then(|j| self.samples.get_mut(j))
+        {
+            *slot = sample(f, a);
+        }
+    }
+
+    fn take(&mut self) -> Vec<RequestSample> {
+        self.seen = 0;
+        std::mem::take(&mut self.samples)
+    }
+}
+
+fn sample(f: &Fact, a: &OwnedAttrs) -> RequestSample {
+    RequestSample {
+        ip: f.ip,
+        method: a.method.clone(),
+        path: a.path.clone().unwrap_or_default(),
+        status: f.status,
+        user_agent: a.user_agent.clone(),
+        region: a.region.clone(),
+        asn: a.asn,
+        api_key: f.api_key.map(hex::encode),
+        token: f.token.map(hex::encode),
+        developer: a.developer.clone(),
+        app: a.app.clone(),
+        product: a.product.clone(),
     }
 }
 

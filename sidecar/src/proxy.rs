@@ -24,6 +24,7 @@ use crate::sanitize;
 use crate::store::Store;
 use crate::target;
 use crate::tunnel::TunnelClosed;
+use palisade_detection::report::{MAX_SAMPLE_TEXT, bounded_text};
 use palisade_detection::sequence::PathShape;
 use sha2::Digest as _;
 
@@ -149,7 +150,19 @@ impl Proxy {
                 app: who.app.clone(),
                 developer: who.developer.clone(),
                 region: who.region.map(|r| String::from_utf8_lossy(&r).into_owned()),
-                path: Some(parts.uri.path().to_owned()),
+                path: Some(bounded_text(parts.uri.path(), MAX_SAMPLE_TEXT)),
+                method: who
+                    .credentials
+                    .methods
+                    .first()
+                    .map_or(parts.method.as_str(), http::Method::as_str)
+                    .to_owned(),
+                user_agent: parts
+                    .headers
+                    .get(http::header::USER_AGENT)
+                    .and_then(|v| v.to_str().ok())
+                    .map(|ua| bounded_text(ua, MAX_SAMPLE_TEXT)),
+                asn: who.asn,
             })
         });
         let user_agent = parts

@@ -578,6 +578,7 @@ mod tests {
             evicted: 0,
             actions,
             generation,
+            samples: vec![],
         }
     }
 

@@ -16,6 +16,7 @@ mod ingress;
 mod lifecycle;
 mod persist;
 mod proposed;
+pub mod replay;
 mod server;
 mod snapshot;
 mod torlist;
@@ -52,6 +53,8 @@ pub struct State {
     ingress: ingress::Flagged,
     /// Per-action counts and the generation each pod enforces ([`evidence`]).
     evidence: evidence::Evidence,
+    /// The last hour's request samples ([`replay`]).
+    replay: replay::Replay,
 }
 
 impl State {
@@ -64,6 +67,7 @@ impl State {
             published: HashMap::new(),
             ingress: ingress::Flagged::default(),
             evidence: evidence::Evidence::default(),
+            replay: replay::Replay::default(),
         }
     }
 }
@@ -99,7 +103,10 @@ impl Collector {
             // A duplicate (already merged) report is not counted twice.
             let kept = match outcome {
                 MergeOutcome::Duplicate => Vec::new(),
-                _ => state.evidence.record(report, now),
+                _ => {
+                    state.replay.record(report, now);
+                    state.evidence.record(report, now)
+                }
             };
             (outcome, kept)
         };
@@ -207,7 +214,8 @@ pub async fn spawn(ctx: Arc<Context>) -> anyhow::Result<()> {
         r = evaluate::run(c.clone()) => r,
         r = Box::pin(lifecycle::run(c.clone(), writer)) => r,
         r = Box::pin(torlist::run(c.clone())) => r,
-        r = Box::pin(evidence::run(c)) => r,
+        r = Box::pin(evidence::run(c.clone())) => r,
+        r = Box::pin(replay::run(c)) => r,
         () = watch_rules => Ok(()),
         () = watch_namespaces => Ok(()),
     };

@@ -4,7 +4,7 @@
 //! writes; a new leader reconciles every namespace.
 
 mod bundle_cm;
-mod convert;
+pub(crate) mod convert;
 mod error;
 mod pause;
 mod pods;
