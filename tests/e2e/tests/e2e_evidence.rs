@@ -339,3 +339,112 @@ async fn a_report_cannot_speak_for_another_pod_or_name_unbounded_actions() {
     assert_eq!(code, 400, "{msg}");
     assert!(msg.contains("1024"), "{msg}");
 }
+
+/// Runs `palisade-operator replay -n ns -f - -o json` with the admin kubeconfig: (exit
+/// status success, stdout, stderr).
+fn replay(cp: &ControlPlane, ns: &str, action: &str) -> (bool, String, String) {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(palisade_e2e::workspace_bin("palisade-operator"))
+        .args(["replay", "-n", ns, "-f", "-", "-o", "json"])
+        .env("KUBECONFIG", cp.kubeconfig())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("palisade-operator replay");
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(action.as_bytes())
+            .expect("write the action");
+    }
+    let out = child.wait_with_output().expect("replay output");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn candidate(conditions: &str) -> String {
+    format!(
+        "apiVersion: palisade.dev/v1alpha1\nkind: SecurityAction\nmetadata: {{name: candidate}}\n\
+         spec:\n  deny: {{status: 403}}\n  conditions:\n{conditions}\n"
+    )
+}
+
+#[tokio::test]
+async fn a_candidate_action_is_replayed_against_the_last_hours_traffic() {
+    let cp = ControlPlane::shared();
+    let ns = TempNs::new(cp, "replay").await;
+    let op = Operator::start(
+        cp,
+        "op-replay",
+        "op-replay",
+        &[&scope(&ns)[..], &["--replay-interval".into(), "1s".into()]].concat(),
+    );
+    let app = echo_app().await;
+    let sc = Sidecar::start(cp, ns.name(), "api-0", app, Some(&op.collector));
+    let waits = std::sync::atomic::AtomicU64::new(0);
+    eventually("the sidecar to serve", || async {
+        let from: IpAddr = "127.0.0.1".parse().expect("ip");
+        let got = get(from, sc.addr, "/", &[]).await;
+        if got.is_ok() {
+            waits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        let (code, _) = got?;
+        (code == 200).then_some(()).ok_or(format!("{code}"))
+    })
+    .await;
+    let sent = waits.load(std::sync::atomic::Ordering::Relaxed) + 640;
+    // 640 requests, round robin over five clients: the sidecar samples one request in 64,
+    // and 64 steps of a five-client cycle visit every client, so the ten samples are two of
+    // each client whatever came before.
+    for i in 0..640u32 {
+        let from: IpAddr = format!("127.0.0.{}", 11 + i % 5).parse().expect("ip");
+        let path = if i % 5 == 0 { "/login" } else { "/items" };
+        let (code, _) = get(from, sc.addr, path, &[]).await.expect("request");
+        assert_eq!(code, 200);
+    }
+    let two = candidate("    ipRanges: [127.0.0.11/32, 127.0.0.12/32]");
+    let est: Value = eventually("the replay sample to hold the traffic", || async {
+        let (ok, out, err) = replay(cp, ns.name(), &two);
+        if !ok {
+            return Err(err);
+        }
+        let v: Value = serde_json::from_str(&out).map_err(|e| format!("{e}: {out}"))?;
+        (v["totalRequests"].as_u64() == Some(sent))
+            .then_some(v.clone())
+            .ok_or(format!("{v}"))
+    })
+    .await;
+    // Ten samples of the round robin (plus one if a readiness request was sampled), two of
+    // each client: the two denied clients are four of them.
+    let samples = est["samples"].as_u64().unwrap_or_default();
+    assert!((10..=12).contains(&samples), "{est}");
+    assert_eq!(est["samplesMatched"], 4, "{est}");
+    assert_eq!(est["clients"], 2, "{est}");
+    let percent = est["percent"].as_f64().unwrap_or_default();
+    assert!((20.0..=60.0).contains(&percent), "about 40 %: {est}");
+    // Paths are replayed too; an action matching nothing says so.
+    let (ok, out, err) = replay(cp, ns.name(), &candidate("    paths: [{value: /login}]"));
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(
+        (v["samplesMatched"].as_u64(), v["clients"].as_u64()),
+        (Some(2), Some(1)),
+        "{v}"
+    );
+    let (ok, out, err) = replay(cp, ns.name(), &candidate("    ipRanges: [192.0.2.0/24]"));
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["matchedRequests"], 0, "{v}");
+    // An action the compiler refuses is an error naming it, not "matches nothing".
+    let (ok, _, err) = replay(cp, ns.name(), &candidate("    apiKeys: [key-in-clear]"));
+    assert!(
+        !ok && err.contains("candidate") && err.contains("does not compile"),
+        "{err}"
+    );
+    // A namespace without traffic has no sample, and the error says when it will have one.
+    let (ok, _, err) = replay(cp, "default", &two);
+    assert!(!ok && err.contains("palisade-replay"), "{err}");
+}
