@@ -83,6 +83,8 @@ pub struct Args {
     /// The injector's flags (webhook, certificate, injected sidecar).
     #[command(flatten)]
     pub injector: crate::injector::config::InjectorArgs,
+    #[command(flatten)]
+    pub blast_radius: crate::blast::BlastArgs,
 }
 
 /// How log lines are written.
@@ -126,6 +128,7 @@ impl Args {
             }
         }
         self.injector.validate()?;
+        self.blast_radius.validate()?;
         if self.namespace.is_empty() {
             return Err(
                 "--namespace is empty; set it (or POD_NAMESPACE) to the operator's namespace"
@@ -149,5 +152,23 @@ impl Args {
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .init(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn every_flag_is_declared_once_and_the_defaults_validate() {
+        Args::command().debug_assert();
+        let args = Args::try_parse_from(["palisade-operator"]).expect("defaults parse");
+        assert_eq!(args.validate(), Ok(()));
+        let zero = Args::try_parse_from(["palisade-operator", "--evidence-interval", "0s"])
+            .expect("parses");
+        let err = zero.validate().expect_err("zero refused");
+        assert!(err.contains("--evidence-interval"), "{err}");
     }
 }

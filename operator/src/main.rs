@@ -4,6 +4,7 @@
 
 mod admin;
 mod args;
+mod blast;
 mod collector;
 mod context;
 mod injector;

@@ -106,6 +106,8 @@ pub struct Metrics {
     /// Requests each SecurityAction matched, observed (Observe mode) and decided, as the
     /// sidecars report them (leader).
     pub action_requests: Family<ActionLabels, Counter>,
+    /// Blast-radius checks of SecurityActions, by result and reason.
+    pub blast_radius: Family<AdmissionLabels, Counter>,
 }
 
 impl Metrics {
@@ -135,9 +137,16 @@ impl Metrics {
             client_ip_proxy_namespaces: Gauge::default(),
             client_ip_proxy_warnings: Counter::default(),
             action_requests: Family::default(),
+            blast_radius: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("palisade_operator");
         r.register("reconciles", "Reconciliations run", m.reconciles.clone());
+        r.register(
+            "blast_radius_checks",
+            "Blast-radius checks of SecurityActions by the validating webhook, by result \
+             (allowed, warned, denied) and reason",
+            m.blast_radius.clone(),
+        );
         r.register(
             "action_requests",
             "Requests each SecurityAction matched, observed (Observe mode) and decided, as \

@@ -60,6 +60,10 @@ app.kubernetes.io/component: operator
 {{- printf "%s-injector" (include "palisade.fullname" .) }}
 {{- end }}
 
+{{- define "palisade.blastRadius.configName" -}}
+{{- printf "%s-blast-radius" (include "palisade.fullname" .) }}
+{{- end }}
+
 {{- define "palisade.webhook.secretName" -}}
 {{- default (printf "%s-webhook-cert" (include "palisade.fullname" .)) .Values.webhook.secretName }}
 {{- end }}

@@ -1,10 +1,13 @@
 //! Publishes the webhook CA: server-side apply of only
-//! `webhooks[name=…].clientConfig.caBundle` on the MutatingWebhookConfiguration, under its
-//! own field manager, so whoever applies the rest of the configuration (Helm, Argo CD,
-//! kubectl) never fights the operator. Leader only.
+//! `webhooks[name=…].clientConfig.caBundle` on the MutatingWebhookConfiguration (the injector)
+//! and the ValidatingWebhookConfiguration (the blast-radius check), under its own field
+//! manager, so whoever applies the rest of the configuration (Helm, Argo CD, kubectl) never
+//! fights the operator. Leader only.
 
 use base64::Engine as _;
-use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
@@ -13,17 +16,54 @@ use super::error::InjectorError;
 /// The field manager that owns `caBundle`.
 pub const FIELD_MANAGER: &str = "palisade-operator-cabundle";
 
-/// Makes the `caBundle` of `names` in `config` equal to `pem`; returns whether it wrote.
-/// Webhooks missing from the configuration are left alone (an apply would create them
-/// half-specified).
-pub async fn ensure(
+/// A webhook configuration kind: its webhooks' names and current `caBundle`s.
+pub trait WebhookConfig:
+    kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug
+{
+    /// `(name, caBundle)` of each webhook.
+    fn hooks(&self) -> Vec<(String, Option<Vec<u8>>)>;
+}
+
+impl WebhookConfig for MutatingWebhookConfiguration {
+    fn hooks(&self) -> Vec<(String, Option<Vec<u8>>)> {
+        let hooks = self.webhooks.iter().flatten();
+        hooks
+            .map(|w| {
+                (
+                    w.name.clone(),
+                    w.client_config.ca_bundle.as_ref().map(|b| b.0.clone()),
+                )
+            })
+            .collect()
+    }
+}
+
+impl WebhookConfig for ValidatingWebhookConfiguration {
+    fn hooks(&self) -> Vec<(String, Option<Vec<u8>>)> {
+        let hooks = self.webhooks.iter().flatten();
+        hooks
+            .map(|w| {
+                (
+                    w.name.clone(),
+                    w.client_config.ca_bundle.as_ref().map(|b| b.0.clone()),
+                )
+            })
+            .collect()
+    }
+}
+
+/// Makes the `caBundle` of `names` in `config` (a configuration of kind `K`) equal to `pem`;
+/// returns whether it wrote. Webhooks missing from the configuration are left alone (an
+/// apply would create them half-specified).
+pub async fn ensure<K: WebhookConfig>(
     client: kube::Client,
     config: &str,
     names: &[String],
     pem: &str,
 ) -> Result<bool, InjectorError> {
-    let api: Api<MutatingWebhookConfiguration> = Api::all(client);
-    let what = format!("MutatingWebhookConfiguration {config}");
+    let api: Api<K> = Api::all(client);
+    let kind = K::kind(&());
+    let what = format!("{kind} {config}");
     let Some(current) = api
         .get_opt(config)
         .await
@@ -36,25 +76,24 @@ pub async fn ensure(
         return Ok(false);
     };
     let present: Vec<_> = current
-        .webhooks
-        .unwrap_or_default()
+        .hooks()
         .into_iter()
-        .filter(|w| names.contains(&w.name))
+        .filter(|(name, _)| names.contains(name))
         .collect();
-    let stale = present.iter().any(|w| {
-        w.client_config.ca_bundle.as_ref().map(|b| b.0.as_slice()) != Some(pem.as_bytes())
-    });
+    let stale = present
+        .iter()
+        .any(|(_, ca)| ca.as_deref() != Some(pem.as_bytes()));
     if !stale {
         return Ok(false);
     }
     let b64 = base64::engine::general_purpose::STANDARD.encode(pem);
     let webhooks: Vec<_> = present
         .iter()
-        .map(|w| json!({ "name": w.name, "clientConfig": { "caBundle": b64 } }))
+        .map(|(name, _)| json!({ "name": name, "clientConfig": { "caBundle": b64 } }))
         .collect();
     let body = json!({
         "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "MutatingWebhookConfiguration",
+        "kind": kind,
         "metadata": { "name": config },
         "webhooks": webhooks,
     });

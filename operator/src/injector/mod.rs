@@ -48,6 +48,7 @@ fn router(ctx: Arc<Context>, cfg: Arc<InjectConfig>) -> Router {
     Router::new()
         .route("/mutate", post(mutate))
         .route("/mutate-required", post(mutate_required))
+        .route("/validate-securityaction", post(crate::blast::validate))
         .with_state((ctx, cfg))
 }
 

@@ -145,15 +145,33 @@ async fn tick(
 }
 
 async fn publish(ctx: &Context, bundle: &CertBundle) -> Result<bool, InjectorError> {
+    use k8s_openapi::api::admissionregistration::v1::{
+        MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+    };
     let a = &ctx.args.injector;
     let pem = bundle.ca_bundle();
-    cabundle::ensure(
-        ctx.clients.injector.clone(),
+    let client = ctx.clients.injector.clone();
+    let mut wrote = cabundle::ensure::<MutatingWebhookConfiguration>(
+        client.clone(),
         &a.webhook_config,
         &a.webhook_names,
         &pem,
     )
-    .await
+    .await?;
+    let blast = &ctx.args.blast_radius;
+    if !blast.blast_webhook_config.is_empty() {
+        let names = [crate::blast::WEBHOOK_NAME.to_owned()];
+        let config = &blast.blast_webhook_config;
+        // The blast-radius check is advisory: failing to publish its CA never holds up the
+        // injector's.
+        match cabundle::ensure::<ValidatingWebhookConfiguration>(client, config, &names, &pem).await
+        {
+            Ok(w) => wrote |= w,
+            Err(e) => tracing::warn!(config = %config, error = %e,
+                "cannot publish the blast-radius webhook's caBundle; retrying"),
+        }
+    }
+    Ok(wrote)
 }
 
 fn decode(secret: &Secret) -> Result<CertBundle, InjectorError> {

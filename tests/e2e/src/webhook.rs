@@ -100,3 +100,63 @@ pub async fn wait_until_injecting(client: &kube::Client, ns: &str, pod: &Value) 
     })
     .await;
 }
+
+/// Name of the blast-radius ValidatingWebhookConfiguration (config/webhook.yaml).
+pub const BLAST_RADIUS_CONFIG: &str = "palisade-blast-radius";
+
+/// Applies `config/webhook.yaml`'s blast-radius ValidatingWebhookConfiguration in URL mode
+/// (the operator at `addr`), limited to namespace `ns` so that other tests' actions are not
+/// checked; waits until the operator has published its `caBundle`. Delete it with
+/// [`unregister_blast_radius`].
+pub async fn register_blast_radius(cp: &ControlPlane, addr: &str, ns: &str) {
+    use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+    let path = crate::repo_root().join("config/webhook.yaml");
+    let text = std::fs::read_to_string(&path).expect("config/webhook.yaml");
+    let mut config = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde_yaml::Value::deserialize(d).expect("YAML"))
+        .map(|v| serde_json::to_value(v).expect("JSON"))
+        .find(|v| v["kind"] == "ValidatingWebhookConfiguration")
+        .expect("a ValidatingWebhookConfiguration in config/webhook.yaml");
+    assert_eq!(config["metadata"]["name"], BLAST_RADIUS_CONFIG);
+    for hook in config["webhooks"].as_array_mut().expect("webhooks") {
+        let path = hook["clientConfig"]["service"]["path"]
+            .as_str()
+            .expect("path")
+            .to_owned();
+        hook["clientConfig"] = json!({ "url": format!("https://{addr}{path}") });
+        hook["namespaceSelector"] = json!({"matchLabels": {"kubernetes.io/metadata.name": ns}});
+    }
+    let api: Api<ValidatingWebhookConfiguration> = Api::all(cp.client().await);
+    api.patch(
+        BLAST_RADIUS_CONFIG,
+        &PatchParams::apply("palisade-e2e").force(),
+        &Patch::Apply(&config),
+    )
+    .await
+    .expect("apply the blast-radius webhook configuration");
+    eventually(
+        "the operator to publish the blast-radius caBundle",
+        || async {
+            let c = api
+                .get(BLAST_RADIUS_CONFIG)
+                .await
+                .map_err(|e| e.to_string())?;
+            let hooks = c.webhooks.unwrap_or_default();
+            hooks
+                .iter()
+                .all(|w| w.client_config.ca_bundle.is_some())
+                .then_some(())
+                .ok_or("no caBundle yet".to_owned())
+        },
+    )
+    .await;
+}
+
+/// Deletes the blast-radius configuration.
+pub async fn unregister_blast_radius(cp: &ControlPlane) {
+    use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+    let api: Api<ValidatingWebhookConfiguration> = Api::all(cp.client().await);
+    let _ = api
+        .delete(BLAST_RADIUS_CONFIG, &kube::api::DeleteParams::default())
+        .await;
+}

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 
 use palisade_e2e::collector::post;
 use palisade_e2e::http::{echo_app, get};
-use palisade_e2e::{ControlPlane, Operator, Sidecar, TempNs, eventually, scope};
+use palisade_e2e::{ControlPlane, Operator, Sidecar, TempNs, eventually, scope, webhook};
 use serde_json::Value;
 
 const ACTIONS: &str = r#"
@@ -380,7 +380,18 @@ async fn a_candidate_action_is_replayed_against_the_last_hours_traffic() {
         cp,
         "op-replay",
         "op-replay",
-        &[&scope(&ns)[..], &["--replay-interval".into(), "1s".into()]].concat(),
+        &[
+            &scope(&ns)[..],
+            &[
+                "--replay-interval".into(),
+                "1s".into(),
+                "--webhook-cert-check".into(),
+                "1s".into(),
+                "--blast-radius-refuse-percent".into(),
+                "90".into(),
+            ],
+        ]
+        .concat(),
     );
     let app = echo_app().await;
     let sc = Sidecar::start(cp, ns.name(), "api-0", app, Some(&op.collector));
@@ -447,4 +458,86 @@ async fn a_candidate_action_is_replayed_against_the_last_hours_traffic() {
     // A namespace without traffic has no sample, and the error says when it will have one.
     let (ok, _, err) = replay(cp, "default", &two);
     assert!(!ok && err.contains("palisade-replay"), "{err}");
+
+    // The blast-radius check, through the real API server: the same deny applied with
+    // kubectl is admitted with a warning (about 40 % > 5 %); a deny of every client is refused
+    // (> 90 %) unless annotated; re-applying an unchanged manifest says nothing; an Observe
+    // action is never checked.
+    webhook::register_blast_radius(cp, &op.webhook, ns.name()).await;
+    let named = |name: &str, conditions: &str, extra: &str| {
+        candidate(conditions).replace(
+            "metadata: {name: candidate}",
+            &format!("metadata: {{name: {name}{extra}}}"),
+        )
+    };
+    let two = named(
+        "deny-two",
+        "    ipRanges: [127.0.0.11/32, 127.0.0.12/32]",
+        "",
+    );
+    let (ok, err) = kubectl_apply(cp, ns.name(), &two);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("Warning:") && err.contains("would have denied") && err.contains("deny-two"),
+        "a warning on stderr: {err}"
+    );
+    let (ok, err) = kubectl_apply(cp, ns.name(), &two);
+    assert!(
+        ok && !err.contains("Warning:"),
+        "unchanged: no warning: {err}"
+    );
+    let all = named("deny-all", "    ipRanges: [127.0.0.0/8]", "");
+    let (ok, err) = kubectl_apply(cp, ns.name(), &all);
+    assert!(
+        !ok && err.contains("palisade.dev/blast-radius-ok"),
+        "refused: {err}"
+    );
+    assert!(
+        cp.kubectl_ok(&["-n", ns.name(), "get", "securityaction", "deny-all"])
+            .is_err(),
+        "not stored"
+    );
+    let meant = named(
+        "deny-all",
+        "    ipRanges: [127.0.0.0/8]",
+        ", annotations: {palisade.dev/blast-radius-ok: \"true\"}",
+    );
+    let (ok, err) = kubectl_apply(cp, ns.name(), &meant);
+    assert!(
+        ok && err.contains("Warning:"),
+        "admitted with a warning: {err}"
+    );
+    let observe = named("observe-all", "    ipRanges: [127.0.0.0/8]", "")
+        .replace("spec:\n", "spec:\n  mode: Observe\n");
+    let (ok, err) = kubectl_apply(cp, ns.name(), &observe);
+    assert!(ok && !err.contains("Warning:"), "{err}");
+    let m = op.metrics().expect("metrics");
+    assert!(
+        m.contains(
+            "palisade_operator_blast_radius_checks_total{result=\"denied\",reason=\"Refused\"} 1"
+        ),
+        "{m}"
+    );
+    webhook::unregister_blast_radius(cp).await;
+}
+
+/// `kubectl apply -f -` in `ns`: (success, stderr).
+fn kubectl_apply(cp: &ControlPlane, ns: &str, yaml: &str) -> (bool, String) {
+    use std::io::Write as _;
+    let mut child = cp
+        .kubectl()
+        .args(["-n", ns, "apply", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl");
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(yaml.as_bytes()).expect("write");
+    }
+    let out = child.wait_with_output().expect("kubectl output");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
