@@ -2,7 +2,9 @@
 //! `palisade_policy::evaluate`). Deny is answered here (status, body, content type); flag adds
 //! the actions' headers to the forwarded request; global observe mode (`--observe`) only
 //! counts. Deny and flag decisions are logged as structured JSON (target `palisade::decision`)
-//! with hashed identities; `--debug-headers` names the deciding action in a response header.
+//! with hashed identities, allow decisions too when that target is enabled at debug level;
+//! `--debug-headers` (or the bundle's namespace setting) names the deciding action in a
+//! response header.
 
 use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT};
 use http::request::Parts;
@@ -93,6 +95,11 @@ pub fn enforce(
         }
         Decision::Allow(id) => {
             hits.decided_one(id);
+            // Allowed requests are most of the traffic of an allow-list: logged only when
+            // asked for (RUST_LOG=palisade::decision=debug).
+            if tracing::enabled!(target: "palisade::decision", tracing::Level::DEBUG) {
+                log_decision("allow", p, one(id), None, who, parts);
+            }
             let debug = cfg.debug_headers.then(|| debug_value("allow", p, one(id)));
             Ok(("allow", Outcome::Forward(debug.flatten())))
         }

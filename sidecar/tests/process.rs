@@ -29,6 +29,15 @@ fn spawn_logged(
     app: SocketAddr,
     extra: &[&str],
 ) -> (Child, SocketAddr, std::sync::mpsc::Receiver<String>) {
+    spawn_logged_with(app, extra, "info")
+}
+
+/// [`spawn_logged`] with this `RUST_LOG`.
+fn spawn_logged_with(
+    app: SocketAddr,
+    extra: &[&str],
+    rust_log: &str,
+) -> (Child, SocketAddr, std::sync::mpsc::Receiver<String>) {
     let mut child = Command::new(BIN)
         .args([
             "--listen",
@@ -40,7 +49,7 @@ fn spawn_logged(
         ])
         .args(["--upstream-port", &app.port().to_string()])
         .args(extra)
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", rust_log)
         .env("NO_COLOR", "1")
         .stderr(Stdio::piped())
         .spawn()
@@ -258,4 +267,69 @@ async fn a_deny_is_logged_without_the_key_in_clear() {
         assert!(line.contains(want), "no `{want}` in {line}");
     }
     assert!(!line.contains(KEY), "the key is logged in clear: {line}");
+}
+
+/// The first `palisade::decision` line of `log`.
+fn next_decision(log: &std::sync::mpsc::Receiver<String>) -> String {
+    loop {
+        let line = log
+            .recv_timeout(patience())
+            .expect("no decision line logged");
+        if line.contains("palisade::decision") {
+            return line;
+        }
+    }
+}
+
+/// Allowed requests are logged only when the decision target is enabled at debug level, and
+/// then name the allow that decided them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_decisions_are_logged_only_when_asked_for() {
+    use support::bundle::{allow, deny, when, write};
+    let dir = tempfile::tempdir().unwrap();
+    let hash = write(
+        dir.path(),
+        vec![
+            allow(
+                "allow-partner",
+                when(|c| c.user_agents = vec!["partner".into()]),
+            ),
+            deny("deny-bot", when(|c| c.user_agents = vec!["bot".into()])),
+        ],
+        1,
+    );
+    let path = dir.path().to_str().unwrap().to_owned();
+    for (rust_log, logged) in [("info", false), ("info,palisade::decision=debug", true)] {
+        let app = echo_app().await;
+        let (mut child, addr, log) = spawn_logged_with(
+            app,
+            &["--bundle-path", &path, "--bundle-poll", "20ms"],
+            rust_log,
+        );
+        let deadline = std::time::Instant::now() + patience();
+        while get(addr, "/", &[("user-agent", "bot")]).await.0 != 403 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "bundle {hash} never denied"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(next_decision(&log).contains("verdict=\"deny\""));
+        assert_eq!(get(addr, "/", &[("user-agent", "partner")]).await.0, 200);
+        assert_eq!(get(addr, "/", &[("user-agent", "bot")]).await.0, 403);
+        let line = next_decision(&log);
+        if logged {
+            assert!(
+                line.contains("verdict=\"allow\"") && line.contains("allow-partner"),
+                "{line}"
+            );
+        } else {
+            assert!(
+                line.contains("verdict=\"deny\""),
+                "no allow line at info: {line}"
+            );
+        }
+        child.kill().unwrap();
+        let _ = child.wait();
+    }
 }

@@ -269,6 +269,29 @@ async fn each_action_shows_exactly_what_it_matched_observed_and_decided_and_who_
     send(&api, "/blocked", None, 1, 410).await;
     wait_shown(cp, ns.name(), "deny-blocked", (7, 0, 5, "1/3")).await;
 
+    // The namespace turns the decision header on for its sidecars: the annotation travels in
+    // the bundle (the sidecar side: sidecar/tests/enforce.rs).
+    let client = cp.client().await;
+    let header_on = || async {
+        let (_, bundle) = palisade_e2e::bundle::read_bundle(&client, ns.name()).await?;
+        Ok::<bool, String>(bundle.debug_headers)
+    };
+    assert_eq!(header_on().await, Ok(false), "off by default");
+    cp.kubectl_ok(&[
+        "annotate",
+        "namespace",
+        ns.name(),
+        "palisade.dev/debug-headers=true",
+    ])
+    .expect("annotate");
+    eventually("the bundle to turn the decision header on", || async {
+        header_on()
+            .await?
+            .then_some(())
+            .ok_or("still off".to_owned())
+    })
+    .await;
+
     // Deleting an action forgets its counts (and its metric series).
     cp.kubectl_ok(&["-n", ns.name(), "delete", "securityaction", "observe-admin"])
         .expect("delete");
