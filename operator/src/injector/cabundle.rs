@@ -24,33 +24,25 @@ pub trait WebhookConfig:
     fn hooks(&self) -> Vec<(String, Option<Vec<u8>>)>;
 }
 
-impl WebhookConfig for MutatingWebhookConfiguration {
-    fn hooks(&self) -> Vec<(String, Option<Vec<u8>>)> {
-        let hooks = self.webhooks.iter().flatten();
-        hooks
-            .map(|w| {
-                (
-                    w.name.clone(),
-                    w.client_config.ca_bundle.as_ref().map(|b| b.0.clone()),
-                )
-            })
-            .collect()
-    }
+/// Both kinds have `webhooks[].name` and `webhooks[].clientConfig.caBundle`.
+macro_rules! webhook_config {
+    ($kind:ty) => {
+        impl WebhookConfig for $kind {
+            fn hooks(&self) -> Vec<(String, Option<Vec<u8>>)> {
+                let hooks = self.webhooks.iter().flatten();
+                hooks
+                    .map(|w| {
+                        let ca = w.client_config.ca_bundle.as_ref().map(|b| b.0.clone());
+                        (w.name.clone(), ca)
+                    })
+                    .collect()
+            }
+        }
+    };
 }
 
-impl WebhookConfig for ValidatingWebhookConfiguration {
-    fn hooks(&self) -> Vec<(String, Option<Vec<u8>>)> {
-        let hooks = self.webhooks.iter().flatten();
-        hooks
-            .map(|w| {
-                (
-                    w.name.clone(),
-                    w.client_config.ca_bundle.as_ref().map(|b| b.0.clone()),
-                )
-            })
-            .collect()
-    }
-}
+webhook_config!(MutatingWebhookConfiguration);
+webhook_config!(ValidatingWebhookConfiguration);
 
 /// Makes the `caBundle` of `names` in `config` (a configuration of kind `K`) equal to `pem`;
 /// returns whether it wrote. Webhooks missing from the configuration are left alone (an
