@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{StatusCode, header};
 use axum::routing::post;
 use palisade_detection::report::{MAX_REPORT_BYTES, Report};
 
@@ -23,11 +23,11 @@ pub fn router(collector: Arc<Collector>) -> Router {
         .with_state(collector)
 }
 
-async fn report(
-    State(c): State<Arc<Collector>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> (StatusCode, String) {
+/// The token is checked from the headers before the body is read: a client without a valid
+/// token gets its 401 without the collector reading (or holding) its body.
+async fn report(State(c): State<Arc<Collector>>, request: Request) -> (StatusCode, String) {
+    let (parts, body) = request.into_parts();
+    let headers = parts.headers;
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -38,6 +38,14 @@ async fn report(
         Err(e) => {
             c.count("Unauthenticated");
             return (StatusCode::UNAUTHORIZED, e.to_string());
+        }
+    };
+    let body: Bytes = match axum::body::to_bytes(body, MAX_REPORT_BYTES).await {
+        Ok(b) => b,
+        Err(e) => {
+            c.count("ReportTooLarge");
+            let msg = format!("report body refused: {e}; at most {MAX_REPORT_BYTES} bytes");
+            return (StatusCode::PAYLOAD_TOO_LARGE, msg);
         }
     };
     let report = match Report::from_json(&body) {

@@ -361,6 +361,27 @@ async fn a_report_cannot_speak_for_another_pod_or_name_unbounded_actions() {
     let (code, msg) = post(c, bound, report("api-1", 1025)).await;
     assert_eq!(code, 400, "{msg}");
     assert!(msg.contains("1024"), "{msg}");
+
+    // A client without a valid token announcing a 4 MB body gets its 401 from the headers
+    // alone: the collector neither waits for nor holds the body.
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut conn = tokio::net::TcpStream::connect(c.as_str())
+        .await
+        .expect("connect to the collector");
+    let head = format!(
+        "POST /v1/reports HTTP/1.1\r\nHost: {c}\r\nAuthorization: Bearer not-a-token\r\n\
+         Content-Type: application/json\r\nContent-Length: 4000000\r\n\r\n"
+    );
+    conn.write_all(head.as_bytes())
+        .await
+        .expect("send the head");
+    let mut got = vec![0u8; 512];
+    let n = tokio::time::timeout(palisade_e2e::patience(), conn.read(&mut got))
+        .await
+        .expect("an answer before the body is sent")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&got[..n]);
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
 }
 
 /// Runs `palisade-operator replay -n ns -f - -o json` with the admin kubeconfig: (exit
