@@ -401,6 +401,48 @@ mod tests {
         assert_eq!(Report::from_json(text.as_bytes()).unwrap(), new);
     }
 
+    fn sample_of(path: &str) -> RequestSample {
+        RequestSample {
+            ip: "192.0.2.1".parse().unwrap(),
+            method: "GET".into(),
+            path: path.into(),
+            status: 200,
+            user_agent: None,
+            region: None,
+            asn: None,
+            api_key: None,
+            token: None,
+            developer: None,
+            app: None,
+            product: None,
+        }
+    }
+
+    #[test]
+    fn samples_are_bounded_in_number_and_size() {
+        let mut r = sample();
+        r.samples = vec![sample_of("/login"); MAX_REPORT_SAMPLES];
+        let back = Report::from_json(&r.to_json()).unwrap();
+        assert_eq!(back.samples.len(), MAX_REPORT_SAMPLES);
+        r.samples.push(sample_of("/one-too-many"));
+        let e = Report::from_json(&r.to_json()).unwrap_err();
+        assert_eq!(e.reason(), "ReportSamplesInvalid");
+        r.samples = vec![sample_of(&format!("/{}", "a".repeat(MAX_SAMPLE_TEXT)))];
+        let e = Report::from_json(&r.to_json()).unwrap_err();
+        assert_eq!(
+            e.reason(),
+            "ReportSamplesInvalid",
+            "a path beyond the bound"
+        );
+        let mut long_key = sample_of("/");
+        long_key.api_key = Some("f".repeat(65));
+        r.samples = vec![long_key];
+        assert!(Report::from_json(&r.to_json()).is_err());
+        // The sidecar cuts text on a character boundary, within the bound.
+        let cut = bounded_text(&"é".repeat(200), MAX_SAMPLE_TEXT);
+        assert!(cut.len() <= MAX_SAMPLE_TEXT && cut.chars().all(|c| c == 'é'));
+    }
+
     #[test]
     fn other_versions_are_refused() {
         let mut r = sample();

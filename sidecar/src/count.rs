@@ -288,3 +288,49 @@ fn facts(f: &Fact) -> RequestFacts<'_> {
         attrs,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use palisade_detection::report::SidecarId;
+
+    use super::*;
+
+    fn report(requests: u64, generation: Option<u64>) -> Report {
+        let id = SidecarId {
+            pod: "api-0".into(),
+            workload: "api".into(),
+            namespace: "shop".into(),
+        };
+        let mut counter = Counter::new(id, &CounterConfig::default(), jiff::Timestamp::now());
+        for _ in 0..requests {
+            counter.record(&RequestFacts::new(
+                "192.0.2.1".parse().expect("an address"),
+                200,
+            ));
+        }
+        let mut r = counter.take_report(jiff::Timestamp::now());
+        r.generation = generation;
+        r
+    }
+
+    #[test]
+    fn an_idle_sidecar_reports_on_a_new_generation_and_as_a_heartbeat_only() {
+        let first = Sent::default();
+        assert!(
+            first.wants(&report(0, None)),
+            "the first slice says the pod is up"
+        );
+        let last = Sent::now(&report(0, Some(7)));
+        assert!(
+            !last.wants(&report(0, Some(7))),
+            "idle, same generation: nothing"
+        );
+        assert!(last.wants(&report(1, Some(7))), "traffic");
+        assert!(last.wants(&report(0, Some(8))), "a new generation at once");
+        let due = Sent {
+            at: tokio::time::Instant::now().checked_sub(HEARTBEAT),
+            generation: Some(7),
+        };
+        assert!(due.wants(&report(0, Some(7))), "the heartbeat");
+    }
+}
