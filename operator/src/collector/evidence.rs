@@ -392,23 +392,23 @@ async fn write_loop(
         }
         let all = actions.state();
         let due = due_writes(c, &all, &pods.state(), &c.namespaces.state());
-        let n = due.len();
-        // Take turns when more are due than one update writes.
-        let start = if n > MAX_WRITES_PER_UPDATE {
-            turn % n
-        } else {
-            0
-        };
-        turn = turn.wrapping_add(MAX_WRITES_PER_UPDATE);
-        for (a, fields) in due
-            .iter()
-            .cycle()
-            .skip(start)
-            .take(n.min(MAX_WRITES_PER_UPDATE))
-        {
+        for i in this_round(due.len(), turn) {
+            let (a, fields) = &due[i];
             write(c, a, fields).await;
         }
+        turn = turn.wrapping_add(MAX_WRITES_PER_UPDATE);
     }
+}
+
+/// Which of `n` due writes update number `turn` makes: all of them, or when more are due than
+/// one update writes, [`MAX_WRITES_PER_UPDATE`] of them starting where the last round stopped.
+fn this_round(n: usize, turn: usize) -> impl Iterator<Item = usize> {
+    let start = if n > MAX_WRITES_PER_UPDATE {
+        turn % n
+    } else {
+        0
+    };
+    (0..n.min(MAX_WRITES_PER_UPDATE)).map(move |k| (start + k) % n)
 }
 
 /// The actions of the selected namespaces whose status does not show their evidence yet,
@@ -663,6 +663,23 @@ mod tests {
         assert_eq!(
             e.status("shop", "deny", &[], None, now).matched,
             counts(4, 4, 4)
+        );
+    }
+
+    #[test]
+    fn when_more_are_due_than_one_update_writes_they_take_turns() {
+        assert_eq!(this_round(3, 700).collect::<Vec<_>>(), [0, 1, 2]);
+        let n = 250;
+        let mut seen = HashSet::new();
+        for round in 0..3 {
+            let writes: Vec<usize> = this_round(n, round * MAX_WRITES_PER_UPDATE).collect();
+            assert_eq!(writes.len(), MAX_WRITES_PER_UPDATE);
+            seen.extend(writes);
+        }
+        assert_eq!(
+            seen.len(),
+            n,
+            "every due action written within three updates"
         );
     }
 
