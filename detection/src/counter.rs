@@ -164,11 +164,11 @@ impl Counter {
     pub fn record(&mut self, facts: &RequestFacts<'_>) {
         let own = facts.responder == Responder::Sidecar;
         self.totals.requests += 1;
-        self.totals.bytes += facts.bytes;
-        self.totals.token_calls += u64::from(facts.token_endpoint);
         if own {
             self.totals.denied += 1;
         } else {
+            self.totals.bytes += facts.bytes;
+            self.totals.token_calls += u64::from(facts.token_endpoint);
             self.totals.errors += u64::from(facts.status >= 400);
             self.totals.forbidden += u64::from(facts.status == 403);
         }
@@ -406,17 +406,20 @@ fn key_of(kind: ClientKeyKind, facts: &RequestFacts<'_>) -> Option<ClientKey> {
 #[inline]
 fn count(c: &mut ClientCounts, facts: &RequestFacts<'_>, own: bool, sequential: bool) {
     c.requests = c.requests.saturating_add(1);
+    if own {
+        // The sidecar's own answer: counted as a denial and nothing else, so no rule can
+        // find evidence in it (nor lose any: a denied request's user agent does not make
+        // a client look more diverse).
+        c.denied = c.denied.saturating_add(1);
+        return;
+    }
     c.sequential = c.sequential.saturating_add(u32::from(sequential));
     c.bytes = c.bytes.saturating_add(facts.bytes);
     c.token_calls = c
         .token_calls
         .saturating_add(u32::from(facts.token_endpoint));
-    if own {
-        c.denied = c.denied.saturating_add(1);
-    } else {
-        c.errors = c.errors.saturating_add(u32::from(facts.status >= 400));
-        c.forbidden = c.forbidden.saturating_add(u32::from(facts.status == 403));
-    }
+    c.errors = c.errors.saturating_add(u32::from(facts.status >= 400));
+    c.forbidden = c.forbidden.saturating_add(u32::from(facts.status == 403));
     if let Some(ua) = facts.user_agent {
         c.user_agents.insert(ua.fingerprint());
     }

@@ -4,6 +4,12 @@
 //! its key kind that cross its thresholds. Every rule has a minimum-traffic guard, honours
 //! its `exclude` ranges, and sets `expiresAt = now + detectionTtl`. Counts are the
 //! windows' lower bounds (see [`crate::topk`]), so sketching never invents a detection.
+//!
+//! Every traffic statistic is computed over the requests the app answered: the sidecar's own
+//! denials count as nothing but `denied` (see [`crate::counter`]), so a client denied by an
+//! action and retrying can never become guilty through its denied retries, nor escape
+//! through them (its denied requests' user agents do not count either). TorList is the
+//! exception by nature: it judges an address, not traffic.
 
 use std::cell::OnceCell;
 use std::collections::HashSet;
@@ -153,10 +159,12 @@ fn candidates<'v>(
         .filter(move |(k, _)| k.kind() == spec.client_key && !spec.excludes(k))
 }
 
+/// Clients of the rule's key kind the app answered at least once (a client the sidecar
+/// denies entirely is not an active client of the app).
 fn clients_of_kind(spec: &RuleSpec, view: &WindowView) -> u64 {
     view.clients
-        .keys()
-        .filter(|k| k.kind() == spec.client_key)
+        .iter()
+        .filter(|(k, c)| k.kind() == spec.client_key && c.totals.answered() > 0)
         .count() as u64
 }
 
@@ -169,13 +177,13 @@ fn ratio(part: u64, whole: u64) -> f64 {
 }
 
 fn flooder(p: &FlooderParams, spec: &RuleSpec, view: &WindowView) -> Hits {
-    let total = view.totals.requests;
+    let total = view.totals.answered();
     if total < p.min_total_requests || clients_of_kind(spec, view) < p.min_clients {
         return Vec::new();
     }
     candidates(spec, view)
-        .filter(|(_, c)| c.totals.requests >= p.min_requests)
-        .map(|(k, c)| (*k, ratio(c.totals.requests, total), p.min_share))
+        .filter(|(_, c)| c.totals.answered() >= p.min_requests)
+        .map(|(k, c)| (*k, ratio(c.totals.answered(), total), p.min_share))
         .filter(|(_, share, min)| share >= min)
         .collect()
 }
@@ -194,9 +202,11 @@ fn scraper(p: &ScraperParams, spec: &RuleSpec, view: &WindowView) -> Hits {
 
 fn brute(p: &BruteGuessorParams, spec: &RuleSpec, view: &WindowView) -> Hits {
     candidates(spec, view)
-        .filter(|(_, c)| c.totals.requests >= p.min_requests)
-        // The sidecar's own denials are neither errors nor upstream responses.
-        .map(|(k, c)| (*k, ratio(c.totals.errors, upstream(c)), p.min_error_ratio))
+        .filter(|(_, c)| c.totals.answered() >= p.min_requests)
+        .map(|(k, c)| {
+            let r = ratio(c.totals.errors, c.totals.answered());
+            (*k, r, p.min_error_ratio)
+        })
         .filter(|(_, r, min)| r >= min)
         .collect()
 }
@@ -204,14 +214,9 @@ fn brute(p: &BruteGuessorParams, spec: &RuleSpec, view: &WindowView) -> Hits {
 fn robot(p: &RobotAbuserParams, spec: &RuleSpec, view: &WindowView) -> Hits {
     candidates(spec, view)
         .filter(|(_, c)| c.totals.forbidden >= p.min_forbidden)
-        .filter(|(_, c)| ratio(c.totals.forbidden, upstream(c)) >= p.min_forbidden_ratio)
+        .filter(|(_, c)| ratio(c.totals.forbidden, c.totals.answered()) >= p.min_forbidden_ratio)
         .map(|(k, c)| (*k, c.totals.forbidden as f64, p.min_forbidden as f64))
         .collect()
-}
-
-/// Responses the app produced (requests minus the sidecar's own denials).
-fn upstream(c: &ClientWindow) -> u64 {
-    c.totals.requests.saturating_sub(c.totals.denied)
 }
 
 fn oauth(p: &OAuthAbuserParams, spec: &RuleSpec, view: &WindowView) -> Hits {
@@ -243,9 +248,9 @@ fn tor(p: &TorListParams, spec: &RuleSpec, view: &WindowView) -> Hits {
 
 fn api_scraper(p: &ApiScraperParams, spec: &RuleSpec, view: &WindowView) -> Hits {
     candidates(spec, view)
-        .filter(|(_, c)| c.totals.requests >= p.min_requests)
+        .filter(|(_, c)| c.totals.answered() >= p.min_requests)
         .map(|(k, c)| {
-            let share = ratio(c.sequential, c.totals.requests);
+            let share = ratio(c.sequential, c.totals.answered());
             (*k, share, p.min_sequential_share)
         })
         .filter(|(_, share, min)| share >= min)
@@ -256,8 +261,8 @@ fn anomaly(p: &AnomalyParams, spec: &RuleSpec, view: &WindowView) -> Hits {
     let mut logs: Vec<f64> = view
         .clients
         .iter()
-        .filter(|(k, _)| k.kind() == spec.client_key)
-        .map(|(_, c)| (c.totals.requests as f64).ln_1p())
+        .filter(|(k, c)| k.kind() == spec.client_key && c.totals.answered() > 0)
+        .map(|(_, c)| (c.totals.answered() as f64).ln_1p())
         .collect();
     if (logs.len() as u64) < p.min_clients {
         return Vec::new();
@@ -266,9 +271,9 @@ fn anomaly(p: &AnomalyParams, spec: &RuleSpec, view: &WindowView) -> Hits {
         return Vec::new();
     };
     candidates(spec, view)
-        .filter(|(_, c)| c.totals.requests >= p.min_requests)
+        .filter(|(_, c)| c.totals.answered() >= p.min_requests)
         .map(|(k, c)| {
-            let z = robust_z((c.totals.requests as f64).ln_1p(), median, mad, p.min_mad);
+            let z = robust_z((c.totals.answered() as f64).ln_1p(), median, mad, p.min_mad);
             (*k, z, p.min_z)
         })
         .filter(|(_, z, min)| z >= min)

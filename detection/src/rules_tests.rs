@@ -632,3 +632,185 @@ fn api_scraper_honours_exclusions_and_the_share() {
         "599 of 600 sequential is under 100 %"
     );
 }
+
+// The sidecar's own denials never make a client guilty --------------------------------------
+//
+// Each case goes through the sidecar's counter and its report, as in production: a client
+// denied by an action keeps retrying with exactly what the rule looks for; the denied
+// retries must not make it guilty. The control sends the same requests answered by the app
+// and is flagged, so each case shows the denials are what the rule ignores.
+
+/// How the app or the sidecar answered one request of the suspect (ip 1).
+#[derive(Clone, Copy)]
+struct Req {
+    status: u16,
+    bytes: u64,
+    token_endpoint: bool,
+    /// User-agent number (0 = none).
+    ua: u32,
+    /// `/items/<n>` (0 = no path shape).
+    item: u64,
+}
+
+const PLAIN: Req = Req {
+    status: 200,
+    bytes: 1_000,
+    token_endpoint: false,
+    ua: 1,
+    item: 0,
+};
+
+/// Windows after one report of a counter that saw: 40 benign clients (ids 100..) with 100
+/// app-answered requests of 1 kB each (each its own user agent), then the suspect's
+/// `answered` requests (app) and `denied` requests (the sidecar's own answers).
+fn counted(answered: &[Req], denied: &[Req]) -> Windows {
+    use crate::counter::{Counter, CounterConfig};
+    use crate::facts::{RequestFacts, Responder};
+    use crate::report::SidecarId;
+    use crate::sequence::PathShape;
+    let id = SidecarId {
+        pod: "a".into(),
+        workload: "api".into(),
+        namespace: "shop".into(),
+    };
+    let mut c = Counter::new(id, &CounterConfig::default(), t(0));
+    let facts = |n: u32, r: &Req, responder: Responder, path: &str| {
+        let mut f = RequestFacts::new(crate::testutil::ip(n), r.status);
+        f.bytes = r.bytes;
+        f.token_endpoint = r.token_endpoint;
+        f.responder = responder;
+        f.user_agent = (r.ua > 0).then(|| KeyHash::of(format!("ua-{}", r.ua).as_bytes()));
+        f.shape = (r.item > 0).then(|| PathShape::of(path, None)).flatten();
+        f
+    };
+    for n in 100..140 {
+        for _ in 0..100 {
+            let benign = Req { ua: n, ..PLAIN };
+            c.record(&facts(n, &benign, Responder::Upstream, "/"));
+        }
+    }
+    let suspect = answered
+        .iter()
+        .map(|r| (r, Responder::Upstream))
+        .chain(denied.iter().map(|r| (r, Responder::Sidecar)));
+    for (r, responder) in suspect {
+        let path = format!("/items/{}", r.item);
+        c.record(&facts(1, r, responder, &path));
+    }
+    let mut w = Windows::new(&WindowConfig::default());
+    w.merge(&c.take_report(t(1)), t(1));
+    w
+}
+
+/// `(with denials, control)`: whether the rule flags the suspect when `retries` are the
+/// sidecar's denials, and when the app answered them.
+fn guilty(rule: &RuleSpec, answered: &[Req], retries: &[Req]) -> (bool, bool) {
+    let flagged = |w: &Windows| run(w, rule, 10).contains(&rule.name, &ipk(1));
+    let denied = counted(answered, retries);
+    let all: Vec<Req> = answered.iter().chain(retries).copied().collect();
+    (flagged(&denied), flagged(&counted(&all, &[])))
+}
+
+fn times(r: Req, n: usize) -> Vec<Req> {
+    vec![r; n]
+}
+
+#[test]
+fn own_denials_never_make_a_flooder() {
+    // 20 answered + 2000 denied retries: 2020 of 6020 requests (34 %) if denials counted.
+    let (denied, control) = guilty(&flooder(), &times(PLAIN, 20), &times(PLAIN, 2_000));
+    assert!(!denied, "flagged by its denied retries");
+    assert!(control, "the same traffic answered by the app is a flood");
+}
+
+#[test]
+fn own_denials_never_make_a_scraper() {
+    let mut rule = RuleSpec::new(
+        "Scraper",
+        RuleKind::StaticContentScraper(ScraperParams::default()),
+    );
+    rule.window = None;
+    // Denied responses with large bodies: 600 × 100 kB = 60 MB against 4 MB of others.
+    let big = Req {
+        bytes: 100_000,
+        ..PLAIN
+    };
+    let (denied, control) = guilty(&rule, &times(PLAIN, 10), &times(big, 600));
+    assert!(!denied, "flagged by the bytes of its denials");
+    assert!(control);
+}
+
+#[test]
+fn own_denials_never_make_a_brute_guessor() {
+    // One app 403 and 99 denied retries: 1 error of 1 answered, 100 requests in all.
+    let err = Req {
+        status: 403,
+        ..PLAIN
+    };
+    let (denied, control) = guilty(&brute(), &[err], &times(err, 99));
+    assert!(
+        !denied,
+        "one app error and denied retries are not brute guessing"
+    );
+    assert!(control, "100 app errors are");
+}
+
+#[test]
+fn own_denials_never_make_a_robot_abuser() {
+    let err = Req {
+        status: 403,
+        ..PLAIN
+    };
+    let (denied, control) = guilty(&robot(), &[err], &times(err, 5_000));
+    assert!(!denied);
+    assert!(control);
+}
+
+#[test]
+fn own_denials_never_make_an_oauth_abuser_nor_hide_one() {
+    let call = Req {
+        token_endpoint: true,
+        ..PLAIN
+    };
+    let (denied, control) = guilty(&oauth(), &[call], &times(call, 100));
+    assert!(!denied, "denied token calls start no session");
+    assert!(control);
+    // The other way round: 60 sessions with one user agent, and denied requests with many
+    // user agents sent to look diverse. Still flagged.
+    let decoys: Vec<Req> = (2..20).map(|ua| Req { ua, ..PLAIN }).collect();
+    let w = counted(&times(call, 60), &decoys);
+    assert!(run(&w, &oauth(), 10).contains("OAuth", &ipk(1)));
+}
+
+#[test]
+fn own_denials_never_make_an_api_scraper() {
+    let walk: Vec<Req> = (1..=600).map(|item| Req { item, ..PLAIN }).collect();
+    let (denied, control) = guilty(&api_scraper(500), &walk[..10], &walk[10..]);
+    assert!(!denied, "a walk the sidecar denies is not scraping");
+    assert!(control);
+}
+
+#[test]
+fn own_denials_never_make_an_anomaly() {
+    let rule = RuleSpec::new(
+        "Anomaly",
+        RuleKind::AdvancedAnomaly(AnomalyParams::default()),
+    );
+    let (denied, control) = guilty(&rule, &times(PLAIN, 100), &times(PLAIN, 100_000));
+    assert!(!denied, "100 answered requests are ordinary here");
+    assert!(control);
+}
+
+#[test]
+fn a_denied_tor_exit_stays_detected() {
+    // TorList judges the address, not the traffic: a denied exit stays an exit (and its
+    // detection does not lapse while an action denies it).
+    let rule = RuleSpec::new(
+        "Tor",
+        RuleKind::TorList(TorListParams {
+            exits: vec!["198.51.100.1/32".parse().unwrap()],
+        }),
+    );
+    let w = counted(&[], &times(PLAIN, 10));
+    assert!(run(&w, &rule, 10).contains("Tor", &ipk(1)));
+}

@@ -62,19 +62,19 @@ pub struct ClientCounts {
     pub forbidden: u32,
     /// Requests the sidecar answered itself (its own denials).
     pub denied: u32,
-    /// Requests to the token endpoint (OAuth sessions started).
+    /// Requests to the token endpoint the app answered (OAuth sessions started).
     pub token_calls: u32,
-    /// Sequential requests: same path shape as the client's previous request, identifier
-    /// 1 to 10 away (see [`crate::sequence`]). Absent in reports of older sidecars (0).
+    /// Sequential requests the app answered: same path shape as the client's previous
+    /// request, identifier 1 to 10 away (see [`crate::sequence`]). Absent in reports of older sidecars (0).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub sequential: u32,
     /// Space-Saving bound: the client may have sent up to this many more requests while
     /// untracked. 0 when counting was exact.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub overcount: u32,
-    /// Response bytes sent to the client.
+    /// Response bytes the app sent to the client (the sidecar's own answers not included).
     pub bytes: u64,
-    /// Distinct user agents.
+    /// Distinct user agents of the requests the app answered.
     pub user_agents: UaSet,
 }
 
@@ -121,13 +121,19 @@ pub struct Totals {
     pub forbidden: u64,
     /// Requests the sidecar denied itself.
     pub denied: u64,
-    /// Token-endpoint calls.
+    /// Token-endpoint calls the app answered.
     pub token_calls: u64,
-    /// Response bytes.
+    /// Response bytes the app sent.
     pub bytes: u64,
 }
 
 impl Totals {
+    /// Requests the app answered (all requests minus the sidecar's own denials): what every
+    /// traffic-based rule is computed over.
+    pub fn answered(&self) -> u64 {
+        self.requests.saturating_sub(self.denied)
+    }
+
     /// Adds `other` into `self`.
     pub fn merge(&mut self, other: &Totals) {
         self.requests += other.requests;
