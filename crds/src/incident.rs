@@ -148,8 +148,10 @@ pub struct SecurityIncidentStatus {
     pub proposed_action: Option<String>,
 }
 
-/// The incident's traffic by attribute (dimension): for each, the number of distinct values
-/// and the most frequent ones with their request counts.
+/// The incident's traffic by attribute (dimension), over the last 24 hours: for each, the
+/// number of distinct values and the most frequent ones with their request counts. Counts
+/// come from the requests the sidecars sample (1 in 64, scaled back), except the addresses of
+/// IP clients, whose counts are exact.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IncidentAttributes {
@@ -168,7 +170,8 @@ pub struct IncidentAttributes {
     /// Developer apps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub developer_apps: Option<TopValues>,
-    /// Client IP addresses.
+    /// Client IP addresses: the incident's IP clients, and the addresses its API keys, tokens
+    /// or user agents were used from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ips: Option<TopValues>,
     /// Protected workloads that received the traffic (`<kind>/<name>`).
@@ -177,10 +180,10 @@ pub struct IncidentAttributes {
     /// Response status codes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_codes: Option<TopValues>,
-    /// Detection rules.
+    /// Detection rules, each with the requests of the clients it detected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rules: Option<TopValues>,
-    /// User agents.
+    /// User agents (the header, cut to 128 bytes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_agents: Option<TopValues>,
 }
@@ -189,7 +192,8 @@ pub struct IncidentAttributes {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TopValues {
-    /// How many distinct values the attribute has (may be estimated above 10,000).
+    /// How many distinct values of the attribute were seen (of sampled attributes: a lower
+    /// bound).
     #[serde(default)]
     pub distinct: i64,
     /// The most frequent values, most requests first (at most 10).
@@ -207,7 +211,8 @@ pub struct ValueCount {
     pub value: String,
     /// Requests with this value.
     pub requests: i64,
-    /// When a request with this value was last detected.
+    /// When a request with this value was last seen (the end of the window slice that held
+    /// it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_detected_time: Option<Time>,
 }

@@ -159,9 +159,28 @@ impl Counter {
         }
     }
 
-    /// Counts one finished request.
+    /// Counts one finished request, and records its attributes for 1 request in
+    /// `attr_sample` (the counter samples).
     #[inline]
     pub fn record(&mut self, facts: &RequestFacts<'_>) {
+        self.record_counts(facts);
+        self.sample_tick += 1;
+        if self.sample_tick >= self.attr_sample {
+            self.sample_tick = 0;
+            self.record_attrs(facts, u64::from(self.attr_sample));
+        }
+    }
+
+    /// Records the attributes of a request the caller sampled, as `weight` requests (the
+    /// caller's sampling rate). With [`Self::record_counts`], for a caller that samples
+    /// itself, like the sidecar, which copies attributes only for the requests it samples.
+    pub fn record_sampled(&mut self, facts: &RequestFacts<'_>, weight: u32) {
+        self.record_attrs(facts, u64::from(weight.max(1)));
+    }
+
+    /// Counts one finished request, without its attributes.
+    #[inline]
+    pub fn record_counts(&mut self, facts: &RequestFacts<'_>) {
         let own = facts.responder == Responder::Sidecar;
         self.totals.requests += 1;
         if own {
@@ -194,11 +213,6 @@ impl Counter {
             }
         }
         self.evicted += self.ips.evicted() + self.hashed.evicted() - before;
-        self.sample_tick += 1;
-        if self.sample_tick >= self.attr_sample {
-            self.sample_tick = 0;
-            self.record_attrs(facts);
-        }
     }
 
     /// Clients currently tracked in this slice.
@@ -256,13 +270,44 @@ impl Counter {
         }
     }
 
+    /// Counts these key kinds from the next request on. The primary kind (IP by default)
+    /// is always counted. Called between slices when the namespace's rules change which
+    /// kinds they judge by; a kind no longer counted keeps nothing (its map empties with
+    /// the next report).
+    pub fn set_key_kinds(&mut self, kinds: &[ClientKeyKind]) {
+        let mut on = [false; 4];
+        for kind in kinds {
+            on[kind_index(*kind)] = true;
+        }
+        on[kind_index(self.primary)] = true;
+        self.kinds = on;
+    }
+
+    /// The key kinds counted, in [`ClientKeyKind::ALL`] order.
+    pub fn key_kinds(&self) -> Vec<ClientKeyKind> {
+        ClientKeyKind::ALL
+            .into_iter()
+            .filter(|k| self.kinds[kind_index(*k)])
+            .collect()
+    }
+
+    /// Records the sampled request's attributes for its client of every counted kind, so an
+    /// incident about an API key, a token or a user agent shows its addresses, user agents
+    /// and the rest as one about an IP does.
     #[cold]
-    fn record_attrs(&mut self, facts: &RequestFacts<'_>) {
-        let Some(client) = key_of(self.primary, facts) else {
-            return;
-        };
+    fn record_attrs(&mut self, facts: &RequestFacts<'_>, weight: u64) {
+        for kind in ClientKeyKind::ALL {
+            if self.kinds[kind_index(kind)]
+                && let Some(client) = key_of(kind, facts)
+            {
+                self.record_attrs_of(client, facts, weight);
+            }
+        }
+    }
+
+    fn record_attrs_of(&mut self, client: ClientKey, facts: &RequestFacts<'_>, weight: u64) {
         let word = client_word(&client);
-        let kind = (kind_index(self.primary) as u16) << 8;
+        let kind = (kind_index(client.kind()) as u16) << 8;
         let a = &facts.attrs;
         let dims = [
             (AttrDim::Product, a.product),
@@ -271,8 +316,8 @@ impl Counter {
             (AttrDim::Region, a.region),
             (AttrDim::Path, a.path),
             (AttrDim::Workload, Some(self.sidecar.workload.as_str())),
+            (AttrDim::UserAgent, a.user_agent),
         ];
-        let weight = u64::from(self.attr_sample);
         for (dim, value) in dims {
             if let Some(value) = value.map(bounded) {
                 let key = (word, kind | dim_tag(dim), self.hasher.hash_one(value));
@@ -284,7 +329,39 @@ impl Counter {
         add_attr(&mut self.attrs, key, client, weight, || {
             code.to_string().into()
         });
+        if let Some(app_key) = facts.api_key {
+            let key = (
+                word,
+                kind | dim_tag(AttrDim::AppKey),
+                app_key_word(&app_key),
+            );
+            add_attr(&mut self.attrs, key, client, weight, || {
+                short_digest(&app_key).into()
+            });
+        }
+        if !matches!(client, ClientKey::Ip(_)) {
+            let ip = facts.ip;
+            let key = (
+                word,
+                kind | dim_tag(AttrDim::Ip),
+                self.hasher.hash_one(ip_word(ip)),
+            );
+            add_attr(&mut self.attrs, key, client, weight, || {
+                ip.to_canonical().to_string().into()
+            });
+        }
     }
+}
+
+/// `sha256:` and the first 16 hex digits of a digest: how incidents show app keys.
+pub fn short_digest(h: &KeyHash) -> String {
+    format!("sha256:{}", hex::encode(&h.0[..8]))
+}
+
+fn app_key_word(h: &KeyHash) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&h.0[..8]);
+    u64::from_le_bytes(w)
 }
 
 /// Adds `weight` to an attribute pair; client and value text are only stored for a new pair.
@@ -303,7 +380,7 @@ fn add_attr(
     slot.count += weight;
 }
 
-const DIMS: [AttrDim; 7] = [
+const DIMS: [AttrDim; 10] = [
     AttrDim::Product,
     AttrDim::App,
     AttrDim::Developer,
@@ -311,6 +388,9 @@ const DIMS: [AttrDim; 7] = [
     AttrDim::Path,
     AttrDim::Workload,
     AttrDim::ResponseCode,
+    AttrDim::Ip,
+    AttrDim::UserAgent,
+    AttrDim::AppKey,
 ];
 
 fn dim_tag(dim: AttrDim) -> u16 {

@@ -179,3 +179,80 @@ fn counts_sequential_requests_per_client_across_reports() {
         "the walk continues in the next slice"
     );
 }
+
+#[test]
+fn key_kinds_switch_between_slices_and_every_kind_gets_attributes() {
+    let cfg = CounterConfig {
+        attr_sample: 1,
+        ..Default::default()
+    };
+    let mut c = Counter::new(id(), &cfg, t(0));
+    let key = KeyHash::of(b"key-1");
+    // One API key from three addresses with two user agents.
+    let send = |c: &mut Counter| {
+        for (n, ua) in [(1, "curl/8"), (2, "curl/8"), (3, "python-requests/2")] {
+            let mut f = RequestFacts::new(ip(n), 401);
+            f.api_key = Some(key);
+            f.user_agent = Some(KeyHash::of(ua.as_bytes()));
+            f.attrs.user_agent = Some(ua);
+            f.attrs.path = Some("/login");
+            c.record(&f);
+        }
+    };
+    send(&mut c);
+    let r = c.take_report(t(1));
+    assert_eq!(r.clients.len(), 3, "IP only by default: {:?}", r.clients);
+    assert!(r.clients.iter().all(|e| e.key.kind() == ClientKeyKind::Ip));
+
+    c.set_key_kinds(&[ClientKeyKind::ApiKey]);
+    assert_eq!(
+        c.key_kinds(),
+        [ClientKeyKind::Ip, ClientKeyKind::ApiKey],
+        "the primary kind stays"
+    );
+    send(&mut c);
+    let r = c.take_report(t(2));
+    let api = ClientKey::ApiKey(key);
+    assert_eq!(entry(&r, &api).requests, 3);
+    assert_eq!(entry(&r, &api).errors, 3);
+    let of = |client: &ClientKey, dim| -> Vec<(String, u64)> {
+        let mut v: Vec<(String, u64)> = r
+            .attributes
+            .iter()
+            .filter(|a| &a.client == client && a.dim == dim)
+            .map(|a| (a.value.clone(), a.count))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        of(&api, AttrDim::Ip),
+        [
+            ("198.51.100.1".to_owned(), 1),
+            ("198.51.100.2".to_owned(), 1),
+            ("198.51.100.3".to_owned(), 1)
+        ]
+    );
+    assert_eq!(
+        of(&api, AttrDim::UserAgent),
+        [
+            ("curl/8".to_owned(), 2),
+            ("python-requests/2".to_owned(), 1)
+        ]
+    );
+    assert_eq!(of(&api, AttrDim::Path), [("/login".to_owned(), 3)]);
+    let short = format!("sha256:{}", &key.to_string()["sha256:".len()..][..16]);
+    assert_eq!(of(&api, AttrDim::AppKey), [(short.clone(), 3)]);
+    // An IP client gets its app keys and user agents, not itself as an address.
+    let one = ClientKey::Ip(ip(1));
+    assert_eq!(of(&one, AttrDim::AppKey), [(short, 1)]);
+    assert!(of(&one, AttrDim::Ip).is_empty());
+
+    c.set_key_kinds(&[]);
+    send(&mut c);
+    let r = c.take_report(t(3));
+    assert!(
+        r.clients.iter().all(|e| e.key.kind() == ClientKeyKind::Ip),
+        "API keys no longer counted"
+    );
+}

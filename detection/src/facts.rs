@@ -33,6 +33,8 @@ pub struct Attributes<'a> {
     pub region: Option<&'a str>,
     /// Request path (without the query string).
     pub path: Option<&'a str>,
+    /// The `User-Agent` header, as text.
+    pub user_agent: Option<&'a str>,
 }
 
 /// One finished request, as the counter needs it.

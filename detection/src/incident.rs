@@ -41,7 +41,7 @@ pub struct IncidentConfig {
     pub max_clients: usize,
     /// Per-minute traffic points kept (default 1440: one day).
     pub series_minutes: usize,
-    /// Values kept per attribute (default 5).
+    /// Values kept per attribute (default 10, what a SecurityIncident shows).
     pub top_k: usize,
 }
 
@@ -53,7 +53,7 @@ impl Default for IncidentConfig {
             retention: SignedDuration::from_hours(14 * 24),
             max_clients: 1000,
             series_minutes: 1440,
-            top_k: 5,
+            top_k: 10,
         }
     }
 }
@@ -110,6 +110,18 @@ pub struct Incident {
     pub series: Vec<(Timestamp, u64)>,
     /// Top attribute values of the incident's clients over the long window.
     pub attributes: BTreeMap<AttrDim, Vec<(String, u64)>>,
+    /// Distinct values of each attribute (all of them, not only the top ones).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attribute_distinct: BTreeMap<AttrDim, u64>,
+    /// When each top value of `attributes` was last seen, in the same order.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attribute_last_seen: BTreeMap<AttrDim, Vec<Timestamp>>,
+    /// The listed clients each rule detected.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rule_clients: BTreeMap<String, BTreeSet<ClientKey>>,
+    /// Requests over the long window of the clients each rule detected.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rule_requests: BTreeMap<String, u64>,
     /// Highest share of the namespace's requests seen in a short window.
     pub peak_share: f64,
     /// Ids of incidents merged into this one.
@@ -331,6 +343,10 @@ fn open(namespace: &str, d: &Detection, windows: &Windows) -> Incident {
         counted_until: windows.short_slice_start(d.detected_at - windows.short_span()),
         series: Vec::new(),
         attributes: BTreeMap::new(),
+        attribute_distinct: BTreeMap::new(),
+        attribute_last_seen: BTreeMap::new(),
+        rule_clients: BTreeMap::from([(d.rule.clone(), BTreeSet::from([d.key]))]),
+        rule_requests: BTreeMap::new(),
         peak_share: 0.0,
         merged_from: Vec::new(),
     }
@@ -341,7 +357,13 @@ fn add(inc: &mut Incident, d: &Detection, cfg: &IncidentConfig) {
     inc.rule_types.insert(d.rule_type);
     if inc.clients.len() < cfg.max_clients {
         inc.clients.insert(d.key);
-    } else if !inc.clients.contains(&d.key) {
+    }
+    if inc.clients.contains(&d.key) {
+        inc.rule_clients
+            .entry(d.rule.clone())
+            .or_default()
+            .insert(d.key);
+    } else {
         // Approximate: a client beyond the bound counts again when detected again.
         inc.clients_unlisted += 1;
     }
@@ -367,6 +389,10 @@ fn merge(into: &mut Incident, other: Incident, cfg: &IncidentConfig) {
     into.counted_until = into.counted_until.max(other.counted_until);
     for (minute, n) in other.series {
         add_point(&mut into.series, minute, n);
+    }
+    for (rule, keys) in other.rule_clients {
+        let listed = keys.into_iter().filter(|c| into.clients.contains(c));
+        into.rule_clients.entry(rule).or_default().extend(listed);
     }
     into.peak_share = into.peak_share.max(other.peak_share);
     into.risk = into.risk.max(other.risk);
@@ -413,7 +439,18 @@ fn refresh(
         .sum();
     let excess = inc.series.len().saturating_sub(cfg.series_minutes);
     inc.series.drain(..excess);
-    inc.attributes = windows.attributes(&clients, now, cfg.top_k);
+    let summary = windows.attributes(&clients, now, cfg.top_k);
+    inc.rule_requests = inc
+        .rule_clients
+        .iter()
+        .map(|(rule, keys)| {
+            let n = keys.iter().filter_map(|c| summary.requests.get(c)).sum();
+            (rule.clone(), n)
+        })
+        .collect();
+    inc.attributes = summary.top;
+    inc.attribute_distinct = summary.distinct;
+    inc.attribute_last_seen = summary.last_seen;
     inc.peak_share = inc.peak_share.max(share);
     inc.display_name = display_name(inc);
     let score = risk_score(RiskInputs {

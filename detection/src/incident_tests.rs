@@ -311,3 +311,62 @@ fn hashed_keys_are_shortened_in_names() {
     );
     assert!(name.chars().count() < 50);
 }
+
+#[test]
+fn an_api_key_incident_lists_its_addresses_user_agents_and_requests_per_rule() {
+    let key = ClientKey::api_key("leaked");
+    let mut w = Windows::new(&WindowConfig::default());
+    let mut r = report("a", 1, 0, &[(key, reqs(600)), (ipk(50), reqs(90))]);
+    // Sampled: the key used from 7 addresses, by two user agents.
+    for n in 1..=7u32 {
+        r.attributes.push(AttrEntry {
+            client: key,
+            dim: AttrDim::Ip,
+            value: crate::testutil::ip(n).to_string(),
+            count: 64 * u64::from(n),
+        });
+    }
+    for (ua, count) in [("curl/8.1", 448), ("python-requests/2.31", 64)] {
+        r.attributes.push(AttrEntry {
+            client: key,
+            dim: AttrDim::UserAgent,
+            value: ua.into(),
+            count,
+        });
+    }
+    w.merge(&r, t(1));
+    let cfg = IncidentConfig {
+        top_k: 5,
+        ..IncidentConfig::default()
+    };
+    let mut incs = Vec::new();
+    let brute = det("brute", RuleType::BruteGuessor, key, 10);
+    let robot = det("robot", RuleType::RobotAbuser, key, 10);
+    cluster(
+        &mut incs,
+        "shop",
+        &dets(vec![brute, robot]),
+        &w,
+        &cfg,
+        t(20),
+    );
+    assert_eq!(incs.len(), 1, "{incs:?}");
+    let inc = &incs[0];
+    let ips = &inc.attributes[&AttrDim::Ip];
+    assert_eq!(ips.len(), 5, "the top 5 of 7");
+    assert_eq!(ips[0], ("198.51.100.7".to_string(), 448));
+    assert_eq!(inc.attribute_distinct[&AttrDim::Ip], 7, "beyond the top 5");
+    assert_eq!(inc.attribute_last_seen[&AttrDim::Ip].len(), 5);
+    assert_eq!(
+        inc.attributes[&AttrDim::UserAgent],
+        [
+            ("curl/8.1".to_string(), 448),
+            ("python-requests/2.31".to_string(), 64)
+        ]
+    );
+    assert_eq!(
+        inc.rule_requests,
+        BTreeMap::from([("brute".to_string(), 600), ("robot".to_string(), 600)])
+    );
+    assert_eq!(inc.clients, BTreeSet::from([key]));
+}

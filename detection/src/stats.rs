@@ -196,6 +196,13 @@ pub enum AttrDim {
     Workload,
     /// Response status code.
     ResponseCode,
+    /// Client IP address, recorded for clients of the other key kinds (an API key's,
+    /// token's or user agent's addresses; an IP client is its own address).
+    Ip,
+    /// `User-Agent` header (cut to [`MAX_ATTR_LEN`] bytes).
+    UserAgent,
+    /// API key (app key), as `sha256:` and the first 16 hex digits of its digest.
+    AppKey,
 }
 
 /// Attribute values longer than this are cut (on a character boundary).

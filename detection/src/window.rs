@@ -12,7 +12,7 @@
 //! in `seq` are counted in [`MergeStats`]). Nothing here reads the clock: `now` is passed in.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use jiff::{SignedDuration, Timestamp};
 
@@ -519,31 +519,64 @@ impl Windows {
         Timestamp::from_second(self.short.epoch(t) * self.short.slice_secs).unwrap_or(t)
     }
 
-    /// Sampled attribute counts of `clients` over the long window, summed per (dimension,
-    /// value), heaviest first, at most `k` per dimension.
-    pub fn attributes(
-        &self,
-        clients: &[ClientKey],
-        now: Timestamp,
-        k: usize,
-    ) -> BTreeMap<AttrDim, Vec<(String, u64)>> {
-        let mut sums: HashMap<(AttrDim, &str), u64> = HashMap::new();
-        for s in self.long.live(now) {
+    /// Attribute counts of `clients` over the long window, summed per (dimension, value),
+    /// heaviest first, at most `k` per dimension, with the number of distinct values of
+    /// each dimension (before the cut) and when each value was last seen (the end of the
+    /// last slice holding it, at most `now`). Counts come from the sampled attributes,
+    /// except the addresses of IP clients: their own request counts, exact (an address also
+    /// seen sampled for a client of another kind shows the larger of the two). Also each
+    /// client's exact requests over the long window.
+    pub fn attributes(&self, clients: &[ClientKey], now: Timestamp, k: usize) -> AttrSummary {
+        let ring = &self.long;
+        let end_of = |epoch: i64| {
+            Timestamp::from_second((epoch + 1) * ring.slice_secs).map_or(now, |t| t.min(now))
+        };
+        let wanted: HashSet<&ClientKey> = clients.iter().collect();
+        let mut sums: HashMap<(AttrDim, &str), (u64, i64)> = HashMap::new();
+        let mut per_client: BTreeMap<ClientKey, (u64, i64)> = BTreeMap::new();
+        for s in ring.live(now) {
             for ((client, dim, value), tally) in s.attrs.iter().flat_map(TopK::iter) {
-                if clients.contains(client) {
-                    *sums.entry((*dim, value)).or_default() += tally.count;
+                if wanted.contains(client) {
+                    let e = sums.entry((*dim, value)).or_default();
+                    *e = (e.0 + tally.count, e.1.max(s.epoch));
+                }
+            }
+            for c in clients {
+                if let Some(counts) = s.clients.get(c) {
+                    let e = per_client.entry(*c).or_default();
+                    *e = (e.0 + u64::from(counts.requests), e.1.max(s.epoch));
                 }
             }
         }
-        let mut out: BTreeMap<AttrDim, Vec<(String, u64)>> = BTreeMap::new();
-        for ((dim, value), n) in sums {
-            out.entry(dim).or_default().push((value.to_string(), n));
+        let mut all: BTreeMap<AttrDim, HashMap<String, (u64, i64)>> = BTreeMap::new();
+        for (client, n) in &per_client {
+            if let ClientKey::Ip(ip) = client {
+                all.entry(AttrDim::Ip)
+                    .or_default()
+                    .insert(ip.to_string(), *n);
+            }
         }
-        for values in out.values_mut() {
-            values.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        for ((dim, value), (n, epoch)) in sums {
+            let e = all
+                .entry(dim)
+                .or_default()
+                .entry(value.to_owned())
+                .or_default();
+            *e = (e.0.max(n), e.1.max(epoch));
+        }
+        let mut summary = AttrSummary::default();
+        for (dim, values) in all {
+            let mut values: Vec<(String, (u64, i64))> = values.into_iter().collect();
+            values.sort_by(|a, b| b.1.0.cmp(&a.1.0).then_with(|| a.0.cmp(&b.0)));
+            summary.distinct.insert(dim, values.len() as u64);
             values.truncate(k);
+            let seen = values.iter().map(|(_, (_, e))| end_of(*e)).collect();
+            summary.last_seen.insert(dim, seen);
+            let top = values.into_iter().map(|(v, (n, _))| (v, n)).collect();
+            summary.top.insert(dim, top);
         }
-        out
+        summary.requests = per_client.into_iter().map(|(c, (n, _))| (c, n)).collect();
+        summary
     }
 
     /// Forgets duplicate-detection state of pods silent for longer than the long window.
@@ -553,6 +586,19 @@ impl Windows {
             .retain(|_, s| s.back().is_some_and(|(_, start)| *start >= horizon));
         self.last_seq.retain(|_, (_, start)| *start >= horizon);
     }
+}
+
+/// What [`Windows::attributes`] finds about a set of clients.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AttrSummary {
+    /// The heaviest values of each dimension, with their requests.
+    pub top: BTreeMap<AttrDim, Vec<(String, u64)>>,
+    /// Distinct values of each dimension (all of them, not only the top ones).
+    pub distinct: BTreeMap<AttrDim, u64>,
+    /// When each top value was last seen, in the order of `top`.
+    pub last_seen: BTreeMap<AttrDim, Vec<Timestamp>>,
+    /// Each client's requests over the long window (clients without any are left out).
+    pub requests: BTreeMap<ClientKey, u64>,
 }
 
 /// Windows of every namespace, keyed by namespace name.

@@ -135,11 +135,39 @@ fn attributes_sum_over_the_incident_clients() {
             count,
         });
     }
+    // An API key used from ip 2 and ip 3 (sampled), in the same incident as ip 1 and 2.
+    let key = ClientKey::api_key("k");
+    for (ip, count) in [("198.51.100.2", 4), ("198.51.100.3", 6)] {
+        r.attributes.push(AttrEntry {
+            client: key,
+            dim: AttrDim::Ip,
+            value: ip.into(),
+            count,
+        });
+    }
     w.merge(&r, t(1));
-    let attrs = w.attributes(&[ipk(1), ipk(2)], t(1), 5);
+    let attrs = w.attributes(&[ipk(1), ipk(2), key], t(1), 5);
     assert_eq!(
-        attrs[&AttrDim::Path],
+        attrs.top[&AttrDim::Path],
         vec![("/login".to_string(), 13), ("/".to_string(), 2)]
+    );
+    assert_eq!(
+        attrs.top[&AttrDim::Ip],
+        vec![
+            ("198.51.100.1".to_string(), 10),
+            ("198.51.100.2".to_string(), 10),
+            ("198.51.100.3".to_string(), 6)
+        ],
+        "IP clients exactly; an address also sampled for the key counts once"
+    );
+    assert_eq!(attrs.requests[&ipk(1)], 10);
+    assert_eq!(attrs.last_seen[&AttrDim::Ip], vec![t(1); 3]);
+    let top1 = w.attributes(&[ipk(1), ipk(2), key], t(1), 1);
+    assert_eq!(top1.top[&AttrDim::Ip].len(), 1);
+    assert_eq!(
+        (top1.distinct[&AttrDim::Ip], top1.distinct[&AttrDim::Path]),
+        (3, 2),
+        "distinct counts every value, not only the top ones"
     );
 }
 

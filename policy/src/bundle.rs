@@ -42,7 +42,13 @@ pub struct Bundle {
     /// The namespace asks for the `palisade-decision` response header (its
     /// `palisade.dev/debug-headers: "true"` annotation), as `--debug-headers` does.
     pub debug_headers: bool,
+    /// The client key kinds the namespace's DetectionRules judge by, sorted, always with
+    /// `ip`: the sidecars count clients of exactly these kinds for detection.
+    pub count_keys: Vec<crate::KeyKind>,
 }
+
+/// The key kinds counted when a bundle names none (a bundle of an older operator): IP only.
+pub const DEFAULT_COUNT_KEYS: [crate::KeyKind; 1] = [crate::KeyKind::Ip];
 
 /// One active action in a bundle.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -107,6 +107,14 @@ struct MetaRef<'a> {
     trusted_proxies: Option<&'a crate::TrustedProxies>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     debug_headers: bool,
+    /// Left out when it is the default (IP only), so sidecars of an older version still read
+    /// bundles of namespaces whose rules all judge by IP.
+    #[serde(skip_serializing_if = "is_default_count_keys")]
+    count_keys: &'a [crate::KeyKind],
+}
+
+fn is_default_count_keys(keys: &&[crate::KeyKind]) -> bool {
+    *keys == crate::DEFAULT_COUNT_KEYS
 }
 
 #[derive(Deserialize)]
@@ -124,6 +132,9 @@ struct Meta {
     /// Absent unless the namespace asks for debug headers.
     #[serde(default)]
     debug_headers: bool,
+    /// Absent when only IP clients are counted.
+    #[serde(default)]
+    count_keys: Option<Vec<crate::KeyKind>>,
 }
 
 impl Serialize for ActionId {
@@ -143,6 +154,7 @@ pub fn encode(bundle: &Bundle) -> Result<Encoded, BundleError> {
         v6_ranges: bundle.ips.v6.len(),
         trusted_proxies: bundle.trusted_proxies.as_ref(),
         debug_headers: bundle.debug_headers,
+        count_keys: &bundle.count_keys,
     })
     .map_err(BundleError::Json)?;
     let mut packed: Vec<Packed> = Vec::new();
@@ -408,6 +420,9 @@ impl Parts {
             ips: IpSet { v4, v6, classes },
             trusted_proxies: meta.trusted_proxies,
             debug_headers: meta.debug_headers,
+            count_keys: meta
+                .count_keys
+                .unwrap_or_else(|| crate::DEFAULT_COUNT_KEYS.to_vec()),
         })
     }
 }

@@ -8,6 +8,7 @@ use jiff::Timestamp;
 
 use crate::actionset::{ActionId, MAX_ACTIONS};
 use crate::bundle::{Bundle, BundleAction, MAX_RULES};
+use crate::detected::KeyKind;
 use crate::ipset::IpSetBuilder;
 use crate::lists::PrefixList;
 use crate::spec::{ActionSpec, Inputs, ListRef};
@@ -136,6 +137,12 @@ fn assemble(
     rules.sort();
     rules.dedup();
     rules.truncate(MAX_RULES);
+    // Every rule counts here, paused and observing ones too: they still run, and their
+    // incidents need their clients counted.
+    let mut count_keys: Vec<KeyKind> = inputs.rules.iter().map(|r| r.client_key).collect();
+    count_keys.push(KeyKind::Ip);
+    count_keys.sort();
+    count_keys.dedup();
     let mut ips = IpSetBuilder::new();
     let mut owners: BTreeMap<&ListRef, Vec<ActionId>> = BTreeMap::new();
     for (i, (_, checked)) in active.iter().enumerate() {
@@ -162,6 +169,7 @@ fn assemble(
             ips,
             trusted_proxies: inputs.trusted_proxies.clone(),
             debug_headers: inputs.debug_headers,
+            count_keys,
         },
         Err(_) => {
             let (with_ip, rest): (Vec<_>, Vec<_>) =
@@ -188,6 +196,7 @@ fn assemble(
                 ips: Default::default(),
                 trusted_proxies: inputs.trusted_proxies.clone(),
                 debug_headers: inputs.debug_headers,
+                count_keys,
             }
         }
     }
@@ -500,21 +509,25 @@ mod tests {
                 name: "flooder".into(),
                 paused: false,
                 mode: Mode::Enforce,
+                client_key: KeyKind::Ip,
             },
             RuleSpec {
                 name: "brute".into(),
                 paused: true,
                 mode: Mode::Enforce,
+                client_key: KeyKind::Ip,
             },
             RuleSpec {
                 name: "scraper".into(),
                 paused: false,
                 mode: Mode::Observe,
+                client_key: KeyKind::Ip,
             },
             RuleSpec {
                 name: "abuser".into(),
                 paused: false,
                 mode: Mode::Enforce,
+                client_key: KeyKind::Ip,
             },
         ];
         let mut a = deny("a");
@@ -524,6 +537,46 @@ mod tests {
         assert_eq!(out.bundle.rules, ["abuser", "flooder"]);
         // Referencing a paused rule is valid; it just cannot match while paused.
         assert_eq!(out.statuses["a"], ActionStatus::Active);
+    }
+
+    #[test]
+    fn the_bundle_names_the_key_kinds_of_every_rule_and_always_ip() {
+        let rule = |name: &str, client_key, paused| RuleSpec {
+            name: name.into(),
+            paused,
+            mode: Mode::Observe,
+            client_key,
+        };
+        let mut inp = inputs(vec![]);
+        let t = ts("2026-01-01T00:00:00Z");
+        assert_eq!(compile(&inp, t).bundle.count_keys, [KeyKind::Ip], "no rule");
+        inp.rules = vec![
+            rule("by-token", KeyKind::AccessToken, false),
+            // Paused and observing rules still run: their clients are counted.
+            rule("by-key", KeyKind::ApiKey, true),
+            rule("by-key-too", KeyKind::ApiKey, false),
+        ];
+        let bundle = compile(&inp, t).bundle;
+        assert_eq!(
+            bundle.count_keys,
+            [KeyKind::Ip, KeyKind::ApiKey, KeyKind::AccessToken]
+        );
+        // The manifest carries them and decodes them; an IP-only bundle leaves the field
+        // out, so older sidecars still read it.
+        let enc = crate::encode(&bundle).unwrap();
+        let back = crate::decode(&enc.manifest, &enc.shards.iter().cloned().collect()).unwrap();
+        assert_eq!(back.count_keys, bundle.count_keys);
+        inp.rules.clear();
+        let ip_only = crate::encode(&compile(&inp, t).bundle).unwrap();
+        let text = |e: &crate::Encoded| -> String {
+            e.shards
+                .iter()
+                .map(|(_, b)| crate::wire::inflate(b, 1 << 20).unwrap())
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .collect()
+        };
+        assert!(text(&enc).contains(r#""countKeys":["ip","apiKey","accessToken"]"#));
+        assert!(!text(&ip_only).contains("countKeys"), "{}", text(&ip_only));
     }
 
     #[test]

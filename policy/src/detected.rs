@@ -45,6 +45,36 @@ pub struct DetectedClient {
     pub expires: Timestamp,
 }
 
+/// A kind of client key: what a DetectionRule's `clientKey` names, and what the sidecars
+/// count for detection (see [`Bundle::count_keys`](crate::Bundle::count_keys)).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum KeyKind {
+    /// The client IP address.
+    #[default]
+    Ip,
+    /// The API key.
+    ApiKey,
+    /// The OAuth access token.
+    AccessToken,
+    /// The `User-Agent` header.
+    UserAgent,
+}
+
+impl ClientKey {
+    /// The kind of this key.
+    pub fn kind(&self) -> KeyKind {
+        match self {
+            Self::Ip(_) => KeyKind::Ip,
+            Self::ApiKey(_) => KeyKind::ApiKey,
+            Self::AccessToken(_) => KeyKind::AccessToken,
+            Self::UserAgent(_) => KeyKind::UserAgent,
+        }
+    }
+}
+
 /// How a detected client is identified. Serialised as text, the same form as the detection
 /// crate's keys: `ip:203.0.113.7`, `apiKey:sha256:<hex>`, `token:sha256:<hex>`,
 /// `ua:sha256:<hex>` (secrets and user agents are only ever held as sha256 digests).

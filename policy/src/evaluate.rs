@@ -225,11 +225,13 @@ mod tests {
                     name: "flooder".into(),
                     paused: false,
                     mode: Mode::Enforce,
+                    client_key: crate::KeyKind::Ip,
                 },
                 RuleSpec {
                     name: "brute".into(),
                     paused: false,
                     mode: Mode::Enforce,
+                    client_key: crate::KeyKind::Ip,
                 },
             ],
             ..Default::default()

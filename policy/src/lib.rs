@@ -103,8 +103,8 @@ mod wire;
 
 pub use actionset::{ActionId, ActionSet, MAX_ACTIONS};
 pub use bundle::{
-    Bundle, BundleAction, BundleConditions, FORMAT_VERSION, GENERATION_AHEAD_MAX_MS, MAX_RULES,
-    generation_from_the_future,
+    Bundle, BundleAction, BundleConditions, DEFAULT_COUNT_KEYS, FORMAT_VERSION,
+    GENERATION_AHEAD_MAX_MS, MAX_RULES, generation_from_the_future,
 };
 pub use codec::{
     Encoded, MAX_SECTION_BYTES, MAX_SHARDS, Manifest, SHARD_MAX_BYTES, ShardRef, decode,
@@ -112,7 +112,7 @@ pub use codec::{
 };
 pub use compile::{ActionStatus, Output, compile};
 pub use detected::{
-    ClientKey, DETECTED_FORMAT_VERSION, DetectedClient, DetectedClients, DetectedIndex,
+    ClientKey, DETECTED_FORMAT_VERSION, DetectedClient, DetectedClients, DetectedIndex, KeyKind,
     decode_detected, encode_detected,
 };
 pub use error::BundleError;

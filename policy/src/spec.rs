@@ -251,6 +251,9 @@ pub struct RuleSpec {
     pub paused: bool,
     /// In observe mode its detections are recorded but do not trigger actions.
     pub mode: Mode,
+    /// What identifies a client for the rule (its `clientKey`, `ip` for the types that only
+    /// judge addresses): the sidecars count clients of this kind.
+    pub client_key: crate::KeyKind,
 }
 
 impl RuleSpec {

@@ -16,9 +16,10 @@ use std::time::Duration;
 
 use palisade_detection::counter::{Counter, CounterConfig};
 use palisade_detection::facts::{Attributes, RequestFacts, Responder};
-use palisade_detection::key::KeyHash;
+use palisade_detection::key::{ClientKeyKind, KeyHash};
 use palisade_detection::report::{MAX_REPORT_SAMPLES, Report, RequestSample, SidecarId};
 use palisade_detection::sequence::PathShape;
+use palisade_policy::KeyKind;
 use prometheus_client::metrics::counter::Counter as PromCounter;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -118,6 +119,7 @@ pub fn spawn(
     tokio::spawn(async move {
         let cfg = CounterConfig::default();
         let mut counter = Counter::new(id, &cfg, jiff::Timestamp::now());
+        follow_bundle(&mut counter, &store);
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
@@ -127,7 +129,7 @@ pub fn spawn(
             tokio::select! {
                 fact = rx.recv() => match fact {
                     Some(f) => {
-                        counter.record(&facts(&f));
+                        record(&mut counter, &f);
                         samples.offer(&f);
                     }
                     None => break,
@@ -146,7 +148,7 @@ pub fn spawn(
             }
         }
         while let Ok(f) = rx.try_recv() {
-            counter.record(&facts(&f));
+            record(&mut counter, &f);
             samples.offer(&f);
         }
         let mut report = take(&mut counter, &store);
@@ -163,11 +165,52 @@ pub fn spawn(
     }
 }
 
-/// The slice's summary with the action counts and the generation in force.
+/// Counts a fact, and its attributes when the request path sampled it (1 in
+/// [`ATTR_SAMPLE`], so each stands for that many requests).
+fn record(counter: &mut Counter, f: &Fact) {
+    let facts = facts(f);
+    counter.record_counts(&facts);
+    if f.attrs.is_some() {
+        counter.record_sampled(&facts, ATTR_SAMPLE);
+    }
+}
+
+/// The slice's summary with the action counts and the generation in force. The next slice
+/// counts the client key kinds the bundle in force asks for.
 fn take(counter: &mut Counter, store: &Store) -> Report {
     let mut report = counter.take_report(jiff::Timestamp::now());
     (report.actions, report.generation) = store.take_action_counts();
+    follow_bundle(counter, store);
     report
+}
+
+/// Counts the client key kinds the namespace's rules judge by (the bundle's `countKeys`;
+/// IP only without a bundle or in one of an older operator).
+fn follow_bundle(counter: &mut Counter, store: &Store) {
+    let wanted: Vec<ClientKeyKind> = match store.load() {
+        Some(loaded) => loaded
+            .policy
+            .bundle()
+            .count_keys
+            .iter()
+            .map(|k| key_kind(*k))
+            .collect(),
+        None => vec![ClientKeyKind::Ip],
+    };
+    let before = counter.key_kinds();
+    counter.set_key_kinds(&wanted);
+    if counter.key_kinds() != before {
+        tracing::info!(kinds = ?counter.key_kinds(), "counting clients by these key kinds");
+    }
+}
+
+fn key_kind(k: KeyKind) -> ClientKeyKind {
+    match k {
+        KeyKind::Ip => ClientKeyKind::Ip,
+        KeyKind::ApiKey => ClientKeyKind::ApiKey,
+        KeyKind::AccessToken => ClientKeyKind::AccessToken,
+        KeyKind::UserAgent => ClientKeyKind::UserAgent,
+    }
 }
 
 /// What the last report sent said, and when.
@@ -270,6 +313,7 @@ fn facts(f: &Fact) -> RequestFacts<'_> {
             developer: a.developer.as_deref(),
             region: a.region.as_deref(),
             path: a.path.as_deref(),
+            user_agent: a.user_agent.as_deref(),
         });
     RequestFacts {
         ip: f.ip,

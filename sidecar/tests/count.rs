@@ -286,3 +286,174 @@ async fn the_last_partial_interval_is_reported_at_shutdown() {
         .sum();
     assert_eq!((report.totals.requests, u64::from(counted)), (7, 7));
 }
+
+/// Per-client counts and attributes of the reports, until the IP clients alone add up to
+/// `requests` requests (each request counts once per key kind).
+async fn sum_reports_by_ip(
+    reports: &mut mpsc::UnboundedReceiver<Report>,
+    requests: u32,
+) -> (
+    HashMap<ClientKey, ClientCounts>,
+    Vec<palisade_detection::report::AttrEntry>,
+) {
+    let mut counts: HashMap<ClientKey, ClientCounts> = HashMap::new();
+    let mut attrs = Vec::new();
+    let by_ip = |c: &HashMap<ClientKey, ClientCounts>| -> u32 {
+        c.iter()
+            .filter(|(k, _)| matches!(k, ClientKey::Ip(_)))
+            .map(|(_, c)| c.requests)
+            .sum()
+    };
+    while by_ip(&counts) < requests {
+        let r = tokio::time::timeout(patience(), reports.recv())
+            .await
+            .expect("a report within the patience")
+            .unwrap();
+        for e in r.clients {
+            let c = counts.entry(e.key).or_default();
+            c.requests += e.counts.requests;
+            c.errors += e.counts.errors;
+        }
+        attrs.extend(r.attributes);
+    }
+    (counts, attrs)
+}
+
+/// The bundle names the client key kinds the namespace's rules judge by (a rule with
+/// `clientKey: apiKey`): the sidecar counts API keys then, with their addresses and user
+/// agents, and stops when a new bundle no longer asks for them.
+#[tokio::test]
+async fn the_bundle_decides_which_client_keys_are_counted() {
+    use palisade_detection::stats::AttrDim;
+    use palisade_policy::{Inputs, KeyKind, Mode, RuleSpec};
+    let c = collector(true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "t").unwrap();
+    let bundles = tempfile::tempdir().unwrap();
+    let by_key = |generation: u64, kind: Option<KeyKind>| Inputs {
+        generation,
+        rules: kind
+            .map(|k| RuleSpec {
+                name: "brute-by-key".into(),
+                paused: false,
+                mode: Mode::Enforce,
+                client_key: k,
+            })
+            .into_iter()
+            .collect(),
+        ..Inputs::default()
+    };
+    let hash = bundle::write_inputs(bundles.path(), &by_key(1, Some(KeyKind::ApiKey)));
+    let (addr, token) = (c.addr.to_string(), token.to_str().unwrap().to_owned());
+    let path = bundles.path().to_str().unwrap().to_owned();
+    let args = [
+        "--collector-addr",
+        &addr,
+        "--token-path",
+        &token,
+        "--pod-name",
+        "api-0",
+        "--report-interval",
+        "50ms",
+        "--trusted-proxies",
+        "127.0.0.0/8",
+        "--bundle-path",
+        &path,
+        "--bundle-poll",
+        "20ms",
+    ];
+    let app = app(|_, _| async {
+        http::Response::builder()
+            .status(401)
+            .body(full("bad key"))
+            .unwrap()
+    })
+    .await;
+    let sc = sidecar(app, &args).await;
+    wait_for_bundle(&sc, &hash).await;
+    let mut reports = c.reports;
+    // Let a report pass so the counter follows the bundle (it switches between slices).
+    tokio::time::timeout(patience(), reports.recv())
+        .await
+        .unwrap();
+    // One key from three addresses and two user agents; 192 requests so the 1-in-64
+    // attribute sample sees each address.
+    let send = |n: u32| {
+        let ip = format!("198.51.100.{}", n % 3 + 1);
+        let ua = if n.is_multiple_of(2) {
+            "curl/8.1"
+        } else {
+            "python-requests/2.31"
+        };
+        (ip, ua)
+    };
+    for n in 0..192u32 {
+        let (ip, ua) = send(n);
+        let headers = [
+            ("x-forwarded-for", ip.as_str()),
+            ("x-api-key", "k-leaked"),
+            ("user-agent", ua),
+        ];
+        let (status, _, _) = get(sc.proxy_addr, "/login", &headers).await;
+        assert_eq!(status, 401);
+    }
+    let (counts, attrs) = sum_reports_by_ip(&mut reports, 192).await;
+    let key = ClientKey::api_key("k-leaked");
+    assert_eq!(
+        (counts[&key].requests, counts[&key].errors),
+        (192, 192),
+        "{counts:?}"
+    );
+    let of = |dim| {
+        let mut v: Vec<String> = attrs
+            .iter()
+            .filter(|a| a.client == key && a.dim == dim)
+            .map(|a| a.value.clone())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    assert_eq!(of(AttrDim::Path), ["/login"]);
+    let paths: u64 = attrs
+        .iter()
+        .filter(|a| a.client == key && a.dim == AttrDim::Path)
+        .map(|a| a.count)
+        .sum();
+    assert_eq!(paths, 192, "3 sampled requests, each standing for 64");
+    assert!(
+        !of(AttrDim::Ip).is_empty(),
+        "the key's addresses: {attrs:?}"
+    );
+    assert!(
+        of(AttrDim::Ip)
+            .iter()
+            .all(|ip| ip.starts_with("198.51.100.")),
+        "{:?}",
+        of(AttrDim::Ip)
+    );
+    assert!(!of(AttrDim::UserAgent).is_empty(), "{attrs:?}");
+
+    // No rule by key any more: API keys are no longer counted.
+    let hash = bundle::write_inputs(bundles.path(), &by_key(2, None));
+    wait_for_bundle(&sc, &hash).await;
+    tokio::time::timeout(patience(), reports.recv())
+        .await
+        .unwrap();
+    for n in 0..10u32 {
+        let (ip, ua) = send(n);
+        let headers = [
+            ("x-forwarded-for", ip.as_str()),
+            ("x-api-key", "k-leaked"),
+            ("user-agent", ua),
+        ];
+        get(sc.proxy_addr, "/login", &headers).await;
+    }
+    let (counts, _) = sum_reports_by_ip(&mut reports, 10).await;
+    assert!(
+        counts.keys().all(|k| matches!(k, ClientKey::Ip(_))),
+        "{counts:?}"
+    );
+    drop(dir);
+}

@@ -1,6 +1,7 @@
 //! A detection crate `Incident` → the status of its `SecurityIncident` object.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use palisade_crds::duration::Duration;
 use palisade_crds::incident::{
     IncidentAttributes, IncidentState, RiskLevel, SecurityIncidentStatus, TopValues, TrafficSeries,
     ValueCount,
@@ -15,28 +16,41 @@ const TOP: usize = 10;
 pub fn status(i: &Incident, archived: bool) -> SecurityIncidentStatus {
     let rules: Vec<String> = i.rules.iter().take(16).cloned().collect();
     let top = |dim: AttrDim| {
-        i.attributes.get(&dim).map(|values| TopValues {
-            distinct: i64::try_from(values.len()).unwrap_or(i64::MAX),
+        let values = i.attributes.get(&dim)?;
+        let seen = i.attribute_last_seen.get(&dim);
+        let distinct = i
+            .attribute_distinct
+            .get(&dim)
+            .copied()
+            .unwrap_or(values.len() as u64);
+        Some(TopValues {
+            distinct: count(distinct),
             top: values
                 .iter()
                 .take(TOP)
-                .map(|(v, n)| ValueCount {
+                .enumerate()
+                .map(|(n, (v, requests))| ValueCount {
                     value: v.chars().take(512).collect(),
-                    requests: count(*n),
-                    last_detected_time: None,
+                    requests: count(*requests),
+                    last_detected_time: seen.and_then(|s| s.get(n)).map(|t| Time(*t)),
                 })
                 .collect(),
         })
     };
-    let ips = TopValues {
-        distinct: count(i.clients.len() as u64 + i.clients_unlisted),
-        top: i
-            .clients
+    let mut by_rule: Vec<(&String, u64)> = i
+        .rules
+        .iter()
+        .map(|r| (r, i.rule_requests.get(r).copied().unwrap_or(0)))
+        .collect();
+    by_rule.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    let rules_top = TopValues {
+        distinct: count(i.rules.len() as u64),
+        top: by_rule
             .iter()
             .take(TOP)
-            .map(|c| ValueCount {
-                value: c.to_string(),
-                requests: 0,
+            .map(|(r, n)| ValueCount {
+                value: (*r).clone(),
+                requests: count(*n),
                 last_detected_time: None,
             })
             .collect(),
@@ -62,6 +76,7 @@ pub fn status(i: &Incident, archived: bool) -> SecurityIncidentStatus {
         requests: Some(count(i.requests())),
         first_detected_time: Some(Time(i.first_detected)),
         last_detected_time: Some(Time(i.last_detected)),
+        duration: Some(Duration::from(i.duration().unsigned_abs())),
         attributes: Some(IncidentAttributes {
             api_products: top(AttrDim::Product),
             developer_apps: top(AttrDim::App),
@@ -69,8 +84,10 @@ pub fn status(i: &Incident, archived: bool) -> SecurityIncidentStatus {
             countries: top(AttrDim::Region),
             workloads: top(AttrDim::Workload),
             response_codes: top(AttrDim::ResponseCode),
-            ips: Some(ips),
-            ..IncidentAttributes::default()
+            ips: top(AttrDim::Ip),
+            app_keys: top(AttrDim::AppKey),
+            user_agents: top(AttrDim::UserAgent),
+            rules: Some(rules_top),
         }),
         traffic: Some(TrafficSeries {
             start_time: series_start,
@@ -83,4 +100,88 @@ pub fn status(i: &Incident, archived: bool) -> SecurityIncidentStatus {
 
 fn count(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use palisade_detection::incident::IncidentState as DetState;
+    use palisade_detection::key::ClientKey;
+    use palisade_detection::rule_spec::RuleType;
+
+    use super::*;
+
+    fn t(s: i64) -> jiff::Timestamp {
+        jiff::Timestamp::from_second(1_800_000_000 + s).unwrap()
+    }
+
+    #[test]
+    fn the_status_carries_duration_keys_agents_addresses_and_rules_with_counts() {
+        let key = ClientKey::api_key("leaked");
+        let values = |n: u64, name: &str| -> Vec<(String, u64)> {
+            (0..n).map(|i| (format!("{name}{i}"), 100 - i)).collect()
+        };
+        let i = Incident {
+            id: "inc-0123456789abcdef".into(),
+            namespace: "shop".into(),
+            display_name: "brute + robot from apiKey:sha256:…".into(),
+            state: DetState::Active,
+            risk: DetRisk::Moderate,
+            risk_score: 40,
+            rules: ["brute".to_owned(), "robot".to_owned()].into(),
+            rule_types: [RuleType::BruteGuessor, RuleType::RobotAbuser].into(),
+            clients: [key].into(),
+            clients_unlisted: 0,
+            traffic: 600,
+            traffic_partial: 0,
+            first_detected: t(0),
+            last_detected: t(5_100),
+            counted_until: t(5_100),
+            series: vec![],
+            attributes: BTreeMap::from([
+                (AttrDim::Ip, values(10, "198.51.100.")),
+                (AttrDim::UserAgent, values(2, "curl/")),
+                (
+                    AttrDim::AppKey,
+                    vec![("sha256:0123456789abcdef".into(), 600)],
+                ),
+            ]),
+            attribute_distinct: BTreeMap::from([(AttrDim::Ip, 37)]),
+            attribute_last_seen: BTreeMap::from([(AttrDim::Ip, vec![t(5_000); 10])]),
+            rule_clients: BTreeMap::from([("brute".into(), [key].into())]),
+            rule_requests: BTreeMap::from([("brute".into(), 600), ("robot".into(), 20)]),
+            peak_share: 0.1,
+            merged_from: vec![],
+        };
+        let s = status(&i, false);
+        assert_eq!(s.duration.as_ref().map(|d| d.as_str()), Some("1h25m"));
+        let a = s.attributes.unwrap();
+        let ips = a.ips.unwrap();
+        assert_eq!(
+            ips.distinct, 37,
+            "all distinct addresses, not only the listed ones"
+        );
+        assert_eq!(ips.top.len(), 10);
+        assert_eq!(
+            (ips.top[0].value.as_str(), ips.top[0].requests),
+            ("198.51.100.0", 100)
+        );
+        assert_eq!(ips.top[0].last_detected_time, Some(Time(t(5_000))));
+        let ua = a.user_agents.unwrap();
+        assert_eq!((ua.distinct, ua.top[1].value.as_str()), (2, "curl/1"));
+        let keys = a.app_keys.unwrap();
+        assert_eq!(keys.top[0].value, "sha256:0123456789abcdef");
+        let rules = a.rules.unwrap();
+        assert_eq!(rules.distinct, 2);
+        assert_eq!(
+            rules
+                .top
+                .iter()
+                .map(|v| (v.value.as_str(), v.requests))
+                .collect::<Vec<_>>(),
+            [("brute", 600), ("robot", 20)]
+        );
+    }
 }

@@ -316,7 +316,15 @@ fn from_status(si: &SecurityIncident) -> Option<Incident> {
         .map(|ips| {
             ips.top
                 .iter()
-                .filter_map(|v| v.value.parse().ok())
+                // `203.0.113.7` (or `ip:203.0.113.7`, as older operators wrote them). Only IP
+                // clients can be rebuilt from the status; an incident about API keys or
+                // tokens is rebuilt from the persisted state.
+                .filter_map(|v| {
+                    v.value.parse().ok().or_else(|| {
+                        let ip = v.value.parse().ok()?;
+                        Some(palisade_detection::key::ClientKey::Ip(ip))
+                    })
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -343,6 +351,10 @@ fn from_status(si: &SecurityIncident) -> Option<Incident> {
         counted_until: jiff::Timestamp::now(),
         series: Vec::new(),
         attributes: Default::default(),
+        attribute_distinct: Default::default(),
+        attribute_last_seen: Default::default(),
+        rule_clients: Default::default(),
+        rule_requests: Default::default(),
         peak_share: 0.0,
         merged_from: Vec::new(),
     })
@@ -393,7 +405,12 @@ mod tests {
 
     #[test]
     fn an_incident_rebuilt_from_its_status_keeps_its_name_clients_and_risk() {
-        let i = from_status(&object("inc-0123456789abcdef", &["ip:198.51.100.66"])).unwrap();
+        // As written now (the address) and as older operators wrote it (the key).
+        let o = object(
+            "inc-0123456789abcdef",
+            &["198.51.100.66", "ip:198.51.100.67"],
+        );
+        let i = from_status(&o).unwrap();
         assert_eq!(i.id, "inc-0123456789abcdef");
         assert_eq!(i.namespace, "shop");
         assert_eq!(
@@ -401,7 +418,7 @@ mod tests {
                 .iter()
                 .map(ToString::to_string)
                 .collect::<Vec<_>>(),
-            ["ip:198.51.100.66"]
+            ["ip:198.51.100.66", "ip:198.51.100.67"]
         );
         assert_eq!(i.clients_unlisted, 2);
         assert_eq!(i.risk, RiskLevel::Moderate);

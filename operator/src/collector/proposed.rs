@@ -159,6 +159,10 @@ mod tests {
             counted_until: t,
             series: vec![],
             attributes: BTreeMap::new(),
+            attribute_distinct: BTreeMap::new(),
+            attribute_last_seen: BTreeMap::new(),
+            rule_clients: BTreeMap::new(),
+            rule_requests: BTreeMap::new(),
             peak_share: 0.0,
             merged_from: vec![],
         }

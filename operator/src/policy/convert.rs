@@ -8,10 +8,10 @@ use palisade_crds::action::SecurityAction;
 use palisade_crds::common::{IpListSource, Mode as CrdMode, WorkloadSelector};
 use palisade_crds::keys::is_paused;
 use palisade_crds::matching::{MatchConditions, PathMatchType, TextMatchType};
-use palisade_crds::rule::DetectionRule;
+use palisade_crds::rule::{ClientKey as CrdClientKey, DetectionRule};
 use palisade_policy::{
-    ActionSpec, Conditions, DetectedBy, Header, ListRef, Mode, PathMatch, RuleSpec, TextPattern,
-    Verb,
+    ActionSpec, Conditions, DetectedBy, Header, KeyKind, ListRef, Mode, PathMatch, RuleSpec,
+    TextPattern, Verb,
 };
 use palisade_policy::{LabelRequirement, LabelSelector, SelectorOperator};
 
@@ -77,6 +77,12 @@ pub fn rule(r: &DetectionRule) -> RuleSpec {
         name: r.name_any(),
         paused: is_paused(&r.metadata),
         mode: mode(r.spec.mode),
+        client_key: match r.spec.effective_client_key() {
+            CrdClientKey::Ip => KeyKind::Ip,
+            CrdClientKey::ApiKey => KeyKind::ApiKey,
+            CrdClientKey::AccessToken => KeyKind::AccessToken,
+            CrdClientKey::UserAgent => KeyKind::UserAgent,
+        },
     }
 }
 

@@ -53,12 +53,18 @@ pub async fn get(
 /// Starts an app on 127.0.0.1 that answers every request with 200 and the request head it
 /// received as the body; returns its port.
 pub async fn echo_app() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind echo app");
+    app(|head| (200, head.to_owned())).await
+}
+
+/// Starts an app on 127.0.0.1 that answers each request with the status and body `answer`
+/// gives for the request head it received; returns its port.
+pub async fn app(answer: impl Fn(&str) -> (u16, String) + Send + Sync + 'static) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind app");
     let port = l.local_addr().expect("addr").port();
+    let answer = std::sync::Arc::new(answer);
     tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
+            let answer = answer.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 16 * 1024];
                 let mut got = 0;
@@ -72,9 +78,11 @@ pub async fn echo_app() -> u16 {
                     }
                 }
                 let head = String::from_utf8_lossy(&buf[..got]).into_owned();
+                let (status, body) = answer(&head);
+                let reason = if status == 200 { "OK" } else { "Answer" };
                 let resp = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{head}",
-                    head.len()
+                    "HTTP/1.1 {status} {reason}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
                 );
                 let _ = s.write_all(resp.as_bytes()).await;
             });
