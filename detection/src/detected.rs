@@ -83,6 +83,11 @@ impl DetectedSet {
             .copied()
     }
 
+    /// Each detected client with its rules and their expiries, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&ClientKey, &BTreeMap<String, Timestamp>)> {
+        self.clients.iter()
+    }
+
     /// Number of (client, rule) detections.
     pub fn len(&self) -> usize {
         self.clients.values().map(BTreeMap::len).sum()

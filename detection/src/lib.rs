@@ -77,7 +77,9 @@ pub mod counter;
 pub mod detected;
 pub mod facts;
 pub mod incident;
-pub mod key;
+/// Client keys are the policy crate's: one vocabulary for what the sidecar counts, the
+/// rules judge and `detectedBy` matches.
+pub use palisade_policy::key;
 pub mod report;
 pub mod risk;
 pub mod rule_spec;

@@ -44,15 +44,18 @@ fn default_ttl() -> SignedDuration {
 }
 
 impl RuleSpec {
-    /// A rule with the default key (IP), TTL (1 h) and no exclusions.
+    /// A rule with the default key (IP), TTL (1 h), window (its type's; 1 h for API
+    /// Scraper) and no exclusions: what a `DetectionRule` of that type gets from the API
+    /// server when it sets nothing (the operator's tests hold the two equal).
     pub fn new(name: impl Into<String>, rule: RuleKind) -> Self {
+        let window = matches!(rule, RuleKind::ApiScraper(_)).then(|| SignedDuration::from_hours(1));
         Self {
             name: name.into(),
             rule,
             client_key: default_key(),
             detection_ttl: default_ttl(),
             exclude: Vec::new(),
-            window: None,
+            window,
         }
     }
 
@@ -142,7 +145,7 @@ pub struct FlooderParams {
     pub min_requests: u64,
     /// Namespace requests below which the rule stays silent (default 1000).
     pub min_total_requests: u64,
-    /// Distinct tracked clients below which the rule stays silent (default 10): with a
+    /// Distinct tracked clients below which the rule stays silent (default 20): with a
     /// handful of clients every one of them has a large share.
     pub min_clients: u64,
 }
@@ -153,7 +156,7 @@ impl Default for FlooderParams {
             min_share: 0.05,
             min_requests: 300,
             min_total_requests: 1000,
-            min_clients: 10,
+            min_clients: 20,
         }
     }
 }
@@ -274,8 +277,7 @@ impl Default for AnomalyParams {
 }
 
 /// API Scraper: `sequential(client) / requests(client) ≥ minSequentialShare` with at least
-/// `minRequests` requests (the window comes from the rule; default 24 h here, 1 h from a
-/// `DetectionRule`). A request is sequential when it continues the client's walk over
+/// `minRequests` requests over the rule's window (1 h by default, see [`RuleSpec::new`]). A request is sequential when it continues the client's walk over
 /// identifiers, as counted by the sidecar (see [`crate::sequence`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]

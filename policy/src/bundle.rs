@@ -44,11 +44,11 @@ pub struct Bundle {
     pub debug_headers: bool,
     /// The client key kinds the namespace's DetectionRules judge by, sorted, always with
     /// `ip`: the sidecars count clients of exactly these kinds for detection.
-    pub count_keys: Vec<crate::KeyKind>,
+    pub count_keys: Vec<crate::ClientKeyKind>,
 }
 
 /// The key kinds counted when a bundle names none (a bundle of an older operator): IP only.
-pub const DEFAULT_COUNT_KEYS: [crate::KeyKind; 1] = [crate::KeyKind::Ip];
+pub const DEFAULT_COUNT_KEYS: [crate::ClientKeyKind; 1] = [crate::ClientKeyKind::Ip];
 
 /// One active action in a bundle.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -110,10 +110,10 @@ struct MetaRef<'a> {
     /// Left out when it is the default (IP only), so sidecars of an older version still read
     /// bundles of namespaces whose rules all judge by IP.
     #[serde(skip_serializing_if = "is_default_count_keys")]
-    count_keys: &'a [crate::KeyKind],
+    count_keys: &'a [crate::ClientKeyKind],
 }
 
-fn is_default_count_keys(keys: &&[crate::KeyKind]) -> bool {
+fn is_default_count_keys(keys: &&[crate::ClientKeyKind]) -> bool {
     *keys == crate::DEFAULT_COUNT_KEYS
 }
 
@@ -134,7 +134,7 @@ struct Meta {
     debug_headers: bool,
     /// Absent when only IP clients are counted.
     #[serde(default)]
-    count_keys: Option<Vec<crate::KeyKind>>,
+    count_keys: Option<Vec<crate::ClientKeyKind>>,
 }
 
 impl Serialize for ActionId {

@@ -8,8 +8,8 @@ use jiff::Timestamp;
 
 use crate::actionset::{ActionId, MAX_ACTIONS};
 use crate::bundle::{Bundle, BundleAction, MAX_RULES};
-use crate::detected::KeyKind;
 use crate::ipset::IpSetBuilder;
+use crate::key::ClientKeyKind;
 use crate::lists::PrefixList;
 use crate::spec::{ActionSpec, Inputs, ListRef};
 use crate::validate::{Checked, ListCache, check};
@@ -139,8 +139,8 @@ fn assemble(
     rules.truncate(MAX_RULES);
     // Every rule counts here, paused and observing ones too: they still run, and their
     // incidents need their clients counted.
-    let mut count_keys: Vec<KeyKind> = inputs.rules.iter().map(|r| r.client_key).collect();
-    count_keys.push(KeyKind::Ip);
+    let mut count_keys: Vec<ClientKeyKind> = inputs.rules.iter().map(|r| r.client_key).collect();
+    count_keys.push(ClientKeyKind::Ip);
     count_keys.sort();
     count_keys.dedup();
     let mut ips = IpSetBuilder::new();
@@ -509,25 +509,25 @@ mod tests {
                 name: "flooder".into(),
                 paused: false,
                 mode: Mode::Enforce,
-                client_key: KeyKind::Ip,
+                client_key: ClientKeyKind::Ip,
             },
             RuleSpec {
                 name: "brute".into(),
                 paused: true,
                 mode: Mode::Enforce,
-                client_key: KeyKind::Ip,
+                client_key: ClientKeyKind::Ip,
             },
             RuleSpec {
                 name: "scraper".into(),
                 paused: false,
                 mode: Mode::Observe,
-                client_key: KeyKind::Ip,
+                client_key: ClientKeyKind::Ip,
             },
             RuleSpec {
                 name: "abuser".into(),
                 paused: false,
                 mode: Mode::Enforce,
-                client_key: KeyKind::Ip,
+                client_key: ClientKeyKind::Ip,
             },
         ];
         let mut a = deny("a");
@@ -549,17 +549,25 @@ mod tests {
         };
         let mut inp = inputs(vec![]);
         let t = ts("2026-01-01T00:00:00Z");
-        assert_eq!(compile(&inp, t).bundle.count_keys, [KeyKind::Ip], "no rule");
+        assert_eq!(
+            compile(&inp, t).bundle.count_keys,
+            [ClientKeyKind::Ip],
+            "no rule"
+        );
         inp.rules = vec![
-            rule("by-token", KeyKind::AccessToken, false),
+            rule("by-token", ClientKeyKind::AccessToken, false),
             // Paused and observing rules still run: their clients are counted.
-            rule("by-key", KeyKind::ApiKey, true),
-            rule("by-key-too", KeyKind::ApiKey, false),
+            rule("by-key", ClientKeyKind::ApiKey, true),
+            rule("by-key-too", ClientKeyKind::ApiKey, false),
         ];
         let bundle = compile(&inp, t).bundle;
         assert_eq!(
             bundle.count_keys,
-            [KeyKind::Ip, KeyKind::ApiKey, KeyKind::AccessToken]
+            [
+                ClientKeyKind::Ip,
+                ClientKeyKind::ApiKey,
+                ClientKeyKind::AccessToken
+            ]
         );
         // The manifest carries them and decodes them; an IP-only bundle leaves the field
         // out, so older sidecars still read it.

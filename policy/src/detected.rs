@@ -6,9 +6,7 @@
 //! rule table of the bundle it enforces.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 use std::net::IpAddr;
-use std::str::FromStr;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -16,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::codec::SHARD_MAX_BYTES;
 use crate::error::BundleError;
+pub use crate::key::ClientKey;
 use crate::wire::{Reader, deflate, inflate};
 
 /// The detected-client document format version.
@@ -43,100 +42,6 @@ pub struct DetectedClient {
     pub key: ClientKey,
     /// The mark no longer counts at and after this instant.
     pub expires: Timestamp,
-}
-
-/// A kind of client key: what a DetectionRule's `clientKey` names, and what the sidecars
-/// count for detection (see [`Bundle::count_keys`](crate::Bundle::count_keys)).
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
-#[serde(rename_all = "camelCase")]
-pub enum KeyKind {
-    /// The client IP address.
-    #[default]
-    Ip,
-    /// The API key.
-    ApiKey,
-    /// The OAuth access token.
-    AccessToken,
-    /// The `User-Agent` header.
-    UserAgent,
-}
-
-impl ClientKey {
-    /// The kind of this key.
-    pub fn kind(&self) -> KeyKind {
-        match self {
-            Self::Ip(_) => KeyKind::Ip,
-            Self::ApiKey(_) => KeyKind::ApiKey,
-            Self::AccessToken(_) => KeyKind::AccessToken,
-            Self::UserAgent(_) => KeyKind::UserAgent,
-        }
-    }
-}
-
-/// How a detected client is identified. Serialised as text, the same form as the detection
-/// crate's keys: `ip:203.0.113.7`, `apiKey:sha256:<hex>`, `token:sha256:<hex>`,
-/// `ua:sha256:<hex>` (secrets and user agents are only ever held as sha256 digests).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum ClientKey {
-    /// The client IP address.
-    Ip(IpAddr),
-    /// sha256 of the API key.
-    ApiKey([u8; 32]),
-    /// sha256 of the access token.
-    AccessToken([u8; 32]),
-    /// sha256 of the `User-Agent` header.
-    UserAgent([u8; 32]),
-}
-
-impl fmt::Display for ClientKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (prefix, hash) = match self {
-            Self::Ip(ip) => return write!(f, "ip:{ip}"),
-            Self::ApiKey(h) => ("apiKey", h),
-            Self::AccessToken(h) => ("token", h),
-            Self::UserAgent(h) => ("ua", h),
-        };
-        write!(f, "{prefix}:sha256:{}", hex::encode(hash))
-    }
-}
-
-impl FromStr for ClientKey {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("{s:?} is not a client key (ip:…, apiKey:sha256:…, token:…, ua:…)");
-        let (prefix, rest) = s.split_once(':').ok_or_else(bad)?;
-        if prefix == "ip" {
-            return rest
-                .parse()
-                .map(|ip| Self::Ip(canonical_ip(ip)))
-                .map_err(|_| bad());
-        }
-        let mut h = [0u8; 32];
-        let hex_part = rest.strip_prefix("sha256:").ok_or_else(bad)?;
-        hex::decode_to_slice(hex_part, &mut h).map_err(|_| bad())?;
-        match prefix {
-            "apiKey" => Ok(Self::ApiKey(h)),
-            "token" => Ok(Self::AccessToken(h)),
-            "ua" => Ok(Self::UserAgent(h)),
-            _ => Err(bad()),
-        }
-    }
-}
-
-impl Serialize for ClientKey {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for ClientKey {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
 }
 
 /// Encodes the document; errors if it would not fit one ConfigMap.
@@ -274,7 +179,7 @@ mod tests {
                     expires: at(100),
                 },
                 DetectedClient {
-                    key: ClientKey::ApiKey([0xab; 32]),
+                    key: ClientKey::ApiKey(crate::KeyHash([0xab; 32])),
                     expires: at(200),
                 },
             ],
@@ -334,9 +239,9 @@ mod tests {
             ),
             0b10
         );
-        let key = Some(ClientKey::ApiKey([0xab; 32]));
+        let key = Some(ClientKey::ApiKey(crate::KeyHash([0xab; 32])));
         assert_eq!(idx.rules_for(&[ip("10.9.9.9"), key], 150), 0b10);
-        let token = Some(ClientKey::AccessToken([0xab; 32]));
+        let token = Some(ClientKey::AccessToken(crate::KeyHash([0xab; 32])));
         assert_eq!(idx.rules_for(&[ip("10.9.9.9"), token], 150), 0);
         assert!(!idx.has_user_agents());
     }

@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 
 use crate::actionset::{ActionId, ActionSet};
 use crate::detected::{ClientKey, DetectedIndex, canonical_ip};
+use crate::key::KeyHash;
 use crate::policy::CompiledPolicy;
 
 /// What the sidecar knows about a request, borrowed from it.
@@ -193,11 +194,11 @@ fn detected_rules(d: &DetectedIndex, req: &Request<'_>) -> u64 {
     let ua = req
         .user_agent
         .filter(|_| d.has_user_agents())
-        .map(|ua| ClientKey::UserAgent(Sha256::digest(ua.as_bytes()).into()));
+        .map(|ua| ClientKey::UserAgent(KeyHash(Sha256::digest(ua.as_bytes()).into())));
     let keys = [
         Some(ClientKey::Ip(canonical_ip(req.ip))),
-        req.api_key_hash.map(|h| ClientKey::ApiKey(*h)),
-        req.token_hash.map(|h| ClientKey::AccessToken(*h)),
+        req.api_key_hash.map(|h| ClientKey::ApiKey(KeyHash(*h))),
+        req.token_hash.map(|h| ClientKey::AccessToken(KeyHash(*h))),
         ua,
     ];
     d.rules_for(&keys, req.now_unix_s)
@@ -225,13 +226,13 @@ mod tests {
                     name: "flooder".into(),
                     paused: false,
                     mode: Mode::Enforce,
-                    client_key: crate::KeyKind::Ip,
+                    client_key: crate::ClientKeyKind::Ip,
                 },
                 RuleSpec {
                     name: "brute".into(),
                     paused: false,
                     mode: Mode::Enforce,
-                    client_key: crate::KeyKind::Ip,
+                    client_key: crate::ClientKeyKind::Ip,
                 },
             ],
             ..Default::default()
@@ -587,7 +588,7 @@ mod tests {
         assert_eq!(evaluate(&p, &no_index), Verdict::NONE);
 
         // A client marked by user agent (hashed, as the detection crate keys it).
-        let ua_key = ClientKey::UserAgent(Sha256::digest(b"evil-bot/1.0").into());
+        let ua_key = ClientKey::user_agent("evil-bot/1.0");
         doc.rules.insert(
             "flooder".into(),
             vec![DetectedClient {

@@ -89,6 +89,7 @@ mod evaluate;
 mod fxhash;
 mod index;
 mod ipset;
+pub mod key;
 mod lists;
 pub mod path;
 mod policy;
@@ -112,12 +113,13 @@ pub use codec::{
 };
 pub use compile::{ActionStatus, Output, compile};
 pub use detected::{
-    ClientKey, DETECTED_FORMAT_VERSION, DetectedClient, DetectedClients, DetectedIndex, KeyKind,
-    decode_detected, encode_detected,
+    DETECTED_FORMAT_VERSION, DetectedClient, DetectedClients, DetectedIndex, decode_detected,
+    encode_detected,
 };
 pub use error::BundleError;
 pub use evaluate::{Decision, Request, Verdict, evaluate};
 pub use ipset::{Addr, IpSet, IpSetBuilder, RangeError, RangeSet, TooManyClasses};
+pub use key::{ClientKey, ClientKeyKind, KeyError, KeyHash};
 pub use lists::{LineError, PrefixList, parse_prefix};
 pub use policy::{CompiledPolicy, DenyResponse};
 pub use selector::{LabelRequirement, LabelSelector, SelectorOperator};

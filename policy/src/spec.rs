@@ -253,7 +253,7 @@ pub struct RuleSpec {
     pub mode: Mode,
     /// What identifies a client for the rule (its `clientKey`, `ip` for the types that only
     /// judge addresses): the sidecars count clients of this kind.
-    pub client_key: crate::KeyKind,
+    pub client_key: crate::ClientKeyKind,
 }
 
 impl RuleSpec {

@@ -160,7 +160,7 @@ pub fn inputs(list_text: String, n: usize) -> Inputs {
             name: "flooder".into(),
             paused: false,
             mode: Mode::Enforce,
-            client_key: crate::KeyKind::Ip,
+            client_key: crate::ClientKeyKind::Ip,
         }],
         lists: [(big, list_text)].into(),
         generation: 1,

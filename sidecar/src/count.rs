@@ -19,7 +19,6 @@ use palisade_detection::facts::{Attributes, RequestFacts, Responder};
 use palisade_detection::key::{ClientKeyKind, KeyHash};
 use palisade_detection::report::{MAX_REPORT_SAMPLES, Report, RequestSample, SidecarId};
 use palisade_detection::sequence::PathShape;
-use palisade_policy::KeyKind;
 use prometheus_client::metrics::counter::Counter as PromCounter;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -187,29 +186,14 @@ fn take(counter: &mut Counter, store: &Store) -> Report {
 /// Counts the client key kinds the namespace's rules judge by (the bundle's `countKeys`;
 /// IP only without a bundle or in one of an older operator).
 fn follow_bundle(counter: &mut Counter, store: &Store) {
-    let wanted: Vec<ClientKeyKind> = match store.load() {
-        Some(loaded) => loaded
-            .policy
-            .bundle()
-            .count_keys
-            .iter()
-            .map(|k| key_kind(*k))
-            .collect(),
-        None => vec![ClientKeyKind::Ip],
-    };
+    let loaded = store.load();
+    let wanted = loaded
+        .as_deref()
+        .map_or(&[ClientKeyKind::Ip][..], |l| &l.policy.bundle().count_keys);
     let before = counter.key_kinds();
-    counter.set_key_kinds(&wanted);
+    counter.set_key_kinds(wanted);
     if counter.key_kinds() != before {
         tracing::info!(kinds = ?counter.key_kinds(), "counting clients by these key kinds");
-    }
-}
-
-fn key_kind(k: KeyKind) -> ClientKeyKind {
-    match k {
-        KeyKind::Ip => ClientKeyKind::Ip,
-        KeyKind::ApiKey => ClientKeyKind::ApiKey,
-        KeyKind::AccessToken => ClientKeyKind::AccessToken,
-        KeyKind::UserAgent => ClientKeyKind::UserAgent,
     }
 }
 

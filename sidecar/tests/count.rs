@@ -325,13 +325,13 @@ async fn sum_reports_by_ip(
 #[tokio::test]
 async fn the_bundle_decides_which_client_keys_are_counted() {
     use palisade_detection::stats::AttrDim;
-    use palisade_policy::{Inputs, KeyKind, Mode, RuleSpec};
+    use palisade_policy::{ClientKeyKind, Inputs, Mode, RuleSpec};
     let c = collector(true).await;
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
     std::fs::write(&token, "t").unwrap();
     let bundles = tempfile::tempdir().unwrap();
-    let by_key = |generation: u64, kind: Option<KeyKind>| Inputs {
+    let by_key = |generation: u64, kind: Option<ClientKeyKind>| Inputs {
         generation,
         rules: kind
             .map(|k| RuleSpec {
@@ -344,7 +344,7 @@ async fn the_bundle_decides_which_client_keys_are_counted() {
             .collect(),
         ..Inputs::default()
     };
-    let hash = bundle::write_inputs(bundles.path(), &by_key(1, Some(KeyKind::ApiKey)));
+    let hash = bundle::write_inputs(bundles.path(), &by_key(1, Some(ClientKeyKind::ApiKey)));
     let (addr, token) = (c.addr.to_string(), token.to_str().unwrap().to_owned());
     let path = bundles.path().to_str().unwrap().to_owned();
     let args = [

@@ -60,18 +60,11 @@ impl Default for EvalConfig {
     }
 }
 
-/// The rules with the defaults a `DetectionRule` gets from the API server (the CRD's
-/// defaults: Flooder `minActiveClients` 20, API Scraper's 1 h window), named after their
-/// type; TorList with `exits`.
+/// The rules with their defaults (the same a `DetectionRule` gets from the API server, held
+/// equal by the operator's tests), named after their type; TorList with `exits`.
 pub fn default_rules(exits: &[IpAddr]) -> Vec<RuleSpec> {
     vec![
-        RuleSpec::new(
-            "Flooder",
-            RuleKind::Flooder(FlooderParams {
-                min_clients: 20,
-                ..Default::default()
-            }),
-        ),
+        RuleSpec::new("Flooder", RuleKind::Flooder(FlooderParams::default())),
         RuleSpec::new(
             "StaticContentScraper",
             RuleKind::StaticContentScraper(ScraperParams::default()),
@@ -94,13 +87,10 @@ pub fn default_rules(exits: &[IpAddr]) -> Vec<RuleSpec> {
                 exits: exits.iter().map(|ip| IpNet::from(*ip)).collect(),
             }),
         ),
-        RuleSpec {
-            window: Some(SignedDuration::from_hours(1)),
-            ..RuleSpec::new(
-                "ApiScraper",
-                RuleKind::ApiScraper(ApiScraperParams::default()),
-            )
-        },
+        RuleSpec::new(
+            "ApiScraper",
+            RuleKind::ApiScraper(ApiScraperParams::default()),
+        ),
     ]
 }
 

@@ -135,6 +135,72 @@ mod tests {
         rule(&r, vec![])
     }
 
+    /// One table of defaults: a DetectionRule that sets nothing (with or without its
+    /// parameter object) runs exactly as the detection crate's default rule of its type,
+    /// the one `make eval-detection` measures.
+    #[test]
+    fn a_rule_that_sets_nothing_runs_with_the_detection_models_defaults() {
+        let effective = |r: &RuleSpec| {
+            r.window.unwrap_or(if r.rule.short_by_default() {
+                jiff::SignedDuration::from_mins(5)
+            } else {
+                jiff::SignedDuration::from_hours(24)
+            })
+        };
+        let cases = [
+            (
+                "Flooder",
+                "flooder",
+                RuleKind::Flooder(FlooderParams::default()),
+            ),
+            (
+                "StaticContentScraper",
+                "staticContentScraper",
+                RuleKind::StaticContentScraper(ScraperParams::default()),
+            ),
+            (
+                "BruteGuessor",
+                "bruteGuessor",
+                RuleKind::BruteGuessor(BruteGuessorParams::default()),
+            ),
+            (
+                "RobotAbuser",
+                "robotAbuser",
+                RuleKind::RobotAbuser(RobotAbuserParams::default()),
+            ),
+            (
+                "OAuthAbuser",
+                "oauthAbuser",
+                RuleKind::OAuthAbuser(OAuthAbuserParams::default()),
+            ),
+            (
+                "AdvancedAnomaly",
+                "advancedAnomaly",
+                RuleKind::AdvancedAnomaly(AnomalyParams::default()),
+            ),
+            (
+                "ApiScraper",
+                "apiScraper",
+                RuleKind::ApiScraper(ApiScraperParams::default()),
+            ),
+        ];
+        for (type_, field, kind) in cases {
+            let model = RuleSpec::new("r", kind);
+            for spec in [
+                serde_json::json!({"type": type_}),
+                serde_json::json!({"type": type_, field: {}}),
+            ] {
+                let r = rule_of(spec.clone());
+                assert_eq!(r.rule, model.rule, "{spec}");
+                assert_eq!(
+                    (r.client_key, r.detection_ttl, effective(&r)),
+                    (model.client_key, model.detection_ttl, effective(&model)),
+                    "{spec}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn every_parameter_reaches_the_rule_model() {
         let f = rule_of(

@@ -206,22 +206,17 @@ fn detected_document(
     specs: &[RuleSpec],
     now: jiff::Timestamp,
 ) -> DetectedClients {
-    let clients: Vec<palisade_detection::detected::DetectedClient> = serde_json::to_value(set)
-        .and_then(serde_json::from_value)
-        .unwrap_or_default();
     let mut rules: BTreeMap<String, Vec<DetectedClient>> = BTreeMap::new();
     for spec in specs {
         rules.entry(spec.name.clone()).or_default();
     }
-    for c in clients {
-        let Ok(key) = c.key.to_string().parse() else {
-            continue;
-        };
-        for (rule, expires) in c.rules {
-            rules
-                .entry(rule)
-                .or_default()
-                .push(DetectedClient { key, expires });
+    // One client key type for the collector and the sidecars: no conversion.
+    for (key, marks) in set.iter() {
+        for (rule, expires) in marks {
+            rules.entry(rule.clone()).or_default().push(DetectedClient {
+                key: *key,
+                expires: *expires,
+            });
         }
     }
     DetectedClients {

@@ -10,7 +10,7 @@ use palisade_crds::keys::is_paused;
 use palisade_crds::matching::{MatchConditions, PathMatchType, TextMatchType};
 use palisade_crds::rule::{ClientKey as CrdClientKey, DetectionRule};
 use palisade_policy::{
-    ActionSpec, Conditions, DetectedBy, Header, KeyKind, ListRef, Mode, PathMatch, RuleSpec,
+    ActionSpec, ClientKeyKind, Conditions, DetectedBy, Header, ListRef, Mode, PathMatch, RuleSpec,
     TextPattern, Verb,
 };
 use palisade_policy::{LabelRequirement, LabelSelector, SelectorOperator};
@@ -78,10 +78,10 @@ pub fn rule(r: &DetectionRule) -> RuleSpec {
         paused: is_paused(&r.metadata),
         mode: mode(r.spec.mode),
         client_key: match r.spec.effective_client_key() {
-            CrdClientKey::Ip => KeyKind::Ip,
-            CrdClientKey::ApiKey => KeyKind::ApiKey,
-            CrdClientKey::AccessToken => KeyKind::AccessToken,
-            CrdClientKey::UserAgent => KeyKind::UserAgent,
+            CrdClientKey::Ip => ClientKeyKind::Ip,
+            CrdClientKey::ApiKey => ClientKeyKind::ApiKey,
+            CrdClientKey::AccessToken => ClientKeyKind::AccessToken,
+            CrdClientKey::UserAgent => ClientKeyKind::UserAgent,
         },
     }
 }

@@ -61,7 +61,7 @@ pub fn encode_with_rules(
             name: (*r).to_owned(),
             paused: false,
             mode: Mode::Enforce,
-            client_key: palisade_policy::KeyKind::Ip,
+            client_key: palisade_policy::ClientKeyKind::Ip,
         })
         .collect();
     let inputs = Inputs {

@@ -5,6 +5,8 @@
 //! sidecar until the sidecar denies it by itself, checks that an ordinary client still passes,
 //! and reads the SecurityIncident the collector opened.
 
+#![allow(clippy::unwrap_used)]
+
 use std::net::IpAddr;
 
 use palisade_detection::counter::short_digest;
@@ -154,8 +156,8 @@ async fn brute_guessing_by_api_key_from_rotating_addresses_is_one_client() {
         let (_, b) = palisade_e2e::bundle::read_bundle(&cp.client().await, s.ns.name()).await?;
         (b.count_keys
             == [
-                palisade_policy::KeyKind::Ip,
-                palisade_policy::KeyKind::ApiKey,
+                palisade_policy::ClientKeyKind::Ip,
+                palisade_policy::ClientKeyKind::ApiKey,
             ])
         .then_some(())
         .ok_or(format!("countKeys {:?}", b.count_keys))

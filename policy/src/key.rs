@@ -1,4 +1,6 @@
-//! Client keys: who sent a request, as the rules see it.
+//! Client keys: who sent a request, as the detection rules judge it and as `detectedBy`
+//! conditions match it. One type for the sidecar's counter, the collector's rules and the
+//! published detected-client document (the detection crate re-exports this module).
 //!
 //! Secrets (API keys, access tokens) are only ever held as SHA-256 digests, the same
 //! `sha256:<hex>` form the policy bundle uses, so a detected client can be matched without
@@ -172,7 +174,10 @@ impl FromStr for ClientKey {
     fn from_str(s: &str) -> Result<Self, KeyError> {
         let (prefix, rest) = s.split_once(':').ok_or_else(|| KeyError::bad(s))?;
         match prefix {
-            "ip" => rest.parse().map(Self::Ip).map_err(|_| KeyError::bad(s)),
+            "ip" => rest
+                .parse::<IpAddr>()
+                .map(|ip| Self::Ip(ip.to_canonical()))
+                .map_err(|_| KeyError::bad(s)),
             "apiKey" => rest.parse().map(Self::ApiKey),
             "token" => rest.parse().map(Self::AccessToken),
             "ua" => rest.parse().map(Self::UserAgent),
