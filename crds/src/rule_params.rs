@@ -154,7 +154,8 @@ pub struct OAuthAbuserParams {
     #[serde(default = "window_24h")]
     #[x_kube(validation = window_bounds())]
     pub window: Duration,
-    /// Minimum token-endpoint calls (sessions started) by the client in the window. Default 50.
+    /// Minimum OAuth sessions of the client in the window: its successful token-endpoint
+    /// calls or the distinct access tokens it presented, whichever is larger. Default 50.
     #[serde(default = "oauth_sessions")]
     #[schemars(range(min = 2, max = 10000))]
     pub min_sessions: i32,

@@ -221,9 +221,9 @@ fn robot(p: &RobotAbuserParams, spec: &RuleSpec, view: &WindowView) -> Hits {
 
 fn oauth(p: &OAuthAbuserParams, spec: &RuleSpec, view: &WindowView) -> Hits {
     candidates(spec, view)
-        .filter(|(_, c)| c.totals.token_calls >= p.min_sessions)
+        .filter(|(_, c)| c.sessions() >= p.min_sessions)
         .filter(|(_, c)| c.user_agents.distinct() <= p.max_user_agents)
-        .map(|(k, c)| (*k, c.totals.token_calls as f64, p.min_sessions as f64))
+        .map(|(k, c)| (*k, c.sessions() as f64, p.min_sessions as f64))
         .collect()
 }
 

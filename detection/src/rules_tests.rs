@@ -330,6 +330,49 @@ fn oauth_abuser_fires_on_many_sessions_with_few_user_agents() {
 }
 
 #[test]
+fn oauth_sessions_are_successful_token_calls_or_distinct_tokens() {
+    use crate::counter::{Counter, CounterConfig};
+    use crate::facts::RequestFacts;
+    let id = crate::report::SidecarId {
+        pod: "a".into(),
+        workload: "api".into(),
+        namespace: "shop".into(),
+    };
+    let mut c = Counter::new(id, &CounterConfig::default(), t(0));
+    let ua = KeyHash::of(b"farm/1.0");
+    for i in 0..300u32 {
+        // 1: a client retrying a failing token call 300 times starts no session.
+        let mut f = RequestFacts::new(crate::testutil::ip(1), 401);
+        f.token_endpoint = true;
+        f.user_agent = Some(ua);
+        c.record(&f);
+        // 2: a client using 60 distinct tokens it got elsewhere (no token call here).
+        let mut f = RequestFacts::new(crate::testutil::ip(2), 200);
+        f.access_token = Some(KeyHash::of(format!("stolen-{}", i % 60).as_bytes()));
+        f.user_agent = Some(ua);
+        c.record(&f);
+        // 3: an ordinary client refreshing one token all day.
+        let mut f = RequestFacts::new(crate::testutil::ip(3), 200);
+        f.access_token = Some(KeyHash::of(b"mine"));
+        f.user_agent = Some(ua);
+        c.record(&f);
+    }
+    let mut w = Windows::new(&WindowConfig::default());
+    w.merge(&c.take_report(t(1)), t(1));
+    let view = w.view(SignedDuration::from_hours(24), t(1));
+    assert_eq!(view.clients[&ipk(1)].sessions(), 0);
+    let tokens = view.clients[&ipk(2)].sessions();
+    assert!((45..=75).contains(&tokens), "60 tokens estimated {tokens}");
+    assert_eq!(view.clients[&ipk(3)].sessions(), 1);
+    let d = run(&w, &oauth(), 10);
+    assert_eq!(
+        d.items.iter().map(|d| d.key).collect::<Vec<_>>(),
+        vec![ipk(2)],
+        "{d:?}"
+    );
+}
+
+#[test]
 fn oauth_abuser_honours_exclusions_and_expiry() {
     let mut rule = oauth();
     rule.exclude = vec!["198.51.100.0/31".parse().unwrap()];

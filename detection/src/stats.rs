@@ -9,20 +9,52 @@ use crate::topk::Tally;
 /// Up to four distinct user-agent fingerprints; the fifth distinct one saturates the set.
 ///
 /// OAuth Abuser needs "few user agents" (≤ 2 by default), so knowing "4 or more" is enough.
+/// Fingerprints are kept as 16 bits (10 bytes per client; two agents share one with odds of
+/// 1 in 65,536); reports and snapshots carry them as before (`u32`, the low 16 bits used), so
+/// older sidecars and saved windows still read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "UaSetWire", into = "UaSetWire")]
 pub struct UaSet {
     /// Fingerprints seen (0 = empty slot).
-    slots: [u32; 4],
+    slots: [u16; 4],
     /// More distinct fingerprints were seen than fit.
+    saturated: bool,
+}
+
+/// [`UaSet`] as reports and snapshots carry it.
+#[derive(Serialize, Deserialize)]
+struct UaSetWire {
+    slots: [u32; 4],
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     saturated: bool,
 }
 
+impl From<UaSetWire> for UaSet {
+    fn from(w: UaSetWire) -> Self {
+        let mut set = Self::default();
+        for fp in w.slots.into_iter().filter(|fp| *fp != 0) {
+            set.insert(fp);
+        }
+        set.saturated |= w.saturated;
+        set
+    }
+}
+
+impl From<UaSet> for UaSetWire {
+    fn from(s: UaSet) -> Self {
+        Self {
+            slots: s.slots.map(u32::from),
+            saturated: s.saturated,
+        }
+    }
+}
+
 impl UaSet {
-    /// Adds a fingerprint (0 is mapped to 1 so it never reads as an empty slot).
+    /// Adds a fingerprint (its low 16 bits; 0 is mapped to 1 so it never reads as an empty
+    /// slot).
     #[inline]
     pub fn insert(&mut self, fingerprint: u32) {
-        let fp = fingerprint.max(1);
+        let fp = (fingerprint as u16).max(1);
         for slot in &mut self.slots {
             if *slot == fp {
                 return;
@@ -44,9 +76,47 @@ impl UaSet {
     /// Adds every fingerprint of `other`.
     pub fn merge(&mut self, other: &UaSet) {
         for fp in other.slots.iter().filter(|s| **s != 0) {
-            self.insert(*fp);
+            self.insert(u32::from(*fp));
         }
         self.saturated |= other.saturated;
+    }
+}
+
+/// Distinct access tokens of a client: a 64-bit linear-counting sketch (one bit per token
+/// hash, 8 bytes per client). Merging is a union (OR), so a token seen in many slices or by
+/// many pods counts once over a window. Accurate to about ±10 % up to 100 tokens; it
+/// saturates at [`TokenSketch::SATURATED`] (266).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TokenSketch(u64);
+
+impl TokenSketch {
+    /// The estimate once every bit is set: "at least this many".
+    pub const SATURATED: u64 = 266;
+
+    /// Adds a token by its digest's first bytes (already uniform).
+    #[inline]
+    pub fn insert(&mut self, digest_word: u64) {
+        self.0 |= 1 << (digest_word % 64);
+    }
+
+    /// Unites `other` into `self`.
+    pub fn merge(&mut self, other: &TokenSketch) {
+        self.0 |= other.0;
+    }
+
+    /// Whether no token was seen.
+    pub fn is_empty(&self) -> bool {
+        self.0 == 0
+    }
+
+    /// Estimated distinct tokens: `64 · ln(64 / zero bits)`, rounded.
+    pub fn estimate(&self) -> u64 {
+        let zeros = self.0.count_zeros();
+        if zeros == 0 {
+            return Self::SATURATED;
+        }
+        (64.0 * (64.0 / f64::from(zeros)).ln()).round() as u64
     }
 }
 
@@ -62,7 +132,8 @@ pub struct ClientCounts {
     pub forbidden: u32,
     /// Requests the sidecar answered itself (its own denials).
     pub denied: u32,
-    /// Requests to the token endpoint the app answered (OAuth sessions started).
+    /// Requests to the token endpoint the app answered with a success (2xx or 3xx: OAuth
+    /// sessions started; a failing call and its retries start none).
     pub token_calls: u32,
     /// Sequential requests the app answered: same path shape as the client's previous
     /// request, identifier 1 to 10 away (see [`crate::sequence`]). Absent in reports of older sidecars (0).
@@ -76,6 +147,10 @@ pub struct ClientCounts {
     pub bytes: u64,
     /// Distinct user agents of the requests the app answered.
     pub user_agents: UaSet,
+    /// Distinct access tokens of the requests the app answered (OAuth sessions in use).
+    /// Absent in reports of older sidecars.
+    #[serde(default, skip_serializing_if = "TokenSketch::is_empty")]
+    pub tokens: TokenSketch,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -94,6 +169,7 @@ impl ClientCounts {
         self.overcount = self.overcount.saturating_add(other.overcount);
         self.bytes = self.bytes.saturating_add(other.bytes);
         self.user_agents.merge(&other.user_agents);
+        self.tokens.merge(&other.tokens);
     }
 }
 
@@ -166,6 +242,8 @@ pub struct ClientWindow {
     pub sequential: u64,
     /// Distinct user agents across the window (capped, see [`UaSet`]).
     pub user_agents: UaSet,
+    /// Distinct access tokens across the window (see [`TokenSketch`]).
+    pub tokens: TokenSketch,
 }
 
 impl ClientWindow {
@@ -175,6 +253,14 @@ impl ClientWindow {
         self.overcount += u64::from(c.overcount);
         self.sequential += u64::from(c.sequential);
         self.user_agents.merge(&c.user_agents);
+        self.tokens.merge(&c.tokens);
+    }
+
+    /// OAuth sessions: the larger of the successful token-endpoint calls and the distinct
+    /// access tokens the client presented (a client whose tokens come from an authorization
+    /// server this sidecar does not front shows only the second).
+    pub fn sessions(&self) -> u64 {
+        self.totals.token_calls.max(self.tokens.estimate())
     }
 }
 
@@ -223,6 +309,48 @@ pub fn bounded(value: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_token_sketch_counts_distinct_tokens_within_its_bound() {
+        let word =
+            |n: u64| crate::key::KeyHash::of(format!("token-{n}").as_bytes()).fingerprint() as u64;
+        for n in [1u64, 10, 50, 100] {
+            let mut s = TokenSketch::default();
+            for i in 0..n {
+                // Each token seen many times counts once.
+                for _ in 0..3 {
+                    s.insert(word(i));
+                }
+            }
+            let e = s.estimate() as f64;
+            assert!(
+                (e - n as f64).abs() <= (n as f64 * 0.25).max(1.0),
+                "{n} → {e}"
+            );
+        }
+        // A union over slices: the same 40 tokens in two halves count 40, not 80.
+        let (mut a, mut b) = (TokenSketch::default(), TokenSketch::default());
+        (0..40).for_each(|i| a.insert(word(i)));
+        (0..40).for_each(|i| b.insert(word(i)));
+        a.merge(&b);
+        assert!(a.estimate() <= 50, "{}", a.estimate());
+        let mut full = TokenSketch::default();
+        (0..5_000).for_each(|i| full.insert(word(i)));
+        assert_eq!(full.estimate(), TokenSketch::SATURATED);
+    }
+
+    #[test]
+    fn user_agent_sets_read_as_older_sidecars_wrote_them() {
+        let old = r#"{"slots":[305419896,7,0,0]}"#;
+        let set: UaSet = serde_json::from_str(old).unwrap();
+        assert_eq!(set.distinct(), 2);
+        let mut same = UaSet::default();
+        same.insert(305_419_896);
+        same.insert(7);
+        assert_eq!(set, same, "the low 16 bits, as inserted now");
+        let back: UaSet = serde_json::from_str(&serde_json::to_string(&set).unwrap()).unwrap();
+        assert_eq!(back, set);
+    }
 
     #[test]
     fn ua_set_saturates() {

@@ -94,6 +94,19 @@ pub fn default_rules(exits: &[IpAddr]) -> Vec<RuleSpec> {
     ]
 }
 
+/// A token's digest in the model: its client and session number spread over the digest
+/// (the counter reads the first bytes; no need for SHA-256 here).
+fn token_hash((client, session): (u32, u32)) -> crate::key::KeyHash {
+    let mut x = (u64::from(client) << 32 | u64::from(session)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut h = [0u8; 32];
+    for chunk in h.chunks_mut(8) {
+        x ^= x >> 29;
+        x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        chunk.copy_from_slice(&x.to_le_bytes());
+    }
+    crate::key::KeyHash(h)
+}
+
 /// What one run produced.
 #[derive(Debug, Clone)]
 pub struct RunResult {
@@ -155,7 +168,7 @@ pub fn run(sim: SimConfig, opts: &EvalConfig) -> RunResult {
             let facts = RequestFacts {
                 ip: r.ip,
                 api_key: None,
-                access_token: None,
+                access_token: r.token.map(token_hash),
                 user_agent: Some(traffic.user_agent_hash(r.ua)),
                 status: r.status,
                 bytes: r.bytes,

@@ -23,7 +23,9 @@
 //! - **Errors.** Per request: 404 1.5 %, 400 0.5 %, 401 0.5 %, 403 0.2 %, 5xx 0.3 % (API);
 //!   404 0.5 % (static).
 //! - **Logins.** Each user calls the token endpoint ([`TOKEN_PATH`]) 1–3 times a day (2 on
-//!   average, diurnal), 3 % of them fail with 401.
+//!   average, diurnal), 3 % of them fail with 401. A successful call gives the client a new
+//!   access token that its later requests carry (a NAT's users' tokens all show under its
+//!   address).
 //! - **Listings.** A benign request for the product listing reads the client's next listing
 //!   page (`/api/v1/products?page=N`, 1 to 50, then back to 1): users page through
 //!   listings, between other requests (the hard negative for API Scraper).
@@ -393,6 +395,9 @@ pub struct SimRequest {
     pub token_endpoint: bool,
     /// User agent (index into [`Traffic::user_agent`]).
     pub ua: u16,
+    /// The access token the request carries (client and session number), if the client
+    /// has one.
+    pub token: Option<(u32, u32)>,
     /// The attack it belongs to.
     pub attack: Option<u32>,
 }
@@ -403,6 +408,8 @@ struct Client {
     /// The listing page the client reads next (0-based), or the API scraper's next
     /// product id.
     next: u32,
+    /// Successful token calls so far: the client's token is its number (0 = none yet).
+    sessions: u32,
 }
 
 /// The request stream of one run (see the module docs).
@@ -623,6 +630,7 @@ impl Traffic {
                 ip: ip_of(i),
                 uas,
                 next: 0,
+                sessions: 0,
             });
             truth.benign.push(ip_of(i));
             weights.push(zipf(i + 1));
@@ -640,6 +648,7 @@ impl Traffic {
                 ip: ip_of(i),
                 uas,
                 next: 0,
+                sessions: 0,
             });
             truth.nat.push(ip_of(i));
             // Office users are busier than the average single IP.
@@ -731,6 +740,7 @@ impl Traffic {
                         ip,
                         uas: vec![ua],
                         next,
+                        sessions: 0,
                     });
                     attack_ips.push(ip);
                     ids.push(first + i);
@@ -966,7 +976,14 @@ impl Traffic {
             (200, _) => self.rng.lognormal(spec.median_bytes, 0.6),
             _ => self.rng.lognormal(250.0, 0.3),
         } as u64;
+        let c = &mut self.clients[client as usize];
+        if spec.kind == PathKind::Token && status == 200 {
+            c.sessions += 1;
+        }
+        let token =
+            (c.sessions > 0 && spec.kind != PathKind::Token).then_some((client, c.sessions));
         SimRequest {
+            token,
             offset_ns: at,
             client,
             ip: self.clients[client as usize].ip,

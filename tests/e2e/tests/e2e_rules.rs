@@ -221,7 +221,8 @@ async fn brute_guessing_by_api_key_from_rotating_addresses_is_one_client() {
     );
 }
 
-/// OAuth Abuser: many token-endpoint sessions from one user agent.
+/// OAuth Abuser: many sessions from one user agent, started at the token endpoint or shown
+/// as distinct access tokens; a client retrying a failing token call starts none.
 #[tokio::test]
 async fn an_oauth_abuser_starting_many_sessions_is_denied() {
     let manifests = format!(
@@ -229,7 +230,14 @@ async fn an_oauth_abuser_starting_many_sessions_is_denied() {
          spec:\n  type: OAuthAbuser\n  detectionTtl: 10m\n---\n{}",
         deny_detected("oauth-abuser", 403, "denied: session abuse")
     );
-    let port = app(|_| (200, "{\"access_token\":\"x\"}".into())).await;
+    let port = app(|head| {
+        if head.to_ascii_lowercase().contains("client-secret: wrong") {
+            (401, "invalid_client".into())
+        } else {
+            (200, "{\"access_token\":\"x\"}".into())
+        }
+    })
+    .await;
     let s = setup("oauth", &manifests, port).await;
     // An ordinary client signs in a few times with two browsers.
     for n in 0..5usize {
@@ -260,6 +268,36 @@ async fn an_oauth_abuser_starting_many_sessions_is_denied() {
         requests >= Some(50),
         "exact requests of the address: {status}"
     );
+    // Tokens farmed elsewhere, each used here once: distinct tokens are sessions too.
+    let sent = until_denied(&s.sc, 403, "session abuse", |n| {
+        let headers = vec![
+            ("user-agent".to_owned(), "token-farm/0.1".to_owned()),
+            ("authorization".to_owned(), format!("Bearer farmed-{n}")),
+        ];
+        (ip("127.0.4.3"), "/v1/orders".to_owned(), headers)
+    })
+    .await;
+    assert!(sent >= 40, "about 50 distinct tokens; denied after {sent}");
+    // 200 failing token calls with a wrong secret: no session, never denied.
+    for _ in 0..200 {
+        let headers = [("user-agent", "cron/1"), ("client-secret", "wrong")];
+        let (status, _) = get(ip("127.0.4.4"), s.sc.addr, "/oauth/token", &headers)
+            .await
+            .unwrap();
+        assert_eq!(status, 401, "the app's answer, never the sidecar's denial");
+    }
+    // Another abuser, sent after them, detected: the failing calls were reported before its
+    // requests, so the rule has judged them, and still let them through.
+    until_denied(&s.sc, 403, "session abuse", |_| {
+        let headers = vec![("user-agent".to_owned(), "token-farm/0.2".to_owned())];
+        (ip("127.0.4.5"), "/oauth/token".to_owned(), headers)
+    })
+    .await;
+    let headers = [("user-agent", "cron/1"), ("client-secret", "wrong")];
+    let (status, _) = get(ip("127.0.4.4"), s.sc.addr, "/oauth/token", &headers)
+        .await
+        .unwrap();
+    assert_eq!(status, 401, "failing token calls are no sessions");
 }
 
 /// Robot Abuser: many 403s from the app (the sidecar answers 429 here, so the test can tell
