@@ -202,10 +202,7 @@ pub async fn spawn(ctx: Arc<Context>) -> anyhow::Result<()> {
             let store = ctx.certs.clone();
             crate::injector::server::serve_on(listener, store, app, ctx.shutdown.clone()).await
         } else {
-            let stop = ctx.shutdown.clone().cancelled_owned();
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stop)
-                .await
+            crate::injector::server::serve_with(listener, None, app, ctx.shutdown.clone()).await
         }
     };
     let persist = tokio::spawn(persist::run(c.clone()));

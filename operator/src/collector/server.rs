@@ -35,6 +35,11 @@ async fn report(State(c): State<Arc<Collector>>, request: Request) -> (StatusCod
         .unwrap_or_default();
     let caller = match c.auth.check(&c.ctx.clients.collector, token).await {
         Ok(caller) => caller,
+        Err(e) if e.is_temporary() => {
+            c.count("TokenReviewFailed");
+            let msg = format!("{e}; retry");
+            return (StatusCode::SERVICE_UNAVAILABLE, msg);
+        }
         Err(e) => {
             c.count("Unauthenticated");
             return (StatusCode::UNAUTHORIZED, e.to_string());

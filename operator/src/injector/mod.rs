@@ -49,6 +49,8 @@ fn router(ctx: Arc<Context>, cfg: Arc<InjectConfig>) -> Router {
         .route("/mutate", post(mutate))
         .route("/mutate-required", post(mutate_required))
         .route("/validate-securityaction", post(crate::blast::validate))
+        // The API server sends at most 3 MiB; nothing larger is read.
+        .layer(axum::extract::DefaultBodyLimit::max(3 << 20))
         .with_state((ctx, cfg))
 }
 

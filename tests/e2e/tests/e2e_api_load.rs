@@ -133,3 +133,140 @@ async fn the_leader_evaluates_rules_from_its_watch_without_listing_them_each_tic
         ns.name()
     );
 }
+
+/// Bad tokens do not each cost the API server a TokenReview: a refused token is reviewed once
+/// and its answer reused (for 10 s), a bearer value that is not a JWT is never reviewed, and
+/// a good token is reviewed once for many reports.
+#[tokio::test]
+async fn bad_tokens_cost_one_token_review_not_one_per_report() {
+    let cp = ControlPlane::shared();
+    let ns = TempNs::new(cp, "tokenreviews").await;
+    let op = Operator::start(cp, "op-tokenreviews", "op-tokenreviews", &scope(&ns));
+    let c = &op.collector;
+    let reviews = || {
+        let m = op.metrics().expect("operator metrics");
+        counter(
+            &m,
+            "palisade_operator_kube_requests_total{",
+            "resource=\"tokenreviews\"",
+        )
+    };
+    let body = || report(ns.name(), 10).to_json();
+    // A real token of the namespace, for the API server's audience, not `palisade`.
+    let wrong_audience = token(
+        cp,
+        ns.name(),
+        "https://kubernetes.default.svc.cluster.local",
+    );
+    let wrong_audience = wrong_audience.as_str();
+    let (code, msg) = eventually("the collector to answer", || async {
+        let (code, msg) = post(c, wrong_audience, body()).await;
+        (code == 401)
+            .then_some((code, msg.clone()))
+            .ok_or(format!("{code} {msg}"))
+    })
+    .await;
+    assert_eq!(code, 401, "{msg}");
+    let before = reviews();
+    assert!(before >= 1, "the first refusal was reviewed");
+    for _ in 0..20 {
+        let (code, msg) = post(c, wrong_audience, body()).await;
+        assert_eq!(code, 401, "{msg}");
+        let (code, msg) = post(c, "not-a-token", body()).await;
+        assert_eq!(code, 401, "{msg}");
+        assert!(msg.contains("not a service-account token"), "{msg}");
+    }
+    let after_bad = reviews();
+    assert!(
+        after_bad - before <= 1,
+        "40 refused reports cost {} reviews (one more only if the 10 s answer lapsed)",
+        after_bad - before
+    );
+    let good = token(cp, ns.name(), "palisade");
+    // The first answers may be 503 while the new leader restores its state; the token was
+    // reviewed for the first of them all the same.
+    eventually("the leader to accept reports", || async {
+        let (code, msg) = post(c, &good, body()).await;
+        (code == 202).then_some(()).ok_or(format!("{code} {msg}"))
+    })
+    .await;
+    for _ in 0..20 {
+        let (code, msg) = post(c, &good, body()).await;
+        assert_eq!(code, 202, "{msg}");
+    }
+    let after_good = reviews() - after_bad;
+    assert_eq!(after_good, 1, "20 reports with one good token: one review");
+}
+
+/// Opens a TCP connection to `to` from source address `from`.
+async fn connect(from: &str, to: &str) -> tokio::net::TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.bind(format!("{from}:0").parse().expect("addr"))
+        .expect("bind");
+    sock.connect(to.parse().expect("collector address"))
+        .await
+        .expect("connect")
+}
+
+/// Whether the server closed `conn` (reads end of stream), waiting at most the patience.
+async fn closed_by_server(conn: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt as _;
+    let mut buf = [0u8; 256];
+    matches!(
+        tokio::time::timeout(palisade_e2e::patience(), conn.read(&mut buf)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+/// Slow and greedy clients cannot hold the operator's servers (the collector here; the
+/// webhook shares the same server): one address holds at most 32 connections (the next is
+/// closed at once), a connection that never starts a request is closed after 10 s, a request
+/// whose body never comes is answered 408 after 30 s, and reports from others are answered
+/// all along.
+#[tokio::test]
+async fn slow_and_greedy_clients_cannot_hold_the_collector() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let cp = ControlPlane::shared();
+    let ns = TempNs::new(cp, "slowclients").await;
+    let op = Operator::start(cp, "op-slowclients", "op-slowclients", &scope(&ns));
+    let c = op.collector.clone();
+    let good = token(cp, ns.name(), "palisade");
+    eventually("the collector to accept a report", || async {
+        let (code, msg) = post(&c, &good, report(ns.name(), 10).to_json()).await;
+        (code == 202).then_some(()).ok_or(format!("{code} {msg}"))
+    })
+    .await;
+    let mut idle = Vec::new();
+    for _ in 0..32 {
+        idle.push(connect("127.0.8.1", &c).await);
+    }
+    let mut extra = connect("127.0.8.1", &c).await;
+    assert!(
+        closed_by_server(&mut extra).await,
+        "the 33rd connection of one address is closed"
+    );
+    // Another address is served meanwhile, and so is a slow body's neighbour.
+    let mut slow = connect("127.0.8.2", &c).await;
+    let head = format!(
+        "POST /v1/reports HTTP/1.1\r\nHost: collector\r\nAuthorization: Bearer {good}\r\n\
+         Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{"
+    );
+    slow.write_all(head.as_bytes()).await.expect("head");
+    let (code, msg) = post(&c, &good, report(ns.name(), 10).to_json()).await;
+    assert_eq!(
+        code, 202,
+        "a report while 32 idle connections are held: {msg}"
+    );
+    // The idle ones are closed by the server (after 10 s).
+    for conn in &mut idle {
+        assert!(closed_by_server(conn).await, "an idle connection is closed");
+    }
+    // The body that never comes: 408 (after 30 s).
+    let mut answer = vec![0u8; 512];
+    let n = tokio::time::timeout(palisade_e2e::patience() * 2, slow.read(&mut answer))
+        .await
+        .expect("an answer to the slow body")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+}
