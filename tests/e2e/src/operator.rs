@@ -168,6 +168,20 @@ pub struct Operator {
 }
 
 impl Operator {
+    /// The process's resident memory (`VmRSS` of /proc), in bytes.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        Some(kb * 1024)
+    }
+
     /// Starts an operator named `identity`, electing its leader on Lease `lease` (operators
     /// of concurrent tests use different Leases), with extra `args`.
     pub fn start<A: AsRef<std::ffi::OsStr>>(

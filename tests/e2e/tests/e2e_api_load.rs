@@ -222,7 +222,8 @@ async fn closed_by_server(conn: &mut tokio::net::TcpStream) -> bool {
 /// webhook shares the same server): one address holds at most 32 connections (the next is
 /// closed at once), a connection that never starts a request is closed after 10 s, a request
 /// whose body never comes is answered 408 after 30 s, and reports from others are answered
-/// all along.
+/// all along, with the operator's memory far below the chart's limit (~290 connections held,
+/// 31 of them announcing 4 MB bodies).
 #[tokio::test]
 async fn slow_and_greedy_clients_cannot_hold_the_collector() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -257,6 +258,28 @@ async fn slow_and_greedy_clients_cannot_hold_the_collector() {
         code, 202,
         "a report while 32 idle connections are held: {msg}"
     );
+    // Many more from other addresses: 7 × 32 idle, and 31 reports announcing 4 MB that
+    // never send it.
+    let mut crowd = Vec::new();
+    for host in 3..10 {
+        for _ in 0..32 {
+            crowd.push(connect(&format!("127.0.8.{host}"), &c).await);
+        }
+    }
+    let big = format!(
+        "POST /v1/reports HTTP/1.1\r\nHost: collector\r\nAuthorization: Bearer {good}\r\n\
+         Content-Type: application/json\r\nContent-Length: 4000000\r\n\r\n{{"
+    );
+    for _ in 0..31 {
+        let mut conn = connect("127.0.8.2", &c).await;
+        conn.write_all(big.as_bytes()).await.expect("head");
+        crowd.push(conn);
+    }
+    let (code, msg) = post(&c, &good, report(ns.name(), 10).to_json()).await;
+    assert_eq!(code, 202, "a report while ~290 connections are held: {msg}");
+    // The chart's memory limit is 512 MiB; this is far below it.
+    let rss = op.rss_bytes().expect("the operator's RSS");
+    assert!(rss < 256 << 20, "operator RSS {} MiB", rss >> 20);
     // The idle ones are closed by the server (after 10 s).
     for conn in &mut idle {
         assert!(closed_by_server(conn).await, "an idle connection is closed");
