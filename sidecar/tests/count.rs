@@ -105,25 +105,13 @@ async fn sample(sc: &Sidecar, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Per-client counts summed over the reports until `requests` requests are counted.
+/// Per-client counts summed over the reports until `requests` requests are counted (every
+/// client is an IP here).
 async fn sum_reports(
     reports: &mut mpsc::UnboundedReceiver<Report>,
     requests: u32,
 ) -> HashMap<ClientKey, ClientCounts> {
-    let mut counts: HashMap<ClientKey, ClientCounts> = HashMap::new();
-    while counts.values().map(|c| c.requests).sum::<u32>() < requests {
-        let r = tokio::time::timeout(patience(), reports.recv())
-            .await
-            .expect("a report within the patience")
-            .unwrap();
-        for e in r.clients {
-            let c = counts.entry(e.key).or_default();
-            c.requests += e.counts.requests;
-            c.sequential += e.counts.sequential;
-            c.bytes += e.counts.bytes;
-        }
-    }
-    counts
+    sum_reports_by_ip(reports, requests).await.0
 }
 
 /// Response bytes reach the counts whether the app sends a Content-Length or streams a
@@ -313,6 +301,8 @@ async fn sum_reports_by_ip(
             let c = counts.entry(e.key).or_default();
             c.requests += e.counts.requests;
             c.errors += e.counts.errors;
+            c.sequential += e.counts.sequential;
+            c.bytes += e.counts.bytes;
         }
         attrs.extend(r.attributes);
     }
