@@ -36,6 +36,44 @@ pub struct Context {
     pub certs: Arc<crate::injector::server::CertStore>,
     /// The CA bundle (PEM) that verifies [`Self::certs`]; set once it is loaded.
     pub ca_bundle: ArcSwapOption<String>,
+    /// Failed reconciles of each namespace in a row, for the policy controller's backoff.
+    pub policy_backoff: Backoff,
+}
+
+/// Per-object exponential backoff: a namespace whose reconcile keeps failing is retried
+/// after 2 s, 4 s, 8 s … up to [`Backoff::MAX`], and from 2 s again once one succeeds; one
+/// failing namespace does not slow the others.
+#[derive(Debug, Default)]
+pub struct Backoff {
+    failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+}
+
+impl Backoff {
+    /// The first delay.
+    pub const FIRST: std::time::Duration = std::time::Duration::from_secs(2);
+    /// The longest delay.
+    pub const MAX: std::time::Duration = std::time::Duration::from_secs(300);
+
+    /// Records a failure of `key`; returns how long to wait before the next try.
+    pub fn failed(&self, key: &str) -> std::time::Duration {
+        let mut map = self
+            .failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = map.entry(key.to_owned()).or_default();
+        *n = n.saturating_add(1);
+        Self::FIRST
+            .saturating_mul(1 << (*n - 1).min(16))
+            .min(Self::MAX)
+    }
+
+    /// Records a success of `key`: its next failure waits [`Self::FIRST`] again.
+    pub fn succeeded(&self, key: &str) {
+        self.failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(key);
+    }
 }
 
 impl Context {
@@ -64,6 +102,7 @@ impl Context {
             shutdown: CancellationToken::new(),
             certs: Arc::default(),
             ca_bundle: ArcSwapOption::empty(),
+            policy_backoff: Backoff::default(),
         }
     }
 
@@ -78,5 +117,29 @@ impl std::fmt::Debug for Context {
         f.debug_struct("Context")
             .field("args", &self.args)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::Backoff;
+
+    #[test]
+    fn failures_back_off_per_object_and_a_success_starts_over() {
+        let b = Backoff::default();
+        let waits: Vec<u64> = (0..10).map(|_| b.failed("shop").as_secs()).collect();
+        assert_eq!(waits, [2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+        assert_eq!(b.failed("other"), Duration::from_secs(2), "per object");
+        b.succeeded("shop");
+        assert_eq!(
+            b.failed("shop"),
+            Duration::from_secs(2),
+            "from the start again"
+        );
+        for _ in 0..100 {
+            assert!(b.failed("long") <= Backoff::MAX);
+        }
     }
 }

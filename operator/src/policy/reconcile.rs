@@ -38,6 +38,15 @@ pub fn is_ours(cm: &ConfigMap) -> bool {
 
 /// Reconciles namespace `ns`.
 pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let name = ns.name_any();
+    let result = reconcile_namespace(ns, ctx.clone()).await;
+    if result.is_ok() {
+        ctx.policy_backoff.succeeded(&name);
+    }
+    result
+}
+
+async fn reconcile_namespace(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, Error> {
     if !ctx.is_leader() {
         return Ok(Action::await_change());
     }
@@ -435,15 +444,17 @@ async fn write_rule_status(
     Ok(())
 }
 
-/// Backs off on errors and counts them by reason.
+/// Backs off on errors, per namespace and exponentially ([`crate::context::Backoff`]), and
+/// counts them by reason.
 pub fn error_policy(ns: Arc<Namespace>, err: &Error, ctx: Arc<Context>) -> Action {
     let labels = FailureLabels {
         controller: "policy",
         reason: err.reason(),
     };
     ctx.metrics.failures.get_or_create(&labels).inc();
-    tracing::warn!(namespace = %ns.name_any(), reason = err.reason(), error = %err, "reconcile failed");
-    Action::requeue(Duration::from_secs(2))
+    let wait = ctx.policy_backoff.failed(&ns.name_any());
+    tracing::warn!(namespace = %ns.name_any(), reason = err.reason(), error = %err, retry_in = ?wait, "reconcile failed");
+    Action::requeue(wait)
 }
 
 #[cfg(test)]
