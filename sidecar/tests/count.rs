@@ -68,6 +68,16 @@ async fn reporting_sidecar(
     collector: std::net::SocketAddr,
     interval: &str,
 ) -> (Sidecar, tempfile::TempDir) {
+    reporting_sidecar_with(app, collector, interval, &[]).await
+}
+
+/// [`reporting_sidecar`] with `extra` flags.
+async fn reporting_sidecar_with(
+    app: std::net::SocketAddr,
+    collector: std::net::SocketAddr,
+    interval: &str,
+    extra: &[&str],
+) -> (Sidecar, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
     std::fs::write(&token, "t").unwrap();
@@ -84,6 +94,7 @@ async fn reporting_sidecar(
         "--trusted-proxies",
         "127.0.0.0/8",
     ];
+    let args: Vec<&str> = args.iter().copied().chain(extra.iter().copied()).collect();
     (sidecar(app, &args).await, dir)
 }
 
@@ -317,9 +328,6 @@ async fn the_bundle_decides_which_client_keys_are_counted() {
     use palisade_detection::stats::AttrDim;
     use palisade_policy::{ClientKeyKind, Inputs, Mode, RuleSpec};
     let c = collector(true).await;
-    let dir = tempfile::tempdir().unwrap();
-    let token = dir.path().join("token");
-    std::fs::write(&token, "t").unwrap();
     let bundles = tempfile::tempdir().unwrap();
     let by_key = |generation: u64, kind: Option<ClientKeyKind>| Inputs {
         generation,
@@ -335,24 +343,7 @@ async fn the_bundle_decides_which_client_keys_are_counted() {
         ..Inputs::default()
     };
     let hash = bundle::write_inputs(bundles.path(), &by_key(1, Some(ClientKeyKind::ApiKey)));
-    let (addr, token) = (c.addr.to_string(), token.to_str().unwrap().to_owned());
     let path = bundles.path().to_str().unwrap().to_owned();
-    let args = [
-        "--collector-addr",
-        &addr,
-        "--token-path",
-        &token,
-        "--pod-name",
-        "api-0",
-        "--report-interval",
-        "50ms",
-        "--trusted-proxies",
-        "127.0.0.0/8",
-        "--bundle-path",
-        &path,
-        "--bundle-poll",
-        "20ms",
-    ];
     let app = app(|_, _| async {
         http::Response::builder()
             .status(401)
@@ -360,7 +351,8 @@ async fn the_bundle_decides_which_client_keys_are_counted() {
             .unwrap()
     })
     .await;
-    let sc = sidecar(app, &args).await;
+    let extra = ["--bundle-path", &path, "--bundle-poll", "20ms"];
+    let (sc, _dir) = reporting_sidecar_with(app, c.addr, "50ms", &extra).await;
     wait_for_bundle(&sc, &hash).await;
     let mut reports = c.reports;
     // Let a report pass so the counter follows the bundle (it switches between slices).
@@ -445,5 +437,4 @@ async fn the_bundle_decides_which_client_keys_are_counted() {
         counts.keys().all(|k| matches!(k, ClientKey::Ip(_))),
         "{counts:?}"
     );
-    drop(dir);
 }
