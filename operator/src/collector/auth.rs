@@ -229,6 +229,22 @@ mod tests {
     }
 
     #[test]
+    fn only_an_api_server_that_cannot_review_is_a_reason_to_send_again() {
+        let down = AuthError::Review(kube::Error::Service(Box::new(std::io::Error::other(
+            "connection refused",
+        ))));
+        assert!(down.is_temporary(), "503: the sidecar keeps the report");
+        for refused in [
+            AuthError::Missing,
+            AuthError::Malformed,
+            AuthError::Rejected("expired".into()),
+            AuthError::NotServiceAccount("alice".into()),
+        ] {
+            assert!(!refused.is_temporary(), "401: {refused}");
+        }
+    }
+
+    #[test]
     fn only_jwt_shaped_values_are_reviewed() {
         assert!(jwt_shaped(&jwt(r#"{"sub":"x"}"#)));
         for bad in [

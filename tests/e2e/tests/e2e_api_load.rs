@@ -198,6 +198,32 @@ async fn bad_tokens_cost_one_token_review_not_one_per_report() {
     assert_eq!(after_good, 1, "20 reports with one good token: one review");
 }
 
+/// POSTs `body` to `url` over HTTPS without verifying the certificate; returns the status.
+fn curl_post_https(url: &str, body: &[u8]) -> (u16, String) {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("curl")
+        .args(["-sSk", "-o", "-", "-w", "\n%{http_code}", "-X", "POST"])
+        .args([
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            "@-",
+            url,
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("curl");
+    if let Some(mut stdin) = child.stdin.take() {
+        // The server may refuse before reading it all.
+        let _ = stdin.write_all(body);
+    }
+    let out = child.wait_with_output().expect("curl output");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
 /// Opens a TCP connection to `to` from source address `from`.
 async fn connect(from: &str, to: &str) -> tokio::net::TcpStream {
     let sock = tokio::net::TcpSocket::new_v4().expect("socket");
@@ -220,7 +246,9 @@ async fn closed_by_server(conn: &mut tokio::net::TcpStream) -> bool {
 
 /// Slow and greedy clients cannot hold the operator's servers (the collector here; the
 /// webhook shares the same server): one address holds at most 32 connections (the next is
-/// closed at once), a connection that never starts a request is closed after 10 s, a request
+/// closed at once), a connection that never starts a request (no TLS handshake on the webhook
+/// port, headers that never end) is closed after 10 s, the webhook refuses a 4 MiB body, a
+/// request
 /// whose body never comes is answered 408 after 30 s, and reports from others are answered
 /// all along, with the operator's memory far below the chart's limit (~290 connections held,
 /// 31 of them announcing 4 MB bodies).
@@ -280,10 +308,27 @@ async fn slow_and_greedy_clients_cannot_hold_the_collector() {
     // The chart's memory limit is 512 MiB; this is far below it.
     let rss = op.rss_bytes().expect("the operator's RSS");
     assert!(rss < 256 << 20, "operator RSS {} MiB", rss >> 20);
+    // Headers that never end, and the webhook's TLS port with no handshake: closed too.
+    let mut trickle = connect("127.0.8.10", &c).await;
+    trickle
+        .write_all(b"POST /v1/reports HTTP/1.1\r\nHost: collector\r\n")
+        .await
+        .expect("part of a head");
+    let mut no_tls = connect("127.0.8.10", &op.webhook).await;
     // The idle ones are closed by the server (after 10 s).
-    for conn in &mut idle {
+    for conn in idle.iter_mut().chain([&mut trickle, &mut no_tls]) {
         assert!(closed_by_server(conn).await, "an idle connection is closed");
     }
+    // The webhook reads at most 3 MiB: a larger admission request is refused unread.
+    let big = vec![b'x'; 4 << 20];
+    let (code, _) = curl_post_https(&format!("https://{}/mutate", op.webhook), &big);
+    assert_eq!(code, 413, "a 4 MiB body to the webhook");
+    // Up to 3 MiB is read (the API server may send that much): answered, not refused.
+    let (code, msg) = curl_post_https(
+        &format!("https://{}/mutate", op.webhook),
+        &vec![b' '; 5 << 19],
+    );
+    assert!(code != 413 && code != 0, "a 2.5 MiB body: {code} {msg}");
     // The body that never comes: 408 (after 30 s).
     let mut answer = vec![0u8; 512];
     let n = tokio::time::timeout(palisade_e2e::patience() * 2, slow.read(&mut answer))
