@@ -94,6 +94,7 @@ mod lists;
 pub mod path;
 mod policy;
 mod selector;
+pub mod sign;
 mod spec;
 pub mod synthetic;
 #[cfg(test)]
