@@ -204,6 +204,12 @@ pub struct PolicyConfig {
     /// Name of the bundle manifest ConfigMap to watch through the Kubernetes API.
     #[arg(long, env = "PALISADE_BUNDLE_CONFIGMAP")]
     pub bundle_configmap: Option<String>,
+    /// The operator's bundle-signing public keys (base64 Ed25519, comma-separated; the
+    /// injector sets them). When set, a manifest or detected-client document is applied only
+    /// if a key of this list, or one endorsed by it in the published chain (`keys.json`),
+    /// signed it. Unset: signatures are not checked (a warning at start).
+    #[arg(long, env = "PALISADE_BUNDLE_KEYS")]
+    pub bundle_keys: Option<String>,
     /// Name of the detected-client ConfigMap (binaryData key `detected`), watched with the bundle.
     #[arg(
         long,
@@ -380,6 +386,11 @@ impl Config {
                 format!("--collector-ca (PALISADE_COLLECTOR_CA): {e}; pass the collector's CA bundle as PEM")
             })?;
         }
+        if let Some(keys) = self.policy.bundle_keys.as_deref() {
+            palisade_policy::sign::Verifier::parse(keys).map_err(|e| {
+                format!("--bundle-keys (PALISADE_BUNDLE_KEYS): {e}; pass the operator's public keys as the injector does")
+            })?;
+        }
         if !self.upstream_host.is_loopback() {
             return Err(format!(
                 "--upstream-host {} is not a loopback address; use 127.0.0.1 or ::1",
@@ -529,6 +540,12 @@ mod tests {
         assert!(hs.expect_err("rejected").contains("HMAC"));
         let both = parse(&["--jwt-unverified", "--jwks-path", "/k.json"]).validate();
         assert!(both.expect_err("rejected").contains("choose one"));
+        let keys = parse(&["--bundle-keys", "not-a-key"]).validate();
+        let keys = keys.expect_err("rejected");
+        assert!(
+            keys.starts_with("--bundle-keys (PALISADE_BUNDLE_KEYS): a public key is malformed"),
+            "{keys}"
+        );
         for (flag, value) in [
             ("--max-concurrent-streams", "0"),
             ("--admin-max-connections", "0"),

@@ -95,6 +95,27 @@ impl Sidecar {
     }
 }
 
+/// Requires signed bundles when the operator's keys are given.
+fn with_bundle_keys(
+    store: store::Store,
+    keys: Option<&str>,
+    metrics: &metrics::Metrics,
+) -> anyhow::Result<store::Store> {
+    let Some(keys) = keys else {
+        tracing::warn!(
+            "bundle signatures are not checked (no --bundle-keys): anyone who can write the \
+             bundle ConfigMaps sets this pod's policy; the injector sets the operator's keys"
+        );
+        return Ok(store);
+    };
+    let verifier = palisade_policy::sign::Verifier::parse(keys)
+        .map_err(|e| anyhow::anyhow!("--bundle-keys (PALISADE_BUNDLE_KEYS): {e}"))?;
+    let ids: Vec<&str> = verifier.trusted_ids().collect();
+    tracing::info!(keys = ?ids, "bundles are applied only when the operator signed them");
+    metrics.bundle_signatures_checked.set(1);
+    Ok(store.with_verifier(verifier))
+}
+
 /// Binds both ports and starts serving in the background.
 pub async fn start(cfg: Config) -> anyhow::Result<Sidecar> {
     let listener = TcpListener::bind(cfg.listen)
@@ -110,7 +131,11 @@ pub async fn start(cfg: Config) -> anyhow::Result<Sidecar> {
     let metrics = Arc::new(metrics::Metrics::new(&mut registry));
     let labels = store::parse_labels(&pod_labels(&cfg)?).map_err(anyhow::Error::msg)?;
     client_ip::log_trust(&cfg.identify.trusted_proxies, cfg.identify.trusted_hops);
-    let store = Arc::new(store::Store::new(labels, metrics.clone()));
+    let store = Arc::new(with_bundle_keys(
+        store::Store::new(labels, metrics.clone()),
+        cfg.policy.bundle_keys.as_deref(),
+        &metrics,
+    )?);
     let mut sources = spawn_sources(&cfg, &store);
     sources.push(tokio::spawn(grace(store.clone(), cfg.policy.policy_grace)));
     let identifier = Arc::new(identify::Identifier::new(cfg.identify.clone()));

@@ -210,6 +210,8 @@ pub struct Metrics {
     pub policy_missing: Gauge,
     pub bundle_swaps: Counter,
     pub bundle_errors: Family<ReasonLabel, Counter>,
+    /// 1 when bundles must carry the operator's signature (`--bundle-keys`), else 0.
+    pub bundle_signatures_checked: Gauge,
     /// Requests answered 400 because their path was refused, by `PathError` reason.
     pub rejected_paths: Family<ReasonLabel, Counter>,
     pub connections: Gauge,
@@ -316,6 +318,7 @@ impl Metrics {
             policy_missing: Gauge::default(),
             bundle_swaps: Counter::default(),
             bundle_errors: Family::default(),
+            bundle_signatures_checked: Gauge::default(),
             rejected_paths: Family::default(),
             connections: Gauge::default(),
             admin_refused: Family::default(),
@@ -417,6 +420,11 @@ impl Metrics {
             "bundle_load_errors",
             "Bundles rejected, by reason",
             m.bundle_errors.clone(),
+        );
+        r.register(
+            "bundle_signatures_checked",
+            "1 when bundles are applied only if the operator signed them (--bundle-keys), else 0",
+            m.bundle_signatures_checked.clone(),
         );
         r.register(
             "rejected_paths",

@@ -2,14 +2,17 @@
 //! atomic symlink swap, which polling sees reliably). Layout: `<dir>/manifest.json` and one
 //! file per shard named by its shard name (`<dir>/<shard>`), and optionally the
 //! detected-client document (`<dir>/detected`); `--bundle-path` may name the directory or the
-//! manifest file itself.
+//! manifest file itself. The signatures and the operator's key chain are read from beside
+//! them (`manifest.sig`, `detected.sig`, `keys.json`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::store::Store;
+use palisade_policy::sign::{DETECTED_SIG_KEY, KEYS_KEY, MANIFEST_SIG_KEY};
+
+use crate::store::{Signed, Store};
 
 const MANIFEST_FILE: &str = "manifest.json";
 /// The detected-client document, beside the manifest (optional).
@@ -32,7 +35,16 @@ pub async fn spawn(store: Arc<Store>, path: PathBuf, every: Duration) {
         if let Ok(bytes) = tokio::fs::read(dir.join(DETECTED_FILE)).await
             && bytes != last_detected
         {
-            store.apply_detected("file", &bytes);
+            let (signature, keys) = (
+                beside(&dir, DETECTED_SIG_KEY).await,
+                beside(&dir, KEYS_KEY).await,
+            );
+            let doc = Signed {
+                body: bytes.as_slice(),
+                signature: signature.as_deref(),
+                keys: keys.as_deref(),
+            };
+            store.apply_detected("file", doc);
             last_detected = bytes;
         }
         match tokio::fs::read_to_string(&manifest_path).await {
@@ -55,7 +67,16 @@ pub async fn spawn(store: Arc<Store>, path: PathBuf, every: Duration) {
 /// Reads the shards named by `text` and applies the bundle. Returns false when a shard file is
 /// not there yet (retried on the next poll, not counted as a bad bundle).
 async fn check(store: &Store, text: &str, dir: &Path) -> bool {
-    let Some(manifest) = store.parse_manifest("file", text) else {
+    let (signature, keys) = (
+        beside(dir, MANIFEST_SIG_KEY).await,
+        beside(dir, KEYS_KEY).await,
+    );
+    let doc = Signed {
+        body: text,
+        signature: signature.as_deref(),
+        keys: keys.as_deref(),
+    };
+    let Some(manifest) = store.parse_manifest("file", doc) else {
         return true;
     };
     if !store.wants(&manifest) {
@@ -79,4 +100,9 @@ async fn check(store: &Store, text: &str, dir: &Path) -> bool {
     }
     store.apply("file", &manifest, |n| shards.get(n).map(Vec::as_slice));
     true
+}
+
+/// The text of `<dir>/<name>`, if there is one.
+async fn beside(dir: &Path, name: &str) -> Option<String> {
+    tokio::fs::read_to_string(dir.join(name)).await.ok()
 }

@@ -19,7 +19,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use kube::runtime::{WatchStreamExt as _, watcher};
 
-use crate::store::Store;
+use crate::store::{Signed, Store};
 
 /// Key of the manifest JSON in the manifest ConfigMap's `data`.
 pub const MANIFEST_KEY: &str = "manifest.json";
@@ -194,7 +194,14 @@ async fn watch_detected(store: &Store, api: &Api<ConfigMap>, name: &str) {
     while let Some(event) = events.next().await {
         match event {
             Ok(cm) => match cm.binary_data.as_ref().and_then(|d| d.get(DETECTED_KEY)) {
-                Some(bytes) => store.apply_detected("api", &bytes.0),
+                Some(bytes) => store.apply_detected(
+                    "api",
+                    Signed {
+                        body: &bytes.0,
+                        signature: data(&cm, palisade_policy::sign::DETECTED_SIG_KEY),
+                        keys: data(&cm, palisade_policy::sign::KEYS_KEY),
+                    },
+                ),
                 None => tracing::warn!(configmap = %name, "no binaryData key {DETECTED_KEY}"),
             },
             Err(e) => {
@@ -202,6 +209,11 @@ async fn watch_detected(store: &Store, api: &Api<ConfigMap>, name: &str) {
             }
         }
     }
+}
+
+/// A `data` entry of `cm`.
+fn data<'a>(cm: &'a ConfigMap, key: &str) -> Option<&'a str> {
+    cm.data.as_ref()?.get(key).map(String::as_str)
 }
 
 async fn on_manifest(
@@ -215,7 +227,12 @@ async fn on_manifest(
         tracing::warn!(configmap = %name, "manifest ConfigMap has no {MANIFEST_KEY}");
         return;
     };
-    let Some(manifest) = store.parse_manifest("api", json) else {
+    let doc = Signed {
+        body: json.as_str(),
+        signature: data(cm, palisade_policy::sign::MANIFEST_SIG_KEY),
+        keys: data(cm, palisade_policy::sign::KEYS_KEY),
+    };
+    let Some(manifest) = store.parse_manifest("api", doc) else {
         return;
     };
     if !store.wants(&manifest) {

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwapOption;
+use palisade_policy::sign::{Domain, SignError, Verifier};
 use palisade_policy::{BundleError, CompiledPolicy, DetectedClients, DetectedIndex, Manifest};
 
 use crate::hits::{ActionHits, Retired};
@@ -75,6 +76,17 @@ pub enum StoreError {
         /// Its generation.
         generation: u64,
     },
+    /// The document is not signed by a key of the operator this pod trusts.
+    #[error("{what} from {source_name} rejected: {error}; keeping the last good one")]
+    Signature {
+        /// Where it came from.
+        source_name: &'static str,
+        /// `bundle manifest` or `detected-client document`.
+        what: &'static str,
+        /// Why.
+        #[source]
+        error: SignError,
+    },
     /// Decoding or validating the bundle failed.
     #[error("bundle {hash} from {source_name} rejected: {error}; keeping the last good bundle")]
     Bundle {
@@ -94,6 +106,7 @@ impl StoreError {
         match self {
             Self::Manifest { .. } => "ManifestInvalid",
             Self::GenerationAhead { .. } => "GenerationAhead",
+            Self::Signature { error, .. } => error.reason(),
             Self::Bundle { error, .. } | Self::Detected { error, .. } => error.reason(),
         }
     }
@@ -110,7 +123,28 @@ pub struct Store {
     metrics: Arc<Metrics>,
     /// Action counts of bundles no longer in force, not yet reported.
     retired: Retired,
+    /// The operator's keys (`--bundle-keys`); `None`: signatures are not checked.
+    verifier: Option<Mutex<Verifier>>,
 }
+
+/// A document as a source read it, with what proves who wrote it.
+#[derive(Debug)]
+pub struct Signed<'a, T: ?Sized> {
+    /// The document exactly as stored (the signed bytes).
+    pub body: &'a T,
+    /// Its signature (`manifest.sig`, `detected.sig`), if one was stored beside it.
+    pub signature: Option<&'a str>,
+    /// The operator's published key chain (`keys.json`), if stored beside it.
+    pub keys: Option<&'a str>,
+}
+
+impl<T: ?Sized> Clone for Signed<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T: ?Sized> Copy for Signed<'_, T> {}
 
 impl Store {
     /// An empty store for a workload with these pod labels.
@@ -122,6 +156,42 @@ impl Store {
             labels,
             metrics,
             retired: Retired::default(),
+            verifier: None,
+        }
+    }
+
+    /// Requires every manifest and detected-client document to be signed by a key `verifier`
+    /// trusts (or one those keys endorsed).
+    pub fn with_verifier(mut self, verifier: Verifier) -> Self {
+        self.verifier = Some(Mutex::new(verifier));
+        self
+    }
+
+    /// Checks `doc`'s signature when this store requires signatures.
+    fn verified<T: AsRef<[u8]> + ?Sized>(
+        &self,
+        source_name: &'static str,
+        what: &'static str,
+        domain: Domain,
+        doc: Signed<'_, T>,
+    ) -> bool {
+        let Some(verifier) = &self.verifier else {
+            return true;
+        };
+        let result = verifier
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .check(domain, doc.body.as_ref(), doc.signature, doc.keys);
+        match result {
+            Ok(()) => true,
+            Err(error) => {
+                self.rejected(&StoreError::Signature {
+                    source_name,
+                    what,
+                    error,
+                });
+                false
+            }
         }
     }
 
@@ -149,8 +219,12 @@ impl Store {
 
     /// Decodes a detected-client document and indexes it against the bundle in force; a bad
     /// document is counted and the previous one kept.
-    pub fn apply_detected(&self, source_name: &'static str, bytes: &[u8]) {
-        match palisade_policy::decode_detected(bytes) {
+    pub fn apply_detected(&self, source_name: &'static str, doc: Signed<'_, [u8]>) {
+        let what = "detected-client document";
+        if !self.verified(source_name, what, Domain::Detected, doc) {
+            return;
+        }
+        match palisade_policy::decode_detected(doc.body) {
             Ok(doc) => {
                 tracing::info!(
                     source = source_name,
@@ -197,9 +271,16 @@ impl Store {
         }
     }
 
-    /// Parses a manifest's JSON, counting a failure.
-    pub fn parse_manifest(&self, source_name: &'static str, json: &str) -> Option<Manifest> {
-        match Manifest::from_json(json) {
+    /// Checks a manifest's signature and parses its JSON, counting a failure.
+    pub fn parse_manifest(
+        &self,
+        source_name: &'static str,
+        doc: Signed<'_, str>,
+    ) -> Option<Manifest> {
+        if !self.verified(source_name, "bundle manifest", Domain::Manifest, doc) {
+            return None;
+        }
+        match Manifest::from_json(doc.body) {
             Ok(m) => Some(m),
             Err(error) => {
                 self.rejected(&StoreError::Manifest { source_name, error });

@@ -654,3 +654,168 @@ async fn a_namespace_turns_the_decision_header_on_without_the_flag() {
         "nothing decided: {h:?}"
     );
 }
+
+/// Writes `manifest` and its shards with the signature of `ring` (and its key chain) beside
+/// them, signature first, as the mounted ConfigMap swaps all its files at once.
+fn write_signed(
+    dir: &std::path::Path,
+    ring: &palisade_policy::sign::KeyRing,
+    manifest: &str,
+    shards: &[(String, Vec<u8>)],
+) {
+    use palisade_policy::sign::{self, Domain};
+    let sig = ring.sign(Domain::Manifest, manifest.as_bytes()).to_json();
+    std::fs::write(dir.join(sign::MANIFEST_SIG_KEY), sig).unwrap();
+    std::fs::write(dir.join(sign::KEYS_KEY), sign::chain_to_json(&ring.chain())).unwrap();
+    write_raw(dir, manifest, shards);
+}
+
+async fn rejected(sc: &palisade_sidecar::Sidecar, reason: &str, n: u32) {
+    let want = format!("palisade_sidecar_bundle_load_errors_total{{reason=\"{reason}\"}} {n}");
+    let deadline = std::time::Instant::now() + patience();
+    loop {
+        let m = metrics(sc).await;
+        if m.contains(&want) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "no {want} in\n{m}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// With the operator's keys (`--bundle-keys`, as the injector sets them) the sidecar applies
+/// only bundles the operator signed: an unsigned bundle, one signed by another key, one whose
+/// manifest was edited after signing, and one that names the operator's key over a foreign
+/// signature are each refused and counted by reason, and the signed policy stays in force.
+/// After a key rotation the new key is learnt from the chain the operator publishes, so the
+/// pod, given only the first key, keeps following the operator.
+#[tokio::test]
+async fn only_bundles_the_operator_signed_are_applied() {
+    use palisade_policy::sign::{self, Domain, KeyRing};
+    let dir = tempfile::tempdir().unwrap();
+    let ring = KeyRing::generate(1).unwrap();
+    let bot = || vec![deny("ua", when(|c| c.user_agents = vec!["bot".into()]))];
+    let (manifest, shards) = bundle::encode(bot(), 1);
+    write_signed(dir.path(), &ring, &manifest, &shards);
+    let (path, keys) = (dir.path().to_str().unwrap().to_owned(), ring.trust_list());
+    let args = [
+        "--bundle-path",
+        &path,
+        "--bundle-poll",
+        "20ms",
+        "--bundle-keys",
+        &keys,
+    ];
+    let sc = sidecar(echo_app().await, &args).await;
+    let good = palisade_policy::Manifest::from_json(&manifest)
+        .unwrap()
+        .bundle_hash;
+    wait_for_bundle(&sc, &good).await;
+    let m = metrics(&sc).await;
+    assert!(
+        m.contains("palisade_sidecar_bundle_signatures_checked 1"),
+        "{m}"
+    );
+    let bot_status = || async { get(sc.proxy_addr, "/", &[("user-agent", "bot")]).await.0 };
+    assert_eq!(bot_status().await, 403);
+
+    // A namespace editor's bundle without the deny, in four disguises.
+    let (forged, forged_shards) = bundle::encode(vec![], 2);
+    std::fs::remove_file(dir.path().join(sign::MANIFEST_SIG_KEY)).unwrap();
+    write_raw(dir.path(), &forged, &forged_shards);
+    rejected(&sc, "BundleUnsigned", 1).await;
+    let attacker = KeyRing::generate(1).unwrap();
+    let (forged, forged_shards) = bundle::encode(vec![], 3);
+    write_signed(dir.path(), &attacker, &forged, &forged_shards);
+    rejected(&sc, "SigningKeyUnknown", 1).await;
+    let signed_then_edited = manifest.replace("\"generation\":1", "\"generation\":4");
+    assert_ne!(signed_then_edited, manifest);
+    std::fs::write(
+        dir.path().join(sign::MANIFEST_SIG_KEY),
+        ring.sign(Domain::Manifest, manifest.as_bytes()).to_json(),
+    )
+    .unwrap();
+    write_raw(dir.path(), &signed_then_edited, &shards);
+    rejected(&sc, "SignatureInvalid", 1).await;
+    let (forged, forged_shards) = bundle::encode(vec![], 5);
+    let mut named = attacker.sign(Domain::Manifest, forged.as_bytes());
+    named.key_id = ring.current_id().to_owned();
+    std::fs::write(dir.path().join(sign::MANIFEST_SIG_KEY), named.to_json()).unwrap();
+    write_raw(dir.path(), &forged, &forged_shards);
+    rejected(&sc, "SignatureInvalid", 2).await;
+    assert_eq!(sc.store().load().unwrap().hash, good);
+    assert_eq!(bot_status().await, 403, "the signed policy stays in force");
+
+    // Two rotations later the pod still follows: the chain carries the trust.
+    let rotated = ring.rotated(2).unwrap().rotated(3).unwrap();
+    let (next, next_shards) = bundle::encode(vec![], 6);
+    write_signed(dir.path(), &rotated, &next, &next_shards);
+    let next_hash = palisade_policy::Manifest::from_json(&next)
+        .unwrap()
+        .bundle_hash;
+    wait_for_bundle(&sc, &next_hash).await;
+    assert_eq!(bot_status().await, 200);
+}
+
+/// Detected clients are signed like bundles: a forged document that would deny a client
+/// (or lift a mark) is refused and counted; the operator's signed one applies.
+#[tokio::test]
+async fn detected_client_documents_must_be_signed_too() {
+    use palisade_policy::sign::{self, Domain, KeyRing};
+    let dir = tempfile::tempdir().unwrap();
+    let ring = KeyRing::generate(1).unwrap();
+    let action = deny(
+        "ban-flooders",
+        when(|c| c.detected_by = Some(palisade_policy::DetectedBy::Any)),
+    );
+    let (manifest, shards) = bundle::encode_with_rules(vec![action], &["flooder"], 1);
+    write_signed(dir.path(), &ring, &manifest, &shards);
+    let (path, keys) = (dir.path().to_str().unwrap().to_owned(), ring.trust_list());
+    let args = [
+        "--bundle-path",
+        &path,
+        "--bundle-poll",
+        "20ms",
+        "--trusted-proxies",
+        "127.0.0.0/8",
+        "--bundle-keys",
+        &keys,
+    ];
+    let sc = sidecar(echo_app().await, &args).await;
+    let hash = palisade_policy::Manifest::from_json(&manifest)
+        .unwrap()
+        .bundle_hash;
+    wait_for_bundle(&sc, &hash).await;
+    // Forged: marks an innocent client, no signature.
+    bundle::write_detected(dir.path(), 1, &[("flooder", "ip:192.0.2.7")]);
+    rejected(&sc, "BundleUnsigned", 1).await;
+    assert_eq!(get(sc.proxy_addr, "/", &[from("192.0.2.7")]).await.0, 200);
+    // The operator's document: signature written first, then the document.
+    let sig_for = |doc: &[u8]| ring.sign(Domain::Detected, doc).to_json();
+    let mut doc = palisade_policy::DetectedClients {
+        generation: 2,
+        ..Default::default()
+    };
+    doc.rules
+        .entry("flooder".into())
+        .or_default()
+        .push(palisade_policy::DetectedClient {
+            key: "ip:192.0.2.5".parse().unwrap(),
+            expires: jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1),
+        });
+    let bytes = palisade_policy::encode_detected(&doc).unwrap();
+    std::fs::write(dir.path().join(sign::DETECTED_SIG_KEY), sig_for(&bytes)).unwrap();
+    std::fs::write(dir.path().join("detected"), &bytes).unwrap();
+    while get(sc.proxy_addr, "/", &[from("192.0.2.5")]).await.0 != 403 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // A manifest signature does not pass for a detected document.
+    doc.generation = 3;
+    doc.rules.clear();
+    let lifted = palisade_policy::encode_detected(&doc).unwrap();
+    let as_manifest = ring.sign(Domain::Manifest, &lifted).to_json();
+    std::fs::write(dir.path().join(sign::DETECTED_SIG_KEY), as_manifest).unwrap();
+    std::fs::write(dir.path().join("detected"), &lifted).unwrap();
+    rejected(&sc, "SignatureInvalid", 1).await;
+    assert_eq!(get(sc.proxy_addr, "/", &[from("192.0.2.5")]).await.0, 403);
+}
