@@ -48,12 +48,17 @@ async fn metrics(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
 }
 
 async fn ready(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
-    if ctx.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready")
-    } else {
+    if !ctx.ready.load(Ordering::Relaxed) {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             "the webhook has no serving certificate yet",
         )
+    } else if ctx.signing_keys().is_none() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the bundle-signing key is not loaded yet",
+        )
+    } else {
+        (StatusCode::OK, "ready")
     }
 }

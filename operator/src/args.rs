@@ -66,6 +66,18 @@ pub struct Args {
     /// the last hour of sampled requests) while it has traffic.
     #[arg(long, env = "PALISADE_REPLAY_INTERVAL", default_value = "60s", value_parser = parse_interval)]
     pub replay_interval: std::time::Duration,
+    /// Secret in the operator's namespace holding the Ed25519 keys bundles are signed with
+    /// (created by the leader; every replica reads it).
+    #[arg(
+        long,
+        env = "PALISADE_BUNDLE_SIGNING_SECRET",
+        default_value = "palisade-bundle-signing"
+    )]
+    pub bundle_signing_secret: String,
+    /// How often the leader makes a new bundle-signing key (endorsed by the previous one, so
+    /// running sidecars follow). Default 720h (30 days).
+    #[arg(long, env = "PALISADE_BUNDLE_KEY_ROTATION", default_value = "720h", value_parser = parse_interval)]
+    pub bundle_key_rotation: std::time::Duration,
     /// How often the collector runs the detection rules over the merged windows.
     #[arg(long, env = "PALISADE_DETECTION_INTERVAL", default_value = "1s", value_parser = parse_interval)]
     pub detection_interval: std::time::Duration,
@@ -118,6 +130,7 @@ impl Args {
             ("--detection-interval", self.detection_interval),
             ("--evidence-interval", self.evidence_interval),
             ("--replay-interval", self.replay_interval),
+            ("--bundle-key-rotation", self.bundle_key_rotation),
             (
                 "--collector-snapshot-interval",
                 self.collector_snapshot_interval,

@@ -38,6 +38,9 @@ pub struct Context {
     pub ca_bundle: ArcSwapOption<String>,
     /// Failed reconciles of each namespace in a row, for the policy controller's backoff.
     pub policy_backoff: Backoff,
+    /// The bundle-signing keys, once loaded from their Secret (see [`crate::signing`]);
+    /// subscribers hear of every new key.
+    pub signing: watch::Sender<Option<Arc<palisade_policy::sign::KeyRing>>>,
 }
 
 /// Per-object exponential backoff: a namespace whose reconcile keeps failing is retried
@@ -103,7 +106,13 @@ impl Context {
             certs: Arc::default(),
             ca_bundle: ArcSwapOption::empty(),
             policy_backoff: Backoff::default(),
+            signing: watch::Sender::new(None),
         }
+    }
+
+    /// The bundle-signing keys, if loaded.
+    pub fn signing_keys(&self) -> Option<Arc<palisade_policy::sign::KeyRing>> {
+        self.signing.borrow().clone()
     }
 
     /// Whether this replica leads now.

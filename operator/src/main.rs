@@ -14,6 +14,7 @@ mod metrics;
 mod policy;
 mod replay_cli;
 mod run;
+mod signing;
 
 use clap::Parser;
 

@@ -33,6 +33,13 @@ pub struct AdmissionLabels {
     pub reason: &'static str,
 }
 
+/// Label set of a reason alone.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// PascalCase reason.
+    pub reason: &'static str,
+}
+
 /// Label set of a report forwarded to the leader.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
@@ -108,6 +115,11 @@ pub struct Metrics {
     pub action_requests: Family<ActionLabels, Counter>,
     /// Blast-radius checks of SecurityActions, by result and reason.
     pub blast_radius: Family<AdmissionLabels, Counter>,
+    /// Bundle manifests found in place without the operator's valid signature (written by
+    /// someone else) and replaced, by reason.
+    pub foreign_bundles: Family<ReasonLabels, Counter>,
+    /// Bundle-signing keys made by this replica (the first one and each rotation).
+    pub signing_keys_made: Counter,
 }
 
 impl Metrics {
@@ -138,9 +150,22 @@ impl Metrics {
             client_ip_proxy_warnings: Counter::default(),
             action_requests: Family::default(),
             blast_radius: Family::default(),
+            foreign_bundles: Family::default(),
+            signing_keys_made: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("palisade_operator");
         r.register("reconciles", "Reconciliations run", m.reconciles.clone());
+        r.register(
+            "foreign_bundles",
+            "Bundle manifests found without the operator's valid signature and replaced, by \
+             reason (BundleUnsigned, SigningKeyUnknown, SignatureInvalid, SignatureMalformed)",
+            m.foreign_bundles.clone(),
+        );
+        r.register(
+            "bundle_signing_keys_made",
+            "Bundle-signing keys made (the first one and each rotation)",
+            m.signing_keys_made.clone(),
+        );
         r.register(
             "blast_radius_checks",
             "Blast-radius checks of SecurityActions by the validating webhook, by result \

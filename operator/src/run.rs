@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::context::Context;
-use crate::{admin, collector, injector, kube_requests, leader, policy};
+use crate::{admin, collector, injector, kube_requests, leader, policy, signing};
 
 /// Runs until SIGTERM/SIGINT or until a component fails.
 pub async fn run(args: crate::args::Args) -> anyhow::Result<()> {
@@ -23,6 +23,7 @@ pub async fn run(args: crate::args::Args) -> anyhow::Result<()> {
         r = leader::spawn(ctx.clone()) => r,
         r = injector::spawn(ctx.clone()) => r,
         r = policy::spawn(ctx.clone()) => r,
+        r = signing::run(ctx.clone()) => r,
         r = &mut collector => return r?,
     };
     if ctx.shutdown.is_cancelled() {

@@ -52,6 +52,7 @@ fn cfg() -> InjectConfig {
         bundle_configmap: "palisade-bundle".into(),
         collector_addr: String::new(),
         collector_ca: None,
+        bundle_keys: Some("a2V5".into()),
         debug_headers: false,
         identity: vec![],
         jwks: None,

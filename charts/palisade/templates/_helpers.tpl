@@ -68,6 +68,10 @@ app.kubernetes.io/component: operator
 {{- default (printf "%s-webhook-cert" (include "palisade.fullname" .)) .Values.webhook.secretName }}
 {{- end }}
 
+{{- define "palisade.bundleSigning.secretName" -}}
+{{- printf "%s-bundle-signing" (include "palisade.fullname" .) }}
+{{- end }}
+
 {{- define "palisade.collector.serviceName" -}}
 {{- printf "%s-collector" (include "palisade.fullname" .) }}
 {{- end }}

@@ -140,6 +140,8 @@ async fn evaluate(
         specs.push(super::convert::rule(r, exits));
     }
     let now = jiff::Timestamp::now();
+    // Sidecars apply only documents the operator signed; the key is loaded at start.
+    let ring = c.ctx.signing_keys();
     let (detected_doc, writes, events, proxy) = {
         let mut guard = c.state.lock().unwrap_or_else(PoisonError::into_inner);
         let state = &mut *guard;
@@ -158,7 +160,7 @@ async fn evaluate(
         let changed = set.update(&detections) | set.expire(now);
         let doc = changed.then(|| detected_document(set, &specs, now));
         let last = state.published.entry(ns.to_owned()).or_default();
-        let doc = doc.filter(|d| last.should_publish(d, now));
+        let doc = doc.filter(|d| ring.is_some() && last.should_publish(d, now));
         let incidents = state.incidents.entry(ns.to_owned()).or_default();
         sync_archived(incidents, &super::lifecycle::archived(&c.incidents, ns));
         let events = cluster(
@@ -183,8 +185,8 @@ async fn evaluate(
     if let Some(finding) = proxy {
         warn_proxy(c, ns, &finding).await;
     }
-    if let Some(doc) = detected_doc {
-        write_detected(client, ns, &doc).await?;
+    if let (Some(doc), Some(ring)) = (detected_doc, ring) {
+        write_detected(client, ns, &doc, &ring).await?;
         write_rule_counts(client, ns, &doc, now).await?;
     }
     for (id, status) in writes {
@@ -229,13 +231,18 @@ async fn write_detected(
     client: &kube::Client,
     ns: &str,
     doc: &DetectedClients,
+    ring: &palisade_policy::sign::KeyRing,
 ) -> Result<(), kube::Error> {
     use base64::Engine as _;
+    use palisade_policy::sign::{self, Domain};
     let bytes = encode_detected(doc).unwrap_or_default();
+    let signature = ring.sign(Domain::Detected, &bytes).to_json();
     let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": DETECTED_CM, "labels": {
             "app.kubernetes.io/managed-by": MANAGER, "app.kubernetes.io/part-of": "palisade",
             "palisade.dev/bundle": "detected"}},
+        "data": {sign::DETECTED_SIG_KEY: signature,
+                 sign::KEYS_KEY: sign::chain_to_json(&ring.chain())},
         "binaryData": {"detected": base64::engine::general_purpose::STANDARD.encode(bytes)}});
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
     api.patch(

@@ -66,6 +66,22 @@ pub fn review(
     (res.into_review(), out)
 }
 
+/// Answers one AdmissionReview with a refusal: the injector cannot inject right now.
+pub fn unavailable(body: &[u8], msg: &str) -> (AdmissionReview<DynamicObject>, Outcome) {
+    let req = serde_json::from_slice::<AdmissionReview<DynamicObject>>(body)
+        .ok()
+        .and_then(|r| -> Option<AdmissionRequest<DynamicObject>> { r.try_into().ok() });
+    let Some(req) = req else {
+        let res = AdmissionResponse::invalid("the body is not an admission.k8s.io/v1 review");
+        return (res.into_review(), outcome("invalid", "InvalidReview", None));
+    };
+    let res = AdmissionResponse::from(&req).deny(msg);
+    (
+        res.into_review(),
+        outcome("denied", "SigningKeyNotLoaded", None),
+    )
+}
+
 fn decide(
     pod: &Value,
     req: &AdmissionRequest<DynamicObject>,
@@ -184,6 +200,7 @@ mod tests {
             bundle_configmap: "palisade-bundle".into(),
             collector_addr: String::new(),
             collector_ca: None,
+            bundle_keys: Some("a2V5".into()),
             debug_headers: false,
             identity: vec![],
             jwks: None,

@@ -244,6 +244,9 @@ pub struct InjectConfig {
     pub collector_addr: String,
     /// CA bundle (PEM) the sidecar verifies the collector's HTTPS with; `None`: plain HTTP.
     pub collector_ca: Option<String>,
+    /// The operator's bundle-signing public keys (`PALISADE_BUNDLE_KEYS`), current at
+    /// admission.
+    pub bundle_keys: Option<String>,
     /// `palisade-decision` response headers.
     pub debug_headers: bool,
     /// Client identification and JWT verification settings, as the sidecar's environment:
@@ -285,6 +288,7 @@ impl InjectorArgs {
             bundle_configmap: self.bundle_configmap.clone(),
             collector_addr: self.collector_addr.clone(),
             collector_ca: None,
+            bundle_keys: None,
             debug_headers: self.sidecar_debug_headers,
             identity: self
                 .identity

@@ -76,18 +76,31 @@ fn answer(
     body: &[u8],
     mode: admit::Mode,
 ) -> axum::Json<serde_json::Value> {
-    let with_ca;
-    let cfg = if ctx.args.collector_plain_http {
-        &**cfg
-    } else {
-        // Sidecars verify the collector's HTTPS with the CA bundle current at pod creation.
-        with_ca = InjectConfig {
-            collector_ca: ctx.ca_bundle.load_full().map(|ca| ca.to_string()),
-            ..(**cfg).clone()
-        };
-        &with_ca
+    let Some(keys) = ctx.signing_keys() else {
+        // Without the keys an injected sidecar could not tell the operator's bundles from
+        // anyone's: refuse until they are loaded (seconds after the first start).
+        let msg = format!(
+            "palisade: the operator has not loaded its bundle-signing key yet (Secret {}/{}); \
+             retry in a few seconds",
+            ctx.args.namespace, ctx.args.bundle_signing_secret
+        );
+        let (review, outcome) = admit::unavailable(body, &msg);
+        record(ctx, outcome);
+        return axum::Json(serde_json::to_value(review).unwrap_or_default());
     };
-    let (review, outcome) = admit::review(body, cfg, &ctx.args.namespace, mode);
+    // Sidecars verify the collector's HTTPS with the CA bundle current at pod creation, and
+    // bundles with the signing keys current then (and those the keys endorse later).
+    let collector_ca = if ctx.args.collector_plain_http {
+        None
+    } else {
+        ctx.ca_bundle.load_full().map(|ca| ca.to_string())
+    };
+    let cfg = InjectConfig {
+        collector_ca,
+        bundle_keys: Some(keys.trust_list()),
+        ..(**cfg).clone()
+    };
+    let (review, outcome) = admit::review(body, &cfg, &ctx.args.namespace, mode);
     record(ctx, outcome);
     axum::Json(serde_json::to_value(review).unwrap_or_default())
 }

@@ -398,6 +398,9 @@ fn sidecar_container(cfg: &InjectConfig, t: &Takeover) -> Value {
         json!({ "name": "PALISADE_API_CA_PATH", "value": format!("{TOKEN_DIR}/{API_CA_FILE}") }),
         json!({ "name": "PALISADE_POD_LABELS_FILE", "value": format!("{TOKEN_DIR}/{LABELS_FILE}") }),
     ];
+    if let Some(keys) = &cfg.bundle_keys {
+        env.push(json!({ "name": "PALISADE_BUNDLE_KEYS", "value": keys }));
+    }
     if cfg.fail_closed {
         env.push(json!({ "name": "PALISADE_FAIL_CLOSED", "value": "true" }));
     }

@@ -4,6 +4,10 @@
 //! the namespace's service accounts read exactly these ConfigMaps. Shards the manifest no
 //! longer names are deleted afterwards.
 //!
+//! The manifest ConfigMap also carries the manifest's signature (`manifest.sig`) and the
+//! operator's public key chain (`keys.json`), so sidecars apply only what the operator wrote
+//! (`palisade_policy::sign`).
+//!
 //! When the shards together fit [`INLINE_SHARDS_MAX`], the manifest ConfigMap also carries
 //! them in `binaryData` (one key per shard name), so the ConfigMap volume the injector mounts
 //! holds the whole bundle: the sidecar's mounted fallback can load it without the API.
@@ -13,6 +17,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use palisade_policy::Encoded;
+use palisade_policy::sign::{self, Domain, KeyRing, Verifier};
 use serde_json::json;
 
 /// Name of the manifest ConfigMap in every protected namespace.
@@ -44,11 +49,43 @@ fn labels(kind: &str) -> serde_json::Value {
     })
 }
 
-/// Writes `encoded` into namespace `ns`; returns the bytes written (0 when nothing changed).
+/// The manifest ConfigMap's `data`: the manifest JSON, its signature by `ring` and the
+/// public key chain.
+pub fn signed_data(manifest: &str, ring: &KeyRing) -> std::collections::BTreeMap<String, String> {
+    [
+        (MANIFEST_KEY, manifest.to_owned()),
+        (
+            sign::MANIFEST_SIG_KEY,
+            ring.sign(Domain::Manifest, manifest.as_bytes()).to_json(),
+        ),
+        (sign::KEYS_KEY, sign::chain_to_json(&ring.chain())),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+/// Whether the manifest ConfigMap `cm` carries a manifest signed by a key of `ring`; the
+/// refusal otherwise (its reason names what is wrong).
+pub fn check_signature(cm: &ConfigMap, ring: &KeyRing) -> Result<(), sign::SignError> {
+    let data = cm.data.as_ref();
+    let get = |k: &str| data.and_then(|d| d.get(k)).map(String::as_str);
+    let manifest = get(MANIFEST_KEY).ok_or(sign::SignError::Unsigned)?;
+    let verifier = Verifier::parse(&ring.trust_list())?;
+    verifier.verify(
+        Domain::Manifest,
+        manifest.as_bytes(),
+        get(sign::MANIFEST_SIG_KEY),
+    )
+}
+
+/// Writes `encoded`, signed with `ring`, into namespace `ns`; returns the bytes written (0
+/// when nothing changed).
 pub async fn write(
     client: &kube::Client,
     ns: &str,
     encoded: &Encoded,
+    ring: &KeyRing,
 ) -> Result<usize, kube::Error> {
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
     let pp = PatchParams::apply(MANAGER).force();
@@ -77,17 +114,18 @@ pub async fn write(
     let wanted: Vec<String> = encoded.shards.iter().map(|(n, _)| shard_cm(n)).collect();
     write_reader_role(client, ns, &wanted).await?;
     let manifest = encoded.manifest.to_json();
+    let data = signed_data(&manifest, ring);
     let inline = inline_shards(encoded);
     let current = cms.get_opt(MANIFEST_CM).await?;
+    // Ed25519 signatures are deterministic: the same manifest and key give the same data.
     let unchanged = current.as_ref().is_some_and(|c| {
-        let m = c.data.as_ref().and_then(|d| d.get(MANIFEST_KEY));
         let keys: Vec<&String> = c.binary_data.iter().flat_map(|d| d.keys()).collect();
-        m == Some(&manifest) && keys == inline.keys().collect::<Vec<_>>()
+        c.data.as_ref() == Some(&data) && keys == inline.keys().collect::<Vec<_>>()
     });
     if !unchanged {
         let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": MANIFEST_CM, "labels": labels("manifest")},
-            "data": {MANIFEST_KEY: manifest},
+            "data": data,
             "binaryData": inline});
         cms.patch(MANIFEST_CM, &pp, &Patch::Apply(&cm)).await?;
         written += manifest.len();
@@ -120,18 +158,36 @@ pub fn inline_shards(encoded: &Encoded) -> std::collections::BTreeMap<String, St
         .collect()
 }
 
-/// The manifest in force in namespace `ns`, if any (unreadable counts as none).
+/// The manifest ConfigMap of namespace `ns`, as it is.
+#[derive(Debug)]
+pub enum Current {
+    /// There is none.
+    Missing,
+    /// Signed by a key of the operator's ring (`None`: its JSON does not parse).
+    Signed(Option<palisade_policy::Manifest>),
+    /// Not signed by the operator: someone else wrote it (or an operator before signing).
+    Foreign(sign::SignError),
+}
+
+/// The manifest in force in namespace `ns`, checked against `ring`.
 pub async fn current_manifest(
     client: &kube::Client,
     ns: &str,
-) -> Result<Option<palisade_policy::Manifest>, kube::Error> {
+    ring: &KeyRing,
+) -> Result<Current, kube::Error> {
     let cm = Api::<ConfigMap>::namespaced(client.clone(), ns)
         .get_opt(MANIFEST_CM)
         .await?;
-    let json = cm
-        .and_then(|c| c.data)
-        .and_then(|mut d| d.remove(MANIFEST_KEY));
-    Ok(json.and_then(|j| palisade_policy::Manifest::from_json(&j).ok()))
+    let Some(cm) = cm else {
+        return Ok(Current::Missing);
+    };
+    if let Err(e) = check_signature(&cm, ring) {
+        return Ok(Current::Foreign(e));
+    }
+    let json = cm.data.as_ref().and_then(|d| d.get(MANIFEST_KEY));
+    Ok(Current::Signed(json.and_then(|j| {
+        palisade_policy::Manifest::from_json(j).ok()
+    })))
 }
 
 /// Whether namespace `ns` has a bundle already.

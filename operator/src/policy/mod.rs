@@ -29,6 +29,12 @@ pub async fn spawn(ctx: Arc<Context>) -> anyhow::Result<()> {
     let leader_changes = futures::stream::unfold(ctx.leader.clone(), |mut rx| async move {
         rx.changed().await.ok().map(|()| ((), rx))
     });
+    // A new signing key: every bundle is signed again (and the first key starts the work).
+    let key_changes = futures::stream::unfold(ctx.signing.subscribe(), |mut rx| async move {
+        rx.changed().await.ok().map(|()| ((), rx))
+    });
+    let everything = futures::stream::select(leader_changes, key_changes);
+    let cm_ctx = ctx.clone();
     let selected = watcher::Config::default().labels(&ctx.args.namespace_selector);
     let injected = watcher::Config::default()
         .labels(&format!("{}=true", crate::injector::config::INJECTED_LABEL));
@@ -41,12 +47,14 @@ pub async fn spawn(ctx: Arc<Context>) -> anyhow::Result<()> {
         .watches(Api::<DetectionRule>::all(client.clone()), wc.clone(), |r| {
             ns_of(&r)
         })
-        .watches(Api::<ConfigMap>::all(client.clone()), wc, |c| {
-            (!reconcile::is_ours(&c)).then(|| ns_of(&c)).flatten()
+        .watches(Api::<ConfigMap>::all(client.clone()), wc, move |c| {
+            reconcile::needs_reconcile(&c, &cm_ctx)
+                .then(|| ns_of(&c))
+                .flatten()
         })
         // Injected pods coming and going change whether a workload selector selects any.
         .watches(Api::<Pod>::all(client.clone()), injected, |p| ns_of(&p))
-        .reconcile_all_on(leader_changes)
+        .reconcile_all_on(everything)
         .graceful_shutdown_on(ctx.shutdown.clone().cancelled_owned())
         .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
         .for_each(|res| {

@@ -26,6 +26,8 @@ use crate::metrics::{ControllerLabels, FailureLabels};
 const CONTROLLER: ControllerLabels = ControllerLabels {
     controller: "policy",
 };
+/// Event reason: the manifest ConfigMap in place was not signed by the operator.
+pub const FOREIGN_BUNDLE: &str = "ForeignBundle";
 /// Periodic resync, only a fallback: expiries requeue at their instant.
 const RESYNC: Duration = Duration::from_secs(300);
 
@@ -34,6 +36,19 @@ pub fn is_ours(cm: &ConfigMap) -> bool {
     cm.labels()
         .get("app.kubernetes.io/managed-by")
         .is_some_and(|m| m == bundle_cm::MANAGER)
+}
+
+/// Whether a change of `cm` needs its namespace reconciled: a ConfigMap of the user's (a
+/// referenced list), or a manifest ConfigMap that carries the operator's label but not its
+/// signature (someone else wrote it; it is replaced at once).
+pub fn needs_reconcile(cm: &ConfigMap, ctx: &Context) -> bool {
+    if !is_ours(cm) {
+        return true;
+    }
+    cm.name_any() == bundle_cm::MANIFEST_CM
+        && ctx
+            .signing_keys()
+            .is_some_and(|ring| bundle_cm::check_signature(cm, &ring).is_err())
 }
 
 /// Reconciles namespace `ns`.
@@ -50,6 +65,11 @@ async fn reconcile_namespace(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Ac
     if !ctx.is_leader() {
         return Ok(Action::await_change());
     }
+    let Some(ring) = ctx.signing_keys() else {
+        // Every namespace is reconciled again once the key is loaded.
+        tracing::debug!(namespace = %ns.name_any(), "waiting for the bundle-signing key");
+        return Ok(Action::await_change());
+    };
     let started = Instant::now();
     ctx.metrics.reconciles.get_or_create(&CONTROLLER).inc();
     let name = ns.name_any();
@@ -82,8 +102,16 @@ async fn reconcile_namespace(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Ac
         .map_err(Error::kube("listing ConfigMaps", &name))?
         .items;
     let now = jiff::Timestamp::now();
-    let current = bundle_cm::current_manifest(client, &name).await;
-    let current = current.map_err(Error::kube("reading the bundle manifest", &name))?;
+    let current = bundle_cm::current_manifest(client, &name, &ring).await;
+    let current = match current.map_err(Error::kube("reading the bundle manifest", &name))? {
+        bundle_cm::Current::Missing => None,
+        bundle_cm::Current::Signed(m) => m,
+        // Its generation is not continued from: nothing a forger wrote is trusted.
+        bundle_cm::Current::Foreign(e) => {
+            foreign_bundle(&ctx, &ns, &e).await;
+            None
+        }
+    };
     let old_generation = current.as_ref().map_or(0, |m| m.generation);
     let pauses: Vec<Pause> = actions.iter().map(|a| pause::resolve(a, now)).collect();
     let mut out = compile_namespace(
@@ -111,7 +139,7 @@ async fn reconcile_namespace(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Ac
         }
         encoded = encode(&out.bundle).map_err(encode_err)?;
     }
-    let written = bundle_cm::write(client, &name, &encoded).await;
+    let written = bundle_cm::write(client, &name, &encoded, &ring).await;
     let written = written.map_err(Error::kube("writing the bundle", &name))?;
     if written > 0 {
         let size: u64 = encoded.manifest.shards.iter().map(|s| s.size).sum();
@@ -256,6 +284,30 @@ async fn report_pods_without_policy(
         }
     }
     next
+}
+
+/// Counts and reports a manifest ConfigMap the operator did not sign; the reconcile then
+/// replaces it with the operator's bundle.
+async fn foreign_bundle(ctx: &Context, ns: &Namespace, e: &palisade_policy::sign::SignError) {
+    let name = ns.name_any();
+    let labels = crate::metrics::ReasonLabels { reason: e.reason() };
+    ctx.metrics.foreign_bundles.get_or_create(&labels).inc();
+    let note = format!(
+        "ConfigMap {name}/{} was not written by the Palisade operator: {e}; sidecars ignore \
+         it, and it is replaced with the operator's signed bundle",
+        bundle_cm::MANIFEST_CM
+    );
+    tracing::warn!(namespace = %name, reason = e.reason(), "{note}");
+    let ev = Event {
+        type_: EventType::Warning,
+        reason: FOREIGN_BUNDLE.into(),
+        note: Some(note),
+        action: "VerifyBundle".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, &ns.object_ref(&())).await {
+        tracing::warn!(namespace = %name, error = %e, "could not publish Event");
+    }
 }
 
 async fn write_status(

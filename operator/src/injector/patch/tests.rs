@@ -48,6 +48,7 @@ fn cfg() -> InjectConfig {
         bundle_configmap: "palisade-bundle".into(),
         collector_addr: "https://palisade-collector.palisade-system.svc:9444".into(),
         collector_ca: None,
+        bundle_keys: None,
         debug_headers: false,
         identity: vec![
             ("PALISADE_API_KEY_HEADER".into(), "x-api-key".into()),
@@ -378,6 +379,23 @@ fn skips_say_why_and_what_to_do() {
 fn injecting_twice_is_a_no_op() {
     let doc = applied("probes");
     assert_eq!(mutate(&doc, &cfg()), Err(SkipReason::AlreadyInjected));
+}
+
+#[test]
+fn the_operators_bundle_keys_reach_the_sidecar_env() {
+    let mut c = cfg();
+    c.bundle_keys = Some("a2V5MQ==,a2V5Mg==".into());
+    let ops = mutate(&pod("plain"), &c).expect("injected");
+    let mut doc = pod("plain");
+    json_patch::patch(&mut doc, &ops).expect("applies");
+    let env = doc["spec"]["initContainers"][0]["env"].clone();
+    let keys = env
+        .as_array()
+        .expect("env list")
+        .iter()
+        .find(|e| e["name"] == "PALISADE_BUNDLE_KEYS")
+        .expect("PALISADE_BUNDLE_KEYS");
+    assert_eq!(keys["value"].as_str(), c.bundle_keys.as_deref());
 }
 
 #[test]
