@@ -54,6 +54,14 @@ pub struct AttrEntry {
     pub count: u64,
 }
 
+/// Most clients one report may carry: a sidecar tracks at most 3584 clients of each of the
+/// four key kinds per slice.
+pub const MAX_REPORT_CLIENTS: usize = 16_384;
+/// Most sampled attribute counts one report may carry (a sidecar keeps 1024 per slice).
+pub const MAX_REPORT_ATTRIBUTES: usize = 4096;
+/// Longest pod, workload or namespace name a report may carry (a Kubernetes name).
+pub const MAX_SIDECAR_NAME: usize = 253;
+
 /// Most actions one report may name (a bundle holds at most 1024).
 pub const MAX_REPORT_ACTIONS: usize = 1024;
 /// Longest action name a report may carry (a Kubernetes object name).
@@ -249,6 +257,20 @@ pub enum ReportError {
         /// How many samples it carries.
         count: usize,
     },
+    /// Too many clients or attributes, an attribute value longer than
+    /// [`crate::stats::MAX_ATTR_LEN`], or a sender name longer than a Kubernetes name.
+    #[error(
+        "report carries {clients} clients and {attributes} attributes, or a field beyond its \
+         bound; at most {MAX_REPORT_CLIENTS} clients, {MAX_REPORT_ATTRIBUTES} attributes of at \
+         most {} bytes, and pod, workload and namespace names of at most {MAX_SIDECAR_NAME} bytes",
+        crate::stats::MAX_ATTR_LEN
+    )]
+    Bounds {
+        /// Clients carried.
+        clients: usize,
+        /// Attributes carried.
+        attributes: usize,
+    },
     /// `end` is not after `start`.
     #[error("report window ends ({end}) before it starts ({start})")]
     Window {
@@ -269,6 +291,7 @@ impl ReportError {
             Self::Window { .. } => "ReportWindowInvalid",
             Self::Actions { .. } => "ReportActionsInvalid",
             Self::Samples { .. } => "ReportSamplesInvalid",
+            Self::Bounds { .. } => "ReportBoundsExceeded",
         }
     }
 }
@@ -301,6 +324,24 @@ impl Report {
             return Err(ReportError::Window {
                 start: report.start,
                 end: report.end,
+            });
+        }
+        let id = &report.sidecar;
+        let names_ok = [&id.pod, &id.workload, &id.namespace]
+            .iter()
+            .all(|n| n.len() <= MAX_SIDECAR_NAME);
+        let attrs_ok = report
+            .attributes
+            .iter()
+            .all(|a| a.value.len() <= crate::stats::MAX_ATTR_LEN);
+        if report.clients.len() > MAX_REPORT_CLIENTS
+            || report.attributes.len() > MAX_REPORT_ATTRIBUTES
+            || !attrs_ok
+            || !names_ok
+        {
+            return Err(ReportError::Bounds {
+                clients: report.clients.len(),
+                attributes: report.attributes.len(),
             });
         }
         let long_name = report
@@ -399,6 +440,41 @@ mod tests {
         let text = String::from_utf8(new.to_json()).unwrap();
         assert!(text.contains(r#""sequential":2"#), "{text}");
         assert_eq!(Report::from_json(text.as_bytes()).unwrap(), new);
+    }
+
+    /// A hostile sender's report: more clients or attributes than any sidecar sends, a value
+    /// longer than the counter keeps, a made-up pod name of 1 KiB: each refused by reason;
+    /// at the bounds, accepted.
+    #[test]
+    fn clients_attributes_and_names_are_bounded() {
+        let refused = |r: &Report| Report::from_json(&r.to_json()).unwrap_err().reason();
+        let mut r = sample();
+        let entry = r.clients[0].clone();
+        r.clients = (0..MAX_REPORT_CLIENTS as u32)
+            .map(|i| ClientEntry {
+                key: format!("ip:10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255)
+                    .parse()
+                    .unwrap(),
+                counts: entry.counts.clone(),
+            })
+            .collect();
+        let attr = r.attributes[0].clone();
+        r.attributes = vec![attr.clone(); MAX_REPORT_ATTRIBUTES];
+        r.attributes[0].value = "a".repeat(crate::stats::MAX_ATTR_LEN);
+        r.sidecar.pod = "p".repeat(MAX_SIDECAR_NAME);
+        assert!(Report::from_json(&r.to_json()).is_ok(), "at the bounds");
+        let mut more = r.clone();
+        more.clients.push(entry);
+        assert_eq!(refused(&more), "ReportBoundsExceeded");
+        let mut more = r.clone();
+        more.attributes.push(attr);
+        assert_eq!(refused(&more), "ReportBoundsExceeded");
+        let mut long = r.clone();
+        long.attributes[1].value = "a".repeat(crate::stats::MAX_ATTR_LEN + 1);
+        assert_eq!(refused(&long), "ReportBoundsExceeded");
+        let mut name = r;
+        name.sidecar.pod = "p".repeat(1024);
+        assert_eq!(refused(&name), "ReportBoundsExceeded");
     }
 
     fn sample_of(path: &str) -> RequestSample {

@@ -37,8 +37,12 @@ pub struct WindowConfig {
     pub max_clients: usize,
     /// (client, attribute value) pairs tracked per long slice (default 4096).
     pub max_attrs: usize,
-    /// Reports remembered per pod for duplicate detection (default 512).
+    /// Reports remembered per pod for duplicate detection (default 128: a duplicate is a
+    /// retry of a report whose answer was lost, sent within seconds).
     pub dedupe_memory: usize,
+    /// Pods remembered per namespace for duplicate and gap detection (default 10,000); a
+    /// report from a new pod beyond that forgets the pod silent for longest.
+    pub max_pods: usize,
 }
 
 impl Default for WindowConfig {
@@ -50,7 +54,8 @@ impl Default for WindowConfig {
             long_slices: 96,
             max_clients: 20_000,
             max_attrs: 4096,
-            dedupe_memory: 512,
+            dedupe_memory: 128,
+            max_pods: 10_000,
         }
     }
 }
@@ -81,6 +86,8 @@ pub struct MergeStats {
     pub too_new: u64,
     /// Reports never received (gaps in a pod's `seq`).
     pub lost: u64,
+    /// Pods forgotten to make room for a new one ([`WindowConfig::max_pods`]).
+    pub pods_forgotten: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -146,6 +153,27 @@ impl Ring {
             closed: RefCell::default(),
             freeze: true,
         }
+    }
+
+    /// Drops the oldest slice, keeping at least `keep` slices; returns whether one was dropped.
+    fn drop_oldest(&mut self, keep: usize) -> bool {
+        if self.slots.iter().flatten().count() <= keep {
+            return false;
+        }
+        let Some(pos) = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|s| (i, s.epoch)))
+            .min_by_key(|(_, epoch)| *epoch)
+            .map(|(i, _)| i)
+        else {
+            return false;
+        };
+        if let Some(s) = self.slots[pos].take() {
+            self.invalidate(s.epoch);
+        }
+        true
     }
 
     /// Freezes the tables of every slice older than `epoch` (closed once a newer slice
@@ -355,6 +383,7 @@ pub struct Windows {
     seen: HashMap<String, VecDeque<(u64, Timestamp)>>,
     last_seq: HashMap<String, (u64, Timestamp)>,
     dedupe_memory: usize,
+    max_pods: usize,
     stats: MergeStats,
 }
 
@@ -372,6 +401,7 @@ impl Windows {
             seen: HashMap::new(),
             last_seq: HashMap::new(),
             dedupe_memory: cfg.dedupe_memory.max(1),
+            max_pods: cfg.max_pods.max(1),
             stats: MergeStats::default(),
         }
     }
@@ -402,6 +432,9 @@ impl Windows {
             return MergeOutcome::TooNew;
         }
         let pod = &report.sidecar.pod;
+        if !self.seen.contains_key(pod) && self.seen.len() >= self.max_pods {
+            self.forget_silent_pod();
+        }
         let seen = self.seen.entry(pod.clone()).or_default();
         if seen.contains(&(report.seq, report.start)) {
             return MergeOutcome::Duplicate;
@@ -417,6 +450,38 @@ impl Windows {
         seen.push_back((report.seq, report.start));
         self.track_gaps(report);
         MergeOutcome::Accepted
+    }
+
+    /// Forgets the pod whose last report is oldest (its duplicates and gaps are no longer
+    /// told apart; its counts stay in the windows).
+    fn forget_silent_pod(&mut self) {
+        let oldest = self
+            .seen
+            .iter()
+            .min_by_key(|(_, s)| s.back().map(|(_, start)| *start))
+            .map(|(pod, _)| pod.clone());
+        if let Some(pod) = oldest {
+            self.seen.remove(&pod);
+            self.last_seq.remove(&pod);
+            self.stats.pods_forgotten += 1;
+        }
+    }
+
+    /// Drops the oldest slice of the long ring, else the oldest short slice but the newest
+    /// (the current one); returns whether one was dropped. What a memory budget takes first.
+    pub fn drop_oldest_slice(&mut self) -> bool {
+        self.long.drop_oldest(0) || self.short.drop_oldest(1)
+    }
+
+    /// Heap bytes of the slices, views and per-pod duplicate-detection state.
+    pub fn heap_bytes(&self) -> usize {
+        let m = self.memory();
+        let pods: usize = self
+            .seen
+            .iter()
+            .map(|(p, s)| p.len() * 2 + 48 + s.capacity() * 24 + 80)
+            .sum();
+        m.slices + m.views + pods
     }
 
     /// Counts reports lost between this one and the pod's previous one (same sidecar run).
@@ -639,6 +704,44 @@ impl WindowSet {
     /// The shape of every namespace's windows.
     pub fn config(&self) -> &WindowConfig {
         &self.cfg
+    }
+
+    /// Drops slices until the windows of every namespace together hold at most `budget` heap
+    /// bytes: each time the oldest slice of the namespace holding the most (long slices
+    /// first, then short ones, never a namespace's current slice). Returns the slices dropped.
+    pub fn shrink_to(&mut self, budget: usize) -> usize {
+        let mut bytes: Vec<(String, usize)> = self
+            .namespaces
+            .iter()
+            .map(|(ns, w)| (ns.clone(), w.heap_bytes()))
+            .collect();
+        let mut total: usize = bytes.iter().map(|(_, b)| b).sum();
+        let mut dropped = 0;
+        while total > budget {
+            let Some((ns, b)) = bytes.iter_mut().filter(|(_, b)| *b > 0).max_by_key(|(_, b)| *b)
+            else {
+                break;
+            };
+            let Some(w) = self.namespaces.get_mut(ns.as_str()) else {
+                break;
+            };
+            if !w.drop_oldest_slice() {
+                // Nothing left to drop here: leave this namespace out of the search.
+                total -= *b;
+                *b = 0;
+                continue;
+            }
+            dropped += 1;
+            let after = w.heap_bytes();
+            total = total - *b + after;
+            *b = after;
+        }
+        dropped
+    }
+
+    /// Heap bytes of every namespace's windows.
+    pub fn heap_bytes(&self) -> usize {
+        self.namespaces.values().map(Windows::heap_bytes).sum()
     }
 
     /// Replaces the windows of `namespace` (e.g. with [`Windows::restore`]d ones).

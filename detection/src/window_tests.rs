@@ -338,3 +338,65 @@ fn frozen_slices_read_as_the_unfrozen_ones() {
             .any(|s| s.clients.is_frozen())
     );
 }
+
+/// A hostile sender naming a new pod in every report cannot grow a namespace's per-pod state
+/// beyond `max_pods`: the pod silent for longest is forgotten (its counts stay), and the
+/// pods still remembered keep their duplicate detection.
+#[test]
+fn made_up_pod_names_are_bounded() {
+    let cfg = WindowConfig {
+        max_pods: 3,
+        ..WindowConfig::default()
+    };
+    let mut w = Windows::new(&cfg);
+    for i in 0..10 {
+        let r = report(&format!("fake-{i}"), 1, i, &[(ipk(1), reqs(1))]);
+        assert_eq!(w.merge(&r, t(i + 1)), MergeOutcome::Accepted);
+    }
+    assert_eq!(w.seen.len(), 3);
+    assert_eq!(w.last_seq.len(), 3);
+    assert_eq!(w.stats().pods_forgotten, 7);
+    assert!(w.seen.contains_key("fake-9") && !w.seen.contains_key("fake-0"));
+    let again = report("fake-9", 1, 9, &[(ipk(1), reqs(1))]);
+    assert_eq!(w.merge(&again, t(11)), MergeOutcome::Duplicate);
+    assert_eq!(w.short(t(11)).totals.requests, 10, "every report counted once");
+}
+
+/// Over its memory budget, the set drops the oldest slices of the namespace holding the
+/// most, long ones first, and never a namespace's current slice: a small namespace keeps
+/// all it has and the big one still sees its newest traffic.
+#[test]
+fn a_memory_budget_takes_the_oldest_slices_of_the_biggest_namespace_first() {
+    let mut set = WindowSet::new(WindowConfig::default());
+    let many: Vec<(ClientKey, ClientCounts)> = (0..2000).map(|i| (ipk(i), reqs(1))).collect();
+    // "shop": three long slices (15 min apart) of 2000 clients; "small": one client.
+    for (seq, start) in [(1, 0), (2, 900), (3, 1800)] {
+        set.merge(&report("a", seq, start, &many), t(start + 1));
+    }
+    let mut small = report("a", 1, 1800, &[(ipk(1), reqs(5))]);
+    small.sidecar.namespace = "small".into();
+    set.merge(&small, t(1801));
+    let small_bytes = set.get("small").unwrap().heap_bytes();
+    let before = set.heap_bytes();
+    assert_eq!(set.shrink_to(before), 0, "within budget: nothing dropped");
+    let dropped = set.shrink_to(before * 2 / 3);
+    assert!((1..=3).contains(&dropped), "over budget: long slices dropped ({dropped})");
+    assert!(set.heap_bytes() <= before * 2 / 3);
+    assert_eq!(set.get("small").unwrap().heap_bytes(), small_bytes);
+    let shop = set.get("shop").unwrap();
+    assert_eq!(
+        shop.long(t(1801)).totals.requests,
+        2000 * (3 - dropped as u64),
+        "the oldest long slices went first"
+    );
+    if dropped < 3 {
+        // What is left is the newest: the last 15 minutes still hold their 2000 requests.
+        let last = shop.view(jiff::SignedDuration::from_mins(15), t(1801));
+        assert_eq!(last.totals.requests, 2000);
+    }
+    assert_eq!(shop.short(t(1801)).totals.requests, 2000, "the current slice stays");
+    // A budget of nothing leaves each namespace its current slice.
+    set.shrink_to(0);
+    assert_eq!(set.get("shop").unwrap().short(t(1801)).totals.requests, 2000);
+    assert_eq!(set.get("small").unwrap().short(t(1801)).totals.requests, 5);
+}

@@ -78,6 +78,12 @@ pub struct Args {
     /// running sidecars follow). Default 720h (30 days).
     #[arg(long, env = "PALISADE_BUNDLE_KEY_ROTATION", default_value = "720h", value_parser = parse_interval)]
     pub bundle_key_rotation: std::time::Duration,
+    /// Heap the leader's detection windows of all namespaces may hold, in MiB. Over it, the
+    /// oldest slices of the namespace holding the most are dropped: long (24 h) slices
+    /// first, then short ones, never a namespace's current slice. Leave room under the
+    /// container's memory limit for incidents, evidence and the replay sample.
+    #[arg(long, env = "PALISADE_COLLECTOR_WINDOW_BUDGET_MIB", default_value_t = 256)]
+    pub collector_window_budget_mib: usize,
     /// How often the collector runs the detection rules over the merged windows.
     #[arg(long, env = "PALISADE_DETECTION_INTERVAL", default_value = "1s", value_parser = parse_interval)]
     pub detection_interval: std::time::Duration,
@@ -139,6 +145,13 @@ impl Args {
             if d.is_zero() {
                 return Err(format!("{flag} is zero; use a duration like 1s"));
             }
+        }
+        if self.collector_window_budget_mib == 0 {
+            return Err(
+                "--collector-window-budget-mib is 0; give the detection windows some memory, \
+                 e.g. 256"
+                    .into(),
+            );
         }
         self.injector.validate()?;
         self.blast_radius.validate()?;

@@ -118,6 +118,8 @@ pub struct Metrics {
     /// Bundle manifests found in place without the operator's valid signature (written by
     /// someone else) and replaced, by reason.
     pub foreign_bundles: Family<ReasonLabels, Counter>,
+    /// Reports refused and window slices dropped by the collector's quotas, by reason.
+    pub collector_quota: Family<ReasonLabels, Counter>,
     /// Bundle-signing keys made by this replica (the first one and each rotation).
     pub signing_keys_made: Counter,
 }
@@ -152,6 +154,7 @@ impl Metrics {
             blast_radius: Family::default(),
             foreign_bundles: Family::default(),
             signing_keys_made: Counter::default(),
+            collector_quota: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("palisade_operator");
         r.register("reconciles", "Reconciliations run", m.reconciles.clone());
@@ -160,6 +163,12 @@ impl Metrics {
             "Bundle manifests found without the operator's valid signature and replaced, by \
              reason (BundleUnsigned, SigningKeyUnknown, SignatureInvalid, SignatureMalformed)",
             m.foreign_bundles.clone(),
+        );
+        r.register(
+            "collector_quota",
+            "Collector quotas that bit, by reason: reports refused (ReportRateExceeded, \
+             PodQuotaExceeded) and window slices dropped over the memory budget (WindowMemory)",
+            m.collector_quota.clone(),
         );
         r.register(
             "bundle_signing_keys_made",

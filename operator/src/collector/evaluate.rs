@@ -70,6 +70,10 @@ pub async fn run(c: Arc<Collector>) -> anyhow::Result<()> {
             _ = tick.tick() => {},
             () = c.ctx.shutdown.cancelled() => return Ok(()),
         }
+        c.quotas
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .prune(std::time::Instant::now());
         if !c.leading() {
             c.ctx.metrics.collector_window_bytes.set(0);
             continue;
@@ -93,17 +97,18 @@ pub async fn run(c: Arc<Collector>) -> anyhow::Result<()> {
         let m = &c.ctx.metrics;
         m.collector_evaluation_seconds
             .observe(started.elapsed().as_secs_f64());
-        let bytes: usize = {
-            let state = c.state.lock().unwrap_or_else(PoisonError::into_inner);
-            state
-                .windows
-                .namespaces()
-                .map(|(_, w)| {
-                    let mem = w.memory();
-                    mem.slices + mem.views
-                })
-                .sum()
+        let budget = c.ctx.args.collector_window_budget_mib.saturating_mul(1 << 20);
+        let (bytes, dropped) = {
+            let mut state = c.state.lock().unwrap_or_else(PoisonError::into_inner);
+            let dropped = state.windows.shrink_to(budget);
+            (state.windows.heap_bytes(), dropped)
         };
+        if dropped > 0 {
+            c.count_quota("WindowMemory", dropped as u64);
+            tracing::warn!(dropped, budget_mib = c.ctx.args.collector_window_budget_mib,
+                "detection windows over their memory budget: oldest slices of the biggest \
+                 namespaces dropped (raise --collector-window-budget-mib and the memory limit)");
+        }
         m.collector_window_bytes
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }

@@ -17,6 +17,7 @@ mod lifecycle;
 mod persist;
 mod proposed;
 pub mod replay;
+mod quota;
 mod server;
 mod snapshot;
 mod torlist;
@@ -92,6 +93,8 @@ pub struct Collector {
     tor: torlist::Feeds,
     /// The namespaces `--namespace-selector` selects, watched.
     namespaces: Store<Namespace>,
+    /// Reports per pod and pods per namespace ([`quota`]).
+    quotas: Mutex<quota::Quotas>,
 }
 
 impl Collector {
@@ -112,6 +115,12 @@ impl Collector {
         };
         evidence::count_metrics(self, &report.sidecar.namespace, &kept);
         outcome
+    }
+
+    /// Counts a quota that bit.
+    fn count_quota(&self, reason: &'static str, n: u64) {
+        let labels = crate::metrics::ReasonLabels { reason };
+        self.ctx.metrics.collector_quota.get_or_create(&labels).inc_by(n);
     }
 
     fn count(&self, outcome: &'static str) {
@@ -190,6 +199,7 @@ pub async fn spawn(ctx: Arc<Context>) -> anyhow::Result<()> {
         rules,
         tor: torlist::Feeds::default(),
         namespaces,
+        quotas: Mutex::default(),
     });
     let listener = tokio::net::TcpListener::bind(addr)
         .await

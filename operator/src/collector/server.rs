@@ -76,6 +76,24 @@ async fn report(State(c): State<Arc<Collector>>, request: Request) -> (StatusCod
         );
         return (StatusCode::FORBIDDEN, msg);
     }
+    let admitted = c
+        .quotas
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .admit(&report.sidecar.namespace, &report.sidecar.pod, std::time::Instant::now());
+    if let Err(refused) = admitted {
+        c.count(refused.reason());
+        c.count_quota(refused.reason(), 1);
+        let msg = format!(
+            "{}: at most {} reports a second per pod (bursts of {}) and {} pods per namespace; \
+             retry later",
+            refused.reason(),
+            super::quota::REPORTS_PER_SECOND,
+            super::quota::BURST,
+            super::quota::MAX_PODS
+        );
+        return (StatusCode::TOO_MANY_REQUESTS, msg);
+    }
     if !c.leading() {
         if headers.contains_key(super::forward::FORWARDED) || c.ctx.is_leader() {
             c.count("NotLeader");
