@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// Reports per second a pod may send, sustained.
-pub const REPORTS_PER_SECOND: f64 = 5.0;
+pub const REPORTS_PER_SECOND: f64 = 10.0;
 /// Reports a pod may send at once (a sidecar flushing the summaries it held while the
 /// collector was away).
 pub const BURST: f64 = 120.0;
@@ -103,9 +103,9 @@ mod tests {
         assert_eq!(q.admit("shop", "api-0", t0), Err(Refused::ReportRate));
         // Another pod has its own bucket.
         q.admit("shop", "api-1", t0).unwrap();
-        // A second later, five more.
+        // A second later, ten more.
         let t1 = t0 + Duration::from_secs(1);
-        for _ in 0..5 {
+        for _ in 0..REPORTS_PER_SECOND as usize {
             q.admit("shop", "api-0", t1).unwrap();
         }
         assert_eq!(q.admit("shop", "api-0", t1), Err(Refused::ReportRate));
