@@ -718,7 +718,10 @@ impl WindowSet {
         let mut total: usize = bytes.iter().map(|(_, b)| b).sum();
         let mut dropped = 0;
         while total > budget {
-            let Some((ns, b)) = bytes.iter_mut().filter(|(_, b)| *b > 0).max_by_key(|(_, b)| *b)
+            let Some((ns, b)) = bytes
+                .iter_mut()
+                .filter(|(_, b)| *b > 0)
+                .max_by_key(|(_, b)| *b)
             else {
                 break;
             };

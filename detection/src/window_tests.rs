@@ -359,7 +359,11 @@ fn made_up_pod_names_are_bounded() {
     assert!(w.seen.contains_key("fake-9") && !w.seen.contains_key("fake-0"));
     let again = report("fake-9", 1, 9, &[(ipk(1), reqs(1))]);
     assert_eq!(w.merge(&again, t(11)), MergeOutcome::Duplicate);
-    assert_eq!(w.short(t(11)).totals.requests, 10, "every report counted once");
+    assert_eq!(
+        w.short(t(11)).totals.requests,
+        10,
+        "every report counted once"
+    );
 }
 
 /// Over its memory budget, the set drops the oldest slices of the namespace holding the
@@ -380,7 +384,10 @@ fn a_memory_budget_takes_the_oldest_slices_of_the_biggest_namespace_first() {
     let before = set.heap_bytes();
     assert_eq!(set.shrink_to(before), 0, "within budget: nothing dropped");
     let dropped = set.shrink_to(before * 2 / 3);
-    assert!((1..=3).contains(&dropped), "over budget: long slices dropped ({dropped})");
+    assert!(
+        (1..=3).contains(&dropped),
+        "over budget: long slices dropped ({dropped})"
+    );
     assert!(set.heap_bytes() <= before * 2 / 3);
     assert_eq!(set.get("small").unwrap().heap_bytes(), small_bytes);
     let shop = set.get("shop").unwrap();
@@ -394,9 +401,16 @@ fn a_memory_budget_takes_the_oldest_slices_of_the_biggest_namespace_first() {
         let last = shop.view(jiff::SignedDuration::from_mins(15), t(1801));
         assert_eq!(last.totals.requests, 2000);
     }
-    assert_eq!(shop.short(t(1801)).totals.requests, 2000, "the current slice stays");
+    assert_eq!(
+        shop.short(t(1801)).totals.requests,
+        2000,
+        "the current slice stays"
+    );
     // A budget of nothing leaves each namespace its current slice.
     set.shrink_to(0);
-    assert_eq!(set.get("shop").unwrap().short(t(1801)).totals.requests, 2000);
+    assert_eq!(
+        set.get("shop").unwrap().short(t(1801)).totals.requests,
+        2000
+    );
     assert_eq!(set.get("small").unwrap().short(t(1801)).totals.requests, 5);
 }

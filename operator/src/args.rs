@@ -82,7 +82,11 @@ pub struct Args {
     /// oldest slices of the namespace holding the most are dropped: long (24 h) slices
     /// first, then short ones, never a namespace's current slice. Leave room under the
     /// container's memory limit for incidents, evidence and the replay sample.
-    #[arg(long, env = "PALISADE_COLLECTOR_WINDOW_BUDGET_MIB", default_value_t = 256)]
+    #[arg(
+        long,
+        env = "PALISADE_COLLECTOR_WINDOW_BUDGET_MIB",
+        default_value_t = 256
+    )]
     pub collector_window_budget_mib: usize,
     /// How often the collector runs the detection rules over the merged windows.
     #[arg(long, env = "PALISADE_DETECTION_INTERVAL", default_value = "1s", value_parser = parse_interval)]

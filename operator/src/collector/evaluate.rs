@@ -97,7 +97,11 @@ pub async fn run(c: Arc<Collector>) -> anyhow::Result<()> {
         let m = &c.ctx.metrics;
         m.collector_evaluation_seconds
             .observe(started.elapsed().as_secs_f64());
-        let budget = c.ctx.args.collector_window_budget_mib.saturating_mul(1 << 20);
+        let budget = c
+            .ctx
+            .args
+            .collector_window_budget_mib
+            .saturating_mul(1 << 20);
         let (bytes, dropped) = {
             let mut state = c.state.lock().unwrap_or_else(PoisonError::into_inner);
             let dropped = state.windows.shrink_to(budget);
@@ -105,9 +109,12 @@ pub async fn run(c: Arc<Collector>) -> anyhow::Result<()> {
         };
         if dropped > 0 {
             c.count_quota("WindowMemory", dropped as u64);
-            tracing::warn!(dropped, budget_mib = c.ctx.args.collector_window_budget_mib,
+            tracing::warn!(
+                dropped,
+                budget_mib = c.ctx.args.collector_window_budget_mib,
                 "detection windows over their memory budget: oldest slices of the biggest \
-                 namespaces dropped (raise --collector-window-budget-mib and the memory limit)");
+                 namespaces dropped (raise --collector-window-budget-mib and the memory limit)"
+            );
         }
         m.collector_window_bytes
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));

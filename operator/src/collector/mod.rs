@@ -16,8 +16,8 @@ mod ingress;
 mod lifecycle;
 mod persist;
 mod proposed;
-pub mod replay;
 mod quota;
+pub mod replay;
 mod server;
 mod snapshot;
 mod torlist;
@@ -120,7 +120,11 @@ impl Collector {
     /// Counts a quota that bit.
     fn count_quota(&self, reason: &'static str, n: u64) {
         let labels = crate::metrics::ReasonLabels { reason };
-        self.ctx.metrics.collector_quota.get_or_create(&labels).inc_by(n);
+        self.ctx
+            .metrics
+            .collector_quota
+            .get_or_create(&labels)
+            .inc_by(n);
     }
 
     fn count(&self, outcome: &'static str) {

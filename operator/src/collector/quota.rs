@@ -111,7 +111,8 @@ mod tests {
         assert_eq!(q.admit("shop", "api-0", t1), Err(Refused::ReportRate));
         // A sidecar at one report a second is never refused.
         for s in 2..1000 {
-            q.admit("shop", "api-1", t0 + Duration::from_secs(s)).unwrap();
+            q.admit("shop", "api-1", t0 + Duration::from_secs(s))
+                .unwrap();
         }
     }
 

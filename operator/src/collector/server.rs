@@ -80,7 +80,11 @@ async fn report(State(c): State<Arc<Collector>>, request: Request) -> (StatusCod
         .quotas
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .admit(&report.sidecar.namespace, &report.sidecar.pod, std::time::Instant::now());
+        .admit(
+            &report.sidecar.namespace,
+            &report.sidecar.pod,
+            std::time::Instant::now(),
+        );
     if let Err(refused) = admitted {
         c.count(refused.reason());
         c.count_quota(refused.reason(), 1);

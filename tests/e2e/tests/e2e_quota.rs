@@ -1,0 +1,192 @@
+//! Issue 18's quota test, in a binary of its own: it keeps the machine busy for a minute
+//! (maximal reports parsed by a debug build), which must not slow the other collector tests.
+
+use palisade_detection::report::Report;
+use palisade_e2e::collector::{has_incident, post, report_from, token};
+use palisade_e2e::flood::QUICK_FLOODER as FLOODER;
+use palisade_e2e::{ControlPlane, Operator, TempNs, eventually, scope};
+
+fn report(ns: &str, flood: u32) -> Report {
+    report_from(
+        ns,
+        "198.51.100.77",
+        [203, 0, 113, 0],
+        flood,
+        jiff::Timestamp::now(),
+    )
+}
+
+/// A counter or gauge of the operator's metrics (0 when absent).
+fn counter(metrics: &str, name: &str, labels: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && l.contains(labels))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// A maximal report of a hostile sender in `ns`: every client new (16,384 of them), 4096
+/// attribute values of 128 bytes, a made-up pod name.
+fn hostile_report(ns: &str, pod: &str, salt: u32) -> Report {
+    use palisade_detection::report::{
+        AttrEntry, ClientEntry, MAX_REPORT_ATTRIBUTES, MAX_REPORT_CLIENTS, SidecarId,
+    };
+    use palisade_detection::stats::{AttrDim, ClientCounts, MAX_ATTR_LEN, Totals};
+    use palisade_policy::ClientKey;
+    let now = jiff::Timestamp::now();
+    let counts = ClientCounts {
+        requests: 1,
+        ..ClientCounts::default()
+    };
+    let clients: Vec<ClientEntry> = (0..MAX_REPORT_CLIENTS as u32)
+        .map(|i| {
+            let n = (salt.wrapping_mul(MAX_REPORT_CLIENTS as u32) + i) & 0x00ff_ffff;
+            let ip = std::net::Ipv4Addr::from(0x0a00_0000 | n);
+            ClientEntry {
+                key: ClientKey::Ip(ip.into()),
+                counts,
+            }
+        })
+        .collect();
+    let mut totals = Totals::default();
+    for c in &clients {
+        totals.add_client(&c.counts);
+    }
+    let attributes = (0..MAX_REPORT_ATTRIBUTES)
+        .map(|i| {
+            let mut value = format!("/{salt}/{i}/");
+            value.extend(std::iter::repeat_n('x', MAX_ATTR_LEN - value.len()));
+            AttrEntry {
+                client: clients[i].key,
+                dim: AttrDim::Path,
+                value,
+                count: 1,
+            }
+        })
+        .collect();
+    Report {
+        version: palisade_detection::report::REPORT_VERSION,
+        sidecar: SidecarId {
+            pod: pod.into(),
+            workload: "hostile".into(),
+            namespace: ns.into(),
+        },
+        seq: 1,
+        start: now - jiff::SignedDuration::from_secs(1),
+        end: now,
+        totals,
+        clients,
+        attributes,
+        evicted: 0,
+        actions: Vec::new(),
+        generation: None,
+        samples: Vec::new(),
+    }
+}
+
+/// Issue 18's quota test: for a minute a hostile namespace sends maximal reports (16,384 new
+/// clients and 4096 long attribute values each, a new pod name each) and hammers the
+/// collector from one pod. Its pod is held to its report rate (429), the windows are held to
+/// `--collector-window-budget-mib` by dropping the hostile namespace's oldest slices, the
+/// leader's memory stays far below the chart's limit, and a flood in another namespace still
+/// opens its incident.
+#[tokio::test]
+async fn a_hostile_namespace_cannot_exhaust_the_leader() {
+    let cp = ControlPlane::shared();
+    let ns = TempNs::new(cp, "quota").await;
+    let hostile = TempNs::new(cp, "quota-hostile").await;
+    let args = [
+        &scope(&ns)[..],
+        &["--collector-window-budget-mib".into(), "8".into()],
+    ]
+    .concat();
+    let op = Operator::start(cp, "op-quota", "op-quota", &args);
+    cp.apply(ns.name(), FLOODER).expect("rule");
+    let good = token(cp, ns.name(), "palisade");
+    let evil = token(cp, hostile.name(), "palisade");
+    let c = op.collector.clone();
+    eventually("the collector to accept a report", || async {
+        let (code, msg) = post(&c, &good, report(ns.name(), 10).to_json()).await;
+        (code == 202).then_some(()).ok_or(format!("{code} {msg}"))
+    })
+    .await;
+
+    // One pod name, as fast as it can: refused beyond its burst.
+    let mut rate_limited = 0;
+    for _ in 0..400 {
+        let (code, _) = post(&c, &evil, report(hostile.name(), 1).to_json()).await;
+        if code == 429 {
+            rate_limited += 1;
+            break;
+        }
+        assert_eq!(code, 202);
+    }
+    assert_eq!(rate_limited, 1, "one pod is held to its report rate");
+
+    // A minute of maximal reports under new pod names, from two senders.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let sender = |task: u32| {
+        let (c, evil, hostile) = (c.clone(), evil.clone(), hostile.name().to_owned());
+        tokio::spawn(async move {
+            let mut sent = 0u32;
+            while std::time::Instant::now() < deadline {
+                let body = hostile_report(
+                    &hostile,
+                    &format!("fake-{task}-{sent}"),
+                    task * 100_000 + sent,
+                )
+                .to_json();
+                let (code, msg) = post(&c, &evil, body).await;
+                assert_eq!(code, 202, "a maximal report is within the bounds: {msg}");
+                sent += 1;
+            }
+            sent
+        })
+    };
+    let senders = [sender(1), sender(2)];
+    // Meanwhile the other namespace's flood is detected.
+    eventually(
+        "a flood in the other namespace to open its incident",
+        || async {
+            let (code, msg) = post(&c, &good, report(ns.name(), 2000).to_json()).await;
+            if code != 202 {
+                return Err(format!("report: {code} {msg}"));
+            }
+            has_incident(cp, ns.name())
+        },
+    )
+    .await;
+    let mut sent = 0;
+    for s in senders {
+        sent += s.await.expect("sender");
+    }
+    let m = op.metrics().expect("operator metrics");
+    let quota = |reason: &str| {
+        counter(
+            &m,
+            "palisade_operator_collector_quota_total{",
+            &format!("reason=\"{reason}\""),
+        )
+    };
+    assert!(quota("ReportRateExceeded") >= 1, "{m}");
+    assert!(
+        quota("WindowMemory") >= 1,
+        "{sent} maximal reports: slices dropped"
+    );
+    let windows = counter(&m, "palisade_operator_collector_window_bytes", "");
+    // The budget, and at most the current slices of the two namespaces beyond it.
+    assert!(
+        windows <= 16 << 20,
+        "windows hold {} MiB after {sent} maximal reports",
+        windows >> 20
+    );
+    let rss = op.rss_bytes().expect("the operator's RSS");
+    assert!(rss < 256 << 20, "operator RSS {} MiB", rss >> 20);
+    // The incident is about the flood: its clients are the flooder, none of the hostile
+    // namespace's made-up ones.
+    let incidents = cp
+        .kubectl_ok(&["-n", ns.name(), "get", "securityincidents", "-o", "json"])
+        .expect("incidents");
+    assert!(incidents.contains("198.51.100.77"), "{incidents}");
+    assert!(!incidents.contains("\"10."), "{incidents}");
+}
