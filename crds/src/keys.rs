@@ -37,6 +37,10 @@ pub const TRUSTED_PROXIES_ANNOTATION: &str = "palisade.dev/trusted-proxies";
 /// caught them.
 pub const DEBUG_HEADERS_ANNOTATION: &str = "palisade.dev/debug-headers";
 
+/// Namespace annotation: the IPv6 prefix length (32–128, default 64) by which DetectionRules
+/// with `clientKey: ipPrefix` group clients, and their detections deny.
+pub const IPV6_PREFIX_LENGTH_ANNOTATION: &str = "palisade.dev/ipv6-prefix-length";
+
 /// Value of [`INJECT_KEY`] that enables sidecar injection.
 pub const INJECT_ENABLED: &str = "enabled";
 

@@ -207,6 +207,11 @@ pub enum ClientKey {
     AccessToken,
     /// The `User-Agent` header.
     UserAgent,
+    /// The client's network: its IPv6 /64 (the namespace's `palisade.dev/ipv6-prefix-length`
+    /// changes the length), an IPv4 address alone. A client rotating its IPv6 privacy
+    /// addresses inside its prefix stays one client, and a `detectedBy` deny covers the
+    /// whole prefix.
+    IpPrefix,
 }
 
 /// What the operator last observed about the rule.

@@ -40,6 +40,8 @@ pub struct CounterConfig {
     pub attr_sample: u32,
     /// (client, attribute value) pairs tracked per slice (default 1024).
     pub max_attrs: usize,
+    /// IPv6 prefix length of `ipPrefix` clients (default 64; IPv4 clients are /32).
+    pub ipv6_prefix_len: u8,
 }
 
 impl Default for CounterConfig {
@@ -49,6 +51,7 @@ impl Default for CounterConfig {
             key_kinds: vec![ClientKeyKind::Ip],
             attr_sample: 64,
             max_attrs: 1024,
+            ipv6_prefix_len: crate::key::DEFAULT_IPV6_PREFIX_LEN,
         }
     }
 }
@@ -106,7 +109,7 @@ pub struct CounterMemory {
 #[derive(Debug)]
 pub struct Counter {
     sidecar: SidecarId,
-    kinds: [bool; 4],
+    kinds: [bool; 5],
     primary: ClientKeyKind,
     attr_sample: u32,
     sample_tick: u32,
@@ -116,6 +119,11 @@ pub struct Counter {
     /// Clients of the hashed kinds (API key, token, user agent), keyed by kind and 126 bits
     /// of the digest.
     hashed: TopK<[u64; 2], HashedSlot>,
+    /// IP-prefix clients, keyed by the masked address word (IPv4 whole).
+    prefixes: TopK<u128, ClientCounts>,
+    /// The IPv6 prefix length of the slice being counted, and the one from the next slice.
+    v6_len: u8,
+    next_v6_len: u8,
     attrs: TopK<AttrKey, AttrSlot>,
     /// Each client's previous path shape (kept across slices: a walk spans reports).
     sequence: SeqTable,
@@ -129,7 +137,7 @@ pub struct Counter {
 impl Counter {
     /// A counter for `sidecar` whose first slice starts at `now`.
     pub fn new(sidecar: SidecarId, cfg: &CounterConfig, now: Timestamp) -> Self {
-        let mut kinds = [false; 4];
+        let mut kinds = [false; 5];
         for kind in &cfg.key_kinds {
             kinds[kind_index(*kind)] = true;
         }
@@ -149,6 +157,13 @@ impl Counter {
             } else {
                 TopK::unallocated(cfg.max_clients)
             },
+            prefixes: if kinds[kind_index(ClientKeyKind::IpPrefix)] {
+                TopK::new(cfg.max_clients)
+            } else {
+                TopK::unallocated(cfg.max_clients)
+            },
+            v6_len: clamp_len(cfg.ipv6_prefix_len),
+            next_v6_len: clamp_len(cfg.ipv6_prefix_len),
             attrs: TopK::new(cfg.max_attrs),
             sequence: SeqTable::new(2 * cfg.max_clients),
             hasher: FastHash::default(),
@@ -191,15 +206,20 @@ impl Counter {
             self.totals.errors += u64::from(facts.status >= 400);
             self.totals.forbidden += u64::from(facts.status == 403);
         }
-        let before = self.ips.evicted() + self.hashed.evicted();
+        let before = self.ips.evicted() + self.hashed.evicted() + self.prefixes.evicted();
         if self.kinds[kind_index(ClientKeyKind::Ip)] {
             let word = ip_word(facts.ip);
             let sequential = self.sequence.step(word, facts.shape);
             count(self.ips.entry(word), facts, own, sequential);
         }
+        if self.kinds[kind_index(ClientKeyKind::IpPrefix)] {
+            let word = prefix_word(facts.ip, self.v6_len);
+            let sequential = self.sequence.step(word ^ PREFIX_TAG, facts.shape);
+            count(self.prefixes.entry(word), facts, own, sequential);
+        }
         for kind in HASHED_KINDS {
             if self.kinds[kind_index(kind)]
-                && let Some(key) = key_of(kind, facts)
+                && let Some(key) = key_of(kind, facts, self.v6_len)
             {
                 let word = client_word(&key);
                 let sequential = self.sequence.step(word, facts.shape);
@@ -212,18 +232,21 @@ impl Counter {
                 count(&mut slot.counts, facts, own, sequential);
             }
         }
-        self.evicted += self.ips.evicted() + self.hashed.evicted() - before;
+        self.evicted +=
+            self.ips.evicted() + self.hashed.evicted() + self.prefixes.evicted() - before;
     }
 
     /// Clients currently tracked in this slice.
     pub fn tracked(&self) -> usize {
-        self.ips.len() + self.hashed.len()
+        self.ips.len() + self.hashed.len() + self.prefixes.len()
     }
 
     /// Heap bytes held, by part (the maps keep their size across slices).
     pub fn memory(&self) -> CounterMemory {
         CounterMemory {
-            client_maps: self.ips.heap_bytes() + self.hashed.heap_bytes(),
+            client_maps: self.ips.heap_bytes()
+                + self.hashed.heap_bytes()
+                + self.prefixes.heap_bytes(),
             attributes: self.attrs.heap_bytes(),
             sequence: self.sequence.heap_bytes(),
         }
@@ -240,7 +263,13 @@ impl Counter {
             .hashed
             .drain()
             .filter_map(|(word, slot)| hashed_entry(word, slot));
-        let clients = ips.chain(hashed).collect();
+        let v6_len = self.v6_len;
+        let prefixes = self.prefixes.drain().map(|(w, counts)| ClientEntry {
+            key: prefix_key(w, v6_len),
+            counts,
+        });
+        let clients = ips.chain(hashed).chain(prefixes).collect();
+        self.v6_len = self.next_v6_len;
         let attributes = self
             .attrs
             .drain()
@@ -275,12 +304,22 @@ impl Counter {
     /// kinds they judge by; a kind no longer counted keeps nothing (its map empties with
     /// the next report).
     pub fn set_key_kinds(&mut self, kinds: &[ClientKeyKind]) {
-        let mut on = [false; 4];
+        let mut on = [false; 5];
         for kind in kinds {
             on[kind_index(*kind)] = true;
         }
         on[kind_index(self.primary)] = true;
         self.kinds = on;
+    }
+
+    /// Groups IPv6 clients of the `ipPrefix` kind by `len` bits from the next slice on.
+    pub fn set_ipv6_prefix_len(&mut self, len: u8) {
+        self.next_v6_len = clamp_len(len);
+    }
+
+    /// The IPv6 prefix length of the slice being counted.
+    pub fn ipv6_prefix_len(&self) -> u8 {
+        self.v6_len
     }
 
     /// The key kinds counted, in [`ClientKeyKind::ALL`] order.
@@ -298,7 +337,7 @@ impl Counter {
     fn record_attrs(&mut self, facts: &RequestFacts<'_>, weight: u64) {
         for kind in ClientKeyKind::ALL {
             if self.kinds[kind_index(kind)]
-                && let Some(client) = key_of(kind, facts)
+                && let Some(client) = key_of(kind, facts, self.v6_len)
             {
                 self.record_attrs_of(client, facts, weight);
             }
@@ -425,7 +464,7 @@ fn split(word: u128) -> [u64; 2] {
 fn digest_of(key: &ClientKey) -> Option<&KeyHash> {
     match key {
         ClientKey::ApiKey(h) | ClientKey::AccessToken(h) | ClientKey::UserAgent(h) => Some(h),
-        ClientKey::Ip(_) => None,
+        ClientKey::Ip(_) | ClientKey::IpPrefix(_) => None,
     }
 }
 
@@ -435,6 +474,7 @@ fn digest_of(key: &ClientKey) -> Option<&KeyHash> {
 fn client_word(key: &ClientKey) -> u128 {
     let (tag, hash) = match key {
         ClientKey::Ip(ip) => return ip_word(*ip),
+        ClientKey::IpPrefix(net) => return ip_word(net.network()) ^ PREFIX_TAG,
         ClientKey::ApiKey(h) => (1u128, h),
         ClientKey::AccessToken(h) => (2, h),
         ClientKey::UserAgent(h) => (3, h),
@@ -470,12 +510,35 @@ fn kind_index(kind: ClientKeyKind) -> usize {
         ClientKeyKind::ApiKey => 1,
         ClientKeyKind::AccessToken => 2,
         ClientKeyKind::UserAgent => 3,
+        ClientKeyKind::IpPrefix => 4,
     }
 }
 
+/// Told apart from IP words where both kinds share a table (the sequence table, attributes).
+const PREFIX_TAG: u128 = 0x5a << 120;
+
+fn clamp_len(len: u8) -> u8 {
+    len.clamp(crate::key::MIN_IPV6_PREFIX_LEN, 128)
+}
+
+/// The address word of `ip`'s prefix: an IPv4 address whole, an IPv6 one cut to `v6_len`.
 #[inline]
-fn key_of(kind: ClientKeyKind, facts: &RequestFacts<'_>) -> Option<ClientKey> {
+fn prefix_word(ip: IpAddr, v6_len: u8) -> u128 {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().to_bits(),
+        IpAddr::V6(v6) => v6.to_bits() & (u128::MAX << (128 - u32::from(v6_len))),
+    }
+}
+
+/// Inverse of [`prefix_word`].
+fn prefix_key(word: u128, v6_len: u8) -> ClientKey {
+    ClientKey::prefix_of(IpAddr::V6(Ipv6Addr::from_bits(word)), v6_len)
+}
+
+#[inline]
+fn key_of(kind: ClientKeyKind, facts: &RequestFacts<'_>, v6_len: u8) -> Option<ClientKey> {
     match kind {
+        ClientKeyKind::IpPrefix => Some(ClientKey::prefix_of(facts.ip, v6_len)),
         ClientKeyKind::Ip => Some(ClientKey::Ip(facts.ip)),
         ClientKeyKind::ApiKey => facts.api_key.map(ClientKey::ApiKey),
         ClientKeyKind::AccessToken => facts.access_token.map(ClientKey::AccessToken),

@@ -1,7 +1,7 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
-use crate::key::KeyHash;
+use crate::key::{ClientKeyKind, KeyHash};
 use crate::rule_spec::*;
 use crate::stats::ClientCounts;
 use crate::testutil::{ipk, report, reqs, t};
@@ -856,4 +856,79 @@ fn a_denied_tor_exit_stays_detected() {
     );
     let w = counted(&[], &times(PLAIN, 10));
     assert!(run(&w, &rule, 10).contains("Tor", &ipk(1)));
+}
+
+// IPv6 prefixes ------------------------------------------------------------------------
+
+/// A flooder behind IPv6 privacy addresses: 3000 requests, each from a new address of one
+/// /64, among 40 steady clients (100 requests each, some of them IPv6 neighbours in other
+/// /64s of the same /48). Counted through the sidecar's counter: by IP no client stands out
+/// (each address sent one request); by prefix the /64 is the flood, and nothing else is.
+#[test]
+fn a_flooder_rotating_its_ipv6_addresses_is_one_client_by_prefix() {
+    use crate::counter::{Counter, CounterConfig};
+    use crate::facts::RequestFacts;
+    use crate::report::SidecarId;
+    let id = SidecarId {
+        pod: "a".into(),
+        workload: "api".into(),
+        namespace: "shop".into(),
+    };
+    let cfg = CounterConfig {
+        key_kinds: vec![ClientKeyKind::Ip, ClientKeyKind::IpPrefix],
+        ..CounterConfig::default()
+    };
+    let mut c = Counter::new(id, &cfg, t(0));
+    let v6 = |net: u16, host: u64| {
+        let bits = (0x2001_0db8_0001_u128 << 80) | (u128::from(net) << 64) | u128::from(host);
+        std::net::IpAddr::V6(std::net::Ipv6Addr::from_bits(bits))
+    };
+    for n in 0..40u16 {
+        let ip = if n % 2 == 0 {
+            crate::testutil::ip(u32::from(n) + 100)
+        } else {
+            v6(n, 7)
+        };
+        for _ in 0..100 {
+            c.record(&RequestFacts::new(ip, 200));
+        }
+    }
+    for i in 0..3000u64 {
+        let rotating = v6(0xbad, 0x1000 + i * 7919);
+        c.record(&RequestFacts::new(rotating, 200));
+    }
+    let mut w = Windows::new(&WindowConfig::default());
+    w.merge(&c.take_report(t(1)), t(1));
+    let mut by_ip = flooder();
+    by_ip.client_key = ClientKeyKind::Ip;
+    assert!(run(&w, &by_ip, 10).is_empty(), "no single address floods");
+    let mut by_prefix = flooder();
+    by_prefix.client_key = ClientKeyKind::IpPrefix;
+    let found = run(&w, &by_prefix, 10);
+    let flood = ClientKey::prefix_of(v6(0xbad, 1), 64);
+    assert!(found.contains(&by_prefix.name, &flood), "{found:?}");
+    assert_eq!(found.len(), 1, "only the rotating /64: {found:?}");
+    // A coarser namespace length groups more: the flood's /48 holds the neighbours too.
+    let mut coarse = Counter::new(
+        SidecarId {
+            pod: "a".into(),
+            workload: "api".into(),
+            namespace: "shop".into(),
+        },
+        &CounterConfig {
+            ipv6_prefix_len: 48,
+            ..cfg
+        },
+        t(0),
+    );
+    coarse.record(&RequestFacts::new(v6(1, 1), 200));
+    coarse.record(&RequestFacts::new(v6(2, 1), 200));
+    let report = coarse.take_report(t(1));
+    let prefixes: Vec<String> = report
+        .clients
+        .iter()
+        .filter(|e| e.key.kind() == ClientKeyKind::IpPrefix)
+        .map(|e| format!("{} {}", e.key, e.counts.requests))
+        .collect();
+    assert_eq!(prefixes, ["prefix:2001:db8:1::/48 2"]);
 }

@@ -398,7 +398,7 @@ fn a_memory_budget_takes_the_oldest_slices_of_the_biggest_namespace_first() {
     );
     if dropped < 3 {
         // What is left is the newest: the last 15 minutes still hold their 2000 requests.
-        let last = shop.view(jiff::SignedDuration::from_mins(15), t(1801));
+        let last = shop.view(SignedDuration::from_mins(15), t(1801));
         assert_eq!(last.totals.requests, 2000);
     }
     assert_eq!(

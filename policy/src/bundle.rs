@@ -26,7 +26,7 @@ pub fn generation_from_the_future(generation: u64, now_ms: u64) -> bool {
 pub const MAX_RULES: usize = 64;
 
 /// A compiled namespace policy.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Bundle {
     /// The generation of the inputs it was compiled from.
     pub generation: u64,
@@ -45,6 +45,24 @@ pub struct Bundle {
     /// The client key kinds the namespace's DetectionRules judge by, sorted, always with
     /// `ip`: the sidecars count clients of exactly these kinds for detection.
     pub count_keys: Vec<crate::ClientKeyKind>,
+    /// The IPv6 prefix length `ipPrefix` clients are counted by (the namespace's
+    /// `palisade.dev/ipv6-prefix-length`, default [`crate::key::DEFAULT_IPV6_PREFIX_LEN`]).
+    pub ipv6_prefix_len: u8,
+}
+
+impl Default for Bundle {
+    fn default() -> Self {
+        Self {
+            generation: 0,
+            rules: Vec::new(),
+            actions: Vec::new(),
+            ips: IpSet::default(),
+            trusted_proxies: None,
+            debug_headers: false,
+            count_keys: DEFAULT_COUNT_KEYS.to_vec(),
+            ipv6_prefix_len: crate::key::DEFAULT_IPV6_PREFIX_LEN,
+        }
+    }
 }
 
 /// The key kinds counted when a bundle names none (a bundle of an older operator): IP only.

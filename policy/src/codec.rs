@@ -111,6 +111,14 @@ struct MetaRef<'a> {
     /// bundles of namespaces whose rules all judge by IP.
     #[serde(skip_serializing_if = "is_default_count_keys")]
     count_keys: &'a [crate::ClientKeyKind],
+    /// Left out when it is the default (/64).
+    #[serde(skip_serializing_if = "is_default_prefix_len")]
+    ipv6_prefix_length: u8,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_default_prefix_len(len: &u8) -> bool {
+    *len == crate::key::DEFAULT_IPV6_PREFIX_LEN
 }
 
 fn is_default_count_keys(keys: &&[crate::ClientKeyKind]) -> bool {
@@ -135,6 +143,9 @@ struct Meta {
     /// Absent when only IP clients are counted.
     #[serde(default)]
     count_keys: Option<Vec<crate::ClientKeyKind>>,
+    /// Absent when it is /64.
+    #[serde(default)]
+    ipv6_prefix_length: Option<u8>,
 }
 
 impl Serialize for ActionId {
@@ -155,6 +166,7 @@ pub fn encode(bundle: &Bundle) -> Result<Encoded, BundleError> {
         trusted_proxies: bundle.trusted_proxies.as_ref(),
         debug_headers: bundle.debug_headers,
         count_keys: &bundle.count_keys,
+        ipv6_prefix_length: bundle.ipv6_prefix_len,
     })
     .map_err(BundleError::Json)?;
     let mut packed: Vec<Packed> = Vec::new();
@@ -423,6 +435,10 @@ impl Parts {
             count_keys: meta
                 .count_keys
                 .unwrap_or_else(|| crate::DEFAULT_COUNT_KEYS.to_vec()),
+            ipv6_prefix_len: meta
+                .ipv6_prefix_length
+                .unwrap_or(crate::key::DEFAULT_IPV6_PREFIX_LEN)
+                .clamp(crate::key::MIN_IPV6_PREFIX_LEN, 128),
         })
     }
 }

@@ -143,6 +143,10 @@ fn assemble(
     count_keys.push(ClientKeyKind::Ip);
     count_keys.sort();
     count_keys.dedup();
+    let ipv6_prefix_len = inputs
+        .ipv6_prefix_len
+        .unwrap_or(crate::key::DEFAULT_IPV6_PREFIX_LEN)
+        .clamp(crate::key::MIN_IPV6_PREFIX_LEN, 128);
     let mut ips = IpSetBuilder::new();
     let mut owners: BTreeMap<&ListRef, Vec<ActionId>> = BTreeMap::new();
     for (i, (_, checked)) in active.iter().enumerate() {
@@ -170,6 +174,7 @@ fn assemble(
             trusted_proxies: inputs.trusted_proxies.clone(),
             debug_headers: inputs.debug_headers,
             count_keys,
+            ipv6_prefix_len,
         },
         Err(_) => {
             let (with_ip, rest): (Vec<_>, Vec<_>) =
@@ -197,6 +202,7 @@ fn assemble(
                 trusted_proxies: inputs.trusted_proxies.clone(),
                 debug_headers: inputs.debug_headers,
                 count_keys,
+                ipv6_prefix_len,
             }
         }
     }
@@ -585,6 +591,35 @@ mod tests {
         };
         assert!(text(&enc).contains(r#""countKeys":["ip","apiKey","accessToken"]"#));
         assert!(!text(&ip_only).contains("countKeys"), "{}", text(&ip_only));
+    }
+
+    /// The namespace's IPv6 prefix length travels in the bundle (left out at /64, so older
+    /// sidecars read those bundles), clamped to /32../128.
+    #[test]
+    fn the_ipv6_prefix_length_travels_in_the_bundle() {
+        let t = ts("2026-01-01T00:00:00Z");
+        let mut inp = inputs(vec![]);
+        inp.rules = vec![RuleSpec {
+            name: "by-prefix".into(),
+            paused: false,
+            mode: Mode::Enforce,
+            client_key: ClientKeyKind::IpPrefix,
+        }];
+        let round_trip = |inp: &Inputs| {
+            let b = compile(inp, t).bundle;
+            let enc = crate::encode(&b).unwrap();
+            crate::decode(&enc.manifest, &enc.shards.iter().cloned().collect()).unwrap()
+        };
+        let back = round_trip(&inp);
+        assert_eq!(back.ipv6_prefix_len, 64);
+        assert_eq!(
+            back.count_keys,
+            [ClientKeyKind::Ip, ClientKeyKind::IpPrefix]
+        );
+        inp.ipv6_prefix_len = Some(56);
+        assert_eq!(round_trip(&inp).ipv6_prefix_len, 56);
+        inp.ipv6_prefix_len = Some(8);
+        assert_eq!(round_trip(&inp).ipv6_prefix_len, 32);
     }
 
     #[test]

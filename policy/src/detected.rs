@@ -102,6 +102,10 @@ pub fn decode_detected(bytes: &[u8]) -> Result<DetectedClients, BundleError> {
 pub struct DetectedIndex {
     marks: HashMap<ClientKey, Vec<(u8, i64)>>,
     has_user_agents: bool,
+    /// The IPv6 prefix lengths marked, each once (a namespace uses one; a change of its
+    /// length leaves marks of the old one until they expire).
+    v6_prefix_lens: Vec<u8>,
+    has_v4_prefixes: bool,
 }
 
 impl DetectedIndex {
@@ -124,15 +128,48 @@ impl DetectedIndex {
             }
         }
         let has_user_agents = marks.keys().any(|k| matches!(k, ClientKey::UserAgent(_)));
+        let mut v6_prefix_lens: Vec<u8> = marks
+            .keys()
+            .filter_map(|k| match k {
+                ClientKey::IpPrefix(ipnet::IpNet::V6(net)) => Some(net.prefix_len()),
+                _ => None,
+            })
+            .collect();
+        v6_prefix_lens.sort_unstable();
+        v6_prefix_lens.dedup();
+        let has_v4_prefixes = marks
+            .keys()
+            .any(|k| matches!(k, ClientKey::IpPrefix(ipnet::IpNet::V4(_))));
         Self {
             marks,
             has_user_agents,
+            v6_prefix_lens,
+            has_v4_prefixes,
         }
     }
 
     /// Whether some entry is keyed by user agent (only then is the request's UA hashed).
     pub fn has_user_agents(&self) -> bool {
         self.has_user_agents
+    }
+
+    /// The mask of rules that marked the network of `ip` (an IPv6 prefix of a marked
+    /// length, or the IPv4 address as a /32) and have not expired at `now_unix_s`.
+    pub fn prefix_rules_for(&self, ip: IpAddr, now_unix_s: i64) -> u64 {
+        let ip = canonical_ip(ip);
+        let mut mask = 0;
+        match ip {
+            IpAddr::V4(_) if self.has_v4_prefixes => {
+                mask |= self.rules_for(&[Some(ClientKey::prefix_of(ip, 128))], now_unix_s);
+            }
+            IpAddr::V6(_) => {
+                for &len in &self.v6_prefix_lens {
+                    mask |= self.rules_for(&[Some(ClientKey::prefix_of(ip, len))], now_unix_s);
+                }
+            }
+            IpAddr::V4(_) => {}
+        }
+        mask
     }
 
     /// Whether nothing is marked.
@@ -195,6 +232,40 @@ mod tests {
             generation: 7,
             rules,
         }
+    }
+
+    /// A marked IPv6 /64 catches every address inside it (privacy addresses rotate there)
+    /// and no address outside; a marked IPv4 prefix is its one address.
+    #[test]
+    fn a_marked_prefix_catches_every_address_of_its_network() {
+        let at = |s: i64| Timestamp::from_second(s).unwrap();
+        let mark = |ip: &str, len| DetectedClient {
+            key: ClientKey::prefix_of(ip.parse().unwrap(), len),
+            expires: at(100),
+        };
+        let mut rules = BTreeMap::new();
+        rules.insert(
+            "flooder".to_string(),
+            vec![mark("2001:db8:1:2::1", 64), mark("198.51.100.9", 64)],
+        );
+        let d = DetectedIndex::new(
+            &DetectedClients {
+                generation: 1,
+                rules,
+            },
+            &["flooder".into()],
+        );
+        let hit = |ip: &str, now| d.prefix_rules_for(ip.parse().unwrap(), now);
+        assert_eq!(hit("2001:db8:1:2:dead:beef:0:1", 50), 1);
+        assert_eq!(hit("2001:db8:1:2::ffff", 50), 1);
+        assert_eq!(hit("2001:db8:1:3::1", 50), 0, "the next /64");
+        assert_eq!(hit("198.51.100.9", 50), 1);
+        assert_eq!(hit("::ffff:198.51.100.9", 50), 1);
+        assert_eq!(hit("198.51.100.10", 50), 0);
+        assert_eq!(hit("2001:db8:1:2::1", 100), 0, "expired");
+        // The address itself is not marked as an IP client.
+        let ip = ClientKey::Ip("2001:db8:1:2::1".parse().unwrap());
+        assert_eq!(d.rules_for(&[Some(ip)], 50), 0);
     }
 
     #[test]

@@ -201,7 +201,7 @@ fn detected_rules(d: &DetectedIndex, req: &Request<'_>) -> u64 {
         req.token_hash.map(|h| ClientKey::AccessToken(KeyHash(*h))),
         ua,
     ];
-    d.rules_for(&keys, req.now_unix_s)
+    d.rules_for(&keys, req.now_unix_s) | d.prefix_rules_for(req.ip, req.now_unix_s)
 }
 
 #[cfg(test)]

@@ -27,12 +27,21 @@ pub enum ClientKeyKind {
     AccessToken,
     /// The `User-Agent` header, hashed.
     UserAgent,
+    /// The network of the client IP: its IPv6 /64 (or the namespace's
+    /// `palisade.dev/ipv6-prefix-length`), an IPv4 address alone (/32). A client that rotates
+    /// its addresses inside its prefix (IPv6 privacy addresses) stays one client.
+    IpPrefix,
 }
 
 impl ClientKeyKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [ClientKeyKind; 4] =
-        [Self::Ip, Self::ApiKey, Self::AccessToken, Self::UserAgent];
+    pub const ALL: [ClientKeyKind; 5] = [
+        Self::Ip,
+        Self::ApiKey,
+        Self::AccessToken,
+        Self::UserAgent,
+        Self::IpPrefix,
+    ];
 
     /// The prefix of this kind in a key's text form (`ip:`, `apiKey:`, …).
     pub fn prefix(self) -> &'static str {
@@ -41,9 +50,15 @@ impl ClientKeyKind {
             Self::ApiKey => "apiKey",
             Self::AccessToken => "token",
             Self::UserAgent => "ua",
+            Self::IpPrefix => "prefix",
         }
     }
 }
+
+/// The IPv6 prefix length clients are grouped by unless the namespace says otherwise.
+pub const DEFAULT_IPV6_PREFIX_LEN: u8 = 64;
+/// The shortest IPv6 prefix a namespace may group clients by (a /32 is a whole provider).
+pub const MIN_IPV6_PREFIX_LEN: u8 = 32;
 
 /// A SHA-256 digest of a secret or of free text; printed as `sha256:<64 hex>`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -96,6 +111,8 @@ pub enum ClientKey {
     AccessToken(KeyHash),
     /// A hashed user agent.
     UserAgent(KeyHash),
+    /// A client network: an IPv6 prefix (host bits zero) or an IPv4 address as a /32.
+    IpPrefix(ipnet::IpNet),
 }
 
 impl ClientKey {
@@ -114,6 +131,21 @@ impl ClientKey {
         Self::UserAgent(KeyHash::of(ua.as_bytes()))
     }
 
+    /// The prefix key of `ip`: its IPv6 network of `v6_len` bits (clamped to
+    /// [`MIN_IPV6_PREFIX_LEN`]..=128), or the IPv4 address as a /32 (an IPv4-mapped IPv6
+    /// address counts as its IPv4 address).
+    pub fn prefix_of(ip: IpAddr, v6_len: u8) -> Self {
+        use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+        let net = match ip.to_canonical() {
+            IpAddr::V4(v4) => IpNet::V4(Ipv4Net::new_assert(v4, 32)),
+            IpAddr::V6(v6) => {
+                let len = v6_len.clamp(MIN_IPV6_PREFIX_LEN, 128);
+                IpNet::V6(Ipv6Net::new_assert(v6, len).trunc())
+            }
+        };
+        Self::IpPrefix(net)
+    }
+
     /// The kind of this key.
     pub fn kind(&self) -> ClientKeyKind {
         match self {
@@ -121,6 +153,7 @@ impl ClientKey {
             Self::ApiKey(_) => ClientKeyKind::ApiKey,
             Self::AccessToken(_) => ClientKeyKind::AccessToken,
             Self::UserAgent(_) => ClientKeyKind::UserAgent,
+            Self::IpPrefix(_) => ClientKeyKind::IpPrefix,
         }
     }
 
@@ -145,6 +178,13 @@ impl Hash for ClientKey {
             Self::ApiKey(h) => state.write_u64(word(h) ^ 1 << 62),
             Self::AccessToken(h) => state.write_u64(word(h) ^ 2 << 62),
             Self::UserAgent(h) => state.write_u64(word(h) ^ 3 << 62),
+            Self::IpPrefix(net) => {
+                let bits = match net.network() {
+                    IpAddr::V4(v4) => u128::from(v4.to_bits()),
+                    IpAddr::V6(v6) => v6.to_bits(),
+                };
+                state.write_u128(bits ^ u128::from(net.prefix_len()) << 120 ^ 1 << 127);
+            }
         }
     }
 }
@@ -164,6 +204,7 @@ impl fmt::Display for ClientKey {
             Self::ApiKey(h) | Self::AccessToken(h) | Self::UserAgent(h) => {
                 write!(f, "{prefix}:{h}")
             }
+            Self::IpPrefix(net) => write!(f, "{prefix}:{net}"),
         }
     }
 }
@@ -181,6 +222,17 @@ impl FromStr for ClientKey {
             "apiKey" => rest.parse().map(Self::ApiKey),
             "token" => rest.parse().map(Self::AccessToken),
             "ua" => rest.parse().map(Self::UserAgent),
+            "prefix" => match rest.parse::<ipnet::IpNet>() {
+                // Only canonical prefixes: the host bits are zero, an IPv4 client is a /32,
+                // an IPv6 prefix is at least MIN_IPV6_PREFIX_LEN long.
+                Ok(net @ ipnet::IpNet::V4(v4)) if v4.prefix_len() == 32 => Ok(Self::IpPrefix(net)),
+                Ok(net @ ipnet::IpNet::V6(v6))
+                    if v6.prefix_len() >= MIN_IPV6_PREFIX_LEN && v6.trunc() == v6 =>
+                {
+                    Ok(Self::IpPrefix(net))
+                }
+                _ => Err(KeyError::bad(s)),
+            },
             _ => Err(KeyError::bad(s)),
         }
     }
@@ -203,7 +255,7 @@ impl<'de> Deserialize<'de> for ClientKey {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "invalid client key {text:?}; expected ip:<address>, apiKey:sha256:<hex>, \
-     token:sha256:<hex> or ua:sha256:<hex>"
+     token:sha256:<hex>, ua:sha256:<hex> or prefix:<network>/<length>"
 )]
 pub struct KeyError {
     /// The text that was rejected (cut to 80 characters).
@@ -236,6 +288,8 @@ mod tests {
             ClientKey::api_key("k-123"),
             ClientKey::access_token("tok"),
             ClientKey::user_agent("curl/8"),
+            ClientKey::prefix_of("2001:db8:1:2:aa:bb:cc:dd".parse().unwrap(), 64),
+            ClientKey::prefix_of("203.0.113.7".parse().unwrap(), 64),
         ] {
             let text = key.to_string();
             assert_eq!(text.parse::<ClientKey>().unwrap(), key, "{text}");
@@ -265,6 +319,34 @@ mod tests {
         assert!(err.to_string().contains("apiKey:sha256:<hex>"));
         assert!("nope".parse::<ClientKey>().is_err());
         assert!("ip:999.1.1.1".parse::<ClientKey>().is_err());
+    }
+
+    /// Every address of a /64 is one prefix client; the next /64, an IPv4 client and a
+    /// non-canonical text are not.
+    #[test]
+    fn a_prefix_groups_the_addresses_of_one_network() {
+        let p = |ip: &str, len| ClientKey::prefix_of(ip.parse().unwrap(), len);
+        let home = p("2001:db8:1:2::1", 64);
+        assert_eq!(home.to_string(), "prefix:2001:db8:1:2::/64");
+        assert_eq!(p("2001:db8:1:2:ffff:1:2:3", 64), home);
+        assert_ne!(p("2001:db8:1:3::1", 64), home);
+        assert_eq!(p("2001:db8:1:3::1", 56), p("2001:db8:1:2::9", 56));
+        assert_eq!(
+            p("2001:db8::1", 8),
+            p("2001:db8::1", MIN_IPV6_PREFIX_LEN),
+            "clamped"
+        );
+        assert_eq!(p("203.0.113.7", 64).to_string(), "prefix:203.0.113.7/32");
+        assert_eq!(p("::ffff:203.0.113.7", 64), p("203.0.113.7", 64));
+        assert_eq!(home.kind(), ClientKeyKind::IpPrefix);
+        for bad in [
+            "prefix:2001:db8:1:2::1/64",
+            "prefix:2001:db8::/16",
+            "prefix:203.0.113.0/24",
+            "prefix:nope",
+        ] {
+            assert!(bad.parse::<ClientKey>().is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -31,6 +31,9 @@ pub struct Inputs {
     /// The namespace asks sidecars to name the deciding action in a response header
     /// (`palisade.dev/debug-headers: "true"`).
     pub debug_headers: bool,
+    /// The IPv6 prefix length `ipPrefix` clients are grouped by (the namespace's
+    /// `palisade.dev/ipv6-prefix-length`); `None`: /64.
+    pub ipv6_prefix_len: Option<u8>,
 }
 
 /// One SecurityAction.

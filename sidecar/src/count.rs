@@ -195,6 +195,12 @@ fn follow_bundle(counter: &mut Counter, store: &Store) {
     if counter.key_kinds() != before {
         tracing::info!(kinds = ?counter.key_kinds(), "counting clients by these key kinds");
     }
+    let len = loaded
+        .as_deref()
+        .map_or(palisade_policy::key::DEFAULT_IPV6_PREFIX_LEN, |l| {
+            l.policy.bundle().ipv6_prefix_len
+        });
+    counter.set_ipv6_prefix_len(len);
 }
 
 /// What the last report sent said, and when.

@@ -89,6 +89,7 @@ pub fn rule(r: &DetectionRule, tor_exits: Vec<ipnet::IpNet>) -> RuleSpec {
         ClientKey::ApiKey => ClientKeyKind::ApiKey,
         ClientKey::AccessToken => ClientKeyKind::AccessToken,
         ClientKey::UserAgent => ClientKeyKind::UserAgent,
+        ClientKey::IpPrefix => ClientKeyKind::IpPrefix,
     };
     if let Ok(ttl) = s.detection_ttl.to_std()
         && let Ok(ttl) = jiff::SignedDuration::try_from(ttl)

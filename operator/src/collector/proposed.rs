@@ -31,6 +31,8 @@ pub fn yaml(inc: &Incident) -> Option<String> {
     for c in &inc.clients {
         match c {
             ClientKey::Ip(ip) => ips.push(IpRange(ip.to_string())),
+            // An IPv6 prefix is proposed whole: its client rotates addresses inside it.
+            ClientKey::IpPrefix(net) => ips.push(IpRange(net.to_string())),
             ClientKey::ApiKey(h) => keys.push(Sha256Digest(h.to_string())),
             ClientKey::AccessToken(h) => tokens.push(Sha256Digest(h.to_string())),
             ClientKey::UserAgent(_) => agents += 1,

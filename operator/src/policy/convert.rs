@@ -82,6 +82,7 @@ pub fn rule(r: &DetectionRule) -> RuleSpec {
             CrdClientKey::ApiKey => ClientKeyKind::ApiKey,
             CrdClientKey::AccessToken => ClientKeyKind::AccessToken,
             CrdClientKey::UserAgent => ClientKeyKind::UserAgent,
+            CrdClientKey::IpPrefix => ClientKeyKind::IpPrefix,
         },
     }
 }

@@ -198,6 +198,7 @@ fn compile_namespace(
             .get(palisade_crds::keys::DEBUG_HEADERS_ANNOTATION)
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("true")),
         namespace_paused: is_paused(&ns.metadata),
+        ipv6_prefix_len: ipv6_prefix_len(ns),
         generation,
         lists: convert::list_texts(&specs, configmaps),
         actions: specs,
@@ -226,6 +227,21 @@ fn trusted_proxies(ns: &Namespace) -> Option<palisade_policy::TrustedProxies> {
         Err(e) => {
             tracing::warn!(namespace = %ns.name_any(), error = %e,
                 "{TRUSTED_PROXIES_ANNOTATION} ignored; sidecars keep --trusted-proxies");
+            None
+        }
+    }
+}
+
+/// The namespace's `palisade.dev/ipv6-prefix-length` annotation. A value that is not a
+/// length from 32 to 128 is left out (/64 stays) and logged.
+fn ipv6_prefix_len(ns: &Namespace) -> Option<u8> {
+    use palisade_crds::keys::IPV6_PREFIX_LENGTH_ANNOTATION;
+    let text = ns.annotations().get(IPV6_PREFIX_LENGTH_ANNOTATION)?;
+    match text.trim().trim_start_matches('/').parse::<u8>() {
+        Ok(len) if (32..=128).contains(&len) => Some(len),
+        _ => {
+            tracing::warn!(namespace = %ns.name_any(), value = %text,
+                "{IPV6_PREFIX_LENGTH_ANNOTATION} ignored: not a prefix length from 32 to 128; /64 stays");
             None
         }
     }
