@@ -312,9 +312,13 @@ impl Counter {
         self.kinds = on;
     }
 
-    /// Groups IPv6 clients of the `ipPrefix` kind by `len` bits from the next slice on.
+    /// Groups IPv6 clients of the `ipPrefix` kind by `len` bits: at once while no prefix is
+    /// counted in this slice (right after a report), else from the next slice on.
     pub fn set_ipv6_prefix_len(&mut self, len: u8) {
         self.next_v6_len = clamp_len(len);
+        if self.prefixes.is_empty() {
+            self.v6_len = self.next_v6_len;
+        }
     }
 
     /// The IPv6 prefix length of the slice being counted.

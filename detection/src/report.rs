@@ -455,7 +455,7 @@ mod tests {
                 key: format!("ip:10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255)
                     .parse()
                     .unwrap(),
-                counts: entry.counts.clone(),
+                counts: entry.counts,
             })
             .collect();
         let attr = r.attributes[0].clone();

@@ -127,7 +127,7 @@ fn flooder_judges_the_rule_key_kind() {
         "IP rule ignores API-key clients"
     );
     let mut rule = flooder();
-    rule.client_key = crate::key::ClientKeyKind::ApiKey;
+    rule.client_key = ClientKeyKind::ApiKey;
     rule.rule = RuleKind::Flooder(FlooderParams {
         min_clients: 1,
         ..Default::default()
@@ -881,7 +881,7 @@ fn a_flooder_rotating_its_ipv6_addresses_is_one_client_by_prefix() {
     let mut c = Counter::new(id, &cfg, t(0));
     let v6 = |net: u16, host: u64| {
         let bits = (0x2001_0db8_0001_u128 << 80) | (u128::from(net) << 64) | u128::from(host);
-        std::net::IpAddr::V6(std::net::Ipv6Addr::from_bits(bits))
+        IpAddr::V6(std::net::Ipv6Addr::from_bits(bits))
     };
     for n in 0..40u16 {
         let ip = if n % 2 == 0 {

@@ -438,3 +438,59 @@ async fn the_bundle_decides_which_client_keys_are_counted() {
         "{counts:?}"
     );
 }
+
+/// A rule with `clientKey: ipPrefix` and the namespace's prefix length in the bundle: the
+/// sidecar counts each IPv6 /56 (here) as one client, whatever address of it a request
+/// came from, and IPv4 clients by address.
+#[tokio::test]
+async fn the_bundle_sets_the_ipv6_prefix_clients_are_counted_by() {
+    use palisade_policy::{ClientKeyKind, Inputs, Mode, RuleSpec};
+    let c = collector(true).await;
+    let bundles = tempfile::tempdir().unwrap();
+    let inputs = Inputs {
+        generation: 1,
+        rules: vec![RuleSpec {
+            name: "flooder-by-prefix".into(),
+            paused: false,
+            mode: Mode::Enforce,
+            client_key: ClientKeyKind::IpPrefix,
+        }],
+        ipv6_prefix_len: Some(56),
+        ..Inputs::default()
+    };
+    let hash = bundle::write_inputs(bundles.path(), &inputs);
+    let path = bundles.path().to_str().unwrap().to_owned();
+    let extra = ["--bundle-path", &path, "--bundle-poll", "20ms"];
+    let (sc, _dir) = reporting_sidecar_with(echo_app().await, c.addr, "50ms", &extra).await;
+    wait_for_bundle(&sc, &hash).await;
+    let mut reports = c.reports;
+    tokio::time::timeout(patience(), reports.recv())
+        .await
+        .unwrap();
+    let from = [
+        "2001:db8:1:2::1",
+        "2001:db8:1:2:aaaa::9",
+        "2001:db8:1:ff::1",
+        "2001:db8:1:100::1",
+        "198.51.100.7",
+    ];
+    for ip in from {
+        let (status, _, _) = get(sc.proxy_addr, "/", &[("x-forwarded-for", ip)]).await;
+        assert_eq!(status, 200);
+    }
+    let (counts, _) = sum_reports_by_ip(&mut reports, from.len() as u32).await;
+    let mut prefixes: Vec<String> = counts
+        .iter()
+        .filter(|(k, _)| k.kind() == ClientKeyKind::IpPrefix)
+        .map(|(k, c)| format!("{k} {}", c.requests))
+        .collect();
+    prefixes.sort();
+    assert_eq!(
+        prefixes,
+        [
+            "prefix:198.51.100.7/32 1",
+            "prefix:2001:db8:1:100::/56 1",
+            "prefix:2001:db8:1::/56 3",
+        ]
+    );
+}

@@ -819,3 +819,51 @@ async fn detected_client_documents_must_be_signed_too() {
     rejected(&sc, "SignatureInvalid", 1).await;
     assert_eq!(get(sc.proxy_addr, "/", &[from("192.0.2.5")]).await.0, 403);
 }
+
+/// A `detectedBy` deny of a client detected by its IPv6 prefix covers every address of the
+/// prefix (the client rotates its privacy addresses there) and nothing outside it.
+#[tokio::test]
+async fn a_detected_ipv6_prefix_is_denied_at_every_address_inside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let action = deny(
+        "ban-flooders",
+        when(|c| c.detected_by = Some(palisade_policy::DetectedBy::Any)),
+    );
+    let (manifest, shards) = bundle::encode_with_rules(vec![action], &["flooder"], 1);
+    write_raw(dir.path(), &manifest, &shards);
+    bundle::write_detected(dir.path(), 1, &[("flooder", "prefix:2001:db8:1:2::/64")]);
+    let path = dir.path().to_str().unwrap().to_owned();
+    let args = [
+        "--bundle-path",
+        &path,
+        "--bundle-poll",
+        "20ms",
+        "--trusted-proxies",
+        "127.0.0.0/8",
+    ];
+    let sc = sidecar(echo_app().await, &args).await;
+    let hash = palisade_policy::Manifest::from_json(&manifest)
+        .unwrap()
+        .bundle_hash;
+    wait_for_bundle(&sc, &hash).await;
+    while get(sc.proxy_addr, "/", &[from("2001:db8:1:2::1")]).await.0 != 403 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    for inside in [
+        "2001:db8:1:2:dead:beef:1:2",
+        "2001:db8:1:2:ffff:ffff:ffff:ffff",
+    ] {
+        assert_eq!(
+            get(sc.proxy_addr, "/", &[from(inside)]).await.0,
+            403,
+            "{inside}"
+        );
+    }
+    for outside in ["2001:db8:1:3::1", "2001:db8:1:1:ffff::1", "198.51.100.7"] {
+        assert_eq!(
+            get(sc.proxy_addr, "/", &[from(outside)]).await.0,
+            200,
+            "{outside}"
+        );
+    }
+}
