@@ -543,6 +543,28 @@ mod tests {
     }
 
     #[test]
+    fn the_ipv6_prefix_length_comes_from_the_namespace_annotation() {
+        let with = |v: &str| {
+            let mut n = ns(None);
+            n.metadata.annotations = Some(
+                [(
+                    palisade_crds::keys::IPV6_PREFIX_LENGTH_ANNOTATION.to_owned(),
+                    v.to_owned(),
+                )]
+                .into(),
+            );
+            ipv6_prefix_len(&n)
+        };
+        assert_eq!(ipv6_prefix_len(&ns(None)), None);
+        assert_eq!(with("56"), Some(56));
+        assert_eq!(with("/48"), Some(48));
+        // Out of range or not a number: ignored, /64 stays.
+        for bad in ["16", "129", "sixty-four", ""] {
+            assert_eq!(with(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
     fn trusted_proxies_come_from_the_namespace_annotation() {
         assert_eq!(trusted_proxies(&ns(None)), None);
         let t = trusted_proxies(&ns(Some("10.0.0.0/8, 192.168.1.7"))).expect("parsed");

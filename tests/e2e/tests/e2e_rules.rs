@@ -381,3 +381,93 @@ async fn a_scraper_taking_most_of_the_bytes_is_denied() {
     })
     .await;
 }
+
+/// Flooder by `clientKey: ipPrefix` in a namespace annotated `palisade.dev/ipv6-prefix-length:
+/// "56"`: a client that takes a new IPv6 address for every request, across the /64s of its
+/// /56, is one client; it is detected, and then denied at an address of its /56 it never
+/// used, while a client of the next /56 passes. The incident names the prefix and the
+/// addresses seen inside it. (Clients reach the sidecar through a trusted proxy on loopback,
+/// which names them in `X-Forwarded-For`.)
+#[tokio::test]
+async fn an_ipv6_flooder_rotating_addresses_is_denied_by_its_prefix() {
+    let cp = ControlPlane::shared();
+    let ns = TempNs::new(cp, "v6prefix").await;
+    cp.kubectl_ok(&[
+        "annotate",
+        "namespace",
+        ns.name(),
+        "palisade.dev/ipv6-prefix-length=56",
+    ])
+    .expect("annotate the namespace");
+    let op = Operator::start(cp, "op-v6prefix", "op-v6prefix", &scope(&ns));
+    let manifests = format!(
+        "apiVersion: palisade.dev/v1alpha1\nkind: DetectionRule\nmetadata: {{name: flooder}}\n\
+         spec:\n  type: Flooder\n  clientKey: ipPrefix\n  detectionTtl: 10m\n  flooder: \
+         {{minSharePercent: 50, minRequests: 100, minActiveClients: 1}}\n---\n{}",
+        deny_detected("flooder", 429, "denied: flood")
+    );
+    cp.apply(ns.name(), &manifests)
+        .expect("apply the rule and the action");
+    let port = app(|_| (200, "ok".into())).await;
+    let sc = Sidecar::start_with_args(
+        cp,
+        ns.name(),
+        "api-0",
+        port,
+        Some(&op.collector),
+        &["--trusted-proxies", "127.0.0.0/8"],
+    );
+    eventually("the bundle counting /56 prefixes", || async {
+        let (_, b) = palisade_e2e::bundle::read_bundle(&cp.client().await, ns.name()).await?;
+        let version = sc.bundle_version().unwrap_or_default();
+        (b.count_keys
+            .contains(&palisade_policy::ClientKeyKind::IpPrefix)
+            && b.ipv6_prefix_len == 56
+            && b.actions.iter().any(|a| a.name == "deny-detected")
+            && version.starts_with(&format!("{}-", b.generation)))
+        .then_some(())
+        .ok_or(format!(
+            "countKeys {:?} /{} sidecar {version}",
+            b.count_keys, b.ipv6_prefix_len
+        ))
+    })
+    .await;
+    // Address n: the n-th /64 of 2001:db8:bad:100::/56 (mod 256), host n.
+    let rotating = |n: u32| format!("2001:db8:bad:1{:02x}::{:x}", n % 256, n + 1);
+    let local = ip("127.0.0.1");
+    let sent = until_denied(&sc, 429, "flood", |n| {
+        let headers = vec![("x-forwarded-for".to_owned(), rotating(n))];
+        (local, "/v1/items".to_owned(), headers)
+    })
+    .await;
+    assert!(sent >= 100, "minRequests is 100; denied after {sent}");
+    let send = |xff: &'static str| async move {
+        get(local, sc.addr, "/v1/items", &[("x-forwarded-for", xff)])
+            .await
+            .expect("request")
+            .0
+    };
+    assert_eq!(
+        send("2001:db8:bad:1ff:ffff::1").await,
+        429,
+        "unused address of the /56"
+    );
+    assert_eq!(send("2001:db8:bad:200::1").await, 200, "the next /56");
+    assert_eq!(send("203.0.113.50").await, 200, "an IPv4 client");
+    let status = incident(ns.name(), "flooder", |st| {
+        (!values(st, "ips").is_empty())
+            .then_some(())
+            .ok_or(format!("no addresses yet: {}", st["attributes"]))
+    })
+    .await;
+    assert!(
+        status["displayName"]
+            .as_str()
+            .is_some_and(|n| n.contains("prefix:2001:db8:bad:100::/56")),
+        "{status}"
+    );
+    for a in values(&status, "ips") {
+        assert!(a.starts_with("2001:db8:bad:1"), "address {a} in {status}");
+    }
+    drop(op);
+}
