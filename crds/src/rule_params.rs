@@ -184,8 +184,9 @@ pub struct OAuthAbuserParams {
 pub struct TorListParams {
     /// The ConfigMap of this namespace holding the exit list (`name`, and `key`: absent, every
     /// `data` key and every `binaryData` key ending in `.gz`), one IP or CIDR a line, read by
-    /// the operator every second. A missing ConfigMap or key, or a line that is not an
-    /// address, sets `ListReady` and `Ready` False; the last good list stays in use.
+    /// the operator when the rule appears and within 5 seconds of each change of the
+    /// ConfigMap. A missing ConfigMap or key, or a line that is not an address, sets
+    /// `ListReady` and `Ready` False; the last good list stays in use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_config_map: Option<IpListSource>,
     /// An HTTP(S) URL the operator downloads the list from, like

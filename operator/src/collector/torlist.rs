@@ -1,7 +1,8 @@
 //! TorList rules: where their exit list comes from, and its status. The leader reads every
-//! TorList rule's list once a second: a `fromConfigMap` list from its ConfigMap (one GET), a
-//! `url` list by downloading it when the rule appears or its URL changes, then every
-//! `refreshInterval`. The evaluation uses the list held here, so the clients it marks reach
+//! TorList rule's list: a `fromConfigMap` list from its ConfigMap when the rule appears or
+//! its source changes, then whenever the ConfigMap's `resourceVersion` changed (checked with a
+//! metadata-only GET every [`CONFIGMAP_CHECK`]); a `url` list by downloading it when the rule
+//! appears or its URL changes, then every `refreshInterval`. The evaluation uses the list held here, so the clients it marks reach
 //! the sidecars through `palisade-detected`.
 //!
 //! A failed read — a missing ConfigMap or key, content that is not a list of addresses, a
@@ -133,6 +134,44 @@ pub async fn exits(c: &Collector, ns: &str, r: &DetectionRule) -> Vec<IpNet> {
             .and_then(Result::ok)
             .unwrap_or_default(),
     }
+}
+
+/// How often a `fromConfigMap` list's ConfigMap is checked for a new version.
+pub const CONFIGMAP_CHECK: Duration = Duration::from_secs(5);
+
+/// Whether the ConfigMap of a `fromConfigMap` list must be read whole now: never read for
+/// this source, or its version changed. Checks the version at most every
+/// [`CONFIGMAP_CHECK`] (a metadata-only GET); `None`: nothing to do now.
+async fn configmap_changed(
+    c: &Collector,
+    key: &(String, String),
+    shown: &str,
+    name: &str,
+    now: Timestamp,
+) -> Result<Option<Option<String>>, kube::Error> {
+    let (seen, checked) = {
+        let feeds = c.tor.lock();
+        let f = feeds.get(key);
+        (
+            f.and_then(|f| f.configmap_seen.clone()),
+            f.and_then(|f| f.configmap_checked),
+        )
+    };
+    let same_source = seen.as_ref().is_some_and(|(s, _)| s == shown);
+    let recent = checked.is_some_and(|t| now.duration_since(t).unsigned_abs() < CONFIGMAP_CHECK);
+    if same_source && recent {
+        return Ok(None);
+    }
+    let api: Api<ConfigMap> = Api::namespaced(c.ctx.clients.collector.clone(), &key.0);
+    let version = api
+        .get_metadata_opt(name)
+        .await?
+        .and_then(|m| m.metadata.resource_version);
+    if let Some(f) = c.tor.lock().get_mut(key) {
+        f.configmap_checked = Some(now);
+    }
+    let unchanged = same_source && version.is_some() && seen.map(|(_, v)| v) == version;
+    Ok((!unchanged).then_some(version))
 }
 
 /// Reads ConfigMap `ns/name`: the list, or why it is not one; `Err` when the API server
@@ -345,9 +384,17 @@ async fn refresh(c: &Collector, http: &Http, r: &DetectionRule) -> Result<(), ku
             Some((Kind::Url, outcome, Some(tor.refresh_interval())))
         }
         Source::Url(_) => None,
-        Source::ConfigMap { name, key } => {
-            let outcome = read_configmap(c, &ns, name, key).await?;
-            Some((Kind::ConfigMap, outcome, None))
+        Source::ConfigMap { name, key: cm_key } => {
+            match configmap_changed(c, &key, &shown, name, now).await? {
+                None => None,
+                Some(version) => {
+                    let outcome = read_configmap(c, &ns, name, cm_key).await?;
+                    if let Some(f) = c.tor.lock().get_mut(&key) {
+                        f.configmap_seen = version.map(|v| (shown.clone(), v));
+                    }
+                    Some((Kind::ConfigMap, outcome, None))
+                }
+            }
         }
     };
     if let Some((kind, outcome, refresh)) = outcome {

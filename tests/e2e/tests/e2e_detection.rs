@@ -573,6 +573,24 @@ async fn a_tor_list_from_a_configmap_reports_a_missing_or_bad_configmap_and_reco
         unchanged["list"], st["list"],
         "re-reading the same list changes nothing"
     );
+    // An unchanged ConfigMap is not read again: its version is checked every 5 s (one
+    // metadata GET), where it used to be read whole every second.
+    let gets = || {
+        let m = op.metrics().expect("operator metrics");
+        m.lines()
+            .filter(|l| {
+                l.starts_with("palisade_operator_kube_requests_total{")
+                    && l.contains("component=\"collector\"")
+                    && l.contains("verb=\"get\"")
+                    && l.contains("resource=\"configmaps\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    let before = gets();
+    tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+    let in_10s = gets() - before;
+    assert!(in_10s <= 3.0, "{in_10s} ConfigMap GETs in 10 s for one unchanged list");
 
     // A typo: named with its line; the last good list stays in use.
     cp.apply(n, &cm("{list: \"198.51.100.30\\n198.51.100.3l\\n\"}"))

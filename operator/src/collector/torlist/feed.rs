@@ -66,6 +66,11 @@ pub struct Feed {
     pub next: Option<Timestamp>,
     /// What was last written to the rule's status, and its `ListReady` reason.
     pub written: Option<(serde_json::Value, String)>,
+    /// `fromConfigMap`: the source and `resourceVersion` of the ConfigMap last read whole,
+    /// and when its version was last checked.
+    pub configmap_seen: Option<(String, String)>,
+    /// When the ConfigMap's version was last checked.
+    pub configmap_checked: Option<Timestamp>,
 }
 
 /// Where a feed stands, as the `ListReady` condition says it.
