@@ -95,12 +95,7 @@ async fn reconcile_namespace(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Ac
             return Ok(Action::await_change());
         }
     }
-    let configmaps = Api::<ConfigMap>::namespaced(client.clone(), &name)
-        .list(&lp)
-        .await;
-    let configmaps = configmaps
-        .map_err(Error::kube("listing ConfigMaps", &name))?
-        .items;
+    let configmaps = referenced_configmaps(client, &name, &actions).await?;
     let now = jiff::Timestamp::now();
     let current = bundle_cm::current_manifest(client, &name, &ring).await;
     let current = match current.map_err(Error::kube("reading the bundle manifest", &name))? {
@@ -175,6 +170,43 @@ async fn reconcile_namespace(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Ac
         .chain(pauses.iter().filter_map(|p| p.ends(now)))
         .min();
     Ok(requeue(next_change, next_pod_check, now))
+}
+
+/// The ConfigMaps the actions' IP lists reference, read whole. The namespace's ConfigMaps
+/// are listed by metadata only, to resolve label selectors: most of them can be the
+/// operator's own bundle shards (up to 900 KiB each), which a full LIST would carry on every
+/// reconcile.
+async fn referenced_configmaps(
+    client: &kube::Client,
+    ns: &str,
+    actions: &[SecurityAction],
+) -> Result<Vec<ConfigMap>, Error> {
+    let api = Api::<ConfigMap>::namespaced(client.clone(), ns);
+    let metas = api
+        .list_metadata(&ListParams::default())
+        .await
+        .map_err(Error::kube("listing ConfigMaps", ns))?;
+    let shells: Vec<ConfigMap> = metas
+        .items
+        .into_iter()
+        .map(|m| ConfigMap {
+            metadata: m.metadata,
+            ..ConfigMap::default()
+        })
+        .collect();
+    let names: std::collections::BTreeSet<String> = actions
+        .iter()
+        .flat_map(|a| convert::action(a, &shells, false).conditions.ip_lists)
+        .map(|r| r.config_map)
+        .collect();
+    let mut full = Vec::with_capacity(names.len());
+    for n in names {
+        let cm = api.get_opt(&n).await;
+        if let Some(cm) = cm.map_err(Error::kube("reading a referenced ConfigMap", ns))? {
+            full.push(cm);
+        }
+    }
+    Ok(full)
 }
 
 fn compile_namespace(
