@@ -590,7 +590,10 @@ async fn a_tor_list_from_a_configmap_reports_a_missing_or_bad_configmap_and_reco
     let before = gets();
     tokio::time::sleep(std::time::Duration::from_secs(10)).await;
     let in_10s = gets() - before;
-    assert!(in_10s <= 3.0, "{in_10s} ConfigMap GETs in 10 s for one unchanged list");
+    assert!(
+        in_10s <= 3.0,
+        "{in_10s} ConfigMap GETs in 10 s for one unchanged list"
+    );
 
     // A typo: named with its line; the last good list stays in use.
     cp.apply(n, &cm("{list: \"198.51.100.30\\n198.51.100.3l\\n\"}"))

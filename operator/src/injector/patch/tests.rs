@@ -616,3 +616,93 @@ fn kube_system_and_the_operator_namespace_are_excluded() {
     assert!(excluded_namespace("palisade-system", "palisade-system"));
     assert!(!excluded_namespace("shop", "palisade-system"));
 }
+
+/// The contract between the injector and the sidecar: every environment variable the
+/// injector writes is one the sidecar reads (by the `env` of one of its flags), and the
+/// sidecar's own parser and validation accept the values, for the defaults and for every
+/// setting the injector passes on. A renamed variable on either side fails here.
+#[test]
+fn the_sidecar_parses_the_environment_the_injector_writes() {
+    use clap::{CommandFactory as _, Parser as _};
+    use palisade_sidecar::config::Config;
+    let cmd = Config::command();
+    let flags: std::collections::HashMap<String, (String, bool)> = cmd
+        .get_arguments()
+        .filter_map(|a| {
+            let env = a.get_env()?.to_str()?.to_owned();
+            Some((
+                env,
+                (a.get_long()?.to_owned(), a.get_action().takes_values()),
+            ))
+        })
+        .collect();
+    let keys = palisade_policy::sign::KeyRing::generate(1)
+        .expect("key")
+        .trust_list();
+    let configs = [
+        cfg(),
+        InjectConfig {
+            bundle_keys: Some(keys.clone()),
+            fail_closed: true,
+            ready_without_policy: true,
+            ..full_cfg()
+        },
+    ];
+    for c in configs {
+        let ops = mutate(&pod("plain"), &c).expect("injected");
+        let mut doc = pod("plain");
+        json_patch::patch(&mut doc, &ops).expect("applies");
+        let sidecar = &doc["spec"]["initContainers"][0];
+        // The container's mounts, as directories of the test (the downward-API labels file
+        // is read at start).
+        let dir = tempfile::tempdir().expect("dir");
+        let mounts: Vec<(String, PathBuf)> = sidecar["volumeMounts"]
+            .as_array()
+            .expect("mounts")
+            .iter()
+            .map(|m| {
+                let local = dir.path().join(m["name"].as_str().expect("mount name"));
+                std::fs::create_dir_all(&local).expect("mount dir");
+                (
+                    m["mountPath"].as_str().expect("mountPath").to_owned(),
+                    local,
+                )
+            })
+            .collect();
+        let mut args = vec!["palisade-sidecar".to_owned()];
+        for e in sidecar["env"].as_array().expect("env") {
+            let name = e["name"].as_str().expect("name");
+            let mut value = match (&e["value"], &e["valueFrom"]["fieldRef"]["fieldPath"]) {
+                (Value::String(v), _) => v.clone(),
+                (_, Value::String(path)) => format!("from-{}", path.replace('.', "-")),
+                _ => String::new(),
+            };
+            if let Some((mount, local)) = mounts.iter().find(|(m, _)| value.starts_with(m.as_str()))
+            {
+                let path = local.join(value[mount.len()..].trim_start_matches('/'));
+                if name == "PALISADE_POD_LABELS_FILE" {
+                    std::fs::write(&path, "app=\"web\"\n").expect("labels file");
+                }
+                value = path.display().to_string();
+            }
+            let Some((long, takes_value)) = flags.get(name) else {
+                panic!("the injector sets {name}, which no flag of the sidecar reads");
+            };
+            if *takes_value {
+                args.push(format!("--{long}={value}"));
+            } else {
+                assert_eq!(value, "true", "{name} is a switch");
+                args.push(format!("--{long}"));
+            }
+        }
+        let parsed = Config::try_parse_from(&args)
+            .unwrap_or_else(|e| panic!("the sidecar refuses the injector's {args:?}: {e}"));
+        parsed
+            .validate()
+            .unwrap_or_else(|e| panic!("the sidecar refuses the injector's {args:?}: {e}"));
+        assert_eq!(parsed.policy.bundle_keys, c.bundle_keys);
+        assert_eq!(parsed.policy.fail_closed, c.fail_closed);
+        assert_eq!(parsed.policy.namespace, "from-metadata-namespace");
+        assert_eq!(parsed.upstream_port, 8080);
+    }
+}
