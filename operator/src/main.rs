@@ -15,6 +15,7 @@ mod policy;
 mod replay_cli;
 mod run;
 mod signing;
+mod watch_one;
 
 use clap::Parser;
 

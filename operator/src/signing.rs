@@ -15,8 +15,6 @@ use base64::Engine as _;
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::runtime::WatchStreamExt as _;
-use kube::runtime::watcher::{self, Event};
 use palisade_policy::sign::{KeyRing, SignError};
 use serde_json::json;
 
@@ -65,7 +63,8 @@ impl SigningError {
 /// and at least every minute (or a quarter of the rotation period, when shorter).
 pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     let mut leader = ctx.leader.clone();
-    let mut changes = secret_changes(&ctx);
+    let name = ctx.args.bundle_signing_secret.clone();
+    let mut changes = crate::watch_one::changes(secrets(&ctx), name, "bundle-signing Secret");
     let every = (ctx.args.bundle_key_rotation / 4).clamp(Duration::from_millis(250), CHECK_MAX);
     loop {
         if let Err(e) = tick(&ctx).await {
@@ -87,28 +86,6 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
 
 fn secrets(ctx: &Context) -> Api<Secret> {
     Api::namespaced(ctx.clients.policy.clone(), &ctx.args.namespace)
-}
-
-/// Yields once per change of the Secret (watched by name, which RBAC `resourceNames` can
-/// authorize).
-fn secret_changes(ctx: &Context) -> futures::stream::BoxStream<'static, ()> {
-    let name = ctx.args.bundle_signing_secret.clone();
-    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    watcher::watcher(secrets(ctx), config)
-        .default_backoff()
-        .filter_map(move |event| {
-            let changed = match event {
-                Ok(Event::Apply(_) | Event::Delete(_) | Event::InitDone) => Some(()),
-                Ok(Event::Init | Event::InitApply(_)) => None,
-                Err(e) => {
-                    tracing::warn!(error = %e, secret = %name, "watching the bundle-signing Secret");
-                    None
-                }
-            };
-            std::future::ready(changed)
-        })
-        .chain(futures::stream::pending())
-        .boxed()
 }
 
 /// What the leader does with the ring in place.

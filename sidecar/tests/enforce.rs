@@ -454,8 +454,9 @@ async fn bundle_swap_under_load_fails_no_request() {
     );
 }
 
-#[tokio::test]
-async fn detected_clients_trigger_detected_by_actions() {
+/// A sidecar whose bundle denies every client the rule `flooder` detected, and the
+/// detected-client document marking `mark` (its directory with it).
+async fn detected_sidecar(mark: &str) -> (tempfile::TempDir, palisade_sidecar::Sidecar) {
     let dir = tempfile::tempdir().unwrap();
     let action = deny(
         "ban-flooders",
@@ -463,7 +464,7 @@ async fn detected_clients_trigger_detected_by_actions() {
     );
     let (manifest, shards) = bundle::encode_with_rules(vec![action], &["flooder"], 1);
     write_raw(dir.path(), &manifest, &shards);
-    bundle::write_detected(dir.path(), 1, &[("flooder", "ip:192.0.2.5")]);
+    bundle::write_detected(dir.path(), 1, &[("flooder", mark)]);
     let path = dir.path().to_str().unwrap().to_owned();
     let args = [
         "--bundle-path",
@@ -478,6 +479,12 @@ async fn detected_clients_trigger_detected_by_actions() {
         .unwrap()
         .bundle_hash;
     wait_for_bundle(&sc, &hash).await;
+    (dir, sc)
+}
+
+#[tokio::test]
+async fn detected_clients_trigger_detected_by_actions() {
+    let (dir, sc) = detected_sidecar("ip:192.0.2.5").await;
     let flooder = [from("192.0.2.5")];
     while get(sc.proxy_addr, "/", &flooder).await.0 != 403 {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
@@ -824,28 +831,7 @@ async fn detected_client_documents_must_be_signed_too() {
 /// prefix (the client rotates its privacy addresses there) and nothing outside it.
 #[tokio::test]
 async fn a_detected_ipv6_prefix_is_denied_at_every_address_inside_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let action = deny(
-        "ban-flooders",
-        when(|c| c.detected_by = Some(palisade_policy::DetectedBy::Any)),
-    );
-    let (manifest, shards) = bundle::encode_with_rules(vec![action], &["flooder"], 1);
-    write_raw(dir.path(), &manifest, &shards);
-    bundle::write_detected(dir.path(), 1, &[("flooder", "prefix:2001:db8:1:2::/64")]);
-    let path = dir.path().to_str().unwrap().to_owned();
-    let args = [
-        "--bundle-path",
-        &path,
-        "--bundle-poll",
-        "20ms",
-        "--trusted-proxies",
-        "127.0.0.0/8",
-    ];
-    let sc = sidecar(echo_app().await, &args).await;
-    let hash = palisade_policy::Manifest::from_json(&manifest)
-        .unwrap()
-        .bundle_hash;
-    wait_for_bundle(&sc, &hash).await;
+    let (_dir, sc) = detected_sidecar("prefix:2001:db8:1:2::/64").await;
     while get(sc.proxy_addr, "/", &[from("2001:db8:1:2::1")]).await.0 != 403 {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }

@@ -14,8 +14,6 @@ use base64::Engine as _;
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::WatchStreamExt as _;
-use kube::runtime::watcher::{self, Event};
 use serde_json::json;
 
 use super::cabundle;
@@ -54,28 +52,11 @@ pub async fn run(ctx: Arc<Context>, store: Arc<CertStore>) -> Result<(), Injecto
     }
 }
 
-/// Yields once per change of the webhook Secret (created, modified, deleted, or relisted
-/// after a watch restart). The watch is restricted to the one name, which RBAC
-/// `resourceNames` can authorize; watch errors are logged and retried with backoff.
+/// Yields once per change of the webhook Secret.
 fn secret_changes(ctx: &Context) -> futures::stream::BoxStream<'static, ()> {
     let secrets: Api<Secret> = Api::namespaced(ctx.clients.injector.clone(), &ctx.args.namespace);
     let name = ctx.args.injector.webhook_secret.clone();
-    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    watcher::watcher(secrets, config)
-        .default_backoff()
-        .filter_map(move |event| {
-            let changed = match event {
-                Ok(Event::Apply(_) | Event::Delete(_) | Event::InitDone) => Some(()),
-                Ok(Event::Init | Event::InitApply(_)) => None,
-                Err(e) => {
-                    tracing::warn!(error = %e, secret = %name, "watching the webhook Secret");
-                    None
-                }
-            };
-            std::future::ready(changed)
-        })
-        .chain(futures::stream::pending())
-        .boxed()
+    crate::watch_one::changes(secrets, name, "webhook Secret")
 }
 
 async fn tick(

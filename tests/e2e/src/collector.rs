@@ -37,6 +37,28 @@ pub fn report_from(
     counter.take_report(now)
 }
 
+/// [`report_from`] now: a flood of `flood` requests from 198.51.100.77 and one request from
+/// each of 20 ordinary clients 203.0.113.1 … 203.0.113.20.
+pub fn flood_report(ns: &str, flood: u32) -> Report {
+    report_from(
+        ns,
+        "198.51.100.77",
+        [203, 0, 113, 0],
+        flood,
+        jiff::Timestamp::now(),
+    )
+}
+
+/// The sum of the samples of metric `name` whose line contains `labels` in a Prometheus text
+/// (0 when absent).
+pub fn metric_sum(metrics: &str, name: &str, labels: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && l.contains(labels))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
 /// POSTs a report body to the collector at `collector` with `token`: (status, body).
 pub async fn post(collector: &str, token: &str, body: Vec<u8>) -> (u16, String) {
     use std::io::Write as _;

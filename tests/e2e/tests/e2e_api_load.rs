@@ -5,30 +5,10 @@
 //! API server (kube-controller-manager, other tests) and no scheduling delay changes the
 //! verdict. The leader also exports what the windows hold and how long a round takes.
 
-use palisade_detection::report::Report;
-use palisade_e2e::collector::{has_incident, post, report_from, token};
+use palisade_e2e::collector::{flood_report, has_incident, metric_sum, post, token};
 use palisade_e2e::{ControlPlane, Operator, TempNs, eventually, scope};
 
 use palisade_e2e::flood::QUICK_FLOODER as FLOODER;
-
-fn report(ns: &str, flood: u32) -> Report {
-    report_from(
-        ns,
-        "198.51.100.77",
-        [203, 0, 113, 0],
-        flood,
-        jiff::Timestamp::now(),
-    )
-}
-
-/// A counter of the operator's own metrics (0 when it has not counted yet).
-fn counter(metrics: &str, name: &str, labels: &str) -> u64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(name) && l.contains(labels))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
 
 /// What the operator's collector has asked the API server about DetectionRules, and how many
 /// evaluation rounds it has run, from the operator's own metrics.
@@ -42,7 +22,7 @@ struct Calls {
 fn calls(op: &Operator) -> Calls {
     let m = op.metrics().expect("operator metrics");
     let requests = |verb: &str| {
-        counter(
+        metric_sum(
             &m,
             "palisade_operator_kube_requests_total{",
             &format!("component=\"collector\",verb=\"{verb}\",resource=\"detectionrules\""),
@@ -51,7 +31,7 @@ fn calls(op: &Operator) -> Calls {
     Calls {
         lists: requests("list"),
         watches: requests("watch"),
-        rounds: counter(
+        rounds: metric_sum(
             &m,
             "palisade_operator_collector_evaluation_seconds_count",
             "",
@@ -70,7 +50,7 @@ async fn the_leader_evaluates_rules_from_its_watch_without_listing_them_each_tic
     let c = &op.collector;
     // The rule is evaluated: a reported flood opens an incident.
     eventually("a reported flood to open an incident", || async {
-        let (code, msg) = post(c, &tok, report(ns.name(), 2000).to_json()).await;
+        let (code, msg) = post(c, &tok, flood_report(ns.name(), 2000).to_json()).await;
         if code != 202 {
             return Err(format!("report: {code} {msg}"));
         }
@@ -88,7 +68,7 @@ async fn the_leader_evaluates_rules_from_its_watch_without_listing_them_each_tic
     // not be: so every collector LIST in the window must be paired with a WATCH.
     let before = calls(&op);
     eventually("five evaluation rounds with reports coming in", || async {
-        let (code, msg) = post(c, &tok, report(ns.name(), 2000).to_json()).await;
+        let (code, msg) = post(c, &tok, flood_report(ns.name(), 2000).to_json()).await;
         if code != 202 {
             return Err(format!("report: {code} {msg}"));
         }
@@ -145,13 +125,13 @@ async fn bad_tokens_cost_one_token_review_not_one_per_report() {
     let c = &op.collector;
     let reviews = || {
         let m = op.metrics().expect("operator metrics");
-        counter(
+        metric_sum(
             &m,
             "palisade_operator_kube_requests_total{",
             "resource=\"tokenreviews\"",
         )
     };
-    let body = || report(ns.name(), 10).to_json();
+    let body = || flood_report(ns.name(), 10).to_json();
     // A real token of the namespace, for the API server's audience, not `palisade`.
     let wrong_audience = token(
         cp,
@@ -267,7 +247,7 @@ async fn slow_and_greedy_clients_cannot_hold_the_collector() {
     let c = op.collector.clone();
     let good = token(cp, ns.name(), "palisade");
     eventually("the collector to accept a report", || async {
-        let (code, msg) = post(&c, &good, report(ns.name(), 10).to_json()).await;
+        let (code, msg) = post(&c, &good, flood_report(ns.name(), 10).to_json()).await;
         (code == 202).then_some(()).ok_or(format!("{code} {msg}"))
     })
     .await;
@@ -287,7 +267,7 @@ async fn slow_and_greedy_clients_cannot_hold_the_collector() {
          Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{"
     );
     slow.write_all(head.as_bytes()).await.expect("head");
-    let (code, msg) = post(&c, &good, report(ns.name(), 10).to_json()).await;
+    let (code, msg) = post(&c, &good, flood_report(ns.name(), 10).to_json()).await;
     assert_eq!(
         code, 202,
         "a report while 32 idle connections are held: {msg}"
@@ -309,7 +289,7 @@ async fn slow_and_greedy_clients_cannot_hold_the_collector() {
         conn.write_all(big.as_bytes()).await.expect("head");
         crowd.push(conn);
     }
-    let (code, msg) = post(&c, &good, report(ns.name(), 10).to_json()).await;
+    let (code, msg) = post(&c, &good, flood_report(ns.name(), 10).to_json()).await;
     assert_eq!(code, 202, "a report while ~290 connections are held: {msg}");
     // The chart's memory limit is 512 MiB; this is far below it.
     let rss = op.rss_bytes().expect("the operator's RSS");

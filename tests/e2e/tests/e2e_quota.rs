@@ -2,28 +2,9 @@
 //! (maximal reports parsed by a debug build), which must not slow the other collector tests.
 
 use palisade_detection::report::Report;
-use palisade_e2e::collector::{has_incident, post, report_from, token};
+use palisade_e2e::collector::{flood_report, has_incident, metric_sum, post, token};
 use palisade_e2e::flood::QUICK_FLOODER as FLOODER;
 use palisade_e2e::{ControlPlane, Operator, TempNs, eventually, scope};
-
-fn report(ns: &str, flood: u32) -> Report {
-    report_from(
-        ns,
-        "198.51.100.77",
-        [203, 0, 113, 0],
-        flood,
-        jiff::Timestamp::now(),
-    )
-}
-
-/// A counter or gauge of the operator's metrics (0 when absent).
-fn counter(metrics: &str, name: &str, labels: &str) -> u64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(name) && l.contains(labels))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
 
 /// A maximal report of a hostile sender in `ns`: every client new (16,384 of them), 4096
 /// attribute values of 128 bytes, a made-up pod name.
@@ -106,7 +87,7 @@ async fn a_hostile_namespace_cannot_exhaust_the_leader() {
     let evil = token(cp, hostile.name(), "palisade");
     let c = op.collector.clone();
     eventually("the collector to accept a report", || async {
-        let (code, msg) = post(&c, &good, report(ns.name(), 10).to_json()).await;
+        let (code, msg) = post(&c, &good, flood_report(ns.name(), 10).to_json()).await;
         (code == 202).then_some(()).ok_or(format!("{code} {msg}"))
     })
     .await;
@@ -114,7 +95,7 @@ async fn a_hostile_namespace_cannot_exhaust_the_leader() {
     // One pod name, as fast as it can: refused beyond its burst.
     let mut rate_limited = 0;
     for _ in 0..400 {
-        let (code, _) = post(&c, &evil, report(hostile.name(), 1).to_json()).await;
+        let (code, _) = post(&c, &evil, flood_report(hostile.name(), 1).to_json()).await;
         if code == 429 {
             rate_limited += 1;
             break;
@@ -148,7 +129,7 @@ async fn a_hostile_namespace_cannot_exhaust_the_leader() {
     eventually(
         "a flood in the other namespace to open its incident",
         || async {
-            let (code, msg) = post(&c, &good, report(ns.name(), 2000).to_json()).await;
+            let (code, msg) = post(&c, &good, flood_report(ns.name(), 2000).to_json()).await;
             if code != 202 {
                 return Err(format!("report: {code} {msg}"));
             }
@@ -162,7 +143,7 @@ async fn a_hostile_namespace_cannot_exhaust_the_leader() {
     }
     let m = op.metrics().expect("operator metrics");
     let quota = |reason: &str| {
-        counter(
+        metric_sum(
             &m,
             "palisade_operator_collector_quota_total{",
             &format!("reason=\"{reason}\""),
@@ -173,7 +154,7 @@ async fn a_hostile_namespace_cannot_exhaust_the_leader() {
         quota("WindowMemory") >= 1,
         "{sent} maximal reports: slices dropped"
     );
-    let windows = counter(&m, "palisade_operator_collector_window_bytes", "");
+    let windows = metric_sum(&m, "palisade_operator_collector_window_bytes", "");
     // The budget, and at most the current slices of the two namespaces beyond it.
     assert!(
         windows <= 16 << 20,
