@@ -200,21 +200,58 @@ fn scraper(p: &ScraperParams, spec: &RuleSpec, view: &WindowView) -> Hits {
         .collect()
 }
 
+/// How far a client's error (or 403) ratio must stand above the rest of its namespace for
+/// Brute Guessor and Robot Abuser: when every client gets errors (a bad deploy, an expired
+/// upstream credential), a client that retries harder is not guessing.
+pub const BASELINE_MARGIN: f64 = 0.3;
+/// Other clients of the rule's kind the namespace needs before its error ratio is a baseline
+/// (with fewer, the rules judge each client alone).
+pub const BASELINE_MIN_CLIENTS: u64 = 10;
+
+/// The share `part` takes of the requests the app answered for every client but `own`, when
+/// enough other clients make it a baseline; `None` otherwise.
+fn baseline(
+    view: &WindowView,
+    others: u64,
+    own: &ClientWindow,
+    part: fn(&crate::stats::Totals) -> u64,
+) -> Option<f64> {
+    if others < BASELINE_MIN_CLIENTS {
+        return None;
+    }
+    let answered = view.totals.answered().saturating_sub(own.totals.answered());
+    let parts = part(&view.totals).saturating_sub(part(&own.totals));
+    Some(ratio(parts, answered))
+}
+
+/// Whether `r` stands [`BASELINE_MARGIN`] above the baseline (always, without one).
+fn above_baseline(r: f64, baseline: Option<f64>) -> bool {
+    baseline.is_none_or(|b| r - b >= BASELINE_MARGIN)
+}
+
 fn brute(p: &BruteGuessorParams, spec: &RuleSpec, view: &WindowView) -> Hits {
+    let others = clients_of_kind(spec, view).saturating_sub(1);
     candidates(spec, view)
         .filter(|(_, c)| c.totals.answered() >= p.min_requests)
         .map(|(k, c)| {
             let r = ratio(c.totals.errors, c.totals.answered());
-            (*k, r, p.min_error_ratio)
+            (k, c, r)
         })
+        .filter(|(_, c, r)| above_baseline(*r, baseline(view, others, c, |t| t.errors)))
+        .map(|(k, _, r)| (*k, r, p.min_error_ratio))
         .filter(|(_, r, min)| r >= min)
         .collect()
 }
 
 fn robot(p: &RobotAbuserParams, spec: &RuleSpec, view: &WindowView) -> Hits {
+    let others = clients_of_kind(spec, view).saturating_sub(1);
     candidates(spec, view)
         .filter(|(_, c)| c.totals.forbidden >= p.min_forbidden)
-        .filter(|(_, c)| ratio(c.totals.forbidden, c.totals.answered()) >= p.min_forbidden_ratio)
+        .filter(|(_, c)| {
+            let r = ratio(c.totals.forbidden, c.totals.answered());
+            r >= p.min_forbidden_ratio
+                && above_baseline(r, baseline(view, others, c, |t| t.forbidden))
+        })
         .map(|(k, c)| (*k, c.totals.forbidden as f64, p.min_forbidden as f64))
         .collect()
 }

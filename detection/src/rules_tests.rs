@@ -932,3 +932,47 @@ fn a_flooder_rotating_its_ipv6_addresses_is_one_client_by_prefix() {
         .collect();
     assert_eq!(prefixes, ["prefix:2001:db8:1::/48 2"]);
 }
+
+// Error surges ---------------------------------------------------------------------------
+
+/// 40 clients of a namespace whose every answer is an error (a bad deploy): `each` requests
+/// each, ids 100...
+fn all_failing(n: u32, each: u32) -> Vec<(ClientKey, ClientCounts)> {
+    (0..n)
+        .map(|i| (ipk(100 + i), errs(each, each, 0)))
+        .collect()
+}
+
+/// When every client gets errors, the client that retries hardest is not a Brute Guessor:
+/// its error ratio is the namespace's. The same client among healthy neighbours is one, and
+/// a real guesser during a partial outage (a third of the answers failing) still stands out.
+#[test]
+fn an_error_surge_is_not_brute_guessing_but_a_guesser_still_stands_out() {
+    let retrier = (ipk(1), errs(5_000, 5_000, 0));
+    let surge = win(&with(all_failing(40, 150), retrier));
+    assert!(run(&surge, &brute(), 10).is_empty(), "a surge flags nobody");
+    let healthy: Vec<_> = (0..40).map(|i| (ipk(100 + i), errs(150, 3, 0))).collect();
+    let normal = win(&with(healthy, retrier));
+    assert!(run(&normal, &brute(), 10).contains("Brute", &ipk(1)));
+    let partial: Vec<_> = (0..40).map(|i| (ipk(100 + i), errs(150, 50, 0))).collect();
+    let guesser = (ipk(1), errs(500, 480, 0));
+    let outage = win(&with(partial, guesser));
+    let found = run(&outage, &brute(), 10);
+    assert!(found.contains("Brute", &ipk(1)), "{found:?}");
+    assert_eq!(found.len(), 1, "{found:?}");
+}
+
+/// An upstream that answers 403 to everyone (an authorisation service down) makes no Robot
+/// Abuser; a robot among healthy clients is one.
+#[test]
+fn an_upstream_forbidding_everyone_makes_no_robot_abuser() {
+    let everyone: Vec<_> = (0..40)
+        .map(|i| (ipk(100 + i), forbidden(300, 300, 0)))
+        .collect();
+    let robot_like = (ipk(1), forbidden(3_000, 3_000, 0));
+    assert!(run(&win(&with(everyone, robot_like)), &robot(), 10).is_empty());
+    let healthy: Vec<_> = (0..40)
+        .map(|i| (ipk(100 + i), forbidden(300, 2, 0)))
+        .collect();
+    assert!(run(&win(&with(healthy, robot_like)), &robot(), 10).contains("Robot", &ipk(1)));
+}

@@ -120,6 +120,8 @@ pub struct Metrics {
     pub foreign_bundles: Family<ReasonLabels, Counter>,
     /// Reports refused and window slices dropped by the collector's quotas, by reason.
     pub collector_quota: Family<ReasonLabels, Counter>,
+    /// Environment-wide error surges reported (one per episode and namespace).
+    pub error_surges: Counter,
     /// Bundle-signing keys made by this replica (the first one and each rotation).
     pub signing_keys_made: Counter,
 }
@@ -155,6 +157,7 @@ impl Metrics {
             foreign_bundles: Family::default(),
             signing_keys_made: Counter::default(),
             collector_quota: Family::default(),
+            error_surges: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("palisade_operator");
         r.register("reconciles", "Reconciliations run", m.reconciles.clone());
@@ -163,6 +166,11 @@ impl Metrics {
             "Bundle manifests found without the operator's valid signature and replaced, by \
              reason (BundleUnsigned, SigningKeyUnknown, SignatureInvalid, SignatureMalformed)",
             m.foreign_bundles.clone(),
+        );
+        r.register(
+            "error_surges",
+            "Environment-wide error surges reported (Event ErrorSurge; one per episode and namespace)",
+            m.error_surges.clone(),
         );
         r.register(
             "collector_quota",

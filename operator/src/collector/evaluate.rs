@@ -154,16 +154,19 @@ async fn evaluate(
     let now = jiff::Timestamp::now();
     // Sidecars apply only documents the operator signed; the key is loaded at start.
     let ring = c.ctx.signing_keys();
-    let (detected_doc, writes, events, proxy) = {
+    let (detected_doc, writes, events, proxy, surge) = {
         let mut guard = c.state.lock().unwrap_or_else(PoisonError::into_inner);
         let state = &mut *guard;
         let Some(windows) = state.windows.get(ns) else {
             return Ok(());
         };
         let detections = run_rules(windows, &specs, now);
-        let proxy = state
-            .ingress
-            .update(ns, super::ingress::check(&windows.short(now)));
+        let short = windows.short(now);
+        let proxy = state.ingress.update(ns, super::ingress::check(&short));
+        let surge = state
+            .surges
+            .update(ns, super::surge::check(&short))
+            .map(|f| (f, surge_paths(windows, &short, now)));
         c.ctx
             .metrics
             .client_ip_proxy_namespaces
@@ -192,10 +195,16 @@ async fn evaluate(
                 writes.push((i.id.clone(), status));
             }
         }
-        (doc, writes, events, proxy)
+        (doc, writes, events, proxy, surge)
     };
     if let Some(finding) = proxy {
         warn_proxy(c, ns, &finding).await;
+    }
+    if let Some((finding, paths)) = surge {
+        c.ctx.metrics.error_surges.inc();
+        let note = finding.note(&paths);
+        tracing::warn!(namespace = %ns, percent = finding.percent(), "{note}");
+        namespace_event(c, ns, "ErrorSurge", note).await;
     }
     if let (Some(doc), Some(ring)) = (detected_doc, ring) {
         write_detected(client, ns, &doc, &ring).await?;
@@ -317,13 +326,41 @@ async fn write_incident(
 }
 
 /// The Warning Event on the Namespace when its client IPs are a proxy's.
+/// The paths the failing clients of a surge requested most (sampled, from the long
+/// window's attributes): where to look first.
+fn surge_paths(
+    windows: &palisade_detection::window::Windows,
+    short: &palisade_detection::window::WindowView,
+    now: jiff::Timestamp,
+) -> Vec<(String, u64)> {
+    let failing: Vec<_> = short
+        .clients
+        .iter()
+        .filter(|(_, w)| w.totals.answered() > 0 && w.totals.errors * 2 >= w.totals.answered())
+        .map(|(k, _)| *k)
+        .take(1000)
+        .collect();
+    let summary = windows.attributes(&failing, now, 3);
+    summary
+        .top
+        .get(&palisade_detection::stats::AttrDim::Path)
+        .cloned()
+        .unwrap_or_default()
+}
+
 async fn warn_proxy(c: &Collector, ns: &str, finding: &super::ingress::Finding) {
     c.ctx.metrics.client_ip_proxy_warnings.inc();
     let note = finding.note();
     tracing::warn!(namespace = %ns, percent = finding.percent(), "{note}");
+    namespace_event(c, ns, "ClientIpIsProxy", note).await;
+}
+
+/// A Warning Event on the Namespace `ns` (with its uid, so `kubectl describe namespace`
+/// lists it).
+async fn namespace_event(c: &Collector, ns: &str, reason: &str, note: String) {
     let event = Event {
         type_: EventType::Warning,
-        reason: "ClientIpIsProxy".into(),
+        reason: reason.into(),
         note: Some(note),
         action: "Detect".into(),
         secondary: None,

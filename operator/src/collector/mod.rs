@@ -20,6 +20,7 @@ mod quota;
 pub mod replay;
 mod server;
 mod snapshot;
+mod surge;
 mod torlist;
 
 use std::collections::HashMap;
@@ -52,6 +53,8 @@ pub struct State {
     /// Namespaces warned about their client IPs being a proxy's (not persisted: a new
     /// leader warns once more).
     ingress: ingress::Flagged,
+    /// Namespaces in a reported error surge (not persisted: a new leader reports once more).
+    surges: surge::Flagged,
     /// Per-action counts and the generation each pod enforces ([`evidence`]).
     evidence: evidence::Evidence,
     /// The last hour's request samples ([`replay`]).
@@ -67,6 +70,7 @@ impl State {
             written: HashMap::new(),
             published: HashMap::new(),
             ingress: ingress::Flagged::default(),
+            surges: surge::Flagged::default(),
             evidence: evidence::Evidence::default(),
             replay: replay::Replay::default(),
         }

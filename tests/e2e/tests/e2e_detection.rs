@@ -675,3 +675,107 @@ async fn a_tor_list_from_a_configmap_reports_a_missing_or_bad_configmap_and_reco
     })
     .await;
 }
+
+/// One second of a bad deploy as a sidecar reports it: every one of 20 clients gets 401 from
+/// the app on each of its 10 requests, and client 198.51.100.99 retries 20 times as hard.
+fn failing_second(ns: &str) -> Report {
+    use palisade_detection::counter::{Counter, CounterConfig};
+    use palisade_detection::facts::RequestFacts;
+    use palisade_detection::report::SidecarId;
+    let id = SidecarId {
+        pod: "api-0".into(),
+        workload: "api".into(),
+        namespace: ns.into(),
+    };
+    let now = jiff::Timestamp::now();
+    let mut counter = Counter::new(
+        id,
+        &CounterConfig::default(),
+        now - jiff::SignedDuration::from_secs(1),
+    );
+    for i in 1..=20u8 {
+        for _ in 0..10 {
+            counter.record(&RequestFacts::new([203, 0, 113, i].into(), 401));
+        }
+    }
+    for _ in 0..200 {
+        counter.record(&RequestFacts::new([198, 51, 100, 99].into(), 401));
+    }
+    counter.take_report(now)
+}
+
+/// A bad deploy answers 401 to everyone: one Warning Event `ErrorSurge` on the Namespace
+/// (once for the episode), and no Brute Guessor detection of the client that retries
+/// hardest, however many errors it piles up.
+#[tokio::test]
+async fn a_bad_deploy_is_one_error_surge_not_a_brute_guessor_per_client() {
+    use k8s_openapi::api::events::v1::Event;
+    use kube::api::{Api, ListParams};
+    let cp = ControlPlane::shared();
+    let ns = TempNs::new(cp, "surge").await;
+    let op = Operator::start(cp, "op-surge", "op-surge", &scope(&ns));
+    cp.apply(
+        ns.name(),
+        "apiVersion: palisade.dev/v1alpha1\nkind: DetectionRule\nmetadata: {name: brute}\n\
+         spec:\n  type: BruteGuessor\n  bruteGuessor: {minRequests: 20, window: 5m}\n",
+    )
+    .expect("rule");
+    let tok = token(cp, ns.name(), "palisade");
+    let client = cp.client().await;
+    let surges = || async {
+        let events = Api::<Event>::all(client.clone())
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>(
+            events
+                .items
+                .into_iter()
+                .filter(|e| e.reason.as_deref() == Some("ErrorSurge"))
+                .filter(|e| {
+                    e.regarding
+                        .as_ref()
+                        .is_some_and(|r| r.name.as_deref() == Some(ns.name()))
+                })
+                .collect::<Vec<_>>(),
+        )
+    };
+    let c = op.collector.as_str();
+    let note = eventually("an ErrorSurge Event on the namespace", || async {
+        let (code, msg) = post(c, &tok, failing_second(ns.name()).to_json()).await;
+        if code != 202 {
+            return Err(format!("{code} {msg}"));
+        }
+        let found = surges().await?;
+        found
+            .first()
+            .and_then(|e| e.note.clone())
+            .ok_or("no ErrorSurge yet".to_owned())
+    })
+    .await;
+    assert!(note.contains("error surge: 100%"), "{note}");
+    assert!(note.contains("21 clients"), "{note}");
+    // More of the same: the retrier is far over minRequests, and still nobody is flagged,
+    // and the surge is not reported again.
+    for _ in 0..10 {
+        let (code, msg) = post(c, &tok, failing_second(ns.name()).to_json()).await;
+        assert_eq!(code, 202, "{msg}");
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert!(incident_names(cp, ns.name()).expect("incidents").is_empty());
+    let detected =
+        Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), ns.name())
+            .get_opt("palisade-detected")
+            .await
+            .expect("read palisade-detected")
+            .and_then(|cm| cm.binary_data)
+            .and_then(|mut d| d.remove("detected"))
+            .map(|b| palisade_policy::decode_detected(&b.0).expect("a detected document"));
+    assert!(
+        detected.as_ref().is_none_or(|d| d.rules.values().all(Vec::is_empty)),
+        "nobody detected: {detected:?}"
+    );
+    assert_eq!(surges().await.expect("events").len(), 1, "once per episode");
+    let m = op.metrics().expect("operator metrics");
+    assert!(m.contains("palisade_operator_error_surges_total 1"), "{m}");
+}
