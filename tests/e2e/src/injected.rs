@@ -30,6 +30,9 @@ pub struct Wiring {
     /// Point `KUBERNETES_SERVICE_PORT` at a closed port: the API is away, only the mounted
     /// bundle can serve.
     pub api_away: bool,
+    /// Point `KUBERNETES_SERVICE_PORT` at this port of 127.0.0.1 (a [`crate::outage::Link`]
+    /// to the API server) instead of the API server's.
+    pub api_port: Option<u16>,
 }
 
 impl Sidecar {
@@ -119,7 +122,7 @@ fn environment(
     let port = if wiring.api_away {
         process::free_port().expect("port")
     } else {
-        port
+        wiring.api_port.unwrap_or(port)
     };
     env.insert("KUBERNETES_SERVICE_HOST".into(), host);
     env.insert("KUBERNETES_SERVICE_PORT".into(), port.to_string());
@@ -151,7 +154,7 @@ pub(crate) fn api_ca(cp: &ControlPlane) -> Vec<u8> {
 }
 
 /// Host and port of the API server, from the admin kubeconfig.
-pub(crate) fn api_server(cp: &ControlPlane) -> (String, u16) {
+pub fn api_server(cp: &ControlPlane) -> (String, u16) {
     let cluster = cluster(cp);
     let server = cluster["server"].as_str().expect("server");
     let authority = server.trim_start_matches("https://").trim_end_matches('/');

@@ -31,6 +31,7 @@ pub mod injected;
 mod namespace;
 pub mod node;
 mod operator;
+pub mod outage;
 pub mod pki;
 pub mod process;
 mod sidecar;

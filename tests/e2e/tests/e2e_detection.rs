@@ -772,7 +772,9 @@ async fn a_bad_deploy_is_one_error_surge_not_a_brute_guessor_per_client() {
             .and_then(|mut d| d.remove("detected"))
             .map(|b| palisade_policy::decode_detected(&b.0).expect("a detected document"));
     assert!(
-        detected.as_ref().is_none_or(|d| d.rules.values().all(Vec::is_empty)),
+        detected
+            .as_ref()
+            .is_none_or(|d| d.rules.values().all(Vec::is_empty)),
         "nobody detected: {detected:?}"
     );
     assert_eq!(surges().await.expect("events").len(), 1, "once per episode");
