@@ -16,9 +16,8 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use k8s_openapi::api::core::v1::ConfigMap;
 use kube::ResourceExt as _;
-use kube::api::{Api, ListParams};
+
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use palisade_crds::SecurityAction;
 use palisade_crds::common::Mode;
@@ -142,6 +141,19 @@ pub fn judge(a: &SecurityAction, ns: &str, e: &Estimate, args: &BlastArgs) -> Ve
         .annotations()
         .get(OVERRIDE_ANNOTATION)
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    // An estimate that had to ignore conditions (a workload selector, detectedBy) is an
+    // upper bound: a deny scoped to one workload may rightly deny all of that workload's
+    // traffic. It warns, never refuses.
+    if !e.ignored.is_empty() {
+        if e.percent > args.warn_percent {
+            return Verdict::Warn(format!(
+                "{what} if its {} matched every request (the sample cannot tell); replay it \
+                 with palisade-operator replay",
+                e.ignored.join(" and ")
+            ));
+        }
+        return Verdict::Fine;
+    }
     if e.percent > args.refuse_percent && args.refuse_percent < 100.0 && !overridden {
         return Verdict::Refuse(format!(
             "{what}, above the {:.0} % limit; check the conditions (a mistyped CIDR?), try it \
@@ -169,16 +181,14 @@ async fn check(ctx: &Context, req: &AdmissionRequest<SecurityAction>) -> Verdict
             return Verdict::Skip("NoSample");
         }
     };
-    let configmaps = match Api::<ConfigMap>::namespaced(client.clone(), &ns)
-        .list(&ListParams::default())
-        .await
-    {
-        Ok(l) => l.items,
-        Err(e) => {
-            tracing::warn!(namespace = %ns, error = %e, "blast radius: cannot list IP lists");
-            return Verdict::Skip("ListsUnreadable");
-        }
-    };
+    let configmaps =
+        match crate::policy::referenced_configmaps(client, &ns, std::slice::from_ref(a)).await {
+            Ok(cms) => cms,
+            Err(e) => {
+                tracing::warn!(namespace = %ns, error = %e, "blast radius: cannot read IP lists");
+                return Verdict::Skip("ListsUnreadable");
+            }
+        };
     let spec = convert::action(a, &configmaps, false);
     let lists = convert::list_texts(std::slice::from_ref(&spec), &configmaps);
     match replay::estimate(&doc, spec, lists, jiff::Timestamp::now()) {
@@ -265,6 +275,29 @@ mod tests {
             from: None,
             ignored: vec![],
         }
+    }
+
+    /// A workload-scoped deny (or one on detected clients) cannot be replayed exactly: the
+    /// estimate ignores the selector, so it warns and never refuses.
+    #[test]
+    fn an_estimate_that_ignored_conditions_warns_but_never_refuses() {
+        let scoped = DENY.replace(
+            "spec:\n",
+            "spec:\n  targets: {workloadSelector: {matchLabels: {tier: public}}}\n",
+        );
+        let a = action(&scoped);
+        let mut e = estimate(100.0);
+        e.ignored = vec!["workloadSelector"];
+        match judge(&a, "shop", &e, &args()) {
+            Verdict::Warn(msg) => assert!(msg.contains("workloadSelector"), "{msg}"),
+            other => panic!("{other:?}"),
+        }
+        e.percent = 1.0;
+        assert!(matches!(judge(&a, "shop", &e, &args()), Verdict::Fine));
+        // The same estimate without ignored conditions is refused.
+        e.percent = 100.0;
+        e.ignored.clear();
+        assert!(matches!(judge(&a, "shop", &e, &args()), Verdict::Refuse(_)));
     }
 
     fn args() -> BlastArgs {

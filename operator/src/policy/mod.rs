@@ -9,6 +9,8 @@ mod error;
 mod pause;
 mod pods;
 mod reconcile;
+
+pub(crate) use reconcile::referenced_configmaps;
 mod status;
 
 use std::sync::Arc;

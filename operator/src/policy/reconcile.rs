@@ -95,7 +95,9 @@ async fn reconcile_namespace(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Ac
             return Ok(Action::await_change());
         }
     }
-    let configmaps = referenced_configmaps(client, &name, &actions).await?;
+    let configmaps = referenced_configmaps(client, &name, &actions)
+        .await
+        .map_err(Error::kube("reading the referenced ConfigMaps", &name))?;
     let now = jiff::Timestamp::now();
     let current = bundle_cm::current_manifest(client, &name, &ring).await;
     let current = match current.map_err(Error::kube("reading the bundle manifest", &name))? {
@@ -176,16 +178,13 @@ async fn reconcile_namespace(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Ac
 /// are listed by metadata only, to resolve label selectors: most of them can be the
 /// operator's own bundle shards (up to 900 KiB each), which a full LIST would carry on every
 /// reconcile.
-async fn referenced_configmaps(
+pub async fn referenced_configmaps(
     client: &kube::Client,
     ns: &str,
     actions: &[SecurityAction],
-) -> Result<Vec<ConfigMap>, Error> {
+) -> Result<Vec<ConfigMap>, kube::Error> {
     let api = Api::<ConfigMap>::namespaced(client.clone(), ns);
-    let metas = api
-        .list_metadata(&ListParams::default())
-        .await
-        .map_err(Error::kube("listing ConfigMaps", ns))?;
+    let metas = api.list_metadata(&ListParams::default()).await?;
     let shells: Vec<ConfigMap> = metas
         .items
         .into_iter()
@@ -201,8 +200,7 @@ async fn referenced_configmaps(
         .collect();
     let mut full = Vec::with_capacity(names.len());
     for n in names {
-        let cm = api.get_opt(&n).await;
-        if let Some(cm) = cm.map_err(Error::kube("reading a referenced ConfigMap", ns))? {
+        if let Some(cm) = api.get_opt(&n).await? {
             full.push(cm);
         }
     }
