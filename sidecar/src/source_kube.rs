@@ -168,6 +168,48 @@ pub async fn spawn(
     );
 }
 
+/// The watches' retry delays: 250 ms doubling up to 8 s, each with ±50 % jitter, from the
+/// start again after an event. kube's default grows to 30 s: after a long API outage a
+/// sidecar would wait up to half a minute for the change made meanwhile; the jitter spreads
+/// the reconnections of a namespace's sidecars.
+#[derive(Debug, Clone)]
+struct WatchBackoff {
+    next: std::time::Duration,
+}
+
+impl WatchBackoff {
+    const FIRST: std::time::Duration = std::time::Duration::from_millis(250);
+    const MAX: std::time::Duration = std::time::Duration::from_secs(8);
+}
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        Self { next: Self::FIRST }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = std::time::Duration;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        use std::hash::{BuildHasher as _, Hasher as _};
+        let base = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        // A random factor in [0.5, 1.5) from the process's random hasher keys.
+        let r = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let factor = 0.5 + (r >> 11) as f64 / (1u64 << 53) as f64;
+        Some(base.mul_f64(factor))
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+}
+
 fn by_name(name: &str) -> watcher::Config {
     watcher::Config::default().fields(&format!("metadata.name={name}"))
 }
@@ -175,7 +217,7 @@ fn by_name(name: &str) -> watcher::Config {
 async fn watch_manifest(store: &Store, api: &Api<ConfigMap>, name: &str) {
     let mut cache: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     let mut events = watcher(api.clone(), by_name(name))
-        .default_backoff()
+        .backoff(WatchBackoff::default())
         .applied_objects()
         .boxed();
     while let Some(event) = events.next().await {
@@ -188,7 +230,7 @@ async fn watch_manifest(store: &Store, api: &Api<ConfigMap>, name: &str) {
 
 async fn watch_detected(store: &Store, api: &Api<ConfigMap>, name: &str) {
     let mut events = watcher(api.clone(), by_name(name))
-        .default_backoff()
+        .backoff(WatchBackoff::default())
         .applied_objects()
         .boxed();
     while let Some(event) = events.next().await {
@@ -295,6 +337,27 @@ mod tests {
             v6.expect("config").cluster_url.to_string(),
             "https://[fd00::1]:6443/"
         );
+    }
+
+    #[test]
+    fn the_watch_retries_within_seconds_and_starts_again_after_an_event() {
+        use kube::runtime::utils::Backoff as _;
+        let mut b = WatchBackoff::default();
+        let delays: Vec<std::time::Duration> = (&mut b).take(12).collect();
+        for (i, d) in delays.iter().enumerate() {
+            let base = (WatchBackoff::FIRST * (1 << i.min(5))).min(WatchBackoff::MAX);
+            assert!(
+                *d >= base / 2 && *d < base * 3 / 2,
+                "delay {i}: {d:?} around {base:?}"
+            );
+        }
+        assert!(
+            delays
+                .iter()
+                .all(|d| *d < std::time::Duration::from_secs(12))
+        );
+        b.reset();
+        assert!(b.next().expect("a delay") < std::time::Duration::from_millis(375));
     }
 
     #[test]
