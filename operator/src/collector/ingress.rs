@@ -5,7 +5,6 @@
 //! clients. The collector checks every tick ([`check`], pure) and warns once per episode
 //! ([`Flagged`]): a Warning Event on the Namespace and a gauge.
 
-use std::collections::HashSet;
 use std::net::IpAddr;
 
 use palisade_detection::key::ClientKey;
@@ -99,7 +98,7 @@ pub fn check(view: &WindowView) -> Option<Finding> {
 
 /// The namespaces currently warned about.
 #[derive(Debug, Default)]
-pub struct Flagged(HashSet<String>);
+pub struct Flagged(super::episode::Episodes);
 
 impl Flagged {
     /// Records this tick's finding for `ns`; returns it when the warning is raised now (it was
@@ -107,17 +106,12 @@ impl Flagged {
     /// share falls below [`CLEAR_PERCENT`] or the namespace goes quiet.
     pub fn update(&mut self, ns: &str, finding: Option<Finding>) -> Option<Finding> {
         let percent = finding.as_ref().map_or(0, Finding::percent);
-        if self.0.contains(ns) {
-            if percent < CLEAR_PERCENT {
-                self.0.remove(ns);
-            }
-            return None;
-        }
-        if percent >= RAISE_PERCENT && finding.as_ref().is_some_and(|f| !f.addresses.is_empty()) {
-            self.0.insert(ns.to_owned());
-            return finding;
-        }
-        None
+        let raise =
+            percent >= RAISE_PERCENT && finding.as_ref().is_some_and(|f| !f.addresses.is_empty());
+        self.0
+            .update(ns, raise, percent < CLEAR_PERCENT)
+            .then_some(finding)
+            .flatten()
     }
 
     /// How many namespaces are warned about.

@@ -8,6 +8,7 @@
 
 mod auth;
 mod convert;
+mod episode;
 mod evaluate;
 pub mod evidence;
 mod forward;

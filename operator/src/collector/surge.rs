@@ -6,8 +6,6 @@
 //! `ErrorSurge` on the Namespace, naming the share of errors, the clients affected and the
 //! paths most requested meanwhile, and a counter.
 
-use std::collections::HashSet;
-
 use palisade_detection::key::ClientKeyKind;
 use palisade_detection::window::WindowView;
 
@@ -100,7 +98,7 @@ pub fn check(view: &WindowView) -> Option<Finding> {
 
 /// The namespaces in a reported surge.
 #[derive(Debug, Default)]
-pub struct Flagged(HashSet<String>);
+pub struct Flagged(super::episode::Episodes);
 
 impl Flagged {
     /// Records this tick's finding for `ns`; returns it when a surge is reported now (none
@@ -108,17 +106,11 @@ impl Flagged {
     /// [`CLEAR_PERCENT`] or the namespace goes quiet.
     pub fn update(&mut self, ns: &str, finding: Option<Finding>) -> Option<Finding> {
         let percent = finding.as_ref().map_or(0, Finding::percent);
-        if self.0.contains(ns) {
-            if percent < CLEAR_PERCENT {
-                self.0.remove(ns);
-            }
-            return None;
-        }
-        if finding.as_ref().is_some_and(Finding::is_surge) {
-            self.0.insert(ns.to_owned());
-            return finding;
-        }
-        None
+        let raise = finding.as_ref().is_some_and(Finding::is_surge);
+        self.0
+            .update(ns, raise, percent < CLEAR_PERCENT)
+            .then_some(finding)
+            .flatten()
     }
 }
 

@@ -101,6 +101,37 @@ pub async fn wait_until_injecting(client: &kube::Client, ns: &str, pod: &Value) 
     .await;
 }
 
+/// What every test of injected pods starts with: namespace `ns` labelled for injection, an
+/// operator `name` scoped to it (its own Lease; `--webhook-cert-check 1s` and `extra` flags),
+/// its webhook registered, and a dry run of `probe` injected.
+pub async fn injecting_operator(
+    cp: &'static ControlPlane,
+    ns: &crate::TempNs,
+    name: &str,
+    extra: &[String],
+    probe: &Value,
+) -> crate::Operator {
+    cp.kubectl_ok(&[
+        "label",
+        "namespace",
+        ns.name(),
+        "palisade.dev/inject=enabled",
+    ])
+    .expect("label the namespace");
+    let args = [
+        &crate::scope(ns)[..],
+        &["--webhook-cert-check".into(), "1s".into()],
+        extra,
+    ]
+    .concat();
+    let op = crate::Operator::start(cp, name, name, &args);
+    let client = cp.client().await;
+    register(cp, &op.webhook).await;
+    wait_for_ca_bundle(&client, None).await;
+    wait_until_injecting(&client, ns.name(), probe).await;
+    op
+}
+
 /// Name of the blast-radius ValidatingWebhookConfiguration (config/webhook.yaml).
 pub const BLAST_RADIUS_CONFIG: &str = "palisade-blast-radius";
 

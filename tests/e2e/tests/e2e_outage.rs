@@ -15,7 +15,7 @@ use kube::api::{Api, PostParams};
 use palisade_e2e::http::{echo_app, get};
 use palisade_e2e::injected::{Wiring, api_server};
 use palisade_e2e::outage::Link;
-use palisade_e2e::{ControlPlane, Operator, Sidecar, TempNs, eventually_within, scope, webhook};
+use palisade_e2e::{ControlPlane, Sidecar, TempNs, eventually_within, webhook};
 use serde_json::{Value, json};
 
 const OUTAGE: Duration = Duration::from_secs(60);
@@ -60,22 +60,7 @@ async fn a_minute_without_the_api_server_loses_no_request_and_no_expiry() {
     let cp = ControlPlane::shared();
     let client = cp.client().await;
     let ns = TempNs::new(cp, "outage").await;
-    cp.kubectl_ok(&[
-        "label",
-        "namespace",
-        ns.name(),
-        "palisade.dev/inject=enabled",
-    ])
-    .expect("label the namespace");
-    let args = [
-        &scope(&ns)[..],
-        &["--webhook-cert-check".into(), "1s".into()],
-    ]
-    .concat();
-    let op = Operator::start(cp, "op-outage", "op-outage", &args);
-    webhook::register(cp, &op.webhook).await;
-    webhook::wait_for_ca_bundle(&client, None).await;
-    webhook::wait_until_injecting(&client, ns.name(), &pod("probe")).await;
+    let op = webhook::injecting_operator(cp, &ns, "op-outage", &[], &pod("probe")).await;
 
     let (host, port) = api_server(cp);
     let link = Link::to(&host, port).await;

@@ -159,13 +159,6 @@ async fn only_the_operators_signed_bundles_are_enforced() {
     let client = cp.client().await;
     let ns = TempNs::new(cp, "signing").await;
     cp.kubectl_ok(&[
-        "label",
-        "namespace",
-        ns.name(),
-        "palisade.dev/inject=enabled",
-    ])
-    .expect("label the namespace");
-    cp.kubectl_ok(&[
         "-n",
         ns.name(),
         "create",
@@ -175,15 +168,7 @@ async fn only_the_operators_signed_bundles_are_enforced() {
         &format!("--user={EDITOR}"),
     ])
     .expect("bind the editor");
-    let args = [
-        &scope(&ns)[..],
-        &["--webhook-cert-check".into(), "1s".into()],
-    ]
-    .concat();
-    let op = Operator::start(cp, "op-signing", "op-signing", &args);
-    webhook::register(cp, &op.webhook).await;
-    webhook::wait_for_ca_bundle(&client, None).await;
-    webhook::wait_until_injecting(&client, ns.name(), &pod("probe")).await;
+    let op = webhook::injecting_operator(cp, &ns, "op-signing", &[], &pod("probe")).await;
 
     // An injected pod: the operator's public keys are in its sidecar's environment.
     cp.apply(ns.name(), &deny_agent("deny-evil", "evil-bot", 403))
@@ -299,7 +284,12 @@ async fn only_the_operators_signed_bundles_are_enforced() {
     // Rotation: a new operator makes a key every two seconds; the pod knows only the keys it
     // was admitted with and follows the endorsements.
     drop(op);
-    let rotating = [&args[..], &["--bundle-key-rotation".into(), "2s".into()]].concat();
+    let rotating = [
+        &scope(&ns)[..],
+        &["--webhook-cert-check".into(), "1s".into()],
+        &["--bundle-key-rotation".into(), "2s".into()],
+    ]
+    .concat();
     let op = Operator::start(cp, "op-signing-2", "op-signing", &rotating);
     let signer = eventually("two more signing keys", || async {
         let (_, sig, chain) = manifest_cm(&client, ns.name()).await;

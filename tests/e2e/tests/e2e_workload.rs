@@ -20,7 +20,7 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use palisade_e2e::http::{echo_app, get};
 use palisade_e2e::injected::Wiring;
-use palisade_e2e::{ControlPlane, Operator, Sidecar, TempNs, eventually, scope, webhook};
+use palisade_e2e::{ControlPlane, Sidecar, TempNs, eventually, webhook};
 use serde_json::{Value, json};
 
 const LOCAL: &str = "127.0.0.1";
@@ -175,13 +175,6 @@ async fn a_workload_scoped_deny_applies_to_the_selected_workload_only() {
     let cp = ControlPlane::shared();
     let client = cp.client().await;
     let ns = TempNs::new(cp, "workload").await;
-    cp.kubectl_ok(&[
-        "label",
-        "namespace",
-        ns.name(),
-        "palisade.dev/inject=enabled",
-    ])
-    .expect("label the namespace");
     // The key set injected sidecars verify Bearer tokens against, in a ConfigMap of the
     // namespace, before any pod mounts it.
     let operator_key = Signer::new("operator");
@@ -189,26 +182,14 @@ async fn a_workload_scoped_deny_applies_to_the_selected_workload_only() {
         "data": {"jwks.json": json!({"keys": [operator_key.jwk]}).to_string()}});
     cp.apply(ns.name(), &jwks.to_string())
         .expect("apply the jwks ConfigMap");
-    let op = Operator::start(
-        cp,
-        "op-workload",
-        "op-workload",
-        &[
-            &scope(&ns)[..],
-            &[
-                "--webhook-cert-check".into(),
-                "1s".into(),
-                "--sidecar-jwks-volume".into(),
-                r#"{"configMap":{"name":"jwks"}}"#.into(),
-                "--sidecar-developer-claim".into(),
-                "sub".into(),
-            ],
-        ]
-        .concat(),
-    );
-    webhook::register(cp, &op.webhook).await;
-    webhook::wait_for_ca_bundle(&client, None).await;
-    webhook::wait_until_injecting(&client, ns.name(), &pod("probe", "probe")).await;
+    let extra = [
+        "--sidecar-jwks-volume".into(),
+        r#"{"configMap":{"name":"jwks"}}"#.into(),
+        "--sidecar-developer-claim".into(),
+        "sub".into(),
+    ];
+    let probe = pod("probe", "probe");
+    let _op = webhook::injecting_operator(cp, &ns, "op-workload", &extra, &probe).await;
 
     // Two workloads, admitted through the webhook, and their sidecars started before any
     // action exists: the deny below can only reach them through the API watch.
