@@ -271,6 +271,21 @@ mod tests {
         assert_eq!(out.event.expect("event").reason, "InjectionSkipped");
     }
 
+    /// Until the operator has loaded its bundle-signing key, a pod is refused with a message
+    /// that says so (an injected sidecar without the keys would take anyone's bundle).
+    #[test]
+    fn without_the_signing_key_a_pod_is_refused_with_the_reason() {
+        let pod = json!({"metadata": {"name": "web-0"}, "spec": {"containers": []}});
+        let msg = "palisade: the operator has not loaded its bundle-signing key yet";
+        let (review, out) = unavailable(&body("shop", "CREATE", pod), msg);
+        let res = serde_json::to_value(&review).expect("review JSON");
+        assert_eq!(res["response"]["allowed"], false, "{res}");
+        assert_eq!(res["response"]["status"]["message"], msg, "{res}");
+        assert_eq!((out.result, out.reason), ("denied", "SigningKeyNotLoaded"));
+        let (_, out) = unavailable(b"not a review", msg);
+        assert_eq!(out.reason, "InvalidReview");
+    }
+
     /// In a `required` namespace a pod that would run without the sidecar is refused with
     /// the reason and the fix (opted out, a forged injected annotation, a decoy container
     /// named like the sidecar, a port that cannot be taken over); one that can be injected is.
