@@ -28,32 +28,34 @@ pub async fn spawn(store: Arc<Store>, path: PathBuf, every: Duration) {
             .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
         (path.clone(), dir)
     };
-    let mut last_seen = String::new();
-    let mut last_detected = Vec::new();
+    // What was last tried, with its signature: a file read between the kubelet's swap of the
+    // manifest and of its signature is tried again once the signature changes.
+    let mut last_seen: (String, Option<String>) = (String::new(), None);
+    let mut last_detected: (Vec<u8>, Option<String>) = (Vec::new(), None);
     let mut warned = false;
     loop {
-        if let Ok(bytes) = tokio::fs::read(dir.join(DETECTED_FILE)).await
-            && bytes != last_detected
-        {
-            let (signature, keys) = (
-                beside(&dir, DETECTED_SIG_KEY).await,
-                beside(&dir, KEYS_KEY).await,
-            );
-            let doc = Signed {
-                body: bytes.as_slice(),
-                signature: signature.as_deref(),
-                keys: keys.as_deref(),
-            };
-            store.apply_detected("file", doc);
-            last_detected = bytes;
+        if let Ok(bytes) = tokio::fs::read(dir.join(DETECTED_FILE)).await {
+            let signature = beside(&dir, DETECTED_SIG_KEY).await;
+            if (&bytes, &signature) != (&last_detected.0, &last_detected.1) {
+                let keys = beside(&dir, KEYS_KEY).await;
+                let doc = Signed {
+                    body: bytes.as_slice(),
+                    signature: signature.as_deref(),
+                    keys: keys.as_deref(),
+                };
+                store.apply_detected("file", doc);
+                last_detected = (bytes, signature);
+            }
         }
         match tokio::fs::read_to_string(&manifest_path).await {
-            Ok(text) if text != last_seen => {
-                if check(&store, &text, &dir).await {
-                    last_seen = text;
+            Ok(text) => {
+                let signature = beside(&dir, MANIFEST_SIG_KEY).await;
+                if (&text, &signature) != (&last_seen.0, &last_seen.1)
+                    && check(&store, &text, signature.as_deref(), &dir).await
+                {
+                    last_seen = (text, signature);
                 }
             }
-            Ok(_) => {}
             Err(e) if !warned => {
                 tracing::warn!(path = %manifest_path.display(), error = %e, "mounted bundle not readable yet");
                 warned = true;
@@ -66,14 +68,11 @@ pub async fn spawn(store: Arc<Store>, path: PathBuf, every: Duration) {
 
 /// Reads the shards named by `text` and applies the bundle. Returns false when a shard file is
 /// not there yet (retried on the next poll, not counted as a bad bundle).
-async fn check(store: &Store, text: &str, dir: &Path) -> bool {
-    let (signature, keys) = (
-        beside(dir, MANIFEST_SIG_KEY).await,
-        beside(dir, KEYS_KEY).await,
-    );
+async fn check(store: &Store, text: &str, signature: Option<&str>, dir: &Path) -> bool {
+    let keys = beside(dir, KEYS_KEY).await;
     let doc = Signed {
         body: text,
-        signature: signature.as_deref(),
+        signature,
         keys: keys.as_deref(),
     };
     let Some(manifest) = store.parse_manifest("file", doc) else {

@@ -853,3 +853,48 @@ async fn a_detected_ipv6_prefix_is_denied_at_every_address_inside_it() {
         );
     }
 }
+
+/// The kubelet swaps a mounted ConfigMap's files at once, but the sidecar reads the manifest
+/// and its signature one after the other: a read between two swaps pairs a new manifest with
+/// the old signature and is refused. When the signature catches up (the manifest unchanged)
+/// the bundle is tried again and applied.
+#[tokio::test]
+async fn a_manifest_read_before_its_signature_is_applied_once_the_signature_arrives() {
+    use palisade_policy::sign::{self, Domain, KeyRing};
+    let dir = tempfile::tempdir().unwrap();
+    let ring = KeyRing::generate(1).unwrap();
+    let (first, first_shards) = bundle::encode(vec![], 1);
+    write_signed(dir.path(), &ring, &first, &first_shards);
+    let (path, keys) = (dir.path().to_str().unwrap().to_owned(), ring.trust_list());
+    let args = [
+        "--bundle-path",
+        &path,
+        "--bundle-poll",
+        "20ms",
+        "--bundle-keys",
+        &keys,
+    ];
+    let sc = sidecar(echo_app().await, &args).await;
+    let first_hash = palisade_policy::Manifest::from_json(&first)
+        .unwrap()
+        .bundle_hash;
+    wait_for_bundle(&sc, &first_hash).await;
+    // The new manifest, still beside the first one's signature.
+    let bot = vec![deny("ua", when(|c| c.user_agents = vec!["bot".into()]))];
+    let (next, next_shards) = bundle::encode(bot, 2);
+    write_raw(dir.path(), &next, &next_shards);
+    rejected(&sc, "SignatureInvalid", 1).await;
+    // Its signature arrives.
+    let sig = ring.sign(Domain::Manifest, next.as_bytes()).to_json();
+    std::fs::write(dir.path().join(sign::MANIFEST_SIG_KEY), sig).unwrap();
+    let next_hash = palisade_policy::Manifest::from_json(&next)
+        .unwrap()
+        .bundle_hash;
+    tokio::time::timeout(patience(), wait_for_bundle(&sc, &next_hash))
+        .await
+        .expect("the manifest tried again once its signature arrived");
+    assert_eq!(
+        get(sc.proxy_addr, "/", &[("user-agent", "bot")]).await.0,
+        403
+    );
+}
