@@ -14,7 +14,9 @@ Subcommands (each writes one results file under bench/results/):
 
 BENCH_QUICK=1 shortens every run (a few minutes in all); BENCH_ROUNDS, BENCH_DURATION and
 BENCH_SAT_DURATION (seconds) override the proxy run's shape; BENCH_SIDECAR (a path) profiles
-another sidecar binary (an A/B of two builds). Numbers are reported, never asserted.
+another sidecar binary (an A/B of two builds); BENCH_BASELINE (a path, label in
+BENCH_BASELINE_LABEL) adds that sidecar binary to the proxy run as `baseline-empty` and
+`baseline-1M`, same bundles, same run, with an A/B table. Numbers are reported, never asserted.
 Environment: CARGO_TARGET_DIR (binaries in $CARGO_TARGET_DIR/release), BENCH_WORK (scratch
 directory, default $PALISADE_CACHE/bench or ~/.cache/palisade/bench).
 """
@@ -76,6 +78,16 @@ CONTENDERS = {
     "haproxy-f-1M": (BASE + 7, "HAProxy + `src -f` 1M list, `http-request deny`"),
     "nginx-deny-1M": (BASE + 6, "nginx + 1M `deny` lines (saturation run only)"),
 }
+# An A/B of two sidecar builds in one run: BENCH_BASELINE is the other build's binary.
+BASELINE = os.environ.get("BENCH_BASELINE", "")
+BASELINE_LABEL = os.environ.get("BENCH_BASELINE_LABEL", BASELINE)
+SIDECARS = [("palisade-empty", BASE + 3, "empty"), ("palisade-1M", BASE + 4, "big")]
+if BASELINE:
+    CONTENDERS["baseline-empty"] = (
+        BASE + 8, f"the BENCH_BASELINE sidecar ({BASELINE_LABEL}), empty policy bundle")
+    CONTENDERS["baseline-1M"] = (
+        BASE + 9, f"the BENCH_BASELINE sidecar ({BASELINE_LABEL}), 1M prefixes + 1000 actions")
+    SIDECARS += [("baseline-empty", BASE + 8, "empty"), ("baseline-1M", BASE + 9, "big")]
 FIXED_RATE = [c for c in CONTENDERS if c != "nginx-deny-1M"]
 
 
@@ -331,9 +343,10 @@ def start_all(procs):
     acl = f"  http-request deny if {{ src -f {LISTS}/list-v4.txt }}\n"
     procs.start("haproxy-f-1M",
                 ["haproxy", "-db", "-f", str(haproxy_conf("haproxy-f-1M", BASE + 7, acl))])
-    for name, port, bundle in [("palisade-empty", BASE + 3, "empty"), ("palisade-1M", BASE + 4, "big")]:
+    for name, port, bundle in SIDECARS:
+        binary = BASELINE if name.startswith("baseline-") else str(BIN / "palisade-sidecar")
         procs.start(name, [
-            str(BIN / "palisade-sidecar"),
+            binary,
             "--listen", f"127.0.0.1:{port}",
             "--admin-listen", f"127.0.0.1:{port + 1000}",
             "--upstream-port", str(APP_PORT),
@@ -347,8 +360,8 @@ def start_all(procs):
         if procs.procs.get("app" if name == "direct" else name).poll() is not None:
             raise RuntimeError(f"{name} exited; see {WORK}/{name}.log")
         wait_http(port)
-    for port in (BASE + 1003, BASE + 1004):
-        wait_http(port, "/ready")
+    for _, port, _ in SIDECARS:
+        wait_http(port + 1000, "/ready")
 
 
 def sidecar_metrics(port):
@@ -375,6 +388,8 @@ def loadgen(name, rate, duration, rnd):
 
 def proxy():
     m = machine()
+    if BASELINE:
+        m["baseline"] = BASELINE_LABEL
     try:
         os.sched_setaffinity(0, {int(LOAD_CPU)})
     except OSError:
@@ -416,8 +431,7 @@ def proxy():
         for name in CONTENDERS:
             pname = "app" if name == "direct" else name
             rss[name]["loaded"] = rss_kib(procs.pids(pname))
-        metrics = {name: sidecar_metrics(port + 1000) for name, port in
-                   [("palisade-empty", BASE + 3), ("palisade-1M", BASE + 4)]}
+        metrics = {name: sidecar_metrics(port + 1000) for name, port, _ in SIDECARS}
         (WORK / "sidecar-metrics.json").write_text(json.dumps(metrics, indent=1))
     finally:
         procs.stop_all()
@@ -425,6 +439,27 @@ def proxy():
     (WORK / "proxy-runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in runs))
     (WORK / "proxy-meta.json").write_text(json.dumps({"machine": m, "rss": rss}))
     write_proxy(m, runs, rss)
+
+
+def ab_table(m, added, med):
+    """This build against the BENCH_BASELINE build, from the same run: added latency and
+    saturation RPS of each, and this build's ÷ the baseline's (below 1.0× is cheaper for
+    latency, above 1.0× is better for RPS)."""
+    label = m.get("baseline", BASELINE_LABEL)
+    out = [f"## A/B: this build against the baseline build ({label})\n\n"
+           "Same run, same bundles, alternated like every contender.\n\n"
+           "| measure | policy | this build | baseline | this ÷ baseline |\n|---|---|---|---|---|\n"]
+    for policy in ("empty", "1M"):
+        me, base = f"palisade-{policy}", f"baseline-{policy}"
+        for rate in RATES:
+            for key, what in (("p50_us", "added p50"), ("p99_us", "added p99")):
+                a, b = added(me, rate, key), added(base, rate, key)
+                out.append(f"| {what} at {rate} RPS | {policy} | {fmt_us(a)} | {fmt_us(b)}"
+                           f" | {fmt_ratio(ratio(a, b))} |\n")
+        a, b = med(me, 0, "rps"), med(base, 0, "rps")
+        out.append(f"| saturation RPS | {policy} | {a or 0:.0f} | {b or 0:.0f}"
+                   f" | {fmt_ratio(ratio(a, b))} |\n")
+    return "".join(out) + "\n"
 
 
 def proxy_report():
@@ -539,6 +574,8 @@ def write_proxy(m, runs, rss):
         goals.append((label, f"{mine or 0:.0f} vs {sat[other] or 0:.0f} = {fmt_ratio(r)}",
                       met(None if r is None else r >= goal)))
 
+    if any(r["label"].startswith("baseline-") for r in runs):
+        out.append(ab_table(m, added, med))
     out.append("## Memory (RSS of all the contender's processes)\n\n"
                "| contender | idle, after start | after the runs |\n|---|---|---|\n")
     for name in CONTENDERS:

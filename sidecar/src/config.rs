@@ -87,6 +87,12 @@ pub struct Config {
     /// Log format: `json` or `plain`. The filter comes from RUST_LOG (default `info`).
     #[arg(long, env = "PALISADE_LOG_FORMAT", default_value = "json", value_parser = ["json", "plain"])]
     pub log_format: String,
+
+    /// Threads that serve requests; 0: one per CPU the process may use (its affinity and
+    /// cgroup CPU limit). With one, the sidecar runs a single-threaded runtime (no work
+    /// stealing, no per-poll timing), as linkerd2-proxy does on one core.
+    #[arg(long, env = "PALISADE_WORKER_THREADS", default_value_t = 0)]
+    pub worker_threads: usize,
 }
 
 /// How the client is identified.
@@ -344,6 +350,14 @@ impl DetectionConfig {
 }
 
 impl Config {
+    /// The number of request-serving threads [`Self::worker_threads`] asks for.
+    pub fn workers(&self) -> usize {
+        match self.worker_threads {
+            0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            n => n,
+        }
+    }
+
     /// Parses flags and environment and validates them; on error prints why and returns the
     /// exit code to use.
     pub fn load() -> Result<Self, ExitCode> {

@@ -342,7 +342,7 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let mut present = 0u8;
     for name in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+        if let Some(i) = hop_by_hop_index(name) {
             present |= 1 << i;
         }
     }
@@ -359,8 +359,23 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         for value in first.iter().chain(&rest) {
             let tokens = value.to_str().ok().into_iter().flat_map(|v| v.split(','));
             for token in tokens.map(str::trim).filter(|t| !t.is_empty()) {
-                // By `&str`: parsed on the stack, an invalid name removes nothing.
-                headers.remove(token);
+                // A name of the fixed list goes below if present (`keep-alive`, the common
+                // token); any other is looked for among the message's few names, compared
+                // without case, rather than parsed into a name and hashed (`close`, the
+                // other common token, names no header and costs one pass).
+                if HOP_BY_HOP
+                    .iter()
+                    .any(|h| h.as_str().eq_ignore_ascii_case(token))
+                {
+                    continue;
+                }
+                let named = headers
+                    .keys()
+                    .find(|n| n.as_str().eq_ignore_ascii_case(token))
+                    .cloned();
+                if let Some(name) = named {
+                    headers.remove(&name);
+                }
             }
         }
     }
@@ -369,6 +384,24 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
+}
+
+/// The place of `name` in [`HOP_BY_HOP`]: its length picks the one candidate, so the
+/// common header (none of them) costs one comparison, not eight.
+fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
+    let s = name.as_str();
+    let i = match s.len() {
+        10 if s.as_bytes()[0] == b'c' => 0,
+        10 => 1,
+        16 => 2,
+        2 => 3,
+        7 if s.as_bytes()[0] == b't' => 4,
+        17 => 5,
+        7 => 6,
+        19 => 7,
+        _ => return None,
+    };
+    (HOP_BY_HOP[i].as_str() == s).then_some(i)
 }
 
 /// Whether the sidecar may add a header of this name to a forwarded request: never a
@@ -484,6 +517,29 @@ mod tests {
     }
 
     #[test]
+    fn finds_each_hop_by_hop_name_and_no_other() {
+        for (i, name) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_by_hop_index(name), Some(i), "{name}");
+        }
+        for other in [
+            "host",
+            "connectiom",
+            "keep-alivf",
+            "tf",
+            "trailers",
+            "upgradf",
+            "accept",
+            "content-encoding",
+            "x-forwarded-proto",
+            "proxy-authenticate",
+            "transfer-encodinf",
+        ] {
+            let name = HeaderName::from_static(other);
+            assert_eq!(hop_by_hop_index(&name), None, "{other}");
+        }
+    }
+
+    #[test]
     fn appends_forwarded() {
         let mut h = HeaderMap::new();
         h.insert(X_FORWARDED_FOR, HeaderValue::from_static("192.0.2.1"));
@@ -551,5 +607,21 @@ mod tests {
         let before = clean.clone();
         strip_hop_by_hop(&mut clean);
         assert_eq!(clean, before);
+    }
+
+    #[test]
+    fn connection_tokens_name_headers_in_any_case_with_every_value() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::CONNECTION,
+            HeaderValue::from_static("Close, KEEP-Alive, X-Multi, x-absent, bad name"),
+        );
+        h.insert("close", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.append("x-multi", HeaderValue::from_static("1"));
+        h.append("x-multi", HeaderValue::from_static("2"));
+        h.insert("x-multiple", HeaderValue::from_static("kept"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.keys().collect::<Vec<_>>(), ["x-multiple"]);
     }
 }

@@ -125,7 +125,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Sidecar> {
         .await
         .with_context(|| format!("binding --admin-listen {}", cfg.admin_listen))?;
     let (proxy_addr, admin_addr) = (listener.local_addr()?, admin.local_addr()?);
-    tracing::info!(addr = %proxy_addr, "proxy listening");
+    tracing::info!(addr = %proxy_addr, workers = cfg.workers(), "proxy listening");
     tracing::info!(addr = %admin_addr, "admin listening");
     let mut registry = Registry::default();
     let metrics = Arc::new(metrics::Metrics::new(&mut registry));

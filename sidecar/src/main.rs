@@ -13,9 +13,17 @@ fn main() -> ExitCode {
     };
     palisade_sidecar::telemetry::init(&cfg.log_format);
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build();
+    let workers = cfg.workers();
+    let runtime = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+    };
     let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {

@@ -24,7 +24,7 @@ fn spawn(app: SocketAddr, extra: &[&str]) -> (Child, SocketAddr) {
     (child, addr)
 }
 
-/// [`spawn`], also returning the lines the sidecar logs after it listens.
+/// [`spawn`], also returning the lines the sidecar logs from the one saying it listens on.
 fn spawn_logged(
     app: SocketAddr,
     extra: &[&str],
@@ -55,22 +55,24 @@ fn spawn_logged_with(
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
+    let (addr, listening) = loop {
         let line = lines
             .next()
             .expect("sidecar exited before listening")
             .unwrap();
         if line.contains("proxy listening") {
             let at = line.find("addr=").unwrap() + 5;
-            break line[at..]
+            let addr = line[at..]
                 .split_whitespace()
                 .next()
                 .unwrap()
                 .parse()
                 .unwrap();
+            break (addr, line);
         }
     };
     let (tx, rx) = std::sync::mpsc::channel();
+    tx.send(listening).unwrap();
     std::thread::spawn(move || {
         for line in lines.map_while(Result::ok) {
             let _receiver_gone = tx.send(line);
@@ -110,6 +112,18 @@ fn bad_config_exits_64_with_a_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests() {
+    let auto = std::thread::available_parallelism().unwrap().get();
+    drains_in_flight_requests(&[], auto).await;
+}
+
+/// The single-threaded runtime (`--worker-threads 1`, what a container limited to one CPU
+/// gets) serves concurrent requests and drains them like the multi-threaded one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_one_thread_sigterm_drains_in_flight_requests() {
+    drains_in_flight_requests(&["--worker-threads", "1"], 1).await;
+}
+
+async fn drains_in_flight_requests(extra: &[&str], workers: usize) {
     let arrived = Arc::new(AtomicUsize::new(0));
     let (release_tx, release_rx) = tokio::sync::watch::channel(false);
     let app = {
@@ -125,7 +139,12 @@ async fn sigterm_drains_in_flight_requests() {
         })
         .await
     };
-    let (mut child, addr) = spawn(app, &["--drain-grace", "60s"]);
+    let (mut child, addr, log) = spawn_logged(app, &[&["--drain-grace", "60s"], extra].concat());
+    let listening = log.recv().unwrap();
+    assert!(
+        listening.contains(&format!("workers={workers}")),
+        "{listening}"
+    );
     const N: usize = 8;
     let requests: Vec<_> = (0..N).map(|_| tokio::spawn(get_owned(addr))).collect();
     while arrived.load(Ordering::SeqCst) < N {
