@@ -14,6 +14,7 @@
 //! whose requests on one connection run concurrently, use a shared keep-alive pool.
 
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -24,6 +25,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
 use tokio_util::task::TaskTracker;
 
 use crate::body::{self, RespBody};
@@ -60,19 +62,47 @@ pub struct UpstreamConfig {
     pub tunnel_idle: Duration,
 }
 
-/// The upstream connection of one client connection, kept between its requests. Only that
-/// connection's requests use it, one at a time (HTTP/1.x), so its lock is never contended.
+/// The upstream connection of one client connection, kept between its requests, with the
+/// timer that bounds each request's wait for its response head. Only that connection's
+/// requests use it, one at a time (HTTP/1.x), so its lock is never contended.
+///
+/// The timer is re-armed for each request rather than made anew: pushing a pending
+/// deadline later is one atomic update in tokio, where a timer per request costs an
+/// allocation, a timer-wheel insertion and a removal.
 #[derive(Debug, Default)]
-pub struct Affinity(std::sync::Mutex<Option<SendRequest<Incoming>>>);
+pub struct Affinity(std::sync::Mutex<Kept>);
+
+#[derive(Debug, Default)]
+struct Kept {
+    sender: Option<SendRequest<Incoming>>,
+    deadline: Option<Pin<Box<Sleep>>>,
+}
 
 impl Affinity {
-    fn take(&self) -> Option<SendRequest<Incoming>> {
-        self.0.lock().ok()?.take()
+    /// The kept connection, if any, and the timer, armed to fire `after` from now.
+    fn take(&self, after: Duration) -> (Option<SendRequest<Incoming>>, Pin<Box<Sleep>>) {
+        let at = tokio::time::Instant::now() + after;
+        let (sender, deadline) = match self.0.lock() {
+            Ok(mut kept) => (kept.sender.take(), kept.deadline.take()),
+            Err(_) => (None, None),
+        };
+        let deadline = match deadline {
+            Some(mut sleep) => {
+                sleep.as_mut().reset(at);
+                sleep
+            }
+            None => Box::pin(tokio::time::sleep_until(at)),
+        };
+        (sender, deadline)
     }
 
-    fn keep(&self, sender: SendRequest<Incoming>) {
-        if let Ok(mut slot) = self.0.lock() {
-            slot.get_or_insert(sender);
+    /// Keeps the connection (when it can take another request) and the timer.
+    fn keep(&self, sender: Option<SendRequest<Incoming>>, deadline: Pin<Box<Sleep>>) {
+        if let Ok(mut kept) = self.0.lock() {
+            if let Some(sender) = sender {
+                kept.sender.get_or_insert(sender);
+            }
+            kept.deadline.get_or_insert(deadline);
         }
     }
 }
@@ -143,9 +173,25 @@ impl Forwarder {
                 Ok(Ok(resp)) => resp,
             }
         } else {
-            match tokio::time::timeout(timeout, self.send_affine(req, affinity)).await {
-                Err(_) => return Err(ProxyError::UpstreamTimeout(timeout)),
-                Ok(result) => result?,
+            let (kept, mut deadline) = affinity.take(timeout);
+            let sent = tokio::select! {
+                biased;
+                sent = self.send_affine(req, kept) => sent,
+                () = deadline.as_mut() => {
+                    // The connection is dropped with the request it was sending.
+                    affinity.keep(None, deadline);
+                    return Err(ProxyError::UpstreamTimeout(timeout));
+                }
+            };
+            match sent {
+                Ok((resp, sender)) => {
+                    affinity.keep(Some(sender), deadline);
+                    resp
+                }
+                Err(e) => {
+                    affinity.keep(None, deadline);
+                    return Err(e);
+                }
             }
         };
         let (mut parts, incoming) = resp.into_parts();
@@ -159,16 +205,13 @@ impl Forwarder {
     async fn send_affine(
         &self,
         mut req: Request<Incoming>,
-        affinity: &Affinity,
-    ) -> Result<Response<Incoming>, ProxyError> {
-        if let Some(mut sender) = affinity.take()
+        kept: Option<SendRequest<Incoming>>,
+    ) -> Result<(Response<Incoming>, SendRequest<Incoming>), ProxyError> {
+        if let Some(mut sender) = kept
             && sender.ready().await.is_ok()
         {
             match sender.try_send_request(req).await {
-                Ok(resp) => {
-                    affinity.keep(sender);
-                    return Ok(resp);
-                }
+                Ok(resp) => return Ok((resp, sender)),
                 Err(mut e) => match e.take_message() {
                     Some(unsent) => req = unsent,
                     None => return Err(ProxyError::Upstream(Box::new(e.into_error()))),
@@ -180,8 +223,7 @@ impl Forwarder {
             .send_request(req)
             .await
             .map_err(|e| ProxyError::Upstream(Box::new(e)))?;
-        affinity.keep(sender);
-        Ok(resp)
+        Ok((resp, sender))
     }
 
     /// A new HTTP/1.1 connection to the application (its task runs until it closes).

@@ -319,6 +319,47 @@ async fn slow_upstream_is_504() {
     assert_eq!(headers["palisade-error"], "UpstreamTimeout");
 }
 
+/// One client connection's requests share a re-armed timer: each request gets the whole
+/// `--upstream-timeout` from its own start (a fast request before does not shorten it, one
+/// that timed out does not end the next), and the connection serves on after a 504.
+#[tokio::test]
+async fn every_request_on_a_connection_gets_the_whole_upstream_timeout() {
+    let app = app(|req, _| async move {
+        let wait = match req.uri().path() {
+            "/hang" => std::time::Duration::from_secs(3600),
+            "/slow" => std::time::Duration::from_millis(300),
+            _ => std::time::Duration::ZERO,
+        };
+        tokio::time::sleep(wait).await;
+        Response::new(full("ok"))
+    })
+    .await;
+    let sc = sidecar(app, &["--upstream-timeout", "500ms"]).await;
+    let mut client = h1(sc.proxy_addr).await;
+    let mut status = |path: &'static str| {
+        let req = Request::get(path)
+            .header("host", "api.example")
+            .body(full(""))
+            .unwrap();
+        let sent = client.send_request(req);
+        async move { sent.await.unwrap().status().as_u16() }
+    };
+    let started = std::time::Instant::now();
+    assert_eq!(status("/").await, 200);
+    // 300 ms twice: each within its own 500 ms, although 600 ms pass since the first.
+    assert_eq!(status("/slow").await, 200);
+    assert_eq!(status("/slow").await, 200);
+    assert!(started.elapsed() >= std::time::Duration::from_millis(600));
+    assert_eq!(status("/hang").await, 504);
+    assert_eq!(
+        status("/slow").await,
+        200,
+        "the timer re-armed after it fired"
+    );
+    assert_eq!(status("/hang").await, 504);
+    assert_eq!(status("/").await, 200);
+}
+
 /// The app echoes each request chunk as it reads it; the client sends chunk n+1 only after it
 /// got chunk n back. A proxy that buffered either body would deadlock here.
 #[tokio::test]
