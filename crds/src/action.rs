@@ -1,4 +1,4 @@
-//! `SecurityAction`: allow, deny or flag the requests that match its conditions.
+//! `SecurityAction`: allow, deny, flag or rate-limit the requests that match its conditions.
 //!
 //! Users write the spec; the operator's policy controller reads it (with the pause annotations
 //! and the clock), compiles it into the namespace's policy bundle and writes the status.
@@ -19,15 +19,21 @@ use crate::{
 };
 
 fn one_verb_at_least() -> Rule {
-    Rule::new("has(self.allow) || has(self.deny) || has(self.flag)")
-        .message("set one verb: allow: {}, deny: {status: 403} or flag: {headers: [...]}")
+    Rule::new("has(self.allow) || has(self.deny) || has(self.flag) || has(self.rateLimit)").message(
+        "set one verb: allow: {}, deny: {status: 403}, flag: {headers: [...]} or \
+             rateLimit: {requests: 10, per: Second}",
+    )
 }
 
 fn one_verb_at_most() -> Rule {
     Rule::new(
-        "(has(self.allow) ? 1 : 0) + (has(self.deny) ? 1 : 0) + (has(self.flag) ? 1 : 0) <= 1",
+        "(has(self.allow) ? 1 : 0) + (has(self.deny) ? 1 : 0) + (has(self.flag) ? 1 : 0) + \
+         (has(self.rateLimit) ? 1 : 0) <= 1",
     )
-    .message("set only one of allow, deny and flag; create a separate SecurityAction for each verb")
+    .message(
+        "set only one of allow, deny, flag and rateLimit; create a separate SecurityAction for \
+         each verb",
+    )
 }
 
 fn ttl_xor_expire_time() -> Rule {
@@ -51,9 +57,10 @@ fn match_all_alone() -> Rule {
     )
 }
 
-/// Allow, deny or flag the requests that match all of `conditions`, in the protected workloads
-/// of this namespace. Set exactly one verb. When several actions match a request, allow wins
-/// over deny, and deny over flag (every matching flag adds its headers). Pause an action with
+/// Allow, deny, flag or rate-limit the requests that match all of `conditions`, in the protected
+/// workloads of this namespace. Set exactly one verb. When several actions match a request,
+/// allow wins over deny, and deny over rate limits and flags (a request under every matching
+/// rate limit is forwarded, and every matching flag adds its headers). Pause an action with
 /// the annotation `palisade.dev/paused: "true"` (or pause every action of a namespace by
 /// annotating the namespace).
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
@@ -67,7 +74,7 @@ fn match_all_alone() -> Rule {
     shortname = "secactions",
     category = "palisade",
     label("app.kubernetes.io/part-of", "palisade"),
-    doc = "A SecurityAction allows, denies or flags the requests that match its conditions.",
+    doc = "A SecurityAction allows, denies, flags or rate-limits the requests that match its conditions.",
     printcolumn(name = "Verb", type_ = "string", json_path = ".status.verb"),
     printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),
     printcolumn(name = "State", type_ = "string", json_path = ".status.state"),
@@ -115,6 +122,11 @@ pub struct SecurityActionSpec {
     /// can tell them apart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flag: Option<Flag>,
+    /// Shape matching requests: a client (by IP, IPv6 prefix, API key or access token) above
+    /// the rate gets `429 Too Many Requests` with `Retry-After`; the others are forwarded. An
+    /// allow or deny action that also matches wins over it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
     /// Which requests the action applies to: a request matches when it matches every kind
     /// that is set (AND), and a kind when it matches any entry of its list (OR). Example:
     /// `{regionCodes: [KP, IR], httpMethods: [POST]}` matches POST requests from KP or IR.
@@ -139,8 +151,9 @@ pub struct SecurityActionSpec {
     /// Exclusive with `ttl`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expire_time: Option<Time>,
-    /// `Enforce` (default) acts on requests; `Observe` only counts what it would have done and
-    /// changes nothing, for all three verbs.
+    /// `Enforce` (default) acts on requests; `Observe` only counts what it matched and changes
+    /// nothing, for every verb (an observed rate limit counts the requests it matched; it
+    /// does not meter them).
     #[serde(default)]
     pub mode: Mode,
 }
@@ -205,6 +218,56 @@ pub struct Flag {
     pub headers: Vec<Header>,
 }
 
+/// The period of a rate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(extend("maxLength" = 16))]
+pub enum RatePeriod {
+    /// Requests per second.
+    #[default]
+    Second,
+    /// Requests per minute.
+    Minute,
+}
+
+impl RatePeriod {
+    /// The period in seconds.
+    pub fn seconds(self) -> u32 {
+        match self {
+            Self::Second => 1,
+            Self::Minute => 60,
+        }
+    }
+}
+
+/// Answer a client above a rate with `429 Too Many Requests`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimit {
+    /// Requests one client may send per `per`, across all the pods the action applies to
+    /// (each pod's sidecar lets its share through: `requests` ÷ Ready pods). 1–1000000.
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub requests: i32,
+    /// `Second` (default) or `Minute`.
+    #[serde(default)]
+    pub per: RatePeriod,
+    /// Requests a client may send at once above the steady rate, like a burst of retries
+    /// after a pause (shared by the pods like `requests`). 0–1000000, default 0: requests
+    /// are spaced at the rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1_000_000))]
+    pub burst: Option<i32>,
+    /// What one client is: `ip` (default), `ipPrefix` (an IPv6 /64, or the namespace's
+    /// `palisade.dev/ipv6-prefix-length`; an IPv4 address alone), `apiKey`, `accessToken` or
+    /// `userAgent`. A request without that key (no API key, say) is not limited by the action.
+    #[serde(default)]
+    pub by: crate::rule::ClientKey,
+    /// Hold a limited request this long before answering it (`1s`–`10s`), to slow down a
+    /// client that retries at once. Absent: answer at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = crate::duration::duration_bounds("rateLimit.tarpit", "1s", "10s"))]
+    pub tarpit: Option<Duration>,
+}
+
 /// One header.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 pub struct Header {
@@ -227,6 +290,8 @@ pub enum Verb {
     Deny,
     /// `spec.flag` is set.
     Flag,
+    /// `spec.rateLimit` is set.
+    RateLimit,
 }
 
 /// Where an action stands, as `kubectl get` shows it.
@@ -296,7 +361,7 @@ pub struct SecurityActionStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_requests: Option<RequestCounts>,
     /// Requests the action decided: a deny that answered, an allow that won, a flag whose
-    /// headers were added. Written by the collector.
+    /// headers were added, a rate limit that answered `429`. Written by the collector.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decided_requests: Option<RequestCounts>,
 }
@@ -334,10 +399,11 @@ impl SecurityActionStatus {
 impl SecurityActionSpec {
     /// The verb that is set (the schema guarantees exactly one).
     pub fn verb(&self) -> Option<Verb> {
-        match (&self.allow, &self.deny, &self.flag) {
-            (Some(_), None, None) => Some(Verb::Allow),
-            (None, Some(_), None) => Some(Verb::Deny),
-            (None, None, Some(_)) => Some(Verb::Flag),
+        match (&self.allow, &self.deny, &self.flag, &self.rate_limit) {
+            (Some(_), None, None, None) => Some(Verb::Allow),
+            (None, Some(_), None, None) => Some(Verb::Deny),
+            (None, None, Some(_), None) => Some(Verb::Flag),
+            (None, None, None, Some(_)) => Some(Verb::RateLimit),
             _ => None,
         }
     }

@@ -85,6 +85,10 @@ pub struct Verdict {
     pub decision: Decision,
     /// Enforced flag actions whose headers to add (empty unless the decision is `Forward`).
     pub flags: ActionSet,
+    /// Enforced rate-limit actions whose limits the request must be under to be forwarded
+    /// (empty unless the decision is `Forward`); the sidecar, which holds the rates, checks
+    /// them in action order.
+    pub limits: ActionSet,
     /// Every enforce-mode action that matched (for counting).
     pub matched: ActionSet,
     /// Every observe-mode action that matched (for counting; nothing is applied).
@@ -98,6 +102,7 @@ impl Verdict {
     pub const NONE: Self = Self {
         decision: Decision::Forward,
         flags: ActionSet::EMPTY,
+        limits: ActionSet::EMPTY,
         matched: ActionSet::EMPTY,
         observed: ActionSet::EMPTY,
         would_be: Decision::Forward,
@@ -174,7 +179,7 @@ pub fn evaluate(p: &CompiledPolicy, req: &Request<'_>) -> Verdict {
     }
     let matched = m.and(&p.enforce);
     let observed = m.and_not(&p.enforce);
-    let (decision, flags) = p.decide(matched);
+    let (decision, flags, limits) = p.decide(matched);
     let would_be = if observed.is_empty() {
         decision
     } else {
@@ -183,6 +188,7 @@ pub fn evaluate(p: &CompiledPolicy, req: &Request<'_>) -> Verdict {
     Verdict {
         decision,
         flags,
+        limits,
         matched,
         observed,
         would_be,
@@ -216,7 +222,7 @@ mod tests {
     use crate::selector::LabelSelector;
     use crate::spec::{ActionSpec, Inputs, PathMatch, RuleSpec};
     use crate::spec::{DetectedBy, Mode};
-    use crate::testutil::{allow, deny, flag, ts, with_ips};
+    use crate::testutil::{allow, deny, flag, rate_limit, ts, with_ips};
 
     fn policy_for(actions: Vec<ActionSpec>, labels: &[(&str, &str)]) -> CompiledPolicy {
         let inputs = Inputs {
@@ -303,6 +309,61 @@ mod tests {
             [("x-a", "flag-a"), ("x-b", "flag-b")]
         );
         assert_eq!(evaluate(&p, &req("9.0.0.1")), Verdict::NONE);
+    }
+
+    #[test]
+    fn rate_limits_come_after_allow_and_deny_and_beside_flags() {
+        let p = policy(vec![
+            with_ips(allow("a-allow"), &["10.1.0.0/16"]),
+            with_ips(deny("b-deny"), &["10.2.0.0/16"]),
+            with_ips(rate_limit("c-limit", 10), &["10.0.0.0/8"]),
+            with_ips(rate_limit("d-limit", 5), &["10.3.0.0/16"]),
+            with_ips(flag("e-flag", "x-e"), &["10.0.0.0/8"]),
+        ]);
+        let names = |v: &Verdict| -> Vec<String> {
+            v.limits
+                .iter()
+                .map(|id| p.action(id).unwrap().name.clone())
+                .collect()
+        };
+        let v = evaluate(&p, &req("10.1.0.1"));
+        assert_eq!(name(&p, v.decision), "a-allow");
+        assert!(v.limits.is_empty(), "an allowed request is not limited");
+        let v = evaluate(&p, &req("10.2.0.1"));
+        assert_eq!(name(&p, v.decision), "b-deny");
+        assert!(v.limits.is_empty());
+        let v = evaluate(&p, &req("10.3.0.1"));
+        assert_eq!(v.decision, Decision::Forward);
+        assert_eq!(names(&v), ["c-limit", "d-limit"], "in action (name) order");
+        assert_eq!(p.flag_headers(&v).collect::<Vec<_>>(), [("x-e", "e-flag")]);
+        let id = v.limits.first().unwrap();
+        assert_eq!(p.rate_limit(id).map(|l| l.requests), Some(10));
+        assert_eq!(evaluate(&p, &req("11.0.0.1")), Verdict::NONE);
+        let mut observed = with_ips(rate_limit("f-observed", 1), &["12.0.0.0/8"]);
+        observed.mode = Mode::Observe;
+        let p = policy(vec![observed]);
+        let v = evaluate(&p, &req("12.0.0.1"));
+        assert!(v.limits.is_empty(), "an observed rate limit limits nothing");
+        assert_eq!(v.observed.len(), 1);
+    }
+
+    #[test]
+    fn a_rate_limit_is_shared_by_its_pods() {
+        let mut l = crate::spec::RateLimit {
+            requests: 100,
+            period_s: 1,
+            burst: 21,
+            by: crate::ClientKeyKind::Ip,
+            tarpit_ms: 0,
+            pods: 1,
+        };
+        assert_eq!((l.interval_ns(), l.burst_share()), (10_000_000, 21));
+        l.pods = 4;
+        assert_eq!((l.interval_ns(), l.burst_share()), (40_000_000, 6));
+        l.period_s = 60;
+        l.requests = 3;
+        l.pods = 1;
+        assert_eq!(l.interval_ns(), 20_000_000_000);
     }
 
     #[test]

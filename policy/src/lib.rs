@@ -125,7 +125,7 @@ pub use lists::{LineError, PrefixList, parse_prefix};
 pub use policy::{CompiledPolicy, DenyResponse};
 pub use selector::{LabelRequirement, LabelSelector, SelectorOperator};
 pub use spec::{
-    ActionSpec, Conditions, DetectedBy, Header, Inputs, ListRef, Mode, PathMatch, RuleSpec,
-    TextPattern, Verb,
+    ActionSpec, Conditions, DetectedBy, Header, Inputs, ListRef, Mode, PathMatch, RateLimit,
+    RuleSpec, TextPattern, Verb,
 };
 pub use trusted::{MAX_TRUSTED_PROXIES, TrustedProxies};

@@ -8,7 +8,7 @@ use crate::actionset::{ActionId, ActionSet};
 use crate::bundle::{Bundle, BundleAction, BundleConditions};
 use crate::evaluate::{Decision, Verdict};
 use crate::index::{KindIndex, PathIndex};
-use crate::spec::{DetectedBy, Mode, Verb};
+use crate::spec::{DetectedBy, Mode, RateLimit, Verb};
 
 /// A bundle prepared for one workload's requests.
 #[derive(Clone, Debug)]
@@ -19,6 +19,7 @@ pub struct CompiledPolicy {
     allow: ActionSet,
     deny: ActionSet,
     flag: ActionSet,
+    rate_limit: ActionSet,
     pub(crate) ip_unconstrained: ActionSet,
     pub(crate) ip_active: bool,
     pub(crate) ip_classes: Vec<ActionSet>,
@@ -135,6 +136,7 @@ impl CompiledPolicy {
             allow: set_where(&chosen, |a| matches!(a.verb, Verb::Allow)),
             deny: set_where(&chosen, |a| matches!(a.verb, Verb::Deny { .. })),
             flag: set_where(&chosen, |a| matches!(a.verb, Verb::Flag { .. })),
+            rate_limit: set_where(&chosen, |a| matches!(a.verb, Verb::RateLimit(_))),
             ip_active: ip_unconstrained != selected,
             ip_unconstrained,
             ip_classes,
@@ -234,14 +236,32 @@ impl CompiledPolicy {
             .map(|h| (h.name.as_str(), h.value.as_str()))
     }
 
-    /// allow > deny > flag among `matched`: the decision and the flags to apply.
-    pub(crate) fn decide(&self, matched: ActionSet) -> (Decision, ActionSet) {
+    /// The limit of a rate-limit action (`None` for another verb or an unknown id).
+    pub fn rate_limit(&self, id: ActionId) -> Option<&RateLimit> {
+        match &self.action(id)?.verb {
+            Verb::RateLimit(limit) => Some(limit),
+            _ => None,
+        }
+    }
+
+    /// The rate-limit actions of this workload.
+    pub fn rate_limits(&self) -> ActionSet {
+        self.rate_limit
+    }
+
+    /// allow > deny > rate limit and flag among `matched`: the decision, the flags to apply
+    /// and the rate limits the request must be under to be forwarded.
+    pub(crate) fn decide(&self, matched: ActionSet) -> (Decision, ActionSet, ActionSet) {
         if let Some(a) = matched.and(&self.allow).first() {
-            (Decision::Allow(a), ActionSet::EMPTY)
+            (Decision::Allow(a), ActionSet::EMPTY, ActionSet::EMPTY)
         } else if let Some(d) = matched.and(&self.deny).first() {
-            (Decision::Deny(d), ActionSet::EMPTY)
+            (Decision::Deny(d), ActionSet::EMPTY, ActionSet::EMPTY)
         } else {
-            (Decision::Forward, matched.and(&self.flag))
+            (
+                Decision::Forward,
+                matched.and(&self.flag),
+                matched.and(&self.rate_limit),
+            )
         }
     }
 }

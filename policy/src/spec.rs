@@ -57,7 +57,8 @@ pub struct ActionSpec {
     pub expire_time: Option<Timestamp>,
 }
 
-/// What an action does to the requests it matches. Precedence: allow > deny > flag.
+/// What an action does to the requests it matches. Precedence: allow > deny > rate limit and
+/// flag (a request under every limit that matched is forwarded with the flags' headers).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Verb {
@@ -78,6 +79,51 @@ pub enum Verb {
         /// Headers added to the forwarded request, in order.
         headers: Vec<Header>,
     },
+    /// Answer `429 Too Many Requests` to a client above a rate; forward the others.
+    RateLimit(RateLimit),
+}
+
+/// A rate per client (GCRA: a steady rate plus a burst), shared by the workload's pods.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimit {
+    /// Requests one client may send per period, across the workload's pods (at least 1).
+    pub requests: u32,
+    /// The period, in seconds (1 or 60).
+    pub period_s: u32,
+    /// Requests a client may send at once above the steady rate, across the pods.
+    #[serde(default)]
+    pub burst: u32,
+    /// What one client is.
+    pub by: crate::key::ClientKeyKind,
+    /// How long a limited request is held before its `429` is sent, in milliseconds.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tarpit_ms: u32,
+    /// The Ready pods that share the limit: each lets `requests ÷ pods` through (at least 1).
+    #[serde(default = "one_pod")]
+    pub pods: u32,
+}
+
+fn one_pod() -> u32 {
+    1
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl RateLimit {
+    /// Nanoseconds between two requests of one client at one pod: the steady rate of its
+    /// share (`period × pods ÷ requests`).
+    pub fn interval_ns(&self) -> u64 {
+        let period_ns = u64::from(self.period_s.max(1)) * 1_000_000_000;
+        period_ns.saturating_mul(u64::from(self.pods.max(1))) / u64::from(self.requests.max(1))
+    }
+
+    /// The burst at one pod: its share of `burst`, rounded up.
+    pub fn burst_share(&self) -> u32 {
+        self.burst.div_ceil(self.pods.max(1))
+    }
 }
 
 /// A header a flag action adds.

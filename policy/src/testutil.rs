@@ -72,6 +72,20 @@ pub(crate) fn flag(name: &str, header: &str) -> ActionSpec {
     }
 }
 
+pub(crate) fn rate_limit(name: &str, requests: u32) -> ActionSpec {
+    ActionSpec {
+        verb: Verb::RateLimit(crate::spec::RateLimit {
+            requests,
+            period_s: 1,
+            burst: 0,
+            by: crate::ClientKeyKind::Ip,
+            tarpit_ms: 0,
+            pods: 1,
+        }),
+        ..deny(name)
+    }
+}
+
 pub(crate) fn with_ips(mut a: ActionSpec, ips: &[&str]) -> ActionSpec {
     a.conditions.ip_ranges = ips.iter().map(|s| s.to_string()).collect();
     a

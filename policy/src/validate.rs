@@ -258,7 +258,45 @@ fn check_verb(verb: &Verb) -> Result<(), Invalid> {
             "flag.headers is empty; a flag action adds at least one header".into(),
         )),
         Verb::Flag { headers } => headers.iter().enumerate().try_for_each(check_header),
+        Verb::RateLimit(r) => check_rate_limit(r),
     }
+}
+
+/// The most requests per period, burst and tarpit a rate limit may have.
+pub const MAX_RATE_REQUESTS: u32 = 1_000_000;
+/// The longest a limited request is held before its `429` (ms).
+pub const MAX_TARPIT_MS: u32 = 10_000;
+
+fn check_rate_limit(r: &crate::spec::RateLimit) -> Result<(), Invalid> {
+    let bad = |msg: String| Err(invalid("InvalidVerb", msg));
+    if !(1..=MAX_RATE_REQUESTS).contains(&r.requests) {
+        return bad(format!(
+            "rateLimit.requests {} is out of range; use 1-{MAX_RATE_REQUESTS}",
+            r.requests
+        ));
+    }
+    if r.period_s != 1 && r.period_s != 60 {
+        return bad(format!(
+            "rateLimit period {} s is not a second or a minute",
+            r.period_s
+        ));
+    }
+    if r.burst > MAX_RATE_REQUESTS {
+        return bad(format!(
+            "rateLimit.burst {} is out of range; use 0-{MAX_RATE_REQUESTS}",
+            r.burst
+        ));
+    }
+    if r.tarpit_ms > MAX_TARPIT_MS {
+        return bad(format!(
+            "rateLimit.tarpit {} ms is longer than {MAX_TARPIT_MS} ms",
+            r.tarpit_ms
+        ));
+    }
+    if r.pods == 0 {
+        return bad("rateLimit shared by 0 pods; at least 1".into());
+    }
+    Ok(())
 }
 
 fn check_header((i, h): (usize, &Header)) -> Result<(), Invalid> {

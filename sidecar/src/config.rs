@@ -241,6 +241,11 @@ pub struct PolicyConfig {
     /// its log, `palisade_sidecar_policy_missing` 1) until one is loaded.
     #[arg(long, env = "PALISADE_POLICY_GRACE", default_value = "30s", value_parser = parse_duration)]
     pub policy_grace: Duration,
+    /// Clients each rate-limit action tracks at once (cells of its table, 8 bytes each,
+    /// rounded down to a power of two, at least 1024); all the tables together hold at most
+    /// 4,194,304 cells (32 MiB), shared out when there are many rate-limit actions.
+    #[arg(long, env = "PALISADE_RATE_LIMIT_CLIENTS", default_value_t = crate::limit::DEFAULT_CELLS)]
+    pub rate_limit_clients: usize,
     /// Service-account token the API watch authenticates with (audience: the API server).
     /// The injector projects one into the sidecar, so the watch works with the pod's
     /// `automountServiceAccountToken: false`. The server is

@@ -6,7 +6,9 @@
 //! `--debug-headers` (or the bundle's namespace setting) names the deciding action in a
 //! response header.
 
-use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT};
+use std::time::{Duration, Instant};
+
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT};
 use http::request::Parts;
 use http::{Response, StatusCode};
 use palisade_policy::{ActionId, ActionSet, CompiledPolicy, Decision, Request, Verdict, evaluate};
@@ -15,6 +17,7 @@ use sha2::{Digest, Sha256};
 use crate::body::{self, RespBody};
 use crate::credentials::{Credentials, Distinct};
 use crate::identify::Identity;
+use crate::limit::{self, Check, Limits};
 use crate::metrics::Metrics;
 use crate::rescue::ProxyError;
 use crate::store::Store;
@@ -36,8 +39,11 @@ pub struct EnforceConfig {
 /// What to do with the request.
 #[derive(Debug)]
 pub enum Outcome {
-    /// Answer with this response (a deny).
+    /// Answer with this response (a deny, or a `429` of a rate limit).
     Answer(Response<RespBody>),
+    /// Answer with this response after holding the request this long (a rate limit's
+    /// tarpit).
+    Hold(Response<RespBody>, Duration),
     /// Forward it; add this debug header value to the response.
     Forward(Option<HeaderValue>),
 }
@@ -88,6 +94,13 @@ pub fn enforce(
         debug_headers,
         ..cfg
     };
+    if v.decision == Decision::Forward
+        && !v.limits.is_empty()
+        && let Some((id, wait)) = over_limit(p, &loaded.limits, v.limits, who, parts)
+    {
+        hits.decided_one(id);
+        return Ok(("ratelimit", too_many(cfg, p, id, wait, who, parts)));
+    }
     match v.decision {
         Decision::Deny(id) => {
             hits.decided_one(id);
@@ -154,20 +167,25 @@ fn options(d: &Distinct<[u8; 32]>) -> impl Iterator<Item = Option<&[u8; 32]>> {
 }
 
 /// The stricter of two readings' verdicts: a deny of either (the first's, when both deny),
-/// an allow only when both allow, else forward with the flags of each reading that forwards.
+/// an allow only when both allow, else forward with the flags and under the rate limits of
+/// each reading that forwards.
 pub fn strictest(a: Verdict, b: Verdict) -> Verdict {
     let decision = stricter(a.decision, b.decision);
     let forwarded = |v: &Verdict| match v.decision {
-        Decision::Forward => v.flags,
-        _ => ActionSet::EMPTY,
+        Decision::Forward => (v.flags, v.limits),
+        _ => (ActionSet::EMPTY, ActionSet::EMPTY),
     };
-    let flags = match decision {
-        Decision::Forward => forwarded(&a).or(&forwarded(&b)),
-        _ => ActionSet::EMPTY,
+    let (flags, limits) = match decision {
+        Decision::Forward => {
+            let ((fa, la), (fb, lb)) = (forwarded(&a), forwarded(&b));
+            (fa.or(&fb), la.or(&lb))
+        }
+        _ => (ActionSet::EMPTY, ActionSet::EMPTY),
     };
     Verdict {
         decision,
         flags,
+        limits,
         matched: a.matched.or(&b.matched),
         observed: a.observed.or(&b.observed),
         would_be: stricter(a.would_be, b.would_be),
@@ -229,6 +247,74 @@ fn request<'a>(who: &'a Identity, path: Option<&'a str>, parts: &'a Parts) -> Re
         path: path.unwrap_or(parts.uri.path()),
         detected: None,
         now_unix_s: i64::try_from(now).unwrap_or(i64::MAX),
+    }
+}
+
+/// The first rate limit of `ids` (in action order) the request's client is above, and how
+/// long until it may send again. Each limit before it counted the request as passed.
+fn over_limit(
+    p: &CompiledPolicy,
+    limits: &Limits,
+    ids: ActionSet,
+    who: &Identity,
+    parts: &Parts,
+) -> Option<(ActionId, Duration)> {
+    let now = Instant::now();
+    let user_agent = parts.headers.get(USER_AGENT).map(HeaderValue::as_bytes);
+    let secrets = (
+        who.api_key_hash.as_ref(),
+        who.token_hash.as_ref(),
+        user_agent,
+    );
+    let v6_len = p.bundle().ipv6_prefix_len;
+    let mut buf = [0u8; 18];
+    for id in ids.iter() {
+        let (Some(limit), Some(table)) = (p.rate_limit(id), limits.table(id)) else {
+            continue;
+        };
+        let Some(key) = limit::client_key(limit.by, who.ip, v6_len, secrets, &mut buf) else {
+            continue;
+        };
+        if let Check::Limited(wait) = table.check(limit, key, now) {
+            return Some((id, wait));
+        }
+    }
+    None
+}
+
+/// `429 Too Many Requests` with `Retry-After` (whole seconds, rounded up, at least 1), held
+/// for the action's tarpit first if it has one. Logged only at debug level: a limited client
+/// sends many.
+fn too_many(
+    cfg: EnforceConfig,
+    p: &CompiledPolicy,
+    id: ActionId,
+    wait: Duration,
+    who: &Identity,
+    parts: &Parts,
+) -> Outcome {
+    let retry_after = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+    if tracing::enabled!(target: "palisade::decision", tracing::Level::DEBUG) {
+        log_decision("ratelimit", p, one(id), Some(429), who, parts);
+    }
+    let mut resp = Response::new(body::full("too many requests\n".to_owned()));
+    *resp.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    let headers = resp.headers_mut();
+    headers.insert(RETRY_AFTER, HeaderValue::from(retry_after));
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if let Some(v) = cfg
+        .debug_headers
+        .then(|| debug_value("ratelimit", p, one(id)))
+        .flatten()
+    {
+        headers.insert(DEBUG_HEADER, v);
+    }
+    match p.rate_limit(id).map_or(0, |l| l.tarpit_ms) {
+        0 => Outcome::Answer(resp),
+        ms => Outcome::Hold(resp, Duration::from_millis(u64::from(ms))),
     }
 }
 

@@ -14,6 +14,7 @@ pub mod hits;
 pub mod identify;
 pub mod idle;
 pub mod jwt;
+pub mod limit;
 pub mod metrics;
 pub mod proxy;
 pub mod report;
@@ -132,7 +133,8 @@ pub async fn start(cfg: Config) -> anyhow::Result<Sidecar> {
     let labels = store::parse_labels(&pod_labels(&cfg)?).map_err(anyhow::Error::msg)?;
     client_ip::log_trust(&cfg.identify.trusted_proxies, cfg.identify.trusted_hops);
     let store = Arc::new(with_bundle_keys(
-        store::Store::new(labels, metrics.clone()),
+        store::Store::new(labels, metrics.clone())
+            .with_rate_limit_clients(cfg.policy.rate_limit_clients),
         cfg.policy.bundle_keys.as_deref(),
         &metrics,
     )?);

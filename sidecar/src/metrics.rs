@@ -18,7 +18,15 @@ use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 /// Request verdicts (label `verdict` of `requests` and `request_duration_seconds`).
-pub const VERDICTS: [&str; 6] = ["allow", "deny", "flag", "none", "observed", "error"];
+pub const VERDICTS: [&str; 7] = [
+    "allow",
+    "deny",
+    "flag",
+    "ratelimit",
+    "none",
+    "observed",
+    "error",
+];
 /// Would-be decisions of observe mode (label `verdict` of `observed`).
 pub const OBSERVED: [&str; 3] = ["allow", "deny", "forward"];
 /// Where a client IP came from (label `source` of `client_ip_resolutions`).
@@ -225,6 +233,12 @@ pub struct Metrics {
     pub reports: crate::report::ReportMetrics,
     /// Requests not counted for detection because the counter was behind.
     pub count_dropped: Counter,
+    /// Clients of a rate-limit table whose cell another client took (see `crate::limit`).
+    pub rate_limit_evictions: Counter,
+    /// Bytes of the rate-limit tables of the bundle in force.
+    pub rate_limit_bytes: Gauge,
+    /// Rate-limited requests answered at once because too many were already held (tarpit).
+    pub tarpit_skipped: Counter,
     /// `requests` and `latency` of each verdict in [`VERDICTS`].
     requests_by: Resolved<(Counter, AtomicHistogram)>,
     /// `observed` of each value in [`OBSERVED`].
@@ -327,6 +341,9 @@ impl Metrics {
             tunnels_closed,
             reports: crate::report::ReportMetrics::default(),
             count_dropped: Counter::default(),
+            rate_limit_evictions: Counter::default(),
+            rate_limit_bytes: Gauge::default(),
+            tarpit_skipped: Counter::default(),
             requests_by,
             observed_by,
             client_ip_by,
@@ -425,6 +442,21 @@ impl Metrics {
             "bundle_signatures_checked",
             "1 when bundles are applied only if the operator signed them (--bundle-keys), else 0",
             m.bundle_signatures_checked.clone(),
+        );
+        r.register(
+            "rate_limit_evictions",
+            "Clients whose rate-limit state was taken by another client (the table was full of live clients; raise --rate-limit-clients)",
+            m.rate_limit_evictions.clone(),
+        );
+        r.register(
+            "rate_limit_table_bytes",
+            "Bytes of the rate-limit tables of the bundle in force",
+            m.rate_limit_bytes.clone(),
+        );
+        r.register(
+            "tarpit_skipped",
+            "Rate-limited requests answered at once because the most held requests (tarpit) were already held",
+            m.tarpit_skipped.clone(),
         );
         r.register(
             "rejected_paths",

@@ -129,6 +129,12 @@ impl Proxy {
         let fact = self.fact(&who, &parts);
         let debug = match outcome {
             Outcome::Answer(resp) => return Ok((verdict, self.count(fact, resp, true))),
+            Outcome::Hold(resp, delay) => {
+                if !crate::limit::tarpit(delay).await {
+                    self.metrics.tarpit_skipped.inc();
+                }
+                return Ok((verdict, self.count(fact, resp, true)));
+            }
             Outcome::Forward(debug) => debug,
         };
         let req = Request::from_parts(parts, body);

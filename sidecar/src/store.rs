@@ -30,6 +30,8 @@ pub struct Loaded {
     pub flag_names: Vec<http::HeaderName>,
     /// What each of its actions matched, observed and decided (see [`crate::hits`]).
     pub hits: ActionHits,
+    /// The rates of its rate-limit actions' clients (see [`crate::limit`]).
+    pub limits: crate::limit::Limits,
 }
 
 /// The detected-client set, indexed against the rules of one bundle.
@@ -125,6 +127,8 @@ pub struct Store {
     retired: Retired,
     /// The operator's keys (`--bundle-keys`); `None`: signatures are not checked.
     verifier: Option<Mutex<Verifier>>,
+    /// Cells of each rate-limit table (`--rate-limit-clients`).
+    rate_limit_cells: usize,
 }
 
 /// A document as a source read it, with what proves who wrote it.
@@ -157,7 +161,14 @@ impl Store {
             metrics,
             retired: Retired::default(),
             verifier: None,
+            rate_limit_cells: crate::limit::DEFAULT_CELLS,
         }
+    }
+
+    /// Gives each rate-limit action's table `cells` cells (`--rate-limit-clients`).
+    pub fn with_rate_limit_clients(mut self, cells: usize) -> Self {
+        self.rate_limit_cells = cells;
+        self
     }
 
     /// Requires every manifest and detected-client document to be signed by a key `verifier`
@@ -325,13 +336,25 @@ impl Store {
             .unwrap_or(&manifest.bundle_hash);
         let flag_names = flag_names(&bundle);
         let names = bundle.actions.iter().map(|a| a.name.clone()).collect();
+        let policy = CompiledPolicy::new(bundle, &self.labels);
+        let previous = self.current.load();
+        let limits = crate::limit::Limits::build(
+            &policy,
+            self.rate_limit_cells,
+            previous.as_deref().map(|l| &l.limits),
+            &self.metrics.rate_limit_evictions,
+        );
+        self.metrics
+            .rate_limit_bytes
+            .set(i64::try_from(limits.bytes()).unwrap_or(i64::MAX));
         let loaded = Loaded {
             hits: ActionHits::new(names, self.retired.clone()),
+            limits,
             flag_names,
             version: format!("{}-{short}", manifest.generation),
             hash: manifest.bundle_hash.clone(),
             generation: manifest.generation,
-            policy: CompiledPolicy::new(bundle, &self.labels),
+            policy,
         };
         tracing::info!(
             source = source_name,

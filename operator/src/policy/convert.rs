@@ -10,8 +10,8 @@ use palisade_crds::keys::is_paused;
 use palisade_crds::matching::{MatchConditions, PathMatchType, TextMatchType};
 use palisade_crds::rule::{ClientKey as CrdClientKey, DetectionRule};
 use palisade_policy::{
-    ActionSpec, ClientKeyKind, Conditions, DetectedBy, Header, ListRef, Mode, PathMatch, RuleSpec,
-    TextPattern, Verb,
+    ActionSpec, ClientKeyKind, Conditions, DetectedBy, Header, ListRef, Mode, PathMatch, RateLimit,
+    RuleSpec, TextPattern, Verb,
 };
 use palisade_policy::{LabelRequirement, LabelSelector, SelectorOperator};
 
@@ -34,6 +34,9 @@ pub fn action(a: &SecurityAction, configmaps: &[ConfigMap], paused: bool) -> Act
                 .clone()
                 .unwrap_or_else(|| "text/plain; charset=utf-8".into()),
         }
+    } else if let Some(r) = &spec.rate_limit {
+        // One pod until the caller counts the Ready pods that share it.
+        Verb::RateLimit(rate_limit(r, 1))
     } else if let Some(f) = &spec.flag {
         let headers = f.headers.iter().map(|h| Header {
             name: h.name.to_string(),
@@ -77,13 +80,30 @@ pub fn rule(r: &DetectionRule) -> RuleSpec {
         name: r.name_any(),
         paused: is_paused(&r.metadata),
         mode: mode(r.spec.mode),
-        client_key: match r.spec.effective_client_key() {
-            CrdClientKey::Ip => ClientKeyKind::Ip,
-            CrdClientKey::ApiKey => ClientKeyKind::ApiKey,
-            CrdClientKey::AccessToken => ClientKeyKind::AccessToken,
-            CrdClientKey::UserAgent => ClientKeyKind::UserAgent,
-            CrdClientKey::IpPrefix => ClientKeyKind::IpPrefix,
-        },
+        client_key: key_kind(r.spec.effective_client_key()),
+    }
+}
+
+fn key_kind(k: CrdClientKey) -> ClientKeyKind {
+    match k {
+        CrdClientKey::Ip => ClientKeyKind::Ip,
+        CrdClientKey::ApiKey => ClientKeyKind::ApiKey,
+        CrdClientKey::AccessToken => ClientKeyKind::AccessToken,
+        CrdClientKey::UserAgent => ClientKeyKind::UserAgent,
+        CrdClientKey::IpPrefix => ClientKeyKind::IpPrefix,
+    }
+}
+
+/// The policy's rate limit of `spec.rateLimit`, shared by `pods` Ready pods (at least 1).
+pub fn rate_limit(r: &palisade_crds::action::RateLimit, pods: usize) -> RateLimit {
+    let tarpit = r.tarpit.as_ref().and_then(|d| d.to_std().ok());
+    RateLimit {
+        requests: u32::try_from(r.requests).unwrap_or(1).max(1),
+        period_s: r.per.seconds(),
+        burst: u32::try_from(r.burst.unwrap_or(0)).unwrap_or(0),
+        by: key_kind(r.by),
+        tarpit_ms: tarpit.map_or(0, |d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX)),
+        pods: u32::try_from(pods).unwrap_or(u32::MAX).max(1),
     }
 }
 
@@ -287,6 +307,27 @@ mod tests {
         assert!(
             !texts.contains_key("raw.bin"),
             "only .gz binary keys are lists"
+        );
+    }
+
+    #[test]
+    fn a_rate_limit_converts_with_its_defaults_and_its_pods() {
+        let r: palisade_crds::action::RateLimit =
+            serde_json::from_value(serde_json::json!({"requests": 30})).expect("rate limit");
+        let l = rate_limit(&r, 0);
+        assert_eq!(
+            (l.requests, l.period_s, l.burst, l.by, l.tarpit_ms, l.pods),
+            (30, 1, 0, ClientKeyKind::Ip, 0, 1),
+            "per second, no burst, by IP, no tarpit; no Ready pod counts as one"
+        );
+        let r: palisade_crds::action::RateLimit = serde_json::from_value(serde_json::json!({
+            "requests": 600, "per": "Minute", "burst": 50, "by": "accessToken", "tarpit": "3s"
+        }))
+        .expect("rate limit");
+        let l = rate_limit(&r, 3);
+        assert_eq!(
+            (l.requests, l.period_s, l.burst, l.by, l.tarpit_ms, l.pods),
+            (600, 60, 50, ClientKeyKind::AccessToken, 3000, 3)
         );
     }
 

@@ -27,6 +27,20 @@ pub fn labels(pods: &[Pod]) -> Vec<BTreeMap<String, String>> {
         .collect()
 }
 
+/// The labels of the pods that are Ready (their `Ready` condition is `True`): the pods a
+/// Service sends traffic to, which share a rate limit.
+pub fn ready_labels(pods: &[Pod]) -> Vec<BTreeMap<String, String>> {
+    pods.iter()
+        .filter(|p| is_ready(p))
+        .map(|p| p.metadata.labels.clone().unwrap_or_default())
+        .collect()
+}
+
+fn is_ready(pod: &Pod) -> bool {
+    let conditions = pod.status.as_ref().and_then(|s| s.conditions.as_ref());
+    conditions.is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
 /// The pods whose sidecar has been running for at least `grace` without being Ready, and how
 /// long until the next one's grace ends (a sidecar running, not Ready, still within it).
 pub fn without_policy(
@@ -150,6 +164,30 @@ mod tests {
         assert_eq!(
             labels(&live),
             [BTreeMap::from([("app".into(), "here".into())])]
+        );
+    }
+
+    #[test]
+    fn only_pods_whose_ready_condition_is_true_share_a_rate_limit() {
+        let with = |name: &str, conditions: serde_json::Value| -> Pod {
+            serde_json::from_value(json!({
+                "metadata": {"name": name, "labels": {"app": name}},
+                "status": {"conditions": conditions}
+            }))
+            .expect("pod")
+        };
+        let pods = [
+            with("ready", json!([{"type": "Ready", "status": "True"}])),
+            with("unready", json!([{"type": "Ready", "status": "False"}])),
+            with(
+                "scheduled",
+                json!([{"type": "PodScheduled", "status": "True"}]),
+            ),
+            with("no-status", json!([])),
+        ];
+        assert_eq!(
+            ready_labels(&pods),
+            [BTreeMap::from([("app".into(), "ready".into())])]
         );
     }
 }

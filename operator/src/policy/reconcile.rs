@@ -3,6 +3,7 @@
 //! The labels of the pods that carry the sidecar tell whether a workload-scoped action is
 //! enforced anywhere.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,7 +14,7 @@ use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 use palisade_crds::keys::{PAUSED_UNTIL_ANNOTATION, is_paused};
 use palisade_crds::{DetectionRule, SecurityAction, SecurityActionStatus};
-use palisade_policy::{ActionStatus, Inputs, Output, compile, encode};
+use palisade_policy::{ActionStatus, Inputs, Output, Verb, compile, encode};
 use serde_json::json;
 
 use super::error::Error;
@@ -115,7 +116,7 @@ async fn reconcile_namespace(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Ac
         &ns,
         (&actions, &pauses),
         &rules,
-        &configmaps,
+        (&configmaps, &pods::ready_labels(&pods)),
         &ctx,
         now,
         old_generation,
@@ -211,7 +212,7 @@ fn compile_namespace(
     ns: &Namespace,
     (actions, pauses): (&[SecurityAction], &[Pause]),
     rules: &[DetectionRule],
-    configmaps: &[ConfigMap],
+    (configmaps, ready): (&[ConfigMap], &[BTreeMap<String, String>]),
     ctx: &Context,
     now: jiff::Timestamp,
     generation: u64,
@@ -219,7 +220,19 @@ fn compile_namespace(
     let specs: Vec<_> = actions
         .iter()
         .zip(pauses)
-        .map(|(a, p)| convert::action(a, configmaps, p.active(now)))
+        .map(|(a, p)| {
+            let mut spec = convert::action(a, configmaps, p.active(now));
+            // A rate limit is shared by the Ready pods it applies to: each enforces its share.
+            if let (Verb::RateLimit(limit), Some(r)) = (&mut spec.verb, &a.spec.rate_limit) {
+                let selector = a.spec.targets.as_ref();
+                let selector = selector.and_then(|t| t.workload_selector.as_ref());
+                let sharing = ready
+                    .iter()
+                    .filter(|l| selector.is_none_or(|s| s.matches(l)));
+                *limit = convert::rate_limit(r, sharing.count());
+            }
+            spec
+        })
         .collect();
     let inputs = Inputs {
         trusted_proxies: trusted_proxies(ns),

@@ -21,6 +21,8 @@ async fn valid_actions_are_accepted_with_defaults() {
         "{flag: {headers: [{name: X-Palisade-Flag, value: suspected}]}, matchAll: true, mode: Observe}",
         "{deny: {status: 429, body: slow down, contentType: text/plain}, conditions: {regionCodes: [GB, US], asns: [64496]}, ttl: 1h30m}",
         "{deny: {}, conditions: {detectedBy: [any]}, expireTime: '2030-01-01T00:00:00Z'}",
+        "{rateLimit: {requests: 100, burst: 20, by: apiKey, tarpit: 2s}, conditions: {paths: [{value: /search, type: Prefix}]}}",
+        "{rateLimit: {requests: 1000000, per: Minute, by: ipPrefix}, matchAll: true, mode: Observe}",
         "{deny: {}, conditions: {ipRangesFrom: [{name: blocklist}, {selector: {matchLabels: {list: tor}}, key: list.txt.gz}]}}",
         "{flag: {}, conditions: {paths: [{value: /login}, {value: /admin/, type: Prefix, caseInsensitive: true}], httpMethods: [POST], userAgents: [{value: curl/, type: Prefix}]}, targets: {workloadSelector: {matchExpressions: [{key: app, operator: In, values: [shop]}]}}}",
     ];
@@ -75,9 +77,34 @@ async fn invalid_actions_are_rejected_with_what_to_fix() {
             "{allow: {}, deny: {}, matchAll: true}",
             &[
                 "spec",
-                "only one of allow, deny and flag",
+                "only one of allow, deny, flag and rateLimit",
                 "separate SecurityAction",
             ],
+        ),
+        Case::new(
+            "rate limit and deny",
+            "{rateLimit: {requests: 10}, deny: {}, matchAll: true}",
+            &["spec", "only one of allow, deny, flag and rateLimit"],
+        ),
+        Case::new(
+            "rate limit of no requests",
+            "{rateLimit: {requests: 0}, matchAll: true}",
+            &["spec.rateLimit.requests", "greater than or equal to 1"],
+        ),
+        Case::new(
+            "rate limit per hour",
+            "{rateLimit: {requests: 10, per: Hour}, matchAll: true}",
+            &["spec.rateLimit.per", "Second", "Minute"],
+        ),
+        Case::new(
+            "rate limit by a header",
+            "{rateLimit: {requests: 10, by: header}, matchAll: true}",
+            &["spec.rateLimit.by", "apiKey"],
+        ),
+        Case::new(
+            "tarpit too long",
+            "{rateLimit: {requests: 10, tarpit: 1m}, matchAll: true}",
+            &["spec.rateLimit.tarpit", "between 1s and 10s"],
         ),
         Case::new(
             "no verb",
