@@ -653,6 +653,12 @@ def cargo_bench(package, extra, targets=()):
     return res, text
 
 
+def crit_rows(res, scale=1.0, unit="ns"):
+    """Markdown rows `| name | median |` of criterion results (ns) in `unit` (ns ÷ `scale`)."""
+    return [f"| `{k}` | {v / scale:.1f} {unit} |\n" for k, v in res.items()
+            if isinstance(v, float)]
+
+
 def crit_args():
     return ["--warm-up-time", "1", "--measurement-time", "2"] if QUICK else []
 
@@ -772,9 +778,7 @@ def detection():
                "slice holding the same clients (a steady population), built repeatedly within one\n"
                "slice as the leader does (`detection/benches/window.rs`).\n\n"
                "| benchmark | median |\n|---|---|\n")
-    for k, v in views.items():
-        if isinstance(v, float):
-            out.append(f"| `{k}` | {v / 1e3:.1f} µs |\n")
+    out += crit_rows(views, 1e3, "µs")
     out.append("\n## Goals\n\n| goal | measured | status |\n|---|---|---|\n"
                f"| P9 all detection counters ≤ 50 ns/request (default config, `record/ip_10k_clients`)"
                f" | {fmt_ns(default)} (worst configuration: {fmt_ns(worst)}) | "
@@ -1082,9 +1086,7 @@ def ratelimit():
                "`Instant::now()` is in the loop, as on the request path. Criterion medians; the limit is never\n"
                "reached, so every check is a full update.\n\n"
                "| benchmark | median |\n|---|---|\n")
-    for k, v in res.items():
-        if isinstance(v, float):
-            out.append(f"| `{k}` | {v:.1f} ns |\n")
+    out += crit_rows(res)
     out.append("\n" + "\n".join(f"- {n}" for n in notes) + "\n")
     (RESULTS / "ratelimit.md").write_text("".join(out))
     log(f"wrote {RESULTS / 'ratelimit.md'}")

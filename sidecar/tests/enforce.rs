@@ -23,22 +23,9 @@ async fn env(actions: Vec<palisade_policy::ActionSpec>, extra: &[&str]) -> Env {
     let asn = dir.path().join("asn.mmdb-db");
     std::fs::write(&geo, mmdb::countries(&[("198.51.100.0", 24, "NL")])).unwrap();
     std::fs::write(&asn, mmdb::asns(&[("203.0.113.0", 24, 64500)])).unwrap();
-    let path = dir.path().to_str().unwrap().to_owned();
-    let mut args = vec![
-        "--bundle-path",
-        &path,
-        "--bundle-poll",
-        "20ms",
-        "--trusted-proxies",
-        "127.0.0.0/8",
-    ];
-    let (g, a) = (
-        geo.to_str().unwrap().to_owned(),
-        asn.to_str().unwrap().to_owned(),
-    );
-    args.extend(["--geoip-db", &g, "--asn-db", &a]);
-    args.extend_from_slice(extra);
-    let sc = sidecar(echo_app().await, &args).await;
+    let (g, a) = (geo.to_str().unwrap(), asn.to_str().unwrap());
+    let dbs = ["--geoip-db", g, "--asn-db", a];
+    let sc = file_sidecar(dir.path(), &[&dbs[..], extra].concat()).await;
     wait_for_bundle(&sc, &hash).await;
     Env { dir, sc }
 }
@@ -465,16 +452,7 @@ async fn detected_sidecar(mark: &str) -> (tempfile::TempDir, palisade_sidecar::S
     let (manifest, shards) = bundle::encode_with_rules(vec![action], &["flooder"], 1);
     write_raw(dir.path(), &manifest, &shards);
     bundle::write_detected(dir.path(), 1, &[("flooder", mark)]);
-    let path = dir.path().to_str().unwrap().to_owned();
-    let args = [
-        "--bundle-path",
-        &path,
-        "--bundle-poll",
-        "20ms",
-        "--trusted-proxies",
-        "127.0.0.0/8",
-    ];
-    let sc = sidecar(echo_app().await, &args).await;
+    let sc = file_sidecar(dir.path(), &[]).await;
     let hash = palisade_policy::Manifest::from_json(&manifest)
         .unwrap()
         .bundle_hash;

@@ -43,17 +43,7 @@ fn all() -> Conditions {
 }
 
 async fn start(dir: &std::path::Path, hash: &str) -> palisade_sidecar::Sidecar {
-    let path = dir.to_str().unwrap().to_owned();
-    let args = [
-        "--bundle-path",
-        &path,
-        "--bundle-poll",
-        "20ms",
-        "--trusted-proxies",
-        "127.0.0.0/8",
-        "--debug-headers",
-    ];
-    let sc = sidecar(echo_app().await, &args).await;
+    let sc = file_sidecar(dir, &["--debug-headers"]).await;
     wait_for_bundle(&sc, hash).await;
     sc
 }

@@ -98,6 +98,23 @@ pub fn config(app: SocketAddr, extra: &[&str]) -> Config {
     cfg
 }
 
+/// Starts an in-process sidecar in front of a new echo app that reads its bundle from `dir`
+/// (polled every 20 ms) and takes `X-Forwarded-For` from loopback peers, so a test chooses
+/// its client addresses; `extra` flags are added.
+pub async fn file_sidecar(dir: &std::path::Path, extra: &[&str]) -> Sidecar {
+    let path = dir.to_str().unwrap().to_owned();
+    let mut args = vec![
+        "--bundle-path",
+        &path,
+        "--bundle-poll",
+        "20ms",
+        "--trusted-proxies",
+        "127.0.0.0/8",
+    ];
+    args.extend_from_slice(extra);
+    sidecar(echo_app().await, &args).await
+}
+
 /// Starts an in-process sidecar in front of `app`.
 pub async fn sidecar(app: SocketAddr, extra: &[&str]) -> Sidecar {
     palisade_sidecar::start(config(app, extra)).await.unwrap()
