@@ -41,6 +41,10 @@ pub struct Context {
     /// The bundle-signing keys, once loaded from their Secret (see [`crate::signing`]);
     /// subscribers hear of every new key.
     pub signing: watch::Sender<Option<Arc<palisade_policy::sign::KeyRing>>>,
+    /// Namespaces whose `palisade-detected` someone else wrote, with why it failed
+    /// verification: the collector publishes its own document there again at its next
+    /// evaluation (see [`Context::foreign_detected`]).
+    foreign_detected: std::sync::Mutex<std::collections::BTreeMap<String, &'static str>>,
 }
 
 /// Per-object exponential backoff: a namespace whose reconcile keeps failing is retried
@@ -107,7 +111,26 @@ impl Context {
             ca_bundle: ArcSwapOption::empty(),
             policy_backoff: Backoff::default(),
             signing: watch::Sender::new(None),
+            foreign_detected: std::sync::Mutex::default(),
         }
+    }
+
+    /// Notes that namespace `ns`'s detected-client document failed verification (`reason`):
+    /// sidecars refuse it, so pods started since hold no detected clients until the
+    /// collector writes its own again.
+    pub fn foreign_detected(&self, ns: &str, reason: &'static str) {
+        self.foreign_detected
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(ns.to_owned(), reason);
+    }
+
+    /// Takes the note of [`Context::foreign_detected`] for `ns`, if any.
+    pub fn take_foreign_detected(&self, ns: &str) -> Option<&'static str> {
+        self.foreign_detected
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(ns)
     }
 
     /// The bundle-signing keys, if loaded.

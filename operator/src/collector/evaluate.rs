@@ -21,7 +21,7 @@ use serde_json::json;
 use super::{Collector, incident_cr};
 
 const MANAGER: &str = "palisade-operator";
-const DETECTED_CM: &str = "palisade-detected";
+use crate::policy::{DETECTED_CM, DETECTED_KEY};
 
 /// Expiries pushed out by a rule firing again are republished at most this often; a change
 /// of who is detected is published at once.
@@ -154,6 +154,8 @@ async fn evaluate(
     let now = jiff::Timestamp::now();
     // Sidecars apply only documents the operator signed; the key is loaded at start.
     let ring = c.ctx.signing_keys();
+    // A document someone else wrote in place of ours is replaced now, not at the next change.
+    let foreign = c.ctx.take_foreign_detected(ns);
     let (detected_doc, writes, events, proxy, surge) = {
         let mut guard = c.state.lock().unwrap_or_else(PoisonError::into_inner);
         let state = &mut *guard;
@@ -172,9 +174,12 @@ async fn evaluate(
             .client_ip_proxy_namespaces
             .set(i64::try_from(state.ingress.len()).unwrap_or(i64::MAX));
         let set = state.detected.entry(ns.to_owned()).or_default();
-        let changed = set.update(&detections) | set.expire(now);
+        let changed = set.update(&detections) | set.expire(now) | foreign.is_some();
         let doc = changed.then(|| detected_document(set, &specs, now));
         let last = state.published.entry(ns.to_owned()).or_default();
+        if foreign.is_some() {
+            *last = Published::default();
+        }
         let doc = doc.filter(|d| ring.is_some() && last.should_publish(d, now));
         let incidents = state.incidents.entry(ns.to_owned()).or_default();
         sync_archived(incidents, &super::lifecycle::archived(&c.incidents, ns));
@@ -207,8 +212,11 @@ async fn evaluate(
         namespace_event(c, ns, "ErrorSurge", note).await;
     }
     if let (Some(doc), Some(ring)) = (detected_doc, ring) {
-        write_detected(client, ns, &doc, &ring).await?;
+        write_detected(client, ns, &doc, &ring, foreign.is_some()).await?;
         write_rule_counts(client, ns, &doc, now).await?;
+        if let Some(reason) = foreign {
+            foreign_detected(c, ns, reason).await;
+        }
     }
     for (id, status) in writes {
         write_incident(client, ns, &id, status).await?;
@@ -248,11 +256,14 @@ fn detected_document(
     }
 }
 
+/// Writes the signed document; `replace`: every key the operator does not write goes too (a
+/// forger's `data` key named like the document would make the apply invalid).
 async fn write_detected(
     client: &kube::Client,
     ns: &str,
     doc: &DetectedClients,
     ring: &palisade_policy::sign::KeyRing,
+    replace: bool,
 ) -> Result<(), kube::Error> {
     use base64::Engine as _;
     use palisade_policy::sign::{self, Domain};
@@ -264,14 +275,34 @@ async fn write_detected(
             "palisade.dev/bundle": "detected"}},
         "data": {sign::DETECTED_SIG_KEY: signature,
                  sign::KEYS_KEY: sign::chain_to_json(&ring.chain())},
-        "binaryData": {"detected": base64::engine::general_purpose::STANDARD.encode(bytes)}});
+        "binaryData": {DETECTED_KEY: base64::engine::general_purpose::STANDARD.encode(bytes)}});
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-    api.patch(
-        DETECTED_CM,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&cm),
-    )
-    .await?;
+    let mut replaced = false;
+    if replace && let Some(old) = api.get_opt(DETECTED_CM).await? {
+        // A merge patch that also removes every key the operator does not write.
+        let mut patch = cm.clone();
+        let theirs = [
+            ("data", old.data.map(|d| d.into_keys().collect::<Vec<_>>())),
+            (
+                "binaryData",
+                old.binary_data.map(|d| d.into_keys().collect()),
+            ),
+        ];
+        for (field, keys) in theirs {
+            for key in keys.unwrap_or_default() {
+                if patch[field].get(&key).is_none() {
+                    patch[field][key] = serde_json::Value::Null;
+                }
+            }
+        }
+        let pp = PatchParams::default();
+        api.patch(DETECTED_CM, &pp, &Patch::Merge(&patch)).await?;
+        replaced = true;
+    }
+    if !replaced {
+        let pp = PatchParams::apply(MANAGER).force();
+        api.patch(DETECTED_CM, &pp, &Patch::Apply(&cm)).await?;
+    }
     let clients: usize = doc.rules.values().map(Vec::len).sum();
     tracing::info!(namespace = %ns, clients, "detected-client set published");
     Ok(())
@@ -357,6 +388,19 @@ async fn warn_proxy(c: &Collector, ns: &str, finding: &super::ingress::Finding) 
 
 /// A Warning Event on the Namespace `ns` (with its uid, so `kubectl describe namespace`
 /// lists it).
+/// Counts and reports a detected-client document someone else wrote (now replaced).
+async fn foreign_detected(c: &Collector, ns: &str, reason: &'static str) {
+    let labels = crate::metrics::ReasonLabels { reason };
+    c.ctx.metrics.foreign_bundles.get_or_create(&labels).inc();
+    let note = format!(
+        "ConfigMap {ns}/{DETECTED_CM} was not written by the Palisade operator ({reason}); \
+         sidecars ignore it, and it was replaced with the operator's signed detected-client \
+         document"
+    );
+    tracing::warn!(namespace = %ns, reason, "{note}");
+    namespace_event(c, ns, crate::policy::FOREIGN_BUNDLE, note).await;
+}
+
 async fn namespace_event(c: &Collector, ns: &str, reason: &str, note: String) {
     let event = Event {
         type_: EventType::Warning,

@@ -79,6 +79,26 @@ pub fn check_signature(cm: &ConfigMap, ring: &KeyRing) -> Result<(), sign::SignE
     )
 }
 
+/// Whether `cm` (a `palisade-detected` ConfigMap) carries a detected-client document `ring`
+/// signed.
+pub fn check_detected_signature(cm: &ConfigMap, ring: &KeyRing) -> Result<(), sign::SignError> {
+    let doc = cm
+        .binary_data
+        .as_ref()
+        .and_then(|d| d.get(DETECTED_KEY))
+        .ok_or(sign::SignError::Unsigned)?;
+    let signature = cm
+        .data
+        .as_ref()
+        .and_then(|d| d.get(sign::DETECTED_SIG_KEY))
+        .map(String::as_str);
+    let verifier = Verifier::parse(&ring.trust_list())?;
+    verifier.verify(Domain::Detected, &doc.0, signature)
+}
+
+/// The key of [`DETECTED_CM`] holding the document.
+pub const DETECTED_KEY: &str = "detected";
+
 /// Writes `encoded`, signed with `ring`, into namespace `ns`; returns the bytes written (0
 /// when nothing changed).
 pub async fn write(

@@ -10,7 +10,8 @@ mod pause;
 mod pods;
 mod reconcile;
 
-pub(crate) use reconcile::referenced_configmaps;
+pub(crate) use bundle_cm::{DETECTED_CM, DETECTED_KEY};
+pub(crate) use reconcile::{FOREIGN_BUNDLE, referenced_configmaps};
 mod status;
 
 use std::sync::Arc;

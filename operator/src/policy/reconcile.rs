@@ -43,6 +43,16 @@ pub fn is_ours(cm: &ConfigMap) -> bool {
 /// referenced list), or a manifest ConfigMap that carries the operator's label but not its
 /// signature (someone else wrote it; it is replaced at once).
 pub fn needs_reconcile(cm: &ConfigMap, ctx: &Context) -> bool {
+    if cm.name_any() == bundle_cm::DETECTED_CM {
+        // The collector's document: one it did not sign is replaced by the collector, not
+        // by a policy reconcile.
+        if let (true, Some(ring), Some(ns)) = (ctx.is_leader(), ctx.signing_keys(), cm.namespace())
+            && let Err(e) = bundle_cm::check_detected_signature(cm, &ring)
+        {
+            ctx.foreign_detected(&ns, e.reason());
+        }
+        return false;
+    }
     if !is_ours(cm) {
         return true;
     }

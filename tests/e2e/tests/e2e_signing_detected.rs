@@ -1,0 +1,149 @@
+//! A forged detected-client document on the real control plane. A namespace editor (bound to
+//! Kubernetes' built-in `edit` ClusterRole) writes `palisade-detected`: sidecars refuse it
+//! (not signed: `sidecar/tests/enforce.rs`), so pods started since would hold no detected
+//! clients until the set next changed. The operator replaces it with its own signed document
+//! at its next evaluation, counts it and says so with a `ForeignBundle` Event.
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ListParams};
+use palisade_e2e::http::{echo_app, get};
+use palisade_e2e::{ControlPlane, Operator, Sidecar, TempNs, eventually, scope};
+use palisade_policy::sign::{Domain, Verifier};
+
+const EDITOR: &str = "dora";
+
+/// Whether the namespace's `palisade-detected` holds a document signed by one of `keys` (a
+/// trust list: base64 public keys, comma-separated).
+async fn signed_by_the_operator(client: &kube::Client, ns: &str, keys: &str) -> Result<(), String> {
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .get("palisade-detected")
+        .await
+        .map_err(|e| e.to_string())?;
+    let doc = cm
+        .binary_data
+        .as_ref()
+        .and_then(|d| d.get("detected"))
+        .ok_or("no detected document")?;
+    let data = cm.data.unwrap_or_default();
+    Verifier::parse(keys)
+        .map_err(|e| e.to_string())?
+        .verify(
+            Domain::Detected,
+            &doc.0,
+            data.get("detected.sig").map(String::as_str),
+        )
+        .map_err(|e| e.to_string())
+}
+
+async fn foreign_bundle_events(client: &kube::Client, ns: &str) -> usize {
+    let events = Api::<Event>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .expect("list Events");
+    events
+        .items
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("ForeignBundle"))
+        .filter(|e| {
+            e.regarding.as_ref().is_some_and(|r| {
+                r.kind.as_deref() == Some("Namespace") && r.name.as_deref() == Some(ns)
+            })
+        })
+        .filter(|e| {
+            e.note
+                .as_deref()
+                .is_some_and(|n| n.contains("palisade-detected"))
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn a_forged_detected_client_document_is_replaced_with_a_signed_one() {
+    let cp = ControlPlane::shared();
+    let client = cp.client().await;
+    let ns = TempNs::new(cp, "signing-detected").await;
+    cp.kubectl_ok(&[
+        "-n",
+        ns.name(),
+        "create",
+        "rolebinding",
+        "dora-edit",
+        "--clusterrole=edit",
+        &format!("--user={EDITOR}"),
+    ])
+    .expect("bind the editor");
+    let op = Operator::start(
+        cp,
+        "op-signing-detected",
+        "op-signing-detected",
+        &scope(&ns),
+    );
+    // An action, so that the namespace has a bundle (and the operator's key chain beside it).
+    let deny = "apiVersion: palisade.dev/v1alpha1\nkind: SecurityAction\nmetadata: {name: deny-bot}\n\
+                spec:\n  deny: {}\n  conditions:\n    userAgents: [{value: bad-bot}]\n";
+    cp.apply(ns.name(), deny).expect("apply the action");
+    // A sidecar that reports, so the collector evaluates the namespace every second.
+    let app = echo_app().await;
+    let sc = Sidecar::start(cp, ns.name(), "api-0", app, Some(op.collector.as_str()));
+    let from = "127.0.0.31".parse().expect("ip");
+    eventually("the sidecar to answer", || async {
+        get(from, sc.addr, "/", &[]).await.map(|_| ())
+    })
+    .await;
+    // The operator's public keys, from the key chain it publishes beside its bundle.
+    let keys = eventually("the operator's signed bundle", || async {
+        let cm = Api::<ConfigMap>::namespaced(client.clone(), ns.name())
+            .get("palisade-bundle")
+            .await
+            .map_err(|e| e.to_string())?;
+        let chain = cm.data.and_then(|d| d.get("keys.json").cloned());
+        let chain: Vec<palisade_policy::sign::PublicKey> =
+            serde_json::from_str(&chain.ok_or("no keys.json yet")?).map_err(|e| e.to_string())?;
+        Ok::<_, String>(
+            chain
+                .into_iter()
+                .map(|k| k.key)
+                .collect::<Vec<_>>()
+                .join(","),
+        )
+    })
+    .await;
+
+    // The editor's forgery: a document claiming whatever it likes, unsigned.
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("detected");
+    std::fs::write(
+        &file,
+        b"{\"generation\": 18446744073709551615, \"rules\": {}}",
+    )
+    .expect("file");
+    let out = cp.kubectl_ok(&[
+        "--as",
+        EDITOR,
+        "-n",
+        ns.name(),
+        "create",
+        "configmap",
+        "palisade-detected",
+        &format!("--from-file=detected={}", file.display()),
+    ]);
+    out.expect("the namespace editor may write palisade-detected");
+
+    eventually("the operator's signed document back in place", || async {
+        signed_by_the_operator(&client, ns.name(), &keys).await
+    })
+    .await;
+    eventually("a ForeignBundle Event about palisade-detected", || async {
+        let n = foreign_bundle_events(&client, ns.name()).await;
+        (n >= 1).then_some(()).ok_or(format!("{n} Events"))
+    })
+    .await;
+    let m = op.metrics().expect("operator metrics");
+    assert!(
+        m.lines()
+            .any(|l| l
+                .starts_with("palisade_operator_foreign_bundles_total{reason=\"BundleUnsigned\"}")),
+        "{m}"
+    );
+}
