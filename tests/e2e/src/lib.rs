@@ -43,7 +43,7 @@ use std::path::PathBuf;
 pub use builder::{bin_dir_if_built, cache_dir, ensure_built};
 pub use controlplane::{ControlPlane, StartOptions};
 pub use error::Error;
-pub use namespace::TempNs;
+pub use namespace::{TempNs, namespace_events};
 pub use node::{Node, NodeMode};
 pub use operator::{
     CHART_RELEASE, OPERATOR_NS, Operator, chart_rbac, operator_kubeconfig, scope, token_kubeconfig,

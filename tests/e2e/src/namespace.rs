@@ -58,3 +58,24 @@ impl Drop for TempNs {
             .output();
     }
 }
+
+/// The notes of the Events with `reason` about the Namespace `ns` itself (the operator's
+/// namespace-wide warnings: `ForeignBundle`, `ErrorSurge`, …).
+pub async fn namespace_events(client: &kube::Client, ns: &str, reason: &str) -> Vec<String> {
+    use k8s_openapi::api::events::v1::Event;
+    let events = Api::<Event>::all(client.clone())
+        .list(&kube::api::ListParams::default())
+        .await
+        .expect("list Events");
+    events
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .filter(|e| {
+            e.regarding.as_ref().is_some_and(|r| {
+                r.kind.as_deref() == Some("Namespace") && r.name.as_deref() == Some(ns)
+            })
+        })
+        .map(|e| e.note.unwrap_or_default())
+        .collect()
+}

@@ -12,8 +12,7 @@
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
-use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, PostParams};
 use palisade_e2e::http::{echo_app, get};
 use palisade_e2e::injected::Wiring;
 use palisade_e2e::{ControlPlane, Operator, Sidecar, TempNs, eventually, scope, webhook};
@@ -116,20 +115,9 @@ fn editor_patches_manifest(cp: &ControlPlane, ns: &str, data: &Value) {
 
 /// The operator's `ForeignBundle` Events about namespace `ns`.
 async fn foreign_bundle_events(client: &kube::Client, ns: &str) -> usize {
-    let events = Api::<Event>::all(client.clone())
-        .list(&ListParams::default())
+    palisade_e2e::namespace_events(client, ns, "ForeignBundle")
         .await
-        .expect("list Events");
-    events
-        .items
-        .iter()
-        .filter(|e| e.reason.as_deref() == Some("ForeignBundle"))
-        .filter(|e| {
-            e.regarding.as_ref().is_some_and(|r| {
-                r.kind.as_deref() == Some("Namespace") && r.name.as_deref() == Some(ns)
-            })
-        })
-        .count()
+        .len()
 }
 
 /// Waits until the operator's signed bundle is back in place (its signature verifies with the

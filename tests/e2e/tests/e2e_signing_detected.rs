@@ -5,8 +5,7 @@
 //! at its next evaluation, counts it and says so with a `ForeignBundle` Event.
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 use palisade_e2e::http::{echo_app, get};
 use palisade_e2e::{ControlPlane, Operator, Sidecar, TempNs, eventually, scope};
 use palisade_policy::sign::{Domain, Verifier};
@@ -36,25 +35,12 @@ async fn signed_by_the_operator(client: &kube::Client, ns: &str, keys: &str) -> 
         .map_err(|e| e.to_string())
 }
 
+/// The operator's `ForeignBundle` Events about namespace `ns`'s detected-client document.
 async fn foreign_bundle_events(client: &kube::Client, ns: &str) -> usize {
-    let events = Api::<Event>::all(client.clone())
-        .list(&ListParams::default())
-        .await
-        .expect("list Events");
-    events
-        .items
+    let notes = palisade_e2e::namespace_events(client, ns, "ForeignBundle").await;
+    notes
         .iter()
-        .filter(|e| e.reason.as_deref() == Some("ForeignBundle"))
-        .filter(|e| {
-            e.regarding.as_ref().is_some_and(|r| {
-                r.kind.as_deref() == Some("Namespace") && r.name.as_deref() == Some(ns)
-            })
-        })
-        .filter(|e| {
-            e.note
-                .as_deref()
-                .is_some_and(|n| n.contains("palisade-detected"))
-        })
+        .filter(|n| n.contains("palisade-detected"))
         .count()
 }
 
