@@ -682,16 +682,8 @@ async fn only_bundles_the_operator_signed_are_applied() {
     let bot = || vec![deny("ua", when(|c| c.user_agents = vec!["bot".into()]))];
     let (manifest, shards) = bundle::encode(bot(), 1);
     write_signed(dir.path(), &ring, &manifest, &shards);
-    let (path, keys) = (dir.path().to_str().unwrap().to_owned(), ring.trust_list());
-    let args = [
-        "--bundle-path",
-        &path,
-        "--bundle-poll",
-        "20ms",
-        "--bundle-keys",
-        &keys,
-    ];
-    let sc = sidecar(echo_app().await, &args).await;
+    let keys = ring.trust_list();
+    let sc = file_sidecar(dir.path(), &["--bundle-keys", &keys]).await;
     let good = palisade_policy::Manifest::from_json(&manifest)
         .unwrap()
         .bundle_hash;
@@ -755,18 +747,8 @@ async fn detected_client_documents_must_be_signed_too() {
     );
     let (manifest, shards) = bundle::encode_with_rules(vec![action], &["flooder"], 1);
     write_signed(dir.path(), &ring, &manifest, &shards);
-    let (path, keys) = (dir.path().to_str().unwrap().to_owned(), ring.trust_list());
-    let args = [
-        "--bundle-path",
-        &path,
-        "--bundle-poll",
-        "20ms",
-        "--trusted-proxies",
-        "127.0.0.0/8",
-        "--bundle-keys",
-        &keys,
-    ];
-    let sc = sidecar(echo_app().await, &args).await;
+    let keys = ring.trust_list();
+    let sc = file_sidecar(dir.path(), &["--bundle-keys", &keys]).await;
     let hash = palisade_policy::Manifest::from_json(&manifest)
         .unwrap()
         .bundle_hash;
@@ -843,16 +825,8 @@ async fn a_manifest_read_before_its_signature_is_applied_once_the_signature_arri
     let ring = KeyRing::generate(1).unwrap();
     let (first, first_shards) = bundle::encode(vec![], 1);
     write_signed(dir.path(), &ring, &first, &first_shards);
-    let (path, keys) = (dir.path().to_str().unwrap().to_owned(), ring.trust_list());
-    let args = [
-        "--bundle-path",
-        &path,
-        "--bundle-poll",
-        "20ms",
-        "--bundle-keys",
-        &keys,
-    ];
-    let sc = sidecar(echo_app().await, &args).await;
+    let keys = ring.trust_list();
+    let sc = file_sidecar(dir.path(), &["--bundle-keys", &keys]).await;
     let first_hash = palisade_policy::Manifest::from_json(&first)
         .unwrap()
         .bundle_hash;
