@@ -260,18 +260,21 @@ fn over_limit(
     parts: &Parts,
 ) -> Option<(ActionId, Duration)> {
     let now = Instant::now();
-    let user_agent = parts.headers.get(USER_AGENT).map(HeaderValue::as_bytes);
-    let secrets = (
-        who.api_key_hash.as_ref(),
-        who.token_hash.as_ref(),
-        user_agent,
-    );
     let v6_len = p.bundle().ipv6_prefix_len;
     let mut buf = [0u8; 18];
     for id in ids.iter() {
         let (Some(limit), Some(table)) = (p.rate_limit(id), limits.table(id)) else {
             continue;
         };
+        // The user agent is looked up only for a limit that counts by it.
+        let user_agent = (limit.by == palisade_policy::ClientKeyKind::UserAgent)
+            .then(|| parts.headers.get(USER_AGENT).map(HeaderValue::as_bytes))
+            .flatten();
+        let secrets = (
+            who.api_key_hash.as_ref(),
+            who.token_hash.as_ref(),
+            user_agent,
+        );
         let Some(key) = limit::client_key(limit.by, who.ip, v6_len, secrets, &mut buf) else {
             continue;
         };

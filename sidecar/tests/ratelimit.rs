@@ -277,3 +277,39 @@ async fn a_tarpit_holds_the_429_and_observe_mode_limits_nothing() {
         assert_eq!(status(&sc, &o).await.0, 200);
     }
 }
+
+/// A client cannot dodge a per-IP limit by naming other addresses in `X-Forwarded-For` when
+/// its peer is not a trusted proxy (the sidecar trusts no proxy here), nor by changing its
+/// user agent; a limit by user agent counts every client of one user agent together.
+#[tokio::test]
+async fn a_client_cannot_name_itself_out_of_its_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let on = |p: &str| when(|c| c.paths = vec![palisade_policy::PathMatch::Prefix(p.into())]);
+    let actions = vec![
+        limit("a-by-ip", 1, ClientKeyKind::Ip, on("/ip")),
+        limit("b-by-agent", 1, ClientKeyKind::UserAgent, on("/ua")),
+    ];
+    let hash = write(dir.path(), actions, 1);
+    let path = dir.path().to_str().unwrap().to_owned();
+    let args = ["--bundle-path", &path, "--bundle-poll", "20ms"];
+    let sc = sidecar(echo_app().await, &args).await;
+    wait_for_bundle(&sc, &hash).await;
+    let addr = sc.proxy_addr;
+    assert_eq!(get(addr, "/ip", &[]).await.0, 200);
+    for i in 0..5 {
+        let (xff, ua) = (format!("198.51.100.{i}"), format!("agent-{i}"));
+        let forged = [
+            ("x-forwarded-for", xff.as_str()),
+            ("user-agent", ua.as_str()),
+        ];
+        assert_eq!(get(addr, "/ip", &forged).await.0, 429, "forged address {i}");
+    }
+    assert_eq!(get(addr, "/ua", &[("user-agent", "crawler")]).await.0, 200);
+    let other = [("user-agent", "crawler"), ("x-forwarded-for", "192.0.2.1")];
+    assert_eq!(
+        get(addr, "/ua", &other).await.0,
+        429,
+        "one user agent, one budget"
+    );
+    assert_eq!(get(addr, "/ua", &[("user-agent", "browser")]).await.0, 200);
+}
