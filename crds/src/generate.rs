@@ -4,18 +4,19 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-use crate::{DetectionRule, SecurityAction, SecurityIncident};
+use crate::{DetectionRule, SecurityAction, SecurityIncident, SecurityPosture};
 
 /// The command that regenerates the checked-in manifests.
 pub const REGENERATE: &str = "cargo run -p palisade-crds --bin crdgen";
 
-/// The three CustomResourceDefinitions, in install order, with their descriptions reflowed
+/// The four CustomResourceDefinitions, in install order, with their descriptions reflowed
 /// for `kubectl explain`.
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
     [
         SecurityAction::crd(),
         DetectionRule::crd(),
         SecurityIncident::crd(),
+        SecurityPosture::crd(),
     ]
     .into_iter()
     .map(|crd| {

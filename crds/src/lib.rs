@@ -1,7 +1,7 @@
 //! Palisade's Kubernetes API (group `palisade.dev`, version `v1alpha1`).
 //!
-//! The Rust types of the three custom resources — [`SecurityAction`], [`DetectionRule`] and
-//! [`SecurityIncident`] — with their schemas, CEL validation rules and printer columns, the
+//! The Rust types of the four custom resources — [`SecurityAction`], [`DetectionRule`],
+//! [`SecurityIncident`] and [`SecurityPosture`] — with their schemas, CEL validation rules and printer columns, the
 //! annotation and label keys users set, and small helpers the operator needs (durations,
 //! selectors, conditions). The generated CRD manifests are checked in as `crds/*.yaml`;
 //! regenerate them with `cargo run -p palisade-crds --bin crdgen`.
@@ -18,6 +18,7 @@ pub mod generate;
 pub mod incident;
 pub mod keys;
 pub mod matching;
+pub mod posture;
 pub mod reference;
 pub mod regions;
 pub mod rule;
@@ -28,6 +29,7 @@ pub use action::{SecurityAction, SecurityActionSpec, SecurityActionStatus};
 pub use generate::{all_crds, manifests};
 pub use incident::{SecurityIncident, SecurityIncidentSpec, SecurityIncidentStatus};
 pub use keys::*;
+pub use posture::{SecurityPosture, SecurityPostureSpec, SecurityPostureStatus};
 pub use rule::{DetectionRule, DetectionRuleSpec, DetectionRuleStatus};
 
 /// The API group of every Palisade resource.

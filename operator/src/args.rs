@@ -62,6 +62,14 @@ pub struct Args {
     /// pods into its status (only the actions whose values changed; at most 100 per update).
     #[arg(long, env = "PALISADE_EVIDENCE_INTERVAL", default_value = "15s", value_parser = parse_interval)]
     pub evidence_interval: std::time::Duration,
+    /// How often the leader checks each namespace's posture (what is not protected) and
+    /// updates its SecurityPosture.
+    #[arg(long, env = "PALISADE_POSTURE_INTERVAL", default_value = "60s", value_parser = parse_interval)]
+    pub posture_interval: std::time::Duration,
+    /// How long sidecars have to apply a new bundle before a posture check counts those still
+    /// reporting an older generation as stale.
+    #[arg(long, env = "PALISADE_POSTURE_STALE_AFTER", default_value = "60s", value_parser = parse_interval)]
+    pub posture_stale_after: std::time::Duration,
     /// How often the leader rewrites a namespace's replay sample (ConfigMap `palisade-replay`,
     /// the last hour of sampled requests) while it has traffic.
     #[arg(long, env = "PALISADE_REPLAY_INTERVAL", default_value = "60s", value_parser = parse_interval)]
@@ -140,6 +148,7 @@ impl Args {
             ("--detection-interval", self.detection_interval),
             ("--evidence-interval", self.evidence_interval),
             ("--replay-interval", self.replay_interval),
+            ("--posture-interval", self.posture_interval),
             ("--bundle-key-rotation", self.bundle_key_rotation),
             (
                 "--collector-snapshot-interval",

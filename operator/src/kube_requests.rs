@@ -30,10 +30,12 @@ const RESOURCES: &[&str] = &[
     "leases",
     "mutatingwebhookconfigurations",
     "namespaces",
+    "networkpolicies",
     "pods",
     "secrets",
     "securityactions",
     "securityincidents",
+    "securitypostures",
     "services",
     "tokenreviews",
 ];

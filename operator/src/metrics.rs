@@ -68,6 +68,22 @@ pub struct ActionLabels {
     pub result: &'static str,
 }
 
+/// Label set of a namespace.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NamespaceLabels {
+    /// The namespace (one that uses Palisade; removed when it no longer does).
+    pub namespace: String,
+}
+
+/// Label set of a posture finding kind in a namespace.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PostureLabels {
+    /// The namespace.
+    pub namespace: String,
+    /// The finding kind (PodsWithoutSidecar, AppPortReachable, …).
+    pub kind: &'static str,
+}
+
 /// Every metric the operator exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -124,6 +140,10 @@ pub struct Metrics {
     pub error_surges: Counter,
     /// Bundle-signing keys made by this replica (the first one and each rotation).
     pub signing_keys_made: Counter,
+    /// Each namespace's posture score, 0–100 (leader).
+    pub posture_score: Family<NamespaceLabels, Gauge>,
+    /// Each namespace's posture findings, by kind (leader).
+    pub posture_findings: Family<PostureLabels, Gauge>,
 }
 
 impl Metrics {
@@ -158,9 +178,23 @@ impl Metrics {
             signing_keys_made: Counter::default(),
             collector_quota: Family::default(),
             error_surges: Counter::default(),
+            posture_score: Family::default(),
+            posture_findings: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("palisade_operator");
         r.register("reconciles", "Reconciliations run", m.reconciles.clone());
+        r.register(
+            "posture_score",
+            "Each namespace's posture score, 0-100 (SecurityPosture status.score; leader)",
+            m.posture_score.clone(),
+        );
+        r.register(
+            "posture_findings",
+            "Each namespace's posture findings by kind (PodsWithoutSidecar, \
+             ServiceBypassesSidecar, AppPortReachable, SidecarWithoutPolicy, StalePolicy, \
+             NoDetectionRules; leader)",
+            m.posture_findings.clone(),
+        );
         r.register(
             "foreign_bundles",
             "Bundle manifests found without the operator's valid signature and replaced, by \

@@ -202,6 +202,17 @@ impl Evidence {
         kept
     }
 
+    /// What each pod of `ns` last reported: when the collector received it, and the bundle
+    /// generation its sidecar enforced.
+    pub fn reported(&self, ns: &str) -> HashMap<String, (jiff::Timestamp, Option<u64>)> {
+        self.0.get(ns).map_or_else(HashMap::new, |e| {
+            e.pods
+                .iter()
+                .map(|(pod, s)| (pod.clone(), (s.at, s.generation)))
+                .collect()
+        })
+    }
+
     /// The status fields of action `name` of `ns`: its counts, and `N/M` of the selected
     /// pods (`selected`, by name) that reported `generation` or later within [`POD_STALE`].
     pub fn status(
@@ -363,7 +374,26 @@ pub async fn run(c: Arc<Collector>) -> anyhow::Result<()> {
         () = watch_actions => Ok(()),
         () = watch_pods => Ok(()),
         r = write_loop(&c, &actions, &pods) => r,
+        r = posture_loop(&c, &actions, &pods) => r,
     }
+}
+
+/// The posture checks ([`super::posture`]), once the watches have listed everything.
+async fn posture_loop(
+    c: &Collector,
+    actions: &Store<SecurityAction>,
+    pods: &Store<PartialObjectMeta<Pod>>,
+) -> anyhow::Result<()> {
+    tokio::select! {
+        r = async {
+            actions.wait_until_ready().await?;
+            pods.wait_until_ready().await?;
+            c.namespaces.wait_until_ready().await?;
+            c.rules.wait_until_ready().await
+        } => r?,
+        () = c.ctx.shutdown.cancelled() => return Ok(()),
+    }
+    super::posture::run(c, actions, pods).await
 }
 
 async fn write_loop(

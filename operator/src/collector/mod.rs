@@ -16,6 +16,7 @@ mod incident_cr;
 mod ingress;
 mod lifecycle;
 mod persist;
+pub mod posture;
 mod proposed;
 mod quota;
 pub mod replay;

@@ -7,7 +7,7 @@ mod bundle_cm;
 pub(crate) mod convert;
 mod error;
 mod pause;
-mod pods;
+pub mod pods;
 mod reconcile;
 
 pub(crate) use bundle_cm::{DETECTED_CM, DETECTED_KEY};

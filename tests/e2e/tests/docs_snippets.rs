@@ -29,6 +29,13 @@ use palisade_e2e::{ControlPlane, OPERATOR_NS, Operator, TempNs, eventually, scop
 /// test must contain).
 const ELSEWHERE: &[(&str, &str, &str, &str)] = &[
     (
+        "get posture",
+        "shows findings once the leader's posture check ran on pods and Services made for it; \
+         e2e_posture.rs reads the table and applies the offered NetworkPolicy this way",
+        "tests/e2e/tests/e2e_posture.rs",
+        "go-template={{range .status.findings}}{{with .networkPolicy}}{{.}}{{end}}{{end}}",
+    ),
+    (
         "kubectl logs deploy/web",
         "needs a pod running on a node; the sidecar's decision log line is checked by the \
          sidecar's process tests",
