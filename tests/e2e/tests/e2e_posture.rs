@@ -51,7 +51,7 @@ const ACTION: &str = r#"apiVersion: palisade.dev/v1alpha1
 kind: SecurityAction
 metadata: {name: deny-one}
 spec:
-  deny: {code: 403}
+  deny: {status: 403}
   conditions:
     ipRanges: [192.0.2.1/32]
 "#;

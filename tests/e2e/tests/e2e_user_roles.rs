@@ -109,7 +109,10 @@ impl As<'_> {
 
     fn read_all(&self) -> Result<String, String> {
         self.run(
-            &["get", "securityactions,detectionrules,securityincidents"],
+            &[
+                "get",
+                "securityactions,detectionrules,securityincidents,securitypostures",
+            ],
             None,
         )
     }
@@ -160,7 +163,10 @@ async fn each_role_for_people_may_do_what_the_docs_say_and_nothing_more() {
 
     // Viewer: reads everything, changes nothing.
     let vera = user("vera");
-    vera.may("read actions, rules and incidents", vera.read_all());
+    vera.may(
+        "read actions, rules, incidents and postures",
+        vera.read_all(),
+    );
     vera.may_not("create an action", vera.apply(ACTION, "vera"));
     vera.may_not("pause an action", vera.pause("block-a"));
     vera.may_not("archive an incident", vera.archive("flood-1"));
