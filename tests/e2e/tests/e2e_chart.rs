@@ -428,12 +428,8 @@ async fn helm_install_runs_restricted_with_its_rbac_and_uninstall_cleans_up() {
     let release = "palisade-it";
     // The CRDs exist (installed from crds/ for the other tests): let the release adopt them,
     // as it would on a cluster where they were installed by an earlier release.
-    for crd in [
-        "securityactions.palisade.dev",
-        "detectionrules.palisade.dev",
-        "securityincidents.palisade.dev",
-    ] {
-        let crd = format!("crd/{crd}");
+    for crd in palisade_crds::all_crds() {
+        let crd = format!("crd/{}", crd.metadata.name.unwrap_or_default());
         cp.kubectl_ok(&[
             "label",
             "--overwrite",
