@@ -1,23 +1,9 @@
-//! The Palisade operator: compiles SecurityActions and DetectionRules into policy bundles,
-//! injects the sidecar into API pods, and runs the detection collector.
+//! The `palisade-operator` binary: parses its flags and runs the operator (the library of
+//! this package), or `palisade-operator replay`.
 #![forbid(unsafe_code)]
 
-mod admin;
-mod args;
-mod blast;
-mod collector;
-mod context;
-mod injector;
-mod kube_requests;
-mod leader;
-mod metrics;
-mod policy;
-mod replay_cli;
-mod run;
-mod signing;
-mod watch_one;
-
 use clap::Parser;
+use palisade_operator::{args, replay_cli, run};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {

@@ -1,21 +1,6 @@
 //! The injector webhook over real HTTPS: the server, the admission handling and the patch,
-//! compiled from the operator's own sources, answering a real TLS client that trusts only
+//! of the operator's library, answering a real TLS client that trusts only
 //! the generated CA — and the certificate swapped under it without a restart.
-
-#![allow(
-    dead_code,
-    unused_imports,
-    reason = "parts of the included modules serve only the binary"
-)]
-
-#[path = "../src/injector"]
-mod injector {
-    pub mod admit;
-    pub mod certs;
-    pub mod config;
-    pub mod patch;
-    pub mod server;
-}
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,9 +12,10 @@ use axum::routing::post;
 use base64::Engine as _;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use injector::certs::{self, CertBundle, Plan};
-use injector::config::{EscapedSlashes, InjectConfig, PullPolicy};
-use injector::server::{self, CertStore};
+use palisade_operator::injector::admit;
+use palisade_operator::injector::certs::{self, CertBundle, Plan};
+use palisade_operator::injector::config::{EscapedSlashes, InjectConfig, PullPolicy};
+use palisade_operator::injector::server::{self, CertStore};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
@@ -86,12 +72,7 @@ async fn start(bundle: Option<&CertBundle>) -> Webhook {
         post(move |body: Bytes| {
             let cfg = cfg.clone();
             async move {
-                let (review, _) = injector::admit::review(
-                    &body,
-                    &cfg,
-                    "palisade-system",
-                    injector::admit::Mode::OptIn,
-                );
+                let (review, _) = admit::review(&body, &cfg, "palisade-system", admit::Mode::OptIn);
                 axum::Json(serde_json::to_value(review).expect("review JSON"))
             }
         }),
