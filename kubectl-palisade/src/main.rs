@@ -5,6 +5,9 @@
 //!   `palisade.dev/paused-until` annotations the operator acts on.
 //! - `kubectl palisade status [-o wide|json|yaml]`: the namespace's actions with their state,
 //!   enforcing pods and request counts, its rules, its posture findings and open incidents.
+//! - `kubectl palisade explain --ip IP [--path P] [--method M] [-H 'Name: value'] [--pod POD]`:
+//!   which actions match a request and which one wins, on the bundle the sidecars enforce,
+//!   with the sidecar's own code.
 //!
 //! kubectl runs it as a plugin (`kubectl-palisade` on the `PATH`, or installed with krew from
 //! `.krew.yaml`). It talks to the API server with the caller's kubeconfig (`--context`,
@@ -16,6 +19,7 @@
     reason = "a command-line tool: its results go to stdout"
 )]
 
+mod explain;
 mod pause;
 mod status;
 
@@ -59,6 +63,15 @@ enum Command {
         /// Resume the namespace paused with `pause --all`.
         #[arg(long)]
         all: bool,
+    },
+    /// Which SecurityActions match a request, which one wins and why, on the bundle the
+    /// namespace's sidecars enforce, evaluated with the sidecar's own code.
+    Explain {
+        #[command(flatten)]
+        request: explain::RequestArgs,
+        /// Output format (wide is the table).
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
     },
     /// What the namespace enforces: actions, rules, posture findings, open incidents.
     Status {
@@ -132,6 +145,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => pause::pause(&t, &actions, duration.as_deref(), all).await,
         Command::Resume { actions, all } => pause::resume(&t, &actions, all).await,
         Command::Status { output } => status::status(&t, output).await,
+        Command::Explain { request, output } => explain::explain(&t, &request, output).await,
     }
 }
 

@@ -20,7 +20,7 @@ use crate::identify::Identity;
 use crate::limit::{self, Check, Limits};
 use crate::metrics::Metrics;
 use crate::rescue::ProxyError;
-use crate::store::Store;
+use crate::store::{Loaded, Store};
 
 /// Response header naming the deciding action(s) when `--debug-headers` is on.
 pub const DEBUG_HEADER: HeaderName = HeaderName::from_static("palisade-decision");
@@ -65,10 +65,7 @@ pub fn enforce(
         };
     };
     let p = &loaded.policy;
-    let detected = store.detected_for(&loaded);
-    let mut req = request(who, match_path, parts);
-    req.detected = detected.as_ref().map(|d| &d.index);
-    let v = evaluate_readings(p, &req, &who.credentials);
+    let v = verdict(store, &loaded, who, match_path, parts);
     for name in &loaded.flag_names {
         parts.headers.remove(name);
     }
@@ -133,6 +130,22 @@ pub fn enforce(
         }
         Decision::Forward => Ok(("none", Outcome::Forward(None))),
     }
+}
+
+/// The verdict of the policy `loaded` (held by `store`, with its detected clients) on a request
+/// from `who`: what [`enforce`] acts on. Public for `kubectl palisade explain`, which answers
+/// with this very code.
+pub fn verdict(
+    store: &Store,
+    loaded: &Loaded,
+    who: &Identity,
+    match_path: Option<&str>,
+    parts: &Parts,
+) -> Verdict {
+    let detected = store.detected_for(loaded);
+    let mut req = request(who, match_path, parts);
+    req.detected = detected.as_ref().map(|d| &d.index);
+    evaluate_readings(&loaded.policy, &req, &who.credentials)
 }
 
 /// Evaluates every reading of the request (each combination of its candidate API keys, tokens

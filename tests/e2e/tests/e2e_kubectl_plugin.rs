@@ -173,3 +173,292 @@ async fn kubectl_palisade_pauses_resumes_and_shows_the_namespace() {
     assert_eq!(yaml["namespace"].as_str(), Some(n));
     assert!(ok(cp, &["status", "-o", "wide", "-n", n]).contains("GENERATION"));
 }
+
+/// Actions of every kind of outcome: a deny, an allow that overrides it for one address, a
+/// flag, an observed deny, a workload-scoped deny, a paused deny, a rate limit.
+const ACTIONS: &str = r#"apiVersion: palisade.dev/v1alpha1
+kind: SecurityAction
+metadata: {name: deny-bad}
+spec:
+  deny: {status: 403}
+  conditions: {ipRanges: [192.0.2.0/24]}
+---
+apiVersion: palisade.dev/v1alpha1
+kind: SecurityAction
+metadata: {name: allow-office}
+spec:
+  allow: {}
+  conditions: {ipRanges: [192.0.2.7/32]}
+---
+apiVersion: palisade.dev/v1alpha1
+kind: SecurityAction
+metadata: {name: flag-login}
+spec:
+  flag: {headers: [{name: X-Suspect, value: login}]}
+  conditions: {paths: [{value: /login, type: Prefix}]}
+---
+apiVersion: palisade.dev/v1alpha1
+kind: SecurityAction
+metadata: {name: observe-admin}
+spec:
+  mode: Observe
+  deny: {status: 404}
+  conditions: {paths: [{value: /admin, type: Prefix}]}
+---
+apiVersion: palisade.dev/v1alpha1
+kind: SecurityAction
+metadata: {name: deny-internal}
+spec:
+  deny: {status: 451}
+  conditions: {paths: [{value: /internal, type: Prefix}]}
+  targets: {workloadSelector: {matchLabels: {app: api}}}
+---
+apiVersion: palisade.dev/v1alpha1
+kind: SecurityAction
+metadata:
+  name: paused-deny
+  annotations: {palisade.dev/paused: "true"}
+spec:
+  deny: {status: 403}
+  conditions: {paths: [{value: /, type: Prefix}]}
+---
+apiVersion: palisade.dev/v1alpha1
+kind: SecurityAction
+metadata: {name: limit-search}
+spec:
+  rateLimit: {requests: 10, per: Second}
+  conditions: {paths: [{value: /search, type: Prefix}]}
+"#;
+
+/// A pod as the injector leaves it, whose sidecar trusts `keys`.
+fn injected_pod(name: &str, keys: &str) -> String {
+    format!(
+        r#"{{"apiVersion": "v1", "kind": "Pod",
+  "metadata": {{"name": "{name}", "labels": {{"app": "api", "palisade.dev/injected": "true"}}}},
+  "spec": {{
+    "initContainers": [{{"name": "palisade-sidecar", "image": "example.invalid/palisade:1",
+      "restartPolicy": "Always",
+      "env": [{{"name": "PALISADE_UPSTREAM_PORT", "value": "8080"}},
+              {{"name": "PALISADE_BUNDLE_KEYS", "value": "{keys}"}},
+              {{"name": "PALISADE_BUNDLE_DIR", "value": "/etc/palisade/bundle"}}]}}],
+    "containers": [{{"name": "app", "image": "example.invalid/web:1",
+      "ports": [{{"name": "http-app", "containerPort": 8080}}]}}]}}}}"#
+    )
+}
+
+fn explain(cp: &ControlPlane, ns: &str, args: &[&str]) -> Value {
+    let mut all = vec!["explain", "-n", ns, "-o", "json"];
+    all.extend(args);
+    serde_json::from_str(&ok(cp, &all)).expect("json")
+}
+
+/// `(matches, outcome)` of action `name` in an explanation.
+fn of(e: &Value, name: &str) -> (Value, String) {
+    let a = e["actions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| a["name"] == name)
+        .unwrap_or_else(|| panic!("{name} in {e}"));
+    (
+        a["matches"].clone(),
+        a["outcome"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn kubectl_palisade_explain_answers_with_the_enforced_bundle_and_the_sidecars_code() {
+    let cp = ControlPlane::shared();
+    let ns = TempNs::new(cp, "explain").await;
+    let n = ns.name();
+    let _op = Operator::start(cp, "op-explain", "op-explain", &scope(&ns));
+    cp.apply(n, ACTIONS).expect("actions");
+    // The keys the operator publishes with its bundle: what the injector gives sidecars.
+    let keys = eventually("the bundle with every action", || async {
+        let out = cp
+            .kubectl_ok(&["-n", n, "get", "configmap", "palisade-bundle", "-o", "json"])
+            .map_err(|e| e.to_string())?;
+        let cm: Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
+        let manifest = cm["data"]["manifest.json"].as_str().unwrap_or_default();
+        if !manifest.contains("limit-search") && !cm["binaryData"].is_object() {
+            return Err("no bundle yet".to_owned());
+        }
+        let chain: Value = serde_json::from_str(cm["data"]["keys.json"].as_str().unwrap_or("[]"))
+            .map_err(|e| e.to_string())?;
+        let keys: Vec<&str> = chain
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|k| k["key"].as_str())
+            .collect();
+        (!keys.is_empty())
+            .then(|| keys.join(","))
+            .ok_or(format!("{cm}"))
+    })
+    .await;
+    cp.apply(n, &injected_pod("api-0", &keys)).expect("pod");
+    let foreign = palisade_policy::sign::KeyRing::generate(1)
+        .expect("a key")
+        .trust_list();
+    cp.apply(n, &injected_pod("api-1", &foreign)).expect("pod");
+    eventually("every action compiled", || async {
+        let e = explain(cp, n, &["--ip", "203.0.113.1"]);
+        let pending = e["actions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|a| {
+                a["outcome"]
+                    .as_str()
+                    .is_some_and(|o| o.contains("not in the bundle yet"))
+            })
+            .count();
+        (e["actions"].as_array().map(Vec::len) == Some(7) && pending == 0)
+            .then_some(())
+            .ok_or(format!("{e}"))
+    })
+    .await;
+
+    // A deny decides; the paused action is not in the bundle.
+    let e = explain(cp, n, &["--ip", "192.0.2.9", "--path", "/x"]);
+    assert_eq!(
+        (
+            e["decision"].as_str(),
+            e["decidedBy"].as_str(),
+            e["status"].as_u64()
+        ),
+        (Some("deny"), Some("deny-bad"), Some(403)),
+        "{e}"
+    );
+    assert!(of(&e, "deny-bad").1.starts_with("decides"), "{e}");
+    assert_eq!(of(&e, "allow-office").0, false, "{e}");
+    assert!(
+        of(&e, "paused-deny")
+            .1
+            .starts_with("not in the bundle: Paused"),
+        "{e}"
+    );
+    assert!(
+        e["signature"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("not checked")),
+        "{e}"
+    );
+    // The allow overrides it for its one address.
+    let e = explain(cp, n, &["--ip", "192.0.2.7", "--path", "/x"]);
+    assert_eq!(
+        (e["decision"].as_str(), e["decidedBy"].as_str()),
+        (Some("allow"), Some("allow-office")),
+        "{e}"
+    );
+    assert!(
+        of(&e, "deny-bad")
+            .1
+            .contains("overridden: allow action allow-office wins"),
+        "{e}"
+    );
+    // Paths are matched as the sidecar normalises them: /x/../login is /login.
+    let e = explain(
+        cp,
+        n,
+        &[
+            "--ip",
+            "198.51.100.1",
+            "--path",
+            "/x/../login",
+            "--method",
+            "POST",
+        ],
+    );
+    assert_eq!(e["decision"], "forward, flagged by flag-login", "{e}");
+    assert_eq!(
+        of(&e, "flag-login"),
+        (Value::Bool(true), "adds its headers".to_owned()),
+        "{e}"
+    );
+    // Observe mode matches and applies nothing.
+    let e = explain(cp, n, &["--ip", "198.51.100.1", "--path", "/admin/users"]);
+    assert_eq!(e["decision"], "forward", "{e}");
+    assert!(of(&e, "observe-admin").1.contains("Observe mode"), "{e}");
+    // A forged X-Forwarded-For from a peer nobody trusts does not move the client.
+    let e = explain(
+        cp,
+        n,
+        &[
+            "--ip",
+            "10.1.2.3",
+            "-H",
+            "X-Forwarded-For: 192.0.2.9",
+            "--path",
+            "/x",
+        ],
+    );
+    assert_eq!(
+        (e["clientIp"].as_str(), e["decision"].as_str()),
+        (Some("10.1.2.3"), Some("forward")),
+        "{e}"
+    );
+    // A rate limit meters; only the sidecars know the client's rate.
+    let e = explain(cp, n, &["--ip", "198.51.100.1", "--path", "/search"]);
+    assert!(of(&e, "limit-search").1.starts_with("meters"), "{e}");
+    assert!(e["notes"].to_string().contains("limit-search"), "{e}");
+
+    // Workload-scoped: only with --pod, and then against the keys that pod trusts.
+    let e = explain(cp, n, &["--ip", "198.51.100.1", "--path", "/internal"]);
+    assert_eq!(e["decision"], "forward", "{e}");
+    assert!(of(&e, "deny-internal").1.contains("give --pod"), "{e}");
+    let e = explain(
+        cp,
+        n,
+        &[
+            "--ip",
+            "198.51.100.1",
+            "--path",
+            "/internal",
+            "--pod",
+            "api-0",
+        ],
+    );
+    assert_eq!(
+        (e["decidedBy"].as_str(), e["status"].as_u64()),
+        (Some("deny-internal"), Some(451)),
+        "{e}"
+    );
+    assert_eq!(
+        e["signature"], "verified with the keys pod api-0 trusts",
+        "{e}"
+    );
+    let (code, err) = fails(
+        cp,
+        &["explain", "-n", n, "--ip", "198.51.100.1", "--pod", "api-1"],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("not signed by a key pod \"api-1\" trusts"),
+        "{err}"
+    );
+
+    // For people; and what cannot be read is said.
+    let table = ok(
+        cp,
+        &["explain", "-n", n, "--ip", "192.0.2.9", "--path", "/x"],
+    );
+    assert!(table.contains("Decision:  DENY 403 by deny-bad"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("ACTION") && l.contains("WHY")),
+        "{table}"
+    );
+    let (code, err) = fails(
+        cp,
+        &["explain", "-n", n, "--ip", "192.0.2.9", "-H", "no colon"],
+    );
+    assert_eq!(code, 2, "{err}");
+    let (code, err) = fails(
+        cp,
+        &["explain", "-n", n, "--ip", "192.0.2.9", "--pod", "missing"],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("pod \"missing\""), "{err}");
+}
