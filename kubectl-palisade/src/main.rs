@@ -8,6 +8,8 @@
 //! - `kubectl palisade explain --ip IP [--path P] [--method M] [-H 'Name: value'] [--pod POD]`:
 //!   which actions match a request and which one wins, on the bundle the sidecars enforce,
 //!   with the sidecar's own code.
+//! - `kubectl palisade incidents [-w]`, `describe incident NAME` (risk, rules, clients, top
+//!   attributes, a traffic sparkline) and `incident apply NAME [--dry-run] [--ttl 24h]`.
 //!
 //! kubectl runs it as a plugin (`kubectl-palisade` on the `PATH`, or installed with krew from
 //! `.krew.yaml`). It talks to the API server with the caller's kubeconfig (`--context`,
@@ -20,6 +22,7 @@
 )]
 
 mod explain;
+mod incidents;
 mod pause;
 mod status;
 
@@ -73,6 +76,25 @@ enum Command {
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+    /// The namespace's SecurityIncidents, newest first; -w prints each change as it happens.
+    Incidents {
+        /// Watch: print each incident as it is opened or changes, until interrupted.
+        #[arg(short, long)]
+        watch: bool,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Describe an object: `describe incident NAME`.
+    Describe {
+        #[command(subcommand)]
+        what: Describe,
+    },
+    /// Act on an incident: `incident apply NAME [--dry-run] [--ttl 24h]`.
+    Incident {
+        #[command(subcommand)]
+        what: IncidentCommand,
+    },
     /// What the namespace enforces: actions, rules, posture findings, open incidents.
     Status {
         /// Output format.
@@ -81,7 +103,34 @@ enum Command {
     },
 }
 
-/// How `status` prints.
+/// What `describe` shows.
+#[derive(Debug, Subcommand)]
+enum Describe {
+    /// A SecurityIncident: risk, rules, clients, top attributes, its traffic as a sparkline.
+    Incident {
+        /// The incident.
+        name: String,
+    },
+}
+
+/// What `incident` does.
+#[derive(Debug, Subcommand)]
+enum IncidentCommand {
+    /// Apply the SecurityAction the incident proposes (it denies the incident's clients).
+    Apply {
+        /// The incident.
+        name: String,
+        /// Ask the API server (admission and validation included) without writing; print the
+        /// actions as they would be.
+        #[arg(long)]
+        dry_run: bool,
+        /// How long the action lasts, instead of the proposed 24h.
+        #[arg(long)]
+        ttl: Option<String>,
+    },
+}
+
+/// How a command prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Output {
     /// Tables for people.
@@ -146,6 +195,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Resume { actions, all } => pause::resume(&t, &actions, all).await,
         Command::Status { output } => status::status(&t, output).await,
         Command::Explain { request, output } => explain::explain(&t, &request, output).await,
+        Command::Incidents { watch, output } => incidents::list(&t, watch, output).await,
+        Command::Describe {
+            what: Describe::Incident { name },
+        } => incidents::describe(&t, &name).await,
+        Command::Incident {
+            what: IncidentCommand::Apply { name, dry_run, ttl },
+        } => incidents::apply(&t, &name, dry_run, ttl.as_deref()).await,
     }
 }
 

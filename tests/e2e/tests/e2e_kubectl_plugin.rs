@@ -462,3 +462,170 @@ async fn kubectl_palisade_explain_answers_with_the_enforced_bundle_and_the_sidec
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("pod \"missing\""), "{err}");
 }
+
+/// An incident as the collector writes it, proposing a deny of its one IP.
+fn incident(cp: &ControlPlane, ns: &str, name: &str) {
+    cp.apply(
+        ns,
+        &format!(
+            "apiVersion: palisade.dev/v1alpha1\nkind: SecurityIncident\nmetadata: {{name: {name}}}\nspec: {{}}\n"
+        ),
+    )
+    .expect("incident");
+    let proposed = format!(
+        "# Proposed by Palisade for SecurityIncident {name}: deny its clients for 24h.\n---\n\
+         apiVersion: palisade.dev/v1alpha1\nkind: SecurityAction\nmetadata:\n  name: {name}\n  \
+         namespace: {ns}\n  labels:\n    palisade.dev/incident: {name}\nspec:\n  deny: {{}}\n  \
+         conditions:\n    ipRanges:\n    - 198.51.100.77\n  ttl: 24h\n"
+    );
+    let status = serde_json::json!({"status": {
+        "riskLevel": "Severe", "state": "Active", "displayName": "Flooder from 2 IPs",
+        "detectionRules": ["flooder"], "rulesSummary": "flooder", "clients": 2, "requests": 900,
+        "firstDetectedTime": "2026-12-04T10:00:00Z", "lastDetectedTime": "2026-12-04T10:04:00Z",
+        "duration": "4m",
+        "traffic": {"startTime": "2026-12-04T10:00:00Z", "requests": [0, 5, 100, 300, 495]},
+        "attributes": {"ips": {"distinct": 2, "top": [
+            {"value": "198.51.100.77", "requests": 850}, {"value": "198.51.100.78", "requests": 50}]}},
+        "proposedAction": proposed,
+    }});
+    cp.kubectl_ok(&[
+        "-n",
+        ns,
+        "patch",
+        "securityincident",
+        name,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &status.to_string(),
+    ])
+    .expect("incident status");
+}
+
+#[tokio::test]
+async fn kubectl_palisade_lists_describes_watches_and_applies_incidents() {
+    let cp = ControlPlane::shared();
+    cp.install_crds();
+    let ns = TempNs::new(cp, "plugin-incidents").await;
+    let n = ns.name();
+    let out = ok(cp, &["incidents", "-n", n]);
+    assert_eq!(
+        out.trim(),
+        format!("No SecurityIncidents in namespace {n}.")
+    );
+
+    // A watch started before the incident sees it opened.
+    let bin = workspace_bin("kubectl-palisade");
+    let mut watch = std::process::Command::new(&bin)
+        .env("KUBECONFIG", cp.kubeconfig())
+        .args(["incidents", "-w", "-n", n])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("watch");
+    let stdout = watch.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    incident(cp, n, "flood-1");
+    let mut seen = vec![];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !seen
+        .iter()
+        .any(|l: &String| l.starts_with("flood-1") && l.contains("Severe"))
+    {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(e) => panic!("the watch did not show flood-1 ({e}): {seen:?}"),
+        }
+    }
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert!(
+        seen[0].starts_with("NAME") && seen[0].contains("RISK"),
+        "{seen:?}"
+    );
+
+    let table = ok(cp, &["incidents", "-n", n]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("flood-1") && l.contains("Severe") && l.contains("900")),
+        "{table}"
+    );
+    let json: Value =
+        serde_json::from_str(&ok(cp, &["incidents", "-o", "json", "-n", n])).expect("json");
+    assert_eq!(
+        (json[0]["name"].as_str(), json[0]["clients"].as_i64()),
+        (Some("flood-1"), Some(2))
+    );
+
+    let d = ok(cp, &["describe", "incident", "flood-1", "-n", n]);
+    for want in [
+        "Risk:        Severe",
+        "Summary:     Flooder from 2 IPs",
+        " ▁▂▅█",
+        "peak 495/min",
+        "198.51.100.77 (850)",
+        "incident apply flood-1 --dry-run",
+    ] {
+        assert!(d.contains(want), "{want:?} in:\n{d}");
+    }
+
+    // The dry run writes nothing; the apply writes the proposed deny with the TTL asked for.
+    let dry = ok(cp, &["incident", "apply", "flood-1", "--dry-run", "-n", n]);
+    assert!(
+        dry.contains("server dry run") && dry.contains("198.51.100.77"),
+        "{dry}"
+    );
+    assert!(
+        cp.kubectl_ok(&["-n", n, "get", "securityaction", "flood-1"])
+            .is_err(),
+        "a dry run wrote the action"
+    );
+    let out = ok(
+        cp,
+        &["incident", "apply", "flood-1", "--ttl", "2h", "-n", n],
+    );
+    assert_eq!(
+        out.trim(),
+        "securityaction.palisade.dev/flood-1 applied (proposed by securityincident flood-1)"
+    );
+    let a: Value = serde_json::from_str(
+        &cp.kubectl_ok(&["-n", n, "get", "securityaction", "flood-1", "-o", "json"])
+            .expect("action"),
+    )
+    .expect("json");
+    assert_eq!(a["spec"]["ttl"], "2h", "{a}");
+    assert_eq!(
+        a["spec"]["conditions"]["ipRanges"][0], "198.51.100.77",
+        "{a}"
+    );
+    assert_eq!(
+        a["metadata"]["labels"]["palisade.dev/incident"], "flood-1",
+        "{a}"
+    );
+
+    let (code, err) = fails(
+        cp,
+        &["incident", "apply", "flood-1", "--ttl", "soon", "-n", n],
+    );
+    assert_eq!(code, 2, "{err}");
+    let (code, err) = fails(cp, &["describe", "incident", "missing", "-n", n]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "securityincident \"missing\" not found in namespace \"{n}\""
+        )),
+        "{err}"
+    );
+}
