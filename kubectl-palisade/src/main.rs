@@ -10,6 +10,8 @@
 //!   with the sidecar's own code.
 //! - `kubectl palisade incidents [-w]`, `describe incident NAME` (risk, rules, clients, top
 //!   attributes, a traffic sparkline) and `incident apply NAME [--dry-run] [--ttl 24h]`.
+//! - `kubectl palisade replay -f action.yaml [--since 30m]`: what an action would have done
+//!   to the namespace's last hour of traffic, before it is applied.
 //!
 //! kubectl runs it as a plugin (`kubectl-palisade` on the `PATH`, or installed with krew from
 //! `.krew.yaml`). It talks to the API server with the caller's kubeconfig (`--context`,
@@ -95,6 +97,19 @@ enum Command {
         #[command(subcommand)]
         what: IncidentCommand,
     },
+    /// What a SecurityAction would have done to the namespace's recent traffic (the replay
+    /// sample of the last hour), before it is applied.
+    Replay {
+        /// The SecurityAction manifest; `-` reads standard input.
+        #[arg(short = 'f', long = "filename")]
+        file: std::path::PathBuf,
+        /// Only the last DURATION of the sample (at most 1h, what the sample keeps).
+        #[arg(long, value_name = "DURATION")]
+        since: Option<String>,
+        /// Output format (wide is the table).
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
     /// What the namespace enforces: actions, rules, posture findings, open incidents.
     Status {
         /// Output format.
@@ -159,6 +174,8 @@ impl std::error::Error for Usage {}
 struct Target {
     client: kube::Client,
     namespace: String,
+    /// Whether `-n` named the namespace (else it is the context's).
+    namespace_given: bool,
 }
 
 async fn target(cli: &Cli) -> anyhow::Result<Target> {
@@ -181,7 +198,11 @@ async fn target(cli: &Cli) -> anyhow::Result<Target> {
         .clone()
         .unwrap_or_else(|| config.default_namespace.clone());
     let client = kube::Client::try_from(config)?;
-    Ok(Target { client, namespace })
+    Ok(Target {
+        client,
+        namespace,
+        namespace_given: cli.namespace.is_some(),
+    })
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -196,6 +217,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status { output } => status::status(&t, output).await,
         Command::Explain { request, output } => explain::explain(&t, &request, output).await,
         Command::Incidents { watch, output } => incidents::list(&t, watch, output).await,
+        Command::Replay {
+            file,
+            since,
+            output,
+        } => replay(&t, &file, since.as_deref(), output).await,
         Command::Describe {
             what: Describe::Incident { name },
         } => incidents::describe(&t, &name).await,
@@ -203,6 +229,57 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             what: IncidentCommand::Apply { name, dry_run, ttl },
         } => incidents::apply(&t, &name, dry_run, ttl.as_deref()).await,
     }
+}
+
+/// `replay`: the operator's replay of an action on the namespace's sample.
+async fn replay(
+    t: &Target,
+    file: &std::path::Path,
+    since: Option<&str>,
+    output: Output,
+) -> anyhow::Result<()> {
+    let since = match since {
+        None => None,
+        Some(s) => {
+            let d = palisade_crds::duration::parse_duration(s)
+                .map_err(|e| Usage(format!("--since {s:?}: {e}")))?;
+            if d > std::time::Duration::from_secs(3600) {
+                return Err(Usage(format!(
+                    "--since {s}: the replay sample keeps the last hour; give at most 1h"
+                ))
+                .into());
+            }
+            Some(jiff::SignedDuration::try_from(d)?)
+        }
+    };
+    let (text, what) = if file.as_os_str() == "-" {
+        (
+            std::io::read_to_string(std::io::stdin())?,
+            "standard input".to_owned(),
+        )
+    } else {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| Usage(format!("-f {}: {e}", file.display())))?;
+        (text, file.display().to_string())
+    };
+    // -n wins, then the manifest's namespace, then the context's.
+    let in_manifest = serde_yaml::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v["metadata"]["namespace"].as_str().map(str::to_owned));
+    let ns = match (t.namespace_given, in_manifest) {
+        (false, Some(_)) => None,
+        _ => Some(t.namespace.as_str()),
+    };
+    let json = output == Output::Json || output == Output::Yaml;
+    let out =
+        palisade_operator::replay_cli::replay(&t.client, &text, &what, ns, since, json).await?;
+    let out = match output {
+        Output::Yaml => serde_yaml::to_string(&serde_json::from_str::<serde_json::Value>(&out)?)?,
+        _ => out + "\n",
+    };
+    use std::io::Write as _;
+    std::io::stdout().write_all(out.as_bytes())?;
+    Ok(())
 }
 
 #[tokio::main(flavor = "current_thread")]

@@ -66,29 +66,50 @@ async fn run(args: &ReplayArgs) -> anyhow::Result<String> {
         std::fs::read_to_string(&args.file)
             .with_context(|| format!("reading {}", args.file.display()))?
     };
-    let action: SecurityAction = serde_yaml::from_str(&text)
-        .with_context(|| format!("{} is not a SecurityAction", args.file.display()))?;
-    let ns = args
-        .namespace
-        .clone()
-        .or_else(|| action.namespace())
-        .unwrap_or_else(|| "default".into());
     let client = kube::Client::try_default()
         .await
         .context("connecting to the cluster (kubeconfig or in-cluster)")?;
-    let doc = replay::read(&client, &ns).await?;
+    let what = args.file.display().to_string();
+    let json = args.output == "json";
+    replay(&client, &text, &what, args.namespace.as_deref(), None, json).await
+}
+
+/// What the SecurityAction in `text` (read from `what`) would have done to the replay sample
+/// of its namespace (`namespace`, else the manifest's, else `default`), over the last `since`
+/// (at most the hour the sample keeps; all of it by default): one line, or JSON.
+pub async fn replay(
+    client: &kube::Client,
+    text: &str,
+    what: &str,
+    namespace: Option<&str>,
+    since: Option<jiff::SignedDuration>,
+    json: bool,
+) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    let action: SecurityAction =
+        serde_yaml::from_str(text).with_context(|| format!("{what} is not a SecurityAction"))?;
+    let ns = namespace
+        .map(str::to_owned)
+        .or_else(|| action.namespace())
+        .unwrap_or_else(|| "default".into());
+    let mut doc = replay::read(client, &ns).await?;
+    let now = jiff::Timestamp::now();
+    if let Some(since) = since {
+        doc.minutes.retain(|m| now.duration_since(m.start) <= since);
+    }
     // The IP lists the action may reference by name or label.
-    let configmaps = Api::<ConfigMap>::namespaced(client, &ns)
+    let configmaps = Api::<ConfigMap>::namespaced(client.clone(), &ns)
         .list(&ListParams::default())
         .await
         .with_context(|| format!("listing the ConfigMaps of {ns} (IP lists)"))?
         .items;
     let spec = convert::action(&action, &configmaps, false);
     let lists = convert::list_texts(std::slice::from_ref(&spec), &configmaps);
-    let est = replay::estimate(&doc, spec, lists, jiff::Timestamp::now())
+    let est = replay::estimate(&doc, spec, lists, now)
         .map_err(|e| anyhow::anyhow!("SecurityAction {ns}/{}: {e}", action.name_any()))?;
-    Ok(match args.output.as_str() {
-        "json" => serde_json::to_string_pretty(&est)?,
-        _ => format!("{}/{} {est}", ns, action.name_any()),
+    Ok(if json {
+        serde_json::to_string_pretty(&est)?
+    } else {
+        format!("{}/{} {est}", ns, action.name_any())
     })
 }

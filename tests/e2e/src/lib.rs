@@ -46,8 +46,8 @@ pub use error::Error;
 pub use namespace::{TempNs, namespace_events};
 pub use node::{Node, NodeMode};
 pub use operator::{
-    CHART_RELEASE, OPERATOR_NS, Operator, chart_rbac, operator_kubeconfig, scope, token_kubeconfig,
-    workspace_bin,
+    CHART_RELEASE, OPERATOR_NS, Operator, chart_rbac, kubectl_palisade, operator_kubeconfig, scope,
+    token_kubeconfig, workspace_bin,
 };
 pub use sidecar::Sidecar;
 pub use wait::{eventually, eventually_within, patience};

@@ -144,6 +144,25 @@ pub fn token_kubeconfig(admin: &Path, token: &str, out: &Path) {
     std::fs::write(out, serde_yaml::to_string(&doc).expect("YAML")).expect("write kubeconfig");
 }
 
+/// `kubectl palisade <args>` as a user runs it: kubectl (with the cluster's kubeconfig in
+/// `KUBECONFIG`) finds the plugin `kubectl-palisade` of this workspace on the `PATH`.
+pub fn kubectl_palisade(cp: &ControlPlane, args: &[&str]) -> std::process::Output {
+    let bin = workspace_bin("kubectl-palisade");
+    let dir = bin.parent().expect("the binaries' directory");
+    let path = format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    Command::new(cp.kubectl_path())
+        .env("KUBECONFIG", cp.kubeconfig())
+        .env("PATH", path)
+        .arg("palisade")
+        .args(args)
+        .output()
+        .expect("run kubectl palisade")
+}
+
 /// Operator flags that limit it to one test namespace: operators of concurrent tests each
 /// lead their own Lease, and must not write each other's namespaces.
 pub fn scope(ns: &crate::TempNs) -> [String; 2] {

@@ -416,6 +416,16 @@ fn candidate(conditions: &str) -> String {
     )
 }
 
+/// `kubectl palisade <args>`: (exit code, stdout, stderr).
+fn plugin(cp: &ControlPlane, args: &[&str]) -> (i32, String, String) {
+    let out = palisade_e2e::kubectl_palisade(cp, args);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[tokio::test]
 async fn a_candidate_action_is_replayed_against_the_last_hours_traffic() {
     let cp = ControlPlane::shared();
@@ -480,6 +490,34 @@ async fn a_candidate_action_is_replayed_against_the_last_hours_traffic() {
     assert_eq!(est["clients"], 2, "{est}");
     let percent = est["percent"].as_f64().unwrap_or_default();
     assert!((20.0..=60.0).contains(&percent), "about 40 %: {est}");
+    // `kubectl palisade replay` reads the same sample with the caller's kubeconfig, and can
+    // keep to its last minutes (the traffic above is all in them).
+    let file = std::env::temp_dir().join(format!("replay-{}.yaml", std::process::id()));
+    std::fs::write(&file, &two).expect("manifest");
+    let path = file.to_string_lossy().into_owned();
+    for since in [None, Some("30m")] {
+        let mut args = vec!["replay", "-n", ns.name(), "-f", &path, "-o", "json"];
+        args.extend(since.iter().flat_map(|s| ["--since", *s]));
+        let (code, out, err) = plugin(cp, &args);
+        assert_eq!(code, 0, "{err}");
+        let v: Value = serde_json::from_str(&out).expect("json");
+        assert_eq!(
+            (v["samplesMatched"].as_u64(), v["totalRequests"].as_u64()),
+            (Some(4), Some(sent)),
+            "{since:?}: {v}"
+        );
+    }
+    let (code, out, _) = plugin(cp, &["replay", "-n", ns.name(), "-f", &path]);
+    assert!(
+        code == 0 && out.starts_with(&format!("{}/candidate would have matched", ns.name())),
+        "{out}"
+    );
+    let (code, _, err) = plugin(
+        cp,
+        &["replay", "-n", ns.name(), "-f", &path, "--since", "2h"],
+    );
+    assert!(code == 2 && err.contains("the last hour"), "{code}: {err}");
+    let _ = std::fs::remove_file(&file);
     // Paths are replayed too; an action matching nothing says so.
     let (ok, out, err) = replay(cp, ns.name(), &candidate("    paths: [{value: /login}]"));
     assert!(ok, "{err}");

@@ -18,22 +18,8 @@ spec:
     ipRanges: [192.0.2.1/32]
 "#;
 
-/// `kubectl palisade <args>` as a user runs it: kubectl finds the plugin on the `PATH`.
 fn plugin(cp: &ControlPlane, args: &[&str]) -> Output {
-    let bin = workspace_bin("kubectl-palisade");
-    let dir = bin.parent().expect("the binaries' directory");
-    let path = format!(
-        "{}:{}",
-        dir.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    std::process::Command::new(cp.kubectl_path())
-        .env("KUBECONFIG", cp.kubeconfig())
-        .env("PATH", path)
-        .arg("palisade")
-        .args(args)
-        .output()
-        .expect("run kubectl palisade")
+    palisade_e2e::kubectl_palisade(cp, args)
 }
 
 fn ok(cp: &ControlPlane, args: &[&str]) -> String {
