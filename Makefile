@@ -10,7 +10,7 @@ export PALISADE_CACHE CARGO_TARGET_DIR
 CARGO ?= cargo
 CLUSTER := $(CARGO) run --quiet -p palisade-e2e --bin palisade-cluster --
 
-.PHONY: help test lint fmt fuzz controlplane up down env crds bench bench-profile demo eval-detection
+.PHONY: help test lint fmt fuzz controlplane up down env crds bench bench-profile demo eval-detection plugin
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -54,6 +54,10 @@ demo: ## Watch Palisade protect a small API, step by step, on the local control 
 
 demo-down: ## Stop the demo's processes (make down stops them and the control plane).
 	@bash scripts/demo.sh down
+
+plugin: ## Build kubectl-palisade (release) and pack dist/kubectl-palisade_<os>_<arch>.tar.gz, the archive .krew.yaml names.
+	$(CARGO) build --release -p kubectl-palisade
+	@bash scripts/plugin-dist.sh "$(CARGO_TARGET_DIR)/release/kubectl-palisade"
 
 crds: ## Regenerate the CRD manifests (crds/, the chart's copy) and docs/api.md from the Rust types.
 	$(CARGO) run --quiet -p palisade-crds --bin crdgen

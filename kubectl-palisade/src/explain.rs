@@ -90,9 +90,12 @@ pub struct Explanation {
     pub generation: u64,
     /// Whether and how its signature was checked.
     pub signature: String,
-    /// `deny`, `allow`, `forward` (with the flags' headers), or an error status the sidecar
-    /// answers before any action (a malformed path or credential).
+    /// `deny`, `allow`, `forward`, or `refused`: an error status the sidecar answers before
+    /// any action (a malformed path or credential).
     pub decision: String,
+    /// The flag actions whose headers a forwarded request gets.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub flagged_by: Vec<String>,
     /// The action that decided, if one did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub decided_by: Option<String>,
@@ -370,6 +373,7 @@ async fn explain_request(t: &Target, r: &RequestArgs) -> anyhow::Result<Explanat
         signature,
         decision: String::new(),
         decided_by: None,
+        flagged_by: Vec::new(),
         status: None,
         actions: Vec::new(),
         notes,
@@ -463,11 +467,10 @@ async fn explain_request(t: &Target, r: &RequestArgs) -> anyhow::Result<Explanat
             out.decision = "allow".to_owned();
             out.decided_by = name(id);
         }
-        Decision::Forward if !v.flags.is_empty() => {
-            let flags: Vec<String> = v.flags.iter().filter_map(name).collect();
-            out.decision = format!("forward, flagged by {}", flags.join(", "));
+        Decision::Forward => {
+            out.decision = "forward".to_owned();
+            out.flagged_by = v.flags.iter().filter_map(name).collect();
         }
-        Decision::Forward => out.decision = "forward".to_owned(),
     }
     if !v.limits.is_empty() && v.decision == Decision::Forward {
         let limits: Vec<String> = v.limits.iter().filter_map(name).collect();
@@ -506,12 +509,15 @@ pub fn render(e: &Explanation) -> String {
         e.generation,
         e.signature
     );
-    let decided = match (&e.decided_by, e.status) {
+    let mut decided = match (&e.decided_by, e.status) {
         (Some(by), Some(status)) => format!("{} {status} by {by}", e.decision.to_uppercase()),
         (Some(by), None) => format!("{} by {by}", e.decision.to_uppercase()),
         (None, Some(status)) => format!("{} {status}", e.decision.to_uppercase()),
         (None, None) => e.decision.to_uppercase(),
     };
+    if !e.flagged_by.is_empty() {
+        decided.push_str(&format!(", flagged by {}", e.flagged_by.join(", ")));
+    }
     out.push_str(&format!("Decision:  {decided}\n\n"));
     let width = e
         .actions

@@ -29,6 +29,20 @@ use palisade_e2e::{ControlPlane, OPERATOR_NS, Operator, TempNs, eventually, scop
 /// test must contain).
 const ELSEWHERE: &[(&str, &str, &str, &str)] = &[
     (
+        "palisade incident apply",
+        "needs an incident with a proposed action, which only detection writes; \
+         e2e_kubectl_plugin.rs applies one with and without --dry-run",
+        "tests/e2e/tests/e2e_kubectl_plugin.rs",
+        "\"--dry-run\"",
+    ),
+    (
+        "palisade replay",
+        "needs the replay sample of sidecar traffic; e2e_evidence.rs sends traffic through a \
+         sidecar and replays it with the plugin",
+        "tests/e2e/tests/e2e_evidence.rs",
+        "\"--since\"",
+    ),
+    (
         "get posture",
         "shows findings once the leader's posture check ran on pods and Services made for it; \
          e2e_posture.rs reads the table and applies the offered NetworkPolicy this way",
@@ -622,9 +636,11 @@ async fn every_command_and_manifest_in_the_docs_works() {
     ])
     .expect("set the current namespace");
     let bin_dir = |p: &Path| p.parent().expect("bin dir").display().to_string();
+    // kubectl and, for `kubectl palisade`, the plugin of this workspace.
     let path = format!(
-        "{}:{}",
+        "{}:{}:{}",
         bin_dir(cp.kubectl_path()),
+        bin_dir(&palisade_e2e::workspace_bin("kubectl-palisade")),
         std::env::var("PATH").unwrap_or_default()
     );
     let env = Env {
@@ -655,6 +671,13 @@ async fn every_command_and_manifest_in_the_docs_works() {
     )
     .await;
 
+    // `kubectl palisade explain` reads the namespace's bundle.
+    eventually("the docs' namespace to have its bundle", || async {
+        cp.kubectl_ok(&["-n", ns.name(), "get", "configmap", "palisade-bundle"])
+            .map(drop)
+            .map_err(|e| e.to_string())
+    })
+    .await;
     let mut failures = vec![];
     let mut skipped = vec![];
     let mut ran = 0;

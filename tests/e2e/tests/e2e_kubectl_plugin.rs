@@ -356,7 +356,8 @@ async fn kubectl_palisade_explain_answers_with_the_enforced_bundle_and_the_sidec
             "POST",
         ],
     );
-    assert_eq!(e["decision"], "forward, flagged by flag-login", "{e}");
+    assert_eq!(e["decision"], "forward", "{e}");
+    assert_eq!(e["flaggedBy"], serde_json::json!(["flag-login"]), "{e}");
     assert_eq!(
         of(&e, "flag-login"),
         (Value::Bool(true), "adds its headers".to_owned()),
@@ -614,4 +615,86 @@ async fn kubectl_palisade_lists_describes_watches_and_applies_incidents() {
         )),
         "{err}"
     );
+}
+
+/// `.krew.yaml`, rendered as krew-release-bot renders it for a tag, names the archive
+/// `scripts/plugin-dist.sh` packs (what `make plugin` runs), with its checksum, and every file
+/// it installs is in that archive.
+#[test]
+fn the_krew_manifest_describes_the_archive_make_plugin_packs() {
+    let root = palisade_e2e::repo_root();
+    let dist = tempfile::tempdir().expect("dir");
+    let out = std::process::Command::new("bash")
+        .arg(root.join("scripts/plugin-dist.sh"))
+        .arg(workspace_bin("kubectl-palisade"))
+        .env("DIST_DIR", dist.path())
+        .output()
+        .expect("plugin-dist.sh");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let (archive, sha) = printed.trim().rsplit_once(' ').expect("path and sha256");
+    let file = std::path::Path::new(archive)
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    let platform = file
+        .trim_start_matches("kubectl-palisade_")
+        .trim_end_matches(".tar.gz")
+        .to_owned();
+    let (os, arch) = platform.split_once('_').expect("os_arch");
+    let listing = std::process::Command::new("tar")
+        .args(["tzf", archive])
+        .output()
+        .expect("tar");
+    let listed = String::from_utf8_lossy(&listing.stdout).into_owned();
+
+    let template = std::fs::read_to_string(root.join(".krew.yaml")).expect(".krew.yaml");
+    let tag = "v0.1.0";
+    let mut rendered = String::new();
+    for line in template.lines() {
+        let line = line.replace("{{ .TagName }}", tag);
+        match line.trim_start().strip_prefix("{{addURIAndSha \"") {
+            Some(rest) => {
+                let indent = &line[..line.len() - line.trim_start().len()];
+                let uri = rest.split('"').next().expect("uri");
+                let this = uri.ends_with(&file);
+                let sum = if this { sha.to_owned() } else { "0".repeat(64) };
+                rendered.push_str(&format!("{indent}uri: {uri}\n{indent}sha256: {sum}\n"));
+            }
+            None => rendered.push_str(&format!("{line}\n")),
+        }
+    }
+    let doc: serde_yaml::Value =
+        serde_yaml::from_str(&rendered).unwrap_or_else(|e| panic!("{e}\n{rendered}"));
+    assert_eq!(doc["kind"].as_str(), Some("Plugin"));
+    assert_eq!(doc["metadata"]["name"].as_str(), Some("palisade"));
+    assert_eq!(doc["spec"]["version"].as_str(), Some(tag));
+    let platforms = doc["spec"]["platforms"].as_sequence().expect("platforms");
+    let here = platforms
+        .iter()
+        .find(|p| {
+            p["selector"]["matchLabels"]["os"].as_str() == Some(os)
+                && p["selector"]["matchLabels"]["arch"].as_str() == Some(arch)
+        })
+        .unwrap_or_else(|| panic!("no platform {os}/{arch} in .krew.yaml"));
+    assert!(
+        here["uri"]
+            .as_str()
+            .is_some_and(|u| u.ends_with(&format!("/{tag}/{file}"))),
+        "{here:?}"
+    );
+    assert_eq!(here["sha256"].as_str(), Some(sha));
+    assert_eq!(here["bin"].as_str(), Some("kubectl-palisade"));
+    for f in here["files"].as_sequence().expect("files") {
+        let from = f["from"].as_str().expect("from");
+        assert!(
+            listed.lines().any(|l| l == from),
+            "{from} is not in the archive: {listed}"
+        );
+    }
 }
