@@ -170,9 +170,9 @@ fi
 if [ -z "${PALISADE_DEMO_PREBUILT:-}" ]; then
   progress "building the operator, the sidecar and the demo API (cargo, into $CARGO_TARGET_DIR)"
   "$CARGO" build -p palisade-operator -p palisade-sidecar -p palisade-demo-api \
-    -p palisade-e2e --bin palisade-cluster
+    -p kubectl-palisade -p palisade-e2e --bin palisade-cluster
 fi
-for b in palisade-operator palisade-sidecar palisade-demo-api; do
+for b in palisade-operator palisade-sidecar palisade-demo-api kubectl-palisade; do
   [ -x "$TARGET/$b" ] || die "$TARGET/$b is missing; build it with cargo build -p $b"
 done
 
@@ -196,6 +196,12 @@ k() { "$KUBECTL" --kubeconfig "$KC" "$@"; }
 show() {
   printf '%s$ kubectl %s%s\n' "$C" "$*" "$N"
   k "$@"
+}
+# `kubectl palisade ...`, the plugin of this checkout (kubectl finds it on the PATH), shown
+# and run.
+show_plugin() {
+  printf '%s$ kubectl palisade %s%s\n' "$C" "$*" "$N"
+  KUBECONFIG="$KC" PATH="$TARGET:$PATH" "$KUBECTL" palisade "$@"
 }
 # `kubectl apply` of a manifest given on stdin, shown with the manifest.
 show_apply() {
@@ -564,6 +570,8 @@ EOF
 await "$DENIED" / 403
 show_req "$IN_RANGE" POST /login -d username=demo -d password=demo
 show_req "$BENIGN" GET /
+say "Why? ${B}kubectl palisade explain${N} evaluates a request on the bundle the sidecar enforces:"
+show_plugin explain -n "$NS" --ip "$IN_RANGE" --path /login --method POST
 pause
 
 step "4. A flood from one client is detected, and a detectedBy deny stops it"

@@ -15,6 +15,8 @@ pub const POSTURE_NAME: &str = "palisade";
 pub const MAX_FINDINGS: usize = 64;
 /// The most pod names listed per finding (the count in `podCount` is exact).
 pub const MAX_FINDING_PODS: usize = 10;
+/// The most sidecars listed (the count in `sidecarCount` is exact).
+pub const MAX_SIDECARS: usize = 64;
 
 /// What in this namespace runs without Palisade's protection: Services whose pods run without
 /// the sidecar or that send traffic around it, app ports reachable around the sidecar, sidecars
@@ -80,6 +82,9 @@ pub enum FindingKind {
     StalePolicy,
     /// The namespace has SecurityActions but no DetectionRule: nothing finds new abusers.
     NoDetectionRules,
+    /// Nearly all of the namespace's traffic comes from a few private addresses (a proxy the
+    /// sidecars do not trust): IP, region and ASN conditions and IP-keyed rules see the proxy.
+    ClientIpIsProxy,
 }
 
 impl FindingKind {
@@ -92,26 +97,29 @@ impl FindingKind {
             Self::SidecarWithoutPolicy => "SidecarWithoutPolicy",
             Self::StalePolicy => "StalePolicy",
             Self::NoDetectionRules => "NoDetectionRules",
+            Self::ClientIpIsProxy => "ClientIpIsProxy",
         }
     }
 
     /// Every kind, in the order findings are listed.
-    pub const ALL: [FindingKind; 6] = [
+    pub const ALL: [FindingKind; 7] = [
         Self::PodsWithoutSidecar,
         Self::ServiceBypassesSidecar,
         Self::AppPortReachable,
         Self::SidecarWithoutPolicy,
         Self::StalePolicy,
         Self::NoDetectionRules,
+        Self::ClientIpIsProxy,
     ];
 
     /// How much a finding of this kind exposes.
     pub fn severity(self) -> Severity {
         match self {
             Self::PodsWithoutSidecar | Self::ServiceBypassesSidecar => Severity::High,
-            Self::AppPortReachable | Self::SidecarWithoutPolicy | Self::StalePolicy => {
-                Severity::Medium
-            }
+            Self::AppPortReachable
+            | Self::SidecarWithoutPolicy
+            | Self::StalePolicy
+            | Self::ClientIpIsProxy => Severity::Medium,
             Self::NoDetectionRules => Severity::Low,
         }
     }
@@ -123,7 +131,8 @@ impl FindingKind {
 pub struct SecurityPostureStatus {
     /// 0–100: the share of the Services checked that are protected, where a Service counts 1
     /// without a finding, ½ with Medium findings only and 0 with a High one (100 when no Service
-    /// is checked), less 10 for a namespace with actions and no detection rule.
+    /// is checked), less 10 for each namespace finding (actions without detection rules, client
+    /// IPs that are a proxy's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100))]
     pub score: Option<i32>,
@@ -145,6 +154,34 @@ pub struct SecurityPostureStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     pub findings: Vec<Finding>,
+    /// The bundle generation the namespace's actions were last compiled into (absent without
+    /// actions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle_generation: Option<i64>,
+    /// How many live pods carry the sidecar.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sidecar_count: Option<i32>,
+    /// The pods that carry the sidecar, by name (at most 64), with the bundle generation each
+    /// one's sidecar last reported enforcing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub sidecars: Vec<SidecarReport>,
+}
+
+/// What one pod's sidecar last reported to the collector.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SidecarReport {
+    /// The pod.
+    #[schemars(length(max = 253))]
+    pub pod: String,
+    /// The bundle generation it enforced at its last report (absent: it has not reported in
+    /// the last three minutes, or enforces no bundle).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+    /// When the collector received its last report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_report_time: Option<Time>,
 }
 
 /// One thing that is not protected.

@@ -18,21 +18,17 @@ use kube::ResourceExt as _;
 use kube::api::{Api, ListParams};
 use palisade_crds::SecurityAction;
 use palisade_policy::sign::{Domain, KEYS_KEY, MANIFEST_SIG_KEY, Verifier};
+use palisade_policy::transport::{
+    BUNDLE_KEYS_ENV, DETECTED_CM, DETECTED_KEY, MANIFEST_CM, MANIFEST_KEY, SHARD_KEY,
+    SIDECAR_CONTAINER as SIDECAR, shard_cm,
+};
 use palisade_policy::{ActionId, Decision, Manifest, Verb, Verdict};
 use palisade_sidecar::config::Config;
-use palisade_sidecar::source_kube::{DETECTED_KEY, MANIFEST_KEY, SHARD_KEY};
 use palisade_sidecar::store::{Signed, Store};
 use serde::Serialize;
 
 use crate::status::action_row;
 use crate::{Output, Target, Usage};
-
-/// The manifest ConfigMap of a namespace's bundle.
-const MANIFEST_CM: &str = "palisade-bundle";
-/// The detected-client ConfigMap.
-const DETECTED_CM: &str = "palisade-detected";
-/// The sidecar container's name in an injected pod.
-const SIDECAR: &str = "palisade-sidecar";
 
 /// The request to explain.
 #[derive(Debug, Clone, clap::Args)]
@@ -200,7 +196,7 @@ async fn load_bundle(
         })?;
     let body = data(&cm, MANIFEST_KEY)
         .ok_or_else(|| anyhow::anyhow!("configmap {MANIFEST_CM:?} has no {MANIFEST_KEY}"))?;
-    let signature = match pod.and_then(|p| env_value(p, "PALISADE_BUNDLE_KEYS")) {
+    let signature = match pod.and_then(|p| env_value(p, BUNDLE_KEYS_ENV)) {
         Some(keys) => {
             let mut v = Verifier::parse(keys).map_err(|e| {
                 anyhow::anyhow!(
@@ -232,7 +228,7 @@ async fn load_bundle(
             shards.insert(s.name.clone(), b.0.clone());
             continue;
         }
-        let name = format!("{MANIFEST_CM}-{}", s.name);
+        let name = shard_cm(MANIFEST_CM, &s.name);
         let shard = cms
             .get(&name)
             .await

@@ -307,6 +307,48 @@ pub fn render(s: &Status, wide: bool) -> String {
                 p.protected_services.as_deref().unwrap_or("0/0"),
                 p.summary.as_deref().unwrap_or_default()
             ));
+            if let Some(n) = p.sidecar_count {
+                let shown = if wide {
+                    p.sidecars.len()
+                } else {
+                    p.sidecars.len().min(10)
+                };
+                out.push_str(&format!(
+                    "Sidecars: {n} (namespace bundle generation {})\n",
+                    p.bundle_generation
+                        .map_or("-".to_owned(), |g| g.to_string())
+                ));
+                let rows: Vec<Vec<String>> = p.sidecars[..shown]
+                    .iter()
+                    .map(|s| {
+                        let behind = match (s.generation, p.bundle_generation) {
+                            (None, _) => "no report in 3 minutes".to_owned(),
+                            (Some(g), Some(want)) if g < want => "behind".to_owned(),
+                            _ => String::new(),
+                        };
+                        vec![
+                            format!("  {}", s.pod),
+                            s.generation.map_or("-".to_owned(), |g| g.to_string()),
+                            s.last_report_time
+                                .as_ref()
+                                .map_or("-".to_owned(), |t| t.0.to_string()),
+                            behind,
+                        ]
+                    })
+                    .collect();
+                if !rows.is_empty() {
+                    out.push_str(&table(
+                        &["  POD", "GENERATION", "LAST REPORT", "NOTE"],
+                        &rows,
+                    ));
+                }
+                if shown < p.sidecars.len() {
+                    out.push_str(&format!(
+                        "  … {} more (-o wide)\n",
+                        p.sidecars.len() - shown
+                    ));
+                }
+            }
             for f in &p.findings {
                 let sev = serde_json::to_value(f.severity).unwrap_or_default();
                 let kind = serde_json::to_value(f.kind).unwrap_or_default();

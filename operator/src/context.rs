@@ -45,6 +45,10 @@ pub struct Context {
     /// verification: the collector publishes its own document there again at its next
     /// evaluation (see [`Context::foreign_detected`]).
     foreign_detected: std::sync::Mutex<std::collections::BTreeMap<String, &'static str>>,
+    /// Namespaces whose manifest ConfigMap the watch saw written by someone else, with why it
+    /// failed verification: the next reconcile reports it, even when a reconcile already in
+    /// flight has written the operator's bundle over it (see [`Context::foreign_manifest`]).
+    foreign_manifest: std::sync::Mutex<std::collections::BTreeMap<String, (&'static str, String)>>,
 }
 
 /// Per-object exponential backoff: a namespace whose reconcile keeps failing is retried
@@ -112,6 +116,7 @@ impl Context {
             policy_backoff: Backoff::default(),
             signing: watch::Sender::new(None),
             foreign_detected: std::sync::Mutex::default(),
+            foreign_manifest: std::sync::Mutex::default(),
         }
     }
 
@@ -123,6 +128,23 @@ impl Context {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(ns.to_owned(), reason);
+    }
+
+    /// Notes that the manifest ConfigMap of `ns` failed verification (`reason`, `detail`) when
+    /// the watch saw it.
+    pub fn foreign_manifest(&self, ns: &str, reason: &'static str, detail: String) {
+        self.foreign_manifest
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(ns.to_owned(), (reason, detail));
+    }
+
+    /// Takes the note of [`Context::foreign_manifest`] for `ns`, if any.
+    pub fn take_foreign_manifest(&self, ns: &str) -> Option<(&'static str, String)> {
+        self.foreign_manifest
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(ns)
     }
 
     /// Takes the note of [`Context::foreign_detected`] for `ns`, if any.

@@ -192,7 +192,7 @@ impl Metrics {
             "posture_findings",
             "Each namespace's posture findings by kind (PodsWithoutSidecar, \
              ServiceBypassesSidecar, AppPortReachable, SidecarWithoutPolicy, StalePolicy, \
-             NoDetectionRules; leader)",
+             NoDetectionRules, ClientIpIsProxy; leader)",
             m.posture_findings.clone(),
         );
         r.register(

@@ -99,6 +99,7 @@ mod spec;
 pub mod synthetic;
 #[cfg(test)]
 mod testutil;
+pub mod transport;
 mod trusted;
 mod validate;
 mod wire;

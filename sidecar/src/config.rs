@@ -354,6 +354,23 @@ impl DetectionConfig {
     }
 }
 
+/// Every flag that an environment variable sets: `variable → (long flag, takes a value)`. How
+/// the environment the injector writes maps onto the sidecar's flags (the operator's contract
+/// test and `kubectl palisade explain --pod` read a pod's sidecar this way).
+pub fn env_flags() -> std::collections::BTreeMap<String, (String, bool)> {
+    use clap::CommandFactory as _;
+    Config::command()
+        .get_arguments()
+        .filter_map(|a| {
+            let env = a.get_env()?.to_str()?.to_owned();
+            Some((
+                env,
+                (a.get_long()?.to_owned(), a.get_action().takes_values()),
+            ))
+        })
+        .collect()
+}
+
 impl Config {
     /// The number of request-serving threads [`Self::worker_threads`] asks for.
     pub fn workers(&self) -> usize {

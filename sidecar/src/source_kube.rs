@@ -21,12 +21,7 @@ use kube::runtime::{WatchStreamExt as _, watcher};
 
 use crate::store::{Signed, Store};
 
-/// Key of the manifest JSON in the manifest ConfigMap's `data`.
-pub const MANIFEST_KEY: &str = "manifest.json";
-/// Key of a shard's bytes in its ConfigMap's `binaryData`.
-pub const SHARD_KEY: &str = "shard";
-/// Key of the detected-client document in its ConfigMap's `binaryData`.
-pub const DETECTED_KEY: &str = "detected";
+pub use palisade_policy::transport::{DETECTED_KEY, MANIFEST_KEY, SHARD_KEY};
 
 /// How the watch reaches the API server.
 #[derive(Debug, Clone, Default)]
@@ -284,7 +279,7 @@ async fn on_manifest(
         if cache.contains_key(&shard.name) {
             continue;
         }
-        let cm_name = format!("{name}-{}", shard.name);
+        let cm_name = palisade_policy::transport::shard_cm(name, &shard.name);
         match api.get_opt(&cm_name).await {
             Ok(Some(cm)) => {
                 let bytes = cm

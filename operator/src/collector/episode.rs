@@ -25,6 +25,11 @@ impl Episodes {
         raise
     }
 
+    /// Whether `ns` is in an episode.
+    pub fn contains(&self, ns: &str) -> bool {
+        self.0.contains(ns)
+    }
+
     /// How many namespaces are in an episode.
     pub fn len(&self) -> usize {
         self.0.len()

@@ -20,7 +20,7 @@ use serde_json::json;
 
 use super::{Collector, incident_cr};
 
-const MANAGER: &str = "palisade-operator";
+const MANAGER: &str = palisade_policy::transport::OPERATOR_MANAGER;
 use crate::policy::{DETECTED_CM, DETECTED_KEY};
 
 /// Expiries pushed out by a rule firing again are republished at most this often; a change
@@ -317,7 +317,7 @@ async fn write_rule_counts(
     now: jiff::Timestamp,
 ) -> Result<(), kube::Error> {
     let api: Api<DetectionRule> = Api::namespaced(client.clone(), ns);
-    let pp = PatchParams::apply("palisade-collector").force();
+    let pp = PatchParams::apply(palisade_policy::transport::COLLECTOR_MANAGER).force();
     for (rule, clients) in &doc.rules {
         let patch = json!({"apiVersion": "palisade.dev/v1alpha1", "kind": "DetectionRule",
             "status": {"detectedClients": clients.len(), "lastEvaluationTime": now}});

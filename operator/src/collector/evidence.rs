@@ -35,7 +35,7 @@ use crate::injector::config::INJECTED_LABEL;
 use crate::metrics::ActionLabels;
 
 /// The field manager of the fields written here.
-pub const MANAGER: &str = "palisade-collector";
+pub const MANAGER: &str = palisade_policy::transport::COLLECTOR_MANAGER;
 /// Most actions whose counts are kept per namespace (a bundle holds at most 1024).
 pub const MAX_ACTIONS_PER_NAMESPACE: usize = palisade_policy::MAX_ACTIONS;
 /// Most pods whose generation is remembered per namespace.
@@ -378,20 +378,32 @@ pub async fn run(c: Arc<Collector>) -> anyhow::Result<()> {
     }
 }
 
-/// The posture checks ([`super::posture`]), once the watches have listed everything.
-async fn posture_loop(
+/// Waits until the watches have listed everything; `false` when the operator shuts down
+/// first.
+async fn watches_ready(
     c: &Collector,
     actions: &Store<SecurityAction>,
     pods: &Store<PartialObjectMeta<Pod>>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
     tokio::select! {
         r = async {
             actions.wait_until_ready().await?;
             pods.wait_until_ready().await?;
             c.namespaces.wait_until_ready().await?;
             c.rules.wait_until_ready().await
-        } => r?,
-        () = c.ctx.shutdown.cancelled() => return Ok(()),
+        } => r.map(|()| true).map_err(Into::into),
+        () = c.ctx.shutdown.cancelled() => Ok(false),
+    }
+}
+
+/// The posture checks ([`super::posture`]), once the watches have listed everything.
+async fn posture_loop(
+    c: &Collector,
+    actions: &Store<SecurityAction>,
+    pods: &Store<PartialObjectMeta<Pod>>,
+) -> anyhow::Result<()> {
+    if !watches_ready(c, actions, pods).await? {
+        return Ok(());
     }
     super::posture::run(c, actions, pods).await
 }
@@ -401,13 +413,8 @@ async fn write_loop(
     actions: &Store<SecurityAction>,
     pods: &Store<PartialObjectMeta<Pod>>,
 ) -> anyhow::Result<()> {
-    tokio::select! {
-        r = async {
-            actions.wait_until_ready().await?;
-            pods.wait_until_ready().await?;
-            c.namespaces.wait_until_ready().await
-        } => r?,
-        () = c.ctx.shutdown.cancelled() => return Ok(()),
+    if !watches_ready(c, actions, pods).await? {
+        return Ok(());
     }
     let mut tick = tokio::time::interval(c.ctx.args.evidence_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);

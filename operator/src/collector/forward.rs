@@ -95,7 +95,7 @@ pub async fn advertise(c: &Collector) -> Result<(), kube::Error> {
     let patch = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
         "metadata": {"name": args.lease_name, "annotations": {
             ENDPOINT_ANNOTATION: endpoint, HOLDER_ANNOTATION: args.identity}}});
-    let pp = PatchParams::apply("palisade-collector").force();
+    let pp = PatchParams::apply(palisade_policy::transport::COLLECTOR_MANAGER).force();
     api.patch(&args.lease_name, &pp, &Patch::Apply(&patch))
         .await?;
     tracing::info!(%endpoint, lease = %args.lease_name, "collector endpoint advertised");

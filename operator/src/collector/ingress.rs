@@ -98,7 +98,11 @@ pub fn check(view: &WindowView) -> Option<Finding> {
 
 /// The namespaces currently warned about.
 #[derive(Debug, Default)]
-pub struct Flagged(super::episode::Episodes);
+pub struct Flagged {
+    episodes: super::episode::Episodes,
+    /// The warning of each namespace in an episode (for its posture).
+    notes: std::collections::HashMap<String, String>,
+}
 
 impl Flagged {
     /// Records this tick's finding for `ns`; returns it when the warning is raised now (it was
@@ -108,15 +112,23 @@ impl Flagged {
         let percent = finding.as_ref().map_or(0, Finding::percent);
         let raise =
             percent >= RAISE_PERCENT && finding.as_ref().is_some_and(|f| !f.addresses.is_empty());
-        self.0
-            .update(ns, raise, percent < CLEAR_PERCENT)
-            .then_some(finding)
-            .flatten()
+        let raised = self.episodes.update(ns, raise, percent < CLEAR_PERCENT);
+        if raised && let Some(f) = &finding {
+            self.notes.insert(ns.to_owned(), f.note());
+        } else if !self.episodes.contains(ns) {
+            self.notes.remove(ns);
+        }
+        raised.then_some(finding).flatten()
+    }
+
+    /// The warning raised for `ns`, while its episode lasts.
+    pub fn note(&self, ns: &str) -> Option<&str> {
+        self.notes.get(ns).map(String::as_str)
     }
 
     /// How many namespaces are warned about.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.episodes.len()
     }
 }
 

@@ -24,7 +24,7 @@ use serde_json::json;
 use super::snapshot::{self, MAX_STATE_BYTES, NamespaceState, STATE_VERSION, StateDoc};
 use super::{Collector, State};
 
-const MANAGER: &str = "palisade-operator";
+const MANAGER: &str = palisade_policy::transport::OPERATOR_MANAGER;
 const KEY: &str = "state";
 
 /// Follows leadership: restores on gaining it, forgets on losing it, saves periodically and

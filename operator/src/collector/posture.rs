@@ -1,8 +1,8 @@
 //! Posture: what in a namespace is not protected, and why.
 //!
 //! Every `--posture-interval` the leader checks each namespace that uses Palisade (selected
-//! by `--namespace-selector` and holding a SecurityAction, a DetectionRule, an injected pod or
-//! the `palisade.dev/inject` label) and writes what it found to the namespace's
+//! by `--namespace-selector` and holding a SecurityAction, a DetectionRule, an injected pod, a
+//! reporting sidecar or the `palisade.dev/inject` label) and writes what it found to the namespace's
 //! `SecurityPosture` named `palisade` (status only), with a Warning Event per new finding and
 //! the `palisade_operator_posture_*` gauges. Each Service with a selector and live pods is
 //! checked for
@@ -16,7 +16,8 @@
 //!   report an older bundle generation than the namespace's ([`FindingKind::StalePolicy`]);
 //!
 //! and a namespace with actions is checked for detection rules
-//! ([`FindingKind::NoDetectionRules`]). Services annotated `palisade.dev/posture: ignore`
+//! ([`FindingKind::NoDetectionRules`]), and for client IPs that are a proxy's
+//! ([`FindingKind::ClientIpIsProxy`], the collector's `ClientIpIsProxy` warning). Services annotated `palisade.dev/posture: ignore`
 //! (a database, a non-HTTP port) are not checked. What NetworkPolicies declare is checked,
 //! not what the network does: only a network plugin that enforces NetworkPolicy closes a port.
 
@@ -34,14 +35,15 @@ use kube::runtime::reflector::Store;
 use kube::{Resource as _, ResourceExt as _};
 use palisade_crds::SecurityAction;
 use palisade_crds::posture::{
-    Finding, FindingKind, MAX_FINDING_PODS, MAX_FINDINGS, POSTURE_NAME, SecurityPosture,
-    SecurityPostureStatus, Severity,
+    Finding, FindingKind, MAX_FINDING_PODS, MAX_FINDINGS, MAX_SIDECARS, POSTURE_NAME,
+    SecurityPosture, SecurityPostureStatus, Severity, SidecarReport,
 };
 use serde_json::json;
 
 use super::Collector;
 use crate::injector::config::{INJECT_LABEL, SIDECAR_NAME};
 use crate::metrics::{NamespaceLabels, PostureLabels};
+use palisade_policy::transport::UPSTREAM_PORT_ENV;
 
 /// The field manager of the posture objects.
 pub const MANAGER: &str = "palisade-posture";
@@ -49,8 +51,6 @@ pub const MANAGER: &str = "palisade-posture";
 pub const IGNORE_ANNOTATION: &str = "palisade.dev/posture";
 /// A posture whose findings did not change is written again after this long (its check time).
 const REWRITE_AFTER: jiff::SignedDuration = jiff::SignedDuration::from_secs(300);
-/// The sidecar's environment variable that holds the app's port.
-const UPSTREAM_PORT_ENV: &str = "PALISADE_UPSTREAM_PORT";
 
 /// What one namespace's check reads.
 #[derive(Debug)]
@@ -74,6 +74,8 @@ pub struct Input<'a> {
     pub stale_after: Duration,
     /// What each pod's sidecar last reported: when, and the generation it enforced.
     pub reported: &'a HashMap<String, (jiff::Timestamp, Option<u64>)>,
+    /// The collector's warning that the namespace's client IPs are a proxy's, while it lasts.
+    pub client_ip_proxy: Option<&'a str>,
     /// The sidecars' start-up grace without a policy.
     pub grace: Duration,
     /// The time of the check.
@@ -91,6 +93,10 @@ pub struct Assessment {
     pub protected: usize,
     /// 0–100.
     pub score: i32,
+    /// The namespace's bundle generation.
+    pub generation: Option<u64>,
+    /// Every live pod with the sidecar, by name: what it last reported (generation, when).
+    pub sidecars: Vec<(String, Option<u64>, Option<jiff::Timestamp>)>,
 }
 
 impl Assessment {
@@ -103,6 +109,18 @@ impl Assessment {
             summary: Some(self.summary()),
             check_time: Some(Time(now)),
             findings: self.findings.iter().take(MAX_FINDINGS).cloned().collect(),
+            bundle_generation: self.generation.and_then(|g| i64::try_from(g).ok()),
+            sidecar_count: Some(i32::try_from(self.sidecars.len()).unwrap_or(i32::MAX)),
+            sidecars: self
+                .sidecars
+                .iter()
+                .take(MAX_SIDECARS)
+                .map(|(pod, generation, at)| SidecarReport {
+                    pod: pod.clone(),
+                    generation: generation.and_then(|g| i64::try_from(g).ok()),
+                    last_report_time: at.map(Time),
+                })
+                .collect(),
         }
     }
 
@@ -135,8 +153,8 @@ impl Assessment {
 
 /// Checks one namespace (see the module documentation). The score: each Service checked
 /// counts 1 without a finding, ½ with Medium findings only, 0 with a High one; the score is
-/// their share of the Services, in percent (100 without Services), less 10 for a namespace
-/// with actions and no detection rule.
+/// their share of the Services, in percent (100 without Services), less 10 for each namespace
+/// finding (actions without detection rules, client IPs that are a proxy's).
 pub fn assess(input: &Input<'_>) -> Assessment {
     let ns = input.namespace.name_any();
     let mut findings = Vec::new();
@@ -167,6 +185,18 @@ pub fn assess(input: &Input<'_>) -> Assessment {
         protected += usize::from(worst.is_none());
     }
     let no_rules = input.actions > 0 && input.rules == 0;
+    if let Some(note) = input.client_ip_proxy {
+        findings.push(finding(
+            FindingKind::ClientIpIsProxy,
+            format!("Namespace/{ns}"),
+            note.to_owned(),
+            "give the sidecars the proxy's addresses (the namespace annotation \
+             palisade.dev/trusted-proxies, and --sidecar-trusted-hops for a chain) so they take \
+             the client from X-Forwarded-For; see docs/sidecar.md"
+                .to_owned(),
+            &[],
+        ));
+    }
     if no_rules {
         findings.push(finding(
             FindingKind::NoDetectionRules,
@@ -187,12 +217,26 @@ pub fn assess(input: &Input<'_>) -> Assessment {
     } else {
         i32::try_from(u64::from(credit) * 50 / services as u64).unwrap_or(100)
     };
-    let score = (base - if no_rules { 10 } else { 0 }).clamp(0, 100);
+    let namespace_findings = i32::from(no_rules) + i32::from(input.client_ip_proxy.is_some());
+    let score = (base - 10 * namespace_findings).clamp(0, 100);
+    let mut sidecars: Vec<(String, Option<u64>, Option<jiff::Timestamp>)> = input
+        .pods
+        .iter()
+        .filter(|p| live(p) && sidecar(p).is_some())
+        .map(|p| {
+            let name = p.name_any();
+            let seen = input.reported.get(&name);
+            (name, seen.and_then(|(_, g)| *g), seen.map(|(at, _)| *at))
+        })
+        .collect();
+    sidecars.sort();
     Assessment {
         findings,
         services,
         protected,
         score,
+        generation: input.generation.map(|(g, _)| g),
+        sidecars,
     }
 }
 
@@ -624,17 +668,22 @@ fn proto(p: Option<&str>) -> String {
     p.unwrap_or("TCP").to_owned()
 }
 
-/// Whether the namespace uses Palisade: the inject label, or any action, rule or injected pod.
-fn uses_palisade(ns: &Namespace, actions: usize, rules: usize, injected: bool) -> bool {
+/// Whether the namespace uses Palisade: the inject label, or any action, rule, injected pod or
+/// sidecar reporting.
+fn uses_palisade(ns: &Namespace, actions: usize, rules: usize, sidecars: bool) -> bool {
     let label = ns.labels().get(INJECT_LABEL).map(String::as_str);
-    matches!(label, Some("enabled" | "required")) || actions > 0 || rules > 0 || injected
+    matches!(label, Some("enabled" | "required")) || actions > 0 || rules > 0 || sidecars
 }
 
 /// `(kind, object, message)` of each finding written.
 type FindingKeys = Vec<(FindingKind, String, String)>;
 
-/// What was last written of a namespace's posture: its findings, its score, and when.
-type Written = (FindingKeys, i32, jiff::Timestamp);
+/// What was last written of a namespace's posture: its findings, its score, the generation of
+/// each sidecar and of the namespace, and when.
+type Written = (FindingKeys, i32, Generations, jiff::Timestamp);
+
+/// The namespace's generation and each sidecar's, as written.
+type Generations = (Option<u64>, Vec<(String, Option<u64>)>);
 
 /// What the check remembers between rounds (on the leader).
 #[derive(Debug, Default)]
@@ -690,11 +739,15 @@ async fn round(
             *rules.entry(ns).or_default() += 1;
         }
     }
-    let with_pods: HashSet<String> = injected
+    let mut with_pods: HashSet<String> = injected
         .state()
         .iter()
         .filter_map(|p| p.namespace())
         .collect();
+    {
+        let state = c.state.lock().unwrap_or_else(PoisonError::into_inner);
+        with_pods.extend(state.evidence.namespaces().map(str::to_owned));
+    }
     let mut checked = HashSet::new();
     for ns in c.namespaces.state() {
         let name = ns.name_any();
@@ -753,9 +806,12 @@ async fn check(
     let policies = Api::<NetworkPolicy>::namespaced(client, &name)
         .list(&lp)
         .await?;
-    let reported = {
+    let (reported, proxy) = {
         let state = c.state.lock().unwrap_or_else(PoisonError::into_inner);
-        state.evidence.reported(&name)
+        (
+            state.evidence.reported(&name),
+            state.ingress.note(&name).map(str::to_owned),
+        )
     };
     Ok(assess(&Input {
         namespace: ns,
@@ -766,6 +822,7 @@ async fn check(
         rules,
         generation,
         reported: &reported,
+        client_ip_proxy: proxy.as_deref(),
         grace: c.ctx.args.injector.sidecar_policy_grace,
         stale_after: c.ctx.args.posture_stale_after,
         now,
@@ -788,8 +845,12 @@ async fn publish(
         .iter()
         .map(|f| (f.kind, f.object.clone(), f.message.clone()))
         .collect();
+    let generations: Generations = (
+        a.generation,
+        a.sidecars.iter().map(|(p, g, _)| (p.clone(), *g)).collect(),
+    );
     let (new, due) = match memory.written.get(&name) {
-        Some((old, score, at)) => {
+        Some((old, score, gens, at)) => {
             let known: HashSet<(FindingKind, &str)> =
                 old.iter().map(|(k, o, _)| (*k, o.as_str())).collect();
             let new: Vec<&Finding> = a
@@ -797,7 +858,10 @@ async fn publish(
                 .iter()
                 .filter(|f| !known.contains(&(f.kind, f.object.as_str())))
                 .collect();
-            let due = *old != keys || *score != a.score || now.duration_since(*at) >= REWRITE_AFTER;
+            let due = *old != keys
+                || *score != a.score
+                || *gens != generations
+                || now.duration_since(*at) >= REWRITE_AFTER;
             (new, due)
         }
         None => (a.findings.iter().collect(), true),
@@ -835,7 +899,9 @@ async fn publish(
             return;
         }
     };
-    memory.written.insert(name.clone(), (keys, a.score, now));
+    memory
+        .written
+        .insert(name.clone(), (keys, a.score, generations, now));
     for f in new {
         let ev = Event {
             type_: EventType::Warning,

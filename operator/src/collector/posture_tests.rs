@@ -68,6 +68,7 @@ struct Case {
     rules: usize,
     generation: Option<(u64, jiff::Timestamp)>,
     reported: HashMap<String, (jiff::Timestamp, Option<u64>)>,
+    proxy: Option<String>,
     now: jiff::Timestamp,
 }
 
@@ -82,6 +83,7 @@ impl Case {
             rules: 1,
             generation: None,
             reported: HashMap::new(),
+            proxy: None,
             now: t(10_000),
         }
     }
@@ -96,6 +98,7 @@ impl Case {
             rules: self.rules,
             generation: self.generation,
             reported: &self.reported,
+            client_ip_proxy: self.proxy.as_deref(),
             grace: Duration::from_secs(30),
             stale_after: Duration::from_secs(60),
             now: self.now,
@@ -327,6 +330,17 @@ fn stale_sidecars_are_found_once_they_had_time_to_load() {
         "{}",
         a.findings[0].message
     );
+    let st = a.status(c.now);
+    assert_eq!((st.bundle_generation, st.sidecar_count), (Some(5), Some(3)));
+    let listed: Vec<(&str, Option<i64>)> = st
+        .sidecars
+        .iter()
+        .map(|s| (s.pod.as_str(), s.generation))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![("web-1", Some(3)), ("web-2", Some(5)), ("web-3", Some(4))]
+    );
     c.generation = None;
     assert_eq!(
         kinds(&c.assess()),
@@ -471,4 +485,26 @@ fn a_namespace_uses_palisade_by_label_or_by_its_objects() {
 fn long_messages_are_cut_on_a_character_boundary() {
     let s = cut("é".repeat(600), 1024);
     assert!(s.len() <= 1024 && s.ends_with("..."), "{}", s.len());
+}
+
+#[test]
+fn client_ips_that_are_a_proxys_are_a_namespace_finding() {
+    let mut c = Case::new(vec![service("web", json!("http"))], vec![injected("web-1")]);
+    c.policies = vec![closing_policy()];
+    c.proxy =
+        Some("97% of the last 20000 requests came from 1 private address(es) (10.244.0.17)".into());
+    let a = c.assess();
+    assert_eq!(kinds(&a), vec![FindingKind::ClientIpIsProxy]);
+    let f = &a.findings[0];
+    assert_eq!(
+        (f.severity, f.object.as_str()),
+        (Severity::Medium, "Namespace/shop")
+    );
+    assert!(
+        f.message.contains("10.244.0.17") && f.remedy.contains("trusted-proxies"),
+        "{f:?}"
+    );
+    assert_eq!((a.score, a.protected), (90, 1));
+    c.rules = 0;
+    assert_eq!(c.assess().score, 80, "10 less per namespace finding");
 }

@@ -18,7 +18,7 @@ mod path;
 mod sidecar;
 
 /// Name of the injected container.
-pub const SIDECAR_NAME: &str = "palisade-sidecar";
+pub const SIDECAR_NAME: &str = palisade_policy::transport::SIDECAR_CONTAINER;
 /// Annotation recording the injected sidecar version (also the idempotency marker).
 pub const INJECTED_ANNOTATION: &str = "palisade.dev/injected";
 /// Label the injector puts on every pod it injects (value `"true"`): the policy controller

@@ -389,7 +389,7 @@ fn sidecar_container(cfg: &InjectConfig, t: &Takeover) -> Value {
         json!({ "name": "POD_NAME", "valueFrom": field("metadata.name") }),
         json!({ "name": "PALISADE_LISTEN", "value": format!("0.0.0.0:{}", cfg.proxy_port) }),
         json!({ "name": "PALISADE_ADMIN_LISTEN", "value": format!("0.0.0.0:{}", cfg.admin_port) }),
-        json!({ "name": "PALISADE_UPSTREAM_PORT", "value": t.number.to_string() }),
+        json!({ "name": palisade_policy::transport::UPSTREAM_PORT_ENV, "value": t.number.to_string() }),
         json!({ "name": "PALISADE_BUNDLE_CONFIGMAP", "value": cfg.bundle_configmap }),
         json!({ "name": "PALISADE_BUNDLE_PATH", "value": BUNDLE_DIR }),
         json!({ "name": "PALISADE_TRUSTED_HOPS", "value": cfg.trusted_hops.to_string() }),
@@ -399,7 +399,7 @@ fn sidecar_container(cfg: &InjectConfig, t: &Takeover) -> Value {
         json!({ "name": "PALISADE_POD_LABELS_FILE", "value": format!("{TOKEN_DIR}/{LABELS_FILE}") }),
     ];
     if let Some(keys) = &cfg.bundle_keys {
-        env.push(json!({ "name": "PALISADE_BUNDLE_KEYS", "value": keys }));
+        env.push(json!({ "name": palisade_policy::transport::BUNDLE_KEYS_ENV, "value": keys }));
     }
     if cfg.fail_closed {
         env.push(json!({ "name": "PALISADE_FAIL_CLOSED", "value": "true" }));

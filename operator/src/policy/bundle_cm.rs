@@ -20,25 +20,18 @@ use palisade_policy::Encoded;
 use palisade_policy::sign::{self, Domain, KeyRing, Verifier};
 use serde_json::json;
 
-/// Name of the manifest ConfigMap in every protected namespace.
-pub const MANIFEST_CM: &str = "palisade-bundle";
-/// Key of the manifest JSON in [`MANIFEST_CM`].
-pub const MANIFEST_KEY: &str = "manifest.json";
-/// Key of a shard's bytes in its ConfigMap's `binaryData`.
-pub const SHARD_KEY: &str = "shard";
-/// Name of the small ConfigMap holding the detected-client set.
-pub const DETECTED_CM: &str = "palisade-detected";
+pub use palisade_policy::transport::{
+    DETECTED_CM, DETECTED_KEY, MANIFEST_CM, MANIFEST_KEY, OPERATOR_MANAGER as MANAGER, SHARD_KEY,
+};
 /// Largest total of shard bytes copied into the manifest ConfigMap for the mounted fallback
 /// (a ConfigMap holds at most 1 MiB; the rest is left for the manifest).
 pub const INLINE_SHARDS_MAX: usize = 512 * 1024;
-/// The operator's field manager for everything it writes.
-pub const MANAGER: &str = "palisade-operator";
 const ROLE: &str = "palisade-sidecar-bundle-reader";
 const KIND_LABEL: &str = "palisade.dev/bundle";
 
 /// The ConfigMap name of a shard.
 pub fn shard_cm(shard: &str) -> String {
-    format!("{MANIFEST_CM}-{shard}")
+    palisade_policy::transport::shard_cm(MANIFEST_CM, shard)
 }
 
 fn labels(kind: &str) -> serde_json::Value {
@@ -95,9 +88,6 @@ pub fn check_detected_signature(cm: &ConfigMap, ring: &KeyRing) -> Result<(), si
     let verifier = Verifier::parse(&ring.trust_list())?;
     verifier.verify(Domain::Detected, &doc.0, signature)
 }
-
-/// The key of [`DETECTED_CM`] holding the document.
-pub const DETECTED_KEY: &str = "detected";
 
 /// Writes `encoded`, signed with `ring`, into namespace `ns`; returns the bytes written (0
 /// when nothing changed).

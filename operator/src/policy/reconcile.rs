@@ -56,10 +56,23 @@ pub fn needs_reconcile(cm: &ConfigMap, ctx: &Context) -> bool {
     if !is_ours(cm) {
         return true;
     }
-    cm.name_any() == bundle_cm::MANIFEST_CM
-        && ctx
-            .signing_keys()
-            .is_some_and(|ring| bundle_cm::check_signature(cm, &ring).is_err())
+    if cm.name_any() != bundle_cm::MANIFEST_CM {
+        return false;
+    }
+    let Some(ring) = ctx.signing_keys() else {
+        return false;
+    };
+    match bundle_cm::check_signature(cm, &ring) {
+        Ok(()) => false,
+        Err(e) => {
+            // Noted now: a reconcile already in flight may write the operator's bundle over
+            // it before the one this event triggers reads it.
+            if let Some(ns) = cm.namespace() {
+                ctx.foreign_manifest(&ns, e.reason(), e.to_string());
+            }
+            true
+        }
+    }
 }
 
 /// Reconciles namespace `ns`.
@@ -111,12 +124,19 @@ async fn reconcile_namespace(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Ac
         .map_err(Error::kube("reading the referenced ConfigMaps", &name))?;
     let now = jiff::Timestamp::now();
     let current = bundle_cm::current_manifest(client, &name, &ring).await;
+    let seen = ctx.take_foreign_manifest(&name);
     let current = match current.map_err(Error::kube("reading the bundle manifest", &name))? {
         bundle_cm::Current::Missing => None,
-        bundle_cm::Current::Signed(m) => m,
+        bundle_cm::Current::Signed(m) => {
+            // The watch saw a forgery that a reconcile in flight has written over already.
+            if let Some((reason, detail)) = seen {
+                foreign_bundle(&ctx, &ns, reason, &detail).await;
+            }
+            m
+        }
         // Its generation is not continued from: nothing a forger wrote is trusted.
         bundle_cm::Current::Foreign(e) => {
-            foreign_bundle(&ctx, &ns, &e).await;
+            foreign_bundle(&ctx, &ns, e.reason(), &e.to_string()).await;
             None
         }
     };
@@ -357,16 +377,16 @@ async fn report_pods_without_policy(
 
 /// Counts and reports a manifest ConfigMap the operator did not sign; the reconcile then
 /// replaces it with the operator's bundle.
-async fn foreign_bundle(ctx: &Context, ns: &Namespace, e: &palisade_policy::sign::SignError) {
+async fn foreign_bundle(ctx: &Context, ns: &Namespace, reason: &'static str, e: &str) {
     let name = ns.name_any();
-    let labels = crate::metrics::ReasonLabels { reason: e.reason() };
+    let labels = crate::metrics::ReasonLabels { reason };
     ctx.metrics.foreign_bundles.get_or_create(&labels).inc();
     let note = format!(
         "ConfigMap {name}/{} was not written by the Palisade operator: {e}; sidecars ignore \
          it, and it is replaced with the operator's signed bundle",
         bundle_cm::MANIFEST_CM
     );
-    tracing::warn!(namespace = %name, reason = e.reason(), "{note}");
+    tracing::warn!(namespace = %name, reason, "{note}");
     let ev = Event {
         type_: EventType::Warning,
         reason: FOREIGN_BUNDLE.into(),

@@ -293,6 +293,28 @@ impl ControlPlane {
         }
     }
 
+    /// Merges `status` (a JSON object's text, like `{"status": {...}}`) into the status of
+    /// `resource` `name` in `ns`, as the controller that owns it would.
+    pub fn patch_status(
+        &self,
+        ns: &str,
+        resource: &str,
+        name: &str,
+        status: &str,
+    ) -> Result<String, Error> {
+        self.kubectl_ok(&[
+            "-n",
+            ns,
+            "patch",
+            resource,
+            name,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            status,
+        ])
+    }
+
     /// Runs kubectl with `args`, feeding `stdin` (e.g. `apply -f -` of a manifest).
     pub fn kubectl_stdin(&self, args: &[&str], stdin: &str) -> Result<String, Error> {
         use std::io::Write as _;

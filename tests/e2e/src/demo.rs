@@ -66,7 +66,7 @@ impl DemoRun {
     }
 
     /// Every step of the story is in the output: benign 200s, the flag header at the API, a
-    /// 403 from an IP list, the flood as an incident and a detectedBy 403, pause/resume and
+    /// 403 from an IP list and `kubectl palisade explain` saying why, the flood as an incident and a detectedBy 403, pause/resume and
     /// the ttl expiry.
     pub fn assert_story(&self) {
         let stdout = &self.stdout;
@@ -77,6 +77,7 @@ impl DemoRun {
             r#"HTTP 403  {"error":"forbidden"}"#,
             "HTTP 429",
             "palisade.dev/paused=true",
+            "Decision:  DENY 403 by deny-bad-ips",
             "demo complete",
         ] {
             assert!(

@@ -52,6 +52,17 @@ pub use operator::{
 pub use sidecar::Sidecar;
 pub use wait::{eventually, eventually_within, patience};
 
+/// A SecurityAction `deny-one` that denies 192.0.2.1 with 403: a namespace's one action, for
+/// tests about everything around it.
+pub const DENY_ONE: &str = r#"apiVersion: palisade.dev/v1alpha1
+kind: SecurityAction
+metadata: {name: deny-one}
+spec:
+  deny: {status: 403}
+  conditions:
+    ipRanges: [192.0.2.1/32]
+"#;
+
 /// The node of `cp`, or `None` after printing `SKIPPED <test>: <why there is no node>`:
 /// tests that need pods return early with it, so a machine without a node skips them
 /// visibly instead of passing them.

@@ -48,7 +48,12 @@ async fn rounds(op: &Operator, n: f64) {
 async fn a_namespace_whose_clients_are_all_one_proxy_is_warned_once() {
     let cp = ControlPlane::shared();
     let ns = TempNs::new(cp, "clientip").await;
-    let op = Operator::start(cp, "op-clientip", "op-clientip", &scope(&ns));
+    let args = [
+        scope(&ns).to_vec(),
+        vec!["--posture-interval".into(), "1s".into()],
+    ]
+    .concat();
+    let op = Operator::start(cp, "op-clientip", "op-clientip", &args);
     let tok = token(cp, ns.name(), "palisade");
     let c = &op.collector;
     let now = jiff::Timestamp::now;
@@ -95,6 +100,18 @@ async fn a_namespace_whose_clients_are_all_one_proxy_is_warned_once() {
     assert_eq!(
         metric(&op, "palisade_operator_client_ip_proxy_namespaces"),
         1.0
+    );
+    // The namespace's posture carries the warning (its sidecars report, so it uses Palisade),
+    // and `kubectl palisade status` shows it with what to do.
+    let table = eventually("the posture to carry the warning", || async {
+        let out = palisade_e2e::kubectl_palisade(cp, &["status", "-n", ns.name()]);
+        let t = String::from_utf8_lossy(&out.stdout).into_owned();
+        t.contains("ClientIpIsProxy").then_some(t.clone()).ok_or(t)
+    })
+    .await;
+    assert!(
+        table.contains("10.244.0.17") && table.contains("trusted-proxies"),
+        "{table}"
     );
 
     // More of the same, over more rounds: no second warning.

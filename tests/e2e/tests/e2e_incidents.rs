@@ -21,18 +21,8 @@ fn incident(cp: &ControlPlane, ns: &str, name: &str, ago: jiff::SignedDuration, 
         .round(jiff::Unit::Second)
         .expect("round");
     let status = format!(r#"{{"status":{{"lastDetectedTime":"{last}","requests":1}}}}"#);
-    cp.kubectl_ok(&[
-        "-n",
-        ns,
-        "patch",
-        "securityincident",
-        name,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        &status,
-    ])
-    .expect("incident status");
+    cp.patch_status(ns, "securityincident", name, &status)
+        .expect("incident status");
 }
 
 #[tokio::test]

@@ -9,14 +9,7 @@ use palisade_e2e::workspace_bin;
 use palisade_e2e::{ControlPlane, Operator, TempNs, eventually, scope};
 use serde_json::Value;
 
-const ACTION: &str = r#"apiVersion: palisade.dev/v1alpha1
-kind: SecurityAction
-metadata: {name: deny-one}
-spec:
-  deny: {status: 403}
-  conditions:
-    ipRanges: [192.0.2.1/32]
-"#;
+const ACTION: &str = palisade_e2e::DENY_ONE;
 
 fn plugin(cp: &ControlPlane, args: &[&str]) -> Output {
     palisade_e2e::kubectl_palisade(cp, args)
@@ -475,18 +468,8 @@ fn incident(cp: &ControlPlane, ns: &str, name: &str) {
             {"value": "198.51.100.77", "requests": 850}, {"value": "198.51.100.78", "requests": 50}]}},
         "proposedAction": proposed,
     }});
-    cp.kubectl_ok(&[
-        "-n",
-        ns,
-        "patch",
-        "securityincident",
-        name,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        &status.to_string(),
-    ])
-    .expect("incident status");
+    cp.patch_status(ns, "securityincident", name, &status.to_string())
+        .expect("incident status");
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 //! app port no NetworkPolicy closes; a Service aimed at the app's port; a sidecar still on an
 //! old bundle; actions without detection rules), writes it to the SecurityPosture `palisade`
 //! with a score, Events and metrics, and clears each finding once it is fixed: the
-//! NetworkPolicy it offers is applied as it stands. When the namespace stops using Palisade,
+//! NetworkPolicy it offers is applied as it stands. When a namespace stops using Palisade,
 //! its posture goes.
 //!
 //! No network plugin runs here: what is checked is what the NetworkPolicies declare.
@@ -47,14 +47,7 @@ fn service(name: &str, app: &str, target: &str, annotations: &str) -> String {
     )
 }
 
-const ACTION: &str = r#"apiVersion: palisade.dev/v1alpha1
-kind: SecurityAction
-metadata: {name: deny-one}
-spec:
-  deny: {status: 403}
-  conditions:
-    ipRanges: [192.0.2.1/32]
-"#;
+const ACTION: &str = palisade_e2e::DENY_ONE;
 
 const RULE: &str = r#"apiVersion: palisade.dev/v1alpha1
 kind: DetectionRule
@@ -308,9 +301,32 @@ async fn the_posture_finds_what_is_unprotected_and_clears_what_is_fixed() {
             .ok_or(format!("{s}"))
     })
     .await;
+    // The posture lists each sidecar's generation, and `kubectl palisade status` shows it.
+    let s = posture(cp, n).expect("posture");
+    assert_eq!(s["bundleGeneration"].as_u64(), Some(generation), "{s}");
+    assert_eq!(s["sidecarCount"], 1, "{s}");
+    assert_eq!(s["sidecars"][0]["pod"], "web-0", "{s}");
+    assert_eq!(
+        s["sidecars"][0]["generation"].as_u64(),
+        Some(generation - 1),
+        "{s}"
+    );
+    let out = palisade_e2e::kubectl_palisade(cp, &["status", "-n", n]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.trim_start().starts_with("web-0") && l.contains("behind")),
+        "{table}"
+    );
     let (code, msg) = post(&op.collector, &sa, report(generation)).await;
     assert_eq!(code, 202, "{msg}");
-    shows(cp, n, &[], 100).await;
+    let s = shows(cp, n, &[], 100).await;
+    assert_eq!(
+        s["sidecars"][0]["generation"].as_u64(),
+        Some(generation),
+        "{s}"
+    );
 
     // A second Service aimed at the app's port number goes around the sidecar.
     cp.apply(n, &service("direct", "web", "8080", ""))
@@ -327,13 +343,33 @@ async fn the_posture_finds_what_is_unprotected_and_clears_what_is_fixed() {
     )
     .await;
     assert_eq!(status["protectedServices"], "1/2", "{status}");
+}
 
-    // Without actions, rules and injected pods the namespace no longer uses Palisade.
+/// A namespace that stops using Palisade (no action, rule, labelled opt-in, injected pod or
+/// reporting sidecar left) loses its posture and its gauges.
+#[tokio::test]
+async fn a_namespace_that_stops_using_palisade_loses_its_posture() {
+    let cp = ControlPlane::shared();
+    let ns = TempNs::new(cp, "posture-gone").await;
+    let n = ns.name();
+    let args = [
+        scope(&ns).to_vec(),
+        vec!["--posture-interval".into(), "1s".into()],
+    ]
+    .concat();
+    let op = Operator::start(cp, "op-posture-gone", "op-posture-gone", &args);
+    cp.apply(n, ACTION).expect("action");
+    let s = eventually("the posture", || async { posture(cp, n) }).await;
+    assert_eq!(s["score"], 90, "an action without rules: {s}");
+    let labels = format!("namespace=\"{n}\"");
+    eventually("the posture gauge", || async {
+        let m = op.metrics()?;
+        (metric_sum(&m, "palisade_operator_posture_score", &labels) == 90)
+            .then_some(())
+            .ok_or(m)
+    })
+    .await;
     cp.kubectl_ok(&["-n", n, "delete", "securityaction", "deny-one"])
-        .expect("delete");
-    cp.kubectl_ok(&["-n", n, "delete", "detectionrule", "flooder"])
-        .expect("delete");
-    cp.kubectl_ok(&["-n", n, "delete", "pod", "web-0", "--wait=false"])
         .expect("delete");
     eventually("the posture to be deleted", || async {
         match posture(cp, n) {

@@ -39,18 +39,8 @@ fn set_ready(cp: &ControlPlane, ns: &str, pod: &str, ready: bool) {
         r#"{{"status": {{"conditions": [{{"type": "Ready", "status": "{}"}}]}}}}"#,
         if ready { "True" } else { "False" }
     );
-    cp.kubectl_ok(&[
-        "-n",
-        ns,
-        "patch",
-        "pod",
-        pod,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        &patch,
-    ])
-    .expect("pod status patched");
+    cp.patch_status(ns, "pod", pod, &patch)
+        .expect("pod status patched");
 }
 
 fn bundle_generation(cp: &ControlPlane, ns: &str) -> Result<i64, String> {

@@ -623,19 +623,9 @@ fn kube_system_and_the_operator_namespace_are_excluded() {
 /// setting the injector passes on. A renamed variable on either side fails here.
 #[test]
 fn the_sidecar_parses_the_environment_the_injector_writes() {
-    use clap::{CommandFactory as _, Parser as _};
+    use clap::Parser as _;
     use palisade_sidecar::config::Config;
-    let cmd = Config::command();
-    let flags: std::collections::HashMap<String, (String, bool)> = cmd
-        .get_arguments()
-        .filter_map(|a| {
-            let env = a.get_env()?.to_str()?.to_owned();
-            Some((
-                env,
-                (a.get_long()?.to_owned(), a.get_action().takes_values()),
-            ))
-        })
-        .collect();
+    let flags = palisade_sidecar::config::env_flags();
     let keys = palisade_policy::sign::KeyRing::generate(1)
         .expect("key")
         .trust_list();
