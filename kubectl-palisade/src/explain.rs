@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use clap::{CommandFactory as _, Parser as _};
+use clap::Parser as _;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::ResourceExt as _;
 use kube::api::{Api, ListParams};
@@ -111,17 +111,7 @@ pub struct Explanation {
 fn sidecar_config(pod: Option<&Pod>, notes: &mut Vec<String>) -> Config {
     let mut args = vec!["palisade-sidecar".to_owned()];
     if let Some(c) = pod.and_then(sidecar_container) {
-        let cmd = Config::command();
-        let flags: BTreeMap<String, (String, bool)> = cmd
-            .get_arguments()
-            .filter_map(|a| {
-                let env = a.get_env()?.to_str()?.to_owned();
-                Some((
-                    env,
-                    (a.get_long()?.to_owned(), a.get_action().takes_values()),
-                ))
-            })
-            .collect();
+        let flags = palisade_sidecar::config::env_flags();
         for e in c.env.iter().flatten() {
             let (Some(value), Some((long, takes))) = (&e.value, flags.get(&e.name)) else {
                 continue;
