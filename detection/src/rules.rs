@@ -24,7 +24,7 @@ use crate::rule_spec::{
     AnomalyParams, ApiScraperParams, BruteGuessorParams, FlooderParams, OAuthAbuserParams,
     RobotAbuserParams, RuleKind, RuleSpec, RuleType, ScraperParams, TorListParams,
 };
-use crate::stats::ClientWindow;
+use crate::stats::{ClientWindow, Totals};
 use crate::window::{WindowView, Windows};
 
 /// Why a rule fired: the statistic, its threshold and the window it was computed on.
@@ -208,20 +208,28 @@ pub const BASELINE_MARGIN: f64 = 0.3;
 /// (with fewer, the rules judge each client alone).
 pub const BASELINE_MIN_CLIENTS: u64 = 10;
 
-/// The share `part` takes of the requests the app answered for every client but `own`, when
-/// enough other clients make it a baseline; `None` otherwise.
+/// The share `part` takes of the requests the app answered for every client but `own`
+/// (outside surge slices), when enough other clients make it a baseline; `None` otherwise.
 fn baseline(
     view: &WindowView,
     others: u64,
-    own: &ClientWindow,
-    part: fn(&crate::stats::Totals) -> u64,
+    own: &Totals,
+    part: fn(&Totals) -> u64,
 ) -> Option<f64> {
     if others < BASELINE_MIN_CLIENTS {
         return None;
     }
-    let answered = view.totals.answered().saturating_sub(own.totals.answered());
-    let parts = part(&view.totals).saturating_sub(part(&own.totals));
+    let all = view.totals.outside(&view.surge);
+    let answered = all.answered().saturating_sub(own.answered());
+    let parts = part(&all).saturating_sub(part(own));
     Some(ratio(parts, answered))
+}
+
+/// A client's totals outside surge slices (when most of the namespace failed at once, see
+/// [`crate::window::SURGE_MIN_ANSWERED`]): what the error-counting rules judge, so that an
+/// outage and the retry storm after it make nobody a guesser.
+fn judged(c: &ClientWindow) -> Totals {
+    c.totals.outside(&c.surge)
 }
 
 /// Whether `r` stands [`BASELINE_MARGIN`] above the baseline (always, without one).
@@ -232,12 +240,13 @@ fn above_baseline(r: f64, baseline: Option<f64>) -> bool {
 fn brute(p: &BruteGuessorParams, spec: &RuleSpec, view: &WindowView) -> Hits {
     let others = clients_of_kind(spec, view).saturating_sub(1);
     candidates(spec, view)
-        .filter(|(_, c)| c.totals.answered() >= p.min_requests)
-        .map(|(k, c)| {
-            let r = ratio(c.totals.errors, c.totals.answered());
-            (k, c, r)
+        .map(|(k, c)| (k, judged(c)))
+        .filter(|(_, t)| t.answered() >= p.min_requests)
+        .map(|(k, t)| {
+            let r = ratio(t.errors, t.answered());
+            (k, t, r)
         })
-        .filter(|(_, c, r)| above_baseline(*r, baseline(view, others, c, |t| t.errors)))
+        .filter(|(_, t, r)| above_baseline(*r, baseline(view, others, t, |t| t.errors)))
         .map(|(k, _, r)| (*k, r, p.min_error_ratio))
         .filter(|(_, r, min)| r >= min)
         .collect()
@@ -246,13 +255,14 @@ fn brute(p: &BruteGuessorParams, spec: &RuleSpec, view: &WindowView) -> Hits {
 fn robot(p: &RobotAbuserParams, spec: &RuleSpec, view: &WindowView) -> Hits {
     let others = clients_of_kind(spec, view).saturating_sub(1);
     candidates(spec, view)
-        .filter(|(_, c)| c.totals.forbidden >= p.min_forbidden)
-        .filter(|(_, c)| {
-            let r = ratio(c.totals.forbidden, c.totals.answered());
+        .map(|(k, c)| (k, judged(c)))
+        .filter(|(_, t)| t.forbidden >= p.min_forbidden)
+        .filter(|(_, t)| {
+            let r = ratio(t.forbidden, t.answered());
             r >= p.min_forbidden_ratio
-                && above_baseline(r, baseline(view, others, c, |t| t.forbidden))
+                && above_baseline(r, baseline(view, others, t, |t| t.forbidden))
         })
-        .map(|(k, c)| (*k, c.totals.forbidden as f64, p.min_forbidden as f64))
+        .map(|(k, t)| (*k, t.forbidden as f64, p.min_forbidden as f64))
         .collect()
 }
 

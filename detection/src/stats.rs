@@ -244,6 +244,50 @@ pub struct ClientWindow {
     pub user_agents: UaSet,
     /// Distinct access tokens across the window (see [`TokenSketch`]).
     pub tokens: TokenSketch,
+    /// The part of `totals` that fell in surge slices (see [`crate::window`]): answers the
+    /// error-counting rules leave out.
+    pub surge: SurgeCounts,
+}
+
+/// Answers, errors and 403s a client received in surge slices, when most of the namespace
+/// failed at once (see [`crate::window`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SurgeCounts {
+    /// Requests the app answered.
+    pub answered: u64,
+    /// Of those, errors.
+    pub errors: u64,
+    /// Of those, 403s.
+    pub forbidden: u64,
+}
+
+impl SurgeCounts {
+    /// Adds one slice's counts of a client.
+    pub fn add_client(&mut self, c: &ClientCounts) {
+        self.answered += u64::from(c.requests.saturating_sub(c.denied));
+        self.errors += u64::from(c.errors);
+        self.forbidden += u64::from(c.forbidden);
+    }
+
+    /// Adds a slice's totals.
+    pub fn add_totals(&mut self, t: &Totals) {
+        self.answered += t.answered();
+        self.errors += t.errors;
+        self.forbidden += t.forbidden;
+    }
+}
+
+impl Totals {
+    /// These totals without the answers of surge slices: what Brute Guessor and Robot
+    /// Abuser judge (requests, errors and 403s reduced; denials and the rest kept).
+    pub fn outside(&self, surge: &SurgeCounts) -> Totals {
+        Totals {
+            requests: self.requests.saturating_sub(surge.answered),
+            errors: self.errors.saturating_sub(surge.errors),
+            forbidden: self.forbidden.saturating_sub(surge.forbidden),
+            ..*self
+        }
+    }
 }
 
 impl ClientWindow {

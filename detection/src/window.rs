@@ -18,7 +18,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use crate::key::ClientKey;
 use crate::report::Report;
-use crate::stats::{AttrDim, ClientCounts, ClientWindow, Totals};
+use crate::stats::{AttrDim, ClientCounts, ClientWindow, SurgeCounts, Totals};
 
 use crate::topk::{FastHash, Tally, TopK, table_bytes};
 
@@ -332,13 +332,18 @@ impl Ring {
             .filter(move |s| s.epoch >= oldest && s.epoch <= newest)
     }
 
-    /// The sum of `slices` (span left at zero).
+    /// The sum of `slices` (span left at zero), with the surge baseline of those slices.
     fn sum<'a>(&self, slices: impl Iterator<Item = &'a Slice> + Clone) -> WindowView {
         let mut view = WindowView::default();
         // Sized for the largest slice up front: the 24 h sum merges ~100 slices, and
         // rehashing as it grows dominated its cost.
         let largest = slices.clone().map(|s| s.clients.len()).max().unwrap_or(0);
         view.clients.reserve(largest * 2);
+        let mut shares: Vec<f64> = slices
+            .clone()
+            .filter_map(|s| failing(s).share())
+            .collect();
+        view.failing_baseline = crate::anomaly::median_mad(&mut shares).map_or(0.0, |(m, _)| m);
         for s in slices {
             add_slice(&mut view, s);
         }
@@ -346,10 +351,71 @@ impl Ring {
     }
 }
 
+/// The failing share of a slice's IP clients: how many the app answered, and how many of
+/// those got an error for most of their answers.
+#[derive(Debug, Clone, Copy, Default)]
+struct Failing {
+    clients: u64,
+    failing: u64,
+    answered: u64,
+}
+
+impl Failing {
+    fn share(self) -> Option<f64> {
+        (self.clients > 0).then(|| self.failing as f64 / self.clients as f64)
+    }
+}
+
+fn failing(s: &Slice) -> Failing {
+    let mut f = Failing {
+        answered: s.totals.answered(),
+        ..Failing::default()
+    };
+    for (key, c) in s.clients.iter() {
+        let answered = c.requests.saturating_sub(c.denied);
+        if key.kind() != crate::key::ClientKeyKind::Ip || answered == 0 {
+            continue;
+        }
+        f.clients += 1;
+        f.failing += u64::from(c.errors * 2 > answered);
+    }
+    f
+}
+
+/// A slice is a *surge slice* when most of the namespace failed at once: at least
+/// [`SURGE_MIN_ANSWERED`] answers, [`SURGE_MIN_FAILING`] IP clients failing on most of their
+/// requests, and a failing share of at least [`SURGE_MIN_SHARE`] and
+/// [`SURGE_BASELINE_FACTOR`] times the median of the window's other slices. An outage and
+/// the retry storm after it look like this; one client, however loud, cannot (it is one
+/// failing client). Brute Guessor and Robot Abuser leave these slices' answers out.
+pub const SURGE_MIN_ANSWERED: u64 = 200;
+/// See [`SURGE_MIN_ANSWERED`].
+pub const SURGE_MIN_FAILING: u64 = 10;
+/// See [`SURGE_MIN_ANSWERED`].
+pub const SURGE_MIN_SHARE: f64 = 0.1;
+/// See [`SURGE_MIN_ANSWERED`].
+pub const SURGE_BASELINE_FACTOR: f64 = 3.0;
+
+fn is_surge(f: Failing, baseline: f64) -> bool {
+    f.answered >= SURGE_MIN_ANSWERED
+        && f.failing >= SURGE_MIN_FAILING
+        && f.share()
+            .is_some_and(|x| x >= SURGE_MIN_SHARE && x >= SURGE_BASELINE_FACTOR * baseline)
+}
+
 fn add_slice(view: &mut WindowView, s: &Slice) {
+    let surge = is_surge(failing(s), view.failing_baseline);
     view.totals.merge(&s.totals);
+    if surge {
+        view.surge.add_totals(&s.totals);
+        view.surge_slices += 1;
+    }
     for (key, counts) in s.clients.iter() {
-        view.clients.entry(*key).or_default().add(counts);
+        let c = view.clients.entry(*key).or_default();
+        c.add(counts);
+        if surge {
+            c.surge.add_client(counts);
+        }
     }
 }
 
@@ -373,6 +439,13 @@ pub struct WindowView {
     pub totals: Totals,
     /// Per-client sums (clients tracked in at least one slice).
     pub clients: HashMap<ClientKey, ClientWindow, FastHash>,
+    /// The namespace's answers in surge slices (see [`SURGE_MIN_ANSWERED`]).
+    pub surge: SurgeCounts,
+    /// Surge slices in the window.
+    pub surge_slices: u32,
+    /// Median share of failing IP clients over the window's closed slices: what a slice is
+    /// compared with to be a surge slice.
+    pub failing_baseline: f64,
 }
 
 /// One namespace's sliding windows (see the module docs).

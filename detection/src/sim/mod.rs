@@ -32,14 +32,44 @@
 //! - **User agents.** A catalog of 120 browser and app user agents with Zipf popularity;
 //!   a single-user IP uses one (10 %: two), a NAT uses those of its users.
 //!
+//!
+//! # The populations that look like abuse ([`SimConfig::populated`])
+//!
+//! Off in [`SimConfig::default`] (the traffic the end-to-end tests send), on in the
+//! evaluation ([`eval::EvalConfig::default`]):
+//!
+//! - **Mobile carriers (CGNAT).** `cgnat_carriers` carriers, each sharing `cgnat_addresses`
+//!   public IPv4 addresses among `cgnat_users` app users: an address carries the requests,
+//!   logins and tokens of dozens of users, with the app's user agents (one per app version
+//!   and device family, [`APP_VARIANTS`] of them); the
+//!   model spreads a carrier's users evenly over its addresses.
+//! - **Health checkers.** `health_checkers` load-balancer addresses probing `/healthz` every
+//!   `health_every` around the clock, with one user agent and no key.
+//! - **IPv6 households.** `ipv6_households` /64 networks with 1–4 devices each; every device
+//!   uses a privacy address that changes every day (one device in ten: every hour).
+//! - **Integration partners.** `partners` partners, each calling from two servers with its
+//!   own API key at a steady `partner_rate` day and night (at night ~3 % of the requests),
+//!   renewing its token every hour.
+//! - **Outages and retry storms.** `outages_per_day` outages of 5–15 minutes between 08:00
+//!   and 20:00, during which the app answers 503 to everything. Each failed request is
+//!   retried: by most clients with exponential backoff (1, 2, 4, … s, 6 tries), by a share
+//!   `aggressive_retriers` of them every second until the app answers again (the retry
+//!   storm).
+//!
+//! Every request carries an API key (the web front end's for browsers, the mobile app's for
+//! app user agents, a partner's own), except the health checks.
+//!
 //! Not modelled (documented in `docs/detection.md`): weekly seasons and holidays, sessions
-//! (requests are independent), misconfigured benign clients that fail all day, IP churn.
+//! (requests are independent), misconfigured benign clients that fail all day.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use ipnet::{IpNet, Ipv6Net};
 use jiff::{SignedDuration, Timestamp};
 
-use crate::key::KeyHash;
+use crate::key::{ClientKey, KeyHash};
 use crate::rule_spec::RuleType;
 use crate::sequence::PathShape;
 
@@ -199,11 +229,21 @@ pub enum Scenario {
     /// One IP walking the product ids (`/api/v1/products/N`, N + 1, …, from a random id,
     /// 3 % of its requests elsewhere) at 0.3–2 requests per second for 30–120 min.
     ApiScraper,
+    /// A flooder hiding in IPv6: a new address of its /64 for every request, 3–15 requests
+    /// per second for 5–30 min. Invisible by IP; the prefix rule's.
+    RotatingFlooder,
+    /// One API key guessing passwords from 200 addresses in turn (0.2–1 requests per second
+    /// in all, 95 % answered 401, under 40 requests per address) for 30–120 min. Invisible
+    /// by IP; the key rule's.
+    KeyGuessor,
+    /// Password guessing low and slow: one request every 20–60 s (95 % answered 401) for
+    /// 2–4 h, never a burst.
+    LowAndSlow,
 }
 
 impl Scenario {
     /// Every scenario, in rule order.
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 10] = [
         Self::Flooder,
         Self::StaticContentScraper,
         Self::BruteGuessor,
@@ -211,18 +251,32 @@ impl Scenario {
         Self::OAuthAbuser,
         Self::TorList,
         Self::ApiScraper,
+        Self::RotatingFlooder,
+        Self::KeyGuessor,
+        Self::LowAndSlow,
     ];
 
     /// The rule type this scenario is meant to trigger.
     pub fn rule_type(self) -> RuleType {
         match self {
-            Self::Flooder => RuleType::Flooder,
+            Self::Flooder | Self::RotatingFlooder => RuleType::Flooder,
             Self::StaticContentScraper => RuleType::StaticContentScraper,
-            Self::BruteGuessor => RuleType::BruteGuessor,
+            Self::BruteGuessor | Self::KeyGuessor | Self::LowAndSlow => RuleType::BruteGuessor,
             Self::RobotAbuser => RuleType::RobotAbuser,
             Self::OAuthAbuser => RuleType::OAuthAbuser,
             Self::TorList => RuleType::TorList,
             Self::ApiScraper => RuleType::ApiScraper,
+        }
+    }
+
+    /// The client key the scenario's attacker is caught by: its /64 for the rotating
+    /// flooder, its API key for the key guessor, its address otherwise.
+    pub fn client_key(self) -> crate::key::ClientKeyKind {
+        use crate::key::ClientKeyKind;
+        match self {
+            Self::RotatingFlooder => ClientKeyKind::IpPrefix,
+            Self::KeyGuessor => ClientKeyKind::ApiKey,
+            _ => ClientKeyKind::Ip,
         }
     }
 
@@ -236,6 +290,9 @@ impl Scenario {
             Self::OAuthAbuser => "oauth-abuser",
             Self::TorList => "tor-list",
             Self::ApiScraper => "api-scraper",
+            Self::RotatingFlooder => "rotating-flooder",
+            Self::KeyGuessor => "key-guessor",
+            Self::LowAndSlow => "low-and-slow",
         }
     }
 
@@ -282,6 +339,109 @@ pub struct SimConfig {
     /// Length of every attack, instead of the scenario's random length (still cut at the
     /// end of its slot).
     pub attack_duration: Option<SignedDuration>,
+    /// Mobile carriers sharing addresses among their users (CGNAT; default 0, populated 2).
+    pub cgnat_carriers: u32,
+    /// Public addresses per carrier (default 32).
+    pub cgnat_addresses: u32,
+    /// App users per carrier (default 1500).
+    pub cgnat_users: u32,
+    /// Load-balancer health checkers (default 0, populated 3).
+    pub health_checkers: u32,
+    /// How often each checker probes (default 5 s).
+    pub health_every: SignedDuration,
+    /// IPv6 households, a /64 each (default 0, populated 400).
+    pub ipv6_households: u32,
+    /// Integration partners with their own API key (default 0, populated 3).
+    pub partners: u32,
+    /// Requests per second of each partner, day and night (default 0.25).
+    pub partner_rate: f64,
+    /// Outages per simulated day, 5–15 min each between 08:00 and 20:00 (default 0,
+    /// populated 1).
+    pub outages_per_day: u32,
+    /// Share of clients that retry a failed request every second until it succeeds
+    /// (default 0.1); the others back off exponentially.
+    pub aggressive_retriers: f64,
+}
+
+impl SimConfig {
+    /// The default model with every population that looks like abuse (see the module docs):
+    /// what the evaluation runs.
+    pub fn populated() -> Self {
+        Self {
+            cgnat_carriers: 2,
+            health_checkers: 3,
+            ipv6_households: 400,
+            partners: 3,
+            outages_per_day: 1,
+            ..Self::default()
+        }
+    }
+}
+
+/// A benign population of the model (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Population {
+    /// A single user's address.
+    SingleUser,
+    /// An office NAT gateway (20–300 users).
+    Office,
+    /// A mobile carrier's shared address (CGNAT).
+    MobileCarrier,
+    /// A load-balancer health checker.
+    HealthChecker,
+    /// An IPv6 household (its /64; devices with privacy addresses).
+    Ipv6Household,
+    /// An integration partner (its servers and its API key).
+    Partner,
+    /// A client that retried every second through an outage (also counted in its own
+    /// population).
+    AggressiveRetrier,
+    /// The API keys of the web front end and of the mobile app, shared by their users.
+    SharedAppKey,
+}
+
+impl Population {
+    /// Every population, in table order.
+    pub const ALL: [Population; 8] = [
+        Self::SingleUser,
+        Self::Office,
+        Self::MobileCarrier,
+        Self::HealthChecker,
+        Self::Ipv6Household,
+        Self::Partner,
+        Self::AggressiveRetrier,
+        Self::SharedAppKey,
+    ];
+
+    /// How the evaluation's table names it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::SingleUser => "single users",
+            Self::Office => "office NAT gateways",
+            Self::MobileCarrier => "mobile carrier CGNAT addresses",
+            Self::HealthChecker => "load-balancer health checkers",
+            Self::Ipv6Household => "IPv6 households (/64, privacy addresses)",
+            Self::Partner => "integration partners (servers and key)",
+            Self::AggressiveRetrier => "aggressive retriers in a retry storm",
+            Self::SharedAppKey => "the web and mobile app keys",
+        }
+    }
+}
+
+/// The API key of the web front end (every browser request carries it).
+pub const WEB_KEY: u32 = 0;
+/// The API key of the mobile app (every app request carries it).
+pub const MOBILE_KEY: u32 = 1;
+/// Partner `j`'s API key is `PARTNER_KEY + j`.
+pub const PARTNER_KEY: u32 = 100;
+/// Attack `a`'s own API key (the key guessor's) is `ATTACK_KEY + a`.
+pub const ATTACK_KEY: u32 = 10_000;
+/// Mobile app user agents: one per app version and device family.
+pub const APP_VARIANTS: usize = 40;
+
+/// The digest the model gives API key `id` (as the sidecar would hash the key's text).
+pub fn api_key_hash(id: u32) -> KeyHash {
+    KeyHash::of(format!("sim-api-key-{id}").as_bytes())
 }
 
 impl Default for SimConfig {
@@ -303,6 +463,16 @@ impl Default for SimConfig {
             warmup: SignedDuration::ZERO,
             attack_rate: None,
             attack_duration: None,
+            cgnat_carriers: 0,
+            cgnat_addresses: 32,
+            cgnat_users: 1500,
+            health_checkers: 0,
+            health_every: SignedDuration::from_secs(5),
+            ipv6_households: 0,
+            partners: 0,
+            partner_rate: 0.25,
+            outages_per_day: 0,
+            aggressive_retriers: 0.1,
         }
     }
 }
@@ -322,6 +492,8 @@ pub enum PathKind {
     Login,
     /// Paths the app forbids (403).
     Forbidden,
+    /// The health-check endpoint.
+    Health,
 }
 
 /// One path of the catalog.
@@ -344,8 +516,12 @@ pub struct Attack {
     pub scenario: Scenario,
     /// Client indices of its IPs.
     pub clients: Vec<u32>,
-    /// Its IPs.
+    /// Its IPv4 addresses (none for the rotating flooder).
     pub ips: Vec<IpAddr>,
+    /// The /64 the rotating flooder's addresses come from.
+    pub prefix: Option<IpNet>,
+    /// Its own API key (the key guessor's).
+    pub key: Option<u32>,
     /// First request (virtual time).
     pub start: Timestamp,
     /// End (exclusive).
@@ -354,6 +530,28 @@ pub struct Attack {
     pub rate: f64,
     /// The user agent it uses (catalog index).
     pub ua: u16,
+}
+
+impl Attack {
+    /// The clients a rule of the scenario's key kind must detect (recall counts these).
+    pub fn identities(&self) -> Vec<ClientKey> {
+        match (self.prefix, self.key) {
+            (Some(net), _) => vec![ClientKey::IpPrefix(net)],
+            (None, Some(k)) => vec![ClientKey::ApiKey(api_key_hash(k))],
+            (None, None) => self.ips.iter().map(|ip| ClientKey::Ip(*ip)).collect(),
+        }
+    }
+}
+
+/// Whom a detected client key belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Who {
+    /// An injected attack (index in [`GroundTruth::attacks`]).
+    Attacker(u32),
+    /// A benign population.
+    Benign(Population),
+    /// Nobody the model knows (should not happen).
+    Unknown,
 }
 
 /// What is true about a run: who the attackers are and when they attack.
@@ -367,12 +565,72 @@ pub struct GroundTruth {
     pub nat: Vec<IpAddr>,
     /// The Tor exit list to give the TorList rule (the Tor attackers' IPs and unseen exits).
     pub tor_exits: Vec<IpAddr>,
+    /// Every benign IPv4 address and IPv6 /64 with its population.
+    pub populations: HashMap<IpNet, Population>,
+    /// The outages: the app answers 503 to everything from start to end.
+    pub outages: Vec<(Timestamp, Timestamp)>,
 }
 
 impl GroundTruth {
     /// The attack `ip` belongs to, if any.
     pub fn attack_of(&self, ip: IpAddr) -> Option<&Attack> {
-        self.attacks.iter().find(|a| a.ips.contains(&ip))
+        self.attacks
+            .iter()
+            .find(|a| a.ips.contains(&ip) || a.prefix.is_some_and(|n| n.contains(&ip)))
+    }
+
+    /// Whom `key` belongs to: an attack, or a benign population (an address or prefix by
+    /// its /64 or address, an API key by its owner). Aggressive retriers are reported by
+    /// their own population here (the evaluation counts them apart).
+    pub fn who(&self, key: &ClientKey) -> Who {
+        let by_net = |net: IpNet| -> Who {
+            if let Some(a) = self
+                .attacks
+                .iter()
+                .find(|a| a.prefix == Some(net) || a.ips.iter().any(|ip| IpNet::from(*ip) == net))
+            {
+                return Who::Attacker(a.id);
+            }
+            self.populations
+                .get(&net)
+                .map_or(Who::Unknown, |p| Who::Benign(*p))
+        };
+        match key {
+            ClientKey::Ip(ip) => by_net(identity_net(*ip)),
+            ClientKey::IpPrefix(net) => match net {
+                IpNet::V4(_) => by_net(*net),
+                IpNet::V6(v6) if v6.prefix_len() <= 64 => {
+                    // A /64 or wider: whoever owns the /64s inside it (the model gives
+                    // each owner its own /64).
+                    let first = identity_net(net.network());
+                    by_net(first)
+                }
+                IpNet::V6(v6) => by_net(identity_net(IpAddr::V6(v6.network()))),
+            },
+            ClientKey::ApiKey(h) => {
+                if let Some(a) = self
+                    .attacks
+                    .iter()
+                    .find(|a| a.key.is_some_and(|k| api_key_hash(k) == *h))
+                {
+                    return Who::Attacker(a.id);
+                }
+                if *h == api_key_hash(WEB_KEY) || *h == api_key_hash(MOBILE_KEY) {
+                    return Who::Benign(Population::SharedAppKey);
+                }
+                Who::Benign(Population::Partner)
+            }
+            _ => Who::Unknown,
+        }
+    }
+}
+
+/// The network the model identifies a client by: an IPv4 address as a /32, an IPv6 address
+/// by its /64.
+pub fn identity_net(ip: IpAddr) -> IpNet {
+    match ip {
+        IpAddr::V4(v4) => IpNet::from(IpAddr::V4(v4)),
+        IpAddr::V6(v6) => IpNet::V6(Ipv6Net::new_assert(v6, 64).trunc()),
     }
 }
 
@@ -400,6 +658,31 @@ pub struct SimRequest {
     pub token: Option<(u32, u32)>,
     /// The attack it belongs to.
     pub attack: Option<u32>,
+    /// The API key it carries (see [`api_key_hash`]).
+    pub api_key: Option<u32>,
+    /// Whether it is a retry of a request the app failed during an outage.
+    pub retry: bool,
+}
+
+/// Which API key a client's requests carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyUse {
+    /// The web key for browsers, the mobile key for app user agents.
+    ByAgent,
+    /// This one.
+    Fixed(u32),
+    /// None.
+    Keyless,
+}
+
+/// An IPv6 device: its /64 and how it picks its address.
+#[derive(Debug, Clone, Copy)]
+struct V6Device {
+    prefix: u128,
+    seed: u64,
+    /// Seconds an address lasts (0: a new one per request).
+    every: i64,
+    phase: i64,
 }
 
 struct Client {
@@ -410,6 +693,47 @@ struct Client {
     next: u32,
     /// Successful token calls so far: the client's token is its number (0 = none yet).
     sessions: u32,
+    v6: Option<V6Device>,
+    key: KeyUse,
+    aggressive: bool,
+    /// A retry chain of this client is pending.
+    retrying: bool,
+    /// Retries sent so far.
+    retries: u32,
+}
+
+impl Client {
+    fn new(ip: IpAddr, uas: Vec<u16>) -> Self {
+        Self {
+            ip,
+            uas,
+            next: 0,
+            sessions: 0,
+            v6: None,
+            key: KeyUse::ByAgent,
+            aggressive: false,
+            retrying: false,
+            retries: 0,
+        }
+    }
+}
+
+/// A pending retry: when, who, what, which try.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Retry {
+    at_ns: i64,
+    client: u32,
+    path: u32,
+    ua: u16,
+    attempt: u32,
+}
+
+/// Mixes `x` (SplitMix64's finaliser).
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
 }
 
 /// The request stream of one run (see the module docs).
@@ -437,6 +761,13 @@ pub struct Traffic {
     listing: u32,
     pages: Vec<u32>,
     products: Vec<u32>,
+    health: u32,
+    /// Client indices of the health checkers, and of each partner's servers.
+    checkers: Vec<u32>,
+    partners: Vec<Vec<u32>>,
+    /// Outages as offsets from the start, in nanoseconds.
+    outages_ns: Vec<(i64, i64)>,
+    retries: BinaryHeap<Reverse<Retry>>,
     second: i64,
     seconds: i64,
     logins_per_sec: f64,
@@ -461,6 +792,15 @@ const UA_APPS: [&str; 6] = [
     "python-requests/2.32.3",
 ];
 
+/// Browser user agents at the head of the catalog.
+const BROWSERS: usize = 114;
+/// The health checkers' user agent (catalog index).
+const CHECKER_UA: u16 = (BROWSERS + UA_APPS.len()) as u16;
+/// The partners' user agent.
+const PARTNER_UA: u16 = (BROWSERS + 3) as u16;
+/// The first mobile app variant.
+const APP_FIRST: u16 = CHECKER_UA + 1;
+
 fn ua_catalog() -> Vec<String> {
     let oses = [
         "Windows NT 10.0; Win64; x64",
@@ -480,8 +820,27 @@ fn ua_catalog() -> Vec<String> {
             ));
         }
     }
-    out.truncate(114);
+    out.truncate(BROWSERS);
     out.extend(UA_APPS.iter().map(|s| (*s).to_owned()));
+    out.push("ELB-HealthChecker/2.0".to_owned());
+    let devices = [
+        "iPhone; iOS 17.6",
+        "iPhone; iOS 18.1",
+        "iPhone; iOS 18.2",
+        "iPad; iPadOS 18.1",
+        "Android 13; SM-A546B",
+        "Android 14; SM-S918B",
+        "Android 14; Pixel 7",
+        "Android 15; Pixel 8",
+        "Android 15; SM-S921B",
+        "Android 12; Redmi Note 11",
+    ];
+    for v in ["5.0", "5.1", "5.2", "5.3"] {
+        for d in devices {
+            out.push(format!("ShopApp/{v} ({d})"));
+        }
+    }
+    debug_assert_eq!(out.len(), usize::from(APP_FIRST) + APP_VARIANTS);
     out
 }
 
@@ -548,6 +907,7 @@ impl Traffic {
             (paths.len() - 1) as u32
         };
         let token = add(TOKEN_PATH, PathKind::Token, 1_200.0);
+        let health = add("/healthz", PathKind::Health, 40.0);
         let login = add("/api/v1/login", PathKind::Login, 300.0);
         let forbidden = [
             "/admin",
@@ -612,7 +972,7 @@ impl Traffic {
         let uas = ua_catalog();
         let ua_hashes = uas.iter().map(|u| KeyHash::of(u.as_bytes())).collect();
         // Browsers by popularity; the app user agents are picked explicitly.
-        let ua_pick = Weighted::zipf(uas.len() - UA_APPS.len(), 1.0);
+        let ua_pick = Weighted::zipf(BROWSERS, 1.0);
         let ip_of = |i: u32| IpAddr::V4(Ipv4Addr::from(u32::from(cfg.ip_base) + i));
 
         let mut clients = Vec::new();
@@ -626,12 +986,7 @@ impl Traffic {
                 // A phone app next to the browser.
                 uas.push(ua_catalog_app_index(&mut rng));
             }
-            clients.push(Client {
-                ip: ip_of(i),
-                uas,
-                next: 0,
-                sessions: 0,
-            });
+            clients.push(Client::new(ip_of(i), uas));
             truth.benign.push(ip_of(i));
             weights.push(zipf(i + 1));
             users.push(1.0);
@@ -644,20 +999,101 @@ impl Traffic {
             let uas = (0..n.min(24))
                 .map(|_| ua_pick.sample(&mut rng) as u16)
                 .collect();
-            clients.push(Client {
-                ip: ip_of(i),
-                uas,
-                next: 0,
-                sessions: 0,
-            });
+            clients.push(Client::new(ip_of(i), uas));
             truth.nat.push(ip_of(i));
             // Office users are busier than the average single IP.
             weights.push(f64::from(n) * mean_weight * 1.5);
             users.push(f64::from(n));
         }
+        for ip in &truth.benign {
+            truth.populations.insert(IpNet::from(*ip), Population::SingleUser);
+        }
+        for ip in &truth.nat {
+            truth.populations.insert(IpNet::from(*ip), Population::Office);
+        }
+        // The populations that look like abuse draw from their own generator, so that the
+        // default model's traffic stays what it was for a seed.
+        let mut pop = Rng::new(cfg.seed ^ 0x5EED_0F_9090);
+        for _ in 0..cfg.cgnat_carriers {
+            let per = f64::from(cfg.cgnat_users) / f64::from(cfg.cgnat_addresses.max(1));
+            for _ in 0..cfg.cgnat_addresses {
+                let ip = ip_of(clients.len() as u32);
+                let uas = (0..(per.ceil() as u32).clamp(1, 24))
+                    .map(|_| APP_FIRST + pop.below(APP_VARIANTS as u64) as u16)
+                    .collect();
+                clients.push(Client::new(ip, uas));
+                truth.populations.insert(IpNet::from(ip), Population::MobileCarrier);
+                weights.push(per * mean_weight);
+                users.push(per);
+            }
+        }
+        for h in 0..cfg.ipv6_households {
+            // 2001:db8:1000:h::/64
+            let prefix = 0x2001_0db8_u128 << 96 | u128::from(0x1000_0000 + h) << 64;
+            let net = IpNet::V6(Ipv6Net::new_assert(Ipv6Addr::from(prefix), 64));
+            truth.populations.insert(net, Population::Ipv6Household);
+            for _ in 0..1 + pop.below(4) {
+                let mut c = Client::new(
+                    IpAddr::V6(Ipv6Addr::from(prefix)),
+                    vec![ua_pick.sample(&mut pop) as u16],
+                );
+                c.v6 = Some(V6Device {
+                    prefix,
+                    seed: pop.next_u64(),
+                    every: if pop.chance(0.1) { 3600 } else { 86_400 },
+                    phase: pop.below(86_400) as i64,
+                });
+                clients.push(c);
+                // As busy as a single user of a random rank.
+                weights.push(zipf(1 + pop.below(u64::from(cfg.clients.max(1))) as u32));
+                users.push(1.0);
+            }
+        }
+        for (i, c) in clients.iter_mut().enumerate() {
+            let draw = (mix(cfg.seed ^ (i as u64) << 20) >> 11) as f64 / (1u64 << 53) as f64;
+            c.aggressive = draw < cfg.aggressive_retriers;
+        }
         let total_users: f64 = users.iter().sum();
         let activity = Weighted::new(weights);
         let logins = Weighted::new(users);
+        // Clients outside the activity sampling (they keep their own pace).
+        let mut partners = Vec::new();
+        for j in 0..cfg.partners {
+            let servers = (0..2)
+                .map(|_| {
+                    let i = clients.len() as u32;
+                    let mut c = Client::new(ip_of(i), vec![PARTNER_UA]);
+                    c.key = KeyUse::Fixed(PARTNER_KEY + j);
+                    truth.populations.insert(IpNet::from(ip_of(i)), Population::Partner);
+                    clients.push(c);
+                    i
+                })
+                .collect();
+            partners.push(servers);
+        }
+        let mut checkers = Vec::new();
+        for _ in 0..cfg.health_checkers {
+            let i = clients.len() as u32;
+            let mut c = Client::new(ip_of(i), vec![CHECKER_UA]);
+            c.key = KeyUse::Keyless;
+            truth.populations.insert(IpNet::from(ip_of(i)), Population::HealthChecker);
+            clients.push(c);
+            checkers.push(i);
+        }
+        let seconds_total = cfg.duration.as_secs().max(1);
+        let mut outages_ns = Vec::new();
+        let midnight = cfg.start.as_second().rem_euclid(86_400);
+        for day in 0..=seconds_total / 86_400 {
+            for _ in 0..cfg.outages_per_day {
+                let from = day * 86_400 - midnight + 8 * 3600 + pop.below(12 * 3600 - 900) as i64;
+                let len = pop.range(300.0, 900.0) as i64;
+                if from >= 0 && from < seconds_total {
+                    let at = |s: i64| cfg.start + SignedDuration::from_secs(s);
+                    truth.outages.push((at(from), at((from + len).min(seconds_total))));
+                    outages_ns.push((from * 1_000_000_000, (from + len) * 1_000_000_000));
+                }
+            }
+        }
         let seconds = cfg.duration.as_secs().max(1);
         let mut me = Self {
             logins_per_sec: total_users * cfg.logins_per_user_day / 86_400.0,
@@ -681,6 +1117,11 @@ impl Traffic {
             listing,
             pages,
             products,
+            health,
+            checkers,
+            partners,
+            outages_ns,
+            retries: BinaryHeap::new(),
             second: 0,
             seconds,
         };
@@ -720,6 +1161,15 @@ impl Traffic {
                     }
                     Scenario::TorList => (3, r.range(0.02, 0.2), r.range(10.0, 60.0), 3),
                     Scenario::ApiScraper => (1, r.range(0.3, 2.0), r.range(30.0, 120.0), 119),
+                    Scenario::RotatingFlooder => {
+                        (1, r.range(3.0, 15.0), r.range(5.0, 30.0), 119)
+                    }
+                    Scenario::KeyGuessor => {
+                        (200, r.range(0.2, 1.0) / 200.0, r.range(30.0, 120.0), 116)
+                    }
+                    Scenario::LowAndSlow => {
+                        (1, 1.0 / r.range(20.0, 60.0), r.range(120.0, 240.0), 2)
+                    }
                 };
                 let rate = self.cfg.attack_rate.unwrap_or(rate);
                 let length = self
@@ -728,21 +1178,37 @@ impl Traffic {
                     .map_or(mins * 60.0, |d| d.as_secs_f64());
                 let end = (begin + length).min(warmup + span * f64::from(slot) - 1.0);
                 let first = self.clients.len() as u32;
+                let id = self.truth.attacks.len() as u32;
                 let mut attack_ips = Vec::new();
                 let mut ids = Vec::new();
+                let mut prefix = None;
+                let key = (*scenario == Scenario::KeyGuessor).then_some(ATTACK_KEY + id);
                 for i in 0..ips {
                     let ip = IpAddr::V4(Ipv4Addr::from(u32::from(self.cfg.ip_base) + first + i));
                     let next = match scenario {
                         Scenario::ApiScraper => self.rng.below(u64::from(CATALOG_PRODUCTS)) as u32,
                         _ => 0,
                     };
-                    self.clients.push(Client {
-                        ip,
-                        uas: vec![ua],
-                        next,
-                        sessions: 0,
-                    });
-                    attack_ips.push(ip);
+                    let mut c = Client::new(ip, vec![ua]);
+                    c.next = next;
+                    if let Some(k) = key {
+                        c.key = KeyUse::Fixed(k);
+                    }
+                    if *scenario == Scenario::RotatingFlooder {
+                        // 2001:db8:dead:<attack>::/64, a new address per request.
+                        let bits = 0x2001_0db8_dead_u128 << 80 | u128::from(id) << 64;
+                        prefix = Some(IpNet::V6(Ipv6Net::new_assert(Ipv6Addr::from(bits), 64)));
+                        c.ip = IpAddr::V6(Ipv6Addr::from(bits));
+                        c.v6 = Some(V6Device {
+                            prefix: bits,
+                            seed: u64::from(id),
+                            every: 0,
+                            phase: 0,
+                        });
+                    } else {
+                        attack_ips.push(ip);
+                    }
+                    self.clients.push(c);
                     ids.push(first + i);
                 }
                 if *scenario == Scenario::TorList {
@@ -750,10 +1216,12 @@ impl Traffic {
                 }
                 let at = |s: f64| self.cfg.start + SignedDuration::from_millis((s * 1000.0) as i64);
                 self.truth.attacks.push(Attack {
-                    id: self.truth.attacks.len() as u32,
+                    id,
                     scenario: *scenario,
                     clients: ids,
                     ips: attack_ips,
+                    prefix,
+                    key,
                     start: at(begin),
                     end: at(end),
                     rate,
@@ -826,6 +1294,28 @@ impl Traffic {
         self.second += 1;
         let base_ns = sec * 1_000_000_000;
         let mut out = Vec::new();
+        self.due_retries(base_ns + 1_000_000_000, &mut out);
+        let every = self.cfg.health_every.as_secs().max(1);
+        for j in 0..self.checkers.len() {
+            if (sec + 2 * j as i64) % every == 0 {
+                let at = base_ns + j as i64 * 100_000_000;
+                let client = self.checkers[j];
+                out.push(self.request(at, client, self.health, 200, CHECKER_UA, None));
+            }
+        }
+        for j in 0..self.partners.len() {
+            let servers = self.partners[j].clone();
+            for _ in 0..self.rng.poisson(self.cfg.partner_rate) {
+                let client = servers[self.rng.below(servers.len() as u64) as usize];
+                let path = self.path_pick.sample(&mut self.rng) as u32;
+                let at = base_ns + self.rng.below(1_000_000_000) as i64;
+                out.push(self.benign_request(at, client, path, PARTNER_UA));
+            }
+            if sec % 3600 == (j as i64 * 600) % 3600 {
+                let at = base_ns + 500_000_000;
+                out.push(self.request(at, servers[0], self.token, 200, PARTNER_UA, None));
+            }
+        }
         let n = self.rng.poisson(self.benign_rate(sec as f64 + 0.5));
         for _ in 0..n {
             let client = self.activity.sample(&mut self.rng) as u32;
@@ -868,6 +1358,76 @@ impl Traffic {
         Some(out)
     }
 
+    /// Whether the app is down at `at_ns` (offset from the start).
+    fn in_outage(&self, at_ns: i64) -> bool {
+        self.outages_ns.iter().any(|(a, b)| at_ns >= *a && at_ns < *b)
+    }
+
+    /// Sends the retries due before `end_ns` and schedules the next tries of those that
+    /// fail again.
+    fn due_retries(&mut self, end_ns: i64, out: &mut Vec<SimRequest>) {
+        while let Some(Reverse(r)) = self.retries.peek().copied() {
+            if r.at_ns >= end_ns {
+                break;
+            }
+            self.retries.pop();
+            let mut req = self.request(r.at_ns, r.client, r.path, 200, r.ua, None);
+            req.retry = true;
+            let aggressive = self.clients[r.client as usize].aggressive;
+            self.clients[r.client as usize].retries += 1;
+            let again = match (req.status == 503, aggressive) {
+                (false, _) => None,
+                (true, true) if r.attempt < 3600 => Some(self.rng.range(0.9, 1.1)),
+                (true, false) if r.attempt < 6 => {
+                    Some(f64::from(1u32 << r.attempt) * self.rng.range(0.5, 1.5))
+                }
+                (true, _) => None,
+            };
+            match again {
+                Some(delay) => self.retries.push(Reverse(Retry {
+                    at_ns: r.at_ns + (delay * 1e9) as i64,
+                    attempt: r.attempt + 1,
+                    ..r
+                })),
+                None => self.clients[r.client as usize].retrying = false,
+            }
+            out.push(req);
+        }
+    }
+
+    /// Client `i`'s address at `at_ns` (an IPv6 device's privacy address changes).
+    fn ip_at(&mut self, client: u32, at_ns: i64) -> IpAddr {
+        let c = &self.clients[client as usize];
+        let Some(d) = c.v6 else {
+            return c.ip;
+        };
+        let iid = if d.every == 0 {
+            self.rng.next_u64()
+        } else {
+            mix(d.seed ^ ((at_ns / 1_000_000_000 + d.phase) / d.every) as u64)
+        };
+        IpAddr::V6(Ipv6Addr::from(d.prefix | u128::from(iid)))
+    }
+
+    /// How many retries client `i` sent (the retry storm's measure).
+    pub fn retries_of(&self, client: u32) -> u32 {
+        self.clients[client as usize].retries
+    }
+
+    /// Whether client `i` retries every second.
+    pub fn is_aggressive(&self, client: u32) -> bool {
+        self.clients[client as usize].aggressive
+    }
+
+    /// The network the model identifies client `i` by (see [`identity_net`]).
+    pub fn identity(&self, client: u32) -> IpNet {
+        let c = &self.clients[client as usize];
+        match c.v6 {
+            Some(d) => identity_net(IpAddr::V6(Ipv6Addr::from(d.prefix))),
+            None => identity_net(c.ip),
+        }
+    }
+
     fn client_ua(&mut self, client: u32) -> u16 {
         let uas = &self.clients[client as usize].uas;
         uas[self.rng.below(uas.len() as u64) as usize]
@@ -907,7 +1467,7 @@ impl Traffic {
         let r = &mut self.rng;
         let pick = |r: &mut Rng, v: &[u32]| v[r.below(v.len() as u64) as usize];
         let (path, status) = match scenario {
-            Scenario::Flooder => (pick(r, &self.api_hot), 200),
+            Scenario::Flooder | Scenario::RotatingFlooder => (pick(r, &self.api_hot), 200),
             Scenario::StaticContentScraper => {
                 if r.chance(0.5) {
                     (pick(r, &self.videos), 200)
@@ -915,7 +1475,9 @@ impl Traffic {
                     (pick(r, &self.images), 200)
                 }
             }
-            Scenario::BruteGuessor => (self.login, if r.chance(0.95) { 401 } else { 200 }),
+            Scenario::BruteGuessor | Scenario::KeyGuessor | Scenario::LowAndSlow => {
+                (self.login, if r.chance(0.95) { 401 } else { 200 })
+            }
             Scenario::RobotAbuser => {
                 if r.chance(0.55) {
                     (pick(r, &self.forbidden), 403)
@@ -970,6 +1532,9 @@ impl Traffic {
         ua: u16,
         attack: Option<u32>,
     ) -> SimRequest {
+        let failed = !self.outages_ns.is_empty() && self.in_outage(at);
+        let status = if failed { 503 } else { status };
+        let ip = self.ip_at(client, at);
         let spec = &self.paths[path as usize];
         let bytes = match (status, spec.kind) {
             (200, PathKind::Video) => self.rng.range(1_000_000.0, 6_000_000.0),
@@ -982,17 +1547,41 @@ impl Traffic {
         }
         let token =
             (c.sessions > 0 && spec.kind != PathKind::Token).then_some((client, c.sessions));
+        let api_key = match c.key {
+            KeyUse::ByAgent if usize::from(ua) >= BROWSERS => Some(MOBILE_KEY),
+            KeyUse::ByAgent => Some(WEB_KEY),
+            KeyUse::Fixed(k) => Some(k),
+            KeyUse::Keyless => None,
+        };
+        let token_endpoint = spec.kind == PathKind::Token;
+        if failed && attack.is_none() && !c.retrying && c.key != KeyUse::Keyless {
+            c.retrying = true;
+            let delay = if c.aggressive {
+                1.0
+            } else {
+                self.rng.range(0.5, 1.5)
+            };
+            self.retries.push(Reverse(Retry {
+                at_ns: at + (delay * 1e9) as i64,
+                client,
+                path,
+                ua,
+                attempt: 1,
+            }));
+        }
         SimRequest {
             token,
             offset_ns: at,
             client,
-            ip: self.clients[client as usize].ip,
+            ip,
             path,
             status,
             bytes,
-            token_endpoint: spec.kind == PathKind::Token,
+            token_endpoint,
             ua,
             attack,
+            api_key,
+            retry: false,
         }
     }
 }

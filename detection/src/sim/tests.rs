@@ -102,7 +102,21 @@ fn attacks_happen_from_their_ips_between_start_and_end() {
         for r in &mine {
             let at = origin + SignedDuration::from_nanos(r.offset_ns);
             assert!(at >= a.start && at < a.end, "{:?} at {at}", a.scenario);
-            assert!(a.ips.contains(&r.ip));
+            assert!(
+                a.ips.contains(&r.ip) || a.prefix.is_some_and(|n| n.contains(&r.ip)),
+                "{:?} from {}",
+                a.scenario,
+                r.ip
+            );
+        }
+        if a.scenario == Scenario::RotatingFlooder {
+            let addrs: std::collections::HashSet<IpAddr> = mine.iter().map(|r| r.ip).collect();
+            assert_eq!(addrs.len(), mine.len(), "a new address per request");
+        }
+        if a.scenario == Scenario::KeyGuessor {
+            let addrs: std::collections::HashSet<IpAddr> = mine.iter().map(|r| r.ip).collect();
+            assert!(addrs.len() > 20, "{} addresses", addrs.len());
+            assert!(mine.iter().all(|r| r.api_key == a.key));
         }
         assert!(!truth.benign.iter().any(|ip| a.ips.contains(ip)));
     }
