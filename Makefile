@@ -68,7 +68,7 @@ bench-profile: ## Instructions per proxied request under callgrind: sidecar vs n
 	$(CARGO) build --release -p palisade-sidecar -p palisade-bench
 	python3 bench/bench.py profile
 
-EVAL_DAYS ?= 2
+EVAL_DAYS ?= 1
 eval-detection: ## Score the detection rules on the seeded traffic model (virtual clock) -> bench/results/detection.md. EVAL_DAYS=n: days per scenario.
 	$(CARGO) build --release -p palisade-bench --bin palisade-loadgen
 	$(CARGO_TARGET_DIR)/release/palisade-loadgen eval --days $(EVAL_DAYS) --out bench/results/detection.md

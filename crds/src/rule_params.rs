@@ -224,8 +224,9 @@ pub enum Sensitivity {
     High,
 }
 
-/// Advanced Anomaly: learns the namespace's traffic (volume, errors, latency, sizes, regions,
-/// with its daily and weekly seasons) and names the clients behind a significant shift.
+/// Advanced Anomaly: a peer-outlier test. Each client's request count in the 5-minute
+/// window is compared with the namespace's other clients (a robust z-score of log counts);
+/// it learns no history and no seasons, and looks at volume only.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AdvancedAnomalyParams {

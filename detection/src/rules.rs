@@ -210,12 +210,7 @@ pub const BASELINE_MIN_CLIENTS: u64 = 10;
 
 /// The share `part` takes of the requests the app answered for every client but `own`
 /// (outside surge slices), when enough other clients make it a baseline; `None` otherwise.
-fn baseline(
-    view: &WindowView,
-    others: u64,
-    own: &Totals,
-    part: fn(&Totals) -> u64,
-) -> Option<f64> {
+fn baseline(view: &WindowView, others: u64, own: &Totals, part: fn(&Totals) -> u64) -> Option<f64> {
     if others < BASELINE_MIN_CLIENTS {
         return None;
     }

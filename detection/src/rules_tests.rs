@@ -976,3 +976,71 @@ fn an_upstream_forbidding_everyone_makes_no_robot_abuser() {
         .collect();
     assert!(run(&win(&with(healthy, robot_like)), &robot(), 10).contains("Robot", &ipk(1)));
 }
+
+/// 24 h of 15-minute slices: `healthy(slice)` for every slice, `extra(slice)` added.
+fn day_of_slices(extra: impl Fn(i64) -> Vec<(ClientKey, ClientCounts)>) -> (Windows, i64) {
+    let mut w = Windows::new(&WindowConfig::default());
+    let mut seq = 0;
+    for slice in 0..96i64 {
+        let at = slice * 900;
+        // 40 ordinary clients, a few errors each (404s).
+        let mut clients: Vec<_> = (0..40).map(|i| (ipk(100 + i), errs(30, 1, 0))).collect();
+        clients.extend(extra(slice));
+        seq += 1;
+        w.merge(&report("a", seq, at, &clients), t(at + 1));
+    }
+    (w, 95 * 900 + 10)
+}
+
+/// A ten-minute outage at slice 50 (every client failing, the aggressive ones retrying every
+/// second) is a surge slice: its answers are left out, so the retriers are no guessers,
+/// while a guesser working through the rest of the day is one.
+#[test]
+fn an_outage_and_its_retry_storm_make_no_guesser_but_a_guesser_outside_it_stands_out() {
+    const OUTAGE: i64 = 50;
+    let (w, now) = day_of_slices(|slice| {
+        let mut extra = Vec::new();
+        if slice == OUTAGE {
+            // Everyone fails; 20 aggressive retriers send 600 failing retries each.
+            extra.extend((0..40).map(|i| (ipk(100 + i), errs(20, 20, 0))));
+            extra.extend((0..20).map(|i| (ipk(300 + i), errs(600, 600, 0))));
+        }
+        // A guesser: 10 attempts a slice, 9 failing, all day.
+        extra.push((ipk(1), errs(10, 9, 0)));
+        extra
+    });
+    let view = w.long(t(now));
+    assert_eq!(view.surge_slices, 1, "the outage slice and no other");
+    let found = run(&w, &brute(), now);
+    assert!(found.contains("Brute", &ipk(1)), "{found:?}");
+    assert_eq!(found.len(), 1, "only the guesser: {found:?}");
+    // The retriers' 600 failures are all in the surge slice; the guesser's are not.
+    assert_eq!(view.clients[&ipk(300)].surge.errors, 600);
+    assert_eq!(view.clients[&ipk(1)].surge.errors, 9);
+}
+
+/// A guesser loud enough to make most of a slice's errors is still one failing client: it
+/// cannot declare a surge and hide in it.
+#[test]
+fn a_loud_guesser_cannot_make_a_surge_of_its_own() {
+    let (w, now) = day_of_slices(|slice| {
+        if slice == 70 {
+            vec![(ipk(1), errs(50_000, 49_000, 0))]
+        } else {
+            Vec::new()
+        }
+    });
+    assert_eq!(w.long(t(now)).surge_slices, 0);
+    let found = run(&w, &brute(), now);
+    assert!(found.contains("Brute", &ipk(1)), "{found:?}");
+}
+
+/// A namespace where failing is ordinary (a third of the clients get mostly 404s in every
+/// slice) has no surge slices: the failing share is judged against its own median.
+#[test]
+fn a_namespace_that_always_fails_a_lot_has_no_surge_slices() {
+    let (w, now) = day_of_slices(|_| (0..20).map(|i| (ipk(500 + i), errs(10, 9, 0))).collect());
+    let view = w.long(t(now));
+    assert!(view.failing_baseline > 0.3, "{}", view.failing_baseline);
+    assert_eq!(view.surge_slices, 0);
+}

@@ -339,10 +339,7 @@ impl Ring {
         // rehashing as it grows dominated its cost.
         let largest = slices.clone().map(|s| s.clients.len()).max().unwrap_or(0);
         view.clients.reserve(largest * 2);
-        let mut shares: Vec<f64> = slices
-            .clone()
-            .filter_map(|s| failing(s).share())
-            .collect();
+        let mut shares: Vec<f64> = slices.clone().filter_map(|s| failing(s).share()).collect();
         view.failing_baseline = crate::anomaly::median_mad(&mut shares).map_or(0.0, |(m, _)| m);
         for s in slices {
             add_slice(&mut view, s);

@@ -53,7 +53,10 @@ fn assert_detected(result: &RunResult, rules_to_skip: &[&str]) {
                         a.scenario, a.start
                     )
                 });
-                assert!(*at >= a.start, "{rule} detected {id} at {at}, before its attack");
+                assert!(
+                    *at >= a.start,
+                    "{rule} detected {id} at {at}, before its attack"
+                );
                 assert!(
                     *at <= a.end + SignedDuration::from_mins(5),
                     "{rule} detected {id} at {at}, long after its attack ({}–{})",

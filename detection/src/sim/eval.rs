@@ -298,8 +298,10 @@ pub fn run(sim: SimConfig, opts: &EvalConfig) -> RunResult {
             retriers.insert(id);
         }
     }
-    let mut active: BTreeMap<Population, u64> =
-        active.into_iter().map(|(p, s)| (p, s.len() as u64)).collect();
+    let mut active: BTreeMap<Population, u64> = active
+        .into_iter()
+        .map(|(p, s)| (p, s.len() as u64))
+        .collect();
     let partner_keys = keys_used
         .iter()
         .filter(|k| (super::PARTNER_KEY..super::ATTACK_KEY).contains(*k))
@@ -699,7 +701,11 @@ pub fn markdown(r: &EvalReport, opts: &EvalConfig) -> String {
     for (scenario, n) in &r.attackers {
         let _ = write!(o, "| {} | {n} |", scenario.name());
         for (rule, _) in &r.rules {
-            let _ = write!(o, " {} |", r.cross.get(&(*scenario, rule.clone())).unwrap_or(&0));
+            let _ = write!(
+                o,
+                " {} |",
+                r.cross.get(&(*scenario, rule.clone())).unwrap_or(&0)
+            );
         }
         let _ = writeln!(o);
     }

@@ -583,18 +583,17 @@ impl GroundTruth {
     /// its /64 or address, an API key by its owner). Aggressive retriers are reported by
     /// their own population here (the evaluation counts them apart).
     pub fn who(&self, key: &ClientKey) -> Who {
-        let by_net = |net: IpNet| -> Who {
-            if let Some(a) = self
-                .attacks
-                .iter()
-                .find(|a| a.prefix == Some(net) || a.ips.iter().any(|ip| IpNet::from(*ip) == net))
-            {
-                return Who::Attacker(a.id);
-            }
-            self.populations
-                .get(&net)
-                .map_or(Who::Unknown, |p| Who::Benign(*p))
-        };
+        let by_net =
+            |net: IpNet| -> Who {
+                if let Some(a) = self.attacks.iter().find(|a| {
+                    a.prefix == Some(net) || a.ips.iter().any(|ip| IpNet::from(*ip) == net)
+                }) {
+                    return Who::Attacker(a.id);
+                }
+                self.populations
+                    .get(&net)
+                    .map_or(Who::Unknown, |p| Who::Benign(*p))
+            };
         match key {
             ClientKey::Ip(ip) => by_net(identity_net(*ip)),
             ClientKey::IpPrefix(net) => match net {
@@ -1006,14 +1005,18 @@ impl Traffic {
             users.push(f64::from(n));
         }
         for ip in &truth.benign {
-            truth.populations.insert(IpNet::from(*ip), Population::SingleUser);
+            truth
+                .populations
+                .insert(IpNet::from(*ip), Population::SingleUser);
         }
         for ip in &truth.nat {
-            truth.populations.insert(IpNet::from(*ip), Population::Office);
+            truth
+                .populations
+                .insert(IpNet::from(*ip), Population::Office);
         }
         // The populations that look like abuse draw from their own generator, so that the
         // default model's traffic stays what it was for a seed.
-        let mut pop = Rng::new(cfg.seed ^ 0x5EED_0F_9090);
+        let mut pop = Rng::new(cfg.seed ^ 0x005E_ED0F_9090);
         for _ in 0..cfg.cgnat_carriers {
             let per = f64::from(cfg.cgnat_users) / f64::from(cfg.cgnat_addresses.max(1));
             for _ in 0..cfg.cgnat_addresses {
@@ -1022,7 +1025,9 @@ impl Traffic {
                     .map(|_| APP_FIRST + pop.below(APP_VARIANTS as u64) as u16)
                     .collect();
                 clients.push(Client::new(ip, uas));
-                truth.populations.insert(IpNet::from(ip), Population::MobileCarrier);
+                truth
+                    .populations
+                    .insert(IpNet::from(ip), Population::MobileCarrier);
                 weights.push(per * mean_weight);
                 users.push(per);
             }
@@ -1064,7 +1069,9 @@ impl Traffic {
                     let i = clients.len() as u32;
                     let mut c = Client::new(ip_of(i), vec![PARTNER_UA]);
                     c.key = KeyUse::Fixed(PARTNER_KEY + j);
-                    truth.populations.insert(IpNet::from(ip_of(i)), Population::Partner);
+                    truth
+                        .populations
+                        .insert(IpNet::from(ip_of(i)), Population::Partner);
                     clients.push(c);
                     i
                 })
@@ -1076,7 +1083,9 @@ impl Traffic {
             let i = clients.len() as u32;
             let mut c = Client::new(ip_of(i), vec![CHECKER_UA]);
             c.key = KeyUse::Keyless;
-            truth.populations.insert(IpNet::from(ip_of(i)), Population::HealthChecker);
+            truth
+                .populations
+                .insert(IpNet::from(ip_of(i)), Population::HealthChecker);
             clients.push(c);
             checkers.push(i);
         }
@@ -1089,7 +1098,9 @@ impl Traffic {
                 let len = pop.range(300.0, 900.0) as i64;
                 if from >= 0 && from < seconds_total {
                     let at = |s: i64| cfg.start + SignedDuration::from_secs(s);
-                    truth.outages.push((at(from), at((from + len).min(seconds_total))));
+                    truth
+                        .outages
+                        .push((at(from), at((from + len).min(seconds_total))));
                     outages_ns.push((from * 1_000_000_000, (from + len) * 1_000_000_000));
                 }
             }
@@ -1161,9 +1172,7 @@ impl Traffic {
                     }
                     Scenario::TorList => (3, r.range(0.02, 0.2), r.range(10.0, 60.0), 3),
                     Scenario::ApiScraper => (1, r.range(0.3, 2.0), r.range(30.0, 120.0), 119),
-                    Scenario::RotatingFlooder => {
-                        (1, r.range(3.0, 15.0), r.range(5.0, 30.0), 119)
-                    }
+                    Scenario::RotatingFlooder => (1, r.range(3.0, 15.0), r.range(5.0, 30.0), 119),
                     Scenario::KeyGuessor => {
                         (200, r.range(0.2, 1.0) / 200.0, r.range(30.0, 120.0), 116)
                     }
@@ -1360,7 +1369,9 @@ impl Traffic {
 
     /// Whether the app is down at `at_ns` (offset from the start).
     fn in_outage(&self, at_ns: i64) -> bool {
-        self.outages_ns.iter().any(|(a, b)| at_ns >= *a && at_ns < *b)
+        self.outages_ns
+            .iter()
+            .any(|(a, b)| at_ns >= *a && at_ns < *b)
     }
 
     /// Sends the retries due before `end_ns` and schedules the next tries of those that

@@ -140,8 +140,7 @@ mod tests {
     fn view(total: u64, clients: &[(&str, u64)]) -> WindowView {
         let mut v = WindowView {
             span: jiff::SignedDuration::from_secs(300),
-            totals: Default::default(),
-            clients: Default::default(),
+            ..Default::default()
         };
         v.totals.requests = total;
         for (ip, n) in clients {

@@ -124,8 +124,7 @@ mod tests {
     fn view(n: u32, each: u64, errors: u64) -> WindowView {
         let mut v = WindowView {
             span: jiff::SignedDuration::from_secs(300),
-            totals: Default::default(),
-            clients: Default::default(),
+            ..Default::default()
         };
         for i in 0..n {
             let mut w = ClientWindow::default();

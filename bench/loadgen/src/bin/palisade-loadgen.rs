@@ -68,7 +68,7 @@ enum Cmd {
     /// Evaluate every rule on every scenario (virtual clock) and write Markdown.
     Eval {
         /// Simulated days per scenario.
-        #[arg(long, default_value_t = 2)]
+        #[arg(long, default_value_t = 1)]
         days: u32,
         /// Base seed.
         #[arg(long, default_value_t = 1)]
