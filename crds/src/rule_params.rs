@@ -224,23 +224,24 @@ pub enum Sensitivity {
     High,
 }
 
-/// Advanced Anomaly: a peer-outlier test. Each client's request count in the 5-minute
-/// window is compared with the namespace's other clients (a robust z-score of log counts);
-/// it learns no history and no seasons, and looks at volume only.
+/// Advanced Anomaly: learns what each busy client of the namespace usually sends per hour of
+/// the day, and what clients without history usually send per hour of the week, and flags a
+/// client whose requests in the 5-minute window stand far above that (and at least twice
+/// what was expected), naming what is anomalous. Volume is judged; its errors are reported.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AdvancedAnomalyParams {
-    /// `Low` (a robust z-score of at least 8), `Medium` (6, the default) or `High` (4: more
+    /// `Low` (a z-score of at least 8), `Medium` (6, the default) or `High` (4: more
     /// detections, more false positives).
     #[serde(default)]
     pub sensitivity: Sensitivity,
-    /// Not supported: the anomaly test compares each client with its peers in the current
-    /// 5-minute window and needs no history. Rejected when set.
+    /// How long the baseline learns before the rule flags anyone, `1h` to `2016h` (12
+    /// weeks). Default `336h` (two weeks, what Apigee recommends as the least history).
+    /// While it learns, every client's traffic is learned; afterwards a period that scores
+    /// as an outlier is not, so an attack does not become normal. The baseline survives a
+    /// failover with the collector's state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("false").message(
-        "advancedAnomaly.minHistory is not supported: the anomaly test compares each client \
-         with its peers in the current 5-minute window and learns no history; remove it"
-    ))]
+    #[x_kube(validation = duration_bounds("minHistory", "1h", "2016h"))]
     pub min_history: Option<Duration>,
 }
 

@@ -141,6 +141,7 @@ mod tests {
                 requests: 1,
                 total_requests: 1,
                 window: SignedDuration::ZERO,
+                detail: None,
             },
         }
     }

@@ -19,6 +19,7 @@ fn det(rule: &str, rule_type: RuleType, key: ClientKey, at: i64) -> Detection {
             requests: 0,
             total_requests: 0,
             window: SignedDuration::from_mins(5),
+            detail: None,
         },
     }
 }

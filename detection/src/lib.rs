@@ -84,6 +84,7 @@ pub mod report;
 pub mod risk;
 pub mod rule_spec;
 pub mod rules;
+pub mod seasonal;
 pub mod sequence;
 pub mod sim;
 pub mod stats;

@@ -248,21 +248,21 @@ pub struct TorListParams {
     pub exits: Vec<IpNet>,
 }
 
-/// Advanced Anomaly: per-client request count in the 5 min window against the namespace's
-/// other clients, as a robust z-score on `ln(1 + requests)`:
-/// `z = (x − median) / (1.4826 · max(MAD, minMad))`. A peer-outlier test of the current
-/// window — not seasonal and not machine learning.
+/// Advanced Anomaly: each client's requests in the 5 min window against the namespace's
+/// seasonal baseline ([`crate::seasonal`]): its own profile for the hour of the day when it
+/// is a busy client, else the cohort of clients without one for the hour of the week. Silent
+/// until the baseline has learned `min_history`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct AnomalyParams {
-    /// Robust z-score at or above which a client is an outlier (default 6).
+    /// z-score at or above which a client is an outlier (default 6).
     pub min_z: f64,
-    /// Requests the client must have sent (default 100).
+    /// Requests the client must have sent in the window (default 100).
     pub min_requests: u64,
-    /// Tracked clients needed for a baseline (default 30).
+    /// Active clients the namespace needs in the window (default 30).
     pub min_clients: u64,
-    /// Floor of the MAD in log space (default 0.5), so a flat baseline does not flag noise.
-    pub min_mad: f64,
+    /// History the baseline needs before the rule flags anyone (default 14 days).
+    pub min_history: SignedDuration,
 }
 
 impl Default for AnomalyParams {
@@ -271,7 +271,7 @@ impl Default for AnomalyParams {
             min_z: 6.0,
             min_requests: 100,
             min_clients: 30,
-            min_mad: 0.5,
+            min_history: SignedDuration::from_hours(14 * 24),
         }
     }
 }

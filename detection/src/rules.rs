@@ -18,12 +18,12 @@ use std::net::IpAddr;
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use crate::anomaly::{median_mad, robust_z};
 use crate::key::ClientKey;
 use crate::rule_spec::{
     AnomalyParams, ApiScraperParams, BruteGuessorParams, FlooderParams, OAuthAbuserParams,
     RobotAbuserParams, RuleKind, RuleSpec, RuleType, ScraperParams, TorListParams,
 };
+use crate::seasonal::Seasonal;
 use crate::stats::{ClientWindow, Totals};
 use crate::window::{WindowView, Windows};
 
@@ -41,6 +41,9 @@ pub struct Evidence {
     pub total_requests: u64,
     /// Window length.
     pub window: SignedDuration,
+    /// What is anomalous, in words (Advanced Anomaly).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// One client marked by one rule.
@@ -124,7 +127,7 @@ pub fn run_rules(windows: &Windows, rules: &[RuleSpec], now: Timestamp) -> Detec
             RuleKind::RobotAbuser(p) => robot(p, spec, view),
             RuleKind::OAuthAbuser(p) => oauth(p, spec, view),
             RuleKind::TorList(p) => tor(p, spec, view),
-            RuleKind::AdvancedAnomaly(p) => anomaly(p, spec, view),
+            RuleKind::AdvancedAnomaly(p) => anomaly(p, spec, view, windows.seasonal(), now),
             RuleKind::ApiScraper(p) => api_scraper(p, spec, view),
         };
         items.extend(hits.into_iter().map(|(key, value, threshold)| Detection {
@@ -139,6 +142,10 @@ pub fn run_rules(windows: &Windows, rules: &[RuleSpec], now: Timestamp) -> Detec
                 requests: view.clients.get(&key).map_or(0, |c| c.totals.requests),
                 total_requests: view.totals.requests,
                 window: view.span,
+                detail: match &spec.rule {
+                    RuleKind::AdvancedAnomaly(_) => explain_anomaly(windows, view, &key, now),
+                    _ => None,
+                },
             },
         }));
     }
@@ -299,27 +306,46 @@ fn api_scraper(p: &ApiScraperParams, spec: &RuleSpec, view: &WindowView) -> Hits
         .collect()
 }
 
-fn anomaly(p: &AnomalyParams, spec: &RuleSpec, view: &WindowView) -> Hits {
-    let mut logs: Vec<f64> = view
-        .clients
-        .iter()
-        .filter(|(k, c)| k.kind() == spec.client_key && c.totals.answered() > 0)
-        .map(|(_, c)| (c.totals.answered() as f64).ln_1p())
-        .collect();
-    if (logs.len() as u64) < p.min_clients {
-        return Vec::new();
-    }
-    let Some((median, mad)) = median_mad(&mut logs) else {
+/// How many times what the baseline expected a client must send, besides the z-score.
+pub const ANOMALY_MIN_RATIO: f64 = 2.0;
+
+fn anomaly(
+    p: &AnomalyParams,
+    spec: &RuleSpec,
+    view: &WindowView,
+    seasonal: Option<&Seasonal>,
+    now: Timestamp,
+) -> Hits {
+    let Some(s) = seasonal.filter(|s| s.history() >= p.min_history) else {
         return Vec::new();
     };
+    if clients_of_kind(spec, view) < p.min_clients {
+        return Vec::new();
+    }
     candidates(spec, view)
-        .filter(|(_, c)| c.totals.answered() >= p.min_requests)
-        .map(|(k, c)| {
-            let z = robust_z((c.totals.answered() as f64).ln_1p(), median, mad, p.min_mad);
-            (*k, z, p.min_z)
+        .filter_map(|(k, c)| {
+            let t = judged(c);
+            if t.answered() < p.min_requests {
+                return None;
+            }
+            let score = s.score(k.ip()?, t.answered(), t.errors, now)?;
+            let ratio = t.answered() as f64 / score.expected.max(1.0);
+            (score.z >= p.min_z && ratio >= ANOMALY_MIN_RATIO).then_some((*k, score.z, p.min_z))
         })
-        .filter(|(_, z, min)| z >= min)
         .collect()
+}
+
+fn explain_anomaly(
+    windows: &Windows,
+    view: &WindowView,
+    key: &ClientKey,
+    now: Timestamp,
+) -> Option<String> {
+    let t = judged(view.clients.get(key)?);
+    let score = windows
+        .seasonal()?
+        .score(key.ip()?, t.answered(), t.errors, now)?;
+    Some(score.explain(now))
 }
 
 #[cfg(test)]

@@ -424,38 +424,15 @@ fn anomaly() -> RuleSpec {
     )
 }
 
-/// 60 clients with 5..=24 requests each: a spread-out, realistic baseline.
-fn varied() -> Vec<(ClientKey, ClientCounts)> {
-    (0..60).map(|i| (ipk(100 + i), reqs(5 + i % 20))).collect()
-}
-
+/// Without a baseline (no period learned) the rule flags nobody, however far a client
+/// stands from its peers: it judges clients against their history, not each other (the
+/// seasonal tests are in `seasonal_tests.rs`).
 #[test]
-fn anomaly_flags_a_far_outlier_only() {
-    let clients = with(with(varied(), (ipk(1), reqs(5_000))), (ipk(2), reqs(60)));
-    let w = win(&clients);
-    let d = run(&w, &anomaly(), 10);
-    assert_eq!(
-        d.items.iter().map(|d| d.key).collect::<Vec<_>>(),
-        vec![ipk(1)],
-        "{d:?}"
-    );
-    assert!(d.items[0].evidence.value >= 6.0);
-}
-
-#[test]
-fn anomaly_needs_a_baseline_and_min_requests_and_honours_exclusions() {
-    let w = win(&[(ipk(1), reqs(5_000)), (ipk(2), reqs(5))]);
-    assert!(
-        run(&w, &anomaly(), 10).is_empty(),
-        "two clients are no baseline"
-    );
-    let mut rule = anomaly();
-    rule.exclude = vec!["198.51.100.1/32".parse().unwrap()];
-    let w = win(&with(varied(), (ipk(1), reqs(5_000))));
-    assert!(run(&w, &rule, 10).is_empty());
-    assert!(run(&w, &anomaly(), 300).is_empty(), "window slid");
-    let w = win(&with(varied(), (ipk(1), reqs(99))));
-    assert!(run(&w, &anomaly(), 10).is_empty(), "below minRequests");
+fn anomaly_without_a_baseline_is_silent() {
+    let clients: Vec<_> = (0..60).map(|i| (ipk(100 + i), reqs(5 + i % 20))).collect();
+    let w = win(&with(clients, (ipk(1), reqs(5_000))));
+    assert!(w.seasonal().is_none());
+    assert!(run(&w, &anomaly(), 10).is_empty());
 }
 
 // All rules together ---------------------------------------------------------------------
@@ -834,17 +811,6 @@ fn own_denials_never_make_an_api_scraper() {
 }
 
 #[test]
-fn own_denials_never_make_an_anomaly() {
-    let rule = RuleSpec::new(
-        "Anomaly",
-        RuleKind::AdvancedAnomaly(AnomalyParams::default()),
-    );
-    let (denied, control) = guilty(&rule, &times(PLAIN, 100), &times(PLAIN, 100_000));
-    assert!(!denied, "100 answered requests are ordinary here");
-    assert!(control);
-}
-
-#[test]
 fn a_denied_tor_exit_stays_detected() {
     // TorList judges the address, not the traffic: a denied exit stays an exit (and its
     // detection does not lapse while an action denies it).
@@ -1043,4 +1009,27 @@ fn a_namespace_that_always_fails_a_lot_has_no_surge_slices() {
     let view = w.long(t(now));
     assert!(view.failing_baseline > 0.3, "{}", view.failing_baseline);
     assert_eq!(view.surge_slices, 0);
+}
+
+/// An outage longer than the 5-minute window fills every short slice: they are still surge
+/// slices, judged against the day's median rather than their own.
+#[test]
+fn an_outage_filling_the_short_window_is_still_a_surge() {
+    let (mut w, now) = day_of_slices(|_| Vec::new());
+    let mut seq = 1_000;
+    for i in 0..10 {
+        let at = now + 60 + i * 30;
+        let mut clients: Vec<_> = (0..40).map(|c| (ipk(100 + c), errs(6, 6, 0))).collect();
+        clients.push((ipk(1), errs(30, 30, 0)));
+        seq += 1;
+        w.merge(&report("a", seq, at, &clients), t(at + 1));
+    }
+    let end = now + 60 + 271;
+    let short = w.short(t(end));
+    assert_eq!(
+        short.surge_slices, 10,
+        "baseline {}",
+        short.failing_baseline
+    );
+    assert_eq!(short.clients[&ipk(1)].surge.errors, 300);
 }

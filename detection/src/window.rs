@@ -18,6 +18,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use crate::key::ClientKey;
 use crate::report::Report;
+use crate::seasonal::Seasonal;
 use crate::stats::{AttrDim, ClientCounts, ClientWindow, SurgeCounts, Totals};
 
 use crate::topk::{FastHash, Tally, TopK, table_bytes};
@@ -113,6 +114,19 @@ struct Slice {
     totals: Totals,
     clients: TopK<ClientKey, ClientCounts>,
     attrs: Option<TopK<AttrKey, AttrTally>>,
+    /// Its failing share, once computed (dropped when a report changes the slice).
+    failing: std::cell::Cell<Option<Failing>>,
+}
+
+impl Slice {
+    fn failing(&self) -> Failing {
+        if let Some(f) = self.failing.get() {
+            return f;
+        }
+        let f = failing(self);
+        self.failing.set(Some(f));
+        f
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -137,6 +151,8 @@ struct Ring {
 struct ClosedSum {
     n: usize,
     newest: i64,
+    /// The failing baseline it was summed with (see [`SURGE_MIN_ANSWERED`]).
+    baseline: Option<u64>,
     sum: WindowView,
 }
 
@@ -234,11 +250,13 @@ impl Ring {
                 totals: Totals::default(),
                 clients: TopK::unallocated(self.max_clients),
                 attrs: self.max_attrs.map(TopK::unallocated),
+                failing: Default::default(),
             });
             self.freeze_before(epoch);
         }
         let slot = &mut self.slots[pos];
         let slice = slot.as_mut().expect("slot filled above");
+        slice.failing.set(None);
         slice.totals.merge(&report.totals);
         for e in &report.clients {
             slice.clients.entry(e.key).merge(&e.counts);
@@ -268,8 +286,22 @@ impl Ring {
             .filter(move |s| s.epoch >= oldest && s.epoch <= newest)
     }
 
-    fn view(&self, now: Timestamp) -> WindowView {
-        self.view_last(self.slots.len(), now)
+    fn view(&self, now: Timestamp, baseline: Option<f64>) -> WindowView {
+        self.view_last(self.slots.len(), now, baseline)
+    }
+
+    /// Median failing share of the closed slices in the ring at `now` (`None` without any).
+    fn failing_median(&self, now: Timestamp) -> Option<f64> {
+        let newest = self.epoch(now);
+        let oldest = self.oldest(now);
+        let mut shares: Vec<f64> = self
+            .slots
+            .iter()
+            .flatten()
+            .filter(|s| s.epoch < newest && s.epoch >= oldest)
+            .filter_map(|s| s.failing().share())
+            .collect();
+        crate::anomaly::median_mad(&mut shares).map(|(m, _)| m)
     }
 
     /// Heap bytes of the slices and of the kept sums (see [`WindowMemory`]).
@@ -291,18 +323,30 @@ impl Ring {
 
     /// Sums over the last `n` slices ending at `now`: the closed ones from a kept sum when
     /// there is one, plus the current slice.
-    fn view_last(&self, n: usize, now: Timestamp) -> WindowView {
+    /// `baseline`: the failing share surge slices are judged against (see
+    /// [`SURGE_MIN_ANSWERED`]); `None`: the median of the summed closed slices.
+    fn view_last(&self, n: usize, now: Timestamp, baseline: Option<f64>) -> WindowView {
         let n = n.clamp(1, self.slots.len());
         let newest = self.epoch(now);
+        let key = baseline.map(f64::to_bits);
         let mut closed = self.closed.borrow_mut();
-        let pos = match closed.iter().position(|c| c.n == n && c.newest == newest) {
+        let pos = match closed
+            .iter()
+            .position(|c| c.n == n && c.newest == newest && c.baseline == key)
+        {
             Some(pos) => pos,
             None => {
                 if closed.len() >= CLOSED_SUMS {
                     closed.remove(0);
                 }
-                let sum = self.sum(self.slices_between(newest - n as i64 + 1, newest - 1));
-                closed.push(ClosedSum { n, newest, sum });
+                let slices = self.slices_between(newest - n as i64 + 1, newest - 1);
+                let sum = self.sum(slices, baseline);
+                closed.push(ClosedSum {
+                    n,
+                    newest,
+                    baseline: key,
+                    sum,
+                });
                 closed.len() - 1
             }
         };
@@ -317,9 +361,12 @@ impl Ring {
     /// Sums over the last `n` slices ending at `now`, every slice merged afresh (what
     /// [`Ring::view_last`] must equal).
     #[cfg(test)]
-    fn view_uncached(&self, n: usize, now: Timestamp) -> WindowView {
+    fn view_uncached(&self, n: usize, now: Timestamp, baseline: Option<f64>) -> WindowView {
         let n = n.clamp(1, self.slots.len());
-        let mut view = self.sum(self.live_last(n, now));
+        let newest = self.epoch(now);
+        let closed = self.slices_between(newest - n as i64 + 1, newest - 1);
+        let baseline = baseline.unwrap_or_else(|| self.sum(closed, None).failing_baseline);
+        let mut view = self.sum(self.live_last(n, now), Some(baseline));
         view.span = SignedDuration::from_secs(self.slice_secs * n as i64);
         view
     }
@@ -332,15 +379,22 @@ impl Ring {
             .filter(move |s| s.epoch >= oldest && s.epoch <= newest)
     }
 
-    /// The sum of `slices` (span left at zero), with the surge baseline of those slices.
-    fn sum<'a>(&self, slices: impl Iterator<Item = &'a Slice> + Clone) -> WindowView {
+    /// The sum of `slices` (span left at zero), judging surge slices against `baseline`, or
+    /// against the median of these slices.
+    fn sum<'a>(
+        &self,
+        slices: impl Iterator<Item = &'a Slice> + Clone,
+        baseline: Option<f64>,
+    ) -> WindowView {
         let mut view = WindowView::default();
         // Sized for the largest slice up front: the 24 h sum merges ~100 slices, and
         // rehashing as it grows dominated its cost.
         let largest = slices.clone().map(|s| s.clients.len()).max().unwrap_or(0);
         view.clients.reserve(largest * 2);
-        let mut shares: Vec<f64> = slices.clone().filter_map(|s| failing(s).share()).collect();
-        view.failing_baseline = crate::anomaly::median_mad(&mut shares).map_or(0.0, |(m, _)| m);
+        view.failing_baseline = baseline.unwrap_or_else(|| {
+            let mut shares: Vec<f64> = slices.clone().filter_map(|s| s.failing().share()).collect();
+            crate::anomaly::median_mad(&mut shares).map_or(0.0, |(m, _)| m)
+        });
         for s in slices {
             add_slice(&mut view, s);
         }
@@ -401,7 +455,7 @@ fn is_surge(f: Failing, baseline: f64) -> bool {
 }
 
 fn add_slice(view: &mut WindowView, s: &Slice) {
-    let surge = is_surge(failing(s), view.failing_baseline);
+    let surge = is_surge(s.failing(), view.failing_baseline);
     view.totals.merge(&s.totals);
     if surge {
         view.surge.add_totals(&s.totals);
@@ -455,6 +509,8 @@ pub struct Windows {
     dedupe_memory: usize,
     max_pods: usize,
     stats: MergeStats,
+    /// Advanced Anomaly's baseline, once a rule asked for it ([`Windows::observe_season`]).
+    pub(crate) seasonal: Option<Seasonal>,
 }
 
 impl Windows {
@@ -473,7 +529,28 @@ impl Windows {
             dedupe_memory: cfg.dedupe_memory.max(1),
             max_pods: cfg.max_pods.max(1),
             stats: MergeStats::default(),
+            seasonal: None,
         }
+    }
+
+    /// Lets Advanced Anomaly's baseline learn the 5-minute period that ended last, if it
+    /// has not yet (call it at every evaluation of a namespace with an anomaly rule;
+    /// `learn_all` is the longest `minHistory` of those rules). Returns whether it learned.
+    pub fn observe_season(&mut self, now: Timestamp, learn_all: SignedDuration) -> bool {
+        let seasonal = self.seasonal.get_or_insert_with(Seasonal::default);
+        let Some(end) = seasonal.due(now) else {
+            return false;
+        };
+        let view = self.short(end - SignedDuration::from_secs(1));
+        if let Some(s) = &mut self.seasonal {
+            s.observe(&view, end, learn_all);
+        }
+        true
+    }
+
+    /// Advanced Anomaly's baseline, if one is learning.
+    pub fn seasonal(&self) -> Option<&Seasonal> {
+        self.seasonal.as_ref()
     }
 
     /// Windows that never freeze closed slices: the reference the tests compare with.
@@ -584,12 +661,18 @@ impl Windows {
 
     /// The short window (default 5 min) ending at `now`.
     pub fn short(&self, now: Timestamp) -> WindowView {
-        self.short.view(now)
+        self.short.view(now, self.short_baseline(now))
+    }
+
+    /// What the short ring's slices are judged against for surges: the long ring's median
+    /// failing share (an outage can fill the whole 5-minute window, never a day).
+    fn short_baseline(&self, now: Timestamp) -> Option<f64> {
+        self.long.failing_median(now)
     }
 
     /// The long window (default 24 h) ending at `now`.
     pub fn long(&self, now: Timestamp) -> WindowView {
-        self.long.view(now)
+        self.long.view(now, None)
     }
 
     /// A window of length `span` ending at `now` (a rule's `window`), in whole slices of the
@@ -602,9 +685,10 @@ impl Windows {
             usize::try_from((secs + ring.slice_secs - 1) / ring.slice_secs).unwrap_or(usize::MAX)
         };
         if span <= self.short.span() {
-            self.short.view_last(slices(&self.short), now)
+            self.short
+                .view_last(slices(&self.short), now, self.short_baseline(now))
         } else {
-            self.long.view_last(slices(&self.long), now)
+            self.long.view_last(slices(&self.long), now, None)
         }
     }
 
@@ -764,6 +848,11 @@ impl WindowSet {
     /// The windows of `namespace`, if any report arrived for it.
     pub fn get(&self, namespace: &str) -> Option<&Windows> {
         self.namespaces.get(namespace)
+    }
+
+    /// The windows of `namespace`, to change, if any report arrived for it.
+    pub fn get_mut(&mut self, namespace: &str) -> Option<&mut Windows> {
+        self.namespaces.get_mut(namespace)
     }
 
     /// Namespaces with windows, in name order.

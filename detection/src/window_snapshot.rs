@@ -46,7 +46,7 @@ pub struct PodSnapshot {
 }
 
 /// A serialisable copy of a namespace's [`Windows`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WindowsSnapshot {
     /// Format version ([`SNAPSHOT_VERSION`]).
@@ -61,6 +61,10 @@ pub struct WindowsSnapshot {
     pub long: Vec<SliceSnapshot>,
     /// Duplicate-detection memory.
     pub pods: Vec<PodSnapshot>,
+    /// Advanced Anomaly's baseline (absent in snapshots of older operators, and when left
+    /// out to fit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seasonal: Option<crate::seasonal::Seasonal>,
 }
 
 impl WindowsSnapshot {
@@ -105,6 +109,7 @@ impl Windows {
             short: ring_snapshot(&self.short, now),
             long: ring_snapshot(&self.long, now),
             pods,
+            seasonal: self.seasonal.clone(),
         }
     }
 
@@ -119,6 +124,7 @@ impl Windows {
         }
         restore_ring(&mut w.short, &snap.short);
         restore_ring(&mut w.long, &snap.long);
+        w.seasonal = snap.seasonal.clone();
         w.seen = snap
             .pods
             .iter()
@@ -177,6 +183,7 @@ fn restore_ring(ring: &mut Ring, slices: &[SliceSnapshot]) {
             totals: snap.totals,
             clients: TopK::unallocated(ring.max_clients),
             attrs: ring.max_attrs.map(TopK::unallocated),
+            failing: Default::default(),
         };
         for e in &snap.clients {
             slice.clients.entry(e.key).merge(&e.counts);

@@ -51,6 +51,10 @@ pub struct EvalConfig {
     /// How often the 24-hour rules, API Scraper and TorList run (default 300 s: building the 24 h view
     /// merges up to 96 slices and dominates the cost of a simulated day).
     pub long_every: SignedDuration,
+    /// Advanced Anomaly's `minHistory` (default 24 h); [`evaluate`] runs this much benign
+    /// traffic before each scored day (the model has no weekly season: a day is what the
+    /// baseline needs to know every hour).
+    pub anomaly_history: SignedDuration,
 }
 
 impl Default for EvalConfig {
@@ -61,15 +65,16 @@ impl Default for EvalConfig {
             pods: 2,
             short_every: SignedDuration::from_secs(5),
             long_every: SignedDuration::from_secs(300),
+            anomaly_history: SignedDuration::from_hours(24),
         }
     }
 }
 
 /// The rules with their defaults (the same a `DetectionRule` gets from the API server, held
-/// equal by the operator's tests), named after their type; TorList with `exits`; plus
-/// Flooder by IP prefix and Brute Guessor by API key (the rules that catch the hiding
-/// attacks).
-pub fn default_rules(exits: &[IpAddr]) -> Vec<RuleSpec> {
+/// equal by the operator's tests), named after their type; TorList with `exits`; Advanced
+/// Anomaly with `anomaly_history` as its `minHistory`; plus Flooder by IP prefix and Brute
+/// Guessor by API key (the rules that catch the hiding attacks).
+pub fn default_rules(exits: &[IpAddr], anomaly_history: SignedDuration) -> Vec<RuleSpec> {
     let keyed = |name: &str, rule, key| RuleSpec {
         client_key: key,
         ..RuleSpec::new(name, rule)
@@ -114,7 +119,10 @@ pub fn default_rules(exits: &[IpAddr]) -> Vec<RuleSpec> {
         ),
         RuleSpec::new(
             "AdvancedAnomaly",
-            RuleKind::AdvancedAnomaly(AnomalyParams::default()),
+            RuleKind::AdvancedAnomaly(AnomalyParams {
+                min_history: anomaly_history,
+                ..AnomalyParams::default()
+            }),
         ),
     ]
 }
@@ -198,7 +206,7 @@ impl RunResult {
 pub fn run(sim: SimConfig, opts: &EvalConfig) -> RunResult {
     let mut traffic = Traffic::new(sim);
     let truth = traffic.truth().clone();
-    let rules = default_rules(&truth.tor_exits);
+    let rules = default_rules(&truth.tor_exits, opts.anomaly_history);
     let short_window = |r: &RuleSpec| window_of(r) <= SignedDuration::from_mins(5);
     let (short_rules, long_rules): (Vec<_>, Vec<_>) = rules.into_iter().partition(short_window);
     let start = traffic.now();
@@ -269,9 +277,11 @@ pub fn run(sim: SimConfig, opts: &EvalConfig) -> RunResult {
             let report = Report::from_json(&report.to_json()).expect("own report decodes");
             windows.merge(&report, now);
         }
-        let Some(w) = windows.get(NAMESPACE) else {
+        let Some(w) = windows.get_mut(NAMESPACE) else {
             continue;
         };
+        w.observe_season(now, opts.anomaly_history);
+        let w = &*w;
         let mut found = Vec::new();
         if second % short_every == 0 {
             found.extend(run_rules(w, &short_rules, now).items);
@@ -280,6 +290,18 @@ pub fn run(sim: SimConfig, opts: &EvalConfig) -> RunResult {
             found.extend(run_rules(w, &long_rules, now).items);
         }
         for d in found {
+            if std::env::var("EVAL_DEBUG").is_ok()
+                && d.rule == "AdvancedAnomaly"
+                && !first.contains_key(&(d.rule.clone(), d.key))
+            {
+                eprintln!(
+                    "{} {} {:?} {:?}",
+                    d.detected_at,
+                    d.key,
+                    truth.who(&d.key),
+                    d.evidence.detail
+                );
+            }
             first.entry((d.rule, d.key)).or_insert(d.detected_at);
         }
     }
@@ -439,7 +461,7 @@ impl EvalReport {
         self.requests += run.requests;
         self.retries += run.retries;
         self.benign_clients += run.benign_active();
-        for spec in default_rules(&[]) {
+        for spec in default_rules(&[], SignedDuration::ZERO) {
             self.rule_mut(&spec.name).window = window_of(&spec);
         }
         for (pop, n) in &run.active {
@@ -516,6 +538,9 @@ pub fn evaluate(
                 .wrapping_mul(1_000_003)
                 .wrapping_add((k as u64) << 16 | u64::from(day));
             sim.scenarios = vec![scenario];
+            // The baseline learns first; attacks come after.
+            sim.warmup = opts.anomaly_history;
+            sim.duration = opts.anomaly_history + sim.duration;
             let run = run(sim, opts);
             report.add(&run);
             progress(scenario, day, &run);
@@ -580,7 +605,8 @@ pub fn markdown(r: &EvalReport, opts: &EvalConfig) -> String {
          namespace requests, by IP and by IP prefix; Static Content Scraper 10 % / 50 MiB; Brute \
          Guessor 50 % / 100, by IP and by API key; Robot Abuser 100 / 20 %; OAuth Abuser 50 \
          sessions / ≤ 2 user agents; TorList with the run's exit list; API Scraper 80 % \
-         sequential / 500 requests in 1 h; Advanced Anomaly `Medium`).\n\
+         sequential / 500 requests in 1 h; Advanced Anomaly `Medium` with `minHistory` {hist} h: \
+         each run starts with that much benign traffic, attacks come after).\n\
          - Wall-clock time of the evaluation: {el:.1} s.\n",
         seed = m.seed,
         runs = r.runs,
@@ -607,6 +633,7 @@ pub fn markdown(r: &EvalReport, opts: &EvalConfig) -> String {
         se = opts.short_every.as_secs(),
         le = opts.long_every.as_secs(),
         el = r.elapsed.as_secs_f64(),
+        hist = opts.anomaly_history.as_secs() / 3600,
     );
     let _ = writeln!(
         o,

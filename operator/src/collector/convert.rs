@@ -70,6 +70,8 @@ pub fn rule(r: &DetectionRule, tor_exits: Vec<ipnet::IpNet>) -> RuleSpec {
                     Sensitivity::Medium => 6.0,
                     Sensitivity::High => 4.0,
                 },
+                min_history: jiff::SignedDuration::try_from(p.min_history())
+                    .unwrap_or(AnomalyParams::default().min_history),
                 ..AnomalyParams::default()
             })
         }
@@ -243,6 +245,13 @@ mod tests {
             panic!("{d:?}")
         };
         assert!((p.min_z - 6.0).abs() < 1e-9);
+        assert_eq!(p.min_history, jiff::SignedDuration::from_hours(336));
+        let h = rule_of(serde_json::json!({"type": "AdvancedAnomaly",
+            "advancedAnomaly": {"minHistory": "36h"}}));
+        let RuleKind::AdvancedAnomaly(p) = &h.rule else {
+            panic!("{h:?}")
+        };
+        assert_eq!(p.min_history, jiff::SignedDuration::from_hours(36));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use palisade_crds::keys::is_paused;
 use palisade_crds::rule::RuleType;
 use palisade_crds::{DetectionRule, SecurityIncident};
 use palisade_detection::incident::{IncidentConfig, IncidentEvent, cluster, sync_archived};
-use palisade_detection::rule_spec::RuleSpec;
+use palisade_detection::rule_spec::{RuleKind, RuleSpec};
 use palisade_detection::rules::{Detections, run_rules};
 use palisade_policy::{DetectedClient, DetectedClients, encode_detected};
 use serde_json::json;
@@ -159,6 +159,17 @@ async fn evaluate(
     let (detected_doc, writes, events, proxy, surge) = {
         let mut guard = c.state.lock().unwrap_or_else(PoisonError::into_inner);
         let state = &mut *guard;
+        // Advanced Anomaly's baseline learns each 5-minute period once.
+        let learn_all = specs
+            .iter()
+            .filter_map(|s| match &s.rule {
+                RuleKind::AdvancedAnomaly(p) => Some(p.min_history),
+                _ => None,
+            })
+            .max();
+        if let (Some(history), Some(w)) = (learn_all, state.windows.get_mut(ns)) {
+            w.observe_season(now, history);
+        }
         let Some(windows) = state.windows.get(ns) else {
             return Ok(());
         };

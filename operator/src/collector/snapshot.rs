@@ -146,6 +146,25 @@ pub fn encode_bounded(
         }
         last = bytes.len();
     }
+    // Then Advanced Anomaly's per-client profiles (the cohort baseline stays): the clients
+    // relearn their profiles within a day.
+    if doc.namespaces.values().any(|n| {
+        n.windows
+            .seasonal
+            .as_ref()
+            .is_some_and(|s| !s.profiles.is_empty())
+    }) {
+        for ns in doc.namespaces.values_mut() {
+            if let Some(s) = &mut ns.windows.seasonal {
+                s.profiles.clear();
+            }
+        }
+        let bytes = encode(&doc);
+        if bytes.len() <= limit {
+            return Ok((bytes, None));
+        }
+        last = bytes.len();
+    }
     // Start from the most that could fit at the smallest plausible entry size.
     let mut keep = largest_keep(&doc, max, |n| n.saturating_mul(MIN_ENTRY_BYTES) <= limit);
     if last > 0 {

@@ -46,6 +46,8 @@ async fn every_rule_type_is_accepted_and_defaulted() {
         "{type: TorList, torList: {url: 'https://check.torproject.org/torbulkexitlist', refreshInterval: 30m}}",
         "{type: TorList, torList: {fromConfigMap: {name: tor-exits}}, clientKey: ip}",
         "{type: AdvancedAnomaly, advancedAnomaly: {sensitivity: High}}",
+        "{type: AdvancedAnomaly, advancedAnomaly: {minHistory: 336h}}",
+        "{type: AdvancedAnomaly, advancedAnomaly: {minHistory: 1h}}",
         "{type: ApiScraper, exclude: [203.0.113.10, '2001:db8::/48']}",
         "{type: Flooder, flooder: {window: 1m, minTotalRequests: 50}}",
         "{type: StaticContentScraper, staticContentScraper: {window: 24h, minActiveClients: 3}}",
@@ -153,12 +155,11 @@ async fn invalid_rules_are_rejected_with_what_to_fix() {
             ],
         ),
         Case::new(
-            "minHistory (not supported)",
-            "{type: AdvancedAnomaly, advancedAnomaly: {minHistory: 336h}}",
+            "minHistory out of bounds",
+            "{type: AdvancedAnomaly, advancedAnomaly: {minHistory: 30m}}",
             &[
                 "spec.advancedAnomaly.minHistory",
-                "not supported",
-                "remove it",
+                "minHistory must be between 1h and 2016h",
             ],
         ),
         Case::new(
