@@ -290,18 +290,6 @@ pub fn run(sim: SimConfig, opts: &EvalConfig) -> RunResult {
             found.extend(run_rules(w, &long_rules, now).items);
         }
         for d in found {
-            if std::env::var("EVAL_DEBUG").is_ok()
-                && d.rule == "AdvancedAnomaly"
-                && !first.contains_key(&(d.rule.clone(), d.key))
-            {
-                eprintln!(
-                    "{} {} {:?} {:?}",
-                    d.detected_at,
-                    d.key,
-                    truth.who(&d.key),
-                    d.evidence.detail
-                );
-            }
             first.entry((d.rule, d.key)).or_insert(d.detected_at);
         }
     }
