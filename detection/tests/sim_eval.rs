@@ -142,3 +142,37 @@ fn a_low_and_slow_guesser_is_detected_within_the_rules_window() {
     assert_eq!(s.recall(), Some(1.0), "{s:?}");
     assert!(s.ttd_percentile(0.95).unwrap() <= s.window, "{s:?}");
 }
+
+/// Advanced Anomaly on the populated model: a day of learning, then flooders; every
+/// flooder is flagged, and no client of any population (office gateways fifteen times the
+/// median client, CGNAT addresses, the retry storm after the outage, partners) is.
+#[test]
+fn advanced_anomaly_flags_the_flooders_and_no_population_after_a_day_of_history() {
+    let opts = EvalConfig::default();
+    let mut sim = populated(11, 6, vec![Scenario::Flooder]);
+    sim.attacks_per_kind = 2;
+    sim.start = SimConfig::default().start;
+    sim.warmup = opts.anomaly_history;
+    sim.duration = opts.anomaly_history + SignedDuration::from_hours(6);
+    let result = run(sim, &opts);
+    assert!(!result.truth.outages.is_empty());
+    for a in &result.truth.attacks {
+        for id in a.identities() {
+            assert!(
+                result
+                    .first
+                    .contains_key(&("AdvancedAnomaly".to_owned(), id)),
+                "flooder {id} from {} not flagged",
+                a.start
+            );
+        }
+    }
+    let benign: Vec<_> = result
+        .first
+        .keys()
+        .filter(|(rule, key)| {
+            rule == "AdvancedAnomaly" && !matches!(result.truth.who(key), Who::Attacker(_))
+        })
+        .collect();
+    assert!(benign.is_empty(), "{benign:?}");
+}
