@@ -171,3 +171,114 @@ async fn a_hostile_namespace_cannot_exhaust_the_leader() {
     assert!(incidents.contains("198.51.100.77"), "{incidents}");
     assert!(!incidents.contains("\"10."), "{incidents}");
 }
+
+/// POSTs `bodies` to the collector at `addr` one after the other on one keep-alive
+/// connection (10,000 curls would take minutes): the status of each.
+fn post_keepalive(addr: &str, token: &str, bodies: impl Iterator<Item = Vec<u8>>) -> Vec<u16> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let stream = std::net::TcpStream::connect(addr).expect("connect to the collector");
+    // Headers and body go in one write: split, Nagle and delayed ACKs cost 40 ms each.
+    stream.set_nodelay(true).expect("nodelay");
+    let mut writer = stream.try_clone().expect("clone");
+    let mut reader = BufReader::new(stream);
+    let mut codes = Vec::new();
+    for body in bodies {
+        let mut request = format!(
+            "POST /v1/reports HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        request.extend_from_slice(&body);
+        writer.write_all(&request).expect("write request");
+        let mut status = String::new();
+        reader.read_line(&mut status).expect("status line");
+        let code: u16 = status
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("status line {status:?}"));
+        let mut length = 0usize;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).expect("header");
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().expect("content-length");
+            }
+        }
+        let mut rest = vec![0u8; length];
+        reader.read_exact(&mut rest).expect("body");
+        codes.push(code);
+    }
+    codes
+}
+
+/// A namespace's pods are bounded: past 10,000 pod names reporting within 5 minutes, a
+/// report from a new name is refused (429 `PodQuotaExceeded`, counted), while the pods
+/// already known and another namespace go on reporting.
+#[tokio::test]
+async fn made_up_pod_names_are_refused_beyond_the_namespace_quota() {
+    let cp = ControlPlane::shared();
+    let ns = TempNs::new(cp, "podquota").await;
+    let other = TempNs::new(cp, "podquota-other").await;
+    let op = Operator::start(cp, "op-podquota", "op-podquota", &scope(&ns));
+    let evil = token(cp, ns.name(), "palisade");
+    let good = token(cp, other.name(), "palisade");
+    let c = op.collector.clone();
+    eventually("the collector to accept a report", || async {
+        let (code, msg) = post(&c, &good, flood_report(other.name(), 1).to_json()).await;
+        (code == 202).then_some(()).ok_or(format!("{code} {msg}"))
+    })
+    .await;
+    let name = ns.name().to_owned();
+    let report = move |pod: &str| {
+        let mut r = flood_report(&name, 1);
+        r.sidecar.pod = pod.into();
+        r.to_json()
+    };
+    const QUOTA: usize = 10_000;
+    let (addr, token_) = (c.clone(), evil.clone());
+    let report_ = report.clone();
+    let codes = tokio::task::spawn_blocking(move || {
+        post_keepalive(
+            &addr,
+            &token_,
+            (0..=QUOTA).map(|i| report_(&format!("made-up-{i}"))),
+        )
+    })
+    .await
+    .expect("sender");
+    assert!(
+        codes[..QUOTA].iter().all(|c| *c == 202),
+        "the first {QUOTA} pods are accepted: {:?}",
+        codes
+            .iter()
+            .filter(|c| **c != 202)
+            .take(5)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(codes[QUOTA], 429, "pod {} is one too many", QUOTA + 1);
+    let (code, msg) = post(&c, &evil, report("made-up-one-more")).await;
+    assert_eq!(code, 429, "{msg}");
+    assert!(
+        msg.contains("PodQuotaExceeded") || msg.contains("pods"),
+        "{msg}"
+    );
+    let (code, msg) = post(&c, &evil, report("made-up-7")).await;
+    assert_eq!(code, 202, "a known pod goes on reporting: {msg}");
+    let (code, msg) = post(&c, &good, flood_report(other.name(), 1).to_json()).await;
+    assert_eq!(code, 202, "another namespace is not affected: {msg}");
+    let m = op.metrics().expect("operator metrics");
+    let refused = metric_sum(
+        &m,
+        "palisade_operator_collector_quota_total{",
+        "reason=\"PodQuotaExceeded\"",
+    );
+    assert!(refused >= 2, "{m}");
+}
