@@ -322,14 +322,17 @@ fn anomaly(
     if clients_of_kind(spec, view) < p.min_clients {
         return Vec::new();
     }
+    // Judged by network: an IPv6 device's rotating addresses add up to its /64.
+    let nets = crate::seasonal::by_network(view);
     candidates(spec, view)
         .filter_map(|(k, c)| {
-            let t = judged(c);
-            if t.answered() < p.min_requests {
+            if judged(c).answered() < p.min_requests {
                 return None;
             }
-            let score = s.score(k.ip()?, t.answered(), t.errors, now)?;
-            let ratio = t.answered() as f64 / score.expected.max(1.0);
+            let net = crate::seasonal::network(k.ip()?);
+            let (x, errors) = nets.get(&net).copied()?;
+            let score = s.score(net, x, errors, now)?;
+            let ratio = x as f64 / score.expected.max(1.0);
             (score.z >= p.min_z && ratio >= ANOMALY_MIN_RATIO).then_some((*k, score.z, p.min_z))
         })
         .collect()
@@ -341,10 +344,9 @@ fn explain_anomaly(
     key: &ClientKey,
     now: Timestamp,
 ) -> Option<String> {
-    let t = judged(view.clients.get(key)?);
-    let score = windows
-        .seasonal()?
-        .score(key.ip()?, t.answered(), t.errors, now)?;
+    let net = crate::seasonal::network(key.ip()?);
+    let (x, errors) = crate::seasonal::by_network(view).get(&net).copied()?;
+    let score = windows.seasonal()?.score(net, x, errors, now)?;
     Some(score.explain(now))
 }
 

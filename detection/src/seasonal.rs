@@ -3,7 +3,10 @@
 //! Every 5 minutes ([`PERIOD`]) the collector shows the namespace's last 5-minute window to
 //! [`Seasonal::observe`], which learns:
 //!
-//! - **a profile per busy client**: the [`MAX_PROFILES`] clients (IP) that once sent at
+//! Clients are networks here ([`network`]): an IPv4 address, or the /64 of an IPv6 address,
+//! so that a device whose privacy address changes every hour keeps its history.
+//!
+//! - **a profile per busy client**: the [`MAX_PROFILES`] clients that once sent at
 //!   least [`PROFILE_MIN_REQUESTS`] requests in a period get their own mean and variance of
 //!   requests per period for each hour of the day (UTC), and of their error ratio. A period
 //!   without requests teaches a zero, so an office gateway's nights are quiet;
@@ -25,8 +28,10 @@
 //! Memory: about 24 × 12 bytes per profile (≤ 300 kB per namespace), persisted with the
 //! windows across failover.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+
+use ipnet::{IpNet, Ipv6Net};
 
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -152,12 +157,35 @@ pub struct Seasonal {
     pub first: Option<Timestamp>,
     /// End of the last period learned.
     pub last: Option<Timestamp>,
-    /// Profiles of busy clients.
-    pub profiles: BTreeMap<IpAddr, Profile>,
+    /// Profiles of busy clients, by network.
+    pub profiles: BTreeMap<IpNet, Profile>,
     /// The cohort by hour of the week (Monday 00:00 UTC first): 168 cells of `ln(1 + x)`.
     pub week: Vec<Cell>,
     /// The cohort by hour of the day: 24 cells.
     pub day: Vec<Cell>,
+}
+
+/// The network a client is learned and judged by: its IPv4 address, or the /64 of its IPv6
+/// address (where privacy addresses rotate).
+pub fn network(ip: IpAddr) -> IpNet {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => IpNet::from(IpAddr::V4(v4)),
+        IpAddr::V6(v6) => IpNet::V6(Ipv6Net::new_assert(v6, 64).trunc()),
+    }
+}
+
+/// The IP clients of `view` summed by [`network`]: requests the app answered outside surge
+/// slices, and errors among them.
+pub fn by_network(view: &WindowView) -> HashMap<IpNet, (u64, u64)> {
+    let mut nets: HashMap<IpNet, (u64, u64)> = HashMap::new();
+    for (key, c) in &view.clients {
+        let ClientKey::Ip(ip) = key else { continue };
+        let t = c.totals.outside(&c.surge);
+        let e = nets.entry(network(*ip)).or_default();
+        e.0 += t.answered();
+        e.1 += t.errors;
+    }
+    nets
 }
 
 fn hour_of_day(at: Timestamp) -> usize {
@@ -205,22 +233,21 @@ impl Seasonal {
         let (hod, how) = (hour_of_day(at), hour_of_week(at));
         let all = self.history() < learn_all;
         let mut seen = Vec::new();
-        for (key, c) in &view.clients {
-            let ClientKey::Ip(ip) = key else { continue };
-            let t = c.totals.outside(&c.surge);
-            let x = t.answered();
+        let mut nets: Vec<(IpNet, (u64, u64))> = by_network(view).into_iter().collect();
+        nets.sort_unstable_by_key(|(n, _)| *n);
+        for (net, (x, errors)) in nets {
             if x == 0 {
                 continue;
             }
-            let score = self.score(*ip, x, t.errors, at);
+            let score = self.score(net, x, errors, at);
             let learn = all || score.is_none_or(|s| s.z < LEARN_MAX_Z);
-            if let Some(p) = self.profiles.get_mut(ip) {
+            if let Some(p) = self.profiles.get_mut(&net) {
                 if learn {
                     p.hours[hod].learn(x as f64);
-                    p.errors.learn(ratio(t.errors, x));
+                    p.errors.learn(ratio(errors, x));
                 }
                 p.last_seen = end;
-                seen.push(*ip);
+                seen.push(net);
                 continue;
             }
             if !learn {
@@ -232,14 +259,14 @@ impl Seasonal {
             if x >= PROFILE_MIN_REQUESTS && self.make_room(end) {
                 let mut p = Profile::new(end);
                 p.hours[hod].learn(x as f64);
-                p.errors.learn(ratio(t.errors, x));
-                self.profiles.insert(*ip, p);
-                seen.push(*ip);
+                p.errors.learn(ratio(errors, x));
+                self.profiles.insert(net, p);
+                seen.push(net);
             }
         }
         seen.sort_unstable();
-        for (ip, p) in &mut self.profiles {
-            if seen.binary_search(ip).is_err() {
+        for (net, p) in &mut self.profiles {
+            if seen.binary_search(net).is_err() {
                 p.hours[hod].learn(0.0);
             }
         }
@@ -259,22 +286,22 @@ impl Seasonal {
             .profiles
             .iter()
             .min_by_key(|(_, p)| p.last_seen)
-            .map(|(ip, p)| (*ip, p.last_seen));
+            .map(|(net, p)| (*net, p.last_seen));
         match oldest {
-            Some((ip, seen)) if now.duration_since(seen) > SignedDuration::from_hours(24) => {
-                self.profiles.remove(&ip);
+            Some((net, seen)) if now.duration_since(seen) > SignedDuration::from_hours(24) => {
+                self.profiles.remove(&net);
                 true
             }
             _ => false,
         }
     }
 
-    /// How `requests` (with `errors`) from `ip` in the window ending at `at` compare with
-    /// the baseline; `None` while the baseline has no ready cell for it.
-    pub fn score(&self, ip: IpAddr, requests: u64, errors: u64, at: Timestamp) -> Option<Score> {
+    /// How `requests` (with `errors`) from `net` (see [`network`]) in the window ending at
+    /// `at` compare with the baseline; `None` while the baseline has no ready cell for it.
+    pub fn score(&self, net: IpNet, requests: u64, errors: u64, at: Timestamp) -> Option<Score> {
         let x = requests as f64;
         let err = ratio(errors, requests);
-        if let Some(p) = self.profiles.get(&ip) {
+        if let Some(p) = self.profiles.get(&net) {
             let c = p.hours.get(hour_of_day(at)).filter(|c| c.ready())?;
             let (mu, var) = (f64::from(c.mean).max(0.0), f64::from(c.var).max(0.0));
             let sd = (var + mu + (PHI * mu).powi(2) + 1.0).sqrt();

@@ -68,9 +68,9 @@ fn a_busy_client_is_judged_against_its_own_hours() {
     assert_eq!(s.history(), SignedDuration::from_hours(48));
     let office = ip(2);
     // Its usual day: not anomalous; the same volume at 03:00 is 15 times its night.
-    let day = s.score(office, 320, 0, t(14 * 3600)).unwrap();
+    let day = s.score(network(office), 320, 0, t(14 * 3600)).unwrap();
     assert!(day.own && day.z < 1.0, "{day:?}");
-    let night = s.score(office, 300, 0, t(3 * 3600)).unwrap();
+    let night = s.score(network(office), 300, 0, t(3 * 3600)).unwrap();
     assert!(night.own && night.z > 6.0, "{night:?}");
     assert!(
         night.explain(t(3 * 3600)).contains("15.0x its usual 20"),
@@ -78,10 +78,10 @@ fn a_busy_client_is_judged_against_its_own_hours() {
         night.explain(t(3 * 3600))
     );
     // An unknown client with the office's daytime volume is far above the cohort.
-    let new = s.score(ip(9), 300, 0, t(14 * 3600)).unwrap();
+    let new = s.score(network(ip(9)), 300, 0, t(14 * 3600)).unwrap();
     assert!(!new.own && new.z > 6.0, "{new:?}");
     // An ordinary client is not.
-    let usual = s.score(ip(9), 3, 0, t(14 * 3600)).unwrap();
+    let usual = s.score(network(ip(9)), 3, 0, t(14 * 3600)).unwrap();
     assert!(usual.z < 2.0, "{usual:?}");
 }
 
@@ -123,7 +123,7 @@ fn an_attack_is_not_learned_once_the_baseline_is_complete() {
     let w = learned(2 * DAY + 72, one_day, &shift);
     let s = w.seasonal().unwrap();
     let at = t((2 * DAY + 72) * 300 - 10);
-    let score = s.score(ip(3), 2000, 0, at).unwrap();
+    let score = s.score(network(ip(3)), 2000, 0, at).unwrap();
     assert!(
         score.own && score.z > 6.0,
         "still anomalous after 6 hours: {score:?}"
@@ -205,4 +205,30 @@ fn anomaly_needs_min_requests_and_honours_exclusions() {
         judged_after_two_days(&rule, reqs(5_000)).is_empty(),
         "excluded"
     );
+}
+
+/// A busy IPv6 device whose privacy address changes every hour keeps its history: it is
+/// learned and judged by its /64, so a new address with its usual volume is no anomaly,
+/// while the same volume from a /64 never seen is.
+#[test]
+fn a_device_rotating_its_ipv6_address_is_judged_by_its_64() {
+    let device = |p: i64| -> IpAddr {
+        let hour = (p * 300 / 3600) as u128;
+        format!("2001:db8:1:2::{:x}", 0x1000 + hour)
+            .parse()
+            .unwrap()
+    };
+    let busy = move |p: i64| vec![(ClientKey::Ip(device(p)), reqs(150))];
+    let one_day = SignedDuration::from_hours(24);
+    let periods = 2 * DAY + 1;
+    let w = learned(periods, one_day, &busy);
+    let at = t(periods * 300 - 10);
+    let found = run_rules(&w, &[anomaly(one_day)], at);
+    assert!(found.is_empty(), "{found:?}");
+    let s = w.seasonal().unwrap();
+    let home: IpAddr = "2001:db8:1:2::ffff".parse().unwrap();
+    assert!(s.score(network(home), 150, 0, at).unwrap().own);
+    let stranger: IpAddr = "2001:db8:9:9::1".parse().unwrap();
+    let score = s.score(network(stranger), 150, 0, at).unwrap();
+    assert!(!score.own && score.z > 6.0, "{score:?}");
 }
