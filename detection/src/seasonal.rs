@@ -25,7 +25,8 @@
 //! its volume), or, without a profile, with the cohort on the log scale. Answers of surge
 //! slices (an outage, see [`crate::window`]) are left out as for the error-counting rules.
 //!
-//! Memory: about 24 × 12 bytes per profile (≤ 300 kB per namespace), persisted with the
+//! Memory: about 400 bytes per profile (24 cells of 12 bytes, the map's node), ≤ 0.4 MB per
+//! namespace, persisted with the
 //! windows across failover.
 
 use std::collections::{BTreeMap, HashMap};
