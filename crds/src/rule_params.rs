@@ -227,7 +227,8 @@ pub enum Sensitivity {
 /// Advanced Anomaly: learns what each busy client of the namespace usually sends per hour of
 /// the day, and what clients without history usually send per hour of the week, and flags a
 /// client whose requests in the 5-minute window stand far above that (and at least twice
-/// what was expected), naming what is anomalous. Volume is judged; its errors are reported.
+/// what was expected), naming what is anomalous. Volume is judged; its errors, and a path or
+/// region that sets it apart, are reported.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AdvancedAnomalyParams {

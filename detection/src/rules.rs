@@ -24,6 +24,7 @@ use crate::rule_spec::{
     RobotAbuserParams, RuleKind, RuleSpec, RuleType, ScraperParams, TorListParams,
 };
 use crate::seasonal::Seasonal;
+use crate::stats::AttrDim;
 use crate::stats::{ClientWindow, Totals};
 use crate::window::{WindowView, Windows};
 
@@ -347,8 +348,31 @@ fn explain_anomaly(
     let net = crate::seasonal::network(key.ip()?);
     let (x, errors) = crate::seasonal::by_network(view).get(&net).copied()?;
     let score = windows.seasonal()?.score(net, x, errors, now)?;
-    Some(score.explain(now))
+    let mut detail = score.explain(now);
+    // What else sets it apart: a path or a region taking most of its sampled requests and
+    // little of the namespace's.
+    let summary = windows.attributes(std::slice::from_ref(key), now, 1);
+    for (dim, what) in [(AttrDim::Path, "to"), (AttrDim::Region, "from")] {
+        let Some((value, n)) = summary.top.get(&dim).and_then(|t| t.first()) else {
+            continue;
+        };
+        let all = summary.sampled.get(&dim).copied().unwrap_or(0);
+        let mine = *n as f64 / all.max(1) as f64;
+        let theirs = windows.attribute_share(dim, value, now).unwrap_or(0.0);
+        if mine >= ATTRIBUTION_MIN_SHARE && theirs <= mine / 2.0 {
+            detail += &format!(
+                "; {:.0} % of its sampled requests {what} {value} ({:.0} % of the namespace's)",
+                mine * 100.0,
+                theirs * 100.0
+            );
+        }
+    }
+    Some(detail)
 }
+
+/// Share of a client's sampled requests a path or region must take to be named in an
+/// anomaly's evidence (when it takes at most half that share of the namespace's).
+pub const ATTRIBUTION_MIN_SHARE: f64 = 0.5;
 
 #[cfg(test)]
 #[path = "rules_tests.rs"]

@@ -232,3 +232,36 @@ fn a_device_rotating_its_ipv6_address_is_judged_by_its_64() {
     let score = s.score(network(stranger), 150, 0, at).unwrap();
     assert!(!score.own && score.z > 6.0, "{score:?}");
 }
+
+/// The evidence names a path that takes most of the client's sampled requests and little of
+/// the namespace's (the path mix that sets it apart).
+#[test]
+fn an_anomaly_names_the_path_that_sets_it_apart() {
+    use crate::report::AttrEntry;
+    use crate::stats::AttrDim;
+    let one_day = SignedDuration::from_hours(24);
+    let end = 2 * DAY + 1;
+    let mut w = learned(end - 1, one_day, &none);
+    let p = end - 1;
+    let flood = |_: i64| vec![(ipk(1), reqs(3000))];
+    let mut r = report("a", p as u64 + 1, p * 300, &traffic(p, &flood));
+    let attr = |client, value: &str, count| AttrEntry {
+        client,
+        dim: AttrDim::Path,
+        value: value.into(),
+        count,
+    };
+    r.attributes.push(attr(ipk(1), "/api/v1/login", 45));
+    r.attributes.push(attr(ipk(1), "/home", 2));
+    r.attributes.push(attr(ipk(100), "/home", 300));
+    w.merge(&r, t(p * 300 + 1));
+    assert!(w.observe_season(t(end * 300), one_day));
+    let found = run_rules(&w, &[anomaly(one_day)], t(end * 300 - 10));
+    let detail = found.items[0].evidence.detail.clone().unwrap();
+    assert!(
+        detail.contains("96 % of its sampled requests to /api/v1/login (13 % of the namespace's)"),
+        "{detail}"
+    );
+    // A client whose mix is the namespace's gets no such words.
+    assert!(!detail.contains("/home"), "{detail}");
+}

@@ -738,6 +738,23 @@ impl Windows {
         Timestamp::from_second(self.short.epoch(t) * self.short.slice_secs).unwrap_or(t)
     }
 
+    /// The share `value` takes of all sampled values of `dim` over the long window, for every
+    /// client of the namespace (`None` without samples of `dim`).
+    pub fn attribute_share(&self, dim: AttrDim, value: &str, now: Timestamp) -> Option<f64> {
+        let (mut all, mut this) = (0u64, 0u64);
+        for s in self.long.live(now) {
+            for ((_, d, v), tally) in s.attrs.iter().flat_map(TopK::iter) {
+                if *d == dim {
+                    all += tally.count;
+                    if &**v == value {
+                        this += tally.count;
+                    }
+                }
+            }
+        }
+        (all > 0).then(|| this as f64 / all as f64)
+    }
+
     /// Attribute counts of `clients` over the long window, summed per (dimension, value),
     /// heaviest first, at most `k` per dimension, with the number of distinct values of
     /// each dimension (before the cut) and when each value was last seen (the end of the
@@ -788,6 +805,9 @@ impl Windows {
             let mut values: Vec<(String, (u64, i64))> = values.into_iter().collect();
             values.sort_by(|a, b| b.1.0.cmp(&a.1.0).then_with(|| a.0.cmp(&b.0)));
             summary.distinct.insert(dim, values.len() as u64);
+            summary
+                .sampled
+                .insert(dim, values.iter().map(|(_, (n, _))| n).sum());
             values.truncate(k);
             let seen = values.iter().map(|(_, (_, e))| end_of(*e)).collect();
             summary.last_seen.insert(dim, seen);
@@ -818,6 +838,8 @@ pub struct AttrSummary {
     pub last_seen: BTreeMap<AttrDim, Vec<Timestamp>>,
     /// Each client's requests over the long window (clients without any are left out).
     pub requests: BTreeMap<ClientKey, u64>,
+    /// The counts of all values of each dimension together (before the cut to the top).
+    pub sampled: BTreeMap<AttrDim, u64>,
 }
 
 /// Windows of every namespace, keyed by namespace name.
