@@ -450,6 +450,65 @@ mod tests {
         assert_eq!(clients(&back), 50, "no client trimmed for the counts");
     }
 
+    /// Advanced Anomaly's baseline is saved with the windows; when the document is too large
+    /// its per-client profiles go (after the action counts), the cohort and every window client
+    /// stay.
+    #[test]
+    fn the_anomaly_baseline_round_trips_and_its_profiles_go_before_clients() {
+        use palisade_detection::seasonal::{Cell, Profile, Seasonal};
+        let mut d = doc(50);
+        let cell = |a: f32, b: f32| Cell {
+            n: 100,
+            mean: a,
+            var: b,
+        };
+        let mut s = Seasonal {
+            first: Some(t(-86_400)),
+            last: Some(t(0)),
+            week: vec![cell(1.5, 0.7); 168],
+            day: vec![cell(1.25, 0.5); 24],
+            ..Seasonal::default()
+        };
+        for i in 0..1024u32 {
+            let ip = IpAddr::from(std::net::Ipv4Addr::from(0x0b00_0000u32 + i));
+            let hours = (0..24)
+                .map(|h| cell(i as f32 * 1.37 + h as f32, 3.3 * i as f32 + 0.1))
+                .collect();
+            s.profiles.insert(
+                ipnet::IpNet::from(ip),
+                Profile {
+                    hours,
+                    errors: cell(0.03, 0.001),
+                    last_seen: t(0),
+                },
+            );
+        }
+        d.namespaces.get_mut("shop").unwrap().windows.seasonal = Some(s.clone());
+        let (bytes, kept) = encode_bounded(&d, MAX_STATE_BYTES).unwrap();
+        assert_eq!(kept, None);
+        let back = decode(&bytes, &WindowConfig::default()).unwrap();
+        assert_eq!(back.namespaces["shop"].windows.seasonal.as_ref(), Some(&s));
+        let without = {
+            let mut w = d.clone();
+            if let Some(s) = &mut w.namespaces.get_mut("shop").unwrap().windows.seasonal {
+                s.profiles.clear();
+            }
+            encode(&w).len()
+        };
+        assert!(encode(&d).len() > 2 * without);
+        let (bytes, kept) = encode_bounded(&d, 2 * without).unwrap();
+        assert_eq!(kept, None, "no window client trimmed");
+        let back = decode(&bytes, &WindowConfig::default()).unwrap();
+        let kept = back.namespaces["shop"].windows.seasonal.as_ref().unwrap();
+        assert!(kept.profiles.is_empty());
+        assert_eq!(
+            (&kept.week, &kept.day),
+            (&s.week, &s.day),
+            "the cohort stays"
+        );
+        assert_eq!(clients(&back), 50);
+    }
+
     #[test]
     fn a_document_round_trips() {
         let d = doc(50);
