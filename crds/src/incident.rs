@@ -5,7 +5,7 @@
 //! `palisade.dev/archived=true`; the operator mirrors it into `status.state` and never
 //! removes it.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -34,6 +34,12 @@ pub const MAX_SERIES_MINUTES: usize = 1440;
     label("app.kubernetes.io/part-of", "palisade"),
     doc = "A SecurityIncident groups detections that look like one attack.",
     printcolumn(name = "Risk", type_ = "string", json_path = ".status.riskLevel"),
+    printcolumn(
+        name = "Scope",
+        type_ = "string",
+        json_path = ".status.scope",
+        priority = 1
+    ),
     printcolumn(
         name = "State",
         type_ = "string",
@@ -75,6 +81,16 @@ pub enum RiskLevel {
     Severe,
 }
 
+/// What an incident is about.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum IncidentScope {
+    /// Clients detected by DetectionRules.
+    #[default]
+    Clients,
+    /// The whole namespace (an error surge).
+    Namespace,
+}
+
 /// Whether an incident is still shown by default.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum IncidentState {
@@ -89,16 +105,16 @@ pub enum IncidentState {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecurityIncidentStatus {
-    /// The `metadata.generation` this status describes.
+    /// `Clients` (absent means the same): detections of clients, who can be denied. `Namespace`:
+    /// something that happened to the whole namespace (the environment), not to be blamed on
+    /// its clients — today an error surge, when most clients get errors from the app at once
+    /// (a bad deploy, a dependency down). A `Namespace` incident proposes no action and lists
+    /// no detection rule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observed_generation: Option<i64>,
-    /// Conditions of the incident, keyed by type.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 8), transform = crate::conditions::bound_condition_strings)]
-    #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
-    pub conditions: Vec<Condition>,
+    pub scope: Option<IncidentScope>,
     /// A generated name that summarises the incident, like
-    /// `Flooder and BruteGuessor from 14 IPs in 2 regions`.
+    /// `Flooder and BruteGuessor from 14 IPs in 2 regions`, or
+    /// `Error surge on /login: 100% errors, 40 of 40 clients failing`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 256))]
     pub display_name: Option<String>,
@@ -113,14 +129,17 @@ pub struct SecurityIncidentStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16), inner(length(max = 253)))]
     pub detection_rules: Vec<String>,
-    /// `detectionRules` joined with commas, for `kubectl get`.
+    /// `detectionRules` joined with commas, for `kubectl get`; `error surge` for a
+    /// `Namespace` incident.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024))]
     pub rules_summary: Option<String>,
-    /// Distinct clients in the incident.
+    /// Distinct clients in the incident (of a `Namespace` incident: the clients that got
+    /// errors on most of their requests, at the surge's peak).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clients: Option<i64>,
-    /// Incident traffic: requests from the incident's clients while detected.
+    /// Incident traffic: requests from the incident's clients while detected (of a
+    /// `Namespace` incident: the app's error answers during the surge).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requests: Option<i64>,
     /// When the first detection of the incident happened.
@@ -180,6 +199,9 @@ pub struct IncidentAttributes {
     /// Response status codes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_codes: Option<TopValues>,
+    /// Request paths, as the client sent them without the query string (cut to 128 bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paths: Option<TopValues>,
     /// Detection rules, each with the requests of the clients it detected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rules: Option<TopValues>,

@@ -723,6 +723,25 @@ impl Windows {
         out
     }
 
+    /// The namespace's totals per short slice whose start is in `[from, to)`, as
+    /// `(slice start, totals)` in time order. Used for the error series of a surge.
+    pub fn totals_between(&self, from: Timestamp, to: Timestamp) -> Vec<(Timestamp, Totals)> {
+        let ring = &self.short;
+        let (lo, hi) = (ring.epoch(from), ring.epoch(to));
+        let mut out: Vec<(Timestamp, Totals)> = ring
+            .slots
+            .iter()
+            .flatten()
+            .filter(|s| s.epoch >= lo && s.epoch < hi)
+            .map(|s| {
+                let at = Timestamp::from_second(s.epoch * ring.slice_secs).unwrap_or(from);
+                (at, s.totals)
+            })
+            .collect();
+        out.sort_by_key(|(t, _)| *t);
+        out
+    }
+
     /// Length of the short window (default 5 min).
     pub fn short_span(&self) -> SignedDuration {
         self.short.span()
@@ -763,6 +782,18 @@ impl Windows {
     /// seen sampled for a client of another kind shows the larger of the two). Also each
     /// client's exact requests over the long window.
     pub fn attributes(&self, clients: &[ClientKey], now: Timestamp, k: usize) -> AttrSummary {
+        self.attributes_since(clients, Timestamp::MIN, now, k)
+    }
+
+    /// [`Windows::attributes`] over the long slices that end after `since` only (a slice is
+    /// 15 minutes by default, so up to one slice before `since` is included).
+    pub fn attributes_since(
+        &self,
+        clients: &[ClientKey],
+        since: Timestamp,
+        now: Timestamp,
+        k: usize,
+    ) -> AttrSummary {
         let ring = &self.long;
         let end_of = |epoch: i64| {
             Timestamp::from_second((epoch + 1) * ring.slice_secs).map_or(now, |t| t.min(now))
@@ -770,7 +801,10 @@ impl Windows {
         let wanted: HashSet<&ClientKey> = clients.iter().collect();
         let mut sums: HashMap<(AttrDim, &str), (u64, i64)> = HashMap::new();
         let mut per_client: BTreeMap<ClientKey, (u64, i64)> = BTreeMap::new();
-        for s in ring.live(now) {
+        let ends_after = |epoch: i64| {
+            Timestamp::from_second((epoch + 1) * ring.slice_secs).is_ok_and(|end| end > since)
+        };
+        for s in ring.live(now).filter(|s| ends_after(s.epoch)) {
             for ((client, dim, value), tally) in s.attrs.iter().flat_map(TopK::iter) {
                 if wanted.contains(client) {
                     let e = sums.entry((*dim, value)).or_default();

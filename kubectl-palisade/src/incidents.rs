@@ -10,7 +10,7 @@ use futures::StreamExt as _;
 use kube::ResourceExt as _;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt as _, watcher};
-use palisade_crds::incident::{TopValues, TrafficSeries};
+use palisade_crds::incident::{IncidentScope, TopValues, TrafficSeries};
 use palisade_crds::{SecurityAction, SecurityIncident};
 use serde::{Deserialize as _, Serialize};
 use serde_json::Value;
@@ -246,6 +246,7 @@ pub fn describe_text(i: &SecurityIncident) -> String {
             top("app keys", a.app_keys.as_ref()),
             top("countries", a.countries.as_ref()),
             top("response codes", a.response_codes.as_ref()),
+            top("paths", a.paths.as_ref()),
             top("workloads", a.workloads.as_ref()),
             top("rules", a.rules.as_ref()),
             top("developers", a.developers.as_ref()),
@@ -265,6 +266,10 @@ pub fn describe_text(i: &SecurityIncident) -> String {
              incident apply {} --dry-run`, apply it without --dry-run\n",
             r.name
         )),
+        None if s.scope == Some(IncidentScope::Namespace) => out.push_str(
+            "Proposed:    no action (an error surge of the whole namespace: look at the app and \
+             what it depends on; nobody is to be denied)\n",
+        ),
         None => out.push_str("Proposed:    no action (no client to deny)\n"),
     }
     out
@@ -311,8 +316,21 @@ pub fn proposed(yaml: &str, ttl: Option<&str>) -> Result<Vec<Value>, Usage> {
 pub async fn apply(t: &Target, name: &str, dry_run: bool, ttl: Option<&str>) -> anyhow::Result<()> {
     let ns = &t.namespace;
     let i = get(t, name).await?;
+    let surge = i
+        .status
+        .as_ref()
+        .is_some_and(|s| s.scope == Some(IncidentScope::Namespace));
     let yaml = i.status.and_then(|s| s.proposed_action).ok_or_else(|| {
-        anyhow::anyhow!("securityincident {name:?} proposes no action (it lists no client to deny)")
+        if surge {
+            anyhow::anyhow!(
+                "securityincident {name:?} is an error surge of the whole namespace: it proposes \
+                 no action (nobody is to be denied for errors everyone gets)"
+            )
+        } else {
+            anyhow::anyhow!(
+                "securityincident {name:?} proposes no action (it lists no client to deny)"
+            )
+        }
     })?;
     let docs = proposed(&yaml, ttl)?;
     let api = Api::<SecurityAction>::namespaced(t.client.clone(), ns);

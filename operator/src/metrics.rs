@@ -138,6 +138,8 @@ pub struct Metrics {
     pub collector_quota: Family<ReasonLabels, Counter>,
     /// Environment-wide error surges reported (one per episode and namespace).
     pub error_surges: Counter,
+    /// Namespaces in an error surge now (leader).
+    pub error_surge_namespaces: Gauge,
     /// Bundle-signing keys made by this replica (the first one and each rotation).
     pub signing_keys_made: Counter,
     /// Each namespace's posture score, 0–100 (leader).
@@ -178,6 +180,7 @@ impl Metrics {
             signing_keys_made: Counter::default(),
             collector_quota: Family::default(),
             error_surges: Counter::default(),
+            error_surge_namespaces: Gauge::default(),
             posture_score: Family::default(),
             posture_findings: Family::default(),
         };
@@ -203,8 +206,14 @@ impl Metrics {
         );
         r.register(
             "error_surges",
-            "Environment-wide error surges reported (Event ErrorSurge; one per episode and namespace)",
+            "Environment-wide error surges reported (a SecurityIncident of scope Namespace and \
+             its Event ErrorSurge; one per episode and namespace)",
             m.error_surges.clone(),
+        );
+        r.register(
+            "error_surge_namespaces",
+            "Namespaces in an error surge now (leader)",
+            m.error_surge_namespaces.clone(),
         );
         r.register(
             "collector_quota",

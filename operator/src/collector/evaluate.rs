@@ -8,6 +8,7 @@ use std::sync::{Arc, PoisonError};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use palisade_crds::keys::is_paused;
 use palisade_crds::rule::RuleType;
@@ -178,8 +179,13 @@ async fn evaluate(
         let proxy = state.ingress.update(ns, super::ingress::check(&short));
         let surge = state
             .surges
-            .update(ns, super::surge::check(&short))
-            .map(|f| (f, surge_paths(windows, &short, now)));
+            .update(ns, super::surge::check(&short), &short, windows, now);
+        let surge_write = match &surge {
+            Some(super::surge::Change::Ended(ended)) => Some(ended.as_ref()),
+            Some(_) => state.surges.get(ns),
+            None => None,
+        }
+        .map(|s| (s.clone(), incident_cr::surge_status(s, false)));
         c.ctx
             .metrics
             .client_ip_proxy_namespaces
@@ -204,24 +210,32 @@ async fn evaluate(
         );
         count_detections(c, &detections);
         let mut writes = Vec::new();
-        for i in incidents.iter() {
-            let status = serde_json::to_value(incident_cr::status(i, false)).unwrap_or_default();
-            if state.written.get(&i.id) != Some(&status) {
-                state.written.insert(i.id.clone(), status.clone());
-                writes.push((i.id.clone(), status));
+        let statuses = incidents
+            .iter()
+            .map(|i| (i.id.clone(), incident_cr::status(i, false)));
+        let surge_status = surge_write
+            .as_ref()
+            .map(|(s, st)| (s.id.clone(), st.clone()));
+        for (id, status) in statuses.chain(surge_status) {
+            let status = serde_json::to_value(status).unwrap_or_default();
+            if state.written.get(&id) != Some(&status) {
+                state.written.insert(id.clone(), status.clone());
+                writes.push((id, status));
             }
         }
+        if let Some((s, _)) = surge_write.as_ref().filter(|(s, _)| s.ended.is_some()) {
+            state.written.remove(&s.id);
+        }
+        let surge = surge.zip(surge_write.map(|(s, _)| s));
         (doc, writes, events, proxy, surge)
     };
     if let Some(finding) = proxy {
         warn_proxy(c, ns, &finding).await;
     }
-    if let Some((finding, paths)) = surge {
-        c.ctx.metrics.error_surges.inc();
-        let note = finding.note(&paths);
-        tracing::warn!(namespace = %ns, percent = finding.percent(), "{note}");
-        namespace_event(c, ns, "ErrorSurge", note).await;
-    }
+    c.ctx
+        .metrics
+        .error_surge_namespaces
+        .set(i64::try_from(surges_on(c)).unwrap_or(i64::MAX));
     if let (Some(doc), Some(ring)) = (detected_doc, ring) {
         write_detected(client, ns, &doc, &ring, foreign.is_some()).await?;
         write_rule_counts(client, ns, &doc, now).await?;
@@ -230,7 +244,10 @@ async fn evaluate(
         }
     }
     for (id, status) in writes {
-        write_incident(client, ns, &id, status).await?;
+        write_incident(c, ns, &id, status).await?;
+    }
+    if let Some((change, surge)) = surge {
+        surge_event(c, ns, &change, &surge).await;
     }
     for ev in events {
         publish(c, ns, &ev).await;
@@ -341,18 +358,22 @@ async fn write_rule_counts(
     Ok(())
 }
 
+/// Writes an incident's status (creating the object first when the incident watch does not
+/// show it): one request per changed status, no read.
 async fn write_incident(
-    client: &kube::Client,
+    c: &Collector,
     ns: &str,
     id: &str,
     status: serde_json::Value,
 ) -> Result<(), kube::Error> {
-    let api: Api<SecurityIncident> = Api::namespaced(client.clone(), ns);
+    let api: Api<SecurityIncident> = Api::namespaced(c.ctx.clients.collector.clone(), ns);
     let pp = PatchParams::apply(MANAGER).force();
-    let obj = json!({"apiVersion": "palisade.dev/v1alpha1", "kind": "SecurityIncident",
-        "metadata": {"name": id, "labels": {"app.kubernetes.io/managed-by": MANAGER}}, "spec": {}});
-    let current = api.get_opt(id).await?;
+    let current = c.incidents.get(&ObjectRef::new(id).within(ns));
     if current.is_none() {
+        // New, or the watch has not caught up: applying the empty spec again changes nothing.
+        let obj = json!({"apiVersion": "palisade.dev/v1alpha1", "kind": "SecurityIncident",
+            "metadata": {"name": id, "labels": {"app.kubernetes.io/managed-by": MANAGER}},
+            "spec": {}});
         api.patch(id, &pp, &Patch::Apply(&obj)).await?;
     }
     let archived = current
@@ -367,29 +388,58 @@ async fn write_incident(
     Ok(())
 }
 
-/// The Warning Event on the Namespace when its client IPs are a proxy's.
-/// The paths the failing clients of a surge requested most (sampled, from the long
-/// window's attributes): where to look first.
-fn surge_paths(
-    windows: &palisade_detection::window::Windows,
-    short: &palisade_detection::window::WindowView,
-    now: jiff::Timestamp,
-) -> Vec<(String, u64)> {
-    let failing: Vec<_> = short
-        .clients
-        .iter()
-        .filter(|(_, w)| w.totals.answered() > 0 && w.totals.errors * 2 >= w.totals.answered())
-        .map(|(k, _)| *k)
-        .take(1000)
-        .collect();
-    let summary = windows.attributes(&failing, now, 3);
-    summary
-        .top
-        .get(&palisade_detection::stats::AttrDim::Path)
-        .cloned()
-        .unwrap_or_default()
+/// Namespaces in an error surge.
+fn surges_on(c: &Collector) -> usize {
+    c.state
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .surges
+        .ongoing()
 }
 
+/// The Events of an error surge's incident: `ErrorSurge` (Warning) when it opens, naming
+/// the share, the clients and the paths the failing clients requested most;
+/// `ErrorSurgeEnded` (Normal) when it is over.
+async fn surge_event(
+    c: &Collector,
+    ns: &str,
+    change: &super::surge::Change,
+    surge: &super::surge::Surge,
+) {
+    use super::surge::Change;
+    let (reason, note, type_) = match change {
+        Change::Opened(finding) => {
+            c.ctx.metrics.error_surges.inc();
+            let paths: Vec<(String, u64)> = surge
+                .attributes
+                .get(&palisade_detection::stats::AttrDim::Path)
+                .map(|p| p.iter().take(3).cloned().collect())
+                .unwrap_or_default();
+            let note = finding.note(&paths);
+            tracing::warn!(namespace = %ns, incident = %surge.id, percent = finding.percent(), "{note}");
+            ("ErrorSurge", note, EventType::Warning)
+        }
+        Change::Ended(_) => {
+            let lasted = surge
+                .ended
+                .unwrap_or(surge.last_detected)
+                .duration_since(surge.started);
+            let note = format!(
+                "error surge over: errors fell below {}% of the app's answers (or the namespace                  went quiet) after {}; {} errors in all, at most {}% of the answers",
+                super::surge::CLEAR_PERCENT,
+                palisade_crds::duration::Duration::from(lasted.unsigned_abs()).as_str(),
+                surge.requests(),
+                surge.peak.percent()
+            );
+            tracing::info!(namespace = %ns, incident = %surge.id, "{note}");
+            ("ErrorSurgeEnded", note, EventType::Normal)
+        }
+        Change::Ongoing => return,
+    };
+    incident_event(c, ns, &surge.id, reason, note, type_).await;
+}
+
+/// The Warning Event on the Namespace when its client IPs are a proxy's.
 async fn warn_proxy(c: &Collector, ns: &str, finding: &super::ingress::Finding) {
     c.ctx.metrics.client_ip_proxy_warnings.inc();
     let note = finding.note();
@@ -397,8 +447,6 @@ async fn warn_proxy(c: &Collector, ns: &str, finding: &super::ingress::Finding) 
     namespace_event(c, ns, "ClientIpIsProxy", note).await;
 }
 
-/// A Warning Event on the Namespace `ns` (with its uid, so `kubectl describe namespace`
-/// lists it).
 /// Counts and reports a detected-client document someone else wrote (now replaced).
 async fn foreign_detected(c: &Collector, ns: &str, reason: &'static str) {
     let labels = crate::metrics::ReasonLabels { reason };
@@ -412,6 +460,8 @@ async fn foreign_detected(c: &Collector, ns: &str, reason: &'static str) {
     namespace_event(c, ns, crate::policy::FOREIGN_BUNDLE, note).await;
 }
 
+/// A Warning Event on the Namespace `ns` (with its uid, so `kubectl describe namespace`
+/// lists it).
 async fn namespace_event(c: &Collector, ns: &str, reason: &str, note: String) {
     let event = Event {
         type_: EventType::Warning,
@@ -460,9 +510,29 @@ async fn publish(c: &Collector, ns: &str, ev: &IncidentEvent) {
     if matches!(ev, IncidentEvent::Opened { .. }) {
         c.ctx.metrics.incidents_opened.inc();
     }
-    let api: Api<SecurityIncident> = Api::namespaced(c.ctx.clients.collector.clone(), ns);
-    let Ok(Some(obj)) = api.get_opt(id).await else {
-        return;
+    incident_event(c, ns, id, reason, note, type_).await;
+}
+
+/// An Event on the SecurityIncident `id` of `ns` (in the namespace: whoever reads its
+/// incidents reads it).
+async fn incident_event(
+    c: &Collector,
+    ns: &str,
+    id: &str,
+    reason: &str,
+    note: String,
+    type_: EventType,
+) {
+    // From the incident watch; read only when the watch has not seen a new incident yet.
+    let obj = match c.incidents.get(&ObjectRef::new(id).within(ns)) {
+        Some(obj) => (*obj).clone(),
+        None => {
+            let api: Api<SecurityIncident> = Api::namespaced(c.ctx.clients.collector.clone(), ns);
+            let Ok(Some(obj)) = api.get_opt(id).await else {
+                return;
+            };
+            obj
+        }
     };
     let event = Event {
         type_,

@@ -1,42 +1,25 @@
-//! A detection crate `Incident` → the status of its `SecurityIncident` object.
+//! A detection crate `Incident` (or an error [`Surge`]) → the status of its `SecurityIncident`
+//! object.
+
+use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use palisade_crds::duration::Duration;
 use palisade_crds::incident::{
-    IncidentAttributes, IncidentState, RiskLevel, SecurityIncidentStatus, TopValues, TrafficSeries,
-    ValueCount,
+    IncidentAttributes, IncidentScope, IncidentState, RiskLevel, SecurityIncidentStatus, TopValues,
+    TrafficSeries, ValueCount,
 };
 use palisade_detection::incident::{Incident, IncidentState as DetState};
 use palisade_detection::risk::RiskLevel as DetRisk;
 use palisade_detection::stats::AttrDim;
+
+use super::surge::Surge;
 
 const TOP: usize = 10;
 
 /// The status the incident's object should carry; `archived` is the user's label.
 pub fn status(i: &Incident, archived: bool) -> SecurityIncidentStatus {
     let rules: Vec<String> = i.rules.iter().take(16).cloned().collect();
-    let top = |dim: AttrDim| {
-        let values = i.attributes.get(&dim)?;
-        let seen = i.attribute_last_seen.get(&dim);
-        let distinct = i
-            .attribute_distinct
-            .get(&dim)
-            .copied()
-            .unwrap_or(values.len() as u64);
-        Some(TopValues {
-            distinct: count(distinct),
-            top: values
-                .iter()
-                .take(TOP)
-                .enumerate()
-                .map(|(n, (v, requests))| ValueCount {
-                    value: v.chars().take(512).collect(),
-                    requests: count(*requests),
-                    last_detected_time: seen.and_then(|s| s.get(n)).map(|t| Time(*t)),
-                })
-                .collect(),
-        })
-    };
     let mut by_rule: Vec<(&String, u64)> = i
         .rules
         .iter()
@@ -55,21 +38,17 @@ pub fn status(i: &Incident, archived: bool) -> SecurityIncidentStatus {
             })
             .collect(),
     };
-    let series = i.series_with_partial();
-    let series = &series[series.len().saturating_sub(1440)..];
-    let series_start = series.first().map(|(t, _)| Time(*t));
+    let mut attributes = attributes(&i.attributes, &i.attribute_distinct, &i.attribute_last_seen);
+    attributes.rules = Some(rules_top);
     SecurityIncidentStatus {
+        scope: Some(IncidentScope::Clients),
         display_name: Some(i.display_name.chars().take(256).collect()),
         risk_level: Some(match i.risk {
             DetRisk::Low => RiskLevel::Low,
             DetRisk::Moderate => RiskLevel::Moderate,
             DetRisk::Severe => RiskLevel::Severe,
         }),
-        state: Some(if archived || i.state == DetState::Archived {
-            IncidentState::Archived
-        } else {
-            IncidentState::Active
-        }),
+        state: Some(state(archived || i.state == DetState::Archived)),
         rules_summary: Some(rules.join(", ")),
         detection_rules: rules,
         clients: Some(count(i.clients.len() as u64 + i.clients_unlisted)),
@@ -77,24 +56,95 @@ pub fn status(i: &Incident, archived: bool) -> SecurityIncidentStatus {
         first_detected_time: Some(Time(i.first_detected)),
         last_detected_time: Some(Time(i.last_detected)),
         duration: Some(Duration::from(i.duration().unsigned_abs())),
-        attributes: Some(IncidentAttributes {
-            api_products: top(AttrDim::Product),
-            developer_apps: top(AttrDim::App),
-            developers: top(AttrDim::Developer),
-            countries: top(AttrDim::Region),
-            workloads: top(AttrDim::Workload),
-            response_codes: top(AttrDim::ResponseCode),
-            ips: top(AttrDim::Ip),
-            app_keys: top(AttrDim::AppKey),
-            user_agents: top(AttrDim::UserAgent),
-            rules: Some(rules_top),
-        }),
-        traffic: Some(TrafficSeries {
-            start_time: series_start,
-            requests: series.iter().map(|(_, n)| count(*n)).collect(),
-        }),
+        attributes: Some(attributes),
+        traffic: Some(traffic(&i.series_with_partial())),
         proposed_action: super::proposed::yaml(i),
-        ..SecurityIncidentStatus::default()
+    }
+}
+
+/// The status of an error surge's incident (scope `Namespace`): no rule, no proposed action;
+/// `clients` are the failing clients at the peak, `requests` the app's errors, the traffic
+/// series errors per minute. Risk `Moderate`: nobody attacks, but while it lasts the
+/// error-based rules do not judge the namespace's answers.
+pub fn surge_status(s: &Surge, archived: bool) -> SecurityIncidentStatus {
+    let last = s.ended.unwrap_or(s.last_detected);
+    SecurityIncidentStatus {
+        scope: Some(IncidentScope::Namespace),
+        display_name: Some(s.display_name().chars().take(256).collect()),
+        risk_level: Some(RiskLevel::Moderate),
+        state: Some(state(archived)),
+        rules_summary: Some("error surge".to_owned()),
+        detection_rules: Vec::new(),
+        clients: Some(count(s.peak.failing)),
+        requests: Some(count(s.requests())),
+        first_detected_time: Some(Time(s.started)),
+        last_detected_time: Some(Time(last)),
+        duration: Some(Duration::from(
+            last.duration_since(s.started).unsigned_abs(),
+        )),
+        attributes: Some(attributes(
+            &s.attributes,
+            &s.attribute_distinct,
+            &BTreeMap::new(),
+        )),
+        traffic: Some(traffic(&s.series_with_partial())),
+        proposed_action: None,
+    }
+}
+
+fn state(archived: bool) -> IncidentState {
+    if archived {
+        IncidentState::Archived
+    } else {
+        IncidentState::Active
+    }
+}
+
+/// The last day of a per-minute series.
+fn traffic(series: &[(jiff::Timestamp, u64)]) -> TrafficSeries {
+    let series = &series[series.len().saturating_sub(1440)..];
+    TrafficSeries {
+        start_time: series.first().map(|(t, _)| Time(*t)),
+        requests: series.iter().map(|(_, n)| count(*n)).collect(),
+    }
+}
+
+/// Every attribute dimension's top values (without `rules`).
+fn attributes(
+    values: &BTreeMap<AttrDim, Vec<(String, u64)>>,
+    distinct: &BTreeMap<AttrDim, u64>,
+    last_seen: &BTreeMap<AttrDim, Vec<jiff::Timestamp>>,
+) -> IncidentAttributes {
+    let top = |dim: AttrDim| {
+        let values = values.get(&dim)?;
+        let seen = last_seen.get(&dim);
+        let distinct = distinct.get(&dim).copied().unwrap_or(values.len() as u64);
+        Some(TopValues {
+            distinct: count(distinct),
+            top: values
+                .iter()
+                .take(TOP)
+                .enumerate()
+                .map(|(n, (v, requests))| ValueCount {
+                    value: v.chars().take(512).collect(),
+                    requests: count(*requests),
+                    last_detected_time: seen.and_then(|s| s.get(n)).map(|t| Time(*t)),
+                })
+                .collect(),
+        })
+    };
+    IncidentAttributes {
+        api_products: top(AttrDim::Product),
+        developer_apps: top(AttrDim::App),
+        developers: top(AttrDim::Developer),
+        countries: top(AttrDim::Region),
+        workloads: top(AttrDim::Workload),
+        response_codes: top(AttrDim::ResponseCode),
+        paths: top(AttrDim::Path),
+        ips: top(AttrDim::Ip),
+        app_keys: top(AttrDim::AppKey),
+        user_agents: top(AttrDim::UserAgent),
+        rules: None,
     }
 }
 

@@ -55,8 +55,9 @@ pub struct State {
     /// Namespaces warned about their client IPs being a proxy's (not persisted: a new
     /// leader warns once more).
     ingress: ingress::Flagged,
-    /// Namespaces in a reported error surge (not persisted: a new leader reports once more).
-    surges: surge::Flagged,
+    /// Each namespace's ongoing error surge (persisted with the state: a new leader goes on
+    /// with the same incident).
+    surges: surge::Surges,
     /// Per-action counts and the generation each pod enforces ([`evidence`]).
     evidence: evidence::Evidence,
     /// The last hour's request samples ([`replay`]).
@@ -72,7 +73,7 @@ impl State {
             written: HashMap::new(),
             published: HashMap::new(),
             ingress: ingress::Flagged::default(),
-            surges: surge::Flagged::default(),
+            surges: surge::Surges::default(),
             evidence: evidence::Evidence::default(),
             replay: replay::Replay::default(),
         }

@@ -96,6 +96,7 @@ fn document(state: &State, now: jiff::Timestamp) -> StateDoc {
                     .filter(|i| snapshot::is_open(i))
                     .cloned()
                     .collect(),
+                surge: state.surges.get(ns).cloned(),
                 actions: state.evidence.series_of(ns),
             };
             (ns.to_owned(), s)
@@ -207,6 +208,14 @@ fn rebuild(cfg: &WindowConfig, doc: Option<&StateDoc>, open: Option<&[SecurityIn
             .insert(ns.clone(), Windows::restore(cfg, &s.windows));
         state.detected.insert(ns.clone(), s.detected.clone());
         state.evidence.restore(ns, &s.actions);
+        // An ongoing surge goes on under its name, unless its incident was archived or
+        // deleted meanwhile (then a surge still on opens a new one).
+        if let Some(surge) = &s.surge {
+            let listed = open.is_none_or(|open| open.iter().any(|si| si.name_any() == surge.id));
+            if listed {
+                state.surges.restore(ns, surge.clone());
+            }
+        }
     }
     let persisted: HashMap<&str, &Incident> = doc
         .iter()
@@ -307,6 +316,11 @@ async fn open_incidents(client: &kube::Client) -> Result<Vec<SecurityIncident>, 
 /// rules, listed clients, traffic, risk and times; its series restarts.
 fn from_status(si: &SecurityIncident) -> Option<Incident> {
     let s = si.status.as_ref()?;
+    // An error surge's incident is about the namespace, not clients: it goes on only from
+    // the persisted state.
+    if s.scope == Some(palisade_crds::incident::IncidentScope::Namespace) {
+        return None;
+    }
     let first = s.first_detected_time.as_ref()?.0;
     let last = s.last_detected_time.as_ref()?.0;
     let clients: std::collections::BTreeSet<_> = s
@@ -444,6 +458,7 @@ mod tests {
                     windows: Windows::new(&cfg).snapshot(t(100)),
                     detected: Default::default(),
                     incidents: vec![persisted.clone(), gone],
+                    surge: None,
                     actions: Default::default(),
                 },
             )]

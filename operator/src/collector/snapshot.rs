@@ -33,6 +33,10 @@ pub struct NamespaceState {
     /// Its active incidents.
     #[serde(default)]
     pub incidents: Vec<Incident>,
+    /// Its ongoing error surge (the SecurityIncident of scope `Namespace` a new leader goes
+    /// on with).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub surge: Option<super::surge::Surge>,
     /// The request counts of its SecurityActions (the evidence of `status.matchedRequests`
     /// and its siblings), by action name; left out first when the document is too large.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -357,6 +361,7 @@ mod tests {
                     windows,
                     detected: DetectedSet::default(),
                     incidents: vec![],
+                    surge: None,
                     actions: BTreeMap::new(),
                 },
             )]),

@@ -2,12 +2,20 @@
 //! once (a bad deploy, an expired upstream credential, a dependency down). Brute Guessor and
 //! Robot Abuser judge each client against the namespace's own error ratio, so the surge flags
 //! no client; instead the collector checks each namespace's short window every tick
-//! ([`check`], pure) and reports the surge once per episode ([`Flagged`]): one Warning Event
-//! `ErrorSurge` on the Namespace, naming the share of errors, the clients affected and the
-//! paths most requested meanwhile, and a counter.
+//! ([`check`], pure) and makes the surge one SecurityIncident of scope `Namespace`
+//! ([`Surges`]): opened with a Warning Event `ErrorSurge` when the surge is reported, refreshed
+//! every tick while it lasts (errors, peak share, the paths and response codes of the failing
+//! clients), ended with a Normal Event `ErrorSurgeEnded`. It proposes no action: nobody is to
+//! be denied for errors everyone gets.
 
-use palisade_detection::key::ClientKeyKind;
-use palisade_detection::window::WindowView;
+use std::collections::{BTreeMap, HashMap};
+
+use jiff::Timestamp;
+use palisade_detection::key::{ClientKey, ClientKeyKind};
+use palisade_detection::stats::AttrDim;
+use palisade_detection::window::{WindowView, Windows};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
 
 /// Fewest answered requests in the window before anything is concluded.
 pub const MIN_ANSWERED: u64 = 200;
@@ -21,7 +29,8 @@ pub const RAISE_PERCENT: u64 = 50;
 pub const CLEAR_PERCENT: u64 = 20;
 
 /// What the check found in a namespace's window.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Finding {
     /// Errors (4xx/5xx from the app) in the window.
     pub errors: u64,
@@ -96,29 +105,238 @@ pub fn check(view: &WindowView) -> Option<Finding> {
     })
 }
 
-/// The namespaces in a reported surge.
-#[derive(Debug, Default)]
-pub struct Flagged(super::episode::Episodes);
+/// The most minutes kept in a surge's error series (one day, as for client incidents).
+const SERIES_MINUTES: usize = 1440;
+/// Top values kept per attribute.
+const TOP: usize = 10;
+/// Failing clients whose attributes are summed (the heaviest first).
+const MAX_ATTR_CLIENTS: usize = 1000;
 
-impl Flagged {
-    /// Records this tick's finding for `ns`; returns it when a surge is reported now (none
-    /// was, and [`Finding::is_surge`]). A reported surge ends when the share falls below
-    /// [`CLEAR_PERCENT`] or the namespace goes quiet.
-    pub fn update(&mut self, ns: &str, finding: Option<Finding>) -> Option<Finding> {
+/// One error surge of a namespace, from the tick it was reported to the tick it ended: the
+/// SecurityIncident of scope `Namespace` that stands for it. Persisted with the collector's
+/// state, so a new leader goes on with the same incident.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Surge {
+    /// The incident's name: `surge-` and a hash of the namespace and the start.
+    pub id: String,
+    /// When the surge was reported (the incident's first detection).
+    pub started: Timestamp,
+    /// The last tick that found the namespace still in the surge.
+    pub last_detected: Timestamp,
+    /// When it was over (the share of errors fell below [`CLEAR_PERCENT`], or the namespace
+    /// went quiet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<Timestamp>,
+    /// The finding with the highest share of errors so far.
+    pub peak: Finding,
+    /// The app's errors in the short slices counted so far (from the window that showed the
+    /// surge: the errors that made it).
+    pub errors: u64,
+    /// Errors of the current, partial slice (counted again at the next tick).
+    #[serde(default)]
+    pub errors_partial: u64,
+    /// Slices before this are in `errors`.
+    pub counted_until: Timestamp,
+    /// Errors per minute, oldest first.
+    #[serde(default)]
+    pub series: Vec<(Timestamp, u64)>,
+    /// What the failing clients sent meanwhile (sampled): paths, response codes, regions,
+    /// user agents, workloads, addresses — each dimension's heaviest values.
+    #[serde(default)]
+    pub attributes: BTreeMap<AttrDim, Vec<(String, u64)>>,
+    /// Distinct values of each dimension.
+    #[serde(default)]
+    pub attribute_distinct: BTreeMap<AttrDim, u64>,
+}
+
+impl Surge {
+    fn open(ns: &str, finding: Finding, windows: &Windows, now: Timestamp) -> Self {
+        let digest = Sha256::digest(format!("{ns}\0{}", now.as_millisecond()));
+        let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        Self {
+            id: format!("surge-{hex}"),
+            started: now,
+            last_detected: now,
+            ended: None,
+            peak: finding,
+            errors: 0,
+            errors_partial: 0,
+            counted_until: windows.short_slice_start(now - windows.short_span()),
+            series: Vec::new(),
+            attributes: BTreeMap::new(),
+            attribute_distinct: BTreeMap::new(),
+        }
+    }
+
+    /// The most requested path of the failing clients, if any was sampled.
+    pub fn top_path(&self) -> Option<&str> {
+        self.attributes
+            .get(&AttrDim::Path)
+            .and_then(|p| p.first())
+            .map(|(p, _)| p.as_str())
+    }
+
+    /// The incident's display name.
+    pub fn display_name(&self) -> String {
+        let on = self
+            .top_path()
+            .map(|p| format!(" on {p}"))
+            .unwrap_or_default();
+        format!(
+            "Error surge{on}: {}% errors, {} of {} clients failing",
+            self.peak.percent(),
+            self.peak.failing,
+            self.peak.clients
+        )
+    }
+
+    /// Errors, the partial slice included.
+    pub fn requests(&self) -> u64 {
+        self.errors + self.errors_partial
+    }
+
+    /// The error series with the current, partial slice added.
+    pub fn series_with_partial(&self) -> Vec<(Timestamp, u64)> {
+        let mut series = self.series.clone();
+        if self.errors_partial > 0 {
+            add_point(
+                &mut series,
+                minute_of(self.counted_until),
+                self.errors_partial,
+            );
+        }
+        series
+    }
+
+    /// Counts the errors of the slices closed since the last tick and re-reads what the
+    /// failing clients sent since the surge started.
+    fn refresh(&mut self, view: &WindowView, windows: &Windows, now: Timestamp) {
+        let until = windows.short_slice_start(now);
+        for (slice, totals) in windows.totals_between(self.counted_until, until) {
+            let errors = totals.errors.min(totals.answered());
+            self.errors += errors;
+            add_point(&mut self.series, minute_of(slice), errors);
+        }
+        self.counted_until = self.counted_until.max(until);
+        self.errors_partial = windows
+            .totals_between(until, until + windows.short_span())
+            .iter()
+            .map(|(_, t)| t.errors.min(t.answered()))
+            .sum();
+        let excess = self.series.len().saturating_sub(SERIES_MINUTES);
+        self.series.drain(..excess);
+        let mut failing: Vec<(ClientKey, u64)> = view
+            .clients
+            .iter()
+            .filter(|(_, w)| {
+                let a = w.totals.answered();
+                a > 0 && w.totals.errors * 2 >= a
+            })
+            .map(|(k, w)| (*k, w.totals.answered()))
+            .collect();
+        failing.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let failing: Vec<ClientKey> = failing
+            .into_iter()
+            .take(MAX_ATTR_CLIENTS)
+            .map(|(k, _)| k)
+            .collect();
+        if failing.is_empty() {
+            return;
+        }
+        let summary = windows.attributes_since(&failing, self.started, now, TOP);
+        self.attributes = summary.top;
+        self.attribute_distinct = summary.distinct;
+    }
+}
+
+fn minute_of(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second().div_euclid(60) * 60).unwrap_or(t)
+}
+
+fn add_point(series: &mut Vec<(Timestamp, u64)>, minute: Timestamp, n: u64) {
+    match series.binary_search_by_key(&minute, |(m, _)| *m) {
+        Ok(i) => series[i].1 += n,
+        Err(i) => series.insert(i, (minute, n)),
+    }
+}
+
+/// What a tick changed about a namespace's surge.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// A surge was reported now: its incident is to be created, with an Event.
+    Opened(Finding),
+    /// The surge goes on (its status is refreshed).
+    Ongoing,
+    /// The surge is over: its last status is written, with an Event; the surge is forgotten.
+    Ended(Box<Surge>),
+}
+
+/// The namespaces' ongoing surges.
+#[derive(Debug, Default)]
+pub struct Surges(HashMap<String, Surge>);
+
+impl Surges {
+    /// Records this tick's finding for `ns` (`view`: its short window). A surge is reported
+    /// when none is on and [`Finding::is_surge`]; it ends when the share falls below
+    /// [`CLEAR_PERCENT`] or the namespace goes quiet (no finding).
+    pub fn update(
+        &mut self,
+        ns: &str,
+        finding: Option<Finding>,
+        view: &WindowView,
+        windows: &Windows,
+        now: Timestamp,
+    ) -> Option<Change> {
         let percent = finding.as_ref().map_or(0, Finding::percent);
-        let raise = finding.as_ref().is_some_and(Finding::is_surge);
-        self.0
-            .update(ns, raise, percent < CLEAR_PERCENT)
-            .then_some(finding)
-            .flatten()
+        if let Some(surge) = self.0.get_mut(ns) {
+            surge.refresh(view, windows, now);
+            if percent < CLEAR_PERCENT {
+                let mut ended = self.0.remove(ns)?;
+                ended.ended = Some(now);
+                return Some(Change::Ended(Box::new(ended)));
+            }
+            surge.last_detected = now;
+            if let Some(f) = finding
+                && (f.percent(), f.failing) > (surge.peak.percent(), surge.peak.failing)
+            {
+                surge.peak = f;
+            }
+            return Some(Change::Ongoing);
+        }
+        let f = finding.filter(Finding::is_surge)?;
+        let mut surge = Surge::open(ns, f.clone(), windows, now);
+        surge.refresh(view, windows, now);
+        self.0.insert(ns.to_owned(), surge);
+        Some(Change::Opened(f))
+    }
+
+    /// The ongoing surge of `ns`.
+    pub fn get(&self, ns: &str) -> Option<&Surge> {
+        self.0.get(ns)
+    }
+
+    /// Restores a persisted ongoing surge.
+    pub fn restore(&mut self, ns: &str, surge: Surge) {
+        if surge.ended.is_none() {
+            self.0.insert(ns.to_owned(), surge);
+        }
+    }
+
+    /// How many namespaces are in a surge.
+    pub fn ongoing(&self) -> usize {
+        self.0.len()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use palisade_detection::key::ClientKey;
+    use palisade_detection::counter::{Counter, CounterConfig};
+    use palisade_detection::facts::RequestFacts;
+    use palisade_detection::report::SidecarId;
     use palisade_detection::stats::ClientWindow;
+    use palisade_detection::window::WindowConfig;
 
     /// A window of `n` clients with `each` answers, `errors` of them errors.
     fn view(n: u32, each: u64, errors: u64) -> WindowView {
@@ -138,35 +356,165 @@ mod tests {
         v
     }
 
+    fn t(s: i64) -> Timestamp {
+        // A multiple of 15 minutes, so that short and long slices and minutes line up.
+        Timestamp::from_second(1_800_000_000 + s).expect("ts")
+    }
+
+    /// One 30 s slice ending at `t(end)`: 40 clients with 2 requests each to `/login`, answered
+    /// `status`; every request's attributes sampled.
+    fn slice(counter: &mut Counter, windows: &mut Windows, end: i64, status: u16) {
+        for i in 0..40u32 {
+            let ip = std::net::Ipv4Addr::from(0xc633_6400 + i);
+            for _ in 0..2 {
+                let mut f = RequestFacts::new(ip.into(), status);
+                f.attrs.path = Some("/login");
+                counter.record(&f);
+            }
+        }
+        windows.merge(&counter.take_report(t(end)), t(end));
+    }
+
+    fn tick(surges: &mut Surges, windows: &Windows, now: i64) -> Option<Change> {
+        let view = windows.short(t(now));
+        surges.update("shop", check(&view), &view, windows, t(now))
+    }
+
     #[test]
-    fn a_bad_deploy_is_one_surge_reported_once_per_episode() {
-        let mut flagged = Flagged::default();
-        let surge = check(&view(40, 20, 20)).expect("enough traffic");
-        assert!(surge.is_surge());
+    fn a_bad_deploy_is_one_incident_from_the_first_tick_to_recovery() {
+        let id = SidecarId {
+            pod: "api-0".into(),
+            workload: "api".into(),
+            namespace: "shop".into(),
+        };
+        let cfg = CounterConfig {
+            attr_sample: 1,
+            ..CounterConfig::default()
+        };
+        let mut counter = Counter::new(id, &cfg, t(0));
+        let mut windows = Windows::new(&WindowConfig::default());
+        let mut surges = Surges::default();
+        // Healthy: no surge, nothing to write.
+        for end in (30..=120).step_by(30) {
+            slice(&mut counter, &mut windows, end, 200);
+        }
+        assert_eq!(tick(&mut surges, &windows, 121), None);
+        // A bad deploy: every answer is 401.
+        for end in (150..=300).step_by(30) {
+            slice(&mut counter, &mut windows, end, 401);
+        }
+        let Some(Change::Opened(f)) = tick(&mut surges, &windows, 301) else {
+            panic!("a surge is reported once the window is mostly errors");
+        };
+        assert_eq!((f.failing, f.clients), (40, 40));
+        let first = surges.get("shop").expect("ongoing").clone();
+        assert!(first.id.starts_with("surge-"), "{}", first.id);
+        // The errors of the six failing slices (the healthy ones before add none).
+        assert_eq!(first.requests(), 6 * 80);
+        let status = super::super::incident_cr::surge_status(&first, false);
         assert_eq!(
-            (surge.percent(), surge.failing, surge.clients),
-            (100, 40, 40)
+            status.display_name.as_deref(),
+            Some("Error surge on /login: 66% errors, 40 of 40 clients failing")
         );
-        assert!(
-            flagged.update("shop", Some(surge.clone())).is_some(),
-            "reported"
+        assert_eq!(
+            status.scope,
+            Some(palisade_crds::incident::IncidentScope::Namespace)
         );
-        assert!(
-            flagged.update("shop", Some(surge.clone())).is_none(),
-            "once"
+        assert_eq!(status.rules_summary.as_deref(), Some("error surge"));
+        assert!(status.detection_rules.is_empty() && status.proposed_action.is_none());
+        assert_eq!((status.clients, status.requests), (Some(40), Some(480)));
+        let attrs = status.attributes.expect("attributes");
+        let codes = attrs.response_codes.expect("response codes");
+        assert_eq!(codes.top[0].value, "401", "{codes:?}");
+        assert_eq!(attrs.paths.expect("paths").top[0].value, "/login");
+        let minutes: Vec<i64> = status.traffic.expect("series").requests;
+        assert_eq!(minutes.iter().sum::<i64>(), 480, "{minutes:?}");
+        // It goes on: the same incident, more errors, a higher peak.
+        for end in (330..=420).step_by(30) {
+            slice(&mut counter, &mut windows, end, 401);
+        }
+        assert_eq!(tick(&mut surges, &windows, 421), Some(Change::Ongoing));
+        let on = surges.get("shop").expect("ongoing");
+        assert_eq!(on.id, first.id, "one incident for the episode");
+        assert_eq!(on.requests(), 10 * 80);
+        assert_eq!(on.peak.percent(), 100);
+        assert_eq!(on.started, first.started);
+        // Fixed, but the window still holds the errors (66 %): the same episode.
+        for end in (450..=510).step_by(30) {
+            slice(&mut counter, &mut windows, end, 200);
+        }
+        assert_eq!(tick(&mut surges, &windows, 511), Some(Change::Ongoing));
+        // Healthy for a whole window: over.
+        for end in (540..=840).step_by(30) {
+            slice(&mut counter, &mut windows, end, 200);
+        }
+        let Some(Change::Ended(ended)) = tick(&mut surges, &windows, 841) else {
+            panic!("the surge ends once errors fall below {CLEAR_PERCENT}%");
+        };
+        assert_eq!(
+            (ended.id.as_str(), ended.ended),
+            (first.id.as_str(), Some(t(841)))
         );
-        // Still 30 % errors: the same episode.
-        assert!(flagged.update("shop", check(&view(40, 20, 6))).is_none());
-        // Recovered, then failing again: a new episode.
-        assert!(flagged.update("shop", check(&view(40, 20, 1))).is_none());
-        assert!(flagged.update("shop", Some(surge)).is_some());
-        let note = check(&view(40, 20, 20))
-            .expect("finding")
-            .note(&[("/login".into(), 640)]);
-        assert!(
-            note.contains("100% of the last 800") && note.contains("/login"),
-            "{note}"
+        assert_eq!(
+            ended.requests(),
+            10 * 80,
+            "no error after the deploy was fixed"
         );
+        let status = super::super::incident_cr::surge_status(&ended, false);
+        assert_eq!(
+            status.duration.map(|d| d.as_str().to_owned()).as_deref(),
+            Some("9m")
+        );
+        assert!(surges.get("shop").is_none() && surges.ongoing() == 0);
+        assert_eq!(
+            tick(&mut surges, &windows, 871),
+            None,
+            "nothing left to write"
+        );
+        // Failing again: a new episode, a new incident.
+        for end in (870..=1170).step_by(30) {
+            slice(&mut counter, &mut windows, end, 503);
+        }
+        assert!(matches!(
+            tick(&mut surges, &windows, 1171),
+            Some(Change::Opened(_))
+        ));
+        assert_ne!(surges.get("shop").expect("new").id, first.id);
+    }
+
+    #[test]
+    fn a_surge_survives_the_snapshot_and_only_an_ongoing_one_is_restored() {
+        let mut windows = Windows::new(&WindowConfig::default());
+        let mut counter = Counter::new(
+            SidecarId {
+                pod: "api-0".into(),
+                workload: "api".into(),
+                namespace: "shop".into(),
+            },
+            &CounterConfig::default(),
+            t(0),
+        );
+        for end in (30..=300).step_by(30) {
+            slice(&mut counter, &mut windows, end, 500);
+        }
+        let mut surges = Surges::default();
+        assert!(matches!(
+            tick(&mut surges, &windows, 301),
+            Some(Change::Opened(_))
+        ));
+        let on = surges.get("shop").expect("ongoing").clone();
+        let json = serde_json::to_string(&on).expect("encode");
+        let back: Surge = serde_json::from_str(&json).expect("decode");
+        assert_eq!(back, on);
+        let mut restored = Surges::default();
+        restored.restore("shop", back.clone());
+        assert_eq!(tick(&mut restored, &windows, 331), Some(Change::Ongoing));
+        assert_eq!(restored.get("shop").map(|s| s.id.clone()), Some(on.id));
+        let mut ended = back;
+        ended.ended = Some(t(400));
+        let mut none = Surges::default();
+        none.restore("shop", ended);
+        assert_eq!(none.ongoing(), 0, "an ended surge is not restored");
     }
 
     #[test]

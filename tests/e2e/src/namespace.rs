@@ -60,7 +60,7 @@ impl Drop for TempNs {
 }
 
 /// The notes of the Events with `reason` about the Namespace `ns` itself (the operator's
-/// namespace-wide warnings: `ForeignBundle`, `ErrorSurge`, …).
+/// namespace-wide warnings: `ForeignBundle`, `ClientIpIsProxy`, …).
 pub async fn namespace_events(client: &kube::Client, ns: &str, reason: &str) -> Vec<String> {
     use k8s_openapi::api::events::v1::Event;
     let events = Api::<Event>::all(client.clone())

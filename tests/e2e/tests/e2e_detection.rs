@@ -676,9 +676,9 @@ async fn a_tor_list_from_a_configmap_reports_a_missing_or_bad_configmap_and_reco
     .await;
 }
 
-/// One second of a bad deploy as a sidecar reports it: every one of 20 clients gets 401 from
-/// the app on each of its 10 requests, and client 198.51.100.99 retries 20 times as hard.
-fn failing_second(ns: &str) -> Report {
+/// One second of a sidecar's report: every one of 20 clients gets `status` from the app on
+/// each of `each` requests to `/login`, and client 198.51.100.99 sends 20 times as many.
+fn second_of(ns: &str, status: u16, each: u32) -> Report {
     use palisade_detection::counter::{Counter, CounterConfig};
     use palisade_detection::facts::RequestFacts;
     use palisade_detection::report::SidecarId;
@@ -693,20 +693,29 @@ fn failing_second(ns: &str) -> Report {
         &CounterConfig::default(),
         now - jiff::SignedDuration::from_secs(1),
     );
-    for i in 1..=20u8 {
-        for _ in 0..10 {
-            counter.record(&RequestFacts::new([203, 0, 113, i].into(), 401));
+    let mut record = |ip: [u8; 4], n: u32| {
+        for _ in 0..n {
+            let mut f = RequestFacts::new(ip.into(), status);
+            f.attrs.path = Some("/login");
+            counter.record(&f);
         }
+    };
+    for i in 1..=20u8 {
+        record([203, 0, 113, i], each);
     }
-    for _ in 0..200 {
-        counter.record(&RequestFacts::new([198, 51, 100, 99].into(), 401));
-    }
+    record([198, 51, 100, 99], each * 20);
     counter.take_report(now)
 }
 
-/// A bad deploy answers 401 to everyone: one Warning Event `ErrorSurge` on the Namespace
-/// (once for the episode), and no Brute Guessor detection of the client that retries
-/// hardest, however many errors it piles up.
+/// One second of a bad deploy: everyone gets 401, the retrier 200 of them.
+fn failing_second(ns: &str) -> Report {
+    second_of(ns, 401, 10)
+}
+
+/// A bad deploy answers 401 to everyone: one SecurityIncident of scope `Namespace` ("Error
+/// surge on /login", no rule, no proposed action) with one Warning Event `ErrorSurge`, and no
+/// Brute Guessor detection of the client that retries hardest, however many errors it piles
+/// up. When the app answers again, the same incident ends (Event `ErrorSurgeEnded`).
 #[tokio::test]
 async fn a_bad_deploy_is_one_error_surge_not_a_brute_guessor_per_client() {
     use k8s_openapi::api::events::v1::Event;
@@ -722,47 +731,103 @@ async fn a_bad_deploy_is_one_error_surge_not_a_brute_guessor_per_client() {
     .expect("rule");
     let tok = token(cp, ns.name(), "palisade");
     let client = cp.client().await;
-    let surges = || async {
-        let events = Api::<Event>::all(client.clone())
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok::<_, String>(
-            events
-                .items
-                .into_iter()
-                .filter(|e| e.reason.as_deref() == Some("ErrorSurge"))
-                .filter(|e| {
-                    e.regarding
-                        .as_ref()
-                        .is_some_and(|r| r.name.as_deref() == Some(ns.name()))
-                })
-                .collect::<Vec<_>>(),
-        )
+    let events = |reason: &'static str| {
+        let client = client.clone();
+        let ns = ns.name().to_owned();
+        async move {
+            let events = Api::<Event>::namespaced(client, &ns)
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(
+                events
+                    .items
+                    .into_iter()
+                    .filter(|e| e.reason.as_deref() == Some(reason))
+                    .filter(|e| {
+                        e.regarding
+                            .as_ref()
+                            .is_some_and(|r| r.kind.as_deref() == Some("SecurityIncident"))
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        }
     };
     let c = op.collector.as_str();
-    let note = eventually("an ErrorSurge Event on the namespace", || async {
+    let posted = std::cell::Cell::new(0u64);
+    let opened = eventually("an ErrorSurge Event on a SecurityIncident", || async {
         let (code, msg) = post(c, &tok, failing_second(ns.name()).to_json()).await;
         if code != 202 {
             return Err(format!("{code} {msg}"));
         }
-        let found = surges().await?;
-        found
-            .first()
-            .and_then(|e| e.note.clone())
+        posted.set(posted.get() + 1);
+        events("ErrorSurge")
+            .await?
+            .into_iter()
+            .next()
             .ok_or("no ErrorSurge yet".to_owned())
     })
     .await;
+    let note = opened.note.clone().unwrap_or_default();
     assert!(note.contains("error surge: 100%"), "{note}");
     assert!(note.contains("21 clients"), "{note}");
+    assert!(note.contains("/login"), "{note}");
+    let name = opened
+        .regarding
+        .as_ref()
+        .and_then(|r| r.name.clone())
+        .expect("the Event names its incident");
     // More of the same: the retrier is far over minRequests, and still nobody is flagged,
-    // and the surge is not reported again.
+    // and the surge is one incident, reported once.
     for _ in 0..10 {
         let (code, msg) = post(c, &tok, failing_second(ns.name()).to_json()).await;
         assert_eq!(code, 202, "{msg}");
+        posted.set(posted.get() + 1);
     }
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-    assert!(incident_names(cp, ns.name()).expect("incidents").is_empty());
+    assert_eq!(
+        incident_names(cp, ns.name()).expect("incidents"),
+        std::slice::from_ref(&name),
+        "one incident, about the namespace"
+    );
+    let status = |name: &str| -> serde_json::Value {
+        let out = cp
+            .kubectl_ok(&[
+                "-n",
+                ns.name(),
+                "get",
+                "securityincident",
+                name,
+                "-o",
+                "json",
+            ])
+            .expect("get incident");
+        serde_json::from_str::<serde_json::Value>(&out).expect("json")["status"].clone()
+    };
+    let st = status(&name);
+    assert_eq!(st["scope"], "Namespace", "{st}");
+    assert_eq!(st["rulesSummary"], "error surge", "{st}");
+    assert_eq!(
+        st["displayName"], "Error surge on /login: 100% errors, 21 of 21 clients failing",
+        "{st}"
+    );
+    assert_eq!(st["clients"], 21, "{st}");
+    assert!(st["proposedAction"].is_null(), "nobody to deny: {st}");
+    assert!(st["detectionRules"].is_null(), "{st}");
+    let errors = st["requests"].as_u64().expect("requests");
+    let posted = posted.get();
+    assert!(
+        errors > 0 && errors <= posted * 400,
+        "{errors} errors of {posted} reports of 400: {st}"
+    );
+    assert_eq!(
+        st["attributes"]["paths"]["top"][0]["value"], "/login",
+        "{st}"
+    );
+    assert_eq!(
+        st["attributes"]["responseCodes"]["top"][0]["value"], "401",
+        "{st}"
+    );
     let detected =
         Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), ns.name())
             .get_opt("palisade-detected")
@@ -777,7 +842,51 @@ async fn a_bad_deploy_is_one_error_surge_not_a_brute_guessor_per_client() {
             .is_none_or(|d| d.rules.values().all(Vec::is_empty)),
         "nobody detected: {detected:?}"
     );
-    assert_eq!(surges().await.expect("events").len(), 1, "once per episode");
+    assert_eq!(
+        events("ErrorSurge").await.expect("events").len(),
+        1,
+        "once per episode"
+    );
     let m = op.metrics().expect("operator metrics");
+    assert!(m.contains("palisade_operator_error_surges_total 1"), "{m}");
+    assert!(
+        m.contains("palisade_operator_error_surge_namespaces 1"),
+        "{m}"
+    );
+    // The deploy is fixed: in the next 30 s slice the app answers everyone again, five times
+    // the errors so far (40 requests per `each`), so errors fall below 20 % of the window.
+    let slice = 30_000;
+    let wait = slice - jiff::Timestamp::now().as_millisecond().rem_euclid(slice) + 1_500;
+    tokio::time::sleep(std::time::Duration::from_millis(wait as u64)).await;
+    let each = u32::try_from(posted * 400 * 5 / 40 + 1).expect("fits");
+    let (code, msg) = post(c, &tok, second_of(ns.name(), 200, each).to_json()).await;
+    assert_eq!(code, 202, "{msg}");
+    let ended = eventually("an ErrorSurgeEnded Event", || async {
+        events("ErrorSurgeEnded")
+            .await?
+            .into_iter()
+            .next()
+            .ok_or("not over yet".to_owned())
+    })
+    .await;
+    assert_eq!(
+        ended.regarding.as_ref().and_then(|r| r.name.clone()),
+        Some(name.clone()),
+        "the same incident ends"
+    );
+    assert_eq!(
+        incident_names(cp, ns.name()).expect("incidents"),
+        std::slice::from_ref(&name)
+    );
+    let end = status(&name);
+    assert!(
+        end["lastDetectedTime"].as_str() >= st["lastDetectedTime"].as_str(),
+        "{end}"
+    );
+    let m = op.metrics().expect("operator metrics");
+    assert!(
+        m.contains("palisade_operator_error_surge_namespaces 0"),
+        "{m}"
+    );
     assert!(m.contains("palisade_operator_error_surges_total 1"), "{m}");
 }
