@@ -81,3 +81,4 @@ bench: ## Benchmarks side by side (sidecar vs nginx/HAProxy, policy, detection) 
 	$(CARGO) build --release -p palisade-operator -p palisade-e2e --bins
 	$(CARGO_TARGET_DIR)/release/apply-latency
 	$(CARGO_TARGET_DIR)/release/detect-mitigate
+	python3 bench/bench.py api-cost

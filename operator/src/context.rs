@@ -38,6 +38,10 @@ pub struct Context {
     pub ca_bundle: ArcSwapOption<String>,
     /// Failed reconciles of each namespace in a row, for the policy controller's backoff.
     pub policy_backoff: Backoff,
+    /// The watched objects every component reads ([`crate::caches`]).
+    pub caches: crate::caches::Caches,
+    /// What the policy controller last wrote into each namespace's bundle.
+    pub bundles: crate::policy::Ledger,
     /// The bundle-signing keys, once loaded from their Secret (see [`crate::signing`]);
     /// subscribers hear of every new key.
     pub signing: watch::Sender<Option<Arc<palisade_policy::sign::KeyRing>>>,
@@ -95,6 +99,7 @@ impl Context {
         kube_requests: crate::kube_requests::KubeRequests,
         args: Args,
         leader: watch::Receiver<bool>,
+        caches: crate::caches::Caches,
     ) -> Self {
         let mut registry = Registry::default();
         let metrics = Metrics::new(&mut registry, kube_requests);
@@ -114,6 +119,8 @@ impl Context {
             certs: Arc::default(),
             ca_bundle: ArcSwapOption::empty(),
             policy_backoff: Backoff::default(),
+            caches,
+            bundles: crate::policy::Ledger::default(),
             signing: watch::Sender::new(None),
             foreign_detected: std::sync::Mutex::default(),
             foreign_manifest: std::sync::Mutex::default(),

@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod args;
 pub mod blast;
+pub mod caches;
 pub mod collector;
 pub mod context;
 pub mod injector;

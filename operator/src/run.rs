@@ -3,14 +3,15 @@
 use std::sync::Arc;
 
 use crate::context::Context;
-use crate::{admin, collector, injector, kube_requests, leader, policy, signing};
+use crate::{admin, caches, collector, injector, kube_requests, leader, policy, signing};
 
 /// Runs until SIGTERM/SIGINT or until a component fails.
 pub async fn run(args: crate::args::Args) -> anyhow::Result<()> {
     let kube_requests = kube_requests::KubeRequests::default();
     let clients = kube_requests::Clients::infer(&kube_requests).await?;
     let (leading, _lease_task) = leader::start_with(clients.leader.clone(), &args).await?;
-    let ctx = Arc::new(Context::new(clients, kube_requests, args, leading));
+    let (caches, writers) = caches::new();
+    let ctx = Arc::new(Context::new(clients, kube_requests, args, leading, caches));
     let shutdown = ctx.shutdown.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
@@ -22,7 +23,7 @@ pub async fn run(args: crate::args::Args) -> anyhow::Result<()> {
         r = admin::spawn(ctx.clone()) => r,
         r = leader::spawn(ctx.clone()) => r,
         r = injector::spawn(ctx.clone()) => r,
-        r = policy::spawn(ctx.clone()) => r,
+        r = policy::spawn(ctx.clone(), writers) => r,
         r = signing::run(ctx.clone()) => r,
         r = &mut collector => return r?,
     };

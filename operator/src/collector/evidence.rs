@@ -21,9 +21,7 @@ use std::sync::{Arc, PoisonError};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::ResourceExt as _;
 use kube::api::{Api, Patch, PatchParams};
-use kube::core::PartialObjectMeta;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::watcher;
+use kube::runtime::reflector::Store;
 use palisade_crds::SecurityAction;
 use palisade_crds::action::RequestCounts;
 use palisade_detection::report::{ActionCount, Report};
@@ -31,7 +29,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::Collector;
-use crate::injector::config::INJECTED_LABEL;
 use crate::metrics::ActionLabels;
 
 /// The field manager of the fields written here.
@@ -353,26 +350,13 @@ pub fn count_metrics(c: &Collector, ns: &str, kept: &[ActionCount]) {
     }
 }
 
-/// Watches the selected namespaces, every SecurityAction and the metadata of the pods that
-/// carry the sidecar; on the leader, writes the evidence every `--evidence-interval`.
+/// On the leader, writes the evidence every `--evidence-interval` (and runs the posture
+/// checks), from the operator's shared watches of the selected namespaces, every
+/// SecurityAction and the pods that carry the sidecar.
 pub async fn run(c: Arc<Collector>) -> anyhow::Result<()> {
-    let client = c.ctx.clients.collector.clone();
-    let (actions, aw) = reflector::store::<SecurityAction>();
-    let watch_actions = super::reflect(
-        aw,
-        watcher(Api::all(client.clone()), watcher::Config::default()),
-        "SecurityActions",
-    );
-    let (pods, pw) = reflector::store::<PartialObjectMeta<Pod>>();
-    let injected = watcher::Config::default().labels(&format!("{INJECTED_LABEL}=true"));
-    let watch_pods = super::reflect(
-        pw,
-        watcher(Api::<PartialObjectMeta<Pod>>::all(client), injected),
-        "injected Pods",
-    );
+    let actions = c.ctx.caches.actions.clone();
+    let pods = c.ctx.caches.injected_pods.clone();
     tokio::select! {
-        () = watch_actions => Ok(()),
-        () = watch_pods => Ok(()),
         r = write_loop(&c, &actions, &pods) => r,
         r = posture_loop(&c, &actions, &pods) => r,
     }
@@ -383,7 +367,7 @@ pub async fn run(c: Arc<Collector>) -> anyhow::Result<()> {
 async fn watches_ready(
     c: &Collector,
     actions: &Store<SecurityAction>,
-    pods: &Store<PartialObjectMeta<Pod>>,
+    pods: &Store<Pod>,
 ) -> anyhow::Result<bool> {
     tokio::select! {
         r = async {
@@ -400,7 +384,7 @@ async fn watches_ready(
 async fn posture_loop(
     c: &Collector,
     actions: &Store<SecurityAction>,
-    pods: &Store<PartialObjectMeta<Pod>>,
+    pods: &Store<Pod>,
 ) -> anyhow::Result<()> {
     if !watches_ready(c, actions, pods).await? {
         return Ok(());
@@ -411,7 +395,7 @@ async fn posture_loop(
 async fn write_loop(
     c: &Collector,
     actions: &Store<SecurityAction>,
-    pods: &Store<PartialObjectMeta<Pod>>,
+    pods: &Store<Pod>,
 ) -> anyhow::Result<()> {
     if !watches_ready(c, actions, pods).await? {
         return Ok(());
@@ -453,7 +437,7 @@ fn this_round(n: usize, turn: usize) -> impl Iterator<Item = usize> {
 fn due_writes(
     c: &Collector,
     all: &[Arc<SecurityAction>],
-    pods: &[Arc<PartialObjectMeta<Pod>>],
+    pods: &[Arc<Pod>],
     namespaces: &[Arc<Namespace>],
 ) -> Vec<(Arc<SecurityAction>, Fields)> {
     let now = jiff::Timestamp::now();
@@ -467,7 +451,7 @@ fn due_writes(
                 .insert(a.metadata.name.as_deref().unwrap_or(""));
         }
     }
-    let mut pods_by_ns: HashMap<&str, Vec<&PartialObjectMeta<Pod>>> = HashMap::new();
+    let mut pods_by_ns: HashMap<&str, Vec<&Pod>> = HashMap::new();
     for p in pods {
         if p.metadata.deletion_timestamp.is_none()
             && let Some(ns) = p.metadata.namespace.as_deref()

@@ -10,9 +10,8 @@ use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Namespace;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams};
+use kube::api::{Api, DeleteParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher;
 use palisade_crds::SecurityIncident;
@@ -106,14 +105,8 @@ async fn sweep_loop(c: &Collector) -> anyhow::Result<()> {
 /// Deletes the incidents that are due; returns how long to sleep.
 async fn sweep(c: &Collector) -> Result<Duration, kube::Error> {
     let client = &c.ctx.clients.collector;
-    let lp = ListParams::default().labels(&c.ctx.args.namespace_selector);
-    let selected: BTreeSet<String> = Api::<Namespace>::all(client.clone())
-        .list_metadata(&lp)
-        .await?
-        .items
-        .iter()
-        .map(ResourceExt::name_any)
-        .collect();
+    // The selected namespaces, from the operator's watch.
+    let selected: BTreeSet<String> = c.namespaces.state().iter().map(|n| n.name_any()).collect();
     let items: Vec<Seen> = c
         .incidents
         .state()

@@ -31,7 +31,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Resource;
-use kube::api::Api;
 use kube::runtime::reflector::{self, Store, store::Writer};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use palisade_crds::DetectionRule;
@@ -181,24 +180,10 @@ pub async fn spawn(ctx: Arc<Context>) -> anyhow::Result<()> {
         addr,
     );
     let (incidents, writer) = reflector::store();
-    let (rules, rules_writer) = reflector::store();
-    let watch_rules = reflect(
-        rules_writer,
-        watcher(
-            Api::<DetectionRule>::all(ctx.clients.collector.clone()),
-            watcher::Config::default(),
-        ),
-        "DetectionRules",
-    );
-    let (namespaces, ns_writer) = reflector::store();
-    let watch_namespaces = reflect(
-        ns_writer,
-        watcher(
-            Api::<Namespace>::all(ctx.clients.collector.clone()),
-            watcher::Config::default().labels(&ctx.args.namespace_selector),
-        ),
-        "Namespaces",
-    );
+    // The rules and the selected namespaces come from the operator's shared watches (the
+    // policy controller drives them).
+    let rules = ctx.caches.rules.clone();
+    let namespaces = ctx.caches.namespaces.clone();
     let c = Arc::new(Collector {
         ctx: ctx.clone(),
         auth: auth::Authenticator::default(),
@@ -234,8 +219,6 @@ pub async fn spawn(ctx: Arc<Context>) -> anyhow::Result<()> {
         r = Box::pin(torlist::run(c.clone())) => r,
         r = Box::pin(evidence::run(c.clone())) => r,
         r = Box::pin(replay::run(c)) => r,
-        () = watch_rules => Ok(()),
-        () = watch_namespaces => Ok(()),
     };
     if ctx.shutdown.is_cancelled() {
         // The leader saves its state once more before this returns.

@@ -698,7 +698,7 @@ pub struct Memory {
 pub async fn run(
     c: &Collector,
     actions: &Store<SecurityAction>,
-    injected: &Store<kube::core::PartialObjectMeta<Pod>>,
+    injected: &Store<Pod>,
 ) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(c.ctx.args.posture_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -719,7 +719,7 @@ pub async fn run(
 async fn round(
     c: &Collector,
     actions: &Store<SecurityAction>,
-    injected: &Store<kube::core::PartialObjectMeta<Pod>>,
+    injected: &Store<Pod>,
     memory: &mut Memory,
 ) {
     let now = jiff::Timestamp::now();

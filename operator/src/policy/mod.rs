@@ -1,7 +1,9 @@
 //! The policy controller: watches SecurityActions, DetectionRules, Namespaces (pause
-//! annotation), ConfigMaps (referenced IP lists) and the pods that carry the sidecar; compiles each namespace into its policy
-//! bundle; writes the bundle ConfigMaps, the actions' statuses and Events. Only the leader
-//! writes; a new leader reconciles every namespace.
+//! annotation), ConfigMaps (referenced IP lists, by metadata; the bundle manifests whole) and
+//! the pods that carry the sidecar, into the operator's shared caches; compiles each
+//! namespace from those caches into its policy bundle; writes the bundle ConfigMaps, the
+//! actions' statuses and Events. Only the leader writes; a new leader reconciles every
+//! namespace.
 
 mod bundle_cm;
 pub(crate) mod convert;
@@ -10,6 +12,7 @@ mod pause;
 pub mod pods;
 mod reconcile;
 
+pub use bundle_cm::Ledger;
 pub(crate) use bundle_cm::{DETECTED_CM, DETECTED_KEY};
 pub(crate) use reconcile::{FOREIGN_BUNDLE, referenced_configmaps};
 mod status;
@@ -18,15 +21,17 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
-use kube::api::Api;
+use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, controller, watcher};
+use kube::runtime::{Controller, WatchStreamExt as _, controller, watcher};
 use palisade_crds::{DetectionRule, SecurityAction};
 
 use crate::context::Context;
 
-/// Runs the policy controller until shutdown.
-pub async fn spawn(ctx: Arc<Context>) -> anyhow::Result<()> {
+/// Runs the policy controller until shutdown. Its watches fill the shared
+/// [`crate::caches::Caches`] (`writers`) and are its triggers: each kind is watched once for
+/// the whole operator.
+pub async fn spawn(ctx: Arc<Context>, writers: crate::caches::Writers) -> anyhow::Result<()> {
     let client = ctx.clients.policy.clone();
     let wc = watcher::Config::default();
     let leader_changes = futures::stream::unfold(ctx.leader.clone(), |mut rx| async move {
@@ -37,26 +42,66 @@ pub async fn spawn(ctx: Arc<Context>) -> anyhow::Result<()> {
         rx.changed().await.ok().map(|()| ((), rx))
     });
     let everything = futures::stream::select(leader_changes, key_changes);
-    let cm_ctx = ctx.clone();
     let selected = watcher::Config::default().labels(&ctx.args.namespace_selector);
     let injected = watcher::Config::default()
         .labels(&format!("{}=true", crate::injector::config::INJECTED_LABEL));
-    Controller::new(Api::<Namespace>::all(client.clone()), selected)
-        .watches(
-            Api::<SecurityAction>::all(client.clone()),
-            wc.clone(),
-            |a| ns_of(&a),
-        )
-        .watches(Api::<DetectionRule>::all(client.clone()), wc.clone(), |r| {
-            ns_of(&r)
+    let namespaces = watcher(Api::<Namespace>::all(client.clone()), selected)
+        .default_backoff()
+        .reflect(writers.namespaces)
+        .applied_objects();
+    let actions = watcher(Api::<SecurityAction>::all(client.clone()), wc.clone())
+        .default_backoff()
+        .reflect(writers.actions)
+        .touched_objects();
+    let rules = watcher(Api::<DetectionRule>::all(client.clone()), wc.clone())
+        .default_backoff()
+        .reflect(writers.rules)
+        .touched_objects();
+    // Every ConfigMap by metadata (a user's list changed), and the manifests whole (one
+    // someone else signed is replaced at once).
+    let configmaps = watcher(
+        Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()),
+        wc.clone(),
+    )
+    .default_backoff()
+    .reflect(writers.configmaps)
+    .touched_objects();
+    let by_name = |name: &str| wc.clone().fields(&format!("metadata.name={name}"));
+    let manifests = watcher(
+        Api::<ConfigMap>::all(client.clone()),
+        by_name(bundle_cm::MANIFEST_CM),
+    )
+    .default_backoff()
+    .reflect(writers.manifests)
+    .touched_objects();
+    let detected = watcher(Api::<ConfigMap>::all(client.clone()), by_name(DETECTED_CM))
+        .default_backoff()
+        .touched_objects();
+    // Injected pods coming and going change whether a workload selector selects any.
+    let pods = watcher(Api::<Pod>::all(client.clone()), injected)
+        .default_backoff()
+        .reflect(writers.injected_pods)
+        .touched_objects();
+    let (cm_ctx, detected_ctx) = (ctx.clone(), ctx.clone());
+    Controller::for_stream(namespaces, ctx.caches.namespaces.clone())
+        .watches_stream(actions, |a| ns_of(&a))
+        .watches_stream(rules, |r| ns_of(&r))
+        .watches_stream(configmaps, |c| {
+            (!reconcile::is_ours_meta(&c.metadata))
+                .then(|| ns_of(&c))
+                .flatten()
         })
-        .watches(Api::<ConfigMap>::all(client.clone()), wc, move |c| {
+        .watches_stream(manifests, move |c| {
             reconcile::needs_reconcile(&c, &cm_ctx)
                 .then(|| ns_of(&c))
                 .flatten()
         })
-        // Injected pods coming and going change whether a workload selector selects any.
-        .watches(Api::<Pod>::all(client.clone()), injected, |p| ns_of(&p))
+        .watches_stream(detected, move |c| {
+            reconcile::needs_reconcile(&c, &detected_ctx)
+                .then(|| ns_of(&c))
+                .flatten()
+        })
+        .watches_stream(pods, |p| ns_of(&p))
         .reconcile_all_on(everything)
         .graceful_shutdown_on(ctx.shutdown.clone().cancelled_owned())
         .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())

@@ -1,5 +1,6 @@
-//! Reconciles one namespace: read its actions, rules and referenced lists, compile, write the
-//! bundle, the statuses and the Events; requeue at the next expiry or end of a timed pause.
+//! Reconciles one namespace: read its actions, rules, injected pods and referenced lists from
+//! the operator's watches ([`crate::caches`]), compile, write the bundle, the statuses and the
+//! Events; requeue at the next expiry or end of a timed pause.
 //! The labels of the pods that carry the sidecar tell whether a workload-scoped action is
 //! enforced anywhere.
 
@@ -11,6 +12,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use palisade_crds::keys::{PAUSED_UNTIL_ANNOTATION, is_paused};
 use palisade_crds::{DetectionRule, SecurityAction, SecurityActionStatus};
@@ -21,7 +23,6 @@ use super::error::Error;
 use super::pause::{self, Pause};
 use super::{bundle_cm, convert, pods, status};
 use crate::context::Context;
-use crate::injector::config::INJECTED_LABEL;
 use crate::metrics::{ControllerLabels, FailureLabels};
 
 const CONTROLLER: ControllerLabels = ControllerLabels {
@@ -34,8 +35,14 @@ const RESYNC: Duration = Duration::from_secs(300);
 
 /// Whether a ConfigMap is one the operator writes (its changes need no reconcile).
 pub fn is_ours(cm: &ConfigMap) -> bool {
-    cm.labels()
-        .get("app.kubernetes.io/managed-by")
+    is_ours_meta(&cm.metadata)
+}
+
+/// [`is_ours`] from the metadata alone.
+pub fn is_ours_meta(meta: &kube::api::ObjectMeta) -> bool {
+    meta.labels
+        .as_ref()
+        .and_then(|l| l.get("app.kubernetes.io/managed-by"))
         .is_some_and(|m| m == bundle_cm::MANAGER)
 }
 
@@ -98,34 +105,28 @@ async fn reconcile_namespace(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Ac
     ctx.metrics.reconciles.get_or_create(&CONTROLLER).inc();
     let name = ns.name_any();
     let client = &ctx.clients.policy;
-    let lp = ListParams::default();
-    let actions = Api::<SecurityAction>::namespaced(client.clone(), &name)
-        .list(&lp)
-        .await;
-    let actions = actions
-        .map_err(Error::kube("listing SecurityActions", &name))?
-        .items;
-    let rules = Api::<DetectionRule>::namespaced(client.clone(), &name)
-        .list(&lp)
-        .await;
-    let rules = rules
-        .map_err(Error::kube("listing DetectionRules", &name))?
-        .items;
-    let pods = injected_pods(client, &name).await?;
+    // Everything is read from the operator's watches: no LIST per reconcile.
+    let caches = &ctx.caches;
+    let actions = crate::caches::in_namespace(&caches.actions, &name);
+    let rules = crate::caches::in_namespace(&caches.rules, &name);
+    let pods = pods::live(crate::caches::in_namespace(&caches.injected_pods, &name));
+    let watched = caches
+        .manifests
+        .get(&ObjectRef::new(bundle_cm::MANIFEST_CM).within(&name));
     // Injected pods need a bundle, even an empty one: a sidecar is not Ready without one.
-    if actions.is_empty() && rules.is_empty() && pods.is_empty() {
-        let has_bundle = bundle_cm::exists(client, &name).await;
-        if !has_bundle.map_err(Error::kube("reading the bundle", &name))? {
-            return Ok(Action::await_change());
-        }
+    if actions.is_empty() && rules.is_empty() && pods.is_empty() && watched.is_none() {
+        return Ok(Action::await_change());
     }
-    let configmaps = referenced_configmaps(client, &name, &actions)
+    let metas = crate::caches::in_namespace(&caches.configmaps, &name);
+    let configmaps = cached_configmaps(&ctx, &name, &actions, &metas)
         .await
         .map_err(Error::kube("reading the referenced ConfigMaps", &name))?;
     let now = jiff::Timestamp::now();
-    let current = bundle_cm::current_manifest(client, &name, &ring).await;
+    let manifest_cm = bundle_cm::manifest_cm(client, &name, watched.as_deref(), &ctx.bundles)
+        .await
+        .map_err(Error::kube("reading the bundle manifest", &name))?;
     let seen = ctx.take_foreign_manifest(&name);
-    let current = match current.map_err(Error::kube("reading the bundle manifest", &name))? {
+    let current = match bundle_cm::current_manifest(manifest_cm.as_ref(), &ring) {
         bundle_cm::Current::Missing => None,
         bundle_cm::Current::Signed(m) => {
             // The watch saw a forgery that a reconcile in flight has written over already.
@@ -167,7 +168,17 @@ async fn reconcile_namespace(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Ac
         }
         encoded = encode(&out.bundle).map_err(encode_err)?;
     }
-    let written = bundle_cm::write(client, &name, &encoded, &ring).await;
+    // A forged manifest in place is overwritten, not compared with.
+    let in_place = manifest_cm.as_ref().filter(|_| current.is_some());
+    let written = bundle_cm::write(
+        client,
+        &name,
+        &encoded,
+        &ring,
+        (in_place, &metas),
+        &ctx.bundles,
+    )
+    .await;
     let written = written.map_err(Error::kube("writing the bundle", &name))?;
     if written > 0 {
         let size: u64 = encoded.manifest.shards.iter().map(|s| s.size).sum();
@@ -205,7 +216,43 @@ async fn reconcile_namespace(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Ac
     Ok(requeue(next_change, next_pod_check, now))
 }
 
-/// The ConfigMaps the actions' IP lists reference, read whole. The namespace's ConfigMaps
+/// The names of the ConfigMaps the actions' IP lists reference (label selectors resolved
+/// against `shells`, ConfigMaps without their data).
+fn referenced_names(
+    actions: &[SecurityAction],
+    shells: &[ConfigMap],
+) -> std::collections::BTreeSet<String> {
+    actions
+        .iter()
+        .flat_map(|a| convert::action(a, shells, false).conditions.ip_lists)
+        .map(|r| r.config_map)
+        .collect()
+}
+
+/// The ConfigMaps the actions' IP lists reference, whole, from the metadata watch `metas`
+/// and the operator's cache of lists (read again only when their version changed).
+async fn cached_configmaps(
+    ctx: &Context,
+    ns: &str,
+    actions: &[SecurityAction],
+    metas: &[kube::api::PartialObjectMeta<ConfigMap>],
+) -> Result<Vec<ConfigMap>, kube::Error> {
+    let shells: Vec<ConfigMap> = metas
+        .iter()
+        .map(|m| ConfigMap {
+            metadata: m.metadata.clone(),
+            ..ConfigMap::default()
+        })
+        .collect();
+    let names = referenced_names(actions, &shells);
+    ctx.caches
+        .lists
+        .get(&ctx.clients.policy, ns, &names, metas)
+        .await
+}
+
+/// The ConfigMaps the actions' IP lists reference, read whole from the API server (for the
+/// admission webhook, which has no reconcile's caches at hand). The namespace's ConfigMaps
 /// are listed by metadata only, to resolve label selectors: most of them can be the
 /// operator's own bundle shards (up to 900 KiB each), which a full LIST would carry on every
 /// reconcile.
@@ -224,11 +271,7 @@ pub async fn referenced_configmaps(
             ..ConfigMap::default()
         })
         .collect();
-    let names: std::collections::BTreeSet<String> = actions
-        .iter()
-        .flat_map(|a| convert::action(a, &shells, false).conditions.ip_lists)
-        .map(|r| r.config_map)
-        .collect();
+    let names = referenced_names(actions, &shells);
     let mut full = Vec::with_capacity(names.len());
     for n in names {
         if let Some(cm) = api.get_opt(&n).await? {
@@ -341,14 +384,6 @@ fn requeue(
         .flatten()
         .fold(RESYNC, Duration::min);
     Action::requeue(wait + Duration::from_millis(1))
-}
-
-/// The namespace's pods that carry the sidecar and are not being deleted.
-async fn injected_pods(client: &kube::Client, ns: &str) -> Result<Vec<Pod>, Error> {
-    let lp = ListParams::default().labels(&format!("{INJECTED_LABEL}=true"));
-    let list = Api::<Pod>::namespaced(client.clone(), ns).list(&lp).await;
-    let list = list.map_err(Error::kube("listing injected Pods", ns))?;
-    Ok(pods::live(list.items))
 }
 
 /// A `PolicyNotLoaded` Warning on each pod whose sidecar is still not Ready past its grace;

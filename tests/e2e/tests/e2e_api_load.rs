@@ -1,6 +1,7 @@
-//! What the collector costs the API server: the leader evaluates every namespace's
-//! DetectionRules each `--detection-interval` (here 1 s) from its watch of the rules, never
-//! with a LIST per namespace and tick. Measured with the operator's own count of its API
+//! What the operator costs the API server: the leader evaluates every namespace's
+//! DetectionRules each `--detection-interval` (here 1 s) from the operator's one watch of the
+//! rules, never with a LIST per namespace and tick; a SecurityAction applied costs the writes
+//! it causes and no LIST (the policy controller reads from the same watches). Measured with the operator's own count of its API
 //! requests (`palisade_operator_kube_requests_total`), so that nothing else talking to the
 //! API server (kube-controller-manager, other tests) and no scheduling delay changes the
 //! verdict. The leader also exports what the windows hold and how long a round takes.
@@ -25,7 +26,7 @@ fn calls(op: &Operator) -> Calls {
         metric_sum(
             &m,
             "palisade_operator_kube_requests_total{",
-            &format!("component=\"collector\",verb=\"{verb}\",resource=\"detectionrules\""),
+            &format!("verb=\"{verb}\",resource=\"detectionrules\""),
         )
     };
     Calls {
@@ -96,7 +97,7 @@ async fn the_leader_evaluates_rules_from_its_watch_without_listing_them_each_tic
     eprintln!("DetectionRule requests in the window: {before:?} -> {after:?}");
     assert!(
         before.lists >= 1 && before.watches >= 1,
-        "the collector's request counter saw its watch's first LIST and WATCH: {before:?}"
+        "the request counter saw the shared watch's first LIST and WATCH: {before:?}"
     );
 
     // What it costs the leader is exported: the windows' memory and the rounds' time.
@@ -323,4 +324,228 @@ async fn slow_and_greedy_clients_cannot_hold_the_collector() {
         .expect("read");
     let answer = String::from_utf8_lossy(&answer[..n]);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+}
+
+/// Every request the operator has sent, by (component, verb, resource), from its own counter.
+fn requests(op: &Operator) -> std::collections::BTreeMap<(String, String, String), u64> {
+    let m = op.metrics().expect("operator metrics");
+    let mut out = std::collections::BTreeMap::new();
+    for line in m.lines() {
+        let Some(rest) = line.strip_prefix("palisade_operator_kube_requests_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.split_once("} ") else {
+            continue;
+        };
+        let label = |name: &str| {
+            labels
+                .split(',')
+                .find_map(|kv| kv.strip_prefix(&format!("{name}=\"")))
+                .map(|v| v.trim_end_matches('"').to_owned())
+                .unwrap_or_default()
+        };
+        let n = value.trim().parse::<f64>().unwrap_or(0.0) as u64;
+        out.insert((label("component"), label("verb"), label("resource")), n);
+    }
+    out
+}
+
+type Counts = std::collections::BTreeMap<(String, String, String), u64>;
+
+/// What was sent between `a` and `b`, by `component`.
+fn sent(a: &Counts, b: &Counts, component: &str) -> Counts {
+    b.iter()
+        .filter(|((c, _, _), _)| c == component)
+        .filter_map(|(k, n)| {
+            let d = n - a.get(k).copied().unwrap_or(0);
+            (d > 0).then(|| (k.clone(), d))
+        })
+        .collect()
+}
+
+/// Reads in `d`: GETs, and LISTs a watch did not follow (a watcher's relist is legitimate).
+fn reads(d: &Counts) -> u64 {
+    let mut lists: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
+    let mut gets = 0;
+    for ((_, verb, resource), n) in d {
+        match verb.as_str() {
+            "get" => gets += n,
+            "list" => *lists.entry(resource).or_default() += *n as i64,
+            "watch" => *lists.entry(resource).or_default() -= *n as i64,
+            _ => {}
+        }
+    }
+    gets + lists.values().map(|n| (*n).max(0) as u64).sum::<u64>()
+}
+
+fn table(d: &Counts) -> String {
+    d.iter()
+        .map(|((_, verb, resource), n)| format!("{verb} {resource}: {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Waits until the policy controller has sent nothing for two seconds (the other components
+/// renew the Lease and write evidence on their own clocks); returns the counts then.
+async fn quiet(op: &Operator) -> Counts {
+    let policy = |c: &Counts| -> Counts {
+        c.iter()
+            .filter(|((component, _, _), _)| component == "policy")
+            .map(|(k, n)| (k.clone(), *n))
+            .collect()
+    };
+    let mut last = requests(op);
+    let mut still = 0;
+    while still < 4 {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let now = requests(op);
+        still = if policy(&now) == policy(&last) {
+            still + 1
+        } else {
+            0
+        };
+        last = now;
+    }
+    last
+}
+
+/// What an apply and an evaluation tick cost the API server, from the operator's own count of
+/// its requests. The policy controller reads everything from the operator's watches: an
+/// action applied costs the writes it causes (bundle, statuses) and, at most, one read of the
+/// manifest it has just written while the watch catches up; an IP list changed costs one read
+/// of that list. The collector's idle evaluation ticks read nothing. The figures are printed
+/// for bench/results/operator.md.
+#[tokio::test]
+async fn an_apply_costs_its_writes_and_an_idle_evaluation_tick_reads_nothing() {
+    let cp = ControlPlane::shared();
+    let ns = TempNs::new(cp, "apicost").await;
+    let op = Operator::start(cp, "op-apicost", "op-apicost", &scope(&ns));
+    let n = ns.name();
+    let list = |ips: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: blocklist\n  labels: \
+             {{palisade.dev/list: blocklist}}\ndata:\n  list.txt: |\n{ips}"
+        )
+    };
+    cp.apply(n, &list("    192.0.2.0/24\n")).expect("list");
+    cp.apply(
+        n,
+        "apiVersion: palisade.dev/v1alpha1\nkind: SecurityAction\nmetadata: {name: deny-list}\n\
+         spec:\n  deny: {status: 403}\n  conditions:\n    ipRangesFrom:\n      - selector:\n          \
+         matchLabels: {palisade.dev/list: blocklist}\n",
+    )
+    .expect("action");
+    cp.apply(n, FLOODER).expect("rule");
+    let generation = |action: &str| {
+        cp.kubectl_ok(&[
+            "-n",
+            n,
+            "get",
+            "securityaction",
+            action,
+            "-o",
+            "jsonpath={.status.bundleGeneration}",
+        ])
+        .map_err(|e| e.to_string())
+        .and_then(|g| g.trim().parse::<u64>().map_err(|e| format!("{g:?}: {e}")))
+    };
+    let first = eventually("deny-list in a bundle", || async {
+        generation("deny-list")
+    })
+    .await;
+    eventually("the rule compiled", || async {
+        let g = cp
+            .kubectl_ok(&[
+                "-n",
+                n,
+                "get",
+                "detectionrule",
+                "flooder",
+                "-o",
+                "jsonpath={.status.observedGeneration}",
+            ])
+            .map_err(|e| e.to_string())?;
+        (g.trim() == "1").then_some(()).ok_or(format!("{g:?}"))
+    })
+    .await;
+
+    // An action applied.
+    let before = quiet(&op).await;
+    cp.apply(
+        n,
+        "apiVersion: palisade.dev/v1alpha1\nkind: SecurityAction\nmetadata: {name: deny-bot}\n\
+         spec:\n  deny: {status: 403}\n  conditions:\n    userAgents: [{value: evilbot, type: Exact}]\n",
+    )
+    .expect("second action");
+    eventually("deny-bot in a newer bundle", || async {
+        match generation("deny-bot")? {
+            g if g > first => Ok(()),
+            g => Err(format!("generation {g}")),
+        }
+    })
+    .await;
+    let after = quiet(&op).await;
+    let apply = sent(&before, &after, "policy");
+    eprintln!("an action applied: {}", table(&apply));
+    assert!(
+        reads(&apply) <= 1,
+        "an apply reads from the watches, at most the manifest it wrote: {apply:?}"
+    );
+    assert!(
+        apply.contains_key(&("policy".into(), "patch".into(), "configmaps".into())),
+        "the bundle was written: {apply:?}"
+    );
+
+    // Its referenced list changed: one read of the list.
+    let before = after;
+    cp.apply(n, &list("    192.0.2.0/24\n    203.0.113.9\n"))
+        .expect("list changed");
+    // (An action's `bundleGeneration` stays: its status did not change. The bundle did.)
+    let written = |c: &Counts| {
+        c.get(&("policy".into(), "patch".into(), "configmaps".into()))
+            .copied()
+            .unwrap_or(0)
+    };
+    eventually("the new list in a bundle", || async {
+        let now = requests(&op);
+        (written(&now) > written(&before))
+            .then_some(())
+            .ok_or("no bundle written yet".to_owned())
+    })
+    .await;
+    let after = quiet(&op).await;
+    let changed = sent(&before, &after, "policy");
+    eprintln!("a referenced IP list changed: {}", table(&changed));
+    assert!(
+        (1..=2).contains(&reads(&changed)),
+        "the list is read once (and at most the manifest): {changed:?}"
+    );
+
+    // Nothing changes: the evaluation ticks of the collector read nothing.
+    let rounds = |m: &str| {
+        metric_sum(
+            m,
+            "palisade_operator_collector_evaluation_seconds_count",
+            "",
+        )
+    };
+    let before = requests(&op);
+    let start = rounds(&op.metrics().expect("metrics"));
+    eventually("five idle evaluation rounds", || async {
+        let now = rounds(&op.metrics().map_err(|e| e.to_string())?);
+        (now >= start + 5)
+            .then_some(())
+            .ok_or(format!("{} rounds", now - start))
+    })
+    .await;
+    let after = requests(&op);
+    let idle = sent(&before, &after, "collector");
+    eprintln!("five idle evaluation rounds: {}", table(&idle));
+    assert_eq!(reads(&idle), 0, "an idle tick reads nothing: {idle:?}");
+    let policy = sent(&before, &after, "policy");
+    assert_eq!(
+        reads(&policy),
+        0,
+        "nor does the policy controller: {policy:?}"
+    );
 }
