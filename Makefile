@@ -82,3 +82,4 @@ bench: ## Benchmarks side by side (sidecar vs nginx/HAProxy, policy, detection) 
 	$(CARGO_TARGET_DIR)/release/apply-latency
 	$(CARGO_TARGET_DIR)/release/detect-mitigate
 	python3 bench/bench.py api-cost
+	python3 bench/bench.py reliability

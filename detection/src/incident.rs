@@ -142,15 +142,7 @@ impl Incident {
 
     /// Requests per minute, the current partial slice included in its minute.
     pub fn series_with_partial(&self) -> Vec<(Timestamp, u64)> {
-        let mut series = self.series.clone();
-        if self.traffic_partial > 0 {
-            add_point(
-                &mut series,
-                minute_of(self.counted_until),
-                self.traffic_partial,
-            );
-        }
-        series
+        with_partial(&self.series, self.counted_until, self.traffic_partial)
     }
 }
 
@@ -470,11 +462,27 @@ fn refresh(
     })
 }
 
-fn minute_of(t: Timestamp) -> Timestamp {
+/// `series` with `partial` (the count of the slice starting at `counted_until`, not counted
+/// yet) added in its minute.
+pub fn with_partial(
+    series: &[(Timestamp, u64)],
+    counted_until: Timestamp,
+    partial: u64,
+) -> Vec<(Timestamp, u64)> {
+    let mut series = series.to_vec();
+    if partial > 0 {
+        add_point(&mut series, minute_of(counted_until), partial);
+    }
+    series
+}
+
+/// The start of the minute holding `t`.
+pub fn minute_of(t: Timestamp) -> Timestamp {
     Timestamp::from_second(t.as_second().div_euclid(60) * 60).unwrap_or(t)
 }
 
-fn add_point(series: &mut Vec<(Timestamp, u64)>, minute: Timestamp, n: u64) {
+/// Adds `n` to the point of `minute` in a per-minute series kept in time order.
+pub fn add_point(series: &mut Vec<(Timestamp, u64)>, minute: Timestamp, n: u64) {
     match series.binary_search_by_key(&minute, |(m, _)| *m) {
         Ok(i) => series[i].1 += n,
         Err(i) => series.insert(i, (minute, n)),

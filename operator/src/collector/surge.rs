@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use jiff::Timestamp;
+use palisade_detection::incident::{add_point, minute_of, with_partial};
 use palisade_detection::key::{ClientKey, ClientKeyKind};
 use palisade_detection::stats::AttrDim;
 use palisade_detection::window::{WindowView, Windows};
@@ -198,15 +199,7 @@ impl Surge {
 
     /// The error series with the current, partial slice added.
     pub fn series_with_partial(&self) -> Vec<(Timestamp, u64)> {
-        let mut series = self.series.clone();
-        if self.errors_partial > 0 {
-            add_point(
-                &mut series,
-                minute_of(self.counted_until),
-                self.errors_partial,
-            );
-        }
-        series
+        with_partial(&self.series, self.counted_until, self.errors_partial)
     }
 
     /// Counts the errors of the slices closed since the last tick and re-reads what the
@@ -247,17 +240,6 @@ impl Surge {
         let summary = windows.attributes_since(&failing, self.started, now, TOP);
         self.attributes = summary.top;
         self.attribute_distinct = summary.distinct;
-    }
-}
-
-fn minute_of(t: Timestamp) -> Timestamp {
-    Timestamp::from_second(t.as_second().div_euclid(60) * 60).unwrap_or(t)
-}
-
-fn add_point(series: &mut Vec<(Timestamp, u64)>, minute: Timestamp, n: u64) {
-    match series.binary_search_by_key(&minute, |(m, _)| *m) {
-        Ok(i) => series[i].1 += n,
-        Err(i) => series.insert(i, (minute, n)),
     }
 }
 

@@ -28,6 +28,7 @@ pub mod flood;
 pub mod http;
 pub mod image;
 pub mod injected;
+pub mod leadership;
 mod namespace;
 pub mod node;
 mod operator;

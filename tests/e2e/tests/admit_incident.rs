@@ -40,7 +40,7 @@ async fn create_with_status(
 
 fn status() -> Value {
     json!({
-        "observedGeneration": 1,
+        "scope": "Clients",
         "displayName": "Flooder from 2 IPs",
         "riskLevel": "Severe",
         "state": "Active",
@@ -51,7 +51,8 @@ fn status() -> Value {
         "firstDetectedTime": "2026-11-26T09:02:00Z",
         "lastDetectedTime": "2026-11-26T12:00:00Z",
         "duration": "2h58m",
-        "attributes": {"ips": {"distinct": 2, "top": [{"value": "198.51.100.23", "requests": 18000}]}},
+        "attributes": {"ips": {"distinct": 2, "top": [{"value": "198.51.100.23", "requests": 18000}]},
+                       "paths": {"distinct": 1, "top": [{"value": "/login", "requests": 18000}]}},
         "traffic": {"startTime": "2026-11-26T09:02:00Z", "requests": [120, 480]},
     })
 }
@@ -97,7 +98,14 @@ async fn incident_status_is_bounded() {
     too_long_series["traffic"]["requests"] = json!(vec![1; 1441]);
     let mut bad_risk = status();
     bad_risk["riskLevel"] = json!("Critical");
+    let mut bad_scope = status();
+    bad_scope["scope"] = json!("Everything");
     let cases = [
+        (
+            "unknown scope",
+            bad_scope,
+            "status.scope: Unsupported value: \"Everything\"",
+        ),
         (
             "11 top IPs",
             too_many_ips,

@@ -168,7 +168,7 @@ async fn kubectl_shows_the_resources_with_their_columns_and_docs() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         table,
-        "Risk State Rules Clients Requests First Seen Last Seen Age"
+        "Risk Scope State Rules Clients Requests First Seen Last Seen Age"
     );
     let explain = eventually("kubectl explain to show the CRD docs", || async {
         let out = cp

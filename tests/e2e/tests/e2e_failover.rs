@@ -13,88 +13,14 @@ use std::sync::{Arc, Mutex};
 
 use palisade_e2e::collector::{list_server, tor_detects, tor_status};
 use palisade_e2e::http::{echo_app, get};
+use palisade_e2e::leadership::{
+    flood_until_incident, incidents, lease_holder, sample, wait_to_lead,
+};
 use palisade_e2e::{ControlPlane, OPERATOR_NS, Operator, Sidecar, TempNs, eventually, scope};
 
 const LEASE: &str = "op-failover";
 
 use palisade_e2e::flood::QUICK_FLOODER as FLOODER;
-
-/// The value of the sample whose name and labels start with `prefix`, e.g.
-/// `palisade_operator_leader`.
-fn sample(op: &Operator, prefix: &str) -> Result<f64, String> {
-    let text = op.metrics()?;
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .ok_or(format!("no sample {prefix} in the metrics"))
-}
-
-fn lease_holder(cp: &ControlPlane, lease: &str) -> Result<String, String> {
-    cp.kubectl_ok(&[
-        "-n",
-        OPERATOR_NS,
-        "get",
-        "lease",
-        lease,
-        "-o",
-        "jsonpath={.spec.holderIdentity} {.metadata.annotations.palisade\\.dev/collector-endpoint}",
-    ])
-    .map_err(|e| e.to_string())
-}
-
-/// Waits until operator `name` holds `lease`.
-async fn wait_to_lead(cp: &ControlPlane, lease: &str, name: &str) {
-    let prefix = format!("{name} ");
-    eventually(&format!("{name} to lead"), || async {
-        let holder = lease_holder(cp, lease)?;
-        holder.starts_with(&prefix).then_some(()).ok_or(holder)
-    })
-    .await;
-}
-/// `(name, lastDetectedTime)` of every SecurityIncident in `ns`.
-fn incidents(cp: &ControlPlane, ns: &str) -> Result<Vec<(String, jiff::Timestamp)>, String> {
-    let out = cp
-        .kubectl_ok(&[
-            "-n",
-            ns,
-            "get",
-            "securityincidents",
-            "-o",
-            "jsonpath={range .items[*]}{.metadata.name} {.status.lastDetectedTime}{\"\\n\"}{end}",
-        ])
-        .map_err(|e| e.to_string())?;
-    out.lines()
-        .map(|l| {
-            let (name, last) = l.split_once(' ').ok_or(format!("incident line {l:?}"))?;
-            let last = last
-                .parse()
-                .map_err(|e| format!("lastDetectedTime of {name}: {e}"))?;
-            Ok((name.to_owned(), last))
-        })
-        .collect()
-}
-
-/// Sends bursts of 50 requests from the flooder 127.0.0.66 through `sidecar` until `ns` has a
-/// SecurityIncident; its name.
-async fn flood_until_incident(
-    cp: &ControlPlane,
-    ns: &str,
-    sidecar: &Sidecar,
-    what: &str,
-) -> String {
-    let flooder: IpAddr = "127.0.0.66".parse().expect("ip");
-    eventually(what, || async {
-        for _ in 0..50 {
-            get(flooder, sidecar.addr, "/", &[]).await?;
-        }
-        let all = incidents(cp, ns)?;
-        all.first()
-            .map(|(n, _)| n.clone())
-            .ok_or(format!("incidents: {all:?}"))
-    })
-    .await
-}
 
 #[tokio::test]
 async fn reports_reach_the_leader_and_a_new_leader_continues_windows_and_incident() {

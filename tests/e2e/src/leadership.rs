@@ -1,0 +1,87 @@
+//! Leadership and incidents as the failover and chaos tests watch them: who holds the Lease
+//! (and the collector endpoint it advertises), an operator's metric samples, the incidents of
+//! a namespace, and a flood kept up until it opens one.
+
+use std::net::IpAddr;
+
+use crate::http::get;
+use crate::{ControlPlane, OPERATOR_NS, Operator, Sidecar, eventually};
+
+/// The value of the sample whose name and labels start with `prefix`, e.g.
+/// `palisade_operator_leader`.
+pub fn sample(op: &Operator, prefix: &str) -> Result<f64, String> {
+    let text = op.metrics()?;
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .ok_or(format!("no sample {prefix} in the metrics"))
+}
+
+/// `<holder> <collector endpoint>` of the Lease `lease`.
+pub fn lease_holder(cp: &ControlPlane, lease: &str) -> Result<String, String> {
+    cp.kubectl_ok(&[
+        "-n",
+        OPERATOR_NS,
+        "get",
+        "lease",
+        lease,
+        "-o",
+        "jsonpath={.spec.holderIdentity} {.metadata.annotations.palisade\\.dev/collector-endpoint}",
+    ])
+    .map_err(|e| e.to_string())
+}
+
+/// Waits until operator `name` holds `lease`.
+pub async fn wait_to_lead(cp: &ControlPlane, lease: &str, name: &str) {
+    let prefix = format!("{name} ");
+    eventually(&format!("{name} to lead"), || async {
+        let holder = lease_holder(cp, lease)?;
+        holder.starts_with(&prefix).then_some(()).ok_or(holder)
+    })
+    .await;
+}
+
+/// `(name, lastDetectedTime)` of every SecurityIncident in `ns`.
+pub fn incidents(cp: &ControlPlane, ns: &str) -> Result<Vec<(String, jiff::Timestamp)>, String> {
+    let out = cp
+        .kubectl_ok(&[
+            "-n",
+            ns,
+            "get",
+            "securityincidents",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name} {.status.lastDetectedTime}{\"\\n\"}{end}",
+        ])
+        .map_err(|e| e.to_string())?;
+    out.lines()
+        .map(|l| {
+            let (name, last) = l.split_once(' ').ok_or(format!("incident line {l:?}"))?;
+            let last = last
+                .parse()
+                .map_err(|e| format!("lastDetectedTime of {name}: {e}"))?;
+            Ok((name.to_owned(), last))
+        })
+        .collect()
+}
+
+/// Sends bursts of 50 requests from the flooder 127.0.0.66 through `sidecar` until `ns` has a
+/// SecurityIncident; its name.
+pub async fn flood_until_incident(
+    cp: &ControlPlane,
+    ns: &str,
+    sidecar: &Sidecar,
+    what: &str,
+) -> String {
+    let flooder: IpAddr = "127.0.0.66".parse().expect("ip");
+    eventually(what, || async {
+        for _ in 0..50 {
+            get(flooder, sidecar.addr, "/", &[]).await?;
+        }
+        let all = incidents(cp, ns)?;
+        all.first()
+            .map(|(n, _)| n.clone())
+            .ok_or(format!("incidents: {all:?}"))
+    })
+    .await
+}

@@ -1,0 +1,160 @@
+//! The leader killed with SIGKILL in the middle of a flood and of a bundle change (issue 18,
+//! reliability). Two operators share a Lease; a sidecar reports to the one that does not
+//! lead. An action is applied and, at once, the leader is killed: whether or not it wrote the
+//! new bundle, the other operator takes over and the sidecar enforces the action; the flood's
+//! incident goes on under its name; a client that is allowed and one that is denied get the
+//! right answer on every request throughout. The figures (requests, failures, the times to
+//! take over, to enforce the action and to update the incident) are printed for
+//! bench/results/reliability.md.
+//!
+//! In a binary of its own: it kills an operator.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use palisade_e2e::http::{echo_app, get};
+use palisade_e2e::leadership::{flood_until_incident, incidents, lease_holder, wait_to_lead};
+use palisade_e2e::{ControlPlane, Operator, Sidecar, TempNs, eventually, scope};
+
+use palisade_e2e::flood::QUICK_FLOODER as FLOODER;
+
+const LEASE: &str = "op-chaos";
+
+fn deny_agent(name: &str, agent: &str) -> String {
+    format!(
+        "apiVersion: palisade.dev/v1alpha1\nkind: SecurityAction\nmetadata: {{name: {name}}}\n\
+         spec:\n  deny: {{status: 403}}\n  conditions:\n    userAgents: [{{value: {agent}, type: Exact}}]\n"
+    )
+}
+
+async fn status_for(sc: &Sidecar, from: IpAddr, agent: &str) -> Result<u16, String> {
+    get(from, sc.addr, "/", &[("user-agent", agent)])
+        .await
+        .map(|(code, _)| code)
+}
+
+/// What the steady clients saw while the leader died.
+#[derive(Debug, Default)]
+struct Seen {
+    requests: u64,
+    failed: u64,
+    wrong: Vec<String>,
+}
+
+#[tokio::test]
+async fn the_leader_killed_during_a_flood_and_a_bundle_change_loses_no_request_and_no_incident() {
+    let cp = ControlPlane::shared();
+    let ns = TempNs::new(cp, "chaos").await;
+    let mut args = scope(&ns).to_vec();
+    args.extend(["--collector-snapshot-interval".into(), "1s".into()]);
+    let mut a = Operator::start(cp, "op-chaos-a", LEASE, &args);
+    wait_to_lead(cp, LEASE, "op-chaos-a").await;
+    let b = Operator::start(cp, "op-chaos-b", LEASE, &args);
+    cp.apply(ns.name(), FLOODER).expect("rule");
+    cp.apply(ns.name(), &deny_agent("deny-bad", "bad"))
+        .expect("deny-bad");
+    let app = echo_app().await;
+    let sc = Arc::new(Sidecar::start(
+        cp,
+        ns.name(),
+        "api-0",
+        app,
+        Some(&b.collector),
+    ));
+    let client: IpAddr = "127.0.0.5".parse().expect("ip");
+    eventually("deny-bad enforced", || async {
+        match status_for(&sc, client, "bad").await? {
+            403 => Ok(()),
+            s => Err(format!("status {s}")),
+        }
+    })
+    .await;
+    let name = flood_until_incident(cp, ns.name(), &sc, "the flood to open an incident").await;
+
+    // Steady clients from here to the end: `ok` is always let through, `bad` always denied.
+    let stop = Arc::new(AtomicBool::new(false));
+    let steady = tokio::spawn({
+        let (sc, stop) = (sc.clone(), stop.clone());
+        async move {
+            let mut seen = Seen::default();
+            while !stop.load(Ordering::Relaxed) {
+                for (agent, want) in [("ok", 200), ("bad", 403)] {
+                    seen.requests += 1;
+                    match status_for(&sc, client, agent).await {
+                        Ok(got) if got == want => {}
+                        Ok(got) => seen.wrong.push(format!("{agent}: {got}")),
+                        Err(e) => {
+                            seen.failed += 1;
+                            seen.wrong.push(format!("{agent}: {e}"));
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            seen
+        }
+    });
+
+    // A bundle change, and at once the leader dies (SIGKILL: nothing is saved on the way out).
+    cp.apply(ns.name(), &deny_agent("deny-new", "new"))
+        .expect("deny-new");
+    let killed = Instant::now();
+    let killed_at = jiff::Timestamp::now();
+    a.kill();
+
+    // The flood goes on; the other operator takes over.
+    let flooder: IpAddr = "127.0.0.66".parse().expect("ip");
+    let took_over = std::cell::Cell::new(None::<Duration>);
+    let enforced = std::cell::Cell::new(None::<Duration>);
+    let updated = std::cell::Cell::new(None::<Duration>);
+    eventually(
+        "the new leader to enforce deny-new and update the incident",
+        || async {
+            for _ in 0..50 {
+                get(flooder, sc.addr, "/", &[]).await?;
+            }
+            let leader = format!("op-chaos-b {}", b.collector);
+            if took_over.get().is_none() && lease_holder(cp, LEASE)?.starts_with(&leader) {
+                took_over.set(Some(killed.elapsed()));
+            }
+            if enforced.get().is_none() && status_for(&sc, client, "new").await? == 403 {
+                enforced.set(Some(killed.elapsed()));
+            }
+            if updated.get().is_none() {
+                let all = incidents(cp, ns.name())?;
+                let [(n, last)] = all.as_slice() else {
+                    return Err(format!("exactly one incident expected: {all:?}"));
+                };
+                assert_eq!(n, &name, "the incident keeps its name");
+                if *last > killed_at {
+                    updated.set(Some(killed.elapsed()));
+                }
+            }
+            match (took_over.get(), enforced.get(), updated.get()) {
+                (Some(_), Some(_), Some(_)) => Ok(()),
+                s => Err(format!("took over / enforced / updated: {s:?}")),
+            }
+        },
+    )
+    .await;
+    // And a while after the recovery: nothing goes wrong later either.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    let seen = steady.await.expect("steady clients");
+    eprintln!(
+        "reliability: leader killed during a flood and a bundle change: {} requests, {} failed, {} wrong; \
+         new leader after {:.1} s, deny-new enforced after {:.1} s, incident {name} updated \
+         after {:.1} s",
+        seen.requests,
+        seen.failed,
+        seen.wrong.len(),
+        took_over.get().unwrap_or_default().as_secs_f64(),
+        enforced.get().unwrap_or_default().as_secs_f64(),
+        updated.get().unwrap_or_default().as_secs_f64(),
+    );
+    assert_eq!(seen.failed, 0, "{:?}", seen.wrong);
+    assert!(seen.wrong.is_empty(), "{:?}", seen.wrong);
+    assert!(seen.requests > 0, "the steady clients ran");
+}
