@@ -977,7 +977,8 @@ def api_cost():
     path = RESULTS / "operator.md"
     text = path.read_text() if path.exists() else ""
     if API_SECTION in text:
-        text = text[:text.index(API_SECTION)].rstrip("\n") + "\n\n"
+        text = text[:text.index(API_SECTION)]
+    text = text.rstrip("\n") + "\n\n" if text else ""
     path.write_text(text + "".join(section))
     log(f"wrote the API section of {path}")
 
