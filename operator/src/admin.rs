@@ -2,6 +2,7 @@
 //! (the injector webhook serves a certificate: until then the API server could not call this
 //! replica, so it must not be behind the webhook Service).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -47,18 +48,20 @@ async fn metrics(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
     }
 }
 
-async fn ready(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
+async fn ready(State(ctx): State<Arc<Context>>) -> (StatusCode, Cow<'static, str>) {
+    let unavailable = |why: Cow<'static, str>| (StatusCode::SERVICE_UNAVAILABLE, why);
     if !ctx.ready.load(Ordering::Relaxed) {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the webhook has no serving certificate yet",
-        )
+        unavailable("the webhook has no serving certificate yet".into())
     } else if ctx.signing_keys().is_none() {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the bundle-signing key is not loaded yet",
+        unavailable("the bundle-signing key is not loaded yet".into())
+    } else if !ctx.caches.ready() {
+        // Its reconciles wait for them: a bundle compiled from a store still filling would
+        // miss the objects not listed yet.
+        let filling = ctx.caches.filling().join(", ");
+        unavailable(
+            format!("the watches of {filling} have not completed their first list yet").into(),
         )
     } else {
-        (StatusCode::OK, "ready")
+        (StatusCode::OK, "ready".into())
     }
 }

@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
 use kube::ResourceExt as _;
 use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::reflector::{self, Store, store::Writer};
+use kube::runtime::watcher;
 use palisade_crds::{DetectionRule, SecurityAction};
 
 /// The stores (clones read the same objects).
@@ -34,6 +35,8 @@ pub struct Caches {
     pub manifests: Store<ConfigMap>,
     /// The referenced IP-list ConfigMaps, read whole.
     pub lists: Arc<ListCache>,
+    /// One bit per store whose first list is complete (see [`Caches::mark_filled`]).
+    filled: Arc<tokio::sync::watch::Sender<u8>>,
 }
 
 /// The writers of [`Caches`], for the watches that fill them.
@@ -64,6 +67,67 @@ impl std::fmt::Debug for Writers {
     }
 }
 
+/// The stores, one bit each in [`Caches::filled`], in this order (for [`Caches::filling`]).
+const KINDS: [&str; 6] = [
+    "Namespace",
+    "SecurityAction",
+    "DetectionRule",
+    "Pod",
+    "ConfigMap",
+    "bundle manifest",
+];
+const ALL: u8 = (1 << KINDS.len()) - 1;
+
+impl Caches {
+    /// An inspector for the watch of store number `bit` of [`KINDS`], placed after its
+    /// `reflect`: records in [`Caches::filled`] that its first list is complete (the store
+    /// is swapped in before the `InitDone` event is passed on).
+    ///
+    /// Everyone waits on `filled`, never on the stores: a kube `Store` wakes only the task
+    /// that polled its readiness last (one waker slot in a oneshot channel), so a second task
+    /// waiting on a store (the Controller waits on its own) would stay asleep for ever.
+    pub fn mark_filled<K>(&self, kind: &str) -> impl Fn(&watcher::Event<K>) + use<K> {
+        let bit = KINDS
+            .iter()
+            .position(|k| *k == kind)
+            .expect("a kind of KINDS");
+        let filled = self.filled.clone();
+        move |e| {
+            if matches!(e, watcher::Event::InitDone) {
+                filled.send_if_modified(|m| {
+                    let was = *m;
+                    *m |= 1 << bit;
+                    *m != was
+                });
+            }
+        }
+    }
+
+    /// Resolves once every store holds its first complete list. A reconcile that compiled
+    /// from a store still filling would write a bundle missing the objects not listed yet.
+    pub async fn wait_until_ready(&self) {
+        let mut rx = self.filled.subscribe();
+        // The sender lives as long as `self`: this fails only if it is dropped meanwhile.
+        let _ = rx.wait_for(|m| *m == ALL).await;
+    }
+
+    /// Whether every store holds its first complete list.
+    pub fn ready(&self) -> bool {
+        *self.filled.borrow() == ALL
+    }
+
+    /// The stores that have not completed their first list yet, by kind (for logs).
+    pub fn filling(&self) -> Vec<&'static str> {
+        let m = *self.filled.borrow();
+        KINDS
+            .iter()
+            .enumerate()
+            .filter(|(bit, _)| m & (1 << bit) == 0)
+            .map(|(_, k)| *k)
+            .collect()
+    }
+}
+
 /// Empty stores and their writers.
 pub fn new() -> (Caches, Writers) {
     let (namespaces, ns_w) = reflector::store();
@@ -81,6 +145,7 @@ pub fn new() -> (Caches, Writers) {
             configmaps,
             manifests,
             lists: Arc::default(),
+            filled: Arc::new(tokio::sync::watch::Sender::new(0)),
         },
         Writers {
             namespaces: ns_w,

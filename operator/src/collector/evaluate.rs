@@ -60,8 +60,9 @@ impl Published {
 
 /// Runs the evaluation loop until shutdown.
 pub async fn run(c: Arc<Collector>) -> anyhow::Result<()> {
+    // (On the operator's readiness, not the store's: see `Caches::mark_filled`.)
     tokio::select! {
-        r = c.rules.wait_until_ready() => r?,
+        () = c.ctx.caches.wait_until_ready() => {},
         () = c.ctx.shutdown.cancelled() => return Ok(()),
     }
     let mut tick = tokio::time::interval(c.ctx.args.detection_interval);

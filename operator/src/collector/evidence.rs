@@ -364,19 +364,11 @@ pub async fn run(c: Arc<Collector>) -> anyhow::Result<()> {
 
 /// Waits until the watches have listed everything; `false` when the operator shuts down
 /// first.
-async fn watches_ready(
-    c: &Collector,
-    actions: &Store<SecurityAction>,
-    pods: &Store<Pod>,
-) -> anyhow::Result<bool> {
+async fn watches_ready(c: &Collector) -> bool {
+    // (On the operator's readiness, not the stores': see `Caches::mark_filled`.)
     tokio::select! {
-        r = async {
-            actions.wait_until_ready().await?;
-            pods.wait_until_ready().await?;
-            c.namespaces.wait_until_ready().await?;
-            c.rules.wait_until_ready().await
-        } => r.map(|()| true).map_err(Into::into),
-        () = c.ctx.shutdown.cancelled() => Ok(false),
+        () = c.ctx.caches.wait_until_ready() => true,
+        () = c.ctx.shutdown.cancelled() => false,
     }
 }
 
@@ -386,7 +378,7 @@ async fn posture_loop(
     actions: &Store<SecurityAction>,
     pods: &Store<Pod>,
 ) -> anyhow::Result<()> {
-    if !watches_ready(c, actions, pods).await? {
+    if !watches_ready(c).await {
         return Ok(());
     }
     super::posture::run(c, actions, pods).await
@@ -397,7 +389,7 @@ async fn write_loop(
     actions: &Store<SecurityAction>,
     pods: &Store<Pod>,
 ) -> anyhow::Result<()> {
-    if !watches_ready(c, actions, pods).await? {
+    if !watches_ready(c).await {
         return Ok(());
     }
     let mut tick = tokio::time::interval(c.ctx.args.evidence_interval);

@@ -199,12 +199,9 @@ async fn refresh_loop(
     namespaces: &Store<Namespace>,
 ) -> anyhow::Result<()> {
     let http = http_client()?;
+    // (On the operator's readiness, not the stores': see `Caches::mark_filled`.)
     tokio::select! {
-        r = rules.wait_until_ready() => r?,
-        () = c.ctx.shutdown.cancelled() => return Ok(()),
-    }
-    tokio::select! {
-        r = namespaces.wait_until_ready() => r?,
+        () = c.ctx.caches.wait_until_ready() => {},
         () = c.ctx.shutdown.cancelled() => return Ok(()),
     }
     let mut led = false;

@@ -19,7 +19,7 @@ mod status;
 
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt as _};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
 use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::reflector::ObjectRef;
@@ -41,21 +41,30 @@ pub async fn spawn(ctx: Arc<Context>, writers: crate::caches::Writers) -> anyhow
     let key_changes = futures::stream::unfold(ctx.signing.subscribe(), |mut rx| async move {
         rx.changed().await.ok().map(|()| ((), rx))
     });
-    let everything = futures::stream::select(leader_changes, key_changes);
+    // Every store filled (its first list complete): reconciles before that wait for it.
+    let filled = {
+        let caches = ctx.caches.clone();
+        futures::stream::once(async move { caches.wait_until_ready().await })
+    };
+    let everything =
+        futures::stream::select(futures::stream::select(leader_changes, key_changes), filled);
     let selected = watcher::Config::default().labels(&ctx.args.namespace_selector);
     let injected = watcher::Config::default()
         .labels(&format!("{}=true", crate::injector::config::INJECTED_LABEL));
     let namespaces = watcher(Api::<Namespace>::all(client.clone()), selected)
         .default_backoff()
         .reflect(writers.namespaces)
+        .inspect_ok(ctx.caches.mark_filled("Namespace"))
         .applied_objects();
     let actions = watcher(Api::<SecurityAction>::all(client.clone()), wc.clone())
         .default_backoff()
         .reflect(writers.actions)
+        .inspect_ok(ctx.caches.mark_filled("SecurityAction"))
         .touched_objects();
     let rules = watcher(Api::<DetectionRule>::all(client.clone()), wc.clone())
         .default_backoff()
         .reflect(writers.rules)
+        .inspect_ok(ctx.caches.mark_filled("DetectionRule"))
         .touched_objects();
     // Every ConfigMap by metadata (a user's list changed), and the manifests whole (one
     // someone else signed is replaced at once).
@@ -65,6 +74,7 @@ pub async fn spawn(ctx: Arc<Context>, writers: crate::caches::Writers) -> anyhow
     )
     .default_backoff()
     .reflect(writers.configmaps)
+    .inspect_ok(ctx.caches.mark_filled("ConfigMap"))
     .touched_objects();
     let by_name = |name: &str| wc.clone().fields(&format!("metadata.name={name}"));
     let manifests = watcher(
@@ -73,6 +83,7 @@ pub async fn spawn(ctx: Arc<Context>, writers: crate::caches::Writers) -> anyhow
     )
     .default_backoff()
     .reflect(writers.manifests)
+    .inspect_ok(ctx.caches.mark_filled("bundle manifest"))
     .touched_objects();
     let detected = watcher(Api::<ConfigMap>::all(client.clone()), by_name(DETECTED_CM))
         .default_backoff()
@@ -81,6 +92,7 @@ pub async fn spawn(ctx: Arc<Context>, writers: crate::caches::Writers) -> anyhow
     let pods = watcher(Api::<Pod>::all(client.clone()), injected)
         .default_backoff()
         .reflect(writers.injected_pods)
+        .inspect_ok(ctx.caches.mark_filled("Pod"))
         .touched_objects();
     let (cm_ctx, detected_ctx) = (ctx.clone(), ctx.clone());
     Controller::for_stream(namespaces, ctx.caches.namespaces.clone())

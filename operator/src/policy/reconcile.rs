@@ -101,6 +101,13 @@ async fn reconcile_namespace(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Ac
         tracing::debug!(namespace = %ns.name_any(), "waiting for the bundle-signing key");
         return Ok(Action::await_change());
     };
+    if !ctx.caches.ready() {
+        // Compiling from a store still filling would write a bundle without the objects not
+        // listed yet. Every namespace is reconciled again once they are all filled.
+        tracing::debug!(namespace = %ns.name_any(), filling = ?ctx.caches.filling(),
+            "waiting for the watches' first lists");
+        return Ok(Action::await_change());
+    }
     let started = Instant::now();
     ctx.metrics.reconciles.get_or_create(&CONTROLLER).inc();
     let name = ns.name_any();

@@ -209,7 +209,18 @@ impl Operator {
         lease: &str,
         args: &[A],
     ) -> Self {
-        let kubeconfig = operator_kubeconfig(cp);
+        Self::start_as(cp, operator_kubeconfig(cp), identity, lease, args)
+    }
+
+    /// [`Operator::start`] with the identity of `kubeconfig` instead of the chart's
+    /// ServiceAccount (a test that gives the operator other permissions).
+    pub fn start_as<A: AsRef<std::ffi::OsStr>>(
+        cp: &'static ControlPlane,
+        kubeconfig: &Path,
+        identity: &str,
+        lease: &str,
+        args: &[A],
+    ) -> Self {
         let port = crate::process::free_port().expect("a free port");
         let admin: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
         let webhook = format!(
