@@ -4,6 +4,13 @@
 
 use std::sync::Arc;
 
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::Api;
+use kube::runtime::{WatchStreamExt as _, watcher};
 use kube_lease_manager::{LeaseManagerBuilder, LeaseParams};
 use tokio::sync::watch;
 
@@ -19,18 +26,80 @@ pub async fn start_with(
     let grace = (duration / 3).max(1);
     let params = LeaseParams::new(args.identity.clone(), duration, grace)
         .with_field_manager("palisade-operator-lease");
-    let manager = LeaseManagerBuilder::new(client, &args.lease_name)
+    let manager = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
         .with_namespace(&args.namespace)
         .with_parameters(params)
         .build()
         .await?;
-    let (rx, task) = manager.watch().await;
+    let (claimed, task) = manager.watch().await;
+    let (tx, rx) = watch::channel(false);
+    let deadline = Duration::from_secs(duration);
+    let lease = Api::<Lease>::namespaced(client, &args.namespace);
+    let (name, identity) = (args.lease_name.clone(), args.identity.clone());
     let handle = tokio::spawn(async move {
-        if let Err(e) = task.await {
-            tracing::error!(error = %e, "lease manager stopped");
+        tokio::select! {
+            r = task => match r {
+                Ok(Err(e)) => tracing::error!(error = %e, "lease manager stopped"),
+                Err(e) => tracing::error!(error = %e, "lease manager stopped"),
+                Ok(Ok(_)) => {}
+            },
+            () = vouch(lease, &name, &identity, deadline, claimed, &tx) => {}
         }
+        // No Lease manager: no leadership.
+        tx.send_replace(false);
     });
     Ok((rx, handle))
+}
+
+/// Leadership as this replica can vouch for it: the Lease manager says it holds the Lease
+/// **and** the Lease's watch showed one of its renewals within the lease duration (the
+/// renew deadline of client-go's leader election).
+///
+/// The Lease manager keeps saying `true` while it cannot reach the API server: after the
+/// lease duration another replica may lead, and when the API server is back this one would
+/// write for a moment from caches that are out of date until its manager catches up. With
+/// the deadline, a replica cut from the API server stops leading on its own.
+async fn vouch(
+    lease: Api<Lease>,
+    name: &str,
+    identity: &str,
+    deadline: Duration,
+    mut claimed: watch::Receiver<bool>,
+    tx: &watch::Sender<bool>,
+) {
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut events = watcher(lease, config)
+        .default_backoff()
+        .applied_objects()
+        .boxed();
+    // When a renewal of ours was last seen, and its `renewTime` (a relist shows the same
+    // object again: that is not a renewal).
+    let mut renewed: Option<(Instant, Option<MicroTime>)> = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            event = events.next() => match event {
+                Some(Ok(l)) => {
+                    let spec = l.spec.unwrap_or_default();
+                    if spec.holder_identity.as_deref() == Some(identity)
+                        && renewed.as_ref().is_none_or(|(_, t)| *t != spec.renew_time)
+                    {
+                        renewed = Some((Instant::now(), spec.renew_time));
+                    }
+                }
+                Some(Err(e)) => tracing::debug!(error = %e, lease = name, "lease watch"),
+                None => return,
+            },
+            changed = claimed.changed() => if changed.is_err() { return },
+            _ = tick.tick() => {}
+        }
+        let fresh = renewed
+            .as_ref()
+            .is_some_and(|(seen, _)| seen.elapsed() < deadline);
+        let leading = *claimed.borrow() && fresh;
+        tx.send_if_modified(|was| std::mem::replace(was, leading) != leading);
+    }
 }
 
 /// Mirrors leadership into the `leader` metric and the log.

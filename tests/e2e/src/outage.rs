@@ -3,7 +3,7 @@
 //! to the shared control plane the other tests use.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -16,6 +16,7 @@ pub struct Link {
     pub port: u16,
     cut: Arc<AtomicBool>,
     changes: watch::Sender<bool>,
+    accepted: Arc<AtomicU64>,
 }
 
 impl Link {
@@ -28,7 +29,8 @@ impl Link {
         let cut = Arc::new(AtomicBool::new(false));
         let (changes, _) = watch::channel(false);
         let upstream = format!("{host}:{port}");
-        let (flag, tx) = (cut.clone(), changes.clone());
+        let accepted = Arc::new(AtomicU64::new(0));
+        let (flag, tx, count) = (cut.clone(), changes.clone(), accepted.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((mut client, _)) = listener.accept().await else {
@@ -38,6 +40,7 @@ impl Link {
                     drop(client);
                     continue;
                 }
+                count.fetch_add(1, Ordering::SeqCst);
                 let (upstream, mut cut_rx) = (upstream.clone(), tx.subscribe());
                 tokio::spawn(async move {
                     let Ok(mut server) = TcpStream::connect(&upstream).await else {
@@ -54,7 +57,13 @@ impl Link {
             port: local,
             cut,
             changes,
+            accepted,
         }
+    }
+
+    /// How many connections it has let through so far.
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::SeqCst)
     }
 
     /// Drops the connections through the link and refuses new ones.
