@@ -209,17 +209,47 @@ fn by_name(name: &str) -> watcher::Config {
     watcher::Config::default().fields(&format!("metadata.name={name}"))
 }
 
+/// Follows the manifest `name`. A manifest whose shards could not all be read (an API
+/// error, the reader Role naming a new shard not yet in force at the API server, a shard not
+/// written yet) is read again with [`WatchBackoff`]'s delays until it is complete or a newer
+/// manifest arrives: the watch alone would keep the old bundle until the next change.
 async fn watch_manifest(store: &Store, api: &Api<ConfigMap>, name: &str) {
     let mut cache: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     let mut events = watcher(api.clone(), by_name(name))
         .backoff(WatchBackoff::default())
         .applied_objects()
         .boxed();
-    while let Some(event) = events.next().await {
+    let mut incomplete: Option<(ConfigMap, WatchBackoff)> = None;
+    loop {
+        let retry = incomplete.as_mut().and_then(|(_, b)| b.next());
+        let event = tokio::select! {
+            event = events.next() => match event {
+                Some(event) => event,
+                None => return,
+            },
+            () = sleep_or_never(retry) => {
+                let (cm, backoff) = incomplete.take().expect("a retry is pending");
+                if !on_manifest(store, api, name, &cm, &mut cache).await {
+                    incomplete = Some((cm, backoff));
+                }
+                continue;
+            }
+        };
         match event {
-            Ok(cm) => on_manifest(store, api, name, &cm, &mut cache).await,
+            Ok(cm) => {
+                incomplete = (!on_manifest(store, api, name, &cm, &mut cache).await)
+                    .then(|| (cm, WatchBackoff::default()));
+            }
             Err(e) => tracing::warn!(error = %e, configmap = %name, "bundle watch error; retrying"),
         }
+    }
+}
+
+/// Sleeps `delay`, or for ever when there is none.
+async fn sleep_or_never(delay: Option<std::time::Duration>) {
+    match delay {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -253,16 +283,18 @@ fn data<'a>(cm: &'a ConfigMap, key: &str) -> Option<&'a str> {
     cm.data.as_ref()?.get(key).map(String::as_str)
 }
 
+/// Reads the shards `cm` names and applies the bundle; `false` when a shard could not be read
+/// (worth reading again), `true` otherwise (applied, or refused for good).
 async fn on_manifest(
     store: &Store,
     api: &Api<ConfigMap>,
     name: &str,
     cm: &ConfigMap,
     cache: &mut BTreeMap<String, Vec<u8>>,
-) {
+) -> bool {
     let Some(json) = cm.data.as_ref().and_then(|d| d.get(MANIFEST_KEY)) else {
         tracing::warn!(configmap = %name, "manifest ConfigMap has no {MANIFEST_KEY}");
-        return;
+        return true;
     };
     let doc = Signed {
         body: json.as_str(),
@@ -270,13 +302,21 @@ async fn on_manifest(
         keys: data(cm, palisade_policy::sign::KEYS_KEY),
     };
     let Some(manifest) = store.parse_manifest("api", doc) else {
-        return;
+        return true;
     };
     if !store.wants(&manifest) {
-        return;
+        return true;
     }
+    let mut complete = true;
     for shard in &manifest.shards {
         if cache.contains_key(&shard.name) {
+            continue;
+        }
+        // A small bundle's shards travel in the manifest ConfigMap too (for the mounted
+        // fallback): no read, and no wait for the reader Role to name a new shard. The
+        // bundle's hash checks them like any other.
+        if let Some(inline) = cm.binary_data.as_ref().and_then(|d| d.get(&shard.name)) {
+            cache.insert(shard.name.clone(), inline.0.clone());
             continue;
         }
         let cm_name = palisade_policy::transport::shard_cm(name, &shard.name);
@@ -286,16 +326,23 @@ async fn on_manifest(
                     .binary_data
                     .and_then(|mut d| d.remove(SHARD_KEY))
                     .map(|b| b.0);
-                if let Some(bytes) = bytes {
-                    cache.insert(shard.name.clone(), bytes);
+                match bytes {
+                    Some(bytes) => {
+                        cache.insert(shard.name.clone(), bytes);
+                    }
+                    None => complete = false,
                 }
             }
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, configmap = %cm_name, "cannot read bundle shard"),
+            Ok(None) => complete = false,
+            Err(e) => {
+                complete = false;
+                tracing::warn!(error = %e, configmap = %cm_name, "cannot read bundle shard; reading it again shortly");
+            }
         }
     }
     cache.retain(|k, _| manifest.shards.iter().any(|s| &s.name == k));
     store.apply("api", &manifest, |n| cache.get(n).map(Vec::as_slice));
+    complete
 }
 
 #[cfg(test)]

@@ -34,6 +34,21 @@ pub struct ControlPlane {
     logs: Option<PathBuf>,
     components: Vec<Component>,
     node: Result<Node, String>,
+    /// How to start etcd again (see [`ControlPlane::restart_etcd`]); `None` for an external
+    /// cluster.
+    etcd: Option<Etcd>,
+}
+
+/// etcd's command line and the process running it now.
+#[derive(Debug)]
+struct Etcd {
+    bin: PathBuf,
+    args: Vec<String>,
+    logs: PathBuf,
+    port: u16,
+    state_dir: PathBuf,
+    /// Its pid: the first etcd's, or the last restarted one's.
+    pid: std::sync::Mutex<u32>,
 }
 
 /// Where [`ControlPlane::start`] keeps state, and whether it outlives this process.
@@ -110,6 +125,7 @@ impl ControlPlane {
             kubectl,
             logs: None,
             components: vec![],
+            etcd: None,
             node: Err(format!(
                 "the cluster of PALISADE_E2E_KUBECONFIG={} is used as is (no node started)",
                 kubeconfig.display()
@@ -162,6 +178,7 @@ impl ControlPlane {
             logs: Some(opts.logs.clone()),
             components: vec![],
             node: Err(reason),
+            etcd: None,
         };
         let etcd_args = etcd_args(&dir.join("etcd"), etcd_port, peer_port);
         let mut etcd = Component::spawn("etcd", &bin.join("etcd"), &etcd_args, &opts.logs)?;
@@ -171,6 +188,14 @@ impl ControlPlane {
                 .then_some(())
                 .ok_or(body)
         })?;
+        cp.etcd = Some(Etcd {
+            bin: bin.join("etcd"),
+            args: etcd_args.clone(),
+            logs: opts.logs.clone(),
+            port: etcd_port,
+            state_dir: dir.clone(),
+            pid: std::sync::Mutex::new(etcd.child.id()),
+        });
         cp.components.push(etcd);
         let api_args = apiserver_args(&pki, dir, etcd_port, api_port, with_node);
         let mut api = Component::spawn(
@@ -252,6 +277,37 @@ impl ControlPlane {
             process::reap_on_exit(&pids, dir)?;
         }
         Ok(cp)
+    }
+
+    /// Kills etcd (SIGKILL), leaves it down for `down`, and starts it again on its data
+    /// directory; returns once it answers `/health` again. Only for a control plane of its own
+    /// ([`ControlPlane::start`]): every test using the shared one would see the outage.
+    pub fn restart_etcd(&self, down: Duration) -> Result<(), Error> {
+        let etcd = self.etcd.as_ref().ok_or_else(|| {
+            Error::Unsupported("restart_etcd: this cluster's etcd was not started here".into())
+        })?;
+        let mut pid = etcd
+            .pid
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        // Until the old process is gone, its port and data directory are taken.
+        while process::http_get(etcd.port, "/health").is_ok() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(down);
+        let mut again = Component::spawn("etcd-restarted", &etcd.bin, &etcd.args, &etcd.logs)?;
+        again.wait_ready(Duration::from_secs(30), || {
+            let body = process::http_get(etcd.port, "/health")?;
+            body.contains("\"health\":\"true\"")
+                .then_some(())
+                .ok_or(body)
+        })?;
+        *pid = again.child.id();
+        // Stopped with the rest when the test process ends.
+        process::reap_on_exit(&[*pid], &etcd.state_dir)?;
+        std::mem::forget(again);
+        Ok(())
     }
 
     /// The admin (`system:masters`) kubeconfig.

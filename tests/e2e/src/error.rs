@@ -46,6 +46,9 @@ pub enum Error {
     /// The e2e node (kubelet, containerd, kube-proxy) could not be prepared or started.
     #[error("node: {0}")]
     Node(String),
+    /// The cluster cannot do what the test asked (e.g. restart etcd of an external cluster).
+    #[error("not possible on this cluster: {0}")]
+    Unsupported(String),
     /// Building a Kubernetes client from the kubeconfig failed.
     #[error("client from {path}: {detail}")]
     Client {

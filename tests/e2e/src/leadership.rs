@@ -1,8 +1,11 @@
 //! Leadership and incidents as the failover and chaos tests watch them: who holds the Lease
 //! (and the collector endpoint it advertises), an operator's metric samples, the incidents of
-//! a namespace, and a flood kept up until it opens one.
+//! a namespace, a flood kept up until it opens one, and steady clients that check every
+//! answer while something fails.
 
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::http::get;
 use crate::{ControlPlane, OPERATOR_NS, Operator, Sidecar, eventually};
@@ -84,4 +87,57 @@ pub async fn flood_until_incident(
             .ok_or(format!("incidents: {all:?}"))
     })
     .await
+}
+
+/// A SecurityAction `name` denying (403) the user agent `agent`, as YAML.
+pub fn deny_agent(name: &str, agent: &str) -> String {
+    format!(
+        "apiVersion: palisade.dev/v1alpha1\nkind: SecurityAction\nmetadata: {{name: {name}}}\n\
+         spec:\n  deny: {{status: 403}}\n  conditions:\n    userAgents: [{{value: {agent}, type: Exact}}]\n"
+    )
+}
+
+/// The status `sidecar` answers a GET / from `from` with user agent `agent`.
+pub async fn status_for(sidecar: &Sidecar, from: IpAddr, agent: &str) -> Result<u16, String> {
+    get(from, sidecar.addr, "/", &[("user-agent", agent)])
+        .await
+        .map(|(code, _)| code)
+}
+
+/// What the steady clients saw.
+#[derive(Debug, Default)]
+pub struct Seen {
+    /// Requests sent.
+    pub requests: u64,
+    /// Requests that got no answer.
+    pub failed: u64,
+    /// Every unexpected answer or failure.
+    pub wrong: Vec<String>,
+}
+
+/// Clients from `client` through `sidecar` until `stop`, every 50 ms: user agent `ok` must
+/// always be let through (200), `bad` always denied (403, an action the test applied).
+pub fn steady_clients(
+    sidecar: Arc<Sidecar>,
+    client: IpAddr,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Seen> {
+    tokio::spawn(async move {
+        let mut seen = Seen::default();
+        while !stop.load(Ordering::Relaxed) {
+            for (agent, want) in [("ok", 200), ("bad", 403)] {
+                seen.requests += 1;
+                match status_for(&sidecar, client, agent).await {
+                    Ok(got) if got == want => {}
+                    Ok(got) => seen.wrong.push(format!("{agent}: {got}")),
+                    Err(e) => {
+                        seen.failed += 1;
+                        seen.wrong.push(format!("{agent}: {e}"));
+                    }
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        seen
+    })
 }

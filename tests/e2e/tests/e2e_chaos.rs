@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use palisade_e2e::http::{echo_app, get};
 use palisade_e2e::injected::api_server;
 use palisade_e2e::leadership::{
-    flood_until_incident, incidents, lease_holder, sample, wait_to_lead,
+    deny_agent, flood_until_incident, incidents, lease_holder, sample, status_for, steady_clients,
+    wait_to_lead,
 };
 use palisade_e2e::outage::Link;
 use palisade_e2e::{ControlPlane, Operator, Sidecar, TempNs, eventually, scope};
@@ -25,53 +26,6 @@ use palisade_e2e::{ControlPlane, Operator, Sidecar, TempNs, eventually, scope};
 use palisade_e2e::flood::QUICK_FLOODER as FLOODER;
 
 const LEASE: &str = "op-chaos";
-
-fn deny_agent(name: &str, agent: &str) -> String {
-    format!(
-        "apiVersion: palisade.dev/v1alpha1\nkind: SecurityAction\nmetadata: {{name: {name}}}\n\
-         spec:\n  deny: {{status: 403}}\n  conditions:\n    userAgents: [{{value: {agent}, type: Exact}}]\n"
-    )
-}
-
-async fn status_for(sc: &Sidecar, from: IpAddr, agent: &str) -> Result<u16, String> {
-    get(from, sc.addr, "/", &[("user-agent", agent)])
-        .await
-        .map(|(code, _)| code)
-}
-
-/// What the steady clients saw while the leader died.
-#[derive(Debug, Default)]
-struct Seen {
-    requests: u64,
-    failed: u64,
-    wrong: Vec<String>,
-}
-
-/// Clients from here until `stop`: `ok` is always let through, `bad` always denied.
-fn steady_clients(
-    sc: Arc<Sidecar>,
-    client: IpAddr,
-    stop: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<Seen> {
-    tokio::spawn(async move {
-        let mut seen = Seen::default();
-        while !stop.load(Ordering::Relaxed) {
-            for (agent, want) in [("ok", 200), ("bad", 403)] {
-                seen.requests += 1;
-                match status_for(&sc, client, agent).await {
-                    Ok(got) if got == want => {}
-                    Ok(got) => seen.wrong.push(format!("{agent}: {got}")),
-                    Err(e) => {
-                        seen.failed += 1;
-                        seen.wrong.push(format!("{agent}: {e}"));
-                    }
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        seen
-    })
-}
 
 #[tokio::test]
 async fn the_leader_killed_during_a_flood_and_a_bundle_change_loses_no_request_and_no_incident() {

@@ -172,3 +172,107 @@ spec:
         "an incident names the rule: {incidents}"
     );
 }
+
+/// A manifest that names a shard the sidecar cannot read yet (not written yet, or the reader
+/// Role naming it not in force at the API server yet: seen after an etcd restart) is read
+/// again until the shard is there; the watch alone would wait for the next manifest change.
+#[tokio::test]
+async fn a_manifest_whose_shard_arrives_later_is_applied_without_a_new_manifest() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{Api, PostParams};
+    let cp = ControlPlane::shared();
+    // The operator compiles a real bundle in one namespace …
+    let source = TempNs::new(cp, "shard-source").await;
+    let _op = Operator::start(cp, "op-shard-later", "op-shard-later", &scope(&source));
+    cp.apply(source.name(), DENY).expect("apply the action");
+    let client = cp.client().await;
+    eventually("the bundle", || async {
+        palisade_e2e::bundle::read_bundle(&client, source.name())
+            .await
+            .map(drop)
+    })
+    .await;
+    let from: Api<ConfigMap> = Api::namespaced(client.clone(), source.name());
+    let mut manifest = from
+        .get(palisade_e2e::bundle::MANIFEST_CM)
+        .await
+        .expect("manifest");
+    // Only the API path: no shard copied into the manifest.
+    manifest.binary_data = None;
+    let shards: Vec<ConfigMap> = from
+        .list(&Default::default())
+        .await
+        .expect("list")
+        .items
+        .into_iter()
+        .filter(|c| {
+            c.metadata
+                .name
+                .as_deref()
+                .is_some_and(|n| n.starts_with("palisade-bundle-s-"))
+        })
+        .collect();
+    assert!(!shards.is_empty(), "the bundle has shards");
+    // … copied by hand into another, manifest first.
+    let ns = TempNs::new(cp, "shard-later").await;
+    cp.kubectl_ok(&[
+        "-n",
+        ns.name(),
+        "create",
+        "role",
+        "read-configmaps",
+        "--verb=get,list,watch",
+        "--resource=configmaps",
+    ])
+    .expect("role");
+    cp.kubectl_ok(&[
+        "-n",
+        ns.name(),
+        "create",
+        "rolebinding",
+        "read-configmaps",
+        "--role=read-configmaps",
+        &format!("--serviceaccount={}:default", ns.name()),
+    ])
+    .expect("rolebinding");
+    let to: Api<ConfigMap> = Api::namespaced(client.clone(), ns.name());
+    let copy = |mut cm: ConfigMap| {
+        cm.metadata = kube::api::ObjectMeta {
+            name: cm.metadata.name.take(),
+            ..Default::default()
+        };
+        cm
+    };
+    to.create(&PostParams::default(), &copy(manifest))
+        .await
+        .expect("manifest copy");
+    let app = echo_app().await;
+    let sc = Sidecar::start(cp, ns.name(), "api-0", app, None);
+    eventually(
+        "the sidecar to read the manifest and miss its shard",
+        || async {
+            let log = std::fs::read_to_string(&sc.log).map_err(|e| e.to_string())?;
+            log.contains("MissingShard")
+                .then_some(())
+                .ok_or("not yet".to_owned())
+        },
+    )
+    .await;
+    assert_eq!(
+        status_from(&sc, "127.0.0.66").await,
+        Ok(200),
+        "no bundle yet"
+    );
+    for shard in shards {
+        to.create(&PostParams::default(), &copy(shard))
+            .await
+            .expect("shard copy");
+    }
+    wait_status(
+        &sc,
+        "127.0.0.66",
+        403,
+        "the bundle applied once its shard exists",
+    )
+    .await;
+}
