@@ -778,7 +778,24 @@ def detection():
                "slice holding the same clients (a steady population), built repeatedly within one\n"
                "slice as the leader does (`detection/benches/window.rs`).\n\n"
                "| benchmark | median |\n|---|---|\n")
+    ingest = views.pop("window/ingest_maximal_report", None)
     out += crit_rows(views, 1e3, "µs")
+    size = next((m.group(1) for m in (re.search(r"^size maximal_report: (\d+) bytes", line)
+                                      for line in text.splitlines()) if m), None)
+    out.append("\n## The collector's cost of a maximal report\n\n"
+               "The most a sender can make the collector do with one request: a report at every\n"
+               "bound (16,384 clients never seen before, 4096 attribute values of 128 bytes"
+               + (f", {int(size):,} bytes of JSON" if size else "") + "), parsed and merged into\n"
+               "windows that have not seen its clients (`window/ingest_maximal_report`).\n\n")
+    if ingest is not None:
+        out.append(f"| per report | reports per second per core |\n|---|---|\n"
+                   f"| {ingest / 1e6:.1f} ms | {1e9 / ingest:.0f} |\n\n")
+    else:
+        out.append("Not printed by the bench.\n\n")
+    out.append("A pod is held to its report rate (`--collector-report-burst`, 429 beyond it) and a\n"
+               "namespace to its pod count (10,000 names per 5 min), so one namespace's share of\n"
+               "the leader's CPU is bounded by those quotas times this cost; the windows' memory by\n"
+               "`--collector-window-budget-mib` (`tests/e2e/tests/e2e_quota.rs`).\n")
     out.append("\n## Goals\n\n| goal | measured | status |\n|---|---|---|\n"
                f"| P9 all detection counters ≤ 50 ns/request (default config, `record/ip_10k_clients`)"
                f" | {fmt_ns(default)} (worst configuration: {fmt_ns(worst)}) | "

@@ -1,7 +1,9 @@
 //! Cost of building the collector's window views, which the leader does for every namespace
 //! each `--detection-interval`: the 24 h view merges up to 96 slices of up to 20,000 clients.
 //! Views are built again and again within a slice, as the leader does (the sums of closed
-//! slices are kept between them). Run with `cargo bench -p palisade-detection --bench window`.
+//! slices are kept between them). And the collector's cost of one maximal report (the most a
+//! hostile sender can make it do per request): parsing it and merging it into the windows.
+//! Run with `cargo bench -p palisade-detection --bench window`.
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
@@ -86,5 +88,81 @@ fn views(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, views);
+/// The largest report the collector accepts, as JSON: 16,384 clients never seen before,
+/// 4096 attribute values of 128 bytes, under pod name `pod`.
+fn maximal_report(pod: &str, now: Timestamp) -> Vec<u8> {
+    use palisade_detection::report::{AttrEntry, MAX_REPORT_ATTRIBUTES, MAX_REPORT_CLIENTS};
+    use palisade_detection::stats::{AttrDim, MAX_ATTR_LEN};
+    let counts = ClientCounts {
+        requests: 1,
+        ..ClientCounts::default()
+    };
+    let clients: Vec<ClientEntry> = (0..MAX_REPORT_CLIENTS as u32)
+        .map(|i| ClientEntry {
+            key: ClientKey::Ip(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | i))),
+            counts,
+        })
+        .collect();
+    let mut totals = Totals::default();
+    for c in &clients {
+        totals.add_client(&c.counts);
+    }
+    let attributes = (0..MAX_REPORT_ATTRIBUTES)
+        .map(|i| {
+            let mut value = format!("/{i}/");
+            value.extend(std::iter::repeat_n('x', MAX_ATTR_LEN - value.len()));
+            AttrEntry {
+                client: clients[i].key,
+                dim: AttrDim::Path,
+                value,
+                count: 1,
+            }
+        })
+        .collect();
+    Report {
+        version: REPORT_VERSION,
+        sidecar: SidecarId {
+            pod: pod.into(),
+            workload: "hostile".into(),
+            namespace: "shop".into(),
+        },
+        seq: 1,
+        start: now - SignedDuration::from_secs(1),
+        end: now,
+        totals,
+        clients,
+        attributes,
+        evicted: 0,
+        actions: Vec::new(),
+        generation: None,
+        samples: Vec::new(),
+    }
+    .to_json()
+}
+
+#[allow(clippy::print_stdout, reason = "bench/bench.py copies the size line")]
+fn ingest(c: &mut Criterion) {
+    let cfg = WindowConfig::default();
+    let now: Timestamp = "2026-11-26T12:00:00Z".parse().expect("timestamp");
+    let body = maximal_report("fake-0", now);
+    println!("size maximal_report: {} bytes of JSON", body.len());
+    let mut g = c.benchmark_group("window");
+    g.sample_size(20);
+    // Parsed and merged into windows that have not seen its clients (each has a fresh
+    // window: the worst case, every client a new entry).
+    g.bench_function("ingest_maximal_report", |b| {
+        b.iter_batched(
+            || Windows::new(&cfg),
+            |mut w| {
+                let report = Report::from_json(black_box(&body)).expect("a valid report");
+                black_box(w.merge(&report, now));
+                w
+            },
+            criterion::BatchSize::PerIteration,
+        );
+    });
+    g.finish();
+}
+
+criterion_group!(benches, views, ingest);
 criterion_main!(benches);

@@ -218,7 +218,7 @@ impl Metrics {
         r.register(
             "collector_quota",
             "Collector quotas that bit, by reason: reports refused (ReportRateExceeded, \
-             PodQuotaExceeded) and window slices dropped over the memory budget (WindowMemory)",
+             NamespaceReportRateExceeded, PodQuotaExceeded) and window slices dropped over the memory budget (WindowMemory)",
             m.collector_quota.clone(),
         );
         r.register(

@@ -72,10 +72,17 @@ pub async fn run(c: Arc<Collector>) -> anyhow::Result<()> {
             _ = tick.tick() => {},
             () = c.ctx.shutdown.cancelled() => return Ok(()),
         }
-        c.quotas
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .prune(std::time::Instant::now());
+        let mut injected: std::collections::HashMap<String, usize> = Default::default();
+        for p in c.ctx.caches.injected_pods.state() {
+            if let Some(ns) = &p.metadata.namespace {
+                *injected.entry(ns.clone()).or_default() += 1;
+            }
+        }
+        {
+            let mut quotas = c.quotas.lock().unwrap_or_else(PoisonError::into_inner);
+            quotas.set_injected(injected);
+            quotas.prune(std::time::Instant::now());
+        }
         if !c.leading() {
             c.ctx.metrics.collector_window_bytes.set(0);
             continue;

@@ -58,11 +58,13 @@ pub enum Refusal {
     },
     /// A quota of the pod or the namespace.
     #[error(
-        "{}: at most {} reports a second per pod (bursts of {}) and {} pods per namespace; \
-         retry later",
+        "{}: at most {} reports a second per pod (bursts of {}), as many per pod carrying the \
+         sidecar for the whole namespace (counting at least {} pods), and {} pods per \
+         namespace; retry later",
         .0.reason(),
         super::quota::REPORTS_PER_SECOND,
         super::quota::BURST,
+        super::quota::MIN_NAMESPACE_PODS,
         super::quota::MAX_PODS
     )]
     Quota(super::quota::Refused),
@@ -132,6 +134,12 @@ async fn accept(c: &Collector, request: Request) -> Result<(StatusCode, String),
             true => Refusal::TokenReviewFailed(e),
             false => Refusal::Unauthenticated(e),
         })?;
+    // The namespace's budget first: a report it has no budget for is not even read.
+    c.quotas
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .admit_namespace(&caller.namespace, std::time::Instant::now())
+        .map_err(Refusal::Quota)?;
     let body: Bytes = axum::body::to_bytes(body, MAX_REPORT_BYTES)
         .await
         .map_err(|e| Refusal::TooLarge(e.to_string()))?;
@@ -235,6 +243,11 @@ mod tests {
         assert_eq!(
             (pods.status().as_u16(), pods.reason()),
             (429, "PodQuotaExceeded")
+        );
+        let ns = Refusal::Quota(super::super::quota::Refused::NamespaceReportRate);
+        assert_eq!(
+            (ns.status().as_u16(), ns.reason()),
+            (429, "NamespaceReportRateExceeded")
         );
     }
 }
