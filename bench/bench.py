@@ -792,10 +792,14 @@ def detection():
                    f"| {ingest / 1e6:.1f} ms | {1e9 / ingest:.0f} |\n\n")
     else:
         out.append("Not printed by the bench.\n\n")
-    out.append("A pod is held to its report rate (`--collector-report-burst`, 429 beyond it) and a\n"
-               "namespace to its pod count (10,000 names per 5 min), so one namespace's share of\n"
-               "the leader's CPU is bounded by those quotas times this cost; the windows' memory by\n"
-               "`--collector-window-budget-mib` (`tests/e2e/tests/e2e_quota.rs`).\n")
+    out.append("A namespace may send 10 reports a second and bursts of 120 per pod that carries the\n"
+               "sidecar (at least 2 pods), whatever pod names its reports use, and a report beyond\n"
+               "that is refused before it is read (429 `NamespaceReportRateExceeded`): one\n"
+               "namespace's share of the leader's CPU is at most that rate times this cost, e.g.\n"
+               + (f"{20 * ingest / 1e7:.0f} % of one core for a namespace without injected pods. "
+                  if ingest is not None else "") +
+               "The windows' memory is held to `--collector-window-budget-mib`\n"
+               "(`tests/e2e/tests/e2e_quota.rs`, docs/operator.md \"Quotas\").\n")
     out.append("\n## Goals\n\n| goal | measured | status |\n|---|---|---|\n"
                f"| P9 all detection counters ≤ 50 ns/request (default config, `record/ip_10k_clients`)"
                f" | {fmt_ns(default)} (worst configuration: {fmt_ns(worst)}) | "
