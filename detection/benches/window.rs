@@ -88,63 +88,11 @@ fn views(c: &mut Criterion) {
     g.finish();
 }
 
-/// The largest report the collector accepts, as JSON: 16,384 clients never seen before,
-/// 4096 attribute values of 128 bytes, under pod name `pod`.
-fn maximal_report(pod: &str, now: Timestamp) -> Vec<u8> {
-    use palisade_detection::report::{AttrEntry, MAX_REPORT_ATTRIBUTES, MAX_REPORT_CLIENTS};
-    use palisade_detection::stats::{AttrDim, MAX_ATTR_LEN};
-    let counts = ClientCounts {
-        requests: 1,
-        ..ClientCounts::default()
-    };
-    let clients: Vec<ClientEntry> = (0..MAX_REPORT_CLIENTS as u32)
-        .map(|i| ClientEntry {
-            key: ClientKey::Ip(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | i))),
-            counts,
-        })
-        .collect();
-    let mut totals = Totals::default();
-    for c in &clients {
-        totals.add_client(&c.counts);
-    }
-    let attributes = (0..MAX_REPORT_ATTRIBUTES)
-        .map(|i| {
-            let mut value = format!("/{i}/");
-            value.extend(std::iter::repeat_n('x', MAX_ATTR_LEN - value.len()));
-            AttrEntry {
-                client: clients[i].key,
-                dim: AttrDim::Path,
-                value,
-                count: 1,
-            }
-        })
-        .collect();
-    Report {
-        version: REPORT_VERSION,
-        sidecar: SidecarId {
-            pod: pod.into(),
-            workload: "hostile".into(),
-            namespace: "shop".into(),
-        },
-        seq: 1,
-        start: now - SignedDuration::from_secs(1),
-        end: now,
-        totals,
-        clients,
-        attributes,
-        evicted: 0,
-        actions: Vec::new(),
-        generation: None,
-        samples: Vec::new(),
-    }
-    .to_json()
-}
-
 #[allow(clippy::print_stdout, reason = "bench/bench.py copies the size line")]
 fn ingest(c: &mut Criterion) {
     let cfg = WindowConfig::default();
     let now: Timestamp = "2026-11-26T12:00:00Z".parse().expect("timestamp");
-    let body = maximal_report("fake-0", now);
+    let body = Report::maximal("shop", "fake-0", 0, now).to_json();
     println!("size maximal_report: {} bytes of JSON", body.len());
     let mut g = c.benchmark_group("window");
     g.sample_size(20);

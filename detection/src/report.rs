@@ -297,6 +297,66 @@ impl ReportError {
 }
 
 impl Report {
+    /// The largest report the collector accepts, for the benchmarks and quota tests of what
+    /// a hostile sender can make it do: [`MAX_REPORT_CLIENTS`] IPv4 clients from 10.0.0.0/8
+    /// (`salt` picks which, so that reports with other salts bring new ones),
+    /// [`MAX_REPORT_ATTRIBUTES`] path values of [`crate::stats::MAX_ATTR_LEN`] bytes, of pod
+    /// `pod` of workload `hostile` in `namespace`, covering the second before `now`.
+    pub fn maximal(namespace: &str, pod: &str, salt: u32, now: Timestamp) -> Self {
+        let counts = ClientCounts {
+            requests: 1,
+            ..ClientCounts::default()
+        };
+        let per = u32::try_from(MAX_REPORT_CLIENTS).unwrap_or(u32::MAX);
+        let clients: Vec<ClientEntry> = (0..per)
+            .map(|i| {
+                let n = (salt.wrapping_mul(per).wrapping_add(i)) & 0x00ff_ffff;
+                ClientEntry {
+                    key: ClientKey::Ip(std::net::Ipv4Addr::from(0x0a00_0000 | n).into()),
+                    counts,
+                }
+            })
+            .collect();
+        let mut totals = Totals::default();
+        for c in &clients {
+            totals.add_client(&c.counts);
+        }
+        let attributes = clients
+            .iter()
+            .take(MAX_REPORT_ATTRIBUTES)
+            .enumerate()
+            .map(|(i, c)| {
+                let mut value = format!("/{salt}/{i}/");
+                let pad = crate::stats::MAX_ATTR_LEN.saturating_sub(value.len());
+                value.extend(std::iter::repeat_n('x', pad));
+                AttrEntry {
+                    client: c.key,
+                    dim: AttrDim::Path,
+                    value,
+                    count: 1,
+                }
+            })
+            .collect();
+        Self {
+            version: REPORT_VERSION,
+            sidecar: SidecarId {
+                pod: pod.into(),
+                workload: "hostile".into(),
+                namespace: namespace.into(),
+            },
+            seq: 1,
+            start: now - jiff::SignedDuration::from_secs(1),
+            end: now,
+            totals,
+            clients,
+            attributes,
+            evicted: 0,
+            actions: Vec::new(),
+            generation: None,
+            samples: Vec::new(),
+        }
+    }
+
     /// Encodes the report as JSON.
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("a report always serialises")
@@ -475,6 +535,29 @@ mod tests {
         let mut name = r;
         name.sidecar.pod = "p".repeat(1024);
         assert_eq!(refused(&name), "ReportBoundsExceeded");
+    }
+
+    /// `Report::maximal` is at every bound and within them all: the benchmarks and quota
+    /// tests built on it measure the most a sender can make the collector do.
+    #[test]
+    fn the_maximal_report_is_at_every_bound() {
+        let now: Timestamp = "2026-12-05T00:00:00Z".parse().unwrap();
+        let r = Report::maximal("shop", "fake-0", 3, now);
+        let back = Report::from_json(&r.to_json()).expect("within the bounds");
+        assert_eq!(back.clients.len(), MAX_REPORT_CLIENTS);
+        assert_eq!(back.attributes.len(), MAX_REPORT_ATTRIBUTES);
+        assert!(
+            back.attributes
+                .iter()
+                .all(|a| a.value.len() == crate::stats::MAX_ATTR_LEN)
+        );
+        let distinct: std::collections::HashSet<_> = back.clients.iter().map(|c| c.key).collect();
+        assert_eq!(distinct.len(), MAX_REPORT_CLIENTS, "every client new");
+        let other = Report::maximal("shop", "fake-1", 4, now);
+        assert!(
+            !distinct.contains(&other.clients[0].key),
+            "another salt, other clients"
+        );
     }
 
     fn sample_of(path: &str) -> RequestSample {

@@ -141,3 +141,41 @@ pub fn steady_clients(
         seen
     })
 }
+
+/// The client address the chaos tests' steady clients use.
+pub const STEADY_CLIENT: &str = "127.0.0.5";
+
+/// The set-up of the chaos tests in `ns`: the quick Flooder rule, `deny-bad` (user agent
+/// `bad`) enforced by a sidecar `api-0` reporting to `collector`, and the flood's incident
+/// open. The sidecar and the incident's name.
+pub async fn protected_and_flooded(
+    cp: &'static ControlPlane,
+    ns: &str,
+    collector: &str,
+) -> (Arc<Sidecar>, String) {
+    cp.apply(ns, crate::flood::QUICK_FLOODER).expect("rule");
+    cp.apply(ns, &deny_agent("deny-bad", "bad"))
+        .expect("deny-bad");
+    let sc = Arc::new(Sidecar::start(
+        cp,
+        ns,
+        "api-0",
+        crate::http::echo_app().await,
+        Some(collector),
+    ));
+    let client: IpAddr = STEADY_CLIENT.parse().expect("ip");
+    eventually("deny-bad enforced", || async {
+        match status_for(&sc, client, "bad").await? {
+            403 => Ok(()),
+            s => Err(format!("status {s}")),
+        }
+    })
+    .await;
+    let name = flood_until_incident(cp, ns, &sc, "the flood to open an incident").await;
+    (sc, name)
+}
+
+/// Whether `op` says it leads (`palisade_operator_leader`).
+pub fn leads(op: &Operator) -> Result<bool, String> {
+    sample(op, "palisade_operator_leader ").map(|v| v == 1.0)
+}

@@ -14,16 +14,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use palisade_e2e::http::{echo_app, get};
+use palisade_e2e::http::get;
 use palisade_e2e::injected::api_server;
 use palisade_e2e::leadership::{
-    deny_agent, flood_until_incident, incidents, lease_holder, sample, status_for, steady_clients,
-    wait_to_lead,
+    STEADY_CLIENT, deny_agent, incidents, leads, lease_holder, protected_and_flooded, sample,
+    status_for, steady_clients, wait_to_lead,
 };
 use palisade_e2e::outage::Link;
-use palisade_e2e::{ControlPlane, Operator, Sidecar, TempNs, eventually, scope};
-
-use palisade_e2e::flood::QUICK_FLOODER as FLOODER;
+use palisade_e2e::{ControlPlane, Operator, TempNs, eventually, scope};
 
 const LEASE: &str = "op-chaos";
 
@@ -36,26 +34,8 @@ async fn the_leader_killed_during_a_flood_and_a_bundle_change_loses_no_request_a
     let mut a = Operator::start(cp, "op-chaos-a", LEASE, &args);
     wait_to_lead(cp, LEASE, "op-chaos-a").await;
     let b = Operator::start(cp, "op-chaos-b", LEASE, &args);
-    cp.apply(ns.name(), FLOODER).expect("rule");
-    cp.apply(ns.name(), &deny_agent("deny-bad", "bad"))
-        .expect("deny-bad");
-    let app = echo_app().await;
-    let sc = Arc::new(Sidecar::start(
-        cp,
-        ns.name(),
-        "api-0",
-        app,
-        Some(&b.collector),
-    ));
-    let client: IpAddr = "127.0.0.5".parse().expect("ip");
-    eventually("deny-bad enforced", || async {
-        match status_for(&sc, client, "bad").await? {
-            403 => Ok(()),
-            s => Err(format!("status {s}")),
-        }
-    })
-    .await;
-    let name = flood_until_incident(cp, ns.name(), &sc, "the flood to open an incident").await;
+    let (sc, name) = protected_and_flooded(cp, ns.name(), &b.collector).await;
+    let client: IpAddr = STEADY_CLIENT.parse().expect("ip");
 
     // Steady clients from here to the end: `ok` is always let through, `bad` always denied.
     let stop = Arc::new(AtomicBool::new(false));
@@ -135,10 +115,6 @@ fn kubeconfig_through(cp: &'static ControlPlane, link: &Link, name: &str) -> std
     path
 }
 
-fn leads(op: &Operator) -> Result<bool, String> {
-    sample(op, "palisade_operator_leader ").map(|v| v == 1.0)
-}
-
 const CUT: Duration = Duration::from_secs(20);
 
 #[tokio::test]
@@ -154,25 +130,8 @@ async fn the_leader_cut_from_the_api_server_steps_down_and_writes_nothing_when_i
     let a = Operator::start_as(cp, &through, "op-chaos-cut-a", lease, &args);
     wait_to_lead(cp, lease, "op-chaos-cut-a").await;
     let b = Operator::start(cp, "op-chaos-cut-b", lease, &args);
-    cp.apply(ns.name(), FLOODER).expect("rule");
-    cp.apply(ns.name(), &deny_agent("deny-bad", "bad"))
-        .expect("deny-bad");
-    let sc = Arc::new(Sidecar::start(
-        cp,
-        ns.name(),
-        "api-0",
-        echo_app().await,
-        Some(&b.collector),
-    ));
-    let client: IpAddr = "127.0.0.5".parse().expect("ip");
-    eventually("deny-bad enforced", || async {
-        match status_for(&sc, client, "bad").await? {
-            403 => Ok(()),
-            s => Err(format!("status {s}")),
-        }
-    })
-    .await;
-    let name = flood_until_incident(cp, ns.name(), &sc, "the flood to open an incident").await;
+    let (sc, name) = protected_and_flooded(cp, ns.name(), &b.collector).await;
+    let client: IpAddr = STEADY_CLIENT.parse().expect("ip");
     let stop = Arc::new(AtomicBool::new(false));
     let steady = steady_clients(sc.clone(), client, stop.clone());
 

@@ -14,12 +14,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use palisade_e2e::flood::QUICK_FLOODER as FLOODER;
-use palisade_e2e::http::{echo_app, get};
+use palisade_e2e::http::get;
 use palisade_e2e::leadership::{
-    deny_agent, flood_until_incident, incidents, sample, status_for, steady_clients, wait_to_lead,
+    STEADY_CLIENT, deny_agent, incidents, leads, protected_and_flooded, status_for, steady_clients,
+    wait_to_lead,
 };
-use palisade_e2e::{ControlPlane, Operator, Sidecar, StartOptions, TempNs, eventually, scope};
+use palisade_e2e::{ControlPlane, Operator, StartOptions, TempNs, eventually, scope};
 
 const DOWN: Duration = Duration::from_secs(10);
 
@@ -39,10 +39,6 @@ fn own_control_plane() -> &'static ControlPlane {
     Box::leak(Box::new(cp))
 }
 
-fn leads(op: &Operator) -> Result<bool, String> {
-    sample(op, "palisade_operator_leader ").map(|v| v == 1.0)
-}
-
 #[tokio::test]
 async fn etcd_restarted_during_a_flood_loses_no_request_no_object_and_no_incident() {
     if std::env::var_os("PALISADE_E2E_KUBECONFIG").is_some() {
@@ -58,25 +54,8 @@ async fn etcd_restarted_during_a_flood_loses_no_request_no_object_and_no_inciden
     args.extend(["--collector-snapshot-interval".into(), "1s".into()]);
     let op = Operator::start(cp, "op-etcd-restart", lease, &args);
     wait_to_lead(cp, lease, "op-etcd-restart").await;
-    cp.apply(ns.name(), FLOODER).expect("rule");
-    cp.apply(ns.name(), &deny_agent("deny-bad", "bad"))
-        .expect("deny-bad");
-    let sc = Arc::new(Sidecar::start(
-        cp,
-        ns.name(),
-        "api-0",
-        echo_app().await,
-        Some(&op.collector),
-    ));
-    let client: IpAddr = "127.0.0.5".parse().expect("ip");
-    eventually("deny-bad enforced", || async {
-        match status_for(&sc, client, "bad").await? {
-            403 => Ok(()),
-            s => Err(format!("status {s}")),
-        }
-    })
-    .await;
-    let name = flood_until_incident(cp, ns.name(), &sc, "the flood to open an incident").await;
+    let (sc, name) = protected_and_flooded(cp, ns.name(), &op.collector).await;
+    let client: IpAddr = STEADY_CLIENT.parse().expect("ip");
     let stop = Arc::new(AtomicBool::new(false));
     let steady = steady_clients(sc.clone(), client, stop.clone());
     // The flood goes on throughout.

