@@ -209,6 +209,15 @@ impl Ring {
         }
     }
 
+    /// Drops every kept sum (a cache: the next view sums the slices again); whether any was
+    /// kept.
+    fn clear_kept_sums(&mut self) -> bool {
+        let closed = self.closed.get_mut();
+        let any = !closed.is_empty();
+        closed.clear();
+        any
+    }
+
     /// Drops the closed-slice sums that cover `epoch` (about to change).
     fn invalidate(&mut self, epoch: i64) {
         self.closed
@@ -614,8 +623,17 @@ impl Windows {
         }
     }
 
+    /// Drops the sums of closed slices kept for the next views (caches: the next view sums
+    /// the slices again); whether any were kept. What a memory budget takes first, before
+    /// any slice.
+    pub fn clear_kept_sums(&mut self) -> bool {
+        let long = self.long.clear_kept_sums();
+        self.short.clear_kept_sums() || long
+    }
+
     /// Drops the oldest slice of the long ring, else the oldest short slice but the newest
-    /// (the current one); returns whether one was dropped. What a memory budget takes first.
+    /// (the current one); returns whether one was dropped. What a memory budget takes once
+    /// no kept sums are left.
     pub fn drop_oldest_slice(&mut self) -> bool {
         self.long.drop_oldest(0) || self.short.drop_oldest(1)
     }
@@ -921,9 +939,10 @@ impl WindowSet {
         &self.cfg
     }
 
-    /// Drops slices until the windows of every namespace together hold at most `budget` heap
-    /// bytes: each time the oldest slice of the namespace holding the most (long slices
-    /// first, then short ones, never a namespace's current slice). Returns the slices dropped.
+    /// Drops what the windows keep until every namespace's together hold at most `budget`
+    /// heap bytes: first the kept view sums (caches), biggest namespace first; then each
+    /// time the oldest slice of the namespace holding the most (long slices first, then
+    /// short ones, never a namespace's current slice). Returns the slices dropped.
     pub fn shrink_to(&mut self, budget: usize) -> usize {
         let mut bytes: Vec<(String, usize)> = self
             .namespaces
@@ -931,6 +950,23 @@ impl WindowSet {
             .map(|(ns, w)| (ns.clone(), w.heap_bytes()))
             .collect();
         let mut total: usize = bytes.iter().map(|(_, b)| b).sum();
+        // The kept view sums first, biggest namespace first: they are caches, while a slice
+        // is history that detection cannot get back.
+        let mut order: Vec<usize> = (0..bytes.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(bytes[i].1));
+        for i in order {
+            if total <= budget {
+                break;
+            }
+            let (ns, b) = &mut bytes[i];
+            if let Some(w) = self.namespaces.get_mut(ns.as_str())
+                && w.clear_kept_sums()
+            {
+                let after = w.heap_bytes();
+                total = total - *b + after;
+                *b = after;
+            }
+        }
         let mut dropped = 0;
         while total > budget {
             let Some((ns, b)) = bytes

@@ -415,3 +415,28 @@ fn a_memory_budget_takes_the_oldest_slices_of_the_biggest_namespace_first() {
     );
     assert_eq!(set.get("small").unwrap().short(t(1801)).totals.requests, 5);
 }
+
+/// Over its budget because of the view sums an evaluation kept, the set drops those caches
+/// and keeps every slice: the history detection needs is not traded for what the next view
+/// would sum again.
+#[test]
+fn a_memory_budget_drops_kept_view_sums_before_any_slice() {
+    let mut set = WindowSet::new(WindowConfig::default());
+    let many: Vec<(ClientKey, ClientCounts)> = (0..2000).map(|i| (ipk(i), reqs(1))).collect();
+    for (seq, start) in [(1, 0), (2, 30), (3, 60), (4, 900), (5, 1800)] {
+        set.merge(&report("a", seq, start, &many), t(start + 1));
+    }
+    let now = t(1801);
+    let shop = set.get("shop").unwrap();
+    let (long, short) = (shop.long(now), shop.short(now));
+    let kept = shop.memory().views;
+    assert!(kept > 0, "views keep the sums of closed slices");
+    let before = set.heap_bytes();
+    // A budget the kept sums alone are over.
+    assert_eq!(set.shrink_to(before - kept / 2), 0, "no slice dropped");
+    let shop = set.get("shop").unwrap();
+    assert_eq!(shop.memory().views, 0, "the kept sums went");
+    assert!(set.heap_bytes() <= before - kept / 2);
+    assert_eq!(shop.long(now), long, "the long view is whole");
+    assert_eq!(shop.short(now), short, "the short view is whole");
+}

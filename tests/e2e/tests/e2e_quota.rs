@@ -26,7 +26,7 @@ async fn a_hostile_namespace_cannot_exhaust_the_leader() {
     let hostile = TempNs::new(cp, "quota-hostile").await;
     let args = [
         &scope(&ns)[..],
-        &["--collector-window-budget-mib".into(), "8".into()],
+        &["--collector-window-budget-mib".into(), "4".into()],
     ]
     .concat();
     let op = Operator::start(cp, "op-quota", "op-quota", &args);
@@ -144,12 +144,10 @@ async fn a_hostile_namespace_cannot_exhaust_the_leader() {
         "{sent} maximal reports: slices dropped"
     );
     let windows = metric_sum(&m, "palisade_operator_collector_window_bytes", "");
-    // The budget, plus what dropping slices does not reach: each namespace's current slice
-    // and the view sums its last evaluation kept (about 10 MB for 20,000 clients:
-    // bench/results/detection-counter.md). 16 MiB was exceeded once (17 MiB), so the bound
-    // here is the budget and two such namespaces.
+    // The budget (4 MiB), plus what shrinking does not take: each namespace's current 30 s
+    // slice, at most 20,000 clients (about 2 MB).
     assert!(
-        windows <= 32 << 20,
+        windows <= 8 << 20,
         "windows hold {} MiB after {sent} maximal reports",
         windows >> 20
     );
