@@ -72,9 +72,9 @@ async fn vouch(
         .default_backoff()
         .applied_objects()
         .boxed();
-    // When a renewal of ours was last seen, and its `renewTime` (a relist shows the same
-    // object again: that is not a renewal).
-    let mut renewed: Option<(Instant, Option<MicroTime>)> = None;
+    // When our last renewal was made (its `renewTime`, on this process's monotonic clock),
+    // and that `renewTime` (a relist shows the same object again: that is not a renewal).
+    let mut renewed: Option<(Option<Instant>, Option<MicroTime>)> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -85,7 +85,16 @@ async fn vouch(
                     if spec.holder_identity.as_deref() == Some(identity)
                         && renewed.as_ref().is_none_or(|(_, t)| *t != spec.renew_time)
                     {
-                        renewed = Some((Instant::now(), spec.renew_time));
+                        // Dated by the `renewTime` this identity wrote, not by when the
+                        // event came: after a restart under the same identity, the first
+                        // event shows the last life's renewal, which may be long past.
+                        let age = spec.renew_time.as_ref().map_or(deadline, |t| {
+                            let age = jiff::Timestamp::now().duration_since(t.0);
+                            Duration::try_from(age).unwrap_or(Duration::ZERO)
+                        });
+                        // (Older than this clock can tell: stale.)
+                        let made = Instant::now().checked_sub(age);
+                        renewed = Some((made, spec.renew_time));
                     }
                 }
                 Some(Err(e)) => tracing::debug!(error = %e, lease = name, "lease watch"),
@@ -96,7 +105,8 @@ async fn vouch(
         }
         let fresh = renewed
             .as_ref()
-            .is_some_and(|(seen, _)| seen.elapsed() < deadline);
+            .and_then(|(made, _)| *made)
+            .is_some_and(|made| made.elapsed() < deadline);
         let leading = *claimed.borrow() && fresh;
         tx.send_if_modified(|was| std::mem::replace(was, leading) != leading);
     }
