@@ -22,7 +22,7 @@ use serde_json::json;
 use super::{Collector, incident_cr};
 
 const MANAGER: &str = palisade_policy::transport::OPERATOR_MANAGER;
-use crate::policy::{DETECTED_CM, DETECTED_KEY};
+use crate::policy::{DETECTED_CM, DETECTED_KEY, pods};
 
 /// Expiries pushed out by a rule firing again are republished at most this often; a change
 /// of who is detected is published at once.
@@ -73,8 +73,15 @@ pub async fn run(c: Arc<Collector>) -> anyhow::Result<()> {
             () = c.ctx.shutdown.cancelled() => return Ok(()),
         }
         let mut injected: std::collections::HashMap<String, usize> = Default::default();
+        // Pods whose sidecar runs (the label alone anyone can set): each adds to its
+        // namespace's report budget.
         for p in c.ctx.caches.injected_pods.state() {
-            if let Some(ns) = &p.metadata.namespace {
+            if let Some(ns) = p
+                .metadata
+                .namespace
+                .as_ref()
+                .filter(|_| pods::runs_sidecar(&p))
+            {
                 *injected.entry(ns.clone()).or_default() += 1;
             }
         }

@@ -3,7 +3,8 @@
 //! burst), reports per second per namespace, and pods per namespace. Anyone in a namespace
 //! can mint a `palisade` token and name any pod in its reports, so made-up pod names must not
 //! multiply what a namespace may send: its budget grows with the pods that really carry the
-//! sidecar (the operator's watch of injected pods), not with the names in its reports. What
+//! sidecar (pods of the operator's watch whose sidecar container runs), not with the names in
+//! its reports. What
 //! the windows hold is bounded there (clients per slice, pods, and the memory budget of
 //! `--collector-window-budget-mib`).
 

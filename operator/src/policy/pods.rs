@@ -65,6 +65,22 @@ pub fn without_policy(
     (stuck, next)
 }
 
+/// Whether the kubelet reports `pod`'s sidecar container running (not only the
+/// `palisade.dev/injected` label, which anyone who creates pods can set). What a namespace's
+/// report budget counts ([`crate::collector`]'s quotas).
+pub fn runs_sidecar(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && pod
+            .status
+            .as_ref()
+            .and_then(|s| s.init_container_statuses.as_ref())
+            .into_iter()
+            .flatten()
+            .any(|c| {
+                c.name == SIDECAR_NAME && c.state.as_ref().is_some_and(|s| s.running.is_some())
+            })
+}
+
 /// When the sidecar of `pod` started running, if it runs and is not Ready.
 fn unready_since(pod: &Pod) -> Option<jiff::Timestamp> {
     let status = pod
@@ -118,6 +134,34 @@ mod tests {
     fn sidecar(ready: bool, started: &str) -> serde_json::Value {
         json!({"name": SIDECAR_NAME, "ready": ready, "restartCount": 0, "image": "s",
             "imageID": "", "state": {"running": {"startedAt": started}}})
+    }
+
+    /// A pod counts for its namespace's report budget only when its sidecar runs: a pod
+    /// wearing the injected label without one (or whose sidecar waits) adds nothing.
+    #[test]
+    fn only_pods_whose_sidecar_runs_count() {
+        let running = pod("running", sidecar(false, "1970-01-01T00:01:00Z"));
+        let waiting = pod(
+            "waiting",
+            json!({"name": SIDECAR_NAME, "ready": false, "restartCount": 0, "image": "s",
+                "imageID": "", "state": {"waiting": {"reason": "ContainerCreating"}}}),
+        );
+        let forged = pod(
+            "forged",
+            json!({"name": "decoy", "ready": true, "restartCount": 0, "image": "s",
+                "imageID": "", "state": {"running": {"startedAt": "1970-01-01T00:01:00Z"}}}),
+        );
+        let no_status: Pod = serde_json::from_value(
+            json!({"metadata": {"name": "bare", "labels": {"palisade.dev/injected": "true"}}}),
+        )
+        .expect("pod");
+        let mut leaving = running.clone();
+        leaving.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t(100)));
+        assert!(runs_sidecar(&running));
+        for p in [&waiting, &forged, &no_status, &leaving] {
+            assert!(!runs_sidecar(p), "{:?}", p.metadata.name);
+        }
     }
 
     #[test]
