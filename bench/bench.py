@@ -780,6 +780,16 @@ def detection():
                "| benchmark | median |\n|---|---|\n")
     ingest = views.pop("window/ingest_maximal_report", None)
     out += crit_rows(views, 1e3, "µs")
+    per_slice = {m.group(1): float(m.group(2)) for m in
+                 (re.search(r"^memory (windows_\S+): .* ([\d.]+) B per client per slice", line)
+                  for line in mem) if m}
+    if per_slice:
+        out.append("\nMemory per client per slice (the slices' tables and the table of full client keys,\n"
+                   "over the 97 slices that hold each client; a closed slice stores a client as a\n"
+                   "16-byte id and its counts, 72 bytes, and an API key's, token's, user agent's or\n"
+                   "prefix's full key once per namespace):\n\n| windows | bytes per client per slice |\n"
+                   "|---|---|\n")
+        out += [f"| `{k}` | {v:.1f} |\n" for k, v in per_slice.items()]
     size = next((m.group(1) for m in (re.search(r"^size maximal_report: (\d+) bytes", line)
                                       for line in text.splitlines()) if m), None)
     out.append("\n## The collector's cost of a maximal report\n\n"

@@ -16,8 +16,19 @@ use palisade_detection::stats::{ClientCounts, Totals};
 use palisade_detection::window::{WindowConfig, Windows};
 
 /// One report per long slice for 24 h, each with `clients` clients (the same ones in every
-/// slice: a steady population, the common case).
+/// slice: a steady population, the common case): 97 slices hold them (the 96 long ones and
+/// the current short one).
 fn filled(clients: u32) -> (Windows, Timestamp) {
+    filled_with(clients, |i| {
+        ClientKey::Ip(IpAddr::V4(Ipv4Addr::from(0x0A00_0000 + i)))
+    })
+}
+
+/// Slices holding each client: the 96 long slices and the current short one.
+const SLICES: usize = 97;
+
+/// [`filled`] with the clients `key` makes.
+fn filled_with(clients: u32, key: impl Fn(u32) -> ClientKey) -> (Windows, Timestamp) {
     let cfg = WindowConfig::default();
     let mut w = Windows::new(&cfg);
     let base: Timestamp = "2026-11-26T00:00:00Z".parse().expect("timestamp");
@@ -26,7 +37,7 @@ fn filled(clients: u32) -> (Windows, Timestamp) {
     let now = base + slice * (n - 1) + SignedDuration::from_secs(1);
     let entries: Vec<ClientEntry> = (0..clients)
         .map(|i| ClientEntry {
-            key: ClientKey::Ip(IpAddr::V4(Ipv4Addr::from(0x0A00_0000 + i))),
+            key: key(i),
             counts: ClientCounts {
                 requests: 3,
                 ..Default::default()
@@ -71,13 +82,7 @@ fn views(c: &mut Criterion) {
         let (w, now) = filled(clients);
         assert_eq!(w.long(now).clients.len(), clients as usize);
         let _ = w.short(now);
-        let mem = w.memory();
-        println!(
-            "memory windows_{clients}_clients: slices {} B, kept view sums {} B = {:.0} B/client",
-            mem.slices,
-            mem.views,
-            (mem.slices + mem.views) as f64 / f64::from(clients)
-        );
+        print_memory(&format!("windows_{clients}_clients"), &w, clients);
         g.bench_function(format!("long_96_slices_{clients}_clients"), |b| {
             b.iter(|| black_box(w.long(black_box(now))));
         });
@@ -86,6 +91,33 @@ fn views(c: &mut Criterion) {
         });
     }
     g.finish();
+}
+
+#[allow(
+    clippy::print_stdout,
+    reason = "bench/bench.py copies the memory lines"
+)]
+fn print_memory(name: &str, w: &Windows, clients: u32) {
+    let mem = w.memory();
+    println!(
+        "memory {name}: slices {} B, kept view sums {} B, client keys {} B = {:.0} B/client, \
+         {:.1} B per client per slice",
+        mem.slices,
+        mem.views,
+        mem.keys,
+        (mem.slices + mem.views + mem.keys) as f64 / f64::from(clients),
+        (mem.slices + mem.keys) as f64 / (f64::from(clients) * SLICES as f64)
+    );
+}
+
+/// The memory of windows whose clients are API keys (each one's full key is held once per
+/// namespace, besides its id in each slice).
+fn memory_of_hashed_clients(_: &mut Criterion) {
+    let clients = 20_000;
+    let (w, now) = filled_with(clients, |i| ClientKey::api_key(&format!("key-{i}")));
+    assert_eq!(w.long(now).clients.len(), clients as usize);
+    let _ = w.short(now);
+    print_memory(&format!("windows_{clients}_api_key_clients"), &w, clients);
 }
 
 #[allow(clippy::print_stdout, reason = "bench/bench.py copies the size line")]
@@ -112,5 +144,5 @@ fn ingest(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, views, ingest);
+criterion_group!(benches, views, memory_of_hashed_clients, ingest);
 criterion_main!(benches);

@@ -16,6 +16,7 @@ use std::net::{IpAddr, Ipv6Addr};
 
 use jiff::Timestamp;
 
+use crate::client_id::{PREFIX_TAG, ip_key, ip_word, word_of as client_word};
 use crate::facts::{RequestFacts, Responder};
 use crate::key::{ClientKey, ClientKeyKind, KeyHash};
 use crate::report::{AttrEntry, ClientEntry, REPORT_VERSION, Report, SidecarId};
@@ -472,40 +473,11 @@ fn digest_of(key: &ClientKey) -> Option<&KeyHash> {
     }
 }
 
-/// One `u128` per client key: the address for IPs; for hashed kinds the kind in the top
-/// two bits and 126 bits of the digest (collisions are out of reach at these sizes).
-#[inline]
-fn client_word(key: &ClientKey) -> u128 {
-    let (tag, hash) = match key {
-        ClientKey::Ip(ip) => return ip_word(*ip),
-        ClientKey::IpPrefix(net) => return ip_word(net.network()) ^ PREFIX_TAG,
-        ClientKey::ApiKey(h) => (1u128, h),
-        ClientKey::AccessToken(h) => (2, h),
-        ClientKey::UserAgent(h) => (3, h),
-    };
-    let mut prefix = [0u8; 16];
-    prefix.copy_from_slice(&hash.0[..16]);
-    (u128::from_le_bytes(prefix) >> 2) | (tag << 126)
-}
-
 const HASHED_KINDS: [ClientKeyKind; 3] = [
     ClientKeyKind::ApiKey,
     ClientKeyKind::AccessToken,
     ClientKeyKind::UserAgent,
 ];
-
-#[inline]
-fn ip_word(ip: IpAddr) -> u128 {
-    match ip {
-        IpAddr::V4(v4) => v4.to_ipv6_mapped().to_bits(),
-        IpAddr::V6(v6) => v6.to_bits(),
-    }
-}
-
-/// Inverse of [`ip_word`]; an IPv4-mapped IPv6 peer reads as its IPv4 address.
-fn ip_key(word: u128) -> ClientKey {
-    ClientKey::Ip(Ipv6Addr::from_bits(word).to_canonical())
-}
 
 #[inline]
 fn kind_index(kind: ClientKeyKind) -> usize {
@@ -517,9 +489,6 @@ fn kind_index(kind: ClientKeyKind) -> usize {
         ClientKeyKind::IpPrefix => 4,
     }
 }
-
-/// Told apart from IP words where both kinds share a table (the sequence table, attributes).
-const PREFIX_TAG: u128 = 0x5a << 120;
 
 fn clamp_len(len: u8) -> u8 {
     len.clamp(crate::key::MIN_IPV6_PREFIX_LEN, 128)

@@ -73,6 +73,7 @@
 #![forbid(unsafe_code)]
 
 pub mod anomaly;
+pub mod client_id;
 pub mod counter;
 pub mod detected;
 pub mod facts;

@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use jiff::{SignedDuration, Timestamp};
 
+use crate::client_id::{ClientId, KeyTable};
 use crate::key::ClientKey;
 use crate::report::Report;
 use crate::seasonal::Seasonal;
@@ -106,24 +107,24 @@ impl Tally for AttrTally {
     }
 }
 
-type AttrKey = (ClientKey, AttrDim, Box<str>);
+type AttrKey = (ClientId, AttrDim, Box<str>);
 
 #[derive(Debug, Clone)]
 struct Slice {
     epoch: i64,
     totals: Totals,
-    clients: TopK<ClientKey, ClientCounts>,
+    clients: TopK<ClientId, ClientCounts>,
     attrs: Option<TopK<AttrKey, AttrTally>>,
     /// Its failing share, once computed (dropped when a report changes the slice).
     failing: std::cell::Cell<Option<Failing>>,
 }
 
 impl Slice {
-    fn failing(&self) -> Failing {
+    fn failing(&self, keys: &KeyTable) -> Failing {
         if let Some(f) = self.failing.get() {
             return f;
         }
-        let f = failing(self);
+        let f = failing(self, keys);
         self.failing.set(Some(f));
         f
     }
@@ -238,7 +239,8 @@ impl Ring {
         self.epoch(now) - self.slots.len() as i64 + 1
     }
 
-    fn add(&mut self, report: &Report, now: Timestamp) -> bool {
+    /// Adds `report`, whose clients and attributes have the ids `ids` (`None`: left out).
+    fn add(&mut self, report: &Report, ids: &ReportIds, now: Timestamp) -> bool {
         let epoch = self.epoch(report.start);
         if epoch < self.oldest(now) {
             return false;
@@ -267,14 +269,16 @@ impl Ring {
         let slice = slot.as_mut().expect("slot filled above");
         slice.failing.set(None);
         slice.totals.merge(&report.totals);
-        for e in &report.clients {
-            slice.clients.entry(e.key).merge(&e.counts);
+        for (e, id) in report.clients.iter().zip(&ids.clients) {
+            if let Some(id) = id {
+                slice.clients.entry(*id).merge(&e.counts);
+            }
         }
         if let Some(attrs) = &mut slice.attrs {
-            for a in &report.attributes {
-                attrs
-                    .entry((a.client, a.dim, a.value.as_str().into()))
-                    .count += a.count;
+            for (a, id) in report.attributes.iter().zip(&ids.attrs) {
+                if let Some(id) = id {
+                    attrs.entry((*id, a.dim, a.value.as_str().into())).count += a.count;
+                }
             }
         }
         true
@@ -295,12 +299,12 @@ impl Ring {
             .filter(move |s| s.epoch >= oldest && s.epoch <= newest)
     }
 
-    fn view(&self, now: Timestamp, baseline: Option<f64>) -> WindowView {
-        self.view_last(self.slots.len(), now, baseline)
+    fn view(&self, now: Timestamp, baseline: Option<f64>, keys: &KeyTable) -> WindowView {
+        self.view_last(self.slots.len(), now, baseline, keys)
     }
 
     /// Median failing share of the closed slices in the ring at `now` (`None` without any).
-    fn failing_median(&self, now: Timestamp) -> Option<f64> {
+    fn failing_median(&self, now: Timestamp, keys: &KeyTable) -> Option<f64> {
         let newest = self.epoch(now);
         let oldest = self.oldest(now);
         let mut shares: Vec<f64> = self
@@ -308,7 +312,7 @@ impl Ring {
             .iter()
             .flatten()
             .filter(|s| s.epoch < newest && s.epoch >= oldest)
-            .filter_map(|s| s.failing().share())
+            .filter_map(|s| s.failing(keys).share())
             .collect();
         crate::anomaly::median_mad(&mut shares).map(|(m, _)| m)
     }
@@ -327,14 +331,24 @@ impl Ring {
             .iter()
             .map(|c| table_bytes::<ClientKey, ClientWindow>(c.sum.clients.capacity()))
             .sum();
-        WindowMemory { slices, views }
+        WindowMemory {
+            slices,
+            views,
+            keys: 0,
+        }
     }
 
     /// Sums over the last `n` slices ending at `now`: the closed ones from a kept sum when
     /// there is one, plus the current slice.
     /// `baseline`: the failing share surge slices are judged against (see
     /// [`SURGE_MIN_ANSWERED`]); `None`: the median of the summed closed slices.
-    fn view_last(&self, n: usize, now: Timestamp, baseline: Option<f64>) -> WindowView {
+    fn view_last(
+        &self,
+        n: usize,
+        now: Timestamp,
+        baseline: Option<f64>,
+        keys: &KeyTable,
+    ) -> WindowView {
         let n = n.clamp(1, self.slots.len());
         let newest = self.epoch(now);
         let key = baseline.map(f64::to_bits);
@@ -349,7 +363,7 @@ impl Ring {
                     closed.remove(0);
                 }
                 let slices = self.slices_between(newest - n as i64 + 1, newest - 1);
-                let sum = self.sum(slices, baseline);
+                let sum = self.sum(slices, baseline, keys);
                 closed.push(ClosedSum {
                     n,
                     newest,
@@ -362,7 +376,7 @@ impl Ring {
         let mut view = closed[pos].sum.clone();
         view.span = SignedDuration::from_secs(self.slice_secs * n as i64);
         for s in self.slices_between(newest, newest) {
-            add_slice(&mut view, s);
+            add_slice(&mut view, s, keys);
         }
         view
     }
@@ -370,12 +384,18 @@ impl Ring {
     /// Sums over the last `n` slices ending at `now`, every slice merged afresh (what
     /// [`Ring::view_last`] must equal).
     #[cfg(test)]
-    fn view_uncached(&self, n: usize, now: Timestamp, baseline: Option<f64>) -> WindowView {
+    fn view_uncached(
+        &self,
+        n: usize,
+        now: Timestamp,
+        baseline: Option<f64>,
+        keys: &KeyTable,
+    ) -> WindowView {
         let n = n.clamp(1, self.slots.len());
         let newest = self.epoch(now);
         let closed = self.slices_between(newest - n as i64 + 1, newest - 1);
-        let baseline = baseline.unwrap_or_else(|| self.sum(closed, None).failing_baseline);
-        let mut view = self.sum(self.live_last(n, now), Some(baseline));
+        let baseline = baseline.unwrap_or_else(|| self.sum(closed, None, keys).failing_baseline);
+        let mut view = self.sum(self.live_last(n, now), Some(baseline), keys);
         view.span = SignedDuration::from_secs(self.slice_secs * n as i64);
         view
     }
@@ -394,6 +414,7 @@ impl Ring {
         &self,
         slices: impl Iterator<Item = &'a Slice> + Clone,
         baseline: Option<f64>,
+        keys: &KeyTable,
     ) -> WindowView {
         let mut view = WindowView::default();
         // Sized for the largest slice up front: the 24 h sum merges ~100 slices, and
@@ -401,11 +422,14 @@ impl Ring {
         let largest = slices.clone().map(|s| s.clients.len()).max().unwrap_or(0);
         view.clients.reserve(largest * 2);
         view.failing_baseline = baseline.unwrap_or_else(|| {
-            let mut shares: Vec<f64> = slices.clone().filter_map(|s| s.failing().share()).collect();
+            let mut shares: Vec<f64> = slices
+                .clone()
+                .filter_map(|s| s.failing(keys).share())
+                .collect();
             crate::anomaly::median_mad(&mut shares).map_or(0.0, |(m, _)| m)
         });
         for s in slices {
-            add_slice(&mut view, s);
+            add_slice(&mut view, s, keys);
         }
         view
     }
@@ -426,14 +450,14 @@ impl Failing {
     }
 }
 
-fn failing(s: &Slice) -> Failing {
+fn failing(s: &Slice, keys: &KeyTable) -> Failing {
     let mut f = Failing {
         answered: s.totals.answered(),
         ..Failing::default()
     };
-    for (key, c) in s.clients.iter() {
+    for (id, c) in s.clients.iter() {
         let answered = c.requests.saturating_sub(c.denied);
-        if key.kind() != crate::key::ClientKeyKind::Ip || answered == 0 {
+        if answered == 0 || !keys.is_ip(*id) {
             continue;
         }
         f.clients += 1;
@@ -463,15 +487,15 @@ fn is_surge(f: Failing, baseline: f64) -> bool {
             .is_some_and(|x| x >= SURGE_MIN_SHARE && x >= SURGE_BASELINE_FACTOR * baseline)
 }
 
-fn add_slice(view: &mut WindowView, s: &Slice) {
-    let surge = is_surge(s.failing(), view.failing_baseline);
+fn add_slice(view: &mut WindowView, s: &Slice, keys: &KeyTable) {
+    let surge = is_surge(s.failing(keys), view.failing_baseline);
     view.totals.merge(&s.totals);
     if surge {
         view.surge.add_totals(&s.totals);
         view.surge_slices += 1;
     }
-    for (key, counts) in s.clients.iter() {
-        let c = view.clients.entry(*key).or_default();
+    for (id, counts) in s.clients.iter() {
+        let c = view.clients.entry(keys.key(*id)).or_default();
         c.add(counts);
         if surge {
             c.surge.add_client(counts);
@@ -480,14 +504,17 @@ fn add_slice(view: &mut WindowView, s: &Slice) {
 }
 
 /// Heap bytes a namespace's windows hold: the client tables of their slices (and the
-/// attribute tables of the long ones), and the kept sums of closed slices. Keys' own heap
-/// data (attribute values) is not included.
+/// attribute tables of the long ones), the kept sums of closed slices and the table of
+/// client keys. Attribute values' own heap data is not included.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WindowMemory {
     /// The slices' tables.
     pub slices: usize,
     /// The kept sums of closed slices.
     pub views: usize,
+    /// The full keys of clients other than IP addresses, once per namespace (see
+    /// [`crate::client_id`]).
+    pub keys: usize,
 }
 
 /// Sums over one window: the input of the rules.
@@ -508,11 +535,33 @@ pub struct WindowView {
     pub failing_baseline: f64,
 }
 
+/// The ids of a report's clients and of its attributes' clients, in report order (`None`:
+/// an id already another key's, left out), interned once for both rings.
+struct ReportIds {
+    clients: Vec<Option<ClientId>>,
+    attrs: Vec<Option<ClientId>>,
+}
+
+impl ReportIds {
+    fn intern(report: &Report, keys: &mut KeyTable) -> Self {
+        Self {
+            clients: report.clients.iter().map(|e| keys.intern(&e.key)).collect(),
+            attrs: report
+                .attributes
+                .iter()
+                .map(|a| keys.intern(&a.client))
+                .collect(),
+        }
+    }
+}
+
 /// One namespace's sliding windows (see the module docs).
 #[derive(Debug, Clone)]
 pub struct Windows {
     short: Ring,
     long: Ring,
+    /// The full keys of the clients whose id is not their address, for both rings.
+    keys: KeyTable,
     seen: HashMap<String, VecDeque<(u64, Timestamp)>>,
     last_seq: HashMap<String, (u64, Timestamp)>,
     dedupe_memory: usize,
@@ -533,6 +582,7 @@ impl Windows {
                 cfg.max_clients,
                 Some(cfg.max_attrs),
             ),
+            keys: KeyTable::default(),
             seen: HashMap::new(),
             last_seq: HashMap::new(),
             dedupe_memory: cfg.dedupe_memory.max(1),
@@ -595,8 +645,9 @@ impl Windows {
         if seen.contains(&(report.seq, report.start)) {
             return MergeOutcome::Duplicate;
         }
-        let in_short = self.short.add(report, now);
-        let in_long = self.long.add(report, now);
+        let ids = ReportIds::intern(report, &mut self.keys);
+        let in_short = self.short.add(report, &ids, now);
+        let in_long = self.long.add(report, &ids, now);
         if !in_short && !in_long {
             return MergeOutcome::TooOld;
         }
@@ -605,7 +656,24 @@ impl Windows {
         }
         seen.push_back((report.seq, report.start));
         self.track_gaps(report);
+        if self.keys.wants_sweep() {
+            self.sweep_keys();
+        }
         MergeOutcome::Accepted
+    }
+
+    /// Forgets the keys of clients no slice holds any more (see [`KeyTable`]).
+    fn sweep_keys(&mut self) {
+        let slices = || self.short.slots.iter().chain(&self.long.slots).flatten();
+        let clients = slices().flat_map(|s| s.clients.iter().map(|(id, _)| *id));
+        let attrs = slices().flat_map(|s| s.attrs.iter().flat_map(TopK::iter).map(|(k, _)| k.0));
+        self.keys.sweep(clients.chain(attrs));
+    }
+
+    /// Clients left out of the windows because their id was another client's (see
+    /// [`crate::client_id`]), since creation.
+    pub fn id_collisions(&self) -> u64 {
+        self.keys.collisions()
     }
 
     /// Forgets the pod whose last report is oldest (its duplicates and gaps are no longer
@@ -646,7 +714,7 @@ impl Windows {
             .iter()
             .map(|(p, s)| p.len() * 2 + 48 + s.capacity() * 24 + 80)
             .sum();
-        m.slices + m.views + pods
+        m.slices + m.views + m.keys + pods
     }
 
     /// Counts reports lost between this one and the pod's previous one (same sidecar run).
@@ -669,6 +737,7 @@ impl Windows {
         WindowMemory {
             slices: s.slices + l.slices,
             views: s.views + l.views,
+            keys: self.keys.heap_bytes(),
         }
     }
 
@@ -679,18 +748,18 @@ impl Windows {
 
     /// The short window (default 5 min) ending at `now`.
     pub fn short(&self, now: Timestamp) -> WindowView {
-        self.short.view(now, self.short_baseline(now))
+        self.short.view(now, self.short_baseline(now), &self.keys)
     }
 
     /// What the short ring's slices are judged against for surges: the long ring's median
     /// failing share (an outage can fill the whole 5-minute window, never a day).
     fn short_baseline(&self, now: Timestamp) -> Option<f64> {
-        self.long.failing_median(now)
+        self.long.failing_median(now, &self.keys)
     }
 
     /// The long window (default 24 h) ending at `now`.
     pub fn long(&self, now: Timestamp) -> WindowView {
-        self.long.view(now, None)
+        self.long.view(now, None, &self.keys)
     }
 
     /// A window of length `span` ending at `now` (a rule's `window`), in whole slices of the
@@ -703,10 +772,15 @@ impl Windows {
             usize::try_from((secs + ring.slice_secs - 1) / ring.slice_secs).unwrap_or(usize::MAX)
         };
         if span <= self.short.span() {
-            self.short
-                .view_last(slices(&self.short), now, self.short_baseline(now))
+            self.short.view_last(
+                slices(&self.short),
+                now,
+                self.short_baseline(now),
+                &self.keys,
+            )
         } else {
-            self.long.view_last(slices(&self.long), now, None)
+            self.long
+                .view_last(slices(&self.long), now, None, &self.keys)
         }
     }
 
@@ -720,13 +794,14 @@ impl Windows {
     ) -> Vec<(Timestamp, u64)> {
         let ring = &self.short;
         let (lo, hi) = (ring.epoch(from), ring.epoch(to));
+        let ids: Vec<ClientId> = clients.iter().map(ClientId::of).collect();
         let mut out: Vec<(Timestamp, u64)> = ring
             .slots
             .iter()
             .flatten()
             .filter(|s| s.epoch >= lo && s.epoch < hi)
             .map(|s| {
-                let n = clients
+                let n = ids
                     .iter()
                     .filter_map(|c| s.clients.get(c))
                     .map(|c| u64::from(c.requests))
@@ -816,7 +891,7 @@ impl Windows {
         let end_of = |epoch: i64| {
             Timestamp::from_second((epoch + 1) * ring.slice_secs).map_or(now, |t| t.min(now))
         };
-        let wanted: HashSet<&ClientKey> = clients.iter().collect();
+        let wanted: HashSet<ClientId> = clients.iter().map(ClientId::of).collect();
         let mut sums: HashMap<(AttrDim, &str), (u64, i64)> = HashMap::new();
         let mut per_client: BTreeMap<ClientKey, (u64, i64)> = BTreeMap::new();
         let ends_after = |epoch: i64| {
@@ -830,7 +905,7 @@ impl Windows {
                 }
             }
             for c in clients {
-                if let Some(counts) = s.clients.get(c) {
+                if let Some(counts) = s.clients.get(&ClientId::of(c)) {
                     let e = per_client.entry(*c).or_default();
                     *e = (e.0 + u64::from(counts.requests), e.1.max(s.epoch));
                 }

@@ -13,6 +13,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use super::{AttrTally, Ring, Slice, WindowConfig, Windows};
+use crate::client_id::KeyTable;
 use crate::report::{AttrEntry, ClientEntry};
 use crate::stats::Totals;
 use crate::topk::TopK;
@@ -106,8 +107,8 @@ impl Windows {
             version: SNAPSHOT_VERSION,
             short_slice: SignedDuration::from_secs(self.short.slice_secs),
             long_slice: SignedDuration::from_secs(self.long.slice_secs),
-            short: ring_snapshot(&self.short, now),
-            long: ring_snapshot(&self.long, now),
+            short: ring_snapshot(&self.short, now, &self.keys),
+            long: ring_snapshot(&self.long, now, &self.keys),
             pods,
             seasonal: self.seasonal.clone(),
         }
@@ -122,8 +123,9 @@ impl Windows {
         if !same_shape {
             return w;
         }
-        restore_ring(&mut w.short, &snap.short);
-        restore_ring(&mut w.long, &snap.long);
+        restore_ring(&mut w.short, &snap.short, &mut w.keys);
+        restore_ring(&mut w.long, &snap.long, &mut w.keys);
+        w.sweep_keys();
         w.seasonal = snap.seasonal.clone();
         w.seen = snap
             .pods
@@ -139,15 +141,15 @@ impl Windows {
     }
 }
 
-fn ring_snapshot(ring: &Ring, now: Timestamp) -> Vec<SliceSnapshot> {
+fn ring_snapshot(ring: &Ring, now: Timestamp, keys: &KeyTable) -> Vec<SliceSnapshot> {
     let mut out: Vec<SliceSnapshot> = ring
         .live(now)
         .map(|s| {
             let clients: Vec<ClientEntry> = s
                 .clients
                 .iter()
-                .map(|(k, c)| ClientEntry {
-                    key: *k,
+                .map(|(id, c)| ClientEntry {
+                    key: keys.key(*id),
                     counts: *c,
                 })
                 .collect();
@@ -156,7 +158,7 @@ fn ring_snapshot(ring: &Ring, now: Timestamp) -> Vec<SliceSnapshot> {
                 .iter()
                 .flat_map(TopK::iter)
                 .map(|((client, dim, value), t)| AttrEntry {
-                    client: *client,
+                    client: keys.key(*client),
                     dim: *dim,
                     value: value.to_string(),
                     count: t.count,
@@ -174,7 +176,7 @@ fn ring_snapshot(ring: &Ring, now: Timestamp) -> Vec<SliceSnapshot> {
     out
 }
 
-fn restore_ring(ring: &mut Ring, slices: &[SliceSnapshot]) {
+fn restore_ring(ring: &mut Ring, slices: &[SliceSnapshot], keys: &mut KeyTable) {
     let n = ring.slots.len() as i64;
     ring.closed.get_mut().clear();
     for snap in slices {
@@ -186,12 +188,16 @@ fn restore_ring(ring: &mut Ring, slices: &[SliceSnapshot]) {
             failing: Default::default(),
         };
         for e in &snap.clients {
-            slice.clients.entry(e.key).merge(&e.counts);
+            if let Some(id) = keys.intern(&e.key) {
+                slice.clients.entry(id).merge(&e.counts);
+            }
         }
         if let Some(attrs) = &mut slice.attrs {
             for a in &snap.attributes {
-                let tally: &mut AttrTally = attrs.entry((a.client, a.dim, a.value.as_str().into()));
-                tally.count += a.count;
+                if let Some(id) = keys.intern(&a.client) {
+                    let tally: &mut AttrTally = attrs.entry((id, a.dim, a.value.as_str().into()));
+                    tally.count += a.count;
+                }
             }
         }
         let pos = snap.epoch.rem_euclid(n) as usize;

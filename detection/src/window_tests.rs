@@ -1,7 +1,9 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
+use crate::key::ClientKeyKind;
 use crate::report::AttrEntry;
+use crate::stats::ClientCounts;
 use crate::testutil::{ipk, report, reqs, t};
 
 fn windows() -> Windows {
@@ -229,8 +231,8 @@ fn kept_closed_sums_always_equal_a_fresh_merge() {
         if seq % 7 == 0 {
             for (ring, n) in [(&w.short, 10), (&w.short, 3), (&w.long, 96), (&w.long, 4)] {
                 assert_eq!(
-                    ring.view_last(n, t(now), None),
-                    ring.view_uncached(n, t(now), None),
+                    ring.view_last(n, t(now), None, &w.keys),
+                    ring.view_uncached(n, t(now), None, &w.keys),
                     "report {seq}, view of {n} slices at {now}"
                 );
             }
@@ -253,8 +255,11 @@ fn a_recycled_slot_drops_the_kept_sum_that_counted_it() {
     assert_eq!(before.totals.requests, 13, "slice 0 is still in the window");
     // Starts at 305 s (slice 10, which takes slice 0's slot), received at 295 s.
     w.merge(&report("a", 3, 305, &[(ipk(3), reqs(1))]), t(295));
-    let baseline = w.long.failing_median(t(295));
-    assert_eq!(w.short(t(295)), w.short.view_uncached(10, t(295), baseline));
+    let baseline = w.long.failing_median(t(295), &w.keys);
+    assert_eq!(
+        w.short(t(295)),
+        w.short.view_uncached(10, t(295), baseline, &w.keys)
+    );
     assert_eq!(w.short(t(295)).totals.requests, 3, "slice 0 was recycled");
 }
 
@@ -439,4 +444,145 @@ fn a_memory_budget_drops_kept_view_sums_before_any_slice() {
     assert!(set.heap_bytes() <= before - kept / 2);
     assert_eq!(shop.long(now), long, "the long view is whole");
     assert_eq!(shop.short(now), short, "the short view is whole");
+}
+
+/// Clients of every kind, as a busy namespace has them.
+fn mixed_clients(n: u32) -> Vec<(ClientKey, ClientCounts)> {
+    (0..n)
+        .map(|i| {
+            let key = match i % 4 {
+                0 => ipk(i),
+                1 => ClientKey::api_key(&format!("key-{i}")),
+                2 => ClientKey::user_agent(&format!("agent/{i}")),
+                _ => ClientKey::prefix_of(format!("2001:db8:{i:x}::1").parse().unwrap(), 64),
+            };
+            (key, reqs(i + 1))
+        })
+        .collect()
+}
+
+/// A closed slice holds a client in 72 bytes (a 16-byte id and its counts) whatever its
+/// kind, and a client's full key is held once per namespace, not once per slice: what
+/// `WindowMemory` reports is what the tables hold.
+#[test]
+fn a_closed_slice_holds_a_client_in_72_bytes_and_its_key_once() {
+    assert_eq!(size_of::<(ClientId, ClientCounts)>(), 72);
+    let mut w = windows();
+    let clients = mixed_clients(4000);
+    // 8 long slices of the same clients, then one more slice that closes them all.
+    for s in 0..9 {
+        let r = report("a", s + 1, s as i64 * 900, &clients);
+        assert_eq!(w.merge(&r, t(s as i64 * 900 + 1)), MergeOutcome::Accepted);
+    }
+    let now = t(8 * 900 + 1);
+    let frozen: usize = w
+        .long
+        .slots
+        .iter()
+        .flatten()
+        .filter(|s| s.clients.is_frozen())
+        .map(|s| s.clients.heap_bytes())
+        .sum();
+    assert_eq!(frozen, 8 * 4000 * 72, "8 closed slices of 4000 clients");
+    assert_eq!(w.keys.len(), 3000, "the non-IP keys, once each");
+    let keys = w.memory().keys;
+    assert!(
+        keys > 0 && keys <= 3000 * 2 * 57 + 16,
+        "{keys} B for 3000 keys"
+    );
+    // And every client reads back as itself, with its counts summed over the slices.
+    let long = w.long(now);
+    for (key, counts) in &clients {
+        assert_eq!(
+            long.clients[key].totals.requests,
+            9 * u64::from(counts.requests),
+            "{key}"
+        );
+    }
+}
+
+/// A hostile sidecar reports an address equal to another client's id: the address is left
+/// out (counted), and the other client's counts are neither taken nor added to.
+#[test]
+fn an_address_forged_to_equal_a_client_id_gets_nothing_of_that_client() {
+    let mut w = windows();
+    let victim = ClientKey::api_key("victim");
+    w.merge(&report("a", 1, 0, &[(victim, reqs(50))]), t(1));
+    let id = ClientId::of(&victim);
+    let forged = ClientKey::Ip(std::net::IpAddr::V6(std::net::Ipv6Addr::from_bits(
+        id.word(),
+    )));
+    assert_eq!(
+        ClientId::of(&forged),
+        id,
+        "the forged address has the victim's id"
+    );
+    w.merge(&report("b", 1, 1, &[(forged, reqs(7))]), t(2));
+    let v = w.short(t(2));
+    assert_eq!(v.clients[&victim].totals.requests, 50);
+    assert!(!v.clients.contains_key(&forged));
+    assert_eq!(v.totals.requests, 57, "the namespace totals stay exact");
+    assert_eq!(w.id_collisions(), 1);
+}
+
+/// Keys of clients whose slices left both rings are swept out as new clients arrive: the
+/// table does not grow with every client ever seen.
+#[test]
+fn keys_of_clients_gone_from_every_slice_are_swept_out() {
+    let mut w = windows();
+    let slack = KeyTable::SWEEP_SLACK as u32;
+    // A new set of API-key clients every long slice for 3 days: 24 h of them are live.
+    let per_slice = slack / 8;
+    let mut most = 0;
+    for s in 0..3 * 96u32 {
+        let clients: Vec<_> = (0..per_slice)
+            .map(|i| (ClientKey::api_key(&format!("{s}-{i}")), reqs(1)))
+            .collect();
+        let at = i64::from(s) * 900;
+        w.merge(&report("a", u64::from(s) + 1, at, &clients), t(at + 1));
+        most = most.max(w.keys.len());
+    }
+    let live = 96 * per_slice as usize;
+    assert!(
+        most <= 2 * live + slack as usize,
+        "held {most} keys for {live} live ones"
+    );
+    // Every live client still reads back as itself.
+    let now = t(i64::from(3 * 96 - 1) * 900 + 1);
+    let long = w.long(now);
+    assert_eq!(long.clients.len(), live);
+    assert!(
+        long.clients
+            .keys()
+            .all(|k| k.kind() == ClientKeyKind::ApiKey)
+    );
+}
+
+/// A snapshot of clients of every kind restores them as themselves (the snapshot carries
+/// full keys, not ids).
+#[test]
+fn a_snapshot_of_every_kind_of_client_restores_each_as_itself() {
+    let mut w = windows();
+    let clients = mixed_clients(40);
+    let mut r = report("a", 1, 0, &clients);
+    for (key, _) in &clients {
+        r.attributes.push(AttrEntry {
+            client: *key,
+            dim: AttrDim::Path,
+            value: "/x".into(),
+            count: 2,
+        });
+    }
+    w.merge(&r, t(1));
+    let snap = w.snapshot(t(1));
+    assert!(snap.long[0].clients.iter().any(|c| c.key == clients[1].0));
+    let restored = Windows::restore(&WindowConfig::default(), &snap);
+    assert_eq!(restored.long(t(1)), w.long(t(1)));
+    assert_eq!(restored.keys.len(), 30);
+    let keys: Vec<ClientKey> = clients.iter().map(|(k, _)| *k).collect();
+    assert_eq!(
+        restored.attributes(&keys, t(1), 5),
+        w.attributes(&keys, t(1), 5)
+    );
+    assert_eq!(restored.snapshot(t(1)), snap);
 }

@@ -1,0 +1,288 @@
+//! Client ids: a client key in 16 bytes, for the tables that hold one per client per slice.
+//!
+//! A [`ClientKey`] takes 33 bytes (a 32-byte digest and its kind), and the collector keeps
+//! one per client in each of a namespace's ~100 slices. A [`ClientId`] takes 16:
+//! - an IP client's id is its address (IPv4 as IPv4-mapped IPv6): read back without help;
+//! - an API key, access token or user agent: its kind in the top two bits and 126 bits of
+//!   its digest (the sidecar's counter words, see [`crate::counter`]);
+//! - an IP prefix: its network address, tagged, with the prefix length in the low byte.
+//!
+//! The keys of the kinds that cannot be read back from their id are kept once per namespace
+//! in a [`KeyTable`], not once per slice. An id the table holds is never read as an address:
+//! an IP client whose address equals another kind's id (an address in `4000::/2` or above
+//! equal to 126 bits of a SHA-256 digest, or a tagged network in a reserved range) is left
+//! out of the slice and counted ([`KeyTable::collisions`]) rather than mixed with it.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr};
+
+use crate::key::{ClientKey, KeyHash};
+use crate::topk::FastHash;
+
+/// A client key in 16 bytes (see the module docs). Two words rather than a `u128`, so a
+/// table entry with it stays 8-byte aligned (a `u128` would pad `(id, counts)` to 80 bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ClientId([u64; 2]);
+
+impl std::hash::Hash for ClientId {
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.0[0]);
+        state.write_u64(self.0[1]);
+    }
+}
+
+impl ClientId {
+    /// The id of `key`.
+    #[inline]
+    pub fn of(key: &ClientKey) -> Self {
+        Self::from_word(word_of(key))
+    }
+
+    fn from_word(w: u128) -> Self {
+        Self([w as u64, (w >> 64) as u64])
+    }
+
+    pub(crate) fn word(self) -> u128 {
+        u128::from(self.0[0]) | u128::from(self.0[1]) << 64
+    }
+}
+
+/// Tells a prefix's word apart from an address's where both share a table (the sidecar's
+/// sequence and attribute tables, a window slice).
+pub(crate) const PREFIX_TAG: u128 = 0x5a << 120;
+
+/// One `u128` per client key (see the module docs); collisions between keys of the same
+/// kind are out of reach (addresses are themselves, digests are uniform), and between kinds
+/// need an address chosen to equal 126 bits of a digest.
+#[inline]
+pub(crate) fn word_of(key: &ClientKey) -> u128 {
+    let (tag, hash) = match key {
+        ClientKey::Ip(ip) => return ip_word(*ip),
+        ClientKey::IpPrefix(net) => {
+            // A network of at most 120 bits has a zero low byte: the length goes there. A
+            // longer IPv6 prefix (up to /128) keeps its own low bits.
+            return ip_word(net.network()) ^ PREFIX_TAG ^ u128::from(net.prefix_len());
+        }
+        ClientKey::ApiKey(h) => (1u128, h),
+        ClientKey::AccessToken(h) => (2, h),
+        ClientKey::UserAgent(h) => (3, h),
+    };
+    hashed_word(tag, hash)
+}
+
+#[inline]
+fn hashed_word(tag: u128, hash: &KeyHash) -> u128 {
+    let mut prefix = [0u8; 16];
+    prefix.copy_from_slice(&hash.0[..16]);
+    (u128::from_le_bytes(prefix) >> 2) | (tag << 126)
+}
+
+/// An address as one word (IPv4 as IPv4-mapped IPv6).
+#[inline]
+pub(crate) fn ip_word(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().to_bits(),
+        IpAddr::V6(v6) => v6.to_bits(),
+    }
+}
+
+/// Inverse of [`ip_word`]; an IPv4-mapped IPv6 address reads as its IPv4 address.
+pub(crate) fn ip_key(word: u128) -> ClientKey {
+    ClientKey::Ip(Ipv6Addr::from_bits(word).to_canonical())
+}
+
+/// The keys of a namespace's clients whose id is not their address (every kind but IP),
+/// once each (see the module docs). Keys no slice holds any more are swept out when the
+/// table has grown to twice what was live at the last sweep (and at least
+/// [`KeyTable::SWEEP_SLACK`] more), so its size stays within twice the live keys plus that
+/// slack, at a cost spread over the insertions that grew it.
+#[derive(Debug, Clone, Default)]
+pub struct KeyTable {
+    /// Each key, with the mark a sweep sets on the ones still in use.
+    keys: HashMap<ClientId, (ClientKey, bool), FastHash>,
+    /// Size after the last sweep.
+    live: usize,
+    collisions: u64,
+}
+
+impl KeyTable {
+    /// Keys added after a sweep before the next one is considered.
+    pub const SWEEP_SLACK: usize = 4096;
+
+    /// The id of `key`, holding its key if the id cannot be read back; `None` when the id
+    /// is already another key's (counted).
+    #[inline]
+    pub fn intern(&mut self, key: &ClientKey) -> Option<ClientId> {
+        let id = ClientId::of(key);
+        if let ClientKey::Ip(_) = key {
+            if self.keys.is_empty() || !self.keys.contains_key(&id) {
+                return Some(id);
+            }
+            self.collisions += 1;
+            return None;
+        }
+        match self.keys.entry(id) {
+            std::collections::hash_map::Entry::Occupied(held) if held.get().0 != *key => {
+                self.collisions += 1;
+                None
+            }
+            std::collections::hash_map::Entry::Occupied(_) => Some(id),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert((*key, false));
+                Some(id)
+            }
+        }
+    }
+
+    /// The key of `id` (an id the table does not hold is an address).
+    #[inline]
+    pub fn key(&self, id: ClientId) -> ClientKey {
+        match self.keys.get(&id) {
+            Some((key, _)) => *key,
+            None => ip_key(id.word()),
+        }
+    }
+
+    /// Whether `id` is an IP client's.
+    #[inline]
+    pub fn is_ip(&self, id: ClientId) -> bool {
+        self.keys.is_empty() || !self.keys.contains_key(&id)
+    }
+
+    /// Whether the table has grown enough since the last sweep to sweep it now.
+    pub fn wants_sweep(&self) -> bool {
+        self.keys.len()
+            > self
+                .live
+                .saturating_mul(2)
+                .max(self.live + Self::SWEEP_SLACK)
+    }
+
+    /// Keeps the keys of the ids in `live` (the ids some slice still holds; addresses and
+    /// repeats welcome), in place: no set of the live ids is built.
+    pub fn sweep(&mut self, live: impl Iterator<Item = ClientId>) {
+        for (_, mark) in self.keys.values_mut() {
+            *mark = false;
+        }
+        for id in live {
+            if let Some((_, mark)) = self.keys.get_mut(&id) {
+                *mark = true;
+            }
+        }
+        self.keys.retain(|_, (_, mark)| *mark);
+        self.keys.shrink_to_fit();
+        self.live = self.keys.len();
+    }
+
+    /// Keys held.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether no key is held (every id is an address).
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Clients left out because their id was another key's, since creation.
+    pub fn collisions(&self) -> u64 {
+        self.collisions
+    }
+
+    /// Heap bytes of the table.
+    pub fn heap_bytes(&self) -> usize {
+        crate::topk::table_bytes::<ClientId, (ClientKey, bool)>(self.keys.capacity())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::key::ClientKeyKind;
+
+    fn keys() -> Vec<ClientKey> {
+        vec![
+            ClientKey::Ip("203.0.113.7".parse().unwrap()),
+            ClientKey::Ip("2001:db8::7".parse().unwrap()),
+            ClientKey::api_key("k-1"),
+            ClientKey::access_token("k-1"),
+            ClientKey::user_agent("k-1"),
+            ClientKey::prefix_of("203.0.113.7".parse().unwrap(), 64),
+            ClientKey::prefix_of("2001:db8:1:2::7".parse().unwrap(), 64),
+            ClientKey::prefix_of("2001:db8:1:2::7".parse().unwrap(), 48),
+            ClientKey::prefix_of("2001:db8:1:2::7".parse().unwrap(), 128),
+        ]
+    }
+
+    #[test]
+    fn every_kind_reads_back_as_its_key_and_only_addresses_skip_the_table() {
+        let mut table = KeyTable::default();
+        let ids: Vec<ClientId> = keys().iter().map(|k| table.intern(k).unwrap()).collect();
+        for (key, id) in keys().iter().zip(&ids) {
+            assert_eq!(table.key(*id), *key);
+            assert_eq!(table.is_ip(*id), key.kind() == ClientKeyKind::Ip, "{key}");
+        }
+        assert_eq!(
+            table.len(),
+            keys().len() - 2,
+            "the two addresses are not held"
+        );
+        let distinct: std::collections::HashSet<_> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len(), "no two keys share an id");
+        // Interning again holds nothing more.
+        for k in keys() {
+            table.intern(&k).unwrap();
+        }
+        assert_eq!(table.len(), keys().len() - 2);
+    }
+
+    #[test]
+    fn the_same_network_at_two_lengths_is_two_clients() {
+        let ip = "2001:db8:1:2::".parse().unwrap();
+        let (a, b) = (ClientKey::prefix_of(ip, 48), ClientKey::prefix_of(ip, 64));
+        assert_ne!(ClientId::of(&a), ClientId::of(&b));
+    }
+
+    /// An IPv4-mapped IPv6 client and its IPv4 address are one client.
+    #[test]
+    fn a_mapped_address_is_its_ipv4_address() {
+        let table = KeyTable::default();
+        let v4 = ClientKey::Ip("198.51.100.1".parse().unwrap());
+        let mapped = ClientKey::Ip("::ffff:198.51.100.1".parse().unwrap());
+        assert_eq!(ClientId::of(&mapped), ClientId::of(&v4));
+        assert_eq!(table.key(ClientId::of(&mapped)), v4);
+    }
+
+    /// A hostile client whose address is another client's id is left out, counted; it
+    /// neither takes the other's counts nor lends it its own.
+    #[test]
+    fn an_address_equal_to_a_held_id_is_refused_and_counted() {
+        let mut table = KeyTable::default();
+        let ua = ClientKey::user_agent("curl/8");
+        let id = table.intern(&ua).unwrap();
+        let forged = ClientKey::Ip(IpAddr::V6(Ipv6Addr::from_bits(id.word())));
+        assert_eq!(ClientId::of(&forged), id);
+        assert_eq!(table.intern(&forged), None);
+        assert_eq!(table.collisions(), 1);
+        assert_eq!(table.key(id), ua);
+    }
+
+    #[test]
+    fn a_sweep_keeps_live_keys_and_waits_for_growth() {
+        let mut table = KeyTable::default();
+        let ids: Vec<ClientId> = (0..KeyTable::SWEEP_SLACK + 1)
+            .map(|i| table.intern(&ClientKey::api_key(&format!("k{i}"))).unwrap())
+            .collect();
+        assert!(table.wants_sweep());
+        table.sweep(ids[..10].iter().copied().chain(ids[..3].iter().copied()));
+        assert_eq!(table.len(), 10);
+        assert!(!table.wants_sweep());
+        for id in &ids[..10] {
+            assert_ne!(table.key(*id).kind(), ClientKeyKind::Ip);
+        }
+        // An id swept out reads as an address: it is in no slice any more.
+        assert_eq!(table.key(ids[10]).kind(), ClientKeyKind::Ip);
+    }
+}
