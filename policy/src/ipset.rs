@@ -5,11 +5,13 @@
 //! carries a small *class* id; a class is the set of actions whose IP condition covers the
 //! range. A list shared by ten actions is stored once, with one class.
 //!
-//! Lookup is a DIR-16 index over the top 16 bits (65,537 `u32` offsets) that narrows a binary
-//! search to one bucket: a few cache misses. The index skips the leading bits all ranges
-//! share (IPv6 lists live in 2000::/3), so its buckets stay small. Memory is 8 bytes per IPv4
-//! range (start, end) plus 2 for a class when the set holds several classes, plus 256 KiB for
-//! the index; IPv6 ranges take 32 (+2) bytes.
+//! Lookup is a DIR-n index over the top `n` bits (2^n + 1 `u32` offsets) that narrows the
+//! search to one bucket: a few cache misses. `n` grows with the set, from 16 to 20 bits, so a
+//! bucket holds about four ranges or fewer on average (one or two cache lines to scan). The
+//! index skips the leading bits all ranges share (IPv6 lists live in 2000::/3), so its buckets
+//! stay small. Memory is 8 bytes per IPv4 range (start, end) plus 2 for a class when the set
+//! holds several classes, plus the index: 256 KiB up to 262,144 ranges, then about one
+//! byte per range (4 bytes per bucket of four), at most 4 MiB; IPv6 ranges take 32 (+2) bytes.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -22,8 +24,9 @@ use crate::lists::PrefixList;
 pub trait Addr: Copy + Ord + Debug + Default + Send + Sync + 'static {
     /// Width in bits.
     const BITS: u32;
-    /// The DIR-16 bucket: the 16 bits after the first `skip` bits (`skip <= BITS - 16`).
-    fn bucket(self, skip: u32) -> usize;
+    /// The bucket of a DIR-`bits` index: the `bits` bits after the first `skip` bits
+    /// (`skip <= BITS - bits`).
+    fn bucket(self, skip: u32, bits: u32) -> usize;
     /// The first `skip` bits, as a number (0 when `skip` is 0).
     fn head(self, skip: u32) -> Self;
     /// How many leading bits `self` and `other` share.
@@ -40,8 +43,8 @@ pub trait Addr: Copy + Ord + Debug + Default + Send + Sync + 'static {
 
 impl Addr for u32 {
     const BITS: u32 = 32;
-    fn bucket(self, skip: u32) -> usize {
-        ((self << skip) >> 16) as usize
+    fn bucket(self, skip: u32, bits: u32) -> usize {
+        ((self << skip) >> (32 - bits)) as usize
     }
     fn head(self, skip: u32) -> Self {
         self.checked_shr(32 - skip).unwrap_or(0)
@@ -65,8 +68,8 @@ impl Addr for u32 {
 
 impl Addr for u128 {
     const BITS: u32 = 128;
-    fn bucket(self, skip: u32) -> usize {
-        ((self << skip) >> 112) as usize
+    fn bucket(self, skip: u32, bits: u32) -> usize {
+        ((self << skip) >> (128 - bits)) as usize
     }
     fn head(self, skip: u32) -> Self {
         self.checked_shr(128 - skip).unwrap_or(0)
@@ -91,8 +94,22 @@ impl Addr for u128 {
 /// Buckets up to this many ranges are scanned rather than binary-searched.
 const SCAN_MAX: usize = 32;
 
-/// Below this many ranges the DIR-16 index is not built (a plain binary search is as fast).
+/// Below this many ranges the index is not built (a plain binary search is as fast).
 const INDEX_MIN_RANGES: usize = 256;
+
+/// Index bits: at least 16 (256 KiB), at most 20 (4 MiB).
+const INDEX_BITS: std::ops::RangeInclusive<u32> = 16..=20;
+
+/// Ranges per bucket the index is sized for, on average.
+const RANGES_PER_BUCKET: usize = 4;
+
+/// The index bits for `n` ranges: the fewest that give [`RANGES_PER_BUCKET`] ranges or fewer
+/// per bucket, within [`INDEX_BITS`].
+fn index_bits(n: usize) -> u32 {
+    let buckets = n.div_ceil(RANGES_PER_BUCKET).max(1);
+    let bits = usize::BITS - (buckets - 1).leading_zeros();
+    bits.clamp(*INDEX_BITS.start(), *INDEX_BITS.end())
+}
 
 /// Sorted disjoint ranges of one family, each with a class id.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -104,8 +121,11 @@ pub struct RangeSet<A: Addr> {
     /// one list), which saves 2 bytes and a cache miss per lookup.
     classes: Vec<u16>,
     uniform: u16,
-    /// `index[b]` = number of ranges whose start lies below bucket `b`; 65,537 entries.
+    /// `index[b]` = number of ranges whose start lies below bucket `b`; 2^`bits` + 1
+    /// entries.
     index: Vec<u32>,
+    /// Bits the index resolves (see [`index_bits`]).
+    bits: u32,
     /// Leading bits shared by every start, skipped by the index (e.g. 3 for IPv6 in 2000::/3).
     skip: u32,
     /// Those shared bits.
@@ -138,6 +158,7 @@ impl<A: Addr> RangeSet<A> {
             classes: Vec::with_capacity(n),
             uniform: 0,
             index: Vec::new(),
+            bits: 0,
             skip: 0,
             head: A::default(),
         }
@@ -166,12 +187,14 @@ impl<A: Addr> RangeSet<A> {
         self.classes.shrink_to_fit();
         if self.bounds.len() >= INDEX_MIN_RANGES {
             let (first, last) = (self.bounds[0].0, self.bounds[self.bounds.len() - 1].0);
-            self.skip = first.common_bits(last).min(A::BITS - 16);
+            self.bits = index_bits(self.bounds.len());
+            self.skip = first.common_bits(last).min(A::BITS - self.bits);
             self.head = first.head(self.skip);
-            let mut index = Vec::with_capacity((1 << 16) + 1);
+            let buckets = 1usize << self.bits;
+            let mut index = Vec::with_capacity(buckets + 1);
             let mut i = 0usize;
-            for b in 0..=(1usize << 16) {
-                while i < self.bounds.len() && self.bounds[i].0.bucket(self.skip) < b {
+            for b in 0..=buckets {
+                while i < self.bounds.len() && self.bounds[i].0.bucket(self.skip, self.bits) < b {
                     i += 1;
                 }
                 // The number of ranges fits u32: more would not fit a bundle.
@@ -195,7 +218,7 @@ impl<A: Addr> RangeSet<A> {
             } else if head > self.head {
                 (n - 1, n)
             } else {
-                let b = addr.bucket(self.skip);
+                let b = addr.bucket(self.skip, self.bits);
                 (self.index[b] as usize, self.index[b + 1] as usize)
             }
         };
@@ -617,6 +640,62 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_index_grows_with_the_set_to_about_four_ranges_a_bucket() {
+        assert_eq!(index_bits(256), 16);
+        assert_eq!(index_bits(4 << 16), 16);
+        assert_eq!(index_bits((4 << 16) + 1), 17);
+        assert_eq!(index_bits(1_000_000), 18);
+        assert_eq!(index_bits(4 << 20), 20);
+        assert_eq!(index_bits(usize::MAX), 20, "at most 4 MiB");
+    }
+
+    /// A set big enough for a wider index (and one whose ranges share leading bits, so the
+    /// index skips them too) answers every start, end and gap as a plain search does.
+    #[test]
+    fn a_wide_index_answers_as_a_plain_search() {
+        fn check<A: Addr>(ranges: &[(A, A, u16)]) {
+            let set = RangeSet::from_sorted(ranges.iter().copied()).unwrap();
+            assert!(
+                set.bits > 16,
+                "{} bits for {} ranges",
+                set.bits,
+                ranges.len()
+            );
+            let plain = |a: A| {
+                let k = ranges.partition_point(|&(s, _, _)| s <= a);
+                k.checked_sub(1)
+                    .and_then(|i| (ranges[i].1 >= a).then_some(ranges[i].2))
+            };
+            for &(s, e, c) in ranges.iter().step_by(7) {
+                assert_eq!(set.lookup(s), Some(c));
+                assert_eq!(set.lookup(e), Some(c));
+                if let Some(after) = e.succ() {
+                    assert_eq!(set.lookup(after), plain(after));
+                }
+                if let Some(before) = s.pred() {
+                    assert_eq!(set.lookup(before), plain(before));
+                }
+            }
+        }
+        // 300,000 IPv4 ranges of 4 addresses, 8 apart, across the space.
+        let v4: Vec<(u32, u32, u16)> = (0..300_000u32)
+            .map(|i| (i * 14_000, i * 14_000 + 3, (i % 5) as u16))
+            .collect();
+        check(&v4);
+        // 300,000 IPv6 /64s inside 2001:db8::/32.
+        let base: u128 = 0x2001_0db8 << 96;
+        let v6: Vec<(u128, u128, u16)> = (0..300_000u128)
+            .map(|i| {
+                let s = base + ((i * 13) << 64);
+                (s, s + u128::from(u64::MAX), (i % 3) as u16)
+            })
+            .collect();
+        check(&v6);
+        let set = RangeSet::from_sorted(v6.iter().copied()).unwrap();
+        assert!(set.skip >= 32, "the shared /32 is skipped: {}", set.skip);
     }
 
     #[test]
