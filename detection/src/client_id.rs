@@ -138,6 +138,9 @@ impl KeyTable {
     /// The key of `id` (an id the table does not hold is an address).
     #[inline]
     pub fn key(&self, id: ClientId) -> ClientKey {
+        if self.keys.is_empty() {
+            return ip_key(id.word());
+        }
         match self.keys.get(&id) {
             Some((key, _)) => *key,
             None => ip_key(id.word()),

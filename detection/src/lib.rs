@@ -36,7 +36,8 @@
 //!   score behind [`RiskLevel`].
 //!
 //! Building blocks: [`topk`] (Space-Saving map with batched eviction), [`stats`] (the
-//! counts shared by reports and windows).
+//! counts shared by reports and windows), [`client_id`] (a client key in 16 bytes, as the
+//! windows' slices hold it, with the table of full keys).
 //!
 //! [`ClientKey`]: key::ClientKey
 //! [`ClientKeyKind`]: key::ClientKeyKind
