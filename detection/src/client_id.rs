@@ -94,9 +94,11 @@ pub(crate) fn ip_key(word: u128) -> ClientKey {
 
 /// The keys of a namespace's clients whose id is not their address (every kind but IP),
 /// once each (see the module docs). Keys no slice holds any more are swept out when the
-/// table has grown to twice what was live at the last sweep (and at least
-/// [`KeyTable::SWEEP_SLACK`] more), so its size stays within twice the live keys plus that
-/// slack, at a cost spread over the insertions that grew it.
+/// table has grown to twice what was live at the last sweep, and by at least
+/// [`KeyTable::SWEEP_SLACK`] and a sixteenth of the entries the slices hold: a sweep reads
+/// every entry, so it costs at most 16 lookups per key added since the last one, however
+/// many address clients the slices hold, and the table stays within twice the live keys
+/// plus that slack.
 #[derive(Debug, Clone, Default)]
 pub struct KeyTable {
     /// Each key, with the mark a sweep sets on the ones still in use.
@@ -104,6 +106,7 @@ pub struct KeyTable {
     /// Size after the last sweep.
     live: usize,
     collisions: u64,
+    sweeps: u64,
 }
 
 impl KeyTable {
@@ -153,13 +156,17 @@ impl KeyTable {
         self.keys.is_empty() || !self.keys.contains_key(&id)
     }
 
-    /// Whether the table has grown enough since the last sweep to sweep it now.
-    pub fn wants_sweep(&self) -> bool {
-        self.keys.len()
-            > self
-                .live
-                .saturating_mul(2)
-                .max(self.live + Self::SWEEP_SLACK)
+    /// Whether the table has grown enough since the last sweep to sweep it now; `held`
+    /// counts the entries (ids) the slices hold, which a sweep reads (asked only when the
+    /// table has grown past the other bounds).
+    pub fn wants_sweep(&self, held: impl FnOnce() -> usize) -> bool {
+        let grown = |slack: usize| self.keys.len() > (2 * self.live).max(self.live + slack);
+        grown(Self::SWEEP_SLACK) && grown(held() / 16)
+    }
+
+    /// Sweeps done since creation.
+    pub fn sweeps(&self) -> u64 {
+        self.sweeps
     }
 
     /// Keeps the keys of the ids in `live` (the ids some slice still holds; addresses and
@@ -176,6 +183,7 @@ impl KeyTable {
         self.keys.retain(|_, (_, mark)| *mark);
         self.keys.shrink_to_fit();
         self.live = self.keys.len();
+        self.sweeps += 1;
     }
 
     /// Keys held.
@@ -278,10 +286,14 @@ mod tests {
         let ids: Vec<ClientId> = (0..KeyTable::SWEEP_SLACK + 1)
             .map(|i| table.intern(&ClientKey::api_key(&format!("k{i}"))).unwrap())
             .collect();
-        assert!(table.wants_sweep());
+        assert!(table.wants_sweep(|| 0));
+        assert!(
+            !table.wants_sweep(|| 16 * (KeyTable::SWEEP_SLACK + 1)),
+            "not before a sixteenth of the slices' entries were added"
+        );
         table.sweep(ids[..10].iter().copied().chain(ids[..3].iter().copied()));
         assert_eq!(table.len(), 10);
-        assert!(!table.wants_sweep());
+        assert!(!table.wants_sweep(|| 0));
         for id in &ids[..10] {
             assert_ne!(table.key(*id).kind(), ClientKeyKind::Ip);
         }

@@ -656,10 +656,18 @@ impl Windows {
         }
         seen.push_back((report.seq, report.start));
         self.track_gaps(report);
-        if self.keys.wants_sweep() {
+        if self.keys.wants_sweep(|| self.held_ids()) {
             self.sweep_keys();
         }
         MergeOutcome::Accepted
+    }
+
+    /// Client ids the slices hold (clients and attribute pairs), repeats included.
+    fn held_ids(&self) -> usize {
+        let slices = self.short.slots.iter().chain(&self.long.slots).flatten();
+        slices
+            .map(|s| s.clients.len() + s.attrs.as_ref().map_or(0, TopK::len))
+            .sum()
     }
 
     /// Forgets the keys of clients no slice holds any more (see [`KeyTable`]).

@@ -586,3 +586,42 @@ fn a_snapshot_of_every_kind_of_client_restores_each_as_itself() {
     );
     assert_eq!(restored.snapshot(t(1)), snap);
 }
+
+/// A hostile sidecar sends new keys that evict each other from a full slice, in a namespace
+/// whose slices hold many address clients: sweeping the key table reads every entry, yet
+/// the sweeps read at most 16 entries per key added (plus one sweep).
+#[test]
+fn sweeping_keys_costs_at_most_16_reads_per_key_added() {
+    let cfg = WindowConfig {
+        max_clients: 2000,
+        ..Default::default()
+    };
+    let mut w = Windows::new(&cfg);
+    let ips: Vec<_> = (0..2000).map(|i| (ipk(i), reqs(5))).collect();
+    for s in 0..90u32 {
+        let at = i64::from(s) * 900;
+        w.merge(&report("a", u64::from(s) + 1, at, &ips), t(at + 1));
+    }
+    let held = w.held_ids();
+    assert!(held >= 90 * 2000, "{held}");
+    let (start, sweeps_before) = (90 * 900, w.keys.sweeps());
+    let mut added = 0;
+    for r in 0..50u32 {
+        let keys: Vec<_> = (0..2000)
+            .map(|i| (ClientKey::api_key(&format!("{r}-{i}")), reqs(1)))
+            .collect();
+        added += keys.len();
+        let at = start + i64::from(r);
+        w.merge(&report("evil", u64::from(r) + 1, at, &keys), t(at + 1));
+    }
+    let sweeps = (w.keys.sweeps() - sweeps_before) as usize;
+    assert!(sweeps >= 1, "the dead keys were swept");
+    assert!(
+        sweeps <= 1 + 16 * added / held,
+        "{sweeps} sweeps of {held}+ entries for {added} keys added"
+    );
+    // What the table holds stays bounded: the live keys (at most the current slices'
+    // 2000 each), twice, plus the larger slack.
+    let bound = 2 * 2 * 2000 + (held + 4 * 2000) / 16 + KeyTable::SWEEP_SLACK;
+    assert!(w.keys.len() <= bound, "{} keys held", w.keys.len());
+}
