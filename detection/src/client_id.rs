@@ -43,6 +43,11 @@ impl ClientId {
         Self([w as u64, (w >> 64) as u64])
     }
 
+    /// The id as one number (for an IP client, its address as IPv6 bits).
+    pub fn as_u128(self) -> u128 {
+        self.word()
+    }
+
     pub(crate) fn word(self) -> u128 {
         u128::from(self.0[0]) | u128::from(self.0[1]) << 64
     }

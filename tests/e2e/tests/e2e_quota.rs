@@ -289,3 +289,53 @@ async fn made_up_pod_names_share_their_namespace_budget() {
     })
     .await;
 }
+
+/// A sidecar names, beside an API-key client, an address forged to equal that key's 16-byte
+/// window id (`palisade_detection::client_id`): the collector accepts the report, leaves the
+/// address out of the windows rather than mixing it with the key, and counts it
+/// (`collector_quota_total{reason="ClientIdCollision"}`). That the key's counts stay its own
+/// is unit-tested (`an_address_forged_to_equal_a_client_id_gets_nothing_of_that_client`).
+#[tokio::test]
+async fn an_address_forged_to_equal_a_key_id_is_counted_and_left_out() {
+    use palisade_detection::client_id::ClientId;
+    use palisade_detection::key::ClientKey;
+    use palisade_detection::report::ClientEntry;
+    use palisade_detection::stats::ClientCounts;
+
+    let cp = ControlPlane::shared();
+    let ns = TempNs::new(cp, "idcollide").await;
+    let op = Operator::start(cp, "op-idcollide", "op-idcollide", &scope(&ns));
+    let evil = token(cp, ns.name(), "palisade");
+    let c = op.collector.clone();
+    let victim = ClientKey::api_key("victim-key");
+    let forged = ClientKey::Ip(std::net::IpAddr::V6(std::net::Ipv6Addr::from_bits(
+        ClientId::of(&victim).as_u128(),
+    )));
+    assert_eq!(ClientId::of(&forged), ClientId::of(&victim));
+    let name = ns.name().to_owned();
+    let report = move || {
+        let mut r = flood_report(&name, 1);
+        for (key, requests) in [(victim, 50), (forged, 7)] {
+            r.clients.push(ClientEntry {
+                key,
+                counts: ClientCounts {
+                    requests,
+                    ..Default::default()
+                },
+            });
+        }
+        r.to_json()
+    };
+    eventually("the collector to accept the forged report", || async {
+        let (code, msg) = post(&c, &evil, report()).await;
+        (code == 202).then_some(()).ok_or(format!("{code} {msg}"))
+    })
+    .await;
+    let m = op.metrics().expect("operator metrics");
+    let counted = metric_sum(
+        &m,
+        "palisade_operator_collector_quota_total{",
+        "reason=\"ClientIdCollision\"",
+    );
+    assert_eq!(counted, 1, "one forged address, counted once: {m}");
+}
