@@ -112,12 +112,34 @@ fn print_memory(name: &str, w: &Windows, clients: u32) {
 
 /// The memory of windows whose clients are API keys (each one's full key is held once per
 /// namespace, besides its id in each slice).
-fn memory_of_hashed_clients(_: &mut Criterion) {
+/// And the cost of their views: each id is read back through the table of full keys.
+fn hashed_clients(c: &mut Criterion) {
     let clients = 20_000;
     let (w, now) = filled_with(clients, |i| ClientKey::api_key(&format!("key-{i}")));
     assert_eq!(w.long(now).clients.len(), clients as usize);
     let _ = w.short(now);
     print_memory(&format!("windows_{clients}_api_key_clients"), &w, clients);
+    let mut g = c.benchmark_group("window");
+    g.bench_function(format!("long_96_slices_{clients}_api_key_clients"), |b| {
+        b.iter(|| black_box(w.long(black_box(now))));
+    });
+    // The first view of a new slice sums every closed slice again (every 15 min).
+    g.sample_size(10);
+    g.bench_function(
+        format!("long_96_slices_{clients}_api_key_clients_summed_afresh"),
+        |b| {
+            b.iter_batched(
+                || {
+                    let mut w = w.clone();
+                    w.clear_kept_sums();
+                    w
+                },
+                |w| black_box(w.long(black_box(now))),
+                criterion::BatchSize::PerIteration,
+            );
+        },
+    );
+    g.finish();
 }
 
 #[allow(clippy::print_stdout, reason = "bench/bench.py copies the size line")]
@@ -144,5 +166,5 @@ fn ingest(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, views, memory_of_hashed_clients, ingest);
+criterion_group!(benches, views, hashed_clients, ingest);
 criterion_main!(benches);

@@ -428,9 +428,23 @@ impl Ring {
                 .collect();
             crate::anomaly::median_mad(&mut shares).map_or(0.0, |(m, _)| m)
         });
-        for s in slices {
-            add_slice(&mut view, s, keys);
+        if keys.is_empty() {
+            for s in slices {
+                add_slice(&mut view, s, keys);
+            }
+            return view;
         }
+        // Clients of keyed kinds: summed by id, each read back through the key table once
+        // at the end rather than once per slice (96 slices of the same clients would cost
+        // 96 table lookups per client).
+        let mut by_id: HashMap<ClientId, ClientWindow, FastHash> =
+            HashMap::with_capacity_and_hasher(largest * 2, FastHash::default());
+        for s in slices {
+            add_slice_to(&mut view, &mut by_id, s, keys, |id| id);
+        }
+        view.clients.reserve(by_id.len());
+        view.clients
+            .extend(by_id.into_iter().map(|(id, c)| (keys.key(id), c)));
         view
     }
 }
@@ -488,6 +502,19 @@ fn is_surge(f: Failing, baseline: f64) -> bool {
 }
 
 fn add_slice(view: &mut WindowView, s: &Slice, keys: &KeyTable) {
+    let mut clients = std::mem::take(&mut view.clients);
+    add_slice_to(view, &mut clients, s, keys, |id| keys.key(id));
+    view.clients = clients;
+}
+
+/// Adds a slice's totals to `view` and its clients to `clients`, under `key_of` their id.
+fn add_slice_to<K: std::hash::Hash + Eq>(
+    view: &mut WindowView,
+    clients: &mut HashMap<K, ClientWindow, FastHash>,
+    s: &Slice,
+    keys: &KeyTable,
+    key_of: impl Fn(ClientId) -> K,
+) {
     let surge = is_surge(s.failing(keys), view.failing_baseline);
     view.totals.merge(&s.totals);
     if surge {
@@ -495,7 +522,7 @@ fn add_slice(view: &mut WindowView, s: &Slice, keys: &KeyTable) {
         view.surge_slices += 1;
     }
     for (id, counts) in s.clients.iter() {
-        let c = view.clients.entry(keys.key(*id)).or_default();
+        let c = clients.entry(key_of(*id)).or_default();
         c.add(counts);
         if surge {
             c.surge.add_client(counts);
