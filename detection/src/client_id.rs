@@ -1,19 +1,19 @@
 //! Client ids: a client key in 16 bytes, for the tables that hold one per client per slice.
 //!
 //! A [`ClientKey`] takes 33 bytes (a 32-byte digest and its kind), and the collector keeps
-//! one per client in each of a namespace's ~100 slices. A [`ClientId`] takes 16:
-//! - an IP client's id is its address (IPv4 as IPv4-mapped IPv6): read back without help;
-//! - an API key, access token or user agent: its kind in the top two bits and 126 bits of
-//!   its digest (the sidecar's counter words, see [`crate::counter`]);
-//! - an IP prefix: its network address, tagged, with the prefix length in the low byte.
+//! one per client in each of a namespace's ~100 slices. A [`ClientId`] takes 16. An IP
+//! client's id is its address (IPv4 as IPv4-mapped IPv6), read back without help. Any other
+//! client's id (API key, access token, user agent, prefix) is a keyed hash of its whole key
+//! (two SipHash-1-3 words under keys drawn at random for each [`KeyTable`]), and its key is
+//! held once per namespace in the table, not once per slice.
 //!
-//! The keys of the kinds that cannot be read back from their id are kept once per namespace
-//! in a [`KeyTable`], not once per slice. An id the table holds is never read as an address:
-//! an IP client whose address equals another kind's id (an address in `4000::/2` or above
-//! equal to 126 bits of a SHA-256 digest, or a tagged network in a reserved range) is left
-//! out of the slice and counted ([`KeyTable::collisions`]) rather than mixed with it.
+//! Reports are written by sidecars, and a hostile one can name any digest, prefix or address.
+//! Were ids a public function of the key, it could name a key whose id is another client's
+//! address and take that client's counts (or have its reports left out); under a secret key
+//! it cannot aim an id anywhere: two clients share an id with odds of 2^-128 per pair.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::net::{IpAddr, Ipv6Addr};
 
 use crate::key::{ClientKey, KeyHash};
@@ -33,33 +33,23 @@ impl std::hash::Hash for ClientId {
 }
 
 impl ClientId {
-    /// The id of `key`.
-    #[inline]
-    pub fn of(key: &ClientKey) -> Self {
-        Self::from_word(word_of(key))
-    }
-
     fn from_word(w: u128) -> Self {
         Self([w as u64, (w >> 64) as u64])
     }
 
-    /// The id as one number (for an IP client, its address as IPv6 bits).
-    pub fn as_u128(self) -> u128 {
-        self.word()
-    }
-
-    pub(crate) fn word(self) -> u128 {
+    fn word(self) -> u128 {
         u128::from(self.0[0]) | u128::from(self.0[1]) << 64
     }
 }
 
 /// Tells a prefix's word apart from an address's where both share a table (the sidecar's
-/// sequence and attribute tables, a window slice).
+/// sequence and attribute tables).
 pub(crate) const PREFIX_TAG: u128 = 0x5a << 120;
 
-/// One `u128` per client key (see the module docs); collisions between keys of the same
-/// kind are out of reach (addresses are themselves, digests are uniform), and between kinds
-/// need an address chosen to equal 126 bits of a digest.
+/// The sidecar counter's word of a client key: the address, the tagged network and length,
+/// or the kind and 126 bits of the digest. Anyone can compute it, which is fine for keys the
+/// sidecar derives from requests itself, not for keys a report names: the collector's
+/// windows use [`KeyTable::id_of`].
 #[inline]
 pub(crate) fn word_of(key: &ClientKey) -> u128 {
     let (tag, hash) = match key {
@@ -108,9 +98,10 @@ pub(crate) fn ip_key(word: u128) -> ClientKey {
 pub struct KeyTable {
     /// Each key, with the mark a sweep sets on the ones still in use.
     keys: HashMap<ClientId, (ClientKey, bool), FastHash>,
+    /// The two keyed hashes of non-IP ids (std's SipHash-1-3, random keys per table).
+    ids: [RandomState; 2],
     /// Size after the last sweep.
     live: usize,
-    collisions: u64,
     sweeps: u64,
 }
 
@@ -118,29 +109,31 @@ impl KeyTable {
     /// Keys added after a sweep before the next one is considered.
     pub const SWEEP_SLACK: usize = 4096;
 
-    /// The id of `key`, holding its key if the id cannot be read back; `None` when the id
-    /// is already another key's (counted).
+    /// The id of `key` in this table's namespace (see the module docs).
     #[inline]
-    pub fn intern(&mut self, key: &ClientKey) -> Option<ClientId> {
-        let id = ClientId::of(key);
-        if let ClientKey::Ip(_) = key {
-            if self.keys.is_empty() || !self.keys.contains_key(&id) {
-                return Some(id);
+    pub fn id_of(&self, key: &ClientKey) -> ClientId {
+        let whole = match key {
+            ClientKey::Ip(ip) => return ClientId::from_word(ip_word(*ip)),
+            ClientKey::ApiKey(h) => (1u8, h.0, 0u8),
+            ClientKey::AccessToken(h) => (2, h.0, 0),
+            ClientKey::UserAgent(h) => (3, h.0, 0),
+            ClientKey::IpPrefix(net) => {
+                let mut bytes = [0u8; 32];
+                bytes[..16].copy_from_slice(&ip_word(net.network()).to_le_bytes());
+                (4, bytes, net.prefix_len())
             }
-            self.collisions += 1;
-            return None;
+        };
+        ClientId([self.ids[0].hash_one(whole), self.ids[1].hash_one(whole)])
+    }
+
+    /// The id of `key`, holding its key when it is not an address.
+    #[inline]
+    pub fn intern(&mut self, key: &ClientKey) -> ClientId {
+        let id = self.id_of(key);
+        if !matches!(key, ClientKey::Ip(_)) {
+            self.keys.entry(id).or_insert((*key, false));
         }
-        match self.keys.entry(id) {
-            std::collections::hash_map::Entry::Occupied(held) if held.get().0 != *key => {
-                self.collisions += 1;
-                None
-            }
-            std::collections::hash_map::Entry::Occupied(_) => Some(id),
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert((*key, false));
-                Some(id)
-            }
-        }
+        id
     }
 
     /// The key of `id` (an id the table does not hold is an address).
@@ -201,11 +194,6 @@ impl KeyTable {
         self.keys.is_empty()
     }
 
-    /// Clients left out because their id was another key's, since creation.
-    pub fn collisions(&self) -> u64 {
-        self.collisions
-    }
-
     /// Heap bytes of the table.
     pub fn heap_bytes(&self) -> usize {
         crate::topk::table_bytes::<ClientId, (ClientKey, bool)>(self.keys.capacity())
@@ -235,7 +223,7 @@ mod tests {
     #[test]
     fn every_kind_reads_back_as_its_key_and_only_addresses_skip_the_table() {
         let mut table = KeyTable::default();
-        let ids: Vec<ClientId> = keys().iter().map(|k| table.intern(k).unwrap()).collect();
+        let ids: Vec<ClientId> = keys().iter().map(|k| table.intern(k)).collect();
         for (key, id) in keys().iter().zip(&ids) {
             assert_eq!(table.key(*id), *key);
             assert_eq!(table.is_ip(*id), key.kind() == ClientKeyKind::Ip, "{key}");
@@ -247,49 +235,63 @@ mod tests {
         );
         let distinct: std::collections::HashSet<_> = ids.iter().collect();
         assert_eq!(distinct.len(), ids.len(), "no two keys share an id");
-        // Interning again holds nothing more.
         for k in keys() {
-            table.intern(&k).unwrap();
+            assert_eq!(
+                table.intern(&k),
+                table.id_of(&k),
+                "interning again: the same id"
+            );
         }
         assert_eq!(table.len(), keys().len() - 2);
     }
 
-    #[test]
-    fn the_same_network_at_two_lengths_is_two_clients() {
-        let ip = "2001:db8:1:2::".parse().unwrap();
-        let (a, b) = (ClientKey::prefix_of(ip, 48), ClientKey::prefix_of(ip, 64));
-        assert_ne!(ClientId::of(&a), ClientId::of(&b));
-    }
-
-    /// An IPv4-mapped IPv6 client and its IPv4 address are one client.
+    /// A mapped address is its IPv4 address.
     #[test]
     fn a_mapped_address_is_its_ipv4_address() {
         let table = KeyTable::default();
         let v4 = ClientKey::Ip("198.51.100.1".parse().unwrap());
         let mapped = ClientKey::Ip("::ffff:198.51.100.1".parse().unwrap());
-        assert_eq!(ClientId::of(&mapped), ClientId::of(&v4));
-        assert_eq!(table.key(ClientId::of(&mapped)), v4);
+        assert_eq!(table.id_of(&mapped), table.id_of(&v4));
+        assert_eq!(table.key(table.id_of(&mapped)), v4);
     }
 
-    /// A hostile client whose address is another client's id is left out, counted; it
-    /// neither takes the other's counts nor lends it its own.
+    /// What a hostile sidecar can compute does not aim an id: neither the public counter
+    /// word of a key, nor a digest sharing the first bytes of another's, gives the id of an
+    /// address or of that other key; and two tables give the same key different ids.
     #[test]
-    fn an_address_equal_to_a_held_id_is_refused_and_counted() {
-        let mut table = KeyTable::default();
-        let ua = ClientKey::user_agent("curl/8");
-        let id = table.intern(&ua).unwrap();
-        let forged = ClientKey::Ip(IpAddr::V6(Ipv6Addr::from_bits(id.word())));
-        assert_eq!(ClientId::of(&forged), id);
-        assert_eq!(table.intern(&forged), None);
-        assert_eq!(table.collisions(), 1);
-        assert_eq!(table.key(id), ua);
+    fn an_id_cannot_be_aimed_from_what_a_report_can_name() {
+        let table = KeyTable::default();
+        let victim = ClientKey::Ip("2001:db8::40".parse().unwrap());
+        // The prefix whose public word is the victim's address (the attack on public ids).
+        let aimed = ipnet::Ipv6Net::new(
+            Ipv6Addr::from_bits(ip_word("2001:db8::40".parse().unwrap()) ^ PREFIX_TAG ^ 128),
+            128,
+        )
+        .unwrap();
+        let aimed = ClientKey::IpPrefix(ipnet::IpNet::V6(aimed));
+        assert_eq!(word_of(&aimed), ip_word("2001:db8::40".parse().unwrap()));
+        assert_ne!(table.id_of(&aimed), table.id_of(&victim));
+        // A user agent whose digest is the victim's public word, and a digest equal to
+        // another one's but in its last byte.
+        let real = KeyHash::of(b"victim-key");
+        let mut near = real;
+        near.0[31] ^= 1;
+        assert_ne!(
+            table.id_of(&ClientKey::ApiKey(near)),
+            table.id_of(&ClientKey::ApiKey(real))
+        );
+        assert_ne!(
+            KeyTable::default().id_of(&ClientKey::ApiKey(real)),
+            table.id_of(&ClientKey::ApiKey(real)),
+            "each table has its own keys"
+        );
     }
 
     #[test]
     fn a_sweep_keeps_live_keys_and_waits_for_growth() {
         let mut table = KeyTable::default();
         let ids: Vec<ClientId> = (0..KeyTable::SWEEP_SLACK + 1)
-            .map(|i| table.intern(&ClientKey::api_key(&format!("k{i}"))).unwrap())
+            .map(|i| table.intern(&ClientKey::api_key(&format!("k{i}"))))
             .collect();
         assert!(table.wants_sweep(|| 0));
         assert!(

@@ -239,7 +239,7 @@ impl Ring {
         self.epoch(now) - self.slots.len() as i64 + 1
     }
 
-    /// Adds `report`, whose clients and attributes have the ids `ids` (`None`: left out).
+    /// Adds `report`, whose clients and attributes have the ids `ids`.
     fn add(&mut self, report: &Report, ids: &ReportIds, now: Timestamp) -> bool {
         let epoch = self.epoch(report.start);
         if epoch < self.oldest(now) {
@@ -270,15 +270,11 @@ impl Ring {
         slice.failing.set(None);
         slice.totals.merge(&report.totals);
         for (e, id) in report.clients.iter().zip(&ids.clients) {
-            if let Some(id) = id {
-                slice.clients.entry(*id).merge(&e.counts);
-            }
+            slice.clients.entry(*id).merge(&e.counts);
         }
         if let Some(attrs) = &mut slice.attrs {
             for (a, id) in report.attributes.iter().zip(&ids.attrs) {
-                if let Some(id) = id {
-                    attrs.entry((*id, a.dim, a.value.as_str().into())).count += a.count;
-                }
+                attrs.entry((*id, a.dim, a.value.as_str().into())).count += a.count;
             }
         }
         true
@@ -562,11 +558,11 @@ pub struct WindowView {
     pub failing_baseline: f64,
 }
 
-/// The ids of a report's clients and of its attributes' clients, in report order (`None`:
-/// an id already another key's, left out), interned once for both rings.
+/// The ids of a report's clients and of its attributes' clients, in report order, interned
+/// once for both rings.
 struct ReportIds {
-    clients: Vec<Option<ClientId>>,
-    attrs: Vec<Option<ClientId>>,
+    clients: Vec<ClientId>,
+    attrs: Vec<ClientId>,
 }
 
 impl ReportIds {
@@ -705,12 +701,6 @@ impl Windows {
         self.keys.sweep(clients.chain(attrs));
     }
 
-    /// Clients left out of the windows because their id was another client's (see
-    /// [`crate::client_id`]), since creation.
-    pub fn id_collisions(&self) -> u64 {
-        self.keys.collisions()
-    }
-
     /// Forgets the pod whose last report is oldest (its duplicates and gaps are no longer
     /// told apart; its counts stay in the windows).
     fn forget_silent_pod(&mut self) {
@@ -829,7 +819,7 @@ impl Windows {
     ) -> Vec<(Timestamp, u64)> {
         let ring = &self.short;
         let (lo, hi) = (ring.epoch(from), ring.epoch(to));
-        let ids: Vec<ClientId> = clients.iter().map(ClientId::of).collect();
+        let ids: Vec<ClientId> = clients.iter().map(|c| self.keys.id_of(c)).collect();
         let mut out: Vec<(Timestamp, u64)> = ring
             .slots
             .iter()
@@ -926,7 +916,7 @@ impl Windows {
         let end_of = |epoch: i64| {
             Timestamp::from_second((epoch + 1) * ring.slice_secs).map_or(now, |t| t.min(now))
         };
-        let wanted: HashSet<ClientId> = clients.iter().map(ClientId::of).collect();
+        let wanted: HashSet<ClientId> = clients.iter().map(|c| self.keys.id_of(c)).collect();
         let mut sums: HashMap<(AttrDim, &str), (u64, i64)> = HashMap::new();
         let mut per_client: BTreeMap<ClientKey, (u64, i64)> = BTreeMap::new();
         let ends_after = |epoch: i64| {
@@ -940,7 +930,7 @@ impl Windows {
                 }
             }
             for c in clients {
-                if let Some(counts) = s.clients.get(&ClientId::of(c)) {
+                if let Some(counts) = s.clients.get(&self.keys.id_of(c)) {
                     let e = per_client.entry(*c).or_default();
                     *e = (e.0 + u64::from(counts.requests), e.1.max(s.epoch));
                 }

@@ -188,16 +188,13 @@ fn restore_ring(ring: &mut Ring, slices: &[SliceSnapshot], keys: &mut KeyTable) 
             failing: Default::default(),
         };
         for e in &snap.clients {
-            if let Some(id) = keys.intern(&e.key) {
-                slice.clients.entry(id).merge(&e.counts);
-            }
+            slice.clients.entry(keys.intern(&e.key)).merge(&e.counts);
         }
         if let Some(attrs) = &mut slice.attrs {
             for a in &snap.attributes {
-                if let Some(id) = keys.intern(&a.client) {
-                    let tally: &mut AttrTally = attrs.entry((id, a.dim, a.value.as_str().into()));
-                    tally.count += a.count;
-                }
+                let id = keys.intern(&a.client);
+                let tally: &mut AttrTally = attrs.entry((id, a.dim, a.value.as_str().into()));
+                tally.count += a.count;
             }
         }
         let pos = snap.epoch.rem_euclid(n) as usize;

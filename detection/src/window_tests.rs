@@ -501,28 +501,58 @@ fn a_closed_slice_holds_a_client_in_72_bytes_and_its_key_once() {
     }
 }
 
-/// A hostile sidecar reports an address equal to another client's id: the address is left
-/// out (counted), and the other client's counts are neither taken nor added to.
+/// A hostile sidecar names keys aimed at other clients' addresses with the public counter
+/// words (a /128 prefix whose word is a global address, a user-agent digest whose word is a
+/// unique-local one): each stays a client of its own, and the addresses keep their counts,
+/// before and after, in every view and in a snapshot.
 #[test]
-fn an_address_forged_to_equal_a_client_id_gets_nothing_of_that_client() {
-    let mut w = windows();
-    let victim = ClientKey::api_key("victim");
-    w.merge(&report("a", 1, 0, &[(victim, reqs(50))]), t(1));
-    let id = ClientId::of(&victim);
-    let forged = ClientKey::Ip(std::net::IpAddr::V6(std::net::Ipv6Addr::from_bits(
-        id.word(),
-    )));
+fn a_key_named_to_aim_at_an_address_cannot_take_its_counts() {
+    use crate::client_id::{PREFIX_TAG, ip_word, word_of};
+    use crate::key::KeyHash;
+    use std::net::{IpAddr, Ipv6Addr};
+
+    let global: IpAddr = "2001:db8::40".parse().unwrap();
+    let local: IpAddr = "fd00::40".parse().unwrap();
+    let prefix =
+        ipnet::Ipv6Net::new(Ipv6Addr::from_bits(ip_word(global) ^ PREFIX_TAG ^ 128), 128).unwrap();
+    let prefix = ClientKey::IpPrefix(ipnet::IpNet::V6(prefix));
+    let mut digest = [0u8; 32];
+    digest[..16].copy_from_slice(&(ip_word(local) << 2).to_le_bytes());
+    let agent = ClientKey::UserAgent(KeyHash(digest));
+    let (global, local) = (ClientKey::Ip(global), ClientKey::Ip(local));
     assert_eq!(
-        ClientId::of(&forged),
-        id,
-        "the forged address has the victim's id"
+        word_of(&prefix),
+        word_of(&global),
+        "aimed with the public word"
     );
-    w.merge(&report("b", 1, 1, &[(forged, reqs(7))]), t(2));
-    let v = w.short(t(2));
-    assert_eq!(v.clients[&victim].totals.requests, 50);
-    assert!(!v.clients.contains_key(&forged));
-    assert_eq!(v.totals.requests, 57, "the namespace totals stay exact");
-    assert_eq!(w.id_collisions(), 1);
+    assert_eq!(
+        word_of(&agent),
+        word_of(&local),
+        "aimed with the public word"
+    );
+
+    let mut w = windows();
+    let victims = [(global, reqs(50)), (local, reqs(50))];
+    w.merge(&report("a", 1, 0, &victims), t(1));
+    w.merge(
+        &report("evil", 1, 1, &[(prefix, reqs(7)), (agent, reqs(7))]),
+        t(2),
+    );
+    w.merge(&report("a", 2, 2, &victims), t(3));
+    let restored = Windows::restore(&WindowConfig::default(), &w.snapshot(t(3)));
+    for w in [&w, &restored] {
+        for v in [w.short(t(3)), w.long(t(3))] {
+            assert_eq!(v.clients[&global].totals.requests, 100);
+            assert_eq!(v.clients[&local].totals.requests, 100);
+            assert_eq!(v.clients[&prefix].totals.requests, 7);
+            assert_eq!(v.clients[&agent].totals.requests, 7);
+            assert_eq!(v.totals.requests, 214);
+        }
+        assert_eq!(
+            w.requests_between(&[global], t(0), t(30)),
+            vec![(t(0), 100)]
+        );
+    }
 }
 
 /// Keys of clients whose slices left both rings are swept out as new clients arrive: the

@@ -106,13 +106,9 @@ pub struct Collector {
 impl Collector {
     fn merge(&self, report: &Report) -> MergeOutcome {
         let now = jiff::Timestamp::now();
-        let ns = &report.sidecar.namespace;
-        let (outcome, kept, collided) = {
+        let (outcome, kept) = {
             let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-            let collisions = |s: &State| s.windows.get(ns).map_or(0, |w| w.id_collisions());
-            let before = collisions(&state);
             let outcome = state.windows.merge(report, now);
-            let collided = collisions(&state).saturating_sub(before);
             // A duplicate (already merged) report is not counted twice.
             let kept = match outcome {
                 MergeOutcome::Duplicate => Vec::new(),
@@ -121,18 +117,9 @@ impl Collector {
                     state.evidence.record(report, now)
                 }
             };
-            (outcome, kept, collided)
+            (outcome, kept)
         };
-        if collided > 0 {
-            self.count_quota("ClientIdCollision", collided);
-            tracing::warn!(
-                namespace = %ns,
-                pod = %report.sidecar.pod,
-                clients = collided,
-                "report names clients whose id is another client's: left out of the windows"
-            );
-        }
-        evidence::count_metrics(self, ns, &kept);
+        evidence::count_metrics(self, &report.sidecar.namespace, &kept);
         outcome
     }
 
