@@ -1102,6 +1102,12 @@ impl WindowSet {
     pub fn insert(&mut self, namespace: String, windows: Windows) {
         self.namespaces.insert(namespace, windows);
     }
+
+    /// Keeps the namespaces for which `keep` is true and drops the others' windows (a
+    /// collector shard moved to another replica).
+    pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
+        self.namespaces.retain(|ns, _| keep(ns));
+    }
 }
 
 #[path = "window_snapshot.rs"]

@@ -55,6 +55,13 @@ pub struct Args {
         default_value = "palisade-collector-state"
     )]
     pub collector_state_configmap: String,
+    /// How many shards the collector's namespaces are divided into (1 to 64). Each shard has
+    /// its own Lease (shard 0 the leader's `--lease-name`, shard i `<lease-name>-shard-<i>`)
+    /// and state ConfigMap (shard 0 `--collector-state-configmap`, shard i `<that>-<i>`), so
+    /// replicas share the collector's memory and work. Set it once: changing it re-homes
+    /// namespaces, whose windows then refill from reports (incidents keep their names).
+    #[arg(long, env = "PALISADE_COLLECTOR_SHARDS", default_value_t = 1)]
+    pub collector_shards: u32,
     /// How often the leader persists the collector's state (also on graceful shutdown).
     #[arg(long, env = "PALISADE_COLLECTOR_SNAPSHOT_INTERVAL", default_value = "30s", value_parser = parse_interval)]
     pub collector_snapshot_interval: std::time::Duration,
@@ -166,6 +173,12 @@ impl Args {
                     .into(),
             );
         }
+        if !(1..=64).contains(&self.collector_shards) {
+            return Err(format!(
+                "--collector-shards is {}; use 1 to 64 (e.g. 16 for up to 16 replicas)",
+                self.collector_shards
+            ));
+        }
         self.injector.validate()?;
         self.blast_radius.validate()?;
         if self.namespace.is_empty() {
@@ -209,5 +222,14 @@ mod tests {
             .expect("parses");
         let err = zero.validate().expect_err("zero refused");
         assert!(err.contains("--evidence-interval"), "{err}");
+        for bad in ["0", "65"] {
+            let args = Args::try_parse_from(["palisade-operator", "--collector-shards", bad])
+                .expect("parses");
+            let err = args.validate().expect_err("out of range refused");
+            assert!(
+                err.contains("--collector-shards is") && err.contains("1 to 64"),
+                "{err}"
+            );
+        }
     }
 }

@@ -22,25 +22,44 @@ pub async fn start_with(
     client: kube::Client,
     args: &Args,
 ) -> anyhow::Result<(watch::Receiver<bool>, tokio::task::JoinHandle<()>)> {
-    let duration = args.lease_duration;
+    hold(
+        client,
+        &args.namespace,
+        &args.lease_name,
+        &args.identity,
+        args.lease_duration,
+    )
+    .await
+}
+
+/// Contends for the Lease `name` in `namespace` as `identity` and renews it while held; the
+/// channel says whether this replica holds it, as [`vouch`] can tell. Aborting the returned
+/// task releases the Lease (the manager sees its channel closed).
+pub async fn hold(
+    client: kube::Client,
+    namespace: &str,
+    name: &str,
+    identity: &str,
+    duration: u64,
+) -> anyhow::Result<(watch::Receiver<bool>, tokio::task::JoinHandle<()>)> {
     let grace = (duration / 3).max(1);
-    let params = LeaseParams::new(args.identity.clone(), duration, grace)
+    let params = LeaseParams::new(identity.to_owned(), duration, grace)
         .with_field_manager("palisade-operator-lease");
-    let manager = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
-        .with_namespace(&args.namespace)
+    let manager = LeaseManagerBuilder::new(client.clone(), name)
+        .with_namespace(namespace)
         .with_parameters(params)
         .build()
         .await?;
     let (claimed, task) = manager.watch().await;
     let (tx, rx) = watch::channel(false);
     let deadline = Duration::from_secs(duration);
-    let lease = Api::<Lease>::namespaced(client, &args.namespace);
-    let (name, identity) = (args.lease_name.clone(), args.identity.clone());
+    let lease = Api::<Lease>::namespaced(client, namespace);
+    let (name, identity) = (name.to_owned(), identity.to_owned());
     let handle = tokio::spawn(async move {
         tokio::select! {
             r = task => match r {
-                Ok(Err(e)) => tracing::error!(error = %e, "lease manager stopped"),
-                Err(e) => tracing::error!(error = %e, "lease manager stopped"),
+                Ok(Err(e)) => tracing::error!(error = %e, lease = %name, "lease manager stopped"),
+                Err(e) => tracing::error!(error = %e, lease = %name, "lease manager stopped"),
                 Ok(Ok(_)) => {}
             },
             () = vouch(lease, &name, &identity, deadline, claimed, &tx) => {}

@@ -113,8 +113,11 @@ pub struct Metrics {
     pub collector_state: Family<StateLabels, Counter>,
     /// Size of the last collector state written (compressed bytes).
     pub collector_state_bytes: Gauge,
-    /// Clients in the short windows of the state restored on becoming leader.
+    /// Clients in the short windows of the state restored on gaining a collector shard
+    /// (the last shard restored).
     pub collector_restored_clients: Gauge,
+    /// Collector shards this replica owns (holds the Lease of and has restored).
+    pub collector_shards: Gauge,
     /// Heap bytes of the detection windows of every namespace (leader; 0 elsewhere).
     pub collector_window_bytes: Gauge,
     /// Time of one evaluation round over every namespace, in seconds.
@@ -169,6 +172,7 @@ impl Metrics {
             collector_state: Family::default(),
             collector_state_bytes: Gauge::default(),
             collector_restored_clients: Gauge::default(),
+            collector_shards: Gauge::default(),
             collector_window_bytes: Gauge::default(),
             collector_evaluation_seconds: hist(),
             kube_requests,
@@ -285,7 +289,7 @@ impl Metrics {
         );
         r.register(
             "reports_forwarded",
-            "Sidecar reports forwarded to the leader, by the leader's answer",
+            "Sidecar reports forwarded to the owner of their collector shard, by its answer",
             m.reports_forwarded.clone(),
         );
         r.register(
@@ -300,8 +304,13 @@ impl Metrics {
         );
         r.register(
             "collector_restored_clients",
-            "Clients in the short windows restored on becoming leader",
+            "Clients in the short windows restored on gaining a collector shard (the last one)",
             m.collector_restored_clients.clone(),
+        );
+        r.register(
+            "collector_shards",
+            "Collector shards this replica owns (holds the Lease of and has restored)",
+            m.collector_shards.clone(),
         );
         r.register(
             "collector_window_bytes",

@@ -90,7 +90,7 @@ pub async fn run(c: Arc<Collector>) -> anyhow::Result<()> {
             quotas.set_injected(injected);
             quotas.prune(std::time::Instant::now());
         }
-        if !c.leading() {
+        if !c.owns_any() {
             c.ctx.metrics.collector_window_bytes.set(0);
             continue;
         }
@@ -100,6 +100,7 @@ pub async fn run(c: Arc<Collector>) -> anyhow::Result<()> {
             state
                 .windows
                 .namespaces()
+                .filter(|(ns, _)| c.owns(ns))
                 .map(|(ns, _)| ns.to_owned())
                 .collect()
         };

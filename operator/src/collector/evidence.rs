@@ -167,6 +167,11 @@ pub struct NamespaceEvidence {
 pub struct Evidence(HashMap<String, NamespaceEvidence>);
 
 impl Evidence {
+    /// Keeps what was recorded for the namespaces for which `keep` is true.
+    pub fn keep_namespaces(&mut self, mut keep: impl FnMut(&str) -> bool) {
+        self.0.retain(|ns, _| keep(ns));
+    }
+
     /// Files the per-action counts and the generation of one accepted report; returns the
     /// counts it kept (for the metrics).
     pub fn record(&mut self, r: &Report, now: jiff::Timestamp) -> Vec<ActionCount> {
@@ -400,7 +405,7 @@ async fn write_loop(
             _ = tick.tick() => {},
             () = c.ctx.shutdown.cancelled() => return Ok(()),
         }
-        if !c.leading() {
+        if !c.owns_any() {
             continue;
         }
         let all = actions.state();
@@ -462,7 +467,7 @@ fn due_writes(
         };
         // Only where this operator works, and once a sidecar there has reported: the
         // operator of another namespace selector (or none yet) does not overwrite it.
-        if !selected.contains(ns) || !reported.contains(ns) {
+        if !selected.contains(ns) || !reported.contains(ns) || !c.owns(ns) {
             continue;
         }
         let selector = a

@@ -1,10 +1,11 @@
-//! Reports reach the leader: the leader advertises its collector endpoint as annotations on
-//! the Lease it holds (`palisade.dev/collector-endpoint`, and `palisade.dev/collector-holder`
-//! naming the identity that wrote it); a non-leader forwards each authenticated report there
-//! with the sidecar's own token (the leader checks it again) and answers with the leader's
-//! status. A forwarded request carries `x-palisade-forwarded` and is never forwarded again.
-//! Over HTTPS (the default) the leader's certificate is verified against the operator's CA
-//! bundle under the collector Service's name, whatever address the leader advertised.
+//! Reports reach the replica that owns their namespace's shard: the owner advertises its
+//! collector endpoint as annotations on the shard's Lease (`palisade.dev/collector-endpoint`,
+//! and `palisade.dev/collector-holder` naming the identity that wrote it; shard 0's Lease is
+//! the leader's); any other replica forwards each authenticated report there with the
+//! sidecar's own token (the owner checks it again) and answers with the owner's status. A
+//! forwarded request carries `x-palisade-forwarded` and is never forwarded again. Over HTTPS
+//! (the default) the owner's certificate is verified against the operator's CA bundle under
+//! the collector Service's name, whatever address it advertised.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -44,7 +45,8 @@ pub struct Forwarder {
     http: Client<HttpConnector, Full<Bytes>>,
     /// The HTTPS client for the current CA bundle.
     https: Mutex<Option<(Arc<String>, HttpsClient)>>,
-    leader: Mutex<Option<(Option<String>, Instant)>>,
+    /// The owner's endpoint of each shard looked up lately, and when.
+    owners: Mutex<std::collections::HashMap<u32, (Option<String>, Instant)>>,
 }
 
 impl std::fmt::Debug for Forwarder {
@@ -60,7 +62,7 @@ impl Default for Forwarder {
         Self {
             http: Client::builder(TokioExecutor::new()).build(http),
             https: Mutex::new(None),
-            leader: Mutex::new(None),
+            owners: Mutex::default(),
         }
     }
 }
@@ -81,8 +83,8 @@ pub fn advertise_addr(
     (!listen.ip().is_unspecified()).then(|| listen.to_string())
 }
 
-/// Writes this replica's endpoint onto the Lease it holds.
-pub async fn advertise(c: &Collector) -> Result<(), kube::Error> {
+/// Writes this replica's endpoint onto the Lease of `shard`, which it holds.
+pub async fn advertise(c: &Collector, shard: u32) -> Result<(), kube::Error> {
     let Some(endpoint) = &c.advertise else {
         tracing::warn!(
             "no collector endpoint to advertise: set --collector-advertise-addr or POD_IP; \
@@ -91,14 +93,14 @@ pub async fn advertise(c: &Collector) -> Result<(), kube::Error> {
         return Ok(());
     };
     let args = &c.ctx.args;
+    let lease = c.shards.lease(args, shard);
     let api: Api<Lease> = Api::namespaced(c.ctx.clients.collector.clone(), &args.namespace);
     let patch = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-        "metadata": {"name": args.lease_name, "annotations": {
+        "metadata": {"name": lease, "annotations": {
             ENDPOINT_ANNOTATION: endpoint, HOLDER_ANNOTATION: args.identity}}});
     let pp = PatchParams::apply(palisade_policy::transport::COLLECTOR_MANAGER).force();
-    api.patch(&args.lease_name, &pp, &Patch::Apply(&patch))
-        .await?;
-    tracing::info!(%endpoint, lease = %args.lease_name, "collector endpoint advertised");
+    api.patch(&lease, &pp, &Patch::Apply(&patch)).await?;
+    tracing::info!(%endpoint, %lease, shard, "collector endpoint advertised");
     Ok(())
 }
 
@@ -114,11 +116,17 @@ pub fn endpoint_of(lease: &Lease, me: &str) -> Option<String> {
 }
 
 impl Forwarder {
-    /// Sends `body` with `token` to the leader; the answer is the leader's.
-    pub async fn forward(&self, c: &Collector, token: &str, body: Bytes) -> (StatusCode, String) {
-        let Some(endpoint) = self.leader(c).await else {
+    /// Sends `body` with `token` to the owner of `shard`; the answer is the owner's.
+    pub async fn forward(
+        &self,
+        c: &Collector,
+        shard: u32,
+        token: &str,
+        body: Bytes,
+    ) -> (StatusCode, String) {
+        let Some(endpoint) = self.owner(c, shard).await else {
             c.count_forward("NoLeader");
-            let msg = "no leader is known; retry".to_owned();
+            let msg = format!("no replica is known to own collector shard {shard}; retry");
             return (StatusCode::SERVICE_UNAVAILABLE, msg);
         };
         let scheme = if c.ctx.args.collector_plain_http {
@@ -149,8 +157,8 @@ impl Forwarder {
                 c.count_forward(outcome(status));
                 (status, text)
             }
-            Ok(Err(e)) => self.unreachable(c, &endpoint, &e),
-            Err(_) => self.unreachable(c, &endpoint, "timed out"),
+            Ok(Err(e)) => self.unreachable(c, shard, &endpoint, &e),
+            Err(_) => self.unreachable(c, shard, &endpoint, "timed out"),
         }
     }
 
@@ -176,32 +184,50 @@ impl Forwarder {
         Ok(client)
     }
 
-    fn unreachable(&self, c: &Collector, endpoint: &str, e: &str) -> (StatusCode, String) {
+    fn unreachable(
+        &self,
+        c: &Collector,
+        shard: u32,
+        endpoint: &str,
+        e: &str,
+    ) -> (StatusCode, String) {
         c.count_forward("Unreachable");
-        *self.leader.lock().unwrap_or_else(PoisonError::into_inner) = None;
-        tracing::debug!(%endpoint, error = %e, "report not forwarded to the leader");
-        let msg = format!("the leader's collector {endpoint} did not answer: {e}; retry");
+        self.owners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&shard);
+        tracing::debug!(%endpoint, shard, error = %e, "report not forwarded to the shard's owner");
+        let msg =
+            format!("the collector {endpoint} owning shard {shard} did not answer: {e}; retry");
         (StatusCode::SERVICE_UNAVAILABLE, msg)
     }
 
-    /// The leader's endpoint, looked up on the Lease at most once per [`CACHE`].
-    async fn leader(&self, c: &Collector) -> Option<String> {
-        if let Some((endpoint, at)) = &*self.leader.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The endpoint of the owner of `shard`, looked up on its Lease at most once per
+    /// [`CACHE`].
+    async fn owner(&self, c: &Collector, shard: u32) -> Option<String> {
+        if let Some((endpoint, at)) = self
+            .owners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&shard)
             && at.elapsed() < CACHE
         {
             return endpoint.clone();
         }
         let args = &c.ctx.args;
+        let lease = c.shards.lease(args, shard);
         let api: Api<Lease> = Api::namespaced(c.ctx.clients.collector.clone(), &args.namespace);
-        let endpoint = match api.get_opt(&args.lease_name).await {
-            Ok(lease) => lease.and_then(|l| endpoint_of(&l, &args.identity)),
+        let endpoint = match api.get_opt(&lease).await {
+            Ok(l) => l.and_then(|l| endpoint_of(&l, &args.identity)),
             Err(e) => {
-                tracing::warn!(lease = %args.lease_name, error = %e, "cannot read the leader Lease");
+                tracing::warn!(%lease, error = %e, "cannot read the shard's Lease");
                 None
             }
         };
-        *self.leader.lock().unwrap_or_else(PoisonError::into_inner) =
-            Some((endpoint.clone(), Instant::now()));
+        self.owners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(shard, (endpoint.clone(), Instant::now()));
         endpoint
     }
 }

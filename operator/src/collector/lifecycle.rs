@@ -84,7 +84,7 @@ async fn sweep_loop(c: &Collector) -> anyhow::Result<()> {
         () = c.ctx.shutdown.cancelled() => return Ok(()),
     }
     loop {
-        let wait = if c.leading() {
+        let wait = if c.owns_any() {
             match sweep(c).await {
                 Ok(wait) => wait,
                 Err(e) => {
@@ -106,7 +106,13 @@ async fn sweep_loop(c: &Collector) -> anyhow::Result<()> {
 async fn sweep(c: &Collector) -> Result<Duration, kube::Error> {
     let client = &c.ctx.clients.collector;
     // The selected namespaces, from the operator's watch.
-    let selected: BTreeSet<String> = c.namespaces.state().iter().map(|n| n.name_any()).collect();
+    let selected: BTreeSet<String> = c
+        .namespaces
+        .state()
+        .iter()
+        .map(|n| n.name_any())
+        .filter(|ns| c.owns(ns))
+        .collect();
     let items: Vec<Seen> = c
         .incidents
         .state()

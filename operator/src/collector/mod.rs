@@ -21,12 +21,12 @@ mod proposed;
 mod quota;
 pub mod replay;
 mod server;
+mod shards;
 mod snapshot;
 mod surge;
 mod torlist;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use k8s_openapi::api::core::v1::Namespace;
@@ -77,6 +77,25 @@ impl State {
             replay: replay::Replay::default(),
         }
     }
+
+    /// Forgets everything about the namespaces for which `keep` is false (their shard moved
+    /// to another replica, which restores it from the shard's saved state).
+    fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        self.windows.retain(&keep);
+        self.detected.retain(|ns, _| keep(ns));
+        self.incidents.retain(|ns, _| keep(ns));
+        let ids: std::collections::HashSet<&str> = self
+            .incidents
+            .values()
+            .flatten()
+            .map(|i| i.id.as_str())
+            .collect();
+        self.written.retain(|id, _| ids.contains(id.as_str()));
+        self.published.retain(|ns, _| keep(ns));
+        self.surges.retain(&keep);
+        self.evidence.keep_namespaces(&keep);
+        self.replay.retain(&keep);
+    }
 }
 
 /// The collector shared by the server and the evaluator.
@@ -85,8 +104,9 @@ pub struct Collector {
     ctx: Arc<Context>,
     auth: auth::Authenticator,
     state: Mutex<State>,
-    /// Leads and has restored the persisted state: merges reports and evaluates.
-    leading: AtomicBool,
+    /// The shards whose Lease this replica holds and whose state it restored: it merges
+    /// their namespaces' reports and evaluates them ([`shards`]).
+    shards: shards::Ownership,
     forward: forward::Forwarder,
     /// The endpoint advertised on the Lease while leading.
     advertise: Option<String>,
@@ -159,12 +179,14 @@ impl Collector {
             .inc();
     }
 
-    fn leading(&self) -> bool {
-        self.leading.load(Ordering::Acquire)
+    /// Whether this replica merges and evaluates `namespace` now.
+    fn owns(&self, namespace: &str) -> bool {
+        self.shards.owns(namespace)
     }
 
-    fn set_leading(&self, leading: bool) {
-        self.leading.store(leading, Ordering::Release);
+    /// Whether this replica merges and evaluates any shard now.
+    fn owns_any(&self) -> bool {
+        self.shards.owned() != 0
     }
 }
 
@@ -188,7 +210,7 @@ pub async fn spawn(ctx: Arc<Context>) -> anyhow::Result<()> {
         ctx: ctx.clone(),
         auth: auth::Authenticator::default(),
         state: Mutex::new(State::new()),
-        leading: AtomicBool::new(false),
+        shards: shards::Ownership::new(ctx.args.collector_shards),
         forward: forward::Forwarder::default(),
         advertise,
         incidents,
@@ -211,7 +233,7 @@ pub async fn spawn(ctx: Arc<Context>) -> anyhow::Result<()> {
             crate::injector::server::serve_with(listener, None, app, ctx.shutdown.clone()).await
         }
     };
-    let persist = tokio::spawn(persist::run(c.clone()));
+    let persist = tokio::spawn(shards::run(c.clone()));
     let r = tokio::select! {
         r = serve => r.map_err(Into::into),
         r = evaluate::run(c.clone()) => r,

@@ -8,7 +8,7 @@
 //! the URL is down, downloaded again when due); only then does it accept reports and evaluate.
 
 use std::collections::HashMap;
-use std::sync::{Arc, PoisonError};
+use std::sync::PoisonError;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -18,7 +18,7 @@ use palisade_crds::SecurityIncident;
 use palisade_crds::incident::RiskLevel as CrdRisk;
 use palisade_detection::incident::{Incident, IncidentState};
 use palisade_detection::risk::RiskLevel;
-use palisade_detection::window::{WindowConfig, WindowSet, Windows};
+use palisade_detection::window::{WindowConfig, Windows};
 use serde_json::json;
 
 use super::snapshot::{self, MAX_STATE_BYTES, NamespaceState, STATE_VERSION, StateDoc};
@@ -27,64 +27,34 @@ use super::{Collector, State};
 const MANAGER: &str = palisade_policy::transport::OPERATOR_MANAGER;
 const KEY: &str = "state";
 
-/// Follows leadership: restores on gaining it, forgets on losing it, saves periodically and
-/// once more on shutdown while leading.
-pub async fn run(c: Arc<Collector>) -> anyhow::Result<()> {
-    let mut rx = c.ctx.leader.clone();
-    let mut tick = tokio::time::interval(c.ctx.args.collector_snapshot_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut advertised = false;
-    loop {
-        let leads = *rx.borrow_and_update();
-        if leads && !c.leading() {
-            advertised = advertise(&c).await;
-            restore(&c).await;
-            c.set_leading(true);
-        } else if !leads && c.leading() {
-            c.set_leading(false);
-            *c.state.lock().unwrap_or_else(PoisonError::into_inner) = State::new();
-            tracing::info!("leadership lost; collector state dropped");
-        }
-        tokio::select! {
-            changed = rx.changed() => if changed.is_err() { return Ok(()) },
-            _ = tick.tick() => if c.leading() {
-                advertised = advertised || advertise(&c).await;
-                save_logged(&c).await;
-            },
-            () = c.ctx.shutdown.cancelled() => {
-                if c.leading() && c.ctx.is_leader() {
-                    save_logged(&c).await;
-                }
-                return Ok(());
-            }
-        }
-    }
-}
-
-async fn advertise(c: &Collector) -> bool {
-    match super::forward::advertise(c).await {
+/// Advertises this replica's collector endpoint on the Lease of `shard`; whether it did.
+pub(super) async fn advertise(c: &Collector, shard: u32) -> bool {
+    match super::forward::advertise(c, shard).await {
         Ok(()) => true,
         Err(e) => {
-            tracing::warn!(lease = %c.ctx.args.lease_name, error = %e, "cannot advertise the collector endpoint; retrying");
+            let lease = c.shards.lease(&c.ctx.args, shard);
+            tracing::warn!(%lease, error = %e, "cannot advertise the collector endpoint; retrying");
             false
         }
     }
 }
 
-async fn save_logged(c: &Collector) {
-    if let Err(e) = save(c).await {
+/// Saves the state of `shard`, logging a failure.
+pub(super) async fn save_logged(c: &Collector, shard: u32) {
+    if let Err(e) = save(c, shard).await {
         c.count_state("save", "WriteFailed");
-        let cm = &c.ctx.args.collector_state_configmap;
+        let cm = c.shards.state_configmap(&c.ctx.args, shard);
         tracing::warn!(configmap = %cm, error = %e, "cannot save the collector state");
     }
 }
 
-/// The state as a document (namespaces with windows, their detected sets and open incidents;
-/// the downloaded TorList lists are added by the caller).
-fn document(state: &State, now: jiff::Timestamp) -> StateDoc {
+/// The state of the namespaces for which `keep` is true as a document (their windows,
+/// detected sets and open incidents; the downloaded TorList lists are added by the caller).
+fn document(state: &State, now: jiff::Timestamp, keep: impl Fn(&str) -> bool) -> StateDoc {
     let namespaces = state
         .windows
         .namespaces()
+        .filter(|(ns, _)| keep(ns))
         .map(|(ns, w)| {
             let incidents = state.incidents.get(ns).map(Vec::as_slice).unwrap_or(&[]);
             let s = NamespaceState {
@@ -110,14 +80,16 @@ fn document(state: &State, now: jiff::Timestamp) -> StateDoc {
     }
 }
 
-/// Writes the state ConfigMap.
-async fn save(c: &Collector) -> Result<(), kube::Error> {
+/// Writes the state ConfigMap of `shard`.
+async fn save(c: &Collector, shard: u32) -> Result<(), kube::Error> {
+    let mine = |ns: &str| c.shards.of(ns) == shard;
     // The lock is held for a plain copy only; sorting and encoding happen off it.
     let mut doc = {
         let state = c.state.lock().unwrap_or_else(PoisonError::into_inner);
-        document(&state, jiff::Timestamp::now())
+        document(&state, jiff::Timestamp::now(), mine)
     };
     doc.tor_lists = c.tor.persisted();
+    doc.tor_lists.retain(|l| mine(&l.namespace));
     let encoded = tokio::task::spawn_blocking(move || {
         doc.namespaces.values_mut().for_each(|n| n.windows.sort());
         snapshot::encode_bounded(&doc, MAX_STATE_BYTES).map(|(b, kept)| (b, kept, doc))
@@ -143,7 +115,7 @@ async fn save(c: &Collector) -> Result<(), kube::Error> {
     }
     use base64::Engine as _;
     let args = &c.ctx.args;
-    let name = &args.collector_state_configmap;
+    let name = &c.shards.state_configmap(args, shard);
     let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": name, "labels": {
             "app.kubernetes.io/managed-by": MANAGER, "app.kubernetes.io/part-of": "palisade"},
@@ -158,14 +130,16 @@ async fn save(c: &Collector) -> Result<(), kube::Error> {
         &Patch::Apply(&cm),
     )
     .await?;
-    c.ctx.metrics.collector_state_bytes.set(bytes.len() as i64);
+    let total = c.shards.saved(shard, bytes.len());
+    c.ctx.metrics.collector_state_bytes.set(total as i64);
     c.count_state("save", "Saved");
     tracing::debug!(configmap = %name, bytes = bytes.len(), "collector state saved");
     Ok(())
 }
 
-/// Replaces the state with the persisted one and the open incidents from the API.
-async fn restore(c: &Collector) {
+/// Adds the persisted state of `shard` and its open incidents from the API to the state
+/// (which holds nothing of that shard's namespaces: they were dropped when it was lost).
+pub(super) async fn restore(c: &Collector, shard: u32) {
     let cfg = c
         .state
         .lock()
@@ -173,21 +147,32 @@ async fn restore(c: &Collector) {
         .windows
         .config()
         .clone();
-    let doc = load(c, &cfg).await;
+    let mine = |ns: &str| c.shards.of(ns) == shard;
+    let mut doc = load(c, shard, &cfg).await;
+    // A document written under another shard count may hold namespaces of other shards.
+    if let Some(d) = doc.as_mut() {
+        d.namespaces.retain(|ns, _| mine(ns));
+        d.tor_lists.retain(|l| mine(&l.namespace));
+    }
     let open = match open_incidents(&c.ctx.clients.collector).await {
-        Ok(open) => Some(open),
+        Ok(mut open) => {
+            open.retain(|i| i.namespace().is_some_and(|ns| mine(&ns)));
+            Some(open)
+        }
         Err(e) => {
             tracing::warn!(error = %e, "cannot list SecurityIncidents; using the persisted ones");
             None
         }
     };
-    let restored = rebuild(&cfg, doc.as_ref(), open.as_deref());
     let tor_lists = doc.as_ref().map_or(0, |d| c.tor.restore(&d.tor_lists));
     let clients = doc.as_ref().map_or(0, snapshot::clients);
-    let incidents: usize = restored.incidents.values().map(Vec::len).sum();
+    let incidents = {
+        let mut state = c.state.lock().unwrap_or_else(PoisonError::into_inner);
+        rebuild_into(&mut state, &cfg, doc.as_ref(), open.as_deref())
+    };
     c.ctx.metrics.collector_restored_clients.set(clients as i64);
-    *c.state.lock().unwrap_or_else(PoisonError::into_inner) = restored;
     tracing::info!(
+        shard,
         clients,
         incidents,
         tor_lists,
@@ -199,9 +184,22 @@ async fn restore(c: &Collector) {
 /// The state from a document and the open incidents listed from the API (`None`: the list
 /// failed, keep the document's). An incident the API has but the document lacks is rebuilt
 /// from its status; one the document has but the API does not (deleted, archived) is dropped.
+#[cfg(test)]
 fn rebuild(cfg: &WindowConfig, doc: Option<&StateDoc>, open: Option<&[SecurityIncident]>) -> State {
     let mut state = State::new();
-    state.windows = WindowSet::new(cfg.clone());
+    state.windows = palisade_detection::window::WindowSet::new(cfg.clone());
+    rebuild_into(&mut state, cfg, doc, open);
+    state
+}
+
+/// [`rebuild`] into `state`, for the namespaces of `doc` and `open`; how many incidents it
+/// added.
+fn rebuild_into(
+    state: &mut State,
+    cfg: &WindowConfig,
+    doc: Option<&StateDoc>,
+    open: Option<&[SecurityIncident]>,
+) -> usize {
     for (ns, s) in doc.iter().flat_map(|d| &d.namespaces) {
         state
             .windows
@@ -233,28 +231,33 @@ fn rebuild(cfg: &WindowConfig, doc: Option<&StateDoc>, open: Option<&[SecurityIn
             .collect(),
         None => persisted.into_values().cloned().collect(),
     };
+    let added = incidents.len();
+    let mut touched = std::collections::BTreeSet::new();
     for i in incidents {
+        touched.insert(i.namespace.clone());
         state
             .incidents
             .entry(i.namespace.clone())
             .or_default()
             .push(i);
     }
-    for list in state.incidents.values_mut() {
-        list.sort_by(|a, b| {
-            a.first_detected
-                .cmp(&b.first_detected)
-                .then(a.id.cmp(&b.id))
-        });
+    for ns in touched {
+        if let Some(list) = state.incidents.get_mut(&ns) {
+            list.sort_by(|a, b| {
+                a.first_detected
+                    .cmp(&b.first_detected)
+                    .then(a.id.cmp(&b.id))
+            });
+        }
     }
-    state
+    added
 }
 
 /// Reads and decodes the state ConfigMap; `None` when absent or unusable (then a warning, a
 /// metric and an Event on the ConfigMap say why).
-async fn load(c: &Collector, cfg: &WindowConfig) -> Option<StateDoc> {
+async fn load(c: &Collector, shard: u32, cfg: &WindowConfig) -> Option<StateDoc> {
     let args = &c.ctx.args;
-    let name = &args.collector_state_configmap;
+    let name = &c.shards.state_configmap(args, shard);
     let api: Api<ConfigMap> = Api::namespaced(c.ctx.clients.collector.clone(), &args.namespace);
     let cm = match api.get_opt(name).await {
         Ok(Some(cm)) => cm,

@@ -708,7 +708,7 @@ pub async fn run(
             _ = tick.tick() => {},
             () = c.ctx.shutdown.cancelled() => return Ok(()),
         }
-        if !c.leading() {
+        if !c.owns_any() {
             memory = Memory::default();
             continue;
         }
@@ -751,6 +751,10 @@ async fn round(
     let mut checked = HashSet::new();
     for ns in c.namespaces.state() {
         let name = ns.name_any();
+        // Another replica checks the namespaces of the collector shards it owns.
+        if !c.owns(&name) {
+            continue;
+        }
         let (n_actions, generation) = per_ns.get(&name).copied().unwrap_or_default();
         let n_rules = rules.get(&name).copied().unwrap_or_default();
         if !uses_palisade(&ns, n_actions, n_rules, with_pods.contains(&name)) {
@@ -779,6 +783,12 @@ async fn round(
         memory.written.remove(&ns);
         memory.generations.remove(&ns);
         forget_metrics(c, &ns);
+        // Moved to another replica with its shard: that one keeps the posture up to date.
+        if !c.shards.holds(c.shards.of(&ns))
+            && c.namespaces.state().iter().any(|n| n.name_any() == ns)
+        {
+            continue;
+        }
         let api = Api::<SecurityPosture>::namespaced(c.ctx.clients.collector.clone(), &ns);
         if let Err(e) = api.delete(POSTURE_NAME, &DeleteParams::default()).await {
             tracing::debug!(namespace = %ns, error = %e, "could not delete the posture");

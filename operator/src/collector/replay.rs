@@ -106,6 +106,13 @@ pub struct Replay {
 }
 
 impl Replay {
+    /// Keeps the samples of the namespaces for which `keep` is true.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
+        self.namespaces.retain(|ns, _| keep(ns));
+        self.dirty.retain(|ns| keep(ns));
+        self.written.retain(|ns, _| keep(ns));
+    }
+
     /// Files the samples and request count of one accepted report.
     pub fn record(&mut self, r: &Report, now: jiff::Timestamp) {
         if r.totals.requests == 0 {
@@ -424,7 +431,7 @@ pub async fn run(c: Arc<Collector>) -> anyhow::Result<()> {
             _ = tick.tick() => {},
             () = c.ctx.shutdown.cancelled() => return Ok(()),
         }
-        if !c.leading() {
+        if !c.owns_any() {
             continue;
         }
         let now = jiff::Timestamp::now();

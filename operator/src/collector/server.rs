@@ -68,9 +68,9 @@ pub enum Refusal {
         super::quota::MAX_PODS
     )]
     Quota(super::quota::Refused),
-    /// This replica does not lead (or is restoring its state), and the report was forwarded
-    /// here or this replica is about to lead.
-    #[error("this replica is not the leader (or is restoring its state); retry")]
+    /// This replica does not own the report's collector shard (or is restoring it), and the
+    /// report was forwarded here or this replica is about to own it.
+    #[error("this replica does not own the report's collector shard (or is restoring it); retry")]
     NotLeader,
 }
 
@@ -165,12 +165,15 @@ async fn accept(c: &Collector, request: Request) -> Result<(StatusCode, String),
             std::time::Instant::now(),
         )
         .map_err(Refusal::Quota)?;
-    if !c.leading() {
-        if headers.contains_key(super::forward::FORWARDED) || c.ctx.is_leader() {
+    let shard = c.shards.of(&report.sidecar.namespace);
+    if !c.shards.owns_shard(shard) {
+        // Held but not restored yet, or forwarded here by a replica that thought so: the
+        // sidecar keeps the report and sends it again.
+        if headers.contains_key(super::forward::FORWARDED) || c.shards.holds(shard) {
             return Err(Refusal::NotLeader);
         }
         c.count("Forwarded");
-        return Ok(c.forward.forward(c, token, body).await);
+        return Ok(c.forward.forward(c, shard, token, body).await);
     }
     let outcome = c.merge(&report);
     c.count("Accepted");

@@ -259,6 +259,11 @@ pub enum Change {
 pub struct Surges(HashMap<String, Surge>);
 
 impl Surges {
+    /// Keeps the surges of the namespaces for which `keep` is true.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
+        self.0.retain(|ns, _| keep(ns));
+    }
+
     /// Records this tick's finding for `ns` (`view`: its short window). A surge is reported
     /// when none is on and [`Finding::is_surge`]; it ends when the share falls below
     /// [`CLEAR_PERCENT`] or the namespace goes quiet (no finding).

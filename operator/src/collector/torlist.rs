@@ -204,17 +204,17 @@ async fn refresh_loop(
         () = c.ctx.caches.wait_until_ready() => {},
         () = c.ctx.shutdown.cancelled() => return Ok(()),
     }
-    let mut led = false;
+    let mut owned = 0u64;
     loop {
-        let leading = c.leading();
-        if leading && !led {
+        let now = c.shards.owned();
+        if now & !owned != 0 {
             // Another replica may have written the statuses meanwhile: write them again.
             for f in c.tor.lock().values_mut() {
                 f.written = None;
             }
         }
-        led = leading;
-        if leading {
+        owned = now;
+        if owned != 0 {
             tick(c, &http, rules, namespaces).await;
         }
         tokio::select! {
@@ -291,8 +291,13 @@ async fn tick(
     rules: &Store<DetectionRule>,
     namespaces: &Store<Namespace>,
 ) {
-    let selected: std::collections::BTreeSet<String> =
-        namespaces.state().iter().map(|n| n.name_any()).collect();
+    // The namespaces of the collector shards this replica owns.
+    let selected: std::collections::BTreeSet<String> = namespaces
+        .state()
+        .iter()
+        .map(|n| n.name_any())
+        .filter(|ns| c.owns(ns))
+        .collect();
     let (rules, others): (Vec<Arc<DetectionRule>>, Vec<_>) = rules
         .state()
         .into_iter()
