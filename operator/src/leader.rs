@@ -72,25 +72,42 @@ pub async fn hold(
 
 /// Leadership as this replica can vouch for it: the Lease manager says it holds the Lease
 /// **and** the Lease's watch showed one of its renewals within the lease duration (the
-/// renew deadline of client-go's leader election).
+/// renew deadline of client-go's leader election) **and** no other holder since.
 ///
 /// The Lease manager keeps saying `true` while it cannot reach the API server: after the
 /// lease duration another replica may lead, and when the API server is back this one would
 /// write for a moment from caches that are out of date until its manager catches up. With
-/// the deadline, a replica cut from the API server stops leading on its own.
+/// the deadline, a replica cut from the API server stops leading on its own. Two managers
+/// starting together can also both believe they locked the Lease (the last write wins): the
+/// one whose write was overwritten sees the other holder on the watch and stops at once,
+/// instead of when its manager next syncs.
 async fn vouch(
     lease: Api<Lease>,
     name: &str,
     identity: &str,
     deadline: Duration,
-    mut claimed: watch::Receiver<bool>,
+    claimed: watch::Receiver<bool>,
     tx: &watch::Sender<bool>,
 ) {
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut events = watcher(lease, config)
+    let events = watcher(lease, config)
         .default_backoff()
         .applied_objects()
         .boxed();
+    follow(events, name, identity, deadline, claimed, tx).await;
+}
+
+/// [`vouch`] on the Lease's watch events `events`.
+async fn follow<S>(
+    mut events: S,
+    name: &str,
+    identity: &str,
+    deadline: Duration,
+    mut claimed: watch::Receiver<bool>,
+    tx: &watch::Sender<bool>,
+) where
+    S: futures::Stream<Item = Result<Lease, watcher::Error>> + Unpin,
+{
     // When our last renewal was made (its `renewTime`, on this process's monotonic clock),
     // and that `renewTime` (a relist shows the same object again: that is not a renewal).
     let mut renewed: Option<(Option<Instant>, Option<MicroTime>)> = None;
@@ -101,9 +118,10 @@ async fn vouch(
             event = events.next() => match event {
                 Some(Ok(l)) => {
                     let spec = l.spec.unwrap_or_default();
-                    if spec.holder_identity.as_deref() == Some(identity)
-                        && renewed.as_ref().is_none_or(|(_, t)| *t != spec.renew_time)
-                    {
+                    if spec.holder_identity.as_deref() != Some(identity) {
+                        // Held by another (or by nobody): whatever the manager says.
+                        renewed = None;
+                    } else if renewed.as_ref().is_none_or(|(_, t)| *t != spec.renew_time) {
                         // Dated by the `renewTime` this identity wrote, not by when the
                         // event came: after a restart under the same identity, the first
                         // event shows the last life's renewal, which may be long past.
@@ -142,5 +160,71 @@ pub async fn spawn(ctx: Arc<Context>) -> anyhow::Result<()> {
             changed = rx.changed() => if changed.is_err() { return Ok(()) },
             () = ctx.shutdown.cancelled() => return Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use k8s_openapi::api::coordination::v1::LeaseSpec;
+
+    use super::*;
+
+    fn lease(holder: &str, renewed: jiff::Timestamp) -> Result<Lease, watcher::Error> {
+        Ok(Lease {
+            spec: Some(LeaseSpec {
+                holder_identity: Some(holder.into()),
+                renew_time: Some(MicroTime(renewed)),
+                lease_duration_seconds: Some(15),
+                ..LeaseSpec::default()
+            }),
+            ..Lease::default()
+        })
+    }
+
+    /// Waits until the vouched leadership reads `want`.
+    async fn until(rx: &mut watch::Receiver<bool>, want: bool) {
+        tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|v| *v == want))
+            .await
+            .unwrap_or_else(|_| panic!("leadership never became {want}"))
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn another_holder_on_the_watch_ends_leadership_though_the_manager_still_claims_it() {
+        let (events_tx, events_rx) = futures::channel::mpsc::unbounded();
+        let (claimed_tx, claimed) = watch::channel(true);
+        let (tx, mut rx) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            follow(events_rx, "op", "me", Duration::from_secs(15), claimed, &tx).await;
+        });
+        let now = jiff::Timestamp::now();
+        events_tx.unbounded_send(lease("me", now)).unwrap();
+        until(&mut rx, true).await;
+        // Another replica's write won: the manager has not noticed yet, the watch has.
+        events_tx.unbounded_send(lease("other", now)).unwrap();
+        until(&mut rx, false).await;
+        assert!(*claimed_tx.borrow(), "the manager still claims the Lease");
+        // The same renewal seen again (a relist) does not bring leadership back; a new one
+        // of ours does.
+        events_tx.unbounded_send(lease("me", now)).unwrap();
+        events_tx
+            .unbounded_send(lease(
+                "me",
+                now.checked_add(jiff::SignedDuration::from_secs(1)).unwrap(),
+            ))
+            .unwrap();
+        until(&mut rx, true).await;
+        // A renewal older than the deadline is not one.
+        let old = now
+            .checked_sub(jiff::SignedDuration::from_secs(60))
+            .unwrap();
+        events_tx.unbounded_send(lease("other", now)).unwrap();
+        until(&mut rx, false).await;
+        events_tx.unbounded_send(lease("me", old)).unwrap();
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(!*rx.borrow(), "a stale renewal does not make a leader");
+        drop(claimed_tx);
+        task.await.unwrap();
     }
 }
