@@ -2,9 +2,11 @@
 //! their projected service-account tokens), merges them per namespace, runs the namespace's
 //! DetectionRules, publishes the detected-client set (ConfigMap `palisade-detected`) so that
 //! `detectedBy` conditions take effect in every sidecar, and clusters detections into
-//! SecurityIncidents with Events. Every replica accepts connections; only the leader merges
-//! and writes: a non-leader forwards reports to it ([`forward`]), and the leader persists
-//! its state so a restart or failover keeps the windows and incidents ([`persist`]).
+//! SecurityIncidents with Events. Every replica accepts connections; the namespaces are divided
+//! into shards, each merged and evaluated by the one replica that owns it ([`shards`]; with one
+//! shard, the leader): another replica forwards a report to the owner ([`forward`]), and the
+//! owner persists the shard's state so a restart, failover or hand-over keeps the windows and
+//! incidents ([`persist`]).
 
 mod auth;
 mod convert;

@@ -1,11 +1,13 @@
-//! Window state and incidents survive a restart or failover. The leader writes the
-//! collector's state ([`super::snapshot`]) into the ConfigMap `--collector-state-configmap`
-//! of its own namespace (binaryData `state`) every `--collector-snapshot-interval` and on
-//! graceful shutdown while it still leads. A replica that becomes leader advertises its
-//! endpoint, restores that state (a corrupt or incompatible one is ignored with a warning and
-//! an Event) and reloads the open SecurityIncidents from the API, so detections continue the
-//! same incidents, and TorList rules keep the lists downloaded from their `url` (used even if
-//! the URL is down, downloaded again when due); only then does it accept reports and evaluate.
+//! Window state and incidents survive a restart, failover or shard hand-over. The owner of a
+//! collector shard ([`super::shards`]) writes the state of its namespaces
+//! ([`super::snapshot`]) into the shard's ConfigMap in its own namespace
+//! (`--collector-state-configmap`, `<that>-<i>` for shard `i > 0`; binaryData `state`) every
+//! `--collector-snapshot-interval`, when it hands the shard over and on graceful shutdown
+//! while it still holds it. A replica that gains a shard advertises its endpoint, restores that
+//! state (a corrupt or incompatible one is ignored with a warning and an Event) and reloads the
+//! shard's open SecurityIncidents from the API, so detections continue the same incidents, and
+//! TorList rules keep the lists downloaded from their `url` (used even if the URL is down,
+//! downloaded again when due); only then does it accept the shard's reports and evaluate it.
 
 use std::collections::HashMap;
 use std::sync::PoisonError;
