@@ -76,6 +76,13 @@ const ELSEWHERE: &[(&str, &str, &str, &str)] = &[
         "palisade-detected",
     ),
     (
+        "get lease palisade-operator-shard-3",
+        "exists once an operator runs with --collector-shards above 3; e2e_shards.rs reads \
+         every shard Lease's holder and advertised endpoint",
+        "tests/e2e/tests/e2e_shards.rs",
+        "{lease}-shard-{shard}",
+    ),
+    (
         "get configmap palisade-collector-state",
         "written once a leader persists the collector's state; e2e_failover.rs reads its \
          annotations before the failover",
