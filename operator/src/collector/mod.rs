@@ -126,10 +126,16 @@ pub struct Collector {
 }
 
 impl Collector {
-    fn merge(&self, report: &Report) -> MergeOutcome {
+    /// Merges a report of a namespace this replica owns; `None` when it no longer does
+    /// (checked under the state's lock: a shard handed over is disowned before its state is
+    /// saved, so a report is either in the saved state or refused, never merged after).
+    fn merge(&self, report: &Report) -> Option<MergeOutcome> {
         let now = jiff::Timestamp::now();
         let (outcome, kept) = {
             let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            if !self.owns(&report.sidecar.namespace) {
+                return None;
+            }
             let outcome = state.windows.merge(report, now);
             // A duplicate (already merged) report is not counted twice.
             let kept = match outcome {
@@ -142,7 +148,7 @@ impl Collector {
             (outcome, kept)
         };
         evidence::count_metrics(self, &report.sidecar.namespace, &kept);
-        outcome
+        Some(outcome)
     }
 
     /// Counts a quota that bit.

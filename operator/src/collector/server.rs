@@ -175,7 +175,7 @@ async fn accept(c: &Collector, request: Request) -> Result<(StatusCode, String),
         c.count("Forwarded");
         return Ok(c.forward.forward(c, shard, token, body).await);
     }
-    let outcome = c.merge(&report);
+    let outcome = c.merge(&report).ok_or(Refusal::NotLeader)?;
     c.count("Accepted");
     Ok((StatusCode::ACCEPTED, format!("{outcome:?}")))
 }
