@@ -7,10 +7,11 @@
 //!
 //! With more than one shard, every replica renews a membership Lease
 //! (`<lease-name>-member-<identity>`) and, once a second, lists the Leases of its namespace:
-//! from the live members and who holds which shard it decides, alone and the same way as every
-//! other replica, whether to contend for free shards (while it holds fewer than
-//! ⌈shards/replicas⌉) or to hand one over (when it holds more than that, or more than
-//! ⌊shards/replicas⌋ while a member holds fewer and it holds the most). A replica that gains a
+//! from the live members, who holds which shard and how many selected namespaces each shard
+//! has, it decides, alone and the same way as every other replica ([`plan`]), which free
+//! shards to contend for or which shard to hand over, so that replicas hold about as many
+//! namespaces each (namespaces go to shards by a hash, so shard counts alone would leave some
+//! replicas with far more namespaces than others). A replica that gains a
 //! shard advertises its endpoint on the shard's Lease, restores the shard's state and then
 //! merges its reports ([`super::persist`]); one that hands a shard over stops merging it,
 //! saves its state, forgets it and releases the Lease, so the next owner restores what it
@@ -128,6 +129,13 @@ impl Ownership {
     }
 }
 
+/// The least loaded member of `load` (ties: the least identity) and its load.
+fn least<'a>(load: &BTreeMap<&'a str, u64>) -> Option<(&'a str, u64)> {
+    load.iter()
+        .min_by_key(|(m, l)| (**l, **m))
+        .map(|(m, l)| (*m, *l))
+}
+
 fn bit(shard: u32) -> u64 {
     1u64.checked_shl(shard).unwrap_or(0)
 }
@@ -176,55 +184,86 @@ pub struct Plan {
     pub contend: Vec<u32>,
 }
 
-/// The turn of replica `me` (holding the shards `held`, whatever the listed Leases say yet):
-/// every replica computes it from the same view, so they converge on a spread where each
-/// holds ⌊S/N⌋ or ⌈S/N⌉ of the S shards. Shard 0 goes with leadership and is never handed
-/// over or contended for here.
-pub fn plan(view: &View, me: &str, held: &BTreeSet<u32>) -> Plan {
-    let shards = u32::try_from(view.holders.len()).unwrap_or(MAX_SHARDS);
-    let mut members: BTreeMap<&str, u32> = view.members.iter().map(|m| (m.as_str(), 0)).collect();
-    members.insert(me, 0);
-    for (i, h) in view.holders.iter().enumerate() {
-        let i = u32::try_from(i).unwrap_or(MAX_SHARDS);
-        if held.contains(&i) {
-            continue;
-        }
-        if let Some(h) = h.as_deref().filter(|h| *h != me) {
-            *members.entry(h).or_default() += 1;
+/// The weight of each of `shards` shards when `namespaces` are selected: every namespace
+/// counts `shards` times more than the shard itself, so replicas balance namespaces first and
+/// empty shards (which a new namespace may land in) after.
+pub fn weights<'a>(shards: u32, namespaces: impl IntoIterator<Item = &'a str>) -> Vec<u64> {
+    let mut w = vec![1u64; shards as usize];
+    for ns in namespaces {
+        if let Some(x) = w.get_mut(collector_shard(ns, shards) as usize) {
+            *x += u64::from(shards);
         }
     }
-    let mine = u32::try_from(held.len()).unwrap_or(MAX_SHARDS);
-    members.insert(me, mine);
-    let n = u32::try_from(members.len()).unwrap_or(u32::MAX).max(1);
-    let (lo, hi) = (shards / n, shards.div_ceil(n));
-    let handable = held.iter().rev().copied().find(|&i| i != 0);
-    // The replica holding the most (ties: the greatest identity) hands over first.
-    let busiest = members
-        .iter()
-        .max_by_key(|(m, count)| (**count, *m))
-        .map(|(m, _)| *m);
-    let starved = members.values().any(|&c| c < lo);
-    if mine > hi || (mine > lo && starved && busiest == Some(me)) {
+    w
+}
+
+/// The turn of replica `me` (holding the shards `held`, whatever the listed Leases say yet),
+/// with each shard's `weights`. Every replica computes it from the same view, and so the same
+/// assignment:
+///
+/// - While shards are free, each (heaviest first) goes to the least loaded member (ties: the
+///   least identity), counting what it was given already; `me` contends for those it gets.
+/// - Otherwise the most loaded member hands over one shard that strictly narrows its gap to
+///   the least loaded one (its weight below the gap; the one leaving them closest). Each such
+///   move lowers the sum of the squared loads, so moves stop: loads settle within one shard's
+///   weight of each other.
+///
+/// Shard 0 goes with leadership and is never handed over or contended for here.
+pub fn plan(view: &View, me: &str, held: &BTreeSet<u32>, weights: &[u64]) -> Plan {
+    let w = |i: usize| weights.get(i).copied().unwrap_or(1);
+    let owner: Vec<Option<&str>> = (0..view.holders.len())
+        .map(|i| {
+            if u32::try_from(i).is_ok_and(|i| held.contains(&i)) {
+                Some(me)
+            } else {
+                view.holders[i].as_deref().filter(|h| *h != me)
+            }
+        })
+        .collect();
+    let mut load: BTreeMap<&str, u64> = view.members.iter().map(|m| (m.as_str(), 0)).collect();
+    load.insert(me, 0);
+    for (i, o) in owner.iter().enumerate() {
+        if let Some(m) = o {
+            *load.entry(m).or_default() += w(i);
+        }
+    }
+    let mut free: Vec<usize> = (1..owner.len()).filter(|&i| owner[i].is_none()).collect();
+    if !free.is_empty() {
+        free.sort_by_key(|&i| (std::cmp::Reverse(w(i)), i));
+        let mut contend = Vec::new();
+        for i in free {
+            let Some((m, _)) = least(&load) else {
+                break;
+            };
+            *load.entry(m).or_default() += w(i);
+            if m == me {
+                contend.push(u32::try_from(i).unwrap_or(MAX_SHARDS));
+            }
+        }
         return Plan {
-            release: handable,
-            contend: Vec::new(),
+            release: None,
+            contend,
         };
     }
-    if mine >= hi {
+    let most = load
+        .iter()
+        .max_by_key(|(m, l)| (**l, std::cmp::Reverse(**m)))
+        .map(|(m, l)| (*m, *l));
+    let (Some((busiest, high)), Some((_, low))) = (most, least(&load)) else {
+        return Plan::default();
+    };
+    if busiest != me {
         return Plan::default();
     }
-    // Free shards, starting at a place of this identity's own so that replicas starting
-    // together try different ones first.
-    let start = collector_shard(me, shards.max(1));
-    let free: Vec<u32> = (0..shards)
-        .map(|k| (start + k) % shards.max(1))
-        .filter(|&i| i != 0 && !held.contains(&i))
-        .filter(|&i| view.holders.get(i as usize).is_some_and(Option::is_none))
-        .take((hi - mine) as usize)
-        .collect();
+    let gap = high - low;
+    let release = held
+        .iter()
+        .copied()
+        .filter(|&i| i != 0 && w(i as usize) < gap)
+        .min_by_key(|&i| ((gap).abs_diff(2 * w(i as usize)), std::cmp::Reverse(i)));
     Plan {
-        release: None,
-        contend: free,
+        release,
+        contend: Vec::new(),
     }
 }
 
@@ -366,7 +405,17 @@ async fn turn(c: &Collector, holders: &mut BTreeMap<u32, Holder>) -> Result<(), 
                 .get(*i as usize)
                 .is_none_or(|o| o.as_deref().is_none_or(|o| o == args.identity))
     });
-    let p = plan(&view, &args.identity, &held);
+    let weights = weights(
+        c.shards.count(),
+        c.namespaces
+            .state()
+            .iter()
+            .map(|n| n.name_any())
+            .collect::<Vec<_>>()
+            .iter()
+            .map(String::as_str),
+    );
+    let p = plan(&view, &args.identity, &held, &weights);
     if let Some(i) = p.release {
         hand_over(c, i, holders).await;
     }
@@ -501,11 +550,11 @@ mod tests {
 
     /// Runs every member's turn, each acting at once (a release frees the shard, a contender
     /// wins a free shard unless an earlier member of the round took it), until nothing moves.
-    fn settle(mut v: View) -> (View, usize) {
-        for round in 0..64 {
+    fn settle(mut v: View, weights: &[u64]) -> (View, usize) {
+        for round in 0..512 {
             let mut moved = false;
             for m in v.members.clone() {
-                let p = plan(&v, &m, &held_by(&v, &m));
+                let p = plan(&v, &m, &held_by(&v, &m), weights);
                 if let Some(i) = p.release {
                     v.holders[i as usize] = None;
                     moved = true;
@@ -528,15 +577,26 @@ mod tests {
         v.members.iter().map(|m| held_by(v, m).len()).collect()
     }
 
+    fn loads(v: &View, weights: &[u64]) -> Vec<u64> {
+        v.members
+            .iter()
+            .map(|m| held_by(v, m).iter().map(|&i| weights[i as usize]).sum())
+            .collect()
+    }
+
+    fn even(n: usize) -> Vec<u64> {
+        vec![1; n]
+    }
+
     #[test]
     fn one_replica_takes_every_shard_and_a_second_gets_half() {
         let mut holders = vec![None; 16];
         holders[0] = Some("a");
-        let (v, _) = settle(view(&["a"], &holders));
+        let (v, _) = settle(view(&["a"], &holders), &even(16));
         assert_eq!(counts(&v), [16]);
         let mut v = v;
         v.members.insert("b".into());
-        let (v, _) = settle(v);
+        let (v, _) = settle(v, &even(16));
         assert_eq!(counts(&v), [8, 8]);
         assert_eq!(
             v.holders[0].as_deref(),
@@ -546,14 +606,14 @@ mod tests {
     }
 
     #[test]
-    fn a_third_replica_takes_shards_even_when_the_others_sit_at_the_ceiling() {
-        // 4 shards on 2 replicas: 2 each; a third comes: ⌈4/3⌉ = 2, so nobody is over the
-        // ceiling, but the newcomer is under the floor (1): the busiest hands one over.
+    fn a_third_replica_takes_shards_even_when_the_others_hold_no_more_than_the_ceiling() {
+        // 4 shards on 2 replicas: 2 each; a third comes (⌈4/3⌉ = 2: nobody is over the
+        // ceiling), and still one hands a shard over to it.
         let v = view(
             &["a", "b", "c"],
             &[Some("a"), Some("a"), Some("b"), Some("b")],
         );
-        let (v, _) = settle(v);
+        let (v, _) = settle(v, &even(4));
         let mut c = counts(&v);
         c.sort_unstable();
         assert_eq!(c, [1, 1, 2], "{v:?}");
@@ -576,7 +636,7 @@ mod tests {
                 None,
             ],
         );
-        let (v, _) = settle(v);
+        let (v, _) = settle(v, &even(9));
         assert!(v.holders.iter().all(Option::is_some), "{v:?}");
         let mut c = counts(&v);
         c.sort_unstable();
@@ -584,14 +644,14 @@ mod tests {
     }
 
     #[test]
-    fn every_spread_settles_within_floor_and_ceiling() {
+    fn every_spread_settles_within_one_shard_of_even() {
         for shards in [1usize, 2, 3, 7, 16, 64] {
             for n in 1..=6usize {
                 let members: Vec<String> = (0..n).map(|i| format!("r{i}")).collect();
                 // Start lopsided: the first replica holds everything.
                 let holders = vec![Some(members[0].as_str()); shards];
                 let names: Vec<&str> = members.iter().map(String::as_str).collect();
-                let (v, rounds) = settle(view(&names, &holders));
+                let (v, rounds) = settle(view(&names, &holders), &even(shards));
                 let lo = shards / n;
                 let hi = shards.div_ceil(n);
                 assert!(
@@ -600,7 +660,7 @@ mod tests {
                     counts(&v)
                 );
                 assert!(v.holders.iter().all(Option::is_some), "{v:?}");
-                // One hand-over per replica and round at most: it settles, it does not swing.
+                // One hand-over a round: it settles, it does not swing.
                 assert!(
                     rounds <= 2 * shards + n,
                     "{shards}/{n} took {rounds} rounds"
@@ -610,13 +670,47 @@ mod tests {
     }
 
     #[test]
+    fn replicas_balance_namespaces_not_shards() {
+        // 50 namespaces over 16 shards, as the scale run has them: by shard count alone a
+        // replica of 4 may hold far more namespaces than another.
+        let names: Vec<String> = (0..50).map(|i| format!("scale-{i}")).collect();
+        let w = weights(16, names.iter().map(String::as_str));
+        for n in [2usize, 3, 4] {
+            let members: Vec<String> = (0..n).map(|i| format!("r{i}")).collect();
+            let holders = vec![Some(members[0].as_str()); 16];
+            let ids: Vec<&str> = members.iter().map(String::as_str).collect();
+            let (v, _) = settle(view(&ids, &holders), &w);
+            let per: Vec<u64> = loads(&v, &w).iter().map(|l| l / 16).collect();
+            let max_shard = w.iter().max().copied().unwrap_or(0) / 16;
+            let (lo, hi) = (per.iter().min().unwrap(), per.iter().max().unwrap());
+            assert!(
+                hi - lo <= max_shard,
+                "{n} replicas: namespaces per replica {per:?}, heaviest shard {max_shard}"
+            );
+            // Never more than one shard's namespaces above an even share.
+            assert!(
+                *hi as usize <= 50usize.div_ceil(n) + max_shard as usize,
+                "{per:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn weights_count_namespaces_per_shard_then_the_shard() {
+        let w = weights(4, ["default", "shop", "shop2"]);
+        assert_eq!(w.len(), 4);
+        assert_eq!(w.iter().sum::<u64>(), 4 + 3 * 4);
+        assert_eq!(w[collector_shard("default", 4) as usize] % 4, 1);
+    }
+
+    #[test]
     fn shard_zero_is_never_handed_over_or_contended_for() {
         // One shard, two replicas: b leads and holds it; a has none and nothing moves.
         let v = view(&["a", "b"], &[Some("b")]);
-        let p = plan(&v, "b", &BTreeSet::from([0]));
+        let p = plan(&v, "b", &BTreeSet::from([0]), &[5]);
         assert_eq!(p, Plan::default());
         let v = view(&["a"], &[None, None]);
-        let p = plan(&v, "a", &BTreeSet::new());
+        let p = plan(&v, "a", &BTreeSet::new(), &[1, 1]);
         assert_eq!(p.contend, [1]);
     }
 
