@@ -81,5 +81,6 @@ bench: ## Benchmarks side by side (sidecar vs nginx/HAProxy, policy, detection) 
 	$(CARGO) build --release -p palisade-operator -p palisade-e2e --bins
 	$(CARGO_TARGET_DIR)/release/apply-latency
 	$(CARGO_TARGET_DIR)/release/detect-mitigate
+	$(CARGO_TARGET_DIR)/release/collector-scale
 	python3 bench/bench.py api-cost
 	python3 bench/bench.py reliability
