@@ -32,6 +32,12 @@ pub struct DetectedClients {
     pub generation: u64,
     /// Rule name → the clients it marked.
     pub rules: BTreeMap<String, Vec<DetectedClient>>,
+    /// The collector endpoint (`host:port`) of the operator replica that owns this
+    /// namespace's collector shard and wrote this document: sidecars send their reports
+    /// straight there, and through the collector Service when it does not answer. Absent in
+    /// documents of older operators.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collector: Option<String>,
 }
 
 /// One marked client.
@@ -231,6 +237,7 @@ mod tests {
         DetectedClients {
             generation: 7,
             rules,
+            collector: None,
         }
     }
 
@@ -252,6 +259,7 @@ mod tests {
             &DetectedClients {
                 generation: 1,
                 rules,
+                collector: None,
             },
             &["flooder".into()],
         );
@@ -272,6 +280,18 @@ mod tests {
     fn round_trip_and_corruption() {
         let bytes = encode_detected(&doc()).unwrap();
         assert_eq!(decode_detected(&bytes).unwrap(), doc());
+        // The owner's endpoint travels; a document without one (an older operator's) reads
+        // as none.
+        let owned = DetectedClients {
+            collector: Some("10.0.3.7:9444".into()),
+            ..doc()
+        };
+        assert_eq!(
+            decode_detected(&encode_detected(&owned).unwrap()).unwrap(),
+            owned
+        );
+        let json = serde_json::to_string(&doc()).unwrap();
+        assert!(!json.contains("collector"), "{json}");
         let mut bad = bytes.clone();
         bad[4] = 9;
         assert_eq!(

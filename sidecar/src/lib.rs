@@ -260,8 +260,10 @@ fn counter(
         .filter(|c| !c.is_empty())
         .and_then(|ca| report::tls_config(ca).ok())
         .map(Arc::new);
+    let hint = store.clone();
     let rc = report::ReportConfig {
         collector,
+        owner: Some(report::OwnerHint(Arc::new(move || hint.collector_owner()))),
         token_path: d.token_path.clone(),
         tls,
         backlog_bytes: d.report_backlog_bytes,

@@ -419,6 +419,11 @@ impl Metrics {
             m.reports.sent.clone(),
         );
         r.register(
+            "reports_direct",
+            "Window summaries delivered straight to the operator replica owning the namespace's collector shard (a subset of reports_sent)",
+            m.reports.direct.clone(),
+        );
+        r.register(
             "reports_failed",
             "Window summaries dropped: refused by the collector, pushed out of a full backlog, or left at exit",
             m.reports.failed.clone(),

@@ -15,6 +15,12 @@
 //!
 //! With a CA bundle (`--collector-ca`) reports go over HTTPS, and the collector's certificate
 //! must chain to that bundle and name the collector's host.
+//!
+//! The collector Service may reach any operator replica; the one that owns this namespace's
+//! collector shard names its endpoint in the signed detected-client document. Each report is
+//! first sent straight there (verified under the collector's host name, as through the
+//! Service), saving the replica behind the Service a forward; when the owner does not take it
+//! (unreachable, handing the shard over), the report goes through the Service as before.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -32,11 +38,25 @@ use prometheus_client::metrics::counter::Counter as PromCounter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::mpsc;
 
+/// The endpoint of the replica owning this namespace's collector shard, as the last verified
+/// detected-client document names it.
+#[derive(Clone)]
+pub struct OwnerHint(pub std::sync::Arc<dyn Fn() -> Option<String> + Send + Sync>);
+
+impl std::fmt::Debug for OwnerHint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("OwnerHint").field(&(self.0)()).finish()
+    }
+}
+
 /// Where and how reports go.
 #[derive(Debug, Clone)]
 pub struct ReportConfig {
     /// `host:port` of the collector.
     pub collector: String,
+    /// Where the owner of the namespace's collector shard listens, when known: reports go
+    /// there first.
+    pub owner: Option<OwnerHint>,
     /// The projected service-account token file.
     pub token_path: PathBuf,
     /// HTTPS with this configuration (trusting the collector's CA); `None`: plain HTTP.
@@ -55,6 +75,8 @@ pub struct ReportMetrics {
     pub failed: PromCounter,
     /// Reports in the backlog.
     pub pending: Gauge,
+    /// Reports delivered straight to the replica owning the namespace's collector shard.
+    pub direct: PromCounter,
 }
 
 /// Tries per round; each retry opens a new connection.
@@ -65,6 +87,9 @@ const MIN_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// How long one request to the collector may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a shard owner that did not take a report is passed over (unless the detected
+/// document names another one meanwhile): a crashed replica's address may not even refuse.
+const OWNER_PAUSE: Duration = Duration::from_secs(30);
 
 /// A plain or an HTTPS client.
 #[derive(Clone)]
@@ -96,6 +121,39 @@ fn new_client(cfg: &ReportConfig) -> ReportClient {
         .enable_http1()
         .build();
     ReportClient::Https(Client::builder(TokioExecutor::new()).build(https))
+}
+
+/// A client for the shard owner's own address that verifies its certificate under the
+/// collector's host name (the name the operator's certificate carries), not the address.
+fn owner_client(cfg: &ReportConfig) -> Option<ReportClient> {
+    let Some(tls) = &cfg.tls else {
+        return Some(ReportClient::Http(
+            Client::builder(TokioExecutor::new()).build_http(),
+        ));
+    };
+    let host = host_of(&cfg.collector);
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned()).ok()?;
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config((**tls).clone())
+        .https_only()
+        .with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
+        .enable_http1()
+        .build();
+    Some(ReportClient::Https(
+        Client::builder(TokioExecutor::new()).build(https),
+    ))
+}
+
+/// The host of `host:port` (`[v6]:port` too).
+fn host_of(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, p)| {
+        if p.chars().all(|c| c.is_ascii_digit()) {
+            h
+        } else {
+            addr
+        }
+    });
+    host.trim_start_matches('[').trim_end_matches(']')
 }
 
 /// A TLS client configuration trusting only the certificates of `ca_pem`.
@@ -183,6 +241,10 @@ struct Reporter {
     cfg: ReportConfig,
     url: String,
     client: ReportClient,
+    /// The shard owner's endpoint reports went to last, its URL and client.
+    owner: Option<(String, String, ReportClient)>,
+    /// The owner endpoint that last failed, and when.
+    owner_failed: Option<(String, tokio::time::Instant)>,
     backlog: Backlog,
     metrics: ReportMetrics,
     /// Set while the collector is unreachable: the current wait between rounds, and when
@@ -199,6 +261,8 @@ impl Reporter {
         Self {
             url: format!("{scheme}://{}/v1/reports", cfg.collector),
             client: new_client(&cfg),
+            owner: None,
+            owner_failed: None,
             backlog: Backlog::new(cfg.backlog_bytes),
             cfg,
             metrics,
@@ -270,7 +334,52 @@ impl Reporter {
         self.update_pending();
     }
 
+    /// Sends `body` straight to the shard owner, if one is named; `None`: not sent there
+    /// (none named, or it did not take it), go through the Service.
+    async fn send_to_owner(&mut self, body: &Bytes) -> Option<Result<(), Failure>> {
+        let endpoint = self
+            .cfg
+            .owner
+            .as_ref()
+            .and_then(|h| (h.0)())
+            .filter(|e| !e.is_empty() && *e != self.cfg.collector)?;
+        if self
+            .owner_failed
+            .as_ref()
+            .is_some_and(|(e, at)| *e == endpoint && at.elapsed() < OWNER_PAUSE)
+        {
+            return None;
+        }
+        if self.owner.as_ref().is_none_or(|(e, _, _)| *e != endpoint) {
+            let scheme = if self.cfg.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            let url = format!("{scheme}://{endpoint}/v1/reports");
+            self.owner = owner_client(&self.cfg).map(|c| (endpoint, url, c));
+        }
+        let (endpoint, url, client) = self.owner.as_ref()?;
+        match send(client, url, &self.cfg, body.clone()).await {
+            Ok(()) => {
+                self.metrics.direct.inc();
+                Some(Ok(()))
+            }
+            Err(refused @ Failure::Refused(_)) => Some(Err(refused)),
+            Err(e) => {
+                tracing::debug!(%endpoint, error = ?e, "the shard owner did not take the report; \
+                    sending it through the collector Service");
+                self.owner_failed = Some((endpoint.clone(), tokio::time::Instant::now()));
+                self.owner = None;
+                None
+            }
+        }
+    }
+
     async fn send_with_retries(&mut self, body: Bytes) -> Result<(), Failure> {
+        if let Some(sent) = self.send_to_owner(&body).await {
+            return sent;
+        }
         let mut last = Failure::Transient(String::new());
         for _attempt in 0..ATTEMPTS {
             match send(&self.client, &self.url, &self.cfg, body.clone()).await {
@@ -392,7 +501,9 @@ mod tls_tests {
 
 #[cfg(test)]
 mod backlog_tests {
-    use super::{Backlog, Failure, classify};
+    use super::{
+        Backlog, Failure, OwnerHint, ReportConfig, ReportMetrics, Reporter, classify, host_of,
+    };
     use bytes::Bytes;
     use http::StatusCode;
 
@@ -440,5 +551,109 @@ mod backlog_tests {
         ] {
             assert!(matches!(classify(s, ""), Err(Failure::Transient(_))), "{s}");
         }
+    }
+
+    /// A collector on loopback answering every report with `status`; the number it got.
+    async fn collector(status: u16) -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let got = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let seen = got.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        let Ok(n) = s.read(&mut chunk).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        let text = String::from_utf8_lossy(&buf).into_owned();
+                        let Some(end) = text.find("\r\n\r\n") else {
+                            continue;
+                        };
+                        let length: usize = text[..end]
+                            .lines()
+                            .find_map(|l| {
+                                let (k, v) = l.split_once(':')?;
+                                k.eq_ignore_ascii_case("content-length")
+                                    .then(|| v.trim().parse().ok())?
+                            })
+                            .unwrap_or(0);
+                        if buf.len() < end + 4 + length {
+                            continue;
+                        }
+                        buf.drain(..end + 4 + length);
+                        seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let answer = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\n\r\n");
+                        if s.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, got)
+    }
+
+    #[tokio::test]
+    async fn reports_go_to_the_named_shard_owner_and_through_the_service_when_it_fails() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "t").unwrap();
+        let (service, via_service) = collector(202).await;
+        let (owner, at_owner) = collector(202).await;
+        let (busy, at_busy) = collector(503).await;
+        let named = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
+        let hint = named.clone();
+        let cfg = ReportConfig {
+            collector: service,
+            owner: Some(OwnerHint(std::sync::Arc::new(move || {
+                hint.lock().unwrap().clone()
+            }))),
+            token_path: token,
+            tls: None,
+            backlog_bytes: 1 << 20,
+        };
+        let metrics = ReportMetrics::default();
+        let mut r = Reporter::new(cfg, metrics.clone());
+        // No owner named yet: through the Service.
+        r.send_with_retries(body(10)).await.unwrap();
+        assert_eq!((via_service.load(SeqCst), at_owner.load(SeqCst)), (1, 0));
+        // Named: straight there, counted as direct.
+        *named.lock().unwrap() = Some(owner.clone());
+        r.send_with_retries(body(10)).await.unwrap();
+        r.send_with_retries(body(10)).await.unwrap();
+        assert_eq!((via_service.load(SeqCst), at_owner.load(SeqCst)), (1, 2));
+        assert_eq!(metrics.direct.get(), 2);
+        // An owner that does not take it (503: handing over): the Service takes it, and that
+        // owner is passed over for a while; a newly named one is tried at once.
+        *named.lock().unwrap() = Some(busy.clone());
+        r.send_with_retries(body(10)).await.unwrap();
+        r.send_with_retries(body(10)).await.unwrap();
+        assert_eq!(at_busy.load(SeqCst), 1, "tried once, then paused");
+        assert_eq!(via_service.load(SeqCst), 3);
+        *named.lock().unwrap() = Some(owner);
+        r.send_with_retries(body(10)).await.unwrap();
+        assert_eq!(at_owner.load(SeqCst), 3);
+        assert_eq!(metrics.direct.get(), 3);
+    }
+
+    #[test]
+    fn the_host_of_an_endpoint_is_its_tls_name() {
+        assert_eq!(
+            host_of("palisade-collector.palisade-system.svc:9444"),
+            "palisade-collector.palisade-system.svc"
+        );
+        assert_eq!(host_of("10.96.0.20:9444"), "10.96.0.20");
+        assert_eq!(host_of("[fd00::20]:9444"), "fd00::20");
+        assert_eq!(host_of("collector"), "collector");
     }
 }

@@ -252,6 +252,16 @@ impl Store {
         }
     }
 
+    /// The collector endpoint the last verified detected-client document names: the operator
+    /// replica that owns this namespace's collector shard (read once per report sent).
+    pub fn collector_owner(&self) -> Option<String> {
+        self.detected_doc
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .and_then(|d| d.collector.clone())
+    }
+
     /// Rebuilds the detected index for the bundle in force.
     fn reindex(&self) {
         let Some(loaded) = self.load() else { return };

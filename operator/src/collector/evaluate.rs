@@ -208,11 +208,15 @@ async fn evaluate(
             .set(i64::try_from(state.ingress.len()).unwrap_or(i64::MAX));
         let set = state.detected.entry(ns.to_owned()).or_default();
         let changed = set.update(&detections) | set.expire(now) | foreign.is_some();
-        let doc = changed.then(|| detected_document(set, &specs, now));
         let last = state.published.entry(ns.to_owned()).or_default();
         if foreign.is_some() {
             *last = Published::default();
         }
+        // A replica that just gained the namespace's shard publishes once even without a
+        // change: the document names it as the owner, to which sidecars then report.
+        let first = last.at.is_none();
+        let doc =
+            (changed || first).then(|| detected_document(set, &specs, c.advertise.clone(), now));
         let doc = doc.filter(|d| ring.is_some() && last.should_publish(d, now));
         let incidents = state.incidents.entry(ns.to_owned()).or_default();
         sync_archived(incidents, &super::lifecycle::archived(&c.incidents, ns));
@@ -279,6 +283,7 @@ fn count_detections(c: &Collector, d: &Detections) {
 fn detected_document(
     set: &palisade_detection::detected::DetectedSet,
     specs: &[RuleSpec],
+    collector: Option<String>,
     now: jiff::Timestamp,
 ) -> DetectedClients {
     let mut rules: BTreeMap<String, Vec<DetectedClient>> = BTreeMap::new();
@@ -297,6 +302,7 @@ fn detected_document(
     DetectedClients {
         generation: u64::try_from(now.as_millisecond()).unwrap_or(0),
         rules,
+        collector,
     }
 }
 
@@ -578,6 +584,7 @@ mod tests {
         DetectedClients {
             generation: 1,
             rules: BTreeMap::from([("flooder".to_owned(), clients)]),
+            collector: None,
         }
     }
 

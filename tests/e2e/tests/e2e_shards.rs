@@ -218,6 +218,51 @@ async fn three_replicas_share_the_shards_and_each_detects_the_namespaces_it_owns
     for ns in &spaces {
         only_incident(cp, ns.name()).expect("one incident per namespace");
     }
+
+    // The owner names itself in the signed detected-client document; each sidecar then
+    // reports straight to it, and a stops forwarding.
+    for (ns, sc) in spaces.iter().zip(&sidecars) {
+        let shard = collector_shard(ns.name(), SHARDS);
+        eventually(
+            &format!(
+                "the sidecar of {} to report to {}",
+                ns.name(),
+                owner[shard as usize]
+            ),
+            || async {
+                let text = palisade_e2e::process::http_get(sc.admin.port(), "/metrics")?;
+                let direct = palisade_e2e::collector::metric_sum(
+                    &text,
+                    "palisade_sidecar_reports_direct_total",
+                    "",
+                );
+                let owned_by_a = owner[shard as usize] == names[0];
+                // A sidecar whose namespace a owns is pointed at a already: nothing to bypass.
+                (owned_by_a || direct >= 3)
+                    .then_some(())
+                    .ok_or(format!("{direct} sent straight"))
+            },
+        )
+        .await;
+    }
+    let forwarded = || {
+        sample(
+            &ops[0],
+            "palisade_operator_reports_forwarded_total{outcome=\"Accepted\"}",
+        )
+        .expect("forwarded")
+    };
+    // (A direct send refused meanwhile, e.g. by a quota, goes through a once: wait for three
+    // quiet seconds rather than assert them at once.)
+    eventually("reports to stop going through a", || async {
+        let before = forwarded();
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        let after = forwarded();
+        (after == before)
+            .then_some(())
+            .ok_or(format!("a forwarded {}", after - before))
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -402,7 +402,7 @@ async fn run_with(
     let ops: Vec<Operator> = (0..r)
         .map(|k| Operator::start(cp, &format!("scale-{r}-{k}"), &lease, &args))
         .collect();
-    // Settled: every shard held, as many owned as held.
+    // Settled: every shard held, as many owned as held, and no move for 5 s.
     let shard_lease = |i: u32| {
         if i == 0 {
             lease.clone()
@@ -410,7 +410,8 @@ async fn run_with(
             format!("{lease}-shard-{i}")
         }
     };
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut last: Option<(Vec<Option<String>>, Instant)> = None;
     let holders: Vec<String> = loop {
         let hs: Vec<Option<String>> = (0..cfg.shards)
             .map(|i| {
@@ -428,16 +429,14 @@ async fn run_with(
                 )
             })
             .sum();
-        if hs.iter().all(Option::is_some) && owned as u32 == cfg.shards {
-            let per = |k: usize| {
-                hs.iter()
-                    .filter(|h| h.as_deref() == Some(&*format!("scale-{r}-{k}")))
-                    .count()
-            };
-            let lo = cfg.shards as usize / r;
-            if (0..r).all(|k| per(k) >= lo) {
-                break hs.into_iter().flatten().collect();
+        let complete = hs.iter().all(Option::is_some) && owned as u32 == cfg.shards;
+        match &last {
+            Some((prev, since)) if complete && *prev == hs => {
+                if since.elapsed() >= Duration::from_secs(5) {
+                    break hs.into_iter().flatten().collect();
+                }
             }
+            _ => last = Some((hs.clone(), Instant::now())),
         }
         anyhow::ensure!(
             Instant::now() < deadline,
