@@ -2,7 +2,9 @@
 //! operator processes sharing `--collector-shards` shards; a load generator posts real
 //! reports, as 200 simulated sidecars over 50 namespaces with 1,000,000 distinct clients
 //! (20,000 per namespace, the windows' bound), once a second each (the sidecar's default
-//! interval), spreading them over the replicas as the collector Service does; during the
+//! interval), either straight to the replica owning the namespace's shard (as sidecars do
+//! once the owner's detected-client document names it) or spread over the replicas as the
+//! collector Service does (the fallback: every replica forwards what it does not own); during the
 //! measured minute it floods some namespaces and times each flood's first report → its
 //! flooder listed in the namespace's `palisade-detected` ConfigMap. Per replica count it
 //! measures reports merged per second and replica, CPU and memory per replica, the clients
@@ -197,6 +199,7 @@ fn generate(
     names: &[String],
     tokens: &[String],
     collectors: &[String],
+    route: &Arc<Vec<Option<usize>>>,
     floods: &Arc<Mutex<Vec<Flood>>>,
     tally: &Arc<Tally>,
     stop: &Arc<AtomicBool>,
@@ -208,6 +211,7 @@ fn generate(
             let (names, tokens, collectors) =
                 (names.to_vec(), tokens.to_vec(), collectors.to_vec());
             let (floods, tally, stop) = (floods.clone(), tally.clone(), stop.clone());
+            let route = route.clone();
             std::thread::spawn(move || {
                 let mine: Vec<usize> = (t..cfg.sidecars).step_by(threads).collect();
                 let now = jiff::Timestamp::now();
@@ -247,9 +251,10 @@ fn generate(
                         }
                         let report = c.take_report(jiff::Timestamp::now());
                         let body = serde_json::to_vec(&report).expect("report JSON");
-                        // Spread over the replicas as the Service does.
+                        // To the owner, or spread over the replicas as the Service does.
                         let n = conns.len();
-                        let conn = &mut conns[(s + turn) % n];
+                        let k = route.get(s).copied().flatten().unwrap_or((s + turn) % n);
+                        let conn = &mut conns[k % n];
                         let code = conn.post(&tokens[s % names.len()], &body);
                         match code {
                             202 => tally.accepted.fetch_add(1, Ordering::Relaxed),
@@ -371,6 +376,8 @@ async fn detected(client: &kube::Client, ns: &str, ip: IpAddr) -> bool {
 #[derive(Debug)]
 struct Run {
     replicas: usize,
+    /// Reports went straight to the shard owner (else spread over the replicas).
+    direct: bool,
     offered: f64,
     accepted: f64,
     refused: u64,
@@ -389,8 +396,9 @@ async fn run_with(
     spaces: &[TempNs],
     tokens: &[String],
     r: usize,
+    direct: bool,
 ) -> anyhow::Result<Run> {
-    let lease = format!("scale-{r}");
+    let lease = format!("scale-{r}-{}", if direct { "owner" } else { "spread" });
     let args: Vec<String> = vec![
         "--namespace-selector".into(),
         "palisade.dev/scale=true".into(),
@@ -400,7 +408,7 @@ async fn run_with(
         "16384".into(),
     ];
     let ops: Vec<Operator> = (0..r)
-        .map(|k| Operator::start(cp, &format!("scale-{r}-{k}"), &lease, &args))
+        .map(|k| Operator::start(cp, &format!("{lease}-{k}"), &lease, &args))
         .collect();
     // Settled: every shard held, as many owned as held, and no move for 5 s.
     let shard_lease = |i: u32| {
@@ -449,7 +457,27 @@ async fn run_with(
     let floods = Arc::new(Mutex::new(Vec::new()));
     let tally = Arc::new(Tally::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let threads = generate(cfg, &names, tokens, &collectors, &floods, &tally, &stop, 4);
+    let route: Vec<Option<usize>> = (0..cfg.sidecars)
+        .map(|s| {
+            let ns = &names[s % names.len()];
+            let holder = &holders[collector_shard(ns, cfg.shards) as usize];
+            (0..r)
+                .find(|k| *holder == format!("{lease}-{k}"))
+                .filter(|_| direct)
+        })
+        .collect();
+    let route = Arc::new(route);
+    let threads = generate(
+        cfg,
+        &names,
+        tokens,
+        &collectors,
+        &route,
+        &floods,
+        &tally,
+        &stop,
+        4,
+    );
     tokio::time::sleep(cfg.warm).await;
 
     let before: Vec<Sample> = ops.iter().map(sample).collect();
@@ -518,7 +546,7 @@ async fn run_with(
         .iter()
         .enumerate()
         .map(|(k, o)| {
-            let me = format!("scale-{r}-{k}");
+            let me = format!("{lease}-{k}");
             let shards: Vec<u32> = (0..cfg.shards)
                 .filter(|&i| holders[i as usize] == me)
                 .collect();
@@ -551,6 +579,7 @@ async fn run_with(
     times.sort();
     Ok(Run {
         replicas: r,
+        direct,
         offered: cfg.sidecars as f64,
         accepted,
         refused: tally.refused.load(Ordering::Relaxed) - refused0,
@@ -591,9 +620,9 @@ fn write(cfg: &Cfg, runs: &[Run]) -> anyhow::Result<()> {
         cfg.warm.as_secs(),
         std::thread::available_parallelism().map_or(0, usize::from),
     ));
-    md.push_str("| replicas | reports/s offered | accepted/s | refused | no answer | merged/s per replica | CPU cores per replica | RSS MiB per replica | clients held per replica (max) | eval round mean | eval round p99 ≤ | detect→mitigate p50 | p99 | missed |\n");
+    md.push_str("| replicas | reports go to | reports/s offered | accepted/s | refused | no answer | merged/s per replica | CPU cores per replica | RSS MiB per replica | clients held per replica (max) | eval round mean | eval round p99 ≤ | detect→mitigate p50 | p99 | missed |\n");
     md.push_str(
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     let fmt_list = |xs: Vec<String>| xs.join(" / ");
     for r in runs {
@@ -605,8 +634,9 @@ fn write(cfg: &Cfg, runs: &[Run]) -> anyhow::Result<()> {
             format!("{:.2} s", r.detect[i.min(r.detect.len() - 1)].as_secs_f64())
         };
         md.push_str(&format!(
-            "| {} | {:.0} | {:.1} | {} | {} | {} | {} | {} | {} | {:.0} ms | {} | {} | {} | {} |\n",
+            "| {} | {} | {:.0} | {:.1} | {} | {} | {} | {} | {} | {} | {:.0} ms | {} | {} | {} | {} |\n",
             r.replicas,
+            if r.replicas == 1 { "the one replica" } else if r.direct { "the shard owner" } else { "any replica (forwarded)" },
             r.offered,
             r.accepted,
             r.refused,
@@ -628,7 +658,7 @@ fn write(cfg: &Cfg, runs: &[Run]) -> anyhow::Result<()> {
     }
     if let (Some(one), Some(most)) = (
         runs.iter().find(|r| r.replicas == 1),
-        runs.iter().max_by_key(|r| r.replicas),
+        runs.iter().filter(|r| r.direct).max_by_key(|r| r.replicas),
     ) && most.replicas > 1
     {
         let max = |r: &Run| r.per.iter().map(|p| p.3).max().unwrap_or(0).max(1) as f64;
@@ -650,6 +680,7 @@ fn write(cfg: &Cfg, runs: &[Run]) -> anyhow::Result<()> {
     md.push_str(&format!(
         "\nNamespaces held per replica: {}.\n",
         runs.iter()
+            .filter(|r| r.direct)
             .map(|r| format!(
                 "{} replica(s): {}",
                 r.replicas,
@@ -682,10 +713,14 @@ async fn main() -> anyhow::Result<()> {
     }
     let mut runs = Vec::new();
     for &r in &cfg.replicas {
-        eprintln!("collector-scale: {r} replica(s)");
-        let run = run_with(cp, &cfg, &spaces, &tokens, r).await?;
-        eprintln!("{run:?}");
-        runs.push(run);
+        // One replica owns everything: both routes are the same.
+        let routes: &[bool] = if r == 1 { &[true] } else { &[true, false] };
+        for &direct in routes {
+            eprintln!("collector-scale: {r} replica(s), direct {direct}");
+            let run = run_with(cp, &cfg, &spaces, &tokens, r, direct).await?;
+            eprintln!("{run:?}");
+            runs.push(run);
+        }
     }
     write(&cfg, &runs)
 }
