@@ -500,6 +500,7 @@ mod tls_tests {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod backlog_tests {
     use super::{
         Backlog, Failure, OwnerHint, ReportConfig, ReportMetrics, Reporter, classify, host_of,
