@@ -122,6 +122,32 @@ fn only_incident(cp: &ControlPlane, ns: &str) -> Result<(String, jiff::Timestamp
     }
 }
 
+/// 50 more requests from `flooder` through `sc`.
+async fn flood_more(sc: &Sidecar, flooder: std::net::IpAddr) -> Result<(), String> {
+    for _ in 0..50 {
+        get(flooder, sc.addr, "/", &[]).await?;
+    }
+    Ok(())
+}
+
+/// Floods on through `sc`; `Ok` once the one incident of `ns` is still `name` and was
+/// updated after `since`.
+async fn continued(
+    cp: &ControlPlane,
+    sc: &Sidecar,
+    flooder: std::net::IpAddr,
+    ns: &str,
+    name: &str,
+    since: jiff::Timestamp,
+) -> Result<(), String> {
+    flood_more(sc, flooder).await?;
+    let (n, last) = only_incident(cp, ns)?;
+    assert_eq!(n, name, "the incident keeps its name");
+    (last > since)
+        .then_some(())
+        .ok_or(format!("lastDetectedTime {last} not after {since}"))
+}
+
 /// Who wrote the state ConfigMap of `shard` last.
 fn state_taken_by(cp: &ControlPlane, lease: &str, shard: u32) -> Result<String, String> {
     let cm = if shard == 0 {
@@ -323,21 +349,15 @@ async fn a_replica_killed_during_a_flood_leaves_the_incident_updating_under_its_
     eventually(
         "the survivor to own every shard and update the same incident",
         || async {
-            for _ in 0..50 {
-                get(flooder, sc.addr, "/", &[]).await?;
-            }
             let hs = holders(cp, lease);
             if hs
                 .iter()
                 .any(|h| h.as_ref().is_none_or(|(who, _)| who != names[survivor]))
             {
+                flood_more(&sc, flooder).await?;
                 return Err(format!("holders {hs:?}"));
             }
-            let (n, last) = only_incident(cp, ns.name())?;
-            assert_eq!(n, name, "the incident keeps its name across the failover");
-            (last > killed_at)
-                .then_some(())
-                .ok_or(format!("lastDetectedTime {last} not after {killed_at}"))
+            continued(cp, &sc, flooder, ns.name(), &name, killed_at).await
         },
     )
     .await;
@@ -419,14 +439,7 @@ async fn scaling_from_two_to_three_replicas_moves_shards_and_keeps_every_inciden
             after[shard as usize]
         );
         eventually(&what, || async {
-            for _ in 0..50 {
-                get(flooder, sc.addr, "/", &[]).await?;
-            }
-            let (n, last) = only_incident(cp, ns.name())?;
-            assert_eq!(&n, name, "the incident keeps its name");
-            (last > scaled_at)
-                .then_some(())
-                .ok_or(format!("lastDetectedTime {last} not after {scaled_at}"))
+            continued(cp, sc, flooder, ns.name(), name, scaled_at).await
         })
         .await;
     }
