@@ -139,9 +139,13 @@ async fn save(c: &Collector, shard: u32) -> Result<(), kube::Error> {
     Ok(())
 }
 
-/// Adds the persisted state of `shard` and its open incidents from the API to the state
-/// (which holds nothing of that shard's namespaces: they were dropped when it was lost).
-pub(super) async fn restore(c: &Collector, shard: u32) {
+/// Adds the persisted state of each of `shards` and their open incidents from the API to the
+/// state (which holds nothing of their namespaces: they were dropped when lost). The open
+/// incidents are listed once for all of them.
+pub(super) async fn restore(c: &Collector, shards: &[u32]) {
+    if shards.is_empty() {
+        return;
+    }
     let cfg = c
         .state
         .lock()
@@ -149,38 +153,43 @@ pub(super) async fn restore(c: &Collector, shard: u32) {
         .windows
         .config()
         .clone();
-    let mine = |ns: &str| c.shards.of(ns) == shard;
-    let mut doc = load(c, shard, &cfg).await;
-    // A document written under another shard count may hold namespaces of other shards.
-    if let Some(d) = doc.as_mut() {
-        d.namespaces.retain(|ns, _| mine(ns));
-        d.tor_lists.retain(|l| mine(&l.namespace));
-    }
-    let open = match open_incidents(&c.ctx.clients.collector).await {
-        Ok(mut open) => {
-            open.retain(|i| i.namespace().is_some_and(|ns| mine(&ns)));
-            Some(open)
-        }
+    let all_open = match open_incidents(&c.ctx.clients.collector).await {
+        Ok(open) => Some(open),
         Err(e) => {
             tracing::warn!(error = %e, "cannot list SecurityIncidents; using the persisted ones");
             None
         }
     };
-    let tor_lists = doc.as_ref().map_or(0, |d| c.tor.restore(&d.tor_lists));
-    let clients = doc.as_ref().map_or(0, snapshot::clients);
-    let incidents = {
-        let mut state = c.state.lock().unwrap_or_else(PoisonError::into_inner);
-        rebuild_into(&mut state, &cfg, doc.as_ref(), open.as_deref())
-    };
-    c.ctx.metrics.collector_restored_clients.set(clients as i64);
-    tracing::info!(
-        shard,
-        clients,
-        incidents,
-        tor_lists,
-        from = ?doc.as_ref().map(|d| d.taken_at),
-        "collector state restored"
-    );
+    for &shard in shards {
+        let mine = |ns: &str| c.shards.of(ns) == shard;
+        let mut doc = load(c, shard, &cfg).await;
+        // A document written under another shard count may hold namespaces of other shards.
+        if let Some(d) = doc.as_mut() {
+            d.namespaces.retain(|ns, _| mine(ns));
+            d.tor_lists.retain(|l| mine(&l.namespace));
+        }
+        let open: Option<Vec<SecurityIncident>> = all_open.as_ref().map(|all| {
+            all.iter()
+                .filter(|i| i.namespace().is_some_and(|ns| mine(&ns)))
+                .cloned()
+                .collect()
+        });
+        let tor_lists = doc.as_ref().map_or(0, |d| c.tor.restore(&d.tor_lists));
+        let clients = doc.as_ref().map_or(0, snapshot::clients);
+        let incidents = {
+            let mut state = c.state.lock().unwrap_or_else(PoisonError::into_inner);
+            rebuild_into(&mut state, &cfg, doc.as_ref(), open.as_deref())
+        };
+        c.ctx.metrics.collector_restored_clients.set(clients as i64);
+        tracing::info!(
+            shard,
+            clients,
+            incidents,
+            tor_lists,
+            from = ?doc.as_ref().map(|d| d.taken_at),
+            "collector state restored"
+        );
+    }
 }
 
 /// The state from a document and the open incidents listed from the API (`None`: the list

@@ -331,11 +331,14 @@ pub async fn run(c: Arc<Collector>) -> anyhow::Result<()> {
             lose(&c, i);
         }
         advertised &= held;
-        for i in bits(held & !owned) {
+        let gained: Vec<u32> = bits(held & !owned).collect();
+        for &i in &gained {
             if persist::advertise(&c, i).await {
                 advertised |= bit(i);
             }
-            persist::restore(&c, i).await;
+        }
+        persist::restore(&c, &gained).await;
+        for &i in &gained {
             c.shards.own(i);
         }
         c.ctx
