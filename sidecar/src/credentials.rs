@@ -150,6 +150,50 @@ impl Credentials {
     }
 }
 
+/// Longest value a [`HashSlot`] keeps (longer ones are hashed every time): bounds what one
+/// client connection holds.
+pub const MEMO_MAX_BYTES: usize = 1024;
+
+/// The last value hashed through this slot and its sha256. A keep-alive client sends the
+/// same API key, token or user agent on every request: one slot per kind and client
+/// connection hashes it once (sha256 of a short key is the largest part of identifying a
+/// request), and any other value is hashed as it comes. The value is compared in full, never
+/// by a digest of its own, so a changed value can never be taken for the previous one. The
+/// slot lives in the sidecar's memory for as long as the connection, like the request head it
+/// came in; it is never logged or sent anywhere.
+#[derive(Debug, Default)]
+pub struct HashSlot {
+    value: Vec<u8>,
+    hash: Option<[u8; 32]>,
+}
+
+impl HashSlot {
+    /// sha256 of `value`, from the slot when it holds the same bytes.
+    pub fn digest(&mut self, value: &[u8]) -> [u8; 32] {
+        if let Some(hash) = self.hash
+            && self.value == value
+        {
+            return hash;
+        }
+        let hash: [u8; 32] = Sha256::digest(value).into();
+        if value.len() <= MEMO_MAX_BYTES {
+            self.value.clear();
+            self.value.extend_from_slice(value);
+            self.hash = Some(hash);
+        }
+        hash
+    }
+}
+
+/// The hash slots of one client connection's credentials (see [`HashSlot`]).
+#[derive(Debug, Default)]
+pub struct Memo {
+    /// API keys of the header.
+    pub api_key: HashSlot,
+    /// Bearer tokens of `Authorization`.
+    pub token: HashSlot,
+}
+
 /// Where credentials are read from; built once from the configuration.
 #[derive(Debug, Clone, Default)]
 pub struct Reader {
@@ -182,18 +226,24 @@ pub fn header_names(flag: &str, list: &str) -> Result<Vec<HeaderName>, String> {
 impl Reader {
     /// Reads the credentials of a request head.
     pub fn read(&self, parts: &Parts) -> Credentials {
+        self.read_with(parts, &mut Memo::default())
+    }
+
+    /// Reads the credentials of a request head; header values are hashed through `memo`, the
+    /// slots of the connection the request came on.
+    pub fn read_with(&self, parts: &Parts, memo: &mut Memo) -> Credentials {
         let mut c = Credentials::default();
         let h = &parts.headers;
         if let Some(name) = &self.api_key_header {
             for v in h.get_all(name) {
                 let v = trim(v.as_bytes());
                 if !v.is_empty() {
-                    c.api_keys.push(Sha256::digest(v).into());
+                    c.api_keys.push(memo.api_key.digest(v));
                 }
             }
         }
         let header_token = bearer_tokens(h).fold(false, |_, t| {
-            c.tokens.push(Sha256::digest(t).into());
+            c.tokens.push(memo.token.digest(t));
             true
         });
         c.methods.push(upper(&parts.method));
@@ -439,6 +489,39 @@ mod tests {
                 .expect("names"),
             override_query: "_method".into(),
             reject_conflicting: false,
+        }
+    }
+
+    #[test]
+    fn a_slot_answers_every_value_with_its_own_hash() {
+        let mut slot = HashSlot::default();
+        let long = "k".repeat(MEMO_MAX_BYTES + 1);
+        // Repeats, a switch, a prefix and an extension of the kept value, the empty value,
+        // and values too long to keep (hashed each time, the kept one left as it was).
+        for v in [
+            "key-a", "key-a", "key-b", "key-a", "key-", "key-aa", "", "key-aa", &long, &long,
+            "key-aa",
+        ] {
+            assert_eq!(slot.digest(v.as_bytes()), sha(v), "{v:?}");
+        }
+        assert_eq!(slot.value, b"key-aa");
+    }
+
+    #[test]
+    fn a_connection_switching_credentials_is_read_anew_each_request() {
+        let r = reader();
+        let mut memo = Memo::default();
+        let requests = [
+            vec![("x-api-key", "a"), ("authorization", "Bearer t1")],
+            vec![("x-api-key", "a"), ("authorization", "Bearer t1")],
+            vec![("x-api-key", "b"), ("authorization", "Bearer t2 extra")],
+            vec![("x-api-key", "a"), ("x-api-key", "b")],
+            vec![],
+            vec![("x-api-key", "a")],
+        ];
+        for headers in requests {
+            let p = parts("GET", "/", &headers);
+            assert_eq!(r.read_with(&p, &mut memo), r.read(&p), "{headers:?}");
         }
     }
 

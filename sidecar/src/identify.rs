@@ -73,6 +73,21 @@ pub struct Identity {
     pub claims: ClaimsOutcome,
 }
 
+/// What the requests of one client connection repeat, worked out once per connection: the
+/// hashes of its credentials and user agent ([`credentials::HashSlot`]) and the region and
+/// ASN of its client address (the databases are loaded once, so an address's answer cannot
+/// change while the process runs). Every request is still read in full and compared with what
+/// is kept; only the repeated work is skipped.
+#[derive(Debug, Default)]
+pub struct Memo {
+    /// API key and token hashes.
+    pub credentials: credentials::Memo,
+    /// `User-Agent` hash (for detection).
+    pub user_agent: credentials::HashSlot,
+    /// The last client address looked up, with its region and ASN.
+    place: Option<(IpAddr, Option<[u8; 2]>, Option<u32>)>,
+}
+
 /// Identifies clients; built once from the configuration.
 #[derive(Debug)]
 pub struct Identifier {
@@ -154,23 +169,25 @@ impl Identifier {
 
     /// Identifies the client of a request received from `peer`, trusting `--trusted-proxies`.
     pub fn identify(&self, parts: &Parts, peer: IpAddr) -> Identity {
-        self.identify_with(parts, peer, None)
+        self.identify_with(parts, peer, None, &mut Memo::default())
     }
 
     /// Identifies the client of a request received from `peer`; `trusted` (the namespace's
-    /// list, carried in the bundle in force) replaces `--trusted-proxies` when given.
+    /// list, carried in the bundle in force) replaces `--trusted-proxies` when given; `memo`
+    /// is the connection's (see [`Memo`]).
     pub fn identify_with(
         &self,
         parts: &Parts,
         peer: IpAddr,
         trusted: Option<&palisade_policy::TrustedProxies>,
+        memo: &mut Memo,
     ) -> Identity {
         let trusted = trusted.unwrap_or(&self.cfg.trusted_proxies);
         let (ip, ip_source) = client_ip(&parts.headers, peer, trusted, self.cfg.trusted_hops);
         let trusted_peer = trusted.contains(peer);
         let h = &parts.headers;
         let names = &self.headers;
-        let credentials = self.credentials.read(parts);
+        let credentials = self.credentials.read_with(parts, &mut memo.credentials);
         // The token is looked up only when claims are read (not by default).
         let token = self
             .cfg
@@ -195,6 +212,7 @@ impl Identifier {
         let developer = pick(developer, &self.cfg.developer_claim, &mut ignored.developer);
         let app = pick(app, &self.cfg.app_claim, &mut ignored.app);
         let product = pick(product, &self.cfg.product_claim, &mut ignored.product);
+        let (region, asn) = self.place(ip, memo);
         Identity {
             ip,
             ip_source,
@@ -204,11 +222,26 @@ impl Identifier {
             developer,
             app,
             product,
-            region: self.geo.as_ref().and_then(|db| region(db, ip)),
-            asn: self.asn.as_ref().and_then(|db| asn(db, ip)),
+            region,
+            asn,
             ignored_headers: ignored,
             claims: claims_outcome,
         }
+    }
+}
+
+impl Identifier {
+    /// Region and ASN of `ip`, from `memo` when it is the connection's last address.
+    fn place(&self, ip: IpAddr, memo: &mut Memo) -> (Option<[u8; 2]>, Option<u32>) {
+        if let Some((kept, region, asn)) = memo.place
+            && kept == ip
+        {
+            return (region, asn);
+        }
+        let region = self.geo.as_ref().and_then(|db| region(db, ip));
+        let asn = self.asn.as_ref().and_then(|db| asn(db, ip));
+        memo.place = Some((ip, region, asn));
+        (region, asn)
     }
 }
 

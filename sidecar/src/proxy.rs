@@ -15,8 +15,7 @@ use crate::body::{self, RespBody};
 use crate::count::{CountHandle, Fact, OwnedAttrs};
 use crate::enforce::{DEBUG_HEADER, EnforceConfig, Outcome, enforce};
 use crate::forward::{Affinity, Forwarder};
-use crate::identify::Identifier;
-use crate::identify::Identity;
+use crate::identify::{Identifier, Identity, Memo};
 use crate::metrics::Metrics;
 use crate::metrics::ReasonLabel;
 use crate::rescue::{ProxyError, rescue};
@@ -26,7 +25,27 @@ use crate::target;
 use crate::tunnel::TunnelClosed;
 use palisade_detection::report::{MAX_SAMPLE_TEXT, bounded_text};
 use palisade_detection::sequence::PathShape;
-use sha2::Digest as _;
+
+/// What one client connection keeps between its requests: its upstream connection and what
+/// its requests repeat ([`Memo`]).
+#[derive(Debug, Default)]
+pub struct Connection {
+    /// The upstream connection of this client connection.
+    pub affinity: Affinity,
+    memo: std::sync::Mutex<Memo>,
+}
+
+impl Connection {
+    /// Runs `f` with the connection's memo. The requests of an HTTP/1.x connection come one at
+    /// a time; a concurrent HTTP/2 request that finds the memo in use gets an empty one rather
+    /// than wait.
+    fn with_memo<R>(&self, f: impl FnOnce(&mut Memo) -> R) -> R {
+        match self.memo.try_lock() {
+            Ok(mut memo) => f(&mut memo),
+            Err(_) => f(&mut Memo::default()),
+        }
+    }
+}
 
 /// Everything the request path reads.
 #[derive(Debug)]
@@ -53,15 +72,15 @@ pub struct Proxy {
 
 impl Proxy {
     /// Answers one request; never fails (errors become responses).
-    /// `affinity` is the upstream connection of the client connection the request came on.
+    /// `conn` is the client connection the request came on.
     pub async fn handle(
         &self,
         req: Request<Incoming>,
         peer: SocketAddr,
-        affinity: &Affinity,
+        conn: &Connection,
     ) -> Response<RespBody> {
         let start = Instant::now();
-        let (verdict, resp) = match self.process(req, peer, affinity).await {
+        let (verdict, resp) = match self.process(req, peer, conn).await {
             Ok(ok) => ok,
             Err(e) => {
                 if e.is_upstream() {
@@ -85,7 +104,7 @@ impl Proxy {
         &self,
         req: Request<Incoming>,
         peer: SocketAddr,
-        affinity: &Affinity,
+        conn: &Connection,
     ) -> Result<(&'static str, Response<RespBody>), ProxyError> {
         let target_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
         if target_len > self.max_uri_bytes {
@@ -108,7 +127,10 @@ impl Proxy {
         let trusted = loaded
             .as_deref()
             .and_then(|l| l.policy.bundle().trusted_proxies.as_ref());
-        let who = self.identifier.identify_with(&parts, peer.ip(), trusted);
+        let who = conn.with_memo(|memo| {
+            self.identifier
+                .identify_with(&parts, peer.ip(), trusted, memo)
+        });
         if let Some(refused) = who.credentials.refused {
             return Err(refused.into());
         }
@@ -126,7 +148,7 @@ impl Proxy {
         )?;
         // What detection needs of the request, taken before the request moves upstream
         // (a few hashes and flags; no copy of the headers).
-        let fact = self.fact(&who, &parts);
+        let fact = self.fact(&who, &parts, conn);
         let debug = match outcome {
             Outcome::Answer(resp) => return Ok((verdict, self.count(fact, resp, true))),
             Outcome::Hold(resp, delay) => {
@@ -138,7 +160,10 @@ impl Proxy {
             Outcome::Forward(debug) => debug,
         };
         let req = Request::from_parts(parts, body);
-        let resp = self.forwarder.forward(req, peer.ip(), affinity).await?;
+        let resp = self
+            .forwarder
+            .forward(req, peer.ip(), &conn.affinity)
+            .await?;
         let mut resp = self.count(fact, resp, false);
         if let Some(v) = debug {
             resp.headers_mut().insert(DEBUG_HEADER, v);
@@ -148,7 +173,12 @@ impl Proxy {
 
     /// What detection needs of a request (`None` when nothing counts): the response's
     /// status and size are filled in by [`Self::count`].
-    fn fact(&self, who: &Identity, parts: &http::request::Parts) -> Option<Fact> {
+    fn fact(
+        &self,
+        who: &Identity,
+        parts: &http::request::Parts,
+        conn: &Connection,
+    ) -> Option<Fact> {
         let counter = self.counter.as_ref()?;
         let attrs = counter.sample_attributes().then(|| {
             Box::new(OwnedAttrs {
@@ -174,7 +204,7 @@ impl Proxy {
         let user_agent = parts
             .headers
             .get(http::header::USER_AGENT)
-            .map(|ua| sha2::Sha256::digest(ua.as_bytes()).into());
+            .map(|ua| conn.with_memo(|memo| memo.user_agent.digest(ua.as_bytes())));
         Some(Fact {
             ip: who.ip,
             api_key: who.api_key_hash,

@@ -18,9 +18,8 @@ use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::forward::Affinity;
 use crate::idle::{Activity, IdleIo};
-use crate::proxy::Proxy;
+use crate::proxy::{Connection, Proxy};
 
 /// Limits and timeouts of client connections.
 #[derive(Debug, Clone)]
@@ -116,11 +115,11 @@ fn serve_one(
     let io = TokioIo::new(IdleIo::new(stream, activity.clone()));
     let proxy_gauge = proxy.metrics.connections.clone();
     let proxy = proxy.clone();
-    let affinity = Arc::new(Affinity::default());
+    let state = Arc::new(Connection::default());
     let svc = hyper::service::service_fn(move |req| {
         let proxy = proxy.clone();
-        let affinity = affinity.clone();
-        async move { Ok::<_, Infallible>(proxy.handle(req, peer, &affinity).await) }
+        let state = state.clone();
+        async move { Ok::<_, Infallible>(proxy.handle(req, peer, &state).await) }
     });
     let conn = builder.serve_connection_with_upgrades(io, svc).into_owned();
     let conn = graceful.watch(conn);

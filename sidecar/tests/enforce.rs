@@ -111,6 +111,60 @@ async fn every_condition_kind() {
     );
 }
 
+/// A keep-alive connection keeps what its requests repeat (credential hashes, the region and
+/// ASN of its address): a client switching key, token or address on the same connection —
+/// back and forth, to a prefix or an extension of the previous value, to two keys at once —
+/// still gets each request's own verdict.
+#[tokio::test]
+async fn a_client_switching_identity_on_one_connection_gets_each_requests_verdict() {
+    let actions = vec![
+        deny("region", when(|c| c.region_codes = vec!["NL".into()])),
+        deny("asn", when(|c| c.asns = vec![64500])),
+        deny("api-key", when(|c| c.api_keys = vec![sha("k-bad")])),
+        deny("token", when(|c| c.access_tokens = vec![sha("t-bad")])),
+    ];
+    let e = env(actions, &[]).await;
+    let mut c = h1(e.sc.proxy_addr).await;
+    type Case<'a> = (Vec<(&'a str, &'a str)>, u16, &'a str);
+    let cases: Vec<Case<'_>> = vec![
+        (vec![("x-api-key", "k-good")], 200, ""),
+        (vec![("x-api-key", "k-good")], 200, ""),
+        (vec![("x-api-key", "k-bad")], 403, "api-key"),
+        (vec![("x-api-key", "k-good")], 200, ""),
+        (vec![("x-api-key", "k-ba")], 200, ""),
+        (vec![("x-api-key", "k-badd")], 200, ""),
+        (vec![("x-api-key", "k-bad")], 403, "api-key"),
+        (vec![("x-api-key", "k-bax")], 200, ""),
+        (vec![("x-api-key", "k-bad")], 403, "api-key"),
+        (
+            vec![("x-api-key", "k-good"), ("x-api-key", "k-bad")],
+            403,
+            "api-key",
+        ),
+        (vec![("authorization", "Bearer t-good")], 200, ""),
+        (vec![("authorization", "Bearer t-bad")], 403, "token"),
+        (vec![("authorization", "Bearer t-bax")], 200, ""),
+        (vec![("authorization", "Bearer t-bad")], 403, "token"),
+        (vec![from("198.51.100.3")], 403, "region"),
+        (vec![from("198.51.101.3")], 200, ""),
+        (vec![from("203.0.113.9")], 403, "asn"),
+        (vec![from("198.51.100.3")], 403, "region"),
+        (vec![], 200, ""),
+    ];
+    for (headers, status, body) in cases {
+        let mut req = http::Request::get("/").header("host", "api.example");
+        for (k, v) in &headers {
+            req = req.header(*k, *v);
+        }
+        let (got, _, text) = send(&mut c, req.body(full("")).unwrap()).await;
+        assert_eq!(got, status, "{headers:?}");
+        if status == 403 {
+            assert_eq!(text, body, "{headers:?}");
+        }
+    }
+    e.sc.shutdown().await;
+}
+
 #[tokio::test]
 async fn precedence_allow_over_deny_over_flag_and_flags_seen_by_the_app() {
     let net = || when(|c| c.ip_ranges = vec!["192.0.2.0/24".into()]);
