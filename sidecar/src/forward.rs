@@ -44,6 +44,9 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::PROXY_AUTHORIZATION,
 ];
 
+/// The lengths of the [`HOP_BY_HOP`] names.
+const HOP_BY_HOP_LENGTHS: [usize; 6] = [2, 7, 10, 16, 17, 19];
+
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
@@ -70,7 +73,12 @@ pub struct UpstreamConfig {
 /// deadline later is one atomic update in tokio, where a timer per request costs an
 /// allocation, a timer-wheel insertion and a removal.
 #[derive(Debug, Default)]
-pub struct Affinity(std::sync::Mutex<Kept>);
+pub struct Affinity {
+    kept: std::sync::Mutex<Kept>,
+    /// The client's address as an `X-Forwarded-For` element, written on the connection's
+    /// first request and appended to every request after it.
+    peer: std::sync::OnceLock<(IpAddr, HeaderValue)>,
+}
 
 #[derive(Debug, Default)]
 struct Kept {
@@ -82,7 +90,7 @@ impl Affinity {
     /// The kept connection, if any, and the timer, armed to fire `after` from now.
     fn take(&self, after: Duration) -> (Option<SendRequest<Incoming>>, Pin<Box<Sleep>>) {
         let at = tokio::time::Instant::now() + after;
-        let (sender, deadline) = match self.0.lock() {
+        let (sender, deadline) = match self.kept.lock() {
             Ok(mut kept) => (kept.sender.take(), kept.deadline.take()),
             Err(_) => (None, None),
         };
@@ -96,9 +104,22 @@ impl Affinity {
         (sender, deadline)
     }
 
+    /// `peer` as a header value, made once per connection (a connection has one peer; another
+    /// address is written anew).
+    fn peer_value(&self, peer: IpAddr) -> Option<HeaderValue> {
+        match self.peer.get() {
+            Some((ip, value)) if *ip == peer => Some(value.clone()),
+            Some(_) => ip_value(peer),
+            None => {
+                let value = ip_value(peer)?;
+                Some(self.peer.get_or_init(|| (peer, value)).1.clone())
+            }
+        }
+    }
+
     /// Keeps the connection (when it can take another request) and the timer.
     fn keep(&self, sender: Option<SendRequest<Incoming>>, deadline: Pin<Box<Sleep>>) {
-        if let Ok(mut kept) = self.0.lock() {
+        if let Ok(mut kept) = self.kept.lock() {
             if let Some(sender) = sender {
                 kept.sender.get_or_insert(sender);
             }
@@ -160,11 +181,11 @@ impl Forwarder {
     ) -> Result<Response<RespBody>, ProxyError> {
         if is_websocket(&req) {
             let on_client = hyper::upgrade::on(&mut req);
-            self.prepare(&mut req, peer, false)?;
+            self.prepare(&mut req, affinity.peer_value(peer), false)?;
             return self.forward_upgrade(req, on_client).await;
         }
         let concurrent = req.version() == Version::HTTP_2;
-        self.prepare(&mut req, peer, concurrent)?;
+        self.prepare(&mut req, affinity.peer_value(peer), concurrent)?;
         let timeout = self.cfg.response_timeout;
         let resp = if concurrent {
             match tokio::time::timeout(timeout, self.client.request(req)).await {
@@ -254,11 +275,12 @@ impl Forwarder {
     }
 
     /// Rewrites the request for the upstream hop: absolute-form for the shared pool
-    /// (`pooled`), origin-form on a connection of our own.
+    /// (`pooled`), origin-form on a connection of our own; `peer` (the client connection's
+    /// address as text) is appended to `X-Forwarded-For`.
     fn prepare(
         &self,
         req: &mut Request<Incoming>,
-        peer: IpAddr,
+        peer: Option<HeaderValue>,
         pooled: bool,
     ) -> Result<(), ProxyError> {
         if !req.headers().contains_key(header::HOST) {
@@ -285,7 +307,7 @@ impl Forwarder {
         // No hop-by-hop header is left to strip: the client's went in `sanitize` before the
         // request was read, a WebSocket handshake's `Connection`/`Upgrade` are set again by
         // `forward_upgrade`, and `enforce` never adds one (see [`may_be_added`]).
-        append_forwarded(req.headers_mut(), peer);
+        append_forwarded_value(req.headers_mut(), peer);
         Ok(())
     }
 
@@ -384,6 +406,10 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let mut present = 0u8;
     for name in headers.keys() {
+        // Most names have a length no hop-by-hop name has: no comparison for them.
+        if !HOP_BY_HOP_LENGTHS.contains(&name.as_str().len()) {
+            continue;
+        }
         if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
             present |= 1 << i;
         }
@@ -437,16 +463,19 @@ pub fn may_be_added(name: &HeaderName) -> bool {
 
 /// Appends the peer to `X-Forwarded-For` and `http` to `X-Forwarded-Proto`.
 pub fn append_forwarded(headers: &mut HeaderMap, peer: IpAddr) {
-    let mut buf = [0u8; 48];
-    let ip = ip_text(peer, &mut buf);
+    append_forwarded_value(headers, ip_value(peer));
+}
+
+/// [`append_forwarded`] with the peer already written as a header value.
+fn append_forwarded_value(headers: &mut HeaderMap, peer: Option<HeaderValue>) {
     // One lookup per header (the entry API); a new header is the common case.
-    match headers.entry(X_FORWARDED_FOR) {
-        header::Entry::Vacant(e) => {
-            if let Ok(v) = HeaderValue::from_str(ip) {
-                e.insert(v);
+    if let Some(peer) = peer {
+        match headers.entry(X_FORWARDED_FOR) {
+            header::Entry::Vacant(e) => {
+                e.insert(peer);
             }
+            header::Entry::Occupied(e) => join(e, peer.to_str().unwrap_or_default()),
         }
-        header::Entry::Occupied(e) => join(e, ip),
     }
     match headers.entry(X_FORWARDED_PROTO) {
         header::Entry::Vacant(e) => {
@@ -454,6 +483,12 @@ pub fn append_forwarded(headers: &mut HeaderMap, peer: IpAddr) {
         }
         header::Entry::Occupied(e) => join(e, "http"),
     }
+}
+
+/// `ip` as a header value.
+fn ip_value(ip: IpAddr) -> Option<HeaderValue> {
+    let mut buf = [0u8; 48];
+    HeaderValue::from_str(ip_text(ip, &mut buf)).ok()
 }
 
 /// `ip` as text in `buf`, without allocating: IPv4 digit by digit (the formatter machinery
@@ -523,6 +558,27 @@ fn io_kind(e: &(dyn std::error::Error + 'static)) -> Option<std::io::ErrorKind> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connection_writes_its_peer_once_and_any_other_address_anew() {
+        let a = Affinity::default();
+        let v4: IpAddr = "192.0.2.1".parse().expect("ip");
+        let v6: IpAddr = "2001:db8::1".parse().expect("ip");
+        for (ip, text) in [(v4, "192.0.2.1"), (v4, "192.0.2.1"), (v6, "2001:db8::1")] {
+            assert_eq!(a.peer_value(ip).expect("value"), text);
+        }
+        let mut h = HeaderMap::new();
+        h.insert(X_FORWARDED_FOR, HeaderValue::from_static("198.51.100.1"));
+        append_forwarded_value(&mut h, a.peer_value(v4));
+        assert_eq!(h[X_FORWARDED_FOR], "198.51.100.1, 192.0.2.1");
+    }
+
+    #[test]
+    fn the_length_filter_lets_every_hop_by_hop_name_through() {
+        for name in &HOP_BY_HOP {
+            assert!(HOP_BY_HOP_LENGTHS.contains(&name.as_str().len()), "{name}");
+        }
+    }
 
     #[test]
     fn strips_hop_by_hop_and_named() {
