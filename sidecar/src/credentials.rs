@@ -22,6 +22,9 @@
 //! The first candidate is *the* key or token (counted for detection, logged as its hash).
 //! Values are hashed (sha256) as they are read: no secret is kept or logged in clear.
 
+use std::hash::{BuildHasher as _, RandomState};
+use std::sync::LazyLock;
+
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, Method};
 use sha2::{Digest, Sha256};
@@ -150,37 +153,34 @@ impl Credentials {
     }
 }
 
-/// Longest value a [`HashSlot`] keeps (longer ones are hashed every time): bounds what one
-/// client connection holds.
-pub const MEMO_MAX_BYTES: usize = 1024;
+/// The per-process key of the fingerprints [`HashSlot`]s compare: std's keyed hasher
+/// (SipHash-1-3 today) under a key drawn at random when the process starts.
+static FINGERPRINT: LazyLock<RandomState> = LazyLock::new(RandomState::new);
 
-/// The last value hashed through this slot and its sha256. A keep-alive client sends the
-/// same API key, token or user agent on every request: one slot per kind and client
-/// connection hashes it once (sha256 of a short key is the largest part of identifying a
-/// request), and any other value is hashed as it comes. The value is compared in full, never
-/// by a digest of its own, so a changed value can never be taken for the previous one. The
-/// slot lives in the sidecar's memory for as long as the connection, like the request head it
-/// came in; it is never logged or sent anywhere.
+/// The sha256 of the last value hashed through this slot, with a fingerprint of that value.
+/// A keep-alive client sends the same API key, token or user agent on every request: one slot
+/// per kind and client connection hashes it once (sha256 of a short key was the largest part
+/// of identifying a request), and any other value is hashed as it comes. The slot keeps no
+/// value in clear, only the fingerprint: 64 bits of a keyed hash whose key no client knows
+/// ([`FINGERPRINT`]), so no client can aim at another value's fingerprint, and a chance
+/// collision (about 2⁻⁶⁴ per request) could only read a request as its own connection's
+/// earlier credential.
 #[derive(Debug, Default)]
 pub struct HashSlot {
-    value: Vec<u8>,
-    hash: Option<[u8; 32]>,
+    kept: Option<(u64, [u8; 32])>,
 }
 
 impl HashSlot {
-    /// sha256 of `value`, from the slot when it holds the same bytes.
+    /// sha256 of `value`, from the slot when it holds the same value's hash.
     pub fn digest(&mut self, value: &[u8]) -> [u8; 32] {
-        if let Some(hash) = self.hash
-            && self.value == value
+        let fingerprint = FINGERPRINT.hash_one(value);
+        if let Some((kept, hash)) = self.kept
+            && kept == fingerprint
         {
             return hash;
         }
         let hash: [u8; 32] = Sha256::digest(value).into();
-        if value.len() <= MEMO_MAX_BYTES {
-            self.value.clear();
-            self.value.extend_from_slice(value);
-            self.hash = Some(hash);
-        }
+        self.kept = Some((fingerprint, hash));
         hash
     }
 }
@@ -495,16 +495,15 @@ mod tests {
     #[test]
     fn a_slot_answers_every_value_with_its_own_hash() {
         let mut slot = HashSlot::default();
-        let long = "k".repeat(MEMO_MAX_BYTES + 1);
+        let long = "k".repeat(64 * 1024);
         // Repeats, a switch, a prefix and an extension of the kept value, the empty value,
-        // and values too long to keep (hashed each time, the kept one left as it was).
+        // a long value.
         for v in [
             "key-a", "key-a", "key-b", "key-a", "key-", "key-aa", "", "key-aa", &long, &long,
             "key-aa",
         ] {
             assert_eq!(slot.digest(v.as_bytes()), sha(v), "{v:?}");
         }
-        assert_eq!(slot.value, b"key-aa");
     }
 
     #[test]

@@ -76,8 +76,8 @@ pub struct Identity {
 /// What the requests of one client connection repeat, worked out once per connection: the
 /// hashes of its credentials and user agent ([`credentials::HashSlot`]) and the region and
 /// ASN of its client address (the databases are loaded once, so an address's answer cannot
-/// change while the process runs). Every request is still read in full and compared with what
-/// is kept; only the repeated work is skipped.
+/// change while the process runs). Every request is still read in full; only the repeated
+/// hashing and lookups are skipped.
 #[derive(Debug, Default)]
 pub struct Memo {
     /// API key and token hashes.
