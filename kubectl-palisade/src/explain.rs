@@ -382,7 +382,9 @@ async fn explain_request(t: &Target, r: &RequestArgs) -> anyhow::Result<Explanat
         }
     };
     let trusted = p.bundle().trusted_proxies.as_ref();
-    let who = identifier.identify_with(&parts, r.ip, trusted);
+    // One request, as on a new client connection: nothing is remembered from an earlier one.
+    let memo = &mut palisade_sidecar::identify::Memo::default();
+    let who = identifier.identify_with(&parts, r.ip, trusted, memo);
     out.client_ip = who.ip.to_string();
     out.client_ip_source = who.ip_source.as_str().to_owned();
     if let Some(refused) = who.credentials.refused {
