@@ -62,6 +62,10 @@ struct Args {
     /// Extra request header `Name: value` (repeatable).
     #[arg(long = "header")]
     headers: Vec<String>,
+    /// A request header `NAME` whose value differs on every request (`v` and a sequence
+    /// number), as the API keys of many clients sharing a load balancer's connection do.
+    #[arg(long = "vary-header")]
+    vary_header: Option<String>,
     /// Label copied into the JSON output.
     #[arg(long, default_value = "")]
     label: String,
@@ -90,8 +94,13 @@ fn main() -> anyhow::Result<()> {
         request.push_str(h);
         request.push_str("\r\n");
     }
+    // Without `--vary-header` the request is the same bytes every time; with it, this head
+    // is completed per request by the varying header and the blank line.
+    let head = request.clone().into_bytes();
     request.push_str("\r\n");
     let request = request.into_bytes();
+    let mut varied = Vec::with_capacity(head.len() + 64);
+    let mut sequence = 0u64;
 
     let mut poll = Poll::new()?;
     let timer = timerfd_create(
@@ -134,7 +143,18 @@ fn main() -> anyhow::Result<()> {
             }
             conn.started = if args.rate == 0 { Instant::now() } else { when };
             conn.in_flight = true;
-            if write_all(&mut conn.stream, &request).is_err() {
+            let bytes = match &args.vary_header {
+                None => &request,
+                Some(name) => {
+                    use std::io::Write as _;
+                    sequence += 1;
+                    varied.clear();
+                    varied.extend_from_slice(&head);
+                    write!(varied, "{name}: v{sequence:016}\r\n\r\n")?;
+                    &varied
+                }
+            };
+            if write_all(&mut conn.stream, bytes).is_err() {
                 errors += 1;
                 *conn = reconnect(&poll, args.addr, i, conn)?;
             }
