@@ -203,7 +203,7 @@ impl Surge {
     }
 
     /// Counts the errors of the slices closed since the last tick and re-reads what the
-    /// failing clients sent since the surge started.
+    /// failing clients sent since the surge started (and in the short window before it).
     fn refresh(&mut self, view: &WindowView, windows: &Windows, now: Timestamp) {
         let until = windows.short_slice_start(now);
         for (slice, totals) in windows.totals_between(self.counted_until, until) {
@@ -237,7 +237,10 @@ impl Surge {
         if failing.is_empty() {
             return;
         }
-        let summary = windows.attributes_since(&failing, self.started, now, TOP);
+        // From the start of the short window that showed the surge: the reports that raised it
+        // may sit in a long-window slice that closed just before the opening tick.
+        let since = self.started - windows.short_span();
+        let summary = windows.attributes_since(&failing, since, now, TOP);
         self.attributes = summary.top;
         self.attribute_distinct = summary.distinct;
     }
@@ -365,6 +368,33 @@ mod tests {
     fn tick(surges: &mut Surges, windows: &Windows, now: i64) -> Option<Change> {
         let view = windows.short(t(now));
         surges.update("shop", check(&view), &view, windows, t(now))
+    }
+
+    /// The reports that raise a surge can all sit in the long-window slice that closed just
+    /// before the opening tick: the incident still names the paths of that window.
+    #[test]
+    fn a_surge_opened_just_after_a_long_slice_boundary_names_its_paths() {
+        let id = SidecarId {
+            pod: "api-0".into(),
+            workload: "api".into(),
+            namespace: "shop".into(),
+        };
+        let cfg = CounterConfig {
+            attr_sample: 1,
+            ..CounterConfig::default()
+        };
+        let mut counter = Counter::new(id, &cfg, t(570));
+        let mut windows = Windows::new(&WindowConfig::default());
+        let mut surges = Surges::default();
+        // Every answer 401, all merged before t(900), where a 15-minute slice ends.
+        for end in (600..=870).step_by(30) {
+            slice(&mut counter, &mut windows, end, 401);
+        }
+        let Some(Change::Opened(_)) = tick(&mut surges, &windows, 901) else {
+            panic!("a surge is reported once the window is mostly errors");
+        };
+        let surge = surges.get("shop").expect("ongoing");
+        assert_eq!(surge.top_path(), Some("/login"), "{:?}", surge.attributes);
     }
 
     #[test]
