@@ -370,10 +370,9 @@ mod tests {
         surges.update("shop", check(&view), &view, windows, t(now))
     }
 
-    /// The reports that raise a surge can all sit in the long-window slice that closed just
-    /// before the opening tick: the incident still names the paths of that window.
-    #[test]
-    fn a_surge_opened_just_after_a_long_slice_boundary_names_its_paths() {
+    /// A pod's counter sampling every request's attributes from `t(start)`, empty windows, no
+    /// surge.
+    fn fresh(start: i64) -> (Counter, Windows, Surges) {
         let id = SidecarId {
             pod: "api-0".into(),
             workload: "api".into(),
@@ -383,9 +382,19 @@ mod tests {
             attr_sample: 1,
             ..CounterConfig::default()
         };
-        let mut counter = Counter::new(id, &cfg, t(570));
-        let mut windows = Windows::new(&WindowConfig::default());
-        let mut surges = Surges::default();
+        let counter = Counter::new(id, &cfg, t(start));
+        (
+            counter,
+            Windows::new(&WindowConfig::default()),
+            Surges::default(),
+        )
+    }
+
+    /// The reports that raise a surge can all sit in the long-window slice that closed just
+    /// before the opening tick: the incident still names the paths of that window.
+    #[test]
+    fn a_surge_opened_just_after_a_long_slice_boundary_names_its_paths() {
+        let (mut counter, mut windows, mut surges) = fresh(570);
         // Every answer 401, all merged before t(900), where a 15-minute slice ends.
         for end in (600..=870).step_by(30) {
             slice(&mut counter, &mut windows, end, 401);
@@ -399,18 +408,7 @@ mod tests {
 
     #[test]
     fn a_bad_deploy_is_one_incident_from_the_first_tick_to_recovery() {
-        let id = SidecarId {
-            pod: "api-0".into(),
-            workload: "api".into(),
-            namespace: "shop".into(),
-        };
-        let cfg = CounterConfig {
-            attr_sample: 1,
-            ..CounterConfig::default()
-        };
-        let mut counter = Counter::new(id, &cfg, t(0));
-        let mut windows = Windows::new(&WindowConfig::default());
-        let mut surges = Surges::default();
+        let (mut counter, mut windows, mut surges) = fresh(0);
         // Healthy: no surge, nothing to write.
         for end in (30..=120).step_by(30) {
             slice(&mut counter, &mut windows, end, 200);
