@@ -494,3 +494,64 @@ async fn the_bundle_sets_the_ipv6_prefix_clients_are_counted_by() {
         ]
     );
 }
+
+/// A client connection keeps the hash of its last user agent (and API key): a client that
+/// switches `User-Agent` back and forth on one keep-alive connection is counted under each
+/// request's own user agent, never the connection's previous one.
+#[tokio::test]
+async fn a_connection_switching_user_agents_is_counted_under_each() {
+    use palisade_policy::{ClientKeyKind, Inputs, Mode, RuleSpec};
+    let c = collector(true).await;
+    let bundles = tempfile::tempdir().unwrap();
+    let inputs = Inputs {
+        generation: 1,
+        rules: vec![RuleSpec {
+            name: "robots-by-agent".into(),
+            paused: false,
+            mode: Mode::Enforce,
+            client_key: ClientKeyKind::UserAgent,
+        }],
+        ..Inputs::default()
+    };
+    let hash = bundle::write_inputs(bundles.path(), &inputs);
+    let path = bundles.path().to_str().unwrap().to_owned();
+    let app = app(|_, _| async { http::Response::new(full("ok")) }).await;
+    let extra = ["--bundle-path", &path, "--bundle-poll", "20ms"];
+    let (sc, _dir) = reporting_sidecar_with(app, c.addr, "50ms", &extra).await;
+    wait_for_bundle(&sc, &hash).await;
+    let mut reports = c.reports;
+    tokio::time::timeout(patience(), reports.recv())
+        .await
+        .unwrap();
+    // Same-length agents too, so no comparison of lengths could pass for the memo's.
+    let agents = [
+        "curl/8.1",
+        "curl/8.2",
+        "curl/8.1",
+        "python-requests/2",
+        "curl/8.1",
+        "curl/8.2",
+    ];
+    let mut conn = h1(sc.proxy_addr).await;
+    for round in 0..5 {
+        for ua in agents {
+            let req = http::Request::get(format!("/r{round}"))
+                .header("host", "api.example")
+                .header("user-agent", ua)
+                .body(full(""))
+                .unwrap();
+            assert_eq!(send(&mut conn, req).await.0, 200);
+        }
+    }
+    let (counts, _) = sum_reports_by_ip(&mut reports, 30).await;
+    let of = |ua: &str| {
+        counts
+            .get(&ClientKey::user_agent(ua))
+            .map_or(0, |c| c.requests)
+    };
+    assert_eq!(
+        (of("curl/8.1"), of("curl/8.2"), of("python-requests/2")),
+        (15, 10, 5),
+        "{counts:?}"
+    );
+}
