@@ -32,8 +32,9 @@ use crate::body::{self, RespBody};
 use crate::rescue::ProxyError;
 use crate::tunnel::{self, TunnelMetrics};
 
-/// Hop-by-hop headers always removed, besides those named in `Connection`.
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// Hop-by-hop headers always removed, besides those named in `Connection`. (A `static`: a
+/// `const` array would be built anew, and its custom names dropped, at every use.)
+static HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -417,6 +418,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if present == 0 {
         return;
     }
+    if present == 1 && names_no_header(headers.get_all(header::CONNECTION)) {
+        // The common response: one `Connection: keep-alive` and nothing else hop-by-hop.
+        headers.remove(header::CONNECTION);
+        return;
+    }
     if present & 1 != 0
         && let header::Entry::Occupied(e) = headers.entry(header::CONNECTION)
     {
@@ -452,6 +458,20 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
+}
+
+/// Whether `Connection` is one line whose tokens are only `keep-alive` (any case): when no
+/// `Keep-Alive` header is present, it names nothing else to remove. (`close` is left to the
+/// general path: a header of that name would have to go too.)
+fn names_no_header(values: header::GetAll<'_, HeaderValue>) -> bool {
+    let mut lines = values.iter();
+    let (Some(line), None) = (lines.next(), lines.next()) else {
+        return false;
+    };
+    line.as_bytes().split(|&b| b == b',').all(|token| {
+        let token = token.trim_ascii();
+        token.eq_ignore_ascii_case(b"keep-alive")
+    })
 }
 
 /// Whether the sidecar may add a header of this name to a forwarded request: never a
@@ -664,6 +684,31 @@ mod tests {
         let before = clean.clone();
         strip_hop_by_hop(&mut clean);
         assert_eq!(clean, before);
+    }
+
+    #[test]
+    fn a_lone_keep_alive_goes_and_every_other_connection_line_takes_the_full_path() {
+        let strip = |lines: &[&'static str], others: &[&'static str]| {
+            let mut h = HeaderMap::new();
+            for line in lines {
+                h.append(header::CONNECTION, HeaderValue::from_static(line));
+            }
+            for name in others {
+                h.append(*name, HeaderValue::from_static("1"));
+            }
+            strip_hop_by_hop(&mut h);
+            h.keys().map(|n| n.as_str().to_owned()).collect::<Vec<_>>()
+        };
+        assert_eq!(strip(&["keep-alive"], &["etag"]), ["etag"]);
+        assert_eq!(strip(&[" Keep-Alive ,KEEP-ALIVE"], &["etag"]), ["etag"]);
+        // `close` names a header of that name, if the message has one.
+        assert_eq!(strip(&["close"], &["close", "etag"]), ["etag"]);
+        assert_eq!(strip(&["keep-alive, close"], &["close", "etag"]), ["etag"]);
+        // A named header, a second line, a token that is not keep-alive.
+        assert_eq!(strip(&["keep-alive, x-a"], &["x-a", "etag"]), ["etag"]);
+        assert_eq!(strip(&["keep-alive", "x-a"], &["x-a", "etag"]), ["etag"]);
+        assert_eq!(strip(&["keep-alive-x"], &["keep-alive-x", "etag"]), ["etag"]);
+        assert_eq!(strip(&["x-keep-alive"], &["x-keep-alive"]), Vec::<String>::new());
     }
 
     #[test]
