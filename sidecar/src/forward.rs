@@ -707,8 +707,14 @@ mod tests {
         // A named header, a second line, a token that is not keep-alive.
         assert_eq!(strip(&["keep-alive, x-a"], &["x-a", "etag"]), ["etag"]);
         assert_eq!(strip(&["keep-alive", "x-a"], &["x-a", "etag"]), ["etag"]);
-        assert_eq!(strip(&["keep-alive-x"], &["keep-alive-x", "etag"]), ["etag"]);
-        assert_eq!(strip(&["x-keep-alive"], &["x-keep-alive"]), Vec::<String>::new());
+        assert_eq!(
+            strip(&["keep-alive-x"], &["keep-alive-x", "etag"]),
+            ["etag"]
+        );
+        assert_eq!(
+            strip(&["x-keep-alive"], &["x-keep-alive"]),
+            Vec::<String>::new()
+        );
     }
 
     #[test]
