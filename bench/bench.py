@@ -1068,7 +1068,7 @@ PROFILE_PARTS = [
      ["<hyper::proto::h1::role::Client as hyper::proto::h1::Http1Transaction>::parse"], "incl"),
     ("hyper: response head encode (to the client)",
      ["<hyper::proto::h1::role::Server as hyper::proto::h1::Http1Transaction>::encode"], "incl"),
-    ("the upstream connection's task (hyper's client dispatch, its reads and writes)",
+    ("the upstream connection's I/O (hyper's client dispatch, its reads and writes; driven in the client connection's task)",
      ["palisade_sidecar::forward::Forwarder::handshake::{{closure}}::{{closure}}"], "incl"),
     ("HeaderName parsing (`HeaderName::from_bytes`)",
      ["http::header::name::HeaderName::from_bytes"], "incl"),

@@ -10,11 +10,15 @@
 //!
 //! Upstream connections: each HTTP/1.x client connection gets its own upstream connection
 //! ([`Affinity`]), opened on its first request and reused by the next ones, so the request
-//! path shares no connection pool (and no pool lock) with other connections. HTTP/2 clients,
-//! whose requests on one connection run concurrently, use a shared keep-alive pool.
+//! path shares no connection pool (and no pool lock) with other connections. The accept loop
+//! drives that upstream connection in the client connection's own task
+//! ([`Affinity::poll_upstream`], [`crate::server`]): a request and its response cross no
+//! task boundary. HTTP/2 clients, whose requests on one connection run concurrently, use a
+//! shared keep-alive pool.
 
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::task::{Context, Waker};
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -73,12 +77,34 @@ pub struct UpstreamConfig {
 /// The timer is re-armed for each request rather than made anew: pushing a pending
 /// deadline later is one atomic update in tokio, where a timer per request costs an
 /// allocation, a timer-wheel insertion and a removal.
-#[derive(Debug, Default)]
+///
+/// Who drives the upstream connection (reads and writes its socket): for an affinity made
+/// with [`Affinity::driven`], the client connection's task, which calls
+/// [`Affinity::poll_upstream`] when the upstream side was woken; otherwise a task of its own.
+#[derive(Default)]
 pub struct Affinity {
     kept: std::sync::Mutex<Kept>,
     /// The client's address as an `X-Forwarded-For` element, written on the connection's
     /// first request and appended to every request after it.
     peer: std::sync::OnceLock<(IpAddr, HeaderValue)>,
+    /// The upstream connection's I/O, when the client connection's task drives it.
+    upstream: std::sync::Mutex<Option<Driver>>,
+    /// Wakes the driving task for the upstream side (`None`: not driven, a task per
+    /// upstream connection).
+    driver_waker: Option<Waker>,
+}
+
+/// An upstream connection's I/O, run until the connection closes.
+type Driver = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+impl std::fmt::Debug for Affinity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Affinity")
+            .field("kept", &self.kept)
+            .field("peer", &self.peer)
+            .field("driven", &self.driver_waker.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -88,6 +114,45 @@ struct Kept {
 }
 
 impl Affinity {
+    /// An affinity whose upstream connection is driven by the caller's task: `waker` marks
+    /// the upstream side as woken and wakes that task, which then calls
+    /// [`Self::poll_upstream`] with `waker` in its context.
+    pub fn driven(waker: Waker) -> Self {
+        Self {
+            driver_waker: Some(waker),
+            ..Self::default()
+        }
+    }
+
+    /// Drives the upstream connection, if one is open: sends the request the handler handed
+    /// over, reads the response as it arrives. A connection that ended is dropped. Never
+    /// blocks (only the owning task polls it).
+    pub fn poll_upstream(&self, cx: &mut Context<'_>) {
+        let Ok(mut slot) = self.upstream.try_lock() else {
+            return;
+        };
+        if let Some(driver) = slot.as_mut()
+            && driver.as_mut().poll(cx).is_ready()
+        {
+            *slot = None;
+        }
+    }
+
+    /// Runs a new upstream connection: in the client connection's task when driven (the
+    /// connection it replaces, which could take no more requests, is dropped), else in a
+    /// task of its own.
+    fn run(&self, driver: Driver) {
+        if let Some(waker) = &self.driver_waker
+            && let Ok(mut slot) = self.upstream.lock()
+        {
+            *slot = Some(driver);
+            // Its first poll: nothing has registered a waker on it yet.
+            waker.wake_by_ref();
+            return;
+        }
+        tokio::spawn(driver);
+    }
+
     /// The kept connection, if any, and the timer, armed to fire `after` from now.
     fn take(&self, after: Duration) -> (Option<SendRequest<Incoming>>, Pin<Box<Sleep>>) {
         let at = tokio::time::Instant::now() + after;
@@ -198,7 +263,7 @@ impl Forwarder {
             let (kept, mut deadline) = affinity.take(timeout);
             let sent = tokio::select! {
                 biased;
-                sent = self.send_affine(req, kept) => sent,
+                sent = self.send_affine(req, kept, affinity) => sent,
                 () = deadline.as_mut() => {
                     // The connection is dropped with the request it was sending.
                     affinity.keep(None, deadline);
@@ -228,6 +293,7 @@ impl Forwarder {
         &self,
         mut req: Request<Incoming>,
         kept: Option<SendRequest<Incoming>>,
+        affinity: &Affinity,
     ) -> Result<(Response<Incoming>, SendRequest<Incoming>), ProxyError> {
         if let Some(mut sender) = kept
             && sender.ready().await.is_ok()
@@ -240,7 +306,8 @@ impl Forwarder {
                 },
             }
         }
-        let mut sender = self.handshake().await?;
+        let (mut sender, driver) = self.handshake().await?;
+        affinity.run(driver);
         let resp = sender
             .send_request(req)
             .await
@@ -248,8 +315,9 @@ impl Forwarder {
         Ok((resp, sender))
     }
 
-    /// A new HTTP/1.1 connection to the application (its task runs until it closes).
-    async fn handshake(&self) -> Result<SendRequest<Incoming>, ProxyError> {
+    /// A new HTTP/1.1 connection to the application, and its I/O to run until it closes
+    /// (upgrades allowed: a WebSocket tunnel takes its socket over).
+    async fn handshake(&self) -> Result<(SendRequest<Incoming>, Driver), ProxyError> {
         let addr = self.cfg.addr.to_string();
         let connect =
             tokio::time::timeout(self.cfg.connect_timeout, TcpStream::connect(self.cfg.addr));
@@ -267,12 +335,12 @@ impl Forwarder {
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| ProxyError::Upstream(Box::new(e)))?;
-        tokio::spawn(async move {
+        let driver = Box::pin(async move {
             if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!(error = %e, "upstream connection ended with an error");
             }
         });
-        Ok(sender)
+        Ok((sender, driver))
     }
 
     /// Rewrites the request for the upstream hop: absolute-form for the shared pool
@@ -336,7 +404,9 @@ impl Forwarder {
         on_client: hyper::upgrade::OnUpgrade,
     ) -> Result<Response<RespBody>, ProxyError> {
         let proto = HeaderValue::from_static("websocket");
-        let mut sender = self.handshake().await?;
+        let (mut sender, driver) = self.handshake().await?;
+        // A task of its own: the tunnel outlives the client connection's HTTP state.
+        tokio::spawn(driver);
         set_upgrade(req.headers_mut(), proto.clone());
         let sent = tokio::time::timeout(self.cfg.response_timeout, sender.send_request(req));
         let mut resp = match sent.await {

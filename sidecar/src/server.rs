@@ -11,7 +11,11 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
+
+use futures::task::AtomicWaker;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
@@ -115,7 +119,9 @@ fn serve_one(
     let io = TokioIo::new(IdleIo::new(stream, activity.clone()));
     let proxy_gauge = proxy.metrics.connections.clone();
     let proxy = proxy.clone();
-    let state = Arc::new(Connection::default());
+    let (client_side, upstream_side) = Side::pair();
+    let state = Arc::new(Connection::driven(Waker::from(upstream_side.clone())));
+    let upstream = state.clone();
     let svc = hyper::service::service_fn(move |req| {
         let proxy = proxy.clone();
         let state = state.clone();
@@ -123,6 +129,9 @@ fn serve_one(
     });
     let conn = builder.serve_connection_with_upgrades(io, svc).into_owned();
     let conn = graceful.watch(conn);
+    // The client connection's task also drives its upstream connection.
+    let conn: Served = Box::pin(conn);
+    let conn = drive(conn, client_side, upstream_side, upstream);
     let idle = cfg.idle_timeout;
     let open = proxy_gauge.clone();
     open.inc();
@@ -135,4 +144,243 @@ fn serve_one(
         }
         open.dec();
     });
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A client connection being served (its type named: the task drives it with its upstream).
+type Served = std::pin::Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
+
+/// One side (the client connection, or its upstream connection) of a client connection's
+/// task: whether it was woken since it was last polled. Its waker marks it and wakes the task,
+/// unless the task is running its poll loop, which will see the mark.
+struct Side {
+    woken: AtomicBool,
+    task: Arc<TaskWaker>,
+}
+
+/// The task both sides share.
+#[derive(Default)]
+struct TaskWaker {
+    /// The task is in its poll loop: a side's wake needs no task wake-up.
+    polling: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Side {
+    /// The client side (woken: it has a request to read) and the upstream side (no
+    /// connection yet) of one task.
+    fn pair() -> (Arc<Self>, Arc<Self>) {
+        let task = Arc::new(TaskWaker::default());
+        let side = |woken| {
+            Arc::new(Self {
+                woken: AtomicBool::new(woken),
+                task: task.clone(),
+            })
+        };
+        (side(true), side(false))
+    }
+}
+
+impl Wake for Side {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, SeqCst);
+        if !self.task.polling.load(SeqCst) {
+            self.task.waker.wake();
+        }
+    }
+}
+
+/// Polls of the two sides in one poll of the task before it yields to the scheduler.
+const ROUNDS: usize = 16;
+
+/// Runs the client connection `served` and the upstream connection of `state` in one task,
+/// each polled only when its own waker fired: a request handed to the upstream connection,
+/// and the response handed back, wake no other task and are picked up in the same poll.
+fn drive(
+    mut served: Served,
+    client: Arc<Side>,
+    upstream: Arc<Side>,
+    state: Arc<Connection>,
+) -> impl Future<Output = Result<(), BoxError>> + Send {
+    let task = client.task.clone();
+    let client_waker = Waker::from(client.clone());
+    let upstream_waker = Waker::from(upstream.clone());
+    std::future::poll_fn(move |cx| {
+        task.waker.register(cx.waker());
+        task.polling.store(true, SeqCst);
+        for _ in 0..ROUNDS {
+            if client.woken.swap(false, SeqCst)
+                && let Poll::Ready(out) = served
+                    .as_mut()
+                    .poll(&mut Context::from_waker(&client_waker))
+            {
+                task.polling.store(false, SeqCst);
+                return Poll::Ready(out);
+            }
+            if upstream.woken.swap(false, SeqCst) {
+                state
+                    .affinity
+                    .poll_upstream(&mut Context::from_waker(&upstream_waker));
+            }
+            if client.woken.load(SeqCst) || upstream.woken.load(SeqCst) {
+                continue;
+            }
+            task.polling.store(false, SeqCst);
+            // A wake between the checks above and the store went unseen by both: look again.
+            if !(client.woken.load(SeqCst) || upstream.woken.load(SeqCst)) {
+                return Poll::Pending;
+            }
+            task.polling.store(true, SeqCst);
+        }
+        // Still woken after many rounds (a long stream, or tokio's budget spent): yield,
+        // and come back.
+        task.polling.store(false, SeqCst);
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    /// Counts the wake-ups of the task.
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, SeqCst);
+        }
+    }
+
+    /// A client side that counts its polls and answers with `answer`.
+    fn served(
+        polls: Arc<AtomicUsize>,
+        answer: impl Fn(&mut Context<'_>) -> Poll<Result<(), BoxError>> + Send + 'static,
+    ) -> Served {
+        Box::pin(std::future::poll_fn(move |cx| {
+            assert!(polls.fetch_add(1, SeqCst) < 1000, "the task never yields");
+            answer(cx)
+        }))
+    }
+
+    fn task(served: Served) -> (impl Future<Output = Result<(), BoxError>>, Waker, Waker) {
+        let (client, upstream) = Side::pair();
+        let (client_waker, upstream_waker) =
+            (Waker::from(client.clone()), Waker::from(upstream.clone()));
+        let state = Arc::new(Connection::driven(upstream_waker.clone()));
+        (
+            drive(served, client, upstream, state),
+            client_waker,
+            upstream_waker,
+        )
+    }
+
+    #[test]
+    fn a_side_that_keeps_waking_itself_yields_to_the_scheduler() {
+        // As a resource does when tokio's budget for the poll is spent: wake, and Pending.
+        let polls = Arc::new(AtomicUsize::new(0));
+        let (fut, _, _) = task(served(polls.clone(), |cx| {
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }));
+        let mut fut = std::pin::pin!(fut);
+        let woken = Arc::new(Count::default());
+        let waker = Waker::from(woken.clone());
+        assert!(
+            fut.as_mut()
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
+        assert_eq!(polls.load(SeqCst), ROUNDS);
+        assert_eq!(woken.0.load(SeqCst), 1, "the task asks to run again");
+        assert!(
+            fut.as_mut()
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
+        assert_eq!(polls.load(SeqCst), 2 * ROUNDS);
+    }
+
+    #[test]
+    fn each_side_is_polled_only_when_its_own_waker_fired() {
+        let polls = Arc::new(AtomicUsize::new(0));
+        let (fut, client, upstream) = task(served(polls.clone(), |_| Poll::Pending));
+        let mut fut = std::pin::pin!(fut);
+        let woken = Arc::new(Count::default());
+        let waker = Waker::from(woken.clone());
+        let mut poll = || fut.as_mut().poll(&mut Context::from_waker(&waker));
+        assert!(poll().is_pending());
+        assert_eq!(polls.load(SeqCst), 1, "the client side starts woken");
+        assert!(poll().is_pending());
+        assert_eq!(polls.load(SeqCst), 1, "not woken, not polled");
+        upstream.wake_by_ref();
+        assert_eq!(woken.0.load(SeqCst), 1, "a side's wake wakes the idle task");
+        assert!(poll().is_pending());
+        assert_eq!(
+            polls.load(SeqCst),
+            1,
+            "the upstream side's wake polls only it"
+        );
+        client.wake_by_ref();
+        assert_eq!(woken.0.load(SeqCst), 2);
+        assert!(poll().is_pending());
+        assert_eq!(polls.load(SeqCst), 2);
+    }
+
+    #[test]
+    fn a_wake_during_the_poll_is_taken_in_the_same_poll_without_waking_the_task() {
+        // The client side wakes the upstream side (a request handed over) the first time,
+        // and is woken back (a response handed back) once.
+        let polls = Arc::new(AtomicUsize::new(0));
+        let upstream_slot: Arc<std::sync::Mutex<Option<Waker>>> = Arc::default();
+        let slot = upstream_slot.clone();
+        let count = polls.clone();
+        let (fut, client, upstream) = task(served(polls.clone(), move |cx| {
+            if count.load(SeqCst) == 1 {
+                if let Some(w) = slot.lock().expect("not poisoned").as_ref() {
+                    w.wake_by_ref();
+                }
+                cx.waker().wake_by_ref();
+            }
+            Poll::Pending
+        }));
+        *upstream_slot.lock().expect("not poisoned") = Some(upstream);
+        let mut fut = std::pin::pin!(fut);
+        let woken = Arc::new(Count::default());
+        let waker = Waker::from(woken.clone());
+        assert!(
+            fut.as_mut()
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
+        assert_eq!(
+            polls.load(SeqCst),
+            2,
+            "woken during the poll: polled again in it"
+        );
+        assert_eq!(woken.0.load(SeqCst), 0, "no task wake-up for it");
+        drop(client);
+    }
+
+    #[test]
+    fn the_client_sides_end_ends_the_task() {
+        let polls = Arc::new(AtomicUsize::new(0));
+        let (fut, _, _) = task(served(polls, |_| Poll::Ready(Ok(()))));
+        let mut fut = std::pin::pin!(fut);
+        let waker = Waker::noop();
+        let out = fut.as_mut().poll(&mut Context::from_waker(waker));
+        assert!(matches!(out, Poll::Ready(Ok(()))));
+    }
 }

@@ -391,6 +391,56 @@ async fn bodies_stream_both_ways_in_lockstep() {
     }
 }
 
+/// A client connection's task drives its upstream connection too, polling each side while
+/// it has work. A long response streamed as fast as both sockets allow must still leave the
+/// (one-thread) runtime to the other connections: another client's requests are all answered
+/// while the stream is still flowing.
+#[tokio::test]
+async fn a_long_stream_on_one_connection_leaves_the_others_served() {
+    const CHUNK: usize = 64 * 1024;
+    const CHUNKS: usize = 4096; // 256 MiB
+    let app = app(|req, _| async move {
+        if req.uri().path() != "/stream" {
+            return Response::new(full("ok"));
+        }
+        let chunk = Bytes::from(vec![b'x'; CHUNK]);
+        let frames = (0..CHUNKS).map(move |_| Ok::<_, BoxError>(Frame::data(chunk.clone())));
+        Response::new(StreamBody::new(futures::stream::iter(frames)).boxed())
+    })
+    .await;
+    let sc = sidecar(app, &[]).await;
+    let get = |path: &str| {
+        Request::get(path)
+            .header("host", "a")
+            .body(full(""))
+            .unwrap()
+    };
+    let mut streaming = h1(sc.proxy_addr).await;
+    let mut body = streaming
+        .send_request(get("/stream"))
+        .await
+        .unwrap()
+        .into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    let reader = tokio::spawn(async move {
+        let mut bytes = first.len();
+        while let Some(frame) = body.frame().await {
+            bytes += frame.unwrap().into_data().map_or(0, |d| d.len());
+        }
+        bytes
+    });
+    let mut other = h1(sc.proxy_addr).await;
+    for _ in 0..20 {
+        let (status, _, text) = send(&mut other, get("/")).await;
+        assert_eq!((status, text.as_str()), (200, "ok"));
+    }
+    assert!(
+        !reader.is_finished(),
+        "the other connection was answered only after the stream ended"
+    );
+    assert_eq!(reader.await.unwrap(), CHUNK * CHUNKS);
+}
+
 async fn next_data(body: &mut hyper::body::Incoming) -> String {
     loop {
         let frame = body.frame().await.unwrap().unwrap();
