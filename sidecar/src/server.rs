@@ -275,79 +275,84 @@ mod tests {
         }))
     }
 
-    fn task(served: Served) -> (impl Future<Output = Result<(), BoxError>>, Waker, Waker) {
-        let (client, upstream) = Side::pair();
-        let (client_waker, upstream_waker) =
-            (Waker::from(client.clone()), Waker::from(upstream.clone()));
-        let state = Arc::new(Connection::driven(upstream_waker.clone()));
-        (
-            drive(served, client, upstream, state),
-            client_waker,
-            upstream_waker,
-        )
+    /// A client connection's task, polled by hand with a waker that counts its wake-ups.
+    struct Task {
+        fut: Served,
+        woken: Arc<Count>,
+        waker: Waker,
+        /// The wakers of the client side and of the upstream side.
+        client: Waker,
+        upstream: Waker,
+    }
+
+    impl Task {
+        fn new(served: Served) -> Self {
+            let (client, upstream) = Side::pair();
+            let (client_waker, upstream_waker) =
+                (Waker::from(client.clone()), Waker::from(upstream.clone()));
+            let state = Arc::new(Connection::driven(upstream_waker.clone()));
+            let woken = Arc::new(Count::default());
+            Self {
+                fut: Box::pin(drive(served, client, upstream, state)),
+                waker: Waker::from(woken.clone()),
+                woken,
+                client: client_waker,
+                upstream: upstream_waker,
+            }
+        }
+
+        fn poll(&mut self) -> Poll<Result<(), BoxError>> {
+            self.fut
+                .as_mut()
+                .poll(&mut Context::from_waker(&self.waker))
+        }
+
+        fn wakes(&self) -> usize {
+            self.woken.0.load(SeqCst)
+        }
     }
 
     #[test]
     fn a_side_that_keeps_waking_itself_yields_to_the_scheduler() {
         // As a resource does when tokio's budget for the poll is spent: wake, and Pending.
         let polls = Arc::new(AtomicUsize::new(0));
-        let (fut, _, _) = task(served(polls.clone(), |cx| {
+        let mut task = Task::new(served(polls.clone(), |cx| {
             cx.waker().wake_by_ref();
             Poll::Pending
         }));
-        let mut fut = std::pin::pin!(fut);
-        let woken = Arc::new(Count::default());
-        let waker = Waker::from(woken.clone());
-        assert!(
-            fut.as_mut()
-                .poll(&mut Context::from_waker(&waker))
-                .is_pending()
-        );
+        assert!(task.poll().is_pending());
         assert_eq!(polls.load(SeqCst), ROUNDS);
-        assert_eq!(woken.0.load(SeqCst), 1, "the task asks to run again");
-        assert!(
-            fut.as_mut()
-                .poll(&mut Context::from_waker(&waker))
-                .is_pending()
-        );
+        assert_eq!(task.wakes(), 1, "the task asks to run again");
+        assert!(task.poll().is_pending());
         assert_eq!(polls.load(SeqCst), 2 * ROUNDS);
     }
 
     #[test]
     fn each_side_is_polled_only_when_its_own_waker_fired() {
         let polls = Arc::new(AtomicUsize::new(0));
-        let (fut, client, upstream) = task(served(polls.clone(), |_| Poll::Pending));
-        let mut fut = std::pin::pin!(fut);
-        let woken = Arc::new(Count::default());
-        let waker = Waker::from(woken.clone());
-        let mut poll = || fut.as_mut().poll(&mut Context::from_waker(&waker));
-        assert!(poll().is_pending());
+        let mut task = Task::new(served(polls.clone(), |_| Poll::Pending));
+        assert!(task.poll().is_pending());
         assert_eq!(polls.load(SeqCst), 1, "the client side starts woken");
-        assert!(poll().is_pending());
+        assert!(task.poll().is_pending());
         assert_eq!(polls.load(SeqCst), 1, "not woken, not polled");
-        upstream.wake_by_ref();
-        assert_eq!(woken.0.load(SeqCst), 1, "a side's wake wakes the idle task");
-        assert!(poll().is_pending());
-        assert_eq!(
-            polls.load(SeqCst),
-            1,
-            "the upstream side's wake polls only it"
-        );
-        client.wake_by_ref();
-        assert_eq!(woken.0.load(SeqCst), 2);
-        assert!(poll().is_pending());
+        task.upstream.wake_by_ref();
+        assert_eq!(task.wakes(), 1, "a side's wake wakes the idle task");
+        assert!(task.poll().is_pending());
+        assert_eq!(polls.load(SeqCst), 1, "the upstream wake polls only it");
+        task.client.wake_by_ref();
+        assert_eq!(task.wakes(), 2);
+        assert!(task.poll().is_pending());
         assert_eq!(polls.load(SeqCst), 2);
     }
 
     #[test]
     fn a_wake_during_the_poll_is_taken_in_the_same_poll_without_waking_the_task() {
-        // The client side wakes the upstream side (a request handed over) the first time,
-        // and is woken back (a response handed back) once.
+        // On its first poll the client side wakes the upstream side (a request handed over)
+        // and itself (a response handed back).
         let polls = Arc::new(AtomicUsize::new(0));
-        let upstream_slot: Arc<std::sync::Mutex<Option<Waker>>> = Arc::default();
-        let slot = upstream_slot.clone();
-        let count = polls.clone();
-        let (fut, client, upstream) = task(served(polls.clone(), move |cx| {
+        let upstream: Arc<std::sync::Mutex<Option<Waker>>> = Arc::default();
+        let (slot, count) = (upstream.clone(), polls.clone());
+        let mut task = Task::new(served(polls.clone(), move |cx| {
             if count.load(SeqCst) == 1 {
                 if let Some(w) = slot.lock().expect("not poisoned").as_ref() {
                     w.wake_by_ref();
@@ -356,31 +361,20 @@ mod tests {
             }
             Poll::Pending
         }));
-        *upstream_slot.lock().expect("not poisoned") = Some(upstream);
-        let mut fut = std::pin::pin!(fut);
-        let woken = Arc::new(Count::default());
-        let waker = Waker::from(woken.clone());
-        assert!(
-            fut.as_mut()
-                .poll(&mut Context::from_waker(&waker))
-                .is_pending()
-        );
+        *upstream.lock().expect("not poisoned") = Some(task.upstream.clone());
+        assert!(task.poll().is_pending());
         assert_eq!(
             polls.load(SeqCst),
             2,
             "woken during the poll: polled again in it"
         );
-        assert_eq!(woken.0.load(SeqCst), 0, "no task wake-up for it");
-        drop(client);
+        assert_eq!(task.wakes(), 0, "no task wake-up for it");
     }
 
     #[test]
     fn the_client_sides_end_ends_the_task() {
         let polls = Arc::new(AtomicUsize::new(0));
-        let (fut, _, _) = task(served(polls, |_| Poll::Ready(Ok(()))));
-        let mut fut = std::pin::pin!(fut);
-        let waker = Waker::noop();
-        let out = fut.as_mut().poll(&mut Context::from_waker(waker));
-        assert!(matches!(out, Poll::Ready(Ok(()))));
+        let mut task = Task::new(served(polls, |_| Poll::Ready(Ok(()))));
+        assert!(matches!(task.poll(), Poll::Ready(Ok(()))));
     }
 }
