@@ -163,15 +163,19 @@ async fn a_hostile_namespace_cannot_exhaust_the_leader() {
 }
 
 /// POSTs `bodies` to the collector at `addr` one after the other on one keep-alive
-/// connection (10,000 curls would take minutes): the status of each.
-fn post_keepalive(addr: &str, token: &str, bodies: impl Iterator<Item = Vec<u8>>) -> Vec<u16> {
+/// connection (10,000 curls would take minutes): the status and body of each.
+fn post_keepalive(
+    addr: &str,
+    token: &str,
+    bodies: impl Iterator<Item = Vec<u8>>,
+) -> Vec<(u16, String)> {
     use std::io::{BufRead, BufReader, Read, Write};
     let stream = std::net::TcpStream::connect(addr).expect("connect to the collector");
     // Headers and body go in one write: split, Nagle and delayed ACKs cost 40 ms each.
     stream.set_nodelay(true).expect("nodelay");
     let mut writer = stream.try_clone().expect("clone");
     let mut reader = BufReader::new(stream);
-    let mut codes = Vec::new();
+    let mut answers = Vec::new();
     for body in bodies {
         let mut request = format!(
             "POST /v1/reports HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
@@ -204,9 +208,9 @@ fn post_keepalive(addr: &str, token: &str, bodies: impl Iterator<Item = Vec<u8>>
         }
         let mut rest = vec![0u8; length];
         reader.read_exact(&mut rest).expect("body");
-        codes.push(code);
+        answers.push((code, String::from_utf8_lossy(&rest).into_owned()));
     }
-    codes
+    answers
 }
 
 /// Made-up pod names do not multiply what a namespace may send: reports under 1000 new names
@@ -240,7 +244,7 @@ async fn made_up_pod_names_share_their_namespace_budget() {
     let (addr, token_) = (c.clone(), evil.clone());
     let report_ = report.clone();
     let started = std::time::Instant::now();
-    let codes = tokio::task::spawn_blocking(move || {
+    let answers = tokio::task::spawn_blocking(move || {
         post_keepalive(
             &addr,
             &token_,
@@ -250,6 +254,7 @@ async fn made_up_pod_names_share_their_namespace_budget() {
     .await
     .expect("sender");
     let elapsed = started.elapsed().as_secs_f64();
+    let codes: Vec<u16> = answers.iter().map(|(code, _)| *code).collect();
     let accepted = codes.iter().filter(|c| **c == 202).count();
     assert!(
         codes.iter().all(|c| *c == 202 || *c == 429),
@@ -270,9 +275,13 @@ async fn made_up_pod_names_share_their_namespace_budget() {
         (accepted as f64) <= most,
         "{accepted} of {NAMES} reports under new names accepted in {elapsed:.1} s; at most {most:.0}"
     );
-    let (code, msg) = post(&c, &evil, report("made-up-one-more")).await;
-    assert_eq!(code, 429, "{msg}");
-    assert!(msg.contains("NamespaceReportRateExceeded"), "{msg}");
+    // Refused for the namespace's rate (read from the refusals themselves: a report sent
+    // after the run could find a token the bucket refilled meanwhile, 20 a second).
+    let (_, refusal) = answers
+        .iter()
+        .find(|(code, _)| *code == 429)
+        .expect("reports beyond the burst and the rate are refused");
+    assert!(refusal.contains("NamespaceReportRateExceeded"), "{refusal}");
     let (code, msg) = post(&c, &good, flood_report(other.name(), 1).to_json()).await;
     assert_eq!(code, 202, "another namespace is not affected: {msg}");
     let m = op.metrics().expect("operator metrics");
