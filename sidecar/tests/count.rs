@@ -439,34 +439,52 @@ async fn the_bundle_decides_which_client_keys_are_counted() {
     );
 }
 
-/// A rule with `clientKey: ipPrefix` and the namespace's prefix length in the bundle: the
-/// sidecar counts each IPv6 /56 (here) as one client, whatever address of it a request
-/// came from, and IPv4 clients by address.
-#[tokio::test]
-async fn the_bundle_sets_the_ipv6_prefix_clients_are_counted_by() {
-    use palisade_policy::{ClientKeyKind, Inputs, Mode, RuleSpec};
+/// A sidecar in front of `app` reporting every 50 ms to a new collector, with a bundle of one
+/// enforced rule keyed by `key` (and `ipv6_prefix_len`); returns once the bundle is in force
+/// and the first report arrived, with the collector's report stream.
+async fn sidecar_with_rule(
+    app: std::net::SocketAddr,
+    key: palisade_policy::ClientKeyKind,
+    ipv6_prefix_len: Option<u8>,
+) -> (
+    Sidecar,
+    Vec<tempfile::TempDir>,
+    mpsc::UnboundedReceiver<Report>,
+) {
+    use palisade_policy::{Inputs, Mode, RuleSpec};
     let c = collector(true).await;
     let bundles = tempfile::tempdir().unwrap();
     let inputs = Inputs {
         generation: 1,
         rules: vec![RuleSpec {
-            name: "flooder-by-prefix".into(),
+            name: "the-rule".into(),
             paused: false,
             mode: Mode::Enforce,
-            client_key: ClientKeyKind::IpPrefix,
+            client_key: key,
         }],
-        ipv6_prefix_len: Some(56),
+        ipv6_prefix_len,
         ..Inputs::default()
     };
     let hash = bundle::write_inputs(bundles.path(), &inputs);
     let path = bundles.path().to_str().unwrap().to_owned();
     let extra = ["--bundle-path", &path, "--bundle-poll", "20ms"];
-    let (sc, _dir) = reporting_sidecar_with(echo_app().await, c.addr, "50ms", &extra).await;
+    let (sc, dir) = reporting_sidecar_with(app, c.addr, "50ms", &extra).await;
     wait_for_bundle(&sc, &hash).await;
     let mut reports = c.reports;
     tokio::time::timeout(patience(), reports.recv())
         .await
         .unwrap();
+    (sc, vec![dir, bundles], reports)
+}
+
+/// A rule with `clientKey: ipPrefix` and the namespace's prefix length in the bundle: the
+/// sidecar counts each IPv6 /56 (here) as one client, whatever address of it a request
+/// came from, and IPv4 clients by address.
+#[tokio::test]
+async fn the_bundle_sets_the_ipv6_prefix_clients_are_counted_by() {
+    use palisade_policy::ClientKeyKind;
+    let (sc, _dirs, mut reports) =
+        sidecar_with_rule(echo_app().await, ClientKeyKind::IpPrefix, Some(56)).await;
     let from = [
         "2001:db8:1:2::1",
         "2001:db8:1:2:aaaa::9",
@@ -500,29 +518,9 @@ async fn the_bundle_sets_the_ipv6_prefix_clients_are_counted_by() {
 /// request's own user agent, never the connection's previous one.
 #[tokio::test]
 async fn a_connection_switching_user_agents_is_counted_under_each() {
-    use palisade_policy::{ClientKeyKind, Inputs, Mode, RuleSpec};
-    let c = collector(true).await;
-    let bundles = tempfile::tempdir().unwrap();
-    let inputs = Inputs {
-        generation: 1,
-        rules: vec![RuleSpec {
-            name: "robots-by-agent".into(),
-            paused: false,
-            mode: Mode::Enforce,
-            client_key: ClientKeyKind::UserAgent,
-        }],
-        ..Inputs::default()
-    };
-    let hash = bundle::write_inputs(bundles.path(), &inputs);
-    let path = bundles.path().to_str().unwrap().to_owned();
+    use palisade_policy::ClientKeyKind;
     let app = app(|_, _| async { http::Response::new(full("ok")) }).await;
-    let extra = ["--bundle-path", &path, "--bundle-poll", "20ms"];
-    let (sc, _dir) = reporting_sidecar_with(app, c.addr, "50ms", &extra).await;
-    wait_for_bundle(&sc, &hash).await;
-    let mut reports = c.reports;
-    tokio::time::timeout(patience(), reports.recv())
-        .await
-        .unwrap();
+    let (sc, _dirs, mut reports) = sidecar_with_rule(app, ClientKeyKind::UserAgent, None).await;
     // Same-length agents too, so no comparison of lengths could pass for the memo's.
     let agents = [
         "curl/8.1",
