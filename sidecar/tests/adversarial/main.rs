@@ -14,3 +14,4 @@ mod support;
 
 mod connections;
 mod smuggling;
+mod upstream;
