@@ -10,15 +10,15 @@
 //!
 //! Upstream connections: each HTTP/1.x client connection gets its own upstream connection
 //! ([`Affinity`]), opened on its first request and reused by the next ones, so the request
-//! path shares no connection pool (and no pool lock) with other connections. The accept loop
-//! drives that upstream connection in the client connection's own task
-//! ([`Affinity::poll_upstream`], [`crate::server`]): a request and its response cross no
-//! task boundary. HTTP/2 clients, whose requests on one connection run concurrently, use a
-//! shared keep-alive pool.
+//! path shares no connection pool (and no pool lock) with other connections. That connection
+//! speaks the sidecar's own HTTP/1.1 client ([`crate::h1`]), read and written by the client
+//! connection's task as the request and the response need it: a request and its response
+//! cross no task boundary. HTTP/2 clients, whose requests on one connection run concurrently,
+//! use a shared keep-alive pool (hyper's client), and a WebSocket handshake a connection of
+//! hyper's client that its tunnel takes over.
 
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::task::{Context, Waker};
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -33,6 +33,7 @@ use tokio::time::Sleep;
 use tokio_util::task::TaskTracker;
 
 use crate::body::{self, RespBody};
+use crate::h1;
 use crate::rescue::ProxyError;
 use crate::tunnel::{self, TunnelMetrics};
 
@@ -72,94 +73,32 @@ pub struct UpstreamConfig {
 
 /// The upstream connection of one client connection, kept between its requests, with the
 /// timer that bounds each request's wait for its response head. Only that connection's
-/// requests use it, one at a time (HTTP/1.x), so its lock is never contended.
+/// requests use it, one at a time (HTTP/1.x), so its locks are never contended.
 ///
 /// The timer is re-armed for each request rather than made anew: pushing a pending
 /// deadline later is one atomic update in tokio, where a timer per request costs an
 /// allocation, a timer-wheel insertion and a removal.
 ///
-/// Who drives the upstream connection (reads and writes its socket): for an affinity made
-/// with [`Affinity::driven`], the client connection's task, which calls
-/// [`Affinity::poll_upstream`] when the upstream side was woken; otherwise a task of its own.
-#[derive(Default)]
+/// The connection is read and written by the client connection's task itself ([`h1`]): the
+/// request's future writes the request and reads the response head, the response body reads
+/// the rest as the client's side sends it, and puts the connection back here when it ends.
+#[derive(Debug, Default)]
 pub struct Affinity {
-    kept: std::sync::Mutex<Kept>,
+    /// The kept connection, between two requests.
+    idle: h1::Home,
+    deadline: std::sync::Mutex<Option<Pin<Box<Sleep>>>>,
     /// The client's address as an `X-Forwarded-For` element, written on the connection's
     /// first request and appended to every request after it.
     peer: std::sync::OnceLock<(IpAddr, HeaderValue)>,
-    /// The upstream connection's I/O, when the client connection's task drives it.
-    upstream: std::sync::Mutex<Option<Driver>>,
-    /// Wakes the driving task for the upstream side (`None`: not driven, a task per
-    /// upstream connection).
-    driver_waker: Option<Waker>,
-}
-
-/// An upstream connection's I/O, run until the connection closes.
-type Driver = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-impl std::fmt::Debug for Affinity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Affinity")
-            .field("kept", &self.kept)
-            .field("peer", &self.peer)
-            .field("driven", &self.driver_waker.is_some())
-            .finish_non_exhaustive()
-    }
-}
-
-#[derive(Debug, Default)]
-struct Kept {
-    sender: Option<SendRequest<Incoming>>,
-    deadline: Option<Pin<Box<Sleep>>>,
 }
 
 impl Affinity {
-    /// An affinity whose upstream connection is driven by the caller's task: `waker` marks
-    /// the upstream side as woken and wakes that task, which then calls
-    /// [`Self::poll_upstream`] with `waker` in its context.
-    pub fn driven(waker: Waker) -> Self {
-        Self {
-            driver_waker: Some(waker),
-            ..Self::default()
-        }
-    }
-
-    /// Drives the upstream connection, if one is open: sends the request the handler handed
-    /// over, reads the response as it arrives. A connection that ended is dropped. Never
-    /// blocks (only the owning task polls it).
-    pub fn poll_upstream(&self, cx: &mut Context<'_>) {
-        let Ok(mut slot) = self.upstream.try_lock() else {
-            return;
-        };
-        if let Some(driver) = slot.as_mut()
-            && driver.as_mut().poll(cx).is_ready()
-        {
-            *slot = None;
-        }
-    }
-
-    /// Runs a new upstream connection: in the client connection's task when driven (the
-    /// connection it replaces, which could take no more requests, is dropped), else in a
-    /// task of its own.
-    fn run(&self, driver: Driver) {
-        if let Some(waker) = &self.driver_waker
-            && let Ok(mut slot) = self.upstream.lock()
-        {
-            *slot = Some(driver);
-            // Its first poll: nothing has registered a waker on it yet.
-            waker.wake_by_ref();
-            return;
-        }
-        tokio::spawn(driver);
-    }
-
-    /// The kept connection, if any, and the timer, armed to fire `after` from now.
-    fn take(&self, after: Duration) -> (Option<SendRequest<Incoming>>, Pin<Box<Sleep>>) {
+    /// The kept connection, if it can take a request, and the timer, armed to fire `after`
+    /// from now.
+    fn take(&self, after: Duration) -> (Option<Box<h1::Conn>>, Pin<Box<Sleep>>) {
         let at = tokio::time::Instant::now() + after;
-        let (sender, deadline) = match self.kept.lock() {
-            Ok(mut kept) => (kept.sender.take(), kept.deadline.take()),
-            Err(_) => (None, None),
-        };
+        let conn = self.idle.lock().ok().and_then(|mut idle| idle.take());
+        let deadline = self.deadline.lock().ok().and_then(|mut d| d.take());
         let deadline = match deadline {
             Some(mut sleep) => {
                 sleep.as_mut().reset(at);
@@ -167,7 +106,7 @@ impl Affinity {
             }
             None => Box::pin(tokio::time::sleep_until(at)),
         };
-        (sender, deadline)
+        (conn.filter(|c| c.is_idle()), deadline)
     }
 
     /// `peer` as a header value, made once per connection (a connection has one peer; another
@@ -183,16 +122,16 @@ impl Affinity {
         }
     }
 
-    /// Keeps the connection (when it can take another request) and the timer.
-    fn keep(&self, sender: Option<SendRequest<Incoming>>, deadline: Pin<Box<Sleep>>) {
-        if let Ok(mut kept) = self.kept.lock() {
-            if let Some(sender) = sender {
-                kept.sender.get_or_insert(sender);
-            }
-            kept.deadline.get_or_insert(deadline);
+    /// Keeps the timer for the next request.
+    fn keep(&self, deadline: Pin<Box<Sleep>>) {
+        if let Ok(mut kept) = self.deadline.lock() {
+            kept.get_or_insert(deadline);
         }
     }
 }
+
+/// An upstream connection's I/O (hyper's client), run until the connection closes.
+type Driver = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// The client side to the application.
 #[derive(Debug)]
@@ -263,61 +202,41 @@ impl Forwarder {
             let (kept, mut deadline) = affinity.take(timeout);
             let sent = tokio::select! {
                 biased;
-                sent = self.send_affine(req, kept, affinity) => sent,
+                sent = self.send_own(req, kept, &affinity.idle) => sent,
                 () = deadline.as_mut() => {
                     // The connection is dropped with the request it was sending.
-                    affinity.keep(None, deadline);
+                    affinity.keep(deadline);
                     return Err(ProxyError::UpstreamTimeout(timeout));
                 }
             };
-            match sent {
-                Ok((resp, sender)) => {
-                    affinity.keep(Some(sender), deadline);
-                    resp
-                }
-                Err(e) => {
-                    affinity.keep(None, deadline);
-                    return Err(e);
-                }
-            }
+            affinity.keep(deadline);
+            // Its head is parsed and stripped of hop-by-hop fields by `h1`.
+            return Ok(sent?.map(body::stream));
         };
         let (mut parts, incoming) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(parts, body::stream(incoming)))
     }
 
-    /// Sends on the client connection's own upstream connection, opening it if needed. A
-    /// kept connection the application closed meanwhile is replaced (the request was not
-    /// sent on it, so sending it again is safe).
-    async fn send_affine(
+    /// Sends on the client connection's own upstream connection (`kept`, which the
+    /// application has not closed), opening one if there is none.
+    async fn send_own(
         &self,
-        mut req: Request<Incoming>,
-        kept: Option<SendRequest<Incoming>>,
-        affinity: &Affinity,
-    ) -> Result<(Response<Incoming>, SendRequest<Incoming>), ProxyError> {
-        if let Some(mut sender) = kept
-            && sender.ready().await.is_ok()
-        {
-            match sender.try_send_request(req).await {
-                Ok(resp) => return Ok((resp, sender)),
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) => req = unsent,
-                    None => return Err(ProxyError::Upstream(Box::new(e.into_error()))),
-                },
-            }
-        }
-        let (mut sender, driver) = self.handshake().await?;
-        affinity.run(driver);
-        let resp = sender
-            .send_request(req)
+        req: Request<Incoming>,
+        kept: Option<Box<h1::Conn>>,
+        home: &h1::Home,
+    ) -> Result<Response<h1::ResponseBody>, ProxyError> {
+        let conn = match kept {
+            Some(conn) => conn,
+            None => h1::Conn::new(self.connect().await?),
+        };
+        conn.send(req, home)
             .await
-            .map_err(|e| ProxyError::Upstream(Box::new(e)))?;
-        Ok((resp, sender))
+            .map_err(|e| ProxyError::Upstream(Box::new(e)))
     }
 
-    /// A new HTTP/1.1 connection to the application, and its I/O to run until it closes
-    /// (upgrades allowed: a WebSocket tunnel takes its socket over).
-    async fn handshake(&self) -> Result<(SendRequest<Incoming>, Driver), ProxyError> {
+    /// A new TCP connection to the application.
+    async fn connect(&self) -> Result<TcpStream, ProxyError> {
         let addr = self.cfg.addr.to_string();
         let connect =
             tokio::time::timeout(self.cfg.connect_timeout, TcpStream::connect(self.cfg.addr));
@@ -332,6 +251,13 @@ impl Forwarder {
             Ok(Ok(s)) => s,
         };
         let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    /// A new HTTP/1.1 connection to the application through hyper's client, for a WebSocket
+    /// handshake (its tunnel takes the socket over), and its I/O to run until it closes.
+    async fn handshake(&self) -> Result<(SendRequest<Incoming>, Driver), ProxyError> {
+        let stream = self.connect().await?;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| ProxyError::Upstream(Box::new(e)))?;

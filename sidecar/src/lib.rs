@@ -10,6 +10,7 @@ pub mod count;
 pub mod credentials;
 pub mod enforce;
 pub mod forward;
+pub mod h1;
 pub mod hits;
 pub mod identify;
 pub mod idle;

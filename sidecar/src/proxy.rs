@@ -36,15 +36,6 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// The state of a client connection whose task also drives its upstream connection
-    /// (see [`Affinity::driven`]).
-    pub fn driven(upstream: std::task::Waker) -> Self {
-        Self {
-            affinity: Affinity::driven(upstream),
-            memo: std::sync::Mutex::default(),
-        }
-    }
-
     /// Runs `f` with the connection's memo. The requests of an HTTP/1.x connection come one at
     /// a time; a concurrent HTTP/2 request that finds the memo in use gets an empty one rather
     /// than wait.

@@ -1,0 +1,802 @@
+//! The upstream hop's HTTP/1.1 client: writes a request to the application and reads its
+//! response, in the task of the client connection, with no dispatcher task or channel in
+//! between (hyper's client connection polls a dispatcher's read, write and flush states
+//! three times a request; this reads and writes the socket in straight-line code, as the
+//! request and its body need it).
+//!
+//! What it accepts from the application, and what it refuses (the client gets **502** for a
+//! refused head; a refused body is cut off, as its head was already sent), per RFC 9112:
+//!
+//! - The head is parsed by `httparse` (the parser hyper uses): a status line that is not
+//!   `HTTP/1.0` or `HTTP/1.1` with a three-digit status, a header line folded onto the next
+//!   (obs-fold), a space before a header's colon, a control character in a value, more than
+//!   [`MAX_HEADERS`] fields or a head over [`MAX_HEAD_BYTES`] are refused.
+//! - Interim responses (`100`, `102`, `103`, …) are read and dropped; `101` to a request that
+//!   did not ask to upgrade is refused.
+//! - The body's length (§6.3): none for a `HEAD` request, a `204` or a `304` whatever the
+//!   fields say; `Transfer-Encoding` must be exactly `chunked` (any other coding is refused,
+//!   as nginx does) and then wins over a `Content-Length`, which is removed, and the
+//!   connection is not reused; `Content-Length` values must be digits and all equal; with
+//!   neither, the body runs to the connection's close.
+//! - Chunked bodies are decoded strictly: hex sizes that fit in 64 bits, CRLF after the size
+//!   line and after each chunk's data, extensions of at most [`MAX_CHUNK_EXT`] bytes, a trailer
+//!   section of at most [`MAX_HEAD_BYTES`] parsed like a head.
+//! - A connection is reused only when the response was HTTP/1.1 without `Connection: close`,
+//!   its body ended where its framing said, the request was sent whole, and no byte followed
+//!   the response (an application that answers twice never has its second answer served to
+//!   the next request).
+//!
+//! Hop-by-hop fields are removed from the parsed head ([`crate::forward::strip_hop_by_hop`]).
+
+use std::io::Write as _;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Response, StatusCode, Version};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::io::AsyncWrite;
+use tokio::net::TcpStream;
+use tokio_util::io::poll_read_buf;
+
+use crate::forward::strip_hop_by_hop;
+
+/// Largest response head (and chunked trailer section) read from the application.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Most header fields of a response head (and trailer fields of a chunked body).
+pub const MAX_HEADERS: usize = 100;
+/// Longest extension of one chunk's size line.
+pub const MAX_CHUNK_EXT: usize = 4096;
+/// What one read from the application asks for, at least.
+const READ_SIZE: usize = 8 * 1024;
+/// What one read of a long body asks for, at most.
+const MAX_READ_SIZE: usize = 64 * 1024;
+
+/// What is wrong with what the application sent.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the application's response head is not valid HTTP/1.x: {0}")]
+    Head(httparse::Error),
+    #[error("the application's response head is larger than {MAX_HEAD_BYTES} bytes")]
+    HeadTooLarge,
+    #[error("the application's response has an invalid {0} value")]
+    BadField(&'static str),
+    #[error("the application's response has two different Content-Length values")]
+    ConflictingLength,
+    #[error("the application's response has a Transfer-Encoding other than `chunked`")]
+    UnsupportedCoding,
+    #[error("the application switched protocols (101) on a request that did not ask to")]
+    UnrequestedUpgrade,
+    #[error("the application's chunked body is malformed: {0}")]
+    BadChunk(&'static str),
+    #[error("the application closed the connection before the response head was complete")]
+    ClosedBeforeHead,
+    #[error("the application closed the connection before the response body was complete")]
+    ClosedInBody,
+    #[error("the client's request body failed")]
+    RequestBody(#[source] hyper::Error),
+    #[error("reading from or writing to the application failed")]
+    Io(#[from] std::io::Error),
+}
+
+/// How a response's body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body.
+    Empty,
+    /// `Content-Length` bytes.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// Until the application closes the connection.
+    Close,
+}
+
+/// A parsed response head.
+#[derive(Debug)]
+pub struct Head {
+    /// Status and headers (hop-by-hop fields removed; `Content-Length` removed when the body
+    /// is chunked); the version is 1.1.
+    pub parts: http::response::Parts,
+    /// How the body is delimited.
+    pub framing: Framing,
+    /// The connection may take another request after this response.
+    pub keep_alive: bool,
+}
+
+/// Parses the final response head at the start of `buf`, dropping interim (1xx) heads before
+/// it, and removes what it read from `buf`. `Ok(None)`: the head is not complete yet (bytes of
+/// dropped interim heads are removed all the same). `head_request`: the request was `HEAD`,
+/// so the response has no body whatever its fields say.
+pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Error> {
+    loop {
+        let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut resp = httparse::Response::new(&mut []);
+        let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut resp,
+            buf,
+            &mut fields,
+        ) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD_BYTES => {
+                return Err(Error::HeadTooLarge);
+            }
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(e) => return Err(Error::Head(e)),
+        };
+        if len > MAX_HEAD_BYTES {
+            return Err(Error::HeadTooLarge);
+        }
+        let code = resp.code.unwrap_or(0);
+        let version = match resp.version {
+            Some(1) => Version::HTTP_11,
+            _ => Version::HTTP_10,
+        };
+        if code == 101 {
+            return Err(Error::UnrequestedUpgrade);
+        }
+        let status = StatusCode::from_u16(code).map_err(|_| Error::BadField("status"))?;
+        if status.is_informational() {
+            buf.advance(len);
+            continue;
+        }
+        // Where each field's name and value are in `buf`, so the values can share its bytes.
+        let base = buf.as_ptr() as usize;
+        let at = |s: &[u8]| ((s.as_ptr() as usize).wrapping_sub(base), s.len());
+        let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+        let count = resp.headers.len();
+        for (span, h) in spans.iter_mut().zip(resp.headers.iter()) {
+            let (n, nl) = at(h.name.as_bytes());
+            let (v, vl) = at(h.value);
+            *span = (n, nl, v, vl);
+        }
+        let bytes = buf.split_to(len).freeze();
+        let mut headers = HeaderMap::with_capacity(count);
+        for &(n, nl, v, vl) in &spans[..count] {
+            let name = HeaderName::from_bytes(&bytes[n..n + nl])
+                .map_err(|_| Error::BadField("header name"))?;
+            let value = if vl == 0 {
+                HeaderValue::from_static("")
+            } else {
+                HeaderValue::from_maybe_shared(bytes.slice(v..v + vl))
+                    .map_err(|_| Error::BadField("header"))?
+            };
+            headers.append(name, value);
+        }
+        return head(status, version, headers, head_request).map(Some);
+    }
+}
+
+/// The framing and reuse of a response with these fields; strips its hop-by-hop fields.
+fn head(
+    status: StatusCode,
+    version: Version,
+    mut headers: HeaderMap,
+    head_request: bool,
+) -> Result<Head, Error> {
+    let mut keep_alive = version == Version::HTTP_11
+        && !headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(|v| tokens(v).any(|t| t.eq_ignore_ascii_case("close")));
+    let chunked = match headers.get_all(header::TRANSFER_ENCODING).iter().next() {
+        None => false,
+        Some(_) if version != Version::HTTP_11 => return Err(Error::UnsupportedCoding),
+        Some(_) => {
+            let mut codings = headers
+                .get_all(header::TRANSFER_ENCODING)
+                .iter()
+                .flat_map(tokens);
+            match (codings.next(), codings.next()) {
+                (Some(c), None) if c.eq_ignore_ascii_case("chunked") => true,
+                _ => return Err(Error::UnsupportedCoding),
+            }
+        }
+    };
+    let length = if chunked {
+        if headers.remove(header::CONTENT_LENGTH).is_some() {
+            // Both framings: the chunked one wins (RFC 9112 §6.3), and the connection is not
+            // trusted with another request.
+            keep_alive = false;
+        }
+        None
+    } else {
+        content_length(&headers)?
+    };
+    strip_hop_by_hop(&mut headers);
+    let framing =
+        if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+            Framing::Empty
+        } else if chunked {
+            Framing::Chunked
+        } else if let Some(n) = length {
+            if n == 0 {
+                Framing::Empty
+            } else {
+                Framing::Length(n)
+            }
+        } else {
+            keep_alive = false;
+            Framing::Close
+        };
+    let (mut parts, ()) = Response::new(()).into_parts();
+    parts.status = status;
+    // The client is answered in the sidecar's own HTTP/1.1 (RFC 9110 §6.2), whatever the
+    // application's version.
+    parts.version = Version::HTTP_11;
+    parts.headers = headers;
+    Ok(Head {
+        parts,
+        framing,
+        keep_alive,
+    })
+}
+
+/// The comma-separated elements of a field value, trimmed, empty ones skipped.
+fn tokens(v: &HeaderValue) -> impl Iterator<Item = &str> {
+    v.to_str()
+        .unwrap_or("")
+        .split(',')
+        .map(|t| t.trim_matches([' ', '\t']))
+        .filter(|t| !t.is_empty())
+}
+
+/// The `Content-Length` of `headers`: every value (lines and list elements) digits only, all
+/// equal.
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Error> {
+    let mut length = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        let text = value
+            .to_str()
+            .map_err(|_| Error::BadField("Content-Length"))?;
+        for element in text.split(',') {
+            let element = element.trim_matches([' ', '\t']);
+            if element.is_empty() || !element.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(Error::BadField("Content-Length"));
+            }
+            let n: u64 = element
+                .parse()
+                .map_err(|_| Error::BadField("Content-Length"))?;
+            match length {
+                Some(m) if m != n => return Err(Error::ConflictingLength),
+                _ => length = Some(n),
+            }
+        }
+    }
+    Ok(length)
+}
+
+/// A piece of a chunked body.
+#[derive(Debug, PartialEq)]
+pub enum Chunk {
+    /// Body bytes.
+    Data(Bytes),
+    /// The trailer section (after the last chunk; the body ends after it).
+    Trailers(HeaderMap),
+    /// The body ended.
+    End,
+}
+
+/// Decodes a chunked body as its bytes arrive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkedDecoder {
+    state: ChunkState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    /// In the size's hex digits: the value so far, and how many digits.
+    Size(u64, u8),
+    /// In the size line's extension: its length so far, and the size.
+    Ext(usize, u64),
+    /// After the size line's CR.
+    SizeLf(u64),
+    /// In a chunk's data, with this many bytes left.
+    Data(u64),
+    /// After a chunk's data.
+    DataCr,
+    DataLf,
+    /// After the last chunk: the trailer section.
+    Trailers,
+    End,
+}
+
+impl Default for ChunkedDecoder {
+    fn default() -> Self {
+        Self {
+            state: ChunkState::Size(0, 0),
+        }
+    }
+}
+
+impl ChunkedDecoder {
+    /// The next piece of the body from `buf`, removing what it used; `Ok(None)` when `buf`
+    /// holds no complete piece yet (what it did hold was consumed, save an incomplete trailer
+    /// section).
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Chunk>, Error> {
+        use ChunkState::*;
+        let mut i = 0;
+        let out = loop {
+            if let Data(left) = self.state {
+                buf.advance(i);
+                if buf.is_empty() {
+                    return Ok(None);
+                }
+                let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+                let data = buf.split_to(n).freeze();
+                self.state = if left == n as u64 {
+                    DataCr
+                } else {
+                    Data(left - n as u64)
+                };
+                return Ok(Some(Chunk::Data(data)));
+            }
+            if self.state == Trailers {
+                buf.advance(i);
+                return self.trailers(buf);
+            }
+            if self.state == End {
+                break Some(Chunk::End);
+            }
+            let Some(&b) = buf.get(i) else {
+                break None;
+            };
+            i += 1;
+            self.state = match (self.state, b) {
+                (Size(v, d), b) if b.is_ascii_hexdigit() => {
+                    if d == 16 {
+                        return Err(Error::BadChunk("chunk size over 64 bits"));
+                    }
+                    let digit = (b as char).to_digit(16).unwrap_or(0);
+                    Size((v << 4) | u64::from(digit), d + 1)
+                }
+                (Size(_, 0), _) => return Err(Error::BadChunk("chunk size is not hex")),
+                (Size(v, _), b'\r') => SizeLf(v),
+                (Size(v, _), b';' | b' ' | b'\t') => Ext(1, v),
+                (Size(..), _) => return Err(Error::BadChunk("chunk size is not hex")),
+                (Ext(_, v), b'\r') => SizeLf(v),
+                (Ext(n, _), _) if n >= MAX_CHUNK_EXT => {
+                    return Err(Error::BadChunk("chunk extension too long"));
+                }
+                (Ext(_, _), b'\n') => return Err(Error::BadChunk("bare LF in a size line")),
+                (Ext(_, _), b) if b < 0x20 && b != b'\t' || b == 0x7f => {
+                    return Err(Error::BadChunk("control character in a chunk extension"));
+                }
+                (Ext(n, v), _) => Ext(n + 1, v),
+                (SizeLf(0), b'\n') => Trailers,
+                (SizeLf(v), b'\n') => Data(v),
+                (SizeLf(_), _) => return Err(Error::BadChunk("size line not ended by CRLF")),
+                (DataCr, b'\r') => DataLf,
+                (DataLf, b'\n') => Size(0, 0),
+                (DataCr | DataLf, _) => return Err(Error::BadChunk("chunk not ended by CRLF")),
+                (Data(_) | Trailers | End, _) => unreachable!("handled above"),
+            };
+        };
+        buf.advance(i);
+        Ok(out)
+    }
+
+    /// The trailer section, once whole in `buf`.
+    fn trailers(&mut self, buf: &mut BytesMut) -> Result<Option<Chunk>, Error> {
+        if buf.starts_with(b"\r\n") {
+            buf.advance(2);
+            self.state = ChunkState::End;
+            return Ok(Some(Chunk::End));
+        }
+        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let (len, map) = match httparse::parse_headers(buf, &mut fields) {
+            Ok(httparse::Status::Complete((len, fields))) => {
+                let mut map = HeaderMap::with_capacity(fields.len());
+                for f in fields {
+                    let name = HeaderName::from_bytes(f.name.as_bytes())
+                        .map_err(|_| Error::BadChunk("trailer field name"))?;
+                    let value = HeaderValue::from_bytes(f.value)
+                        .map_err(|_| Error::BadChunk("trailer field value"))?;
+                    map.append(name, value);
+                }
+                (len, map)
+            }
+            Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD_BYTES => {
+                return Err(Error::BadChunk("trailer section too large"));
+            }
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(_) => return Err(Error::BadChunk("trailer section")),
+        };
+        if len > MAX_HEAD_BYTES {
+            return Err(Error::BadChunk("trailer section too large"));
+        }
+        buf.advance(len);
+        self.state = ChunkState::End;
+        Ok(Some(Chunk::Trailers(map)))
+    }
+
+    /// The body ended (its last chunk and trailer section were read).
+    pub fn is_end(&self) -> bool {
+        self.state == ChunkState::End
+    }
+}
+
+/// How a request's body goes to the application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sending {
+    Empty,
+    Length,
+    Chunked,
+}
+
+/// Writes the request head for the application into `out`: the request line in origin form,
+/// the fields as they are, and `Transfer-Encoding: chunked` when the body is chunked.
+fn encode_head(parts: &http::request::Parts, sending: Sending, out: &mut Vec<u8>) {
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &parts.headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if sending == Sending::Chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends the fields of a trailer section.
+fn encode_fields(fields: &HeaderMap, out: &mut Vec<u8>) {
+    for (name, value) in fields {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// An HTTP/1.1 connection to the application.
+#[derive(Debug)]
+pub struct Conn {
+    io: TcpStream,
+    /// Bytes read and not yet used.
+    rbuf: BytesMut,
+    /// Bytes to write, from `wpos` on.
+    wbuf: Vec<u8>,
+    wpos: usize,
+}
+
+/// Where a connection that can take another request is put back when its response ends.
+pub type Home = Arc<Mutex<Option<Box<Conn>>>>;
+
+impl Conn {
+    /// A connection over `io`.
+    pub fn new(io: TcpStream) -> Box<Self> {
+        Box::new(Self {
+            io,
+            rbuf: BytesMut::new(),
+            wbuf: Vec::new(),
+            wpos: 0,
+        })
+    }
+
+    /// Whether a kept connection can take a request: the application has not closed it, and
+    /// sent nothing unasked.
+    pub fn is_idle(&self) -> bool {
+        let mut probe = [0u8; 1];
+        self.rbuf.is_empty()
+            && matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
+    /// Sends `req` (origin-form target, `Host` set) and reads the response head; its body is
+    /// read by the [`ResponseBody`] this returns, which puts the connection back in `home`
+    /// once the body has ended, if the connection can take another request.
+    ///
+    /// The request's body is written as the client sends it, while the response is read, and
+    /// after its head has come (the response body goes on writing it): an application that
+    /// answers as it reads (an echo) streams both ways; one that answers before reading the
+    /// whole body (a `413`) is answered to the client, and the connection is then not reused.
+    pub async fn send(
+        mut self: Box<Self>,
+        req: http::Request<Incoming>,
+        home: &Home,
+    ) -> Result<Response<ResponseBody>, Error> {
+        let head_request = req.method() == Method::HEAD;
+        let (parts, body) = req.into_parts();
+        let sending = if parts.headers.contains_key(header::CONTENT_LENGTH) {
+            Sending::Length
+        } else if body.is_end_stream() {
+            Sending::Empty
+        } else {
+            Sending::Chunked
+        };
+        self.wbuf.clear();
+        self.wpos = 0;
+        encode_head(&parts, sending, &mut self.wbuf);
+        drop(parts);
+        let mut out = Outgoing {
+            body,
+            sending,
+            done: sending == Sending::Empty,
+        };
+        let mut write_failed = None;
+        let conn = &mut *self;
+        let head = std::future::poll_fn(|cx| {
+            if write_failed.is_none()
+                && let Err(e) = conn.poll_send(cx, &mut out)
+            {
+                match e {
+                    Error::Io(e) => write_failed = Some(e),
+                    e => return Poll::Ready(Err(e)),
+                }
+            }
+            conn.poll_head(cx, head_request, &mut write_failed)
+        })
+        .await?;
+        let sent = out.done && self.wpos == self.wbuf.len();
+        let (keep, out) = match write_failed {
+            Some(_) => (false, None),
+            None => (head.keep_alive, (!sent).then_some(out)),
+        };
+        let body = ResponseBody::new(self, head.framing, out, keep.then(|| home.clone()));
+        Ok(Response::from_parts(head.parts, body))
+    }
+
+    /// Writes what is buffered and the request body's frames as they come, until the socket
+    /// or the body has nothing more now.
+    fn poll_send(&mut self, cx: &mut Context<'_>, out: &mut Outgoing) -> Result<(), Error> {
+        let sending = out.sending;
+        loop {
+            while self.wpos < self.wbuf.len() {
+                match Pin::new(&mut self.io).poll_write(cx, &self.wbuf[self.wpos..]) {
+                    Poll::Ready(Ok(0)) => {
+                        return Err(Error::Io(std::io::ErrorKind::WriteZero.into()));
+                    }
+                    Poll::Ready(Ok(n)) => self.wpos += n,
+                    Poll::Ready(Err(e)) => return Err(Error::Io(e)),
+                    Poll::Pending => return Ok(()),
+                }
+            }
+            if out.done {
+                return Ok(());
+            }
+            self.wbuf.clear();
+            self.wpos = 0;
+            match Pin::new(&mut out.body).poll_frame(cx) {
+                Poll::Pending => return Ok(()),
+                Poll::Ready(Some(Err(e))) => return Err(Error::RequestBody(e)),
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) if data.is_empty() => {}
+                    Ok(data) if sending == Sending::Chunked => {
+                        // Writing to a `Vec` cannot fail.
+                        let _ = write!(self.wbuf, "{:x}\r\n", data.len());
+                        self.wbuf.extend_from_slice(&data);
+                        self.wbuf.extend_from_slice(b"\r\n");
+                    }
+                    Ok(data) => self.wbuf.extend_from_slice(&data),
+                    Err(frame) => {
+                        if let (Ok(trailers), Sending::Chunked) = (frame.into_trailers(), sending) {
+                            self.wbuf.extend_from_slice(b"0\r\n");
+                            encode_fields(&trailers, &mut self.wbuf);
+                            self.wbuf.extend_from_slice(b"\r\n");
+                            // The trailers end the body.
+                            out.done = true;
+                        }
+                    }
+                },
+                Poll::Ready(None) => {
+                    if sending == Sending::Chunked {
+                        self.wbuf.extend_from_slice(b"0\r\n\r\n");
+                    }
+                    out.done = true;
+                }
+            }
+        }
+    }
+
+    /// Reads until the final response head is whole.
+    fn poll_head(
+        &mut self,
+        cx: &mut Context<'_>,
+        head_request: bool,
+        write_failed: &mut Option<std::io::Error>,
+    ) -> Poll<Result<Head, Error>> {
+        loop {
+            if let Some(head) = parse_head(&mut self.rbuf, head_request)? {
+                return Poll::Ready(Ok(head));
+            }
+            self.rbuf.reserve(READ_SIZE);
+            match ready!(poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf)) {
+                Ok(0) => {
+                    return Poll::Ready(Err(match write_failed.take() {
+                        Some(e) if self.rbuf.is_empty() => Error::Io(e),
+                        _ => Error::ClosedBeforeHead,
+                    }));
+                }
+                Ok(_) => {}
+                Err(e) => return Poll::Ready(Err(Error::Io(e))),
+            }
+        }
+    }
+
+    /// Reads more of the body into `rbuf`, asking for up to `want` bytes; `Ok(0)` at the
+    /// connection's end.
+    fn poll_fill(&mut self, cx: &mut Context<'_>, want: u64) -> Poll<std::io::Result<usize>> {
+        let want = usize::try_from(want).unwrap_or(MAX_READ_SIZE);
+        self.rbuf.reserve(want.clamp(READ_SIZE, MAX_READ_SIZE));
+        poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf)
+    }
+}
+
+/// A request body being written to the application.
+#[derive(Debug)]
+struct Outgoing {
+    body: Incoming,
+    sending: Sending,
+    /// The body's last frame is buffered (what is left of the buffer is still to write).
+    done: bool,
+}
+
+/// The body of an application's response, read from its connection as the client's side
+/// asks for it; it also writes what is left of the request's body.
+#[derive(Debug)]
+pub struct ResponseBody {
+    conn: Option<Box<Conn>>,
+    state: Reading,
+    /// The request's body, while it is not all written.
+    out: Option<Outgoing>,
+    /// Where the connection goes when the body ends (`None`: it cannot be reused).
+    home: Option<Home>,
+}
+
+#[derive(Debug)]
+enum Reading {
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    Close,
+    Done,
+}
+
+impl ResponseBody {
+    fn new(conn: Box<Conn>, framing: Framing, out: Option<Outgoing>, home: Option<Home>) -> Self {
+        let state = match framing {
+            Framing::Empty => Reading::Done,
+            Framing::Length(n) => Reading::Length(n),
+            Framing::Chunked => Reading::Chunked(ChunkedDecoder::default()),
+            Framing::Close => Reading::Close,
+        };
+        let mut body = Self {
+            conn: Some(conn),
+            state,
+            out,
+            home,
+        };
+        if matches!(body.state, Reading::Done) {
+            body.finish();
+        }
+        body
+    }
+
+    /// The body ended: the connection goes home if it can take another request, the request
+    /// was all sent and nothing followed the response.
+    fn finish(&mut self) {
+        self.state = Reading::Done;
+        if let (Some(conn), Some(home), None) = (self.conn.take(), self.home.take(), &self.out)
+            && conn.rbuf.is_empty()
+            && let Ok(mut slot) = home.lock()
+        {
+            *slot = Some(conn);
+        }
+    }
+
+    fn fail(&mut self, e: Error) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        self.state = Reading::Done;
+        self.conn = None;
+        Poll::Ready(Some(Err(e)))
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let this = &mut *self;
+        if let (Some(conn), Some(out)) = (this.conn.as_mut(), this.out.as_mut()) {
+            match conn.poll_send(cx, out) {
+                Ok(()) if out.done && conn.wpos == conn.wbuf.len() => this.out = None,
+                Ok(()) => {}
+                // The application stopped reading it (or the client stopped sending it): the
+                // response is still read, and the connection not reused.
+                Err(_) => {
+                    this.out = None;
+                    this.home = None;
+                }
+            }
+        }
+        loop {
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match &mut this.state {
+                Reading::Done => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Reading::Length(0) => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Reading::Length(left) => {
+                    if !conn.rbuf.is_empty() {
+                        let n = usize::try_from(*left)
+                            .unwrap_or(usize::MAX)
+                            .min(conn.rbuf.len());
+                        *left -= n as u64;
+                        let data = conn.rbuf.split_to(n).freeze();
+                        if *left == 0 {
+                            this.finish();
+                        }
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    let want = *left;
+                    match ready!(conn.poll_fill(cx, want)) {
+                        Ok(0) => return this.fail(Error::ClosedInBody),
+                        Ok(_) => {}
+                        Err(e) => return this.fail(Error::Io(e)),
+                    }
+                }
+                Reading::Chunked(decoder) => match decoder.decode(&mut conn.rbuf) {
+                    Err(e) => return this.fail(e),
+                    Ok(Some(Chunk::Data(data))) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                    Ok(Some(Chunk::Trailers(map))) => {
+                        this.finish();
+                        return Poll::Ready(Some(Ok(Frame::trailers(map))));
+                    }
+                    Ok(Some(Chunk::End)) => {
+                        this.finish();
+                        return Poll::Ready(None);
+                    }
+                    Ok(None) => match ready!(conn.poll_fill(cx, MAX_READ_SIZE as u64)) {
+                        Ok(0) => return this.fail(Error::ClosedInBody),
+                        Ok(_) => {}
+                        Err(e) => return this.fail(Error::Io(e)),
+                    },
+                },
+                Reading::Close => {
+                    if !conn.rbuf.is_empty() {
+                        let data = conn.rbuf.split().freeze();
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    match ready!(conn.poll_fill(cx, MAX_READ_SIZE as u64)) {
+                        Ok(0) => {
+                            this.home = None;
+                            this.finish();
+                            return Poll::Ready(None);
+                        }
+                        Ok(_) => {}
+                        Err(e) => return this.fail(Error::Io(e)),
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.state, Reading::Done | Reading::Length(0))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.state {
+            Reading::Done => SizeHint::with_exact(0),
+            Reading::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
+    }
+}
