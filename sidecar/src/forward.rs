@@ -470,6 +470,12 @@ fn names_no_header(values: header::GetAll<'_, HeaderValue>) -> bool {
     })
 }
 
+/// Whether `name` is one of the fixed hop-by-hop names (not counting those a `Connection`
+/// value names).
+pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP_LENGTHS.contains(&name.as_str().len()) && HOP_BY_HOP.contains(name)
+}
+
 /// Whether the sidecar may add a header of this name to a forwarded request: never a
 /// hop-by-hop header, `Host` or `Content-Length` (the API server refuses such flag names;
 /// this holds for any bundle).

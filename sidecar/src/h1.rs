@@ -43,10 +43,12 @@ use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 use tokio_util::io::poll_read_buf;
 
-use crate::forward::strip_hop_by_hop;
+use crate::forward::{is_hop_by_hop, strip_hop_by_hop};
 
 /// Largest response head (and chunked trailer section) read from the application.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+// Offsets into a head fit in 16 bits (see `parse_head`).
+const _: () = assert!(MAX_HEAD_BYTES <= u16::MAX as usize + 1);
 /// Most header fields of a response head (and trailer fields of a chunked body).
 pub const MAX_HEADERS: usize = 100;
 /// Longest extension of one chunk's size line.
@@ -144,10 +146,14 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
             buf.advance(len);
             continue;
         }
-        // Where each field's name and value are in `buf`, so the values can share its bytes.
+        // Where each field's name and value are in `buf` (which is under 64 KiB), so that
+        // the values can share its bytes.
         let base = buf.as_ptr() as usize;
-        let at = |s: &[u8]| ((s.as_ptr() as usize).wrapping_sub(base), s.len());
-        let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+        let at = |s: &[u8]| {
+            let offset = (s.as_ptr() as usize).wrapping_sub(base);
+            (offset as u16, s.len() as u16)
+        };
+        let mut spans = [(0u16, 0u16, 0u16, 0u16); MAX_HEADERS];
         let count = resp.headers.len();
         for (span, h) in spans.iter_mut().zip(resp.headers.iter()) {
             let (n, nl) = at(h.name.as_bytes());
@@ -155,8 +161,15 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
             *span = (n, nl, v, vl);
         }
         let bytes = buf.split_to(len).freeze();
+        let mut fields = Fields::default();
         let mut headers = HeaderMap::with_capacity(count);
         for &(n, nl, v, vl) in &spans[..count] {
+            let (n, nl, v, vl) = (
+                usize::from(n),
+                usize::from(nl),
+                usize::from(v),
+                usize::from(vl),
+            );
             let name = HeaderName::from_bytes(&bytes[n..n + nl])
                 .map_err(|_| Error::BadField("header name"))?;
             let value = if vl == 0 {
@@ -165,75 +178,126 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
                 HeaderValue::from_maybe_shared(bytes.slice(v..v + vl))
                     .map_err(|_| Error::BadField("header"))?
             };
-            headers.append(name, value);
+            if fields.read(&name, &value)? {
+                headers.append(name, value);
+            }
         }
-        return head(status, version, headers, head_request).map(Some);
+        return fields
+            .head(status, version, headers, head_request)
+            .map(Some);
     }
 }
 
-/// The framing and reuse of a response with these fields; strips its hop-by-hop fields.
-fn head(
-    status: StatusCode,
-    version: Version,
-    mut headers: HeaderMap,
-    head_request: bool,
-) -> Result<Head, Error> {
-    let mut keep_alive = version == Version::HTTP_11
-        && !headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .any(|v| tokens(v).any(|t| t.eq_ignore_ascii_case("close")));
-    let chunked = match headers.get_all(header::TRANSFER_ENCODING).iter().next() {
-        None => false,
-        Some(_) if version != Version::HTTP_11 => return Err(Error::UnsupportedCoding),
-        Some(_) => {
-            let mut codings = headers
-                .get_all(header::TRANSFER_ENCODING)
-                .iter()
-                .flat_map(tokens);
-            match (codings.next(), codings.next()) {
-                (Some(c), None) if c.eq_ignore_ascii_case("chunked") => true,
-                _ => return Err(Error::UnsupportedCoding),
+/// What the fields of a response head say about its framing and its connection, read as
+/// the fields are, in one pass.
+#[derive(Debug, Default)]
+struct Fields {
+    /// A `Connection` value named something other than `keep-alive` (`close`, or a field
+    /// to remove): its lines are kept in the map for [`strip_hop_by_hop`].
+    connection_names: bool,
+    close: bool,
+    /// `Transfer-Encoding` lines, and whether their codings are exactly one `chunked`.
+    coding_lines: bool,
+    codings: u32,
+    chunked: bool,
+    length: Option<u64>,
+}
+
+impl Fields {
+    /// Reads one field; whether it goes into the head's map (hop-by-hop fields do not).
+    fn read(&mut self, name: &HeaderName, value: &HeaderValue) -> Result<bool, Error> {
+        if name == header::CONTENT_LENGTH {
+            // Digits only; a list of one repeated length is allowed (RFC 9110 §8.6).
+            let bad = || Error::BadField("Content-Length");
+            for element in value.to_str().map_err(|_| bad())?.split(',') {
+                let element = element.trim_matches([' ', '\t']);
+                if element.is_empty() || !element.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(bad());
+                }
+                let n: u64 = element.parse().map_err(|_| bad())?;
+                match self.length {
+                    Some(m) if m != n => return Err(Error::ConflictingLength),
+                    _ => self.length = Some(n),
+                }
+            }
+            return Ok(true);
+        }
+        if !is_hop_by_hop(name) {
+            return Ok(true);
+        }
+        if name == header::CONNECTION {
+            for t in tokens(value) {
+                if t.eq_ignore_ascii_case("close") {
+                    self.close = true;
+                }
+                if !t.eq_ignore_ascii_case("keep-alive") {
+                    self.connection_names = true;
+                }
+            }
+            return Ok(self.connection_names);
+        }
+        if name == header::TRANSFER_ENCODING {
+            self.coding_lines = true;
+            for t in tokens(value) {
+                self.codings += 1;
+                self.chunked = t.eq_ignore_ascii_case("chunked");
             }
         }
-    };
-    let length = if chunked {
-        if headers.remove(header::CONTENT_LENGTH).is_some() {
-            // Both framings: the chunked one wins (RFC 9112 §6.3), and the connection is not
-            // trusted with another request.
+        Ok(false)
+    }
+
+    /// The head: framing (RFC 9112 §6.3) and reuse.
+    fn head(
+        self,
+        status: StatusCode,
+        version: Version,
+        mut headers: HeaderMap,
+        head_request: bool,
+    ) -> Result<Head, Error> {
+        let mut keep_alive = version == Version::HTTP_11 && !self.close;
+        let chunked = match (self.coding_lines, self.codings, self.chunked) {
+            (false, ..) => false,
+            // Any coding but one `chunked`, or any in HTTP/1.0 (RFC 9112 §6.1).
+            (true, 1, true) if version == Version::HTTP_11 => true,
+            (true, ..) => return Err(Error::UnsupportedCoding),
+        };
+        if chunked && headers.remove(header::CONTENT_LENGTH).is_some() {
+            // Both framings: the chunked one wins (RFC 9112 §6.3), and the connection is
+            // not trusted with another request.
             keep_alive = false;
         }
-        None
-    } else {
-        content_length(&headers)?
-    };
-    strip_hop_by_hop(&mut headers);
-    let framing =
-        if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        if self.connection_names {
+            strip_hop_by_hop(&mut headers);
+        }
+        let framing = if head_request
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+        {
             Framing::Empty
         } else if chunked {
             Framing::Chunked
-        } else if let Some(n) = length {
-            if n == 0 {
-                Framing::Empty
-            } else {
-                Framing::Length(n)
-            }
         } else {
-            keep_alive = false;
-            Framing::Close
+            match self.length {
+                Some(0) => Framing::Empty,
+                Some(n) => Framing::Length(n),
+                None => {
+                    keep_alive = false;
+                    Framing::Close
+                }
+            }
         };
-    let (mut parts, ()) = Response::new(()).into_parts();
-    parts.status = status;
-    // The client is answered in the sidecar's own HTTP/1.1 (RFC 9110 §6.2), whatever the
-    // application's version.
-    parts.version = Version::HTTP_11;
-    parts.headers = headers;
-    Ok(Head {
-        parts,
-        framing,
-        keep_alive,
-    })
+        let (mut parts, ()) = Response::new(()).into_parts();
+        parts.status = status;
+        // The client is answered in the sidecar's own HTTP/1.1 (RFC 9110 §6.2), whatever
+        // the application's version.
+        parts.version = Version::HTTP_11;
+        parts.headers = headers;
+        Ok(Head {
+            parts,
+            framing,
+            keep_alive,
+        })
+    }
 }
 
 /// The comma-separated elements of a field value, trimmed, empty ones skipped.
@@ -243,31 +307,6 @@ fn tokens(v: &HeaderValue) -> impl Iterator<Item = &str> {
         .split(',')
         .map(|t| t.trim_matches([' ', '\t']))
         .filter(|t| !t.is_empty())
-}
-
-/// The `Content-Length` of `headers`: every value (lines and list elements) digits only, all
-/// equal.
-fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Error> {
-    let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        let text = value
-            .to_str()
-            .map_err(|_| Error::BadField("Content-Length"))?;
-        for element in text.split(',') {
-            let element = element.trim_matches([' ', '\t']);
-            if element.is_empty() || !element.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(Error::BadField("Content-Length"));
-            }
-            let n: u64 = element
-                .parse()
-                .map_err(|_| Error::BadField("Content-Length"))?;
-            match length {
-                Some(m) if m != n => return Err(Error::ConflictingLength),
-                _ => length = Some(n),
-            }
-        }
-    }
-    Ok(length)
 }
 
 /// A piece of a chunked body.
@@ -605,7 +644,9 @@ impl Conn {
         write_failed: &mut Option<std::io::Error>,
     ) -> Poll<Result<Head, Error>> {
         loop {
-            if let Some(head) = parse_head(&mut self.rbuf, head_request)? {
+            if !self.rbuf.is_empty()
+                && let Some(head) = parse_head(&mut self.rbuf, head_request)?
+            {
                 return Poll::Ready(Ok(head));
             }
             self.rbuf.reserve(READ_SIZE);
@@ -798,5 +839,317 @@ impl Body for ResponseBody {
             Reading::Length(n) => SizeHint::with_exact(n),
             _ => SizeHint::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str, head_request: bool) -> (Result<Option<Head>, Error>, BytesMut) {
+        let mut buf = BytesMut::from(text);
+        let parsed = parse_head(&mut buf, head_request);
+        (parsed, buf)
+    }
+
+    fn head_of(text: &str) -> Head {
+        match parse(text, false) {
+            (Ok(Some(head)), _) => head,
+            (other, _) => panic!("{text:?}: {other:?}"),
+        }
+    }
+
+    fn refusal(text: &str) -> String {
+        match parse(text, false).0 {
+            Err(e) => e.to_string(),
+            Ok(other) => panic!("{text:?} was accepted: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_head_is_read_whole_and_its_body_left_in_the_buffer() {
+        let (parsed, rest) = parse(
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\nX-A: 2\r\n\r\nhello",
+            false,
+        );
+        let head = parsed.expect("valid").expect("complete");
+        assert_eq!(head.parts.status, StatusCode::OK);
+        assert_eq!(head.framing, Framing::Length(5));
+        assert!(head.keep_alive);
+        let xa: Vec<_> = head.parts.headers.get_all("x-a").iter().collect();
+        assert_eq!(xa, ["1", "2"]);
+        assert_eq!(&rest[..], b"hello");
+        for cut in 0.."HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r".len() {
+            let text = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n";
+            let (parsed, rest) = parse(&text[..cut], false);
+            assert!(matches!(parsed, Ok(None)), "cut at {cut}");
+            assert_eq!(rest.len(), cut, "an incomplete head is left to complete");
+        }
+    }
+
+    #[test]
+    fn the_length_of_a_body_follows_rfc_9112() {
+        let cases = [
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n",
+                Framing::Length(7),
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 7, 7\r\n\r\n",
+                Framing::Length(7),
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+                Framing::Empty,
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Framing::Chunked,
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: CHUNKED\r\n\r\n",
+                Framing::Chunked,
+                true,
+            ),
+            // Both: chunked wins, Content-Length goes, the connection is not reused.
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Framing::Chunked,
+                false,
+            ),
+            ("HTTP/1.1 200 OK\r\n\r\n", Framing::Close, false),
+            (
+                "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n",
+                Framing::Empty,
+                true,
+            ),
+            (
+                "HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Framing::Empty,
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n",
+                Framing::Length(2),
+                false,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nConnection: keep-alive, Close\r\nContent-Length: 2\r\n\r\n",
+                Framing::Length(2),
+                false,
+            ),
+            (
+                "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\n",
+                Framing::Length(2),
+                false,
+            ),
+        ];
+        for (text, framing, keep_alive) in cases {
+            let head = head_of(text);
+            assert_eq!(
+                (head.framing, head.keep_alive),
+                (framing, keep_alive),
+                "{text:?}"
+            );
+            assert_eq!(head.parts.version, Version::HTTP_11, "{text:?}");
+            if framing == Framing::Chunked {
+                assert!(
+                    !head.parts.headers.contains_key(header::CONTENT_LENGTH),
+                    "{text:?}"
+                );
+            }
+        }
+        let (parsed, _) = parse("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", true);
+        let head = parsed.expect("valid").expect("complete");
+        assert_eq!(head.framing, Framing::Empty, "a HEAD response has no body");
+        assert_eq!(head.parts.headers[header::CONTENT_LENGTH], "9");
+    }
+
+    #[test]
+    fn ambiguous_or_malformed_heads_are_refused() {
+        let cases = [
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+                "two different",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\n",
+                "two different",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n",
+                "Content-Length",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+                "Content-Length",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 5a\r\n\r\n",
+                "Content-Length",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: \r\n\r\n",
+                "Content-Length",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+                "Content-Length",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                "Transfer-Encoding",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "Transfer-Encoding",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\n\r\n",
+                "Transfer-Encoding",
+            ),
+            (
+                "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "Transfer-Encoding",
+            ),
+            (
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+                "switched protocols",
+            ),
+            ("HTTP/1.1 200 OK\r\nX-A: 1\r\n folded\r\n\r\n", "not valid"),
+            ("HTTP/1.1 200 OK\r\nX-A : 1\r\n\r\n", "not valid"),
+            ("HTTP/1.1 200 OK\r\nX-A: a\0b\r\n\r\n", "not valid"),
+            ("HTTP/2.0 200 OK\r\n\r\n", "not valid"),
+            ("HTTP/1.1 2000 OK\r\n\r\n", "not valid"),
+            ("FOO\r\n\r\n", "not valid"),
+        ];
+        for (text, says) in cases {
+            let e = refusal(text);
+            assert!(e.contains(says), "{text:?}: {e}");
+        }
+        let many = format!(
+            "HTTP/1.1 200 OK\r\n{}\r\n",
+            "X-A: 1\r\n".repeat(MAX_HEADERS + 1)
+        );
+        assert!(refusal(&many).contains("not valid"));
+        let large = format!("HTTP/1.1 200 OK\r\nX-A: {}", "a".repeat(MAX_HEAD_BYTES));
+        assert!(refusal(&large).contains("larger than"));
+    }
+
+    #[test]
+    fn interim_heads_are_dropped_and_the_final_one_read() {
+        let text = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok";
+        let (parsed, rest) = parse(text, false);
+        let head = parsed.expect("valid").expect("complete");
+        assert_eq!(head.parts.status, StatusCode::CREATED);
+        assert!(!head.parts.headers.contains_key("link"), "{head:?}");
+        assert_eq!(&rest[..], b"ok");
+        // An interim head alone is consumed; the final one is awaited.
+        let (parsed, rest) = parse("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 2", false);
+        assert!(matches!(parsed, Ok(None)));
+        assert_eq!(&rest[..], b"HTTP/1.1 2");
+    }
+
+    #[test]
+    fn hop_by_hop_fields_of_the_application_are_removed() {
+        let head = head_of(
+            "HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Secret\r\nKeep-Alive: timeout=5\r\nX-Secret: 1\r\nUpgrade: h2c\r\nTrailer: X-T\r\nX-Kept: 1\r\nContent-Length: 1\r\n\r\n",
+        );
+        let mut names: Vec<_> = head.parts.headers.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["content-length", "x-kept"]);
+    }
+
+    /// Decodes `input` fed in pieces of `step` bytes: the data, the trailers, and whether the
+    /// body ended, or the error.
+    fn decode(input: &[u8], step: usize) -> Result<(Vec<u8>, Option<HeaderMap>, bool), String> {
+        let mut decoder = ChunkedDecoder::default();
+        let mut buf = BytesMut::new();
+        let (mut data, mut trailers) = (Vec::new(), None);
+        for piece in input.chunks(step.max(1)) {
+            buf.extend_from_slice(piece);
+            loop {
+                match decoder.decode(&mut buf).map_err(|e| e.to_string())? {
+                    Some(Chunk::Data(d)) => data.extend_from_slice(&d),
+                    Some(Chunk::Trailers(t)) => trailers = Some(t),
+                    Some(Chunk::End) => return Ok((data, trailers, true)),
+                    None => break,
+                }
+                if decoder.is_end() {
+                    return Ok((data, trailers, true));
+                }
+            }
+        }
+        Ok((data, trailers, false))
+    }
+
+    #[test]
+    fn a_chunked_body_decodes_the_same_however_its_bytes_arrive() {
+        let body =
+            b"5;name=value\r\nhello\r\n6\r\n world\r\nA \r\n0123456789\r\n0\r\nX-T: 1\r\n\r\n";
+        let whole = decode(body, body.len()).expect("valid");
+        assert_eq!(whole.0, b"hello world0123456789");
+        assert_eq!(whole.1.expect("trailers")["x-t"], "1");
+        assert!(whole.2);
+        for step in 1..body.len() {
+            let (data, trailers, ended) = decode(body, step).expect("valid");
+            assert_eq!((&data, ended), (&whole.0, true), "step {step}");
+            assert!(trailers.is_some(), "step {step}");
+        }
+        assert_eq!(decode(b"0\r\n\r\n", 1), Ok((Vec::new(), None, true)));
+        assert_eq!(decode(b"3\r\nab", 1), Ok((b"ab".to_vec(), None, false)));
+    }
+
+    #[test]
+    fn malformed_chunked_bodies_are_refused_at_the_first_bad_byte() {
+        let cases: [(&[u8], &str); 9] = [
+            (b"zz\r\nhello\r\n0\r\n\r\n", "not hex"),
+            (b"\r\n", "not hex"),
+            (b"1ffffffffffffffff\r\n", "over 64 bits"),
+            (b"5\r\nhelloXX0\r\n\r\n", "not ended by CRLF"),
+            (b"5\nhello\r\n", "not hex"),
+            (b"5\r\rhello\r\n", "not ended by CRLF"),
+            (b"5;a\nb\r\n", "bare LF"),
+            (b"5;a\x01\r\n", "control character"),
+            (b"0\r\nX-A : 1\r\n\r\n", "trailer section"),
+        ];
+        for (body, says) in cases {
+            for step in [1, body.len()] {
+                let e = decode(body, step).expect_err("refused");
+                assert!(e.contains(says), "{body:?} step {step}: {e}");
+            }
+        }
+        let long_ext = format!("5;{}\r\n", "a".repeat(MAX_CHUNK_EXT));
+        let e = decode(long_ext.as_bytes(), 7).expect_err("refused");
+        assert!(e.contains("too long"), "{e}");
+        let max = b"ffffffffffffffff\r\nab";
+        assert_eq!(decode(max, 3), Ok((b"ab".to_vec(), None, false)));
+    }
+
+    #[test]
+    fn a_request_head_is_written_in_origin_form_with_its_framing() {
+        let req = http::Request::post("/p?q=1")
+            .header("host", "api.example")
+            .header("x-a", "1")
+            .body(())
+            .expect("valid");
+        let (parts, ()) = req.into_parts();
+        let mut out = Vec::new();
+        encode_head(&parts, Sending::Chunked, &mut out);
+        assert_eq!(
+            String::from_utf8(out).expect("ascii"),
+            "POST /p?q=1 HTTP/1.1\r\nhost: api.example\r\nx-a: 1\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+        let mut out = Vec::new();
+        encode_head(&parts, Sending::Length, &mut out);
+        assert!(
+            !String::from_utf8(out)
+                .expect("ascii")
+                .contains("transfer-encoding")
+        );
     }
 }
