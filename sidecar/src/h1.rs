@@ -209,6 +209,20 @@ impl Fields {
         if name == header::CONTENT_LENGTH {
             // Digits only; a list of one repeated length is allowed (RFC 9110 §8.6).
             let bad = || Error::BadField("Content-Length");
+            let digits = value.as_bytes();
+            if !digits.is_empty() && digits.len() <= 19 && digits.iter().all(u8::is_ascii_digit) {
+                // One length (the common field): digits that fit in 64 bits.
+                let n = digits
+                    .iter()
+                    .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+                return match self.length {
+                    Some(m) if m != n => Err(Error::ConflictingLength),
+                    _ => {
+                        self.length = Some(n);
+                        Ok(true)
+                    }
+                };
+            }
             for element in value.to_str().map_err(|_| bad())?.split(',') {
                 let element = element.trim_matches([' ', '\t']);
                 if element.is_empty() || !element.bytes().all(|b| b.is_ascii_digit()) {
@@ -471,6 +485,12 @@ enum Sending {
 /// the fields as they are, and `Transfer-Encoding: chunked` when the body is chunked.
 fn encode_head(parts: &http::request::Parts, sending: Sending, out: &mut Vec<u8>) {
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let fields: usize = parts
+        .headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    out.reserve(parts.method.as_str().len() + target.len() + fields + 64);
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
@@ -898,6 +918,16 @@ mod tests {
             (
                 "HTTP/1.1 200 OK\r\nContent-Length: 7, 7\r\n\r\n",
                 Framing::Length(7),
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 0007\r\nContent-Length: 7\r\n\r\n",
+                Framing::Length(7),
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 9999999999999999999\r\n\r\n",
+                Framing::Length(9_999_999_999_999_999_999),
                 true,
             ),
             (
