@@ -485,12 +485,6 @@ enum Sending {
 /// the fields as they are, and `Transfer-Encoding: chunked` when the body is chunked.
 fn encode_head(parts: &http::request::Parts, sending: Sending, out: &mut Vec<u8>) {
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let fields: usize = parts
-        .headers
-        .iter()
-        .map(|(n, v)| n.as_str().len() + v.len() + 4)
-        .sum();
-    out.reserve(parts.method.as_str().len() + target.len() + fields + 64);
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
