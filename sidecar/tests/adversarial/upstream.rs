@@ -188,6 +188,27 @@ impl Env {
         h1(self.sc.proxy_addr).await
     }
 
+    /// The next request on `client` is answered, on a new upstream connection (the
+    /// application's second), and the sidecar keeps serving.
+    async fn next_on_a_new_upstream_connection(
+        &self,
+        client: &mut SendRequest<AppBody>,
+        case: &str,
+    ) {
+        let next = ask(client, "/ok").await;
+        assert_eq!(
+            (next.status, next.body.as_deref()),
+            (200, Ok("ok")),
+            "{case}"
+        );
+        assert_eq!(
+            self.app.accepted(),
+            2,
+            "{case}: the upstream connection was reused"
+        );
+        self.still_serves().await;
+    }
+
     /// The sidecar still answers an ordinary request on a new connection.
     async fn still_serves(&self) {
         let (status, _, body) =
@@ -330,18 +351,8 @@ async fn content_length_with_chunked_is_framed_by_chunks_and_the_connection_not_
         if let Some(len) = got.headers.get(header::CONTENT_LENGTH) {
             assert_eq!(len, "11", "{case:?}: a length that disagrees with the body");
         }
-        let next = ask(&mut client, "/ok").await;
-        assert_eq!(
-            (next.status, next.body.as_deref()),
-            (200, Ok("ok")),
-            "{case:?}"
-        );
-        assert_eq!(
-            e.app.accepted(),
-            2,
-            "{case:?}: the upstream connection was reused"
-        );
-        e.still_serves().await;
+        e.next_on_a_new_upstream_connection(&mut client, &format!("{case:?}"))
+            .await;
     }
 }
 
@@ -451,10 +462,8 @@ async fn a_close_delimited_body_arrives_whole_and_the_next_request_gets_a_new_co
         got.body.as_deref() == Ok(body.as_str()),
         "the body is cut or changed"
     );
-    let next = ask(&mut client, "/ok").await;
-    assert_eq!((next.status, next.body.as_deref()), (200, Ok("ok")));
-    assert_eq!(e.app.accepted(), 2);
-    e.still_serves().await;
+    e.next_on_a_new_upstream_connection(&mut client, "close-delimited")
+        .await;
 }
 
 /// The application queues a second, unasked response behind its answer (in the same write,
@@ -635,18 +644,8 @@ async fn connection_close_and_http_1_0_end_the_upstream_connection() {
             "{case:?}"
         );
         assert_eq!(got.version, http::Version::HTTP_11, "{case:?}");
-        let next = ask(&mut client, "/ok").await;
-        assert_eq!(
-            (next.status, next.body.as_deref()),
-            (200, Ok("ok")),
-            "{case:?}"
-        );
-        assert_eq!(
-            e.app.accepted(),
-            2,
-            "{case:?}: the upstream connection was reused"
-        );
-        e.still_serves().await;
+        e.next_on_a_new_upstream_connection(&mut client, &format!("{case:?}"))
+            .await;
     }
 }
 
