@@ -12,6 +12,7 @@
 //! real encoders (`PALISADE_FUZZ_WRITE_SEEDS=1 cargo test -p palisade-fuzz` rewrites them).
 
 pub mod bundle;
+pub mod h1;
 pub mod identify;
 pub mod path;
 mod seeds;
@@ -19,13 +20,21 @@ mod seeds;
 pub use seeds::seeds;
 
 /// The targets, by the name of their libFuzzer binary and corpus directory.
-pub const TARGETS: &[&str] = &["bundle_decode", "identify_headers", "path_normalize"];
+pub const TARGETS: &[&str] = &[
+    "bundle_decode",
+    "h1_response",
+    "identify_headers",
+    "path_normalize",
+];
 
 /// Runs target `name` on `data`, discarding its outcome; `false` for an unknown name.
 pub fn run(name: &str, data: &[u8]) -> bool {
     match name {
         "bundle_decode" => {
             bundle::bundle_decode(data);
+        }
+        "h1_response" => {
+            h1::h1_response(data);
         }
         "identify_headers" => {
             identify::identify_headers(data);

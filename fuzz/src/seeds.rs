@@ -8,7 +8,7 @@ use palisade_policy::{
     ActionSpec, Conditions, Inputs, LabelSelector, Mode, PathMatch, Verb, compile, encode,
 };
 
-use crate::bundle;
+use crate::{bundle, h1};
 
 /// `(target, file name, bytes)` of every seed.
 pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
@@ -27,6 +27,9 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         let mut bytes = vec![bits, peer];
         bytes.extend_from_slice(&text);
         out.push(("identify_headers", format!("seed-{name}"), bytes));
+    }
+    for (name, bytes) in responses() {
+        out.push(("h1_response", format!("seed-{name}"), bytes));
     }
     for (i, (mode, path)) in PATHS.iter().enumerate() {
         let mut bytes = vec![*mode];
@@ -56,6 +59,164 @@ const PATHS: &[(u8, &str)] = &[
     (2, "/un%5Cescape%2F..%2Fadmin"),
     (0, "/caf\u{e9}/%C3%A9/~user/a-b_c.d"),
 ];
+
+/// Streams for `h1_response`: `(name, input)` (see `palisade_fuzz::h1` for the layout), what
+/// hostile and ordinary applications answer, chunked bodies made by the harness's encoder.
+fn responses() -> Vec<(&'static str, Vec<u8>)> {
+    use http::{HeaderMap, HeaderValue};
+    // flags, split a, split b, then the stream.
+    let input = |flags: u8, a: u8, b: u8, parts: &[&[u8]]| {
+        let mut out = vec![flags, a, b];
+        out.extend(parts.concat());
+        out
+    };
+    let mut trailers = HeaderMap::new();
+    trailers.insert("x-checksum", HeaderValue::from_static("sha256=abc"));
+    trailers.append("server-timing", HeaderValue::from_static("db;dur=53"));
+    let sizes = [3, 1, 40, 7].into_iter().cycle();
+    let body = h1::chunked(b"{\"items\":[1,2,3],\"next\":null}\n", sizes, &trailers);
+    let plain = h1::chunked(b"hello, world", [5].into_iter().cycle(), &HeaderMap::new());
+    let chunked_head: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+        Transfer-Encoding: chunked\r\nTrailer: x-checksum, server-timing\r\n\
+        Connection: keep-alive, x-internal\r\nX-Internal: secret\r\n\r\n";
+    vec![
+        (
+            "plain-200",
+            input(0, 0x40, 0xc0, &[
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\
+                  Connection: keep-alive\r\nKeep-Alive: timeout=5\r\nDate: Tue, 01 Dec 2026 \
+                  00:00:00 GMT\r\n\r\nhello",
+            ]),
+        ),
+        (
+            "chunked-ext-trailers",
+            input(3 << 3, 4, 0x90, &[chunked_head, &body]),
+        ),
+        (
+            "split-head-byte-reads",
+            input(0, 1, 2, &[chunked_head, &plain]),
+        ),
+        (
+            "interim-then-200",
+            input(0, 0x10, 0x30, &[
+                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\n\
+                  Link: </s.css>; rel=preload\r\n\r\nHTTP/1.1 102 Processing\r\n\r\n\
+                  HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                &plain,
+            ]),
+        ),
+        (
+            "204-with-length",
+            input(0, 0x80, 0x80, &[b"HTTP/1.1 204 No Content\r\nContent-Length: 10\r\n\r\n"]),
+        ),
+        (
+            "304-chunked",
+            input(0, 0x20, 0xf0, &[
+                b"HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\nTransfer-Encoding: chunked\r\n\r\n",
+            ]),
+        ),
+        (
+            "head-request",
+            input(1, 0x33, 0x66, &[
+                b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nContent-Type: text/html\r\n\r\n",
+            ]),
+        ),
+        (
+            "length-and-chunked",
+            input(0, 0x50, 0xa0, &[
+                b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+                &plain,
+            ]),
+        ),
+        (
+            "obs-fold",
+            input(0, 0x20, 0x40, &[
+                b"HTTP/1.1 200 OK\r\nX-Folded: a\r\n b\r\nContent-Length: 0\r\n\r\n",
+            ]),
+        ),
+        (
+            "two-lengths",
+            input(0, 0x30, 0x60, &[
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+            ]),
+        ),
+        (
+            "equal-lengths",
+            input(0, 0x30, 0x60, &[
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5, 005\r\nContent-Length: 5\r\n\r\nhello",
+            ]),
+        ),
+        (
+            "bad-length",
+            input(0, 0x30, 0x60, &[b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\nhello"]),
+        ),
+        (
+            "gzip-chunked",
+            input(0, 0x30, 0x60, &[
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                &plain,
+            ]),
+        ),
+        (
+            "http10-chunked",
+            input(0, 0x30, 0x60, &[
+                b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                &plain,
+            ]),
+        ),
+        (
+            "close-delimited",
+            input(0, 0x08, 0x70, &[
+                b"HTTP/1.0 200 OK\r\nServer: old\r\nConnection: keep-alive\r\n\r\n\
+                  the body runs to the close",
+            ]),
+        ),
+        (
+            "connection-close",
+            input(0, 0x08, 0x70, &[
+                b"HTTP/1.1 404 Not Found\r\nConnection: Close\r\nContent-Length: 4\r\n\r\nnope",
+            ]),
+        ),
+        (
+            "unasked-101",
+            input(0, 0x40, 0x80, &[
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: upgrade\r\n\r\n",
+            ]),
+        ),
+        (
+            "answers-twice",
+            input(0, 0x40, 0x80, &[
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok\
+                  HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecret",
+            ]),
+        ),
+        (
+            "truncated-head",
+            input(0, 0x40, 0x80, &[b"HTTP/1.1 200 OK\r\nContent-Type: text/pl"]),
+        ),
+        (
+            "broken-chunk",
+            input(0, 0x40, 0x80, &[chunked_head, b"5\r\nhello\r\n3\r\nabcX\r\n0\r\n\r\n"]),
+        ),
+        (
+            "padded-head",
+            input(4, 0x80, 0xff, &[b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"]),
+        ),
+        (
+            "padded-head-too-large",
+            input(4, 0x80, 0xff, &[
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nx-more: ",
+                &[b'm'; 600],
+                b"\r\n\r\nok",
+            ]),
+        ),
+        ("body-only", input(2, 0, 6, &[&body])),
+        (
+            "body-only-broken",
+            input(2, 2, 0, &[b"4;ext=\"quoted\"\r\nwiki\r\nffffffffffffffffff\r\n"]),
+        ),
+    ]
+}
 
 /// Requests for `identify_headers`: `(name, configuration bits, peer index, text)` (see
 /// `palisade_fuzz::identify` for the bits).

@@ -131,3 +131,52 @@ fn path_seeds_are_normalised_refused_and_stripped_of_parameters() {
     assert!(has(&|o| *o == Outcome::Refused("Backslash")));
     assert!(has(&|o| *o == Outcome::Refused("InvalidPercentEncoding")));
 }
+
+#[test]
+fn h1_seeds_reach_every_framing_refusal_and_the_body_decoder() {
+    use palisade_fuzz::h1::{Outcome, h1_response};
+    use palisade_sidecar::h1::Framing;
+    write_seeds_if_asked();
+    let outcomes: Vec<_> = files("h1_response")
+        .into_iter()
+        .map(|(_, bytes)| h1_response(&bytes))
+        .collect();
+    let has = |f: &dyn Fn(&Outcome) -> bool| outcomes.iter().any(f);
+    for framing in [Framing::Empty, Framing::Length(5), Framing::Close] {
+        assert!(
+            has(&|o| *o == Outcome::Head(framing)),
+            "no seed is framed {framing:?}"
+        );
+    }
+    for refusal in [
+        "Head",
+        "HeadTooLarge",
+        "BadField",
+        "ConflictingLength",
+        "UnsupportedCoding",
+        "UnrequestedUpgrade",
+    ] {
+        assert!(
+            has(&|o| *o == Outcome::Refused(refusal)),
+            "no seed is refused {refusal}"
+        );
+    }
+    assert!(has(&|o| *o == Outcome::Partial), "no seed is incomplete");
+    for after_head in [true, false] {
+        assert!(
+            has(&|o| matches!(
+                o,
+                Outcome::Body { after_head: a, ended: true, trailers: true, refused: None }
+                    if *a == after_head
+            )),
+            "no seed decodes a whole chunked body with trailers (after a head: {after_head})"
+        );
+        assert!(
+            has(&|o| matches!(
+                o,
+                Outcome::Body { after_head: a, refused: Some(_), .. } if *a == after_head
+            )),
+            "no seed has a broken chunked body (after a head: {after_head})"
+        );
+    }
+}
