@@ -369,11 +369,14 @@ fn is_websocket<B>(req: &Request<B>) -> bool {
     let Some(upgrade) = req.headers().get(header::UPGRADE) else {
         return false;
     };
-    let websocket = upgrade.to_str().is_ok_and(|v| {
-        v.split(',')
-            .any(|t| t.trim().eq_ignore_ascii_case("websocket"))
-    });
-    websocket && connection_tokens(req.headers()).any(|t| t.eq_ignore_ascii_case("upgrade"))
+    let websocket = elements(upgrade).any(|t| t.eq_ignore_ascii_case(b"websocket"));
+    websocket
+        && req
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(elements)
+            .any(|t| t.eq_ignore_ascii_case(b"upgrade"))
 }
 
 /// The protocol a WebSocket handshake asks for (`websocket`), `None` for any other request:
@@ -387,13 +390,14 @@ fn set_upgrade(headers: &mut HeaderMap, proto: HeaderValue) {
     headers.insert(header::UPGRADE, proto);
 }
 
-fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
+/// The elements of a list-valued field (RFC 9110 §5.6.1), as bytes: split at commas, spaces
+/// and tabs trimmed, empty ones skipped. Bytes, not text: an element with a non-ASCII byte
+/// must not hide the others of its line (`Connection: x-a, é` still names `x-a`).
+pub(crate) fn elements(value: &HeaderValue) -> impl Iterator<Item = &[u8]> {
+    value
+        .as_bytes()
+        .split(|&b| b == b',')
+        .map(|t| t.trim_ascii())
         .filter(|t| !t.is_empty())
 }
 
@@ -427,21 +431,20 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         let first = values.next();
         let rest: Vec<HeaderValue> = values.collect(); // no allocation for one line
         for value in first.iter().chain(&rest) {
-            let tokens = value.to_str().ok().into_iter().flat_map(|v| v.split(','));
-            for token in tokens.map(str::trim).filter(|t| !t.is_empty()) {
+            for token in elements(value) {
                 // A name of the fixed list goes below if present (`keep-alive`, the common
                 // token); any other is looked for among the message's few names, compared
                 // without case, rather than parsed into a name and hashed (`close`, the
                 // other common token, names no header and costs one pass).
                 if HOP_BY_HOP
                     .iter()
-                    .any(|h| h.as_str().eq_ignore_ascii_case(token))
+                    .any(|h| h.as_str().as_bytes().eq_ignore_ascii_case(token))
                 {
                     continue;
                 }
                 let named = headers
                     .keys()
-                    .find(|n| n.as_str().eq_ignore_ascii_case(token))
+                    .find(|n| n.as_str().as_bytes().eq_ignore_ascii_case(token))
                     .cloned();
                 if let Some(name) = named {
                     headers.remove(&name);
@@ -717,6 +720,17 @@ mod tests {
             strip(&["x-keep-alive"], &["x-keep-alive"]),
             Vec::<String>::new()
         );
+    }
+
+    #[test]
+    fn a_non_ascii_element_of_connection_hides_no_other() {
+        let mut h = HeaderMap::new();
+        let value = HeaderValue::from_bytes(b"x-a, \xc3\xa9").expect("obs-text is a valid value");
+        h.append(header::CONNECTION, value);
+        h.insert("x-a", HeaderValue::from_static("1"));
+        h.insert("x-b", HeaderValue::from_static("kept"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.keys().collect::<Vec<_>>(), ["x-b"]);
     }
 
     #[test]

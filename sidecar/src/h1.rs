@@ -43,7 +43,7 @@ use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 use tokio_util::io::poll_read_buf;
 
-use crate::forward::{is_hop_by_hop, strip_hop_by_hop};
+use crate::forward::{elements, is_hop_by_hop, strip_hop_by_hop};
 
 /// Largest response head (and chunked trailer section) read from the application.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -53,6 +53,8 @@ const _: () = assert!(MAX_HEAD_BYTES <= u16::MAX as usize + 1);
 pub const MAX_HEADERS: usize = 100;
 /// Longest extension of one chunk's size line.
 pub const MAX_CHUNK_EXT: usize = 4096;
+/// Most digits of a chunk size (leading zeros included).
+const MAX_SIZE_DIGITS: u8 = 64;
 /// What one read from the application asks for, at least.
 const READ_SIZE: usize = 8 * 1024;
 /// What one read of a long body asks for, at most.
@@ -240,11 +242,11 @@ impl Fields {
             return Ok(true);
         }
         if name == header::CONNECTION {
-            for t in tokens(value) {
-                if t.eq_ignore_ascii_case("close") {
+            for t in elements(value) {
+                if t.eq_ignore_ascii_case(b"close") {
                     self.close = true;
                 }
-                if !t.eq_ignore_ascii_case("keep-alive") {
+                if !t.eq_ignore_ascii_case(b"keep-alive") {
                     self.connection_names = true;
                 }
             }
@@ -252,9 +254,9 @@ impl Fields {
         }
         if name == header::TRANSFER_ENCODING {
             self.coding_lines = true;
-            for t in tokens(value) {
+            for t in elements(value) {
                 self.codings += 1;
-                self.chunked = t.eq_ignore_ascii_case("chunked");
+                self.chunked = t.eq_ignore_ascii_case(b"chunked");
             }
         }
         Ok(false)
@@ -314,15 +316,6 @@ impl Fields {
     }
 }
 
-/// The comma-separated elements of a field value, trimmed, empty ones skipped.
-fn tokens(v: &HeaderValue) -> impl Iterator<Item = &str> {
-    v.to_str()
-        .unwrap_or("")
-        .split(',')
-        .map(|t| t.trim_matches([' ', '\t']))
-        .filter(|t| !t.is_empty())
-}
-
 /// A piece of a chunked body.
 #[derive(Debug, PartialEq)]
 pub enum Chunk {
@@ -344,6 +337,8 @@ pub struct ChunkedDecoder {
 enum ChunkState {
     /// In the size's hex digits: the value so far, and how many digits.
     Size(u64, u8),
+    /// After the size, in spaces or tabs (before `;` or CR): their count, and the size.
+    SizeWs(usize, u64),
     /// In the size line's extension: its length so far, and the size.
     Ext(usize, u64),
     /// After the size line's CR.
@@ -401,16 +396,29 @@ impl ChunkedDecoder {
             i += 1;
             self.state = match (self.state, b) {
                 (Size(v, d), b) if b.is_ascii_hexdigit() => {
-                    if d == 16 {
+                    if v > u64::MAX >> 4 {
                         return Err(Error::BadChunk("chunk size over 64 bits"));
+                    }
+                    if d == MAX_SIZE_DIGITS {
+                        return Err(Error::BadChunk("chunk size of too many digits"));
                     }
                     let digit = (b as char).to_digit(16).unwrap_or(0);
                     Size((v << 4) | u64::from(digit), d + 1)
                 }
                 (Size(_, 0), _) => return Err(Error::BadChunk("chunk size is not hex")),
-                (Size(v, _), b'\r') => SizeLf(v),
-                (Size(v, _), b';' | b' ' | b'\t') => Ext(1, v),
+                (Size(v, _) | SizeWs(_, v), b'\r') => SizeLf(v),
+                (Size(v, _) | SizeWs(_, v), b';') => Ext(1, v),
+                (Size(v, _), b' ' | b'\t') => SizeWs(1, v),
+                (SizeWs(n, _), _) if n >= MAX_CHUNK_EXT => {
+                    return Err(Error::BadChunk("chunk extension too long"));
+                }
+                (SizeWs(n, v), b' ' | b'\t') => SizeWs(n + 1, v),
                 (Size(..), _) => return Err(Error::BadChunk("chunk size is not hex")),
+                (SizeWs(..), _) => {
+                    return Err(Error::BadChunk(
+                        "chunk size followed by other than `;` or CRLF",
+                    ));
+                }
                 (Ext(_, v), b'\r') => SizeLf(v),
                 (Ext(n, _), _) if n >= MAX_CHUNK_EXT => {
                     return Err(Error::BadChunk("chunk extension too long"));
@@ -447,6 +455,11 @@ impl ChunkedDecoder {
                 for f in fields {
                     let name = HeaderName::from_bytes(f.name.as_bytes())
                         .map_err(|_| Error::BadChunk("trailer field name"))?;
+                    // A trailer cannot frame the message or speak for the connection
+                    // (RFC 9110 §6.5.1): such fields are dropped.
+                    if is_hop_by_hop(&name) || name == header::CONTENT_LENGTH {
+                        continue;
+                    }
                     let value = HeaderValue::from_bytes(f.value)
                         .map_err(|_| Error::BadChunk("trailer field value"))?;
                     map.append(name, value);
@@ -1079,6 +1092,24 @@ mod tests {
     }
 
     #[test]
+    fn an_element_with_a_non_ascii_byte_hides_no_other_of_its_line() {
+        // Found by the fuzz target h1_response: these lines were read as text, and a line
+        // that was not ASCII was skipped whole.
+        let head = head_of(
+            "HTTP/1.1 200 OK\r\nConnection: x-a, \u{e9}\r\nX-A: 1\r\nContent-Length: 1\r\n\r\n",
+        );
+        assert!(!head.parts.headers.contains_key("x-a"), "{head:?}");
+        let head =
+            head_of("HTTP/1.1 200 OK\r\nConnection: close, \u{e9}\r\nContent-Length: 1\r\n\r\n");
+        assert!(!head.keep_alive);
+        let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\xff\r\n\r\n"[..]);
+        assert!(matches!(
+            parse_head(&mut buf, false),
+            Err(Error::UnsupportedCoding)
+        ));
+    }
+
+    #[test]
     fn hop_by_hop_fields_of_the_application_are_removed() {
         let head = head_of(
             "HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Secret\r\nKeep-Alive: timeout=5\r\nX-Secret: 1\r\nUpgrade: h2c\r\nTrailer: X-T\r\nX-Kept: 1\r\nContent-Length: 1\r\n\r\n",
@@ -1114,10 +1145,16 @@ mod tests {
     #[test]
     fn a_chunked_body_decodes_the_same_however_its_bytes_arrive() {
         let body =
-            b"5;name=value\r\nhello\r\n6\r\n world\r\nA \r\n0123456789\r\n0\r\nX-T: 1\r\n\r\n";
+            b"5;name=value\r\nhello\r\n6\r\n world\r\nA \r\n0123456789\r\n0\r\nX-T: 1\r\nContent-Length: 9\r\nConnection: close\r\n\r\n";
         let whole = decode(body, body.len()).expect("valid");
         assert_eq!(whole.0, b"hello world0123456789");
-        assert_eq!(whole.1.expect("trailers")["x-t"], "1");
+        let trailers = whole.1.expect("trailers");
+        assert_eq!(trailers["x-t"], "1");
+        assert_eq!(
+            trailers.len(),
+            1,
+            "framing and hop-by-hop trailers are dropped"
+        );
         assert!(whole.2);
         for step in 1..body.len() {
             let (data, trailers, ended) = decode(body, step).expect("valid");
@@ -1130,10 +1167,11 @@ mod tests {
 
     #[test]
     fn malformed_chunked_bodies_are_refused_at_the_first_bad_byte() {
-        let cases: [(&[u8], &str); 9] = [
+        let cases: [(&[u8], &str); 10] = [
             (b"zz\r\nhello\r\n0\r\n\r\n", "not hex"),
             (b"\r\n", "not hex"),
             (b"1ffffffffffffffff\r\n", "over 64 bits"),
+            (b"5 6\r\nhello\r\n", "other than"),
             (b"5\r\nhelloXX0\r\n\r\n", "not ended by CRLF"),
             (b"5\nhello\r\n", "not hex"),
             (b"5\r\rhello\r\n", "not ended by CRLF"),
@@ -1152,6 +1190,11 @@ mod tests {
         assert!(e.contains("too long"), "{e}");
         let max = b"ffffffffffffffff\r\nab";
         assert_eq!(decode(max, 3), Ok((b"ab".to_vec(), None, false)));
+        let zeros = b"00000000000000000002 ;x\r\nab\r\n0\r\n\r\n";
+        assert_eq!(decode(zeros, 1), Ok((b"ab".to_vec(), None, true)));
+        let many = format!("{}1\r\n", "0".repeat(usize::from(MAX_SIZE_DIGITS)));
+        let e = decode(many.as_bytes(), 5).expect_err("refused");
+        assert!(e.contains("too many digits"), "{e}");
     }
 
     #[test]
