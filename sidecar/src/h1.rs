@@ -18,9 +18,12 @@
 //!   as nginx does) and then wins over a `Content-Length`, which is removed, and the
 //!   connection is not reused; `Content-Length` values must be digits and all equal; with
 //!   neither, the body runs to the connection's close.
-//! - Chunked bodies are decoded strictly: hex sizes that fit in 64 bits, CRLF after the size
-//!   line and after each chunk's data, extensions of at most [`MAX_CHUNK_EXT`] bytes, a trailer
-//!   section of at most [`MAX_HEAD_BYTES`] parsed like a head.
+//! - Chunked bodies are decoded strictly: hex sizes that fit in 64 bits, then spaces and `;`
+//!   and an extension of at most [`MAX_CHUNK_EXT`] bytes, or CRLF; CRLF after each chunk's
+//!   data; a trailer section of at most [`MAX_HEAD_BYTES`] parsed like a head, without its
+//!   framing and hop-by-hop fields.
+//! - A bare LF ends a head's line as CRLF does (httparse reads responses so, as hyper and
+//!   nginx do); interim heads are not counted (the response timeout bounds them).
 //! - A connection is reused only when the response was HTTP/1.1 without `Connection: close`,
 //!   its body ended where its framing said, the request was sent whole, and no byte followed
 //!   the response (an application that answers twice never has its second answer served to
