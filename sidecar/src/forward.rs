@@ -219,20 +219,30 @@ impl Forwarder {
     }
 
     /// Sends on the client connection's own upstream connection (`kept`, which the
-    /// application has not closed), opening one if there is none.
+    /// application has not closed as far as the sidecar has seen), opening one if there is
+    /// none. When a kept connection closes under a safe, bodiless request before any byte of
+    /// an answer (the application's idle close racing the request), the request is written
+    /// once more on a new connection, as nginx's `proxy_next_upstream` does.
     async fn send_own(
         &self,
         req: Request<Incoming>,
         kept: Option<Box<h1::Conn>>,
         home: &h1::Home,
     ) -> Result<Response<h1::ResponseBody>, ProxyError> {
-        let conn = match kept {
-            Some(conn) => conn,
-            None => h1::Conn::new(self.connect().await?),
+        let upstream = |e: h1::Error| ProxyError::Upstream(Box::new(e));
+        let (conn, reused) = match kept {
+            Some(conn) => (conn, true),
+            None => (h1::Conn::new(self.connect().await?), false),
         };
-        conn.send(req, home)
-            .await
-            .map_err(|e| ProxyError::Upstream(Box::new(e)))
+        match conn.send(req, home).await {
+            Ok(resp) => Ok(resp),
+            Err(failed) if reused && failed.may_replay() => {
+                tracing::debug!(error = %failed.error, "kept upstream connection closed under a request: writing it again");
+                let io = self.connect().await?;
+                failed.replay(io, home).await.map_err(upstream)
+            }
+            Err(failed) => Err(upstream(failed.error)),
+        }
     }
 
     /// A new TCP connection to the application.

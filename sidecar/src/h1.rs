@@ -568,11 +568,18 @@ impl Conn {
     /// after its head has come (the response body goes on writing it): an application that
     /// answers as it reads (an echo) streams both ways; one that answers before reading the
     /// whole body (a `413`) is answered to the client, and the connection is then not reused.
+    ///
+    /// On failure, [`Failed::replay`] says whether the request may be written again on a new
+    /// connection.
     pub async fn send(
         mut self: Box<Self>,
         req: http::Request<Incoming>,
         home: &Home,
-    ) -> Result<Response<ResponseBody>, Error> {
+    ) -> Result<Response<ResponseBody>, Failed> {
+        let idempotent = matches!(
+            *req.method(),
+            Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+        );
         let head_request = req.method() == Method::HEAD;
         let (parts, body) = req.into_parts();
         let sending = if parts.headers.contains_key(header::CONTENT_LENGTH) {
@@ -583,14 +590,26 @@ impl Conn {
             Sending::Chunked
         };
         self.wbuf.clear();
-        self.wpos = 0;
         encode_head(&parts, sending, &mut self.wbuf);
         drop(parts);
-        let mut out = Outgoing {
+        let out = Outgoing {
             body,
             sending,
             done: sending == Sending::Empty,
         };
+        let replayable = idempotent && sending == Sending::Empty;
+        self.exchange(out, head_request, replayable, home).await
+    }
+
+    /// Writes the request in `wbuf` (and `out`'s body) from its start and reads the head.
+    async fn exchange(
+        mut self: Box<Self>,
+        mut out: Outgoing,
+        head_request: bool,
+        replayable: bool,
+        home: &Home,
+    ) -> Result<Response<ResponseBody>, Failed> {
+        self.wpos = 0;
         let mut write_failed = None;
         let conn = &mut *self;
         let head = std::future::poll_fn(|cx| {
@@ -604,7 +623,21 @@ impl Conn {
             }
             conn.poll_head(cx, head_request, &mut write_failed)
         })
-        .await?;
+        .await;
+        let head = match head {
+            Ok(head) => head,
+            Err(error) => {
+                // Nothing of an answer came: the connection was closed under the request.
+                let unanswered = self.rbuf.is_empty()
+                    && matches!(&error, Error::ClosedBeforeHead | Error::Io(_));
+                let replay = (replayable && unanswered).then(|| Replay {
+                    conn: self,
+                    out,
+                    head_request,
+                });
+                return Err(Failed { error, replay });
+            }
+        };
         let sent = out.done && self.wpos == self.wbuf.len();
         let (keep, out) = match write_failed {
             Some(_) => (false, None),
@@ -699,6 +732,50 @@ impl Conn {
         let want = usize::try_from(want).unwrap_or(MAX_READ_SIZE);
         self.rbuf.reserve(want.clamp(READ_SIZE, MAX_READ_SIZE));
         poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf)
+    }
+}
+
+/// A failed exchange: what went wrong, and the request again if it may be replayed.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct Failed {
+    /// What went wrong.
+    #[source]
+    pub error: Error,
+    replay: Option<Replay>,
+}
+
+/// A request whose connection closed before any byte of an answer, kept to be written again.
+#[derive(Debug)]
+struct Replay {
+    conn: Box<Conn>,
+    out: Outgoing,
+    head_request: bool,
+}
+
+impl Failed {
+    /// Whether the request may be written again on a new connection: no byte of an answer
+    /// came, the method is safe (`GET`, `HEAD`, `OPTIONS`, `TRACE`: RFC 9112 §9.3.1 allows
+    /// no automatic retry of others) and it has no body.
+    pub fn may_replay(&self) -> bool {
+        self.replay.is_some()
+    }
+
+    /// Writes the request again on `io`, once (a second failure is final).
+    pub async fn replay(self, io: TcpStream, home: &Home) -> Result<Response<ResponseBody>, Error> {
+        let Some(Replay {
+            mut conn,
+            out,
+            head_request,
+        }) = self.replay
+        else {
+            return Err(self.error);
+        };
+        conn.io = io;
+        conn.rbuf.clear();
+        conn.exchange(out, head_request, false, home)
+            .await
+            .map_err(|f| f.error)
     }
 }
 

@@ -32,6 +32,9 @@ struct Reply {
     close: bool,
     /// Answer without reading the request's `Content-Length` body.
     skip_body: bool,
+    /// On any request but its connection's first, close without a byte of an answer: the
+    /// application's idle close racing the request.
+    stale: bool,
 }
 
 impl Reply {
@@ -107,7 +110,7 @@ impl App {
 async fn serve(mut stream: TcpStream, replies: Arc<Vec<Reply>>, closed: Arc<AtomicUsize>) {
     let _ = stream.set_nodelay(true);
     let mut buf = Vec::new();
-    loop {
+    for served in 0.. {
         let Some((path, body_len, head_len)) = read_head(&mut stream, &mut buf).await else {
             return;
         };
@@ -122,6 +125,11 @@ async fn serve(mut stream: TcpStream, replies: Arc<Vec<Reply>>, closed: Arc<Atom
                     Reply::keep("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
                 }),
         };
+        if reply.stale && served > 0 {
+            drop(stream);
+            closed.fetch_add(1, Ordering::SeqCst);
+            return;
+        }
         if !reply.skip_body {
             while buf.len() < body_len {
                 let mut chunk = [0u8; 16 << 10];
@@ -646,6 +654,45 @@ async fn connection_close_and_http_1_0_end_the_upstream_connection() {
         assert_eq!(got.version, http::Version::HTTP_11, "{case:?}");
         e.next_on_a_new_upstream_connection(&mut client, &format!("{case:?}"))
             .await;
+    }
+}
+
+/// A kept upstream connection closes under the next request before any byte of an answer
+/// (the application's idle close racing the request, which the sidecar cannot see coming):
+/// a `GET`, `HEAD` or `OPTIONS` without a body is written again on a new connection and
+/// answered. A `POST` is not (RFC 9112 §9.3.1 allows no automatic retry of it): `502`.
+#[tokio::test]
+async fn a_safe_request_on_a_kept_connection_closed_under_it_is_written_again() {
+    let stale = Reply {
+        stale: true,
+        ..Reply::keep("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfresh")
+    };
+    for (method, status, body) in [
+        ("GET", 200, "fresh"),
+        ("HEAD", 200, ""),
+        ("OPTIONS", 200, "fresh"),
+        ("POST", 502, ""),
+    ] {
+        let e = env(vec![stale.clone()]).await;
+        let mut client = e.client().await;
+        // The first request leaves the upstream connection kept; the application closes it
+        // under the second.
+        assert_eq!(ask(&mut client, "/ok").await.status, 200, "{method}");
+        let got = try_ask(&mut client, method, "/0", Vec::new())
+            .await
+            .expect("an answer");
+        assert_eq!(got.status, status, "{method}: {got:?}");
+        if status == 200 {
+            assert_eq!(got.body.as_deref(), Ok(body), "{method}");
+            assert_eq!(
+                e.app.accepted(),
+                2,
+                "{method}: written again on a new connection"
+            );
+        } else {
+            assert_eq!(e.app.accepted(), 1, "{method}: written once");
+        }
+        e.still_serves().await;
     }
 }
 
