@@ -1158,6 +1158,17 @@ mod tests {
     }
 
     #[test]
+    fn a_bare_lf_ends_a_line_as_crlf_does() {
+        let (parsed, rest) = parse("HTTP/1.1 200 OK\nContent-Length: 2\nX-A: 1\n\nok", false);
+        let head = parsed.expect("valid").expect("complete");
+        assert_eq!(
+            (head.framing, &head.parts.headers["x-a"]),
+            (Framing::Length(2), &HeaderValue::from_static("1"))
+        );
+        assert_eq!(&rest[..], b"ok");
+    }
+
+    #[test]
     fn interim_heads_are_dropped_and_the_final_one_read() {
         let text = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok";
         let (parsed, rest) = parse(text, false);

@@ -185,8 +185,13 @@ struct Env {
 }
 
 async fn env(replies: Vec<Reply>) -> Env {
+    env_with(replies, &[]).await
+}
+
+/// [`env`] with more sidecar flags.
+async fn env_with(replies: Vec<Reply>, flags: &[&str]) -> Env {
     let app = App::start(replies).await;
-    let sc = sidecar(app.addr, &[]).await;
+    let sc = sidecar(app.addr, flags).await;
     Env { app, sc }
 }
 
@@ -586,6 +591,20 @@ async fn interim_responses_are_passed_over_for_the_final_one() {
             "/{i}"
         );
     }
+    e.still_serves().await;
+}
+
+/// Interim heads without end (a thousand `100 Continue` and no final response) are not
+/// counted: `--upstream-timeout`, which runs until the final head, ends the wait with `504`.
+#[tokio::test]
+async fn interim_responses_without_a_final_one_end_at_the_upstream_timeout() {
+    let e = env_with(
+        vec![Reply::keep("HTTP/1.1 100 Continue\r\n\r\n".repeat(1000))],
+        &["--upstream-timeout", "300ms"],
+    )
+    .await;
+    let got = ask(&mut e.client().await, "/0").await;
+    assert_eq!(got.status, 504, "{got:?}");
     e.still_serves().await;
 }
 
