@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
+use crate::h1_server::ReqBody;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -136,7 +136,7 @@ type Driver = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// The client side to the application.
 #[derive(Debug)]
 pub struct Forwarder {
-    client: Client<HttpConnector, Incoming>,
+    client: Client<HttpConnector, ReqBody>,
     cfg: UpstreamConfig,
     authority: http::uri::Authority,
     /// The byte pipes of upgraded (WebSocket) connections, which outlive their HTTP
@@ -180,12 +180,12 @@ impl Forwarder {
     /// is `affinity`) to the application and returns its response.
     pub async fn forward(
         &self,
-        mut req: Request<Incoming>,
+        mut req: Request<ReqBody>,
         peer: IpAddr,
         affinity: &Affinity,
     ) -> Result<Response<RespBody>, ProxyError> {
         if is_websocket(&req) {
-            let on_client = hyper::upgrade::on(&mut req);
+            let on_client = tunnel::ClientUpgrade::of(&mut req);
             self.prepare(&mut req, affinity.peer_value(peer), false)?;
             return self.forward_upgrade(req, on_client).await;
         }
@@ -225,7 +225,7 @@ impl Forwarder {
     /// once more on a new connection, as nginx's `proxy_next_upstream` does.
     async fn send_own(
         &self,
-        req: Request<Incoming>,
+        req: Request<ReqBody>,
         kept: Option<Box<h1::Conn>>,
         home: &h1::Home,
     ) -> Result<Response<h1::ResponseBody>, ProxyError> {
@@ -266,7 +266,7 @@ impl Forwarder {
 
     /// A new HTTP/1.1 connection to the application through hyper's client, for a WebSocket
     /// handshake (its tunnel takes the socket over), and its I/O to run until it closes.
-    async fn handshake(&self) -> Result<(SendRequest<Incoming>, Driver), ProxyError> {
+    async fn handshake(&self) -> Result<(SendRequest<ReqBody>, Driver), ProxyError> {
         let stream = self.connect().await?;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
@@ -284,7 +284,7 @@ impl Forwarder {
     /// address as text) is appended to `X-Forwarded-For`.
     fn prepare(
         &self,
-        req: &mut Request<Incoming>,
+        req: &mut Request<ReqBody>,
         peer: Option<HeaderValue>,
         pooled: bool,
     ) -> Result<(), ProxyError> {
@@ -336,8 +336,8 @@ impl Forwarder {
     /// The `101` response carries a [`tunnel::TunnelClosed`] for detection.
     async fn forward_upgrade(
         &self,
-        mut req: Request<Incoming>,
-        on_client: hyper::upgrade::OnUpgrade,
+        mut req: Request<ReqBody>,
+        on_client: tunnel::ClientUpgrade,
     ) -> Result<Response<RespBody>, ProxyError> {
         let proto = HeaderValue::from_static("websocket");
         let (mut sender, driver) = self.handshake().await?;

@@ -41,7 +41,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
+use crate::h1_server::ReqBody;
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 use tokio_util::io::poll_read_buf;
@@ -85,7 +85,7 @@ pub enum Error {
     #[error("the application closed the connection before the response body was complete")]
     ClosedInBody,
     #[error("the client's request body failed")]
-    RequestBody(#[source] hyper::Error),
+    RequestBody(#[source] crate::rescue::BoxError),
     #[error("reading from or writing to the application failed")]
     Io(#[from] std::io::Error),
 }
@@ -573,7 +573,7 @@ impl Conn {
     /// connection.
     pub async fn send(
         mut self: Box<Self>,
-        req: http::Request<Incoming>,
+        req: http::Request<ReqBody>,
         home: &Home,
     ) -> Result<Response<ResponseBody>, Failed> {
         let idempotent = matches!(
@@ -782,7 +782,7 @@ impl Failed {
 /// A request body being written to the application.
 #[derive(Debug)]
 struct Outgoing {
-    body: Incoming,
+    body: ReqBody,
     sending: Sending,
     /// The body's last frame is buffered (what is left of the buffer is still to write).
     done: bool,

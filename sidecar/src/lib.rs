@@ -11,6 +11,7 @@ pub mod credentials;
 pub mod enforce;
 pub mod forward;
 pub mod h1;
+pub mod h1_server;
 pub mod hits;
 pub mod identify;
 pub mod idle;

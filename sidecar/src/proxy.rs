@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::{Request, Response};
-use hyper::body::Incoming;
+use crate::h1_server::ReqBody;
 
 use crate::body::{self, RespBody};
 use crate::count::{CountHandle, Fact, OwnedAttrs};
@@ -75,7 +75,7 @@ impl Proxy {
     /// `conn` is the client connection the request came on.
     pub async fn handle(
         &self,
-        req: Request<Incoming>,
+        req: Request<ReqBody>,
         peer: SocketAddr,
         conn: &Connection,
     ) -> Response<RespBody> {
@@ -102,7 +102,7 @@ impl Proxy {
 
     async fn process(
         &self,
-        req: Request<Incoming>,
+        req: Request<ReqBody>,
         peer: SocketAddr,
         conn: &Connection,
     ) -> Result<(&'static str, Response<RespBody>), ProxyError> {

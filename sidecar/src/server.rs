@@ -1,8 +1,8 @@
-//! The client-facing accept loop: HTTP/1.1 with keep-alive and h2c (prior knowledge) on one
-//! port through hyper-util's auto builder, limits on head size and count, a header-read
-//! timeout, an idle timeout (what counts as use: [`crate::idle`]), a bound on the concurrent
-//! streams of an HTTP/2 connection, and graceful drain on shutdown within a bounded grace
-//! period.
+//! The client-facing accept loop: HTTP/1.x with keep-alive ([`crate::h1_server`]) and h2c
+//! (prior knowledge, hyper's HTTP/2 server) on one port, told apart by the first bytes;
+//! limits on head size and count, a header-read timeout, an idle timeout (what counts as use:
+//! [`crate::idle`]), a bound on the concurrent streams of an HTTP/2 connection, and graceful
+//! drain on shutdown within a bounded grace period.
 //!
 //! An HTTP/2 client's requests run concurrently and go to the application through the shared
 //! pool, one upstream connection per request in flight: `max_concurrent_streams` is therefore
@@ -13,11 +13,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BytesMut;
+use hyper::server::conn::http2::Builder;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use crate::h1_server::{self, Limits, ReqBody, Rewind};
 use crate::idle::{Activity, IdleIo};
 use crate::proxy::{Connection, Proxy};
 
@@ -41,14 +44,7 @@ pub struct ServerConfig {
 
 fn builder(cfg: &ServerConfig) -> Builder<TokioExecutor> {
     let mut b = Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
-        .keep_alive(true)
-        .max_buf_size(cfg.max_header_bytes)
-        .max_headers(cfg.max_headers)
-        .header_read_timeout(cfg.header_read_timeout);
-    b.http2()
-        .timer(TokioTimer::new())
+    b.timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX))
         .max_concurrent_streams(cfg.max_concurrent_streams)
         .keep_alive_interval(cfg.idle_timeout / 2)
@@ -66,13 +62,20 @@ pub async fn serve(
     cfg: ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> usize {
-    let builder = builder(&cfg);
-    let graceful = GracefulShutdown::new();
+    let server = Arc::new(Server {
+        h2: builder(&cfg),
+        stop: CancellationToken::new(),
+        cfg,
+        proxy,
+    });
+    let connections = TaskTracker::new();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => serve_one(&builder, &graceful, stream, peer, &proxy, &cfg),
+                Ok((stream, peer)) => {
+                    connections.spawn(server.clone().serve_one(stream, peer));
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -82,15 +85,17 @@ pub async fn serve(
         }
     }
     drop(listener);
-    let deadline = tokio::time::Instant::now() + cfg.drain_grace;
-    let open = graceful.count();
-    tracing::info!(connections = open, grace = ?cfg.drain_grace, "draining");
-    let cut = match tokio::time::timeout_at(deadline, graceful.shutdown()).await {
+    let deadline = tokio::time::Instant::now() + server.cfg.drain_grace;
+    tracing::info!(connections = connections.len(), grace = ?server.cfg.drain_grace, "draining");
+    server.stop.cancel();
+    connections.close();
+    let cut = match tokio::time::timeout_at(deadline, connections.wait()).await {
         Ok(()) => 0,
-        Err(_) => open,
+        Err(_) => connections.len(),
     };
-    // Upgraded connections left hyper when they switched protocols: they get what is left
-    // of the grace period to end on their own.
+    let proxy = &server.proxy;
+    // Upgraded connections left their client connections when they switched protocols:
+    // they get what is left of the grace period to end on their own.
     let tunnels = proxy.forwarder.tunnels();
     tunnels.close();
     if !tunnels.is_empty() {
@@ -102,37 +107,87 @@ pub async fn serve(
     }
 }
 
-fn serve_one(
-    builder: &Builder<TokioExecutor>,
-    graceful: &GracefulShutdown,
-    stream: TcpStream,
-    peer: SocketAddr,
-    proxy: &Arc<Proxy>,
-    cfg: &ServerConfig,
-) {
-    let _ = stream.set_nodelay(true);
-    let activity = Activity::new();
-    let io = TokioIo::new(IdleIo::new(stream, activity.clone()));
-    let proxy_gauge = proxy.metrics.connections.clone();
-    let proxy = proxy.clone();
-    let state = Arc::new(Connection::default());
-    let svc = hyper::service::service_fn(move |req| {
-        let proxy = proxy.clone();
-        let state = state.clone();
-        async move { Ok::<_, Infallible>(proxy.handle(req, peer, &state).await) }
-    });
-    let conn = builder.serve_connection_with_upgrades(io, svc).into_owned();
-    let conn = graceful.watch(conn);
-    let idle = cfg.idle_timeout;
-    let open = proxy_gauge.clone();
-    open.inc();
-    tokio::spawn(async move {
+/// What every client connection shares.
+struct Server {
+    h2: Builder<TokioExecutor>,
+    /// Cancelled when the drain starts.
+    stop: CancellationToken,
+    cfg: ServerConfig,
+    proxy: Arc<Proxy>,
+}
+
+impl Server {
+    /// Serves one client connection until it ends, the idle timeout closes it, or the drain
+    /// does (an HTTP/1.x connection between requests, an HTTP/2 one after its streams).
+    async fn serve_one(self: Arc<Self>, stream: TcpStream, peer: SocketAddr) {
+        let _ = stream.set_nodelay(true);
+        let activity = Activity::new();
+        let open = self.proxy.metrics.connections.clone();
+        open.inc();
+        let idle = activity.clone().idle(self.cfg.idle_timeout);
         tokio::select! {
-            res = conn => if let Err(e) = res {
-                tracing::debug!(error = %e, %peer, "client connection ended with an error");
-            },
-            () = activity.idle(idle) => tracing::debug!(%peer, "idle connection closed"),
+            () = self.serve_conn(stream, peer, activity) => {}
+            () = idle => tracing::debug!(%peer, "idle connection closed"),
         }
         open.dec();
-    });
+    }
+
+    async fn serve_conn(&self, mut stream: TcpStream, peer: SocketAddr, activity: Activity) {
+        let mut first = BytesMut::new();
+        // The first bytes tell HTTP/2's preface from an HTTP/1.x request line. Bytes of the
+        // preface are not use (see `crate::idle`); the header-read timeout bounds the wait.
+        let sniffed = tokio::select! {
+            sniffed = h1_server::sniff(&mut stream, &mut first) => sniffed,
+            () = tokio::time::sleep(self.cfg.header_read_timeout) => return,
+            () = self.stop.cancelled() => return,
+        };
+        match sniffed {
+            Ok(false) => {
+                activity.touch();
+                let limits = Limits {
+                    max_head_bytes: self.cfg.max_header_bytes,
+                    max_headers: self.cfg.max_headers,
+                };
+                h1_server::serve(
+                    stream,
+                    first,
+                    peer,
+                    self.proxy.clone(),
+                    limits,
+                    self.cfg.header_read_timeout,
+                    activity,
+                    self.stop.clone(),
+                )
+                .await;
+            }
+            Ok(true) => self.serve_h2(stream, first, peer, activity).await,
+            Err(e) => tracing::debug!(error = %e, %peer, "client connection ended"),
+        }
+    }
+
+    async fn serve_h2(&self, stream: TcpStream, first: BytesMut, peer: SocketAddr, activity: Activity) {
+        let io = TokioIo::new(IdleIo::new(Rewind::new(first.freeze(), stream), activity));
+        let proxy = self.proxy.clone();
+        let state = Arc::new(Connection::default());
+        let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            let proxy = proxy.clone();
+            let state = state.clone();
+            let req = req.map(ReqBody::H2);
+            async move { Ok::<_, Infallible>(proxy.handle(req, peer, &state).await) }
+        });
+        let conn = self.h2.serve_connection(io, svc);
+        tokio::pin!(conn);
+        tokio::select! {
+            res = conn.as_mut() => {
+                if let Err(e) = res {
+                    tracing::debug!(error = %e, %peer, "client connection ended with an error");
+                }
+                return;
+            }
+            () = self.stop.cancelled() => conn.as_mut().graceful_shutdown(),
+        }
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, %peer, "client connection ended with an error");
+        }
+    }
 }

@@ -8,8 +8,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio_util::either::Either;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -55,16 +55,56 @@ pub fn closed_signal() -> (watch::Sender<Option<u64>>, TunnelClosed) {
     (tx, TunnelClosed(rx))
 }
 
+/// The client's side of an upgrade: an HTTP/1.x connection of the sidecar's own server
+/// ([`crate::h1_server`]) or an upgrade hyper performs.
+#[derive(Debug)]
+pub enum ClientUpgrade {
+    /// Handed over by [`crate::h1_server`] once the `101` is written.
+    Own(tokio::sync::oneshot::Receiver<crate::h1_server::Rewind>),
+    /// Performed by hyper.
+    Hyper(hyper::upgrade::OnUpgrade),
+}
+
+impl ClientUpgrade {
+    /// Takes the upgrade of `req`'s connection.
+    pub fn of<B>(req: &mut http::Request<B>) -> Self {
+        match req
+            .extensions_mut()
+            .remove::<crate::h1_server::OnUpgrade>()
+            .and_then(|own| own.take())
+        {
+            Some(own) => Self::Own(own),
+            None => Self::Hyper(hyper::upgrade::on(req)),
+        }
+    }
+
+    async fn io(
+        self,
+    ) -> Result<Either<crate::h1_server::Rewind, TokioIo<hyper::upgrade::Upgraded>>, String> {
+        match self {
+            Self::Own(rx) => rx
+                .await
+                .map(Either::Left)
+                .map_err(|_| "the client connection ended before switching".to_owned()),
+            Self::Hyper(on) => on
+                .await
+                .map(|u| Either::Right(TokioIo::new(u)))
+                .map_err(|e| e.to_string()),
+        }
+    }
+}
+
 /// Copies bytes both ways between the two upgraded connections until either side closes or
 /// the tunnel is idle for `idle`; then reports the application's bytes on `done`.
 pub async fn pipe(
-    client: OnUpgrade,
-    upstream: OnUpgrade,
+    client: ClientUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
     idle: Duration,
     metrics: TunnelMetrics,
     done: watch::Sender<Option<u64>>,
 ) {
-    let (client, upstream) = match tokio::try_join!(client, upstream) {
+    let upstream = async { upstream.await.map_err(|e| e.to_string()) };
+    let (client, upstream) = match tokio::try_join!(client.io(), upstream) {
         Ok(both) => both,
         Err(e) => {
             tracing::debug!(error = %e, "upgrade did not complete");
@@ -74,7 +114,7 @@ pub async fn pipe(
         }
     };
     let activity = Activity::new();
-    let mut client = Metered::new(TokioIo::new(client), &activity, &metrics.to_app);
+    let mut client = Metered::new(client, &activity, &metrics.to_app);
     let mut upstream = Metered::new(TokioIo::new(upstream), &activity, &metrics.to_client);
     metrics.open.inc();
     let outcome = tokio::select! {
