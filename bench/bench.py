@@ -1059,19 +1059,26 @@ PROFILE_PARTS = [
     ("`enforce::enforce` (policy)", ["palisade_sidecar::enforce::enforce"], "incl"),
     ("of which `palisade_policy::evaluate`", ["palisade_policy::evaluate::evaluate"], "incl"),
     ("`metrics::Metrics::request`", ["palisade_sidecar::metrics::Metrics::request"], "incl"),
-    # The codecs of both hops (what issue 23 has to bring down): hyper's on the client side;
-    # on the upstream side hyper's client until issue 23's third step, `h1` since (a binary
-    # has one of them).
-    ("hyper: request head parse (client side)",
-     ["<hyper::proto::h1::role::Server as hyper::proto::h1::Http1Transaction>::parse"], "incl"),
+    # The codecs of both hops (what issue 23 has to bring down): on the client side hyper's
+    # server until issue 23's fourth step, `h1_server` since; on the upstream side hyper's
+    # client until issue 23's third step, `h1` since (a binary has one of each pair).
+    ("request head parse (from the client; `h1_server::parse_head`, hyper's server before)",
+     ["<hyper::proto::h1::role::Server as hyper::proto::h1::Http1Transaction>::parse",
+      "palisade_sidecar::h1_server::parse_head"], "incl"),
     ("request head encode (to the app; `h1::encode_head`, hyper's client before)",
      ["<hyper::proto::h1::role::Client as hyper::proto::h1::Http1Transaction>::encode",
       "palisade_sidecar::h1::encode_head"], "incl"),
     ("response head parse (from the app; `h1::parse_head`, hyper's client before)",
      ["<hyper::proto::h1::role::Client as hyper::proto::h1::Http1Transaction>::parse",
       "palisade_sidecar::h1::parse_head"], "incl"),
-    ("hyper: response head encode (to the client)",
-     ["<hyper::proto::h1::role::Server as hyper::proto::h1::Http1Transaction>::encode"], "incl"),
+    ("response head encode (to the client; `h1_server::encode_head`, hyper's server before)",
+     ["<hyper::proto::h1::role::Server as hyper::proto::h1::Http1Transaction>::encode",
+      "palisade_sidecar::h1_server::encode_head"], "incl"),
+    ("the client connection's I/O (`h1_server`: the head's reads with its parse, the response's writes; hyper's server dispatch before)",
+     ["palisade_sidecar::h1_server::read_head::{{closure}}",
+      "palisade_sidecar::h1_server::poll_body",
+      "<hyper::proto::h1::dispatch::Dispatcher<D,Bs,I,T> as core::future::future::Future>::poll"],
+     "incl"),
     ("the upstream connection's I/O (`h1`: the head's reads with its parse, the request's writes, the body's reads; hyper's client dispatch before)",
      ["palisade_sidecar::forward::Forwarder::handshake::{{closure}}::{{closure}}",
       "palisade_sidecar::h1::Conn::poll_head", "palisade_sidecar::h1::Conn::poll_send",

@@ -16,6 +16,7 @@
 //! Properties of the head:
 //!
 //! - Read in pieces (each piece appended to what the last call left, as socket reads deliver
+//!   them, with the field names the whole read left, as a connection's next head finds
 //!   them) it parses as read whole: the same head (status, fields, framing, reuse) and the
 //!   same bytes left, the same refusal (compared by its text), or both incomplete with the
 //!   same bytes left (interim heads removed as they complete). The one difference allowed: a
@@ -55,7 +56,7 @@ use std::fmt::Write as _;
 use bytes::BytesMut;
 use http::{HeaderMap, StatusCode, Version};
 use palisade_sidecar::h1::{
-    Chunk, ChunkedDecoder, Error, Framing, Head, MAX_HEAD_BYTES, MAX_HEADERS, parse_head,
+    Chunk, ChunkedDecoder, Error, Framing, Head, MAX_HEAD_BYTES, MAX_HEADERS, Names, parse_head,
 };
 
 /// Flag: the request was `HEAD`.
@@ -123,12 +124,15 @@ pub fn h1_response(data: &[u8]) -> Outcome {
     let head_request = flags & HEAD_REQUEST != 0;
 
     let mut whole = BytesMut::from(stream);
-    let one = parse_head(&mut whole, head_request);
+    let mut names = Names::default();
+    let one = parse_head(&mut whole, head_request, &mut names);
     let cuts = [a, b].map(|s| usize::from(s) * stream.len() / 256);
     let (lo, hi) = (cuts[0].min(cuts[1]), cuts[0].max(cuts[1]));
+    // In pieces with the names the whole read left: a connection's next head repeats them.
     let (pieces, left) = in_pieces(
         &[&stream[..lo], &stream[lo..hi], &stream[hi..]],
         head_request,
+        &mut names,
     );
     compare_heads(&one, &whole, &pieces, &left);
     assert!(
@@ -177,13 +181,17 @@ fn pad(rest: &[u8]) -> Vec<u8> {
 
 /// Parses the head as reads deliver it: each piece appended to what is left, until a head or
 /// a refusal; the pieces after that are appended unread. Returns the result and what is left.
-fn in_pieces(pieces: &[&[u8]], head_request: bool) -> (Result<Option<Head>, Error>, BytesMut) {
+fn in_pieces(
+    pieces: &[&[u8]],
+    head_request: bool,
+    names: &mut Names,
+) -> (Result<Option<Head>, Error>, BytesMut) {
     let mut buf = BytesMut::new();
     let mut result = Ok(None);
     let mut pieces = pieces.iter();
     for piece in pieces.by_ref() {
         buf.extend_from_slice(piece);
-        result = parse_head(&mut buf, head_request);
+        result = parse_head(&mut buf, head_request, names);
         if !matches!(result, Ok(None)) {
             break;
         }

@@ -13,6 +13,7 @@
 
 pub mod bundle;
 pub mod h1;
+pub mod h1_request;
 pub mod identify;
 pub mod path;
 mod seeds;
@@ -22,6 +23,7 @@ pub use seeds::seeds;
 /// The targets, by the name of their libFuzzer binary and corpus directory.
 pub const TARGETS: &[&str] = &[
     "bundle_decode",
+    "h1_request",
     "h1_response",
     "identify_headers",
     "path_normalize",
@@ -32,6 +34,9 @@ pub fn run(name: &str, data: &[u8]) -> bool {
     match name {
         "bundle_decode" => {
             bundle::bundle_decode(data);
+        }
+        "h1_request" => {
+            h1_request::h1_request(data);
         }
         "h1_response" => {
             h1::h1_response(data);

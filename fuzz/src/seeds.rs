@@ -31,6 +31,11 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     for (name, bytes) in responses() {
         out.push(("h1_response", format!("seed-{name}"), bytes));
     }
+    for (name, fields, size, stream) in REQUESTS {
+        let mut bytes = vec![*fields, *size, 90, 180];
+        bytes.extend_from_slice(stream.as_bytes());
+        out.push(("h1_request", format!("seed-{name}"), bytes));
+    }
     for (i, (mode, path)) in PATHS.iter().enumerate() {
         let mut bytes = vec![*mode];
         bytes.extend_from_slice(path.as_bytes());
@@ -38,6 +43,80 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     }
     out
 }
+
+/// Client streams for `h1_request`: `(name, most fields - 1, (head limit - 256) / 64,
+/// stream)` (see `palisade_fuzz::h1_request`): requests as clients send them, pipelined, and
+/// each class of refusal the parser has.
+const REQUESTS: &[(&str, u8, u8, &str)] = &[
+    (
+        "get",
+        99,
+        255,
+        "GET /index.html?x=1 HTTP/1.1\r\nHost: api.example\r\nUser-Agent: curl/8\r\nX-Api-Key: k\r\n\r\n",
+    ),
+    (
+        "pipelined",
+        99,
+        255,
+        "POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhelloGET /b HTTP/1.1\r\nHost: a\r\nX-New: 1\r\n\r\n",
+    ),
+    (
+        "chunked-and-length",
+        99,
+        255,
+        "POST /c HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    ),
+    (
+        "http10-keep-alive",
+        99,
+        255,
+        "GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\nGET / HTTP/1.0\r\n\r\n",
+    ),
+    (
+        "expect-upgrade",
+        99,
+        255,
+        "PUT /u HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nUpgrade: websocket\r\nConnection: upgrade, close\r\nContent-Length: 3\r\n\r\nabc",
+    ),
+    (
+        "absolute-form",
+        99,
+        255,
+        "GET http://api.example:8080/p?q HTTP/1.1\r\nHost: api.example:8080\r\n\r\n",
+    ),
+    (
+        "bad-coding",
+        99,
+        255,
+        "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+    ),
+    (
+        "two-lengths",
+        99,
+        255,
+        "POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+    ),
+    ("bare-lf", 99, 255, "GET /lf HTTP/1.1\nHost: a\nX-A: 1\n\n"),
+    (
+        "many-fields",
+        2,
+        255,
+        "GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n",
+    ),
+    (
+        "heap-fields",
+        200,
+        255,
+        "GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\n\r\n",
+    ),
+    (
+        "too-large",
+        99,
+        0,
+        "GET /aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa HTTP/1.1\r\n\r\n",
+    ),
+    ("control-in-target", 99, 255, "GET /a\x01b HTTP/1.1\r\n\r\n"),
+];
 
 /// Paths for `path_normalize`, `(escaped-slash mode, path)`: every bypass of a deny on
 /// `/admin` that issue 17 lists, and the escapes, dot segments and parameters around them.

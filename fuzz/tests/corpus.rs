@@ -133,6 +133,40 @@ fn path_seeds_are_normalised_refused_and_stripped_of_parameters() {
 }
 
 #[test]
+fn h1_request_seeds_reach_every_framing_and_refusal() {
+    use palisade_fuzz::h1_request::{Outcome, h1_request};
+    use palisade_sidecar::h1_server::BodyFraming;
+    write_seeds_if_asked();
+    let outcomes: Vec<_> = files("h1_request")
+        .into_iter()
+        .map(|(_, bytes)| h1_request(&bytes))
+        .collect();
+    let has = |f: &dyn Fn(&Outcome) -> bool| outcomes.iter().any(f);
+    for framing in [
+        BodyFraming::Empty,
+        BodyFraming::Length(5),
+        BodyFraming::Chunked,
+    ] {
+        assert!(
+            has(&|o| *o == Outcome::Head(framing)),
+            "no seed is framed {framing:?}"
+        );
+    }
+    for (status, reason) in [
+        (400, "Transfer-Encoding"),
+        (400, "Content-Length"),
+        (400, "method or field name"),
+        (431, "larger"),
+        (431, "more fields"),
+    ] {
+        assert!(
+            has(&|o| matches!(o, Outcome::Refused(s, r) if *s == status && r.contains(reason))),
+            "no seed is refused {status} for {reason}: {outcomes:?}"
+        );
+    }
+}
+
+#[test]
 fn h1_seeds_reach_every_framing_refusal_and_the_body_decoder() {
     use palisade_fuzz::h1::{Outcome, h1_response};
     use palisade_sidecar::h1::Framing;

@@ -37,11 +37,11 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 
+use crate::h1_server::ReqBody;
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
-use crate::h1_server::ReqBody;
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 use tokio_util::io::poll_read_buf;
@@ -115,11 +115,50 @@ pub struct Head {
     pub keep_alive: bool,
 }
 
+/// Most distinct field names one connection remembers ([`Names`]).
+const MAX_NAMES: usize = 32;
+
+/// The field names a connection's heads used, as they were written and parsed: a peer
+/// repeats the same names from one head to the next (usually in the same order), and a name
+/// seen before is not parsed again (for a name of no standard field, parsing also
+/// allocates). At most [`MAX_NAMES`]; a peer that sends ever new names only replaces them.
+#[derive(Debug, Default)]
+pub struct Names {
+    seen: Vec<(Box<[u8]>, HeaderName)>,
+}
+
+impl Names {
+    /// The name of the `i`th field of a head, written as `raw`.
+    pub fn get(&mut self, i: usize, raw: &[u8]) -> Result<HeaderName, header::InvalidHeaderName> {
+        if let Some((r, name)) = self.seen.get(i)
+            && **r == *raw
+        {
+            return Ok(name.clone());
+        }
+        if let Some((_, name)) = self.seen.iter().find(|(r, _)| **r == *raw) {
+            return Ok(name.clone());
+        }
+        let name = HeaderName::from_bytes(raw)?;
+        let entry = (Box::from(raw), name.clone());
+        if i < self.seen.len() {
+            self.seen[i] = entry;
+        } else if self.seen.len() < MAX_NAMES {
+            self.seen.push(entry);
+        }
+        Ok(name)
+    }
+}
+
 /// Parses the final response head at the start of `buf`, dropping interim (1xx) heads before
 /// it, and removes what it read from `buf`. `Ok(None)`: the head is not complete yet (bytes of
 /// dropped interim heads are removed all the same). `head_request`: the request was `HEAD`,
-/// so the response has no body whatever its fields say.
-pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Error> {
+/// so the response has no body whatever its fields say. `names`: the connection's
+/// [`Names`].
+pub fn parse_head(
+    buf: &mut BytesMut,
+    head_request: bool,
+    names: &mut Names,
+) -> Result<Option<Head>, Error> {
     loop {
         let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut resp = httparse::Response::new(&mut []);
@@ -168,14 +207,15 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
         let bytes = buf.split_to(len).freeze();
         let mut fields = Fields::default();
         let mut headers = HeaderMap::with_capacity(count);
-        for &(n, nl, v, vl) in &spans[..count] {
+        for (i, &(n, nl, v, vl)) in spans[..count].iter().enumerate() {
             let (n, nl, v, vl) = (
                 usize::from(n),
                 usize::from(nl),
                 usize::from(v),
                 usize::from(vl),
             );
-            let name = HeaderName::from_bytes(&bytes[n..n + nl])
+            let name = names
+                .get(i, &bytes[n..n + nl])
                 .map_err(|_| Error::BadField("header name"))?;
             let value = if vl == 0 {
                 HeaderValue::from_static("")
@@ -536,6 +576,7 @@ pub struct Conn {
     /// Bytes to write, from `wpos` on.
     wbuf: Vec<u8>,
     wpos: usize,
+    names: Names,
 }
 
 /// Where a connection that can take another request is put back when its response ends.
@@ -549,6 +590,7 @@ impl Conn {
             rbuf: BytesMut::new(),
             wbuf: Vec::new(),
             wpos: 0,
+            names: Names::default(),
         })
     }
 
@@ -708,7 +750,7 @@ impl Conn {
     ) -> Poll<Result<Head, Error>> {
         loop {
             if !self.rbuf.is_empty()
-                && let Some(head) = parse_head(&mut self.rbuf, head_request)?
+                && let Some(head) = parse_head(&mut self.rbuf, head_request, &mut self.names)?
             {
                 return Poll::Ready(Ok(head));
             }
@@ -955,7 +997,7 @@ mod tests {
 
     fn parse(text: &str, head_request: bool) -> (Result<Option<Head>, Error>, BytesMut) {
         let mut buf = BytesMut::from(text);
-        let parsed = parse_head(&mut buf, head_request);
+        let parsed = parse_head(&mut buf, head_request, &mut Names::default());
         (parsed, buf)
     }
 
@@ -1195,7 +1237,7 @@ mod tests {
         assert!(!head.keep_alive);
         let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\xff\r\n\r\n"[..]);
         assert!(matches!(
-            parse_head(&mut buf, false),
+            parse_head(&mut buf, false, &mut Names::default()),
             Err(Error::UnsupportedCoding)
         ));
     }

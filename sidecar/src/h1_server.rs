@@ -54,7 +54,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::body::RespBody;
 use crate::forward::elements;
-use crate::h1::{Chunk, ChunkedDecoder};
+use crate::h1::{Chunk, ChunkedDecoder, Names};
 use crate::idle::Activity;
 use crate::proxy::{Connection, Proxy};
 use crate::rescue::BoxError;
@@ -182,13 +182,22 @@ impl Fields {
     }
 }
 
+/// What a connection keeps from one request head to the next: room for where the fields
+/// are, and the field names its client used ([`Names`]).
+#[derive(Debug, Default)]
+pub struct Scratch {
+    spans: Vec<[u32; 4]>,
+    names: Names,
+}
+
 /// Parses the request head at the start of `buf` and removes it from `buf`. `Ok(None)`: the
-/// head is not complete yet. `spans` is scratch space kept between calls.
+/// head is not complete yet. `scratch` is the connection's, kept between calls.
 pub fn parse_head(
     buf: &mut BytesMut,
     limits: Limits,
-    spans: &mut Vec<[u32; 4]>,
+    scratch: &mut Scratch,
 ) -> Result<Option<RequestHead>, HeadError> {
+    let Scratch { spans, names } = scratch;
     let mut stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_FIELDS];
     let mut heap = Vec::new();
     let fields = if limits.max_headers <= STACK_FIELDS {
@@ -198,11 +207,8 @@ pub fn parse_head(
         &mut heap[..]
     };
     let mut req = httparse::Request::new(&mut []);
-    let parsed = httparse::ParserConfig::default().parse_request_with_uninit_headers(
-        &mut req,
-        buf,
-        fields,
-    );
+    let parsed =
+        httparse::ParserConfig::default().parse_request_with_uninit_headers(&mut req, buf, fields);
     let len = match parsed {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() >= limits.max_head_bytes => {
@@ -226,7 +232,12 @@ pub fn parse_head(
     // Where the target, names and values are in `buf`, so that the values can share its
     // bytes once it is frozen.
     let base = buf.as_ptr() as usize;
-    let at = |s: &[u8]| ((s.as_ptr() as usize).wrapping_sub(base) as u32, s.len() as u32);
+    let at = |s: &[u8]| {
+        (
+            (s.as_ptr() as usize).wrapping_sub(base) as u32,
+            s.len() as u32,
+        )
+    };
     let target = at(req.path.unwrap_or("").as_bytes());
     spans.clear();
     for h in req.headers.iter() {
@@ -239,8 +250,9 @@ pub fn parse_head(
     let uri = Uri::from_maybe_shared(slice(target)).map_err(|_| HeadError::Malformed("target"))?;
     let mut f = Fields::default();
     let mut headers = HeaderMap::with_capacity(spans.len());
-    for &[n, nl, v, vl] in spans.iter() {
-        let name = HeaderName::from_bytes(&bytes[n as usize..(n + nl) as usize])
+    for (i, &[n, nl, v, vl]) in spans.iter().enumerate() {
+        let name = names
+            .get(i, &bytes[n as usize..(n + nl) as usize])
             .map_err(|_| HeadError::Malformed("field name"))?;
         let value = if vl == 0 {
             HeaderValue::from_static("")
@@ -404,9 +416,7 @@ impl Body for RequestBody {
                             .unwrap_or(usize::MAX)
                             .min(side.buf.len());
                         *left -= n as u64;
-                        return Poll::Ready(Some(Ok(Frame::data(
-                            side.buf.split_to(n).freeze(),
-                        ))));
+                        return Poll::Ready(Some(Ok(Frame::data(side.buf.split_to(n).freeze()))));
                     }
                     let want = *left;
                     match ready!(side.poll_fill(cx, want)) {
@@ -803,6 +813,65 @@ fn refusal(w: &mut WriteSide, status: StatusCode) {
     let _ = write!(w.buf, "\r\n{reason}\n");
 }
 
+/// The server's drain, as its connections see it: a flag read once per request, and a
+/// signal that wakes connections waiting between requests.
+#[derive(Debug, Clone, Default)]
+pub struct Drain {
+    started: Arc<AtomicBool>,
+    token: CancellationToken,
+}
+
+impl Drain {
+    /// Starts the drain.
+    pub fn start(&self) {
+        self.started.store(true, Ordering::Release);
+        self.token.cancel();
+    }
+
+    /// Whether the drain has started.
+    pub fn is_started(&self) -> bool {
+        self.started.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the drain has started.
+    pub async fn started(&self) {
+        self.token.cancelled().await;
+    }
+}
+
+/// The header-read timeout of a connection: one timer per connection, moved only when it
+/// fires early (a deadline that moved later since it was set), so that waiting for a head
+/// costs a clock read rather than a timer's reset per request.
+struct HeadTimer {
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    timeout: Duration,
+}
+
+impl HeadTimer {
+    fn new(timeout: Duration) -> Self {
+        Self {
+            sleep: Box::pin(tokio::time::sleep(timeout)),
+            timeout,
+        }
+    }
+
+    /// Whether a wait that began at `since` has lasted the timeout; if not, the timer wakes
+    /// the task by then.
+    fn poll_expired(&mut self, cx: &mut Context<'_>, since: tokio::time::Instant) -> bool {
+        let due = since + self.timeout;
+        if self.sleep.deadline() > due {
+            self.sleep.as_mut().reset(due);
+        }
+        while self.sleep.as_mut().poll(cx).is_ready() {
+            if tokio::time::Instant::now() >= due {
+                return true;
+            }
+            self.sleep.as_mut().reset(due);
+        }
+        false
+    }
+}
+
 /// How the wait for a request head ended.
 enum Waited {
     Head(Box<RequestHead>),
@@ -824,7 +893,7 @@ pub async fn serve(
     limits: Limits,
     header_timeout: Duration,
     activity: Activity,
-    stop: CancellationToken,
+    drain: Drain,
 ) {
     let (rd, wr) = stream.into_split();
     let mut side = Some(Box::new(ReadSide {
@@ -841,16 +910,20 @@ pub async fn serve(
         activity,
     };
     let conn = Connection::default();
-    let mut spans = Vec::new();
-    let stopped = stop.clone().cancelled_owned();
+    let mut scratch = Scratch::default();
+    let stopped = drain.token.clone().cancelled_owned();
     tokio::pin!(stopped);
-    let timer = tokio::time::sleep(header_timeout);
-    tokio::pin!(timer);
+    let mut waiting = Waiting {
+        timer: HeadTimer::new(header_timeout),
+        drain: &drain,
+        stopped,
+        registered: false,
+    };
     loop {
         let Some(r) = side.as_deref_mut() else {
             return;
         };
-        let waited = read_head(r, limits, &mut spans, header_timeout, &mut timer, &mut stopped);
+        let waited = read_head(r, limits, &mut scratch, &mut waiting);
         let head = match waited.await {
             Waited::Head(head) => head,
             Waited::Closed => return,
@@ -899,7 +972,9 @@ pub async fn serve(
         if upgrade {
             let (tx, rx) = oneshot::channel();
             upgraded = Some(tx);
-            parts.extensions.insert(OnUpgrade(Arc::new(std::sync::Mutex::new(Some(rx)))));
+            parts
+                .extensions
+                .insert(OnUpgrade(Arc::new(std::sync::Mutex::new(Some(rx)))));
         }
         let req = Request::from_parts(parts, body);
         let handled = proxy.handle(req, peer, &conn);
@@ -934,7 +1009,7 @@ pub async fn serve(
             }
         };
         let (parts, mut body) = resp.into_parts();
-        let stopping = stop.is_cancelled();
+        let stopping = drain.is_started();
         let (mut encoding, keep) = encode_head(
             &parts,
             body.size_hint(),
@@ -987,45 +1062,55 @@ pub async fn serve(
     }
 }
 
+/// What ends a connection's wait between requests besides a head: the header-read timeout
+/// and the drain (whose signal is registered once per connection).
+struct Waiting<'a, S> {
+    timer: HeadTimer,
+    drain: &'a Drain,
+    stopped: Pin<&'a mut S>,
+    registered: bool,
+}
+
 /// Waits for the next request head.
-#[allow(clippy::too_many_arguments)]
-async fn read_head(
+async fn read_head<S: Future<Output = ()>>(
     r: &mut ReadSide,
     limits: Limits,
-    spans: &mut Vec<[u32; 4]>,
-    header_timeout: Duration,
-    timer: &mut Pin<&mut tokio::time::Sleep>,
-    stopped: &mut Pin<&mut tokio_util::sync::WaitForCancellationFutureOwned>,
+    scratch: &mut Scratch,
+    w: &mut Waiting<'_, S>,
 ) -> Waited {
-    let mut armed = false;
+    let mut since = None;
     std::future::poll_fn(|cx| {
         loop {
             if !r.buf.is_empty() {
-                match parse_head(&mut r.buf, limits, spans) {
+                match parse_head(&mut r.buf, limits, scratch) {
                     Ok(Some(head)) => return Poll::Ready(Waited::Head(Box::new(head))),
                     Ok(None) => {}
                     Err(e) => return Poll::Ready(Waited::Refused(e)),
                 }
             }
-            if r.buf.is_empty() && stopped.as_mut().poll(cx).is_ready() {
+            if r.buf.is_empty() && w.drain.is_started() {
                 return Poll::Ready(Waited::Closed);
             }
-            if !armed {
-                armed = true;
-                timer
-                    .as_mut()
-                    .reset(tokio::time::Instant::now() + header_timeout);
+            match r.poll_fill(cx, 0) {
+                Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(Waited::Closed),
+                Poll::Ready(Ok(_)) => continue,
+                Poll::Pending => {}
             }
-            if timer.as_mut().poll(cx).is_ready() {
+            if !w.registered {
+                // Registers the task for the drain's signal, which then wakes it.
+                w.registered = true;
+                if w.stopped.as_mut().poll(cx).is_ready() && r.buf.is_empty() {
+                    return Poll::Ready(Waited::Closed);
+                }
+            }
+            let since = *since.get_or_insert_with(tokio::time::Instant::now);
+            if w.timer.poll_expired(cx, since) {
                 return Poll::Ready(match r.buf.is_empty() {
                     true => Waited::Closed,
                     false => Waited::TimedOut,
                 });
             }
-            match ready!(r.poll_fill(cx, 0)) {
-                Ok(0) | Err(_) => return Poll::Ready(Waited::Closed),
-                Ok(_) => {}
-            }
+            return Poll::Pending;
         }
     })
     .await
@@ -1106,10 +1191,7 @@ impl AsyncWrite for Rewind {
         Pin::new(&mut self.io).poll_flush(cx)
     }
 
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }

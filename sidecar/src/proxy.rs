@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{Request, Response};
 use crate::h1_server::ReqBody;
+use http::{Request, Response};
 
 use crate::body::{self, RespBody};
 use crate::count::{CountHandle, Fact, OwnedAttrs};

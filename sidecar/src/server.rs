@@ -17,10 +17,9 @@ use bytes::BytesMut;
 use hyper::server::conn::http2::Builder;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::h1_server::{self, Limits, ReqBody, Rewind};
+use crate::h1_server::{self, Drain, Limits, ReqBody, Rewind};
 use crate::idle::{Activity, IdleIo};
 use crate::proxy::{Connection, Proxy};
 
@@ -64,7 +63,7 @@ pub async fn serve(
 ) -> usize {
     let server = Arc::new(Server {
         h2: builder(&cfg),
-        stop: CancellationToken::new(),
+        drain: Drain::default(),
         cfg,
         proxy,
     });
@@ -87,7 +86,7 @@ pub async fn serve(
     drop(listener);
     let deadline = tokio::time::Instant::now() + server.cfg.drain_grace;
     tracing::info!(connections = connections.len(), grace = ?server.cfg.drain_grace, "draining");
-    server.stop.cancel();
+    server.drain.start();
     connections.close();
     let cut = match tokio::time::timeout_at(deadline, connections.wait()).await {
         Ok(()) => 0,
@@ -110,8 +109,8 @@ pub async fn serve(
 /// What every client connection shares.
 struct Server {
     h2: Builder<TokioExecutor>,
-    /// Cancelled when the drain starts.
-    stop: CancellationToken,
+    /// Started when the server stops accepting.
+    drain: Drain,
     cfg: ServerConfig,
     proxy: Arc<Proxy>,
 }
@@ -139,7 +138,7 @@ impl Server {
         let sniffed = tokio::select! {
             sniffed = h1_server::sniff(&mut stream, &mut first) => sniffed,
             () = tokio::time::sleep(self.cfg.header_read_timeout) => return,
-            () = self.stop.cancelled() => return,
+            () = self.drain.started() => return,
         };
         match sniffed {
             Ok(false) => {
@@ -156,7 +155,7 @@ impl Server {
                     limits,
                     self.cfg.header_read_timeout,
                     activity,
-                    self.stop.clone(),
+                    self.drain.clone(),
                 )
                 .await;
             }
@@ -165,7 +164,13 @@ impl Server {
         }
     }
 
-    async fn serve_h2(&self, stream: TcpStream, first: BytesMut, peer: SocketAddr, activity: Activity) {
+    async fn serve_h2(
+        &self,
+        stream: TcpStream,
+        first: BytesMut,
+        peer: SocketAddr,
+        activity: Activity,
+    ) {
         let io = TokioIo::new(IdleIo::new(Rewind::new(first.freeze(), stream), activity));
         let proxy = self.proxy.clone();
         let state = Arc::new(Connection::default());
@@ -184,7 +189,7 @@ impl Server {
                 }
                 return;
             }
-            () = self.stop.cancelled() => conn.as_mut().graceful_shutdown(),
+            () = self.drain.started() => conn.as_mut().graceful_shutdown(),
         }
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, %peer, "client connection ended with an error");

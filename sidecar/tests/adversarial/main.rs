@@ -12,6 +12,7 @@ mod paths;
 #[path = "../support/mod.rs"]
 mod support;
 
+mod clients;
 mod connections;
 mod smuggling;
 mod upstream;
