@@ -16,7 +16,6 @@
 //! Properties of the head:
 //!
 //! - Read in pieces (each piece appended to what the last call left, as socket reads deliver
-//!   them, with the field names the whole read left, as a connection's next head finds
 //!   them) it parses as read whole: the same head (status, fields, framing, reuse) and the
 //!   same bytes left, the same refusal (compared by its text), or both incomplete with the
 //!   same bytes left (interim heads removed as they complete). The one difference allowed: a
@@ -56,7 +55,7 @@ use std::fmt::Write as _;
 use bytes::BytesMut;
 use http::{HeaderMap, StatusCode, Version};
 use palisade_sidecar::h1::{
-    Chunk, ChunkedDecoder, Error, Framing, Head, MAX_HEAD_BYTES, MAX_HEADERS, Names, parse_head,
+    Chunk, ChunkedDecoder, Error, Framing, Head, MAX_HEAD_BYTES, MAX_HEADERS, RawFields, parse_head,
 };
 
 /// Flag: the request was `HEAD`.
@@ -124,15 +123,12 @@ pub fn h1_response(data: &[u8]) -> Outcome {
     let head_request = flags & HEAD_REQUEST != 0;
 
     let mut whole = BytesMut::from(stream);
-    let mut names = Names::default();
-    let one = parse_head(&mut whole, head_request, &mut names);
+    let one = parse_head(&mut whole, head_request);
     let cuts = [a, b].map(|s| usize::from(s) * stream.len() / 256);
     let (lo, hi) = (cuts[0].min(cuts[1]), cuts[0].max(cuts[1]));
-    // In pieces with the names the whole read left: a connection's next head repeats them.
     let (pieces, left) = in_pieces(
         &[&stream[..lo], &stream[lo..hi], &stream[hi..]],
         head_request,
-        &mut names,
     );
     compare_heads(&one, &whole, &pieces, &left);
     assert!(
@@ -181,17 +177,13 @@ fn pad(rest: &[u8]) -> Vec<u8> {
 
 /// Parses the head as reads deliver it: each piece appended to what is left, until a head or
 /// a refusal; the pieces after that are appended unread. Returns the result and what is left.
-fn in_pieces(
-    pieces: &[&[u8]],
-    head_request: bool,
-    names: &mut Names,
-) -> (Result<Option<Head>, Error>, BytesMut) {
+fn in_pieces(pieces: &[&[u8]], head_request: bool) -> (Result<Option<Head>, Error>, BytesMut) {
     let mut buf = BytesMut::new();
     let mut result = Ok(None);
     let mut pieces = pieces.iter();
     for piece in pieces.by_ref() {
         buf.extend_from_slice(piece);
-        result = parse_head(&mut buf, head_request, names);
+        result = parse_head(&mut buf, head_request);
         if !matches!(result, Ok(None)) {
             break;
         }
@@ -224,7 +216,7 @@ fn compare_heads(
         (Ok(Some(x)), Ok(Some(y))) => {
             assert_eq!(x.parts.status, y.parts.status, "status read in pieces");
             assert_eq!(x.parts.version, y.parts.version, "version read in pieces");
-            assert_eq!(x.parts.headers, y.parts.headers, "fields read in pieces");
+            assert_eq!(x.fields(), y.fields(), "fields read in pieces");
             assert_eq!(x.framing, y.framing, "framing read in pieces");
             assert_eq!(x.keep_alive, y.keep_alive, "reuse read in pieces");
             assert_eq!(one_left, pieces_left, "bytes after the head read in pieces");
@@ -344,6 +336,31 @@ fn check_head(head: &Head, consumed: &[u8], head_request: bool) {
         assert!(*len <= MAX_HEAD_BYTES, "a head of {len} bytes accepted");
     }
     let parts = &head.parts;
+    assert!(
+        parts.headers.is_empty(),
+        "fields in the map: {:?}",
+        parts.headers
+    );
+    let kept = parts
+        .extensions
+        .get::<RawFields>()
+        .expect("no RawFields in the head");
+    let headers = head.fields();
+    // The fields passed on are the head's own lines, in order and as written (case kept).
+    let mut lines = raw_lines(consumed);
+    for (n, v) in kept.iter() {
+        assert!(
+            lines.any(|(ln, lv)| ln == n && lv == v),
+            "{:?}: {:?} is not a line of the head, in order",
+            String::from_utf8_lossy(n),
+            String::from_utf8_lossy(v)
+        );
+    }
+    assert_eq!(
+        kept.date,
+        kept.iter().any(|(n, _)| n.eq_ignore_ascii_case(b"date")),
+        "date"
+    );
     assert_eq!(parts.version, Version::HTTP_11, "not answered in HTTP/1.1");
     assert_eq!(parts.status.as_u16(), raw.code, "status");
     assert!(
@@ -410,7 +427,7 @@ fn check_head(head: &Head, consumed: &[u8], head_request: bool) {
         want.entry(n).or_default().push(v);
     }
     let mut got: BTreeMap<&str, Vec<&[u8]>> = BTreeMap::new();
-    for (n, v) in &parts.headers {
+    for (n, v) in &headers {
         got.entry(n.as_str()).or_default().push(v.as_bytes());
     }
     assert_eq!(
@@ -420,12 +437,13 @@ fn check_head(head: &Head, consumed: &[u8], head_request: bool) {
     );
     match head.framing {
         Framing::Chunked => assert!(
-            !parts.headers.contains_key(http::header::CONTENT_LENGTH),
+            !headers.contains_key(http::header::CONTENT_LENGTH),
             "Content-Length kept beside chunks"
         ),
         Framing::Length(n) => {
             assert!(n > 0, "Length(0)");
-            for v in parts.headers.get_all(http::header::CONTENT_LENGTH) {
+            assert_eq!(kept.length, Some(n), "the length passed on");
+            for v in headers.get_all(http::header::CONTENT_LENGTH) {
                 let text = std::str::from_utf8(v.as_bytes()).unwrap_or("");
                 for e in text.split(',').map(str::trim) {
                     assert_eq!(
@@ -442,6 +460,20 @@ fn check_head(head: &Head, consumed: &[u8], head_request: bool) {
         ),
         Framing::Empty => {}
     }
+}
+
+/// The field lines of the final head at the end of `consumed`, as written.
+fn raw_lines(consumed: &[u8]) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> {
+    let raw = RawHead::read(consumed).expect("httparse reads the head");
+    let start = raw.interim.iter().sum::<usize>();
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut fields);
+    let _ = resp.parse(&consumed[start..]);
+    resp.headers
+        .iter()
+        .map(|h| (h.name.as_bytes().to_vec(), h.value.to_vec()))
+        .collect::<Vec<_>>()
+        .into_iter()
 }
 
 /// A refusal of a whole head says what the head has.

@@ -404,10 +404,14 @@ fn set_upgrade(headers: &mut HeaderMap, proto: HeaderValue) {
 /// and tabs trimmed, empty ones skipped. Bytes, not text: an element with a non-ASCII byte
 /// must not hide the others of its line (`Connection: x-a, é` still names `x-a`).
 pub(crate) fn elements(value: &HeaderValue) -> impl Iterator<Item = &[u8]> {
+    list(value.as_bytes())
+}
+
+/// The elements of a list value's bytes (see [`elements`]).
+pub(crate) fn list(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value
-        .as_bytes()
         .split(|&b| b == b',')
-        .map(|t| t.trim_ascii())
+        .map(<[u8]>::trim_ascii)
         .filter(|t| !t.is_empty())
 }
 

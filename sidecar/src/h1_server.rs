@@ -54,7 +54,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::body::RespBody;
 use crate::forward::elements;
-use crate::h1::{Chunk, ChunkedDecoder, Names};
+use crate::h1::{Chunk, ChunkedDecoder, Names, RawFields};
 use crate::idle::Activity;
 use crate::proxy::{Connection, Proxy};
 use crate::rescue::BoxError;
@@ -645,6 +645,18 @@ fn encode_head(
     let mut length = None;
     let mut date = false;
     let upgrade = status == StatusCode::SWITCHING_PROTOCOLS;
+    // An application's fields as it wrote them (hop-by-hop ones already removed), then the
+    // ones the sidecar added.
+    if let Some(raw) = parts.extensions.get::<RawFields>() {
+        for (name, value) in raw.iter() {
+            out.extend_from_slice(name);
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value);
+            out.extend_from_slice(b"\r\n");
+        }
+        date = raw.date;
+        length = raw.length;
+    }
     for (name, value) in &parts.headers {
         if *name == header::CONTENT_LENGTH {
             if length.is_some() {

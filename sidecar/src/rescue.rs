@@ -78,8 +78,10 @@ impl ProxyError {
 /// | `CONNECT` (a tunnel to anywhere) | 501 | closed |
 /// | more than 4 distinct API keys, tokens or methods; conflicting ones with `--reject-conflicting-credentials` | 400 | kept |
 ///
-/// Heads that do not parse (400), oversized heads (431) and too many headers (431) are answered
-/// by hyper's parser before a request exists, with the connection closed.
+/// Heads that do not parse (400), oversized heads (431), too many headers (431) and heads not
+/// whole by the header-read timeout (408) are answered by the HTTP/1 server
+/// ([`crate::h1_server`]; hyper's for HTTP/2) before a request exists, with the connection
+/// closed.
 pub fn rescue(err: &ProxyError) -> Response<RespBody> {
     let (status, close) = match err {
         ProxyError::UpstreamRefused { .. } | ProxyError::Upstream(_) => {

@@ -782,3 +782,52 @@ async fn an_early_answer_to_a_large_upload_reaches_the_client() {
     assert_eq!(status, Ok(413), "the client got {got:?}");
     e.still_serves().await;
 }
+
+/// The application's fields reach the client as it wrote them (names in its case, its own
+/// `Date` and no second one), less every hop-by-hop field: the fixed list and every name a
+/// `Connection` element names, in any case, also on a line with a non-ASCII element.
+#[tokio::test]
+async fn hop_by_hop_fields_of_a_response_are_removed_and_the_rest_passed_as_written() {
+    let head = concat!(
+        "HTTP/1.1 200 OK\r\n",
+        "Server: App/1\r\n",
+        "Date: Sun, 06 Dec 2026 12:00:00 GMT\r\n",
+        "Connection: X-Secret, keep-alive\r\n",
+        "X-Secret: s\r\n",
+        "Connection: x-OTHER, \u{e9}\r\n",
+        "x-other: o\r\n",
+        "Keep-Alive: timeout=5\r\n",
+        "Proxy-Connection: keep-alive\r\n",
+        "Trailer: X-T\r\n",
+        "Upgrade: websocket\r\n",
+        "TE: trailers\r\n",
+        "Proxy-Authorization: Basic eA==\r\n",
+        "X-Kept-Case: Value\r\n",
+        "Content-Length: 2\r\n",
+        "\r\nok",
+    );
+    let e = env(vec![Reply::keep(head)]).await;
+    let mut s = TcpStream::connect(e.sc.proxy_addr).await.unwrap();
+    s.write_all(b"GET /0 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    within("the answer", s.read_to_end(&mut out)).await.unwrap();
+    let text = String::from_utf8_lossy(&out);
+    let (head, body) = text.split_once("\r\n\r\n").expect("a head");
+    assert_eq!(body, "ok");
+    let mut lines: Vec<&str> = head.lines().skip(1).collect();
+    lines.sort_unstable();
+    assert_eq!(
+        lines,
+        [
+            "Content-Length: 2",
+            "Date: Sun, 06 Dec 2026 12:00:00 GMT",
+            "Server: App/1",
+            "X-Kept-Case: Value",
+            "connection: close",
+        ],
+        "{text}"
+    );
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+}
