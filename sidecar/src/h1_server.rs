@@ -895,7 +895,7 @@ enum Waited {
 }
 
 /// Serves an HTTP/1.x client connection whose first bytes (not an HTTP/2 preface) are in
-/// `first`, until it closes, the client goes quiet between requests, or `stop` is cancelled.
+/// `first`, until it closes, the client goes quiet between requests, or the drain starts.
 #[allow(clippy::too_many_arguments)]
 pub async fn serve(
     stream: TcpStream,

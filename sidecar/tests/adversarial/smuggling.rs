@@ -101,6 +101,14 @@ async fn malformed_framing_is_400_and_reaches_nothing() {
             ),
         ),
         (
+            // Equal values would frame the same body; the sidecar takes no list at all, so
+            // no reading of one can differ from the application's.
+            "Content-Length list with equal values",
+            format!(
+                "POST /first HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\nhello{SMUGGLED}"
+            ),
+        ),
+        (
             "signed Content-Length",
             format!("POST /first HTTP/1.1\r\nHost: a\r\nContent-Length: +0\r\n\r\n{SMUGGLED}"),
         ),
