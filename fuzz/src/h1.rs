@@ -247,6 +247,44 @@ fn kind(e: &Error) -> &'static str {
     }
 }
 
+/// A head's fields as httparse reads them: names in lower case, values as sent.
+#[derive(Debug, Default)]
+pub(crate) struct Fields(Vec<(String, Vec<u8>)>);
+
+impl Fields {
+    pub(crate) fn of(headers: &[httparse::Header<'_>]) -> Self {
+        Self(
+            headers
+                .iter()
+                .map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec()))
+                .collect(),
+        )
+    }
+
+    /// The comma-separated elements of every `name` field, trimmed, empty ones skipped.
+    pub(crate) fn elements(&self, name: &str) -> Vec<&[u8]> {
+        self.0
+            .iter()
+            .filter(|(n, _)| n == name)
+            .flat_map(|(_, v)| v.split(|&c| c == b','))
+            .map(<[u8]>::trim_ascii)
+            .filter(|e| !e.is_empty())
+            .collect()
+    }
+
+    pub(crate) fn has(&self, name: &str) -> bool {
+        self.0.iter().any(|(n, _)| n == name)
+    }
+}
+
+impl std::ops::Deref for Fields {
+    type Target = [(String, Vec<u8>)];
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
 /// A response head as httparse reads it.
 struct RawHead {
     /// Its length.
@@ -256,8 +294,7 @@ struct RawHead {
     /// `HTTP/1.1` (else 1.0).
     http11: bool,
     code: u16,
-    /// Names in lower case, values as sent.
-    fields: Vec<(String, Vec<u8>)>,
+    fields: Fields,
 }
 
 impl RawHead {
@@ -283,28 +320,9 @@ impl RawHead {
                 interim,
                 http11: resp.version == Some(1),
                 code,
-                fields: resp
-                    .headers
-                    .iter()
-                    .map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec()))
-                    .collect(),
+                fields: Fields::of(resp.headers),
             });
         }
-    }
-
-    /// The comma-separated elements of every `name` field, trimmed, empty ones skipped.
-    fn elements(&self, name: &str) -> Vec<&[u8]> {
-        self.fields
-            .iter()
-            .filter(|(n, _)| n == name)
-            .flat_map(|(_, v)| v.split(|&c| c == b','))
-            .map(<[u8]>::trim_ascii)
-            .filter(|e| !e.is_empty())
-            .collect()
-    }
-
-    fn has(&self, name: &str) -> bool {
-        self.fields.iter().any(|(n, _)| n == name)
     }
 
     /// The `Content-Length` elements as numbers; `None` for one that is empty, not digits or
@@ -369,9 +387,9 @@ fn check_head(head: &Head, consumed: &[u8], head_request: bool) {
         raw.code
     );
 
-    let te = raw.has("transfer-encoding");
+    let te = raw.fields.has("transfer-encoding");
     if te {
-        let codings = raw.elements("transfer-encoding");
+        let codings = raw.fields.elements("transfer-encoding");
         assert!(
             raw.http11 && codings.len() == 1 && codings[0].eq_ignore_ascii_case(b"chunked"),
             "Transfer-Encoding {codings:?} accepted (HTTP/1.1: {})",
@@ -403,9 +421,9 @@ fn check_head(head: &Head, consumed: &[u8], head_request: bool) {
         };
     assert_eq!(head.framing, framing, "framing");
 
-    let connection = raw.elements("connection");
+    let connection = raw.fields.elements("connection");
     let close = connection.iter().any(|t| t.eq_ignore_ascii_case(b"close"));
-    let both = te && raw.has("content-length");
+    let both = te && raw.fields.has("content-length");
     let keep = raw.http11 && !close && !both && framing != Framing::Close;
     assert_eq!(
         head.keep_alive, keep,
@@ -420,7 +438,7 @@ fn check_head(head: &Head, consumed: &[u8], head_request: bool) {
             .any(|t| t.eq_ignore_ascii_case(n.as_bytes()))
     };
     let mut want: BTreeMap<&str, Vec<&[u8]>> = BTreeMap::new();
-    for (n, v) in &raw.fields {
+    for (n, v) in raw.fields.iter() {
         if HOP_BY_HOP.contains(&n.as_str()) || named(n) || (te && n == "content-length") {
             continue;
         }
@@ -484,6 +502,7 @@ fn check_refusal(e: &Error, stream: &[u8]) {
         Error::ConflictingLength => {
             let raw = raw();
             let distinct = raw
+                .fields
                 .elements("content-length")
                 .into_iter()
                 .filter_map(|e| std::str::from_utf8(e).ok()?.parse::<u64>().ok())
@@ -498,7 +517,7 @@ fn check_refusal(e: &Error, stream: &[u8]) {
         }
         Error::UnsupportedCoding => {
             let raw = raw();
-            let codings = raw.elements("transfer-encoding");
+            let codings = raw.fields.elements("transfer-encoding");
             let chunked = codings.len() == 1 && codings[0].eq_ignore_ascii_case(b"chunked");
             assert!(
                 !raw.http11 || !chunked,

@@ -35,6 +35,7 @@
 //! - The head after an accepted one (the next request on the connection) parses with the
 //!   connection's scratch space as with fresh scratch space.
 
+use crate::h1::Fields;
 use bytes::BytesMut;
 use http::{HeaderName, HeaderValue, Method, Uri, Version};
 use palisade_sidecar::h1_server::{
@@ -165,8 +166,7 @@ struct RawHead {
     method: String,
     target: Vec<u8>,
     http11: bool,
-    /// Names in lower case, values as sent.
-    fields: Vec<(String, Vec<u8>)>,
+    fields: Fields,
 }
 
 impl RawHead {
@@ -181,26 +181,8 @@ impl RawHead {
             method: req.method?.to_owned(),
             target: req.path?.as_bytes().to_vec(),
             http11: req.version == Some(1),
-            fields: req
-                .headers
-                .iter()
-                .map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec()))
-                .collect(),
+            fields: Fields::of(req.headers),
         })
-    }
-
-    fn elements(&self, name: &str) -> Vec<&[u8]> {
-        self.fields
-            .iter()
-            .filter(|(n, _)| n == name)
-            .flat_map(|(_, v)| v.split(|&c| c == b','))
-            .map(<[u8]>::trim_ascii)
-            .filter(|e| !e.is_empty())
-            .collect()
-    }
-
-    fn has(&self, name: &str) -> bool {
-        self.fields.iter().any(|(n, _)| n == name)
     }
 
     /// `Content-Length` lines: `Some(lengths)` when each is plain digits that fit in 64 bits.
@@ -217,8 +199,8 @@ impl RawHead {
 
     /// Whether the framing fields are acceptable.
     fn framing_ok(&self) -> bool {
-        if self.has("transfer-encoding") {
-            let codings = self.elements("transfer-encoding");
+        if self.fields.has("transfer-encoding") {
+            let codings = self.fields.elements("transfer-encoding");
             self.http11 && codings.len() == 1 && codings[0].eq_ignore_ascii_case(b"chunked")
         } else {
             self.lengths()
@@ -262,7 +244,7 @@ fn check_head(head: &RequestHead, consumed: &[u8], limits: Limits) {
         "framing fields accepted: {:?}",
         raw.fields
     );
-    let te = raw.has("transfer-encoding");
+    let te = raw.fields.has("transfer-encoding");
     let framing = if te {
         BodyFraming::Chunked
     } else {
@@ -272,12 +254,12 @@ fn check_head(head: &RequestHead, consumed: &[u8], limits: Limits) {
         }
     };
     assert_eq!(head.framing, framing, "framing");
-    let connection = raw.elements("connection");
+    let connection = raw.fields.elements("connection");
     let close = connection.iter().any(|t| t.eq_ignore_ascii_case(b"close"));
     let alive = connection
         .iter()
         .any(|t| t.eq_ignore_ascii_case(b"keep-alive"));
-    let both = te && raw.has("content-length");
+    let both = te && raw.fields.has("content-length");
     let keep = (raw.http11 || alive) && !close && !both;
     assert_eq!(head.keep_alive, keep, "keep-alive (both framings: {both})");
     let expect = raw
@@ -287,7 +269,7 @@ fn check_head(head: &RequestHead, consumed: &[u8], limits: Limits) {
         .find(|(n, _)| n == "expect")
         .is_some_and(|(_, v)| v.eq_ignore_ascii_case(b"100-continue"));
     assert_eq!(head.expect_continue, expect && raw.http11, "expect");
-    assert_eq!(head.upgrade, raw.has("upgrade"), "upgrade");
+    assert_eq!(head.upgrade, raw.fields.has("upgrade"), "upgrade");
     let want: Vec<(&str, &[u8])> = raw
         .fields
         .iter()
