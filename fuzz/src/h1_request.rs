@@ -25,10 +25,10 @@
 //!   both limits; the method and version; its fields are the head's, byte for byte and in
 //!   order per name, less `Content-Length` beside a `Transfer-Encoding`; a
 //!   `Transfer-Encoding` is one `chunked` in HTTP/1.1; `Content-Length` lines are digits and
-//!   agree; the framing is chunked, else the length (`Empty` for none or 0); the connection
-//!   is kept exactly when HTTP/1.1 has no `close` element (HTTP/1.0: a `keep-alive` and no
-//!   `close`) and the head did not carry both framings; `Expect: 100-continue` and
-//!   `Upgrade` are seen.
+//!   agree, also beside a `Transfer-Encoding`; the framing is chunked, else the length
+//!   (`Empty` for none or 0); the connection is kept exactly when HTTP/1.1 has no `close`
+//!   element (HTTP/1.0: a `keep-alive` and no `close`) and the head did not carry both
+//!   framings; `Expect: 100-continue` and `Upgrade` are seen.
 //! - A refusal of a head httparse reads whole within the limits names what is wrong, and it
 //!   is: the method, the target, a field's name or value, `Transfer-Encoding` or
 //!   `Content-Length`.
@@ -197,15 +197,18 @@ impl RawHead {
             .collect()
     }
 
-    /// Whether the framing fields are acceptable.
+    /// Whether the framing fields are acceptable: `Content-Length` lines plain digits that
+    /// agree (also beside a `Transfer-Encoding`, which then wins: an invalid length is
+    /// refused rather than ignored), and a `Transfer-Encoding` one `chunked` in HTTP/1.1.
     fn framing_ok(&self) -> bool {
-        if self.fields.has("transfer-encoding") {
+        let lengths = self
+            .lengths()
+            .is_some_and(|l| l.windows(2).all(|w| w[0] == w[1]));
+        let coding = !self.fields.has("transfer-encoding") || {
             let codings = self.fields.elements("transfer-encoding");
             self.http11 && codings.len() == 1 && codings[0].eq_ignore_ascii_case(b"chunked")
-        } else {
-            self.lengths()
-                .is_some_and(|l| l.windows(2).all(|w| w[0] == w[1]))
-        }
+        };
+        lengths && coding
     }
 }
 
