@@ -1207,3 +1207,281 @@ impl AsyncWrite for Rewind {
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        max_head_bytes: 1024,
+        max_headers: 8,
+    };
+
+    fn parse(bytes: &str) -> Result<Option<RequestHead>, HeadError> {
+        parse_head(&mut BytesMut::from(bytes), LIMITS, &mut Scratch::default())
+    }
+
+    fn head(bytes: &str) -> RequestHead {
+        parse(bytes).unwrap().unwrap()
+    }
+
+    #[test]
+    fn a_head_fed_a_byte_at_a_time_parses_once_whole() {
+        let text = "POST /a?b HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcGET";
+        let mut buf = BytesMut::new();
+        let mut scratch = Scratch::default();
+        let mut got = None;
+        for b in text.bytes() {
+            buf.extend_from_slice(&[b]);
+            if let Some(h) = parse_head(&mut buf, LIMITS, &mut scratch).unwrap() {
+                got = Some(h);
+                break;
+            }
+        }
+        let h = got.unwrap();
+        assert_eq!(
+            (h.parts.method, h.parts.uri.to_string()),
+            (Method::POST, "/a?b".into())
+        );
+        assert_eq!(h.framing, BodyFraming::Length(3));
+        assert!(h.keep_alive);
+        assert_eq!(&buf[..], b"");
+    }
+
+    #[test]
+    fn framing_and_keep_alive_follow_rfc_9112() {
+        let cases = [
+            ("GET / HTTP/1.1\r\n\r\n", BodyFraming::Empty, true),
+            (
+                "GET / HTTP/1.1\r\nConnection: x, Close\r\n\r\n",
+                BodyFraming::Empty,
+                false,
+            ),
+            ("GET / HTTP/1.0\r\n\r\n", BodyFraming::Empty, false),
+            (
+                "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+                BodyFraming::Empty,
+                true,
+            ),
+            (
+                "POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+                BodyFraming::Empty,
+                true,
+            ),
+            (
+                "POST / HTTP/1.1\r\nContent-Length: 7\r\nContent-Length: 7\r\n\r\n",
+                BodyFraming::Length(7),
+                true,
+            ),
+            (
+                "POST / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n",
+                BodyFraming::Chunked,
+                true,
+            ),
+            // Both framings: chunked, the length removed, closed after the answer.
+            (
+                "POST / HTTP/1.1\r\nContent-Length: 9\r\nTransfer-Encoding: chunked\r\n\r\n",
+                BodyFraming::Chunked,
+                false,
+            ),
+            // A bare LF ends a line.
+            ("GET / HTTP/1.1\nHost: x\n\n", BodyFraming::Empty, true),
+        ];
+        for (text, framing, keep) in cases {
+            let h = head(text);
+            assert_eq!((h.framing, h.keep_alive), (framing, keep), "{text:?}");
+            if framing == BodyFraming::Chunked {
+                assert!(
+                    !h.parts.headers.contains_key(header::CONTENT_LENGTH),
+                    "{text:?}"
+                );
+            }
+        }
+        let h = head(
+            "PUT / HTTP/1.1\r\nExpect: 100-Continue\r\nUpgrade: x\r\nContent-Length: 1\r\n\r\n",
+        );
+        assert!(h.expect_continue && h.upgrade);
+        assert!(!head("PUT / HTTP/1.0\r\nExpect: 100-continue\r\n\r\n").expect_continue);
+    }
+
+    #[test]
+    fn refusals_name_their_status() {
+        let cases = [
+            ("POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n", 400),
+            (
+                "POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nContent-Length: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+                400,
+            ),
+            ("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nX-A : 1\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nX-A: 1\r\n folded\r\n\r\n", 400),
+            ("GET /a b HTTP/1.1\r\n\r\n", 400),
+            ("GET / HTTP/2.0\r\n\r\n", 400),
+            (
+                "GET / HTTP/1.1\r\nA: 1\r\nB: 1\r\nC: 1\r\nD: 1\r\nE: 1\r\nF: 1\r\nG: 1\r\nH: 1\r\nI: 1\r\n\r\n",
+                431,
+            ),
+        ];
+        for (text, status) in cases {
+            let e = parse(text).map(|_| ()).unwrap_err();
+            assert_eq!(e.status().as_u16(), status, "{text:?}: {e}");
+        }
+        // Too large: complete beyond the limit, or incomplete at it.
+        let big = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(2000));
+        assert_eq!(parse(&big).map(|_| ()), Err(HeadError::TooLarge));
+        let partial = format!("GET /{}", "a".repeat(2000));
+        assert_eq!(parse(&partial).map(|_| ()), Err(HeadError::TooLarge));
+        assert!(matches!(parse("GET / HTTP/1.1\r\nHost: x\r\n"), Ok(None)));
+    }
+
+    #[test]
+    fn names_repeated_or_changed_are_read_right() {
+        let mut scratch = Scratch::default();
+        let heads = [
+            "GET / HTTP/1.1\r\nHost: a\r\nX-Key: 1\r\n\r\n",
+            "GET / HTTP/1.1\r\nX-Key: 2\r\nHost: b\r\n\r\n",
+            "GET / HTTP/1.1\r\nX-KEY: 3\r\nX-Other: 4\r\n\r\n",
+        ];
+        let mut seen = Vec::new();
+        for text in heads {
+            let h = parse_head(&mut BytesMut::from(text), LIMITS, &mut scratch)
+                .unwrap()
+                .unwrap();
+            let fresh = head(text);
+            assert_eq!(h.parts.headers, fresh.parts.headers, "{text:?}");
+            seen.push(h.parts.headers.get("x-key").cloned());
+        }
+        assert_eq!(
+            seen,
+            ["1", "2", "3"].map(|v| Some(HeaderValue::from_static(v)))
+        );
+    }
+
+    fn response(status: u16, fields: &[(&str, &str)]) -> http::response::Parts {
+        let mut r = Response::builder().status(status);
+        for (n, v) in fields {
+            r = r.header(*n, *v);
+        }
+        r.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn the_response_head_frames_the_body_for_the_client() {
+        let get = (&Method::GET, Version::HTTP_11);
+        let exact = SizeHint::with_exact(5);
+        let unknown = SizeHint::default();
+        // The response, its body's size, the request; how the body goes, kept, a line of the
+        // head.
+        type Case<'a> = (
+            http::response::Parts,
+            SizeHint,
+            (&'a Method, Version),
+            Encoding,
+            bool,
+            &'a str,
+        );
+        let cases: [Case<'_>; 7] = [
+            (
+                response(200, &[]),
+                exact,
+                get,
+                Encoding::Length(5),
+                true,
+                "content-length: 5\r\n",
+            ),
+            (
+                response(200, &[]),
+                unknown,
+                get,
+                Encoding::Chunked,
+                true,
+                "transfer-encoding: chunked\r\n",
+            ),
+            (
+                response(200, &[]),
+                unknown,
+                (&Method::GET, Version::HTTP_10),
+                Encoding::Close,
+                false,
+                "connection: close\r\n",
+            ),
+            (
+                response(200, &[("content-length", "9")]),
+                unknown,
+                get,
+                Encoding::Length(9),
+                true,
+                "content-length: 9\r\n",
+            ),
+            (
+                response(200, &[]),
+                exact,
+                (&Method::HEAD, Version::HTTP_11),
+                Encoding::None,
+                true,
+                "content-length: 5\r\n",
+            ),
+            (
+                response(304, &[("etag", "x")]),
+                unknown,
+                get,
+                Encoding::None,
+                true,
+                "etag: x\r\n",
+            ),
+            (
+                response(400, &[("connection", "close")]),
+                exact,
+                get,
+                Encoding::Length(5),
+                false,
+                "connection: close\r\n",
+            ),
+        ];
+        for (parts, hint, request, encoding, keep, line) in cases {
+            let mut out = Vec::new();
+            let got = encode_head(&parts, hint, request, true, &mut out);
+            let text = String::from_utf8(out).unwrap();
+            assert_eq!(got, (encoding, keep), "{text}");
+            assert!(text.contains(line), "{line:?} not in {text}");
+            assert!(
+                text.ends_with("\r\n\r\n") && text.contains("\r\ndate: "),
+                "{text}"
+            );
+            assert!(text.matches("content-length").count() <= 1, "{text}");
+        }
+        // HTTP/1.0 keep-alive is said; a drain closes.
+        let mut out = Vec::new();
+        let kept = encode_head(
+            &response(200, &[]),
+            exact,
+            (&Method::GET, Version::HTTP_10),
+            true,
+            &mut out,
+        );
+        assert_eq!(kept, (Encoding::Length(5), true));
+        assert!(String::from_utf8_lossy(&out).contains("connection: keep-alive\r\n"));
+        let mut out = Vec::new();
+        let closing = encode_head(&response(200, &[]), exact, get, false, &mut out);
+        assert_eq!(closing, (Encoding::Length(5), false));
+        assert!(String::from_utf8_lossy(&out).contains("connection: close\r\n"));
+    }
+}
