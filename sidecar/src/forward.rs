@@ -39,7 +39,7 @@ use crate::tunnel::{self, TunnelMetrics};
 
 /// Hop-by-hop headers always removed, besides those named in `Connection`. (A `static`: a
 /// `const` array would be built anew, and its custom names dropped, at every use.)
-static HOP_BY_HOP: [HeaderName; 8] = [
+pub(crate) static HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -491,6 +491,15 @@ fn names_no_header(values: header::GetAll<'_, HeaderValue>) -> bool {
 /// value names).
 pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP_LENGTHS.contains(&name.as_str().len()) && HOP_BY_HOP.contains(name)
+}
+
+/// Whether `name`, a field name as written (any case), is one of the fixed hop-by-hop
+/// names: the same list as [`is_hop_by_hop`], for heads not parsed into a `HeaderMap`.
+pub(crate) fn is_hop_by_hop_raw(name: &[u8]) -> bool {
+    HOP_BY_HOP_LENGTHS.contains(&name.len())
+        && HOP_BY_HOP
+            .iter()
+            .any(|h| h.as_str().as_bytes().eq_ignore_ascii_case(name))
 }
 
 /// Whether the sidecar may add a header of this name to a forwarded request: never a

@@ -47,7 +47,7 @@ use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 use tokio_util::io::poll_read_buf;
 
-use crate::forward::{is_hop_by_hop, list};
+use crate::forward::{self, is_hop_by_hop, list};
 
 /// Largest response head (and chunked trailer section) read from the application.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -305,7 +305,9 @@ enum Kind {
 }
 
 impl Kind {
-    /// The kind of a field named `name` (in any case).
+    /// The kind of a field named `name` (in any case). The hop-by-hop names are the
+    /// sidecar's one list ([`forward::is_hop_by_hop_raw`]), so a name added there is
+    /// dropped from passed-through heads too.
     fn of(name: &[u8]) -> Self {
         let is = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());
         match name.len() {
@@ -313,11 +315,7 @@ impl Kind {
             10 if is("connection") => Self::Connection,
             14 if is("content-length") => Self::Length,
             17 if is("transfer-encoding") => Self::Coding,
-            2 if is("te") => Self::HopByHop,
-            7 if is("trailer") || is("upgrade") => Self::HopByHop,
-            10 if is("keep-alive") => Self::HopByHop,
-            16 if is("proxy-connection") => Self::HopByHop,
-            19 if is("proxy-authorization") => Self::HopByHop,
+            _ if forward::is_hop_by_hop_raw(name) => Self::HopByHop,
             _ => Self::Other,
         }
     }
@@ -1125,6 +1123,26 @@ mod tests {
         let mut buf = BytesMut::from(text);
         let parsed = parse_head(&mut buf, head_request);
         (parsed, buf)
+    }
+
+    #[test]
+    fn every_name_of_the_shared_hop_by_hop_list_is_dropped_in_any_case() {
+        for name in &forward::HOP_BY_HOP {
+            let lower = name.as_str();
+            let upper = lower.to_ascii_uppercase();
+            for written in [lower, upper.as_str()] {
+                assert_ne!(Kind::of(written.as_bytes()), Kind::Other, "{written}");
+                assert_ne!(Kind::of(written.as_bytes()), Kind::Date, "{written}");
+            }
+        }
+        for name in [
+            "x-te",
+            "dates",
+            "upgrade-insecure-requests",
+            "proxy-authenticate",
+        ] {
+            assert_eq!(Kind::of(name.as_bytes()), Kind::Other, "{name}");
+        }
     }
 
     fn head_of(text: &str) -> Head {
