@@ -162,6 +162,91 @@ async fn h2c_prior_knowledge() {
     }
 }
 
+/// On shutdown an HTTP/2 client connection is drained: the client is told that no new
+/// stream will be served (a new request on the connection fails once it has heard), a stream
+/// in flight is still answered whole, and the drain ends, closing the connection, as soon as
+/// that stream is done — no connection is cut.
+#[tokio::test]
+async fn the_drain_answers_an_http2_stream_in_flight_and_refuses_new_ones() {
+    let (release, released) = tokio::sync::watch::channel(false);
+    let (arrived_tx, mut arrived) = tokio::sync::mpsc::unbounded_channel();
+    let app = app(move |req, _| {
+        let mut released = released.clone();
+        let arrived = arrived_tx.clone();
+        async move {
+            let path = req.uri().path().to_owned();
+            if path == "/slow" {
+                let _ = arrived.send(());
+                released.wait_for(|r| *r).await.unwrap();
+            }
+            Response::new(full(format!("{path} answered")))
+        }
+    })
+    .await;
+    let sc = sidecar(app, &["--drain-grace", "30s"]).await;
+    let stream = TcpStream::connect(sc.proxy_addr).await.unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    let get = |path: &str| {
+        Request::get(format!("http://a{path}"))
+            .body(full(""))
+            .unwrap()
+    };
+    let mut first = sender.clone();
+    let slow = get("/slow");
+    let in_flight = tokio::spawn(async move { first.send_request(slow).await });
+    tokio::time::timeout(patience(), arrived.recv())
+        .await
+        .expect("the slow request reaches the application");
+
+    let draining = tokio::spawn(sc.shutdown());
+    // Requests sent before the client has heard of the drain may still be served; once it
+    // has, a new stream fails without reaching the application.
+    let refused = async {
+        let mut sender = sender.clone();
+        loop {
+            match sender.send_request(get("/new")).await {
+                Ok(resp) => {
+                    let (status, _, body) = read(resp).await;
+                    assert_eq!((status, body.as_str()), (200, "/new answered"));
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Err(_) => break,
+            }
+        }
+    };
+    tokio::time::timeout(patience(), refused)
+        .await
+        .expect("a new stream is refused once the drain started");
+    assert!(
+        !draining.is_finished(),
+        "the drain waits for the stream in flight"
+    );
+    assert!(!in_flight.is_finished(), "the slow stream is still open");
+
+    release.send(true).unwrap();
+    let resp = tokio::time::timeout(patience(), in_flight)
+        .await
+        .expect("the stream in flight is answered")
+        .unwrap()
+        .expect("answered, not reset");
+    let (status, _, body) = read(resp).await;
+    assert_eq!((status, body.as_str()), (200, "/slow answered"));
+    let cut = tokio::time::timeout(patience(), draining)
+        .await
+        .expect("the drain ends once the stream is done")
+        .unwrap();
+    assert_eq!(cut, 0, "no connection cut");
+    tokio::time::timeout(patience(), conn)
+        .await
+        .expect("the sidecar closes the drained connection")
+        .unwrap()
+        .expect("closed cleanly (GOAWAY), not reset");
+}
+
 /// An application that accepts every WebSocket upgrade and echoes what it receives.
 async fn ws_echo_app() -> std::net::SocketAddr {
     app(|mut req, _| async move {

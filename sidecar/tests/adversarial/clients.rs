@@ -160,28 +160,52 @@ async fn pipelined_requests_are_answered_in_order() {
     assert_eq!(e.targets(), ["/a", "/b", "/c", "/d"]);
 }
 
-/// A denied request's body is never read, so the sidecar cannot know where it ends: the
-/// connection is closed after the denial, and a request hidden in that body (in either
+/// A request the sidecar answers without reading its body (a denial; a `414` for a target
+/// over `--max-uri-bytes`) leaves the sidecar not knowing where that body ends: the
+/// connection is closed after the answer, and a request hidden in the body (in either
 /// framing, asked to continue or not) never reaches the application.
 #[tokio::test]
-async fn a_denied_request_s_unread_body_never_becomes_a_request() {
-    let e = env(&[]).await;
+async fn an_unread_body_never_becomes_a_request() {
+    let e = env(&["--max-uri-bytes", "64"]).await;
     let hidden = "GET /hidden HTTP/1.1\r\nHost: a\r\n\r\n";
     let chunk = format!("{:x}\r\n{hidden}\r\n0\r\n\r\n", hidden.len());
+    let long = format!("/long/{}", "x".repeat(64));
     let cases = [
-        format!(
-            "POST /denied HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n{hidden}",
-            hidden.len()
+        (
+            "403",
+            format!(
+                "POST /denied HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n{hidden}",
+                hidden.len()
+            ),
         ),
-        format!("POST /denied HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n{chunk}"),
-        format!(
-            "POST /denied HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n{hidden}",
-            hidden.len()
+        (
+            "403",
+            format!(
+                "POST /denied HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n{chunk}"
+            ),
+        ),
+        (
+            "403",
+            format!(
+                "POST /denied HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n{hidden}",
+                hidden.len()
+            ),
+        ),
+        (
+            "414",
+            format!(
+                "POST {long} HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n{hidden}",
+                hidden.len()
+            ),
+        ),
+        (
+            "414",
+            format!("POST {long} HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n{chunk}"),
         ),
     ];
-    for case in &cases {
+    for (status, case) in &cases {
         let text = e.exchange(case.as_bytes()).await;
-        assert_eq!(statuses(&text), ["403"], "{case:?} → {text}");
+        assert_eq!(statuses(&text), [*status], "{case:?} → {text}");
         assert!(!text.contains("100 Continue"), "{text}");
     }
     assert_eq!(e.targets(), Vec::<String>::new());
@@ -377,6 +401,55 @@ async fn a_partial_head_gets_408_at_the_header_read_timeout() {
         .unwrap();
     assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
     assert_eq!(e.targets(), Vec::<String>::new());
+}
+
+/// On a kept connection the header-read timeout counts from the end of the last answer.
+/// The connection's one timer is set when its first bytes come; a later wait with a later
+/// deadline lets it fire early and must not take that as its own timeout: a head still
+/// coming in at the connection's first deadline is served, and one that never ends gets
+/// `408` at its own deadline, not at an earlier wait's.
+#[tokio::test]
+async fn a_kept_connection_s_next_head_gets_the_whole_timeout() {
+    let timeout = Duration::from_secs(4);
+    let e = env(&["--header-read-timeout", "4s"]).await;
+    let mut s = TcpStream::connect(e.sc.proxy_addr).await.unwrap();
+    let mut text = String::new();
+    // The connection's timer is set now, due at `first + timeout`.
+    let first = tokio::time::Instant::now();
+    s.write_all(b"GET /one HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    read_until(&mut s, &mut text, "/one ").await;
+    // The next wait starts halfway, so its deadline is later than the timer's.
+    tokio::time::sleep_until(first + timeout / 2).await;
+    s.write_all(b"GET /two HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    read_until(&mut s, &mut text, "/two ").await;
+    // Half a head at once, the rest after the timer's first deadline (it fires then, early
+    // for this wait).
+    s.write_all(b"GET /three HTTP/1.1\r\n").await.unwrap();
+    tokio::time::sleep_until(first + timeout * 9 / 8).await;
+    // The next wait begins after the sidecar has this end of the head and answered it.
+    let fourth = tokio::time::Instant::now();
+    s.write_all(b"Host: a\r\n\r\n").await.unwrap();
+    read_until(&mut s, &mut text, "/three ").await;
+    assert_eq!(statuses(&text), ["200", "200", "200"], "{text}");
+    // A head that never ends: 408 once its own wait has lasted the timeout, not at the
+    // deadline of the wait before (the timer is due then).
+    s.write_all(b"GET /four HTTP/1.1\r\n").await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(patience() + timeout, s.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(rest.starts_with("HTTP/1.1 408"), "{rest}");
+    assert!(
+        fourth.elapsed() >= timeout,
+        "408 before the head's own wait lasted the timeout"
+    );
+    assert_eq!(e.targets(), ["/one", "/two", "/three"]);
 }
 
 /// Bytes a client sends right behind its WebSocket handshake (before it has read the `101`)
