@@ -161,8 +161,12 @@ async fn drains_in_flight_requests(extra: &[&str], workers: usize) {
     }
     release_tx.send(true).unwrap();
     for r in requests {
-        let (status, body) = r.await.unwrap();
-        assert_eq!((status, body.as_str()), (200, "done"));
+        let (status, connection, body) = r.await.unwrap();
+        // Answered whole, and told the connection ends with it.
+        assert_eq!(
+            (status, connection.as_str(), body.as_str()),
+            (200, "close", "done")
+        );
     }
     let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
         .await
@@ -170,9 +174,14 @@ async fn drains_in_flight_requests(extra: &[&str], workers: usize) {
     assert!(status.success(), "{status}");
 }
 
-async fn get_owned(addr: SocketAddr) -> (u16, String) {
-    let (s, _, b) = get(addr, "/slow", &[]).await;
-    (s, b)
+/// Status, `Connection` field and body of `GET /slow`.
+async fn get_owned(addr: SocketAddr) -> (u16, String, String) {
+    let (s, h, b) = get(addr, "/slow", &[]).await;
+    let connection = h
+        .get(http::header::CONNECTION)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (s, connection, b)
 }
 
 /// 100 MB up and 100 MB down through the binary; its peak RSS stays far below that.
