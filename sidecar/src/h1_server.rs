@@ -22,9 +22,10 @@
 //! - `Expect: 100-continue`: `100 Continue` is written when the proxy first reads the body
 //!   (not when it answers before reading it, as a denial does).
 //! - The connection takes another request when the request was HTTP/1.1 without
-//!   `Connection: close` (HTTP/1.0 with `Connection: keep-alive`), its body was read to its
-//!   end, and the response was written whole; requests sent ahead (pipelined) are answered in
-//!   order. Otherwise it is closed after the response.
+//!   `Connection: close` (HTTP/1.0 with `Connection: keep-alive`), its body was read (or,
+//!   left unread but already all in the read buffer, skipped) to its end, and the response
+//!   was written whole; requests sent ahead (pipelined) are answered in order. Otherwise it
+//!   is closed after the response.
 //! - A WebSocket handshake answered `101` hands the connection (with any bytes the client
 //!   sent ahead) to the tunnel.
 //! - The head must be complete within `--header-read-timeout` (also the wait for the next
@@ -381,9 +382,48 @@ impl RequestBody {
 
 impl Drop for RequestBody {
     fn drop(&mut self) {
-        if let (Some(side), Some(back)) = (self.side.take(), self.back.take()) {
+        if let (Some(mut side), Some(back)) = (self.side.take(), self.back.take()) {
+            self.skip_buffered(&mut side.buf);
             let complete = self.is_complete();
             let _ = back.send(Returned { side, complete });
+        }
+    }
+}
+
+impl RequestBody {
+    /// What is left of a body the proxy did not read to its end (a request it answered
+    /// itself, an upstream that failed), when the client has already sent all of it — it is
+    /// in the read buffer — is skipped by its framing, exactly as reading it would, so the
+    /// connection can take the next request. A body not all here is left unread: the
+    /// connection closes after the answer, and nothing in the body is ever parsed as a head.
+    fn skip_buffered(&mut self, buf: &mut BytesMut) {
+        if self.failed {
+            return;
+        }
+        match &mut self.state {
+            Reading::Length(left) => {
+                if let Ok(n) = usize::try_from(*left)
+                    && n <= buf.len()
+                {
+                    buf.advance(n);
+                    *left = 0;
+                }
+            }
+            Reading::Chunked(decoder) => loop {
+                match decoder.decode(buf) {
+                    Ok(Some(Chunk::Data(_))) => {}
+                    Ok(Some(Chunk::Trailers(_) | Chunk::End)) => {
+                        self.state = Reading::Done;
+                        return;
+                    }
+                    Ok(None) => return,
+                    Err(_) => {
+                        self.failed = true;
+                        return;
+                    }
+                }
+            },
+            Reading::Done => {}
         }
     }
 }

@@ -160,50 +160,70 @@ async fn pipelined_requests_are_answered_in_order() {
     assert_eq!(e.targets(), ["/a", "/b", "/c", "/d"]);
 }
 
-/// A request the sidecar answers without reading its body (a denial; a `414` for a target
-/// over `--max-uri-bytes`) leaves the sidecar not knowing where that body ends: the
-/// connection is closed after the answer, and a request hidden in the body (in either
-/// framing, asked to continue or not) never reaches the application.
-#[tokio::test]
-async fn an_unread_body_never_becomes_a_request() {
-    let e = env(&["--max-uri-bytes", "64"]).await;
+/// A request hidden in a body, and the cases that carry it: a request the sidecar answers
+/// without reading its body (a denial; a `414` for a target over `--max-uri-bytes`, here
+/// 64), with its status, the body framed by `Content-Length` or chunks, asked to continue or
+/// not. `whole`: the body is all sent with the head; otherwise part of it is.
+fn unread_cases(whole: bool) -> Vec<(&'static str, String)> {
     let hidden = "GET /hidden HTTP/1.1\r\nHost: a\r\n\r\n";
-    let chunk = format!("{:x}\r\n{hidden}\r\n0\r\n\r\n", hidden.len());
+    // Sent short: ten bytes more are announced than sent, or the last chunk is missing.
+    let length = hidden.len() + if whole { 0 } else { 10 };
+    let end = if whole { "0\r\n\r\n" } else { "" };
+    let chunks = format!("{:x}\r\n{hidden}\r\n{end}", hidden.len());
     let long = format!("/long/{}", "x".repeat(64));
-    let cases = [
-        (
-            "403",
+    let mut cases = Vec::new();
+    for (status, target) in [("403", "/denied"), ("414", long.as_str())] {
+        cases.push((
+            status,
             format!(
-                "POST /denied HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n{hidden}",
-                hidden.len()
+                "POST {target} HTTP/1.1\r\nHost: a\r\nContent-Length: {length}\r\n\r\n{hidden}"
             ),
-        ),
-        (
-            "403",
+        ));
+        cases.push((
+            status,
             format!(
-                "POST /denied HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n{chunk}"
+                "POST {target} HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n{chunks}"
             ),
-        ),
-        (
-            "403",
+        ));
+        cases.push((
+            status,
             format!(
-                "POST /denied HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n{hidden}",
-                hidden.len()
+                "POST {target} HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: {length}\r\n\r\n{hidden}"
             ),
-        ),
-        (
-            "414",
-            format!(
-                "POST {long} HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n{hidden}",
-                hidden.len()
-            ),
-        ),
-        (
-            "414",
-            format!("POST {long} HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n{chunk}"),
-        ),
-    ];
+        ));
+    }
+    cases
+}
+
+/// A body the sidecar does not read, which the client sent whole with its head, is skipped
+/// by its framing (as nginx discards it): the connection takes the next request, and the
+/// request hidden in the body never reaches the application.
+#[tokio::test]
+async fn an_unread_body_sent_whole_is_skipped_and_never_becomes_a_request() {
+    let e = env(&["--max-uri-bytes", "64"]).await;
+    let after = "GET /after HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+    let cases = unread_cases(true);
     for (status, case) in &cases {
+        let text = e.exchange(format!("{case}{after}").as_bytes()).await;
+        assert_eq!(statuses(&text), [*status, "200"], "{case:?} → {text}");
+        assert!(!text.contains("100 Continue"), "{text}");
+    }
+    assert_eq!(e.targets(), vec!["/after"; cases.len()]);
+}
+
+/// A body the sidecar does not read and the client has not sent whole, or whose chunks are
+/// malformed: the sidecar cannot know where it ends, so the connection is closed after the
+/// answer, and nothing in the body (here a request) is ever read as a request.
+#[tokio::test]
+async fn an_unread_body_not_all_sent_or_malformed_closes_the_connection() {
+    let e = env(&["--max-uri-bytes", "64"]).await;
+    let malformed = (
+        "403",
+        "POST /denied HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n\
+         zz\r\nGET /hidden HTTP/1.1\r\nHost: a\r\n\r\n\r\n0\r\n\r\n"
+            .to_owned(),
+    );
+    for (status, case) in unread_cases(false).iter().chain([&malformed]) {
         let text = e.exchange(case.as_bytes()).await;
         assert_eq!(statuses(&text), [*status], "{case:?} → {text}");
         assert!(!text.contains("100 Continue"), "{text}");
