@@ -37,17 +37,31 @@ use crate::h1;
 use crate::rescue::ProxyError;
 use crate::tunnel::{self, TunnelMetrics};
 
-/// Hop-by-hop headers always removed, besides those named in `Connection`. (A `static`: a
-/// `const` array would be built anew, and its custom names dropped, at every use.)
+/// Hop-by-hop headers always removed, besides those named in `Connection`: the one list,
+/// read as bytes (names as written, in heads not parsed into a `HeaderMap`) and as
+/// [`HOP_BY_HOP`].
+const HOP_BY_HOP_NAMES: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+];
+
+/// [`HOP_BY_HOP_NAMES`] as header names, in the same order. (A `static`: a `const` array
+/// would be built anew, and its custom names dropped, at every use.)
 pub(crate) static HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::PROXY_AUTHORIZATION,
+    HeaderName::from_static(HOP_BY_HOP_NAMES[0]),
+    HeaderName::from_static(HOP_BY_HOP_NAMES[1]),
+    HeaderName::from_static(HOP_BY_HOP_NAMES[2]),
+    HeaderName::from_static(HOP_BY_HOP_NAMES[3]),
+    HeaderName::from_static(HOP_BY_HOP_NAMES[4]),
+    HeaderName::from_static(HOP_BY_HOP_NAMES[5]),
+    HeaderName::from_static(HOP_BY_HOP_NAMES[6]),
+    HeaderName::from_static(HOP_BY_HOP_NAMES[7]),
 ];
 
 /// The lengths of the [`HOP_BY_HOP`] names.
@@ -450,9 +464,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
                 // token); any other is looked for among the message's few names, compared
                 // without case, rather than parsed into a name and hashed (`close`, the
                 // other common token, names no header and costs one pass).
-                if HOP_BY_HOP
+                if HOP_BY_HOP_NAMES
                     .iter()
-                    .any(|h| h.as_str().as_bytes().eq_ignore_ascii_case(token))
+                    .any(|h| h.as_bytes().eq_ignore_ascii_case(token))
                 {
                     continue;
                 }
@@ -497,9 +511,9 @@ pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
 /// names: the same list as [`is_hop_by_hop`], for heads not parsed into a `HeaderMap`.
 pub(crate) fn is_hop_by_hop_raw(name: &[u8]) -> bool {
     HOP_BY_HOP_LENGTHS.contains(&name.len())
-        && HOP_BY_HOP
+        && HOP_BY_HOP_NAMES
             .iter()
-            .any(|h| h.as_str().as_bytes().eq_ignore_ascii_case(name))
+            .any(|h| h.as_bytes().eq_ignore_ascii_case(name))
 }
 
 /// Whether the sidecar may add a header of this name to a forwarded request: never a
@@ -623,7 +637,8 @@ mod tests {
 
     #[test]
     fn the_length_filter_lets_every_hop_by_hop_name_through() {
-        for name in &HOP_BY_HOP {
+        for (name, text) in HOP_BY_HOP.iter().zip(HOP_BY_HOP_NAMES) {
+            assert_eq!(name.as_str(), text);
             assert!(HOP_BY_HOP_LENGTHS.contains(&name.as_str().len()), "{name}");
         }
     }
