@@ -207,15 +207,10 @@ async fn the_drain_answers_an_http2_stream_in_flight_and_refuses_new_ones() {
     // has, a new stream fails without reaching the application.
     let refused = async {
         let mut sender = sender.clone();
-        loop {
-            match sender.send_request(get("/new")).await {
-                Ok(resp) => {
-                    let (status, _, body) = read(resp).await;
-                    assert_eq!((status, body.as_str()), (200, "/new answered"));
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                }
-                Err(_) => break,
-            }
+        while let Ok(resp) = sender.send_request(get("/new")).await {
+            let (status, _, body) = read(resp).await;
+            assert_eq!((status, body.as_str()), (200, "/new answered"));
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     };
     tokio::time::timeout(patience(), refused)
