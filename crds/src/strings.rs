@@ -20,12 +20,15 @@ pub const SHA256_PATTERN: &str = "^sha256:[0-9a-f]{64}$";
 /// The pattern of an HTTP header name (an RFC 9110 token).
 pub const HEADER_NAME_PATTERN: &str = "^[-!#$%&'*+.^_`|~0-9A-Za-z]+$";
 
-/// Headers the proxy manages itself; a flag action may not set them.
-pub const RESERVED_HEADERS: [&str; 9] = [
+/// Headers the proxy manages itself (the hop-by-hop ones it removes, `Host`,
+/// `Content-Length`); a flag action may not set them. The sidecar never adds any of them
+/// (`palisade_sidecar::forward::may_be_added`, whose tests hold the two lists equal).
+pub const RESERVED_HEADERS: [&str; 10] = [
     "connection",
     "content-length",
     "host",
     "keep-alive",
+    "proxy-authorization",
     "proxy-connection",
     "te",
     "trailer",

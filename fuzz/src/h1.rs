@@ -67,7 +67,8 @@ const PAD: u8 = 4;
 /// Bytes of the filler field's value.
 const PAD_BYTES: usize = MAX_HEAD_BYTES - 512;
 
-/// The hop-by-hop fields the sidecar never passes on (`forward::strip_hop_by_hop`).
+/// The hop-by-hop fields the sidecar never passes on (`forward::strip_hop_by_hop`), written
+/// out here rather than read from the sidecar: the oracle says on its own what must go.
 const HOP_BY_HOP: [&str; 8] = [
     "connection",
     "keep-alive",

@@ -635,6 +635,32 @@ mod tests {
         assert_eq!(h[X_FORWARDED_FOR], "198.51.100.1, 192.0.2.1");
     }
 
+    /// The API server refuses a flag header the sidecar would not add, and the sidecar adds
+    /// every other: what a SecurityAction's flag says is what the application gets.
+    #[test]
+    fn the_names_never_added_are_the_ones_the_api_server_refuses() {
+        use palisade_crds::strings::RESERVED_HEADERS;
+        let never: Vec<&str> = HOP_BY_HOP_NAMES
+            .iter()
+            .copied()
+            .chain(["host", "content-length"])
+            .collect();
+        for &name in &never {
+            assert!(
+                RESERVED_HEADERS.contains(&name),
+                "{name} is not refused by the API"
+            );
+            assert!(!may_be_added(&HeaderName::from_static(name)), "{name}");
+        }
+        for name in RESERVED_HEADERS {
+            assert!(
+                never.contains(&name),
+                "{name} is refused but would be added"
+            );
+        }
+        assert!(may_be_added(&HeaderName::from_static("x-palisade-flag")));
+    }
+
     #[test]
     fn the_length_filter_lets_every_hop_by_hop_name_through() {
         for (name, text) in HOP_BY_HOP.iter().zip(HOP_BY_HOP_NAMES) {

@@ -209,6 +209,15 @@ async fn invalid_actions_are_rejected_with_what_to_fix() {
             ],
         ),
         Case::new(
+            "reserved header the proxy strips on every hop",
+            "{flag: {headers: [{name: Proxy-Authorization, value: x}]}, matchAll: true}",
+            &[
+                "spec.flag.headers[0].name",
+                "managed by the proxy",
+                "choose another name",
+            ],
+        ),
+        Case::new(
             "duplicate header, other case",
             "{flag: {headers: [{name: X-A, value: a}, {name: x-a, value: b}]}, matchAll: true}",
             &[
