@@ -96,24 +96,15 @@ async fn a_forged_detected_client_document_is_replaced_with_a_signed_one() {
     })
     .await;
 
-    // The editor's forgery: a document claiming whatever it likes, unsigned.
-    let dir = tempfile::tempdir().expect("dir");
-    let file = dir.path().join("detected");
-    std::fs::write(
-        &file,
-        b"{\"generation\": 18446744073709551615, \"rules\": {}}",
-    )
-    .expect("file");
-    let out = cp.kubectl_ok(&[
-        "--as",
-        EDITOR,
-        "-n",
-        ns.name(),
-        "create",
-        "configmap",
-        "palisade-detected",
-        &format!("--from-file=detected={}", file.display()),
-    ]);
+    // The editor's forgery: a document claiming whatever it likes, unsigned. Applied, not
+    // created: the operator may already have published its own `palisade-detected` (it does
+    // so beside the bundle), and the forgery replaces the document either way.
+    let forged = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: palisade-detected\n  namespace: {}\n\
+         data:\n  detected: '{{\"generation\": 18446744073709551615, \"rules\": {{}}}}'\n",
+        ns.name()
+    );
+    let out = cp.kubectl_stdin(&["--as", EDITOR, "apply", "-f", "-"], &forged);
     out.expect("the namespace editor may write palisade-detected");
 
     eventually("the operator's signed document back in place", || async {
