@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 
 use crate::actionset::{ActionId, ActionSet};
 use crate::detected::{ClientKey, DetectedIndex, canonical_ip};
+use crate::index::KindIndex;
 use crate::key::KeyHash;
 use crate::policy::CompiledPolicy;
 
@@ -131,48 +132,63 @@ pub fn evaluate(p: &CompiledPolicy, req: &Request<'_>) -> Verdict {
     {
         m = m.and_not(&p.expired(req.now_unix_s));
     }
-    macro_rules! and {
-        ($active:expr, $set:expr) => {
-            if $active {
-                m = m.and(&$set);
-                if m.is_empty() {
-                    return Verdict::NONE;
-                }
-            }
-        };
-    }
-    and!(p.ip_active, {
-        let class = p.bundle.ips.lookup(req.ip);
-        class
-            .and_then(|c| p.ip_classes.get(usize::from(c)))
-            .map_or(p.ip_unconstrained, |s| s.or(&p.ip_unconstrained))
-    });
-    and!(p.method.active, p.method.matches(Some(req.method)));
-    and!(p.paths.active, p.paths.matches(req.path));
-    and!(p.region.active, p.region.matches(req.region.as_ref()));
-    and!(p.asn.active, p.asn.matches(req.asn.as_ref()));
-    and!(p.api_key.active, p.api_key.matches(req.api_key_hash));
-    and!(p.token.active, p.token.matches(req.token_hash));
-    and!(p.product.active, p.product.matches(req.product));
-    and!(p.developer.active, p.developer.matches(req.developer));
-    and!(p.app.active, p.app.matches(req.app));
-    and!(p.user_agent.active, {
-        let mut s = p.user_agent.matches(req.user_agent);
-        if let Some(ua) = req.user_agent {
-            for (id, pattern) in &p.ua_patterns {
-                if pattern.matches(ua) {
-                    s.insert(*id);
-                }
+    // Each constrained kind's hit: the actions that list the request's value. An action
+    // passes a kind it constrains only through the hit, one it does not constrain always.
+    // Most requests hit nothing; then what is left are the actions that constrain no kind,
+    // one AND instead of one per kind.
+    let ip = match p.ip_active {
+        true => p
+            .bundle
+            .ips
+            .lookup(req.ip)
+            .and_then(|c| p.ip_classes.get(usize::from(c))),
+        false => None,
+    };
+    let path = match p.paths.active {
+        true => p.paths.hit(req.path),
+        false => None,
+    };
+    let user_agent = match p.user_agent.active {
+        true => user_agent_hit(p, req.user_agent),
+        false => None,
+    };
+    let kinds: [(bool, Option<&ActionSet>, &ActionSet); 11] = [
+        (p.ip_active, ip, &p.ip_unconstrained),
+        (p.paths.active, path.as_ref(), p.paths.unconstrained()),
+        (
+            p.user_agent.active,
+            user_agent.as_ref(),
+            p.user_agent.unconstrained(),
+        ),
+        kind(&p.method, Some(req.method)),
+        kind(&p.region, req.region.as_ref()),
+        kind(&p.asn, req.asn.as_ref()),
+        kind(&p.api_key, req.api_key_hash),
+        kind(&p.token, req.token_hash),
+        kind(&p.product, req.product),
+        kind(&p.developer, req.developer),
+        kind(&p.app, req.app),
+    ];
+    if kinds.iter().all(|(_, hit, _)| hit.is_none()) {
+        m = m.and(&p.unconstrained);
+    } else {
+        for (active, hit, unconstrained) in kinds {
+            if active {
+                m = m.and(&hit.map_or(*unconstrained, |s| s.or(unconstrained)));
             }
         }
-        s
-    });
+    }
+    if m.is_empty() {
+        return Verdict::NONE;
+    }
     if m.intersects(&p.detected_constrained) {
         let rules = req.detected.map_or(0, |d| detected_rules(d, req));
         let mut ok = ActionSet::EMPTY;
-        for &(id, want) in &p.detected_masks {
-            if rules & want != 0 {
-                ok.insert(id);
+        if rules != 0 {
+            for &(id, want) in &p.detected_masks {
+                if rules & want != 0 {
+                    ok.insert(id);
+                }
             }
         }
         m = m.and_not(&p.detected_constrained).or(&m.and(&ok));
@@ -193,6 +209,35 @@ pub fn evaluate(p: &CompiledPolicy, req: &Request<'_>) -> Verdict {
         observed,
         would_be,
     }
+}
+
+/// One exact-value kind: whether it is constrained, the request value's hit, the
+/// unconstrained actions.
+#[inline]
+fn kind<'p, K, Q>(
+    index: &'p KindIndex<K>,
+    value: Option<&Q>,
+) -> (bool, Option<&'p ActionSet>, &'p ActionSet)
+where
+    K: std::borrow::Borrow<Q> + std::hash::Hash + Eq,
+    Q: std::hash::Hash + Eq + ?Sized,
+{
+    match index.active {
+        true => (true, index.hit(value), index.unconstrained()),
+        false => (false, None, index.unconstrained()),
+    }
+}
+
+/// The actions that list this user agent exactly or by a pattern; `None` when none does.
+fn user_agent_hit(p: &CompiledPolicy, user_agent: Option<&str>) -> Option<ActionSet> {
+    let agent = user_agent?;
+    let mut set = p.user_agent.hit(Some(agent)).copied();
+    for (id, pattern) in &p.ua_patterns {
+        if pattern.matches(agent) {
+            set.get_or_insert(ActionSet::EMPTY).insert(*id);
+        }
+    }
+    set
 }
 
 /// The rules that marked this request's client (by IP, API key, token or user agent).

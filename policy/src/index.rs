@@ -1,6 +1,7 @@
-//! Inverted indexes over one condition kind: value → the set of actions that list it, plus the
-//! set of actions that do not constrain the kind. A request's match for a kind is one hash
-//! lookup OR the unconstrained set; the evaluator ANDs the kinds.
+//! Inverted indexes over one condition kind: value → the set of actions that list it (the
+//! value's *hit*), plus the set of actions that do not constrain the kind. A request matches
+//! an action for a kind when the action is in the hit of the request's value or does not
+//! constrain the kind; the evaluator ANDs the kinds.
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
@@ -52,16 +53,29 @@ impl<K: Hash + Eq> KindIndex<K> {
         }
     }
 
-    /// The actions this value satisfies for this kind.
+    /// The actions that list this value (`None` when none does, or the value is absent).
     #[inline]
+    pub fn hit<Q: Hash + Eq + ?Sized>(&self, value: Option<&Q>) -> Option<&ActionSet>
+    where
+        K: Borrow<Q>,
+    {
+        let &i = self.map.get(value?)?;
+        self.sets.get(i as usize)
+    }
+
+    /// The actions that do not constrain this kind.
+    pub fn unconstrained(&self) -> &ActionSet {
+        &self.unconstrained
+    }
+
+    /// The actions this value satisfies for this kind: its hit and the unconstrained ones.
+    #[cfg(test)]
     pub fn matches<Q: Hash + Eq + ?Sized>(&self, value: Option<&Q>) -> ActionSet
     where
         K: Borrow<Q>,
     {
-        match value.and_then(|v| self.map.get(v)) {
-            Some(&i) => self.unconstrained.or(&self.sets[i as usize]),
-            None => self.unconstrained,
-        }
+        self.hit(value)
+            .map_or(self.unconstrained, |s| s.or(&self.unconstrained))
     }
 }
 
@@ -153,12 +167,18 @@ impl PathIndex {
         }
     }
 
-    /// The actions this path (a match path: normalised, without segment parameters) satisfies.
+    /// The actions that list this path (a match path: normalised, without segment
+    /// parameters) by an exact value, a prefix or a case-insensitive one; `None` when none
+    /// does.
     #[inline]
-    pub fn matches(&self, path: &str) -> ActionSet {
-        let mut set = self.unconstrained;
+    pub fn hit(&self, path: &str) -> Option<ActionSet> {
+        let mut set: Option<ActionSet> = None;
+        let mut add = |s: &ActionSet| {
+            let acc = set.get_or_insert(ActionSet::EMPTY);
+            *acc = acc.or(s);
+        };
         if let Some(&i) = self.exact.get(trim_slash(path)) {
-            set = set.or(&self.exact_sets[i as usize]);
+            add(&self.exact_sets[i as usize]);
         }
         for &len in &self.prefix_lens {
             if len > path.len() {
@@ -167,7 +187,7 @@ impl PathIndex {
             if let Some(head) = path.get(..len)
                 && let Some(&i) = self.prefix.get(head)
             {
-                set = set.or(&self.prefix_sets[i as usize]);
+                add(&self.prefix_sets[i as usize]);
             }
         }
         for (id, p) in &self.ignore_case {
@@ -180,10 +200,22 @@ impl PathIndex {
                 false => trim_slash(path).eq_ignore_ascii_case(trim_slash(p.value())),
             };
             if hit {
-                set.insert(*id);
+                set.get_or_insert(ActionSet::EMPTY).insert(*id);
             }
         }
         set
+    }
+
+    /// The actions without a path condition.
+    pub fn unconstrained(&self) -> &ActionSet {
+        &self.unconstrained
+    }
+
+    /// The actions this path satisfies: its hit and the unconstrained ones.
+    #[cfg(test)]
+    pub fn matches(&self, path: &str) -> ActionSet {
+        self.hit(path)
+            .map_or(self.unconstrained, |s| s.or(&self.unconstrained))
     }
 }
 

@@ -86,6 +86,8 @@ mod compile;
 mod detected;
 mod error;
 mod evaluate;
+#[cfg(test)]
+mod evaluate_oracle;
 mod fxhash;
 mod index;
 mod ipset;

@@ -34,6 +34,9 @@ pub struct CompiledPolicy {
     pub(crate) ua_patterns: Vec<(ActionId, crate::spec::TextPattern)>,
     pub(crate) method: KindIndex<Box<str>>,
     pub(crate) paths: PathIndex,
+    /// The selected actions that constrain none of the kinds above (`detectedBy` aside):
+    /// what a request that hits no kind's index matches.
+    pub(crate) unconstrained: ActionSet,
     pub(crate) detected_constrained: ActionSet,
     pub(crate) detected_masks: Vec<(ActionId, u64)>,
     /// The selected actions that expire, earliest first (Unix seconds).
@@ -129,7 +132,7 @@ impl CompiledPolicy {
             .filter_map(|(id, a)| Some((a.expires_unix_s?, *id)))
             .collect();
         expiring.sort_unstable();
-        Self {
+        let mut p = Self {
             expiring,
             selected,
             enforce: set_where(&chosen, |a| a.mode == Mode::Enforce),
@@ -174,10 +177,26 @@ impl CompiledPolicy {
                     .iter()
                     .map(|(id, a)| (*id, a.conditions.paths.clone())),
             ),
+            unconstrained: ActionSet::EMPTY,
             detected_constrained: detected_masks.iter().map(|(id, _)| *id).collect(),
             detected_masks,
             bundle,
-        }
+        };
+        p.unconstrained = [
+            p.method.unconstrained(),
+            p.paths.unconstrained(),
+            p.region.unconstrained(),
+            p.asn.unconstrained(),
+            p.api_key.unconstrained(),
+            p.token.unconstrained(),
+            p.product.unconstrained(),
+            p.developer.unconstrained(),
+            p.app.unconstrained(),
+            p.user_agent.unconstrained(),
+        ]
+        .into_iter()
+        .fold(p.ip_unconstrained, |acc, u| acc.and(u));
+        p
     }
 
     /// The bundle this policy was built from.
