@@ -132,6 +132,9 @@ pub fn evaluate(p: &CompiledPolicy, req: &Request<'_>) -> Verdict {
     {
         m = m.and_not(&p.expired(req.now_unix_s));
     }
+    if m.is_empty() {
+        return Verdict::NONE;
+    }
     // Each constrained kind's hit: the actions that list the request's value. An action
     // passes a kind it constrains only through the hit, one it does not constrain always.
     // Most requests hit nothing; then what is left are the actions that constrain no kind,
@@ -192,6 +195,9 @@ pub fn evaluate(p: &CompiledPolicy, req: &Request<'_>) -> Verdict {
             }
         }
         m = m.and_not(&p.detected_constrained).or(&m.and(&ok));
+        if m.is_empty() {
+            return Verdict::NONE;
+        }
     }
     let matched = m.and(&p.enforce);
     let observed = m.and_not(&p.enforce);

@@ -170,6 +170,12 @@ fn unread_cases(whole: bool) -> Vec<(&'static str, String)> {
     let length = hidden.len() + if whole { 0 } else { 10 };
     let end = if whole { "0\r\n\r\n" } else { "" };
     let chunks = format!("{:x}\r\n{hidden}\r\n{end}", hidden.len());
+    // With trailer fields: sent short, the blank line that ends them is missing.
+    let trailers = if whole { "\r\n" } else { "" };
+    let with_trailers = format!(
+        "{:x}\r\n{hidden}\r\n0\r\nX-Checksum: 1\r\nX-More: 2\r\n{trailers}",
+        hidden.len()
+    );
     let long = format!("/long/{}", "x".repeat(64));
     let mut cases = Vec::new();
     for (status, target) in [("403", "/denied"), ("414", long.as_str())] {
@@ -188,11 +194,53 @@ fn unread_cases(whole: bool) -> Vec<(&'static str, String)> {
         cases.push((
             status,
             format!(
+                "POST {target} HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n{with_trailers}"
+            ),
+        ));
+        cases.push((
+            status,
+            format!(
                 "POST {target} HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: {length}\r\n\r\n{hidden}"
             ),
         ));
     }
     cases
+}
+
+/// A sidecar whose application refuses connections: every request is answered `502`
+/// without its body being read.
+async fn refused_upstream() -> Sidecar {
+    let gone = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = gone.local_addr().unwrap();
+    drop(gone);
+    sidecar(addr, &[]).await
+}
+
+/// The same holds when the application fails before the sidecar read the body (here it
+/// refuses the connection, `502`): a body sent whole is skipped and the connection takes the
+/// next request; one sent in part closes it. Each request hidden in a body would be answered
+/// `502` of its own, so the count of answers shows none was read as a request.
+#[tokio::test]
+async fn an_unread_body_behind_a_failed_upstream_is_skipped_or_closes() {
+    let sc = refused_upstream().await;
+    let after = "GET /after HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+    let addr = sc.proxy_addr;
+    let exchange = |bytes: String| async move {
+        tokio::time::timeout(patience(), raw(addr, bytes.as_bytes()))
+            .await
+            .expect("the sidecar closes the connection")
+    };
+    let upstream = |case: &str| case.replacen("/denied", "/up", 1);
+    let denied = |(status, _): &&(&str, String)| *status == "403";
+    for (_, case) in unread_cases(true).iter().filter(denied) {
+        let text = exchange(format!("{}{after}", upstream(case))).await;
+        assert_eq!(statuses(&text), ["502", "502"], "{case:?} → {text}");
+        assert!(!text.contains("100 Continue"), "{text}");
+    }
+    for (_, case) in unread_cases(false).iter().filter(denied) {
+        let text = exchange(upstream(case)).await;
+        assert_eq!(statuses(&text), ["502"], "{case:?} → {text}");
+    }
 }
 
 /// A body the sidecar does not read, which the client sent whole with its head, is skipped
