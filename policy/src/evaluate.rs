@@ -1,8 +1,11 @@
 //! `evaluate(&CompiledPolicy, &Request) -> Verdict`: the per-request decision.
 //!
 //! A request is one lookup per constrained condition kind in the policy's inverted indexes,
-//! each giving a bitset of actions, ANDed together (AND across kinds, OR within a kind), then
-//! allow > deny > flag among the enforce-mode survivors. Nothing allocates.
+//! each giving the bitset of actions that list the request's value (its hit); an action
+//! passes a kind it constrains through the hit, one it does not constrain always (AND across
+//! kinds, OR within a kind). A request that hits no kind — most of them — leaves the actions
+//! that constrain no kind, one AND. Then allow > deny > flag among the enforce-mode
+//! survivors. Nothing allocates.
 
 use std::net::IpAddr;
 
