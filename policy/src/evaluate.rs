@@ -150,6 +150,14 @@ pub fn evaluate(p: &CompiledPolicy, req: &Request<'_>) -> Verdict {
             .and_then(|c| p.ip_classes.get(usize::from(c))),
         false => None,
     };
+    // Policies are mostly IP ranges and most requests come from none of them: when the IP
+    // kind leaves no action, the other kinds' lookups are not done at all.
+    if p.ip_active {
+        m = m.and(&ip.map_or(p.ip_unconstrained, |s| s.or(&p.ip_unconstrained)));
+        if m.is_empty() {
+            return Verdict::NONE;
+        }
+    }
     let path = match p.paths.active {
         true => p.paths.hit(req.path),
         false => None,
@@ -158,8 +166,10 @@ pub fn evaluate(p: &CompiledPolicy, req: &Request<'_>) -> Verdict {
         true => user_agent_hit(p, req.user_agent),
         false => None,
     };
+    // The IP kind is in `m` already (so not ANDed again below), but its hit decides whether
+    // any kind hit.
     let kinds: [(bool, Option<&ActionSet>, &ActionSet); 11] = [
-        (p.ip_active, ip, &p.ip_unconstrained),
+        (false, ip, &p.ip_unconstrained),
         (p.paths.active, path.as_ref(), p.paths.unconstrained()),
         (
             p.user_agent.active,

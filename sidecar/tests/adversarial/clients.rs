@@ -243,6 +243,82 @@ async fn an_unread_body_behind_a_failed_upstream_is_skipped_or_closes() {
     }
 }
 
+/// An application that accepts the connection, reads the request's head and closes without
+/// reading the body or answering: the sidecar has passed the body on (as body bytes), answers
+/// `502`, and the request hidden in the body is never read as one. Sent whole, the connection
+/// takes the next request (which the application closes on as well: two `502`s; a hidden
+/// request would be a third answer and a head the application saw); sent in part, the
+/// connection closes after the one answer (the sidecar cannot know where the body ends).
+#[tokio::test]
+async fn an_unread_body_behind_an_application_that_closes_is_never_a_request() {
+    let heads = Arc::new(Mutex::new(Vec::<String>::new()));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app = listener.local_addr().unwrap();
+    let log = heads.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1];
+                // A byte at a time, so nothing past the head is taken from the socket.
+                while !head.ends_with(b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(1) => head.push(buf[0]),
+                        _ => return,
+                    }
+                }
+                let line = String::from_utf8_lossy(&head);
+                let target = line.split(' ').nth(1).unwrap_or_default().to_owned();
+                log.lock().unwrap().push(target);
+                // Dropped here: closed with the body unread (a reset when some of it came).
+            });
+        }
+    });
+    let sc = sidecar(app, &[]).await;
+    let after = "GET /after HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+    let addr = sc.proxy_addr;
+    let exchange = |bytes: String| async move {
+        tokio::time::timeout(patience(), raw(addr, bytes.as_bytes()))
+            .await
+            .expect("the sidecar closes the connection")
+    };
+    let upstream = |case: &str| case.replacen("/denied", "/up", 1);
+    let denied = |(status, _): &&(&str, String)| *status == "403";
+    let mut cases = 0;
+    for (_, case) in unread_cases(true).iter().filter(denied) {
+        let text = exchange(format!("{}{after}", upstream(case))).await;
+        let answers: Vec<_> = statuses(&text)
+            .into_iter()
+            .filter(|s| *s != "100")
+            .collect();
+        assert_eq!(answers, ["502", "502"], "{case:?} → {text}");
+        cases += 1;
+    }
+    for (_, case) in unread_cases(false).iter().filter(denied) {
+        let text = exchange(upstream(case)).await;
+        let answers: Vec<_> = statuses(&text)
+            .into_iter()
+            .filter(|s| *s != "100")
+            .collect();
+        assert_eq!(answers, ["502"], "{case:?} → {text}");
+        cases += 1;
+    }
+    let heads = heads.lock().unwrap().clone();
+    assert!(!heads.iter().any(|t| t == "/hidden"), "{heads:?}");
+    assert_eq!(
+        heads.iter().filter(|t| *t == "/after").count(),
+        4,
+        "{heads:?}"
+    );
+    assert_eq!(
+        heads.iter().filter(|t| *t == "/up").count(),
+        cases,
+        "{heads:?}"
+    );
+}
+
 /// A body the sidecar does not read, which the client sent whole with its head, is skipped
 /// by its framing (as nginx discards it): the connection takes the next request, and the
 /// request hidden in the body never reaches the application.
