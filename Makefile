@@ -10,7 +10,7 @@ export PALISADE_CACHE CARGO_TARGET_DIR
 CARGO ?= cargo
 CLUSTER := $(CARGO) run --quiet -p palisade-e2e --bin palisade-cluster --
 
-.PHONY: help test lint fmt fuzz controlplane up down env crds bench bench-profile demo eval-detection plugin
+.PHONY: help test lint fmt fuzz controlplane up down env crds bench bench-profile sidecar-pgo demo eval-detection plugin
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -63,9 +63,12 @@ crds: ## Regenerate the CRD manifests (crds/, the chart's copy) and docs/api.md 
 	$(CARGO) run --quiet -p palisade-crds --bin crdgen
 	cp crds/*.yaml charts/palisade/files/crds/
 
-bench-profile: ## Instructions per proxied request under callgrind: sidecar vs nginx/HAProxy -> bench/results/profile.md.
+sidecar-pgo: ## The sidecar's profile-guided release build (what make bench measures) -> $(CARGO_TARGET_DIR)/pgo/release/palisade-sidecar.
 	@bash bench/setup.sh
-	$(CARGO) build --release -p palisade-sidecar -p palisade-bench
+	$(CARGO) build --release -p palisade-bench
+	python3 bench/bench.py pgo
+
+bench-profile: sidecar-pgo ## Instructions per proxied request under callgrind: sidecar vs nginx/HAProxy -> bench/results/profile.md.
 	python3 bench/bench.py profile
 
 EVAL_DAYS ?= 1
@@ -73,9 +76,7 @@ eval-detection: ## Score the detection rules on the seeded traffic model (virtua
 	$(CARGO) build --release -p palisade-bench --bin palisade-loadgen
 	$(CARGO_TARGET_DIR)/release/palisade-loadgen eval --days $(EVAL_DAYS) --out bench/results/detection.md
 
-bench: ## Benchmarks side by side (sidecar vs nginx/HAProxy, policy, detection) -> bench/results/. BENCH_QUICK=1: a few minutes.
-	@bash bench/setup.sh
-	$(CARGO) build --release -p palisade-sidecar -p palisade-bench
+bench: sidecar-pgo ## Benchmarks side by side (sidecar vs nginx/HAProxy, policy, detection) -> bench/results/. BENCH_QUICK=1: a few minutes.
 	python3 bench/bench.py all
 	python3 bench/bench.py profile
 	$(CARGO) build --release -p palisade-operator -p palisade-e2e --bins

@@ -13,10 +13,12 @@ Subcommands (each writes one results file under bench/results/):
   all        operator, proxy, lookup, detection, ratelimit (profile is separate: it needs
              valgrind)
   proxy-report  re-render proxy.md from the last proxy run's raw data
+  pgo        the sidecar's profile-guided release build, which proxy and profile measure
+             ($CARGO_TARGET_DIR/pgo/release/palisade-sidecar; needs rustc's llvm-profdata)
 
 BENCH_QUICK=1 shortens every run (a few minutes in all); BENCH_ROUNDS, BENCH_DURATION and
-BENCH_SAT_DURATION (seconds) override the proxy run's shape; BENCH_SIDECAR (a path) profiles
-another sidecar binary (an A/B of two builds); BENCH_BASELINE (a path, label in
+BENCH_SAT_DURATION (seconds) override the proxy run's shape; BENCH_SIDECAR (a path) measures
+another sidecar binary than the profile-guided build; BENCH_BASELINE (a path, label in
 BENCH_BASELINE_LABEL) adds that sidecar binary to the proxy run as `baseline-empty` and
 `baseline-1M`, same bundles, same run, with an A/B table. Numbers are reported, never asserted.
 Environment: CARGO_TARGET_DIR (binaries in $CARGO_TARGET_DIR/release), BENCH_WORK (scratch
@@ -43,6 +45,10 @@ QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
 CACHE = Path(os.environ.get("PALISADE_CACHE", Path.home() / ".cache" / "palisade"))
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", CACHE / "target"))
 BIN = TARGET / "release"
+# The sidecar the proxy run and the profile measure: the profile-guided release build that
+# `bench.py pgo` makes (`make sidecar-pgo`), or the binary BENCH_SIDECAR names.
+PGO_TARGET = TARGET / "pgo"
+SIDECAR = Path(os.environ.get("BENCH_SIDECAR", PGO_TARGET / "release" / "palisade-sidecar"))
 WORK = Path(os.environ.get("BENCH_WORK", CACHE / "bench"))
 LISTS = WORK / "lists"
 SERVER_CPU = "0"
@@ -317,18 +323,52 @@ def prepare_lists():
         sh([str(BIN / "mkbundle"), "compile", str(LISTS)])
 
 
-def start_all(procs):
-    (WORK / "tmp").mkdir(parents=True, exist_ok=True)
-    www = WORK / "www"
+def sidecar_binary():
+    if not SIDECAR.exists():
+        sys.exit(f"no sidecar at {SIDECAR}: `python3 bench/bench.py pgo` builds it (make bench "
+                 "does), or BENCH_SIDECAR names another build")
+    return str(SIDECAR)
+
+
+def sidecar_build():
+    """What the reports say of the measured sidecar binary."""
+    if "BENCH_SIDECAR" in os.environ:
+        return f"`{SIDECAR}` (BENCH_SIDECAR)"
+    return ("the profile-guided release build (`make sidecar-pgo`: `bench.py pgo`, trained on "
+            "the loads of `PGO_LOADS`)")
+
+
+def sidecar_argv(binary, port, app_port, bundle):
+    """The sidecar in front of the app on `port` (admin on port + 1000) with a bundle of LISTS."""
+    return [
+        str(binary),
+        "--listen", f"127.0.0.1:{port}",
+        "--admin-listen", f"127.0.0.1:{port + 1000}",
+        "--upstream-port", str(app_port),
+        "--bundle-path", str(LISTS / bundle),
+        "--geoip-db", str(LISTS / "geo.mmdb"),
+        "--asn-db", str(LISTS / "asn.mmdb"),
+        "--log-format", "plain",
+        "--fail-closed",  # 503 until the bundle is loaded: a 200 means it is in force
+    ]
+
+
+def start_app(procs, www):
+    """The application every contender proxies to: nginx serving WORK/www."""
     www.mkdir(exist_ok=True)
     (www / "index.html").write_text("x" * 1023 + "\n")
+    procs.start("app", ["nginx", "-c", str(nginx_conf("app", f"""  server {{ listen 127.0.0.1:{APP_PORT} backlog=4096; root {www};
+    location / {{ }} }}""")), "-p", str(WORK)])
+
+
+def start_all(procs):
+    (WORK / "tmp").mkdir(parents=True, exist_ok=True)
     for port in {p for p, _ in CONTENDERS.values()} | {BASE + 1003, BASE + 1004}:
         if not port_free(port):
             raise RuntimeError(f"port {port} is in use; stop what holds it")
+    start_app(procs, WORK / "www")
     up = NGINX_UPSTREAM.format(app=APP_PORT)
     confs = {
-        "app": f"""  server {{ listen 127.0.0.1:{APP_PORT} backlog=4096; root {www};
-    location / {{ }} }}""",
         "nginx": f"""{up}
   server {{ listen 127.0.0.1:{BASE + 1} backlog=4096; location / {{ {PROXY_LOC} }} }}""",
         "nginx-geo-1M": f"""{up}
@@ -346,18 +386,8 @@ def start_all(procs):
     procs.start("haproxy-f-1M",
                 ["haproxy", "-db", "-f", str(haproxy_conf("haproxy-f-1M", BASE + 7, acl))])
     for name, port, bundle in SIDECARS:
-        binary = BASELINE if name.startswith("baseline-") else str(BIN / "palisade-sidecar")
-        procs.start(name, [
-            binary,
-            "--listen", f"127.0.0.1:{port}",
-            "--admin-listen", f"127.0.0.1:{port + 1000}",
-            "--upstream-port", str(APP_PORT),
-            "--bundle-path", str(LISTS / bundle),
-            "--geoip-db", str(LISTS / "geo.mmdb"),
-            "--asn-db", str(LISTS / "asn.mmdb"),
-            "--log-format", "plain",
-            "--fail-closed",  # 503 until the bundle is loaded: a 200 means it is in force
-        ], env={"RUST_LOG": "warn"})
+        binary = BASELINE if name.startswith("baseline-") else sidecar_binary()
+        procs.start(name, sidecar_argv(binary, port, APP_PORT, bundle), env={"RUST_LOG": "warn"})
     for name, (port, _) in CONTENDERS.items():
         if procs.procs.get("app" if name == "direct" else name).poll() is not None:
             raise RuntimeError(f"{name} exited; see {WORK}/{name}.log")
@@ -377,12 +407,14 @@ def sidecar_metrics(port):
 # proxy
 
 
-def loadgen(name, rate, duration, rnd):
+BENCH_REQUEST = ["--path", "/index.html", "--header", "X-Api-Key: bench-key"]
+
+
+def loadgen(name, rate, duration, rnd, request=BENCH_REQUEST, warmup=WARMUP):
     port = CONTENDERS[name][0]
     out = sh(["taskset", "-c", LOAD_CPU, str(BIN / "loadgen"), "--addr", f"127.0.0.1:{port}",
-              "--path", "/index.html", "--rate", str(rate), "--connections", str(CONNECTIONS),
-              "--duration", str(duration), "--warmup", str(WARMUP),
-              "--header", "X-Api-Key: bench-key", "--label", name])
+              *request, "--rate", str(rate), "--connections", str(CONNECTIONS),
+              "--duration", str(duration), "--warmup", str(warmup), "--label", name])
     r = json.loads(out)
     r["round"] = rnd
     return r
@@ -390,6 +422,7 @@ def loadgen(name, rate, duration, rnd):
 
 def proxy():
     m = machine()
+    m["sidecar"] = sidecar_build()
     if BASELINE:
         m["baseline"] = BASELINE_LABEL
     try:
@@ -505,7 +538,7 @@ def write_proxy(m, runs, rss):
         "rounds of each run's percentile. \"Added\" = contender − direct-to-app in the same round.\n\n")
     for name, (port, desc) in CONTENDERS.items():
         out.append(f"- `{name}` (:{port}): {desc}\n")
-    out.append("\n")
+    out.append(f"\nThe sidecar is {m.get('sidecar', 'the release build')}.\n\n")
 
     goals = []
     for rate in RATES:
@@ -1134,9 +1167,6 @@ def profile():
     shutil.rmtree(cg, ignore_errors=True)
     cg.mkdir(parents=True)
     (WORK / "tmp").mkdir(parents=True, exist_ok=True)
-    www = WORK / "www"
-    www.mkdir(exist_ok=True)
-    (www / "index.html").write_text("x" * 1023 + "\n")
     base = BASE + 10
     app = APP_PORT
     procs = Procs()
@@ -1161,8 +1191,7 @@ def profile():
         for port in [app] + sorted({p for p, _ in contenders.values()}):
             if not port_free(port):
                 raise RuntimeError(f"port {port} is in use; stop what holds it")
-        procs.start("app", ["nginx", "-c", str(nginx_conf("app", f"""  server {{ listen 127.0.0.1:{app} backlog=4096; root {www};
-    location / {{ }} }}""")), "-p", str(WORK)])
+        start_app(procs, WORK / "www")
         conf = nginx_conf("cg-nginx", f"""{NGINX_UPSTREAM.format(app=app)}
   server {{ listen 127.0.0.1:{base + 1} backlog=4096; location / {{ {PROXY_LOC} }} }}""")
         text = conf.read_text().replace("daemon off;", "daemon off;\nmaster_process off;")
@@ -1174,14 +1203,9 @@ def profile():
                                 str(haproxy_conf("cg-haproxy", base + 2, ""))])
         for name, port, bundle in [("palisade-empty", base + 3, "empty"),
                                    ("palisade-1M", base + 4, "big")]:
-            procs.start(name, [
-                *vg, f"--callgrind-out-file={cg}/{name}.out",
-                os.environ.get("BENCH_SIDECAR", str(BIN / "palisade-sidecar")),
-                "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{port + 1000}",
-                "--upstream-port", str(app), "--bundle-path", str(LISTS / bundle),
-                "--geoip-db", str(LISTS / "geo.mmdb"), "--asn-db", str(LISTS / "asn.mmdb"),
-                "--log-format", "plain", "--fail-closed",
-            ], env={"RUST_LOG": "warn"})
+            procs.start(name, [*vg, f"--callgrind-out-file={cg}/{name}.out",
+                               *sidecar_argv(sidecar_binary(), port, app, bundle)],
+                        env={"RUST_LOG": "warn"})
         wait_http(app)
         for name, (port, _) in contenders.items():
             wait_http(port, timeout=600)  # under valgrind the 1M bundle loads in about a minute
@@ -1226,7 +1250,7 @@ def profile():
         "Instruction profile of one proxy hop (callgrind)", m,
         "python3 bench/bench.py profile",
         "\nInstruction counts do not depend on the load of the machine, which is why this\n"
-        "complements the timing runs of `proxy.md`.\n")]
+        f"complements the timing runs of `proxy.md`. The sidecar is {sidecar_build()}.\n")]
     out.append(
         "\n## Setup\n\n"
         f"The app is nginx serving a 1 KB file on 127.0.0.1:{app} (natively). Each proxy runs\n"
@@ -1286,6 +1310,80 @@ def ratelimit():
     log(f"wrote {RESULTS / 'ratelimit.md'}")
 
 
+# ---------------------------------------------------------------------------------------------
+# pgo: the sidecar's profile-guided build
+
+# What the instrumented sidecar serves to make its profile: the proxy run's request at its two
+# fixed rates and at saturation, then requests the benchmark never sends (a new API key on
+# every request; a longer path with a query and percent-escapes that the application answers
+# 404, a browser's user agent and a bearer token), with the empty and the 1M bundle.
+PGO_LOADS = [
+    (BENCH_REQUEST, 1000), (BENCH_REQUEST, 5000), (BENCH_REQUEST, 0),
+    (["--path", "/index.html", "--vary-header", "X-Api-Key"], 2000),
+    (["--path", "/v1/orders/42/items?page=2&q=a%20b", "--header",
+      "User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+      "--header", "Authorization: Bearer pgo-training-token", "--header",
+      "Accept: application/json"], 2000),
+]
+
+
+def llvm_profdata():
+    """An llvm-profdata of rustc's LLVM major version (rustc reads the indexed profiles of its
+    own LLVM only): rustup's llvm-tools component, else Debian's llvm-profdata-N."""
+    vv = sh(["rustc", "-vV"])
+    major = re.search(r"LLVM version: (\d+)", vv).group(1)
+    host = re.search(r"host: (\S+)", vv).group(1)
+    sysroot = Path(sh(["rustc", "--print", "sysroot"]).strip())
+    for tool in [sysroot / "lib" / "rustlib" / host / "bin" / "llvm-profdata",
+                 f"llvm-profdata-{major}", "llvm-profdata"]:
+        path = shutil.which(str(tool))
+        if path and re.search(rf"LLVM version {major}\.", sh([path, "--version"])):
+            return path
+    sys.exit(f"pgo needs llvm-profdata of LLVM {major} (rustc's): `rustup component add "
+             f"llvm-tools`, or Debian's llvm-{major} (bench/setup.sh installs it)")
+
+
+def pgo():
+    """The sidecar's profile-guided release build at PGO_TARGET: an instrumented build
+    (its own target directory, as its flags differ) serves PGO_LOADS, and the merged profile
+    steers the optimised build's inlining, branch layout and hot/cold code placement."""
+    profdata = llvm_profdata()
+    WORK.mkdir(parents=True, exist_ok=True)
+    prepare_lists()
+    raw = WORK / "pgo-raw"
+    flags = os.environ.get("RUSTFLAGS", "")
+
+    def build(target, flag):
+        log(f"building the sidecar with {flag} in {target}")
+        subprocess.run(["cargo", "build", "--release", "-p", "palisade-sidecar"], cwd=ROOT,
+                       check=True, env={**os.environ, "CARGO_TARGET_DIR": str(target),
+                                        "RUSTFLAGS": f"{flags} {flag}".strip()})
+        return target / "release" / "palisade-sidecar"
+
+    instrumented = build(TARGET / "pgo-generate", f"-Cprofile-generate={raw}")
+    shutil.rmtree(raw, ignore_errors=True)  # only the training's counts (not build scripts')
+    procs = Procs()
+    try:
+        (WORK / "tmp").mkdir(parents=True, exist_ok=True)
+        start_app(procs, WORK / "www")
+        for name, port, bundle in SIDECARS[:2]:
+            procs.start(name, sidecar_argv(instrumented, port, APP_PORT, bundle),
+                        env={"RUST_LOG": "warn"})
+        wait_http(APP_PORT)
+        for name, port, _ in SIDECARS[:2]:
+            wait_http(port)
+            wait_http(port + 1000, "/ready")
+            for request, rate in PGO_LOADS:
+                loadgen(name, rate, 2.0 if QUICK else 4.0, 0, request, warmup=0.5)
+    finally:
+        procs.stop_all()  # the profile is written as the sidecar exits
+    profile = WORK / "sidecar.profdata"
+    sh([profdata, "merge", "-o", str(profile), str(raw)])
+    log(f"merged {profile}: {sh([profdata, 'show', str(profile)]).strip().splitlines()[-1]}")
+    build(PGO_TARGET, f"-Cprofile-use={profile}")
+    log(f"built {PGO_TARGET / 'release' / 'palisade-sidecar'}")
+
+
 def main():
     RESULTS.mkdir(parents=True, exist_ok=True)
     WORK.mkdir(parents=True, exist_ok=True)
@@ -1296,6 +1394,8 @@ def main():
         proxy_report()
     elif what == "profile":
         profile()
+    elif what == "pgo":
+        pgo()
     elif what == "api-cost":
         api_cost()
     elif what == "reliability":
