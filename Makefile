@@ -65,7 +65,7 @@ crds: ## Regenerate the CRD manifests (crds/, the chart's copy) and docs/api.md 
 
 sidecar-pgo: ## The sidecar's profile-guided release build (what make bench measures) -> $(CARGO_TARGET_DIR)/pgo/release/palisade-sidecar.
 	@bash bench/setup.sh
-	$(CARGO) build --release -p palisade-bench
+	$(CARGO) build --release -p palisade-sidecar -p palisade-bench
 	python3 bench/bench.py pgo
 
 bench-profile: sidecar-pgo ## Instructions per proxied request under callgrind: sidecar vs nginx/HAProxy -> bench/results/profile.md.

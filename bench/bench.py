@@ -1186,6 +1186,24 @@ def profile():
     # The process each contender's counts are read from, and its load's API key header.
     process = {"palisade-keys": "palisade-empty"}
     key_args = {"palisade-keys": ["--vary-header", "X-Api-Key"]}
+    # Beside the profile-guided build, the plain release build of the same source: what the
+    # profile saves, and where the instructions go (its functions are not inlined away).
+    sidecars = [("palisade-empty", base + 3, "empty", sidecar_binary()),
+                ("palisade-1M", base + 4, "big", sidecar_binary())]
+    plain = "BENCH_SIDECAR" not in os.environ
+    if plain:
+        if not (BIN / "palisade-sidecar").exists():
+            sys.exit(f"no plain build at {BIN / 'palisade-sidecar'}: cargo build --release "
+                     "-p palisade-sidecar (make bench-profile does)")
+        sidecars += [("plain-empty", base + 5, "empty", BIN / "palisade-sidecar"),
+                     ("plain-1M", base + 6, "big", BIN / "palisade-sidecar")]
+        for name, port, _, _ in sidecars[2:]:
+            what = contenders[name.replace("plain", "palisade")][1]
+            contenders[name] = (port, what.replace("sidecar", "sidecar, plain release build"))
+        contenders["plain-keys"] = (base + 5, contenders["palisade-keys"][1].replace(
+            "sidecar", "sidecar, plain release build"))
+        process["plain-keys"] = "plain-empty"
+        key_args["plain-keys"] = key_args["palisade-keys"]
     results = {}
     try:
         for port in [app] + sorted({p for p, _ in contenders.values()}):
@@ -1201,10 +1219,9 @@ def profile():
         procs.start("haproxy", [*vg, f"--callgrind-out-file={cg}/haproxy.out",
                                 "haproxy", "-db", "-f",
                                 str(haproxy_conf("cg-haproxy", base + 2, ""))])
-        for name, port, bundle in [("palisade-empty", base + 3, "empty"),
-                                   ("palisade-1M", base + 4, "big")]:
+        for name, port, bundle, binary in sidecars:
             procs.start(name, [*vg, f"--callgrind-out-file={cg}/{name}.out",
-                               *sidecar_argv(sidecar_binary(), port, app, bundle)],
+                               *sidecar_argv(binary, port, app, bundle)],
                         env={"RUST_LOG": "warn"})
         wait_http(app)
         for name, (port, _) in contenders.items():
@@ -1239,8 +1256,10 @@ def profile():
                              "dumps": [str(d) for d in dumps]}
             log(f"profile {name}: {instr / max(requests, 1):,.0f} instructions per request "
                 f"({requests} requests)")
-        parts = {n: callgrind_parts(results[n]["dumps"][0], results[n]["requests"])
-                 for n in ("palisade-empty", "palisade-1M", "palisade-keys")}
+        of = "plain" if plain else "palisade"
+        parts = {n: callgrind_parts(results[f"{of}-{n}"]["dumps"][0],
+                                    results[f"{of}-{n}"]["requests"])
+                 for n in ("empty", "1M", "keys")}
     finally:
         procs.stop_all()
     (WORK / "profile.json").write_text(json.dumps(results, indent=1))
@@ -1273,16 +1292,18 @@ def profile():
         out.append(f"| {desc} | {r['requests']} | {r['errors']} | {r['instr'] / 1e6:.1f} M | "
                    f"{per[name] / 1000:.1f} k | {per[name] / nginx:.2f}× |\n")
     out.append("\n## Where the sidecar's instructions go (per request)\n\n"
-               "Inclusive counts (a part includes what it calls) unless marked self (that function\n"
+               + ("Of the plain release build: the profile-guided one inlines most of these functions\n"
+                  "into their callers, so callgrind cannot count them apart.\n"
+                  if plain else "")
+               + "Inclusive counts (a part includes what it calls) unless marked self (that function\n"
                "alone, from every caller). Parts overlap, so they do not sum to the total.\n\n"
                "| part | empty bundle | 1M + 1000 actions | empty bundle, a new API key on every "
                "request |\n|---|---|---|---|\n")
-    for (label, a), (_, b), (_, k) in zip(parts["palisade-empty"], parts["palisade-1M"],
-                                          parts["palisade-keys"]):
+    for (label, a), (_, b), (_, k) in zip(parts["empty"], parts["1M"], parts["keys"]):
         out.append(f"| {label} | {a / 1000:.1f} k | {b / 1000:.1f} k | {k / 1000:.1f} k |\n")
     out.append(
-        f"| total | {per['palisade-empty'] / 1000:.1f} k | {per['palisade-1M'] / 1000:.1f} k | "
-        f"{per['palisade-keys'] / 1000:.1f} k |\n"
+        f"| total | {per[f'{of}-empty'] / 1000:.1f} k | {per[f'{of}-1M'] / 1000:.1f} k | "
+        f"{per[f'{of}-keys'] / 1000:.1f} k |\n"
         "\nsha256 runs its portable code here: valgrind's virtual CPU does not report the SHA\n"
         "extensions that `sha2` uses natively when the CPU has them (`sha_ni` in "
         "`/proc/cpuinfo`),\nso natively that row is smaller. The callgrind dumps are kept in "
