@@ -68,7 +68,7 @@ sidecar-pgo: ## The sidecar's profile-guided release build (what make bench meas
 	$(CARGO) build --release -p palisade-sidecar -p palisade-bench
 	python3 bench/bench.py pgo
 
-bench-profile: sidecar-pgo ## Instructions per proxied request under callgrind: sidecar vs nginx/HAProxy -> bench/results/profile.md.
+bench-profile: sidecar-pgo ## Instructions (callgrind) and system calls (perf) per proxied request: sidecar vs nginx/HAProxy -> bench/results/profile.md.
 	python3 bench/bench.py profile
 
 EVAL_DAYS ?= 1

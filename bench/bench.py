@@ -8,7 +8,8 @@ Subcommands (each writes one results file under bench/results/):
   operator   compile time and peak RSS of 1M prefixes + 1000 actions, nginx/HAProxy load of
              the same list -> operator.md
   profile    instructions per proxied request under callgrind (nginx, HAProxy, the sidecar
-             with the empty and the 1M bundle) and where the sidecar's go -> profile.md
+             with the empty and the 1M bundle), where the sidecar's go, and system calls per
+             request under perf -> profile.md
   ratelimit  criterion `cargo bench -p palisade-sidecar --bench limit` -> ratelimit.md
   all        operator, proxy, lookup, detection, ratelimit (profile is separate: it needs
              valgrind)
@@ -434,7 +435,6 @@ def proxy():
     procs = Procs()
     runs = []
     rss = {}
-    cpu = {}
     try:
         t0 = time.time()
         start_all(procs)
@@ -1157,6 +1157,95 @@ def callgrind_parts(path, requests):
             for label, names, kind in PROFILE_PARTS]
 
 
+SYSCALL_RATE, SYSCALL_SECONDS = 1000, 5
+# The system calls counted one by one (the rest are "other"): what proxies serve with.
+SYSCALL_NAMES = ["recvfrom", "read", "readv", "recvmsg", "sendto", "write", "writev", "sendmsg",
+                 "epoll_wait", "epoll_pwait", "epoll_ctl", "getsockopt", "setsockopt",
+                 "clock_gettime", "futex"]
+
+
+def syscalls(sidecars):
+    """System calls a proxied request costs each proxy, natively: `perf stat` counts the
+    kernel's syscall tracepoints of the serving process while loadgen sends SYSCALL_RATE
+    requests a second (no slowdown: nothing stops the process, unlike strace). `sidecars`:
+    (name, binary, bundle, label) of the sidecar builds to count."""
+    if not shutil.which("perf"):
+        sys.exit("the profile needs perf (Debian: apt-get install linux-perf; bench/setup.sh does)")
+    base = BASE + 30
+    out_dir = WORK / "syscalls"
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True)
+    events = ["raw_syscalls:sys_enter"] + [f"syscalls:sys_enter_{n}" for n in SYSCALL_NAMES]
+    procs = Procs()
+    rows = []
+    try:
+        start_app(procs, WORK / "www")
+        up = NGINX_UPSTREAM.format(app=APP_PORT)
+        conf = nginx_conf("sc-nginx", f"""{up}
+  server {{ listen 127.0.0.1:{base + 1} backlog=4096; location / {{ {PROXY_LOC} }} }}""")
+        procs.start("nginx", ["nginx", "-c", str(conf), "-p", str(WORK)])
+        procs.start("haproxy", ["haproxy", "-db", "-f",
+                                str(haproxy_conf("sc-haproxy", base + 2, ""))])
+        contenders = [("nginx", base + 1, "nginx reverse proxy, keep-alive upstream (its worker)"),
+                      ("haproxy", base + 2, "HAProxy, nbthread 1, http-reuse always")]
+        for i, (name, binary, bundle, label) in enumerate(sidecars):
+            port = base + 3 + i
+            procs.start(name, sidecar_argv(binary, port, APP_PORT, bundle), env={"RUST_LOG": "warn"})
+            contenders.append((name, port, label))
+        wait_http(APP_PORT)
+        for name, port, label in contenders:
+            wait_http(port)
+            # The serving process: nginx's worker (the master's child), else the process.
+            pid = procs.pids(name)[-1]
+            load = ["taskset", "-c", LOAD_CPU, str(BIN / "loadgen"), "--addr", f"127.0.0.1:{port}",
+                    *BENCH_REQUEST, "--rate", str(SYSCALL_RATE), "--connections", str(CONNECTIONS),
+                    "--warmup", "0"]
+            sh([*load, "--duration", "2"])  # the connections, both hops, are open before counting
+            counted = out_dir / f"{name}.csv"
+            perf = subprocess.Popen(["perf", "stat", "-x", ",", "-o", str(counted),
+                                     "-e", ",".join(events), "-p", str(pid)],
+                                    stdout=subprocess.DEVNULL,
+                                    stderr=open(out_dir / f"{name}.err", "w"))
+            time.sleep(0.5)  # attached before the counted requests
+            r = json.loads(sh([*load, "--duration", str(SYSCALL_SECONDS), "--label", name]))
+            perf.send_signal(signal.SIGINT)
+            perf.wait(timeout=30)
+            counts = {}
+            for line in counted.read_text().splitlines():
+                f = line.split(",")
+                if len(f) > 2 and f[0].isdigit():
+                    counts[f[2].split(":sys_enter_")[-1].replace("raw_syscalls:sys_enter", "all")] = int(f[0])
+            if not counts.get("all"):
+                raise RuntimeError(
+                    f"perf stat counted no system call of {name} (see {out_dir}/{name}.err): the "
+                    "syscall tracepoints need root or kernel.perf_event_paranoid <= -1")
+            rows.append((label, r["completed"], r["errors"], counts))
+            log(f"syscalls {name}: {counts.get('all', 0) / max(r['completed'], 1):.2f} a request")
+    finally:
+        procs.stop_all()
+    shown = [n for n in SYSCALL_NAMES
+             if any(counts.get(n, 0) * 10 >= requests for _, requests, _, counts in rows)]
+    out = ["\n## System calls per request (perf, natively)\n\n"
+           f"Each proxy runs natively with the proxy run's request at {SYSCALL_RATE} RPS on "
+           f"{CONNECTIONS} keep-alive\nconnections; after 2 s of traffic open the connections, "
+           "`perf stat` counts the kernel's syscall\ntracepoints (`raw_syscalls:sys_enter` for all, "
+           "`syscalls:sys_enter_<name>` for each) of the\nserving process (nginx's worker), every "
+           f"thread, for the {SYSCALL_SECONDS} s of load that follow. The reads and\nwrites a "
+           "request takes do not depend on the machine's load; `epoll_wait` does a little (a\n"
+           "slower process finds more events in one wait). Calls made by fewer than one request in "
+           "ten\nare in \"other\" (the periodic work of the sidecar's other threads among them). "
+           "Raw counts:\n`$BENCH_WORK/syscalls/`.\n\n"
+           "| proxy | requests | errors | system calls per request | "
+           + " | ".join(f"`{n}`" for n in shown) + " | other |\n|---|---|---|---|"
+           + "---|" * (len(shown) + 1) + "\n"]
+    for label, requests, errors, counts in rows:
+        per = {n: counts.get(n, 0) / max(requests, 1) for n in ["all", *SYSCALL_NAMES]}
+        other = per["all"] - sum(per[n] for n in shown)
+        out.append(f"| {label} | {requests} | {errors} | {per['all']:.2f} | "
+                   + " | ".join(f"{per[n]:.2f}" for n in shown) + f" | {other:.2f} |\n")
+    return "".join(out)
+
+
 def profile():
     if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
         sys.exit("profile needs valgrind (Debian: apt-get install valgrind)")
@@ -1308,6 +1397,10 @@ def profile():
         "extensions that `sha2` uses natively when the CPU has them (`sha_ni` in "
         "`/proc/cpuinfo`),\nso natively that row is smaller. The callgrind dumps are kept in "
         "`$BENCH_WORK/callgrind/` for\n`callgrind_annotate` or KCachegrind.\n")
+    out.append(syscalls([("palisade-empty", sidecar_binary(), "empty",
+                          "Palisade sidecar, empty policy bundle"),
+                         ("palisade-1M", sidecar_binary(), "big",
+                          "Palisade sidecar, 1M prefixes + 1000 actions")]))
     (RESULTS / "profile.md").write_text("".join(out))
     log(f"wrote {RESULTS / 'profile.md'}")
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what `make bench` needs from Debian's packages, only when missing: nginx, HAProxy,
-# wrk (for cross-checks), GNU time (peak RSS), util-linux's taskset, valgrind (the
-# instruction profile) and LLVM's llvm-profdata (the sidecar's profile-guided build).
+# wrk (for cross-checks), GNU time (peak RSS), util-linux's taskset, valgrind and perf (the
+# instruction and system-call profile) and LLVM's llvm-profdata (the sidecar's profile-guided build).
 set -euo pipefail
 need=()
 command -v nginx >/dev/null || need+=(nginx-light)
@@ -10,6 +10,7 @@ command -v wrk >/dev/null || need+=(wrk)
 [ -x /usr/bin/time ] || need+=(time)
 command -v taskset >/dev/null || need+=(util-linux)
 command -v valgrind >/dev/null || need+=(valgrind)
+command -v perf >/dev/null || need+=(linux-perf)
 command -v python3 >/dev/null || need+=(python3)
 # The sidecar's profile-guided build (bench.py pgo) merges its profile with the llvm-profdata of
 # rustc's own LLVM major version: rustup's llvm-tools component when present, else Debian's.
