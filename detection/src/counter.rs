@@ -201,7 +201,7 @@ impl Counter {
         self.totals.requests += 1;
         if own {
             self.totals.denied += 1;
-        } else {
+        } else if facts.responder.is_upstream() {
             self.totals.bytes += facts.bytes;
             self.totals.token_calls += u64::from(facts.token_endpoint && facts.status < 400);
             self.totals.errors += u64::from(facts.status >= 400);
@@ -530,15 +530,17 @@ fn count(c: &mut ClientCounts, facts: &RequestFacts<'_>, own: bool, sequential: 
         return;
     }
     c.sequential = c.sequential.saturating_add(u32::from(sequential));
-    c.bytes = c.bytes.saturating_add(facts.bytes);
-    c.token_calls = c
-        .token_calls
-        .saturating_add(u32::from(facts.token_endpoint && facts.status < 400));
     if let Some(token) = facts.access_token {
         c.tokens.insert(token.fingerprint().into());
     }
-    c.errors = c.errors.saturating_add(u32::from(facts.status >= 400));
-    c.forbidden = c.forbidden.saturating_add(u32::from(facts.status == 403));
+    if facts.responder.is_upstream() {
+        c.bytes = c.bytes.saturating_add(facts.bytes);
+        c.token_calls = c
+            .token_calls
+            .saturating_add(u32::from(facts.token_endpoint && facts.status < 400));
+        c.errors = c.errors.saturating_add(u32::from(facts.status >= 400));
+        c.forbidden = c.forbidden.saturating_add(u32::from(facts.status == 403));
+    }
     if let Some(ua) = facts.user_agent {
         c.user_agents.insert(ua.fingerprint());
     }

@@ -48,6 +48,39 @@ fn counts_upstream_errors_but_not_own_denials() {
     );
 }
 
+/// A request its client left before the answer counts as a request the app was asked, with
+/// the client's token and user agent, and as nothing the app answered.
+#[test]
+fn counts_a_request_left_unanswered_as_asked_and_never_as_an_answer() {
+    let mut c = Counter::new(id(), &CounterConfig::default(), t(0));
+    let mut f = RequestFacts::new(ip(1), 499);
+    f.responder = Responder::Client;
+    f.bytes = 1_000;
+    f.token_endpoint = true;
+    f.access_token = Some(KeyHash::of(b"token"));
+    f.user_agent = Some(KeyHash::of(b"curl"));
+    for _ in 0..3 {
+        c.record(&f);
+    }
+    let r = c.take_report(t(1));
+    let e = entry(&r, &ClientKey::Ip(ip(1)));
+    assert_eq!((e.requests, e.denied), (3, 0), "asked of the app");
+    assert_eq!(
+        (e.errors, e.forbidden, e.bytes, e.token_calls),
+        (0, 0, 0, 0)
+    );
+    assert_eq!((e.tokens.estimate(), e.user_agents.distinct()), (1, 1));
+    assert_eq!(
+        (
+            r.totals.requests,
+            r.totals.errors,
+            r.totals.bytes,
+            r.totals.token_calls
+        ),
+        (3, 0, 0, 0)
+    );
+}
+
 #[test]
 fn counts_bytes_tokens_and_user_agents() {
     let cfg = CounterConfig {

@@ -18,6 +18,18 @@ pub enum Responder {
     /// The sidecar itself (a deny action, or an error of its own). Such responses are never
     /// counted as the app's errors or 403s, or a ban would feed itself.
     Sidecar,
+    /// Nobody: the client left before the app answered (nginx's 499), and the sidecar
+    /// stopped the app's work on it. A request the app was asked, so it counts wherever
+    /// requests do (Flooder), with the client's user agent and token; but with no answer it
+    /// is no error, 403, byte or token grant, evidence for no ratio rule either way.
+    Client,
+}
+
+impl Responder {
+    /// Whether the app answered, so that the status and bytes are its own.
+    pub fn is_upstream(self) -> bool {
+        self == Self::Upstream
+    }
 }
 
 /// The attributes an incident shows about a request (all optional, borrowed).

@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
+use crate::facts::Responder;
 use crate::key::{ClientKeyKind, KeyHash};
 use crate::rule_spec::*;
 use crate::stats::ClientCounts;
@@ -684,8 +685,17 @@ const PLAIN: Req = Req {
 /// app-answered requests of 1 kB each (each its own user agent), then the suspect's
 /// `answered` requests (app) and `denied` requests (the sidecar's own answers).
 fn counted(answered: &[Req], denied: &[Req]) -> Windows {
+    let suspect = answered
+        .iter()
+        .map(|r| (*r, Responder::Upstream))
+        .chain(denied.iter().map(|r| (*r, Responder::Sidecar)));
+    counted_as(suspect)
+}
+
+/// [`counted`] with the suspect's requests and who answered each.
+fn counted_as(suspect: impl IntoIterator<Item = (Req, Responder)>) -> Windows {
     use crate::counter::{Counter, CounterConfig};
-    use crate::facts::{RequestFacts, Responder};
+    use crate::facts::RequestFacts;
     use crate::report::SidecarId;
     use crate::sequence::PathShape;
     let id = SidecarId {
@@ -709,13 +719,9 @@ fn counted(answered: &[Req], denied: &[Req]) -> Windows {
             c.record(&facts(n, &benign, Responder::Upstream, "/"));
         }
     }
-    let suspect = answered
-        .iter()
-        .map(|r| (r, Responder::Upstream))
-        .chain(denied.iter().map(|r| (r, Responder::Sidecar)));
     for (r, responder) in suspect {
         let path = format!("/items/{}", r.item);
-        c.record(&facts(1, r, responder, &path));
+        c.record(&facts(1, &r, responder, &path));
     }
     let mut w = Windows::new(&WindowConfig::default());
     w.merge(&c.take_report(t(1)), t(1));
@@ -822,6 +828,45 @@ fn a_denied_tor_exit_stays_detected() {
     );
     let w = counted(&[], &times(PLAIN, 10));
     assert!(run(&w, &rule, 10).contains("Tor", &ipk(1)));
+}
+
+// Requests the client left before the answer ------------------------------------------
+//
+// The sidecar stops the app's work on a request whose client closed (nginx's 499) and counts
+// it as `Responder::Client`: asked of the app, answered by nobody.
+
+/// The same as the app's 499 but left by the client.
+const LEFT: Req = Req {
+    status: 499,
+    bytes: 0,
+    ..PLAIN
+};
+
+#[test]
+fn a_flooder_that_never_waits_for_its_answers_is_still_a_flooder() {
+    // Fire and forget: 2000 requests, each closed at once (2000 of 6000 requests, 33 %).
+    let w = counted_as(
+        times(LEFT, 2_000)
+            .into_iter()
+            .map(|r| (r, Responder::Client)),
+    );
+    assert!(run(&w, &flooder(), 10).contains("Flooder", &ipk(1)));
+    // The same requests as the sidecar's own denials are no flood: what counts is that the
+    // app was asked.
+    assert!(!run(&counted(&[], &times(LEFT, 2_000)), &flooder(), 10).contains("Flooder", &ipk(1)));
+}
+
+#[test]
+fn requests_left_unanswered_are_no_errors() {
+    // A client on a flaky network, or with a short timeout against a slow app: 100 requests
+    // it gave up on are no failed guesses; the same statuses from the app would be.
+    let left = counted_as(times(LEFT, 100).into_iter().map(|r| (r, Responder::Client)));
+    assert!(!run(&left, &brute(), 10).contains("Brute", &ipk(1)));
+    let answered = counted(&times(LEFT, 100), &[]);
+    assert!(
+        run(&answered, &brute(), 10).contains("Brute", &ipk(1)),
+        "control"
+    );
 }
 
 // IPv6 prefixes ------------------------------------------------------------------------
