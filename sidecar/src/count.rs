@@ -43,14 +43,15 @@ pub struct Fact {
     pub token: Option<[u8; 32]>,
     /// sha256 of the user agent, if any.
     pub user_agent: Option<[u8; 32]>,
-    /// Response status.
+    /// Response status (499 when the client left before the answer).
     pub status: u16,
     /// Response body bytes (Content-Length, or counted as the body streamed).
     pub bytes: u64,
     /// The request hit the OAuth token endpoint.
     pub token_endpoint: bool,
-    /// The sidecar answered itself (a deny): never counted as the app's error.
-    pub own: bool,
+    /// Who answered: the app, the sidecar itself (a deny: never counted as the app's error),
+    /// or nobody (the client left first).
+    pub responder: Responder,
     /// Shape and number of the request path (API Scraper); the counter compares it with
     /// the client's previous one.
     pub shape: Option<PathShape>,
@@ -313,11 +314,7 @@ fn facts(f: &Fact) -> RequestFacts<'_> {
         status: f.status,
         bytes: f.bytes,
         token_endpoint: f.token_endpoint,
-        responder: if f.own {
-            Responder::Sidecar
-        } else {
-            Responder::Upstream
-        },
+        responder: f.responder,
         shape: f.shape,
         attrs,
     }

@@ -854,7 +854,7 @@ impl Conn {
                             encode_fields(&trailers, &mut self.wbuf);
                             self.wbuf.extend_from_slice(b"\r\n");
                             // The trailers end the body.
-                            out.done = true;
+                            out.finish();
                         }
                     }
                 },
@@ -862,7 +862,7 @@ impl Conn {
                     if sending == Sending::Chunked {
                         self.wbuf.extend_from_slice(b"0\r\n\r\n");
                     }
-                    out.done = true;
+                    out.finish();
                 }
             }
         }
@@ -955,6 +955,16 @@ struct Outgoing {
     sending: Sending,
     /// The body's last frame is buffered (what is left of the buffer is still to write).
     done: bool,
+}
+
+impl Outgoing {
+    /// The body's last frame is buffered: the body is dropped now rather than with the
+    /// exchange, which hands the client's connection back to watch for the client leaving
+    /// while the application works.
+    fn finish(&mut self) {
+        self.done = true;
+        self.body = ReqBody::Empty;
+    }
 }
 
 /// The body of an application's response, read from its connection as the client's side

@@ -30,6 +30,11 @@
 //!   sent ahead) to the tunnel.
 //! - The head must be complete within `--header-read-timeout` (also the wait for the next
 //!   request on a kept connection); a client that sent part of a head by then gets **408**.
+//! - A client that closes (or shuts down its sending side) while its request is at the
+//!   application, with its request body sent whole and nothing sent ahead, has left: the
+//!   request is dropped, which closes its upstream connection, so the application sees the
+//!   close too, as behind nginx (its 499). Until the socket turns readable this costs no
+//!   system call.
 
 use std::future::Future;
 use std::io::Write as _;
@@ -307,6 +312,16 @@ pub struct ReadSide {
 }
 
 impl ReadSide {
+    /// While the connection waits for an answer: `Ready(true)` once the client has closed
+    /// its sending side (or reset the connection), `Ready(false)` when it sent more (a
+    /// request ahead, read when its turn comes), `Pending` until either. A peek: nothing is
+    /// taken from the socket, and no system call is made until it turns readable.
+    fn poll_left(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        let mut byte = [MaybeUninit::uninit()];
+        let mut peeked = ReadBuf::uninit(&mut byte);
+        Poll::Ready(!matches!(ready!(self.io.poll_peek(cx, &mut peeked)), Ok(n) if n > 0))
+    }
+
     /// Reads more into `buf`; `Ok(0)` at the connection's end.
     fn poll_fill(&mut self, cx: &mut Context<'_>, want: u64) -> Poll<std::io::Result<usize>> {
         let want = usize::try_from(want).unwrap_or(MAX_READ_SIZE);
@@ -1032,12 +1047,38 @@ pub async fn serve(
         let handled = proxy.handle(req, peer, &conn);
         tokio::pin!(handled);
         let mut continued = false;
+        // Whether the client's leaving is watched for: once its request is all read, and
+        // when it sent nothing ahead (a client that pipelines is answered in order).
+        let mut watch = side.as_ref().is_some_and(|r| r.buf.is_empty());
+        let mut incomplete = false;
         let resp = std::future::poll_fn(|cx| {
             if let Some(c) = &expect {
                 c.waker.register(cx.waker());
             }
             if let Poll::Ready(resp) = handled.as_mut().poll(cx) {
-                return Poll::Ready(Ok(resp));
+                return Poll::Ready(Ok(Some(resp)));
+            }
+            if let Some(rx) = returned.as_mut()
+                && let Poll::Ready(back) = Pin::new(rx).poll(cx)
+            {
+                // The body is back: the proxy has sent it (or dropped it).
+                returned = None;
+                match back {
+                    Ok(Returned { side: r, complete }) if complete => {
+                        watch = r.buf.is_empty();
+                        side = Some(r);
+                    }
+                    _ => incomplete = true,
+                }
+            }
+            if watch
+                && let Some(r) = side.as_deref_mut()
+                && let Poll::Ready(left) = r.poll_left(cx)
+            {
+                if left {
+                    return Poll::Ready(Ok(None));
+                }
+                watch = false;
             }
             if let Some(c) = &expect
                 && !continued
@@ -1053,7 +1094,12 @@ pub async fn serve(
         })
         .await;
         let resp: Response<RespBody> = match resp {
-            Ok(resp) => resp,
+            Ok(Some(resp)) => resp,
+            Ok(None) => {
+                // Dropping the request (`handled`, on return) closes its upstream connection.
+                tracing::debug!(%peer, "the client left before the answer; request dropped");
+                return;
+            }
             Err(e) => {
                 let e: std::io::Error = e;
                 tracing::debug!(error = %e, %peer, "writing to the client failed");
@@ -1107,6 +1153,9 @@ pub async fn serve(
                 }
                 Err(_) => return,
             }
+        }
+        if incomplete {
+            return;
         }
         if !keep || encoding == Encoding::Close {
             return;

@@ -17,8 +17,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
-/// Request verdicts (label `verdict` of `requests` and `request_duration_seconds`).
-pub const VERDICTS: [&str; 7] = [
+/// Request verdicts (label `verdict` of `requests` and `request_duration_seconds`);
+/// `abandoned`: the client left before the answer.
+pub const VERDICTS: [&str; 8] = [
     "allow",
     "deny",
     "flag",
@@ -26,6 +27,7 @@ pub const VERDICTS: [&str; 7] = [
     "none",
     "observed",
     "error",
+    "abandoned",
 ];
 /// Would-be decisions of observe mode (label `verdict` of `observed`).
 pub const OBSERVED: [&str; 3] = ["allow", "deny", "forward"];

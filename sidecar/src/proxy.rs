@@ -23,6 +23,7 @@ use crate::sanitize;
 use crate::store::Store;
 use crate::target;
 use crate::tunnel::TunnelClosed;
+use palisade_detection::facts::Responder;
 use palisade_detection::report::{MAX_SAMPLE_TEXT, bounded_text};
 use palisade_detection::sequence::PathShape;
 
@@ -72,32 +73,43 @@ pub struct Proxy {
 
 impl Proxy {
     /// Answers one request; never fails (errors become responses).
-    /// `conn` is the client connection the request came on.
+    /// `conn` is the client connection the request came on. A request whose future is
+    /// dropped before it ends (its client left: an HTTP/1 connection closed, an HTTP/2
+    /// stream reset) is counted as `abandoned`.
     pub async fn handle(
         &self,
         req: Request<ReqBody>,
         peer: SocketAddr,
         conn: &Connection,
     ) -> Response<RespBody> {
-        let start = Instant::now();
+        let mut ended = Ended {
+            metrics: &self.metrics,
+            start: Instant::now(),
+            verdict: "abandoned",
+        };
         let (verdict, resp) = match self.process(req, peer, conn).await {
             Ok(ok) => ok,
             Err(e) => {
-                if e.is_upstream() {
-                    self.metrics
-                        .upstream_errors
-                        .get_or_create(&ReasonLabel { reason: e.reason() })
-                        .inc();
-                    tracing::warn!(reason = e.reason(), error = %e, "upstream failed");
-                }
-                if let ProxyError::Path(p) = &e {
-                    self.metrics.rejected_path(p.reason());
-                }
+                self.failed(&e);
                 ("error", rescue(&e))
             }
         };
-        self.metrics.request(verdict, start.elapsed());
+        ended.verdict = verdict;
         resp
+    }
+
+    /// Counts and logs a failed request by its error.
+    fn failed(&self, e: &ProxyError) {
+        if e.is_upstream() {
+            self.metrics
+                .upstream_errors
+                .get_or_create(&ReasonLabel { reason: e.reason() })
+                .inc();
+            tracing::warn!(reason = e.reason(), error = %e, "upstream failed");
+        }
+        if let ProxyError::Path(p) = e {
+            self.metrics.rejected_path(p.reason());
+        }
     }
 
     async fn process(
@@ -150,21 +162,37 @@ impl Proxy {
         // (a few hashes and flags; no copy of the headers).
         let fact = self.fact(&who, &parts, conn);
         let debug = match outcome {
-            Outcome::Answer(resp) => return Ok((verdict, self.count(fact, resp, true))),
+            Outcome::Answer(resp) => {
+                return Ok((verdict, self.count(fact, resp, Responder::Sidecar)));
+            }
             Outcome::Hold(resp, delay) => {
+                // Counted before the hold: a client that leaves during it was denied all
+                // the same.
+                let resp = self.count(fact, resp, Responder::Sidecar);
                 if !crate::limit::tarpit(delay).await {
                     self.metrics.tarpit_skipped.inc();
                 }
-                return Ok((verdict, self.count(fact, resp, true)));
+                return Ok((verdict, resp));
             }
             Outcome::Forward(debug) => debug,
         };
         let req = Request::from_parts(parts, body);
-        let resp = self
-            .forwarder
-            .forward(req, peer.ip(), &conn.affinity)
-            .await?;
-        let mut resp = self.count(fact, resp, false);
+        let mut asked = Asked(self.counter.as_ref().zip(fact));
+        let resp = match self.forwarder.forward(req, peer.ip(), &conn.affinity).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                // The application failed (its 502 or 504), or the request could not be sent
+                // (the sidecar's own refusal): counted either way.
+                self.failed(&e);
+                let responder = if e.is_upstream() {
+                    Responder::Upstream
+                } else {
+                    Responder::Sidecar
+                };
+                return Ok(("error", self.count(asked.take(), rescue(&e), responder)));
+            }
+        };
+        let mut resp = self.count(asked.take(), resp, Responder::Upstream);
         if let Some(v) = debug {
             resp.headers_mut().insert(DEBUG_HEADER, v);
         }
@@ -213,15 +241,15 @@ impl Proxy {
             status: 0,
             bytes: 0,
             token_endpoint: parts.uri.path() == self.token_endpoint,
-            own: false,
+            responder: Responder::Upstream,
             // Hashed while read, no allocation (see palisade_detection::sequence).
             shape: PathShape::of(parts.uri.path(), parts.uri.query()),
             attrs,
         })
     }
 
-    /// Hands `fact`, completed with the response, to the counter; `own` marks the sidecar's
-    /// own answers (denials), which are never counted as the app's errors. A body of known
+    /// Hands `fact`, completed with the response, to the counter; `responder` says who
+    /// answered (the sidecar's own answers, denials, are never counted as the app's errors). A body of known
     /// length (Content-Length, or one the sidecar wrote) is counted at once; any other (a
     /// chunked or close-delimited response) as it streams, recorded when it ends or the
     /// client goes away. A WebSocket tunnel is recorded when it ends, with the bytes the
@@ -230,13 +258,13 @@ impl Proxy {
         &self,
         fact: Option<Fact>,
         mut resp: Response<RespBody>,
-        own: bool,
+        responder: Responder,
     ) -> Response<RespBody> {
         let (Some(counter), Some(mut fact)) = (&self.counter, fact) else {
             return resp;
         };
         fact.status = resp.status().as_u16();
-        fact.own = own;
+        fact.responder = responder;
         if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS
             && let Some(closed) = resp.extensions_mut().remove::<TunnelClosed>()
         {
@@ -262,6 +290,45 @@ impl Proxy {
                 resp
             }
             None => resp.map(|body| body::counted(body, fact, counter.clone())),
+        }
+    }
+}
+
+/// Records a request's metrics when it ends, however it ends: its verdict once answered,
+/// `abandoned` when its future is dropped first.
+struct Ended<'a> {
+    metrics: &'a Metrics,
+    start: Instant,
+    verdict: &'static str,
+}
+
+impl Drop for Ended<'_> {
+    fn drop(&mut self) {
+        self.metrics.request(self.verdict, self.start.elapsed());
+    }
+}
+
+/// The status nginx logs for a request whose client closed before the answer.
+const CLIENT_CLOSED: u16 = 499;
+
+/// A request's fact while the application works on it. Taken when the exchange ends; if the
+/// request's future is dropped first (its client left, and the sidecar stopped the exchange),
+/// the fact is counted then, as a request the app was asked and nobody answered: a client
+/// that never waits for its answers is counted all the same.
+struct Asked<'a>(Option<(&'a CountHandle, Fact)>);
+
+impl Asked<'_> {
+    fn take(&mut self) -> Option<Fact> {
+        self.0.take().map(|(_, fact)| fact)
+    }
+}
+
+impl Drop for Asked<'_> {
+    fn drop(&mut self) {
+        if let Some((counter, mut fact)) = self.0.take() {
+            fact.status = CLIENT_CLOSED;
+            fact.responder = Responder::Client;
+            counter.record(fact);
         }
     }
 }

@@ -553,3 +553,160 @@ async fn a_connection_switching_user_agents_is_counted_under_each() {
         "{counts:?}"
     );
 }
+
+/// What a holding application saw of one request: the request arrived, then its connection
+/// closed.
+#[derive(Debug, PartialEq)]
+enum Seen {
+    Request,
+    Closed,
+}
+
+/// An application of raw TCP that reads each request (head and `Content-Length` body) and
+/// never answers: it reports the request, then reports when the sidecar closes the
+/// connection (a read of 0 bytes, or an error).
+async fn holding_app() -> (std::net::SocketAddr, mpsc::UnboundedReceiver<Seen>) {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, seen) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                let whole = |got: &[u8]| {
+                    let text = String::from_utf8_lossy(got).to_ascii_lowercase();
+                    let Some(end) = text.find("\r\n\r\n") else {
+                        return false;
+                    };
+                    let length = text[..end]
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map_or(0, |n| n.trim().parse::<usize>().unwrap());
+                    got.len() >= end + 4 + length
+                };
+                while !whole(&got) {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                tx.send(Seen::Request).unwrap();
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+                tx.send(Seen::Closed).unwrap();
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// Clients that leave while their request is at the application — a GET and a POST whose
+/// body was sent whole, each closing its connection, and a GET whose client shuts down only
+/// its sending side (nginx takes that for leaving too) — are let go: the sidecar drops each
+/// request, the application sees its connection close, and each request is still counted
+/// for detection (a request the application was asked, no error) and in the metrics as
+/// `abandoned`. A client that never waits for its answers is no cheaper to count.
+#[tokio::test]
+async fn a_client_that_leaves_before_the_answer_is_let_go_and_counted() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (app, mut seen) = holding_app().await;
+    let (sc, mut reports, _dir) = counting_sidecar(app).await;
+    let requests = [
+        "GET /v1/slow HTTP/1.1\r\nHost: api\r\nX-Forwarded-For: 198.51.100.21\r\n\r\n",
+        "POST /v1/slow HTTP/1.1\r\nHost: api\r\nX-Forwarded-For: 198.51.100.22\r\n\
+         Content-Length: 5\r\n\r\nhello",
+        "GET /v1/slow HTTP/1.1\r\nHost: api\r\nX-Forwarded-For: 198.51.100.23\r\n\r\n",
+    ];
+    for (i, request) in requests.iter().enumerate() {
+        let mut client = tokio::net::TcpStream::connect(sc.proxy_addr).await.unwrap();
+        client.write_all(request.as_bytes()).await.unwrap();
+        let arrived = tokio::time::timeout(patience(), seen.recv()).await.unwrap();
+        assert_eq!(
+            arrived,
+            Some(Seen::Request),
+            "request {i} at the application"
+        );
+        if i == 2 {
+            // Half-closed: the client could still read, and gets nothing.
+            client.shutdown().await.unwrap();
+            let mut rest = Vec::new();
+            tokio::time::timeout(patience(), client.read_to_end(&mut rest))
+                .await
+                .expect("the sidecar closes the connection")
+                .unwrap();
+            assert_eq!(rest, b"", "no answer to a client taken for gone");
+        } else {
+            drop(client);
+        }
+        let closed = tokio::time::timeout(patience(), seen.recv())
+            .await
+            .expect("the application sees the request dropped");
+        assert_eq!(closed, Some(Seen::Closed), "request {i}");
+    }
+    let counts = sum_reports(&mut reports, 3).await;
+    for n in 21..=23 {
+        let c = counts[&format!("ip:198.51.100.{n}").parse::<ClientKey>().unwrap()];
+        assert_eq!((c.requests, c.errors, c.bytes), (1, 0, 0), "198.51.100.{n}");
+    }
+    let abandoned = r#"palisade_sidecar_requests_total{verdict="abandoned"}"#;
+    assert_eq!(sample(&sc, abandoned).await, 3.0);
+}
+
+/// An HTTP/2 client that resets its stream while the application works is let go and counted
+/// the same way (the stream's request is dropped when the reset arrives), and so is a request the
+/// application fails (a 502 when nothing listens): no way of ending a request keeps it out
+/// of the counts.
+#[tokio::test]
+async fn reset_streams_and_failed_exchanges_are_counted() {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let (app, mut seen) = holding_app().await;
+    let (sc, mut reports, _dir) = counting_sidecar(app).await;
+    let stream = tokio::net::TcpStream::connect(sc.proxy_addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    for _ in 0..2 {
+        let req = http::Request::get("http://api/v1/slow")
+            .header("x-forwarded-for", "198.51.100.31")
+            .body(full(""))
+            .unwrap();
+        let pending = sender.send_request(req);
+        // The request is at the application; dropping its future resets the stream.
+        let arrived = tokio::select! {
+            seen = tokio::time::timeout(patience(), seen.recv()) => seen.unwrap(),
+            _ = pending => panic!("the application never answers"),
+        };
+        assert_eq!(arrived, Some(Seen::Request));
+        let closed = tokio::time::timeout(patience(), seen.recv())
+            .await
+            .expect("the application sees the request dropped");
+        assert_eq!(closed, Some(Seen::Closed));
+    }
+    let counts = sum_reports(&mut reports, 2).await;
+    let c = counts[&"ip:198.51.100.31".parse::<ClientKey>().unwrap()];
+    assert_eq!((c.requests, c.errors), (2, 0));
+    let abandoned = r#"palisade_sidecar_requests_total{verdict="abandoned"}"#;
+    assert_eq!(sample(&sc, abandoned).await, 2.0);
+
+    // Nothing listens where this sidecar sends: each request is the application's 502.
+    let gone = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let nowhere = gone.local_addr().unwrap();
+    drop(gone);
+    let (sc, mut reports, _dir) = counting_sidecar(nowhere).await;
+    for _ in 0..3 {
+        let (status, _, _) = get(sc.proxy_addr, "/", &[("x-forwarded-for", "198.51.100.32")]).await;
+        assert_eq!(status, 502);
+    }
+    let counts = sum_reports(&mut reports, 3).await;
+    let c = counts[&"ip:198.51.100.32".parse::<ClientKey>().unwrap()];
+    assert_eq!((c.requests, c.errors), (3, 3), "the application's errors");
+}
