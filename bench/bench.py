@@ -291,6 +291,13 @@ def nginx_conf(name, body):
     return path
 
 
+def nginx_proxy_conf(name, port):
+    """nginx as the plain reverse proxy every run compares with: `port` to the application
+    (APP_PORT) over keep-alive upstream connections."""
+    return nginx_conf(name, f"""{NGINX_UPSTREAM.format(app=APP_PORT)}
+  server {{ listen 127.0.0.1:{port} backlog=4096; location / {{ {PROXY_LOC} }} }}""")
+
+
 def haproxy_conf(name, port, acl):
     path = WORK / f"{name}.cfg"
     path.write_text(f"""global
@@ -369,9 +376,8 @@ def start_all(procs):
             raise RuntimeError(f"port {port} is in use; stop what holds it")
     start_app(procs, WORK / "www")
     up = NGINX_UPSTREAM.format(app=APP_PORT)
+    procs.start("nginx", ["nginx", "-c", str(nginx_proxy_conf("nginx", BASE + 1)), "-p", str(WORK)])
     confs = {
-        "nginx": f"""{up}
-  server {{ listen 127.0.0.1:{BASE + 1} backlog=4096; location / {{ {PROXY_LOC} }} }}""",
         "nginx-geo-1M": f"""{up}
   geo $blocked {{ include {LISTS}/nginx-geo.conf; }}
   server {{ listen 127.0.0.1:{BASE + 5} backlog=4096;
@@ -1180,10 +1186,8 @@ def syscalls(sidecars):
     rows = []
     try:
         start_app(procs, WORK / "www")
-        up = NGINX_UPSTREAM.format(app=APP_PORT)
-        conf = nginx_conf("sc-nginx", f"""{up}
-  server {{ listen 127.0.0.1:{base + 1} backlog=4096; location / {{ {PROXY_LOC} }} }}""")
-        procs.start("nginx", ["nginx", "-c", str(conf), "-p", str(WORK)])
+        procs.start("nginx", ["nginx", "-c", str(nginx_proxy_conf("sc-nginx", base + 1)),
+                              "-p", str(WORK)])
         procs.start("haproxy", ["haproxy", "-db", "-f",
                                 str(haproxy_conf("sc-haproxy", base + 2, ""))])
         contenders = [("nginx", base + 1, "nginx reverse proxy, keep-alive upstream (its worker)"),
@@ -1299,8 +1303,7 @@ def profile():
             if not port_free(port):
                 raise RuntimeError(f"port {port} is in use; stop what holds it")
         start_app(procs, WORK / "www")
-        conf = nginx_conf("cg-nginx", f"""{NGINX_UPSTREAM.format(app=app)}
-  server {{ listen 127.0.0.1:{base + 1} backlog=4096; location / {{ {PROXY_LOC} }} }}""")
+        conf = nginx_proxy_conf("cg-nginx", base + 1)
         text = conf.read_text().replace("daemon off;", "daemon off;\nmaster_process off;")
         conf.write_text(text)
         procs.start("nginx", [*vg, f"--callgrind-out-file={cg}/nginx.out",
