@@ -660,9 +660,9 @@ async fn a_client_that_leaves_before_the_answer_is_let_go_and_counted() {
 }
 
 /// An HTTP/2 client that resets its stream while the application works is let go and counted
-/// the same way (the stream's request is dropped when the reset arrives), and so is a request the
-/// application fails (a 502 when nothing listens): no way of ending a request keeps it out
-/// of the counts.
+/// the same way (the stream's request is dropped when the reset arrives), and so is a request
+/// the application fails (a 502 when nothing listens, the app's error): no way of ending a
+/// request sent to the application keeps it out of the counts.
 #[tokio::test]
 async fn reset_streams_and_failed_exchanges_are_counted() {
     use hyper_util::rt::{TokioExecutor, TokioIo};
