@@ -665,15 +665,9 @@ async fn a_client_that_leaves_before_the_answer_is_let_go_and_counted() {
 /// request sent to the application keeps it out of the counts.
 #[tokio::test]
 async fn reset_streams_and_failed_exchanges_are_counted() {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
     let (app, mut seen) = holding_app().await;
     let (sc, mut reports, _dir) = counting_sidecar(app).await;
-    let stream = tokio::net::TcpStream::connect(sc.proxy_addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut sender = h2(sc.proxy_addr).await;
     for _ in 0..2 {
         let req = http::Request::get("http://api/v1/slow")
             .header("x-forwarded-for", "198.51.100.31")

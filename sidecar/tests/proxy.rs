@@ -141,12 +141,7 @@ async fn ipv6_client() {
 async fn h2c_prior_knowledge() {
     let app = echo_app().await;
     let sc = sidecar(app, &[]).await;
-    let stream = TcpStream::connect(sc.proxy_addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut sender = h2(sc.proxy_addr).await;
     for _ in 0..3 {
         let req = Request::get("http://api.example/h2?x=1")
             .body(full(""))

@@ -130,6 +130,17 @@ pub async fn h1(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<App
     sender
 }
 
+/// An HTTP/2 connection (prior knowledge) to `addr`.
+pub async fn h2(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<AppBody> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
 /// Sends one GET over a fresh HTTP/1.1 connection; returns status, headers, body text.
 pub async fn get(
     addr: SocketAddr,
