@@ -52,7 +52,11 @@ fn counts_upstream_errors_but_not_own_denials() {
 /// the client's token and user agent, and as nothing the app answered.
 #[test]
 fn counts_a_request_left_unanswered_as_asked_and_never_as_an_answer() {
-    let mut c = Counter::new(id(), &CounterConfig::default(), t(0));
+    let cfg = CounterConfig {
+        attr_sample: 1,
+        ..Default::default()
+    };
+    let mut c = Counter::new(id(), &cfg, t(0));
     let mut f = RequestFacts::new(ip(1), 499);
     f.responder = Responder::Client;
     f.bytes = 1_000;
@@ -79,6 +83,12 @@ fn counts_a_request_left_unanswered_as_asked_and_never_as_an_answer() {
         ),
         (3, 0, 0, 0)
     );
+    let code = r
+        .attributes
+        .iter()
+        .find(|a| a.dim == AttrDim::ResponseCode)
+        .map(|a| (a.value.as_str(), a.count));
+    assert_eq!(code, Some(("499", 3)), "the status incidents show");
 }
 
 #[test]

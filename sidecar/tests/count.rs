@@ -650,11 +650,22 @@ async fn a_client_that_leaves_before_the_answer_is_let_go_and_counted() {
             .expect("the application sees the request dropped");
         assert_eq!(closed, Some(Seen::Closed), "request {i}");
     }
-    let counts = sum_reports(&mut reports, 3).await;
+    let (counts, attrs) = sum_reports_by_ip(&mut reports, 3).await;
     for n in 21..=23 {
         let c = counts[&format!("ip:198.51.100.{n}").parse::<ClientKey>().unwrap()];
         assert_eq!((c.requests, c.errors, c.bytes), (1, 0, 0), "198.51.100.{n}");
     }
+    // The first request is the one in 64 whose attributes are sampled: its status is 499.
+    let first: ClientKey = "ip:198.51.100.21".parse().unwrap();
+    let code = |a: &&palisade_detection::report::AttrEntry| {
+        a.client == first && a.dim == palisade_detection::stats::AttrDim::ResponseCode
+    };
+    let codes: Vec<&str> = attrs
+        .iter()
+        .filter(code)
+        .map(|a| a.value.as_str())
+        .collect();
+    assert_eq!(codes, ["499"], "{attrs:?}");
     let abandoned = r#"palisade_sidecar_requests_total{verdict="abandoned"}"#;
     assert_eq!(sample(&sc, abandoned).await, 3.0);
 }
