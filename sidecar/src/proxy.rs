@@ -249,11 +249,11 @@ impl Proxy {
     }
 
     /// Hands `fact`, completed with the response, to the counter; `responder` says who
-    /// answered (the sidecar's own answers, denials, are never counted as the app's errors). A body of known
-    /// length (Content-Length, or one the sidecar wrote) is counted at once; any other (a
-    /// chunked or close-delimited response) as it streams, recorded when it ends or the
-    /// client goes away. A WebSocket tunnel is recorded when it ends, with the bytes the
-    /// application sent through it.
+    /// answered (the sidecar's own answers, denials, are never counted as the app's errors).
+    /// A body of known length (Content-Length, or one the sidecar wrote) is counted at once;
+    /// any other (a chunked or close-delimited response) as it streams, recorded when it
+    /// ends or the client goes away. A WebSocket tunnel is recorded when it ends, with the
+    /// bytes the application sent through it.
     fn count(
         &self,
         fact: Option<Fact>,

@@ -452,8 +452,6 @@ async fn sidecar_with_rule(
     mpsc::UnboundedReceiver<Report>,
 ) {
     use palisade_policy::{Inputs, Mode, RuleSpec};
-    let c = collector(true).await;
-    let bundles = tempfile::tempdir().unwrap();
     let inputs = Inputs {
         generation: 1,
         rules: vec![RuleSpec {
@@ -465,7 +463,23 @@ async fn sidecar_with_rule(
         ipv6_prefix_len,
         ..Inputs::default()
     };
-    let hash = bundle::write_inputs(bundles.path(), &inputs);
+    sidecar_with_bundle(app, &inputs).await
+}
+
+/// A sidecar in front of `app` reporting every 50 ms to a new collector, with the bundle of
+/// `inputs`; returns once the bundle is in force and the first report arrived, with the
+/// collector's report stream.
+async fn sidecar_with_bundle(
+    app: std::net::SocketAddr,
+    inputs: &palisade_policy::Inputs,
+) -> (
+    Sidecar,
+    Vec<tempfile::TempDir>,
+    mpsc::UnboundedReceiver<Report>,
+) {
+    let c = collector(true).await;
+    let bundles = tempfile::tempdir().unwrap();
+    let hash = bundle::write_inputs(bundles.path(), inputs);
     let path = bundles.path().to_str().unwrap().to_owned();
     let extra = ["--bundle-path", &path, "--bundle-poll", "20ms"];
     let (sc, dir) = reporting_sidecar_with(app, c.addr, "50ms", &extra).await;
@@ -714,4 +728,66 @@ async fn reset_streams_and_failed_exchanges_are_counted() {
     let counts = sum_reports(&mut reports, 3).await;
     let c = counts[&"ip:198.51.100.32".parse::<ClientKey>().unwrap()];
     assert_eq!((c.requests, c.errors), (3, 3), "the application's errors");
+}
+
+/// A client that leaves while a rate limit's tarpit holds its 429 was denied all the same:
+/// the request is counted before the hold starts, as a request and never as an error, and
+/// the hold ends with the client (the request's metric says `abandoned`).
+#[tokio::test]
+async fn a_client_that_leaves_a_tarpit_is_counted() {
+    use palisade_policy::{ClientKeyKind, Inputs, RateLimit, Verb};
+    let limit = Verb::RateLimit(RateLimit {
+        requests: 1,
+        period_s: 60,
+        burst: 0,
+        by: ClientKeyKind::Ip,
+        tarpit_ms: 10_000,
+        pods: 1,
+    });
+    let all = bundle::when(|c| c.ip_ranges = vec!["0.0.0.0/0".into()]);
+    let inputs = Inputs {
+        generation: 1,
+        actions: vec![bundle::action("held", limit, all)],
+        ..Inputs::default()
+    };
+    let (sc, _dirs, mut reports) = sidecar_with_bundle(echo_app().await, &inputs).await;
+    let client = [("x-forwarded-for", "198.51.100.41")];
+    assert_eq!(get(sc.proxy_addr, "/a", &client).await.0, 200);
+    // The second request is over the limit: its 429 is held for ten seconds (the most a
+    // tarpit holds), and the client
+    // does not wait for it.
+    let held = get(sc.proxy_addr, "/a", &client);
+    let waited = tokio::time::timeout(Duration::from_millis(300), held).await;
+    assert!(waited.is_err(), "the 429 is held");
+    let counts = sum_reports(&mut reports, 2).await;
+    let c = counts[&"ip:198.51.100.41".parse::<ClientKey>().unwrap()];
+    assert_eq!((c.requests, c.errors), (2, 0));
+    let abandoned = r#"palisade_sidecar_requests_total{verdict="abandoned"}"#;
+    let t0 = std::time::Instant::now();
+    while sample(&sc, abandoned).await != 1.0 {
+        assert!(
+            t0.elapsed() < patience(),
+            "the hold never ended with its client"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A request the sidecar cannot send to the application (HTTP/1.1 with no `Host`, which it
+/// answers 400 itself) is still counted for detection, as a request of its client and not
+/// as the application's error.
+#[tokio::test]
+async fn a_request_the_sidecar_refuses_to_send_is_counted_as_its_own_answer() {
+    let (sc, mut reports, _dir) = counting_sidecar(echo_app().await).await;
+    for _ in 0..3 {
+        let head = raw(
+            sc.proxy_addr,
+            b"GET /v1/items HTTP/1.1\r\nX-Forwarded-For: 198.51.100.42\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(head.starts_with("HTTP/1.1 400 "), "{head}");
+    }
+    let counts = sum_reports(&mut reports, 3).await;
+    let c = counts[&"ip:198.51.100.42".parse::<ClientKey>().unwrap()];
+    assert_eq!((c.requests, c.errors), (3, 0), "the sidecar's own answers");
 }
