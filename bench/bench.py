@@ -17,8 +17,9 @@ Subcommands (each writes one results file under bench/results/):
   pgo        the sidecar's profile-guided release build, which proxy and profile measure
              ($CARGO_TARGET_DIR/pgo/release/palisade-sidecar; needs rustc's llvm-profdata)
 
-BENCH_QUICK=1 shortens every run (a few minutes in all); BENCH_ROUNDS, BENCH_DURATION and
-BENCH_SAT_DURATION (seconds) override the proxy run's shape; BENCH_SIDECAR (a path) measures
+BENCH_QUICK=1 shortens every run (a few minutes in all); BENCH_ROUNDS, BENCH_DURATION,
+BENCH_SAT_DURATION and BENCH_SLICE (seconds: each contender's turn in the interleaved
+fixed-rate runs) override the proxy run's shape; BENCH_SIDECAR (a path) measures
 another sidecar binary than the profile-guided build; BENCH_BASELINE (a path, label in
 BENCH_BASELINE_LABEL) adds that sidecar binary to the proxy run as `baseline-empty` and
 `baseline-1M`, same bundles, same run, with an A/B table. Numbers are reported, never asserted.
@@ -56,15 +57,22 @@ SERVER_CPU = "0"
 LOAD_CPU = "1"
 
 # Protocol (shared/notes/performance-anchors.md §9): 1k and 5k RPS open loop, 32 keep-alive
-# connections, 1 KB responses, A/B alternated 5 x 20 s, medians of per-run percentiles.
+# connections, 1 KB responses, 5 rounds of 20 s measured per contender (interleaved in turns
+# of a second), medians of per-round percentiles.
+# The fixed-rate runs interleave the contenders: in each round, one loadgen run gives every
+# contender turns of SLICE seconds (the first SLICE_WARMUP of each not recorded) until each
+# has DURATION seconds measured, so a drift of the host falls on all of them alike.
 if QUICK:
-    ROUNDS, DURATION, WARMUP, SAT_DURATION = 3, 3.0, 1.0, 3.0
+    ROUNDS, DURATION, WARMUP, SAT_DURATION, SLICE = 3, 3.0, 1.0, 3.0, 0.5
 else:
-    ROUNDS, DURATION, WARMUP, SAT_DURATION = 5, 20.0, 2.0, 10.0
+    ROUNDS, DURATION, WARMUP, SAT_DURATION, SLICE = 5, 20.0, 2.0, 10.0, 1.0
+SLICE_WARMUP = 0.1
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", ROUNDS))
 DURATION = float(os.environ.get("BENCH_DURATION", DURATION))
 SAT_DURATION = float(os.environ.get("BENCH_SAT_DURATION", SAT_DURATION))
-_SHAPE = [f"{k}={os.environ[k]}" for k in ("BENCH_ROUNDS", "BENCH_DURATION", "BENCH_SAT_DURATION")
+SLICE = float(os.environ.get("BENCH_SLICE", SLICE))
+_SHAPE = [f"{k}={os.environ[k]}" for k in ("BENCH_ROUNDS", "BENCH_DURATION", "BENCH_SAT_DURATION",
+                                           "BENCH_SLICE")
           if k in os.environ]
 MODE = (f"custom ({' '.join(_SHAPE)})" if _SHAPE
         else "quick (BENCH_QUICK=1)" if QUICK else "full")
@@ -427,9 +435,24 @@ def loadgen(name, rate, duration, rnd, request=BENCH_REQUEST, warmup=WARMUP):
     return r
 
 
+def loadgen_interleaved(names, rate, duration, rnd, request=BENCH_REQUEST):
+    """One interleaved loadgen run over `names` (in that order in the first cycle): one
+    result per contender, as `loadgen` gives for one."""
+    targets = [a for name in names for a in ("--target", f"{name}=127.0.0.1:{CONTENDERS[name][0]}")]
+    out = sh(["taskset", "-c", LOAD_CPU, str(BIN / "loadgen"), *targets, *request,
+              "--rate", str(rate), "--connections", str(CONNECTIONS), "--duration", str(duration),
+              "--warmup", str(WARMUP), "--slice", str(SLICE), "--slice-warmup", str(SLICE_WARMUP)])
+    runs = [json.loads(line) for line in out.splitlines() if line.strip()]
+    for r in runs:
+        r["round"] = rnd
+    return runs
+
+
 def proxy():
     m = machine()
     m["sidecar"] = sidecar_build()
+    m.update(rounds=ROUNDS, duration=DURATION, sat_duration=SAT_DURATION, slice=SLICE,
+             slice_warmup=SLICE_WARMUP)
     if BASELINE:
         m["baseline"] = BASELINE_LABEL
     try:
@@ -449,19 +472,20 @@ def proxy():
         for name in CONTENDERS:
             pname = "app" if name == "direct" else name
             rss[name] = {"idle": rss_kib(procs.pids(pname))}
-        app_pids = procs.pids("app")
         for rnd in range(ROUNDS):
             order = FIXED_RATE[rnd % len(FIXED_RATE):] + FIXED_RATE[:rnd % len(FIXED_RATE)]
             if rnd % 2:
                 order.reverse()
             for rate in RATES:
-                for name in order:
-                    pname = "app" if name == "direct" else name
-                    pids = procs.pids(pname)
-                    c0, a0 = cpu_seconds(pids), cpu_seconds(app_pids)
-                    r = loadgen(name, rate, DURATION, rnd)
-                    r["cpu_s"] = cpu_seconds(pids) - c0
-                    r["app_cpu_s"] = cpu_seconds(app_pids) - a0
+                pids = {name: procs.pids("app" if name == "direct" else name) for name in order}
+                c0 = {name: cpu_seconds(p) for name, p in pids.items()}
+                for r in loadgen_interleaved(order, rate, DURATION, rnd):
+                    name = r["label"]
+                    r["cpu_s"] = cpu_seconds(pids[name]) - c0[name]
+                    if name == "direct":
+                        # The app serves every contender's turn at the same rate: its share
+                        # of one turn is what it spent over the run ÷ the contenders.
+                        r["cpu_s"] /= len(order)
                     runs.append(r)
                     log(f"round {rnd} {rate}/s {name}: p50 {r['p50_us']:.0f} µs p99 "
                         f"{r['p99_us']:.0f} µs rps {r['rps']:.0f} err {r['errors']}")
@@ -510,6 +534,45 @@ def proxy_report():
     write_proxy(meta["machine"], runs, meta["rss"])
 
 
+def rounds_table(by):
+    """Round by round, each sidecar's added p50 and p99 against nginx's: how often the
+    median's verdict holds, which one median over rounds does not show."""
+    out = ["## Round by round: added latency against nginx's\n\n"
+           "Each round's added p50 / p99 (contender − direct in that round). \"At or under\n"
+           "nginx\" counts the rounds in which the sidecar's added value was no more than nginx's.\n\n"
+           "| rate | contender | " + " | ".join(
+               f"round {r['round']}" for r in by.get(("direct", RATES[0]), [])) +
+           " | p50 at or under nginx | p99 at or under nginx |\n"]
+    rounds = len(by.get(("direct", RATES[0]), []))
+    out.append("|---|---|" + "---|" * rounds + "---|---|\n")
+    for rate in RATES:
+        direct = {r["round"]: r for r in by.get(("direct", rate), [])}
+
+        def adds(name):
+            return {r["round"]: (r["p50_us"] - direct[r["round"]]["p50_us"],
+                                 r["p99_us"] - direct[r["round"]]["p99_us"])
+                    for r in by.get((name, rate), []) if r["round"] in direct}
+        ng = adds("nginx")
+        for name in ("nginx", "palisade-empty", "palisade-1M"):
+            mine = adds(name)
+            cells = " | ".join(f"{mine[k][0]:.0f} / {mine[k][1]:.0f} µs" if k in mine else "–"
+                               for k in sorted(direct))
+            if name == "nginx":
+                out.append(f"| {rate} RPS | {name} | {cells} | – | – |\n")
+                continue
+            both = [k for k in mine if k in ng]
+            p50 = sum(mine[k][0] <= ng[k][0] for k in both)
+            p99 = sum(mine[k][1] <= ng[k][1] for k in both)
+            out.append(f"| {rate} RPS | {name} | {cells} | {p50} of {len(both)}"
+                       f" | {p99} of {len(both)} |\n")
+    return "".join(out) + "\n"
+
+
+def cpu_share(r):
+    """vCPU a contender used during its turns (the whole run when it was not interleaved)."""
+    return r.get("cpu_s", 0) / r.get("active_s", r["duration_s"])
+
+
 def write_proxy(m, runs, rss):
     by = {}
     for r in runs:
@@ -538,10 +601,22 @@ def write_proxy(m, runs, rss):
         "from nginx, 1 worker) with a `User-Agent` and an `X-Api-Key` header. Client 127.0.0.1 is\n"
         "not in the 1M list, so every request is forwarded (a miss is the full cost: all 1000\n"
         "actions are evaluated). Proxies: 1 worker / 1 thread each; the sidecar's tokio runtime\n"
-        "sees one CPU. Contenders are alternated (rotated and reversed each round);\n"
-        f"{ROUNDS} rounds × {DURATION:.0f} s per rate (after {WARMUP:.0f} s warm-up), then a closed-loop\n"
-        f"saturation run of {SAT_DURATION:.0f} s per contender per round. Numbers are medians over\n"
-        "rounds of each run's percentile. \"Added\" = contender − direct-to-app in the same round.\n\n")
+        "sees one CPU. " + (
+            f"At each fixed rate the contenders are interleaved: in each of {m['rounds']} rounds one\n"
+            f"load generator run gives every contender turns of {m['slice']:g} s (a cycle gives each one\n"
+            "turn, in an order rotated and reversed from cycle to cycle; the first "
+            f"{m['slice_warmup'] * 1000:.0f} ms of a\n"
+            "turn, while the contender's idle connections warm up, and a first cycle are not\n"
+            f"recorded) until each has {m['duration']:.0f} s measured, so a drift of the host over\n"
+            "seconds or minutes falls on every contender alike. Then a closed-loop saturation run\n"
+            f"of {m['sat_duration']:.0f} s per contender per round, alternated (rotated and reversed each\n"
+            "round). Numbers are medians over rounds of each contender's percentile in the round;\n"
+            "\"added\" = contender − direct-to-app in the same round.\n\n"
+            if m.get("slice") else
+            "Contenders are alternated (rotated and reversed each round);\n"
+            f"{ROUNDS} rounds × {DURATION:.0f} s per rate (after {WARMUP:.0f} s warm-up), then a closed-loop\n"
+            f"saturation run of {SAT_DURATION:.0f} s per contender per round. Numbers are medians over\n"
+            "rounds of each run's percentile. \"Added\" = contender − direct-to-app in the same round.\n\n"))
     for name, (port, desc) in CONTENDERS.items():
         out.append(f"- `{name}` (:{port}): {desc}\n")
     out.append(f"\nThe sidecar is {m.get('sidecar', 'the release build')}.\n\n")
@@ -556,7 +631,7 @@ def write_proxy(m, runs, rss):
         for name in FIXED_RATE:
             a50, a99 = added(name, rate, "p50_us"), added(name, rate, "p99_us")
             errs = sum(r["errors"] + r["non2xx"] for r in by.get((name, rate), []))
-            cpu = median([r.get("cpu_s", 0) / r["duration_s"] for r in by.get((name, rate), [])])
+            cpu = median([cpu_share(r) for r in by.get((name, rate), [])])
             out.append(
                 f"| {name} | {fmt_us(med(name, rate, 'p50_us'))} | {fmt_us(med(name, rate, 'p99_us'))}"
                 f" | {fmt_us(med(name, rate, 'p999_us'))}"
@@ -580,9 +655,8 @@ def write_proxy(m, runs, rss):
                       f"{fmt_us(b99)} vs {fmt_us(e99)} = {fmt_ratio(rb)}",
                       met(None if rb is None else rb <= 1.05)))
         if rate == 1000:
-            pc = median([r.get("cpu_s", 0) / r["duration_s"]
-                         for r in by.get(("palisade-empty", rate), [])])
-            nc = median([r.get("cpu_s", 0) / r["duration_s"] for r in by.get(("nginx", rate), [])])
+            pc = median([cpu_share(r) for r in by.get(("palisade-empty", rate), [])])
+            nc = median([cpu_share(r) for r in by.get(("nginx", rate), [])])
             rc = ratio(pc, nc)
             goals.append(("P10 CPU at 1k RPS ≤ 1.2× nginx worker and ≤ 0.05 vCPU",
                           f"{pc:.3f} vs {nc:.3f} vCPU = {fmt_ratio(rc)}",
@@ -615,6 +689,7 @@ def write_proxy(m, runs, rss):
         goals.append((label, f"{mine or 0:.0f} vs {sat[other] or 0:.0f} = {fmt_ratio(r)}",
                       met(None if r is None else r >= goal)))
 
+    out.append(rounds_table(by))
     if any(r["label"].startswith("baseline-") for r in runs):
         out.append(ab_table(m, added, med))
     out.append("## Memory (RSS of all the contender's processes)\n\n"

@@ -32,8 +32,10 @@ use rustix::time::{
     timerfd_settime,
 };
 
-/// The timerfd's token; connections use their index.
+/// The timerfd's token; connections use `target · connections + index`.
 const TIMER: Token = Token(usize::MAX);
+/// A connection's slice before its target's first turn.
+const NO_SLICE: usize = usize::MAX;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -41,22 +43,37 @@ const TIMER: Token = Token(usize::MAX);
     about = "Open-loop HTTP/1.1 load generator (HdrHistogram)"
 )]
 struct Args {
-    /// Target address (loopback).
-    #[arg(long)]
-    addr: SocketAddr,
+    /// Target address (loopback); or `--target` (repeatable) for an interleaved run.
+    #[arg(long, required_unless_present = "targets", conflicts_with = "targets")]
+    addr: Option<SocketAddr>,
+    /// `LABEL=ADDR`, repeatable: an interleaved run. The targets take turns in slices of
+    /// `--slice` seconds (each cycle gives every target one slice, in an order rotated and
+    /// reversed from cycle to cycle); `--rate` is each target's rate in its slices, and
+    /// `--duration` the seconds measured for each. A slow drift of the host (another
+    /// tenant, a frequency change) then falls on every target alike instead of on the
+    /// one whose turn it was. One JSON line per target.
+    #[arg(long = "target", value_parser = parse_target)]
+    targets: Vec<(String, SocketAddr)>,
+    /// Seconds of each slice of an interleaved run.
+    #[arg(long, default_value_t = 1.0)]
+    slice: f64,
+    /// Seconds at the start of each slice that are not recorded (the target's connections
+    /// were idle while the others had their turn).
+    #[arg(long, default_value_t = 0.1)]
+    slice_warmup: f64,
     /// Request path.
     #[arg(long, default_value = "/")]
     path: String,
     /// Total requests per second; 0 = closed-loop saturation.
     #[arg(long, default_value_t = 1000)]
     rate: u64,
-    /// Keep-alive connections.
+    /// Keep-alive connections (to each target).
     #[arg(long, default_value_t = 32)]
     connections: usize,
     /// Measured seconds (after the warm-up).
     #[arg(long, default_value_t = 20.0)]
     duration: f64,
-    /// Warm-up seconds, not recorded.
+    /// Warm-up seconds, not recorded (an interleaved run: one unrecorded cycle first).
     #[arg(long, default_value_t = 1.0)]
     warmup: f64,
     /// Extra request header `Name: value` (repeatable).
@@ -66,19 +83,116 @@ struct Args {
     /// number), as the API keys of many clients sharing a load balancer's connection do.
     #[arg(long = "vary-header")]
     vary_header: Option<String>,
-    /// Label copied into the JSON output.
+    /// Label copied into the JSON output (single-target run).
     #[arg(long, default_value = "")]
     label: String,
+}
+
+fn parse_target(s: &str) -> Result<(String, SocketAddr), String> {
+    let (label, addr) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}`: expected LABEL=ADDR"))?;
+    let addr = addr.parse().map_err(|e| format!("`{s}`: {e}"))?;
+    Ok((label.to_owned(), addr))
+}
+
+/// When each slice runs and whose turn it is. A single-target run is one slice spanning
+/// the whole run, its warm-up the slice's.
+#[derive(Clone, Copy, Debug)]
+struct Schedule {
+    targets: usize,
+    slice: Duration,
+    /// The start of each slice that is not recorded.
+    slice_warmup: Duration,
+    /// Leading cycles that are not recorded at all.
+    warm_cycles: usize,
+    cycles: usize,
+}
+
+impl Schedule {
+    fn slices(&self) -> usize {
+        self.targets * self.cycles
+    }
+
+    /// The target of slice `s`: cycle `j` takes the targets rotated by `j`, reversed when
+    /// `j` is odd, so no target has two turns in a row and none always follows the same one.
+    fn target(&self, s: usize) -> usize {
+        let (cycle, pos) = (s / self.targets, s % self.targets);
+        let pos = if cycle % 2 == 1 {
+            self.targets - 1 - pos
+        } else {
+            pos
+        };
+        (pos + cycle) % self.targets
+    }
+
+    /// Offset of slice `s`'s start from the run's start.
+    fn start(&self, s: usize) -> Duration {
+        self.slice * u32::try_from(s).unwrap_or(u32::MAX)
+    }
+
+    /// Offset from the run's start from which slice `s` is recorded (`None`: not at all).
+    fn recorded_from(&self, s: usize) -> Option<Duration> {
+        (s / self.targets >= self.warm_cycles).then(|| self.start(s) + self.slice_warmup)
+    }
+
+    /// Seconds recorded for each target.
+    fn measured(&self) -> f64 {
+        (self.cycles - self.warm_cycles) as f64 * (self.slice - self.slice_warmup).as_secs_f64()
+    }
 }
 
 struct Conn {
     stream: TcpStream,
     buf: Vec<u8>,
-    /// Requests answered (or failed) on this connection; the next one is number `k`.
+    /// The slice the connection's schedule counts from: the next request is that slice's
+    /// number `k`, counting requests answered (or failed) on this connection.
+    slice: usize,
     k: u64,
     in_flight: bool,
+    /// Whether the in-flight request is recorded (it was due after its slice's warm-up).
+    record: bool,
     /// When the in-flight request was due (open loop) or sent (closed loop).
     started: Instant,
+}
+
+/// One target: its connections and what was measured of it.
+struct Target {
+    label: String,
+    addr: SocketAddr,
+    conns: Vec<Conn>,
+    hist: Histogram<u64>,
+    errors: u64,
+    non2xx: u64,
+    incomplete: u64,
+}
+
+impl Target {
+    /// Records the requests of `conn`'s slice `[recorded, end)` that were due but never
+    /// sent (their connection was still waiting), with what they waited until `now`: a
+    /// lower bound, so a stalled target is charged for every request it delayed. `from`
+    /// is the first such request's number.
+    fn omitted(
+        &mut self,
+        due: impl Fn(u64) -> Instant,
+        from: u64,
+        window: (Instant, Instant),
+        now: Instant,
+    ) {
+        let mut k = from;
+        loop {
+            let d = due(k);
+            if d >= window.1 || d > now {
+                break;
+            }
+            if d >= window.0 {
+                self.hist
+                    .saturating_record(nanos(now.saturating_duration_since(d)));
+                self.incomplete += 1;
+            }
+            k += 1;
+        }
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -86,20 +200,51 @@ fn main() -> anyhow::Result<()> {
     if args.connections == 0 || args.duration <= 0.0 {
         bail!("--connections and --duration must be positive");
     }
-    let mut request = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: palisade-bench/1\r\nAccept: */*\r\n",
-        args.path, args.addr
-    );
-    for h in &args.headers {
-        request.push_str(h);
-        request.push_str("\r\n");
+    let interleaved = args.addr.is_none();
+    let targets: Vec<(String, SocketAddr)> = match args.addr {
+        Some(addr) => vec![(args.label.clone(), addr)],
+        None => args.targets.clone(),
+    };
+    let schedule = if interleaved {
+        let measured = args.slice - args.slice_warmup;
+        if args.slice_warmup < 0.0 || measured <= 0.0 {
+            bail!("--slice must be longer than --slice-warmup");
+        }
+        let warm_cycles = usize::from(args.warmup > 0.0);
+        Schedule {
+            targets: targets.len(),
+            slice: Duration::from_secs_f64(args.slice),
+            slice_warmup: Duration::from_secs_f64(args.slice_warmup),
+            warm_cycles,
+            cycles: warm_cycles + (args.duration / measured).ceil() as usize,
+        }
+    } else {
+        Schedule {
+            targets: 1,
+            slice: Duration::from_secs_f64(args.warmup + args.duration),
+            slice_warmup: Duration::from_secs_f64(args.warmup),
+            warm_cycles: 0,
+            cycles: 1,
+        }
+    };
+    // Each target's request (its own `Host`). Without `--vary-header` it is the same bytes
+    // every time; with it, the head is completed per request by the varying header and the
+    // blank line.
+    let mut heads = Vec::with_capacity(targets.len());
+    let mut requests = Vec::with_capacity(targets.len());
+    for (_, addr) in &targets {
+        let mut head = format!(
+            "GET {} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: palisade-bench/1\r\nAccept: */*\r\n",
+            args.path
+        );
+        for h in &args.headers {
+            head.push_str(h);
+            head.push_str("\r\n");
+        }
+        requests.push(format!("{head}\r\n").into_bytes());
+        heads.push(head.into_bytes());
     }
-    // Without `--vary-header` the request is the same bytes every time; with it, this head
-    // is completed per request by the varying header and the blank line.
-    let head = request.clone().into_bytes();
-    request.push_str("\r\n");
-    let request = request.into_bytes();
-    let mut varied = Vec::with_capacity(head.len() + 64);
+    let mut varied = Vec::with_capacity(heads[0].len() + 64);
     let mut sequence = 0u64;
 
     let mut poll = Poll::new()?;
@@ -109,23 +254,41 @@ fn main() -> anyhow::Result<()> {
     )?;
     poll.registry()
         .register(&mut SourceFd(&timer.as_raw_fd()), TIMER, Interest::READABLE)?;
-    let mut conns = Vec::with_capacity(args.connections);
-    for i in 0..args.connections {
-        conns.push(connect(&poll, args.addr, i)?);
+    let cn = args.connections;
+    let mut all = Vec::with_capacity(targets.len());
+    for (t, (label, addr)) in targets.iter().enumerate() {
+        let mut conns = Vec::with_capacity(cn);
+        for i in 0..cn {
+            conns.push(connect(&poll, *addr, t * cn + i)?);
+        }
+        all.push(Target {
+            label: label.clone(),
+            addr: *addr,
+            conns,
+            hist: Histogram::<u64>::new_with_bounds(1_000, 120_000_000_000, 3)?,
+            errors: 0,
+            non2xx: 0,
+            incomplete: 0,
+        });
     }
     // Give the connects a moment to finish before the clock starts.
     std::thread::sleep(Duration::from_millis(50));
 
-    let mut hist = Histogram::<u64>::new_with_bounds(1_000, 120_000_000_000, 3)?;
     let mut events = Events::with_capacity(1024);
     let start = Instant::now();
-    let record_from = start + Duration::from_secs_f64(args.warmup);
-    let end = record_from + Duration::from_secs_f64(args.duration);
-    let c_total = args.connections as f64;
-    let due = |c: usize, k: u64| -> Instant {
-        start + Duration::from_secs_f64((c as f64 + k as f64 * c_total) / args.rate as f64)
+    let end = start + schedule.start(schedule.slices());
+    let c_total = cn as f64;
+    let rate = args.rate;
+    // Request k of connection c in slice s is due at the slice's start + (c + k·C) / R.
+    let due = |s: usize, c: usize, k: u64| -> Instant {
+        start
+            + schedule.start(s)
+            + Duration::from_secs_f64((c as f64 + k as f64 * c_total) / rate as f64)
     };
-    let (mut errors, mut non2xx) = (0u64, 0u64);
+    let window = |s: usize| -> (Instant, Instant) {
+        let from = schedule.recorded_from(s).map_or(end, |r| start + r);
+        (from, start + schedule.start(s + 1))
+    };
     let mut scratch = vec![0u8; 64 * 1024];
 
     loop {
@@ -133,44 +296,66 @@ fn main() -> anyhow::Result<()> {
         if now >= end {
             break;
         }
-        for (i, conn) in conns.iter_mut().enumerate() {
+        let s = (((now - start).as_secs_f64() / schedule.slice.as_secs_f64()) as usize)
+            .min(schedule.slices() - 1);
+        let t = schedule.target(s);
+        let slice_end = start + schedule.start(s + 1);
+        let recorded_from = window(s).0;
+        let target = &mut all[t];
+        for i in 0..cn {
+            let conn = &mut target.conns[i];
+            if conn.slice != s {
+                // The connection's first moment in this slice: what its last slice left
+                // unsent is charged, and its schedule starts again.
+                let (old, from) = (conn.slice, conn.k + u64::from(conn.in_flight));
+                (conn.slice, conn.k) = (s, 0);
+                if rate > 0 && old != NO_SLICE && old < s {
+                    target.omitted(|k| due(old, i, k), from, window(old), now);
+                }
+            }
+            let conn = &mut target.conns[i];
             if conn.in_flight {
                 continue;
             }
-            let when = if args.rate == 0 { now } else { due(i, conn.k) };
-            if when > now || when >= end {
+            let when = if rate == 0 { now } else { due(s, i, conn.k) };
+            if when > now || when >= slice_end {
                 continue;
             }
-            conn.started = if args.rate == 0 { Instant::now() } else { when };
+            conn.started = if rate == 0 { Instant::now() } else { when };
             conn.in_flight = true;
+            conn.record = when >= recorded_from;
             let bytes = match &args.vary_header {
-                None => &request,
+                None => &requests[t],
                 Some(name) => {
                     use std::io::Write as _;
                     sequence += 1;
                     varied.clear();
-                    varied.extend_from_slice(&head);
+                    varied.extend_from_slice(&heads[t]);
                     write!(varied, "{name}: v{sequence:016}\r\n\r\n")?;
                     &varied
                 }
             };
             if write_all(&mut conn.stream, bytes).is_err() {
-                errors += 1;
-                *conn = reconnect(&poll, args.addr, i, conn)?;
+                target.errors += 1;
+                let fresh = reconnect(&poll, target.addr, t * cn + i, conn)?;
+                target.conns[i] = fresh;
             }
         }
-        // Wake for the next due request (open loop) or for answers, whichever comes first.
-        let next = (args.rate > 0)
+        // Wake for the next due request (open loop), the slice's end, or answers,
+        // whichever comes first.
+        let next = (rate > 0)
             .then(|| {
-                conns
+                target
+                    .conns
                     .iter()
                     .enumerate()
                     .filter(|(_, c)| !c.in_flight)
-                    .map(|(i, c)| due(i, c.k))
+                    .map(|(i, c)| due(s, i, c.k))
                     .min()
             })
             .flatten()
-            .filter(|d| *d < end);
+            .filter(|d| *d < slice_end)
+            .or((schedule.slices() > 1).then_some(slice_end));
         let now = Instant::now();
         let wait = next.map_or(Duration::ZERO, |d| {
             d.saturating_duration_since(now)
@@ -197,20 +382,21 @@ fn main() -> anyhow::Result<()> {
                 let _ = rustix::io::read(&timer, &mut ticks);
                 continue;
             }
-            let i = ev.token().0;
-            let Some(conn) = conns.get_mut(i) else {
+            let (t, i) = (ev.token().0 / cn, ev.token().0 % cn);
+            let Some(target) = all.get_mut(t) else {
                 continue;
             };
+            let conn = &mut target.conns[i];
             let closed = drain(&mut conn.stream, &mut conn.buf, &mut scratch);
             let done = Instant::now();
             while let Some((len, status)) = parse_response(&conn.buf) {
                 conn.buf.drain(..len);
                 if conn.in_flight {
                     conn.in_flight = false;
-                    if conn.started >= record_from {
-                        hist.saturating_record(nanos(done - conn.started));
+                    if conn.record {
+                        target.hist.saturating_record(nanos(done - conn.started));
                         if !(200..300).contains(&status) {
-                            non2xx += 1;
+                            target.non2xx += 1;
                         }
                     }
                     conn.k += 1;
@@ -218,53 +404,61 @@ fn main() -> anyhow::Result<()> {
             }
             if closed {
                 if conn.in_flight {
-                    errors += 1;
+                    target.errors += 1;
                 }
-                *conn = reconnect(&poll, args.addr, i, conn)?;
+                let fresh = reconnect(&poll, target.addr, t * cn + i, conn)?;
+                target.conns[i] = fresh;
             }
         }
     }
 
     // Requests due before the end but not answered: record what they waited so far.
-    let mut incomplete = 0u64;
     let stop = Instant::now().min(end);
-    if args.rate > 0 {
-        for (i, conn) in conns.iter().enumerate() {
-            let mut k = conn.k;
-            loop {
-                let d = due(i, k);
-                if d >= end {
-                    break;
-                }
-                if d >= record_from {
-                    hist.saturating_record(nanos(stop.saturating_duration_since(d)));
-                    incomplete += 1;
-                }
-                k += 1;
+    for target in &mut all {
+        for i in 0..cn {
+            let conn = &target.conns[i];
+            let (s, k, in_flight, record) = (conn.slice, conn.k, conn.in_flight, conn.record);
+            if rate == 0 || s == NO_SLICE {
+                continue;
             }
+            if in_flight && record {
+                let waited = stop.saturating_duration_since(target.conns[i].started);
+                target.hist.saturating_record(nanos(waited));
+                target.incomplete += 1;
+            }
+            target.omitted(|k| due(s, i, k), k + u64::from(in_flight), window(s), stop);
         }
     }
-    let completed = hist.len() - incomplete;
-    let us = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
-    let out = serde_json::json!({
-        "label": args.label,
-        "addr": args.addr.to_string(),
-        "rate": args.rate,
-        "connections": args.connections,
-        "duration_s": args.duration,
-        "completed": completed,
-        "incomplete": incomplete,
-        "errors": errors,
-        "non2xx": non2xx,
-        "rps": completed as f64 / args.duration,
-        "p50_us": us(0.5),
-        "p90_us": us(0.9),
-        "p99_us": us(0.99),
-        "p999_us": us(0.999),
-        "max_us": hist.max() as f64 / 1000.0,
-        "mean_us": hist.mean() / 1000.0,
-    });
-    println!("{out}");
+    let measured = if interleaved {
+        schedule.measured()
+    } else {
+        args.duration
+    };
+    for target in &all {
+        let hist = &target.hist;
+        let completed = hist.len() - target.incomplete;
+        let us = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+        let out = serde_json::json!({
+            "label": target.label,
+            "addr": target.addr.to_string(),
+            "rate": rate,
+            "connections": cn,
+            "duration_s": measured,
+            "active_s": schedule.cycles as f64 * schedule.slice.as_secs_f64(),
+            "completed": completed,
+            "incomplete": target.incomplete,
+            "errors": target.errors,
+            "non2xx": target.non2xx,
+            "rps": completed as f64 / measured,
+            "p50_us": us(0.5),
+            "p90_us": us(0.9),
+            "p99_us": us(0.99),
+            "p999_us": us(0.999),
+            "max_us": hist.max() as f64 / 1000.0,
+            "mean_us": hist.mean() / 1000.0,
+        });
+        println!("{out}");
+    }
     Ok(())
 }
 
@@ -283,8 +477,10 @@ fn connect(poll: &Poll, addr: SocketAddr, i: usize) -> anyhow::Result<Conn> {
     Ok(Conn {
         stream,
         buf: Vec::with_capacity(4096),
+        slice: NO_SLICE,
         k: 0,
         in_flight: false,
+        record: false,
         started: Instant::now(),
     })
 }
@@ -293,6 +489,7 @@ fn connect(poll: &Poll, addr: SocketAddr, i: usize) -> anyhow::Result<Conn> {
 fn reconnect(poll: &Poll, addr: SocketAddr, i: usize, old: &mut Conn) -> anyhow::Result<Conn> {
     let _ = poll.registry().deregister(&mut old.stream);
     let mut fresh = connect(poll, addr, i)?;
+    fresh.slice = old.slice;
     fresh.k = old.k + u64::from(old.in_flight);
     Ok(fresh)
 }
@@ -362,4 +559,65 @@ fn parse_response(buf: &[u8]) -> Option<(usize, u16)> {
         }
     }
     (buf.len() >= head_end + len).then_some((head_end + len, status))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn schedule(targets: usize, cycles: usize) -> Schedule {
+        Schedule {
+            targets,
+            slice: Duration::from_secs(1),
+            slice_warmup: Duration::from_millis(100),
+            warm_cycles: 1,
+            cycles,
+        }
+    }
+
+    /// Every cycle gives each target exactly one turn; no target has two turns in a row,
+    /// and across cycles each target follows more than one other.
+    #[test]
+    fn targets_take_turns_fairly() {
+        for n in 2..=9 {
+            let sc = schedule(n, 12);
+            for cycle in 0..sc.cycles {
+                let mut turns: Vec<usize> = (0..n).map(|pos| sc.target(cycle * n + pos)).collect();
+                turns.sort_unstable();
+                assert_eq!(turns, (0..n).collect::<Vec<_>>(), "cycle {cycle} of {n}");
+            }
+            for s in 1..sc.slices() {
+                assert_ne!(sc.target(s - 1), sc.target(s), "slice {s} of {n}");
+            }
+            if n > 2 {
+                let before_first: std::collections::HashSet<usize> = (1..sc.slices())
+                    .filter(|&s| sc.target(s) == 0)
+                    .map(|s| sc.target(s - 1))
+                    .collect();
+                assert!(before_first.len() > 1, "{n} targets: {before_first:?}");
+            }
+        }
+    }
+
+    /// The warm-up cycle is not recorded; every other slice is, after its own warm-up.
+    #[test]
+    fn the_warm_cycle_and_each_slices_start_are_not_recorded() {
+        let sc = schedule(3, 4);
+        assert_eq!(sc.slices(), 12);
+        for s in 0..3 {
+            assert_eq!(sc.recorded_from(s), None);
+        }
+        assert_eq!(sc.recorded_from(3), Some(Duration::from_millis(3100)));
+        assert_eq!(sc.recorded_from(11), Some(Duration::from_millis(11100)));
+        assert!((sc.measured() - 2.7).abs() < 1e-9, "{}", sc.measured());
+    }
+
+    #[test]
+    fn targets_are_label_equals_address() {
+        let (label, addr) = parse_target("nginx=127.0.0.1:8080").unwrap();
+        assert_eq!((label.as_str(), addr.port()), ("nginx", 8080));
+        assert!(parse_target("127.0.0.1:8080").is_err());
+        assert!(parse_target("x=nowhere").is_err());
+    }
 }
