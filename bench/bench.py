@@ -1256,7 +1256,8 @@ def syscalls(sidecars):
     out_dir = WORK / "syscalls"
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
-    events = ["raw_syscalls:sys_enter"] + [f"syscalls:sys_enter_{n}" for n in SYSCALL_NAMES]
+    events = (["task-clock", "context-switches", "raw_syscalls:sys_enter"]
+              + [f"syscalls:sys_enter_{n}" for n in SYSCALL_NAMES])
     procs = Procs()
     rows = []
     try:
@@ -1292,14 +1293,16 @@ def syscalls(sidecars):
             counts = {}
             for line in counted.read_text().splitlines():
                 f = line.split(",")
-                if len(f) > 2 and f[0].isdigit():
-                    counts[f[2].split(":sys_enter_")[-1].replace("raw_syscalls:sys_enter", "all")] = int(f[0])
+                if len(f) > 2 and re.fullmatch(r"[0-9.]+", f[0]):
+                    event = f[2].split(":sys_enter_")[-1].replace("raw_syscalls:sys_enter", "all")
+                    counts[event] = float(f[0])
             if not counts.get("all"):
                 raise RuntimeError(
                     f"perf stat counted no system call of {name} (see {out_dir}/{name}.err): the "
                     "syscall tracepoints need root or kernel.perf_event_paranoid <= -1")
             rows.append((label, r["completed"], r["errors"], counts))
-            log(f"syscalls {name}: {counts.get('all', 0) / max(r['completed'], 1):.2f} a request")
+            log(f"syscalls {name}: {counts.get('all', 0) / max(r['completed'], 1):.2f} a request, "
+                f"{counts.get('task-clock', 0) * 1000 / max(r['completed'], 1):.1f} µs CPU")
     finally:
         procs.stop_all()
     shown = [n for n in SYSCALL_NAMES
@@ -1313,14 +1316,20 @@ def syscalls(sidecars):
            "request takes do not depend on the machine's load; `epoll_wait` does a little (a\n"
            "slower process finds more events in one wait). Calls made by fewer than one request in "
            "ten\nare in \"other\" (the periodic work of the sidecar's other threads among them). "
-           "Raw counts:\n`$BENCH_WORK/syscalls/`.\n\n"
-           "| proxy | requests | errors | system calls per request | "
-           + " | ".join(f"`{n}`" for n in shown) + " | other |\n|---|---|---|---|"
+           "The same `perf stat`\ncounts the process's `task-clock` (CPU time, user and kernel, "
+           "to the nanosecond: on loopback\nmost of a request's CPU is the kernel's TCP work done "
+           "in the writer's context) and its\n`context-switches` (each time it went to sleep, in "
+           "`epoll_wait`, and was woken). Raw counts:\n`$BENCH_WORK/syscalls/`.\n\n"
+           "| proxy | requests | errors | CPU a request | context switches a request | "
+           "system calls per request | "
+           + " | ".join(f"`{n}`" for n in shown) + " | other |\n|---|---|---|---|---|---|"
            + "---|" * (len(shown) + 1) + "\n"]
     for label, requests, errors, counts in rows:
-        per = {n: counts.get(n, 0) / max(requests, 1) for n in ["all", *SYSCALL_NAMES]}
+        per = {n: counts.get(n, 0) / max(requests, 1)
+               for n in ["all", "task-clock", "context-switches", *SYSCALL_NAMES]}
         other = per["all"] - sum(per[n] for n in shown)
-        out.append(f"| {label} | {requests} | {errors} | {per['all']:.2f} | "
+        out.append(f"| {label} | {requests} | {errors} | {per['task-clock'] * 1000:.1f} µs"
+                   f" | {per['context-switches']:.2f} | {per['all']:.2f} | "
                    + " | ".join(f"{per[n]:.2f}" for n in shown) + f" | {other:.2f} |\n")
     return "".join(out)
 
