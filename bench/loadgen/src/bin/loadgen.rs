@@ -150,6 +150,8 @@ struct Conn {
     slice: usize,
     k: u64,
     in_flight: bool,
+    /// The in-flight request is of an earlier turn than `slice`.
+    stale: bool,
     /// Whether the in-flight request is recorded (it was due after its slice's warm-up).
     record: bool,
     /// When the in-flight request was due (open loop) or sent (closed loop).
@@ -168,10 +170,24 @@ struct Target {
 }
 
 impl Target {
-    /// Records the requests of `conn`'s slice `[recorded, end)` that were due but never
-    /// sent (their connection was still waiting), with what they waited until `now`: a
-    /// lower bound, so a stalled target is charged for every request it delayed. `from`
-    /// is the first such request's number.
+    fn new(label: String, addr: SocketAddr, conns: Vec<Conn>) -> anyhow::Result<Self> {
+        Ok(Self {
+            label,
+            addr,
+            conns,
+            hist: Histogram::<u64>::new_with_bounds(1_000, 120_000_000_000, 3)?,
+            errors: 0,
+            non2xx: 0,
+            incomplete: 0,
+        })
+    }
+
+    /// Records the requests of a connection's turn `window` (`[recorded from, end)`) that
+    /// were due but never sent (the connection was still waiting for an earlier answer when
+    /// the turn, and the late sends after it, were over), with what they had waited when
+    /// the turn ended or at `now` if sooner: a lower bound, so a stalled target is charged
+    /// for every request it delayed and never for the other targets' turns. `from` is the
+    /// first such request's number.
     fn omitted(
         &mut self,
         due: impl Fn(u64) -> Instant,
@@ -179,15 +195,16 @@ impl Target {
         window: (Instant, Instant),
         now: Instant,
     ) {
+        let until = now.min(window.1);
         let mut k = from;
         loop {
             let d = due(k);
-            if d >= window.1 || d > now {
+            if d >= until {
                 break;
             }
             if d >= window.0 {
                 self.hist
-                    .saturating_record(nanos(now.saturating_duration_since(d)));
+                    .saturating_record(nanos(until.saturating_duration_since(d)));
                 self.incomplete += 1;
             }
             k += 1;
@@ -261,15 +278,7 @@ fn main() -> anyhow::Result<()> {
         for i in 0..cn {
             conns.push(connect(&poll, *addr, t * cn + i)?);
         }
-        all.push(Target {
-            label: label.clone(),
-            addr: *addr,
-            conns,
-            hist: Histogram::<u64>::new_with_bounds(1_000, 120_000_000_000, 3)?,
-            errors: 0,
-            non2xx: 0,
-            incomplete: 0,
-        });
+        all.push(Target::new(label.clone(), *addr, conns)?);
     }
     // Give the connects a moment to finish before the clock starts.
     std::thread::sleep(Duration::from_millis(50));
@@ -298,49 +307,65 @@ fn main() -> anyhow::Result<()> {
         }
         let s = (((now - start).as_secs_f64() / schedule.slice.as_secs_f64()) as usize)
             .min(schedule.slices() - 1);
-        let t = schedule.target(s);
-        let slice_end = start + schedule.start(s + 1);
-        let recorded_from = window(s).0;
-        let target = &mut all[t];
-        for i in 0..cn {
-            let conn = &mut target.conns[i];
-            if conn.slice != s {
-                // The connection's first moment in this slice: what its last slice left
-                // unsent is charged, and its schedule starts again.
-                let (old, from) = (conn.slice, conn.k + u64::from(conn.in_flight));
-                (conn.slice, conn.k) = (s, 0);
-                if rate > 0 && old != NO_SLICE && old < s {
-                    target.omitted(|k| due(old, i, k), from, window(old), now);
+        // The turn in progress, then (open loop) the one before it: a request due just
+        // before that turn's end is sent late, when the loop woke after the end, and charged
+        // from its due time like any late request, rather than left unsent.
+        let late = (rate > 0 && s > 0).then(|| s - 1);
+        for (slice, current) in std::iter::once((s, true)).chain(late.map(|l| (l, false))) {
+            let t = schedule.target(slice);
+            let slice_end = start + schedule.start(slice + 1);
+            let recorded_from = window(slice).0;
+            let target = &mut all[t];
+            for i in 0..cn {
+                let conn = &mut target.conns[i];
+                if current && conn.slice != slice {
+                    // The connection's first moment in this turn: what its last turn left
+                    // unsent (its connection still waiting) is charged, and its schedule
+                    // starts again; an answer still due belongs to that last turn.
+                    let (old, from) = (conn.slice, conn.k + u64::from(conn.in_flight));
+                    (conn.slice, conn.k, conn.stale) = (slice, 0, conn.in_flight);
+                    if rate > 0 && old != NO_SLICE && old < slice {
+                        target.omitted(|k| due(old, i, k), from, window(old), now);
+                    }
+                } else if conn.slice != slice {
+                    continue;
                 }
-            }
-            let conn = &mut target.conns[i];
-            if conn.in_flight {
-                continue;
-            }
-            let when = if rate == 0 { now } else { due(s, i, conn.k) };
-            if when > now || when >= slice_end {
-                continue;
-            }
-            conn.started = if rate == 0 { Instant::now() } else { when };
-            conn.in_flight = true;
-            conn.record = when >= recorded_from;
-            let bytes = match &args.vary_header {
-                None => &requests[t],
-                Some(name) => {
-                    use std::io::Write as _;
-                    sequence += 1;
-                    varied.clear();
-                    varied.extend_from_slice(&heads[t]);
-                    write!(varied, "{name}: v{sequence:016}\r\n\r\n")?;
-                    &varied
+                let conn = &mut target.conns[i];
+                if conn.in_flight {
+                    continue;
                 }
-            };
-            if write_all(&mut conn.stream, bytes).is_err() {
-                target.errors += 1;
-                let fresh = reconnect(&poll, target.addr, t * cn + i, conn)?;
-                target.conns[i] = fresh;
+                let when = if rate == 0 {
+                    now
+                } else {
+                    due(slice, i, conn.k)
+                };
+                if when > now || when >= slice_end {
+                    continue;
+                }
+                conn.started = if rate == 0 { Instant::now() } else { when };
+                conn.in_flight = true;
+                conn.record = when >= recorded_from;
+                let bytes = match &args.vary_header {
+                    None => &requests[t],
+                    Some(name) => {
+                        use std::io::Write as _;
+                        sequence += 1;
+                        varied.clear();
+                        varied.extend_from_slice(&heads[t]);
+                        write!(varied, "{name}: v{sequence:016}\r\n\r\n")?;
+                        &varied
+                    }
+                };
+                if write_all(&mut conn.stream, bytes).is_err() {
+                    target.errors += 1;
+                    let fresh = reconnect(&poll, target.addr, t * cn + i, conn)?;
+                    target.conns[i] = fresh;
+                }
             }
         }
+        let t = schedule.target(s);
+        let slice_end = start + schedule.start(s + 1);
+        let target = &all[t];
         // Wake for the next due request (open loop), the slice's end, or answers,
         // whichever comes first.
         let next = (rate > 0)
@@ -399,7 +424,11 @@ fn main() -> anyhow::Result<()> {
                             target.non2xx += 1;
                         }
                     }
-                    conn.k += 1;
+                    // The answer to a request of the connection's last turn does not move
+                    // the schedule of its current one.
+                    if !std::mem::take(&mut conn.stale) {
+                        conn.k += 1;
+                    }
                 }
             }
             if closed {
@@ -480,6 +509,7 @@ fn connect(poll: &Poll, addr: SocketAddr, i: usize) -> anyhow::Result<Conn> {
         slice: NO_SLICE,
         k: 0,
         in_flight: false,
+        stale: false,
         record: false,
         started: Instant::now(),
     })
@@ -611,6 +641,45 @@ mod tests {
         assert_eq!(sc.recorded_from(3), Some(Duration::from_millis(3100)));
         assert_eq!(sc.recorded_from(11), Some(Duration::from_millis(11100)));
         assert!((sc.measured() - 2.7).abs() < 1e-9, "{}", sc.measured());
+    }
+
+    /// Requests a stalled connection never sent are charged what they had waited when their
+    /// turn ended (or now, if sooner), from the first recorded one: never the other
+    /// targets' turns that passed before the connection's next turn.
+    #[test]
+    fn unsent_requests_are_charged_until_their_turn_ended() {
+        let base = Instant::now();
+        let due = |k: u64| base + Duration::from_millis(k);
+        let window = (
+            base + Duration::from_millis(2),
+            base + Duration::from_millis(10),
+        );
+        let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let mut t = Target::new("t".into(), addr, Vec::new()).unwrap();
+        // Six turns of others later: requests 2..=9 waited 8 ms down to 1 ms.
+        t.omitted(due, 0, window, base + Duration::from_millis(60));
+        assert_eq!(t.incomplete, 8);
+        assert_eq!(t.hist.len(), 8);
+        let ms = |v: u64| v as f64 / 1e6;
+        assert!(
+            (ms(t.hist.max()) - 8.0).abs() < 0.01,
+            "{}",
+            ms(t.hist.max())
+        );
+        assert!(
+            (ms(t.hist.min()) - 1.0).abs() < 0.01,
+            "{}",
+            ms(t.hist.min())
+        );
+        // Before the turn's end (the run's end inside it): until now, from request `from`.
+        let mut t = Target::new("t".into(), addr, Vec::new()).unwrap();
+        t.omitted(due, 3, window, base + Duration::from_millis(5));
+        assert_eq!(t.incomplete, 2);
+        assert!(
+            (ms(t.hist.max()) - 2.0).abs() < 0.01,
+            "{}",
+            ms(t.hist.max())
+        );
     }
 
     #[test]
