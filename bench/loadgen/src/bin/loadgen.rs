@@ -12,11 +12,13 @@
 //! the next due request, so sends happen on time and answers are stamped when they arrive,
 //! without busy-polling (a spinning generator loses the CPU to anything else on its core).
 //! Run it on a core of its own (`taskset`).
-//! Prints one JSON object per run on stdout.
+//! Prints one JSON object per run (per target of an interleaved run) on stdout, with the
+//! run's histogram (`histogram`: `[value in ns, count]` per recorded bucket). `--pool` reads
+//! such lines and prints, per label and rate, the percentiles of all their samples together.
 #![forbid(unsafe_code)]
 #![allow(clippy::print_stdout)] // The JSON line on stdout is this tool's output.
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
@@ -44,8 +46,18 @@ const NO_SLICE: usize = usize::MAX;
 )]
 struct Args {
     /// Target address (loopback); or `--target` (repeatable) for an interleaved run.
-    #[arg(long, required_unless_present = "targets", conflicts_with = "targets")]
+    #[arg(
+        long,
+        required_unless_present_any = ["targets", "pool"],
+        conflicts_with = "targets"
+    )]
     addr: Option<SocketAddr>,
+    /// Sends nothing: reads result lines of earlier runs on stdin (this tool's output) and
+    /// prints one line per label and rate with the percentiles of all their samples
+    /// together, as one histogram of the rounds of a benchmark (a p99 of every sample
+    /// rather than a median of each round's).
+    #[arg(long, conflicts_with_all = ["addr", "targets"])]
+    pool: bool,
     /// `LABEL=ADDR`, repeatable: an interleaved run. The targets take turns in slices of
     /// `--slice` seconds (each cycle gives every target one slice, in an order rotated and
     /// reversed from cycle to cycle); `--rate` is each target's rate in its slices, and
@@ -175,7 +187,7 @@ impl Target {
             label,
             addr,
             conns,
-            hist: Histogram::<u64>::new_with_bounds(1_000, 120_000_000_000, 3)?,
+            hist: histogram()?,
             errors: 0,
             non2xx: 0,
             incomplete: 0,
@@ -214,6 +226,12 @@ impl Target {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.pool {
+        for line in pool(io::stdin().lock())? {
+            println!("{line}");
+        }
+        return Ok(());
+    }
     if args.connections == 0 || args.duration <= 0.0 {
         bail!("--connections and --duration must be positive");
     }
@@ -466,8 +484,7 @@ fn main() -> anyhow::Result<()> {
     for target in &all {
         let hist = &target.hist;
         let completed = hist.len() - target.incomplete;
-        let us = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
-        let out = serde_json::json!({
+        let mut out = serde_json::json!({
             "label": target.label,
             "addr": target.addr.to_string(),
             "rate": rate,
@@ -479,16 +496,95 @@ fn main() -> anyhow::Result<()> {
             "errors": target.errors,
             "non2xx": target.non2xx,
             "rps": completed as f64 / measured,
-            "p50_us": us(0.5),
-            "p90_us": us(0.9),
-            "p99_us": us(0.99),
-            "p999_us": us(0.999),
-            "max_us": hist.max() as f64 / 1000.0,
-            "mean_us": hist.mean() / 1000.0,
+            "histogram": buckets(hist),
         });
+        percentiles(hist, &mut out);
         println!("{out}");
     }
     Ok(())
+}
+
+/// Adds a histogram's percentiles (µs) to a result line.
+fn percentiles(hist: &Histogram<u64>, out: &mut serde_json::Value) {
+    let us = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+    out["p50_us"] = us(0.5).into();
+    out["p90_us"] = us(0.9).into();
+    out["p99_us"] = us(0.99).into();
+    out["p999_us"] = us(0.999).into();
+    out["max_us"] = (hist.max() as f64 / 1000.0).into();
+    out["mean_us"] = (hist.mean() / 1000.0).into();
+}
+
+/// A histogram as `[value in ns, count]` per recorded bucket (the bucket's highest
+/// equivalent value): enough to rebuild it, bucket for bucket, in [`pool`].
+fn buckets(hist: &Histogram<u64>) -> Vec<[u64; 2]> {
+    hist.iter_recorded()
+        .map(|v| [v.value_iterated_to(), v.count_at_value()])
+        .collect()
+}
+
+fn histogram() -> anyhow::Result<Histogram<u64>> {
+    Ok(Histogram::<u64>::new_with_bounds(
+        1_000,
+        120_000_000_000,
+        3,
+    )?)
+}
+
+/// Pools result lines by label and rate (in the order first seen): one line each with the
+/// number of runs and samples and the percentiles of all the samples together.
+fn pool(input: impl BufRead) -> anyhow::Result<Vec<serde_json::Value>> {
+    let mut pooled: Vec<((String, u64), u64, Histogram<u64>)> = Vec::new();
+    for (n, line) in input.lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let r: serde_json::Value =
+            serde_json::from_str(&line).with_context(|| format!("line {}: not JSON", n + 1))?;
+        let label = r["label"].as_str().unwrap_or_default().to_owned();
+        let rate = r["rate"].as_u64().unwrap_or_default();
+        let Some(hist) = r["histogram"].as_array() else {
+            bail!(
+                "line {} ({label} at {rate}/s): no `histogram` to pool",
+                n + 1
+            );
+        };
+        let key = (label, rate);
+        let i = match pooled.iter().position(|(k, ..)| *k == key) {
+            Some(i) => i,
+            None => {
+                pooled.push((key, 0, histogram()?));
+                pooled.len() - 1
+            }
+        };
+        let (key, runs, h) = &mut pooled[i];
+        *runs += 1;
+        for b in hist {
+            let (Some(value), Some(count)) = (b[0].as_u64(), b[1].as_u64()) else {
+                bail!(
+                    "line {} ({} at {}/s): a bucket is not [ns, count]",
+                    n + 1,
+                    key.0,
+                    key.1
+                );
+            };
+            h.saturating_record_n(value, count);
+        }
+    }
+    Ok(pooled
+        .into_iter()
+        .map(|((label, rate), runs, h)| {
+            let mut out = serde_json::json!({
+                "label": label,
+                "rate": rate,
+                "runs": runs,
+                "samples": h.len(),
+            });
+            percentiles(&h, &mut out);
+            out
+        })
+        .collect())
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -680,6 +776,50 @@ mod tests {
             "{}",
             ms(t.hist.max())
         );
+    }
+
+    /// Pooled rounds give the percentiles of one histogram of all their samples, label by
+    /// label and rate by rate; a line without its histogram is refused, not skipped.
+    #[test]
+    fn pooled_rounds_are_the_percentiles_of_all_their_samples() {
+        let round = |label: &str, rate: u64, from_us: u64, to_us: u64| {
+            let mut h = histogram().unwrap();
+            for us in from_us..to_us {
+                h.record(us * 1000).unwrap();
+            }
+            let line = serde_json::json!({"label": label, "rate": rate, "histogram": buckets(&h)});
+            (h, line.to_string())
+        };
+        // Two rounds of one contender that disagree (the second slower, with a tail) and a
+        // second contender, at two rates.
+        let (a1, l1) = round("a", 1000, 100, 1100);
+        let (a2, l2) = round("a", 1000, 300, 2300);
+        let (b, l3) = round("b", 1000, 50, 60);
+        let (a5, l4) = round("a", 5000, 900, 910);
+        let input = format!("{l1}\n{l3}\n\n{l2}\n{l4}\n");
+        let out = pool(input.as_bytes()).unwrap();
+        let keys: Vec<_> = out
+            .iter()
+            .map(|o| (o["label"].as_str().unwrap(), o["rate"].as_u64().unwrap()))
+            .collect();
+        assert_eq!(keys, [("a", 1000), ("b", 1000), ("a", 5000)]);
+        let mut all = a1.clone();
+        all.add(&a2).unwrap();
+        for (o, h, runs) in [(&out[0], &all, 2), (&out[1], &b, 1), (&out[2], &a5, 1)] {
+            assert_eq!(o["runs"], runs);
+            assert_eq!(o["samples"], h.len());
+            for (key, q) in [("p50_us", 0.5), ("p99_us", 0.99), ("p999_us", 0.999)] {
+                let want = h.value_at_quantile(q) as f64 / 1000.0;
+                assert_eq!(o[key].as_f64().unwrap(), want, "{key} of {o}");
+            }
+        }
+        // Not a median of the rounds' p99s: the pooled p99 is the slower round's tail.
+        let p99 = |h: &Histogram<u64>| h.value_at_quantile(0.99) as f64 / 1000.0;
+        assert!(out[0]["p99_us"].as_f64().unwrap() > p99(&a1));
+        assert!((out[0]["p99_us"].as_f64().unwrap() - 2270.0).abs() < 5.0);
+
+        let err = pool(r#"{"label":"a","rate":1000,"p99_us":1.0}"#.as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("no `histogram`"), "{err}");
     }
 
     #[test]
