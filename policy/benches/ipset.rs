@@ -139,6 +139,62 @@ fn v4(c: &mut Criterion) {
         })
     });
     g.finish();
+    mixed(c, &list);
+}
+
+/// The 1M list shared by one action, with 1,000 other actions' own 8 addresses each among
+/// it (the bundle of `mkbundle`): the set keeps one class and the others as exceptions, and a
+/// listed address's class is found by a binary search of them.
+fn mixed(c: &mut Criterion, list: &PrefixList) {
+    let mut rng = Rng(4242);
+    let own: Vec<PrefixList> = (0..1000)
+        .map(|_| {
+            let own: Vec<IpNet> = (0..8)
+                .map(|_| {
+                    IpNet::V4(Ipv4Net::new(Ipv4Addr::from(rng.next() as u32), 32).expect("/32"))
+                })
+                .collect();
+            PrefixList::from_nets(own)
+        })
+        .collect();
+    let mut b = IpSetBuilder::new();
+    b.add(list, vec![ActionId(0)]);
+    for (i, l) in own.iter().enumerate() {
+        b.add(l, vec![ActionId(1 + i as u16)]);
+    }
+    let set = b.build().expect("1,001 classes");
+    eprintln!(
+        "v4 with 1,000 actions' own addresses: {} ranges, {} heap bytes",
+        set.v4.len(),
+        set.heap_bytes()
+    );
+    // One query in eight an action's own address, the others the shared list's.
+    let queries: Vec<u32> = (0..1 << 16)
+        .map(|i| {
+            if i % 8 == 0 {
+                own[(i / 8) % own.len()].v4[0].0
+            } else {
+                list.v4[(i * 7919) % list.v4.len()].0
+            }
+        })
+        .collect();
+    let dep = per_call_on_cpu(10_000_000, |x| {
+        set.v4
+            .lookup(queries[(x & 0xffff) as usize])
+            .map_or(1, |c| u64::from(c) + 2)
+    });
+    eprintln!(
+        "v4 with 1,000 actions' own addresses, on-CPU dependent ns/lookup (listed): {dep:.1?}"
+    );
+    let mut g = c.benchmark_group("ipset_v4_1M");
+    g.bench_function("listed_mixed_classes_independent", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) & 0xffff;
+            black_box(set.v4.lookup(black_box(queries[i])))
+        })
+    });
+    g.finish();
 }
 
 fn v6(c: &mut Criterion) {

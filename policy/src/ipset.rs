@@ -10,7 +10,8 @@
 //! bucket holds about four ranges or fewer on average (one or two cache lines to scan). The
 //! index skips the leading bits all ranges share (IPv6 lists live in 2000::/3), so its buckets
 //! stay small. Memory is 8 bytes per IPv4 range (start, end) plus 2 for a class when the set
-//! holds several classes, plus the index: 256 KiB up to 262,144 ranges, then about one
+//! holds several classes and no one class covers seven ranges in eight (otherwise one bit
+//! per range and 8 bytes for each range of another class), plus the index: 256 KiB up to 262,144 ranges, then about one
 //! byte per range (4 bytes per bucket of four), at most 4 MiB; IPv6 ranges take 32 (+2) bytes.
 
 use std::collections::HashMap;
@@ -96,6 +97,21 @@ const SCAN_MAX: usize = 32;
 
 /// Below this many ranges the index is not built (a plain binary search is as fast).
 const INDEX_MIN_RANGES: usize = 256;
+/// A set keeps one class and a list of exceptions instead of a class per range when at most
+/// one range in this many has another class.
+const EXCEPTIONS_PER_RANGE: usize = 8;
+
+/// The most common of `classes` (the smallest of equals), `None` when there is none.
+fn dominant(classes: &[u16]) -> Option<u16> {
+    let mut counts: HashMap<u16, usize> = HashMap::new();
+    for &c in classes {
+        *counts.entry(c).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .max_by_key(|&(c, n)| (n, std::cmp::Reverse(c)))
+        .map(|(c, _)| c)
+}
 
 /// Index bits: at least 16 (256 KiB), at most 20 (4 MiB).
 const INDEX_BITS: std::ops::RangeInclusive<u32> = 16..=20;
@@ -118,9 +134,16 @@ pub struct RangeSet<A: Addr> {
     /// also loads the end it checks.
     bounds: Vec<(A, A)>,
     /// Per-range classes; empty when every range has the class `uniform` (the common case of
-    /// one list), which saves 2 bytes and a cache miss per lookup.
+    /// one list), which saves 2 bytes and a cache miss per lookup, or when nearly every range
+    /// has it (a big list and a few actions' own ranges): then `exceptions` holds the others.
     classes: Vec<u16>,
     uniform: u16,
+    /// `(range index, class)` of the ranges whose class is not `uniform`, by index; only when
+    /// `classes` is empty.
+    exceptions: Vec<(u32, u16)>,
+    /// One bit per range, set for the ranges in `exceptions`: a match on the dominant class
+    /// (nearly all of them) costs one bit, not a search of the exceptions.
+    exception_bits: Vec<u64>,
     /// `index[b]` = number of ranges whose start lies below bucket `b`; 2^`bits` + 1
     /// entries.
     index: Vec<u32>,
@@ -157,6 +180,8 @@ impl<A: Addr> RangeSet<A> {
             bounds: Vec::with_capacity(n),
             classes: Vec::with_capacity(n),
             uniform: 0,
+            exceptions: Vec::new(),
+            exception_bits: Vec::new(),
             index: Vec::new(),
             bits: 0,
             skip: 0,
@@ -178,11 +203,28 @@ impl<A: Addr> RangeSet<A> {
 
     fn finish(mut self) -> Self {
         self.bounds.shrink_to_fit();
-        if let Some(&c) = self.classes.first()
-            && self.classes.iter().all(|&x| x == c)
-        {
-            self.uniform = c;
-            self.classes = Vec::new();
+        if let Some(c) = dominant(&self.classes) {
+            let others = self.classes.iter().filter(|&&x| x != c).count();
+            // An exception takes 8 bytes where a per-range class takes 2 for every range.
+            if others.saturating_mul(EXCEPTIONS_PER_RANGE) <= self.classes.len() {
+                self.uniform = c;
+                self.exceptions = self
+                    .classes
+                    .iter()
+                    .enumerate()
+                    .filter(|&(_, &x)| x != c)
+                    // The number of ranges fits u32: more would not fit a bundle.
+                    .map(|(i, &x)| (i as u32, x))
+                    .collect();
+                self.exceptions.shrink_to_fit();
+                if !self.exceptions.is_empty() {
+                    self.exception_bits = vec![0; self.classes.len().div_ceil(64)];
+                    for &(i, _) in &self.exceptions {
+                        self.exception_bits[i as usize / 64] |= 1 << (i % 64);
+                    }
+                }
+                self.classes = Vec::new();
+            }
         }
         self.classes.shrink_to_fit();
         if self.bounds.len() >= INDEX_MIN_RANGES {
@@ -237,10 +279,21 @@ impl<A: Addr> RangeSet<A> {
 
     #[inline]
     fn class(&self, i: usize) -> u16 {
-        if self.classes.is_empty() {
+        if !self.classes.is_empty() {
+            self.classes[i]
+        } else if self.exception_bits.is_empty()
+            || self.exception_bits[i / 64] & (1 << (i % 64)) == 0
+        {
             self.uniform
         } else {
-            self.classes[i]
+            // Only an exception gets here.
+            match self
+                .exceptions
+                .binary_search_by_key(&i, |&(j, _)| j as usize)
+            {
+                Ok(k) => self.exceptions[k].1,
+                Err(_) => self.uniform,
+            }
         }
     }
 
@@ -266,6 +319,8 @@ impl<A: Addr> RangeSet<A> {
     pub fn heap_bytes(&self) -> usize {
         self.bounds.capacity() * size_of::<(A, A)>()
             + self.classes.capacity() * 2
+            + self.exceptions.capacity() * size_of::<(u32, u16)>()
+            + self.exception_bits.capacity() * 8
             + self.index.capacity() * 4
     }
 }
@@ -485,6 +540,47 @@ mod tests {
 
     fn ids(v: &[u16]) -> Vec<ActionId> {
         v.iter().copied().map(ActionId).collect()
+    }
+
+    /// A big list with a few other actions' ranges among its own keeps one class and the
+    /// few others as exceptions (2 bytes a range saved), and answers every class as before;
+    /// a set with no dominant class keeps a class per range.
+    #[test]
+    fn a_dominant_class_is_kept_once_and_the_others_as_exceptions() {
+        let ranges = |n: u32, class: &dyn Fn(u32) -> u16| -> Vec<(u32, u32, u16)> {
+            (0..n).map(|i| (i * 10, i * 10 + 4, class(i))).collect()
+        };
+        // Exceptions at the first and the last range and every 100th between.
+        let rare = |i: u32| {
+            if i.is_multiple_of(100) || i == 999 {
+                2 + (i % 7) as u16
+            } else {
+                1
+            }
+        };
+        let input = ranges(1000, &rare);
+        let set = RangeSet::from_sorted(input.clone()).unwrap();
+        assert!(set.classes.is_empty());
+        assert_eq!((set.uniform, set.exceptions.len()), (1, 11));
+        assert_eq!(
+            set.heap_bytes(),
+            1000 * 8 + 11 * 8 + 16 * 8 + set.index.capacity() * 4
+        );
+        for &(s, e, c) in &input {
+            assert_eq!(set.lookup(s), Some(c), "{s}");
+            assert_eq!(set.lookup(e), Some(c), "{e}");
+            assert_eq!(set.lookup(e + 1), None, "{}", e + 1);
+        }
+        assert!(set.iter().eq(input.iter().copied()));
+        // One range in four of another class: a class per range.
+        let input = ranges(1000, &|i| if i % 4 == 0 { 2 } else { 1 });
+        let set = RangeSet::from_sorted(input.clone()).unwrap();
+        assert_eq!((set.classes.len(), set.exceptions.len()), (1000, 0));
+        for &(s, _, c) in &input {
+            assert_eq!(set.lookup(s), Some(c));
+        }
+        assert_eq!(dominant(&[3, 2, 3, 2]), Some(2));
+        assert_eq!(dominant(&[]), None);
     }
 
     #[test]
