@@ -147,7 +147,8 @@ def header(title, m, command, extra=""):
         f"- Date: {m['date']}; mode: {m['mode']}; commit {m['git']}.\n"
         f"- Machine: {m['cpu']}, {m['ncpu']} vCPU (KVM), {m['mem_gib']} GiB, Linux {m['kernel']}.\n"
         f"- Load average when the run started: {load} (1/5/15 min)."
-        + (" Other work (builds) was running on the same 2 cores, so absolute numbers are\n"
+        + (" The machine had been busy (other work, or a build just before: the 1-minute\n"
+           "  average keeps a finished build's load for a few minutes), so absolute numbers may be\n"
            "  noisy; same-run ratios less so.\n" if m["load"][0] > 1.5 else " The machine was quiet.\n")
         + f"- Command: `{command}`.\n{extra}\n"
     )
