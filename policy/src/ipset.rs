@@ -11,8 +11,9 @@
 //! index skips the leading bits all ranges share (IPv6 lists live in 2000::/3), so its buckets
 //! stay small. Memory is 8 bytes per IPv4 range (start, end) plus 2 for a class when the set
 //! holds several classes and no one class covers seven ranges in eight (otherwise one bit
-//! per range and 8 bytes for each range of another class), plus the index: 256 KiB up to 262,144 ranges, then about one
-//! byte per range (4 bytes per bucket of four), at most 4 MiB; IPv6 ranges take 32 (+2) bytes.
+//! per range and 8 bytes for each range of another class), plus the index: 256 KiB up to
+//! 262,144 ranges, then about one byte per range (4 bytes per bucket of four), at most 4 MiB;
+//! IPv6 ranges take 32 (+2) bytes.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -579,6 +580,16 @@ mod tests {
         for &(s, _, c) in &input {
             assert_eq!(set.lookup(s), Some(c));
         }
+        // Exactly one range in eight of another class: still exceptions; one more: per range.
+        let input = ranges(800, &|i| if i % 8 == 7 { 2 } else { 1 });
+        let set = RangeSet::from_sorted(input.clone()).unwrap();
+        assert_eq!((set.classes.len(), set.exceptions.len()), (0, 100));
+        for &(s, _, c) in &input {
+            assert_eq!(set.lookup(s), Some(c));
+        }
+        let input = ranges(800, &|i| if i % 8 == 7 || i == 0 { 2 } else { 1 });
+        let set = RangeSet::from_sorted(input).unwrap();
+        assert_eq!((set.classes.len(), set.exceptions.len()), (800, 0));
         assert_eq!(dominant(&[3, 2, 3, 2]), Some(2));
         assert_eq!(dominant(&[]), None);
     }
