@@ -316,6 +316,14 @@ impl<A: Addr> RangeSet<A> {
             .map(|(i, &(s, e))| (s, e, self.class(i)))
     }
 
+    /// How the classes are kept: `Some((class, exceptions))` when the set keeps the class
+    /// that (nearly) every range has once, with `exceptions` ranges of other classes listed
+    /// apart; `None` when each range keeps its own class (or the set is empty).
+    pub fn shared_class(&self) -> Option<(u16, usize)> {
+        (!self.bounds.is_empty() && self.classes.is_empty())
+            .then_some((self.uniform, self.exceptions.len()))
+    }
+
     /// Heap bytes used, index included.
     pub fn heap_bytes(&self) -> usize {
         self.bounds.capacity() * size_of::<(A, A)>()
@@ -561,8 +569,7 @@ mod tests {
         };
         let input = ranges(1000, &rare);
         let set = RangeSet::from_sorted(input.clone()).unwrap();
-        assert!(set.classes.is_empty());
-        assert_eq!((set.uniform, set.exceptions.len()), (1, 11));
+        assert_eq!(set.shared_class(), Some((1, 11)));
         assert_eq!(
             set.heap_bytes(),
             1000 * 8 + 11 * 8 + 16 * 8 + set.index.capacity() * 4
@@ -577,6 +584,7 @@ mod tests {
         let input = ranges(1000, &|i| if i % 4 == 0 { 2 } else { 1 });
         let set = RangeSet::from_sorted(input.clone()).unwrap();
         assert_eq!((set.classes.len(), set.exceptions.len()), (1000, 0));
+        assert_eq!(set.shared_class(), None);
         for &(s, _, c) in &input {
             assert_eq!(set.lookup(s), Some(c));
         }
@@ -590,6 +598,9 @@ mod tests {
         let input = ranges(800, &|i| if i % 8 == 7 || i == 0 { 2 } else { 1 });
         let set = RangeSet::from_sorted(input).unwrap();
         assert_eq!((set.classes.len(), set.exceptions.len()), (800, 0));
+        assert_eq!(RangeSet::<u32>::default().shared_class(), None);
+        let one = RangeSet::from_sorted([(1u32, 2, 5), (4, 4, 5)]).unwrap();
+        assert_eq!(one.shared_class(), Some((5, 0)));
         assert_eq!(dominant(&[3, 2, 3, 2]), Some(2));
         assert_eq!(dominant(&[]), None);
     }

@@ -1,7 +1,8 @@
 //! Operator + sidecar + app, end to end on the real control plane: `kubectl apply` of a deny
 //! action makes the next request 403, deleting or pausing it restores 200, a flag header
 //! reaches the app, and a flood from one client is detected from the sidecar's own reports
-//! and denied by a `detectedBy` action within seconds.
+//! and denied by a `detectedBy` action within seconds. A shared IP list with other actions'
+//! own addresses inside it gives each address the verdict its actions declare.
 
 use std::net::IpAddr;
 
@@ -275,4 +276,118 @@ async fn a_manifest_whose_shard_arrives_later_is_applied_without_a_new_manifest(
         "the bundle applied once its shard exists",
     )
     .await;
+}
+
+/// A shared list of 256 addresses and a /24, denied by one action, with other actions' own
+/// addresses inside and beside it: the compiled set keeps the list's class once and those
+/// few addresses as exceptions, and every address still gets the verdict its actions declare
+/// through a real sidecar (allow over deny, the first deny by name, a flag beside the list).
+#[tokio::test]
+async fn actions_own_addresses_inside_a_shared_list_each_get_their_own_verdict() {
+    let cp = ControlPlane::shared();
+    let ns = TempNs::new(cp, "mixed").await;
+    let _op = Operator::start(cp, "op-mixed", "op-mixed", &scope(&ns));
+    let app = echo_app().await;
+    let sc = Sidecar::start(cp, ns.name(), "api-0", app, None);
+    let mut list = String::from(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: shared}\ndata:\n  ips: |\n",
+    );
+    for net in [10, 11] {
+        for host in (0..=254).step_by(2) {
+            list.push_str(&format!("    127.0.{net}.{host}\n"));
+        }
+    }
+    list.push_str("    127.0.12.0/24\n");
+    let actions = r#"
+apiVersion: palisade.dev/v1alpha1
+kind: SecurityAction
+metadata: {name: deny-shared}
+spec:
+  deny: {status: 403}
+  conditions:
+    ipRangesFrom: [{name: shared, key: ips}]
+---
+apiVersion: palisade.dev/v1alpha1
+kind: SecurityAction
+metadata: {name: allow-partner}
+spec:
+  allow: {}
+  conditions:
+    ipRanges: ["127.0.10.20/32"]
+---
+apiVersion: palisade.dev/v1alpha1
+kind: SecurityAction
+metadata: {name: a-teapot}
+spec:
+  deny: {status: 418}
+  conditions:
+    ipRanges: ["127.0.12.7/32"]
+---
+apiVersion: palisade.dev/v1alpha1
+kind: SecurityAction
+metadata: {name: z-outside}
+spec:
+  deny: {status: 429}
+  conditions:
+    ipRanges: ["127.0.13.1/32"]
+---
+apiVersion: palisade.dev/v1alpha1
+kind: SecurityAction
+metadata: {name: flag-watched}
+spec:
+  flag: {headers: [{name: X-Watched, value: "yes"}]}
+  conditions:
+    ipRanges: ["127.0.13.5/32", "127.0.11.40/32"]
+"#;
+    cp.apply(ns.name(), &list).expect("list");
+    cp.apply(ns.name(), actions).expect("actions");
+    // (client, status, whether the app sees the flag header)
+    let want: &[(&str, u16, bool)] = &[
+        ("127.0.10.0", 403, false),
+        ("127.0.10.1", 200, false),
+        ("127.0.10.18", 403, false),
+        ("127.0.10.20", 200, false), // listed, but allowed: allow wins over deny
+        ("127.0.10.22", 403, false),
+        ("127.0.10.254", 403, false),
+        ("127.0.10.255", 200, false),
+        ("127.0.11.40", 403, false), // listed and flagged: the deny answers
+        ("127.0.11.41", 200, false),
+        ("127.0.12.0", 403, false),
+        ("127.0.12.6", 403, false),
+        ("127.0.12.7", 418, false), // inside the /24: a-teapot is the first deny by name
+        ("127.0.12.8", 403, false),
+        ("127.0.12.255", 403, false),
+        ("127.0.13.0", 200, false),
+        ("127.0.13.1", 429, false),
+        ("127.0.13.2", 200, false),
+        ("127.0.13.5", 200, true),
+    ];
+    eventually("every address to get its own verdict", || async {
+        let mut wrong = Vec::new();
+        for &(from, status, flagged) in want {
+            let (got, body) = get(ip(from), sc.addr, "/", &[]).await?;
+            let seen = got == 200 && body.to_ascii_lowercase().contains("x-watched: yes");
+            if (got, seen) != (status, flagged) {
+                wrong.push(format!(
+                    "{from}: {got}{} (want {status}{})",
+                    if seen { " flagged" } else { "" },
+                    if flagged { " flagged" } else { "" }
+                ));
+            }
+        }
+        wrong.is_empty().then_some(()).ok_or(wrong.join(", "))
+    })
+    .await;
+    // What the sidecar enforced came from the compact form: one class for the list's ranges,
+    // the actions' own addresses (and the split /24's middle) as exceptions.
+    let (_, b) = palisade_e2e::bundle::read_bundle(&cp.client().await, ns.name())
+        .await
+        .expect("bundle");
+    let (shared, exceptions) = b.ips.v4.shared_class().expect("one shared class");
+    assert_eq!(
+        b.ips.v4.iter().filter(|&(_, _, c)| c == shared).count(),
+        256 - 2 + 2,
+        "the listed /32s but 127.0.10.20 and 127.0.11.40, and the /24 around 127.0.12.7"
+    );
+    assert_eq!(exceptions, 5, "{:?}", b.ips.v4.iter().collect::<Vec<_>>());
 }
