@@ -11,7 +11,9 @@ Subcommands (each writes one results file under bench/results/):
              with the empty and the 1M bundle), where the sidecar's go, and system calls per
              request under perf -> profile.md
   ratelimit  criterion `cargo bench -p palisade-sidecar --bench limit` -> ratelimit.md
-  all        operator, proxy, lookup, detection, ratelimit (profile is separate: it needs
+  memory     the sidecar started alone with the empty and the 1M bundle, no traffic: idle
+             RSS and anonymous memory, median of BENCH_MEMORY_RUNS (5) -> memory.md
+  all        operator, proxy, memory, lookup, detection, ratelimit (profile is separate: it needs
              valgrind)
   proxy-report  re-render proxy.md from the last proxy run's raw data
   pgo        the sidecar's profile-guided release build, which proxy and profile measure
@@ -822,6 +824,95 @@ def write_proxy(m, runs, rss):
 # criterion summaries
 
 UNITS = {"ps": 1e-3, "ns": 1.0, "µs": 1e3, "us": 1e3, "ms": 1e6, "s": 1e9}
+
+
+# ---------------------------------------------------------------------------------------------
+# memory: the sidecar alone, no traffic
+
+MEMORY_RUNS = int(os.environ.get("BENCH_MEMORY_RUNS", "3" if QUICK else "5"))
+
+
+def anonymous_kib(pid):
+    """Anonymous memory (heap, stacks: what the bundle adds), without the binary's pages."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Anonymous:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no Anonymous line in /proc/{pid}/smaps_rollup")
+
+
+def idle_memory(bundle, port):
+    """(VmRSS KiB, Anonymous KiB) of a sidecar started alone with `bundle`, 2 s after its
+    bundle is loaded. Nothing listens on its upstream port: no request is sent."""
+    p = subprocess.Popen(["taskset", "-c", SERVER_CPU,
+                          *sidecar_argv(sidecar_binary(), port, port - 1, bundle)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         env={**os.environ, "RUST_LOG": "warn"}, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while True:
+            if p.poll() is not None:
+                raise RuntimeError(f"the sidecar exited ({p.returncode}) with bundle {bundle}")
+            try:
+                if any(line.startswith("palisade_sidecar_bundle_loaded") and line.endswith(" 1")
+                       for line in sidecar_metrics(port + 1000)):
+                    break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                raise RuntimeError(f"bundle {bundle} not loaded within 120 s")
+            time.sleep(0.1)
+        time.sleep(2)
+        return rss_kib([p.pid]), anonymous_kib(p.pid)
+    finally:
+        p.kill()
+        p.wait()
+
+
+def memory():
+    m = machine()
+    m["sidecar"] = sidecar_build()
+    prepare_lists()
+    port = BASE + 3
+    for q in (port, port + 1000):
+        if not port_free(q):
+            raise RuntimeError(f"port {q} is in use; stop what holds it")
+    runs = {"empty": [], "big": []}
+    for i in range(MEMORY_RUNS):
+        for bundle in ("empty", "big") if i % 2 == 0 else ("big", "empty"):
+            runs[bundle].append(idle_memory(bundle, port))
+            log(f"memory run {i + 1}/{MEMORY_RUNS} {bundle}: {runs[bundle][-1]} KiB")
+    (WORK / "memory.json").write_text(json.dumps({"machine": m, "runs": runs}))
+    rss = {b: median([r for r, _ in v]) for b, v in runs.items()}
+    anon = {b: median([a for _, a in v]) for b, v in runs.items()}
+
+    def both(kib, sign=""):
+        return f"{sign}{kib / 1024:.2f} MiB = {sign}{kib * 1024 / 1e6:.2f} MB"
+
+    out = [header("Sidecar memory, started alone", m,
+                  "python3 bench/bench.py memory",
+                  f"- Runs: {MEMORY_RUNS} of each bundle, alternating (BENCH_MEMORY_RUNS).\n")]
+    out.append(
+        "The measured sidecar is started alone, pinned to one CPU, with the empty bundle and\n"
+        "with the 1M-prefix + 1,000-action bundle (`mkbundle compile`, as in proxy.md); 2 s after\n"
+        "its `palisade_sidecar_bundle_loaded` metric turns 1 its memory is read from /proc: VmRSS\n"
+        "(what proxy.md's memory table shows, taken there during the full run) and the anonymous\n"
+        "memory (heap and stacks: what a bundle can add; the binary's own pages are the same in\n"
+        "both). No request is sent. Medians of the runs; every run below.\n\n"
+        "| bundle | VmRSS (median) | anonymous (median) | every run: VmRSS / anonymous KiB |\n"
+        "|---|---|---|---|\n")
+    for b, label in (("empty", "empty"), ("big", "1M prefixes + 1,000 actions")):
+        out.append(f"| {label} | {both(rss[b])} | {both(anon[b])} | "
+                   + ", ".join(f"{r} / {a}" for r, a in runs[b]) + " |\n")
+    added = rss["big"] - rss["empty"]
+    added_anon = anon["big"] - anon["empty"]
+    out.append(f"| added by the 1M bundle | {both(added, '+')} | {both(added_anon, '+')} | |\n\n")
+    out.append("## Goals\n\n| goal | measured | status |\n|---|---|---|\n"
+               f"| P10 sidecar RSS idle ≤ 15 MB without lists | {both(rss['empty'])} |"
+               f" {met(rss['empty'] * 1024 / 1e6 <= 15)} |\n"
+               f"| P10 + ≤ 8 MB per 1M IPv4 prefixes (with 1000 actions) | {both(added, '+')} |"
+               f" {met(added * 1024 / 1e6 <= 8)} |\n")
+    (RESULTS / "memory.md").write_text("".join(out))
+    log(f"wrote {RESULTS / 'memory.md'}")
 
 
 def cargo_bench(package, extra, targets=()):
@@ -1675,8 +1766,8 @@ def main():
     RESULTS.mkdir(parents=True, exist_ok=True)
     WORK.mkdir(parents=True, exist_ok=True)
     what = sys.argv[1] if len(sys.argv) > 1 else "all"
-    steps = {"operator": operator, "proxy": proxy, "lookup": lookup, "detection": detection,
-             "ratelimit": ratelimit}
+    steps = {"operator": operator, "proxy": proxy, "memory": memory, "lookup": lookup,
+             "detection": detection, "ratelimit": ratelimit}
     if what == "proxy-report":
         proxy_report()
     elif what == "profile":
