@@ -34,19 +34,21 @@ pub struct Targets {
     pub workload_selector: Option<WorkloadSelector>,
 }
 
-/// A label selector (the shape of Kubernetes' `LabelSelector`, with bounded sizes). The
-/// requirements are ANDed.
+/// A label selector (the shape of Kubernetes' `LabelSelector`, with bounded sizes): of pods in
+/// `workloadSelector`, of ConfigMaps in `ipRangesFrom`. The requirements are ANDed.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkloadSelector {
-    /// Labels a pod must carry, each with exactly this value. Example: `app: checkout`.
+    /// Labels a selected object (a pod, or a ConfigMap for `ipRangesFrom`) must carry, each
+    /// with exactly this value. Example: `app: checkout`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend(
         "maxProperties" = 32,
         "additionalProperties" = { "type": "string", "maxLength": 63 },
     ))]
     pub match_labels: BTreeMap<String, String>,
-    /// Set-based requirements on pod labels, like `{key: tier, operator: In, values: [api]}`.
+    /// Set-based requirements on the labels of the selected objects (pods, or ConfigMaps for
+    /// `ipRangesFrom`), like `{key: tier, operator: In, values: [api]}`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub match_expressions: Vec<SelectorRequirement>,
