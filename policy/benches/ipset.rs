@@ -143,8 +143,8 @@ fn v4(c: &mut Criterion) {
 }
 
 /// The 1M list shared by one action, with 1,000 other actions' own 8 addresses each among
-/// it (the bundle of `mkbundle`): the set keeps one class and the others as exceptions, and a
-/// listed address's class is found by a binary search of them.
+/// it (the bundle of `mkbundle`): the set keeps one class and the others as exceptions; a
+/// listed address reads its range's exception bit, and only an exception searches them.
 fn mixed(c: &mut Criterion, list: &PrefixList) {
     let mut rng = Rng(4242);
     let own: Vec<PrefixList> = (0..1000)
