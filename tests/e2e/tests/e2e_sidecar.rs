@@ -378,8 +378,8 @@ spec:
         wrong.is_empty().then_some(()).ok_or(wrong.join(", "))
     })
     .await;
-    // What the sidecar enforced came from the compact form: one class for the list's ranges,
-    // the actions' own addresses (and the split /24's middle) as exceptions.
+    // The bundle decodes (with the sidecar's own decoder) into the compact form: one class for
+    // the list's ranges, the actions' own addresses (and the split /24's middle) as exceptions.
     let (_, b) = palisade_e2e::bundle::read_bundle(&cp.client().await, ns.name())
         .await
         .expect("bundle");
