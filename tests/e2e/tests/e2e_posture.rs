@@ -61,6 +61,11 @@ fn posture(cp: &ControlPlane, ns: &str) -> Result<Value, String> {
         .kubectl_ok(&["-n", ns, "get", "securityposture", "palisade", "-o", "json"])
         .map_err(|e| e.to_string())?;
     let v: Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
+    // The operator creates the object, then writes its status (a second request): between
+    // the two the object has no score yet, which is not a posture to judge.
+    if v["status"]["score"].is_null() {
+        return Err(format!("no status written yet: {}", v["status"]));
+    }
     Ok(v["status"].clone())
 }
 
