@@ -16,6 +16,7 @@ help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 test: lint controlplane ## The one test command: format, lints, unit + end-to-end tests.
+	python3 -m unittest discover -s bench -p 'test_*.py'
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --all-targets --no-fail-fast
 	$(CARGO) test --workspace --doc
