@@ -625,8 +625,15 @@ def proxy_pool(args, pooler=None):
             for i, (_, runs) in enumerate(loaded)]
     latest = loaded[-1][0]["machine"]
     n = len(loaded)
-    out = [header(f"Proxy benchmark: {n} runs of one sidecar build judged together", latest,
-                  "python3 bench/bench.py proxy-pool" + "".join(f" {a}" for a in args))]
+    out = [f"# Proxy benchmark: {n} runs of one sidecar build judged together\n\n"
+           f"- Runs: {', '.join(meta['machine']['date'] for meta, _ in loaded)} (the load average\n"
+           "  of each, and every round, are in its own proxy.md).\n"
+           f"- Machine of the latest: {latest['cpu']}, {latest['ncpu']} vCPU (KVM),"
+           f" {latest['mem_gib']} GiB, Linux {latest['kernel']}.\n"
+           f"- The sidecar: {latest.get('sidecar', 'the release build')}, SHA-256"
+           f" {latest.get('sidecar_sha256', '?')}….\n"
+           "- Command: `python3 bench/bench.py proxy-pool" + "".join(f" {a}" for a in args) +
+           "`.\n\n"]
     out.append(
         "One run's verdicts move with the host: with no change to the sidecar, a goal met in one\n"
         "full run is missed in the next. This report takes the full proxy runs that measured the\n"
@@ -984,7 +991,8 @@ def write_proxy(m, runs, rss, pool=None):
         "\nNotes: added latency is a difference of two medians of noisy runs on a shared 2-core\n"
         "KVM guest; treat a ratio near 1.0 as \"the same\". nginx `deny` runs only in the\n"
         "saturation phase (at ~1k RPS capacity a fixed-rate run only measures its queue).\n"
-        "Raw per-run JSON: `$BENCH_WORK/proxy-runs.jsonl`.\n")
+        "Raw per-run JSON: `$BENCH_WORK/proxy-runs.jsonl`, kept in `$BENCH_WORK/runs/<start>/`\n"
+        "for `bench.py proxy-pool`.\n")
     (RESULTS / "proxy.md").write_text("".join(out))
     log(f"wrote {RESULTS / 'proxy.md'}")
 
