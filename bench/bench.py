@@ -598,14 +598,15 @@ def pool_dirs(args):
             if metas[d].get("sidecar_sha256") == latest and metas[d].get("mode") == "full"]
 
 
-def pool_runs(loaded, pooler):
+def pool_runs(loaded, pools):
     """Several runs of one sidecar build as one: their records with rounds renumbered apart
     (run i's round k is i·1000 + k, so "added" still pairs a contender with the direct run
     of its own round), leaving out the fixed-rate records of a run at a rate where that run
-    was noisy (NOISE_P99_US). Returns (records, {run index: its noisy rates})."""
+    was noisy (NOISE_P99_US); `pools` is each run's own pool. Returns (records, {run index:
+    its noisy rates})."""
     records, noisy = [], {}
     for i, (_, runs) in enumerate(loaded):
-        noisy[i] = noisy_rates(by_contender(runs), pooler(runs))
+        noisy[i] = noisy_rates(by_contender(runs), pools[i])
         records += [dict(r, round=i * 1000 + r["round"]) for r in runs
                     if not (r["rate"] and r["rate"] in noisy[i])]
     return records, noisy
@@ -617,11 +618,12 @@ def proxy_pool(args, pooler=None):
     pooler = pooler or pooled
     dirs = pool_dirs(args)
     loaded = [load_run(d) for d in dirs]
-    records, noisy = pool_runs(loaded, pooler)
+    pools = [pooler(runs) for _, runs in loaded]
+    records, noisy = pool_runs(loaded, pools)
     by, pool = by_contender(records), pooler(records)
     pooled_noisy = noisy_rates(by, pool)
     goals = proxy_goals(by, pool, None, pooled_noisy)
-    each = [proxy_goals(by_contender(runs), pooler(runs), None, noisy[i])
+    each = [proxy_goals(by_contender(runs), pools[i], None, noisy[i])
             for i, (_, runs) in enumerate(loaded)]
     latest = loaded[-1][0]["machine"]
     n = len(loaded)
@@ -647,7 +649,7 @@ def proxy_pool(args, pooler=None):
         "| run | commit | sidecar SHA-256 | application p99 at 1,000 / 5,000 RPS, pooled |"
         " pooled at 1,000 RPS | pooled at 5,000 RPS |\n|---|---|---|---|---|---|\n")
     for i, (meta, runs) in enumerate(loaded):
-        mm, p = meta["machine"], pooler(runs)
+        mm, p = meta["machine"], pools[i]
         d99 = " / ".join(fmt_us((p.get(("direct", rate)) or {}).get("p99_us")) for rate in RATES)
         inp = " | ".join("no (noisy)" if rate in noisy[i] else "yes" for rate in RATES)
         out.append(f"| {mm['date']} | {mm['git']} | {mm.get('sidecar_sha256', '?')} | {d99}"

@@ -158,7 +158,8 @@ class Pooling(unittest.TestCase):
     def test_runs_are_pooled_with_their_rounds_apart_and_a_noisy_rate_left_out(self):
         quiet = a_run(rounds=2)
         noisy = a_run(rounds=2, direct99={1000: 400, 5000: 5100})
-        records, noisy_by_run = bench.pool_runs([({}, quiet), ({}, noisy)], fake_pool)
+        records, noisy_by_run = bench.pool_runs([({}, quiet), ({}, noisy)],
+                                                   [fake_pool(quiet), fake_pool(noisy)])
         self.assertEqual(noisy_by_run, {0: {}, 1: {5000: 5100}})
         rounds = {(r["label"], r["rate"], r["round"]) for r in records}
         self.assertEqual(len(rounds), len(records), "a round of one run paired with another's")
@@ -174,7 +175,7 @@ class Pooling(unittest.TestCase):
         runs = [a_run(rounds=2, sidecar_p50=60), a_run(rounds=2, sidecar_p50=45),
                 a_run(rounds=2, sidecar_p50=45)]
         self.assertEqual(goals_of(runs[0])[P50_1K][2], "**not met**")
-        records, _ = bench.pool_runs([({}, r) for r in runs], fake_pool)
+        records, _ = bench.pool_runs([({}, r) for r in runs], [fake_pool(r) for r in runs])
         self.assertEqual(goals_of(records)[P50_1K][2], "**met**")
 
 
