@@ -96,16 +96,34 @@ async fn a_forged_detected_client_document_is_replaced_with_a_signed_one() {
     })
     .await;
 
-    // The editor's forgery: a document claiming whatever it likes, unsigned. Applied, not
-    // created: the operator may already have published its own `palisade-detected` (it does
-    // so beside the bundle), and the forgery replaces the document either way.
+    // The operator publishes its signed document at its first evaluation: wait for it, so that
+    // the forgery always replaces a published document (the case a client-side apply cannot
+    // even express: its `data.detected` beside the operator's `binaryData.detected` is refused
+    // by the API server as a duplicate key, and whether the operator had published yet was a
+    // race).
+    eventually("the operator's first signed document", || async {
+        signed_by_the_operator(&client, ns.name(), &keys).await
+    })
+    .await;
+    // The editor's forgery: a whole new object (an unconditional update) holding a document
+    // that claims whatever it likes, unsigned.
     let forged = format!(
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: palisade-detected\n  namespace: {}\n\
          data:\n  detected: '{{\"generation\": 18446744073709551615, \"rules\": {{}}}}'\n",
         ns.name()
     );
-    let out = cp.kubectl_stdin(&["--as", EDITOR, "apply", "-f", "-"], &forged);
-    out.expect("the namespace editor may write palisade-detected");
+    let out = cp
+        .kubectl_stdin(
+            &["--as", EDITOR, "replace", "-o", "json", "-f", "-"],
+            &forged,
+        )
+        .expect("the namespace editor may replace palisade-detected");
+    // The object as the API server stored it (the operator may put its own back any moment).
+    let stored: ConfigMap = serde_json::from_str(&out).expect("kubectl's JSON");
+    assert!(
+        stored.binary_data.is_none() && stored.data.is_some_and(|d| d.contains_key("detected")),
+        "the forgery replaced the operator's document: {out}"
+    );
 
     eventually("the operator's signed document back in place", || async {
         signed_by_the_operator(&client, ns.name(), &keys).await
