@@ -19,6 +19,9 @@ Subcommands (each writes one results file under bench/results/):
   proxy-pool [RUN_DIR...]  judge the goals over several full proxy runs of one sidecar binary
              (default: every one kept under $BENCH_WORK/runs with the latest run's binary)
              -> proxy-pool.md
+  sched      what runs on the server CPU while each proxy serves 5,000 RPS: `perf sched`
+             traces of the proxy, the application and every other task (BENCH_SCHED_SECONDS,
+             BENCH_SCHED_ROUNDS) -> sched.md
   pgo        the sidecar's profile-guided release build, which proxy and profile measure
              ($CARGO_TARGET_DIR/pgo/release/palisade-sidecar; needs rustc's llvm-profdata)
 
@@ -1689,6 +1692,212 @@ def syscalls(sidecars):
     return "".join(out)
 
 
+
+# ---------------------------------------------------------------------------------------------
+# sched: what runs on the server CPU while a proxy serves 5,000 RPS
+
+
+SCHED_RATE = 5000
+SCHED_SECONDS = float(os.environ.get("BENCH_SCHED_SECONDS", 10))
+SCHED_ROUNDS = int(os.environ.get("BENCH_SCHED_ROUNDS", 2))
+SCHED_CONTENDERS = ["nginx", "haproxy", "palisade-empty", "palisade-1M"]
+# A run of the CPU this long holds every request that arrives meanwhile (at 5,000 RPS one
+# every 200 µs): the stalls that make a p99.
+STALL_MS = 0.5
+_TIMEHIST = re.compile(r"^\s*([0-9.]+)\s+\[(\d+)\]\s+(.*?)(?:\[(\d+)(?:/(\d+))?\])?"
+                       r"\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)\s*$")
+
+
+def timehist_rows(text):
+    """`perf sched timehist` lines as (task, tid, pid, wait_ms, delay_ms, run_ms): one row per
+    time a task left the CPU, with how long it had waited to be woken (wait), then to get the
+    CPU once woken (delay), then ran. The idle task is left out; a thread's pid is its process's."""
+    rows = []
+    for line in text.splitlines():
+        m = _TIMEHIST.match(line)
+        if not m or m.group(3).strip() == "<idle>":
+            continue
+        tid = int(m.group(4)) if m.group(4) else None
+        pid = int(m.group(5)) if m.group(5) else tid
+        rows.append((m.group(3).strip(), tid, pid, float(m.group(6)), float(m.group(7)),
+                     float(m.group(8))))
+    return rows
+
+
+def quantile(xs, q):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(len(xs) * q))] if xs else None
+
+
+def sched_roles(rows, proxy_pids, app_pids):
+    """The rows of one trace split into the proxy's (every thread of its processes), the
+    application's, and every other task's by name (a kernel worker's name without its CPU)."""
+    roles = {"proxy": [], "app": [], "others": {}}
+    for row in rows:
+        task, _, pid = row[0], row[1], row[2]
+        if pid in proxy_pids:
+            roles["proxy"].append(row)
+        elif pid in app_pids:
+            roles["app"].append(row)
+        else:
+            name = re.sub(r"/\d+:.*", "", task) if task.startswith("kworker") else task
+            roles["others"].setdefault(name, []).append(row)
+    return roles
+
+
+def sched_stats(rows):
+    runs = [r[5] for r in rows]
+    delays = [r[4] for r in rows]
+    return {"runs": len(runs), "cpu_ms": sum(runs), "run_p50": quantile(runs, 0.5),
+            "run_p99": quantile(runs, 0.99), "run_p999": quantile(runs, 0.999),
+            "run_max": max(runs, default=None), "stalls": sum(1 for x in runs if x > STALL_MS),
+            "delay_p99": quantile(delays, 0.99), "delay_max": max(delays, default=None)}
+
+
+def sched_trace(name, pids, app_pids, port, rnd, out_dir):
+    """One trace: `perf sched record` of the server CPU while loadgen sends SCHED_RATE requests
+    a second to `name` for SCHED_SECONDS. Returns loadgen's result and the trace's rows by role."""
+    data = out_dir / f"{name}-{rnd}.data"
+    load = ["taskset", "-c", LOAD_CPU, str(BIN / "loadgen"), "--addr", f"127.0.0.1:{port}",
+            *BENCH_REQUEST, "--rate", str(SCHED_RATE), "--connections", str(CONNECTIONS)]
+    sh([*load, "--duration", "1", "--warmup", "0"])  # both hops' connections are open
+    # perf's own process (it copies the trace out) runs on loadgen's CPU, not the traced one.
+    perf = subprocess.Popen(["taskset", "-c", LOAD_CPU, "perf", "sched", "record",
+                             "-C", SERVER_CPU, "-o", str(data),
+                             "--", "sleep", str(SCHED_SECONDS + 1.5)],
+                            stdout=subprocess.DEVNULL, stderr=open(out_dir / "perf.err", "a"))
+    time.sleep(0.5)
+    r = json.loads(sh([*load, "--duration", str(SCHED_SECONDS), "--warmup", "0",
+                       "--label", name]))
+    perf.wait(timeout=60)
+    text = sh(["perf", "sched", "timehist", "-i", str(data)])
+    data.unlink()
+    # Every thread of the proxy: the sidecar's blocking-pool threads come and go.
+    rows = timehist_rows(text)
+    roles = sched_roles(rows, set(pids), set(app_pids))
+    if not roles["proxy"]:
+        raise RuntimeError(f"perf sched saw nothing of {name} (pids {pids}) on CPU {SERVER_CPU}; "
+                           f"see {out_dir}/perf.err (needs root or perf_event_paranoid <= -1)")
+    return r, roles
+
+
+def sched():
+    if not shutil.which("perf"):
+        sys.exit("sched needs perf (Debian: apt-get install linux-perf; bench/setup.sh does)")
+    m = machine()
+    m["sidecar"] = sidecar_build()
+    m["sidecar_sha256"] = sha256_16(sidecar_binary())
+    try:
+        os.sched_setaffinity(0, {int(LOAD_CPU)})  # this script stays off the traced CPU
+    except OSError:
+        pass
+    prepare_lists()
+    out_dir = WORK / "sched"
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True)
+    procs = Procs()
+    traces = []
+    try:
+        start_all(procs)
+        app_pids = procs.pids("app")
+        for rnd in range(SCHED_ROUNDS):
+            order = SCHED_CONTENDERS if rnd % 2 == 0 else SCHED_CONTENDERS[::-1]
+            for name in order:
+                r, roles = sched_trace(name, procs.pids(name), app_pids, CONTENDERS[name][0],
+                                       rnd, out_dir)
+                traces.append((name, r, roles))
+                log(f"sched round {rnd} {name}: p99 {r['p99_us']:.0f} µs, "
+                    f"{len(roles['proxy'])} runs of the proxy")
+    finally:
+        procs.stop_all()
+    summary = sched_summary(traces)
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    write_sched(m, summary)
+
+
+def sched_summary(traces):
+    """Per contender, its traces pooled: loadgen's percentiles (medians over the traces), and
+    the proxy's, the application's and the other tasks' scheduling statistics."""
+    out = {}
+    for name in dict.fromkeys(n for n, _, _ in traces):
+        mine = [(r, roles) for n, r, roles in traces if n == name]
+        others = {}
+        for _, roles in mine:
+            for task, rows in roles["others"].items():
+                others.setdefault(task, []).extend(rows)
+        completed = sum(r["completed"] for r, _ in mine)
+        out[name] = {
+            "traces": len(mine), "completed": completed,
+            "errors": sum(r["errors"] for r, _ in mine),
+            "p50_us": median([r["p50_us"] for r, _ in mine]),
+            "p99_us": median([r["p99_us"] for r, _ in mine]),
+            "p999_us": median([r.get("p999_us") for r, _ in mine]),
+            "proxy": sched_stats([row for _, roles in mine for row in roles["proxy"]]),
+            "app": sched_stats([row for _, roles in mine for row in roles["app"]]),
+            "others": {task: sched_stats(rows) for task, rows in others.items()},
+        }
+    return out
+
+
+def write_sched(m, summary):
+    def ms(x):
+        return "–" if x is None else f"{x * 1000:.0f} µs" if x < 1 else f"{x:.2f} ms"
+
+    def per_request(st, s):
+        return f"{st['cpu_ms'] * 1000 / max(s['completed'], 1):.1f} µs"
+
+    out = [header(f"Scheduling on the server CPU at {SCHED_RATE:,} RPS", m, "python3 bench/bench.py sched",
+                  f"- Sidecar: {m['sidecar']} (SHA-256 `{m['sidecar_sha256']}…`).\n"),
+           f"Each proxy of the proxy run (same configurations, same application, the servers "
+           f"pinned to CPU {SERVER_CPU},\nloadgen to CPU {LOAD_CPU}) serves {SCHED_RATE:,} "
+           f"requests a second on {CONNECTIONS} keep-alive connections for "
+           f"{SCHED_SECONDS:.0f} s while\n`perf sched record -C {SERVER_CPU}` traces every "
+           f"switch of the server CPU, {SCHED_ROUNDS} traces a proxy in alternating\norder; "
+           "`perf sched timehist` gives, each time a task leaves the CPU, how long it ran and "
+           "how long it\nhad waited for the CPU once woken (its scheduling delay). A run over "
+           f"{STALL_MS} ms (a stall) holds every\nrequest that arrives meanwhile (one every "
+           f"{1e6 / SCHED_RATE:.0f} µs): a request's p99 is made of these. Nothing here\nis "
+           "judged; it says whose CPU time a tail is. Raw summary: `$BENCH_WORK/sched/summary.json`."
+           "\n\n## The proxy's own process (every thread)\n\n"
+           "| proxy | requests | p50 / p99 / p99.9 (loadgen) | CPU a request | runs | run p50 / "
+           "p99 / p99.9 | longest run | runs over 0.5 ms | scheduling delay p99 / longest |\n"
+           "|---|---|---|---|---|---|---|---|---|\n"]
+    for name, s in summary.items():
+        st = s["proxy"]
+        out.append(f"| {name} | {s['completed']} | {fmt_us(s['p50_us'])} / {fmt_us(s['p99_us'])}"
+                   f" / {fmt_us(s['p999_us'])} | {per_request(st, s)} | {st['runs']} | "
+                   f"{ms(st['run_p50'])} / {ms(st['run_p99'])} / {ms(st['run_p999'])} | "
+                   f"{ms(st['run_max'])} | {st['stalls']} | {ms(st['delay_p99'])} / "
+                   f"{ms(st['delay_max'])} |\n")
+    out.append("\n## The application behind it (nginx, static 1 KB)\n\n"
+               "| proxy in front | CPU a request | run p99.9 | longest run | runs over 0.5 ms | "
+               "scheduling delay p99 / longest |\n|---|---|---|---|---|---|\n")
+    for name, s in summary.items():
+        st = s["app"]
+        out.append(f"| {name} | {per_request(st, s)} | {ms(st['run_p999'])} | "
+                   f"{ms(st['run_max'])} | {st['stalls']} | {ms(st['delay_p99'])} / "
+                   f"{ms(st['delay_max'])} |\n")
+    tasks = sorted({t for s in summary.values() for t in s["others"]},
+                   key=lambda t: -max(s["others"].get(t, {}).get("run_max") or 0
+                                      for s in summary.values()))
+    stalling = [t for t in tasks
+                if any(s["others"].get(t, {}).get("stalls") for s in summary.values())]
+    out.append("\n## Other tasks on the server CPU\n\nEvery other task that ran on the server CPU "
+               f"for more than {STALL_MS} ms at once during some trace: runs over\n{STALL_MS} ms "
+               "and the longest, in the traces of each proxy (the same host work falls on every "
+               "proxy's\ntraces, as much as their turns allow).\n\n"
+               + ("| task | " + " | ".join(summary) + " |\n|---|" + "---|" * len(summary) + "\n"
+                  if stalling else "None.\n"))
+    for t in stalling:
+        cells = []
+        for s in summary.values():
+            st = s["others"].get(t)
+            cells.append("–" if not st else f"{st['stalls']} over 0.5 ms, longest {ms(st['run_max'])}")
+        out.append(f"| `{t}` | " + " | ".join(cells) + " |\n")
+    (RESULTS / "sched.md").write_text("".join(out))
+    log(f"wrote {RESULTS / 'sched.md'}")
+
+
 def profile():
     if not shutil.which("valgrind") or not shutil.which("callgrind_control"):
         sys.exit("profile needs valgrind (Debian: apt-get install valgrind)")
@@ -1954,6 +2163,8 @@ def main():
         profile()
     elif what == "pgo":
         pgo()
+    elif what == "sched":
+        sched()
     elif what == "api-cost":
         api_cost()
     elif what == "reliability":

@@ -243,5 +243,71 @@ class Reports(unittest.TestCase):
                       " = +0.0 MB | **met** |", text)
 
 
+TIMEHIST = """           time    cpu  task name                       wait time  sch delay   run time
+                        [tid/pid]                          (msec)     (msec)     (msec)
+--------------- ------  ------------------------------  ---------  ---------  ---------
+   37851.752988 [0000]  <idle>                              0.000      0.000     39.236
+   37851.902121 [0000]  palisade-sideca[100]               50.497      0.000      0.259
+   37851.902200 [0000]  nginx[201]                          0.064      0.010      0.040
+   37851.902300 [0000]  tokio-rt-worker[102/100]            0.000      0.068      0.024
+   37851.902400 [0000]  kdamond.0[107]                    510.721      0.011      4.020
+   37851.902500 [0000]  kworker/0:1-eve[28614]              0.000      0.030      0.020
+   37851.902600 [0000]  kworker/0:2-mm_[28615]              0.000      0.030      0.600
+   37851.902700 [0000]  palisade-sideca[100]                0.100      0.452      0.500
+   37851.902800 [0000]  Web Content[300]                    0.000      0.000      0.010
+"""
+
+
+class Sched(unittest.TestCase):
+    def test_timehist_lines_become_rows_with_each_threads_process(self):
+        rows = bench.timehist_rows(TIMEHIST)
+        self.assertEqual(len(rows), 8)  # the header and the idle task left out
+        self.assertEqual(rows[0], ("palisade-sideca", 100, 100, 50.497, 0.0, 0.259))
+        self.assertEqual(rows[2], ("tokio-rt-worker", 102, 100, 0.0, 0.068, 0.024))
+        self.assertEqual(rows[-1], ("Web Content", 300, 300, 0.0, 0.0, 0.01))
+
+    def test_roles_put_every_thread_of_the_proxy_together_and_name_the_others(self):
+        roles = bench.sched_roles(bench.timehist_rows(TIMEHIST), {100}, {200, 201})
+        self.assertEqual([r[0] for r in roles["proxy"]],
+                         ["palisade-sideca", "tokio-rt-worker", "palisade-sideca"])
+        self.assertEqual([r[0] for r in roles["app"]], ["nginx"])
+        self.assertEqual(sorted(roles["others"]), ["Web Content", "kdamond.0", "kworker"])
+        self.assertEqual(len(roles["others"]["kworker"]), 2)
+
+    def test_a_stall_is_a_run_over_half_a_millisecond(self):
+        roles = bench.sched_roles(bench.timehist_rows(TIMEHIST), {100}, {200, 201})
+        proxy = bench.sched_stats(roles["proxy"])
+        self.assertEqual(proxy["stalls"], 0)  # 0.5 ms is not over 0.5 ms
+        self.assertEqual(proxy["run_max"], 0.5)
+        self.assertEqual(proxy["delay_max"], 0.452)
+        self.assertAlmostEqual(proxy["cpu_ms"], 0.783)
+        self.assertEqual(bench.sched_stats(roles["others"]["kworker"])["stalls"], 1)
+        self.assertEqual(bench.sched_stats([])["run_max"], None)
+
+    def test_sched_md_shows_cpu_per_request_and_who_stalled_the_cpu(self):
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        saved = bench.RESULTS
+        self.addCleanup(setattr, bench, "RESULTS", saved)
+        bench.RESULTS = Path(tmp.name)
+        roles = bench.sched_roles(bench.timehist_rows(TIMEHIST), {100}, {200, 201})
+        result = {"completed": 1, "errors": 0, "p50_us": 160.0, "p99_us": 800.0,
+                  "p999_us": 4000.0}
+        summary = bench.sched_summary([("palisade-empty", result, roles),
+                                       ("palisade-empty", result, roles)])
+        self.assertEqual(summary["palisade-empty"]["completed"], 2)
+        self.assertEqual(summary["palisade-empty"]["proxy"]["runs"], 6)
+        m = {"date": "2026-12-08 00:00 UTC", "cpu": "test", "ncpu": 2, "mem_gib": 1.0,
+             "kernel": "k", "load": [0.1, 0.1, 0.1], "git": "abc1234", "mode": "full",
+             "sidecar": "pgo", "sidecar_sha256": "aaaa"}
+        bench.write_sched(m, summary)
+        text = (bench.RESULTS / "sched.md").read_text()
+        # 2 × 0.783 ms of CPU over 2 requests.
+        self.assertIn("| palisade-empty | 2 | 160 µs / 800 µs / 4000 µs | 783.0 µs | 6 |", text)
+        self.assertIn("| `kdamond.0` | 2 over 0.5 ms, longest 4.02 ms |", text)
+        self.assertIn("| `kworker` | 2 over 0.5 ms, longest 600 µs |", text)
+        self.assertNotIn("`Web Content`", text)
+
+
 if __name__ == "__main__":
     unittest.main()
