@@ -10,7 +10,7 @@ export PALISADE_CACHE CARGO_TARGET_DIR
 CARGO ?= cargo
 CLUSTER := $(CARGO) run --quiet -p palisade-e2e --bin palisade-cluster --
 
-.PHONY: help test lint fmt fuzz controlplane up down env crds bench bench-profile sidecar-pgo demo eval-detection plugin
+.PHONY: help test lint fmt fuzz controlplane up down env crds bench bench-profile bench-sched sidecar-pgo demo eval-detection plugin
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -72,6 +72,9 @@ sidecar-pgo: ## The sidecar's profile-guided release build (what make bench meas
 bench-profile: sidecar-pgo ## Instructions (callgrind) and system calls (perf) per proxied request: sidecar vs nginx/HAProxy -> bench/results/profile.md.
 	python3 bench/bench.py profile
 
+bench-sched: sidecar-pgo ## What holds the server CPU while each proxy serves 5,000 RPS (perf sched): proxy, application, host -> bench/results/sched.md.
+	python3 bench/bench.py sched
+
 EVAL_DAYS ?= 1
 eval-detection: ## Score the detection rules on the seeded traffic model (virtual clock) -> bench/results/detection.md. EVAL_DAYS=n: days per scenario.
 	$(CARGO) build --release -p palisade-bench --bin palisade-loadgen
@@ -80,6 +83,7 @@ eval-detection: ## Score the detection rules on the seeded traffic model (virtua
 bench: sidecar-pgo ## Benchmarks side by side (sidecar vs nginx/HAProxy, policy, detection) -> bench/results/. BENCH_QUICK=1: a few minutes.
 	python3 bench/bench.py all
 	python3 bench/bench.py profile
+	python3 bench/bench.py sched
 	$(CARGO) build --release -p palisade-operator -p palisade-e2e --bins
 	$(CARGO_TARGET_DIR)/release/apply-latency
 	$(CARGO_TARGET_DIR)/release/detect-mitigate
