@@ -2052,8 +2052,19 @@ def profile():
                           "Palisade sidecar, empty policy bundle"),
                          ("palisade-1M", sidecar_binary(), "big",
                           "Palisade sidecar, 1M prefixes + 1000 actions")]))
-    (RESULTS / "profile.md").write_text("".join(out))
+    write_keeping_steps(RESULTS / "profile.md", "".join(out))
     log(f"wrote {RESULTS / 'profile.md'}")
+
+
+STEPS_HEADING = "\n## Issue 23, "
+
+
+def write_keeping_steps(path, text):
+    """Writes a regenerated report, keeping the written record of issue 23's steps that
+    follows it in the file (sections headed `## Issue 23, ...`, written by hand)."""
+    old = path.read_text() if path.exists() else ""
+    at = old.find(STEPS_HEADING)
+    path.write_text(text.rstrip("\n") + "\n" + (old[at:] if at >= 0 else ""))
 
 
 def ratelimit():

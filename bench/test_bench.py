@@ -243,6 +243,19 @@ class Reports(unittest.TestCase):
                       " = +0.0 MB | **met** |", text)
 
 
+class Steps(unittest.TestCase):
+    def test_a_regenerated_profile_keeps_the_steps_written_after_it(self):
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        path = Path(tmp.name) / "profile.md"
+        bench.write_keeping_steps(path, "# Profile\n\nold numbers\n")
+        self.assertEqual(path.read_text(), "# Profile\n\nold numbers\n")
+        path.write_text(path.read_text() + "\n## Issue 23, first step\n\nwhat was done\n")
+        bench.write_keeping_steps(path, "# Profile\n\nnew numbers\n\n")
+        self.assertEqual(path.read_text(), "# Profile\n\nnew numbers\n"
+                                           "\n## Issue 23, first step\n\nwhat was done\n")
+
+
 TIMEHIST = """           time    cpu  task name                       wait time  sch delay   run time
                         [tid/pid]                          (msec)     (msec)     (msec)
 --------------- ------  ------------------------------  ---------  ---------  ---------
