@@ -1769,7 +1769,9 @@ def sched_trace(name, pids, app_pids, port, rnd, out_dir):
     time.sleep(0.5)
     r = json.loads(sh([*load, "--duration", str(SCHED_SECONDS), "--warmup", "0",
                        "--label", name]))
-    perf.wait(timeout=60)
+    if perf.wait(timeout=60) != 0 or not data.exists():
+        raise RuntimeError(f"perf sched record failed (exit {perf.returncode}): see "
+                           f"{out_dir}/perf.err (it needs root or kernel.perf_event_paranoid <= -1)")
     text = sh(["perf", "sched", "timehist", "-i", str(data)])
     data.unlink()
     # Every thread of the proxy: the sidecar's blocking-pool threads come and go.
